@@ -1,0 +1,196 @@
+//! The border between the engine and the systems it keeps in step: the `Connector` trait,
+//! what a connector reads (`ConnectorRecord`, `Page`) and writes (`Write`), its
+//! `Capabilities`, and `ConnectorError` with its retry classification.
+//!
+//! Connectors know nothing of baselines, conflicts or the state store; they read and write
+//! raw JSON values at paths (a column name, a JSON pointer) and say what they can do.
+
+mod error;
+mod memory;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+use std::future::Future;
+
+use fieldsync_model::RecordId;
+use jiff::Timestamp;
+use serde::Serialize;
+
+pub use error::ConnectorError;
+pub use memory::{MemoryConnector, MemoryFault, MemorySystem};
+
+/// What a connector can do; the engine plans around it rather than around its name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// Reads only the records modified at or after an instant (`ReadRequest::since`).
+    pub incremental: bool,
+    /// Finds records by the value at a path (`Lookup::Key`), not only by id.
+    pub lookup_by_key: bool,
+    /// Refuses an update whose `FieldWrite::expected` value no longer holds, atomically.
+    pub conditional_writes: bool,
+    /// Creates records.
+    pub create: bool,
+    /// Deletes records (hard, or through the connector's soft-delete column).
+    pub delete: bool,
+}
+
+/// What to read: the paths of the values wanted, and optionally only recent records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadRequest {
+    /// The paths to read, in order; every `ConnectorRecord::values` has one value per path.
+    pub paths: Vec<String>,
+    /// When set, only records modified at or after this instant are needed. A connector
+    /// without `Capabilities::incremental` ignores it and reads everything.
+    pub since: Option<Timestamp>,
+}
+
+/// Which records a `Connector::lookup` wants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Records by the connector's own ids.
+    Ids(Vec<RecordId>),
+    /// Records whose value at `path` is one of `values` (compared as text).
+    Key {
+        /// The path holding the key.
+        path: String,
+        /// The key values wanted.
+        values: Vec<String>,
+    },
+}
+
+/// One record as a connector holds it: its id, the raw values at the requested paths, and
+/// its modification time where the system keeps one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnectorRecord {
+    /// The connector's own id of the record.
+    pub id: RecordId,
+    /// Raw values, one per requested path, `Null` where the record has none.
+    pub values: Vec<serde_json::Value>,
+    /// When the system last modified the record, if it says.
+    pub modified: Option<Timestamp>,
+    /// Whether the record is marked deleted (a soft-delete column); it still has values.
+    pub deleted: bool,
+}
+
+/// An opaque position in a listing, handed back to `Connector::read_page` for the next page.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageToken(pub String);
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Page {
+    /// The records of this page.
+    pub records: Vec<ConnectorRecord>,
+    /// Where the next page starts; `None` after the last page.
+    pub next: Option<PageToken>,
+}
+
+/// One value to write at one path, with the raw value the engine read there.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct FieldWrite {
+    /// Where to write.
+    pub path: String,
+    /// The raw value to write.
+    pub value: serde_json::Value,
+    /// The raw value the target held when it was read. A connector with
+    /// `Capabilities::conditional_writes` refuses the whole write with
+    /// `ConnectorError::TargetMoved` when the target no longer holds it; `None` writes
+    /// unconditionally.
+    pub expected: Option<serde_json::Value>,
+}
+
+/// A write to one record.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Write {
+    /// Change some values of an existing record.
+    Update {
+        /// The record.
+        id: RecordId,
+        /// The values to change; the others are left as they are.
+        fields: Vec<FieldWrite>,
+    },
+    /// Make a new record holding these values (always including the link key).
+    Create {
+        /// The values of the new record.
+        fields: Vec<FieldWrite>,
+    },
+    /// Delete a record (or mark it deleted, where the connector has a soft-delete column).
+    Delete {
+        /// The record.
+        id: RecordId,
+    },
+}
+
+/// What a successful write reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// The id of the record written; for a create, the id the system gave it.
+    pub id: RecordId,
+}
+
+/// What `Connector::check` found: enough for an operator to see the connector works.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Probe {
+    /// The connector's kind (`sqlite`, `csv`, …).
+    pub kind: &'static str,
+    /// Where it points, with no secrets (a file path, a base URL).
+    pub target: String,
+    /// How many records it holds, if it can say cheaply.
+    pub records: Option<u64>,
+    /// What it can do.
+    pub capabilities: Capabilities,
+}
+
+/// The code that reads and writes records in one system.
+///
+/// Implementations are driven by one task at a time; a connector may hold a connection or
+/// a browser session across calls. Every error is classified by
+/// `ConnectorError::is_retryable`.
+pub trait Connector {
+    /// What this connector can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Connects and reports what the connector sees, without changing anything.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the system cannot be reached or does not look as configured (a missing
+    /// table or column, an unreadable file).
+    fn check(&mut self, paths: &[String]) -> impl Future<Output = Result<Probe, ConnectorError>>;
+
+    /// Reads one page of records, starting at `token` (the first page when `None`).
+    ///
+    /// # Errors
+    ///
+    /// Fails when the system cannot be read; the engine retries retryable errors.
+    fn read_page(
+        &mut self,
+        request: &ReadRequest,
+        token: Option<&PageToken>,
+    ) -> impl Future<Output = Result<Page, ConnectorError>>;
+
+    /// Reads the records matching `lookup`, in any order; records that do not exist are
+    /// simply absent from the answer. Deleted (soft-deleted) records are returned with
+    /// `deleted` set.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the system cannot be read.
+    fn lookup(
+        &mut self,
+        paths: &[String],
+        lookup: &Lookup,
+    ) -> impl Future<Output = Result<Vec<ConnectorRecord>, ConnectorError>>;
+
+    /// Applies writes, each on its own: one write's failure does not undo or stop another.
+    /// The answer has one result per write, in order.
+    ///
+    /// # Errors
+    ///
+    /// The outer error means nothing was written (the system could not be reached at all).
+    fn apply(
+        &mut self,
+        writes: &[Write],
+    ) -> impl Future<Output = Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError>>;
+}

@@ -1,0 +1,527 @@
+//! Delivery: send due outbox entries to their side in batches, verify each write by reading
+//! it back, and close each verified entry in the same transaction that moves its baseline.
+//! Transient failures wait out an exponential backoff with jitter; permanent ones become
+//! dead entries carrying the target's message; a target that moved is planned again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fieldsync_connector::{
+    Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Write, WriteOutcome,
+};
+use fieldsync_model::{RecordId, Side, Value};
+use fieldsync_store::{
+    AuditEntry, AuditEvent, Baseline, LinkLayout, Operation, OutboxEntry, OutboxStatus, StateStore,
+};
+
+use crate::plan::Payload;
+use crate::report::{RunReport, WriteFailure};
+use crate::spec::{LinkSpec, SidePair};
+use crate::{Clock, EngineError, Progress};
+
+/// How many entries one batch sends.
+const BATCH: usize = 500;
+
+/// How one entry's attempt ended.
+enum Attempt {
+    /// Written and read back as intended.
+    Verified { id: RecordId },
+    /// Failed; maybe retryable.
+    Failed(ConnectorError),
+    /// Written, but the target holds something else.
+    Mismatch(String),
+    /// The payload cannot be read (written by a newer fieldsync, or damaged).
+    Damaged(String),
+}
+
+fn to_write(entry: &OutboxEntry, payload: &Payload) -> Result<Write, String> {
+    let fields = || {
+        payload
+            .fields
+            .iter()
+            .map(|field| FieldWrite {
+                path: field.path.clone(),
+                value: field.raw.clone(),
+                expected: field.expected.clone(),
+            })
+            .collect()
+    };
+    match entry.operation {
+        Operation::Update => {
+            let id = entry.record_id.clone().ok_or("an update without a record id")?;
+            Ok(Write::Update { id, fields: fields() })
+        }
+        Operation::Create => Ok(Write::Create { fields: fields() }),
+        Operation::Delete => {
+            Ok(Write::Delete { id: entry.record_id.clone().ok_or("a delete without a record id")? })
+        }
+    }
+}
+
+fn raw_equal(written: &serde_json::Value, read: &serde_json::Value) -> bool {
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::String(text) => text.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    written == read || text(written) == text(read)
+}
+
+/// Compares what was written with what the target holds now.
+fn verify(
+    spec: &LinkSpec,
+    side: Side,
+    payload: &Payload,
+    paths: &[String],
+    record: &ConnectorRecord,
+) -> Result<(), String> {
+    for field in &payload.fields {
+        let Some(position) = paths.iter().position(|path| *path == field.path) else { continue };
+        let read = &record.values[position];
+        let matches = match (&field.name, &field.value) {
+            (Some(name), Some(value)) => match spec.fields.iter().find(|spec_field| spec_field.name == *name)
+            {
+                Some(spec_field) => spec_field.normalisers.get(side).normalise(read).as_ref() == Ok(value),
+                None => true,
+            },
+            _ => raw_equal(&field.raw, read),
+        };
+        if !matches {
+            return Err(format!("wrote {} at {}, read back {}", field.raw, field.path, read));
+        }
+    }
+    Ok(())
+}
+
+/// Delivers every due outbox entry of the link, waiting for retries due within the link's
+/// `wait_in_run`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress>(
+    spec: &LinkSpec,
+    connectors: &mut SidePair<C>,
+    store: &mut StateStore,
+    layout: &LinkLayout,
+    clock: &K,
+    progress: &P,
+    report: &mut RunReport,
+    rng: &mut fastrand::Rng,
+) -> Result<(), EngineError> {
+    let link = spec.name.as_str();
+    let mut final_outcomes: HashMap<i64, WriteFailure> = HashMap::new();
+    progress.phase("writing", None);
+    loop {
+        let now = clock.now();
+        let due = store.due_outbox(link, now, BATCH)?;
+        if due.is_empty() {
+            let Some(next) = store.next_due(link)? else { break };
+            let wait = next.duration_since(now).unsigned_abs();
+            if next > now && wait <= spec.retry.wait_in_run {
+                clock.sleep(wait + Duration::from_millis(1)).await;
+                continue;
+            }
+            break;
+        }
+        for side in Side::BOTH {
+            let entries: Vec<&OutboxEntry> = due.iter().filter(|entry| entry.side == side).collect();
+            if entries.is_empty() {
+                continue;
+            }
+            let outcomes =
+                attempt_batch(spec, side, connectors.get_mut(side), store, &entries, clock).await?;
+            close_batch(
+                spec,
+                side,
+                store,
+                layout,
+                &entries,
+                outcomes,
+                clock,
+                report,
+                rng,
+                &mut final_outcomes,
+            )?;
+            progress.advance(entries.len() as u64);
+        }
+    }
+    report.failures = final_outcomes.into_values().collect();
+    report.failures.sort_by_key(|failure| failure.outbox_id);
+    Ok(())
+}
+
+async fn attempt_batch<C: Connector, K: Clock>(
+    spec: &LinkSpec,
+    side: Side,
+    connector: &mut C,
+    store: &mut StateStore,
+    entries: &[&OutboxEntry],
+    clock: &K,
+) -> Result<Vec<Attempt>, EngineError> {
+    let capabilities = connector.capabilities();
+    let mut paths = spec.read_paths(side);
+    let mut outcomes: Vec<Option<Attempt>> = Vec::with_capacity(entries.len());
+    let mut payloads: Vec<Option<Payload>> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match serde_json::from_str::<Payload>(&entry.payload) {
+            Ok(payload) if payload.version == crate::plan::PAYLOAD_VERSION => {
+                for field in &payload.fields {
+                    if !paths.contains(&field.path) {
+                        paths.push(field.path.clone());
+                    }
+                }
+                outcomes.push(None);
+                payloads.push(Some(payload));
+            }
+            Ok(payload) => {
+                outcomes
+                    .push(Some(Attempt::Damaged(format!("payload version {} is unknown", payload.version))));
+                payloads.push(None);
+            }
+            Err(error) => {
+                outcomes.push(Some(Attempt::Damaged(format!("payload cannot be read: {error}"))));
+                payloads.push(None);
+            }
+        }
+    }
+
+    // A create that may already have happened (its earlier attempt never reported back) is
+    // looked up by its link key first, so that a crash can never make a duplicate.
+    let uncertain_creates: Vec<usize> = (0..entries.len())
+        .filter(|&index| {
+            outcomes[index].is_none()
+                && entries[index].operation == Operation::Create
+                && entries[index].attempts > 0
+        })
+        .collect();
+    if !uncertain_creates.is_empty() && capabilities.lookup_by_key {
+        let values = uncertain_creates.iter().map(|&index| entries[index].key.as_str().to_string()).collect();
+        let lookup = Lookup::Key { path: spec.key.get(side).clone(), values };
+        if let Ok(found) = connector.lookup(&paths, &lookup).await {
+            for record in found.into_iter().filter(|record| !record.deleted) {
+                let key = match &record.values[0] {
+                    serde_json::Value::String(text) => text.trim().to_string(),
+                    other => other.to_string(),
+                };
+                if let Some(&index) =
+                    uncertain_creates.iter().find(|&&index| entries[index].key.as_str() == key)
+                {
+                    let payload =
+                        payloads[index].as_ref().unwrap_or_else(|| unreachable!("only readable payloads"));
+                    outcomes[index] = Some(match verify(spec, side, payload, &paths, &record) {
+                        Ok(()) => Attempt::Verified { id: record.id },
+                        Err(_) => Attempt::Failed(ConnectorError::AlreadyExists { id: record.id }),
+                    });
+                }
+            }
+        }
+    }
+
+    // Without conditional writes, the target-moved guard is a re-read just before writing.
+    if !capabilities.conditional_writes {
+        let ids: Vec<RecordId> = (0..entries.len())
+            .filter(|&index| outcomes[index].is_none() && entries[index].operation == Operation::Update)
+            .filter_map(|index| entries[index].record_id.clone())
+            .collect();
+        if !ids.is_empty() {
+            let current = connector.lookup(&paths, &Lookup::Ids(ids)).await;
+            let current: HashMap<RecordId, ConnectorRecord> = match current {
+                Ok(records) => records.into_iter().map(|record| (record.id.clone(), record)).collect(),
+                Err(error) => {
+                    let message = error.to_string();
+                    for outcome in outcomes.iter_mut().filter(|outcome| outcome.is_none()) {
+                        *outcome = Some(Attempt::Failed(ConnectorError::Unavailable {
+                            what: "the target".into(),
+                            message: message.clone(),
+                            retry_after: error.retry_after(),
+                        }));
+                    }
+                    HashMap::new()
+                }
+            };
+            for index in 0..entries.len() {
+                if outcomes[index].is_some() || entries[index].operation != Operation::Update {
+                    continue;
+                }
+                let Some(id) = entries[index].record_id.clone() else { continue };
+                let payload =
+                    payloads[index].as_ref().unwrap_or_else(|| unreachable!("only readable payloads"));
+                let moved = match current.get(&id) {
+                    None => Some(ConnectorError::NotFound { id: id.clone() }),
+                    Some(record) => payload
+                        .fields
+                        .iter()
+                        .any(|field| {
+                            let position = paths.iter().position(|path| *path == field.path);
+                            match (&field.expected, position) {
+                                (Some(expected), Some(position)) => {
+                                    !raw_equal(expected, &record.values[position])
+                                }
+                                _ => false,
+                            }
+                        })
+                        .then(|| ConnectorError::TargetMoved { id: id.clone() }),
+                };
+                if let Some(error) = moved {
+                    outcomes[index] = Some(Attempt::Failed(error));
+                }
+            }
+        }
+    }
+
+    let mut writes = Vec::new();
+    let mut sent = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        if outcomes[index].is_some() {
+            continue;
+        }
+        let payload = payloads[index].as_ref().unwrap_or_else(|| unreachable!("only readable payloads"));
+        match to_write(entry, payload) {
+            Ok(write) => {
+                writes.push(write);
+                sent.push(index);
+            }
+            Err(message) => outcomes[index] = Some(Attempt::Damaged(message.to_string())),
+        }
+    }
+    if !sent.is_empty() {
+        let ids: Vec<i64> = sent.iter().map(|&index| entries[index].id).collect();
+        let transaction = store.transaction()?;
+        transaction.mark_sending(&ids, clock.now())?;
+        transaction.commit()?;
+        let results: Vec<Result<WriteOutcome, ConnectorError>> = match connector.apply(&writes).await {
+            Ok(results) => results,
+            Err(error) => {
+                let message = error.to_string();
+                let retryable = error.is_retryable();
+                let retry_after = error.retry_after();
+                sent.iter()
+                    .map(|_| {
+                        Err(if retryable {
+                            ConnectorError::Unavailable {
+                                what: "the target".into(),
+                                message: message.clone(),
+                                retry_after,
+                            }
+                        } else {
+                            ConnectorError::Rejected { message: message.clone() }
+                        })
+                    })
+                    .collect()
+            }
+        };
+        let mut written: Vec<(usize, RecordId)> = Vec::new();
+        for (&index, result) in sent.iter().zip(results) {
+            match result {
+                Ok(outcome) => written.push((index, outcome.id)),
+                Err(error) => outcomes[index] = Some(Attempt::Failed(error)),
+            }
+        }
+        // Read back every successful write.
+        if !written.is_empty() {
+            let ids = written.iter().map(|(_, id)| id.clone()).collect();
+            match connector.lookup(&paths, &Lookup::Ids(ids)).await {
+                Ok(records) => {
+                    let records: HashMap<RecordId, ConnectorRecord> =
+                        records.into_iter().map(|record| (record.id.clone(), record)).collect();
+                    for (index, id) in written {
+                        let payload = payloads[index]
+                            .as_ref()
+                            .unwrap_or_else(|| unreachable!("only readable payloads"));
+                        let record = records.get(&id).filter(|record| !record.deleted);
+                        outcomes[index] = Some(match (entries[index].operation, record) {
+                            (Operation::Delete, None) => Attempt::Verified { id },
+                            (Operation::Delete, Some(_)) => {
+                                Attempt::Mismatch("deleted, but the record is still there".into())
+                            }
+                            (_, None) => {
+                                Attempt::Mismatch("written, but the record cannot be read back".into())
+                            }
+                            (_, Some(record)) => match verify(spec, side, payload, &paths, record) {
+                                Ok(()) => Attempt::Verified { id },
+                                Err(message) => Attempt::Mismatch(message),
+                            },
+                        });
+                    }
+                }
+                Err(error) => {
+                    // The writes happened but cannot be verified now: try again later; the
+                    // redelivery's conditional write or create look-up keeps it idempotent.
+                    for (index, _) in written {
+                        outcomes[index] = Some(Attempt::Failed(ConnectorError::Unavailable {
+                            what: "the target (verifying)".into(),
+                            message: error.to_string(),
+                            retry_after: error.retry_after(),
+                        }));
+                    }
+                }
+            }
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or_else(|| Attempt::Damaged("no outcome".into())))
+        .collect())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn close_batch<K: Clock>(
+    spec: &LinkSpec,
+    side: Side,
+    store: &mut StateStore,
+    layout: &LinkLayout,
+    entries: &[&OutboxEntry],
+    outcomes: Vec<Attempt>,
+    clock: &K,
+    report: &mut RunReport,
+    rng: &mut fastrand::Rng,
+    final_outcomes: &mut HashMap<i64, WriteFailure>,
+) -> Result<(), EngineError> {
+    let link = spec.name.as_str();
+    let now = clock.now();
+    let keys: Vec<_> = entries.iter().map(|entry| entry.key.clone()).collect();
+    let transaction = store.transaction()?;
+    let mut baselines = transaction.baselines(link, layout, &keys)?;
+    for (entry, outcome) in entries.iter().zip(outcomes) {
+        let audit = |event: AuditEvent, reason: String, value: Option<Value>| AuditEntry {
+            run_id: report.run_id,
+            key: entry.key.clone(),
+            field: None,
+            event,
+            side: Some(side),
+            base: None,
+            left: None,
+            right: None,
+            value,
+            reason,
+            at: now,
+        };
+        let failure = |outcome: &'static str, message: String| WriteFailure {
+            outbox_id: entry.id,
+            key: entry.key.clone(),
+            side,
+            outcome,
+            message,
+        };
+        match outcome {
+            Attempt::Verified { id } => {
+                let payload: Payload = serde_json::from_str(&entry.payload)
+                    .unwrap_or_else(|_| unreachable!("a verified entry had a readable payload"));
+                let mut baseline = baselines
+                    .remove(&entry.key)
+                    .unwrap_or_else(|| Baseline::empty(entry.key.clone(), layout.fields.len()));
+                match entry.operation {
+                    Operation::Delete => transaction.delete_baseline(link, &entry.key)?,
+                    _ => {
+                        baseline.set_id(side, id);
+                        if let Some(source_id) = &payload.source_id {
+                            baseline.set_id(side.other(), source_id.clone());
+                        }
+                        if let Some(deleted_on) = payload.soft_delete_of {
+                            baseline.tombstone = Some(deleted_on);
+                        }
+                        for field in &payload.fields {
+                            let (Some(name), Some(value)) = (&field.name, &field.value) else { continue };
+                            let Some(index) = layout.fields.iter().position(|known| known == name) else {
+                                continue;
+                            };
+                            let base_field = &mut baseline.fields[index];
+                            base_field.value = Some(value.clone());
+                            base_field.origin = field.origin;
+                            match side {
+                                Side::Left => base_field.left_changed = Some(now),
+                                Side::Right => base_field.right_changed = Some(now),
+                            }
+                            let mut written = audit(
+                                AuditEvent::Written,
+                                format!("written to the {side} side and read back"),
+                                Some(value.clone()),
+                            );
+                            written.field = Some(name.clone());
+                            transaction.audit(link, &written)?;
+                        }
+                        if entry.operation == Operation::Create || payload.soft_delete_of.is_some() {
+                            transaction.audit(
+                                link,
+                                &audit(
+                                    AuditEvent::Written,
+                                    format!("{} on the {side} side, read back", entry.operation),
+                                    None,
+                                ),
+                            )?;
+                        }
+                        transaction.put_baseline(link, layout, &baseline)?;
+                    }
+                }
+                if entry.operation == Operation::Delete {
+                    transaction.audit(
+                        link,
+                        &audit(AuditEvent::Written, format!("deleted on the {side} side"), None),
+                    )?;
+                }
+                transaction.set_outbox_status(entry.id, OutboxStatus::Done, None, None, now)?;
+                report.stats.writes_done += 1;
+                final_outcomes.remove(&entry.id);
+            }
+            Attempt::Failed(error) if error.is_retryable() => {
+                let attempts = entry.attempts + 1;
+                let message = error.to_string();
+                if attempts >= spec.retry.attempts {
+                    transaction.set_outbox_status(entry.id, OutboxStatus::Dead, None, Some(&message), now)?;
+                    transaction.audit(
+                        link,
+                        &audit(
+                            AuditEvent::Failed,
+                            format!("gave up after {attempts} attempts: {message}"),
+                            None,
+                        ),
+                    )?;
+                    report.stats.writes_dead += 1;
+                    final_outcomes.insert(entry.id, failure("dead", message));
+                } else {
+                    let backoff = spec.retry.backoff(attempts, rng.f64());
+                    let wait = error.retry_after().map_or(backoff, |asked| asked.max(backoff));
+                    let next = now + wait;
+                    transaction.set_outbox_status(
+                        entry.id,
+                        OutboxStatus::Pending,
+                        Some(next),
+                        Some(&message),
+                        now,
+                    )?;
+                    tracing::warn!(link, key = %entry.key, %side, attempts, error = %message, "Retrying outbox entry.");
+                    final_outcomes.insert(entry.id, failure("retrying", message));
+                }
+            }
+            Attempt::Failed(
+                error @ (ConnectorError::TargetMoved { .. }
+                | ConnectorError::NotFound { .. }
+                | ConnectorError::AlreadyExists { .. }),
+            ) => {
+                let message = format!("{error}; it will be planned again from a fresh read");
+                transaction.set_outbox_status(
+                    entry.id,
+                    OutboxStatus::Superseded,
+                    None,
+                    Some(&message),
+                    now,
+                )?;
+                report.stats.writes_moved += 1;
+                final_outcomes.insert(entry.id, failure("moved", message));
+            }
+            Attempt::Failed(error) => {
+                let message = error.to_string();
+                transaction.set_outbox_status(entry.id, OutboxStatus::Dead, None, Some(&message), now)?;
+                transaction.audit(link, &audit(AuditEvent::Failed, message.clone(), None))?;
+                report.stats.writes_dead += 1;
+                final_outcomes.insert(entry.id, failure("dead", message));
+            }
+            Attempt::Mismatch(message) | Attempt::Damaged(message) => {
+                transaction.set_outbox_status(entry.id, OutboxStatus::Dead, None, Some(&message), now)?;
+                transaction.audit(link, &audit(AuditEvent::Failed, message.clone(), None))?;
+                report.stats.writes_dead += 1;
+                final_outcomes.insert(entry.id, failure("dead", message));
+            }
+        }
+    }
+    transaction.commit()?;
+    Ok(())
+}

@@ -1,0 +1,373 @@
+//! Detection: read each side (incrementally from its cursor where it can, in full on
+//! schedule), normalise every value, skip records whose digest equals their baseline's, and
+//! gather the rest — with the other side's current state — for the merge.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use fieldsync_connector::{Connector, ConnectorError, ConnectorRecord, Lookup, ReadRequest};
+use fieldsync_model::{NormaliseError, RecordId, RecordKey, Side, Value, digest_values};
+use fieldsync_store::{DigestEntry, LinkLayout, StateStore};
+use jiff::Timestamp;
+
+use crate::report::{ReadMode, RunReport};
+use crate::spec::{LinkSpec, SidePair};
+use crate::{Clock, EngineError, Progress};
+
+/// How often a failed read is tried before the run gives up.
+const READ_ATTEMPTS: u32 = 3;
+
+/// One record on one side, normalised.
+#[derive(Clone, Debug)]
+pub(crate) struct SideRecord {
+    pub id: RecordId,
+    /// Raw values of the fields, in field order (the link key excluded).
+    pub raw: Vec<serde_json::Value>,
+    /// Normalised values, in field order.
+    pub values: Vec<Result<Value, NormaliseError>>,
+    pub modified: Option<Timestamp>,
+}
+
+impl SideRecord {
+    /// The normalised values when every one is valid.
+    pub fn valid_values(&self) -> Option<Vec<&Value>> {
+        self.values.iter().map(|value| value.as_ref().ok()).collect()
+    }
+}
+
+/// What a side holds for a record after detection.
+#[derive(Clone, Debug)]
+pub(crate) enum Presence {
+    Present(SideRecord),
+    Absent,
+    /// Not known: the side was read incrementally and cannot look the record up by key.
+    Unknown,
+}
+
+/// Everything detection found.
+pub(crate) struct Detection {
+    pub modes: SidePair<ReadMode>,
+    /// Records to compare field by field, with both sides' state.
+    pub candidates: Vec<(RecordKey, SidePair<Presence>)>,
+    /// The latest modification time seen on each side.
+    pub max_modified: SidePair<Option<Timestamp>>,
+    /// Keys whose records vanished from a fully read side.
+    pub vanished: SidePair<u64>,
+}
+
+/// Normalises a connector record: its link key and field values.
+pub(crate) fn normalise_record(
+    spec: &LinkSpec,
+    side: Side,
+    record: ConnectorRecord,
+) -> Result<(RecordKey, SideRecord), String> {
+    let mut raw = record.values;
+    if raw.len() != spec.fields.len() + 1 {
+        return Err(format!(
+            "record {} came back with {} values, expected {}",
+            record.id,
+            raw.len(),
+            spec.fields.len() + 1
+        ));
+    }
+    let key_value = raw.remove(0);
+    let key = match &key_value {
+        serde_json::Value::String(text) if !text.trim().is_empty() => text.trim().to_string(),
+        serde_json::Value::Number(number) => number.to_string(),
+        _ => {
+            return Err(format!(
+                "record {} on the {side} side has no link key at {}",
+                record.id,
+                spec.key.get(side)
+            ));
+        }
+    };
+    let values =
+        spec.fields.iter().zip(&raw).map(|(field, raw)| field.normalisers.get(side).normalise(raw)).collect();
+    Ok((RecordKey::new(key), SideRecord { id: record.id, raw, values, modified: record.modified }))
+}
+
+fn side_digest(record: &SideRecord) -> Option<fieldsync_model::RecordDigest> {
+    let values = record.valid_values()?;
+    Some(digest_values(values.into_iter().map(Some)))
+}
+
+async fn with_retries<T, C: Clock>(
+    clock: &C,
+    mut attempt: impl AsyncFnMut() -> Result<T, ConnectorError>,
+) -> Result<T, ConnectorError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if error.is_retryable() && tries < READ_ATTEMPTS => {
+                let wait = error.retry_after().unwrap_or(Duration::from_millis(500 * (1 << tries)));
+                tracing::warn!(%error, tries, "Retrying a read.");
+                clock.sleep(wait.min(Duration::from_secs(30))).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// A side's records that differ from their baselines, as read.
+struct SideScan {
+    changed: HashMap<RecordKey, SideRecord>,
+    /// Keys read and found equal to their baseline.
+    unchanged: BTreeSet<RecordKey>,
+    deleted: BTreeSet<RecordKey>,
+    max_modified: Option<Timestamp>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn scan_side<C: Connector, K: Clock, P: Progress>(
+    spec: &LinkSpec,
+    side: Side,
+    connector: &mut C,
+    names: &SidePair<String>,
+    mode: ReadMode,
+    since: Option<Timestamp>,
+    store: &StateStore,
+    layout: &LinkLayout,
+    all_digests: Option<&HashMap<RecordKey, DigestEntry>>,
+    clock: &K,
+    progress: &P,
+    report: &mut RunReport,
+) -> Result<SideScan, EngineError> {
+    let request = ReadRequest {
+        paths: spec.read_paths(side),
+        since: if mode == ReadMode::Incremental { since } else { None },
+    };
+    let link = spec.name.as_str();
+    let mut scan = SideScan {
+        changed: HashMap::new(),
+        unchanged: BTreeSet::new(),
+        deleted: BTreeSet::new(),
+        max_modified: None,
+    };
+    let mut token = None;
+    progress.phase(&format!("reading {side} ({})", names.get(side)), None);
+    loop {
+        let page = with_retries(clock, async || connector.read_page(&request, token.as_ref()).await)
+            .await
+            .map_err(|source| EngineError::Read { side, connector: names.get(side).clone(), source })?;
+        let mut normalised = Vec::with_capacity(page.records.len());
+        for record in page.records {
+            if let Some(modified) = record.modified {
+                scan.max_modified =
+                    Some(scan.max_modified.map_or(modified, |max: Timestamp| max.max(modified)));
+            }
+            let deleted = record.deleted;
+            match normalise_record(spec, side, record) {
+                Ok((key, side_record)) => normalised.push((key, side_record, deleted)),
+                Err(problem) => report.problems.push(problem),
+            }
+        }
+        let page_digests;
+        let digests = match all_digests {
+            Some(digests) => digests,
+            None => {
+                let keys: Vec<RecordKey> = normalised.iter().map(|(key, _, _)| key.clone()).collect();
+                page_digests = store.digests(link, layout, &keys)?;
+                &page_digests
+            }
+        };
+        let stats = report.stats.side_mut(side);
+        stats.read += normalised.len() as u64;
+        progress.advance(normalised.len() as u64);
+        for (key, record, deleted) in normalised {
+            if scan.changed.contains_key(&key) || scan.unchanged.contains(&key) || scan.deleted.contains(&key)
+            {
+                report.problems.push(format!(
+                    "link key {key} appears more than once on the {side} side; record {} ignored",
+                    record.id
+                ));
+                continue;
+            }
+            if deleted {
+                scan.deleted.insert(key);
+                continue;
+            }
+            let unchanged = digests
+                .get(&key)
+                .and_then(|entry| entry.digest)
+                .is_some_and(|digest| side_digest(&record) == Some(digest));
+            if unchanged {
+                scan.unchanged.insert(key);
+            } else {
+                stats.changed += 1;
+                scan.changed.insert(key, record);
+            }
+        }
+        match page.next {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    Ok(scan)
+}
+
+/// Reads both sides and gathers every record that needs a field-by-field look.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn detect<C: Connector, K: Clock, P: Progress>(
+    spec: &LinkSpec,
+    connectors: &mut SidePair<C>,
+    names: &SidePair<String>,
+    modes: SidePair<ReadMode>,
+    since: SidePair<Option<Timestamp>>,
+    store: &StateStore,
+    layout: &LinkLayout,
+    clock: &K,
+    progress: &P,
+    report: &mut RunReport,
+) -> Result<Detection, EngineError> {
+    let link = spec.name.as_str();
+    let any_full = modes.left == ReadMode::Full || modes.right == ReadMode::Full;
+    let all_digests = if any_full { Some(store.all_digests(link, layout)?) } else { None };
+    let mut scans = Vec::with_capacity(2);
+    for side in Side::BOTH {
+        let scan = scan_side(
+            spec,
+            side,
+            connectors.get_mut(side),
+            names,
+            *modes.get(side),
+            *since.get(side),
+            store,
+            layout,
+            all_digests.as_ref(),
+            clock,
+            progress,
+            report,
+        )
+        .await?;
+        scans.push(scan);
+    }
+    let right_scan = scans.pop().unwrap_or_else(|| unreachable!("two scans were pushed"));
+    let left_scan = scans.pop().unwrap_or_else(|| unreachable!("two scans were pushed"));
+    let mut scans = SidePair::new(left_scan, right_scan);
+
+    // Which keys need a look: changed on a side, deleted, vanished from a full scan, or with
+    // a live review or an unfinished write (their plan must be renewed from fresh reads).
+    let mut keys: BTreeSet<RecordKey> = BTreeSet::new();
+    for side in Side::BOTH {
+        let scan = scans.get(side);
+        keys.extend(scan.changed.keys().cloned());
+        keys.extend(scan.deleted.iter().cloned());
+    }
+    let mut vanished = SidePair::new(0, 0);
+    if let Some(digests) = &all_digests {
+        for side in Side::BOTH {
+            if *modes.get(side) != ReadMode::Full {
+                continue;
+            }
+            let scan = scans.get(side);
+            for (key, entry) in digests {
+                let seen = scan.changed.contains_key(key) || scan.unchanged.contains(key);
+                if !seen && entry.tombstone != Some(side) {
+                    if !scan.deleted.contains(key) {
+                        *vanished.get_mut(side) += 1;
+                    }
+                    keys.insert(key.clone());
+                }
+            }
+            report.stats.side_mut(side).deleted = *vanished.get(side);
+        }
+    }
+    keys.extend(store.keys_with_live_reviews(link)?);
+    let open_keys: Vec<RecordKey> = store.open_outbox_keys(link)?;
+    keys.extend(open_keys);
+    let keys: Vec<RecordKey> = keys.into_iter().collect();
+    let digests = match &all_digests {
+        Some(digests) => {
+            keys.iter().filter_map(|key| digests.get(key).map(|entry| (key.clone(), entry.clone()))).collect()
+        }
+        None => store.digests(link, layout, &keys)?,
+    };
+
+    // Settle what each side holds for each key; look up what the scans did not keep.
+    let mut presences: HashMap<RecordKey, SidePair<Presence>> =
+        keys.iter().map(|key| (key.clone(), SidePair::new(Presence::Unknown, Presence::Unknown))).collect();
+    for side in Side::BOTH {
+        let full = *modes.get(side) == ReadMode::Full;
+        let scan = scans.get_mut(side);
+        let mut by_id: Vec<(RecordKey, RecordId)> = Vec::new();
+        let mut by_key: Vec<RecordKey> = Vec::new();
+        for key in &keys {
+            let presence = presences.get_mut(key).unwrap_or_else(|| unreachable!("every key has a presence"));
+            let slot = presence.get_mut(side);
+            if let Some(record) = scan.changed.remove(key) {
+                *slot = Presence::Present(record);
+            } else if scan.deleted.contains(key) {
+                *slot = Presence::Absent;
+            } else if full && !scan.unchanged.contains(key) {
+                *slot = Presence::Absent;
+            } else if let Some(id) = digests.get(key).and_then(|entry| entry.id(side)) {
+                by_id.push((key.clone(), id.clone()));
+            } else {
+                by_key.push(key.clone());
+            }
+        }
+        let connector = connectors.get_mut(side);
+        let capabilities = connector.capabilities();
+        let paths = spec.read_paths(side);
+        let read_error = |source| EngineError::Read { side, connector: names.get(side).clone(), source };
+        let mut found: Vec<ConnectorRecord> = Vec::new();
+        for chunk in by_id.chunks(500) {
+            let lookup = Lookup::Ids(chunk.iter().map(|(_, id)| id.clone()).collect());
+            found.extend(
+                with_retries(clock, async || connector.lookup(&paths, &lookup).await)
+                    .await
+                    .map_err(read_error)?,
+            );
+        }
+        if capabilities.lookup_by_key {
+            for chunk in by_key.chunks(500) {
+                let lookup = Lookup::Key {
+                    path: spec.key.get(side).clone(),
+                    values: chunk.iter().map(|key| key.as_str().to_string()).collect(),
+                };
+                found.extend(
+                    with_retries(clock, async || connector.lookup(&paths, &lookup).await)
+                        .await
+                        .map_err(read_error)?,
+                );
+            }
+        }
+        // Everything looked up and not found is absent; what could not be looked up stays unknown.
+        for (key, _) in &by_id {
+            if let Some(presence) = presences.get_mut(key) {
+                *presence.get_mut(side) = Presence::Absent;
+            }
+        }
+        if capabilities.lookup_by_key {
+            for key in &by_key {
+                if let Some(presence) = presences.get_mut(key) {
+                    *presence.get_mut(side) = Presence::Absent;
+                }
+            }
+        }
+        for record in found {
+            if record.deleted {
+                continue;
+            }
+            match normalise_record(spec, side, record) {
+                Ok((key, side_record)) => {
+                    if let Some(presence) = presences.get_mut(&key) {
+                        *presence.get_mut(side) = Presence::Present(side_record);
+                    }
+                }
+                Err(problem) => report.problems.push(problem),
+            }
+        }
+    }
+    let candidates =
+        keys.into_iter().filter_map(|key| presences.remove(&key).map(|presence| (key, presence))).collect();
+    Ok(Detection {
+        modes,
+        candidates,
+        max_modified: SidePair::new(scans.left.max_modified, scans.right.max_modified),
+        vanished,
+    })
+}

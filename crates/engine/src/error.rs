@@ -1,0 +1,26 @@
+//! `EngineError`: what stops a run as a whole. A failed record or write is not an error:
+//! it is data in the run's report.
+
+use fieldsync_connector::ConnectorError;
+use fieldsync_model::Side;
+use fieldsync_store::StoreError;
+
+/// A failure that stops a run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A side could not be read, even after retries.
+    #[error("reading the {side} side ({connector}) failed")]
+    Read {
+        /// The side.
+        side: Side,
+        /// The connector's name.
+        connector: String,
+        /// Why.
+        #[source]
+        source: ConnectorError,
+    },
+}

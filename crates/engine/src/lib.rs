@@ -1,0 +1,23 @@
+//! The sync engine: detect → merge → guard → plan → deliver → record, for any pair of
+//! connectors. The merge is a pure function of baselines, values, timestamps and the link's
+//! policies; everything with effects goes through a `Connector` or the `StateStore`.
+//!
+//! Architecture Invariant: the engine knows no connector by name and nothing of terminals or
+//! HTTP; it reports through `RunReport` and the `Progress` trait.
+
+mod deliver;
+mod detect;
+mod error;
+pub mod merge;
+mod plan;
+pub mod report;
+mod run;
+pub mod spec;
+
+pub use error::EngineError;
+pub use report::{Action, GuardStop, ReadMode, ReportLine, RunReport, RunStats, SideStats, WriteFailure};
+pub use run::{Clock, NoProgress, Progress, RunOptions, SystemClock, run_link};
+pub use spec::{
+    ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit, LinkSpec,
+    RetryPolicy, SidePair, Tie,
+};

@@ -1,0 +1,225 @@
+//! `RunReport`: what a run did, for people and programs. The CLI renders it as text or JSON;
+//! its statistics are stored in the run history.
+
+use fieldsync_model::{LinkName, RecordKey, RunId, Side, Value};
+use fieldsync_store::RunStatus;
+use serde::Serialize;
+
+use crate::spec::SidePair;
+
+/// How many report lines a run keeps; the statistics count everything.
+pub const REPORT_LINE_LIMIT: usize = 500;
+
+/// How a side was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadMode {
+    /// Every record.
+    #[default]
+    Full,
+    /// Only records modified since the cursor, minus the overlap.
+    Incremental,
+}
+
+impl ReadMode {
+    /// `full` or `incremental`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadMode::Full => "full",
+            ReadMode::Incremental => "incremental",
+        }
+    }
+}
+
+/// Counts of one side.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SideStats {
+    /// How the side was read.
+    pub mode: ReadMode,
+    /// Records read.
+    pub read: u64,
+    /// Records whose values differed from their baseline (or had none).
+    pub changed: u64,
+    /// Records found deleted.
+    pub deleted: u64,
+    /// Record updates planned on this side.
+    pub updates_planned: u64,
+    /// Creates planned on this side.
+    pub creates_planned: u64,
+    /// Deletes (and soft deletes) planned on this side.
+    pub deletes_planned: u64,
+    /// Field values planned to be written on this side.
+    pub fields_planned: u64,
+}
+
+/// The statistics of a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RunStats {
+    /// Per side.
+    pub left: SideStats,
+    /// Per side.
+    pub right: SideStats,
+    /// Records compared field by field (the slow path).
+    pub compared: u64,
+    /// Conflicts settled by a strategy.
+    pub conflicts_resolved: u64,
+    /// Fields where both sides changed to the same value.
+    pub false_conflicts: u64,
+    /// Reviews opened or refreshed.
+    pub reviews_open: u64,
+    /// Reviews whose decision was applied or that settled by themselves.
+    pub reviews_closed: u64,
+    /// Values that could not be normalised.
+    pub invalid_values: u64,
+    /// Outbox entries written and verified.
+    pub writes_done: u64,
+    /// Outbox entries that failed and will be retried.
+    pub writes_retrying: u64,
+    /// Outbox entries that failed for good.
+    pub writes_dead: u64,
+    /// Outbox entries dropped because the target changed since it was read (planned again
+    /// by the next run).
+    pub writes_moved: u64,
+}
+
+impl RunStats {
+    /// The counts of one side.
+    pub fn side(&self, side: Side) -> &SideStats {
+        match side {
+            Side::Left => &self.left,
+            Side::Right => &self.right,
+        }
+    }
+
+    /// The counts of one side, mutably.
+    pub fn side_mut(&mut self, side: Side) -> &mut SideStats {
+        match side {
+            Side::Left => &mut self.left,
+            Side::Right => &mut self.right,
+        }
+    }
+}
+
+/// What happened to one record or field, for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// A value is written to `target`.
+    Update,
+    /// A record is created on `target`.
+    Create,
+    /// A record is deleted (or soft-deleted) on `target`.
+    Delete,
+    /// A conflict was settled by a strategy (a write follows).
+    Conflict,
+    /// Held for a person.
+    Review,
+    /// Both sides agree without a write.
+    Agreed,
+    /// A value could not be normalised; the field was left alone.
+    Invalid,
+    /// The delete was remembered, nothing written.
+    Tombstone,
+    /// Nothing was done, for a reason worth telling.
+    Skipped,
+}
+
+/// One line of a run's report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReportLine {
+    /// The record's link key.
+    pub key: RecordKey,
+    /// The field, if the line is about one.
+    pub field: Option<String>,
+    /// What happened.
+    pub action: Action,
+    /// The side written, if any.
+    pub target: Option<Side>,
+    /// The left value, if known.
+    pub left: Option<Value>,
+    /// The right value, if known.
+    pub right: Option<Value>,
+    /// The value written or agreed, if any.
+    pub value: Option<Value>,
+    /// Why.
+    pub reason: String,
+}
+
+/// A write that did not succeed in this run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WriteFailure {
+    /// The outbox entry.
+    pub outbox_id: i64,
+    /// The record's link key.
+    pub key: RecordKey,
+    /// The side written.
+    pub side: Side,
+    /// `retrying`, `dead` or `moved`.
+    pub outcome: &'static str,
+    /// The target's message.
+    pub message: String,
+}
+
+/// Why the guard stopped a run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GuardStop {
+    /// The side that would have lost or changed too much.
+    pub side: Side,
+    /// `delete` or `change`.
+    pub kind: &'static str,
+    /// How many records.
+    pub count: u64,
+    /// Out of how many.
+    pub total: u64,
+    /// The limit, as configured.
+    pub limit: String,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunReport {
+    /// The link.
+    pub link: LinkName,
+    /// The run's number; `None` for a plan (nothing is recorded).
+    pub run_id: Option<RunId>,
+    /// Whether this was only a plan.
+    pub dry_run: bool,
+    /// How it ended.
+    pub status: RunStatus,
+    /// The connector names of the sides, for rendering.
+    pub sides: SidePair<String>,
+    /// The counts.
+    pub stats: RunStats,
+    /// What happened, record by record (at most `REPORT_LINE_LIMIT` lines).
+    pub lines: Vec<ReportLine>,
+    /// How many lines were left out.
+    pub lines_omitted: u64,
+    /// Writes that failed.
+    pub failures: Vec<WriteFailure>,
+    /// Problems that did not stop the run (a record without a link key, a duplicate key).
+    pub problems: Vec<String>,
+    /// Set when the guard stopped the run.
+    pub guard: Option<GuardStop>,
+    /// How long the run took, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl RunReport {
+    pub(crate) fn push_line(&mut self, line: ReportLine) {
+        if self.lines.len() < REPORT_LINE_LIMIT {
+            self.lines.push(line);
+        } else {
+            self.lines_omitted += 1;
+        }
+    }
+}
+
+impl<T: Serialize> Serialize for SidePair<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut pair = serializer.serialize_struct("SidePair", 2)?;
+        pair.serialize_field("left", &self.left)?;
+        pair.serialize_field("right", &self.right)?;
+        pair.end()
+    }
+}

@@ -1,0 +1,315 @@
+//! One run of a link, the seven steps of the product brief in order: detect, merge, guard,
+//! plan (committed in one transaction), deliver, and record the run in the history.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use fieldsync_connector::Connector;
+use fieldsync_model::{RecordKey, Side};
+use fieldsync_store::{CursorState, NewOutboxEntry, OutboxStatus, Review, RunStatus, StateStore};
+use jiff::Timestamp;
+
+use crate::EngineError;
+use crate::detect::detect;
+use crate::plan::{BaselineChange, Planner, RecordPlan, ReviewChange};
+use crate::report::{GuardStop, ReadMode, RunReport, RunStats};
+use crate::spec::{Limit, LinkSpec, SidePair};
+
+/// The time, and a way to wait; injected so that tests can run retries with a fake clock.
+pub trait Clock {
+    /// Now.
+    fn now(&self) -> Timestamp;
+    /// Waits for `duration`.
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()>;
+}
+
+/// The real clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+}
+
+/// Where a run tells how far it got; the CLI draws progress bars from it.
+pub trait Progress {
+    /// A new phase starts, with its size if known.
+    fn phase(&self, _name: &str, _total: Option<u64>) {}
+    /// `count` more units of the current phase are done.
+    fn advance(&self, _count: u64) {}
+}
+
+/// A `Progress` that shows nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// How to run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Read both sides in full.
+    pub full: bool,
+    /// Plan only: read, merge and report, but write nothing anywhere.
+    pub dry_run: bool,
+    /// Go on even when the guard would stop the run.
+    pub force: bool,
+    /// A seed for the retry jitter (a random one when `None`).
+    pub seed: Option<u64>,
+}
+
+/// Runs one link once.
+///
+/// # Errors
+///
+/// Fails when the state store fails, when a side cannot be read even after retries, or when
+/// another run of the link holds its lock. Failed writes are not errors: they are in the
+/// report, and stay in the outbox.
+pub async fn run_link<C: Connector, K: Clock, P: Progress>(
+    spec: &LinkSpec,
+    names: &SidePair<String>,
+    connectors: &mut SidePair<C>,
+    store: &mut StateStore,
+    options: RunOptions,
+    clock: &K,
+    progress: &P,
+) -> Result<RunReport, EngineError> {
+    let started = clock.now();
+    let link = spec.name.as_str();
+    let _lock = if options.dry_run { None } else { Some(store.lock_link(link)?) };
+    let layout = store.layout(link, &spec.field_names())?;
+
+    let mut modes = SidePair::new(ReadMode::Full, ReadMode::Full);
+    let mut since = SidePair::new(None, None);
+    let mut cursors = SidePair::new(CursorState::default(), CursorState::default());
+    for side in Side::BOTH {
+        let cursor = store.cursor(link, side)?;
+        *cursors.get_mut(side) = cursor;
+        let incremental_possible = connectors.get(side).capabilities().incremental;
+        let full_due = cursor.last_full_scan.is_none_or(|last| {
+            started.duration_since(last).unsigned_abs() >= spec.full_scan_every || last > started
+        });
+        if let (false, true, false, Some(cursor_at)) =
+            (options.full, incremental_possible, full_due, cursor.cursor)
+        {
+            *modes.get_mut(side) = ReadMode::Incremental;
+            *since.get_mut(side) = Some(cursor_at - *spec.overlap.get(side));
+        }
+    }
+    let mut report = RunReport {
+        link: spec.name.clone(),
+        run_id: None,
+        dry_run: options.dry_run,
+        status: RunStatus::Running,
+        sides: names.clone(),
+        stats: RunStats::default(),
+        lines: Vec::new(),
+        lines_omitted: 0,
+        failures: Vec::new(),
+        problems: Vec::new(),
+        guard: None,
+        elapsed_ms: 0,
+    };
+    report.stats.left.mode = modes.left;
+    report.stats.right.mode = modes.right;
+    let mode_name =
+        if modes.left == ReadMode::Full || modes.right == ReadMode::Full { "full" } else { "incremental" };
+    if !options.dry_run {
+        let transaction = store.transaction()?;
+        report.run_id = Some(transaction.start_run(link, mode_name, started)?);
+        transaction.commit()?;
+    }
+    let result = run_steps(
+        spec,
+        names,
+        connectors,
+        store,
+        options,
+        clock,
+        progress,
+        &layout,
+        modes,
+        since,
+        cursors,
+        &mut report,
+    )
+    .await;
+    let finished = clock.now();
+    report.elapsed_ms = u64::try_from(finished.duration_since(started).as_millis()).unwrap_or(0);
+    let error_text = result.as_ref().err().map(|error| {
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    });
+    report.status = match (&result, &report.guard) {
+        (Err(_), _) => RunStatus::Failed,
+        (Ok(()), Some(_)) => RunStatus::Guarded,
+        (Ok(()), None) if report.failures.iter().any(|failure| failure.outcome != "moved") => {
+            RunStatus::Partial
+        }
+        (Ok(()), None) => RunStatus::Done,
+    };
+    if let Some(run_id) = report.run_id {
+        let stats = serde_json::to_value(&report.stats).unwrap_or_default();
+        let transaction = store.transaction()?;
+        transaction.finish_run(run_id, report.status, mode_name, &stats, error_text.as_deref(), finished)?;
+        transaction.commit()?;
+    }
+    result.map(|()| report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_steps<C: Connector, K: Clock, P: Progress>(
+    spec: &LinkSpec,
+    names: &SidePair<String>,
+    connectors: &mut SidePair<C>,
+    store: &mut StateStore,
+    options: RunOptions,
+    clock: &K,
+    progress: &P,
+    layout: &fieldsync_store::LinkLayout,
+    modes: SidePair<ReadMode>,
+    since: SidePair<Option<Timestamp>>,
+    cursors: SidePair<CursorState>,
+    report: &mut RunReport,
+) -> Result<(), EngineError> {
+    let link = spec.name.as_str();
+    let now = clock.now();
+
+    // 1. Detect.
+    let detection =
+        detect(spec, connectors, names, modes, since, store, layout, clock, progress, report).await?;
+
+    // 2–3. Merge and plan every candidate record.
+    progress.phase("merging", Some(detection.candidates.len() as u64));
+    let keys: Vec<RecordKey> = detection.candidates.iter().map(|(key, _)| key.clone()).collect();
+    let baselines = store.baselines(link, layout, &keys)?;
+    let mut reviews: HashMap<RecordKey, Vec<Review>> = HashMap::new();
+    for review in store.live_reviews_for(link, &keys)? {
+        reviews.entry(review.review.key.clone()).or_default().push(review);
+    }
+    let mut open_entries: HashMap<RecordKey, Vec<fieldsync_store::OutboxEntry>> = HashMap::new();
+    for entry in store.open_outbox_for(link, &keys)? {
+        open_entries.entry(entry.key.clone()).or_default().push(entry);
+    }
+    let planner = Planner { spec, run_id: report.run_id, now };
+    let mut plans: Vec<RecordPlan> = Vec::with_capacity(detection.candidates.len());
+    for (key, presence) in detection.candidates {
+        let baseline = baselines.get(&key);
+        let record_reviews = reviews.get(&key).map(Vec::as_slice).unwrap_or_default();
+        plans.push(planner.plan_record(key, presence, baseline, record_reviews, report));
+        progress.advance(1);
+    }
+
+    // 5. Guard.
+    if !options.force {
+        let total = store.baseline_count(link)?;
+        for side in Side::BOTH {
+            let stats = report.stats.side(side);
+            let deletes = stats.deletes_planned.max(*detection.vanished.get(side));
+            let checks = [
+                ("delete", deletes, spec.guard.max_delete),
+                ("change", stats.updates_planned, spec.guard.max_change),
+            ];
+            for (kind, count, limit) in checks {
+                if limit.exceeded(count, total) {
+                    let limit = match limit {
+                        Limit::Share(share) => format!("{}%", share * 100.0),
+                        Limit::Count(count) => count.to_string(),
+                    };
+                    report.guard = Some(GuardStop { side, kind, count, total, limit });
+                    return Ok(());
+                }
+            }
+        }
+    }
+    if options.dry_run {
+        return Ok(());
+    }
+
+    // 6. Plan: one transaction holds every planned write, agreement, review and audit entry,
+    // and the cursors, so a crash leaves either all of it or none.
+    let transaction = store.transaction()?;
+    for plan in &plans {
+        let mut existing = open_entries.remove(&plan.key).unwrap_or_default();
+        for write in &plan.writes {
+            let same = existing.iter().position(|entry| {
+                entry.side == write.side
+                    && entry.operation == write.operation
+                    && serde_json::from_str::<crate::plan::Payload>(&entry.payload)
+                        .is_ok_and(|payload| payload.same_write(&write.payload))
+            });
+            if let Some(position) = same {
+                // The same write is already waiting (or dead, waiting for a person): keep it.
+                existing.remove(position);
+                continue;
+            }
+            let entry = NewOutboxEntry {
+                key: plan.key.clone(),
+                side: write.side,
+                operation: write.operation,
+                record_id: write.record_id.clone(),
+                payload: serde_json::to_string(&write.payload).unwrap_or_default(),
+            };
+            let run_id = report.run_id.unwrap_or(fieldsync_model::RunId(0));
+            transaction.insert_outbox(link, run_id, &entry, now)?;
+        }
+        for stale in existing {
+            transaction.set_outbox_status(
+                stale.id,
+                OutboxStatus::Superseded,
+                None,
+                Some("replaced by a newer plan from fresh reads"),
+                now,
+            )?;
+        }
+        match &plan.baseline {
+            BaselineChange::Keep => {}
+            BaselineChange::Put(baseline) => transaction.put_baseline(link, layout, baseline)?,
+            BaselineChange::Delete => transaction.delete_baseline(link, &plan.key)?,
+        }
+        for review in &plan.reviews {
+            match review {
+                ReviewChange::Put(review) => {
+                    transaction.put_review(link, report.run_id, review, now)?;
+                }
+                ReviewChange::Close(id) => transaction.close_review(*id, now)?,
+            }
+        }
+        for entry in &plan.audit {
+            transaction.audit(link, entry)?;
+        }
+    }
+    for side in Side::BOTH {
+        let old = *cursors.get(side);
+        let seen = *detection.max_modified.get(side);
+        let cursor = match (old.cursor, seen) {
+            (Some(old), Some(seen)) => Some(old.max(seen)),
+            (old, seen) => old.or(seen),
+        };
+        let last_full_scan =
+            if *detection.modes.get(side) == ReadMode::Full { Some(now) } else { old.last_full_scan };
+        transaction.set_cursor(link, side, CursorState { cursor, last_full_scan })?;
+    }
+    transaction.commit()?;
+    drop(plans);
+
+    // 6–7. Deliver, verify, and move baselines with each closed entry.
+    let mut rng = match options.seed {
+        Some(seed) => fastrand::Rng::with_seed(seed),
+        None => fastrand::Rng::new(),
+    };
+    crate::deliver::deliver(spec, connectors, store, layout, clock, progress, report, &mut rng).await
+}

@@ -1,0 +1,218 @@
+//! End-to-end runs of the engine over two memory connectors and a real SQLite state store.
+
+use std::time::Duration;
+
+use fieldsync_connector::{MemoryConnector, MemoryFault, MemorySystem};
+use fieldsync_engine::{
+    ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, LinkSpec,
+    NoProgress, RetryPolicy, RunOptions, SidePair, SystemClock, Tie, run_link,
+};
+use fieldsync_model::{FieldType, LinkName, Normaliser};
+use fieldsync_store::{Decision, OutboxStatus, ReviewStatus, RunStatus, StateStore};
+use jiff::Timestamp;
+use serde_json::json;
+
+struct World {
+    left: MemorySystem,
+    right: MemorySystem,
+    store: StateStore,
+    spec: LinkSpec,
+    _dir: tempfile::TempDir,
+}
+
+fn field(name: &str, field_type: FieldType) -> FieldSpec {
+    FieldSpec {
+        name: name.into(),
+        paths: SidePair::new(name.into(), name.into()),
+        normalisers: SidePair::new(Normaliser::new(field_type), Normaliser::new(field_type)),
+        direction: Direction::Both,
+    }
+}
+
+fn world(conflicts: ConflictStrategy) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(&dir.path().join("state.db")).unwrap();
+    let spec = LinkSpec {
+        name: LinkName::new("members"),
+        key: SidePair::new("id".into(), "id".into()),
+        fields: vec![field("email", FieldType::Email), field("mobile", FieldType::Text)],
+        conflicts,
+        first_sync: FirstSyncStrategy::Review,
+        creates: Creates::Both,
+        deletes: DeletePolicy::Propagate,
+        guard: Guard::default(),
+        full_scan_every: Duration::from_secs(86_400),
+        overlap: SidePair::new(Duration::from_secs(1), Duration::from_secs(1)),
+        retry: RetryPolicy { wait_in_run: Duration::ZERO, ..RetryPolicy::default() },
+    };
+    let left = MemorySystem::new("id");
+    let right = MemorySystem::new("id");
+    World { left, right, store, spec, _dir: dir }
+}
+
+fn at(seconds: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+}
+
+impl World {
+    async fn run(&mut self, options: RunOptions) -> fieldsync_engine::RunReport {
+        let mut connectors: SidePair<MemoryConnector> =
+            SidePair::new(self.left.connector(), self.right.connector());
+        let names = SidePair::new("left".to_string(), "right".to_string());
+        run_link(&self.spec, &names, &mut connectors, &mut self.store, options, &SystemClock, &NoProgress)
+            .await
+            .unwrap()
+    }
+
+    /// Ten members on the left, synced once to an empty right.
+    async fn seeded(mut self) -> Self {
+        self.left.set_now(at(0));
+        for number in 0..10 {
+            let id = format!("m{number}");
+            self.left.edit(&id, "email", json!(format!("Member{number}@Club.nl")));
+            self.left.edit(&id, "mobile", json!(format!("06-{number}")));
+        }
+        let report = self.run(RunOptions::default()).await;
+        assert_eq!(report.stats.right.creates_planned, 10);
+        assert_eq!(report.stats.writes_done, 10);
+        self
+    }
+}
+
+#[tokio::test]
+async fn creates_then_nothing_to_do() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    assert_eq!(world.right.value("m3", "email"), json!("member3@club.nl"));
+    let second = world.run(RunOptions::default()).await;
+    assert_eq!(second.stats.writes_done, 0);
+    assert_eq!(second.stats.compared, 0);
+    let full = world.run(RunOptions { full: true, ..Default::default() }).await;
+    assert_eq!(full.stats.writes_done, 0);
+    assert_eq!(full.status, RunStatus::Done);
+}
+
+#[tokio::test]
+async fn edits_on_both_sides_of_one_record_both_propagate() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.left.set_now(at(100));
+    world.right.set_now(at(100));
+    world.left.edit("m1", "email", json!("new@club.nl"));
+    world.right.edit("m1", "mobile", json!("06-999"));
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!(report.stats.writes_done, 2, "{report:#?}");
+    assert_eq!(world.right.value("m1", "email"), json!("new@club.nl"));
+    assert_eq!(world.left.value("m1", "mobile"), json!("06-999"));
+    let again = world.run(RunOptions::default()).await;
+    assert_eq!(again.stats.writes_done, 0);
+}
+
+#[tokio::test]
+async fn last_write_wins_outside_grace_and_tie_inside() {
+    let strategy = ConflictStrategy::LastWriteWins {
+        grace: Duration::from_secs(5),
+        tie: Tie::Side(fieldsync_model::Side::Left),
+    };
+    let mut world = world(strategy).seeded().await;
+    // Outside the grace window: the later (right) edit wins.
+    world.left.set_now(at(100));
+    world.left.edit("m1", "email", json!("left@club.nl"));
+    world.right.set_now(at(110));
+    world.right.edit("m1", "email", json!("right@club.nl"));
+    // Inside the grace window: the tie side (left) wins although right is later.
+    world.left.set_now(at(200));
+    world.left.edit("m2", "email", json!("left2@club.nl"));
+    world.right.set_now(at(203));
+    world.right.edit("m2", "email", json!("right2@club.nl"));
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!(report.stats.conflicts_resolved, 2);
+    assert_eq!(world.left.value("m1", "email"), json!("right@club.nl"));
+    assert_eq!(world.right.value("m2", "email"), json!("left2@club.nl"));
+}
+
+#[tokio::test]
+async fn review_holds_both_sides_until_resolved() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.left.set_now(at(100));
+    world.right.set_now(at(100));
+    world.left.edit("m1", "email", json!("left@club.nl"));
+    world.right.edit("m1", "email", json!("right@club.nl"));
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!(report.stats.writes_done, 0);
+    assert_eq!(world.left.value("m1", "email"), json!("left@club.nl"));
+    assert_eq!(world.right.value("m1", "email"), json!("right@club.nl"));
+    let reviews = world.store.list_reviews(Some("members"), Some(ReviewStatus::Open), 10).unwrap();
+    assert_eq!(reviews.len(), 1);
+    // A second run neither writes nor opens another review.
+    world.run(RunOptions::default()).await;
+    assert_eq!(world.store.list_reviews(Some("members"), None, 10).unwrap().len(), 1);
+    let transaction = world.store.transaction().unwrap();
+    transaction
+        .resolve_review(reviews[0].id, &Decision::Keep(fieldsync_model::Side::Right), at(150))
+        .unwrap();
+    transaction.commit().unwrap();
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!(report.stats.writes_done, 1);
+    assert_eq!(world.left.value("m1", "email"), json!("right@club.nl"));
+    world.run(RunOptions::default()).await;
+    assert_eq!(world.store.list_reviews(Some("members"), Some(ReviewStatus::Closed), 10).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn rejected_write_is_dead_while_others_go_on() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.right.inject(MemoryFault::RejectValue(json!("bad@club.nl")));
+    world.left.set_now(at(100));
+    world.left.edit("m1", "email", json!("bad@club.nl"));
+    world.left.edit("m2", "email", json!("good@club.nl"));
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!(report.status, RunStatus::Partial);
+    assert_eq!(report.stats.writes_dead, 1);
+    assert_eq!(world.right.value("m2", "email"), json!("good@club.nl"));
+    let dead = world.store.list_outbox(Some("members"), Some(OutboxStatus::Dead), 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].last_error.as_deref().unwrap().contains("not allowed"));
+    // The dead entry is not planned again and again.
+    let again = world.run(RunOptions::default()).await;
+    assert_eq!(again.stats.writes_dead, 0);
+    assert_eq!(world.store.list_outbox(Some("members"), Some(OutboxStatus::Pending), 10).unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn transient_failure_is_retried_and_baseline_waits() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.right.inject(MemoryFault::WriteUnavailable);
+    world.left.set_now(at(100));
+    world.left.edit("m1", "email", json!("later@club.nl"));
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!(report.status, RunStatus::Partial);
+    assert_eq!(report.failures[0].outcome, "retrying");
+    assert_eq!(world.right.value("m1", "email"), json!("member1@club.nl"));
+    world.spec.retry.wait_in_run = Duration::from_secs(5);
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!(report.status, RunStatus::Done, "{report:#?}");
+    assert_eq!(world.right.value("m1", "email"), json!("later@club.nl"));
+}
+
+#[tokio::test]
+async fn guard_stops_mass_delete() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    for number in 0..6 {
+        world.left.remove(&format!("m{number}"));
+    }
+    let report = world.run(RunOptions { full: true, ..Default::default() }).await;
+    assert_eq!(report.status, RunStatus::Guarded);
+    assert_eq!(world.right.records().len(), 10);
+    let forced = world.run(RunOptions { full: true, force: true, ..Default::default() }).await;
+    assert_eq!(forced.stats.right.deletes_planned, 6);
+    assert_eq!(world.right.records().len(), 4);
+}
+
+#[tokio::test]
+async fn plan_writes_nothing() {
+    let mut world = world(ConflictStrategy::Review);
+    world.left.edit("m1", "email", json!("a@b.nl"));
+    let report = world.run(RunOptions { dry_run: true, ..Default::default() }).await;
+    assert_eq!(report.stats.right.creates_planned, 1);
+    assert!(world.right.records().is_empty());
+    assert!(world.store.list_runs(None, 10).unwrap().is_empty());
+}

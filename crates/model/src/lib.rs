@@ -1,0 +1,12 @@
+//! The vocabulary every fieldsync crate shares: records, fields, values, sides and the
+//! normalisers that turn what a system stores into one canonical value per field type.
+//!
+//! This crate does no I/O and knows nothing of connectors, state stores or runs.
+
+mod ids;
+mod normalise;
+mod value;
+
+pub use ids::{LinkName, RecordId, RecordKey, RunId, Side};
+pub use normalise::{FieldType, NormaliseError, Normaliser};
+pub use value::{RecordDigest, Value, digest_values};

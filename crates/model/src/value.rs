@@ -1,0 +1,143 @@
+//! `Value`, the canonical form of one field after normalisation, and the record digest the
+//! engine compares against the baseline to skip unchanged records quickly.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A normalised field value. Two values are the same value exactly when they are equal.
+///
+/// Dates, e-mail addresses, phone numbers and JSON documents are all held as their canonical
+/// text (ISO 8601, lower case, E.164, compact JSON with sorted keys); the field's type says
+/// how to write them back to a system.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(untagged)]
+pub enum Value {
+    /// No value. The empty string normalises to this unless a field says otherwise.
+    #[default]
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// A whole number.
+    Int(i64),
+    /// Canonical text.
+    Text(Box<str>),
+}
+
+impl Value {
+    /// Whether this is `Value::Null`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// The value as a JSON value, the form connectors write.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(flag) => serde_json::Value::Bool(*flag),
+            Value::Int(number) => serde_json::Value::from(*number),
+            Value::Text(text) => serde_json::Value::String(text.to_string()),
+        }
+    }
+
+    /// Feeds a type-tagged, length-prefixed encoding of the value to `hasher`, so that no two
+    /// different values (nor `Null` and `""`) can produce the same byte stream.
+    fn feed(&self, hasher: &mut xxhash_rust::xxh3::Xxh3) {
+        match self {
+            Value::Null => hasher.update(&[0]),
+            Value::Bool(flag) => hasher.update(&[1, u8::from(*flag)]),
+            Value::Int(number) => {
+                hasher.update(&[2]);
+                hasher.update(&number.to_le_bytes());
+            }
+            Value::Text(text) => {
+                hasher.update(&[3]);
+                hasher.update(&(text.len() as u64).to_le_bytes());
+                hasher.update(text.as_bytes());
+            }
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => formatter.write_str("(empty)"),
+            Value::Bool(flag) => write!(formatter, "{flag}"),
+            Value::Int(number) => write!(formatter, "{number}"),
+            Value::Text(text) => write!(formatter, "{text:?}"),
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(text: &str) -> Self {
+        Value::Text(text.into())
+    }
+}
+
+/// A 128-bit digest of a record's tracked field values, in field order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RecordDigest(pub u128);
+
+impl RecordDigest {
+    /// The digest as 16 little-endian bytes, the form the state store keeps.
+    pub fn to_bytes(self) -> [u8; 16] {
+        self.0.to_le_bytes()
+    }
+
+    /// Reads a digest from the bytes `to_bytes` wrote; `None` when the length is wrong.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Self(u128::from_le_bytes(bytes.try_into().ok()?)))
+    }
+}
+
+/// Digests a record's field values in order; `None` stands for a field with no known value
+/// (a baseline field nobody has agreed on yet) and never digests like any `Value`. Stable
+/// across builds and platforms: it is persisted in baselines.
+pub fn digest_values<'a>(values: impl IntoIterator<Item = Option<&'a Value>>) -> RecordDigest {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for value in values {
+        match value {
+            Some(value) => value.feed(&mut hasher),
+            None => hasher.update(&[0xff]),
+        }
+    }
+    RecordDigest(hasher.digest128())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_tells_null_from_empty_text_and_order_matters() {
+        let digest = |values: &[Value]| digest_values(values.iter().map(Some));
+        let null = digest(&[Value::Null]);
+        let empty = digest(&[Value::Text("".into())]);
+        assert_ne!(null, empty);
+        assert_ne!(null, digest_values([None]));
+        let ab = digest(&[Value::from("a"), Value::from("b")]);
+        let ba = digest(&[Value::from("b"), Value::from("a")]);
+        assert_ne!(ab, ba);
+        // Concatenation must not collide: ["ab", ""] versus ["a", "b"].
+        let joined = digest(&[Value::from("ab"), Value::from("")]);
+        assert_ne!(ab, joined);
+    }
+
+    #[test]
+    fn digest_round_trips_through_bytes() {
+        let digest = digest_values([Some(&Value::Int(7)), Some(&Value::Bool(true))]);
+        assert_eq!(RecordDigest::from_bytes(&digest.to_bytes()), Some(digest));
+        assert_eq!(RecordDigest::from_bytes(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn value_serialises_as_plain_json() {
+        let values = vec![Value::Null, Value::Bool(false), Value::Int(3), Value::from("x")];
+        let text = serde_json::to_string(&values).unwrap();
+        assert_eq!(text, r#"[null,false,3,"x"]"#);
+        let back: Vec<Value> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, values);
+    }
+}

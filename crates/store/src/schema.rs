@@ -1,0 +1,99 @@
+//! The schema as an append-only list of migrations. Never edit a published migration: add a
+//! new one. All pending migrations are applied in one transaction.
+
+/// The migrations, in order; the schema version is the number applied.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    r#"
+    CREATE TABLE layouts (
+        id INTEGER PRIMARY KEY,
+        link TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        UNIQUE (link, fields)
+    );
+    -- One row per record: the agreed values of all its fields, compactly.
+    CREATE TABLE baselines (
+        link TEXT NOT NULL,
+        key TEXT NOT NULL,
+        layout INTEGER NOT NULL REFERENCES layouts (id),
+        left_id TEXT,
+        right_id TEXT,
+        digest BLOB NOT NULL,
+        field_values TEXT NOT NULL,
+        field_meta TEXT NOT NULL,
+        tombstone TEXT,
+        PRIMARY KEY (link, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE cursors (
+        link TEXT NOT NULL,
+        side TEXT NOT NULL,
+        cursor_ms INTEGER,
+        last_full_scan_ms INTEGER,
+        PRIMARY KEY (link, side)
+    ) WITHOUT ROWID;
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        link TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        status TEXT NOT NULL,
+        started_ms INTEGER NOT NULL,
+        finished_ms INTEGER,
+        stats TEXT,
+        error TEXT
+    );
+    CREATE INDEX runs_by_link ON runs (link, id);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        link TEXT NOT NULL,
+        key TEXT NOT NULL,
+        side TEXT NOT NULL,
+        run_id INTEGER NOT NULL,
+        operation TEXT NOT NULL,
+        record_id TEXT,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL,
+        last_error TEXT,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE INDEX outbox_due ON outbox (link, status, next_attempt_ms);
+    CREATE INDEX outbox_by_key ON outbox (link, key);
+    CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY,
+        link TEXT NOT NULL,
+        key TEXT NOT NULL,
+        field TEXT,
+        kind TEXT NOT NULL,
+        base TEXT,
+        left_value TEXT,
+        right_value TEXT,
+        reason TEXT NOT NULL,
+        status TEXT NOT NULL,
+        decision TEXT,
+        run_id INTEGER,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        resolved_ms INTEGER
+    );
+    CREATE INDEX reviews_by_key ON reviews (link, key, status);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER,
+        link TEXT NOT NULL,
+        key TEXT NOT NULL,
+        field TEXT,
+        event TEXT NOT NULL,
+        side TEXT,
+        base TEXT,
+        left_value TEXT,
+        right_value TEXT,
+        value TEXT,
+        reason TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
+    CREATE INDEX audit_by_run ON audit (run_id);
+    CREATE INDEX audit_by_key ON audit (link, key);
+    "#,
+];

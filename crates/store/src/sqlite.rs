@@ -1,0 +1,1205 @@
+//! `StateStore` on SQLite: one file in WAL mode, written through short transactions, with a
+//! lock file per link so that at most one run of a link holds it at a time on this machine.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use fieldsync_model::{RecordDigest, RecordId, RecordKey, RunId, Side, Value};
+use jiff::Timestamp;
+use rusqlite::{OptionalExtension, params};
+
+use crate::StoreError;
+use crate::error::Context;
+use crate::schema::MIGRATIONS;
+use crate::types::*;
+
+/// The number of keys bound in one `IN (…)` list.
+const CHUNK: usize = 500;
+
+/// The state store.
+#[derive(Debug)]
+pub struct StateStore {
+    connection: rusqlite::Connection,
+    path: PathBuf,
+}
+
+/// Held while a run of a link is in progress. The operating system releases the lock when
+/// the process ends, however it ends, so a killed run never blocks the next one.
+#[derive(Debug)]
+pub struct LinkLock {
+    _file: File,
+}
+
+/// A state-store transaction: every write of the engine goes through one, so that the
+/// baseline moves in the same commit that closes the outbox entry.
+#[derive(Debug)]
+pub struct Transaction<'store> {
+    transaction: rusqlite::Transaction<'store>,
+}
+
+fn millis(timestamp: Timestamp) -> i64 {
+    timestamp.as_millisecond()
+}
+
+fn from_millis(ms: i64) -> Timestamp {
+    // Every stored time was written by `millis` from a valid timestamp.
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn damaged(what: impl Into<String>, message: impl ToString) -> StoreError {
+    StoreError::Damaged { what: what.into(), message: message.to_string() }
+}
+
+fn value_text(value: &Option<Value>) -> Option<String> {
+    value.as_ref().map(|value| serde_json::to_string(value).unwrap_or_else(|_| "null".into()))
+}
+
+fn value_from(text: Option<String>, what: &str) -> Result<Option<Value>, StoreError> {
+    text.map(|text| serde_json::from_str(&text).map_err(|error| damaged(what, error))).transpose()
+}
+
+fn side_from(text: &str, what: &str) -> Result<Side, StoreError> {
+    match text {
+        "left" => Ok(Side::Left),
+        "right" => Ok(Side::Right),
+        other => Err(damaged(what, format!("unknown side {other:?}"))),
+    }
+}
+
+impl StateStore {
+    /// Opens (creating if needed) the state store at `path` and brings its schema up to date.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the file cannot be opened or migrated, or was written by a newer fieldsync.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let what = || format!("opening {}", path.display());
+        let mut connection = rusqlite::Connection::open(path).context(what)?;
+        connection.busy_timeout(std::time::Duration::from_secs(10)).context(what)?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            )
+            .context(what)?;
+        migrate(&mut connection)?;
+        Ok(Self { connection, path: path.to_path_buf() })
+    }
+
+    /// The file the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Takes the lock of `link`; fails at once when another process holds it.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::Locked` when a run of the link is in progress elsewhere.
+    pub fn lock_link(&self, link: &str) -> Result<LinkLock, StoreError> {
+        let mut name = self.path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
+        name.push(format!(".{link}.lock"));
+        let path = self.path.with_file_name(name);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StoreError::LockFile { path: path.display().to_string(), source })?;
+        match file.try_lock() {
+            Ok(()) => Ok(LinkLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Err(StoreError::Locked { link: link.to_string(), path: path.display().to_string() })
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                Err(StoreError::LockFile { path: path.display().to_string(), source })
+            }
+        }
+    }
+
+    /// Starts a transaction.
+    ///
+    /// # Errors
+    ///
+    /// Fails when SQLite cannot start one (a long-held lock).
+    pub fn transaction(&mut self) -> Result<Transaction<'_>, StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .context(|| "starting a transaction".into())?;
+        Ok(Transaction { transaction })
+    }
+
+    /// Runs SQLite's integrity check; `Ok(())` when it answers "ok".
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::Damaged` with SQLite's findings.
+    pub fn integrity_check(&self) -> Result<(), StoreError> {
+        let answer: String = self
+            .connection
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .context(|| "checking integrity".into())?;
+        if answer == "ok" { Ok(()) } else { Err(damaged("state store", answer)) }
+    }
+
+    /// Registers the current field list of `link`, returning its layout.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn layout(&mut self, link: &str, fields: &[String]) -> Result<LinkLayout, StoreError> {
+        let text = serde_json::to_string(fields).unwrap_or_default();
+        let what = || format!("registering the fields of link {link}");
+        self.connection
+            .execute("INSERT OR IGNORE INTO layouts (link, fields) VALUES (?1, ?2)", params![link, text])
+            .context(what)?;
+        let id = self
+            .connection
+            .query_row("SELECT id FROM layouts WHERE link = ?1 AND fields = ?2", params![link, text], |row| {
+                row.get(0)
+            })
+            .context(what)?;
+        Ok(LinkLayout { id, fields: fields.to_vec() })
+    }
+
+    /// The digests of every baseline of `link`, for a full scan's fast path.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn all_digests(
+        &self,
+        link: &str,
+        layout: &LinkLayout,
+    ) -> Result<HashMap<RecordKey, DigestEntry>, StoreError> {
+        let what = || format!("reading the baselines of link {link}");
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT key, layout, digest, left_id, right_id, tombstone FROM baselines WHERE link = ?1",
+            )
+            .context(what)?;
+        let mut rows = statement.query(params![link]).context(what)?;
+        let mut digests = HashMap::new();
+        while let Some(row) = rows.next().context(what)? {
+            let (key, entry) = digest_row(row, layout).context(what)?;
+            digests.insert(key, entry?);
+        }
+        Ok(digests)
+    }
+
+    /// The digests of the baselines of some records (absent keys have none).
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn digests(
+        &self,
+        link: &str,
+        layout: &LinkLayout,
+        keys: &[RecordKey],
+    ) -> Result<HashMap<RecordKey, DigestEntry>, StoreError> {
+        let what = || format!("reading baselines of link {link}");
+        let mut digests = HashMap::new();
+        for chunk in keys.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT key, layout, digest, left_id, right_id, tombstone FROM baselines \
+                 WHERE link = ? AND key IN ({})",
+                placeholders(chunk.len())
+            );
+            let mut statement = self.connection.prepare_cached(&sql).context(what)?;
+            let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
+            let mut rows = statement.query(rusqlite::params_from_iter(bound)).context(what)?;
+            while let Some(row) = rows.next().context(what)? {
+                let (key, entry) = digest_row(row, layout).context(what)?;
+                digests.insert(key, entry?);
+            }
+        }
+        Ok(digests)
+    }
+
+    /// The full baselines of some records, mapped onto `layout` by field name.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn baselines(
+        &self,
+        link: &str,
+        layout: &LinkLayout,
+        keys: &[RecordKey],
+    ) -> Result<HashMap<RecordKey, Baseline>, StoreError> {
+        read_baselines(&self.connection, link, layout, keys)
+    }
+
+    /// How many records `link` has a baseline for (not counting tombstones).
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn baseline_count(&self, link: &str) -> Result<u64, StoreError> {
+        self.connection
+            .query_row(
+                "SELECT count(*) FROM baselines WHERE link = ?1 AND tombstone IS NULL",
+                params![link],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|count| count as u64)
+            .context(|| format!("counting the baselines of link {link}"))
+    }
+
+    /// Where incremental reading of one side of `link` stands.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn cursor(&self, link: &str, side: Side) -> Result<CursorState, StoreError> {
+        self.connection
+            .query_row(
+                "SELECT cursor_ms, last_full_scan_ms FROM cursors WHERE link = ?1 AND side = ?2",
+                params![link, side.as_str()],
+                |row| {
+                    Ok(CursorState {
+                        cursor: row.get::<_, Option<i64>>(0)?.map(from_millis),
+                        last_full_scan: row.get::<_, Option<i64>>(1)?.map(from_millis),
+                    })
+                },
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+            .context(|| format!("reading the cursor of link {link}"))
+    }
+
+    /// The outbox entries of `link` that are due: pending, or left `sending` by a crash, with
+    /// their next attempt at or before `now`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn due_outbox(
+        &self,
+        link: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        query_outbox(
+            &self.connection,
+            "WHERE link = ?1 AND status IN ('pending', 'sending') AND next_attempt_ms <= ?2 ORDER BY id LIMIT ?3",
+            params![link, millis(now), limit as i64],
+        )
+    }
+
+    /// The earliest next attempt of `link`'s pending entries, if any.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn next_due(&self, link: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.connection
+            .query_row(
+                "SELECT min(next_attempt_ms) FROM outbox WHERE link = ?1 AND status IN ('pending', 'sending')",
+                params![link],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+            .map(|ms| ms.map(from_millis))
+            .context(|| format!("reading the outbox of link {link}"))
+    }
+
+    /// The unfinished (pending, sending or dead) outbox entries of some records.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn open_outbox_for(&self, link: &str, keys: &[RecordKey]) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for chunk in keys.chunks(CHUNK) {
+            let clause = format!(
+                "WHERE link = ? AND status IN ('pending', 'sending', 'dead') AND key IN ({}) ORDER BY id",
+                placeholders(chunk.len())
+            );
+            let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
+            entries.extend(query_outbox(&self.connection, &clause, rusqlite::params_from_iter(bound))?);
+        }
+        Ok(entries)
+    }
+
+    /// The keys of `link`'s records with unfinished (pending, sending or dead) outbox entries.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn open_outbox_keys(&self, link: &str) -> Result<Vec<RecordKey>, StoreError> {
+        let what = || format!("reading the outbox of link {link}");
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT DISTINCT key FROM outbox WHERE link = ?1 AND status IN ('pending', 'sending', 'dead')",
+            )
+            .context(what)?;
+        let keys = statement
+            .query_map(params![link], |row| Ok(RecordKey::new(row.get::<_, String>(0)?)))
+            .context(what)?
+            .collect::<Result<Vec<_>, _>>()
+            .context(what)?;
+        Ok(keys)
+    }
+
+    /// Outbox entries, newest first, optionally of one link and status.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn list_outbox(
+        &self,
+        link: Option<&str>,
+        status: Option<OutboxStatus>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        query_outbox(
+            &self.connection,
+            "WHERE (?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3",
+            params![link, status.map(OutboxStatus::as_str), limit as i64],
+        )
+    }
+
+    /// One outbox entry.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::NotFound` when there is none with this id.
+    pub fn outbox_entry(&self, id: OutboxId) -> Result<OutboxEntry, StoreError> {
+        query_outbox(&self.connection, "WHERE id = ?1", params![id])?
+            .pop()
+            .ok_or(StoreError::NotFound { what: "outbox entry", id })
+    }
+
+    /// How many outbox entries of `link` are in each status.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn outbox_counts(&self, link: &str) -> Result<HashMap<OutboxStatus, u64>, StoreError> {
+        let what = || format!("counting the outbox of link {link}");
+        let mut statement = self
+            .connection
+            .prepare_cached("SELECT status, count(*) FROM outbox WHERE link = ?1 GROUP BY status")
+            .context(what)?;
+        let rows = statement
+            .query_map(params![link], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+            .context(what)?;
+        let mut counts = HashMap::new();
+        for row in rows {
+            let (status, count) = row.context(what)?;
+            if let Some(status) = OutboxStatus::parse(&status) {
+                counts.insert(status, count as u64);
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The open and resolved (not yet applied) reviews of some records.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn live_reviews_for(&self, link: &str, keys: &[RecordKey]) -> Result<Vec<Review>, StoreError> {
+        let mut reviews = Vec::new();
+        for chunk in keys.chunks(CHUNK) {
+            let clause = format!(
+                "WHERE link = ? AND status IN ('open', 'resolved') AND key IN ({}) ORDER BY id",
+                placeholders(chunk.len())
+            );
+            let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
+            reviews.extend(query_reviews(&self.connection, &clause, rusqlite::params_from_iter(bound))?);
+        }
+        Ok(reviews)
+    }
+
+    /// The keys of `link` that have open or resolved reviews.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn keys_with_live_reviews(&self, link: &str) -> Result<Vec<RecordKey>, StoreError> {
+        let what = || format!("reading the reviews of link {link}");
+        let mut statement = self
+            .connection
+            .prepare_cached(
+                "SELECT DISTINCT key FROM reviews WHERE link = ?1 AND status IN ('open', 'resolved')",
+            )
+            .context(what)?;
+        let keys = statement
+            .query_map(params![link], |row| Ok(RecordKey::new(row.get::<_, String>(0)?)))
+            .context(what)?
+            .collect::<Result<Vec<_>, _>>()
+            .context(what)?;
+        Ok(keys)
+    }
+
+    /// Reviews, newest first, optionally of one link and status.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn list_reviews(
+        &self,
+        link: Option<&str>,
+        status: Option<ReviewStatus>,
+        limit: usize,
+    ) -> Result<Vec<Review>, StoreError> {
+        query_reviews(
+            &self.connection,
+            "WHERE (?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3",
+            params![link, status.map(ReviewStatus::as_str), limit as i64],
+        )
+    }
+
+    /// One review.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::NotFound` when there is none with this id.
+    pub fn review(&self, id: ReviewId) -> Result<Review, StoreError> {
+        query_reviews(&self.connection, "WHERE id = ?1", params![id])?
+            .pop()
+            .ok_or(StoreError::NotFound { what: "review", id })
+    }
+
+    /// Runs, newest first, optionally of one link.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn list_runs(&self, link: Option<&str>, limit: usize) -> Result<Vec<RunRow>, StoreError> {
+        query_runs(
+            &self.connection,
+            "WHERE (?1 IS NULL OR link = ?1) ORDER BY id DESC LIMIT ?2",
+            params![link, limit as i64],
+        )
+    }
+
+    /// One run.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::NotFound` when there is none with this id.
+    pub fn run(&self, id: RunId) -> Result<RunRow, StoreError> {
+        query_runs(&self.connection, "WHERE id = ?1", params![id.0])?
+            .pop()
+            .ok_or(StoreError::NotFound { what: "run", id: id.0 })
+    }
+
+    /// The audit entries of a run, in order.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn audit_for_run(&self, id: RunId) -> Result<Vec<AuditEntry>, StoreError> {
+        query_audit(&self.connection, "WHERE run_id = ?1 ORDER BY id", params![id.0])
+    }
+
+    /// The audit entries of one record, in order.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn audit_for_record(&self, link: &str, key: &RecordKey) -> Result<Vec<AuditEntry>, StoreError> {
+        query_audit(&self.connection, "WHERE link = ?1 AND key = ?2 ORDER BY id", params![link, key.as_str()])
+    }
+}
+
+impl Transaction<'_> {
+    /// Commits every write of the transaction at once.
+    ///
+    /// # Errors
+    ///
+    /// Fails when SQLite cannot commit; nothing of the transaction is kept then.
+    pub fn commit(self) -> Result<(), StoreError> {
+        self.transaction.commit().context(|| "committing".into())
+    }
+
+    /// See `StateStore::baselines`; inside the transaction, for read-modify-write.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn baselines(
+        &self,
+        link: &str,
+        layout: &LinkLayout,
+        keys: &[RecordKey],
+    ) -> Result<HashMap<RecordKey, Baseline>, StoreError> {
+        read_baselines(&self.transaction, link, layout, keys)
+    }
+
+    /// Writes a record's baseline (replacing any), with the current layout and its digest.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn put_baseline(
+        &self,
+        link: &str,
+        layout: &LinkLayout,
+        baseline: &Baseline,
+    ) -> Result<(), StoreError> {
+        let values: Vec<serde_json::Value> = baseline
+            .fields
+            .iter()
+            .map(|field| match &field.value {
+                Some(value) => value.to_json(),
+                // `{}` is never a `Value`, so it cannot be mistaken for one.
+                None => serde_json::Value::Object(serde_json::Map::new()),
+            })
+            .collect();
+        let meta: Vec<serde_json::Value> = baseline
+            .fields
+            .iter()
+            .map(|field| {
+                serde_json::json!([
+                    field.left_changed.map(millis),
+                    field.right_changed.map(millis),
+                    field.origin.map(Origin::as_str),
+                ])
+            })
+            .collect();
+        self.transaction
+            .prepare_cached(
+                "INSERT OR REPLACE INTO baselines \
+                 (link, key, layout, left_id, right_id, digest, field_values, field_meta, tombstone) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    link,
+                    baseline.key.as_str(),
+                    layout.id,
+                    baseline.left_id.as_ref().map(RecordId::as_str),
+                    baseline.right_id.as_ref().map(RecordId::as_str),
+                    baseline.digest().to_bytes().as_slice(),
+                    serde_json::Value::Array(values).to_string(),
+                    serde_json::Value::Array(meta).to_string(),
+                    baseline.tombstone.map(Side::as_str),
+                ])
+            })
+            .context(|| format!("writing the baseline of record {} of link {link}", baseline.key))?;
+        Ok(())
+    }
+
+    /// Removes a record's baseline (the record is gone from both sides).
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn delete_baseline(&self, link: &str, key: &RecordKey) -> Result<(), StoreError> {
+        self.transaction
+            .execute("DELETE FROM baselines WHERE link = ?1 AND key = ?2", params![link, key.as_str()])
+            .context(|| format!("removing the baseline of record {key} of link {link}"))?;
+        Ok(())
+    }
+
+    /// Sets where incremental reading of one side stands.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn set_cursor(&self, link: &str, side: Side, state: CursorState) -> Result<(), StoreError> {
+        self.transaction
+            .execute(
+                "INSERT OR REPLACE INTO cursors (link, side, cursor_ms, last_full_scan_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![link, side.as_str(), state.cursor.map(millis), state.last_full_scan.map(millis)],
+            )
+            .context(|| format!("writing the cursor of link {link}"))?;
+        Ok(())
+    }
+
+    /// Records the start of a run.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn start_run(&self, link: &str, mode: &str, now: Timestamp) -> Result<RunId, StoreError> {
+        self.transaction
+            .execute(
+                "INSERT INTO runs (link, mode, status, started_ms) VALUES (?1, ?2, 'running', ?3)",
+                params![link, mode, millis(now)],
+            )
+            .context(|| format!("starting a run of link {link}"))?;
+        Ok(RunId(self.transaction.last_insert_rowid()))
+    }
+
+    /// Records how a run ended.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn finish_run(
+        &self,
+        id: RunId,
+        status: RunStatus,
+        mode: &str,
+        stats: &serde_json::Value,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.transaction
+            .execute(
+                "UPDATE runs SET status = ?2, mode = ?3, stats = ?4, error = ?5, finished_ms = ?6 WHERE id = ?1",
+                params![id.0, status.as_str(), mode, stats.to_string(), error, millis(now)],
+            )
+            .context(|| format!("finishing run {id}"))?;
+        Ok(())
+    }
+
+    /// Stores a planned write; it is due at once.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn insert_outbox(
+        &self,
+        link: &str,
+        run_id: RunId,
+        entry: &NewOutboxEntry,
+        now: Timestamp,
+    ) -> Result<OutboxId, StoreError> {
+        self.transaction
+            .prepare_cached(
+                "INSERT INTO outbox (link, key, side, run_id, operation, record_id, payload, status, \
+                 attempts, next_attempt_ms, created_ms, updated_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8, ?8)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    link,
+                    entry.key.as_str(),
+                    entry.side.as_str(),
+                    run_id.0,
+                    entry.operation.as_str(),
+                    entry.record_id.as_ref().map(RecordId::as_str),
+                    entry.payload,
+                    millis(now),
+                ])
+            })
+            .context(|| format!("planning a write of record {} of link {link}", entry.key))?;
+        Ok(self.transaction.last_insert_rowid())
+    }
+
+    /// Marks entries as being sent: one more attempt started.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn mark_sending(&self, ids: &[OutboxId], now: Timestamp) -> Result<(), StoreError> {
+        let mut statement = self
+            .transaction
+            .prepare_cached(
+                "UPDATE outbox SET status = 'sending', attempts = attempts + 1, updated_ms = ?2 WHERE id = ?1",
+            )
+            .context(|| "marking outbox entries as sending".into())?;
+        for id in ids {
+            statement.execute(params![id, millis(now)]).context(|| format!("marking outbox entry {id}"))?;
+        }
+        Ok(())
+    }
+
+    /// Sets an entry's status, next attempt and last error.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn set_outbox_status(
+        &self,
+        id: OutboxId,
+        status: OutboxStatus,
+        next_attempt_at: Option<Timestamp>,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.transaction
+            .prepare_cached(
+                "UPDATE outbox SET status = ?2, next_attempt_ms = coalesce(?3, next_attempt_ms), \
+                 last_error = coalesce(?4, last_error), updated_ms = ?5 WHERE id = ?1",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    id,
+                    status.as_str(),
+                    next_attempt_at.map(millis),
+                    error,
+                    millis(now)
+                ])
+            })
+            .context(|| format!("updating outbox entry {id}"))?;
+        Ok(())
+    }
+
+    /// Puts a dead entry back in line: pending, due now, attempts reset.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::NotFound` when there is no dead entry with this id.
+    pub fn retry_dead(&self, id: OutboxId, now: Timestamp) -> Result<(), StoreError> {
+        let changed = self
+            .transaction
+            .execute(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_ms = ?2, updated_ms = ?2 \
+                 WHERE id = ?1 AND status = 'dead'",
+                params![id, millis(now)],
+            )
+            .context(|| format!("retrying outbox entry {id}"))?;
+        if changed == 0 { Err(StoreError::NotFound { what: "dead outbox entry", id }) } else { Ok(()) }
+    }
+
+    /// Drops a dead entry: it will never be tried again.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::NotFound` when there is no dead entry with this id.
+    pub fn drop_dead(&self, id: OutboxId, now: Timestamp) -> Result<(), StoreError> {
+        let changed = self
+            .transaction
+            .execute(
+                "UPDATE outbox SET status = 'dropped', updated_ms = ?2 WHERE id = ?1 AND status = 'dead'",
+                params![id, millis(now)],
+            )
+            .context(|| format!("dropping outbox entry {id}"))?;
+        if changed == 0 { Err(StoreError::NotFound { what: "dead outbox entry", id }) } else { Ok(()) }
+    }
+
+    /// Opens a review, or refreshes the live one for the same record and field: new values
+    /// reopen a resolved review (its decision was about values that no longer hold).
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn put_review(
+        &self,
+        link: &str,
+        run_id: Option<RunId>,
+        review: &NewReview,
+        now: Timestamp,
+    ) -> Result<ReviewId, StoreError> {
+        let what = || format!("opening a review of record {} of link {link}", review.key);
+        let existing: Option<(i64, Option<String>, Option<String>)> = self
+            .transaction
+            .query_row(
+                "SELECT id, left_value, right_value FROM reviews WHERE link = ?1 AND key = ?2 \
+                 AND field IS ?3 AND status IN ('open', 'resolved')",
+                params![link, review.key.as_str(), review.field],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .context(what)?;
+        let left = value_text(&review.left);
+        let right = value_text(&review.right);
+        match existing {
+            Some((id, old_left, old_right)) if old_left == left && old_right == right => Ok(id),
+            Some((id, _, _)) => {
+                self.transaction
+                    .execute(
+                        "UPDATE reviews SET base = ?2, left_value = ?3, right_value = ?4, reason = ?5, \
+                         status = 'open', decision = NULL, updated_ms = ?6 WHERE id = ?1",
+                        params![id, value_text(&review.base), left, right, review.reason, millis(now)],
+                    )
+                    .context(what)?;
+                Ok(id)
+            }
+            None => {
+                self.transaction
+                    .execute(
+                        "INSERT INTO reviews (link, key, field, kind, base, left_value, right_value, reason, \
+                         status, run_id, created_ms, updated_ms) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open', ?9, ?10, ?10)",
+                        params![
+                            link,
+                            review.key.as_str(),
+                            review.field,
+                            review.kind.as_str(),
+                            value_text(&review.base),
+                            left,
+                            right,
+                            review.reason,
+                            run_id.map(|id| id.0),
+                            millis(now),
+                        ],
+                    )
+                    .context(what)?;
+                Ok(self.transaction.last_insert_rowid())
+            }
+        }
+    }
+
+    /// Records a person's decision on an open or resolved review.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::NotFound` when there is no such live review.
+    pub fn resolve_review(
+        &self,
+        id: ReviewId,
+        decision: &Decision,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let text = serde_json::to_string(decision).unwrap_or_default();
+        let changed = self
+            .transaction
+            .execute(
+                "UPDATE reviews SET status = 'resolved', decision = ?2, resolved_ms = ?3, updated_ms = ?3 \
+                 WHERE id = ?1 AND status IN ('open', 'resolved')",
+                params![id, text, millis(now)],
+            )
+            .context(|| format!("resolving review {id}"))?;
+        if changed == 0 { Err(StoreError::NotFound { what: "open review", id }) } else { Ok(()) }
+    }
+
+    /// Closes a review: its decision was applied, or the sides came to agree.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn close_review(&self, id: ReviewId, now: Timestamp) -> Result<(), StoreError> {
+        self.transaction
+            .execute(
+                "UPDATE reviews SET status = 'closed', updated_ms = ?2 WHERE id = ?1",
+                params![id, millis(now)],
+            )
+            .context(|| format!("closing review {id}"))?;
+        Ok(())
+    }
+
+    /// Appends to the audit trail.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn audit(&self, link: &str, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.transaction
+            .prepare_cached(
+                "INSERT INTO audit (run_id, link, key, field, event, side, base, left_value, right_value, \
+                 value, reason, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    entry.run_id.map(|id| id.0),
+                    link,
+                    entry.key.as_str(),
+                    entry.field,
+                    entry.event.as_str(),
+                    entry.side.map(Side::as_str),
+                    value_text(&entry.base),
+                    value_text(&entry.left),
+                    value_text(&entry.right),
+                    value_text(&entry.value),
+                    entry.reason,
+                    millis(entry.at),
+                ])
+            })
+            .context(|| format!("writing the audit of record {} of link {link}", entry.key))?;
+        Ok(())
+    }
+}
+
+fn migrate(connection: &mut rusqlite::Connection) -> Result<(), StoreError> {
+    let what = || "migrating the schema".to_string();
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive).context(what)?;
+    transaction
+        .execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .context(what)?;
+    let version: i64 = transaction
+        .query_row("SELECT coalesce(max(version), 0) FROM schema_version", [], |row| row.get(0))
+        .context(what)?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::TooNew { found: version, known });
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        transaction.execute_batch(migration).context(|| format!("applying migration {}", index + 1))?;
+    }
+    if version < known {
+        transaction.execute("DELETE FROM schema_version", []).context(what)?;
+        transaction
+            .execute("INSERT INTO schema_version (version) VALUES (?1)", params![known])
+            .context(what)?;
+    }
+    transaction.commit().context(what)
+}
+
+fn placeholders(count: usize) -> String {
+    vec!["?"; count].join(", ")
+}
+
+type DigestRow = (RecordKey, Result<DigestEntry, StoreError>);
+
+fn digest_row(row: &rusqlite::Row<'_>, layout: &LinkLayout) -> Result<DigestRow, rusqlite::Error> {
+    let key = RecordKey::new(row.get::<_, String>(0)?);
+    let row_layout: i64 = row.get(1)?;
+    let digest: Vec<u8> = row.get(2)?;
+    let tombstone: Option<String> = row.get(5)?;
+    let entry = (|| {
+        let digest = if row_layout == layout.id {
+            Some(
+                RecordDigest::from_bytes(&digest)
+                    .ok_or_else(|| damaged(format!("digest of {key}"), "wrong length"))?,
+            )
+        } else {
+            None
+        };
+        Ok(DigestEntry {
+            digest,
+            left_id: row.get::<_, Option<String>>(3).ok().flatten().map(RecordId::new),
+            right_id: row.get::<_, Option<String>>(4).ok().flatten().map(RecordId::new),
+            tombstone: tombstone.as_deref().map(|side| side_from(side, "tombstone")).transpose()?,
+        })
+    })();
+    Ok((key, entry))
+}
+
+fn read_baselines(
+    connection: &rusqlite::Connection,
+    link: &str,
+    layout: &LinkLayout,
+    keys: &[RecordKey],
+) -> Result<HashMap<RecordKey, Baseline>, StoreError> {
+    let what = || format!("reading baselines of link {link}");
+    let mut layouts: HashMap<i64, Vec<String>> = HashMap::new();
+    {
+        let mut statement =
+            connection.prepare_cached("SELECT id, fields FROM layouts WHERE link = ?1").context(what)?;
+        let rows = statement
+            .query_map(params![link], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))
+            .context(what)?;
+        for row in rows {
+            let (id, fields) = row.context(what)?;
+            let fields = serde_json::from_str(&fields).map_err(|error| damaged("layout", error))?;
+            layouts.insert(id, fields);
+        }
+    }
+    let mut baselines = HashMap::new();
+    for chunk in keys.chunks(CHUNK) {
+        let sql = format!(
+            "SELECT key, layout, left_id, right_id, field_values, field_meta, tombstone FROM baselines \
+             WHERE link = ? AND key IN ({})",
+            placeholders(chunk.len())
+        );
+        let mut statement = connection.prepare_cached(&sql).context(what)?;
+        let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
+        let mut rows = statement.query(rusqlite::params_from_iter(bound)).context(what)?;
+        while let Some(row) = rows.next().context(what)? {
+            let key = RecordKey::new(row.get::<_, String>(0).context(what)?);
+            let row_layout: i64 = row.get(1).context(what)?;
+            let values: String = row.get(4).context(what)?;
+            let meta: String = row.get(5).context(what)?;
+            let tombstone: Option<String> = row.get(6).context(what)?;
+            let stored_fields = layouts
+                .get(&row_layout)
+                .ok_or_else(|| damaged(format!("baseline of {key}"), "unknown layout"))?;
+            let fields = decode_fields(&values, &meta, stored_fields, &layout.fields)
+                .map_err(|message| damaged(format!("baseline of {key}"), message))?;
+            let baseline = Baseline {
+                left_id: row.get::<_, Option<String>>(2).context(what)?.map(RecordId::new),
+                right_id: row.get::<_, Option<String>>(3).context(what)?.map(RecordId::new),
+                fields,
+                tombstone: tombstone.as_deref().map(|side| side_from(side, "tombstone")).transpose()?,
+                key: key.clone(),
+            };
+            baselines.insert(key, baseline);
+        }
+    }
+    Ok(baselines)
+}
+
+/// Decodes stored field values and meta written with `stored` field names onto the
+/// `current` field names; fields unknown to the stored layout have no agreed value.
+fn decode_fields(
+    values: &str,
+    meta: &str,
+    stored: &[String],
+    current: &[String],
+) -> Result<Vec<BaselineField>, String> {
+    let values: Vec<serde_json::Value> = serde_json::from_str(values).map_err(|error| error.to_string())?;
+    let meta: Vec<serde_json::Value> = serde_json::from_str(meta).map_err(|error| error.to_string())?;
+    if values.len() != stored.len() || meta.len() != stored.len() {
+        return Err("field count does not match its layout".into());
+    }
+    let decoded: Vec<BaselineField> = values
+        .into_iter()
+        .zip(meta)
+        .map(|(value, meta)| {
+            let value = match value {
+                serde_json::Value::Object(_) => None,
+                other => Some(serde_json::from_value::<Value>(other).map_err(|error| error.to_string())?),
+            };
+            let time = |index: usize| meta.get(index).and_then(serde_json::Value::as_i64).map(from_millis);
+            Ok(BaselineField {
+                value,
+                left_changed: time(0),
+                right_changed: time(1),
+                origin: meta.get(2).and_then(serde_json::Value::as_str).and_then(Origin::parse),
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(current
+        .iter()
+        .map(|name| {
+            stored
+                .iter()
+                .position(|stored| stored == name)
+                .map(|index| decoded[index].clone())
+                .unwrap_or_default()
+        })
+        .collect())
+}
+
+fn query_outbox(
+    connection: &rusqlite::Connection,
+    clause: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<OutboxEntry>, StoreError> {
+    let what = || "reading the outbox".to_string();
+    let sql = format!(
+        "SELECT id, link, key, side, run_id, operation, record_id, payload, status, attempts, \
+         next_attempt_ms, last_error, created_ms, updated_ms FROM outbox {clause}"
+    );
+    let mut statement = connection.prepare_cached(&sql).context(what)?;
+    let mut rows = statement.query(params).context(what)?;
+    let mut entries = Vec::new();
+    while let Some(row) = rows.next().context(what)? {
+        let id: i64 = row.get(0).context(what)?;
+        let entry_what = format!("outbox entry {id}");
+        let side: String = row.get(3).context(what)?;
+        let operation: String = row.get(5).context(what)?;
+        let status: String = row.get(8).context(what)?;
+        entries.push(OutboxEntry {
+            id,
+            link: row.get(1).context(what)?,
+            key: RecordKey::new(row.get::<_, String>(2).context(what)?),
+            side: side_from(&side, &entry_what)?,
+            run_id: RunId(row.get(4).context(what)?),
+            operation: Operation::parse(&operation)
+                .ok_or_else(|| damaged(&entry_what, "unknown operation"))?,
+            record_id: row.get::<_, Option<String>>(6).context(what)?.map(RecordId::new),
+            payload: row.get(7).context(what)?,
+            status: OutboxStatus::parse(&status).ok_or_else(|| damaged(&entry_what, "unknown status"))?,
+            attempts: row.get::<_, i64>(9).context(what)? as u32,
+            next_attempt_at: from_millis(row.get(10).context(what)?),
+            last_error: row.get(11).context(what)?,
+            created_at: from_millis(row.get(12).context(what)?),
+            updated_at: from_millis(row.get(13).context(what)?),
+        });
+    }
+    Ok(entries)
+}
+
+fn query_reviews(
+    connection: &rusqlite::Connection,
+    clause: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Review>, StoreError> {
+    let what = || "reading reviews".to_string();
+    let sql = format!(
+        "SELECT id, link, key, field, kind, base, left_value, right_value, reason, status, decision, run_id, \
+         created_ms, updated_ms FROM reviews {clause}"
+    );
+    let mut statement = connection.prepare_cached(&sql).context(what)?;
+    let mut rows = statement.query(params).context(what)?;
+    let mut reviews = Vec::new();
+    while let Some(row) = rows.next().context(what)? {
+        let id: i64 = row.get(0).context(what)?;
+        let review_what = format!("review {id}");
+        let kind: String = row.get(4).context(what)?;
+        let status: String = row.get(9).context(what)?;
+        let decision: Option<String> = row.get(10).context(what)?;
+        reviews.push(Review {
+            id,
+            link: row.get(1).context(what)?,
+            review: NewReview {
+                key: RecordKey::new(row.get::<_, String>(2).context(what)?),
+                field: row.get(3).context(what)?,
+                kind: ReviewKind::parse(&kind).ok_or_else(|| damaged(&review_what, "unknown kind"))?,
+                base: value_from(row.get(5).context(what)?, &review_what)?,
+                left: value_from(row.get(6).context(what)?, &review_what)?,
+                right: value_from(row.get(7).context(what)?, &review_what)?,
+                reason: row.get(8).context(what)?,
+            },
+            status: ReviewStatus::parse(&status).ok_or_else(|| damaged(&review_what, "unknown status"))?,
+            decision: decision
+                .map(|text| serde_json::from_str(&text).map_err(|error| damaged(&review_what, error)))
+                .transpose()?,
+            run_id: row.get::<_, Option<i64>>(11).context(what)?.map(RunId),
+            created_at: from_millis(row.get(12).context(what)?),
+            updated_at: from_millis(row.get(13).context(what)?),
+        });
+    }
+    Ok(reviews)
+}
+
+fn query_runs(
+    connection: &rusqlite::Connection,
+    clause: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<RunRow>, StoreError> {
+    let what = || "reading the run history".to_string();
+    let sql =
+        format!("SELECT id, link, mode, status, started_ms, finished_ms, stats, error FROM runs {clause}");
+    let mut statement = connection.prepare_cached(&sql).context(what)?;
+    let mut rows = statement.query(params).context(what)?;
+    let mut runs = Vec::new();
+    while let Some(row) = rows.next().context(what)? {
+        let id: i64 = row.get(0).context(what)?;
+        let status: String = row.get(3).context(what)?;
+        let stats: Option<String> = row.get(6).context(what)?;
+        runs.push(RunRow {
+            id: RunId(id),
+            link: row.get(1).context(what)?,
+            mode: row.get(2).context(what)?,
+            status: RunStatus::parse(&status)
+                .ok_or_else(|| damaged(format!("run {id}"), "unknown status"))?,
+            started_at: from_millis(row.get(4).context(what)?),
+            finished_at: row.get::<_, Option<i64>>(5).context(what)?.map(from_millis),
+            stats: stats
+                .map(|text| serde_json::from_str(&text).map_err(|error| damaged(format!("run {id}"), error)))
+                .transpose()?
+                .unwrap_or(serde_json::Value::Null),
+            error: row.get(7).context(what)?,
+        });
+    }
+    Ok(runs)
+}
+
+fn query_audit(
+    connection: &rusqlite::Connection,
+    clause: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<AuditEntry>, StoreError> {
+    let what = || "reading the audit trail".to_string();
+    let sql = format!(
+        "SELECT run_id, key, field, event, side, base, left_value, right_value, value, reason, at_ms, id \
+         FROM audit {clause}"
+    );
+    let mut statement = connection.prepare_cached(&sql).context(what)?;
+    let mut rows = statement.query(params).context(what)?;
+    let mut entries = Vec::new();
+    while let Some(row) = rows.next().context(what)? {
+        let id: i64 = row.get(11).context(what)?;
+        let entry_what = format!("audit entry {id}");
+        let event: String = row.get(3).context(what)?;
+        let side: Option<String> = row.get(4).context(what)?;
+        entries.push(AuditEntry {
+            run_id: row.get::<_, Option<i64>>(0).context(what)?.map(RunId),
+            key: RecordKey::new(row.get::<_, String>(1).context(what)?),
+            field: row.get(2).context(what)?,
+            event: AuditEvent::parse(&event).ok_or_else(|| damaged(&entry_what, "unknown event"))?,
+            side: side.as_deref().map(|side| side_from(side, &entry_what)).transpose()?,
+            base: value_from(row.get(5).context(what)?, &entry_what)?,
+            left: value_from(row.get(6).context(what)?, &entry_what)?,
+            right: value_from(row.get(7).context(what)?, &entry_what)?,
+            value: value_from(row.get(8).context(what)?, &entry_what)?,
+            reason: row.get(9).context(what)?,
+            at: from_millis(row.get(10).context(what)?),
+        });
+    }
+    Ok(entries)
+}

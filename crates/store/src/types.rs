@@ -1,0 +1,413 @@
+//! The rows of the state store as Rust types: baselines, cursors, outbox entries, reviews,
+//! audit entries and runs.
+
+use std::fmt;
+
+use fieldsync_model::{RecordDigest, RecordId, RecordKey, RunId, Side, Value};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+macro_rules! text_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+
+        impl $name {
+            /// The stored and printed name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            /// Reads a stored name.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+/// The field list of a link at some time. Baselines name the layout they were written with,
+/// so adding, removing or reordering fields in the configuration never misreads a baseline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkLayout {
+    /// The layout's id in the store.
+    pub id: i64,
+    /// The link's field names, in configuration order.
+    pub fields: Vec<String>,
+}
+
+text_enum!(
+    /// Where an agreed value came from.
+    Origin {
+        /// Copied from the left side.
+        Left => "left",
+        /// Copied from the right side.
+        Right => "right",
+        /// Both sides held it (a first sync or a false conflict).
+        Both => "both",
+        /// A person decided it in a review.
+        Person => "person",
+    }
+);
+
+impl From<Side> for Origin {
+    fn from(side: Side) -> Self {
+        match side {
+            Side::Left => Origin::Left,
+            Side::Right => Origin::Right,
+        }
+    }
+}
+
+/// The agreed state of one field of one record.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct BaselineField {
+    /// The last value both sides agreed on; `None` when they never agreed (a field added to
+    /// the configuration, a first sync held for review).
+    pub value: Option<Value>,
+    /// When the left side last took a new value of this field, if known.
+    pub left_changed: Option<Timestamp>,
+    /// When the right side last took a new value of this field, if known.
+    pub right_changed: Option<Timestamp>,
+    /// Where the agreed value came from.
+    pub origin: Option<Origin>,
+}
+
+/// The baseline of one record: the merge base of every field, and the record's ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Baseline {
+    /// The link key.
+    pub key: RecordKey,
+    /// The left connector's id of the record.
+    pub left_id: Option<RecordId>,
+    /// The right connector's id of the record.
+    pub right_id: Option<RecordId>,
+    /// One entry per field of the current layout.
+    pub fields: Vec<BaselineField>,
+    /// The side on which the record was deleted while the other kept it (a soft or ignored
+    /// delete): it must not be created there again.
+    pub tombstone: Option<Side>,
+}
+
+impl Baseline {
+    /// A baseline with no agreed field yet.
+    pub fn empty(key: RecordKey, field_count: usize) -> Self {
+        Self {
+            key,
+            left_id: None,
+            right_id: None,
+            fields: vec![BaselineField::default(); field_count],
+            tombstone: None,
+        }
+    }
+
+    /// The id on one side.
+    pub fn id(&self, side: Side) -> Option<&RecordId> {
+        match side {
+            Side::Left => self.left_id.as_ref(),
+            Side::Right => self.right_id.as_ref(),
+        }
+    }
+
+    /// Sets the id on one side.
+    pub fn set_id(&mut self, side: Side, id: RecordId) {
+        match side {
+            Side::Left => self.left_id = Some(id),
+            Side::Right => self.right_id = Some(id),
+        }
+    }
+
+    /// The digest of the agreed values, comparable with the digest of a side's values.
+    pub fn digest(&self) -> RecordDigest {
+        fieldsync_model::digest_values(self.fields.iter().map(|field| field.value.as_ref()))
+    }
+}
+
+/// What the fast path needs of a baseline: its digest, ids and tombstone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DigestEntry {
+    /// The digest of the agreed values; `None` when the baseline was written with another
+    /// layout, so that its record is compared in full.
+    pub digest: Option<RecordDigest>,
+    /// The left id.
+    pub left_id: Option<RecordId>,
+    /// The right id.
+    pub right_id: Option<RecordId>,
+    /// See `Baseline::tombstone`.
+    pub tombstone: Option<Side>,
+}
+
+impl DigestEntry {
+    /// The id on one side.
+    pub fn id(&self, side: Side) -> Option<&RecordId> {
+        match side {
+            Side::Left => self.left_id.as_ref(),
+            Side::Right => self.right_id.as_ref(),
+        }
+    }
+}
+
+/// Where incremental reading of one side stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CursorState {
+    /// The latest modification time seen on the side.
+    pub cursor: Option<Timestamp>,
+    /// When the side was last read in full.
+    pub last_full_scan: Option<Timestamp>,
+}
+
+/// The number of an outbox entry.
+pub type OutboxId = i64;
+
+text_enum!(
+    /// What an outbox entry does to its record.
+    Operation {
+        /// Change values of an existing record.
+        Update => "update",
+        /// Make the record.
+        Create => "create",
+        /// Delete the record.
+        Delete => "delete",
+    }
+);
+
+text_enum!(
+    /// Where an outbox entry stands.
+    OutboxStatus {
+        /// Waiting for its next attempt.
+        Pending => "pending",
+        /// An attempt started and has not finished (after a crash: may or may not have happened).
+        Sending => "sending",
+        /// Written and verified; its baseline moved in the same transaction.
+        Done => "done",
+        /// Failed for good; waits for a person to retry or drop it.
+        Dead => "dead",
+        /// Replaced by a newer plan for the same record and side, or found moot.
+        Superseded => "superseded",
+        /// Dropped by a person.
+        Dropped => "dropped",
+    }
+);
+
+/// A planned write, before it is stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewOutboxEntry {
+    /// The link key of the record.
+    pub key: RecordKey,
+    /// The side written.
+    pub side: Side,
+    /// The operation.
+    pub operation: Operation,
+    /// The target's id of the record (none for a create).
+    pub record_id: Option<RecordId>,
+    /// The engine's description of the write, as versioned JSON.
+    pub payload: String,
+}
+
+/// A durable planned write to one side, with its attempts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxEntry {
+    /// Its number.
+    pub id: OutboxId,
+    /// The link.
+    pub link: String,
+    /// The link key of the record.
+    pub key: RecordKey,
+    /// The side written.
+    pub side: Side,
+    /// The run that planned it.
+    pub run_id: RunId,
+    /// The operation.
+    pub operation: Operation,
+    /// The target's id of the record.
+    pub record_id: Option<RecordId>,
+    /// The engine's description of the write.
+    pub payload: String,
+    /// Where it stands.
+    pub status: OutboxStatus,
+    /// How many attempts were started.
+    pub attempts: u32,
+    /// When the next attempt is due.
+    pub next_attempt_at: Timestamp,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+    /// When it was planned.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+/// The number of a review.
+pub type ReviewId = i64;
+
+text_enum!(
+    /// Why a person must decide.
+    ReviewKind {
+        /// Both sides changed a field to different values.
+        Conflict => "conflict",
+        /// A record seen on both sides for the first time differs in a field.
+        FirstSync => "first_sync",
+        /// A record was deleted on one side (and maybe edited on the other).
+        Delete => "delete",
+    }
+);
+
+text_enum!(
+    /// Where a review stands.
+    ReviewStatus {
+        /// Waiting for a person; nobody writes the field.
+        Open => "open",
+        /// A person decided; the next run applies the decision.
+        Resolved => "resolved",
+        /// Done with: the decision was applied, or the sides came to agree by themselves.
+        Closed => "closed",
+    }
+);
+
+/// A person's decision on a review.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Keep one side's value (or, for a delete, that side's state).
+    Keep(Side),
+    /// Use this value on both sides.
+    Value(Value),
+}
+
+/// A review to open, or to refresh when one is already open for the same field.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewReview {
+    /// The link key of the record.
+    pub key: RecordKey,
+    /// The field; `None` for a review of the whole record (a delete).
+    pub field: Option<String>,
+    /// Why.
+    pub kind: ReviewKind,
+    /// The baseline value, if any.
+    pub base: Option<Value>,
+    /// The left value; `None` when the record is absent on the left.
+    pub left: Option<Value>,
+    /// The right value; `None` when the record is absent on the right.
+    pub right: Option<Value>,
+    /// A sentence for the person.
+    pub reason: String,
+}
+
+/// A conflict, first-sync difference or delete held for a person.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Review {
+    /// Its number.
+    pub id: ReviewId,
+    /// The link.
+    pub link: String,
+    /// What it is about.
+    pub review: NewReview,
+    /// Where it stands.
+    pub status: ReviewStatus,
+    /// The person's decision, once resolved.
+    pub decision: Option<Decision>,
+    /// The run that opened it.
+    pub run_id: Option<RunId>,
+    /// When it was opened.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+text_enum!(
+    /// What an audit entry records.
+    AuditEvent {
+        /// A change was detected on a side.
+        Detected => "detected",
+        /// A conflict was settled by a strategy.
+        Resolved => "resolved",
+        /// A conflict or delete was held for a person.
+        Review => "review",
+        /// Both sides agreed without a write (a false conflict, a first sync).
+        Agreed => "agreed",
+        /// A write was verified and the baseline moved.
+        Written => "written",
+        /// A write failed for good.
+        Failed => "failed",
+        /// A one-way field's target was put back to its source's value.
+        Reverted => "reverted",
+        /// A value could not be normalised; the field was left alone.
+        Invalid => "invalid",
+        /// A record was deleted on a side and the delete policy applied.
+        Deleted => "deleted",
+        /// A person decided a review.
+        Decided => "decided",
+    }
+);
+
+/// One line of the audit trail.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AuditEntry {
+    /// The run, if the entry came from one.
+    pub run_id: Option<RunId>,
+    /// The link key of the record.
+    pub key: RecordKey,
+    /// The field, if the entry is about one.
+    pub field: Option<String>,
+    /// What happened.
+    pub event: AuditEvent,
+    /// The side it happened on, if one.
+    pub side: Option<Side>,
+    /// The baseline value.
+    pub base: Option<Value>,
+    /// The left value.
+    pub left: Option<Value>,
+    /// The right value.
+    pub right: Option<Value>,
+    /// The value written or decided.
+    pub value: Option<Value>,
+    /// Why, in a sentence.
+    pub reason: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+text_enum!(
+    /// How a run ended.
+    RunStatus {
+        /// Still going (or killed: a run row left `running` by a dead process).
+        Running => "running",
+        /// Every planned write was made and verified.
+        Done => "done",
+        /// Some writes failed and will be retried, or are dead.
+        Partial => "partial",
+        /// Stopped by the guard before writing anything.
+        Guarded => "guarded",
+        /// Stopped by an error before finishing.
+        Failed => "failed",
+    }
+);
+
+/// One run in the history.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunRow {
+    /// Its number.
+    pub id: RunId,
+    /// The link.
+    pub link: String,
+    /// `full` or `incremental`.
+    pub mode: String,
+    /// How it ended.
+    pub status: RunStatus,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub finished_at: Option<Timestamp>,
+    /// The engine's statistics.
+    pub stats: serde_json::Value,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
