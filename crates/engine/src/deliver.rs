@@ -145,6 +145,8 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress>(
     }
     report.failures = final_outcomes.into_values().collect();
     report.failures.sort_by_key(|failure| failure.outbox_id);
+    report.stats.writes_retrying =
+        report.failures.iter().filter(|failure| failure.outcome == "retrying").count() as u64;
     Ok(())
 }
 

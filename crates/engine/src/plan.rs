@@ -268,11 +268,15 @@ impl Planner<'_> {
                     };
                     if targets.is_empty() {
                         entry.event = AuditEvent::Agreed;
+                        let already_agreed = input.base == Some(&value);
                         let base_field = &mut next.fields[index];
                         if base_field.value.as_ref() != Some(&value) {
                             base_field.value = Some(value.clone());
                             base_field.origin = Some(origin);
                             baseline_changed = true;
+                        }
+                        // A first sync of equal values is the common case: counted, not listed.
+                        if !already_agreed && reason != crate::merge::Reason::FirstSyncEqual {
                             report.push_line(ReportLine {
                                 key: key.clone(),
                                 field: Some(field.name.clone()),

@@ -1,0 +1,214 @@
+//! The `fieldsync` command: parses arguments, loads the configuration, runs the command and
+//! maps its outcome to the documented exit codes (0 done, 1 some writes failed, 2
+//! configuration or usage error, 3 stopped by the guard). Only this crate prints.
+
+mod commands;
+mod demo;
+mod progress;
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Keep member records in step between two systems, field by field, in both directions.
+#[derive(Debug, Parser)]
+#[command(name = "fieldsync", version, about, long_about = None)]
+struct Cli {
+    /// The configuration file.
+    #[arg(short, long, global = true, default_value = "fieldsync.toml", env = "FIELDSYNC_CONFIG")]
+    config: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make two small member databases with edits on both sides, sync them and show the report.
+    Demo {
+        /// Where to make the demo (refuses to overwrite anything it did not make).
+        #[arg(long, default_value = "fieldsync-demo")]
+        dir: PathBuf,
+    },
+    /// Validate the configuration, connect to every connector and list what each can do.
+    Check,
+    /// Show what a run would do, writing nothing.
+    Plan(RunArgs),
+    /// Run every link (or one) once.
+    Run {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Go on even when the guard would stop the run.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Per link: the last run, pending and dead outbox entries, open reviews.
+    Status,
+    /// List, show and resolve reviews.
+    Conflicts {
+        #[command(subcommand)]
+        command: Option<ConflictsCommand>,
+    },
+    /// Runs with their statistics and details.
+    History {
+        #[command(subcommand)]
+        command: Option<HistoryCommand>,
+    },
+    /// List, retry or drop outbox entries.
+    Outbox {
+        #[command(subcommand)]
+        command: Option<OutboxCommand>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The link (all links when omitted).
+    link: Option<String>,
+    /// Read both sides in full, finding hard deletes and anything a cursor missed.
+    #[arg(long)]
+    full: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConflictsCommand {
+    /// List open reviews (with --all, every review).
+    List {
+        /// Include resolved and closed reviews.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one review.
+    Show {
+        /// The review's number.
+        id: i64,
+    },
+    /// Decide a review; the next run applies the decision.
+    Resolve {
+        /// The review's number.
+        id: i64,
+        /// Keep one side's value: left, right, or a connector's name.
+        #[arg(long, conflicts_with = "value", required_unless_present = "value")]
+        keep: Option<String>,
+        /// Use this value on both sides.
+        #[arg(long)]
+        value: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HistoryCommand {
+    /// List recent runs.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show one run with every decision and write.
+    Show {
+        /// The run's number.
+        id: i64,
+    },
+    /// Export runs with their statistics (CSV) or with every detail (JSON).
+    Export {
+        /// The format.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
+        format: ExportFormat,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// How many runs.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ExportFormat {
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// List outbox entries.
+    List {
+        /// Only entries in this status (pending, sending, done, dead, superseded, dropped).
+        #[arg(long, default_value = "dead")]
+        status: String,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Put a dead entry back in line; the next run tries it again.
+    Retry {
+        /// The entry's number.
+        id: i64,
+    },
+    /// Drop a dead entry for good.
+    Drop {
+        /// The entry's number.
+        id: i64,
+    },
+}
+
+/// The exit codes of `fieldsync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Exit {
+    /// Done.
+    Done = 0,
+    /// Some writes failed and will be retried (or are dead).
+    WritesFailed = 1,
+    /// A configuration or usage error.
+    Usage = 2,
+    /// Stopped by the guard.
+    Guarded = 3,
+}
+
+/// An error that carries its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    exit: Exit,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self { exit: Exit::Usage, error: error.into() }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Self { exit: Exit::WritesFailed, error: error.into() }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FIELDSYNC_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: starting the runtime: {error}");
+            return ExitCode::from(Exit::WritesFailed as u8);
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli)) {
+        Ok(exit) => ExitCode::from(exit as u8),
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.exit as u8)
+        }
+    }
+}

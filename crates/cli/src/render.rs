@@ -1,0 +1,282 @@
+//! Text rendering for people: run reports, reviews, outbox entries and history. JSON output
+//! is the types themselves, serialised.
+
+use std::fmt::Write as _;
+
+use fieldsync_engine::{Action, RunReport, SidePair};
+use fieldsync_model::{Side, Value};
+use fieldsync_store::{AuditEntry, OutboxEntry, Review, RunRow, RunStatus};
+
+fn side_name(sides: &SidePair<String>, side: Side) -> &str {
+    sides.get(side)
+}
+
+fn value(value: &Option<Value>) -> String {
+    value.as_ref().map_or_else(|| "(absent)".to_string(), ToString::to_string)
+}
+
+/// Replaces the words "left" and "right" in a reason with the connectors' names.
+fn named(reason: &str, sides: &SidePair<String>) -> String {
+    reason
+        .replace("the left side", &format!("{} (left)", sides.left))
+        .replace("the right side", &format!("{} (right)", sides.right))
+        .replace("the left edit", &format!("the {} edit", sides.left))
+        .replace("the right edit", &format!("the {} edit", sides.right))
+        .replace("goes to left", &format!("goes to {}", sides.left))
+        .replace("goes to right", &format!("goes to {}", sides.right))
+}
+
+/// A run report as text.
+pub fn run_report(report: &RunReport) -> String {
+    let sides = &report.sides;
+    let stats = &report.stats;
+    let mut out = String::new();
+    let title = if report.dry_run {
+        format!("Plan for link {} ({} ⇄ {}), nothing written", report.link, sides.left, sides.right)
+    } else {
+        format!(
+            "Run {} of link {} ({} ⇄ {}): {} in {} ms",
+            report.run_id.map(|id| id.to_string()).unwrap_or_default(),
+            report.link,
+            sides.left,
+            sides.right,
+            report.status,
+            report.elapsed_ms
+        )
+    };
+    let _ = writeln!(out, "{title}");
+    let _ = writeln!(
+        out,
+        "  read       {} {} ({}), {} {} ({})",
+        sides.left, stats.left.read, stats.left.mode.as_str(), sides.right, stats.right.read, stats.right.mode.as_str()
+    );
+    let _ = writeln!(
+        out,
+        "  changed    {} {}, {} {}; deleted {} {}, {} {}",
+        sides.left, stats.left.changed, sides.right, stats.right.changed, sides.left, stats.left.deleted, sides.right, stats.right.deleted
+    );
+    for side in Side::BOTH {
+        let side_stats = stats.side(side);
+        let _ = writeln!(
+            out,
+            "  planned    → {}: {} updates ({} values), {} creates, {} deletes",
+            side_name(sides, side),
+            side_stats.updates_planned,
+            side_stats.fields_planned,
+            side_stats.creates_planned,
+            side_stats.deletes_planned
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  conflicts  {} settled by the strategy, {} false conflicts, {} held for review, {} reviews closed",
+        stats.conflicts_resolved, stats.false_conflicts, stats.reviews_open, stats.reviews_closed
+    );
+    if !report.dry_run {
+        let _ = writeln!(
+            out,
+            "  written    {} verified, {} retrying, {} dead, {} target moved (planned again next run)",
+            stats.writes_done, stats.writes_retrying, stats.writes_dead, stats.writes_moved
+        );
+    }
+    if stats.invalid_values > 0 {
+        let _ = writeln!(out, "  invalid    {} values could not be normalised and were left alone", stats.invalid_values);
+    }
+    if let Some(guard) = &report.guard {
+        let _ = writeln!(
+            out,
+            "\nSTOPPED BY THE GUARD: the run would {} {} of {} records on the {} side (limit {}). Nothing was written.\n\
+             Look at `fieldsync plan`, then run again with --force if this is intended.",
+            guard.kind,
+            guard.count,
+            guard.total,
+            side_name(sides, guard.side),
+            guard.limit
+        );
+    }
+    if !report.lines.is_empty() {
+        let _ = writeln!(out);
+    }
+    for line in &report.lines {
+        let field = line.field.as_deref().map(|field| format!(" {field}")).unwrap_or_default();
+        let target = line.target.map(|side| side_name(sides, side).to_string()).unwrap_or_default();
+        let reason = named(&line.reason, sides);
+        let text = match line.action {
+            Action::Update => format!(
+                "  update   {}{field} → {target}: {}  ({reason})",
+                line.key,
+                value(&line.value)
+            ),
+            Action::Conflict => format!(
+                "  conflict {}{field}: {} {} vs {} {} → {} on both  ({reason})",
+                line.key,
+                sides.left,
+                value(&line.left),
+                sides.right,
+                value(&line.right),
+                value(&line.value)
+            ),
+            Action::Review => format!(
+                "  review   {}{field}: {} {} vs {} {}, held for a person  ({reason})",
+                line.key,
+                sides.left,
+                value(&line.left),
+                sides.right,
+                value(&line.right)
+            ),
+            Action::Agreed => format!("  agreed   {}{field}: {}  ({reason})", line.key, value(&line.value)),
+            Action::Create => format!("  create   {} on {target}  ({reason})", line.key),
+            Action::Delete => format!("  delete   {} on {target}  ({reason})", line.key),
+            Action::Tombstone => format!("  deleted  {}  ({reason})", line.key),
+            Action::Invalid => format!("  invalid  {}{field}: {reason}", line.key),
+            Action::Skipped => format!("  skipped  {}: {reason}", line.key),
+        };
+        let _ = writeln!(out, "{text}");
+    }
+    if report.lines_omitted > 0 {
+        let _ = writeln!(out, "  … and {} more lines (see `fieldsync history show`)", report.lines_omitted);
+    }
+    if !report.failures.is_empty() {
+        let _ = writeln!(out, "\nWrites that did not succeed:");
+        for failure in &report.failures {
+            let _ = writeln!(
+                out,
+                "  outbox {} {} → {}: {}: {}",
+                failure.outbox_id,
+                failure.key,
+                side_name(sides, failure.side),
+                failure.outcome,
+                failure.message
+            );
+        }
+    }
+    if !report.problems.is_empty() {
+        let _ = writeln!(out, "\nProblems:");
+        for problem in &report.problems {
+            let _ = writeln!(out, "  {problem}");
+        }
+    }
+    out
+}
+
+/// A list of reviews as text.
+pub fn reviews(reviews: &[Review]) -> String {
+    if reviews.is_empty() {
+        return "No reviews.\n".into();
+    }
+    let mut out = String::new();
+    for review in reviews {
+        let _ = writeln!(
+            out,
+            "#{:<5} {:<9} {} {} {}: left {} | right {}  ({})",
+            review.id,
+            review.status,
+            review.link,
+            review.review.key,
+            review.review.field.as_deref().unwrap_or("(record)"),
+            value(&review.review.left),
+            value(&review.review.right),
+            review.review.reason
+        );
+    }
+    out
+}
+
+/// One review in full, with the record's audit trail.
+pub fn review(review: &Review, audit: &[AuditEntry]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Review #{} ({}, {})", review.id, review.review.kind, review.status);
+    let _ = writeln!(out, "  link    {}", review.link);
+    let _ = writeln!(out, "  record  {}", review.review.key);
+    let _ = writeln!(out, "  field   {}", review.review.field.as_deref().unwrap_or("(the whole record)"));
+    let _ = writeln!(out, "  base    {}", value(&review.review.base));
+    let _ = writeln!(out, "  left    {}", value(&review.review.left));
+    let _ = writeln!(out, "  right   {}", value(&review.review.right));
+    let _ = writeln!(out, "  reason  {}", review.review.reason);
+    if let Some(decision) = &review.decision {
+        let _ = writeln!(out, "  decided {}", serde_json::to_string(decision).unwrap_or_default());
+    }
+    let _ = writeln!(out, "\nResolve with: fieldsync conflicts resolve {} --keep left|right   or   --value VALUE", review.id);
+    if !audit.is_empty() {
+        let _ = writeln!(out, "\nAudit of record {}:", review.review.key);
+        out.push_str(&audit_lines(audit));
+    }
+    out
+}
+
+/// Audit entries as text, one a line.
+pub fn audit_lines(audit: &[AuditEntry]) -> String {
+    let mut out = String::new();
+    for entry in audit {
+        let mut parts = vec![format!("  {} {:<9} {}", entry.at.strftime("%Y-%m-%d %H:%M:%S"), entry.event, entry.key)];
+        if let Some(field) = &entry.field {
+            parts.push(field.clone());
+        }
+        if let Some(side) = entry.side {
+            parts.push(format!("[{side}]"));
+        }
+        if entry.left.is_some() || entry.right.is_some() {
+            parts.push(format!("left {} right {}", value(&entry.left), value(&entry.right)));
+        }
+        if entry.value.is_some() {
+            parts.push(format!("→ {}", value(&entry.value)));
+        }
+        parts.push(format!("— {}", entry.reason));
+        let _ = writeln!(out, "{}", parts.join(" "));
+    }
+    out
+}
+
+/// Outbox entries as text.
+pub fn outbox(entries: &[OutboxEntry]) -> String {
+    if entries.is_empty() {
+        return "No outbox entries.\n".into();
+    }
+    let mut out = String::new();
+    for entry in entries {
+        let _ = writeln!(
+            out,
+            "#{:<6} {:<10} {} {} {} → {} (attempts {}){}",
+            entry.id,
+            entry.status,
+            entry.link,
+            entry.operation,
+            entry.key,
+            entry.side,
+            entry.attempts,
+            entry.last_error.as_deref().map(|error| format!(": {error}")).unwrap_or_default()
+        );
+    }
+    out
+}
+
+/// Runs as text.
+pub fn runs(runs: &[RunRow]) -> String {
+    if runs.is_empty() {
+        return "No runs yet.\n".into();
+    }
+    let mut out = String::new();
+    for run in runs {
+        let stat = |path: &str| run.stats.pointer(path).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "#{:<5} {} {:<8} {:<11} {:<9} read {}+{}, written {}, conflicts {}, reviews {}, dead {}{}",
+            run.id,
+            run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            run.link,
+            run.mode,
+            run.status,
+            stat("/left/read"),
+            stat("/right/read"),
+            stat("/writes_done"),
+            stat("/conflicts_resolved"),
+            stat("/reviews_open"),
+            stat("/writes_dead"),
+            run.error.as_deref().map(|error| format!(" — {error}")).unwrap_or_default()
+        );
+        if run.status == RunStatus::Running {
+            let _ = writeln!(out, "       (still running, or killed before it could finish)");
+        }
+    }
+    out
+}
