@@ -14,7 +14,9 @@ use fieldsync_store::{AuditEntry, AuditEvent, Decision, OutboxStatus, ReviewStat
 use serde_json::json;
 
 use crate::progress::TerminalProgress;
-use crate::{Cli, Command, ConflictsCommand, Exit, ExportFormat, Failure, HistoryCommand, OutboxCommand, render};
+use crate::{
+    Cli, Command, ConflictsCommand, Exit, ExportFormat, Failure, HistoryCommand, OutboxCommand, render,
+};
 
 /// Runs the command line's command.
 pub async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
@@ -47,7 +49,9 @@ pub fn load(path: &Path) -> Result<Config, Failure> {
 /// Opens the state store of a configuration.
 pub fn open_store(config: &Config) -> Result<StateStore, Failure> {
     let StatePath::Sqlite(path) = &config.state;
-    StateStore::open(path).with_context(|| format!("opening the state store {}", path.display())).map_err(Into::into)
+    StateStore::open(path)
+        .with_context(|| format!("opening the state store {}", path.display()))
+        .map_err(Into::into)
 }
 
 fn print_json(value: &impl serde::Serialize) {
@@ -101,9 +105,16 @@ async fn check(path: &Path, json: bool) -> Result<Exit, Failure> {
         }
     }
     if json {
-        print_json(&json!({ "config": config.path, "links": config.links.keys().collect::<Vec<_>>(), "connectors": results }));
+        print_json(
+            &json!({ "config": config.path, "links": config.links.keys().collect::<Vec<_>>(), "connectors": results }),
+        );
     } else {
-        println!("configuration {} is valid: {} links, {} connectors", config.path.display(), config.links.len(), config.connectors.len());
+        println!(
+            "configuration {} is valid: {} links, {} connectors",
+            config.path.display(),
+            config.links.len(),
+            config.connectors.len()
+        );
     }
     Ok(if failed { Exit::WritesFailed } else { Exit::Done })
 }
@@ -123,7 +134,10 @@ pub async fn run_links(
         && !config.links.contains_key(only)
     {
         let known: Vec<&str> = config.links.keys().map(String::as_str).collect();
-        return Err(Failure::usage(anyhow!("no link named {only:?}; the configuration has {}", known.join(", "))));
+        return Err(Failure::usage(anyhow!(
+            "no link named {only:?}; the configuration has {}",
+            known.join(", ")
+        )));
     }
     let mut store = open_store(config)?;
     let mut exit = Exit::Done;
@@ -139,9 +153,17 @@ pub async fn run_links(
                 .with_context(|| format!("opening connector {}", link.connectors.right))?,
         );
         let progress = TerminalProgress::new(!json && std::io::stderr().is_terminal());
-        let report = run_link(&link.spec, &link.connectors, &mut connectors, &mut store, options, &SystemClock, &progress)
-            .await
-            .with_context(|| format!("running link {name}"));
+        let report = run_link(
+            &link.spec,
+            &link.connectors,
+            &mut connectors,
+            &mut store,
+            options,
+            &SystemClock,
+            &progress,
+        )
+        .await
+        .with_context(|| format!("running link {name}"));
         progress.finish();
         let report = report?;
         let link_exit = match report.status {
@@ -174,7 +196,10 @@ fn status(config: &Config, json: bool) -> Result<Exit, Failure> {
         let dead = count(OutboxStatus::Dead);
         let records = store.baseline_count(name)?;
         if !json {
-            println!("link {name} ({} ⇄ {}): {records} records in step", link.connectors.left, link.connectors.right);
+            println!(
+                "link {name} ({} ⇄ {}): {records} records in step",
+                link.connectors.left, link.connectors.right
+            );
             match &last_run {
                 Some(run) => println!(
                     "  last run   #{} {} at {} ({})",
@@ -225,10 +250,12 @@ fn conflicts(config: &Config, command: Option<ConflictsCommand>, json: bool) -> 
         }
         ConflictsCommand::Resolve { id, keep, value } => {
             let review = store.review(id)?;
-            let link = config
-                .links
-                .get(&review.link)
-                .ok_or_else(|| Failure::usage(anyhow!("review {id} belongs to link {}, which is not configured", review.link)))?;
+            let link = config.links.get(&review.link).ok_or_else(|| {
+                Failure::usage(anyhow!(
+                    "review {id} belongs to link {}, which is not configured",
+                    review.link
+                ))
+            })?;
             let decision = match (keep, value) {
                 (Some(keep), _) => {
                     let side = match keep.as_str() {
@@ -248,14 +275,14 @@ fn conflicts(config: &Config, command: Option<ConflictsCommand>, json: bool) -> 
                 }
                 (None, Some(text)) => {
                     let Some(field_name) = &review.review.field else {
-                        return Err(Failure::usage(anyhow!("review {id} is about a whole record: use --keep")));
+                        return Err(Failure::usage(anyhow!(
+                            "review {id} is about a whole record: use --keep"
+                        )));
                     };
-                    let field = link
-                        .spec
-                        .fields
-                        .iter()
-                        .find(|field| field.name == *field_name)
-                        .ok_or_else(|| Failure::usage(anyhow!("field {field_name} is no longer configured")))?;
+                    let field =
+                        link.spec.fields.iter().find(|field| field.name == *field_name).ok_or_else(|| {
+                            Failure::usage(anyhow!("field {field_name} is no longer configured"))
+                        })?;
                     let value = field
                         .normalisers
                         .left
@@ -287,7 +314,10 @@ fn conflicts(config: &Config, command: Option<ConflictsCommand>, json: bool) -> 
                         Decision::Keep(Side::Left) => review.review.left.clone(),
                         Decision::Keep(Side::Right) => review.review.right.clone(),
                     },
-                    reason: format!("decided by a person: {}", serde_json::to_string(&decision).unwrap_or_default()),
+                    reason: format!(
+                        "decided by a person: {}",
+                        serde_json::to_string(&decision).unwrap_or_default()
+                    ),
                     at: now,
                 },
             )?;
@@ -357,15 +387,35 @@ fn history(config: &Config, command: Option<HistoryCommand>, json: bool) -> Resu
                 }
                 ExportFormat::Csv => {
                     let mut writer = csv::Writer::from_writer(&mut buffer);
-                    writer.write_record([
-                        "run", "link", "mode", "status", "started_at", "finished_at", "left_read", "right_read",
-                        "left_changed", "right_changed", "writes_done", "writes_retrying", "writes_dead",
-                        "conflicts_resolved", "false_conflicts", "reviews_open", "invalid_values", "error",
-                    ])
-                    .context("writing CSV")?;
+                    writer
+                        .write_record([
+                            "run",
+                            "link",
+                            "mode",
+                            "status",
+                            "started_at",
+                            "finished_at",
+                            "left_read",
+                            "right_read",
+                            "left_changed",
+                            "right_changed",
+                            "writes_done",
+                            "writes_retrying",
+                            "writes_dead",
+                            "conflicts_resolved",
+                            "false_conflicts",
+                            "reviews_open",
+                            "invalid_values",
+                            "error",
+                        ])
+                        .context("writing CSV")?;
                     for run in &runs {
                         let stat = |path: &str| {
-                            run.stats.pointer(path).and_then(serde_json::Value::as_u64).unwrap_or(0).to_string()
+                            run.stats
+                                .pointer(path)
+                                .and_then(serde_json::Value::as_u64)
+                                .unwrap_or(0)
+                                .to_string()
                         };
                         writer
                             .write_record([
@@ -395,7 +445,9 @@ fn history(config: &Config, command: Option<HistoryCommand>, json: bool) -> Resu
                 }
             }
             match output {
-                Some(path) => std::fs::write(&path, &buffer).with_context(|| format!("writing {}", path.display()))?,
+                Some(path) => {
+                    std::fs::write(&path, &buffer).with_context(|| format!("writing {}", path.display()))?
+                }
                 None => std::io::stdout().write_all(&buffer).context("writing to standard output")?,
             }
         }

@@ -17,11 +17,13 @@ const MEMBERS: usize = 300;
 const MARKER: &str = ".fieldsync-demo";
 
 const FIRST_NAMES: [&str; 16] = [
-    "Anna", "Bram", "Daan", "Emma", "Fleur", "Sem", "Julia", "Lucas", "Mila", "Noah", "Sophie", "Thijs", "Sara",
-    "Finn", "Lotte", "Jesse",
+    "Anna", "Bram", "Daan", "Emma", "Fleur", "Sem", "Julia", "Lucas", "Mila", "Noah", "Sophie", "Thijs",
+    "Sara", "Finn", "Lotte", "Jesse",
 ];
-const LAST_NAMES: [&str; 12] =
-    ["de Vries", "Jansen", "Bakker", "Visser", "Smit", "Meijer", "de Boer", "Mulder", "Bos", "Vos", "Peters", "Hendriks"];
+const LAST_NAMES: [&str; 12] = [
+    "de Vries", "Jansen", "Bakker", "Visser", "Smit", "Meijer", "de Boer", "Mulder", "Bos", "Vos", "Peters",
+    "Hendriks",
+];
 
 const CONFIG: &str = r#"# fieldsync demo: a federation register (left) and a club website (right).
 state = "sqlite://state.db"
@@ -97,7 +99,8 @@ fn members() -> Vec<Member> {
         .map(|number| {
             let first = FIRST_NAMES[rng.usize(..FIRST_NAMES.len())];
             let last = LAST_NAMES[rng.usize(..LAST_NAMES.len())];
-            let handle = format!("{}.{}{}", first.to_lowercase(), last.replace(' ', "").to_lowercase(), number);
+            let handle =
+                format!("{}.{}{}", first.to_lowercase(), last.replace(' ', "").to_lowercase(), number);
             Member {
                 id: format!("KNVB{:06}", 100_000 + number * 37),
                 first,
@@ -279,7 +282,8 @@ pub async fn demo(dir: &Path, json: bool) -> Result<Exit, Failure> {
         say(&format!("  {line}"));
     }
     say("\n== 3. fieldsync plan: what a run would do ==\n");
-    let (_, plan) = run_links(&config, None, RunOptions { dry_run: true, ..RunOptions::default() }, json).await?;
+    let (_, plan) =
+        run_links(&config, None, RunOptions { dry_run: true, ..RunOptions::default() }, json).await?;
     say("== 4. fieldsync run ==\n");
     let (exit, second) = run_links(&config, None, RunOptions::default(), json).await?;
     say("== 5. Another run: nothing changed, so nothing is written ==\n");

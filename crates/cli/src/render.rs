@@ -48,12 +48,24 @@ pub fn run_report(report: &RunReport) -> String {
     let _ = writeln!(
         out,
         "  read       {} {} ({}), {} {} ({})",
-        sides.left, stats.left.read, stats.left.mode.as_str(), sides.right, stats.right.read, stats.right.mode.as_str()
+        sides.left,
+        stats.left.read,
+        stats.left.mode.as_str(),
+        sides.right,
+        stats.right.read,
+        stats.right.mode.as_str()
     );
     let _ = writeln!(
         out,
         "  changed    {} {}, {} {}; deleted {} {}, {} {}",
-        sides.left, stats.left.changed, sides.right, stats.right.changed, sides.left, stats.left.deleted, sides.right, stats.right.deleted
+        sides.left,
+        stats.left.changed,
+        sides.right,
+        stats.right.changed,
+        sides.left,
+        stats.left.deleted,
+        sides.right,
+        stats.right.deleted
     );
     for side in Side::BOTH {
         let side_stats = stats.side(side);
@@ -80,7 +92,11 @@ pub fn run_report(report: &RunReport) -> String {
         );
     }
     if stats.invalid_values > 0 {
-        let _ = writeln!(out, "  invalid    {} values could not be normalised and were left alone", stats.invalid_values);
+        let _ = writeln!(
+            out,
+            "  invalid    {} values could not be normalised and were left alone",
+            stats.invalid_values
+        );
     }
     if let Some(guard) = &report.guard {
         let _ = writeln!(
@@ -102,11 +118,9 @@ pub fn run_report(report: &RunReport) -> String {
         let target = line.target.map(|side| side_name(sides, side).to_string()).unwrap_or_default();
         let reason = named(&line.reason, sides);
         let text = match line.action {
-            Action::Update => format!(
-                "  update   {}{field} → {target}: {}  ({reason})",
-                line.key,
-                value(&line.value)
-            ),
+            Action::Update => {
+                format!("  update   {}{field} → {target}: {}  ({reason})", line.key, value(&line.value))
+            }
             Action::Conflict => format!(
                 "  conflict {}{field}: {} {} vs {} {} → {} on both  ({reason})",
                 line.key,
@@ -196,7 +210,11 @@ pub fn review(review: &Review, audit: &[AuditEntry]) -> String {
     if let Some(decision) = &review.decision {
         let _ = writeln!(out, "  decided {}", serde_json::to_string(decision).unwrap_or_default());
     }
-    let _ = writeln!(out, "\nResolve with: fieldsync conflicts resolve {} --keep left|right   or   --value VALUE", review.id);
+    let _ = writeln!(
+        out,
+        "\nResolve with: fieldsync conflicts resolve {} --keep left|right   or   --value VALUE",
+        review.id
+    );
     if !audit.is_empty() {
         let _ = writeln!(out, "\nAudit of record {}:", review.review.key);
         out.push_str(&audit_lines(audit));
@@ -208,7 +226,8 @@ pub fn review(review: &Review, audit: &[AuditEntry]) -> String {
 pub fn audit_lines(audit: &[AuditEntry]) -> String {
     let mut out = String::new();
     for entry in audit {
-        let mut parts = vec![format!("  {} {:<9} {}", entry.at.strftime("%Y-%m-%d %H:%M:%S"), entry.event, entry.key)];
+        let mut parts =
+            vec![format!("  {} {:<9} {}", entry.at.strftime("%Y-%m-%d %H:%M:%S"), entry.event, entry.key)];
         if let Some(field) = &entry.field {
             parts.push(field.clone());
         }

@@ -299,9 +299,8 @@ pub(crate) async fn detect<C: Connector, K: Clock, P: Progress>(
             let slot = presence.get_mut(side);
             if let Some(record) = scan.changed.remove(key) {
                 *slot = Presence::Present(record);
-            } else if scan.deleted.contains(key) {
-                *slot = Presence::Absent;
-            } else if full && !scan.unchanged.contains(key) {
+            } else if scan.deleted.contains(key) || (full && !scan.unchanged.contains(key)) {
+                // Marked deleted, or missing from a full read.
                 *slot = Presence::Absent;
             } else if let Some(id) = digests.get(key).and_then(|entry| entry.id(side)) {
                 by_id.push((key.clone(), id.clone()));

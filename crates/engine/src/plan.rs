@@ -90,7 +90,7 @@ pub(crate) struct Planner<'a> {
     pub now: Timestamp,
 }
 
-fn value_at<'a>(presence: &'a SidePair<Presence>, side: Side, index: usize) -> Option<&'a Value> {
+fn value_at(presence: &SidePair<Presence>, side: Side, index: usize) -> Option<&Value> {
     match presence.get(side) {
         Presence::Present(record) => record.values[index].as_ref().ok(),
         _ => None,

@@ -1,0 +1,886 @@
+//! From the parsed file to a `Config`: connector tables are read per kind, names resolved,
+//! paths checked against each side's connector, durations and shares read, normalisers
+//! built. Every problem found is kept with its place, so one pass reports them all.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use fieldsync_connector_csv::CsvConfig;
+use fieldsync_connector_sqlite::SqliteConfig;
+use fieldsync_engine::{
+    ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit, LinkSpec,
+    RetryPolicy, SidePair, Tie,
+};
+use fieldsync_model::{FieldType, LinkName, Normaliser, Side};
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::duration::parse_duration;
+use super::env::expand;
+use super::raw::{
+    RawConfig, RawDeletes, RawField, RawGuard, RawLimit, RawLink, RawRetry, RawSidePaths, RawStrategy,
+};
+use super::{
+    CONNECTOR_KINDS, Config, ConfigError, ConnectorConfig, ConnectorKind, DEFAULT_OVERLAP,
+    DEFAULT_STATE_FILE, LinkConfig, Location, Problem, StatePath,
+};
+
+/// Kinds the product names that this build cannot run yet.
+const LATER_KINDS: [&str; 3] = ["postgres", "rest", "browser"];
+
+const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+const DEFAULT_FULL_SCAN_EVERY: Duration = Duration::from_secs(24 * 3600);
+
+/// Parses and validates `text`, the contents of `file`.
+pub(crate) fn validate(
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let root = DeTable::parse(text).map_err(|error| ConfigError::from_toml(&error, file, text))?;
+    let raw = RawConfig::deserialize(toml::de::Deserializer::from(root.clone()))
+        .map_err(|error| ConfigError::from_toml(&error, file, text))?;
+
+    let mut validator = Validator { file, text, env, problems: Vec::new() };
+    let state = validator.state(raw.state.as_ref());
+
+    let mut declared = BTreeSet::new();
+    let mut connectors = BTreeMap::new();
+    if let Some(DeValue::Table(tables)) = root.get_ref().get("connectors").map(Spanned::get_ref) {
+        for (name, table) in tables {
+            declared.insert(name.get_ref().to_string());
+            if let Some(connector) = validator.connector(name, table) {
+                connectors.insert(connector.name.clone(), connector);
+            }
+        }
+    }
+
+    let mut links = BTreeMap::new();
+    for (name, link) in raw.links {
+        let known = Known { declared: &declared, connectors: &connectors };
+        if let Some(link) = validator.link(&name, link, known) {
+            links.insert(name.into_inner(), link);
+        }
+    }
+
+    let mut problems = validator.problems;
+    problems.sort_by_key(|(offset, _)| *offset);
+    match state {
+        Some(state) if problems.is_empty() => {
+            Ok(Config { path: file.to_path_buf(), state, connectors, links })
+        }
+        _ => {
+            Err(ConfigError::Invalid { problems: problems.into_iter().map(|(_, problem)| problem).collect() })
+        }
+    }
+}
+
+/// The connectors a link may name: all declared ones, and those that are valid.
+#[derive(Clone, Copy)]
+struct Known<'a> {
+    declared: &'a BTreeSet<String>,
+    connectors: &'a BTreeMap<String, ConnectorConfig>,
+}
+
+struct Validator<'a> {
+    file: &'a Path,
+    text: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    /// Each problem with its byte offset, to sort them into file order.
+    problems: Vec<(usize, Problem)>,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let location = Location::at(self.file, self.text, span.start);
+        self.problems.push((span.start, Problem { location, message: message.into() }));
+    }
+
+    /// Checks the name of a connector or link: it appears in commands, reports and URLs.
+    fn name(&mut self, what: &str, name: &str, span: Range<usize>) {
+        let plain = |char: char| char.is_ascii_alphanumeric() || char == '_' || char == '-';
+        if name.is_empty() || !name.chars().all(plain) {
+            self.problem(
+                span,
+                format!(
+                    "{what} name {name:?} may hold only letters, digits, `_` and `-` (A-Z, a-z, 0-9, _, -)"
+                ),
+            );
+        }
+    }
+
+    /// Reads one of the `choices` by name, or names them all.
+    fn choose<T: Copy>(&mut self, value: &Spanned<String>, what: &str, choices: &[(&str, T)]) -> Option<T> {
+        if let Some((_, choice)) = choices.iter().find(|(name, _)| *name == value.get_ref()) {
+            return Some(*choice);
+        }
+        let names: Vec<&str> = choices.iter().map(|(name, _)| *name).collect();
+        self.problem(
+            value.span(),
+            format!("unknown {what} {:?}; expected one of {}", value.get_ref(), names.join(", ")),
+        );
+        None
+    }
+
+    fn duration(&mut self, value: &Spanned<String>, what: &str) -> Option<Duration> {
+        match parse_duration(value.get_ref()) {
+            Ok(duration) => Some(duration),
+            Err(message) => {
+                self.problem(value.span(), format!("{what}: {message}"));
+                None
+            }
+        }
+    }
+
+    fn expand(&mut self, value: &str, span: Range<usize>, used_in: &str) -> Option<String> {
+        match expand(value, self.env) {
+            Ok(expanded) => Some(expanded),
+            Err(message) => {
+                self.problem(span, format!("{message} (used in {used_in})"));
+                None
+            }
+        }
+    }
+
+    fn base_dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new(""))
+    }
+
+    fn state(&mut self, state: Option<&Spanned<String>>) -> Option<StatePath> {
+        let Some(state) = state else {
+            return Some(StatePath::Sqlite(self.base_dir().join(DEFAULT_STATE_FILE)));
+        };
+        let unsupported = |text: &str| text.starts_with("postgres://") || text.starts_with("postgresql://");
+        if unsupported(state.get_ref()) {
+            self.problem(state.span(), "postgres state stores are not supported yet; use \"sqlite://PATH\"");
+            return None;
+        }
+        let expanded = self.expand(state.get_ref(), state.span(), "state")?;
+        if unsupported(&expanded) {
+            self.problem(state.span(), "postgres state stores are not supported yet; use \"sqlite://PATH\"");
+            return None;
+        }
+        let path = match expanded.strip_prefix("sqlite://") {
+            Some(path) => path,
+            None if expanded.contains("://") => {
+                self.problem(
+                    state.span(),
+                    "unknown state store; write \"sqlite://PATH\" or a bare path (postgres is not supported yet)",
+                );
+                return None;
+            }
+            None => expanded.as_str(),
+        };
+        if path.is_empty() {
+            self.problem(state.span(), "state has no path; write \"sqlite://PATH\" or a bare path");
+            return None;
+        }
+        Some(StatePath::Sqlite(self.base_dir().join(path)))
+    }
+
+    fn connector(
+        &mut self,
+        name: &Spanned<Cow<'_, str>>,
+        table: &Spanned<DeValue<'_>>,
+    ) -> Option<ConnectorConfig> {
+        let connector = name.get_ref().to_string();
+        self.name("connector", &connector, name.span());
+        let DeValue::Table(entries) = table.get_ref() else {
+            self.problem(
+                table.span(),
+                format!("connector {connector} must be a table: [connectors.{connector}] with a `kind` and its settings"),
+            );
+            return None;
+        };
+        let problems_before = self.problems.len();
+        let mut kind = None;
+        let mut overlap = None;
+        let mut settings = DeTable::new();
+        for (key, value) in entries {
+            match key.get_ref().as_ref() {
+                "kind" => kind = Some(value),
+                "overlap" => overlap = Some(value),
+                "path" => {
+                    let value = match value.get_ref() {
+                        DeValue::String(path) => {
+                            let used_in = format!("connectors.{connector}.path");
+                            let expanded = self.expand(path, value.span(), &used_in).unwrap_or_default();
+                            Spanned::new(value.span(), DeValue::String(Cow::Owned(expanded)))
+                        }
+                        _ => value.clone(),
+                    };
+                    settings.insert(key.clone(), value);
+                }
+                _ => {
+                    settings.insert(key.clone(), value.clone());
+                }
+            }
+        }
+
+        let overlap = match overlap {
+            None => Some(DEFAULT_OVERLAP),
+            Some(value) => match value.get_ref() {
+                DeValue::String(text) => self.duration(
+                    &Spanned::new(value.span(), text.to_string()),
+                    &format!("connectors.{connector}.overlap"),
+                ),
+                _ => {
+                    self.problem(value.span(), "overlap must be a duration such as \"1m\"");
+                    None
+                }
+            },
+        };
+
+        let Some(kind) = kind else {
+            self.problem(
+                name.span(),
+                format!(
+                    "connector {connector} has no `kind`; expected one of {}",
+                    CONNECTOR_KINDS.join(", ")
+                ),
+            );
+            return None;
+        };
+        let Some(kind_name) = kind.get_ref().as_str() else {
+            self.problem(
+                kind.span(),
+                format!("kind must be a string, one of {}", CONNECTOR_KINDS.join(", ")),
+            );
+            return None;
+        };
+        let settings =
+            toml::de::ValueDeserializer::from(Spanned::new(table.span(), DeValue::Table(settings)));
+        let deserialized = match kind_name {
+            "sqlite" => SqliteConfig::deserialize(settings).map(ConnectorKind::Sqlite),
+            "csv" => CsvConfig::deserialize(settings).map(ConnectorKind::Csv),
+            later if LATER_KINDS.contains(&later) => {
+                self.problem(kind.span(), format!("connector kind {later} is not available yet"));
+                return None;
+            }
+            unknown => {
+                self.problem(
+                    kind.span(),
+                    format!(
+                        "unknown connector kind {unknown:?}; expected one of {} ({} are not available yet)",
+                        CONNECTOR_KINDS.join(", "),
+                        LATER_KINDS.join(", ")
+                    ),
+                );
+                return None;
+            }
+        };
+        let kind = match deserialized {
+            Ok(kind) => kind,
+            Err(error) => {
+                let span = error.span().unwrap_or_else(|| name.span());
+                self.problem(span, format!("connector {connector}: {}", error.message().trim_end()));
+                return None;
+            }
+        };
+        if let Err(message) = kind.validate() {
+            // The connector's message starts with the setting it concerns (`table`: …) where
+            // it can; point at that setting's value then, else at the connector's name.
+            let span = message
+                .strip_prefix('`')
+                .and_then(|rest| rest.split_once('`'))
+                .and_then(|(setting, _)| entries.get(setting))
+                .map_or_else(|| name.span(), Spanned::span);
+            self.problem(span, format!("connector {connector}: {message}"));
+        }
+        let overlap = overlap?;
+        (self.problems.len() == problems_before).then_some(ConnectorConfig { name: connector, overlap, kind })
+    }
+
+    fn link(
+        &mut self,
+        name: &Spanned<String>,
+        link: Spanned<RawLink>,
+        known: Known<'_>,
+    ) -> Option<LinkConfig> {
+        let problems_before = self.problems.len();
+        let link_span = link.span();
+        let link = link.into_inner();
+        self.name("link", name.get_ref(), name.span());
+
+        let names = SidePair::new(link.left.get_ref().clone(), link.right.get_ref().clone());
+        let mut connectors = SidePair::new(None, None);
+        for side in Side::BOTH {
+            let value = match side {
+                Side::Left => &link.left,
+                Side::Right => &link.right,
+            };
+            *connectors.get_mut(side) = self.link_connector(value, side, known);
+        }
+        if names.left == names.right {
+            self.problem(
+                link.right.span(),
+                format!(
+                    "left and right are the same connector {:?}; a link joins two different connectors",
+                    names.right
+                ),
+            );
+        }
+        let link_connectors = LinkConnectors { names: &names, connectors: &connectors };
+
+        let key = self.side_paths(&link.key, "link key", link_connectors);
+        let fields = self.fields(&link.fields, &key, link_connectors);
+        if link.fields.is_empty() {
+            self.problem(
+                link_span.clone(),
+                format!(
+                    "link {} has no fields; add [[links.{}.fields]] tables",
+                    name.get_ref(),
+                    name.get_ref()
+                ),
+            );
+        }
+
+        let conflicts = match &link.conflicts {
+            None => Some(ConflictStrategy::LastWriteWins { grace: DEFAULT_GRACE, tie: Tie::Review }),
+            Some(conflicts) => self.conflicts(conflicts, link_connectors),
+        };
+        let first_sync = match &link.first_sync {
+            None => Some(FirstSyncStrategy::Review),
+            Some(first_sync) => self.first_sync(first_sync, link_connectors),
+        };
+        let creates = match &link.creates {
+            None => Some(Creates::Both),
+            Some(creates) => self.choose(
+                creates,
+                "creates policy",
+                &[
+                    ("both", Creates::Both),
+                    ("left_to_right", Creates::LeftToRight),
+                    ("right_to_left", Creates::RightToLeft),
+                    ("none", Creates::None),
+                ],
+            ),
+        };
+        let deletes = match &link.deletes {
+            None => Some(DeletePolicy::Review),
+            Some(deletes) => self.deletes(deletes, &fields, link_connectors),
+        };
+        let guard = match &link.guard {
+            None => Some(Guard::default()),
+            Some(guard) => self.guard(guard),
+        };
+        let full_scan_every = match &link.full_scan_every {
+            None => Some(DEFAULT_FULL_SCAN_EVERY),
+            Some(value) => self.duration(value, "full_scan_every").and_then(|duration| {
+                if duration.is_zero() {
+                    self.problem(value.span(), "full_scan_every must be longer than zero");
+                    return None;
+                }
+                Some(duration)
+            }),
+        };
+        if let Some(schedule) = &link.schedule
+            && schedule.get_ref().split_whitespace().count() != 5
+        {
+            self.problem(
+                schedule.span(),
+                format!(
+                    "schedule {:?} is not a cron expression of five fields (minute hour day-of-month month day-of-week)",
+                    schedule.get_ref()
+                ),
+            );
+        }
+        let retry = match &link.retry {
+            None => Some(RetryPolicy::default()),
+            Some(retry) => self.retry(retry),
+        };
+
+        if self.problems.len() != problems_before {
+            return None;
+        }
+        let overlap = SidePair::new(
+            connectors.left.map_or(DEFAULT_OVERLAP, |connector| connector.overlap),
+            connectors.right.map_or(DEFAULT_OVERLAP, |connector| connector.overlap),
+        );
+        let spec = LinkSpec {
+            name: LinkName::new(name.get_ref().as_str()),
+            key,
+            fields,
+            conflicts: conflicts?,
+            first_sync: first_sync?,
+            creates: creates?,
+            deletes: deletes?,
+            guard: guard?,
+            full_scan_every: full_scan_every?,
+            overlap,
+            retry: retry?,
+        };
+        Some(LinkConfig { spec, connectors: names, schedule: link.schedule.map(Spanned::into_inner) })
+    }
+
+    /// Resolves a link's `left` or `right` to a connector.
+    fn link_connector<'k>(
+        &mut self,
+        value: &Spanned<String>,
+        side: Side,
+        known: Known<'k>,
+    ) -> Option<&'k ConnectorConfig> {
+        let name = value.get_ref();
+        if !known.declared.contains(name) {
+            let declared = if known.declared.is_empty() {
+                "no connectors are declared".to_string()
+            } else {
+                format!(
+                    "declared connectors: {}",
+                    known.declared.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
+            self.problem(value.span(), format!("unknown connector {name:?} as {side}; {declared}"));
+        }
+        // A declared connector that is itself invalid was reported already.
+        known.connectors.get(name)
+    }
+
+    /// Checks a path on one side against that side's connector.
+    fn path(&mut self, path: &Spanned<String>, side: Side, what: &str, link: LinkConnectors<'_>) {
+        let Some(connector) = link.connectors.get(side) else {
+            return;
+        };
+        if let Err(message) = connector.kind.validate_path(path.get_ref()) {
+            self.problem(
+                path.span(),
+                format!(
+                    "{what}: {side} path {:?} is not valid for {} connector {}: {message}",
+                    path.get_ref(),
+                    connector.kind.name(),
+                    link.names.get(side)
+                ),
+            );
+        }
+    }
+
+    fn side_paths(
+        &mut self,
+        paths: &Spanned<RawSidePaths>,
+        what: &str,
+        link: LinkConnectors<'_>,
+    ) -> SidePair<String> {
+        let paths = paths.get_ref();
+        self.path(&paths.left, Side::Left, what, link);
+        self.path(&paths.right, Side::Right, what, link);
+        SidePair::new(paths.left.get_ref().clone(), paths.right.get_ref().clone())
+    }
+
+    /// Reads the fields, in order; those with problems are left out.
+    fn fields(
+        &mut self,
+        raw_fields: &[Spanned<RawField>],
+        key: &SidePair<String>,
+        link: LinkConnectors<'_>,
+    ) -> Vec<FieldSpec> {
+        let mut fields = Vec::new();
+        let mut first_spans: BTreeMap<&str, Range<usize>> = BTreeMap::new();
+        let mut used_paths: SidePair<BTreeMap<String, String>> = SidePair::default();
+        for raw_field in raw_fields {
+            let raw_field = raw_field.get_ref();
+            let name = raw_field.name.get_ref();
+            if name.trim().is_empty() {
+                self.problem(raw_field.name.span(), "a field name cannot be empty");
+            } else if let Some(first) = first_spans.get(name.as_str()) {
+                let first = Location::at(self.file, self.text, first.start);
+                self.problem(
+                    raw_field.name.span(),
+                    format!("field {name} is declared twice; the first is at line {}", first.line),
+                );
+            } else {
+                first_spans.insert(name, raw_field.name.span());
+            }
+            let what = format!("field {name}");
+            let field_type = match &raw_field.field_type {
+                None => Some(FieldType::Text),
+                Some(value) => {
+                    let choices: Vec<(&str, FieldType)> =
+                        FieldType::ALL.iter().map(|field_type| (field_type.as_str(), *field_type)).collect();
+                    self.choose(value, "field type", &choices)
+                }
+            };
+            let direction = match &raw_field.direction {
+                None => Some(Direction::Both),
+                Some(value) => self.choose(
+                    value,
+                    "direction",
+                    &[
+                        ("both", Direction::Both),
+                        ("left_to_right", Direction::LeftToRight),
+                        ("right_to_left", Direction::RightToLeft),
+                    ],
+                ),
+            };
+            let paths = SidePair::new(&raw_field.left, &raw_field.right);
+            for side in Side::BOTH {
+                let path = *paths.get(side);
+                self.path(path, side, &what, link);
+                if key.get(side) == path.get_ref() {
+                    self.problem(
+                        path.span(),
+                        format!(
+                            "{what}: {side} path {:?} is the link key, which is never written as a field",
+                            path.get_ref()
+                        ),
+                    );
+                } else if let Some(other) = used_paths.get(side).get(path.get_ref()) {
+                    self.problem(
+                        path.span(),
+                        format!(
+                            "{what}: {side} path {:?} is already the path of field {other}",
+                            path.get_ref()
+                        ),
+                    );
+                } else {
+                    used_paths.get_mut(side).insert(path.get_ref().clone(), name.clone());
+                }
+            }
+            let Some(field_type) = field_type else { continue };
+            let normalisers = self.normalisers(raw_field, field_type, link);
+            let (Some(direction), Some(normalisers)) = (direction, normalisers) else { continue };
+            fields.push(FieldSpec {
+                name: name.clone(),
+                paths: SidePair::new(raw_field.left.get_ref().clone(), raw_field.right.get_ref().clone()),
+                normalisers,
+                direction,
+            });
+        }
+        fields
+    }
+
+    fn normalisers(
+        &mut self,
+        raw_field: &RawField,
+        field_type: FieldType,
+        link: LinkConnectors<'_>,
+    ) -> Option<SidePair<Normaliser>> {
+        let mut normaliser =
+            Normaliser::new(field_type).with_empty_is_null(raw_field.empty_is_null.unwrap_or(true));
+        if let Some(region) = &raw_field.region {
+            if field_type != FieldType::Phone {
+                self.problem(
+                    region.span(),
+                    format!(
+                        "region applies to phone fields only; field {} is {field_type}",
+                        raw_field.name.get_ref()
+                    ),
+                );
+                return None;
+            }
+            normaliser = match normaliser.with_region(region.get_ref()) {
+                Ok(normaliser) => normaliser,
+                Err(error) => {
+                    self.problem(region.span(), error.reason);
+                    return None;
+                }
+            };
+        }
+        let for_side = |side: Side| {
+            let formats = link.connectors.get(side).map(|connector| connector.kind.date_formats().to_vec());
+            normaliser.clone().with_date_formats(formats.unwrap_or_default())
+        };
+        Some(SidePair::new(for_side(Side::Left), for_side(Side::Right)))
+    }
+
+    /// Reads a `tie` or `side`: a connector of the link, `left` or `right`, and for a tie
+    /// also `review`.
+    fn side(
+        &mut self,
+        value: &Spanned<String>,
+        what: &str,
+        link: LinkConnectors<'_>,
+        review: bool,
+    ) -> Option<Tie> {
+        let names = link.names;
+        let text = value.get_ref();
+        match text.as_str() {
+            "left" => return Some(Tie::Side(Side::Left)),
+            "right" => return Some(Tie::Side(Side::Right)),
+            "review" if review => return Some(Tie::Review),
+            _ => {}
+        }
+        if *text == names.left {
+            return Some(Tie::Side(Side::Left));
+        }
+        if *text == names.right {
+            return Some(Tie::Side(Side::Right));
+        }
+        if link.connectors.left.is_none() || link.connectors.right.is_none() {
+            // A connector of the link is unknown or invalid, which was reported already;
+            // this name may well be right.
+            return None;
+        }
+        let review = if review { " or review" } else { "" };
+        self.problem(
+            value.span(),
+            format!(
+                "{what} {text:?} is not a side of this link; expected {}, {}, left, right{review}",
+                names.left, names.right
+            ),
+        );
+        None
+    }
+
+    /// Names keys of a strategy table that its strategy does not take.
+    fn extra_keys(&mut self, raw: &RawStrategy, allowed: &[&str]) {
+        let strategy = raw.strategy.get_ref();
+        let present = [("grace", &raw.grace), ("tie", &raw.tie), ("side", &raw.side)];
+        for (key, value) in present {
+            if let Some(value) = value
+                && !allowed.contains(&key)
+            {
+                let takes = match allowed {
+                    [] => "takes no other settings".to_string(),
+                    allowed => format!("takes only {}", allowed.join(" and ")),
+                };
+                self.problem(
+                    value.span(),
+                    format!("`{key}` does not belong to strategy {strategy:?}, which {takes}"),
+                );
+            }
+        }
+    }
+
+    fn prefer_side(&mut self, raw: &Spanned<RawStrategy>, link: LinkConnectors<'_>) -> Option<Side> {
+        let names = link.names;
+        let strategy = raw.get_ref();
+        self.extra_keys(strategy, &["side"]);
+        let Some(side) = &strategy.side else {
+            self.problem(
+                strategy.strategy.span(),
+                format!("strategy \"prefer\" needs a `side`: {}, {}, left or right", names.left, names.right),
+            );
+            return None;
+        };
+        match self.side(side, "side", link, false)? {
+            Tie::Side(side) => Some(side),
+            Tie::Review => None,
+        }
+    }
+
+    fn conflicts(
+        &mut self,
+        raw: &Spanned<RawStrategy>,
+        link: LinkConnectors<'_>,
+    ) -> Option<ConflictStrategy> {
+        #[derive(Clone, Copy)]
+        enum Kind {
+            LastWriteWins,
+            Prefer,
+            Review,
+        }
+        let strategy = raw.get_ref();
+        let kind = self.choose(
+            &strategy.strategy,
+            "conflict strategy",
+            &[("last_write_wins", Kind::LastWriteWins), ("prefer", Kind::Prefer), ("review", Kind::Review)],
+        )?;
+        match kind {
+            Kind::LastWriteWins => {
+                self.extra_keys(strategy, &["grace", "tie"]);
+                let grace = match &strategy.grace {
+                    None => Some(DEFAULT_GRACE),
+                    Some(grace) => self.duration(grace, "grace"),
+                };
+                let tie = match &strategy.tie {
+                    None => Some(Tie::Review),
+                    Some(tie) => self.side(tie, "tie", link, true),
+                };
+                Some(ConflictStrategy::LastWriteWins { grace: grace?, tie: tie? })
+            }
+            Kind::Prefer => self.prefer_side(raw, link).map(ConflictStrategy::Prefer),
+            Kind::Review => {
+                self.extra_keys(strategy, &[]);
+                Some(ConflictStrategy::Review)
+            }
+        }
+    }
+
+    fn first_sync(
+        &mut self,
+        raw: &Spanned<RawStrategy>,
+        link: LinkConnectors<'_>,
+    ) -> Option<FirstSyncStrategy> {
+        let strategy = raw.get_ref();
+        match strategy.strategy.get_ref().as_str() {
+            "prefer" => self.prefer_side(raw, link).map(FirstSyncStrategy::Prefer),
+            "review" => {
+                self.extra_keys(strategy, &[]);
+                Some(FirstSyncStrategy::Review)
+            }
+            "last_write_wins" => {
+                self.problem(
+                    strategy.strategy.span(),
+                    "a first sync has no baseline to tell which edit is newer; use strategy \"prefer\" or \"review\"",
+                );
+                None
+            }
+            other => {
+                self.problem(
+                    strategy.strategy.span(),
+                    format!("unknown first_sync strategy {other:?}; expected one of prefer, review"),
+                );
+                None
+            }
+        }
+    }
+
+    fn deletes(
+        &mut self,
+        deletes: &Spanned<RawDeletes>,
+        fields: &[FieldSpec],
+        link: LinkConnectors<'_>,
+    ) -> Option<DeletePolicy> {
+        let soft = match deletes.get_ref() {
+            RawDeletes::Policy(policy) if policy == "soft" => {
+                self.problem(
+                    deletes.span(),
+                    "soft deletes need a field and a value: deletes = { soft = { field = \"status\", value = \"inactive\" } }",
+                );
+                return None;
+            }
+            RawDeletes::Policy(policy) => {
+                #[derive(Clone, Copy)]
+                enum Plain {
+                    Propagate,
+                    Ignore,
+                    Review,
+                }
+                let plain = self.choose(
+                    &Spanned::new(deletes.span(), policy.clone()),
+                    "deletes policy",
+                    &[("propagate", Plain::Propagate), ("ignore", Plain::Ignore), ("review", Plain::Review)],
+                )?;
+                return Some(match plain {
+                    Plain::Propagate => DeletePolicy::Propagate,
+                    Plain::Ignore => DeletePolicy::Ignore,
+                    Plain::Review => DeletePolicy::Review,
+                });
+            }
+            RawDeletes::Soft(soft) => soft,
+        };
+        let value = soft.value.get_ref();
+        if !(value.is_string() || value.is_number() || value.is_boolean()) {
+            self.problem(soft.value.span(), "a soft-delete value must be a string, a number or a boolean");
+            return None;
+        }
+        let field_name = soft.field.get_ref();
+        if let Some(field) = fields.iter().find(|field| &field.name == field_name) {
+            // A tracked field: write it through its normalisers, so the value must suit them.
+            for side in Side::BOTH {
+                if let Err(error) = field.normalisers.get(side).normalise(value) {
+                    self.problem(
+                        soft.value.span(),
+                        format!("soft-delete value for field {field_name}: {error}"),
+                    );
+                    return None;
+                }
+            }
+            return Some(DeletePolicy::Soft { paths: field.paths.clone(), value: value.clone() });
+        }
+        // Not a tracked field: a path, the same on both sides.
+        if field_name.trim().is_empty() {
+            self.problem(soft.field.span(), "a soft-delete field cannot be empty");
+            return None;
+        }
+        let problems_before = self.problems.len();
+        for side in Side::BOTH {
+            self.path(&soft.field, side, "soft-delete field", link);
+        }
+        (self.problems.len() == problems_before).then(|| DeletePolicy::Soft {
+            paths: SidePair::new(field_name.clone(), field_name.clone()),
+            value: value.clone(),
+        })
+    }
+
+    fn guard(&mut self, guard: &RawGuard) -> Option<Guard> {
+        let defaults = Guard::default();
+        let max_delete = guard
+            .max_delete
+            .as_ref()
+            .map_or(Some(defaults.max_delete), |limit| self.limit(limit, "max_delete"));
+        let max_change = guard
+            .max_change
+            .as_ref()
+            .map_or(Some(defaults.max_change), |limit| self.limit(limit, "max_change"));
+        Some(Guard { max_delete: max_delete?, max_change: max_change? })
+    }
+
+    fn limit(&mut self, limit: &Spanned<RawLimit>, what: &str) -> Option<Limit> {
+        let wrong =
+            format!("{what} is a share such as \"10%\" (0% to 100%) or a number of records such as 25");
+        let parsed = match limit.get_ref() {
+            RawLimit::Integer(count) => u64::try_from(*count).ok().map(Limit::Count),
+            RawLimit::Float(_) => None,
+            RawLimit::Text(text) => match text.trim().strip_suffix('%') {
+                Some(percent) => percent
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|percent| (0.0..=100.0).contains(percent))
+                    .map(|percent| Limit::Share(percent / 100.0)),
+                None => text.trim().parse::<u64>().ok().map(Limit::Count),
+            },
+        };
+        if parsed.is_none() {
+            let written = match limit.get_ref() {
+                RawLimit::Integer(count) => count.to_string(),
+                RawLimit::Float(float) => float.to_string(),
+                RawLimit::Text(text) => format!("{text:?}"),
+            };
+            self.problem(limit.span(), format!("{wrong}, not {written}"));
+        }
+        parsed
+    }
+
+    fn retry(&mut self, retry: &RawRetry) -> Option<RetryPolicy> {
+        let defaults = RetryPolicy::default();
+        let attempts = match &retry.attempts {
+            None => Some(defaults.attempts),
+            Some(attempts) => {
+                let parsed = u32::try_from(*attempts.get_ref()).ok().filter(|attempts| *attempts >= 1);
+                if parsed.is_none() {
+                    self.problem(
+                        attempts.span(),
+                        format!("retry attempts must be at least 1, not {}", attempts.get_ref()),
+                    );
+                }
+                parsed
+            }
+        };
+        let mut duration = |value: &Option<Spanned<String>>, default: Duration, what: &str| match value {
+            None => Some(default),
+            Some(value) => self.duration(value, what),
+        };
+        let initial = duration(&retry.initial, defaults.initial, "retry initial");
+        let max = duration(&retry.max, defaults.max, "retry max");
+        let wait_in_run = duration(&retry.wait_in_run, defaults.wait_in_run, "retry wait_in_run");
+        if let Some(initial) = initial
+            && initial.is_zero()
+        {
+            let span = retry.initial.as_ref().map_or(0..0, Spanned::span);
+            self.problem(span, "retry initial must be longer than zero");
+            return None;
+        }
+        if let (Some(initial), Some(max)) = (initial, max)
+            && max < initial
+        {
+            let span = retry.max.as_ref().or(retry.initial.as_ref()).map_or(0..0, Spanned::span);
+            self.problem(span, "retry max must be at least retry initial");
+            return None;
+        }
+        let (attempts, initial, max, wait_in_run) = (attempts?, initial?, max?, wait_in_run?);
+        Some(RetryPolicy { attempts, initial, max, wait_in_run })
+    }
+}
+
+/// The connectors of one link, by side: their names, and the valid ones.
+#[derive(Clone, Copy)]
+struct LinkConnectors<'a> {
+    names: &'a SidePair<String>,
+    connectors: &'a SidePair<Option<&'a ConnectorConfig>>,
+}

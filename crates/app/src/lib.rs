@@ -1,0 +1,14 @@
+//! fieldsync's application layer: the configuration file read into a validated `Config`
+//! (whose links are the engine's `LinkSpec`s), and the registry that opens each configured
+//! connector as an `AnyConnector`.
+//!
+//! Architecture Invariant: only this crate knows connectors by kind; the engine sees a `Connector`.
+
+pub mod config;
+pub mod registry;
+
+pub use config::{
+    Config, ConfigError, ConnectorConfig, ConnectorKind, LinkConfig, Location, Problem, StatePath, load,
+    parse, parse_with_env,
+};
+pub use registry::{AnyConnector, open_connector};

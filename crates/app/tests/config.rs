@@ -1,0 +1,601 @@
+//! The configuration file end to end: the product brief's example parsed into a `LinkSpec`,
+//! each kind of mistake reported at its file, line and column, and connectors opened from it.
+
+use std::path::{Path, PathBuf};
+
+use expect_test::{Expect, expect};
+use fieldsync_app::config::ConnectorKind;
+use fieldsync_app::{AnyConnector, Config, ConfigError, StatePath, open_connector, parse_with_env};
+use fieldsync_connector::Connector;
+use fieldsync_engine::Limit;
+
+/// The example of `product.md`, with the rest connector replaced by a second sqlite one.
+const EXAMPLE: &str = r#"state = "sqlite://fieldsync.db"            # or "postgres://…" for several workers
+
+[connectors.sportlink]
+kind = "sqlite"                           # sqlite | postgres | rest | csv | browser
+path = "sportlink.db"
+table = "members"
+key = "knvb_id"
+modified = "updated_at"                   # optional: enables incremental reads
+
+[connectors.rondo]
+kind = "sqlite"
+path = "${RONDO_DIR}/rondo.db"
+table = "people"
+key = "id"
+date_formats = ["%d-%m-%Y"]
+overlap = "2m"
+
+[links.members]
+left = "sportlink"
+right = "rondo"
+key = { left = "knvb_id", right = "knvb_id" }
+conflicts = { strategy = "last_write_wins", grace = "5s", tie = "sportlink" }   # tie may also be "review"
+first_sync = { strategy = "prefer", side = "sportlink" }  # same shapes; default { strategy = "review" }
+creates = "left_to_right"                 # both | left_to_right | right_to_left | none
+deletes = { soft = { field = "status", value = "inactive" } }  # or "propagate" | "ignore" | "review" (default)
+guard = { max_delete = "10%", max_change = "50%" }
+full_scan_every = "24h"                   # default; `fieldsync run --full` forces one
+schedule = "*/15 * * * *"                 # used by `fieldsync serve`
+
+[[links.members.fields]]
+name = "email"
+type = "email"                            # text | email | phone | date | bool | int | json
+left = "email"
+right = "contact_email"
+
+[[links.members.fields]]
+name = "mobile"
+type = "phone"
+region = "NL"                             # default region for numbers written without a country code
+left = "mobile"
+right = "mobile"
+
+[[links.members.fields]]
+name = "financial_block"
+type = "bool"
+left = "has_financial_block"
+right = "financiele_blokkade"
+direction = "right_to_left"
+"#;
+
+/// An environment holding only `RONDO_DIR`.
+fn env(name: &str) -> Option<String> {
+    (name == "RONDO_DIR").then(|| "/srv/rondo".to_string())
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_with_env(text, Path::new("conf/fieldsync.toml"), &env)
+}
+
+/// Parses `text` expecting it to fail, and compares the error as an operator reads it.
+fn check_error(text: &str, expect: Expect) {
+    match parse(text) {
+        Ok(config) => panic!("expected an error, got {config:#?}"),
+        Err(error) => expect.assert_eq(&format!("{error}\n")),
+    }
+}
+
+/// The example with `from` replaced by `to`, which must occur in it.
+fn example_with(from: &str, to: &str) -> String {
+    assert!(EXAMPLE.contains(from), "{from:?} is not in the example");
+    EXAMPLE.replacen(from, to, 1)
+}
+
+#[test]
+fn the_product_example_parses_into_a_link_spec() {
+    let config = parse(EXAMPLE).expect("the example is valid");
+    assert_eq!(config.state, StatePath::Sqlite(PathBuf::from("conf/fieldsync.db")));
+    assert_eq!(config.base_dir(), Path::new("conf"));
+    let rondo = &config.connectors["rondo"];
+    assert_eq!(rondo.kind.file(), Path::new("/srv/rondo/rondo.db"));
+    assert_eq!(rondo.overlap, std::time::Duration::from_secs(120));
+    assert_eq!(config.connectors["sportlink"].overlap, std::time::Duration::from_secs(60));
+    let link = &config.links["members"];
+    assert_eq!(link.schedule.as_deref(), Some("*/15 * * * *"));
+    assert_eq!((link.connectors.left.as_str(), link.connectors.right.as_str()), ("sportlink", "rondo"));
+    expect![[r#"
+        LinkSpec {
+            name: LinkName(
+                "members",
+            ),
+            key: SidePair {
+                left: "knvb_id",
+                right: "knvb_id",
+            },
+            fields: [
+                FieldSpec {
+                    name: "email",
+                    paths: SidePair {
+                        left: "email",
+                        right: "contact_email",
+                    },
+                    normalisers: SidePair {
+                        left: Normaliser {
+                            field_type: Email,
+                            region: None,
+                            date_formats: [],
+                            empty_is_null: true,
+                        },
+                        right: Normaliser {
+                            field_type: Email,
+                            region: None,
+                            date_formats: [
+                                "%d-%m-%Y",
+                            ],
+                            empty_is_null: true,
+                        },
+                    },
+                    direction: Both,
+                },
+                FieldSpec {
+                    name: "mobile",
+                    paths: SidePair {
+                        left: "mobile",
+                        right: "mobile",
+                    },
+                    normalisers: SidePair {
+                        left: Normaliser {
+                            field_type: Phone,
+                            region: Some(
+                                NL,
+                            ),
+                            date_formats: [],
+                            empty_is_null: true,
+                        },
+                        right: Normaliser {
+                            field_type: Phone,
+                            region: Some(
+                                NL,
+                            ),
+                            date_formats: [
+                                "%d-%m-%Y",
+                            ],
+                            empty_is_null: true,
+                        },
+                    },
+                    direction: Both,
+                },
+                FieldSpec {
+                    name: "financial_block",
+                    paths: SidePair {
+                        left: "has_financial_block",
+                        right: "financiele_blokkade",
+                    },
+                    normalisers: SidePair {
+                        left: Normaliser {
+                            field_type: Bool,
+                            region: None,
+                            date_formats: [],
+                            empty_is_null: true,
+                        },
+                        right: Normaliser {
+                            field_type: Bool,
+                            region: None,
+                            date_formats: [
+                                "%d-%m-%Y",
+                            ],
+                            empty_is_null: true,
+                        },
+                    },
+                    direction: RightToLeft,
+                },
+            ],
+            conflicts: LastWriteWins {
+                grace: 5s,
+                tie: Side(
+                    Left,
+                ),
+            },
+            first_sync: Prefer(
+                Left,
+            ),
+            creates: LeftToRight,
+            deletes: Soft {
+                paths: SidePair {
+                    left: "status",
+                    right: "status",
+                },
+                value: String("inactive"),
+            },
+            guard: Guard {
+                max_delete: Share(
+                    0.1,
+                ),
+                max_change: Share(
+                    0.5,
+                ),
+            },
+            full_scan_every: 86400s,
+            overlap: SidePair {
+                left: 60s,
+                right: 120s,
+            },
+            retry: RetryPolicy {
+                attempts: 8,
+                initial: 1s,
+                max: 3600s,
+                wait_in_run: 10s,
+            },
+        }
+    "#]]
+    .assert_debug_eq(&link.spec);
+}
+
+#[test]
+fn a_mistyped_field_type_is_reported_at_its_value() {
+    let text = example_with("type = \"email\" ", "type = \"emial\" ");
+    let line = text.lines().position(|line| line.starts_with("type = \"emial\"")).expect("the typo") + 1;
+    let error = parse(&text).expect_err("a typo");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "conf/fieldsync.toml:{line}:8: unknown field type \"emial\"; \
+             expected one of text, email, phone, date, bool, int, json"
+        )
+    );
+    let problems = error.problems();
+    assert_eq!((problems.len(), problems[0].location.line, problems[0].location.column), (1, line, 8));
+}
+
+#[test]
+fn an_unknown_top_level_key_is_reported_at_its_line() {
+    check_error(
+        &format!("stat = \"x\"\n{EXAMPLE}"),
+        expect![[r#"
+            conf/fieldsync.toml:1:1: unknown field `stat`, expected one of `state`, `connectors`, `links`
+              |
+            1 | stat = "x"
+              | ^^^^
+        "#]],
+    );
+}
+
+#[test]
+fn an_unknown_connector_is_reported_at_the_links_left_value() {
+    check_error(
+        &example_with("left = \"sportlink\"", "left = \"sportlnk\""),
+        expect![[r#"
+            conf/fieldsync.toml:19:8: unknown connector "sportlnk" as left; declared connectors: rondo, sportlink
+        "#]],
+    );
+}
+
+#[test]
+fn a_missing_environment_variable_is_named_with_where_it_is_used() {
+    let error =
+        parse_with_env(EXAMPLE, Path::new("fieldsync.toml"), &|_| None).expect_err("RONDO_DIR is missing");
+    expect![[r#"
+        fieldsync.toml:12:8: environment variable RONDO_DIR is not set (used in connectors.rondo.path)
+    "#]]
+    .assert_eq(&format!("{error}\n"));
+}
+
+#[test]
+fn a_toml_syntax_error_leads_with_the_file_name() {
+    check_error(
+        "state = \"x.db\"\n[links.members\nleft = 1\n",
+        expect![[r#"
+            conf/fieldsync.toml:2:15: unclosed table, expected `]`
+              |
+            2 | [links.members
+              |               ^
+        "#]],
+    );
+}
+
+#[test]
+fn many_problems_are_reported_together_in_file_order() {
+    let text = EXAMPLE
+        .replacen("tie = \"sportlink\"", "tie = \"sportlnk\"", 1)
+        .replacen("creates = \"left_to_right\"", "creates = \"leftwards\"", 1)
+        .replacen("max_delete = \"10%\"", "max_delete = \"110%\"", 1)
+        .replacen("full_scan_every = \"24h\"", "full_scan_every = \"daily\"", 1)
+        .replacen("schedule = \"*/15 * * * *\"", "schedule = \"*/15 * * *\"", 1)
+        .replacen("region = \"NL\"", "region = \"XX\"", 1)
+        .replacen("direction = \"right_to_left\"", "direction = \"sideways\"", 1)
+        .replacen("right = \"contact_email\"", "right = \"contact-email\"", 1)
+        .replacen("kind = \"sqlite\"\npath = \"${RONDO_DIR}", "kind = \"rest\"\npath = \"${RONDO_DIR}", 1);
+    check_error(
+        &text,
+        expect![[r#"
+        conf/fieldsync.toml:11:8: connector kind rest is not available yet
+        conf/fieldsync.toml:24:11: unknown creates policy "leftwards"; expected one of both, left_to_right, right_to_left, none
+        conf/fieldsync.toml:26:24: max_delete is a share such as "10%" (0% to 100%) or a number of records such as 25, not "110%"
+        conf/fieldsync.toml:27:19: full_scan_every: "daily" is not a duration; write it like "500ms", "5s", "1m", "24h" or "1h30m"
+        conf/fieldsync.toml:28:12: schedule "*/15 * * *" is not a cron expression of five fields (minute hour day-of-month month day-of-week)
+        conf/fieldsync.toml:39:10: unknown phone region "XX"; use a two-letter country code such as "NL"
+        conf/fieldsync.toml:48:13: unknown direction "sideways"; expected one of both, left_to_right, right_to_left
+    "#]],
+    );
+}
+
+#[test]
+fn connector_kinds_and_settings_are_checked() {
+    check_error(
+        &example_with("kind = \"sqlite\"                           #", "kind = \"mysql\" #"),
+        expect![[r#"
+            conf/fieldsync.toml:4:8: unknown connector kind "mysql"; expected one of sqlite, csv (postgres, rest, browser are not available yet)
+        "#]],
+    );
+    check_error(
+        &example_with("table = \"members\"", "tabel = \"members\""),
+        expect![[r#"
+        conf/fieldsync.toml:6:1: connector sportlink: unknown field `tabel`, expected one of `path`, `table`, `key`, `modified`, `modified_format`, `deleted`, `date_formats`, `batch_size`
+    "#]],
+    );
+    check_error(
+        &example_with("table = \"members\"", "table = \"mem bers\""),
+        expect![[r#"
+        conf/fieldsync.toml:6:9: connector sportlink: `table`: `mem bers` is not a plain name (letters, digits and underscores only)
+    "#]],
+    );
+    check_error(
+        &example_with("modified = \"updated_at\"", "overlap = 5"),
+        expect![[r#"
+        conf/fieldsync.toml:8:11: overlap must be a duration such as "1m"
+    "#]],
+    );
+}
+
+#[test]
+fn connectors_and_links_are_checked() {
+    check_error(
+        &example_with("table = \"members\"\n", ""),
+        expect![[r#"
+        conf/fieldsync.toml:3:1: connector sportlink: missing field `table`
+    "#]],
+    );
+    check_error(
+        &example_with("kind = \"sqlite\"                           #", "#"),
+        expect![[r#"
+        conf/fieldsync.toml:3:13: connector sportlink has no `kind`; expected one of sqlite, csv
+    "#]],
+    );
+    check_error(
+        &example_with("[connectors.rondo]", "[connectors.\"ron do\"]")
+            .replace("right = \"rondo\"", "right = \"ron do\""),
+        expect![[r#"
+            conf/fieldsync.toml:10:13: connector name "ron do" may hold only letters, digits, `_` and `-` (A-Z, a-z, 0-9, _, -)
+        "#]],
+    );
+    check_error(
+        &EXAMPLE[..EXAMPLE.find("[[links.members.fields]]").expect("fields")],
+        expect![[r#"
+            conf/fieldsync.toml:18:1: link members has no fields; add [[links.members.fields]] tables
+        "#]],
+    );
+    check_error(
+        &example_with("right = \"rondo\"", "right = \"sportlink\""),
+        expect![[r#"
+        conf/fieldsync.toml:20:9: left and right are the same connector "sportlink"; a link joins two different connectors
+    "#]],
+    );
+    check_error(
+        &example_with("right = \"contact_email\"", "right = \"contact-email\""),
+        expect![[r#"
+        conf/fieldsync.toml:34:9: field email: right path "contact-email" is not valid for sqlite connector rondo: field path: `contact-email` is not a plain name (letters, digits and underscores only)
+    "#]],
+    );
+    check_error(
+        &example_with("name = \"mobile\"", "name = \"email\""),
+        expect![[r#"
+        conf/fieldsync.toml:37:8: field email is declared twice; the first is at line 31
+    "#]],
+    );
+    check_error(
+        &example_with("left = \"mobile\"", "left = \"email\""),
+        expect![[r#"
+        conf/fieldsync.toml:40:8: field mobile: left path "email" is already the path of field email
+    "#]],
+    );
+    check_error(
+        &example_with("left = \"sportlink\"", "left = 1"),
+        expect![[r#"
+        conf/fieldsync.toml:19:8: invalid type: integer `1`, expected a string
+           |
+        19 | left = 1
+           |        ^
+    "#]],
+    );
+    check_error(
+        &example_with("type = \"bool\"", "type = \"bool\"\nregion = \"NL\""),
+        expect![[r#"
+        conf/fieldsync.toml:46:10: region applies to phone fields only; field financial_block is bool
+    "#]],
+    );
+    check_error(
+        &example_with("value = \"inactive\"", "value = [1]"),
+        expect![[r#"
+        conf/fieldsync.toml:25:48: a soft-delete value must be a string, a number or a boolean
+    "#]],
+    );
+    check_error(
+        &example_with("field = \"status\"", "field = \"financial_block\""),
+        expect![[r#"
+        conf/fieldsync.toml:25:57: soft-delete value for field financial_block: "inactive" is not a valid bool: expected true/false, 1/0, yes/no, on/off or checked
+    "#]],
+    );
+    check_error(
+        &example_with(
+            "deletes = { soft = { field = \"status\", value = \"inactive\" } }",
+            "deletes = \"soft\"",
+        ),
+        expect![[r#"
+        conf/fieldsync.toml:25:11: soft deletes need a field and a value: deletes = { soft = { field = "status", value = "inactive" } }
+    "#]],
+    );
+    check_error(
+        &example_with("max_change = \"50%\"", "max_change = 0.5"),
+        expect![[r#"
+        conf/fieldsync.toml:26:44: max_change is a share such as "10%" (0% to 100%) or a number of records such as 25, not 0.5
+    "#]],
+    );
+    check_error(
+        &example_with(
+            "full_scan_every = \"24h\"",
+            "retry = { attempts = 0, initial = \"1m\", max = \"1s\" }",
+        ),
+        expect![[r#"
+        conf/fieldsync.toml:27:22: retry attempts must be at least 1, not 0
+        conf/fieldsync.toml:27:47: retry max must be at least retry initial
+    "#]],
+    );
+    check_error(
+        &example_with("state = \"sqlite://fieldsync.db\"", "state = \"mysql://db\""),
+        expect![[r#"
+        conf/fieldsync.toml:1:9: unknown state store; write "sqlite://PATH" or a bare path (postgres is not supported yet)
+    "#]],
+    );
+}
+
+#[test]
+fn postgres_state_stores_are_not_supported_yet() {
+    check_error(
+        &example_with("state = \"sqlite://fieldsync.db\"", "state = \"postgres://fieldsync@db/fieldsync\""),
+        expect![[r#"
+            conf/fieldsync.toml:1:9: postgres state stores are not supported yet; use "sqlite://PATH"
+        "#]],
+    );
+}
+
+#[test]
+fn strategies_take_only_their_own_settings() {
+    check_error(
+        &example_with(
+            "conflicts = { strategy = \"last_write_wins\", grace = \"5s\", tie = \"sportlink\" }",
+            "conflicts = { strategy = \"prefer\", grace = \"5s\" }",
+        ),
+        expect![[r#"
+            conf/fieldsync.toml:22:26: strategy "prefer" needs a `side`: sportlink, rondo, left or right
+            conf/fieldsync.toml:22:44: `grace` does not belong to strategy "prefer", which takes only side
+        "#]],
+    );
+    check_error(
+        &example_with(
+            "first_sync = { strategy = \"prefer\", side = \"sportlink\" }",
+            "first_sync = { strategy = \"last_write_wins\" }",
+        ),
+        expect![[r#"
+            conf/fieldsync.toml:23:27: a first sync has no baseline to tell which edit is newer; use strategy "prefer" or "review"
+        "#]],
+    );
+}
+
+#[test]
+fn policies_have_defaults_and_take_side_names() {
+    let text = EXAMPLE
+        .replacen(
+            "conflicts = { strategy = \"last_write_wins\", grace = \"5s\", tie = \"sportlink\" }",
+            "",
+            1,
+        )
+        .replacen("first_sync = { strategy = \"prefer\", side = \"sportlink\" }", "", 1)
+        .replacen("creates = \"left_to_right\"", "", 1)
+        .replacen("deletes = { soft = { field = \"status\", value = \"inactive\" } }", "", 1)
+        .replacen("guard = { max_delete = \"10%\", max_change = \"50%\" }", "guard = { max_change = 25 }", 1)
+        .replacen(
+            "full_scan_every = \"24h\"",
+            "retry = { attempts = 3, initial = \"500ms\", max = \"1m\" }",
+            1,
+        );
+    let spec = parse(&text).expect("valid").links["members"].spec.clone();
+    expect![[r#"
+        LastWriteWins { grace: 5s, tie: Review }
+        Review
+        Both
+        Review
+        Guard { max_delete: Share(0.1), max_change: Count(25) }
+        86400s
+        RetryPolicy { attempts: 3, initial: 500ms, max: 60s, wait_in_run: 10s }
+    "#]]
+    .assert_eq(&format!(
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n",
+        spec.conflicts,
+        spec.first_sync,
+        spec.creates,
+        spec.deletes,
+        spec.guard,
+        spec.full_scan_every,
+        spec.retry
+    ));
+
+    let text = example_with(
+        "conflicts = { strategy = \"last_write_wins\", grace = \"5s\", tie = \"sportlink\" }",
+        "conflicts = { strategy = \"prefer\", side = \"right\" }",
+    )
+    .replacen(
+        "deletes = { soft = { field = \"status\", value = \"inactive\" } }",
+        "deletes = { soft = { field = \"financial_block\", value = true } }",
+        1,
+    );
+    let spec = parse(&text).expect("valid").links["members"].spec.clone();
+    expect![[r#"
+        Prefer(Right)
+        Soft { paths: SidePair { left: "has_financial_block", right: "financiele_blokkade" }, value: Bool(true) }
+    "#]]
+    .assert_eq(&format!("{:?}\n{:?}\n", spec.conflicts, spec.deletes));
+}
+
+#[test]
+fn guard_shares_are_fractions() {
+    let config = parse(EXAMPLE).expect("valid");
+    assert_eq!(config.links["members"].spec.guard.max_delete, Limit::Share(0.1));
+}
+
+#[test]
+fn relative_paths_are_resolved_against_the_configuration_directory() {
+    let config = parse_with_env(EXAMPLE, Path::new("/etc/fieldsync/fieldsync.toml"), &env).expect("valid");
+    assert_eq!(config.state, StatePath::Sqlite(PathBuf::from("/etc/fieldsync/fieldsync.db")));
+    let sportlink = &config.connectors["sportlink"];
+    assert_eq!(sportlink.kind.file(), Path::new("sportlink.db"), "kept as written");
+    match open_connector(sportlink, config.base_dir()).expect("opens") {
+        AnyConnector::Sqlite(connector) => {
+            assert_eq!(connector.config().path, Path::new("/etc/fieldsync/sportlink.db"));
+        }
+        other => panic!("expected a sqlite connector, got {other:?}"),
+    }
+    // An absolute path stays as it is.
+    match open_connector(&config.connectors["rondo"], config.base_dir()).expect("opens") {
+        AnyConnector::Sqlite(connector) => {
+            assert_eq!(connector.config().path, Path::new("/srv/rondo/rondo.db"))
+        }
+        other => panic!("expected a sqlite connector, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_csv_connector_opens_from_the_configuration() {
+    let directory = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(directory.path().join("members.csv"), "number,email\n1,jan@club.nl\n").expect("written");
+    let text = r#"
+        [connectors.export]
+        kind = "csv"
+        path = "members.csv"
+        key = "number"
+
+        [connectors.site]
+        kind = "sqlite"
+        path = "site.db"
+        table = "people"
+        key = "id"
+
+        [links.members]
+        left = "export"
+        right = "site"
+        key = { left = "number", right = "number" }
+
+        [[links.members.fields]]
+        name = "email"
+        left = "email"
+        right = "email"
+    "#;
+    let config_path = directory.path().join("fieldsync.toml");
+    std::fs::write(&config_path, text).expect("written");
+    let config = fieldsync_app::load(&config_path).expect("valid");
+    assert!(matches!(config.connectors["export"].kind, ConnectorKind::Csv(_)));
+    let mut connector = open_connector(&config.connectors["export"], config.base_dir()).expect("opens");
+    let probe = connector.check(&["number".to_string(), "email".to_string()]).await.expect("reads the file");
+    assert_eq!((probe.kind, probe.records), ("csv", Some(1)));
+}

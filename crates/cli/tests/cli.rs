@@ -1,0 +1,279 @@
+//! The `fieldsync` binary end to end, on real SQLite files in temporary directories: the
+//! checks the sync-engine issue names, run as a user would run them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rusqlite::{Connection, params};
+use serde_json::Value;
+
+fn fieldsync(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fieldsync"))
+        .current_dir(dir)
+        .args(args)
+        .env_remove("FIELDSYNC_CONFIG")
+        .output()
+        .expect("the fieldsync binary runs")
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "not JSON ({error}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+/// Two member tables (different column names) holding the same `count` members, and a
+/// configuration linking them with the given `conflicts` line.
+fn setup(conflicts: &str, count: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let left = dir.path().join("left.db");
+    let right = dir.path().join("right.db");
+    let left_db = Connection::open(&left).unwrap();
+    left_db
+        .execute_batch(
+            "CREATE TABLE members (id TEXT PRIMARY KEY, email TEXT, mobile TEXT, updated_at TEXT NOT NULL);",
+        )
+        .unwrap();
+    let right_db = Connection::open(&right).unwrap();
+    right_db
+        .execute_batch(
+            "CREATE TABLE people (number TEXT PRIMARY KEY, mail TEXT CHECK (mail LIKE '%@%'), phone TEXT, modified TEXT NOT NULL);",
+        )
+        .unwrap();
+    for number in 0..count {
+        let id = format!("M{number:03}");
+        let email = format!("member{number}@club.nl");
+        let mobile = format!("+316{:08}", 20_000_000 + number);
+        left_db
+            .execute(
+                "INSERT INTO members VALUES (?1, ?2, ?3, datetime('now', '-1 day'))",
+                params![id, email, mobile],
+            )
+            .unwrap();
+        right_db
+            .execute(
+                "INSERT INTO people VALUES (?1, ?2, ?3, datetime('now', '-1 day'))",
+                params![id, email, format!("06{:08}", 20_000_000 + number)],
+            )
+            .unwrap();
+    }
+    let config = format!(
+        r#"state = "state.db"
+
+[connectors.register]
+kind = "sqlite"
+path = "left.db"
+table = "members"
+key = "id"
+modified = "updated_at"
+
+[connectors.website]
+kind = "sqlite"
+path = "right.db"
+table = "people"
+key = "number"
+modified = "modified"
+
+[links.members]
+left = "register"
+right = "website"
+key = {{ left = "id", right = "number" }}
+{conflicts}
+deletes = "propagate"
+guard = {{ max_delete = "10%", max_change = "50%" }}
+
+[[links.members.fields]]
+name = "email"
+type = "email"
+left = "email"
+right = "mail"
+
+[[links.members.fields]]
+name = "mobile"
+type = "phone"
+region = "NL"
+left = "mobile"
+right = "phone"
+"#
+    );
+    std::fs::write(dir.path().join("fieldsync.toml"), config).unwrap();
+    (dir, left, right)
+}
+
+fn query(path: &Path, sql: &str) -> String {
+    Connection::open(path).unwrap().query_row(sql, [], |row| row.get::<_, String>(0)).unwrap()
+}
+
+fn exec(path: &Path, sql: &str) {
+    Connection::open(path).unwrap().execute_batch(sql).unwrap();
+}
+
+fn run(dir: &Path) -> (i32, Value) {
+    let output = fieldsync(dir, &["run", "--json"]);
+    (output.status.code().unwrap(), json(&output))
+}
+
+#[test]
+fn edits_on_both_sides_propagate_and_conflicts_follow_the_strategy() {
+    let (dir, left, right) =
+        setup(r#"conflicts = { strategy = "last_write_wins", grace = "5s", tie = "register" }"#, 20);
+    let (code, first) = run(dir.path());
+    assert_eq!(code, 0, "{first}");
+    assert_eq!(first[0]["stats"]["writes_done"], 0, "the sides already agree once normalised");
+
+    // One member: e-mail edited on the left, mobile on the right.
+    exec(&left, "UPDATE members SET email = 'New@Club.nl', updated_at = datetime('now') WHERE id = 'M001'");
+    exec(&right, "UPDATE people SET phone = '06 11223344', modified = datetime('now') WHERE number = 'M001'");
+    // Same field on both sides, 2 s apart (inside the grace): the tie side (register) wins.
+    exec(
+        &left,
+        "UPDATE members SET email = 'tie-left@club.nl', updated_at = datetime('now', '-2 seconds') WHERE id = 'M002'",
+    );
+    exec(
+        &right,
+        "UPDATE people SET mail = 'tie-right@club.nl', modified = datetime('now') WHERE number = 'M002'",
+    );
+    // Same field on both sides, a minute apart: the later edit (website) wins.
+    exec(
+        &left,
+        "UPDATE members SET email = 'old-left@club.nl', updated_at = datetime('now', '-60 seconds') WHERE id = 'M003'",
+    );
+    exec(
+        &right,
+        "UPDATE people SET mail = 'late-right@club.nl', modified = datetime('now') WHERE number = 'M003'",
+    );
+
+    let (code, report) = run(dir.path());
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(query(&right, "SELECT mail FROM people WHERE number = 'M001'"), "new@club.nl");
+    assert_eq!(query(&left, "SELECT mobile FROM members WHERE id = 'M001'"), "+31611223344");
+    assert_eq!(query(&right, "SELECT mail FROM people WHERE number = 'M002'"), "tie-left@club.nl");
+    assert_eq!(query(&left, "SELECT email FROM members WHERE id = 'M003'"), "late-right@club.nl");
+    assert_eq!(report[0]["stats"]["conflicts_resolved"], 2);
+
+    // Every decision is in the history with both values and the reason.
+    let run_id = report[0]["run_id"].as_i64().unwrap().to_string();
+    let shown = json(&fieldsync(dir.path(), &["history", "show", &run_id, "--json"]));
+    let audit = shown["audit"].as_array().unwrap();
+    let tie = audit
+        .iter()
+        .find(|entry| entry["key"] == "M002" && entry["event"] == "resolved")
+        .expect("the tie is audited");
+    assert_eq!(tie["left"], "tie-left@club.nl");
+    assert_eq!(tie["right"], "tie-right@club.nl");
+    assert!(tie["reason"].as_str().unwrap().contains("grace"), "{tie}");
+
+    let (_, again) = run(dir.path());
+    assert_eq!(again[0]["stats"]["writes_done"], 0, "a second run writes nothing: {again}");
+}
+
+#[test]
+fn review_holds_both_sides_until_a_person_decides() {
+    let (dir, left, right) = setup(r#"conflicts = { strategy = "review" }"#, 5);
+    run(dir.path());
+    exec(&left, "UPDATE members SET email = 'left@club.nl', updated_at = datetime('now') WHERE id = 'M001'");
+    exec(
+        &right,
+        "UPDATE people SET mail = 'right@club.nl', modified = datetime('now') WHERE number = 'M001'",
+    );
+    let (code, report) = run(dir.path());
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(report[0]["stats"]["writes_done"], 0);
+    assert_eq!(query(&left, "SELECT email FROM members WHERE id = 'M001'"), "left@club.nl");
+    assert_eq!(query(&right, "SELECT mail FROM people WHERE number = 'M001'"), "right@club.nl");
+
+    let reviews = json(&fieldsync(dir.path(), &["conflicts", "list", "--json"]));
+    let id = reviews[0]["id"].as_i64().unwrap().to_string();
+    let resolve = fieldsync(dir.path(), &["conflicts", "resolve", &id, "--value", "Decided@Club.nl"]);
+    assert!(resolve.status.success(), "{}", String::from_utf8_lossy(&resolve.stderr));
+    let (code, report) = run(dir.path());
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(query(&left, "SELECT email FROM members WHERE id = 'M001'"), "decided@club.nl");
+    assert_eq!(query(&right, "SELECT mail FROM people WHERE number = 'M001'"), "decided@club.nl");
+    let (_, quiet) = run(dir.path());
+    assert_eq!(quiet[0]["stats"]["writes_done"], 0);
+    let all = json(&fieldsync(dir.path(), &["conflicts", "list", "--all", "--json"]));
+    assert_eq!(all[0]["status"], "closed", "{all}");
+}
+
+#[test]
+fn a_typo_in_the_configuration_names_the_place_and_touches_nothing() {
+    let (dir, _, _) = setup(r#"conflicts = { strategy = "review" }"#, 1);
+    let path = dir.path().join("fieldsync.toml");
+    let text = std::fs::read_to_string(&path).unwrap().replace("type = \"email\"", "type = \"emial\"");
+    std::fs::write(&path, text).unwrap();
+    let output = fieldsync(dir.path(), &["run"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("fieldsync.toml:27:8"), "{stderr}");
+    assert!(stderr.contains("emial"), "{stderr}");
+    assert!(!dir.path().join("state.db").exists(), "no state store was created");
+}
+
+#[test]
+fn a_rejected_write_is_a_dead_entry_while_the_others_sync() {
+    let (dir, left, right) = setup(r#"conflicts = { strategy = "review" }"#, 5);
+    run(dir.path());
+    exec(&left, "UPDATE members SET email = 'no-at-sign', updated_at = datetime('now') WHERE id = 'M001'");
+    exec(&left, "UPDATE members SET email = 'fine@club.nl', updated_at = datetime('now') WHERE id = 'M002'");
+    let (code, report) = run(dir.path());
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(query(&right, "SELECT mail FROM people WHERE number = 'M002'"), "fine@club.nl");
+    let dead = json(&fieldsync(dir.path(), &["outbox", "list", "--status", "dead", "--json"]));
+    assert_eq!(dead.as_array().unwrap().len(), 1);
+    assert!(dead[0]["last_error"].as_str().unwrap().contains("CHECK constraint failed"), "{dead}");
+}
+
+#[test]
+fn deleting_most_records_stops_at_the_guard() {
+    let (dir, left, right) = setup(r#"conflicts = { strategy = "review" }"#, 10);
+    run(dir.path());
+    exec(&left, "DELETE FROM members WHERE id < 'M006'");
+    let output = fieldsync(dir.path(), &["run", "--full"]);
+    assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stdout));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("STOPPED BY THE GUARD"));
+    assert_eq!(query(&right, "SELECT count(*) || '' FROM people"), "10");
+}
+
+#[test]
+fn history_exports_to_csv_and_json() {
+    let (dir, left, _) = setup(r#"conflicts = { strategy = "review" }"#, 3);
+    run(dir.path());
+    exec(&left, "UPDATE members SET email = 'x@club.nl', updated_at = datetime('now') WHERE id = 'M001'");
+    run(dir.path());
+    let csv_out = fieldsync(dir.path(), &["history", "export", "--format", "csv", "--output", "history.csv"]);
+    assert!(csv_out.status.success());
+    let mut reader = csv::Reader::from_path(dir.path().join("history.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    assert_eq!(&headers[0], "run");
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2);
+    let writes = headers.iter().position(|header| header == "writes_done").unwrap();
+    assert_eq!(&rows[0][writes], "1");
+    let exported = json(&fieldsync(dir.path(), &["history", "export", "--format", "json"]));
+    assert_eq!(exported.as_array().unwrap().len(), 2);
+    assert!(exported[0]["audit"].as_array().unwrap().iter().any(|entry| entry["event"] == "written"));
+}
+
+#[test]
+fn the_demo_ends_with_a_run_that_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = fieldsync(dir.path(), &["demo"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("conflict"), "{stdout}");
+    assert!(stdout.contains("last write wins"), "{stdout}");
+    assert!(stdout.contains("fieldsync -c"), "{stdout}");
+    let (code, report) = run(&dir.path().join("fieldsync-demo"));
+    assert_eq!(code, 0);
+    assert_eq!(report[0]["stats"]["writes_done"], 0);
+    // The demo refuses to overwrite a directory it did not make.
+    std::fs::create_dir(dir.path().join("mine")).unwrap();
+    std::fs::write(dir.path().join("mine/notes.txt"), "keep me").unwrap();
+    let refused = fieldsync(dir.path(), &["demo", "--dir", "mine"]);
+    assert_eq!(refused.status.code(), Some(2));
+}

@@ -1,0 +1,665 @@
+//! The conformance suite every connector passes: one `pub async fn` per property (read,
+//! incremental read, lookup, idempotent and conditional apply, create, delete, verification,
+//! error classification) and `run_all`, driven through a `Fixture` that makes fresh systems.
+//!
+//! A property that does not apply to a connector (by its `Capabilities`) reports `Skipped`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use fieldsync_model::RecordId;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::Value as Json;
+
+use crate::{
+    Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Page, PageToken, ReadRequest, Write,
+    WriteOutcome,
+};
+
+/// Enough records that every connector pages them (the memory connector's pages hold 100; a
+/// fixture configures its connector's batch below this).
+pub const PAGED_RECORDS: usize = 250;
+
+/// A record a fixture puts into a fresh system: three text fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRecord {
+    /// The link key, stored at `TestPaths::key`; in the systems of this suite it is also the
+    /// connector's record id, but the suite does not rely on that.
+    pub key: String,
+    /// Stored at `TestPaths::name`.
+    pub name: String,
+    /// Stored at `TestPaths::email`.
+    pub email: String,
+}
+
+impl TestRecord {
+    /// The `number`th test record: key `m0001`, name `Member 1`, email `member1@example.org`.
+    pub fn numbered(number: usize) -> Self {
+        Self {
+            key: format!("m{number:04}"),
+            name: format!("Member {number}"),
+            email: format!("member{number}@example.org"),
+        }
+    }
+
+    /// Records `1..=count`, in key order.
+    pub fn many(count: usize) -> Vec<Self> {
+        (1..=count).map(Self::numbered).collect()
+    }
+}
+
+/// The paths at which a system holds the three fields of a `TestRecord`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestPaths {
+    /// The link key's path.
+    pub key: String,
+    /// The name's path.
+    pub name: String,
+    /// The email's path.
+    pub email: String,
+}
+
+impl TestPaths {
+    /// The three paths in `ReadRequest` order: key, name, email.
+    pub fn all(&self) -> Vec<String> {
+        vec![self.key.clone(), self.name.clone(), self.email.clone()]
+    }
+}
+
+impl Default for TestPaths {
+    /// The column names `key`, `name` and `email`.
+    fn default() -> Self {
+        Self { key: "key".into(), name: "name".into(), email: "email".into() }
+    }
+}
+
+/// A value the system refuses for good at a path (a CHECK constraint, a validation rule).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RejectedValue {
+    /// Where the value is refused.
+    pub path: String,
+    /// The refused value.
+    pub value: Json,
+}
+
+/// Makes fresh systems for the suite and edits them as their users would.
+///
+/// The methods return futures so that fixtures of networked systems can set them up
+/// asynchronously; implementations may write them as `async fn`. A fixture panics when it
+/// cannot set a system up: that is a failure of the test, not of the connector.
+pub trait Fixture {
+    /// The connector under test.
+    type Connector: Connector;
+
+    /// Makes a fresh, otherwise empty system holding `records` (each with its three fields
+    /// as text at `paths()`) and returns a connector on it. Records made here are older than
+    /// any later `edit`, where the system keeps modification times.
+    fn open(&mut self, records: &[TestRecord]) -> impl Future<Output = Self::Connector>;
+
+    /// Changes the value at `path` of the record whose key is `key` directly in the system
+    /// opened last, as a user would. Where the system keeps modification times, the record's
+    /// becomes "now", strictly later than every time the system held before.
+    fn edit(&mut self, key: &str, path: &str, value: Json) -> impl Future<Output = ()>;
+
+    /// Where the system holds the fields of a `TestRecord`.
+    fn paths(&self) -> TestPaths {
+        TestPaths::default()
+    }
+
+    /// A value the system refuses for good, if it can refuse any; `None` skips the check
+    /// that a rejected write is classified as `ConnectorError::Rejected`. The value must be
+    /// one no other property of the suite writes (such as `not-an-email` at the email path).
+    fn rejected_value(&self) -> Option<RejectedValue>;
+}
+
+/// How one property of the suite went; a failed property panics instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checked {
+    /// The connector has the property.
+    Passed,
+    /// The property does not apply to this connector or fixture.
+    Skipped {
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+/// Runs every property of the suite against fresh systems from `fixture`, printing one line
+/// per property to stderr (the skipped ones say why), and panics at the first failure.
+pub async fn run_all<F: Fixture>(fixture: &mut F) {
+    let outcomes = [
+        ("check", check(fixture).await),
+        ("full_read", full_read(fixture).await),
+        ("incremental_read", incremental_read(fixture).await),
+        ("lookup_by_ids", lookup_by_ids(fixture).await),
+        ("lookup_by_key", lookup_by_key(fixture).await),
+        ("idempotent_update", idempotent_update(fixture).await),
+        ("conditional_update", conditional_update(fixture).await),
+        ("create", create(fixture).await),
+        ("delete", delete(fixture).await),
+        ("verification", verification(fixture).await),
+        ("rejected_write", rejected_write(fixture).await),
+        ("missing_record", missing_record(fixture).await),
+    ];
+    for (property, outcome) in outcomes {
+        match outcome {
+            Checked::Passed => eprintln!("conformance: {property}: passed"),
+            Checked::Skipped { reason } => eprintln!("conformance: {property}: SKIPPED ({reason})"),
+        }
+    }
+}
+
+/// `check` succeeds on a fresh system and reports the connector's own capabilities and, if
+/// it counts records, the right count.
+pub async fn check<F: Fixture>(fixture: &mut F) -> Checked {
+    let records = TestRecord::many(3);
+    let mut connector = fixture.open(&records).await;
+    let paths = fixture.paths().all();
+    let probe = connector.check(&paths).await.unwrap_or_else(|error| panic!("check failed: {error}"));
+    assert_eq!(probe.capabilities, connector.capabilities(), "check reports other capabilities");
+    assert!(
+        probe.records.is_none_or(|count| count == 3),
+        "check counted {:?} records in a system of 3",
+        probe.records
+    );
+    Checked::Passed
+}
+
+/// A full read returns every record exactly once, with its values, over several pages; a page
+/// read again from the same token is the same page; a connector without incremental reads
+/// ignores `since`.
+pub async fn full_read<F: Fixture>(fixture: &mut F) -> Checked {
+    let records = TestRecord::many(PAGED_RECORDS);
+    let mut connector = fixture.open(&records).await;
+    let paths = fixture.paths();
+    let request = ReadRequest { paths: paths.all(), since: None };
+    let read = read_all(&mut connector, &request).await;
+    assert_holds_exactly(&read, &records, "a full read");
+    assert!(read.iter().all(|record| !record.deleted), "a full read of a fresh system has deleted records");
+
+    let first = read_page(&mut connector, &request, None).await;
+    if let Some(token) = &first.next {
+        let again = read_page(&mut connector, &request, Some(token)).await;
+        let once_more = read_page(&mut connector, &request, Some(token)).await;
+        assert_eq!(again, once_more, "reading the same page token twice gave different pages");
+        assert!(
+            first.records.iter().all(|record| !again.records.iter().any(|later| later.id == record.id)),
+            "the second page repeats records of the first"
+        );
+    }
+
+    if !connector.capabilities().incremental {
+        let future = Timestamp::now().checked_add(SignedDuration::from_hours(24)).unwrap_or(Timestamp::MAX);
+        let request = ReadRequest { paths: paths.all(), since: Some(future) };
+        let read = read_all(&mut connector, &request).await;
+        assert_holds_exactly(&read, &records, "a read with `since` by a connector without incremental reads");
+    }
+    Checked::Passed
+}
+
+/// With `since = T`, an incremental read returns the records modified at or after `T`
+/// (including one modified exactly at `T`) and none of the records left alone.
+pub async fn incremental_read<F: Fixture>(fixture: &mut F) -> Checked {
+    let records = TestRecord::many(150);
+    let mut connector = fixture.open(&records).await;
+    if !connector.capabilities().incremental {
+        return Checked::Skipped { reason: "no incremental reads" };
+    }
+    let paths = fixture.paths();
+    let all = ReadRequest { paths: paths.all(), since: None };
+
+    let before = read_all(&mut connector, &all).await;
+    let latest_before = before
+        .iter()
+        .map(|record| record.modified.unwrap_or_else(|| panic!("record {} has no modified time", record.id)))
+        .max()
+        .unwrap_or(Timestamp::MIN);
+
+    fixture.edit("m0003", &paths.name, Json::from("Edited Three")).await;
+    let edited_first = modified_of(&read_all(&mut connector, &all).await, "m0003");
+    assert!(
+        edited_first > latest_before,
+        "an edit did not move the record's modified time past every earlier one"
+    );
+    fixture.edit("m0120", &paths.email, Json::from("edited120@example.org")).await;
+    let edited_second = modified_of(&read_all(&mut connector, &all).await, "m0120");
+    assert!(edited_second > edited_first, "a later edit is not later");
+
+    let since_first = ReadRequest { paths: paths.all(), since: Some(edited_first) };
+    let read = read_all(&mut connector, &since_first).await;
+    let mut expected = records.clone();
+    expected[2].name = "Edited Three".into();
+    expected[119].email = "edited120@example.org".into();
+    let expected: Vec<TestRecord> = vec![expected[2].clone(), expected[119].clone()];
+    assert_holds_exactly(&read, &expected, "an incremental read from the first edit's time");
+
+    let since_second = ReadRequest { paths: paths.all(), since: Some(edited_second) };
+    let read = read_all(&mut connector, &since_second).await;
+    assert_holds_exactly(&read, &expected[1..], "an incremental read from the second edit's time");
+    Checked::Passed
+}
+
+/// A lookup by ids returns the records asked for; ids that do not exist are absent, not
+/// errors; no ids, no records.
+pub async fn lookup_by_ids<F: Fixture>(fixture: &mut F) -> Checked {
+    let records = TestRecord::many(20);
+    let mut connector = fixture.open(&records).await;
+    let paths = fixture.paths();
+    let ids = ids_by_key(&mut connector, &paths).await;
+    let lookup =
+        Lookup::Ids(vec![ids["m0002"].clone(), RecordId::new("no-such-record"), ids["m0015"].clone()]);
+    let found = lookup_records(&mut connector, &paths, &lookup).await;
+    assert_holds_exactly(&found, &[records[1].clone(), records[14].clone()], "a lookup by ids");
+    let found = lookup_records(&mut connector, &paths, &Lookup::Ids(Vec::new())).await;
+    assert!(found.is_empty(), "a lookup of no ids found records");
+    Checked::Passed
+}
+
+/// A lookup by the value at a path (the key, then another field) returns the matching
+/// records with their own ids; values that match nothing are absent, not errors.
+pub async fn lookup_by_key<F: Fixture>(fixture: &mut F) -> Checked {
+    let records = TestRecord::many(20);
+    let mut connector = fixture.open(&records).await;
+    if !connector.capabilities().lookup_by_key {
+        return Checked::Skipped { reason: "no lookup by key" };
+    }
+    let paths = fixture.paths();
+    let ids = ids_by_key(&mut connector, &paths).await;
+    let lookup = Lookup::Key { path: paths.key.clone(), values: vec!["m0007".into(), "no-such-key".into()] };
+    let found = lookup_records(&mut connector, &paths, &lookup).await;
+    assert_holds_exactly(&found, &[records[6].clone()], "a lookup by key");
+    assert_eq!(found[0].id, ids["m0007"], "a lookup by key gave another id than a read");
+    let lookup = Lookup::Key { path: paths.name.clone(), values: vec!["Member 3".into()] };
+    let found = lookup_records(&mut connector, &paths, &lookup).await;
+    assert_holds_exactly(&found, &[records[2].clone()], "a lookup by name");
+    Checked::Passed
+}
+
+/// Applying the same update twice succeeds both times and leaves the same state, touching no
+/// other record.
+pub async fn idempotent_update<F: Fixture>(fixture: &mut F) -> Checked {
+    let records = TestRecord::many(5);
+    let mut connector = fixture.open(&records).await;
+    let paths = fixture.paths();
+    let ids = ids_by_key(&mut connector, &paths).await;
+    let write = update(&ids["m0001"], &[(&paths.name, "Renamed One", None)]);
+    let mut expected = records.clone();
+    expected[0].name = "Renamed One".into();
+    for attempt in ["first", "second"] {
+        let outcome = apply_one(&mut connector, &write).await;
+        let outcome =
+            outcome.unwrap_or_else(|error| panic!("the {attempt} identical update failed: {error}"));
+        assert_eq!(outcome.id, ids["m0001"], "an update reported another id");
+        let read = read_all(&mut connector, &ReadRequest { paths: paths.all(), since: None }).await;
+        assert_holds_exactly(&read, &expected, &format!("a read after the {attempt} identical update"));
+    }
+    Checked::Passed
+}
+
+/// A conditional update whose `expected` values hold is applied; one whose `expected` no
+/// longer holds (after the connector's own write, or a user's edit) fails with `TargetMoved`
+/// and changes nothing, not even its fields whose `expected` holds.
+pub async fn conditional_update<F: Fixture>(fixture: &mut F) -> Checked {
+    let records = TestRecord::many(5);
+    let mut connector = fixture.open(&records).await;
+    if !connector.capabilities().conditional_writes {
+        return Checked::Skipped { reason: "no conditional writes" };
+    }
+    let paths = fixture.paths();
+    let ids = ids_by_key(&mut connector, &paths).await;
+
+    let first = update(&ids["m0001"], &[(&paths.name, "First", Some("Member 1"))]);
+    apply_one(&mut connector, &first)
+        .await
+        .unwrap_or_else(|error| panic!("a conditional update whose expected value holds failed: {error}"));
+    let second = update(&ids["m0001"], &[(&paths.name, "Second", Some("Member 1"))]);
+    let result = apply_one(&mut connector, &second).await;
+    assert_target_moved(result, &ids["m0001"], "a conditional update after the connector's own write");
+
+    fixture.edit("m0002", &paths.email, Json::from("moved@example.org")).await;
+    let moved = update(
+        &ids["m0002"],
+        &[
+            (&paths.name, "Not Written", Some("Member 2")),
+            (&paths.email, "not-written@example.org", Some("member2@example.org")),
+        ],
+    );
+    let result = apply_one(&mut connector, &moved).await;
+    assert_target_moved(result, &ids["m0002"], "a conditional update after a user's edit");
+
+    let mut expected = records.clone();
+    expected[0].name = "First".into();
+    expected[1].email = "moved@example.org".into();
+    let read = read_all(&mut connector, &ReadRequest { paths: paths.all(), since: None }).await;
+    assert_holds_exactly(&read, &expected, "a read after refused conditional updates");
+    Checked::Passed
+}
+
+/// A created record can be read and looked up with all its values and the id the create
+/// reported; creating the same key again fails with `AlreadyExists` or leaves one record.
+pub async fn create<F: Fixture>(fixture: &mut F) -> Checked {
+    let records = TestRecord::many(3);
+    let mut connector = fixture.open(&records).await;
+    if !connector.capabilities().create {
+        return Checked::Skipped { reason: "no creates" };
+    }
+    let paths = fixture.paths();
+    let new = TestRecord { key: "n0001".into(), name: "New Member".into(), email: "new@example.org".into() };
+    let write = Write::Create { fields: field_writes(&paths, &new) };
+    let outcome =
+        apply_one(&mut connector, &write).await.unwrap_or_else(|error| panic!("a create failed: {error}"));
+
+    let found = lookup_records(&mut connector, &paths, &Lookup::Ids(vec![outcome.id.clone()])).await;
+    assert_holds_exactly(&found, std::slice::from_ref(&new), "a lookup of the created record's id");
+    if connector.capabilities().lookup_by_key {
+        let lookup = Lookup::Key { path: paths.key.clone(), values: vec![new.key.clone()] };
+        let found = lookup_records(&mut connector, &paths, &lookup).await;
+        assert_holds_exactly(&found, std::slice::from_ref(&new), "a lookup of the created record's key");
+        assert_eq!(found[0].id, outcome.id, "the created record has another id than the create reported");
+    }
+    let mut expected = records.clone();
+    expected.push(new.clone());
+    let read = read_all(&mut connector, &ReadRequest { paths: paths.all(), since: None }).await;
+    assert_holds_exactly(&read, &expected, "a read after a create");
+
+    match apply_one(&mut connector, &write).await {
+        Ok(_) | Err(ConnectorError::AlreadyExists { .. }) => {}
+        Err(error) => panic!("creating an existing key again failed with {error:?}, not AlreadyExists"),
+    }
+    let read = read_all(&mut connector, &ReadRequest { paths: paths.all(), since: None }).await;
+    assert_holds_exactly(&read, &expected, "a read after creating the same key twice");
+    Checked::Passed
+}
+
+/// A deleted record is gone from reads and lookups, or returned with `deleted` set; the
+/// other records stay; deleting a record that does not exist fails with `NotFound`.
+pub async fn delete<F: Fixture>(fixture: &mut F) -> Checked {
+    let records = TestRecord::many(3);
+    let mut connector = fixture.open(&records).await;
+    if !connector.capabilities().delete {
+        return Checked::Skipped { reason: "no deletes" };
+    }
+    let paths = fixture.paths();
+    let ids = ids_by_key(&mut connector, &paths).await;
+    let outcome = apply_one(&mut connector, &Write::Delete { id: ids["m0002"].clone() })
+        .await
+        .unwrap_or_else(|error| panic!("a delete failed: {error}"));
+    assert_eq!(outcome.id, ids["m0002"], "a delete reported another id");
+
+    let read = read_all(&mut connector, &ReadRequest { paths: paths.all(), since: None }).await;
+    let (deleted, live): (Vec<_>, Vec<_>) = read.into_iter().partition(|record| record.deleted);
+    assert_holds_exactly(
+        &live,
+        &[records[0].clone(), records[2].clone()],
+        "the live records of a read after a delete",
+    );
+    assert!(
+        deleted.iter().all(|record| record.id == ids["m0002"]),
+        "a read after a delete marks other records deleted"
+    );
+    let found = lookup_records(&mut connector, &paths, &Lookup::Ids(vec![ids["m0002"].clone()])).await;
+    assert!(found.iter().all(|record| record.deleted), "a lookup of a deleted record finds it live");
+
+    let result = apply_one(&mut connector, &Write::Delete { id: RecordId::new("no-such-record") }).await;
+    assert!(
+        matches!(result, Err(ConnectorError::NotFound { .. })),
+        "deleting a record that does not exist gave {result:?}, not NotFound"
+    );
+    Checked::Passed
+}
+
+/// A lookup right after a write returns exactly the values written (text with quotes,
+/// separators and non-ASCII letters), and the untouched fields as they were.
+pub async fn verification<F: Fixture>(fixture: &mut F) -> Checked {
+    let records = TestRecord::many(3);
+    let mut connector = fixture.open(&records).await;
+    let paths = fixture.paths();
+    let ids = ids_by_key(&mut connector, &paths).await;
+    let name = "Zoë \"Jo\" O'Brien, Jr.; ünd\tmore";
+    let email = "zoë.o'brien@example.org";
+    let write = update(&ids["m0002"], &[(&paths.name, name, None), (&paths.email, email, None)]);
+    apply_one(&mut connector, &write).await.unwrap_or_else(|error| panic!("an update failed: {error}"));
+    let found = lookup_records(&mut connector, &paths, &Lookup::Ids(vec![ids["m0002"].clone()])).await;
+    let expected = TestRecord { key: "m0002".into(), name: name.into(), email: email.into() };
+    assert_holds_exactly(&found, &[expected], "a lookup right after an update");
+
+    let write = update(&ids["m0003"], &[(&paths.name, "", None)]);
+    apply_one(&mut connector, &write)
+        .await
+        .unwrap_or_else(|error| panic!("an update to empty text failed: {error}"));
+    let found = lookup_records(&mut connector, &paths, &Lookup::Ids(vec![ids["m0003"].clone()])).await;
+    let expected = TestRecord { name: String::new(), ..records[2].clone() };
+    assert_holds_exactly(&found, &[expected], "a lookup right after an update to empty text");
+    Checked::Passed
+}
+
+/// A write the system refuses fails with `Rejected`, which is not retryable, while the other
+/// writes of the same `apply` succeed.
+pub async fn rejected_write<F: Fixture>(fixture: &mut F) -> Checked {
+    let Some(rejected) = fixture.rejected_value() else {
+        return Checked::Skipped { reason: "the fixture's system refuses no value" };
+    };
+    let records = TestRecord::many(4);
+    let mut connector = fixture.open(&records).await;
+    let paths = fixture.paths();
+    let ids = ids_by_key(&mut connector, &paths).await;
+    let refused = Write::Update {
+        id: ids["m0002"].clone(),
+        fields: vec![FieldWrite {
+            path: rejected.path.clone(),
+            value: rejected.value.clone(),
+            expected: None,
+        }],
+    };
+    let writes = [
+        update(&ids["m0001"], &[(&paths.name, "Batch One", None)]),
+        refused,
+        update(&ids["m0003"], &[(&paths.name, "Batch Three", None)]),
+    ];
+    let results = apply(&mut connector, &writes).await;
+    assert!(results[0].is_ok(), "the write before a rejected one failed: {:?}", results[0]);
+    match &results[1] {
+        Err(error @ ConnectorError::Rejected { .. }) => {
+            assert!(!error.is_retryable(), "a rejected write is classified retryable");
+        }
+        other => panic!("a refused write gave {other:?}, not Rejected"),
+    }
+    assert!(results[2].is_ok(), "the write after a rejected one failed: {:?}", results[2]);
+
+    let mut expected = records.clone();
+    expected[0].name = "Batch One".into();
+    expected[2].name = "Batch Three".into();
+    let read = read_all(&mut connector, &ReadRequest { paths: paths.all(), since: None }).await;
+    assert_holds_exactly(&read, &expected, "a read after a batch with a rejected write");
+    Checked::Passed
+}
+
+/// Updating a record that does not exist fails with `NotFound`, which is not retryable,
+/// while the other writes of the same `apply` succeed.
+pub async fn missing_record<F: Fixture>(fixture: &mut F) -> Checked {
+    let records = TestRecord::many(2);
+    let mut connector = fixture.open(&records).await;
+    let paths = fixture.paths();
+    let ids = ids_by_key(&mut connector, &paths).await;
+    let writes = [
+        update(&RecordId::new("no-such-record"), &[(&paths.name, "Nobody", None)]),
+        update(&ids["m0002"], &[(&paths.name, "Still Written", None)]),
+    ];
+    let results = apply(&mut connector, &writes).await;
+    match &results[0] {
+        Err(error @ ConnectorError::NotFound { id }) => {
+            assert_eq!(id.as_str(), "no-such-record", "NotFound names another record");
+            assert!(!error.is_retryable(), "NotFound is classified retryable");
+        }
+        other => panic!("updating a record that does not exist gave {other:?}, not NotFound"),
+    }
+    assert!(results[1].is_ok(), "the write after a missing record's failed: {:?}", results[1]);
+    let mut expected = records.clone();
+    expected[1].name = "Still Written".into();
+    let read = read_all(&mut connector, &ReadRequest { paths: paths.all(), since: None }).await;
+    assert_holds_exactly(&read, &expected, "a read after a batch with a missing record");
+    Checked::Passed
+}
+
+/// The most pages `read_all` follows before it decides the connector loops.
+const MAX_PAGES: usize = 10_000;
+
+async fn read_page<C: Connector>(
+    connector: &mut C,
+    request: &ReadRequest,
+    token: Option<&PageToken>,
+) -> Page {
+    connector.read_page(request, token).await.unwrap_or_else(|error| panic!("read_page failed: {error}"))
+}
+
+/// Every record of a listing, following page tokens to the end.
+async fn read_all<C: Connector>(connector: &mut C, request: &ReadRequest) -> Vec<ConnectorRecord> {
+    let mut records = Vec::new();
+    let mut token: Option<PageToken> = None;
+    for _ in 0..MAX_PAGES {
+        let page = read_page(connector, request, token.as_ref()).await;
+        for record in &page.records {
+            assert_eq!(
+                record.values.len(),
+                request.paths.len(),
+                "record {} has {} values for {} paths",
+                record.id,
+                record.values.len(),
+                request.paths.len()
+            );
+        }
+        records.extend(page.records);
+        match page.next {
+            None => return records,
+            Some(next) => {
+                assert!(token.as_ref() != Some(&next), "read_page handed back the token it was given");
+                token = Some(next);
+            }
+        }
+    }
+    panic!("read_page did not finish within {MAX_PAGES} pages")
+}
+
+async fn lookup_records<C: Connector>(
+    connector: &mut C,
+    paths: &TestPaths,
+    lookup: &Lookup,
+) -> Vec<ConnectorRecord> {
+    let records =
+        connector.lookup(&paths.all(), lookup).await.unwrap_or_else(|error| panic!("lookup failed: {error}"));
+    for record in &records {
+        assert_eq!(
+            record.values.len(),
+            3,
+            "lookup gave record {} {} values for 3 paths",
+            record.id,
+            record.values.len()
+        );
+    }
+    records
+}
+
+async fn apply<C: Connector>(
+    connector: &mut C,
+    writes: &[Write],
+) -> Vec<Result<WriteOutcome, ConnectorError>> {
+    let results =
+        connector.apply(writes).await.unwrap_or_else(|error| panic!("apply failed as a whole: {error}"));
+    assert_eq!(
+        results.len(),
+        writes.len(),
+        "apply gave {} results for {} writes",
+        results.len(),
+        writes.len()
+    );
+    results
+}
+
+async fn apply_one<C: Connector>(connector: &mut C, write: &Write) -> Result<WriteOutcome, ConnectorError> {
+    let mut results = apply(connector, std::slice::from_ref(write)).await;
+    results.remove(0)
+}
+
+/// The id of every record by its key, from a full read.
+async fn ids_by_key<C: Connector>(connector: &mut C, paths: &TestPaths) -> BTreeMap<String, RecordId> {
+    let read = read_all(connector, &ReadRequest { paths: paths.all(), since: None }).await;
+    read.into_iter().map(|record| (text(&record.values[0], &record.id), record.id)).collect()
+}
+
+fn update(id: &RecordId, fields: &[(&String, &str, Option<&str>)]) -> Write {
+    Write::Update {
+        id: id.clone(),
+        fields: fields
+            .iter()
+            .map(|(path, value, expected)| FieldWrite {
+                path: (*path).clone(),
+                value: Json::from(*value),
+                expected: expected.map(Json::from),
+            })
+            .collect(),
+    }
+}
+
+fn field_writes(paths: &TestPaths, record: &TestRecord) -> Vec<FieldWrite> {
+    [(&paths.key, &record.key), (&paths.name, &record.name), (&paths.email, &record.email)]
+        .into_iter()
+        .map(|(path, value)| FieldWrite {
+            path: path.clone(),
+            value: Json::from(value.as_str()),
+            expected: None,
+        })
+        .collect()
+}
+
+fn text(value: &Json, id: &RecordId) -> String {
+    match value {
+        Json::String(text) => text.clone(),
+        other => panic!("record {id} holds {other}, not text"),
+    }
+}
+
+fn modified_of(records: &[ConnectorRecord], key: &str) -> Timestamp {
+    let record = records
+        .iter()
+        .find(|record| text(&record.values[0], &record.id) == key)
+        .unwrap_or_else(|| panic!("record {key} is missing from a full read"));
+    record.modified.unwrap_or_else(|| panic!("record {key} has no modified time"))
+}
+
+fn assert_target_moved(result: Result<WriteOutcome, ConnectorError>, id: &RecordId, context: &str) {
+    match result {
+        Err(ConnectorError::TargetMoved { id: moved }) => {
+            assert_eq!(&moved, id, "{context}: TargetMoved names another record")
+        }
+        other => panic!("{context} gave {other:?}, not TargetMoved"),
+    }
+}
+
+/// Asserts that `records` are exactly `expected`: each key once, with its values as text, in
+/// any order.
+fn assert_holds_exactly(records: &[ConnectorRecord], expected: &[TestRecord], context: &str) {
+    let mut by_key: BTreeMap<String, &ConnectorRecord> = BTreeMap::new();
+    for record in records {
+        let key = text(&record.values[0], &record.id);
+        if by_key.insert(key.clone(), record).is_some() {
+            panic!("{context}: record {key} came back more than once");
+        }
+    }
+    let mut missing = Vec::new();
+    for want in expected {
+        let Some(record) = by_key.remove(&want.key) else {
+            missing.push(want.key.clone());
+            continue;
+        };
+        let got: Vec<String> = record.values.iter().map(|value| text(value, &record.id)).collect();
+        assert_eq!(
+            got,
+            vec![want.key.clone(), want.name.clone(), want.email.clone()],
+            "{context}: record {} has other values",
+            want.key
+        );
+    }
+    assert!(missing.is_empty(), "{context}: records {missing:?} are missing");
+    let extra: Vec<&String> = by_key.keys().collect();
+    assert!(extra.is_empty(), "{context}: records {extra:?} came back unexpectedly");
+}
