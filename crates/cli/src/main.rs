@@ -14,7 +14,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Keep member records in step between two systems, field by field, in both directions.
 #[derive(Debug, Parser)]
-#[command(name = "fieldsync", version, about, long_about = None)]
+#[command(
+    name = "fieldsync",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit codes: 0 done; 1 some writes failed (they stay in the outbox and are retried); \
+                  2 configuration or usage error; 3 stopped by the guard (nothing was written).\n\
+                  Logs go to standard error; set FIELDSYNC_LOG=info (or debug) to see more."
+)]
 struct Cli {
     /// The configuration file.
     #[arg(short, long, global = true, default_value = "fieldsync.toml", env = "FIELDSYNC_CONFIG")]
