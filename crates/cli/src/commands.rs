@@ -27,12 +27,20 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
         Command::Plan(run) => {
             let config = load(&cli.config)?;
             let options = RunOptions { full: run.full, dry_run: true, ..RunOptions::default() };
-            run_links(&config, run.link.as_deref(), options, json).await.map(|(exit, _)| exit)
+            let (exit, reports) = run_links(&config, run.link.as_deref(), options, json).await?;
+            if json {
+                print_json(&reports);
+            }
+            Ok(exit)
         }
         Command::Run { run, force } => {
             let config = load(&cli.config)?;
             let options = RunOptions { full: run.full, force, ..RunOptions::default() };
-            run_links(&config, run.link.as_deref(), options, json).await.map(|(exit, _)| exit)
+            let (exit, reports) = run_links(&config, run.link.as_deref(), options, json).await?;
+            if json {
+                print_json(&reports);
+            }
+            Ok(exit)
         }
         Command::Status => status(&load(&cli.config)?, json),
         Command::Conflicts { command } => conflicts(&load(&cli.config)?, command, json),
@@ -54,7 +62,7 @@ pub fn open_store(config: &Config) -> Result<StateStore, Failure> {
         .map_err(Into::into)
 }
 
-fn print_json(value: &impl serde::Serialize) {
+pub fn print_json(value: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
@@ -123,7 +131,8 @@ fn yes(flag: bool) -> &'static str {
     if flag { "yes" } else { "no" }
 }
 
-/// Runs (or plans) the selected links, prints their reports, and returns the exit code.
+/// Runs (or plans) the selected links, prints their reports as text unless `json`, and
+/// returns the exit code with the reports.
 pub async fn run_links(
     config: &Config,
     only: Option<&str>,
@@ -176,9 +185,6 @@ pub async fn run_links(
             println!("{}", render::run_report(&report));
         }
         reports.push(report);
-    }
-    if json {
-        print_json(&reports);
     }
     Ok((exit, reports))
 }

@@ -278,7 +278,8 @@ pub async fn demo(dir: &Path, json: bool) -> Result<Exit, Failure> {
     ));
     let (_, first) = run_links(&config, None, RunOptions::default(), json).await?;
     say("== 2. People edit both sides ==\n");
-    for line in edit_both_sides(dir).context("editing the demo databases")? {
+    let edits = edit_both_sides(dir).context("editing the demo databases")?;
+    for line in &edits {
         say(&format!("  {line}"));
     }
     say("\n== 3. fieldsync plan: what a run would do ==\n");
@@ -300,6 +301,15 @@ pub async fn demo(dir: &Path, json: bool) -> Result<Exit, Failure> {
     if writes_at_end != 0 {
         return Err(anyhow!("the final run wrote {writes_at_end} values; it should write none").into());
     }
-    let _ = (first, plan);
+    if json {
+        crate::commands::print_json(&serde_json::json!({
+            "directory": dir,
+            "first_run": first,
+            "edits": edits,
+            "plan": plan,
+            "run": second,
+            "final_run": third,
+        }));
+    }
     Ok(exit)
 }

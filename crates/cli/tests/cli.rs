@@ -277,3 +277,19 @@ fn the_demo_ends_with_a_run_that_writes_nothing() {
     let refused = fieldsync(dir.path(), &["demo", "--dir", "mine"]);
     assert_eq!(refused.status.code(), Some(2));
 }
+
+#[test]
+fn check_opens_every_connector_and_lists_what_it_can_do() {
+    let (dir, left, _) = setup(r#"conflicts = { strategy = "review" }"#, 2);
+    let output = fieldsync(dir.path(), &["check", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let checked = json(&output);
+    assert_eq!(checked["connectors"]["register"]["probe"]["records"], 2);
+    assert_eq!(checked["connectors"]["website"]["probe"]["capabilities"]["incremental"], true);
+    // A connector whose table lacks a configured column fails the check, naming it.
+    exec(&left, "ALTER TABLE members RENAME COLUMN mobile TO gsm");
+    let output = fieldsync(dir.path(), &["check"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("register: FAILED") && stdout.contains("mobile"), "{stdout}");
+}
