@@ -428,9 +428,13 @@ fn close_batch<K: Clock>(
                             let base_field = &mut baseline.fields[index];
                             base_field.value = Some(value.clone());
                             base_field.origin = field.origin;
-                            match side {
-                                Side::Left => base_field.left_changed = Some(now),
-                                Side::Right => base_field.right_changed = Some(now),
+                            let (target_changed, source_changed) = match side {
+                                Side::Left => (&mut base_field.left_changed, &mut base_field.right_changed),
+                                Side::Right => (&mut base_field.right_changed, &mut base_field.left_changed),
+                            };
+                            *target_changed = Some(now);
+                            if field.changed_at.is_some() {
+                                *source_changed = field.changed_at;
                             }
                             let mut written = audit(
                                 AuditEvent::Written,

@@ -394,9 +394,22 @@ pub fn merge_presence(input: PresenceInput<'_>) -> PresenceOutcome {
     if tombstone == Some(absent) {
         return PresenceOutcome::Nothing { reason: format!("deleted on the {absent} side earlier") };
     }
-    let restore = || PresenceOutcome::Create {
-        target: absent,
-        reason: format!("deleted on the {absent} side, kept on the {present} side"),
+    // Keeping the record means creating it again where it was deleted, where creates are
+    // allowed; elsewhere the delete is remembered and the record stays on its side.
+    let restore = || {
+        if input.creates.allows(absent) {
+            PresenceOutcome::Create {
+                target: absent,
+                reason: format!("deleted on the {absent} side, kept on the {present} side"),
+            }
+        } else {
+            PresenceOutcome::Tombstone {
+                deleted_on: absent,
+                reason: format!(
+                    "deleted on the {absent} side, kept on the {present} side; creates on the {absent} side are not allowed"
+                ),
+            }
+        }
     };
     match input.review {
         Some(Some(Decision::Keep(side))) if *side == absent => {

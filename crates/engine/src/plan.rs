@@ -29,6 +29,9 @@ pub(crate) struct PayloadField {
     /// The raw value the target held when it was read.
     pub expected: Option<serde_json::Value>,
     pub origin: Option<Origin>,
+    /// When the winning side made the edit, if known; becomes that side's change time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<Timestamp>,
 }
 
 /// What an outbox entry does, as stored in its payload.
@@ -310,6 +313,7 @@ impl Planner<'_> {
                             raw: normaliser.to_raw(&value),
                             expected: Some(record.raw[index].clone()),
                             origin: Some(origin),
+                            changed_at: reason.winner().map(|winner| *times.get(winner)),
                         });
                         if !reason.is_conflict() {
                             report.push_line(ReportLine {
@@ -453,6 +457,7 @@ impl Planner<'_> {
                     raw: serde_json::Value::String(key.as_str().to_string()),
                     expected: None,
                     origin: None,
+                    changed_at: None,
                 }];
                 for (field, value) in spec.fields.iter().zip(values) {
                     fields.push(PayloadField {
@@ -462,6 +467,7 @@ impl Planner<'_> {
                         raw: field.normalisers.get(target).to_raw(value),
                         expected: None,
                         origin: Some(origin),
+                        changed_at: source.modified,
                     });
                 }
                 let stats = report.stats.side_mut(target);
@@ -522,6 +528,7 @@ impl Planner<'_> {
                             raw: value.clone(),
                             expected: None,
                             origin: None,
+                            changed_at: None,
                         }],
                         source_id: None,
                         soft_delete_of: Some(target.other()),
