@@ -436,23 +436,22 @@ fn close_batch<K: Clock>(
                             if field.changed_at.is_some() {
                                 *source_changed = field.changed_at;
                             }
-                            let mut written = audit(
-                                AuditEvent::Written,
-                                format!("written to the {side} side and read back"),
-                                Some(value.clone()),
-                            );
-                            written.field = Some(name.clone());
-                            transaction.audit(link, &written)?;
+                            // A create is audited once, below, rather than field by field.
+                            if entry.operation != Operation::Create {
+                                let mut written = audit(
+                                    AuditEvent::Written,
+                                    format!("written to the {side} side and read back"),
+                                    Some(value.clone()),
+                                );
+                                written.field = Some(name.clone());
+                                transaction.audit(link, &written)?;
+                            }
                         }
                         if entry.operation == Operation::Create || payload.soft_delete_of.is_some() {
-                            transaction.audit(
-                                link,
-                                &audit(
-                                    AuditEvent::Written,
-                                    format!("{} on the {side} side, read back", entry.operation),
-                                    None,
-                                ),
-                            )?;
+                            let what =
+                                if entry.operation == Operation::Create { "created" } else { "soft-deleted" };
+                            let reason = format!("{what} on the {side} side and read back");
+                            transaction.audit(link, &audit(AuditEvent::Written, reason, None))?;
                         }
                         transaction.put_baseline(link, layout, &baseline)?;
                     }
