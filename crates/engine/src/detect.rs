@@ -53,6 +53,8 @@ pub(crate) struct Detection {
     pub max_modified: SidePair<Option<Timestamp>>,
     /// Keys whose records vanished from a fully read side.
     pub vanished: SidePair<u64>,
+    /// Candidate keys the state store holds a baseline digest for.
+    pub with_baseline: std::collections::HashSet<RecordKey>,
 }
 
 /// Normalises a connector record: its link key and field values.
@@ -361,6 +363,7 @@ pub(crate) async fn detect<C: Connector, K: Clock, P: Progress>(
             }
         }
     }
+    let with_baseline = digests.keys().cloned().collect();
     let candidates =
         keys.into_iter().filter_map(|key| presences.remove(&key).map(|presence| (key, presence))).collect();
     Ok(Detection {
@@ -368,5 +371,6 @@ pub(crate) async fn detect<C: Connector, K: Clock, P: Progress>(
         candidates,
         max_modified: SidePair::new(scans.left.max_modified, scans.right.max_modified),
         vanished,
+        with_baseline,
     })
 }

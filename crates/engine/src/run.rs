@@ -63,6 +63,8 @@ pub struct RunOptions {
     pub force: bool,
     /// A seed for the retry jitter (a random one when `None`).
     pub seed: Option<u64>,
+    /// Only deliver due outbox entries: no reads, no merge (the service's retry timer).
+    pub deliver_only: bool,
 }
 
 /// Runs one link once.
@@ -187,6 +189,14 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
 ) -> Result<(), EngineError> {
     let link = spec.name.as_str();
     let now = clock.now();
+    let mut rng = match options.seed {
+        Some(seed) => fastrand::Rng::with_seed(seed),
+        None => fastrand::Rng::new(),
+    };
+    if options.deliver_only {
+        return crate::deliver::deliver(spec, connectors, store, layout, clock, progress, report, &mut rng)
+            .await;
+    }
 
     // 1. Detect.
     let detection =
@@ -208,6 +218,11 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
     let mut plans: Vec<RecordPlan> = Vec::with_capacity(detection.candidates.len());
     for (key, presence) in detection.candidates {
         let baseline = baselines.get(&key);
+        if baseline.is_none() && detection.with_baseline.contains(&key) {
+            report.problems.push(format!(
+                "the baseline of record {key} is damaged and was treated as lost: its differences follow first_sync"
+            ));
+        }
         let record_reviews = reviews.get(&key).map(Vec::as_slice).unwrap_or_default();
         plans.push(planner.plan_record(key, presence, baseline, record_reviews, report));
         progress.advance(1);
@@ -307,9 +322,5 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
     drop(plans);
 
     // 6–7. Deliver, verify, and move baselines with each closed entry.
-    let mut rng = match options.seed {
-        Some(seed) => fastrand::Rng::with_seed(seed),
-        None => fastrand::Rng::new(),
-    };
     crate::deliver::deliver(spec, connectors, store, layout, clock, progress, report, &mut rng).await
 }

@@ -46,6 +46,12 @@ pub enum StoreError {
         /// The newest version this build knows.
         known: i64,
     },
+    /// A crash injected by `StateStore::crash_at_commit`, for simulations.
+    #[error("state store: injected crash ({})", if *.committed { "after the commit" } else { "before the commit" })]
+    InjectedCrash {
+        /// Whether the transaction was committed before the "crash".
+        committed: bool,
+    },
     /// No such entry (a review or outbox entry id given by a person).
     #[error("no {what} with id {id}")]
     NotFound {

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use fieldsync_model::{RecordDigest, RecordId, RecordKey, RunId, Side, Value};
 use jiff::Timestamp;
@@ -22,6 +24,15 @@ const CHUNK: usize = 500;
 pub struct StateStore {
     connection: rusqlite::Connection,
     path: PathBuf,
+    crash: Arc<CrashPlan>,
+}
+
+/// A crash planned by `StateStore::crash_at_commit`: commits left before it (negative: none
+/// planned), and whether the fatal commit lands before the crash.
+#[derive(Debug)]
+struct CrashPlan {
+    commits_left: AtomicI64,
+    committed: AtomicBool,
 }
 
 /// Held while a run of a link is in progress. The operating system releases the lock when
@@ -36,6 +47,7 @@ pub struct LinkLock {
 #[derive(Debug)]
 pub struct Transaction<'store> {
     transaction: rusqlite::Transaction<'store>,
+    crash: Arc<CrashPlan>,
 }
 
 fn millis(timestamp: Timestamp) -> i64 {
@@ -83,7 +95,9 @@ impl StateStore {
             )
             .context(what)?;
         migrate(&mut connection)?;
-        Ok(Self { connection, path: path.to_path_buf() })
+        let crash =
+            Arc::new(CrashPlan { commits_left: AtomicI64::new(-1), committed: AtomicBool::new(false) });
+        Ok(Self { connection, path: path.to_path_buf(), crash })
     }
 
     /// The file the store lives in.
@@ -117,6 +131,15 @@ impl StateStore {
         }
     }
 
+    /// Fault injection for simulations: the `commits`-th commit from now (1 is the next one)
+    /// fails with `StoreError::InjectedCrash`, as if the process died just before it
+    /// (`committed = false`: nothing of it is kept) or just after it (`committed = true`).
+    /// A caller must then drop its engine and reopen the store, as after a real crash.
+    pub fn crash_at_commit(&self, commits: u32, committed: bool) {
+        self.crash.committed.store(committed, Ordering::SeqCst);
+        self.crash.commits_left.store(i64::from(commits), Ordering::SeqCst);
+    }
+
     /// Starts a transaction.
     ///
     /// # Errors
@@ -127,7 +150,7 @@ impl StateStore {
             .connection
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .context(|| "starting a transaction".into())?;
-        Ok(Transaction { transaction })
+        Ok(Transaction { transaction, crash: Arc::clone(&self.crash) })
     }
 
     /// Runs SQLite's integrity check; `Ok(())` when it answers "ok".
@@ -183,8 +206,10 @@ impl StateStore {
         let mut rows = statement.query(params![link]).context(what)?;
         let mut digests = HashMap::new();
         while let Some(row) = rows.next().context(what)? {
-            let (key, entry) = digest_row(row, layout).context(what)?;
-            digests.insert(key, entry?);
+            // A damaged row has no usable digest: its record is compared in full.
+            if let (key, Ok(entry)) = digest_row(row, layout).context(what)? {
+                digests.insert(key, entry);
+            }
         }
         Ok(digests)
     }
@@ -212,14 +237,16 @@ impl StateStore {
             let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
             let mut rows = statement.query(rusqlite::params_from_iter(bound)).context(what)?;
             while let Some(row) = rows.next().context(what)? {
-                let (key, entry) = digest_row(row, layout).context(what)?;
-                digests.insert(key, entry?);
+                if let (key, Ok(entry)) = digest_row(row, layout).context(what)? {
+                    digests.insert(key, entry);
+                }
             }
         }
         Ok(digests)
     }
 
-    /// The full baselines of some records, mapped onto `layout` by field name.
+    /// The full baselines of some records, mapped onto `layout` by field name. A damaged
+    /// baseline is left out, as if it were lost.
     ///
     /// # Errors
     ///
@@ -516,6 +543,15 @@ impl Transaction<'_> {
     ///
     /// Fails when SQLite cannot commit; nothing of the transaction is kept then.
     pub fn commit(self) -> Result<(), StoreError> {
+        if self.crash.commits_left.load(Ordering::SeqCst) > 0
+            && self.crash.commits_left.fetch_sub(1, Ordering::SeqCst) == 1
+        {
+            let committed = self.crash.committed.load(Ordering::SeqCst);
+            if committed {
+                self.transaction.commit().context(|| "committing".into())?;
+            }
+            return Err(StoreError::InjectedCrash { committed });
+        }
         self.transaction.commit().context(|| "committing".into())
     }
 
@@ -993,16 +1029,19 @@ fn read_baselines(
             let values: String = row.get(4).context(what)?;
             let meta: String = row.get(5).context(what)?;
             let tombstone: Option<String> = row.get(6).context(what)?;
-            let stored_fields = layouts
-                .get(&row_layout)
-                .ok_or_else(|| damaged(format!("baseline of {key}"), "unknown layout"))?;
-            let fields = decode_fields(&values, &meta, stored_fields, &layout.fields)
-                .map_err(|message| damaged(format!("baseline of {key}"), message))?;
+            // A damaged row is left out: its record then has no baseline, so its differences
+            // go to `first_sync` (a review by default) rather than to any silent rule.
+            let Some(stored_fields) = layouts.get(&row_layout) else { continue };
+            let Ok(fields) = decode_fields(&values, &meta, stored_fields, &layout.fields) else { continue };
+            let Ok(tombstone) = tombstone.as_deref().map(|side| side_from(side, "tombstone")).transpose()
+            else {
+                continue;
+            };
             let baseline = Baseline {
                 left_id: row.get::<_, Option<String>>(2).context(what)?.map(RecordId::new),
                 right_id: row.get::<_, Option<String>>(3).context(what)?.map(RecordId::new),
                 fields,
-                tombstone: tombstone.as_deref().map(|side| side_from(side, "tombstone")).transpose()?,
+                tombstone,
                 key: key.clone(),
             };
             baselines.insert(key, baseline);
