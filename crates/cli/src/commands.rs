@@ -174,7 +174,16 @@ pub async fn run_links(
         .await
         .with_context(|| format!("running link {name}"));
         progress.finish();
-        let report = report?;
+        // A link that cannot run (a side unreachable, its lock held) does not stop the others.
+        let report = match report {
+            Ok(report) => report,
+            Err(error) if only.is_none() && config.links.len() > 1 => {
+                eprintln!("error: {error:#}");
+                exit = exit.max(Exit::WritesFailed);
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
         let link_exit = match report.status {
             RunStatus::Guarded => Exit::Guarded,
             RunStatus::Partial | RunStatus::Failed => Exit::WritesFailed,
