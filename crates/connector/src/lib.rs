@@ -17,7 +17,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 pub use error::ConnectorError;
-pub use memory::{MemoryConnector, MemoryFault, MemorySystem};
+pub use memory::{AppliedWrite, FaultEdit, MemoryConnector, MemoryFault, MemoryRecord, MemorySystem};
 
 /// What a connector can do; the engine plans around it rather than around its name.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

@@ -11,7 +11,8 @@ use fieldsync_connector::{
 };
 use fieldsync_model::{RecordId, Side, Value};
 use fieldsync_store::{
-    AuditEntry, AuditEvent, Baseline, LinkLayout, Operation, OutboxEntry, OutboxStatus, StateStore,
+    AuditEntry, AuditEvent, Baseline, CursorState, LinkLayout, Operation, Origin, OutboxEntry, OutboxStatus,
+    StateStore,
 };
 
 use crate::plan::Payload;
@@ -197,74 +198,124 @@ async fn attempt_batch<C: Connector, K: Clock>(
     if !uncertain_creates.is_empty() && capabilities.lookup_by_key {
         let values = uncertain_creates.iter().map(|&index| entries[index].key.as_str().to_string()).collect();
         let lookup = Lookup::Key { path: spec.key.get(side).clone(), values };
-        if let Ok(found) = connector.lookup(&paths, &lookup).await {
-            for record in found.into_iter().filter(|record| !record.deleted) {
-                let key = match &record.values[0] {
-                    serde_json::Value::String(text) => text.trim().to_string(),
-                    other => other.to_string(),
-                };
-                if let Some(&index) =
-                    uncertain_creates.iter().find(|&&index| entries[index].key.as_str() == key)
-                {
-                    let payload =
-                        payloads[index].as_ref().unwrap_or_else(|| unreachable!("only readable payloads"));
-                    outcomes[index] = Some(match verify(spec, side, payload, &paths, &record) {
-                        Ok(()) => Attempt::Verified { id: record.id },
-                        Err(_) => Attempt::Failed(ConnectorError::AlreadyExists { id: record.id }),
-                    });
+        let found = match connector.lookup(&paths, &lookup).await {
+            Ok(found) => found,
+            Err(error) => {
+                // Not knowing whether the earlier attempt landed, sending it again could make
+                // a duplicate: try again later.
+                for &index in &uncertain_creates {
+                    outcomes[index] = Some(Attempt::Failed(ConnectorError::Unavailable {
+                        what: "the target (looking for an earlier create)".into(),
+                        message: error.to_string(),
+                        retry_after: error.retry_after(),
+                    }));
                 }
+                Vec::new()
+            }
+        };
+        for record in found.into_iter().filter(|record| !record.deleted) {
+            let key = match &record.values[0] {
+                serde_json::Value::String(text) => text.trim().to_string(),
+                other => other.to_string(),
+            };
+            if let Some(&index) = uncertain_creates.iter().find(|&&index| entries[index].key.as_str() == key)
+            {
+                let payload =
+                    payloads[index].as_ref().unwrap_or_else(|| unreachable!("only readable payloads"));
+                outcomes[index] = Some(match verify(spec, side, payload, &paths, &record) {
+                    Ok(()) => Attempt::Verified { id: record.id },
+                    Err(_) => Attempt::Failed(ConnectorError::AlreadyExists { id: record.id }),
+                });
             }
         }
     }
 
-    // Without conditional writes, the target-moved guard is a re-read just before writing.
-    if !capabilities.conditional_writes {
-        let ids: Vec<RecordId> = (0..entries.len())
-            .filter(|&index| outcomes[index].is_none() && entries[index].operation == Operation::Update)
-            .filter_map(|index| entries[index].record_id.clone())
+    // Likewise an update or delete that may already have happened is read first: when the
+    // target already holds what it would write (or the record is gone), the entry is closed
+    // as verified instead of being sent again — a conditional write would refuse it as moved,
+    // and the audit would never say that it was written.
+    let uncertain: Vec<usize> = (0..entries.len())
+        .filter(|&index| {
+            outcomes[index].is_none()
+                && entries[index].operation != Operation::Create
+                && entries[index].attempts > 0
+        })
+        .collect();
+    let ids: Vec<RecordId> = uncertain.iter().filter_map(|&index| entries[index].record_id.clone()).collect();
+    if !ids.is_empty()
+        && let Ok(found) = connector.lookup(&paths, &Lookup::Ids(ids)).await
+    {
+        let found: HashMap<RecordId, ConnectorRecord> = found
+            .into_iter()
+            .filter(|record| !record.deleted)
+            .map(|record| (record.id.clone(), record))
             .collect();
-        if !ids.is_empty() {
-            let current = connector.lookup(&paths, &Lookup::Ids(ids)).await;
-            let current: HashMap<RecordId, ConnectorRecord> = match current {
-                Ok(records) => records.into_iter().map(|record| (record.id.clone(), record)).collect(),
-                Err(error) => {
-                    let message = error.to_string();
-                    for outcome in outcomes.iter_mut().filter(|outcome| outcome.is_none()) {
-                        *outcome = Some(Attempt::Failed(ConnectorError::Unavailable {
-                            what: "the target".into(),
-                            message: message.clone(),
-                            retry_after: error.retry_after(),
-                        }));
-                    }
-                    HashMap::new()
-                }
+        for index in uncertain {
+            let Some(id) = entries[index].record_id.clone() else { continue };
+            let payload = payloads[index].as_ref().unwrap_or_else(|| unreachable!("only readable payloads"));
+            let done = match (entries[index].operation, found.get(&id)) {
+                (Operation::Delete, None) => true,
+                (Operation::Update, Some(record)) => verify(spec, side, payload, &paths, record).is_ok(),
+                _ => false,
             };
-            for index in 0..entries.len() {
-                if outcomes[index].is_some() || entries[index].operation != Operation::Update {
-                    continue;
+            if done {
+                outcomes[index] = Some(Attempt::Verified { id });
+            }
+        }
+    }
+
+    // Without conditional writes, the target-moved guard is a re-read just before writing;
+    // deletes carry no condition on any connector, so they are always read again.
+    let reread = |index: usize| {
+        outcomes[index].is_none()
+            && match entries[index].operation {
+                Operation::Update => !capabilities.conditional_writes,
+                Operation::Delete => true,
+                Operation::Create => false,
+            }
+    };
+    let reread: Vec<usize> = (0..entries.len()).filter(|&index| reread(index)).collect();
+    let ids: Vec<RecordId> = reread.iter().filter_map(|&index| entries[index].record_id.clone()).collect();
+    if !ids.is_empty() {
+        let current = connector.lookup(&paths, &Lookup::Ids(ids)).await;
+        let current: HashMap<RecordId, ConnectorRecord> = match current {
+            Ok(records) => records.into_iter().map(|record| (record.id.clone(), record)).collect(),
+            Err(error) => {
+                let message = error.to_string();
+                for &index in &reread {
+                    outcomes[index] = Some(Attempt::Failed(ConnectorError::Unavailable {
+                        what: "the target".into(),
+                        message: message.clone(),
+                        retry_after: error.retry_after(),
+                    }));
                 }
-                let Some(id) = entries[index].record_id.clone() else { continue };
-                let payload =
-                    payloads[index].as_ref().unwrap_or_else(|| unreachable!("only readable payloads"));
-                let moved = match current.get(&id) {
-                    None => Some(ConnectorError::NotFound { id: id.clone() }),
-                    Some(record) => payload
-                        .fields
-                        .iter()
-                        .any(|field| {
-                            let position = paths.iter().position(|path| *path == field.path);
-                            match (&field.expected, position) {
-                                (Some(expected), Some(position)) => {
-                                    !raw_equal(expected, &record.values[position])
-                                }
-                                _ => false,
+                HashMap::new()
+            }
+        };
+        for &index in &reread {
+            if outcomes[index].is_some() {
+                continue;
+            }
+            let Some(id) = entries[index].record_id.clone() else { continue };
+            let payload = payloads[index].as_ref().unwrap_or_else(|| unreachable!("only readable payloads"));
+            let moved = match current.get(&id) {
+                None => Some(ConnectorError::NotFound { id: id.clone() }),
+                Some(record) => payload
+                    .fields
+                    .iter()
+                    .any(|field| {
+                        let position = paths.iter().position(|path| *path == field.path);
+                        match (&field.expected, position) {
+                            (Some(expected), Some(position)) => {
+                                !raw_equal(expected, &record.values[position])
                             }
-                        })
-                        .then(|| ConnectorError::TargetMoved { id: id.clone() }),
-                };
-                if let Some(error) = moved {
-                    outcomes[index] = Some(Attempt::Failed(error));
-                }
+                            _ => false,
+                        }
+                    })
+                    .then(|| ConnectorError::TargetMoved { id: id.clone() }),
+            };
+            if let Some(error) = moved {
+                outcomes[index] = Some(Attempt::Failed(error));
             }
         }
     }
@@ -380,6 +431,8 @@ fn close_batch<K: Clock>(
     let link = spec.name.as_str();
     let now = clock.now();
     let keys: Vec<_> = entries.iter().map(|entry| entry.key.clone()).collect();
+    let cursor = store.cursor(link, side)?;
+    let mut moved = false;
     let transaction = store.transaction()?;
     let mut baselines = transaction.baselines(link, layout, &keys)?;
     for (entry, outcome) in entries.iter().zip(outcomes) {
@@ -425,16 +478,27 @@ fn close_batch<K: Clock>(
                             let Some(index) = layout.fields.iter().position(|known| known == name) else {
                                 continue;
                             };
-                            let base_field = &mut baseline.fields[index];
-                            base_field.value = Some(value.clone());
-                            base_field.origin = field.origin;
-                            let (target_changed, source_changed) = match side {
-                                Side::Left => (&mut base_field.left_changed, &mut base_field.right_changed),
-                                Side::Right => (&mut base_field.right_changed, &mut base_field.left_changed),
-                            };
-                            *target_changed = Some(now);
-                            if field.changed_at.is_some() {
-                                *source_changed = field.changed_at;
+                            // A value a person typed in a review is not one side's: it may be
+                            // written to both, and one verified write says nothing of the other
+                            // side. It becomes the baseline when a plan reads it on both sides.
+                            let decided_value =
+                                field.origin == Some(Origin::Person) && field.changed_at.is_none();
+                            if !decided_value {
+                                let base_field = &mut baseline.fields[index];
+                                base_field.value = Some(value.clone());
+                                base_field.origin = field.origin;
+                                let (target_changed, source_changed) = match side {
+                                    Side::Left => {
+                                        (&mut base_field.left_changed, &mut base_field.right_changed)
+                                    }
+                                    Side::Right => {
+                                        (&mut base_field.right_changed, &mut base_field.left_changed)
+                                    }
+                                };
+                                *target_changed = Some(now);
+                                if field.changed_at.is_some() {
+                                    *source_changed = field.changed_at;
+                                }
                             }
                             // A create is audited once, below, rather than field by field.
                             if entry.operation != Operation::Create {
@@ -511,6 +575,7 @@ fn close_batch<K: Clock>(
                 )?;
                 report.stats.writes_moved += 1;
                 final_outcomes.insert(entry.id, failure("moved", message));
+                moved = true;
             }
             Attempt::Failed(error) => {
                 let message = error.to_string();
@@ -526,6 +591,12 @@ fn close_batch<K: Clock>(
                 final_outcomes.insert(entry.id, failure("dead", message));
             }
         }
+    }
+    if moved {
+        // The record that moved may carry a time older than the cursor window (its change
+        // can be an earlier write of ours whose answer was lost): reading this side in full
+        // next time is what plans it again.
+        transaction.set_cursor(link, side, CursorState { last_full_scan: None, ..cursor })?;
     }
     transaction.commit()?;
     Ok(())

@@ -2,7 +2,7 @@
 //! schedule), normalise every value, skip records whose digest equals their baseline's, and
 //! gather the rest — with the other side's current state — for the merge.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use fieldsync_connector::{Connector, ConnectorError, ConnectorRecord, Lookup, ReadRequest};
@@ -294,6 +294,8 @@ pub(crate) async fn detect<C: Connector, K: Clock, P: Progress>(
     for side in Side::BOTH {
         let full = *modes.get(side) == ReadMode::Full;
         let scan = scans.get_mut(side);
+        let connector = connectors.get_mut(side);
+        let capabilities = connector.capabilities();
         let mut by_id: Vec<(RecordKey, RecordId)> = Vec::new();
         let mut by_key: Vec<RecordKey> = Vec::new();
         for key in &keys {
@@ -301,17 +303,18 @@ pub(crate) async fn detect<C: Connector, K: Clock, P: Progress>(
             let slot = presence.get_mut(side);
             if let Some(record) = scan.changed.remove(key) {
                 *slot = Presence::Present(record);
-            } else if scan.deleted.contains(key) || (full && !scan.unchanged.contains(key)) {
-                // Marked deleted, or missing from a full read.
+            } else if scan.deleted.contains(key) {
                 *slot = Presence::Absent;
             } else if let Some(id) = digests.get(key).and_then(|entry| entry.id(side)) {
+                // Also when missing from a full read: a listing can skip a record (its paging
+                // shifted under it), and only a look-up tells a skipped record from a deleted one.
                 by_id.push((key.clone(), id.clone()));
+            } else if full && !capabilities.lookup_by_key {
+                *slot = Presence::Absent;
             } else {
                 by_key.push(key.clone());
             }
         }
-        let connector = connectors.get_mut(side);
-        let capabilities = connector.capabilities();
         let paths = spec.read_paths(side);
         let read_error = |source| EngineError::Read { side, connector: names.get(side).clone(), source };
         let mut found: Vec<ConnectorRecord> = Vec::new();
@@ -322,6 +325,15 @@ pub(crate) async fn detect<C: Connector, K: Clock, P: Progress>(
                     .await
                     .map_err(read_error)?,
             );
+        }
+        if capabilities.lookup_by_key {
+            // A record whose id changed (made again, or created by a write whose bookkeeping a
+            // crash lost) is not gone: it is found by its link key.
+            let found_ids: HashSet<&RecordId> =
+                found.iter().filter(|record| !record.deleted).map(|record| &record.id).collect();
+            let missing: Vec<RecordKey> =
+                by_id.iter().filter(|(_, id)| !found_ids.contains(id)).map(|(key, _)| key.clone()).collect();
+            by_key.extend(missing);
         }
         if capabilities.lookup_by_key {
             for chunk in by_key.chunks(500) {

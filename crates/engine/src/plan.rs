@@ -24,14 +24,27 @@ pub(crate) struct PayloadField {
     pub name: Option<String>,
     pub path: String,
     /// The normalised value, which becomes the baseline once verified.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub value: Option<Value>,
     pub raw: serde_json::Value,
     /// The raw value the target held when it was read.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     pub expected: Option<serde_json::Value>,
     pub origin: Option<Origin>,
     /// When the winning side made the edit, if known; becomes that side's change time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_at: Option<Timestamp>,
+}
+
+/// Reads a value that is present as `Some`, even when it is `null`: an empty value to write
+/// (`Some(Value::Null)`) or an empty target (`Some(Json::Null)`) must not come back as `None`
+/// (no baseline move, no condition). An absent one is `None`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// What an outbox entry does, as stored in its payload.
@@ -488,19 +501,33 @@ impl Planner<'_> {
                 });
             }
             PresenceOutcome::Delete { target, reason } => {
-                let Some(id) = baseline.and_then(|baseline| baseline.id(target)).cloned() else {
-                    return;
-                };
+                let Presence::Present(record) = presence.get(target) else { return };
                 report.stats.side_mut(target).deletes_planned += 1;
                 report.push_line(line(Action::Delete, Some(target), &reason));
                 plan.audit.push(self.audit(&key, None, AuditEvent::Deleted, reason));
+                // What the record held when read: a delete cannot carry a condition, so
+                // delivery reads the record again and refuses to delete one that changed.
+                let fields = spec
+                    .fields
+                    .iter()
+                    .zip(&record.raw)
+                    .map(|(field, raw)| PayloadField {
+                        name: Some(field.name.clone()),
+                        path: field.paths.get(target).clone(),
+                        value: None,
+                        raw: raw.clone(),
+                        expected: Some(raw.clone()),
+                        origin: None,
+                        changed_at: None,
+                    })
+                    .collect();
                 plan.writes.push(PlannedWrite {
                     side: target,
                     operation: Operation::Delete,
-                    record_id: Some(id),
+                    record_id: Some(record.id.clone()),
                     payload: Payload {
                         version: PAYLOAD_VERSION,
-                        fields: Vec::new(),
+                        fields,
                         source_id: None,
                         soft_delete_of: None,
                     },

@@ -1016,7 +1016,7 @@ fn read_baselines(
     let mut baselines = HashMap::new();
     for chunk in keys.chunks(CHUNK) {
         let sql = format!(
-            "SELECT key, layout, left_id, right_id, field_values, field_meta, tombstone FROM baselines \
+            "SELECT key, layout, left_id, right_id, field_values, field_meta, tombstone, digest FROM baselines \
              WHERE link = ? AND key IN ({})",
             placeholders(chunk.len())
         );
@@ -1029,10 +1029,13 @@ fn read_baselines(
             let values: String = row.get(4).context(what)?;
             let meta: String = row.get(5).context(what)?;
             let tombstone: Option<String> = row.get(6).context(what)?;
+            let digest: Vec<u8> = row.get(7).context(what)?;
             // A damaged row is left out: its record then has no baseline, so its differences
             // go to `first_sync` (a review by default) rather than to any silent rule.
             let Some(stored_fields) = layouts.get(&row_layout) else { continue };
-            let Ok(fields) = decode_fields(&values, &meta, stored_fields, &layout.fields) else { continue };
+            let Ok(fields) = decode_fields(&values, &meta, &digest, stored_fields, &layout.fields) else {
+                continue;
+            };
             let Ok(tombstone) = tombstone.as_deref().map(|side| side_from(side, "tombstone")).transpose()
             else {
                 continue;
@@ -1051,10 +1054,12 @@ fn read_baselines(
 }
 
 /// Decodes stored field values and meta written with `stored` field names onto the
-/// `current` field names; fields unknown to the stored layout have no agreed value.
+/// `current` field names; fields unknown to the stored layout have no agreed value. Values
+/// that do not hash to the row's digest are damaged (well-formed, but not what was agreed).
 fn decode_fields(
     values: &str,
     meta: &str,
+    digest: &[u8],
     stored: &[String],
     current: &[String],
 ) -> Result<Vec<BaselineField>, String> {
@@ -1080,6 +1085,10 @@ fn decode_fields(
             })
         })
         .collect::<Result<_, String>>()?;
+    let agreed = fieldsync_model::digest_values(decoded.iter().map(|field| field.value.as_ref()));
+    if RecordDigest::from_bytes(digest) != Some(agreed) {
+        return Err("the values do not match the digest".into());
+    }
     Ok(current
         .iter()
         .map(|name| {
