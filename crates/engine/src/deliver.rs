@@ -214,11 +214,9 @@ async fn attempt_batch<C: Connector, K: Clock>(
             }
         };
         for record in found.into_iter().filter(|record| !record.deleted) {
-            let key = match &record.values[0] {
-                serde_json::Value::String(text) => text.trim().to_string(),
-                other => other.to_string(),
-            };
-            if let Some(&index) = uncertain_creates.iter().find(|&&index| entries[index].key.as_str() == key)
+            let key = crate::detect::link_key(&record.values[0]);
+            if let Some(&index) =
+                uncertain_creates.iter().find(|&&index| Some(&entries[index].key) == key.as_ref())
             {
                 let payload =
                     payloads[index].as_ref().unwrap_or_else(|| unreachable!("only readable payloads"));

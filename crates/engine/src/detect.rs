@@ -73,20 +73,25 @@ pub(crate) fn normalise_record(
         ));
     }
     let key_value = raw.remove(0);
-    let key = match &key_value {
-        serde_json::Value::String(text) if !text.trim().is_empty() => text.trim().to_string(),
-        serde_json::Value::Number(number) => number.to_string(),
-        _ => {
-            return Err(format!(
-                "record {} on the {side} side has no link key at {}",
-                record.id,
-                spec.key.get(side)
-            ));
-        }
+    let Some(key) = link_key(&key_value) else {
+        return Err(format!(
+            "record {} on the {side} side has no link key at {}",
+            record.id,
+            spec.key.get(side)
+        ));
     };
     let values =
         spec.fields.iter().zip(&raw).map(|(field, raw)| field.normalisers.get(side).normalise(raw)).collect();
-    Ok((RecordKey::new(key), SideRecord { id: record.id, raw, values, modified: record.modified }))
+    Ok((key, SideRecord { id: record.id, raw, values, modified: record.modified }))
+}
+
+/// Reads a raw link key: trimmed text or a number; anything else (null, empty) is no key.
+pub(crate) fn link_key(raw: &serde_json::Value) -> Option<RecordKey> {
+    match raw {
+        serde_json::Value::String(text) if !text.trim().is_empty() => Some(RecordKey::new(text.trim())),
+        serde_json::Value::Number(number) => Some(RecordKey::new(number.to_string())),
+        _ => None,
+    }
 }
 
 fn side_digest(record: &SideRecord) -> Option<fieldsync_model::RecordDigest> {
