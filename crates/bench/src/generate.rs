@@ -1,0 +1,345 @@
+//! The deterministic member generator: the same seed and size give the same members, written
+//! to a federation table (left) and a club table (right) that name and format every column
+//! differently, and the same edit mixes.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use jiff::Timestamp;
+use rusqlite::{Connection, params};
+
+const FIRST_NAMES: [&str; 24] = [
+    "Anna", "Bram", "Daan", "Emma", "Fleur", "Sem", "Julia", "Lucas", "Mila", "Noah", "Sophie", "Thijs",
+    "Sara", "Finn", "Lotte", "Jesse", "Tess", "Milan", "Zoë", "Levi", "Nina", "Luuk", "Eva", "Ruben",
+];
+const LAST_NAMES: [&str; 20] = [
+    "de Vries",
+    "Jansen",
+    "Bakker",
+    "Visser",
+    "Smit",
+    "Meijer",
+    "de Boer",
+    "Mulder",
+    "Bos",
+    "Vos",
+    "Peters",
+    "Hendriks",
+    "van Dijk",
+    "de Jong",
+    "van den Berg",
+    "Dekker",
+    "Brouwer",
+    "de Wit",
+    "Dijkstra",
+    "Kok",
+];
+/// Dutch area codes for landlines, so that numbers are valid for the phone normaliser.
+const AREA_CODES: [&str; 6] = ["20", "10", "30", "40", "50", "70"];
+
+/// The federation's table (left side).
+pub const LEFT_TABLE: &str = "members";
+/// The club's table (right side).
+pub const RIGHT_TABLE: &str = "people";
+
+const LEFT_SCHEMA: &str = "CREATE TABLE members (
+    ext_id TEXT PRIMARY KEY, first_name TEXT, last_name TEXT, email TEXT, phone TEXT, mobile TEXT,
+    birth_date TEXT, active INTEGER, updated_at TEXT NOT NULL);
+    CREATE INDEX members_updated_at ON members(updated_at);";
+const RIGHT_SCHEMA: &str = "CREATE TABLE people (
+    federation_id TEXT PRIMARY KEY, given TEXT, family TEXT, mail TEXT, tel TEXT, gsm TEXT,
+    born TEXT, is_active TEXT, modified INTEGER NOT NULL);
+    CREATE INDEX people_modified ON people(modified);";
+
+/// The first generated modification time; member `i` was last modified `i` seconds / N of a
+/// year later, so that incremental reads find only what changed.
+const EPOCH: &str = "2025-01-01T00:00:00Z";
+
+/// One member, as both systems hold it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The link key.
+    pub ext_id: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// Lower-case address; the federation writes it capitalised.
+    pub email: String,
+    /// Subscriber number after the area code.
+    pub phone: (usize, u32),
+    /// Mobile number after `6`.
+    pub mobile: u32,
+    /// Year, month, day.
+    pub birth: (i16, i8, i8),
+    /// Whether the membership is active.
+    pub active: bool,
+}
+
+impl Member {
+    /// The member with index `index`, drawn from `seed`.
+    pub fn generate(seed: u64, index: u64) -> Self {
+        let mut rng = fastrand::Rng::with_seed(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let first_name = FIRST_NAMES[rng.usize(..FIRST_NAMES.len())].to_string();
+        let last_name = LAST_NAMES[rng.usize(..LAST_NAMES.len())].to_string();
+        let email =
+            format!("{}.{}{index}@example.org", first_name, last_name.replace(' ', "")).to_lowercase();
+        Member {
+            ext_id: format!("M{index:08}"),
+            first_name,
+            last_name,
+            email,
+            phone: (rng.usize(..AREA_CODES.len()), rng.u32(2_000_000..10_000_000)),
+            mobile: rng.u32(20_000_000..70_000_000),
+            birth: (rng.i16(1940..2018), rng.i8(1..=12), rng.i8(1..=28)),
+            active: rng.u8(..10) != 0,
+        }
+    }
+
+    fn left_email(&self) -> String {
+        let mut chars = self.email.chars();
+        chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
+    }
+}
+
+/// The generated modification time of member `index` of `count`.
+pub fn base_time(index: u64, count: u64) -> Timestamp {
+    let epoch: Timestamp = EPOCH.parse().unwrap_or_else(|_| unreachable!("EPOCH is a valid timestamp"));
+    let year_ms = 365 * 24 * 3600 * 1000_i64;
+    let offset = i64::try_from(u128::from(index) * year_ms as u128 / u128::from(count.max(1))).unwrap_or(0);
+    epoch + jiff::SignedDuration::from_millis(offset)
+}
+
+fn sqlite_time(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Opens (creating) a member database with the connector's usual settings.
+pub fn open(path: &Path) -> Result<Connection> {
+    let connection = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
+    connection.pragma_update(None, "journal_mode", "wal")?;
+    Ok(connection)
+}
+
+/// Writes `count` members to new files `left` and `right` (`right` gets only its table when
+/// `right_empty`).
+pub fn write_members(left: &Path, right: &Path, count: u64, seed: u64, right_empty: bool) -> Result<()> {
+    let mut left_db = open(left)?;
+    left_db.execute_batch(LEFT_SCHEMA)?;
+    let mut right_db = open(right)?;
+    right_db.execute_batch(RIGHT_SCHEMA)?;
+    let left_tx = left_db.transaction()?;
+    let right_tx = right_db.transaction()?;
+    {
+        let mut left_insert =
+            left_tx.prepare(&format!("INSERT INTO {LEFT_TABLE} VALUES (?,?,?,?,?,?,?,?,?)"))?;
+        let mut right_insert =
+            right_tx.prepare(&format!("INSERT INTO {RIGHT_TABLE} VALUES (?,?,?,?,?,?,?,?,?)"))?;
+        for index in 0..count {
+            let member = Member::generate(seed, index);
+            let at = base_time(index, count);
+            insert_left(&mut left_insert, &member, at)?;
+            if !right_empty {
+                insert_right(&mut right_insert, &member, at)?;
+            }
+        }
+    }
+    left_tx.commit()?;
+    right_tx.commit()?;
+    Ok(())
+}
+
+fn insert_left(statement: &mut rusqlite::Statement<'_>, member: &Member, at: Timestamp) -> Result<()> {
+    let (area, number) = member.phone;
+    let (year, month, day) = member.birth;
+    statement.execute(params![
+        member.ext_id,
+        member.first_name,
+        member.last_name,
+        member.left_email(),
+        format!("0{} {number}", AREA_CODES[area]),
+        format!("06-{}", member.mobile),
+        format!("{year:04}-{month:02}-{day:02}"),
+        i64::from(member.active),
+        sqlite_time(at),
+    ])?;
+    Ok(())
+}
+
+fn insert_right(statement: &mut rusqlite::Statement<'_>, member: &Member, at: Timestamp) -> Result<()> {
+    let (area, number) = member.phone;
+    let (year, month, day) = member.birth;
+    statement.execute(params![
+        member.ext_id,
+        member.first_name,
+        member.last_name,
+        member.email,
+        format!("+31{}{number}", AREA_CODES[area]),
+        format!("+316{}", member.mobile),
+        format!("{day:02}-{month:02}-{year:04}"),
+        if member.active { "yes" } else { "no" },
+        at.as_millisecond(),
+    ])?;
+    Ok(())
+}
+
+/// An edit mix applied to both sides of a synced pair.
+#[derive(Clone, Copy, Debug)]
+pub struct Mix {
+    /// Records changed on each side.
+    pub per_side: u64,
+    /// The share of them changed on both sides (a conflict on the same field).
+    pub conflicting: f64,
+    /// The share of each side's changes that are new members.
+    pub creates: f64,
+    /// The share of each side's changes that are deletions.
+    pub deletes: f64,
+}
+
+/// Applies `mix` to a synced pair of `count` members, stamping every edit with `now`.
+/// Returns how many rows each side changed (created, updated and deleted).
+pub fn apply_mix(left: &Path, right: &Path, count: u64, seed: u64, mix: Mix, now: Timestamp) -> Result<u64> {
+    let mut rng = fastrand::Rng::with_seed(seed.wrapping_add(mix.per_side));
+    // Distinct records: the conflicting ones first (edited on both sides), then each side's own.
+    let conflicts = (mix.per_side as f64 * mix.conflicting).round() as u64;
+    let creates = (mix.per_side as f64 * mix.creates).round() as u64;
+    let deletes = (mix.per_side as f64 * mix.deletes).round() as u64;
+    let own = mix.per_side - conflicts - creates - deletes;
+    let wanted = usize::try_from(conflicts + 2 * (own + deletes)).unwrap_or(usize::MAX);
+    let mut picked = std::collections::BTreeSet::new();
+    let mut order = Vec::with_capacity(wanted);
+    while order.len() < wanted.min(usize::try_from(count).unwrap_or(usize::MAX)) {
+        let index = rng.u64(..count);
+        if picked.insert(index) {
+            order.push(index);
+        }
+    }
+    let mut order = order.into_iter();
+    let shared: Vec<u64> = order.by_ref().take(conflicts as usize).collect();
+    let left_own: Vec<u64> = order.by_ref().take((own + deletes) as usize).collect();
+    let right_own: Vec<u64> = order.by_ref().take((own + deletes) as usize).collect();
+
+    let mut changed = 0;
+    for (side, path, own) in [(0, left, &left_own), (1, right, &right_own)] {
+        let mut db = open(path)?;
+        let tx = db.transaction()?;
+        {
+            let (table, key, family, mail, stamp) = if side == 0 {
+                (LEFT_TABLE, "ext_id", "last_name", "email", "updated_at")
+            } else {
+                (RIGHT_TABLE, "federation_id", "family", "mail", "modified")
+            };
+            let stamp_value: rusqlite::types::Value =
+                if side == 0 { sqlite_time(now).into() } else { now.as_millisecond().into() };
+            let mut rename =
+                tx.prepare(&format!("UPDATE {table} SET {family} = ?1, {stamp} = ?2 WHERE {key} = ?3"))?;
+            let mut remail =
+                tx.prepare(&format!("UPDATE {table} SET {mail} = ?1, {stamp} = ?2 WHERE {key} = ?3"))?;
+            let mut delete = tx.prepare(&format!("DELETE FROM {table} WHERE {key} = ?1"))?;
+            for &index in &shared {
+                let member = Member::generate(seed, index);
+                let value = format!("{} {}", member.last_name, if side == 0 { "Links" } else { "Rechts" });
+                changed += rename.execute(params![value, stamp_value, member.ext_id])? as u64;
+            }
+            let (deleted, edited) = own.split_at(deletes as usize);
+            for &index in deleted {
+                changed += delete.execute(params![Member::generate(seed, index).ext_id])? as u64;
+            }
+            for (n, &index) in edited.iter().enumerate() {
+                let member = Member::generate(seed, index);
+                changed += if n % 2 == 0 {
+                    let value = format!("{}-{}", member.last_name, rng.u32(..1000));
+                    rename.execute(params![value, stamp_value, member.ext_id])?
+                } else {
+                    let value = format!("new.{}", member.email);
+                    remail.execute(params![value, stamp_value, member.ext_id])?
+                } as u64;
+            }
+            let mut insert = tx.prepare(&format!("INSERT INTO {table} VALUES (?,?,?,?,?,?,?,?,?)"))?;
+            for n in 0..creates {
+                let index = count + side * creates + n;
+                let member = Member::generate(seed, index);
+                if side == 0 {
+                    insert_left(&mut insert, &member, now)?;
+                } else {
+                    insert_right(&mut insert, &member, now)?;
+                }
+                changed += 1;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(changed)
+}
+
+/// The configuration the benchmark runs fieldsync with.
+pub const CONFIG: &str = r#"# fieldsync benchmark: a federation register (left) and a club table (right).
+state = "sqlite://state.db"
+
+[connectors.federation]
+kind = "sqlite"
+path = "left.db"
+table = "members"
+key = "ext_id"
+modified = "updated_at"
+
+[connectors.club]
+kind = "sqlite"
+path = "right.db"
+table = "people"
+key = "federation_id"
+modified = "modified"
+modified_format = "unix_ms"
+date_formats = ["%d-%m-%Y"]
+
+[links.members]
+left = "federation"
+right = "club"
+key = { left = "ext_id", right = "federation_id" }
+conflicts = { strategy = "last_write_wins", grace = "5s", tie = "federation" }
+first_sync = { strategy = "prefer", side = "federation" }
+deletes = "propagate"
+guard = { max_delete = "50%", max_change = "100%" }
+
+[[links.members.fields]]
+name = "first_name"
+left = "first_name"
+right = "given"
+
+[[links.members.fields]]
+name = "last_name"
+left = "last_name"
+right = "family"
+
+[[links.members.fields]]
+name = "email"
+type = "email"
+left = "email"
+right = "mail"
+
+[[links.members.fields]]
+name = "phone"
+type = "phone"
+region = "NL"
+left = "phone"
+right = "tel"
+
+[[links.members.fields]]
+name = "mobile"
+type = "phone"
+region = "NL"
+left = "mobile"
+right = "gsm"
+
+[[links.members.fields]]
+name = "birth_date"
+type = "date"
+left = "birth_date"
+right = "born"
+
+[[links.members.fields]]
+name = "active"
+type = "bool"
+left = "active"
+right = "is_active"
+"#;
