@@ -413,6 +413,52 @@ async fn attempt_batch<C: Connector, K: Clock>(
         .collect())
 }
 
+/// Moves a baseline as a verified write to `side` says: the target's id (and the source's,
+/// for a create), a soft delete's tombstone, and each written field's value, origin and change
+/// times. Returns the tracked fields written, with their values.
+pub(crate) fn move_baseline(
+    baseline: &mut Baseline,
+    side: Side,
+    id: RecordId,
+    payload: &Payload,
+    layout: &LinkLayout,
+    now: jiff::Timestamp,
+) -> Vec<(String, Value)> {
+    baseline.set_id(side, id);
+    if let Some(source_id) = &payload.source_id {
+        baseline.set_id(side.other(), source_id.clone());
+    }
+    if let Some(deleted_on) = payload.soft_delete_of {
+        baseline.tombstone = Some(deleted_on);
+    }
+    let mut written = Vec::new();
+    for field in &payload.fields {
+        let (Some(name), Some(value)) = (&field.name, &field.value) else { continue };
+        let Some(index) = layout.fields.iter().position(|known| known == name) else {
+            continue;
+        };
+        // A value a person typed in a review is not one side's: it may be written to both, and
+        // one verified write says nothing of the other side. It becomes the baseline when a
+        // plan reads it on both sides.
+        let decided_value = field.origin == Some(Origin::Person) && field.changed_at.is_none();
+        if !decided_value {
+            let base_field = &mut baseline.fields[index];
+            base_field.value = Some(value.clone());
+            base_field.origin = field.origin;
+            let (target_changed, source_changed) = match side {
+                Side::Left => (&mut base_field.left_changed, &mut base_field.right_changed),
+                Side::Right => (&mut base_field.right_changed, &mut base_field.left_changed),
+            };
+            *target_changed = Some(now);
+            if field.changed_at.is_some() {
+                *source_changed = field.changed_at;
+            }
+        }
+        written.push((name.clone(), value.clone()));
+    }
+    written
+}
+
 #[allow(clippy::too_many_arguments)]
 fn close_batch<K: Clock>(
     spec: &LinkSpec,
@@ -464,48 +510,16 @@ fn close_batch<K: Clock>(
                 match entry.operation {
                     Operation::Delete => transaction.delete_baseline(link, &entry.key)?,
                     _ => {
-                        baseline.set_id(side, id);
-                        if let Some(source_id) = &payload.source_id {
-                            baseline.set_id(side.other(), source_id.clone());
-                        }
-                        if let Some(deleted_on) = payload.soft_delete_of {
-                            baseline.tombstone = Some(deleted_on);
-                        }
-                        for field in &payload.fields {
-                            let (Some(name), Some(value)) = (&field.name, &field.value) else { continue };
-                            let Some(index) = layout.fields.iter().position(|known| known == name) else {
-                                continue;
-                            };
-                            // A value a person typed in a review is not one side's: it may be
-                            // written to both, and one verified write says nothing of the other
-                            // side. It becomes the baseline when a plan reads it on both sides.
-                            let decided_value =
-                                field.origin == Some(Origin::Person) && field.changed_at.is_none();
-                            if !decided_value {
-                                let base_field = &mut baseline.fields[index];
-                                base_field.value = Some(value.clone());
-                                base_field.origin = field.origin;
-                                let (target_changed, source_changed) = match side {
-                                    Side::Left => {
-                                        (&mut base_field.left_changed, &mut base_field.right_changed)
-                                    }
-                                    Side::Right => {
-                                        (&mut base_field.right_changed, &mut base_field.left_changed)
-                                    }
-                                };
-                                *target_changed = Some(now);
-                                if field.changed_at.is_some() {
-                                    *source_changed = field.changed_at;
-                                }
-                            }
-                            // A create is audited once, below, rather than field by field.
-                            if entry.operation != Operation::Create {
+                        let written = move_baseline(&mut baseline, side, id, &payload, layout, now);
+                        // A create is audited once, below, rather than field by field.
+                        if entry.operation != Operation::Create {
+                            for (name, value) in written {
                                 let mut written = audit(
                                     AuditEvent::Written,
                                     format!("written to the {side} side and read back"),
-                                    Some(value.clone()),
+                                    Some(value),
                                 );
-                                written.field = Some(name.clone());
+                                written.field = Some(name);
                                 transaction.audit(link, &written)?;
                             }
                         }

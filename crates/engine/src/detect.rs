@@ -6,7 +6,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use fieldsync_connector::{Connector, ConnectorError, ConnectorRecord, Lookup, ReadRequest};
-use fieldsync_model::{NormaliseError, RecordId, RecordKey, Side, Value, digest_values};
+use fieldsync_model::{
+    NormaliseError, RecordDigest, RecordId, RecordKey, Side, Value, digest_raw, digest_values,
+};
 use fieldsync_store::{DigestEntry, LinkLayout, StateStore};
 use jiff::Timestamp;
 
@@ -55,14 +57,38 @@ pub(crate) struct Detection {
     pub vanished: SidePair<u64>,
     /// Candidate keys the state store holds a baseline digest for.
     pub with_baseline: std::collections::HashSet<RecordKey>,
+    /// Raw digests of records found equal to their baselines the slow way (see
+    /// `fieldsync_model::digest_raw`), to be recorded for the next run's fast path.
+    pub seen: Vec<(RecordKey, Side, RecordDigest)>,
 }
 
-/// Normalises a connector record: its link key and field values.
-pub(crate) fn normalise_record(
+/// A connector record with its link key taken out, not yet normalised.
+pub(crate) struct RawRecord {
+    pub id: RecordId,
+    /// Raw values of the fields, in field order (the link key excluded).
+    pub raw: Vec<serde_json::Value>,
+    pub modified: Option<Timestamp>,
+}
+
+impl RawRecord {
+    /// Normalises every field.
+    pub fn normalise(self, spec: &LinkSpec, side: Side) -> SideRecord {
+        let values = spec
+            .fields
+            .iter()
+            .zip(&self.raw)
+            .map(|(field, raw)| field.normalisers.get(side).normalise(raw))
+            .collect();
+        SideRecord { id: self.id, raw: self.raw, values, modified: self.modified }
+    }
+}
+
+/// Takes a connector record's link key out; fails when it has none or too few values.
+pub(crate) fn split_record(
     spec: &LinkSpec,
     side: Side,
     record: ConnectorRecord,
-) -> Result<(RecordKey, SideRecord), String> {
+) -> Result<(RecordKey, RawRecord), String> {
     let mut raw = record.values;
     if raw.len() != spec.fields.len() + 1 {
         return Err(format!(
@@ -80,9 +106,17 @@ pub(crate) fn normalise_record(
             spec.key.get(side)
         ));
     };
-    let values =
-        spec.fields.iter().zip(&raw).map(|(field, raw)| field.normalisers.get(side).normalise(raw)).collect();
-    Ok((key, SideRecord { id: record.id, raw, values, modified: record.modified }))
+    Ok((key, RawRecord { id: record.id, raw, modified: record.modified }))
+}
+
+/// Normalises a connector record: its link key and field values.
+pub(crate) fn normalise_record(
+    spec: &LinkSpec,
+    side: Side,
+    record: ConnectorRecord,
+) -> Result<(RecordKey, SideRecord), String> {
+    let (key, raw) = split_record(spec, side, record)?;
+    Ok((key, raw.normalise(spec, side)))
 }
 
 /// Reads a raw link key: trimmed text or a number; anything else (null, empty) is no key.
@@ -125,6 +159,8 @@ struct SideScan {
     unchanged: BTreeSet<RecordKey>,
     deleted: BTreeSet<RecordKey>,
     max_modified: Option<Timestamp>,
+    /// Raw digests of records found equal to their baselines the slow way, to be recorded.
+    seen: Vec<(RecordKey, RecordDigest)>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -152,22 +188,24 @@ async fn scan_side<C: Connector, K: Clock, P: Progress>(
         unchanged: BTreeSet::new(),
         deleted: BTreeSet::new(),
         max_modified: None,
+        seen: Vec::new(),
     };
+    let fingerprint = spec.fingerprint(side);
     let mut token = None;
     progress.phase(&format!("reading {side} ({})", names.get(side)), None);
     loop {
         let page = with_retries(clock, async || connector.read_page(&request, token.as_ref()).await)
             .await
             .map_err(|source| EngineError::Read { side, connector: names.get(side).clone(), source })?;
-        let mut normalised = Vec::with_capacity(page.records.len());
+        let mut split = Vec::with_capacity(page.records.len());
         for record in page.records {
             if let Some(modified) = record.modified {
                 scan.max_modified =
                     Some(scan.max_modified.map_or(modified, |max: Timestamp| max.max(modified)));
             }
             let deleted = record.deleted;
-            match normalise_record(spec, side, record) {
-                Ok((key, side_record)) => normalised.push((key, side_record, deleted)),
+            match split_record(spec, side, record) {
+                Ok((key, raw)) => split.push((key, raw, deleted)),
                 Err(problem) => report.problems.push(problem),
             }
         }
@@ -175,20 +213,20 @@ async fn scan_side<C: Connector, K: Clock, P: Progress>(
         let digests = match all_digests {
             Some(digests) => digests,
             None => {
-                let keys: Vec<RecordKey> = normalised.iter().map(|(key, _, _)| key.clone()).collect();
+                let keys: Vec<RecordKey> = split.iter().map(|(key, _, _)| key.clone()).collect();
                 page_digests = store.digests(link, layout, &keys)?;
                 &page_digests
             }
         };
         let stats = report.stats.side_mut(side);
-        stats.read += normalised.len() as u64;
-        progress.advance(normalised.len() as u64);
-        for (key, record, deleted) in normalised {
+        stats.read += split.len() as u64;
+        progress.advance(split.len() as u64);
+        for (key, raw, deleted) in split {
             if scan.changed.contains_key(&key) || scan.unchanged.contains(&key) || scan.deleted.contains(&key)
             {
                 report.problems.push(format!(
                     "link key {key} appears more than once on the {side} side; record {} ignored",
-                    record.id
+                    raw.id
                 ));
                 continue;
             }
@@ -196,11 +234,22 @@ async fn scan_side<C: Connector, K: Clock, P: Progress>(
                 scan.deleted.insert(key);
                 continue;
             }
-            let unchanged = digests
-                .get(&key)
-                .and_then(|entry| entry.digest)
-                .is_some_and(|digest| side_digest(&record) == Some(digest));
-            if unchanged {
+            let entry = digests.get(&key);
+            let Some(basis) = entry.and_then(|entry| entry.digest) else {
+                stats.changed += 1;
+                scan.changed.insert(key, raw.normalise(spec, side));
+                continue;
+            };
+            // The fast path: the same raw values as when last found equal to this baseline.
+            let raw_digest = digest_raw(basis, fingerprint, &raw.raw);
+            if entry.and_then(|entry| entry.seen(side)) == Some(raw_digest) {
+                stats.unchanged_raw += 1;
+                scan.unchanged.insert(key);
+                continue;
+            }
+            let record = raw.normalise(spec, side);
+            if side_digest(&record) == Some(basis) {
+                scan.seen.push((key.clone(), raw_digest));
                 scan.unchanged.insert(key);
             } else {
                 stats.changed += 1;
@@ -383,7 +432,12 @@ pub(crate) async fn detect<C: Connector, K: Clock, P: Progress>(
     let with_baseline = digests.keys().cloned().collect();
     let candidates =
         keys.into_iter().filter_map(|key| presences.remove(&key).map(|presence| (key, presence))).collect();
+    let mut seen = Vec::new();
+    for side in Side::BOTH {
+        seen.extend(scans.get_mut(side).seen.drain(..).map(|(key, digest)| (key, side, digest)));
+    }
     Ok(Detection {
+        seen,
         modes,
         candidates,
         max_modified: SidePair::new(scans.left.max_modified, scans.right.max_modified),

@@ -1,7 +1,7 @@
 //! Planning: turn each candidate record's merge into outbox writes, baseline changes,
 //! reviews and audit entries — the whole of what a run will do, before it does any of it.
 
-use fieldsync_model::{RecordId, RecordKey, RunId, Side, Value};
+use fieldsync_model::{RecordDigest, RecordId, RecordKey, RunId, Side, Value, digest_raw, digest_values};
 use fieldsync_store::{
     AuditEntry, AuditEvent, Baseline, NewReview, Operation, Origin, Review, ReviewId, ReviewKind,
 };
@@ -97,6 +97,8 @@ pub(crate) struct RecordPlan {
     pub baseline: BaselineChange,
     pub reviews: Vec<ReviewChange>,
     pub audit: Vec<AuditEntry>,
+    /// Raw digests of the sides that already hold the new baseline (the next scan's fast path).
+    pub seen: Vec<(Side, RecordDigest)>,
 }
 
 /// The context every record's plan shares.
@@ -104,6 +106,8 @@ pub(crate) struct Planner<'a> {
     pub spec: &'a LinkSpec,
     pub run_id: Option<RunId>,
     pub now: Timestamp,
+    /// `LinkSpec::fingerprint` of each side.
+    pub fingerprints: SidePair<u64>,
 }
 
 fn value_at(presence: &SidePair<Presence>, side: Side, index: usize) -> Option<&Value> {
@@ -145,6 +149,7 @@ impl Planner<'_> {
             baseline: BaselineChange::Keep,
             reviews: Vec::new(),
             audit: Vec::new(),
+            seen: Vec::new(),
         };
         match (&presence.left, &presence.right) {
             (Presence::Present(left), Presence::Present(right)) => {
@@ -163,6 +168,19 @@ impl Planner<'_> {
                 });
             }
             _ => self.plan_presence(&mut plan, &presence, baseline, reviews, report),
+        }
+        if let BaselineChange::Put(next) = &plan.baseline {
+            let basis = next.digest();
+            for side in Side::BOTH {
+                if let Presence::Present(record) = presence.get(side)
+                    && record
+                        .valid_values()
+                        .is_some_and(|values| digest_values(values.into_iter().map(Some)) == basis)
+                {
+                    let digest = digest_raw(basis, *self.fingerprints.get(side), &record.raw);
+                    plan.seen.push((side, digest));
+                }
+            }
         }
         plan
     }

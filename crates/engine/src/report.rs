@@ -40,6 +40,9 @@ pub struct SideStats {
     pub read: u64,
     /// Records whose values differed from their baseline (or had none).
     pub changed: u64,
+    /// Records whose raw values were the same as when last found equal to their baseline, so
+    /// they were not normalised again (the scan's fast path).
+    pub unchanged_raw: u64,
     /// Records found deleted.
     pub deleted: u64,
     /// Record updates planned on this side.

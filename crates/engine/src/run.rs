@@ -1,18 +1,21 @@
 //! One run of a link, the seven steps of the product brief in order: detect, merge, guard,
 //! plan (committed in one transaction), deliver, and record the run in the history.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
 use fieldsync_connector::Connector;
 use fieldsync_model::{RecordKey, Side};
-use fieldsync_store::{CursorState, NewOutboxEntry, OutboxStatus, Review, RunStatus, StateStore};
+use fieldsync_store::{
+    Baseline, CursorState, NewOutboxEntry, Operation, OutboxStatus, Review, RunStatus, StateStore,
+};
 use jiff::Timestamp;
 
 use crate::EngineError;
+use crate::detect::Presence;
 use crate::detect::detect;
-use crate::plan::{BaselineChange, Planner, RecordPlan, ReviewChange};
+use crate::plan::{BaselineChange, Payload, Planner, RecordPlan, ReviewChange};
 use crate::report::{GuardStop, ReadMode, RunReport, RunStats};
 use crate::spec::{Limit, LinkSpec, SidePair};
 
@@ -172,6 +175,40 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress>(
     result.map(|()| report)
 }
 
+/// The baseline as it stands if `entry`, an update an earlier attempt may have made, landed:
+/// the target holds every value it writes. `None` when it did not (or cannot be told).
+fn landed_write(
+    spec: &LinkSpec,
+    layout: &fieldsync_store::LinkLayout,
+    entry: &fieldsync_store::OutboxEntry,
+    presence: &SidePair<Presence>,
+    baseline: Option<&Baseline>,
+    now: Timestamp,
+) -> Option<Baseline> {
+    let tried = entry.attempts > 0 || entry.status == OutboxStatus::Sending;
+    if entry.operation != Operation::Update || !tried {
+        return None;
+    }
+    let payload: Payload = serde_json::from_str(&entry.payload).ok()?;
+    let Presence::Present(record) = presence.get(entry.side) else { return None };
+    let mut tracked = 0;
+    for field in &payload.fields {
+        let (Some(name), Some(value)) = (&field.name, &field.value) else { continue };
+        let index = spec.fields.iter().position(|known| &known.name == name)?;
+        if record.values.get(index)?.as_ref().ok()? != value {
+            return None;
+        }
+        tracked += 1;
+    }
+    if tracked == 0 || payload.version != crate::plan::PAYLOAD_VERSION {
+        return None;
+    }
+    let mut next =
+        baseline.cloned().unwrap_or_else(|| Baseline::empty(entry.key.clone(), layout.fields.len()));
+    crate::deliver::move_baseline(&mut next, entry.side, record.id.clone(), &payload, layout, now);
+    Some(next)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_steps<C: Connector, K: Clock, P: Progress>(
     spec: &LinkSpec,
@@ -214,8 +251,10 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
     for entry in store.open_outbox_for(link, &keys)? {
         open_entries.entry(entry.key.clone()).or_default().push(entry);
     }
-    let planner = Planner { spec, run_id: report.run_id, now };
+    let fingerprints = SidePair::new(spec.fingerprint(Side::Left), spec.fingerprint(Side::Right));
+    let planner = Planner { spec, run_id: report.run_id, now, fingerprints };
     let mut plans: Vec<RecordPlan> = Vec::with_capacity(detection.candidates.len());
+    let mut landed: HashSet<i64> = HashSet::new();
     for (key, presence) in detection.candidates {
         let baseline = baselines.get(&key);
         if baseline.is_none() && detection.with_baseline.contains(&key) {
@@ -223,8 +262,23 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
                 "the baseline of record {key} is damaged and was treated as lost: its differences follow first_sync"
             ));
         }
+        // A write that an earlier attempt may have made, and that the target now holds, landed:
+        // its baseline moves first, so that the engine's own write is not taken for an edit.
+        let mut moved = None;
+        for entry in open_entries.get(&key).into_iter().flatten() {
+            let current = moved.as_ref().or(baseline);
+            if let Some(next) = landed_write(spec, layout, entry, &presence, current, now) {
+                moved = Some(next);
+                landed.insert(entry.id);
+            }
+        }
         let record_reviews = reviews.get(&key).map(Vec::as_slice).unwrap_or_default();
-        plans.push(planner.plan_record(key, presence, baseline, record_reviews, report));
+        let mut plan =
+            planner.plan_record(key, presence, moved.as_ref().or(baseline), record_reviews, report);
+        if let (Some(moved), BaselineChange::Keep) = (moved, &plan.baseline) {
+            plan.baseline = BaselineChange::Put(moved);
+        }
+        plans.push(plan);
         progress.advance(1);
     }
 
@@ -282,6 +336,25 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
             transaction.insert_outbox(link, run_id, &entry, now)?;
         }
         for stale in existing {
+            if landed.contains(&stale.id) {
+                transaction.set_outbox_status(stale.id, OutboxStatus::Done, None, None, now)?;
+                let audit = fieldsync_store::AuditEntry {
+                    run_id: report.run_id,
+                    key: plan.key.clone(),
+                    field: None,
+                    event: fieldsync_store::AuditEvent::Written,
+                    side: Some(stale.side),
+                    base: None,
+                    left: None,
+                    right: None,
+                    value: None,
+                    reason: format!("written to the {} side by an earlier attempt, found there", stale.side),
+                    at: now,
+                };
+                transaction.audit(link, &audit)?;
+                report.stats.writes_done += 1;
+                continue;
+            }
             transaction.set_outbox_status(
                 stale.id,
                 OutboxStatus::Superseded,
@@ -306,6 +379,12 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
         for entry in &plan.audit {
             transaction.audit(link, entry)?;
         }
+        for (side, digest) in &plan.seen {
+            transaction.set_seen(link, &plan.key, *side, *digest)?;
+        }
+    }
+    for (key, side, digest) in &detection.seen {
+        transaction.set_seen(link, key, *side, *digest)?;
     }
     for side in Side::BOTH {
         let old = *cursors.get(side);

@@ -252,6 +252,11 @@ impl LinkSpec {
         self.fields.iter().map(|field| field.name.clone()).collect()
     }
 
+    /// A fingerprint of one side's normalisers (`Normaliser::fingerprint`).
+    pub fn fingerprint(&self, side: Side) -> u64 {
+        Normaliser::fingerprint(self.fields.iter().map(|field| field.normalisers.get(side)))
+    }
+
     /// The paths read on one side: the link key first, then every field.
     pub fn read_paths(&self, side: Side) -> Vec<String> {
         std::iter::once(self.key.get(side).clone())

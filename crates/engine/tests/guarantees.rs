@@ -1356,8 +1356,8 @@ fn rounds_strategy(faults: bool) -> impl Strategy<Value = Vec<Round>> {
 
 /// Seeds `m0`–`m2` and two pulse records on both sides, then plays the rounds, one run each.
 /// A round with a write fault on a side also edits, on the other side, the pulse record only
-/// that other side ever edits: a one-sided change, so the fault meets a write in that round
-/// and does not outlive it.
+/// that other side ever edits: a one-sided change, so that the fault meets a write in that
+/// round. Faults are cleared after each round.
 async fn play_rounds(conflicts: ConflictStrategy, rounds: &[Round]) -> World {
     let mut world = World::new(conflicts);
     world.spec.guard = no_guard();
@@ -1390,6 +1390,10 @@ async fn play_rounds(conflicts: ConflictStrategy, rounds: &[Round]) -> World {
         // A hard delete is found by a full read (on schedule); everything else incrementally.
         let removes = round.acts.iter().any(|act| matches!(act, Act::Remove { .. }));
         world.run(if removes { full() } else { options() }).await;
+        // A fault that met no write (its record went to review, or its retry was not due yet)
+        // must not outlive its round: the quiet period has no faults.
+        world.left.clear_faults();
+        world.right.clear_faults();
     }
     world
 }
@@ -1818,4 +1822,29 @@ async fn guarantee_18_one_run_per_link_and_lock_dies_with_process() {
     assert!(world.try_run(options()).await.is_err());
     world.reopen();
     assert!(world.try_run(options()).await.is_ok());
+}
+
+/// Guarantee 10, found by `guarantee_11`: a write applied whose answer was lost, then retried
+/// in vain, was read back as an edit of its target and met the source's next edit as a conflict — a
+/// spurious review, or under last-write-wins a newer edit overwritten by the engine's own
+/// stale write. A write the target holds has landed: its baseline moves before the merge.
+#[test]
+fn guarantee_10_a_landed_write_whose_answer_was_lost_is_not_an_edit() {
+    block_on(async {
+        let rounds = vec![
+            Round { acts: vec![], fault: Some((Side::Left, Fault::WriteLostAnswer)) },
+            Round { acts: vec![], fault: Some((Side::Left, Fault::WriteUnavailable)) },
+            Round {
+                acts: vec![Act::Edit { key: 3, side: Side::Right, field: 0, value: 0 }],
+                fault: Some((Side::Left, Fault::WriteUnavailable)),
+            },
+        ];
+        let mut world = play_rounds(ConflictStrategy::Review, &rounds).await;
+        assert!(world.open_reviews().is_empty(), "{:#?}", world.open_reviews());
+        world.clock.set(at(10_000_000 + 2 * 86_400_000));
+        let report = world.run(full()).await;
+        assert!(report.failures.is_empty(), "{:#?}", report.failures);
+        assert_eq!(world.left.value("pulse-right", "name"), json!("Pulse 2"));
+        assert!(world.left.record(ROUND_KEYS[3]).is_some());
+    });
 }

@@ -92,6 +92,39 @@ async fn creates_then_nothing_to_do() {
 }
 
 #[tokio::test]
+async fn raw_digests_skip_unchanged_records_but_never_a_change() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    let full = RunOptions { full: true, ..Default::default() };
+    // The first full read normalises every record and remembers its raw values; the next
+    // one does not normalise them again.
+    let first = world.run(full).await;
+    assert_eq!((first.stats.left.unchanged_raw, first.stats.right.unchanged_raw), (0, 0));
+    let second = world.run(full).await;
+    assert_eq!((second.stats.left.unchanged_raw, second.stats.right.unchanged_raw), (10, 10));
+
+    // Another raw form of the same value is normalised again, found equal, and not written.
+    world.left.set_now(at(100));
+    world.left.edit("m1", "email", json!("MEMBER1@club.nl"));
+    let same = world.run(full).await;
+    assert_eq!(same.stats.left.unchanged_raw, 9);
+    assert_eq!((same.stats.compared, same.stats.writes_done), (0, 0));
+
+    // A real change is found and written.
+    world.left.edit("m2", "email", json!("Other@Club.nl"));
+    let changed = world.run(full).await;
+    assert_eq!(changed.stats.writes_done, 1, "{changed:#?}");
+    assert_eq!(world.right.value("m2", "email"), json!("other@club.nl"));
+
+    // Other normalisers make every remembered raw digest useless.
+    world.spec.fields[1].normalisers.left = Normaliser::new(FieldType::Text).with_empty_is_null(false);
+    let reconfigured = world.run(full).await;
+    assert_eq!(reconfigured.stats.left.unchanged_raw, 0);
+    // m2's baseline moved with the verified write, so its raw digests were forgotten.
+    assert_eq!(reconfigured.stats.right.unchanged_raw, 9);
+    assert_eq!(reconfigured.stats.writes_done, 0);
+}
+
+#[tokio::test]
 async fn edits_on_both_sides_of_one_record_both_propagate() {
     let mut world = world(ConflictStrategy::Review).seeded().await;
     world.left.set_now(at(100));

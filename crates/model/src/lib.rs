@@ -8,5 +8,5 @@ mod normalise;
 mod value;
 
 pub use ids::{LinkName, RecordId, RecordKey, RunId, Side};
-pub use normalise::{FieldType, NormaliseError, Normaliser};
-pub use value::{RecordDigest, Value, digest_values};
+pub use normalise::{FieldType, NORMALISER_VERSION, NormaliseError, Normaliser};
+pub use value::{RecordDigest, Value, digest_raw, digest_values};

@@ -77,6 +77,11 @@ pub struct NormaliseError {
     pub reason: String,
 }
 
+/// The version of the normalising code: bump it whenever any normaliser's output for some
+/// input changes, so that raw digests taken by an older fieldsync (see `digest_raw`) are no
+/// longer trusted.
+pub const NORMALISER_VERSION: u32 = 1;
+
 /// Turns raw values of one field on one side into canonical `Value`s and back.
 #[derive(Clone, Debug)]
 pub struct Normaliser {
@@ -92,6 +97,19 @@ pub struct Normaliser {
 pub struct UnknownRegion(pub String);
 
 impl Normaliser {
+    /// A fingerprint of these normalisers, in order, and of the normalising code's version:
+    /// equal fingerprints normalise equal raw values to equal `Value`s.
+    pub fn fingerprint<'a>(normalisers: impl IntoIterator<Item = &'a Normaliser>) -> u64 {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(&NORMALISER_VERSION.to_le_bytes());
+        for normaliser in normalisers {
+            let described = format!("{normaliser:?}");
+            hasher.update(&(described.len() as u64).to_le_bytes());
+            hasher.update(described.as_bytes());
+        }
+        hasher.digest()
+    }
+
     /// A normaliser for `field_type` with no region, ISO dates only and `null == ""`.
     pub fn new(field_type: FieldType) -> Self {
         Self { field_type, region: None, date_formats: Vec::new(), empty_is_null: true }

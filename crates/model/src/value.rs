@@ -106,6 +106,57 @@ pub fn digest_values<'a>(values: impl IntoIterator<Item = Option<&'a Value>>) ->
     RecordDigest(hasher.digest128())
 }
 
+/// Digests a record's raw values as one side stores them, bound to `basis` — the baseline
+/// digest they were found to normalise to — and to `normalisers`, a fingerprint of the
+/// normalisers that read them (see `Normaliser::fingerprint`). When the same raw values come
+/// back under the same baseline and normalisers, they normalise to that baseline again, so a
+/// run can skip normalising them: this is the scan's fast path. Any change of the baseline,
+/// the configuration or the normalising code changes the digest, so a stale one never matches.
+pub fn digest_raw(basis: RecordDigest, normalisers: u64, raw: &[serde_json::Value]) -> RecordDigest {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&basis.to_bytes());
+    hasher.update(&normalisers.to_le_bytes());
+    for value in raw {
+        feed_raw(value, &mut hasher);
+    }
+    RecordDigest(hasher.digest128())
+}
+
+/// A type-tagged, length-prefixed encoding of a raw JSON value.
+fn feed_raw(value: &serde_json::Value, hasher: &mut xxhash_rust::xxh3::Xxh3) {
+    match value {
+        serde_json::Value::Null => hasher.update(&[0]),
+        serde_json::Value::Bool(flag) => hasher.update(&[1, u8::from(*flag)]),
+        serde_json::Value::Number(number) => {
+            let text = number.to_string();
+            hasher.update(&[2]);
+            hasher.update(&(text.len() as u64).to_le_bytes());
+            hasher.update(text.as_bytes());
+        }
+        serde_json::Value::String(text) => {
+            hasher.update(&[3]);
+            hasher.update(&(text.len() as u64).to_le_bytes());
+            hasher.update(text.as_bytes());
+        }
+        serde_json::Value::Array(items) => {
+            hasher.update(&[4]);
+            hasher.update(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                feed_raw(item, hasher);
+            }
+        }
+        serde_json::Value::Object(members) => {
+            hasher.update(&[5]);
+            hasher.update(&(members.len() as u64).to_le_bytes());
+            for (name, member) in members {
+                hasher.update(&(name.len() as u64).to_le_bytes());
+                hasher.update(name.as_bytes());
+                feed_raw(member, hasher);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +174,20 @@ mod tests {
         // Concatenation must not collide: ["ab", ""] versus ["a", "b"].
         let joined = digest(&[Value::from("ab"), Value::from("")]);
         assert_ne!(ab, joined);
+    }
+
+    #[test]
+    fn raw_digest_tells_values_basis_and_normalisers_apart() {
+        let raw = [serde_json::json!("06-12345678"), serde_json::Value::Null, serde_json::json!(7)];
+        let basis = digest_values([Some(&Value::from("+31612345678"))]);
+        let digest = digest_raw(basis, 1, &raw);
+        assert_eq!(digest, digest_raw(basis, 1, &raw));
+        assert_ne!(digest, digest_raw(basis, 2, &raw));
+        assert_ne!(digest, digest_raw(digest_values([None]), 1, &raw));
+        let empty = [serde_json::json!("06-12345678"), serde_json::json!(""), serde_json::json!(7)];
+        assert_ne!(digest, digest_raw(basis, 1, &empty));
+        let text = [serde_json::json!("06-12345678"), serde_json::Value::Null, serde_json::json!("7")];
+        assert_ne!(digest, digest_raw(basis, 1, &text));
     }
 
     #[test]

@@ -96,4 +96,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_by_run ON audit (run_id);
     CREATE INDEX audit_by_key ON audit (link, key);
     "#,
+    // 2: per side, the raw digest of the record last found equal to its baseline (the scan's
+    // fast path; see `fieldsync_model::digest_raw`).
+    r#"
+    ALTER TABLE baselines ADD COLUMN left_seen BLOB;
+    ALTER TABLE baselines ADD COLUMN right_seen BLOB;
+    "#,
 ];

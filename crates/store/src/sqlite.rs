@@ -200,7 +200,8 @@ impl StateStore {
         let mut statement = self
             .connection
             .prepare_cached(
-                "SELECT key, layout, digest, left_id, right_id, tombstone FROM baselines WHERE link = ?1",
+                "SELECT key, layout, digest, left_id, right_id, tombstone, left_seen, right_seen \
+                 FROM baselines WHERE link = ?1",
             )
             .context(what)?;
         let mut rows = statement.query(params![link]).context(what)?;
@@ -229,8 +230,8 @@ impl StateStore {
         let mut digests = HashMap::new();
         for chunk in keys.chunks(CHUNK) {
             let sql = format!(
-                "SELECT key, layout, digest, left_id, right_id, tombstone FROM baselines \
-                 WHERE link = ? AND key IN ({})",
+                "SELECT key, layout, digest, left_id, right_id, tombstone, left_seen, right_seen \
+                 FROM baselines WHERE link = ? AND key IN ({})",
                 placeholders(chunk.len())
             );
             let mut statement = self.connection.prepare_cached(&sql).context(what)?;
@@ -623,6 +624,32 @@ impl Transaction<'_> {
         Ok(())
     }
 
+    /// Records the raw digest of a side's record found equal to its baseline (see
+    /// `DigestEntry::seen`). Writing the baseline again forgets it.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn set_seen(
+        &self,
+        link: &str,
+        key: &RecordKey,
+        side: Side,
+        digest: RecordDigest,
+    ) -> Result<(), StoreError> {
+        let sql = match side {
+            Side::Left => "UPDATE baselines SET left_seen = ?3 WHERE link = ?1 AND key = ?2",
+            Side::Right => "UPDATE baselines SET right_seen = ?3 WHERE link = ?1 AND key = ?2",
+        };
+        self.transaction
+            .prepare_cached(sql)
+            .and_then(|mut statement| {
+                statement.execute(params![link, key.as_str(), digest.to_bytes().as_slice()])
+            })
+            .context(|| format!("recording what the {side} side holds for record {key} of link {link}"))?;
+        Ok(())
+    }
+
     /// Removes a record's baseline (the record is gone from both sides).
     ///
     /// # Errors
@@ -988,9 +1015,16 @@ fn digest_row(row: &rusqlite::Row<'_>, layout: &LinkLayout) -> Result<DigestRow,
             left_id: row.get::<_, Option<String>>(3).ok().flatten().map(RecordId::new),
             right_id: row.get::<_, Option<String>>(4).ok().flatten().map(RecordId::new),
             tombstone: tombstone.as_deref().map(|side| side_from(side, "tombstone")).transpose()?,
+            // A damaged raw digest is only a missed shortcut.
+            left_seen: seen_column(row, 6),
+            right_seen: seen_column(row, 7),
         })
     })();
     Ok((key, entry))
+}
+
+fn seen_column(row: &rusqlite::Row<'_>, column: usize) -> Option<RecordDigest> {
+    row.get::<_, Option<Vec<u8>>>(column).ok().flatten().and_then(|bytes| RecordDigest::from_bytes(&bytes))
 }
 
 fn read_baselines(

@@ -143,9 +143,22 @@ pub struct DigestEntry {
     pub right_id: Option<RecordId>,
     /// See `Baseline::tombstone`.
     pub tombstone: Option<Side>,
+    /// The raw digest of the left record when it was last found equal to this baseline
+    /// (`fieldsync_model::digest_raw`); `None` when not known.
+    pub left_seen: Option<RecordDigest>,
+    /// The same on the right.
+    pub right_seen: Option<RecordDigest>,
 }
 
 impl DigestEntry {
+    /// The raw digest last seen on one side.
+    pub fn seen(&self, side: Side) -> Option<RecordDigest> {
+        match side {
+            Side::Left => self.left_seen,
+            Side::Right => self.right_seen,
+        }
+    }
+
     /// The id on one side.
     pub fn id(&self, side: Side) -> Option<&RecordId> {
         match side {
