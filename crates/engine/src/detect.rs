@@ -25,8 +25,8 @@ pub(crate) struct SideRecord {
     pub id: RecordId,
     /// Raw values of the fields, in field order (the link key excluded).
     pub raw: Vec<serde_json::Value>,
-    /// Normalised values, in field order.
-    pub values: Vec<Result<Value, NormaliseError>>,
+    /// Normalised values, in field order (errors boxed: they are rare, and candidates are many).
+    pub values: Vec<Result<Value, Box<NormaliseError>>>,
     pub modified: Option<Timestamp>,
 }
 
@@ -77,10 +77,41 @@ impl RawRecord {
             .fields
             .iter()
             .zip(&self.raw)
-            .map(|(field, raw)| field.normalisers.get(side).normalise(raw))
+            .map(|(field, raw)| field.normalisers.get(side).normalise(raw).map_err(Box::new))
             .collect();
         SideRecord { id: self.id, raw: self.raw, values, modified: self.modified }
     }
+}
+
+/// Normalises records on every core: normalising (phone numbers above all) is the costliest
+/// part of a scan. The order is kept.
+pub(crate) fn normalise_all(spec: &LinkSpec, side: Side, mut raws: Vec<RawRecord>) -> Vec<SideRecord> {
+    /// Below this many records per thread, starting threads costs more than it saves.
+    const PER_THREAD: usize = 64;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let threads = cores.min(raws.len() / PER_THREAD).max(1);
+    if threads == 1 {
+        return raws.into_iter().map(|raw| raw.normalise(spec, side)).collect();
+    }
+    let size = raws.len().div_ceil(threads);
+    let mut parts = Vec::with_capacity(threads);
+    while raws.len() > size {
+        parts.push(raws.split_off(raws.len() - size));
+    }
+    parts.push(raws);
+    parts.reverse();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                scope.spawn(move || part.into_iter().map(|raw| raw.normalise(spec, side)).collect::<Vec<_>>())
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
 }
 
 /// Takes a connector record's link key out; fails when it has none or too few values.
@@ -221,9 +252,16 @@ async fn scan_side<C: Connector, K: Clock, P: Progress>(
         let stats = report.stats.side_mut(side);
         stats.read += split.len() as u64;
         progress.advance(split.len() as u64);
+        // Records that need normalising, with the baseline digest to compare with and their raw
+        // digest; normalised together below, on every core.
+        let mut pending: Vec<(RecordKey, Option<(RecordDigest, RecordDigest)>)> = Vec::new();
+        let mut pending_raw: Vec<RawRecord> = Vec::new();
+        let mut in_page: HashSet<RecordKey> = HashSet::new();
         for (key, raw, deleted) in split {
-            if scan.changed.contains_key(&key) || scan.unchanged.contains(&key) || scan.deleted.contains(&key)
-            {
+            let seen_before = scan.changed.contains_key(&key)
+                || scan.unchanged.contains(&key)
+                || scan.deleted.contains(&key);
+            if seen_before || !in_page.insert(key.clone()) {
                 report.problems.push(format!(
                     "link key {key} appears more than once on the {side} side; record {} ignored",
                     raw.id
@@ -235,25 +273,32 @@ async fn scan_side<C: Connector, K: Clock, P: Progress>(
                 continue;
             }
             let entry = digests.get(&key);
-            let Some(basis) = entry.and_then(|entry| entry.digest) else {
-                stats.changed += 1;
-                scan.changed.insert(key, raw.normalise(spec, side));
-                continue;
+            let check = match entry.and_then(|entry| entry.digest) {
+                None => None,
+                Some(basis) => {
+                    // The fast path: the same raw values as when last found equal to this baseline.
+                    let raw_digest = digest_raw(basis, fingerprint, &raw.raw);
+                    if entry.and_then(|entry| entry.seen(side)) == Some(raw_digest) {
+                        stats.unchanged_raw += 1;
+                        scan.unchanged.insert(key);
+                        continue;
+                    }
+                    Some((basis, raw_digest))
+                }
             };
-            // The fast path: the same raw values as when last found equal to this baseline.
-            let raw_digest = digest_raw(basis, fingerprint, &raw.raw);
-            if entry.and_then(|entry| entry.seen(side)) == Some(raw_digest) {
-                stats.unchanged_raw += 1;
-                scan.unchanged.insert(key);
-                continue;
-            }
-            let record = raw.normalise(spec, side);
-            if side_digest(&record) == Some(basis) {
-                scan.seen.push((key.clone(), raw_digest));
-                scan.unchanged.insert(key);
-            } else {
-                stats.changed += 1;
-                scan.changed.insert(key, record);
+            pending.push((key, check));
+            pending_raw.push(raw);
+        }
+        for ((key, check), record) in pending.into_iter().zip(normalise_all(spec, side, pending_raw)) {
+            match check {
+                Some((basis, raw_digest)) if side_digest(&record) == Some(basis) => {
+                    scan.seen.push((key.clone(), raw_digest));
+                    scan.unchanged.insert(key);
+                }
+                _ => {
+                    stats.changed += 1;
+                    scan.changed.insert(key, record);
+                }
             }
         }
         match page.next {
@@ -444,4 +489,57 @@ pub(crate) async fn detect<C: Connector, K: Clock, P: Progress>(
         vanished,
         with_baseline,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fieldsync_model::{FieldType, LinkName, Normaliser};
+
+    use super::*;
+    use crate::spec::{
+        ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, RetryPolicy,
+    };
+
+    #[test]
+    fn normalising_on_every_core_keeps_the_order() {
+        let email = Normaliser::new(FieldType::Email);
+        let spec = LinkSpec {
+            name: LinkName::new("members"),
+            key: SidePair::new("id".into(), "id".into()),
+            fields: vec![FieldSpec {
+                name: "email".into(),
+                paths: SidePair::new("email".into(), "email".into()),
+                normalisers: SidePair::new(email.clone(), email),
+                direction: Direction::Both,
+            }],
+            conflicts: ConflictStrategy::Review,
+            first_sync: FirstSyncStrategy::Review,
+            creates: Creates::Both,
+            deletes: DeletePolicy::Review,
+            guard: Guard::default(),
+            full_scan_every: Duration::from_secs(60),
+            overlap: SidePair::new(Duration::ZERO, Duration::ZERO),
+            retry: RetryPolicy::default(),
+        };
+        for count in [0, 1, 63, 200, 1_001] {
+            let raws = (0..count)
+                .map(|n| RawRecord {
+                    id: RecordId::new(format!("r{n}")),
+                    raw: vec![serde_json::json!(format!("M{n}@Club.NL"))],
+                    modified: None,
+                })
+                .collect();
+            let records = normalise_all(&spec, Side::Left, raws);
+            assert_eq!(records.len(), count);
+            for (n, record) in records.iter().enumerate() {
+                assert_eq!(record.id.as_str(), format!("r{n}"));
+                assert_eq!(
+                    record.values[0].as_ref().ok(),
+                    Some(&Value::from(format!("m{n}@club.nl").as_str()))
+                );
+            }
+        }
+    }
 }

@@ -175,6 +175,95 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress>(
     result.map(|()| report)
 }
 
+/// How many candidate records are planned per read of their baselines.
+const PLAN_CHUNK: usize = 1_000;
+
+/// Writes one record's plan into the plan transaction: its outbox entries (an identical
+/// waiting one is kept, others superseded, landed ones closed), its baseline change, reviews,
+/// audit entries and raw digests.
+#[allow(clippy::too_many_arguments)]
+fn commit_plan(
+    transaction: &fieldsync_store::Transaction<'_>,
+    link: &str,
+    layout: &fieldsync_store::LinkLayout,
+    plan: &RecordPlan,
+    mut existing: Vec<fieldsync_store::OutboxEntry>,
+    landed: &HashSet<i64>,
+    report: &mut RunReport,
+    now: Timestamp,
+) -> Result<(), EngineError> {
+    for write in &plan.writes {
+        let same = existing.iter().position(|entry| {
+            entry.side == write.side
+                && entry.operation == write.operation
+                && serde_json::from_str::<Payload>(&entry.payload)
+                    .is_ok_and(|payload| payload.same_write(&write.payload))
+        });
+        if let Some(position) = same {
+            // The same write is already waiting (or dead, waiting for a person): keep it.
+            existing.remove(position);
+            continue;
+        }
+        let entry = NewOutboxEntry {
+            key: plan.key.clone(),
+            side: write.side,
+            operation: write.operation,
+            record_id: write.record_id.clone(),
+            payload: serde_json::to_string(&write.payload).unwrap_or_default(),
+        };
+        let run_id = report.run_id.unwrap_or(fieldsync_model::RunId(0));
+        transaction.insert_outbox(link, run_id, &entry, now)?;
+    }
+    for stale in existing {
+        if landed.contains(&stale.id) {
+            transaction.set_outbox_status(stale.id, OutboxStatus::Done, None, None, now)?;
+            let audit = fieldsync_store::AuditEntry {
+                run_id: report.run_id,
+                key: plan.key.clone(),
+                field: None,
+                event: fieldsync_store::AuditEvent::Written,
+                side: Some(stale.side),
+                base: None,
+                left: None,
+                right: None,
+                value: None,
+                reason: format!("written to the {} side by an earlier attempt, found there", stale.side),
+                at: now,
+            };
+            transaction.audit(link, &audit)?;
+            report.stats.writes_done += 1;
+            continue;
+        }
+        transaction.set_outbox_status(
+            stale.id,
+            OutboxStatus::Superseded,
+            None,
+            Some("replaced by a newer plan from fresh reads"),
+            now,
+        )?;
+    }
+    match &plan.baseline {
+        BaselineChange::Keep => {}
+        BaselineChange::Put(baseline) => transaction.put_baseline(link, layout, baseline)?,
+        BaselineChange::Delete => transaction.delete_baseline(link, &plan.key)?,
+    }
+    for review in &plan.reviews {
+        match review {
+            ReviewChange::Put(review) => {
+                transaction.put_review(link, report.run_id, review, now)?;
+            }
+            ReviewChange::Close(id) => transaction.close_review(*id, now)?,
+        }
+    }
+    for entry in &plan.audit {
+        transaction.audit(link, entry)?;
+    }
+    for (side, digest) in &plan.seen {
+        transaction.set_seen(link, &plan.key, *side, *digest)?;
+    }
+    Ok(())
+}
+
 /// The baseline as it stands if `entry`, an update an earlier attempt may have made, landed:
 /// the target holds every value it writes. `None` when it did not (or cannot be told).
 fn landed_write(
@@ -224,7 +313,6 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
     cursors: SidePair<CursorState>,
     report: &mut RunReport,
 ) -> Result<(), EngineError> {
-    let link = spec.name.as_str();
     let now = clock.now();
     let mut rng = match options.seed {
         Some(seed) => fastrand::Rng::with_seed(seed),
@@ -239,10 +327,34 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
     let detection =
         detect(spec, connectors, names, modes, since, store, layout, clock, progress, report).await?;
 
-    // 2–3. Merge and plan every candidate record.
+    // 2–6. Merge, plan, guard, commit.
+    if !plan_and_commit(spec, store, options, layout, detection, cursors, now, progress, report)? {
+        return Ok(());
+    }
+
+    // 6–7. Deliver, verify, and move baselines with each closed entry.
+    crate::deliver::deliver(spec, connectors, store, layout, clock, progress, report, &mut rng).await
+}
+
+/// Steps 2 to 6: merges and plans every candidate record, a chunk of keys at a time, each plan
+/// going straight into the plan transaction (so plans never pile up in memory); checks the
+/// guard before anything is committed; commits. Whether there is anything to deliver (not
+/// when guarded or a dry run).
+#[allow(clippy::too_many_arguments)]
+fn plan_and_commit<P: Progress>(
+    spec: &LinkSpec,
+    store: &mut StateStore,
+    options: RunOptions,
+    layout: &fieldsync_store::LinkLayout,
+    detection: crate::detect::Detection,
+    cursors: SidePair<CursorState>,
+    now: Timestamp,
+    progress: &P,
+    report: &mut RunReport,
+) -> Result<bool, EngineError> {
+    let link = spec.name.as_str();
     progress.phase("merging", Some(detection.candidates.len() as u64));
     let keys: Vec<RecordKey> = detection.candidates.iter().map(|(key, _)| key.clone()).collect();
-    let baselines = store.baselines(link, layout, &keys)?;
     let mut reviews: HashMap<RecordKey, Vec<Review>> = HashMap::new();
     for review in store.live_reviews_for(link, &keys)? {
         reviews.entry(review.review.key.clone()).or_default().push(review);
@@ -251,40 +363,57 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
     for entry in store.open_outbox_for(link, &keys)? {
         open_entries.entry(entry.key.clone()).or_default().push(entry);
     }
+    drop(keys);
+    let total = store.baseline_count(link)?;
     let fingerprints = SidePair::new(spec.fingerprint(Side::Left), spec.fingerprint(Side::Right));
     let planner = Planner { spec, run_id: report.run_id, now, fingerprints };
-    let mut plans: Vec<RecordPlan> = Vec::with_capacity(detection.candidates.len());
-    let mut landed: HashSet<i64> = HashSet::new();
-    for (key, presence) in detection.candidates {
-        let baseline = baselines.get(&key);
-        if baseline.is_none() && detection.with_baseline.contains(&key) {
-            report.problems.push(format!(
-                "the baseline of record {key} is damaged and was treated as lost: its differences follow first_sync"
-            ));
-        }
-        // A write that an earlier attempt may have made, and that the target now holds, landed:
-        // its baseline moves first, so that the engine's own write is not taken for an edit.
-        let mut moved = None;
-        for entry in open_entries.get(&key).into_iter().flatten() {
-            let current = moved.as_ref().or(baseline);
-            if let Some(next) = landed_write(spec, layout, entry, &presence, current, now) {
-                moved = Some(next);
-                landed.insert(entry.id);
+    // A dry run plans against the store as it is and writes nothing, not even in a transaction
+    // that would be rolled back: a real run may be writing.
+    let (transaction, reader) =
+        if options.dry_run { (None, Some(&*store)) } else { (Some(store.transaction()?), None) };
+    let mut candidates = detection.candidates.into_iter().peekable();
+    while candidates.peek().is_some() {
+        let chunk: Vec<(RecordKey, SidePair<Presence>)> = candidates.by_ref().take(PLAN_CHUNK).collect();
+        let chunk_keys: Vec<RecordKey> = chunk.iter().map(|(key, _)| key.clone()).collect();
+        let baselines = match (&transaction, reader) {
+            (Some(transaction), _) => transaction.baselines(link, layout, &chunk_keys)?,
+            (None, Some(reader)) => reader.baselines(link, layout, &chunk_keys)?,
+            (None, None) => unreachable!("a run plans with a transaction or a reader"),
+        };
+        for (key, presence) in chunk {
+            let baseline = baselines.get(&key);
+            if baseline.is_none() && detection.with_baseline.contains(&key) {
+                report.problems.push(format!(
+                    "the baseline of record {key} is damaged and was treated as lost: its differences follow first_sync"
+                ));
             }
+            // A write that an earlier attempt may have made, and that the target now holds,
+            // landed: its baseline moves first, so the engine's own write is not taken for an edit.
+            let existing = open_entries.remove(&key).unwrap_or_default();
+            let mut moved = None;
+            let mut landed = HashSet::new();
+            for entry in &existing {
+                let current = moved.as_ref().or(baseline);
+                if let Some(next) = landed_write(spec, layout, entry, &presence, current, now) {
+                    moved = Some(next);
+                    landed.insert(entry.id);
+                }
+            }
+            let record_reviews = reviews.get(&key).map(Vec::as_slice).unwrap_or_default();
+            let mut plan =
+                planner.plan_record(key, presence, moved.as_ref().or(baseline), record_reviews, report);
+            if let (Some(moved), BaselineChange::Keep) = (moved, &plan.baseline) {
+                plan.baseline = BaselineChange::Put(moved);
+            }
+            if let Some(transaction) = &transaction {
+                commit_plan(transaction, link, layout, &plan, existing, &landed, report, now)?;
+            }
+            progress.advance(1);
         }
-        let record_reviews = reviews.get(&key).map(Vec::as_slice).unwrap_or_default();
-        let mut plan =
-            planner.plan_record(key, presence, moved.as_ref().or(baseline), record_reviews, report);
-        if let (Some(moved), BaselineChange::Keep) = (moved, &plan.baseline) {
-            plan.baseline = BaselineChange::Put(moved);
-        }
-        plans.push(plan);
-        progress.advance(1);
     }
 
     // 5. Guard.
     if !options.force {
-        let total = store.baseline_count(link)?;
         for side in Side::BOTH {
             let stats = report.stats.side(side);
             let deletes = stats.deletes_planned.max(*detection.vanished.get(side));
@@ -299,90 +428,16 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
                         Limit::Count(count) => count.to_string(),
                     };
                     report.guard = Some(GuardStop { side, kind, count, total, limit });
-                    return Ok(());
+                    // Dropping the transaction rolls every planned write back.
+                    return Ok(false);
                 }
             }
         }
     }
-    if options.dry_run {
-        return Ok(());
-    }
+    let Some(transaction) = transaction else { return Ok(false) };
 
-    // 6. Plan: one transaction holds every planned write, agreement, review and audit entry,
-    // and the cursors, so a crash leaves either all of it or none.
-    let transaction = store.transaction()?;
-    for plan in &plans {
-        let mut existing = open_entries.remove(&plan.key).unwrap_or_default();
-        for write in &plan.writes {
-            let same = existing.iter().position(|entry| {
-                entry.side == write.side
-                    && entry.operation == write.operation
-                    && serde_json::from_str::<crate::plan::Payload>(&entry.payload)
-                        .is_ok_and(|payload| payload.same_write(&write.payload))
-            });
-            if let Some(position) = same {
-                // The same write is already waiting (or dead, waiting for a person): keep it.
-                existing.remove(position);
-                continue;
-            }
-            let entry = NewOutboxEntry {
-                key: plan.key.clone(),
-                side: write.side,
-                operation: write.operation,
-                record_id: write.record_id.clone(),
-                payload: serde_json::to_string(&write.payload).unwrap_or_default(),
-            };
-            let run_id = report.run_id.unwrap_or(fieldsync_model::RunId(0));
-            transaction.insert_outbox(link, run_id, &entry, now)?;
-        }
-        for stale in existing {
-            if landed.contains(&stale.id) {
-                transaction.set_outbox_status(stale.id, OutboxStatus::Done, None, None, now)?;
-                let audit = fieldsync_store::AuditEntry {
-                    run_id: report.run_id,
-                    key: plan.key.clone(),
-                    field: None,
-                    event: fieldsync_store::AuditEvent::Written,
-                    side: Some(stale.side),
-                    base: None,
-                    left: None,
-                    right: None,
-                    value: None,
-                    reason: format!("written to the {} side by an earlier attempt, found there", stale.side),
-                    at: now,
-                };
-                transaction.audit(link, &audit)?;
-                report.stats.writes_done += 1;
-                continue;
-            }
-            transaction.set_outbox_status(
-                stale.id,
-                OutboxStatus::Superseded,
-                None,
-                Some("replaced by a newer plan from fresh reads"),
-                now,
-            )?;
-        }
-        match &plan.baseline {
-            BaselineChange::Keep => {}
-            BaselineChange::Put(baseline) => transaction.put_baseline(link, layout, baseline)?,
-            BaselineChange::Delete => transaction.delete_baseline(link, &plan.key)?,
-        }
-        for review in &plan.reviews {
-            match review {
-                ReviewChange::Put(review) => {
-                    transaction.put_review(link, report.run_id, review, now)?;
-                }
-                ReviewChange::Close(id) => transaction.close_review(*id, now)?,
-            }
-        }
-        for entry in &plan.audit {
-            transaction.audit(link, entry)?;
-        }
-        for (side, digest) in &plan.seen {
-            transaction.set_seen(link, &plan.key, *side, *digest)?;
-        }
-    }
+    // 6. Commit the plan: one transaction holds every planned write, agreement, review and
+    // audit entry, and the cursors, so a crash leaves either all of it or none.
     for (key, side, digest) in &detection.seen {
         transaction.set_seen(link, key, *side, *digest)?;
     }
@@ -398,8 +453,5 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
         transaction.set_cursor(link, side, CursorState { cursor, last_full_scan })?;
     }
     transaction.commit()?;
-    drop(plans);
-
-    // 6–7. Deliver, verify, and move baselines with each closed entry.
-    crate::deliver::deliver(spec, connectors, store, layout, clock, progress, report, &mut rng).await
+    Ok(true)
 }

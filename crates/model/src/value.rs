@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// Dates, e-mail addresses, phone numbers and JSON documents are all held as their canonical
 /// text (ISO 8601, lower case, E.164, compact JSON with sorted keys); the field's type says
 /// how to write them back to a system.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Default)]
 #[serde(untagged)]
 pub enum Value {
     /// No value. The empty string normalises to this unless a field says otherwise.
@@ -22,6 +22,55 @@ pub enum Value {
     Int(i64),
     /// Canonical text.
     Text(Box<str>),
+}
+
+/// Reads the JSON form `Serialize` writes (`null`, a boolean, an integer or a string) directly:
+/// an untagged derive would buffer each value and try every variant in turn, and baselines and
+/// outbox payloads hold millions of values.
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Value;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("null, a boolean, an integer or a string")
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+
+            fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, flag: bool) -> Result<Value, E> {
+                Ok(Value::Bool(flag))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<Value, E> {
+                Ok(Value::Int(number))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<Value, E> {
+                i64::try_from(number)
+                    .map(Value::Int)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(number), &self))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Value, E> {
+                Ok(Value::Text(text.into()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Value, E> {
+                Ok(Value::Text(text.into_boxed_str()))
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl Value {

@@ -102,4 +102,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE baselines ADD COLUMN left_seen BLOB;
     ALTER TABLE baselines ADD COLUMN right_seen BLOB;
     "#,
+    // 3: the open entries in id order, so that delivery pages through them without sorting
+    // every due entry for each batch.
+    r#"
+    CREATE INDEX outbox_open ON outbox (link, id) WHERE status IN ('pending', 'sending');
+    "#,
 ];

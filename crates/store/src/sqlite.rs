@@ -300,7 +300,8 @@ impl StateStore {
     }
 
     /// The outbox entries of `link` that are due: pending, or left `sending` by a crash, with
-    /// their next attempt at or before `now`, oldest first.
+    /// their next attempt at or before `now` — at most `limit` of them with ids above `after`,
+    /// oldest first (pass the last id seen to page through them).
     ///
     /// # Errors
     ///
@@ -309,12 +310,14 @@ impl StateStore {
         &self,
         link: &str,
         now: Timestamp,
+        after: OutboxId,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         query_outbox(
             &self.connection,
-            "WHERE link = ?1 AND status IN ('pending', 'sending') AND next_attempt_ms <= ?2 ORDER BY id LIMIT ?3",
-            params![link, millis(now), limit as i64],
+            "WHERE link = ?1 AND status IN ('pending', 'sending') AND id > ?2 AND next_attempt_ms <= ?3 \
+             ORDER BY id LIMIT ?4",
+            params![link, after, millis(now), limit as i64],
         )
     }
 

@@ -462,9 +462,9 @@ fn outbox_lifecycle() {
     assert_eq!(entry.created_at, ts(T0));
     assert_eq!(entry.updated_at, ts(T0));
 
-    assert_eq!(store.due_outbox(LINK, ts(T0), 10).unwrap(), vec![entry.clone()]);
-    assert!(store.due_outbox(LINK, ts(T0 - 1), 10).unwrap().is_empty(), "not due before its next attempt");
-    assert!(store.due_outbox("other", ts(T0), 10).unwrap().is_empty());
+    assert_eq!(store.due_outbox(LINK, ts(T0), 0, 10).unwrap(), vec![entry.clone()]);
+    assert!(store.due_outbox(LINK, ts(T0 - 1), 0, 10).unwrap().is_empty(), "not due before its next attempt");
+    assert!(store.due_outbox("other", ts(T0), 0, 10).unwrap().is_empty());
     assert_eq!(store.next_due(LINK).unwrap(), Some(ts(T0)));
 
     // An attempt starts: counted, and a `sending` entry left by a crash is still due.
@@ -475,7 +475,7 @@ fn outbox_lifecycle() {
     }
     drop(store);
     let mut store = StateStore::open(&path).unwrap();
-    let due = store.due_outbox(LINK, ts(T0 + 10), 10).unwrap();
+    let due = store.due_outbox(LINK, ts(T0 + 10), 0, 10).unwrap();
     assert_eq!(ids(&due), vec![id]);
     assert_eq!(due[0].status, OutboxStatus::Sending);
     assert_eq!(due[0].attempts, 1);
@@ -497,8 +497,8 @@ fn outbox_lifecycle() {
     assert_eq!(entry.last_error.as_deref(), Some("timeout"));
     assert_eq!(entry.next_attempt_at, ts(T0 + 60_000));
     assert_eq!(entry.updated_at, ts(T0 + 21));
-    assert!(store.due_outbox(LINK, ts(T0 + 59_999), 10).unwrap().is_empty());
-    assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 60_000), 10).unwrap()), vec![id]);
+    assert!(store.due_outbox(LINK, ts(T0 + 59_999), 0, 10).unwrap().is_empty());
+    assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 60_000), 0, 10).unwrap()), vec![id]);
     assert_eq!(store.next_due(LINK).unwrap(), Some(ts(T0 + 60_000)));
 
     // It fails for good.
@@ -513,7 +513,7 @@ fn outbox_lifecycle() {
     assert_eq!(entry.status, OutboxStatus::Dead);
     assert_eq!(entry.next_attempt_at, ts(T0 + 60_000), "no next attempt given: unchanged");
     assert_eq!(entry.last_error.as_deref(), Some("rejected"));
-    assert!(store.due_outbox(LINK, ts(T0 + 1_000_000), 10).unwrap().is_empty());
+    assert!(store.due_outbox(LINK, ts(T0 + 1_000_000), 0, 10).unwrap().is_empty());
     assert_eq!(store.next_due(LINK).unwrap(), None);
     assert_eq!(ids(&store.open_outbox_for(LINK, &[key("k1")]).unwrap()), vec![id], "dead is still open");
 
@@ -532,8 +532,8 @@ fn outbox_lifecycle() {
     assert_eq!(entry.status, OutboxStatus::Pending);
     assert_eq!(entry.attempts, 0);
     assert_eq!(entry.next_attempt_at, ts(T0 + 100_000));
-    assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 100_000), 10).unwrap()), vec![id]);
-    assert!(store.due_outbox(LINK, ts(T0 + 99_999), 10).unwrap().is_empty());
+    assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 100_000), 0, 10).unwrap()), vec![id]);
+    assert!(store.due_outbox(LINK, ts(T0 + 99_999), 0, 10).unwrap().is_empty());
 
     // Dead again, then dropped for good.
     {
@@ -553,7 +553,7 @@ fn outbox_lifecycle() {
     assert_eq!(entry.last_error.as_deref(), Some("rejected"), "a missing error keeps the last one");
     assert!(store.open_outbox_for(LINK, &[key("k1")]).unwrap().is_empty());
     assert!(store.open_outbox_keys(LINK).unwrap().is_empty());
-    assert!(store.due_outbox(LINK, ts(T0 + 1_000_000), 10).unwrap().is_empty());
+    assert!(store.due_outbox(LINK, ts(T0 + 1_000_000), 0, 10).unwrap().is_empty());
     assert!(matches!(store.outbox_entry(424_242), Err(StoreError::NotFound { id: 424_242, .. })));
 }
 
@@ -572,9 +572,10 @@ fn due_outbox_is_oldest_first_and_limited() {
         .insert_outbox(LINK, run, &outbox_entry("k3", Side::Left, Operation::Delete), ts(T0 + 2))
         .unwrap();
     transaction.commit().unwrap();
-    assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 2), 10).unwrap()), vec![first, second, third]);
-    assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 1), 10).unwrap()), vec![first, second]);
-    assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 2), 2).unwrap()), vec![first, second]);
+    assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 2), 0, 10).unwrap()), vec![first, second, third]);
+    assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 1), 0, 10).unwrap()), vec![first, second]);
+    assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 2), 0, 2).unwrap()), vec![first, second]);
+    assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 2), second, 2).unwrap()), vec![third]);
     assert_eq!(store.next_due(LINK).unwrap(), Some(ts(T0)));
     assert_eq!(store.outbox_entry(second).unwrap().record_id, None);
     assert_eq!(store.outbox_entry(third).unwrap().operation, Operation::Delete);
