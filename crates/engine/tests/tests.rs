@@ -4,11 +4,13 @@ use std::time::Duration;
 
 use fieldsync_connector::{MemoryConnector, MemoryFault, MemorySystem};
 use fieldsync_engine::{
-    ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, LinkSpec,
-    NoProgress, RetryPolicy, RunOptions, SidePair, SystemClock, Tie, run_link,
+    ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit, LinkSpec,
+    NoProgress, ReadMode, RetryPolicy, RunOptions, RunStats, SidePair, SideStats, SystemClock, Tie, run_link,
 };
-use fieldsync_model::{FieldType, LinkName, Normaliser};
-use fieldsync_store::{Decision, OutboxStatus, ReviewStatus, RunStatus, StateStore};
+use fieldsync_model::{FieldType, LinkName, Normaliser, RecordKey, Side};
+use fieldsync_store::{
+    Decision, NewOutboxEntry, Operation, Origin, OutboxStatus, ReviewStatus, RunStatus, StateStore,
+};
 use jiff::Timestamp;
 use serde_json::json;
 
@@ -141,10 +143,8 @@ async fn edits_on_both_sides_of_one_record_both_propagate() {
 
 #[tokio::test]
 async fn last_write_wins_outside_grace_and_tie_inside() {
-    let strategy = ConflictStrategy::LastWriteWins {
-        grace: Duration::from_secs(5),
-        tie: Tie::Side(fieldsync_model::Side::Left),
-    };
+    let strategy =
+        ConflictStrategy::LastWriteWins { grace: Duration::from_secs(5), tie: Tie::Side(Side::Left) };
     let mut world = world(strategy).seeded().await;
     // Outside the grace window: the later (right) edit wins.
     world.left.set_now(at(100));
@@ -179,9 +179,7 @@ async fn review_holds_both_sides_until_resolved() {
     world.run(RunOptions::default()).await;
     assert_eq!(world.store.list_reviews(Some("members"), None, 10).unwrap().len(), 1);
     let transaction = world.store.transaction().unwrap();
-    transaction
-        .resolve_review(reviews[0].id, &Decision::Keep(fieldsync_model::Side::Right), at(150))
-        .unwrap();
+    transaction.resolve_review(reviews[0].id, &Decision::Keep(Side::Right), at(150)).unwrap();
     transaction.commit().unwrap();
     let report = world.run(RunOptions::default()).await;
     assert_eq!(report.stats.writes_done, 1);
@@ -248,4 +246,133 @@ async fn plan_writes_nothing() {
     assert_eq!(report.stats.right.creates_planned, 1);
     assert!(world.right.records().is_empty());
     assert!(world.store.list_runs(None, 10).unwrap().is_empty());
+}
+
+/// Every counter of a run's statistics, on a run that exercises each of them once or more.
+#[tokio::test]
+async fn statistics_count_every_kind_of_work() {
+    let conflicts =
+        ConflictStrategy::LastWriteWins { grace: Duration::from_secs(5), tie: Tie::Side(Side::Left) };
+    let mut world = world(conflicts).seeded().await;
+    world.spec.guard = Guard { max_delete: Limit::Share(1.0), max_change: Limit::Share(1.0) };
+    world.left.set_now(at(100));
+    world.right.set_now(at(200));
+    // m1: one side, two fields.
+    world.left.edit("m1", "email", json!("one@club.nl"));
+    world.left.edit("m1", "mobile", json!("06-111"));
+    // m2: both sides, the same value.
+    world.left.edit("m2", "email", json!("same@club.nl"));
+    world.right.edit("m2", "email", json!("SAME@club.nl"));
+    // m3: both sides, different values, the right one later (outside the grace window).
+    world.left.edit("m3", "email", json!("left3@club.nl"));
+    world.right.edit("m3", "email", json!("right3@club.nl"));
+    // m4: deleted on the left; m5: an invalid value on the right; n1: new on the right.
+    world.left.remove("m4");
+    world.right.edit("m5", "email", json!("not an address"));
+    world.right.edit("n1", "email", json!("new@club.nl"));
+    world.right.edit("n1", "mobile", json!("06-222"));
+    // m6: a write the right side refuses, m7: one it cannot take now.
+    world.left.edit("m6", "email", json!("refused@club.nl"));
+    world.right.inject(MemoryFault::RejectValue(json!("refused@club.nl")));
+    let report = world.run(RunOptions { full: true, ..Default::default() }).await;
+    let side = |read, changed, deleted, updates, creates, deletes, fields| SideStats {
+        mode: ReadMode::Full,
+        read,
+        changed,
+        unchanged_raw: 0,
+        deleted,
+        updates_planned: updates,
+        creates_planned: creates,
+        deletes_planned: deletes,
+        fields_planned: fields,
+    };
+    let expected = RunStats {
+        // m3 and m5 updated, n1 created (its two fields and its link key).
+        left: side(9, 4, 1, 2, 1, 0, 5),
+        // m1 (two fields) and m6 updated, m4 deleted.
+        right: side(11, 4, 0, 2, 0, 1, 3),
+        compared: 5,
+        conflicts_resolved: 1,
+        false_conflicts: 1,
+        writes_done: 5,
+        writes_dead: 1,
+        ..RunStats::default()
+    };
+    assert_eq!(report.stats, expected);
+
+    // A review, a write to retry and a write whose target moved; the next run closes the review.
+    world.spec.conflicts = ConflictStrategy::Review;
+    world.right.clear_faults();
+    world.left.set_now(at(300));
+    world.right.set_now(at(300));
+    world.left.edit("m7", "email", json!("left7@club.nl"));
+    world.right.edit("m7", "email", json!("right7@club.nl"));
+    world.right.edit("m8", "mobile", json!("06-888"));
+    world.left.edit("m9", "mobile", json!("06-999"));
+    world.left.inject(MemoryFault::WriteUnavailable);
+    world.right.inject(MemoryFault::EditBeforeWrite {
+        id: "m9".into(),
+        path: "mobile".into(),
+        value: json!("06-000"),
+    });
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!(
+        (report.stats.reviews_open, report.stats.writes_retrying, report.stats.writes_moved),
+        (1, 1, 1),
+        "{:#?}",
+        report.stats
+    );
+    // m7 settles by itself; m9's moved write met the user's edit and is now a conflict.
+    world.right.edit("m7", "email", json!("left7@club.nl"));
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!((report.stats.reviews_open, report.stats.reviews_closed), (1, 1), "{:#?}", report.stats);
+}
+
+/// A baseline remembers which side a value came from and when that side changed it: the
+/// winner of a one-sided copy and of a conflict alike.
+#[tokio::test]
+async fn baselines_remember_who_changed_a_field_and_when() {
+    let conflicts =
+        ConflictStrategy::LastWriteWins { grace: Duration::from_secs(5), tie: Tie::Side(Side::Left) };
+    let mut world = world(conflicts).seeded().await;
+    world.left.set_now(at(100));
+    world.right.set_now(at(200));
+    world.left.edit("m1", "email", json!("one@club.nl"));
+    world.left.edit("m2", "email", json!("left@club.nl"));
+    world.right.edit("m2", "email", json!("right@club.nl"));
+    world.run(RunOptions::default()).await;
+    let layout = world.store.layout("members", &["email".to_string(), "mobile".to_string()]).unwrap();
+    let keys = [RecordKey::new("m1"), RecordKey::new("m2")];
+    let baselines = world.store.baselines("members", &layout, &keys).unwrap();
+    let one_sided = &baselines[&keys[0]].fields[0];
+    assert_eq!((one_sided.origin, one_sided.left_changed), (Some(Origin::Left), Some(at(100))));
+    let conflict = &baselines[&keys[1]].fields[0];
+    assert_eq!((conflict.origin, conflict.right_changed), (Some(Origin::Right), Some(at(200))));
+}
+
+/// An outbox entry written by a fieldsync that knew another payload version is not guessed at:
+/// delivering it makes a dead entry that says why.
+#[tokio::test]
+async fn an_unknown_payload_version_is_a_dead_entry() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    {
+        let transaction = world.store.transaction().unwrap();
+        // Due now: the world runs on the system clock.
+        let now = Timestamp::now();
+        let run = transaction.start_run("members", "incremental", now).unwrap();
+        let entry = NewOutboxEntry {
+            key: RecordKey::new("m3"),
+            side: Side::Right,
+            operation: Operation::Update,
+            record_id: Some(fieldsync_model::RecordId::new("m3")),
+            payload: r#"{"version":99,"fields":[],"source_id":null,"soft_delete_of":null}"#.into(),
+        };
+        transaction.insert_outbox("members", run, &entry, now).unwrap();
+        transaction.commit().unwrap();
+    }
+    let report = world.run(RunOptions { deliver_only: true, ..Default::default() }).await;
+    assert_eq!((report.stats.writes_done, report.stats.writes_dead), (0, 1), "{report:#?}");
+    let dead = world.store.list_outbox(Some("members"), Some(OutboxStatus::Dead), 10).unwrap();
+    assert!(dead[0].last_error.as_deref().unwrap().contains("version 99"), "{dead:#?}");
+    assert_eq!(world.right.value("m3", "email"), json!("member3@club.nl"));
 }
