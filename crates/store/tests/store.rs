@@ -957,6 +957,15 @@ fn runs_are_recorded_and_listed_newest_first() {
 // ---------------------------------------------------------------------------------------------
 // The per-link lock.
 
+/// Held while a test spawns a child process, and while a test drops a lock and takes it again.
+/// A lock belongs to an open file description, and a child holds a copy of every descriptor
+/// between its fork and its exec: a lock dropped in that window stays held until the exec.
+static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn spawning() -> std::sync::MutexGuard<'static, ()> {
+    SPAWNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn lock_path(db: &Path, link: &str) -> PathBuf {
     db.with_file_name(format!("{}.{link}.lock", db.file_name().unwrap().to_string_lossy()))
 }
@@ -985,12 +994,14 @@ fn a_link_lock_excludes_a_second_run_until_dropped() {
     assert!(lock_path(&path, "other").exists());
     assert!(matches!(second_store.lock_link("other"), Err(StoreError::Locked { .. })));
 
+    let not_spawning = spawning();
     drop(first);
     let again = second_store.lock_link(LINK).expect("free again after the first is dropped");
     assert!(matches!(store.lock_link(LINK), Err(StoreError::Locked { .. })));
     drop(again);
     drop(other);
     let _both = (store.lock_link(LINK).unwrap(), store.lock_link("other").unwrap());
+    drop(not_spawning);
 }
 
 /// Set (to a database path) in the child process of `a_killed_lock_holder_releases_the_lock`.
@@ -1021,6 +1032,7 @@ impl Drop for KillOnDrop {
 #[test]
 fn a_killed_lock_holder_releases_the_lock() {
     let TempStore { store, path, _dir } = temp_store();
+    let not_spawning = spawning();
     let mut child = KillOnDrop(
         Command::new(std::env::current_exe().expect("this test binary"))
             .args(["--exact", "lock_holder_child", "--nocapture", "--test-threads", "1"])
@@ -1031,6 +1043,7 @@ fn a_killed_lock_holder_releases_the_lock() {
             .spawn()
             .expect("spawn the lock holder"),
     );
+    drop(not_spawning);
     let stdout = child.0.stdout.take().expect("child stdout");
     let mut held = false;
     for line in BufReader::new(stdout).lines() {
@@ -1061,12 +1074,14 @@ fn a_killed_lock_holder_releases_the_lock() {
 #[test]
 fn a_lock_held_by_flock_1_is_respected_and_released_on_kill() {
     // flock(1) uses flock(2), as std's File::try_lock does on Linux; skip where it is absent.
+    let not_spawning = spawning();
     let flock_available = Command::new("flock")
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success());
+    drop(not_spawning);
     if !cfg!(target_os = "linux") || !flock_available {
         assert!(
             std::env::var_os("FIELDSYNC_REQUIRE_ALL").is_none(),
@@ -1082,6 +1097,7 @@ fn a_lock_held_by_flock_1_is_respected_and_released_on_kill() {
     // The shell opens the lock file on descriptor 9, flock(1) locks that open file
     // description and exits, and the shell becomes `sleep`, still holding descriptor 9.
     let script = format!("exec 9>\"$1\" && flock -n 9 && echo {LOCK_HELD} && exec sleep 120");
+    let not_spawning = spawning();
     let mut child = KillOnDrop(
         Command::new("sh")
             .args(["-c", &script, "sh"])
@@ -1091,6 +1107,7 @@ fn a_lock_held_by_flock_1_is_respected_and_released_on_kill() {
             .spawn()
             .expect("spawn sh"),
     );
+    drop(not_spawning);
     let mut line = String::new();
     BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
     assert_eq!(line.trim(), LOCK_HELD, "flock(1) took the lock");
