@@ -5,6 +5,7 @@
 
 mod ids;
 mod normalise;
+mod phone;
 mod value;
 
 pub use ids::{LinkName, RecordId, RecordKey, RunId, Side};

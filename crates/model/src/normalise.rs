@@ -230,18 +230,19 @@ impl Normaliser {
             Some(rest) if self.region.is_none() || !text.starts_with("000") => format!("+{rest}"),
             _ => text.to_string(),
         };
-        let parsed = phonenumber::parse(self.region, &candidate).map_err(|error| {
-            let hint = if self.region.is_none() && !candidate.starts_with('+') {
-                " (no country code and no `region` configured for this field)"
-            } else {
-                ""
-            };
-            self.error(raw, &format!("{error}{hint}"))
-        })?;
-        if !phonenumber::is_valid(&parsed) {
-            return Err(self.error(raw, "not a valid number for its country"));
+        if let Some(e164) = crate::phone::fast_e164(self.region, &candidate) {
+            return Ok(Value::Text(e164.into()));
         }
-        Ok(Value::Text(parsed.format().mode(phonenumber::Mode::E164).to_string().into()))
+        crate::phone::library_e164(self.region, &candidate).map(|e164| Value::Text(e164.into())).map_err(
+            |reason| {
+                let hint = if self.region.is_none() && !candidate.starts_with('+') {
+                    " (no country code and no `region` configured for this field)"
+                } else {
+                    ""
+                };
+                self.error(raw, &format!("{reason}{hint}"))
+            },
+        )
     }
 
     fn normalise_date(&self, text: &str, raw: &serde_json::Value) -> Result<Value, NormaliseError> {
