@@ -28,6 +28,9 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many ids or key values one lookup statement binds (each may bind twice).
 const LOOKUP_CHUNK: usize = 400;
 
+/// How many prepared statements a session keeps.
+const STATEMENT_CACHE: usize = 64;
+
 /// The connector over one table of an SQLite file. The file is opened at first use and
 /// the connection kept; the user's journal mode is left as it is.
 #[derive(Debug)]
@@ -253,6 +256,8 @@ impl Session {
         let connection =
             Connection::open_with_flags(&config.path, flags).map_err(|error| classify(config, error))?;
         connection.busy_timeout(busy_timeout).map_err(|error| classify(config, error))?;
+        // Reads and writes are built from a few shapes of statement; keep them all prepared.
+        connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let mut session = Self { connection, columns: HashSet::new() };
         session.load_columns(config)?;
         let mut required = vec![config.key.clone()];
@@ -492,7 +497,7 @@ fn query_records(
     params: Vec<SqlValue>,
     paths: &[String],
 ) -> Result<Vec<(ConnectorRecord, PageToken)>, ConnectorError> {
-    let mut statement = session.connection.prepare(sql).map_err(|error| classify(config, error))?;
+    let mut statement = session.connection.prepare_cached(sql).map_err(|error| classify(config, error))?;
     let mut rows = statement.query(params_from_iter(params)).map_err(|error| classify(config, error))?;
     let mut records = Vec::new();
     while let Some(row) = rows.next().map_err(|error| classify(config, error))? {
@@ -564,18 +569,22 @@ fn apply_in_savepoint(
     write: &Write,
     now: Timestamp,
 ) -> Result<WriteOutcome, ConnectorError> {
-    connection.execute_batch("SAVEPOINT fieldsync_write").map_err(|error| classify(config, error))?;
-    let result = apply_one(connection, config, columns, write, now);
-    let end = if result.is_ok() {
-        "RELEASE fieldsync_write"
-    } else {
-        "ROLLBACK TO fieldsync_write; RELEASE fieldsync_write"
+    let run = |sql: &str| {
+        connection
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute([]))
+            .map_err(|error| classify(config, error))
     };
+    run("SAVEPOINT fieldsync_write")?;
+    let result = apply_one(connection, config, columns, write, now);
     if connection.is_autocommit() {
         // SQLite ended the transaction itself; there is no savepoint left to end.
         return result;
     }
-    connection.execute_batch(end).map_err(|error| classify(config, error))?;
+    if result.is_err() {
+        run("ROLLBACK TO fieldsync_write")?;
+    }
+    run("RELEASE fieldsync_write")?;
     result
 }
 
@@ -605,7 +614,10 @@ fn apply_one(
         .as_deref()
         .filter(|modified| !fields.iter().any(|field| field.path.eq_ignore_ascii_case(modified)));
     let execute = |sql: &str, params: Vec<SqlValue>| {
-        connection.execute(sql, params_from_iter(params)).map_err(|error| classify(config, error))
+        connection
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute(params_from_iter(params)))
+            .map_err(|error| classify(config, error))
     };
     match write {
         Write::Update { id, fields } => {
@@ -698,8 +710,10 @@ fn update(
         quote(&config.table),
         assignments.join(", ")
     );
-    let changed =
-        connection.execute(&sql, params_from_iter(params)).map_err(|error| classify_write(config, error))?;
+    let changed = connection
+        .prepare_cached(&sql)
+        .and_then(|mut statement| statement.execute(params_from_iter(params)))
+        .map_err(|error| classify_write(config, error))?;
     match changed {
         1 => Ok(WriteOutcome { id: id.clone() }),
         0 => {
@@ -741,7 +755,9 @@ fn create(
         placeholders(params.len()),
         quote(&config.key)
     );
-    let key = connection.query_row(&sql, params_from_iter(params), |row| row.get::<_, SqlValue>(0));
+    let key = connection.prepare_cached(&sql).and_then(|mut statement| {
+        statement.query_row(params_from_iter(params), |row| row.get::<_, SqlValue>(0))
+    });
     match key {
         Ok(SqlValue::Integer(integer)) => Ok(WriteOutcome { id: RecordId::new(integer.to_string()) }),
         Ok(SqlValue::Real(real)) => Ok(WriteOutcome { id: RecordId::new(real.to_string()) }),
