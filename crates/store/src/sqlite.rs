@@ -584,26 +584,7 @@ impl Transaction<'_> {
         layout: &LinkLayout,
         baseline: &Baseline,
     ) -> Result<(), StoreError> {
-        let values: Vec<serde_json::Value> = baseline
-            .fields
-            .iter()
-            .map(|field| match &field.value {
-                Some(value) => value.to_json(),
-                // `{}` is never a `Value`, so it cannot be mistaken for one.
-                None => serde_json::Value::Object(serde_json::Map::new()),
-            })
-            .collect();
-        let meta: Vec<serde_json::Value> = baseline
-            .fields
-            .iter()
-            .map(|field| {
-                serde_json::json!([
-                    field.left_changed.map(millis),
-                    field.right_changed.map(millis),
-                    field.origin.map(Origin::as_str),
-                ])
-            })
-            .collect();
+        let (values, meta) = encode_fields(&baseline.fields);
         self.transaction
             .prepare_cached(
                 "INSERT OR REPLACE INTO baselines \
@@ -618,8 +599,8 @@ impl Transaction<'_> {
                     baseline.left_id.as_ref().map(RecordId::as_str),
                     baseline.right_id.as_ref().map(RecordId::as_str),
                     baseline.digest().to_bytes().as_slice(),
-                    serde_json::Value::Array(values).to_string(),
-                    serde_json::Value::Array(meta).to_string(),
+                    values,
+                    meta,
                     baseline.tombstone.map(Side::as_str),
                 ])
             })
@@ -991,6 +972,37 @@ fn migrate(connection: &mut rusqlite::Connection) -> Result<(), StoreError> {
             .context(what)?;
     }
     transaction.commit().context(what)
+}
+
+/// A baseline's field values and their meta as the two JSON arrays stored in its row:
+/// `[value, …]`, with `{}` for a field never agreed (never a `Value`, so never mistaken for
+/// one), and `[[left_changed_ms, right_changed_ms, origin], …]`.
+fn encode_fields(fields: &[BaselineField]) -> (String, String) {
+    use std::fmt::Write as _;
+    let mut values = String::with_capacity(16 * fields.len() + 2);
+    let mut meta = String::with_capacity(40 * fields.len() + 2);
+    values.push('[');
+    meta.push('[');
+    for (index, field) in fields.iter().enumerate() {
+        if index > 0 {
+            values.push(',');
+            meta.push(',');
+        }
+        match &field.value {
+            // A `Value` always serialises: it is null, a boolean, an integer or a string.
+            Some(value) => values.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "null".into())),
+            None => values.push_str("{}"),
+        }
+        let time = |time: Option<Timestamp>| {
+            time.map_or_else(|| "null".to_string(), |time| millis(time).to_string())
+        };
+        let origin =
+            field.origin.map_or_else(|| "null".to_string(), |origin| format!("\"{}\"", origin.as_str()));
+        let _ = write!(meta, "[{},{},{origin}]", time(field.left_changed), time(field.right_changed));
+    }
+    values.push(']');
+    meta.push(']');
+    (values, meta)
 }
 
 fn placeholders(count: usize) -> String {
