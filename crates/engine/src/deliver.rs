@@ -139,14 +139,18 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress>(
             if entries.is_empty() {
                 continue;
             }
+            let payloads: Vec<Result<Payload, String>> =
+                entries.iter().map(|entry| Payload::from_text(&entry.payload)).collect();
             let outcomes =
-                attempt_batch(spec, side, connectors.get_mut(side), store, &entries, clock).await?;
+                attempt_batch(spec, side, connectors.get_mut(side), store, &entries, &payloads, clock)
+                    .await?;
             close_batch(
                 spec,
                 side,
                 store,
                 layout,
                 &entries,
+                &payloads,
                 outcomes,
                 clock,
                 report,
@@ -163,40 +167,33 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress>(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn attempt_batch<C: Connector, K: Clock>(
     spec: &LinkSpec,
     side: Side,
     connector: &mut C,
     store: &mut StateStore,
     entries: &[&OutboxEntry],
+    payloads: &[Result<Payload, String>],
     clock: &K,
 ) -> Result<Vec<Attempt>, EngineError> {
     let capabilities = connector.capabilities();
     let mut paths = spec.read_paths(side);
     let mut outcomes: Vec<Option<Attempt>> = Vec::with_capacity(entries.len());
-    let mut payloads: Vec<Option<Payload>> = Vec::with_capacity(entries.len());
-    for entry in entries {
-        match serde_json::from_str::<Payload>(&entry.payload) {
-            Ok(payload) if payload.version == crate::plan::PAYLOAD_VERSION => {
+    for payload in payloads {
+        match payload {
+            Ok(payload) => {
                 for field in &payload.fields {
                     if !paths.contains(&field.path) {
                         paths.push(field.path.clone());
                     }
                 }
                 outcomes.push(None);
-                payloads.push(Some(payload));
             }
-            Ok(payload) => {
-                outcomes
-                    .push(Some(Attempt::Damaged(format!("payload version {} is unknown", payload.version))));
-                payloads.push(None);
-            }
-            Err(error) => {
-                outcomes.push(Some(Attempt::Damaged(format!("payload cannot be read: {error}"))));
-                payloads.push(None);
-            }
+            Err(message) => outcomes.push(Some(Attempt::Damaged(message.clone()))),
         }
     }
+    let payloads: Vec<Option<&Payload>> = payloads.iter().map(|payload| payload.as_ref().ok()).collect();
 
     // A create that may already have happened (its earlier attempt never reported back) is
     // looked up by its link key first, so that a crash can never make a duplicate.
@@ -230,8 +227,7 @@ async fn attempt_batch<C: Connector, K: Clock>(
             if let Some(&index) =
                 uncertain_creates.iter().find(|&&index| Some(&entries[index].key) == key.as_ref())
             {
-                let payload =
-                    payloads[index].as_ref().unwrap_or_else(|| unreachable!("only readable payloads"));
+                let payload = payloads[index].unwrap_or_else(|| unreachable!("only readable payloads"));
                 outcomes[index] = Some(match verify(spec, side, payload, &paths, &record) {
                     Ok(()) => Attempt::Verified { id: record.id },
                     Err(_) => Attempt::Failed(ConnectorError::AlreadyExists { id: record.id }),
@@ -262,7 +258,7 @@ async fn attempt_batch<C: Connector, K: Clock>(
             .collect();
         for index in uncertain {
             let Some(id) = entries[index].record_id.clone() else { continue };
-            let payload = payloads[index].as_ref().unwrap_or_else(|| unreachable!("only readable payloads"));
+            let payload = payloads[index].unwrap_or_else(|| unreachable!("only readable payloads"));
             let done = match (entries[index].operation, found.get(&id)) {
                 (Operation::Delete, None) => true,
                 (Operation::Update, Some(record)) => verify(spec, side, payload, &paths, record).is_ok(),
@@ -307,7 +303,7 @@ async fn attempt_batch<C: Connector, K: Clock>(
                 continue;
             }
             let Some(id) = entries[index].record_id.clone() else { continue };
-            let payload = payloads[index].as_ref().unwrap_or_else(|| unreachable!("only readable payloads"));
+            let payload = payloads[index].unwrap_or_else(|| unreachable!("only readable payloads"));
             let moved = match current.get(&id) {
                 None => Some(ConnectorError::NotFound { id: id.clone() }),
                 Some(record) => payload
@@ -336,7 +332,7 @@ async fn attempt_batch<C: Connector, K: Clock>(
         if outcomes[index].is_some() {
             continue;
         }
-        let payload = payloads[index].as_ref().unwrap_or_else(|| unreachable!("only readable payloads"));
+        let payload = payloads[index].unwrap_or_else(|| unreachable!("only readable payloads"));
         match to_write(entry, payload) {
             Ok(write) => {
                 writes.push(write);
@@ -386,9 +382,8 @@ async fn attempt_batch<C: Connector, K: Clock>(
                     let records: HashMap<RecordId, ConnectorRecord> =
                         records.into_iter().map(|record| (record.id.clone(), record)).collect();
                     for (index, id) in written {
-                        let payload = payloads[index]
-                            .as_ref()
-                            .unwrap_or_else(|| unreachable!("only readable payloads"));
+                        let payload =
+                            payloads[index].unwrap_or_else(|| unreachable!("only readable payloads"));
                         let record = records.get(&id).filter(|record| !record.deleted);
                         outcomes[index] = Some(match (entries[index].operation, record) {
                             (Operation::Delete, None) => Attempt::Verified { id },
@@ -478,6 +473,7 @@ fn close_batch<K: Clock>(
     store: &mut StateStore,
     layout: &LinkLayout,
     entries: &[&OutboxEntry],
+    payloads: &[Result<Payload, String>],
     outcomes: Vec<Attempt>,
     clock: &K,
     report: &mut RunReport,
@@ -491,7 +487,7 @@ fn close_batch<K: Clock>(
     let mut moved = false;
     let transaction = store.transaction()?;
     let mut baselines = transaction.baselines(link, layout, &keys)?;
-    for (entry, outcome) in entries.iter().zip(outcomes) {
+    for ((entry, outcome), payload) in entries.iter().zip(outcomes).zip(payloads) {
         let audit = |event: AuditEvent, reason: String, value: Option<Value>| AuditEntry {
             run_id: report.run_id,
             key: entry.key.clone(),
@@ -514,7 +510,8 @@ fn close_batch<K: Clock>(
         };
         match outcome {
             Attempt::Verified { id } => {
-                let payload: Payload = serde_json::from_str(&entry.payload)
+                let payload = payload
+                    .as_ref()
                     .unwrap_or_else(|_| unreachable!("a verified entry had a readable payload"));
                 let mut baseline = baselines
                     .remove(&entry.key)
@@ -522,7 +519,7 @@ fn close_batch<K: Clock>(
                 match entry.operation {
                     Operation::Delete => transaction.delete_baseline(link, &entry.key)?,
                     _ => {
-                        let written = move_baseline(&mut baseline, side, id, &payload, layout, now);
+                        let written = move_baseline(&mut baseline, side, id, payload, layout, now);
                         // A create is audited once, below, rather than field by field.
                         if entry.operation != Operation::Create {
                             for (name, value) in written {

@@ -196,8 +196,7 @@ fn commit_plan(
         let same = existing.iter().position(|entry| {
             entry.side == write.side
                 && entry.operation == write.operation
-                && serde_json::from_str::<Payload>(&entry.payload)
-                    .is_ok_and(|payload| payload.same_write(&write.payload))
+                && Payload::from_text(&entry.payload).is_ok_and(|payload| payload.same_write(&write.payload))
         });
         if let Some(position) = same {
             // The same write is already waiting (or dead, waiting for a person): keep it.
@@ -209,7 +208,7 @@ fn commit_plan(
             side: write.side,
             operation: write.operation,
             record_id: write.record_id.clone(),
-            payload: serde_json::to_string(&write.payload).unwrap_or_default(),
+            payload: write.payload.to_text(),
         };
         let run_id = report.run_id.unwrap_or(fieldsync_model::RunId(0));
         transaction.insert_outbox(link, run_id, &entry, now)?;
@@ -278,7 +277,7 @@ fn landed_write(
     if entry.operation != Operation::Update || !tried {
         return None;
     }
-    let payload: Payload = serde_json::from_str(&entry.payload).ok()?;
+    let payload = Payload::from_text(&entry.payload).ok()?;
     let Presence::Present(record) = presence.get(entry.side) else { return None };
     let mut tracked = 0;
     for field in &payload.fields {
@@ -289,7 +288,7 @@ fn landed_write(
         }
         tracked += 1;
     }
-    if tracked == 0 || payload.version != crate::plan::PAYLOAD_VERSION {
+    if tracked == 0 {
         return None;
     }
     let mut next =
@@ -323,17 +322,27 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
             .await;
     }
 
+    let link = spec.name.as_str();
     // 1. Detect.
+    let started = std::time::Instant::now();
     let detection =
         detect(spec, connectors, names, modes, since, store, layout, clock, progress, report).await?;
+    tracing::info!(link, phase = "detect", ms = started.elapsed().as_millis(), "Phase done.");
 
     // 2–6. Merge, plan, guard, commit.
-    if !plan_and_commit(spec, store, options, layout, detection, cursors, now, progress, report)? {
+    let started = std::time::Instant::now();
+    let planned = plan_and_commit(spec, store, options, layout, detection, cursors, now, progress, report)?;
+    tracing::info!(link, phase = "plan", ms = started.elapsed().as_millis(), "Phase done.");
+    if !planned {
         return Ok(());
     }
 
     // 6–7. Deliver, verify, and move baselines with each closed entry.
-    crate::deliver::deliver(spec, connectors, store, layout, clock, progress, report, &mut rng).await
+    let started = std::time::Instant::now();
+    let delivered =
+        crate::deliver::deliver(spec, connectors, store, layout, clock, progress, report, &mut rng).await;
+    tracing::info!(link, phase = "deliver", ms = started.elapsed().as_millis(), "Phase done.");
+    delivered
 }
 
 /// Steps 2 to 6: merges and plans every candidate record, a chunk of keys at a time, each plan
