@@ -125,9 +125,11 @@ pub fn run_all(settings: &Settings) -> Result<()> {
     }
     let fieldsync = std::fs::canonicalize(&fieldsync)?;
     std::fs::create_dir_all(&settings.dir)?;
+    // Measured programs run inside the scenario's directory: every path they get is absolute.
+    let dir = std::fs::canonicalize(&settings.dir)?;
     let mut outcomes = Vec::new();
     for &members in &settings.sizes {
-        let root = settings.dir.join(members.to_string());
+        let root = dir.join(members.to_string());
         let base = root.join("base");
         prepare(&base, members, settings.seed)?;
         // The synced state is made again by the binary being measured.

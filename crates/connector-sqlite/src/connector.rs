@@ -18,7 +18,9 @@ use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use rusqlite::types::{Value as SqlValue, ValueRef};
-use rusqlite::{Connection, ErrorCode, OpenFlags, Row, TransactionBehavior, params_from_iter};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params_from_iter,
+};
 
 use crate::config::{ModifiedFormat, SqliteConfig};
 
@@ -45,6 +47,16 @@ pub struct SqliteConnector {
 struct Session {
     connection: Connection,
     columns: HashSet<String>,
+    /// Whether the table has rowids (it was not made `WITHOUT ROWID`).
+    rowid: bool,
+}
+
+/// How a listing is ordered, and so what its page tokens hold.
+enum Order<'a> {
+    /// By the key column.
+    Key,
+    /// By the modified column, then `tiebreak` (quoted: `rowid` or the key column).
+    Modified { modified: &'a str, tiebreak: String },
 }
 
 impl SqliteConnector {
@@ -118,22 +130,47 @@ impl Connector for SqliteConnector {
         session.require_columns(config, &request.paths)?;
         let batch_size = config.batch_size();
 
-        let mut sql = select_clause(config, &request.paths);
+        // A full read pages by key. An incremental one pages by the modification time, then the
+        // rowid (or the key of a table without rowids): the order of an index on the modified
+        // column, so that only the records changed since are visited, never the whole table.
+        let incremental = config.modified.as_deref().zip(request.since);
+        let order = match incremental {
+            Some((modified, _)) => Order::Modified { modified, tiebreak: session.tiebreak(config) },
+            None => Order::Key,
+        };
+        let mut sql = match &order {
+            Order::Key => select_clause(config, &request.paths),
+            Order::Modified { tiebreak, .. } => select_clause_with(config, &request.paths, Some(tiebreak)),
+        };
         let mut params = Vec::new();
         sql.push_str(&format!(" WHERE {key} IS NOT NULL", key = quote(&config.key)));
-        if let Some(token) = token {
-            sql.push_str(&format!(" AND {} > ?", quote(&config.key)));
-            params.push(parse_token(token)?);
-        }
-        if let (Some(modified), Some(since)) = (&config.modified, request.since) {
+        if let Some((modified, since)) = incremental {
             let (condition, value) = since_condition(modified, config.modified_format(), since);
             sql.push_str(&format!(" AND {condition}"));
             params.push(value);
         }
+        if let Some(token) = token {
+            match &order {
+                Order::Key => {
+                    sql.push_str(&format!(" AND {} > ?", quote(&config.key)));
+                    params.push(parse_token(token)?);
+                }
+                Order::Modified { modified, tiebreak } => {
+                    let (after_modified, after_tiebreak) = parse_pair_token(token)?;
+                    sql.push_str(&format!(" AND ({}, {tiebreak}) > (?, ?)", quote(modified)));
+                    params.push(after_modified);
+                    params.push(after_tiebreak);
+                }
+            }
+        }
         // One record more than a page tells whether another page follows.
-        sql.push_str(&format!(" ORDER BY {} LIMIT {}", quote(&config.key), batch_size.saturating_add(1)));
+        let order_by = match &order {
+            Order::Key => quote(&config.key),
+            Order::Modified { modified, tiebreak } => format!("{}, {tiebreak}", quote(modified)),
+        };
+        sql.push_str(&format!(" ORDER BY {order_by} LIMIT {}", batch_size.saturating_add(1)));
 
-        let mut found = query_records(session, config, &sql, params, &request.paths)?;
+        let mut found = query_records(session, config, &sql, params, &request.paths, &order)?;
         let next = if found.len() > batch_size {
             found.truncate(batch_size);
             found.last().map(|(_, token)| token.clone())
@@ -172,7 +209,9 @@ impl Connector for SqliteConnector {
                 placeholders = placeholders(params.len()),
             );
             found.extend(
-                query_records(session, config, &sql, params, paths)?.into_iter().map(|(record, _)| record),
+                query_records(session, config, &sql, params, paths, &Order::Key)?
+                    .into_iter()
+                    .map(|(record, _)| record),
             );
         }
         Ok(found)
@@ -258,7 +297,12 @@ impl Session {
         connection.busy_timeout(busy_timeout).map_err(|error| classify(config, error))?;
         // Reads and writes are built from a few shapes of statement; keep them all prepared.
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        let mut session = Self { connection, columns: HashSet::new() };
+        let without_rowid: bool = connection
+            .query_row("SELECT wr FROM pragma_table_list WHERE name = ?1", [&config.table], |row| row.get(0))
+            .optional()
+            .map_err(|error| classify(config, error))?
+            .unwrap_or(false);
+        let mut session = Self { connection, columns: HashSet::new(), rowid: !without_rowid };
         session.load_columns(config)?;
         let mut required = vec![config.key.clone()];
         required.extend(config.modified.iter().cloned());
@@ -283,6 +327,12 @@ impl Session {
         }
         self.columns = names.into_iter().map(|name| name.to_ascii_lowercase()).collect();
         Ok(())
+    }
+
+    /// What orders records with equal modification times: the rowid, or the key column of a
+    /// table without rowids.
+    fn tiebreak(&self, config: &SqliteConfig) -> String {
+        if self.rowid { "rowid".to_string() } else { quote(&config.key) }
     }
 
     /// Checks that every path is a column of the table, reading the table's columns again
@@ -331,11 +381,16 @@ fn deleted_expression(column: &str) -> String {
 
 /// `SELECT key, deleted flag, modified, paths… FROM table`.
 fn select_clause(config: &SqliteConfig, paths: &[String]) -> String {
+    select_clause_with(config, paths, None)
+}
+
+/// `select_clause` with one more (already quoted) column after the paths.
+fn select_clause_with(config: &SqliteConfig, paths: &[String], extra: Option<&str>) -> String {
     let deleted = config.deleted.as_deref().map_or_else(|| "0".to_string(), deleted_expression);
     let modified = config.modified.as_deref().map_or_else(|| "NULL".to_string(), quote);
     let mut sql = format!("SELECT {}, {deleted}, {modified}", quote(&config.key));
-    for path in paths {
-        let _ = write!(sql, ", {}", quote(path));
+    for path in paths.iter().map(|path| quote(path)).chain(extra.map(str::to_string)) {
+        let _ = write!(sql, ", {path}");
     }
     let _ = write!(sql, " FROM {}", quote(&config.table));
     sql
@@ -368,6 +423,21 @@ fn token_for(key: &SqlValue) -> PageToken {
         SqlValue::Text(text) => format!("t:{text}"),
         SqlValue::Null | SqlValue::Blob(_) => String::new(),
     })
+}
+
+/// The token of an incremental listing: the last record's modified value and tiebreak.
+fn pair_token(modified: &SqlValue, tiebreak: &SqlValue) -> PageToken {
+    let PageToken(modified) = token_for(modified);
+    let PageToken(tiebreak) = token_for(tiebreak);
+    PageToken(serde_json::json!([modified, tiebreak]).to_string())
+}
+
+fn parse_pair_token(token: &PageToken) -> Result<(SqlValue, SqlValue), ConnectorError> {
+    let not_ours = || ConnectorError::Misconfigured {
+        message: "a page token that the sqlite connector did not make".into(),
+    };
+    let (modified, tiebreak): (String, String) = serde_json::from_str(&token.0).map_err(|_| not_ours())?;
+    Ok((parse_token(&PageToken(modified))?, parse_token(&PageToken(tiebreak))?))
 }
 
 fn parse_token(token: &PageToken) -> Result<SqlValue, ConnectorError> {
@@ -496,12 +566,22 @@ fn query_records(
     sql: &str,
     params: Vec<SqlValue>,
     paths: &[String],
+    order: &Order<'_>,
 ) -> Result<Vec<(ConnectorRecord, PageToken)>, ConnectorError> {
     let mut statement = session.connection.prepare_cached(sql).map_err(|error| classify(config, error))?;
     let mut rows = statement.query(params_from_iter(params)).map_err(|error| classify(config, error))?;
     let mut records = Vec::new();
     while let Some(row) = rows.next().map_err(|error| classify(config, error))? {
-        records.push(read_record(config, row, paths)?);
+        let (record, key_token) = read_record(config, row, paths)?;
+        let token = match order {
+            Order::Key => key_token,
+            Order::Modified { .. } => {
+                let value =
+                    |index: usize| row.get::<_, SqlValue>(index).map_err(|error| classify(config, error));
+                pair_token(&value(2)?, &value(3 + paths.len())?)
+            }
+        };
+        records.push((record, token));
     }
     Ok(records)
 }

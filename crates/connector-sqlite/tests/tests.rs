@@ -283,8 +283,12 @@ async fn records_with_equal_modified_times_are_all_returned() {
             .timestamp()
     };
     let since = |instant| ReadRequest { paths: Vec::new(), since: Some(instant) };
+    // An incremental listing comes in order of modification (by the column's index), so the
+    // ids are compared as a set.
     let ids = |records: Vec<fieldsync_connector::ConnectorRecord>| -> Vec<String> {
-        records.iter().map(|record| record.id.to_string()).collect()
+        let mut ids: Vec<String> = records.iter().map(|record| record.id.to_string()).collect();
+        ids.sort();
+        ids
     };
 
     let read = read_all(&mut connector, &since(at("2024-05-01T10:00:00"))).await;
@@ -512,4 +516,63 @@ async fn a_unique_column_other_than_the_key_rejects_rather_than_exists() {
         "{:?}",
         results[2]
     );
+}
+
+/// An incremental listing pages by modification time and then rowid (or key), through many
+/// equal times, in tables with and without rowids, and a record changed while it is being
+/// listed comes again later with its new time rather than being lost.
+#[tokio::test]
+async fn incremental_reads_page_by_modified_time_through_equal_times() {
+    for table in [
+        "CREATE TABLE members (id TEXT PRIMARY KEY, name TEXT, changed INTEGER)",
+        "CREATE TABLE members (id TEXT PRIMARY KEY, name TEXT, changed INTEGER) WITHOUT ROWID",
+    ] {
+        let directory = TempDir::new().expect("a temporary directory");
+        let file =
+            database(&directory, &format!("{table}; CREATE INDEX members_changed ON members (changed);"));
+        let connection = Connection::open(&file).expect("the database");
+        // Seven records at time 100, in an id order unlike their insertion order, and older ones.
+        for (n, id) in ["g", "c", "a", "f", "b", "e", "d"].iter().enumerate() {
+            connection
+                .execute("INSERT INTO members VALUES (?1, ?2, 100)", rusqlite::params![id, format!("n{n}")])
+                .expect("a record");
+        }
+        connection.execute("INSERT INTO members VALUES ('old', 'x', 50)", []).expect("a record");
+        let mut config = SqliteConfig::new(&file, "members", "id");
+        config.modified = Some("changed".into());
+        config.modified_format = Some(fieldsync_connector_sqlite::ModifiedFormat::UnixMs);
+        config.batch_size = Some(2);
+        let mut connector = SqliteConnector::open(config).expect("a valid configuration");
+        let request = ReadRequest {
+            paths: paths(&["name"]),
+            since: Some(jiff::Timestamp::from_millisecond(100).expect("a time")),
+        };
+        let mut ids: Vec<String> =
+            read_all(&mut connector, &request).await.iter().map(|r| r.id.to_string()).collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "b", "c", "d", "e", "f", "g"], "{table}");
+
+        // Change the first record listed after the first page has been read.
+        let first = connector.read_page(&request, None).await.expect("a page");
+        let listed: Vec<String> = first.records.iter().map(|record| record.id.to_string()).collect();
+        let rest = first.next.expect("more pages");
+        connection
+            .execute("UPDATE members SET name = 'new', changed = 200 WHERE id = ?1", [&listed[0]])
+            .expect("an edit");
+        let mut token = Some(rest);
+        let mut later = Vec::new();
+        while let Some(next) = token {
+            let page = connector.read_page(&request, Some(&next)).await.expect("a page");
+            later.extend(page.records);
+            token = page.next;
+        }
+        let again =
+            later.iter().find(|record| record.id.as_str() == listed[0]).expect("the changed record again");
+        assert_eq!(again.values, vec![json!("new")], "{table}");
+        assert_eq!(
+            later.len(),
+            6,
+            "five unchanged records after the first page, and the changed one: {table}"
+        );
+    }
 }

@@ -1,11 +1,20 @@
-//! Detection: read each side (incrementally from its cursor where it can, in full on
-//! schedule), normalise every value, skip records whose digest equals their baseline's, and
-//! gather the rest — with the other side's current state — for the merge.
+//! Detection: read both sides a page at a time, in turn, skip records whose values hash to
+//! their baseline's digest, and hand every other record to the planner, a chunk at a time,
+//! together with the other side's current state — so that a run never holds more than the
+//! records still waiting for their counterpart.
+//!
+//! A changed record needs its counterpart. When the other side's listing may still bring it
+//! (a full read that has not reached its key, or an incremental read not finished), the record
+//! waits for it; otherwise the counterpart is looked up by id (or by link key). Two listings in
+//! the same key order meet page by page, so little waits. Records a full read never listed,
+//! and records with a live review or an unfinished write, are looked up at the end.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use fieldsync_connector::{Connector, ConnectorError, ConnectorRecord, Lookup, ReadRequest};
+use fieldsync_connector::{
+    Capabilities, Connector, ConnectorError, ConnectorRecord, Lookup, PageToken, ReadRequest,
+};
 use fieldsync_model::{
     NormaliseError, RecordDigest, RecordId, RecordKey, Side, Value, digest_raw, digest_values,
 };
@@ -18,6 +27,12 @@ use crate::{Clock, EngineError, Progress};
 
 /// How often a failed read is tried before the run gives up.
 const READ_ATTEMPTS: u32 = 3;
+
+/// How many ids or keys one look-up asks for.
+const LOOKUP_CHUNK: usize = 500;
+
+/// How many candidates are handed to the planner at once (more may come with one page).
+pub(crate) const CHUNK: usize = 1_000;
 
 /// One record on one side, normalised.
 #[derive(Clone, Debug)]
@@ -46,20 +61,32 @@ pub(crate) enum Presence {
     Unknown,
 }
 
-/// Everything detection found.
-pub(crate) struct Detection {
-    pub modes: SidePair<ReadMode>,
-    /// Records to compare field by field, with both sides' state.
-    pub candidates: Vec<(RecordKey, SidePair<Presence>)>,
-    /// The latest modification time seen on each side.
-    pub max_modified: SidePair<Option<Timestamp>>,
-    /// Keys whose records vanished from a fully read side.
-    pub vanished: SidePair<u64>,
-    /// Candidate keys the state store holds a baseline digest for.
-    pub with_baseline: std::collections::HashSet<RecordKey>,
+/// A record whose state on both sides is known: ready to be merged and planned.
+pub(crate) struct Candidate {
+    pub key: RecordKey,
+    pub presence: SidePair<Presence>,
+    /// Whether the state store held a baseline digest for it: a baseline that then cannot be
+    /// read is damaged, and reported.
+    pub had_baseline: bool,
+}
+
+/// What detection hands the planner at a time.
+#[derive(Default)]
+pub(crate) struct Chunk {
+    pub candidates: Vec<Candidate>,
     /// Raw digests of records found equal to their baselines the slow way (see
     /// `fieldsync_model::digest_raw`), to be recorded for the next run's fast path.
     pub seen: Vec<(RecordKey, Side, RecordDigest)>,
+}
+
+/// How the reading went, once it is over: for the cursors and the guard.
+pub(crate) struct Summary {
+    pub modes: SidePair<ReadMode>,
+    /// Where each side's cursor may move: the latest modification time seen, held back to the
+    /// time of any record that changed while the run was reading it (so the next run reads it).
+    pub cursor: SidePair<Option<Timestamp>>,
+    /// Records with a baseline that a full read did not list.
+    pub vanished: SidePair<u64>,
 }
 
 /// A connector record with its link key taken out, not yet normalised.
@@ -140,16 +167,6 @@ pub(crate) fn split_record(
     Ok((key, RawRecord { id: record.id, raw, modified: record.modified }))
 }
 
-/// Normalises a connector record: its link key and field values.
-pub(crate) fn normalise_record(
-    spec: &LinkSpec,
-    side: Side,
-    record: ConnectorRecord,
-) -> Result<(RecordKey, SideRecord), String> {
-    let (key, raw) = split_record(spec, side, record)?;
-    Ok((key, raw.normalise(spec, side)))
-}
-
 /// Reads a raw link key: trimmed text or a number; anything else (null, empty) is no key.
 pub(crate) fn link_key(raw: &serde_json::Value) -> Option<RecordKey> {
     match raw {
@@ -159,9 +176,23 @@ pub(crate) fn link_key(raw: &serde_json::Value) -> Option<RecordKey> {
     }
 }
 
-fn side_digest(record: &SideRecord) -> Option<fieldsync_model::RecordDigest> {
+fn side_digest(record: &SideRecord) -> Option<RecordDigest> {
     let values = record.valid_values()?;
     Some(digest_values(values.into_iter().map(Some)))
+}
+
+/// A digest of raw values alone, to tell two versions of one record apart.
+fn version_of(raw: &[serde_json::Value]) -> RecordDigest {
+    digest_raw(RecordDigest(0), 0, raw)
+}
+
+/// A short fingerprint of a record id, to tell a record listed again from another record
+/// with the same link key.
+fn id_hash(id: &RecordId) -> u64 {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::hash::DefaultHasher::new();
+    id.hash(&mut hasher);
+    hasher.finish()
 }
 
 async fn with_retries<T, C: Clock>(
@@ -183,56 +214,219 @@ async fn with_retries<T, C: Clock>(
     }
 }
 
-/// A side's records that differ from their baselines, as read.
-struct SideScan {
-    changed: HashMap<RecordKey, SideRecord>,
-    /// Keys read and found equal to their baseline.
-    unchanged: BTreeSet<RecordKey>,
-    deleted: BTreeSet<RecordKey>,
-    max_modified: Option<Timestamp>,
-    /// Raw digests of records found equal to their baselines the slow way, to be recorded.
-    seen: Vec<(RecordKey, RecordDigest)>,
+/// A baseline's digest entry, and whether each side's full read listed its record.
+struct Known {
+    entry: DigestEntry,
+    listed: SidePair<bool>,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn scan_side<C: Connector, K: Clock, P: Progress>(
-    spec: &LinkSpec,
-    side: Side,
-    connector: &mut C,
-    names: &SidePair<String>,
-    mode: ReadMode,
-    since: Option<Timestamp>,
-    store: &StateStore,
-    layout: &LinkLayout,
-    all_digests: Option<&HashMap<RecordKey, DigestEntry>>,
-    clock: &K,
-    progress: &P,
-    report: &mut RunReport,
-) -> Result<SideScan, EngineError> {
-    let request = ReadRequest {
-        paths: spec.read_paths(side),
-        since: if mode == ReadMode::Incremental { since } else { None },
-    };
-    let link = spec.name.as_str();
-    let mut scan = SideScan {
-        changed: HashMap::new(),
-        unchanged: BTreeSet::new(),
-        deleted: BTreeSet::new(),
-        max_modified: None,
-        seen: Vec::new(),
-    };
-    let fingerprint = spec.fingerprint(side);
-    let mut token = None;
-    progress.phase(&format!("reading {side} ({})", names.get(side)), None);
-    loop {
+/// A changed (or deleted) record waiting for its counterpart's listing.
+struct Waiting {
+    /// `Present`, or `Absent` for a record marked deleted.
+    presence: Presence,
+    id: RecordId,
+    /// The baseline's digest entry, when there is one.
+    entry: Option<DigestEntry>,
+}
+
+/// A record already handed to the planner: which record of each side it was planned with,
+/// and which version, so that a later listing of it is told apart from a new change.
+#[derive(Clone, Copy, Default)]
+struct Handled {
+    ids: SidePair<Option<u64>>,
+    versions: SidePair<Option<RecordDigest>>,
+}
+
+/// What one listed record turned out to be.
+enum Listed {
+    /// Equal to its baseline (normalised: its counterpart waits for it, or its raw values
+    /// were new).
+    Unchanged(SideRecord),
+    /// Different from its baseline, or without one.
+    Changed(SideRecord),
+    /// Marked deleted by its system.
+    Deleted(RecordId),
+}
+
+/// A listed record to normalise, with its baseline's digest entry and, when it has one, the
+/// baseline digest to compare with and the record's raw digest.
+struct ToNormalise {
+    key: RecordKey,
+    entry: Option<DigestEntry>,
+    raw: RawRecord,
+    check: Option<(RecordDigest, RecordDigest)>,
+}
+
+/// A record of one side whose counterpart must be looked up on the other.
+struct Pending {
+    key: RecordKey,
+    presence: Presence,
+    id: Option<RecordId>,
+    entry: Option<DigestEntry>,
+}
+
+/// Reads both sides of a link and yields candidates a chunk at a time.
+pub(crate) struct Detector<'a> {
+    spec: &'a LinkSpec,
+    layout: &'a LinkLayout,
+    names: &'a SidePair<String>,
+    modes: SidePair<ReadMode>,
+    requests: SidePair<ReadRequest>,
+    capabilities: SidePair<Capabilities>,
+    fingerprints: SidePair<u64>,
+    tokens: SidePair<Option<PageToken>>,
+    finished: SidePair<bool>,
+    /// Every baseline's digest entry when a side is read in full (its listing is checked
+    /// against them for records that vanished); `None` when both sides are incremental.
+    known: Option<HashMap<RecordKey, Known>>,
+    waiting: SidePair<HashMap<RecordKey, Waiting>>,
+    handled: HashMap<RecordKey, Handled>,
+    /// The keys an incremental read listed, with their record ids (a full read's are in
+    /// `known`, `waiting` and `handled`).
+    listed: SidePair<HashMap<RecordKey, u64>>,
+    max_modified: SidePair<Option<Timestamp>>,
+    cursor_cap: SidePair<Option<Timestamp>>,
+    vanished: SidePair<u64>,
+    /// Candidates found but not yet handed out.
+    ready: Vec<Candidate>,
+    seen: Vec<(RecordKey, Side, RecordDigest)>,
+    turn: Side,
+    leftovers_done: bool,
+}
+
+impl<'a> Detector<'a> {
+    /// Prepares to read both sides; loads every baseline digest when a side is read in full.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the state store cannot be read.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<C: Connector>(
+        spec: &'a LinkSpec,
+        layout: &'a LinkLayout,
+        names: &'a SidePair<String>,
+        connectors: &SidePair<C>,
+        modes: SidePair<ReadMode>,
+        since: SidePair<Option<Timestamp>>,
+        store: &StateStore,
+    ) -> Result<Self, EngineError> {
+        let any_full = modes.left == ReadMode::Full || modes.right == ReadMode::Full;
+        let known = if any_full {
+            let digests = store.all_digests(spec.name.as_str(), layout)?;
+            Some(
+                digests
+                    .into_iter()
+                    .map(|(key, entry)| (key, Known { entry, listed: SidePair::new(false, false) }))
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        let request = |side: Side| ReadRequest {
+            paths: spec.read_paths(side),
+            since: if *modes.get(side) == ReadMode::Incremental { *since.get(side) } else { None },
+        };
+        Ok(Self {
+            spec,
+            layout,
+            names,
+            modes,
+            requests: SidePair::new(request(Side::Left), request(Side::Right)),
+            capabilities: SidePair::new(connectors.left.capabilities(), connectors.right.capabilities()),
+            fingerprints: SidePair::new(spec.fingerprint(Side::Left), spec.fingerprint(Side::Right)),
+            tokens: SidePair::new(None, None),
+            finished: SidePair::new(false, false),
+            known,
+            waiting: SidePair::default(),
+            handled: HashMap::new(),
+            listed: SidePair::default(),
+            max_modified: SidePair::new(None, None),
+            cursor_cap: SidePair::new(None, None),
+            vanished: SidePair::new(0, 0),
+            ready: Vec::new(),
+            seen: Vec::new(),
+            turn: Side::Left,
+            leftovers_done: false,
+        })
+    }
+
+    /// The next chunk of candidates, or `None` when both sides are read and every candidate
+    /// was handed out.
+    ///
+    /// # Errors
+    ///
+    /// Fails when a side cannot be read even after retries, or the state store fails.
+    pub async fn next<C: Connector, K: Clock, P: Progress>(
+        &mut self,
+        connectors: &mut SidePair<C>,
+        store: &StateStore,
+        clock: &K,
+        progress: &P,
+        report: &mut RunReport,
+    ) -> Result<Option<Chunk>, EngineError> {
+        // Raw digests pile up too when nothing changes but many records were normalised (a
+        // new normaliser version): they are handed out in chunks as well.
+        while self.ready.len() < CHUNK && self.seen.len() < 10 * CHUNK {
+            if !(self.finished.left && self.finished.right) {
+                let side = if *self.finished.get(self.turn) { self.turn.other() } else { self.turn };
+                self.turn = side.other();
+                self.read_page(side, connectors, store, clock, progress, report).await?;
+            } else if !self.leftovers_done {
+                self.leftovers_done = true;
+                self.leftovers(connectors, store, clock, report).await?;
+            } else {
+                break;
+            }
+        }
+        if self.ready.is_empty() && self.seen.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Chunk { candidates: std::mem::take(&mut self.ready), seen: std::mem::take(&mut self.seen) }))
+    }
+
+    /// How the reading went; call once `next` has returned `None`.
+    pub fn summary(self) -> Summary {
+        let cursor = |side: Side| match (*self.max_modified.get(side), *self.cursor_cap.get(side)) {
+            (Some(seen), Some(cap)) => Some(seen.min(cap)),
+            (seen, _) => seen,
+        };
+        Summary {
+            modes: self.modes,
+            cursor: SidePair::new(cursor(Side::Left), cursor(Side::Right)),
+            vanished: self.vanished,
+        }
+    }
+
+    fn read_error(&self, side: Side) -> impl Fn(ConnectorError) -> EngineError + use<> {
+        let connector = self.names.get(side).clone();
+        move |source| EngineError::Read { side, connector: connector.clone(), source }
+    }
+
+    /// Reads one page of `side`, sorts its records out, and readies what can be planned.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_page<C: Connector, K: Clock, P: Progress>(
+        &mut self,
+        side: Side,
+        connectors: &mut SidePair<C>,
+        store: &StateStore,
+        clock: &K,
+        progress: &P,
+        report: &mut RunReport,
+    ) -> Result<(), EngineError> {
+        let spec = self.spec;
+        let link = spec.name.as_str();
+        let request = self.requests.get(side).clone();
+        let token = self.tokens.get(side).clone();
+        let connector = connectors.get_mut(side);
         let page = with_retries(clock, async || connector.read_page(&request, token.as_ref()).await)
             .await
-            .map_err(|source| EngineError::Read { side, connector: names.get(side).clone(), source })?;
+            .map_err(self.read_error(side))?;
+        *self.tokens.get_mut(side) = page.next.clone();
         let mut split = Vec::with_capacity(page.records.len());
         for record in page.records {
             if let Some(modified) = record.modified {
-                scan.max_modified =
-                    Some(scan.max_modified.map_or(modified, |max: Timestamp| max.max(modified)));
+                let max = self.max_modified.get_mut(side);
+                *max = Some(max.map_or(modified, |max: Timestamp| max.max(modified)));
             }
             let deleted = record.deleted;
             match split_record(spec, side, record) {
@@ -240,306 +434,433 @@ async fn scan_side<C: Connector, K: Clock, P: Progress>(
                 Err(problem) => report.problems.push(problem),
             }
         }
-        let page_digests;
-        let digests = match all_digests {
-            Some(digests) => digests,
+        report.stats.side_mut(side).read += split.len() as u64;
+        progress.advance(split.len() as u64);
+        let page_digests = match &self.known {
+            Some(_) => HashMap::new(),
             None => {
                 let keys: Vec<RecordKey> = split.iter().map(|(key, _, _)| key.clone()).collect();
-                page_digests = store.digests(link, layout, &keys)?;
-                &page_digests
+                store.digests(link, self.layout, &keys)?
             }
         };
-        let stats = report.stats.side_mut(side);
-        stats.read += split.len() as u64;
-        progress.advance(split.len() as u64);
-        // Records that need normalising, with the baseline digest to compare with and their raw
-        // digest; normalised together below, on every core.
-        let mut pending: Vec<(RecordKey, Option<(RecordDigest, RecordDigest)>)> = Vec::new();
-        let mut pending_raw: Vec<RawRecord> = Vec::new();
+
+        // Sort each record out: listed before, marked deleted, equal to its baseline by its raw
+        // values, or to be normalised (with the baseline digest to compare with and its raw
+        // digest), which is done for the whole page at once, on every core.
+        let fingerprint = *self.fingerprints.get(side);
         let mut in_page: HashSet<RecordKey> = HashSet::new();
+        let mut listed: Vec<(RecordKey, Option<DigestEntry>, Listed)> = Vec::new();
+        let mut to_normalise: Vec<ToNormalise> = Vec::new();
         for (key, raw, deleted) in split {
-            let seen_before = scan.changed.contains_key(&key)
-                || scan.unchanged.contains(&key)
-                || scan.deleted.contains(&key);
-            if seen_before || !in_page.insert(key.clone()) {
+            if !in_page.insert(key.clone()) {
                 report.problems.push(format!(
                     "link key {key} appears more than once on the {side} side; record {} ignored",
                     raw.id
                 ));
                 continue;
             }
-            if deleted {
-                scan.deleted.insert(key);
+            if !self.first_listing(side, &key, &raw, report) {
                 continue;
             }
-            let entry = digests.get(&key);
-            let check = match entry.and_then(|entry| entry.digest) {
+            let entry = match &mut self.known {
+                Some(known) => known.get_mut(&key).map(|known| {
+                    *known.listed.get_mut(side) = true;
+                    known.entry.clone()
+                }),
+                None => page_digests.get(&key).cloned(),
+            };
+            if deleted {
+                listed.push((key, entry, Listed::Deleted(raw.id)));
+                continue;
+            }
+            let check = match entry.as_ref().and_then(|entry| entry.digest) {
                 None => None,
                 Some(basis) => {
-                    // The fast path: the same raw values as when last found equal to this baseline.
                     let raw_digest = digest_raw(basis, fingerprint, &raw.raw);
-                    if entry.and_then(|entry| entry.seen(side)) == Some(raw_digest) {
-                        stats.unchanged_raw += 1;
-                        scan.unchanged.insert(key);
-                        continue;
+                    if entry.as_ref().and_then(|entry| entry.seen(side)) == Some(raw_digest) {
+                        // The fast path: the same raw values as when last found equal to this
+                        // baseline. Normalised only if its counterpart waits for it.
+                        report.stats.side_mut(side).unchanged_raw += 1;
+                        if !self.waiting.get(side.other()).contains_key(&key) {
+                            self.note_listed(side, &key, &raw.id);
+                            continue;
+                        }
                     }
                     Some((basis, raw_digest))
                 }
             };
-            pending.push((key, check));
-            pending_raw.push(raw);
+            to_normalise.push(ToNormalise { key, entry, raw, check });
         }
-        for ((key, check), record) in pending.into_iter().zip(normalise_all(spec, side, pending_raw)) {
+        let (checks, raws): (Vec<_>, Vec<_>) =
+            to_normalise.into_iter().map(|item| ((item.key, item.entry, item.check), item.raw)).unzip();
+        for ((key, entry, check), record) in checks.into_iter().zip(normalise_all(spec, side, raws)) {
             match check {
                 Some((basis, raw_digest)) if side_digest(&record) == Some(basis) => {
-                    scan.seen.push((key.clone(), raw_digest));
-                    scan.unchanged.insert(key);
+                    if entry.as_ref().and_then(|entry| entry.seen(side)) != Some(raw_digest) {
+                        self.seen.push((key.clone(), side, raw_digest));
+                    }
+                    listed.push((key, entry, Listed::Unchanged(record)));
                 }
                 _ => {
-                    stats.changed += 1;
-                    scan.changed.insert(key, record);
+                    report.stats.side_mut(side).changed += 1;
+                    listed.push((key, entry, Listed::Changed(record)));
                 }
             }
         }
-        match page.next {
-            Some(next) => token = Some(next),
-            None => break,
-        }
-    }
-    Ok(scan)
-}
 
-/// Reads both sides and gathers every record that needs a field-by-field look.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn detect<C: Connector, K: Clock, P: Progress>(
-    spec: &LinkSpec,
-    connectors: &mut SidePair<C>,
-    names: &SidePair<String>,
-    modes: SidePair<ReadMode>,
-    since: SidePair<Option<Timestamp>>,
-    store: &StateStore,
-    layout: &LinkLayout,
-    clock: &K,
-    progress: &P,
-    report: &mut RunReport,
-) -> Result<Detection, EngineError> {
-    let link = spec.name.as_str();
-    let any_full = modes.left == ReadMode::Full || modes.right == ReadMode::Full;
-    let all_digests = if any_full { Some(store.all_digests(link, layout)?) } else { None };
-    let mut scans = Vec::with_capacity(2);
-    for side in Side::BOTH {
-        let scan = scan_side(
-            spec,
-            side,
-            connectors.get_mut(side),
-            names,
-            *modes.get(side),
-            *since.get(side),
-            store,
-            layout,
-            all_digests.as_ref(),
-            clock,
-            progress,
-            report,
-        )
-        .await?;
-        scans.push(scan);
-    }
-    let right_scan = scans.pop().unwrap_or_else(|| unreachable!("two scans were pushed"));
-    let left_scan = scans.pop().unwrap_or_else(|| unreachable!("two scans were pushed"));
-    let mut scans = SidePair::new(left_scan, right_scan);
-
-    // Which keys need a look: changed on a side, deleted, vanished from a full scan, or with
-    // a live review or an unfinished write (their plan must be renewed from fresh reads).
-    let mut keys: BTreeSet<RecordKey> = BTreeSet::new();
-    for side in Side::BOTH {
-        let scan = scans.get(side);
-        keys.extend(scan.changed.keys().cloned());
-        keys.extend(scan.deleted.iter().cloned());
-    }
-    let mut vanished = SidePair::new(0, 0);
-    if let Some(digests) = &all_digests {
-        for side in Side::BOTH {
-            if *modes.get(side) != ReadMode::Full {
+        // Pair what can be paired; let the rest wait for the other listing or look it up.
+        let other = side.other();
+        let mut lookups: Vec<Pending> = Vec::new();
+        for (key, entry, outcome) in listed {
+            let (presence, id) = match outcome {
+                Listed::Unchanged(record) => {
+                    if let Some(waiting) = self.waiting.get_mut(other).remove(&key) {
+                        let id = record.id.clone();
+                        self.pair(key, side, Presence::Present(record), Some(id), waiting);
+                    } else {
+                        self.note_listed(side, &key, &record.id);
+                    }
+                    continue;
+                }
+                Listed::Changed(record) => {
+                    let id = record.id.clone();
+                    (Presence::Present(record), id)
+                }
+                Listed::Deleted(id) => (Presence::Absent, id),
+            };
+            if let Some(waiting) = self.waiting.get_mut(other).remove(&key) {
+                self.pair(key, side, presence, Some(id), waiting);
                 continue;
             }
-            let scan = scans.get(side);
-            for (key, entry) in digests {
-                let seen = scan.changed.contains_key(key) || scan.unchanged.contains(key);
-                if !seen && entry.tombstone != Some(side) {
-                    if !scan.deleted.contains(key) {
-                        *vanished.get_mut(side) += 1;
+            let other_may_list = !*self.finished.get(other)
+                && match (*self.modes.get(other), &self.known) {
+                    // A full read lists every record: unless it has already listed this one.
+                    (ReadMode::Full, Some(known)) => {
+                        !known.get(&key).is_some_and(|known| *known.listed.get(other))
                     }
-                    keys.insert(key.clone());
+                    (ReadMode::Full, None) => true,
+                    // An incremental one lists it if it changed there too.
+                    (ReadMode::Incremental, _) => true,
+                };
+            if other_may_list {
+                self.waiting.get_mut(side).insert(key, Waiting { presence, id, entry });
+            } else {
+                lookups.push(Pending { key, presence, id: Some(id), entry });
+            }
+        }
+        if page.next.is_none() {
+            *self.finished.get_mut(side) = true;
+            // What still waits for this side will not be listed by it any more.
+            let waiting = std::mem::take(self.waiting.get_mut(other));
+            let mut pending: Vec<Pending> = waiting
+                .into_iter()
+                .map(|(key, waiting)| Pending {
+                    key,
+                    presence: waiting.presence,
+                    id: Some(waiting.id),
+                    entry: waiting.entry,
+                })
+                .collect();
+            pending.sort_by(|a, b| a.key.cmp(&b.key));
+            self.resolve(side, pending, connectors, clock, report).await?;
+        }
+        self.resolve(other, lookups, connectors, clock, report).await
+    }
+
+    /// Whether this is the first time `side`'s listing brings this key with this record: a
+    /// record listed again (it changed while the listing went on) replaces a waiting one, is
+    /// listed anew when it was seen unchanged, and holds the cursor back when it was planned
+    /// already with another version. Another record with the same key is reported and ignored.
+    fn first_listing(
+        &mut self,
+        side: Side,
+        key: &RecordKey,
+        raw: &RawRecord,
+        report: &mut RunReport,
+    ) -> bool {
+        let id = id_hash(&raw.id);
+        let duplicate = |report: &mut RunReport| {
+            report.problems.push(format!(
+                "link key {key} appears more than once on the {side} side; record {} ignored",
+                raw.id
+            ));
+            false
+        };
+        if let Some(waiting) = self.waiting.get_mut(side).get(key) {
+            if id_hash(&waiting.id) != id {
+                return duplicate(report);
+            }
+            self.waiting.get_mut(side).remove(key);
+            return true;
+        }
+        if let Some(handled) = self.handled.get(key) {
+            match handled.ids.get(side) {
+                Some(planned) if *planned != id => return duplicate(report),
+                _ => {}
+            }
+            if let Some(known) = self.known.as_mut().and_then(|known| known.get_mut(key)) {
+                *known.listed.get_mut(side) = true;
+            }
+            if *handled.versions.get(side) != Some(version_of(&raw.raw)) {
+                // Changed (or made) after it was planned: the next run reads it again.
+                if let Some(modified) = raw.modified {
+                    let cap = self.cursor_cap.get_mut(side);
+                    *cap = Some(cap.map_or(modified, |cap: Timestamp| cap.min(modified)));
                 }
             }
-            report.stats.side_mut(side).deleted = *vanished.get(side);
+            return false;
+        }
+        if *self.modes.get(side) == ReadMode::Incremental
+            || self.known.as_ref().is_none_or(|known| !known.contains_key(key))
+        {
+            if self.listed.get(side).get(key).is_some_and(|listed| *listed != id) {
+                return duplicate(report);
+            }
+        } else if let Some(known) = self.known.as_ref().and_then(|known| known.get(key))
+            && *known.listed.get(side)
+            && known.entry.id(side).is_some_and(|baseline_id| id_hash(baseline_id) != id)
+        {
+            return duplicate(report);
+        }
+        true
+    }
+
+    /// Remembers a listed record that needs no planning, for duplicate checks.
+    fn note_listed(&mut self, side: Side, key: &RecordKey, id: &RecordId) {
+        if *self.modes.get(side) == ReadMode::Incremental {
+            self.listed.get_mut(side).insert(key.clone(), id_hash(id));
         }
     }
-    keys.extend(store.keys_with_live_reviews(link)?);
-    let open_keys: Vec<RecordKey> = store.open_outbox_keys(link)?;
-    keys.extend(open_keys);
-    let keys: Vec<RecordKey> = keys.into_iter().collect();
-    let digests = match &all_digests {
-        Some(digests) => {
-            keys.iter().filter_map(|key| digests.get(key).map(|entry| (key.clone(), entry.clone()))).collect()
-        }
-        None => store.digests(link, layout, &keys)?,
-    };
 
-    // Settle what each side holds for each key; look up what the scans did not keep.
-    let mut presences: HashMap<RecordKey, SidePair<Presence>> =
-        keys.iter().map(|key| (key.clone(), SidePair::new(Presence::Unknown, Presence::Unknown))).collect();
-    for side in Side::BOTH {
-        let full = *modes.get(side) == ReadMode::Full;
-        let scan = scans.get_mut(side);
+    /// Readies a candidate from a record of `side` and the other side's waiting record.
+    fn pair(
+        &mut self,
+        key: RecordKey,
+        side: Side,
+        presence: Presence,
+        id: Option<RecordId>,
+        waiting: Waiting,
+    ) {
+        let had_baseline = waiting.entry.is_some() || self.has_baseline(&key);
+        let mut pair = SidePair::new(Presence::Unknown, Presence::Unknown);
+        let mut ids = SidePair::new(None, None);
+        *pair.get_mut(side) = presence;
+        *ids.get_mut(side) = id;
+        *pair.get_mut(side.other()) = waiting.presence;
+        *ids.get_mut(side.other()) = Some(waiting.id);
+        self.ready_candidate(key, pair, ids, had_baseline);
+    }
+
+    fn has_baseline(&self, key: &RecordKey) -> bool {
+        self.known.as_ref().is_some_and(|known| known.contains_key(key))
+    }
+
+    /// Hands a candidate out and remembers what it was planned with.
+    fn ready_candidate(
+        &mut self,
+        key: RecordKey,
+        presence: SidePair<Presence>,
+        ids: SidePair<Option<RecordId>>,
+        had_baseline: bool,
+    ) {
+        let mut handled = Handled::default();
+        for side in Side::BOTH {
+            if let Presence::Present(record) = presence.get(side) {
+                *handled.versions.get_mut(side) = Some(version_of(&record.raw));
+            }
+            *handled.ids.get_mut(side) = ids.get(side).as_ref().map(id_hash);
+        }
+        self.handled.insert(key.clone(), handled);
+        self.ready.push(Candidate { key, presence, had_baseline });
+    }
+
+    /// Looks up on `side` the counterparts of `pending` (records of the other side) and
+    /// readies them.
+    async fn resolve<C: Connector, K: Clock>(
+        &mut self,
+        side: Side,
+        pending: Vec<Pending>,
+        connectors: &mut SidePair<C>,
+        clock: &K,
+        report: &mut RunReport,
+    ) -> Result<(), EngineError> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let wanted: Vec<(RecordKey, Option<RecordId>)> = pending
+            .iter()
+            .map(|pending| {
+                let id = pending.entry.as_ref().and_then(|entry| entry.id(side)).cloned();
+                (pending.key.clone(), id)
+            })
+            .collect();
+        let mut found = self.look_up(side, &wanted, connectors, clock, report).await?;
+        for pending in pending {
+            let presence = found.remove(&pending.key).unwrap_or(Presence::Unknown);
+            let had_baseline = pending.entry.is_some() || self.has_baseline(&pending.key);
+            let mut pair = SidePair::new(Presence::Unknown, Presence::Unknown);
+            let mut ids = SidePair::new(None, None);
+            let id = match &presence {
+                Presence::Present(record) => Some(record.id.clone()),
+                _ => None,
+            };
+            *pair.get_mut(side) = presence;
+            *ids.get_mut(side) = id;
+            *pair.get_mut(side.other()) = pending.presence;
+            *ids.get_mut(side.other()) = pending.id;
+            self.ready_candidate(pending.key, pair, ids, had_baseline);
+        }
+        Ok(())
+    }
+
+    /// What `side` holds for each key: looked up by its baseline id where there is one (and
+    /// by link key when that id is gone: a record made again has a new id), else by link key.
+    /// A key that cannot be looked up is `Unknown`, or `Absent` when the side was read in full.
+    async fn look_up<C: Connector, K: Clock>(
+        &mut self,
+        side: Side,
+        wanted: &[(RecordKey, Option<RecordId>)],
+        connectors: &mut SidePair<C>,
+        clock: &K,
+        report: &mut RunReport,
+    ) -> Result<HashMap<RecordKey, Presence>, EngineError> {
+        let spec = self.spec;
+        let capabilities = *self.capabilities.get(side);
+        let full = *self.modes.get(side) == ReadMode::Full;
+        let read_error = self.read_error(side);
         let connector = connectors.get_mut(side);
-        let capabilities = connector.capabilities();
-        let mut by_id: Vec<(RecordKey, RecordId)> = Vec::new();
-        let mut by_key: Vec<RecordKey> = Vec::new();
-        for key in &keys {
-            let presence = presences.get_mut(key).unwrap_or_else(|| unreachable!("every key has a presence"));
-            let slot = presence.get_mut(side);
-            if let Some(record) = scan.changed.remove(key) {
-                *slot = Presence::Present(record);
-            } else if scan.deleted.contains(key) {
-                *slot = Presence::Absent;
-            } else if let Some(id) = digests.get(key).and_then(|entry| entry.id(side)) {
-                // Also when missing from a full read: a listing can skip a record (its paging
-                // shifted under it), and only a look-up tells a skipped record from a deleted one.
-                by_id.push((key.clone(), id.clone()));
-            } else if full && !capabilities.lookup_by_key {
-                *slot = Presence::Absent;
-            } else {
-                by_key.push(key.clone());
+        let paths = spec.read_paths(side);
+        let mut presences: HashMap<RecordKey, Presence> = HashMap::with_capacity(wanted.len());
+        let mut by_id: Vec<(&RecordKey, &RecordId)> = Vec::new();
+        let mut by_key: Vec<&RecordKey> = Vec::new();
+        for (key, id) in wanted {
+            match id {
+                Some(id) => by_id.push((key, id)),
+                None if capabilities.lookup_by_key => by_key.push(key),
+                None => {
+                    let presence = if full { Presence::Absent } else { Presence::Unknown };
+                    presences.insert(key.clone(), presence);
+                }
             }
         }
-        let paths = spec.read_paths(side);
-        let read_error = |source| EngineError::Read { side, connector: names.get(side).clone(), source };
-        let mut found: Vec<ConnectorRecord> = Vec::new();
-        for chunk in by_id.chunks(500) {
-            let lookup = Lookup::Ids(chunk.iter().map(|(_, id)| id.clone()).collect());
-            found.extend(
+        let mut records: Vec<ConnectorRecord> = Vec::new();
+        for chunk in by_id.chunks(LOOKUP_CHUNK) {
+            let lookup = Lookup::Ids(chunk.iter().map(|(_, id)| (*id).clone()).collect());
+            records.extend(
                 with_retries(clock, async || connector.lookup(&paths, &lookup).await)
                     .await
-                    .map_err(read_error)?,
+                    .map_err(&read_error)?,
             );
         }
         if capabilities.lookup_by_key {
-            // A record whose id changed (made again, or created by a write whose bookkeeping a
-            // crash lost) is not gone: it is found by its link key.
             let found_ids: HashSet<&RecordId> =
-                found.iter().filter(|record| !record.deleted).map(|record| &record.id).collect();
-            let missing: Vec<RecordKey> =
-                by_id.iter().filter(|(_, id)| !found_ids.contains(id)).map(|(key, _)| key.clone()).collect();
-            by_key.extend(missing);
+                records.iter().filter(|record| !record.deleted).map(|record| &record.id).collect();
+            by_key.extend(by_id.iter().filter(|(_, id)| !found_ids.contains(id)).map(|(key, _)| *key));
         }
-        if capabilities.lookup_by_key {
-            for chunk in by_key.chunks(500) {
-                let lookup = Lookup::Key {
-                    path: spec.key.get(side).clone(),
-                    values: chunk.iter().map(|key| key.as_str().to_string()).collect(),
-                };
-                found.extend(
-                    with_retries(clock, async || connector.lookup(&paths, &lookup).await)
-                        .await
-                        .map_err(read_error)?,
-                );
-            }
+        let mut by_key_records = Vec::new();
+        for chunk in by_key.chunks(LOOKUP_CHUNK) {
+            let lookup = Lookup::Key {
+                path: spec.key.get(side).clone(),
+                values: chunk.iter().map(|key| key.as_str().to_string()).collect(),
+            };
+            by_key_records.extend(
+                with_retries(clock, async || connector.lookup(&paths, &lookup).await)
+                    .await
+                    .map_err(&read_error)?,
+            );
         }
-        // Everything looked up and not found is absent; what could not be looked up stays unknown.
+        // Everything looked up and not found is absent.
         for (key, _) in &by_id {
-            if let Some(presence) = presences.get_mut(key) {
-                *presence.get_mut(side) = Presence::Absent;
-            }
+            presences.insert((*key).clone(), Presence::Absent);
         }
-        if capabilities.lookup_by_key {
-            for key in &by_key {
-                if let Some(presence) = presences.get_mut(key) {
-                    *presence.get_mut(side) = Presence::Absent;
-                }
-            }
+        for key in &by_key {
+            presences.insert((*key).clone(), Presence::Absent);
         }
-        for record in found {
+        let mut raws = Vec::new();
+        let mut keys = Vec::new();
+        for record in records.into_iter().chain(by_key_records) {
             if record.deleted {
                 continue;
             }
-            match normalise_record(spec, side, record) {
-                Ok((key, side_record)) => {
-                    if let Some(presence) = presences.get_mut(&key) {
-                        *presence.get_mut(side) = Presence::Present(side_record);
-                    }
+            match split_record(spec, side, record) {
+                Ok((key, raw)) if presences.contains_key(&key) => {
+                    keys.push(key);
+                    raws.push(raw);
                 }
+                Ok(_) => {}
                 Err(problem) => report.problems.push(problem),
             }
         }
+        for (key, record) in keys.into_iter().zip(normalise_all(spec, side, raws)) {
+            presences.insert(key, Presence::Present(record));
+        }
+        Ok(presences)
     }
-    let with_baseline = digests.keys().cloned().collect();
-    let candidates =
-        keys.into_iter().filter_map(|key| presences.remove(&key).map(|presence| (key, presence))).collect();
-    let mut seen = Vec::new();
-    for side in Side::BOTH {
-        seen.extend(scans.get_mut(side).seen.drain(..).map(|(key, digest)| (key, side, digest)));
-    }
-    Ok(Detection {
-        seen,
-        modes,
-        candidates,
-        max_modified: SidePair::new(scans.left.max_modified, scans.right.max_modified),
-        vanished,
-        with_baseline,
-    })
-}
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use fieldsync_model::{FieldType, LinkName, Normaliser};
-
-    use super::*;
-    use crate::spec::{
-        ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, RetryPolicy,
-    };
-
-    #[test]
-    fn normalising_on_every_core_keeps_the_order() {
-        let email = Normaliser::new(FieldType::Email);
-        let spec = LinkSpec {
-            name: LinkName::new("members"),
-            key: SidePair::new("id".into(), "id".into()),
-            fields: vec![FieldSpec {
-                name: "email".into(),
-                paths: SidePair::new("email".into(), "email".into()),
-                normalisers: SidePair::new(email.clone(), email),
-                direction: Direction::Both,
-            }],
-            conflicts: ConflictStrategy::Review,
-            first_sync: FirstSyncStrategy::Review,
-            creates: Creates::Both,
-            deletes: DeletePolicy::Review,
-            guard: Guard::default(),
-            full_scan_every: Duration::from_secs(60),
-            overlap: SidePair::new(Duration::ZERO, Duration::ZERO),
-            retry: RetryPolicy::default(),
-        };
-        for count in [0, 1, 63, 200, 1_001] {
-            let raws = (0..count)
-                .map(|n| RawRecord {
-                    id: RecordId::new(format!("r{n}")),
-                    raw: vec![serde_json::json!(format!("M{n}@Club.NL"))],
-                    modified: None,
-                })
-                .collect();
-            let records = normalise_all(&spec, Side::Left, raws);
-            assert_eq!(records.len(), count);
-            for (n, record) in records.iter().enumerate() {
-                assert_eq!(record.id.as_str(), format!("r{n}"));
-                assert_eq!(
-                    record.values[0].as_ref().ok(),
-                    Some(&Value::from(format!("m{n}@club.nl").as_str()))
-                );
+    /// After both listings: records a full read did not list (deleted, or skipped by a
+    /// listing whose paging shifted: only a look-up tells), and records with a live review or
+    /// an unfinished write, whose plans are renewed from fresh reads every run.
+    async fn leftovers<C: Connector, K: Clock>(
+        &mut self,
+        connectors: &mut SidePair<C>,
+        store: &StateStore,
+        clock: &K,
+        report: &mut RunReport,
+    ) -> Result<(), EngineError> {
+        let link = self.spec.name.as_str();
+        let mut keys: BTreeSet<RecordKey> = BTreeSet::new();
+        if let Some(known) = &self.known {
+            for side in Side::BOTH {
+                if *self.modes.get(side) != ReadMode::Full {
+                    continue;
+                }
+                let mut vanished = 0;
+                for (key, known) in known {
+                    if !*known.listed.get(side) && known.entry.tombstone != Some(side) {
+                        vanished += 1;
+                        keys.insert(key.clone());
+                    }
+                }
+                *self.vanished.get_mut(side) = vanished;
+                report.stats.side_mut(side).deleted = vanished;
             }
         }
+        keys.extend(store.keys_with_live_reviews(link)?);
+        keys.extend(store.open_outbox_keys(link)?);
+        keys.retain(|key| !self.handled.contains_key(key));
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<RecordKey> = keys.into_iter().collect();
+        let entries: HashMap<RecordKey, DigestEntry> = match &self.known {
+            Some(known) => keys
+                .iter()
+                .filter_map(|key| known.get(key).map(|known| (key.clone(), known.entry.clone())))
+                .collect(),
+            None => store.digests(link, self.layout, &keys)?,
+        };
+        for chunk in keys.chunks(CHUNK) {
+            let mut found = SidePair::new(HashMap::new(), HashMap::new());
+            for side in Side::BOTH {
+                let wanted: Vec<(RecordKey, Option<RecordId>)> = chunk
+                    .iter()
+                    .map(|key| (key.clone(), entries.get(key).and_then(|entry| entry.id(side)).cloned()))
+                    .collect();
+                *found.get_mut(side) = self.look_up(side, &wanted, connectors, clock, report).await?;
+            }
+            for key in chunk {
+                let mut presence = SidePair::new(Presence::Unknown, Presence::Unknown);
+                let mut ids = SidePair::new(None, None);
+                for side in Side::BOTH {
+                    let state = found.get_mut(side).remove(key).unwrap_or(Presence::Unknown);
+                    if let Presence::Present(record) = &state {
+                        *ids.get_mut(side) = Some(record.id.clone());
+                    }
+                    *presence.get_mut(side) = state;
+                }
+                self.ready_candidate(key.clone(), presence, ids, entries.contains_key(key));
+            }
+        }
+        Ok(())
     }
 }

@@ -345,6 +345,7 @@ impl Planner<'_> {
         let times = SidePair::new(left.modified.unwrap_or(self.now), right.modified.unwrap_or(self.now));
         let mut field_writes: SidePair<Vec<PayloadField>> = SidePair::default();
         report.stats.compared += 1;
+        let mut first_sync_equal = 0;
         for (index, field) in spec.fields.iter().enumerate() {
             let review =
                 reviews.iter().find(|review| review.review.field.as_deref() == Some(field.name.as_str()));
@@ -395,6 +396,7 @@ impl Planner<'_> {
                 decision: review.decision.as_ref(),
             });
             let outcome = merge_field(input, rules, view);
+
             let values = SidePair::new(left_value, right_value);
             match outcome {
                 FieldOutcome::Unchanged => {
@@ -466,7 +468,13 @@ impl Planner<'_> {
                         plan.reviews.push(ReviewChange::Close(review.id));
                         report.stats.reviews_closed += 1;
                     }
-                    plan.audit.push(entry);
+                    // A first sync of equal values is the common case: one entry per record
+                    // says so below, rather than one per field.
+                    if reason == crate::merge::Reason::FirstSyncEqual {
+                        first_sync_equal += 1;
+                    } else {
+                        plan.audit.push(entry);
+                    }
                     for target in targets {
                         let record = records.get(target);
                         let normaliser = field.normalisers.get(target);
@@ -530,6 +538,11 @@ impl Planner<'_> {
                     });
                 }
             }
+        }
+        if first_sync_equal > 0 {
+            let fields = if first_sync_equal == 1 { "field" } else { "fields" };
+            let reason = format!("first sync: both sides already agree on {first_sync_equal} {fields}");
+            plan.audit.push(self.audit(&key, None, AuditEvent::Agreed, reason));
         }
         for side in Side::BOTH {
             let fields = std::mem::take(field_writes.get_mut(side));

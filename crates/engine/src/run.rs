@@ -13,11 +13,11 @@ use fieldsync_store::{
 use jiff::Timestamp;
 
 use crate::EngineError;
-use crate::detect::Presence;
-use crate::detect::detect;
+use crate::detect::{Candidate, Chunk, Detector, Presence};
 use crate::plan::{BaselineChange, Payload, Planner, RecordPlan, ReviewChange};
 use crate::report::{GuardStop, ReadMode, RunReport, RunStats};
 use crate::spec::{Limit, LinkSpec, SidePair};
+use fieldsync_store::ReviewId;
 
 /// The time, and a way to wait; injected so that tests can run retries with a fake clock.
 pub trait Clock {
@@ -128,7 +128,13 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress>(
         if modes.left == ReadMode::Full || modes.right == ReadMode::Full { "full" } else { "incremental" };
     if !options.dry_run {
         let transaction = store.transaction()?;
-        report.run_id = Some(transaction.start_run(link, mode_name, started)?);
+        let run_id = transaction.start_run(link, mode_name, started)?;
+        if options.deliver_only {
+            // Nothing to plan: what it delivers and audits must never be taken for the
+            // unpublished plan of a run that died.
+            transaction.publish_plan(run_id)?;
+        }
+        report.run_id = Some(run_id);
         transaction.commit()?;
     }
     let result = run_steps(
@@ -175,8 +181,17 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress>(
     result.map(|()| report)
 }
 
-/// How many candidate records are planned per read of their baselines.
-const PLAN_CHUNK: usize = 1_000;
+/// What a plan settles only once it is published: reviews its decisions close, baselines that
+/// record deletes, and the closing of the waiting entries it replaces or finds landed.
+#[derive(Default)]
+struct Deferred {
+    closes: Vec<ReviewId>,
+    baselines: Vec<(RecordKey, BaselineChange)>,
+    /// Waiting entries a newer plan replaces.
+    superseded: Vec<i64>,
+    /// Entries whose write an earlier attempt made, with the audit that says so.
+    landed: Vec<(i64, fieldsync_store::AuditEntry)>,
+}
 
 /// Writes one record's plan into the plan transaction: its outbox entries (an identical
 /// waiting one is kept, others superseded, landed ones closed), its baseline change, reviews,
@@ -191,6 +206,7 @@ fn commit_plan(
     landed: &HashSet<i64>,
     report: &mut RunReport,
     now: Timestamp,
+    deferred: &mut Deferred,
 ) -> Result<(), EngineError> {
     for write in &plan.writes {
         let same = existing.iter().position(|entry| {
@@ -213,9 +229,10 @@ fn commit_plan(
         let run_id = report.run_id.unwrap_or(fieldsync_model::RunId(0));
         transaction.insert_outbox(link, run_id, &entry, now)?;
     }
+    // Entries a newer plan replaces, and writes found landed, are closed when the plan is
+    // published: a guarded run leaves them as they were (still pulling their record in).
     for stale in existing {
         if landed.contains(&stale.id) {
-            transaction.set_outbox_status(stale.id, OutboxStatus::Done, None, None, now)?;
             let audit = fieldsync_store::AuditEntry {
                 run_id: report.run_id,
                 key: plan.key.clone(),
@@ -229,29 +246,29 @@ fn commit_plan(
                 reason: format!("written to the {} side by an earlier attempt, found there", stale.side),
                 at: now,
             };
-            transaction.audit(link, &audit)?;
+            deferred.landed.push((stale.id, audit));
             report.stats.writes_done += 1;
-            continue;
+        } else {
+            deferred.superseded.push(stale.id);
         }
-        transaction.set_outbox_status(
-            stale.id,
-            OutboxStatus::Superseded,
-            None,
-            Some("replaced by a newer plan from fresh reads"),
-            now,
-        )?;
     }
     match &plan.baseline {
         BaselineChange::Keep => {}
+        // What a delete settles (a tombstone, a record forgotten) waits for the plan to be
+        // published, like the writes: a guarded run must not record a mass delete as settled.
+        BaselineChange::Put(baseline) if baseline.tombstone.is_some() => {
+            deferred.baselines.push((plan.key.clone(), plan.baseline.clone()));
+        }
+        BaselineChange::Delete => deferred.baselines.push((plan.key.clone(), BaselineChange::Delete)),
         BaselineChange::Put(baseline) => transaction.put_baseline(link, layout, baseline)?,
-        BaselineChange::Delete => transaction.delete_baseline(link, &plan.key)?,
     }
     for review in &plan.reviews {
         match review {
             ReviewChange::Put(review) => {
                 transaction.put_review(link, report.run_id, review, now)?;
             }
-            ReviewChange::Close(id) => transaction.close_review(*id, now)?,
+            // Closed when the plan is published: a decision is applied by the writes it planned.
+            ReviewChange::Close(id) => deferred.closes.push(*id),
         }
     }
     for entry in &plan.audit {
@@ -312,7 +329,6 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
     cursors: SidePair<CursorState>,
     report: &mut RunReport,
 ) -> Result<(), EngineError> {
-    let now = clock.now();
     let mut rng = match options.seed {
         Some(seed) => fastrand::Rng::with_seed(seed),
         None => fastrand::Rng::new(),
@@ -321,17 +337,14 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
         return crate::deliver::deliver(spec, connectors, store, layout, clock, progress, report, &mut rng)
             .await;
     }
-
     let link = spec.name.as_str();
-    // 1. Detect.
-    let started = std::time::Instant::now();
-    let detection =
-        detect(spec, connectors, names, modes, since, store, layout, clock, progress, report).await?;
-    tracing::info!(link, phase = "detect", ms = started.elapsed().as_millis(), "Phase done.");
 
-    // 2–6. Merge, plan, guard, commit.
+    // 1–6. Detect, merge and plan a chunk at a time; guard; publish.
     let started = std::time::Instant::now();
-    let planned = plan_and_commit(spec, store, options, layout, detection, cursors, now, progress, report)?;
+    let planned = detect_and_plan(
+        spec, names, connectors, store, options, clock, progress, layout, modes, since, cursors, report,
+    )
+    .await?;
     tracing::info!(link, phase = "plan", ms = started.elapsed().as_millis(), "Phase done.");
     if !planned {
         return Ok(());
@@ -345,122 +358,210 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
     delivered
 }
 
-/// Steps 2 to 6: merges and plans every candidate record, a chunk of keys at a time, each plan
-/// going straight into the plan transaction (so plans never pile up in memory); checks the
-/// guard before anything is committed; commits. Whether there is anything to deliver (not
-/// when guarded or a dry run).
+/// Steps 1 to 6: reads both sides and plans every candidate as detection hands them out, a
+/// chunk at a time, each chunk committed at once (so neither records nor plans pile up in
+/// memory) but undeliverable until the whole plan is published. Then the guard: over its
+/// limits, the run's planned writes are discarded; within them, the plan is published with the
+/// cursors. Whether there is anything to deliver (not when guarded or a dry run).
 #[allow(clippy::too_many_arguments)]
-fn plan_and_commit<P: Progress>(
+async fn detect_and_plan<C: Connector, K: Clock, P: Progress>(
     spec: &LinkSpec,
+    names: &SidePair<String>,
+    connectors: &mut SidePair<C>,
     store: &mut StateStore,
     options: RunOptions,
-    layout: &fieldsync_store::LinkLayout,
-    detection: crate::detect::Detection,
-    cursors: SidePair<CursorState>,
-    now: Timestamp,
+    clock: &K,
     progress: &P,
+    layout: &fieldsync_store::LinkLayout,
+    modes: SidePair<ReadMode>,
+    since: SidePair<Option<Timestamp>>,
+    cursors: SidePair<CursorState>,
     report: &mut RunReport,
 ) -> Result<bool, EngineError> {
     let link = spec.name.as_str();
-    progress.phase("merging", Some(detection.candidates.len() as u64));
-    let keys: Vec<RecordKey> = detection.candidates.iter().map(|(key, _)| key.clone()).collect();
-    let mut reviews: HashMap<RecordKey, Vec<Review>> = HashMap::new();
-    for review in store.live_reviews_for(link, &keys)? {
-        reviews.entry(review.review.key.clone()).or_default().push(review);
-    }
-    let mut open_entries: HashMap<RecordKey, Vec<fieldsync_store::OutboxEntry>> = HashMap::new();
-    for entry in store.open_outbox_for(link, &keys)? {
-        open_entries.entry(entry.key.clone()).or_default().push(entry);
-    }
-    drop(keys);
-    let total = store.baseline_count(link)?;
+    let now = clock.now();
     let fingerprints = SidePair::new(spec.fingerprint(Side::Left), spec.fingerprint(Side::Right));
     let planner = Planner { spec, run_id: report.run_id, now, fingerprints };
-    // A dry run plans against the store as it is and writes nothing, not even in a transaction
-    // that would be rolled back: a real run may be writing.
-    let (transaction, reader) =
-        if options.dry_run { (None, Some(&*store)) } else { (Some(store.transaction()?), None) };
-    let mut candidates = detection.candidates.into_iter().peekable();
-    while candidates.peek().is_some() {
-        let chunk: Vec<(RecordKey, SidePair<Presence>)> = candidates.by_ref().take(PLAN_CHUNK).collect();
-        let chunk_keys: Vec<RecordKey> = chunk.iter().map(|(key, _)| key.clone()).collect();
-        let baselines = match (&transaction, reader) {
-            (Some(transaction), _) => transaction.baselines(link, layout, &chunk_keys)?,
-            (None, Some(reader)) => reader.baselines(link, layout, &chunk_keys)?,
-            (None, None) => unreachable!("a run plans with a transaction or a reader"),
-        };
-        for (key, presence) in chunk {
-            let baseline = baselines.get(&key);
-            if baseline.is_none() && detection.with_baseline.contains(&key) {
-                report.problems.push(format!(
-                    "the baseline of record {key} is damaged and was treated as lost: its differences follow first_sync"
-                ));
-            }
-            // A write that an earlier attempt may have made, and that the target now holds,
-            // landed: its baseline moves first, so the engine's own write is not taken for an edit.
-            let existing = open_entries.remove(&key).unwrap_or_default();
-            let mut moved = None;
-            let mut landed = HashSet::new();
-            for entry in &existing {
-                let current = moved.as_ref().or(baseline);
-                if let Some(next) = landed_write(spec, layout, entry, &presence, current, now) {
-                    moved = Some(next);
-                    landed.insert(entry.id);
-                }
-            }
-            let record_reviews = reviews.get(&key).map(Vec::as_slice).unwrap_or_default();
-            let mut plan =
-                planner.plan_record(key, presence, moved.as_ref().or(baseline), record_reviews, report);
-            if let (Some(moved), BaselineChange::Keep) = (moved, &plan.baseline) {
-                plan.baseline = BaselineChange::Put(moved);
-            }
-            if let Some(transaction) = &transaction {
-                commit_plan(transaction, link, layout, &plan, existing, &landed, report, now)?;
-            }
-            progress.advance(1);
-        }
+    let mut detector = Detector::new(spec, layout, names, connectors, modes, since, store)?;
+    let mut deferred = Deferred::default();
+    // How many more live baselines the plan left than there were: the guard compares with
+    // the count before the run.
+    let mut live_added: i64 = 0;
+    progress.phase("reading and planning", None);
+    while let Some(chunk) = detector.next(connectors, store, clock, progress, report).await? {
+        plan_chunk(
+            spec,
+            store,
+            options,
+            layout,
+            &planner,
+            chunk,
+            report,
+            now,
+            &mut deferred,
+            &mut live_added,
+        )?;
     }
+    let summary = detector.summary();
 
     // 5. Guard.
     if !options.force {
+        let mut total = None;
         for side in Side::BOTH {
             let stats = report.stats.side(side);
-            let deletes = stats.deletes_planned.max(*detection.vanished.get(side));
+            let deletes = stats.deletes_planned.max(*summary.vanished.get(side));
             let checks = [
                 ("delete", deletes, spec.guard.max_delete),
                 ("change", stats.updates_planned, spec.guard.max_change),
             ];
             for (kind, count, limit) in checks {
+                if count == 0 {
+                    continue;
+                }
+                // Counting every baseline costs a scan of an index: only when a limit needs it.
+                let total = match total {
+                    Some(total) => total,
+                    None => {
+                        let counted = i64::try_from(store.baseline_count(link)?).unwrap_or(i64::MAX);
+                        *total.insert(u64::try_from(counted - live_added).unwrap_or(0))
+                    }
+                };
                 if limit.exceeded(count, total) {
                     let limit = match limit {
                         Limit::Share(share) => format!("{}%", share * 100.0),
                         Limit::Count(count) => count.to_string(),
                     };
                     report.guard = Some(GuardStop { side, kind, count, total, limit });
-                    // Dropping the transaction rolls every planned write back.
+                    if let Some(run_id) = report.run_id {
+                        let transaction = store.transaction()?;
+                        transaction.discard_plan(link, run_id)?;
+                        transaction.commit()?;
+                    }
                     return Ok(false);
                 }
             }
         }
     }
-    let Some(transaction) = transaction else { return Ok(false) };
+    let Some(run_id) = report.run_id.filter(|_| !options.dry_run) else { return Ok(false) };
 
-    // 6. Commit the plan: one transaction holds every planned write, agreement, review and
-    // audit entry, and the cursors, so a crash leaves either all of it or none.
-    for (key, side, digest) in &detection.seen {
-        transaction.set_seen(link, key, *side, *digest)?;
-    }
+    // 6. Publish the plan, with the cursors and the reviews its decisions settle, in one
+    // transaction: a crash before it leaves nothing deliverable, after it the whole plan.
+    let transaction = store.transaction()?;
     for side in Side::BOTH {
         let old = *cursors.get(side);
-        let seen = *detection.max_modified.get(side);
-        let cursor = match (old.cursor, seen) {
+        let cursor = match (old.cursor, *summary.cursor.get(side)) {
             (Some(old), Some(seen)) => Some(old.max(seen)),
             (old, seen) => old.or(seen),
         };
         let last_full_scan =
-            if *detection.modes.get(side) == ReadMode::Full { Some(now) } else { old.last_full_scan };
+            if *summary.modes.get(side) == ReadMode::Full { Some(now) } else { old.last_full_scan };
         transaction.set_cursor(link, side, CursorState { cursor, last_full_scan })?;
     }
+    for id in deferred.closes {
+        transaction.close_review(id, now)?;
+    }
+    for id in deferred.superseded {
+        transaction.set_outbox_status(
+            id,
+            OutboxStatus::Superseded,
+            None,
+            Some("replaced by a newer plan from fresh reads"),
+            now,
+        )?;
+    }
+    for (id, audit) in &deferred.landed {
+        transaction.set_outbox_status(*id, OutboxStatus::Done, None, None, now)?;
+        transaction.audit(link, audit)?;
+    }
+    for (key, change) in deferred.baselines {
+        match change {
+            BaselineChange::Put(baseline) => transaction.put_baseline(link, layout, &baseline)?,
+            BaselineChange::Delete => transaction.delete_baseline(link, &key)?,
+            BaselineChange::Keep => {}
+        }
+    }
+    transaction.publish_plan(run_id)?;
     transaction.commit()?;
     Ok(true)
+}
+
+/// Plans one chunk of candidates and, unless it is a dry run, commits the plans with the raw
+/// digests detection found, in one transaction.
+#[allow(clippy::too_many_arguments)]
+fn plan_chunk(
+    spec: &LinkSpec,
+    store: &mut StateStore,
+    options: RunOptions,
+    layout: &fieldsync_store::LinkLayout,
+    planner: &Planner<'_>,
+    chunk: Chunk,
+    report: &mut RunReport,
+    now: Timestamp,
+    deferred: &mut Deferred,
+    live_added: &mut i64,
+) -> Result<(), EngineError> {
+    let link = spec.name.as_str();
+    let keys: Vec<RecordKey> = chunk.candidates.iter().map(|candidate| candidate.key.clone()).collect();
+    let mut reviews: HashMap<RecordKey, Vec<Review>> = HashMap::new();
+    let mut open_entries: HashMap<RecordKey, Vec<fieldsync_store::OutboxEntry>> = HashMap::new();
+    if !keys.is_empty() {
+        for review in store.live_reviews_for(link, &keys)? {
+            reviews.entry(review.review.key.clone()).or_default().push(review);
+        }
+        for entry in store.open_outbox_for(link, &keys)? {
+            open_entries.entry(entry.key.clone()).or_default().push(entry);
+        }
+    }
+    // A dry run plans against the store as it is and writes nothing, not even in a transaction
+    // that would be rolled back: a real run may be writing.
+    let (transaction, baselines) = if options.dry_run {
+        (None, store.baselines(link, layout, &keys)?)
+    } else {
+        let transaction = store.transaction()?;
+        let baselines = transaction.baselines(link, layout, &keys)?;
+        (Some(transaction), baselines)
+    };
+    for Candidate { key, presence, had_baseline } in chunk.candidates {
+        let baseline = baselines.get(&key);
+        if baseline.is_none() && had_baseline {
+            report.problems.push(format!(
+                "the baseline of record {key} is damaged and was treated as lost: its differences follow first_sync"
+            ));
+        }
+        // A write that an earlier attempt may have made, and that the target now holds,
+        // landed: its baseline moves first, so the engine's own write is not taken for an edit.
+        let existing = open_entries.remove(&key).unwrap_or_default();
+        let mut moved = None;
+        let mut landed = HashSet::new();
+        for entry in &existing {
+            let current = moved.as_ref().or(baseline);
+            if let Some(next) = landed_write(spec, layout, entry, &presence, current, now) {
+                moved = Some(next);
+                landed.insert(entry.id);
+            }
+        }
+        let record_reviews = reviews.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let live_before = baseline.is_some_and(|baseline| baseline.tombstone.is_none());
+        let mut plan =
+            planner.plan_record(key, presence, moved.as_ref().or(baseline), record_reviews, report);
+        if let (Some(moved), BaselineChange::Keep) = (moved, &plan.baseline) {
+            plan.baseline = BaselineChange::Put(moved);
+        }
+        // Only a live baseline written now counts: what a delete settles waits for publishing.
+        if let BaselineChange::Put(next) = &plan.baseline
+            && next.tombstone.is_none()
+        {
+            *live_added += i64::from(!live_before);
+        }
+        if let Some(transaction) = &transaction {
+            commit_plan(transaction, link, layout, &plan, existing, &landed, report, now, deferred)?;
+        }
+    }
+    if let Some(transaction) = transaction {
+        for (key, side, digest) in &chunk.seen {
+            transaction.set_seen(link, key, *side, *digest)?;
+        }
+        transaction.commit()?;
+    }
+    Ok(())
 }

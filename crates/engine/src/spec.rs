@@ -7,7 +7,7 @@ use std::time::Duration;
 use fieldsync_model::{LinkName, Normaliser, Side};
 
 /// A pair of things, one per side.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct SidePair<T> {
     /// The left side's.
     pub left: T,

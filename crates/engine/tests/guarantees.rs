@@ -1272,8 +1272,9 @@ async fn moved_target(conditional: bool, empty: bool) {
     world.left.set_now(at(100_000));
     world.left.edit("m1", "email", json!("left@club.nl"));
     world.clock.set(at(150_000));
-    // Killed right after the plan (commit 1 starts the run, commit 2 is its plan).
-    world.store.crash_at_commit(2, true);
+    // Killed right after the plan (commit 1 starts the run, 2 writes its one chunk of plans,
+    // 3 publishes them).
+    world.store.crash_at_commit(3, true);
     let crashed = world.try_run_with(&mut connectors(&world), options()).await;
     assert!(
         matches!(crashed, Err(EngineError::Store(StoreError::InjectedCrash { committed: true }))),
@@ -1571,8 +1572,9 @@ async fn guarantee_15_duplicate_delivery_same_state_one_audit() {
 
     // Killed after the write, before the transaction that closes its entry.
     let mut killed = one_write().await;
-    // Commits: 1 starts the run, 2 is its plan, 3 marks the entry as sending, 4 closes it.
-    killed.store.crash_at_commit(4, false);
+    // Commits: 1 starts the run, 2 writes its plan, 3 publishes it, 4 marks the entry as
+    // sending, 5 closes it.
+    killed.store.crash_at_commit(5, false);
     assert!(killed.try_run(options()).await.is_err());
     killed.reopen();
     assert_eq!(killed.right.writes_applied(), 1);
@@ -1583,9 +1585,10 @@ async fn guarantee_15_duplicate_delivery_same_state_one_audit() {
     killed.run(options()).await;
     assert_eq!(delivered_state(&mut killed), expected);
 
-    // Killed after the plan; the next run plans the same write again: one entry, one write.
+    // Killed after the plan was published; the next run plans the same write again: one
+    // entry, one write.
     let mut replanned = one_write().await;
-    replanned.store.crash_at_commit(2, true);
+    replanned.store.crash_at_commit(3, true);
     assert!(replanned.try_run(options()).await.is_err());
     replanned.reopen();
     replanned.clock.set(at(160_000));
@@ -1593,6 +1596,19 @@ async fn guarantee_15_duplicate_delivery_same_state_one_audit() {
     assert_eq!(delivered_state(&mut replanned), expected);
     assert_eq!(replanned.right.writes_applied(), 1);
     assert_eq!(replanned.outbox().len(), 1);
+
+    // Killed after its plan was written and before it was published: the next run discards
+    // the unpublished entry and plans the write anew: one entry, one write.
+    let mut unpublished = one_write().await;
+    unpublished.store.crash_at_commit(2, true);
+    assert!(unpublished.try_run(options()).await.is_err());
+    unpublished.reopen();
+    assert_eq!(unpublished.outbox().len(), 1, "written, not yet published");
+    unpublished.clock.set(at(160_000));
+    unpublished.run(options()).await;
+    assert_eq!(delivered_state(&mut unpublished), expected);
+    assert_eq!(unpublished.right.writes_applied(), 1);
+    assert_eq!(unpublished.outbox().len(), 1, "the unpublished entry was discarded");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -368,6 +368,7 @@ async fn an_unknown_payload_version_is_a_dead_entry() {
             payload: r#"{"version":99,"fields":[],"source_id":null,"soft_delete_of":null}"#.into(),
         };
         transaction.insert_outbox("members", run, &entry, now).unwrap();
+        transaction.publish_plan(run).unwrap();
         transaction.commit().unwrap();
     }
     let report = world.run(RunOptions { deliver_only: true, ..Default::default() }).await;

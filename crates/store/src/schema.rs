@@ -107,4 +107,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX outbox_open ON outbox (link, id) WHERE status IN ('pending', 'sending');
     "#,
+    // 4: a run writes its plan a chunk at a time; its outbox entries may be delivered once the
+    // whole plan is written and passed the guard (`plan = 'published'`). Entries of a run that
+    // never published (it stopped, failed or was killed while planning) are discarded by the
+    // link's next run. Earlier runs wrote their plans in one transaction: all are published.
+    // The live baselines get an index of their own, so that the guard counts them quickly.
+    r#"
+    ALTER TABLE runs ADD COLUMN plan TEXT;
+    UPDATE runs SET plan = 'published';
+    CREATE INDEX baselines_live ON baselines (link) WHERE tombstone IS NULL;
+    "#,
 ];

@@ -365,14 +365,18 @@ impl StateStore {
         let mut statement = self
             .connection
             .prepare_cached(
-                "SELECT DISTINCT key FROM outbox WHERE link = ?1 AND status IN ('pending', 'sending', 'dead')",
+                // Not DISTINCT, which would make SQLite walk every entry of the link by key
+                // rather than only the unfinished ones by status.
+                "SELECT key FROM outbox WHERE link = ?1 AND status IN ('pending', 'sending', 'dead')",
             )
             .context(what)?;
-        let keys = statement
+        let mut keys = statement
             .query_map(params![link], |row| Ok(RecordKey::new(row.get::<_, String>(0)?)))
             .context(what)?
             .collect::<Result<Vec<_>, _>>()
             .context(what)?;
+        keys.sort();
+        keys.dedup();
         Ok(keys)
     }
 
@@ -667,13 +671,66 @@ impl Transaction<'_> {
     ///
     /// Fails on a database error.
     pub fn start_run(&self, link: &str, mode: &str, now: Timestamp) -> Result<RunId, StoreError> {
+        let what = || format!("starting a run of link {link}");
+        // Only one run of a link holds its lock, so every earlier run still planning is dead:
+        // the writes it planned were never published and never sent.
+        let unpublished: Vec<i64> = self
+            .transaction
+            .prepare_cached("SELECT id FROM runs WHERE link = ?1 AND plan IS NULL")
+            .and_then(|mut statement| {
+                statement.query_map(params![link], |row| row.get(0))?.collect::<Result<_, _>>()
+            })
+            .context(what)?;
+        for run in unpublished {
+            self.discard_plan(link, RunId(run))?;
+        }
         self.transaction
             .execute(
                 "INSERT INTO runs (link, mode, status, started_ms) VALUES (?1, ?2, 'running', ?3)",
                 params![link, mode, millis(now)],
             )
-            .context(|| format!("starting a run of link {link}"))?;
+            .context(what)?;
         Ok(RunId(self.transaction.last_insert_rowid()))
+    }
+
+    /// Makes a run's planned writes deliverable: its plan is complete and passed the guard.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn publish_plan(&self, run: RunId) -> Result<(), StoreError> {
+        self.transaction
+            .execute("UPDATE runs SET plan = 'published' WHERE id = ?1", params![run.0])
+            .context(|| format!("publishing the plan of run {run}"))?;
+        Ok(())
+    }
+
+    /// Drops what a run planned and never published (it was stopped by the guard, or died
+    /// while planning): its writes, the reviews it opened and its audit entries, which tell of
+    /// decisions that were never carried out. Returns how many writes were dropped.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn discard_plan(&self, link: &str, run: RunId) -> Result<usize, StoreError> {
+        let what = || format!("discarding the plan of run {run}");
+        // Unpublished entries were never sent: they are all pending, never attempted.
+        let dropped = self
+            .transaction
+            .execute(
+                "DELETE FROM outbox WHERE link = ?1 AND status = 'pending' AND attempts = 0 AND run_id = ?2",
+                params![link, run.0],
+            )
+            .context(what)?;
+        // A review keeps the run that opened it (updating one leaves its run as it was).
+        self.transaction
+            .execute("DELETE FROM reviews WHERE link = ?1 AND run_id = ?2", params![link, run.0])
+            .context(what)?;
+        self.transaction.execute("DELETE FROM audit WHERE run_id = ?1", params![run.0]).context(what)?;
+        self.transaction
+            .execute("UPDATE runs SET plan = 'discarded' WHERE id = ?1", params![run.0])
+            .context(what)?;
+        Ok(dropped)
     }
 
     /// Records how a run ended.

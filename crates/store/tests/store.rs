@@ -557,6 +557,86 @@ fn outbox_lifecycle() {
     assert!(matches!(store.outbox_entry(424_242), Err(StoreError::NotFound { id: 424_242, .. })));
 }
 
+/// A run writes its plan a chunk at a time and publishes it at the end. The writes, the
+/// reviews it opened and the audit of a run that never published are discarded by the next
+/// run of its link (not of another link); a published run's are kept, and so are reviews the
+/// dead run only updated.
+#[test]
+fn an_unpublished_plan_is_discarded_by_the_next_run_of_its_link() {
+    let TempStore { mut store, _dir, .. } = temp_store();
+    let earlier = start_run(&mut store, LINK, T0);
+    let kept_review = {
+        let transaction = store.transaction().unwrap();
+        transaction.publish_plan(earlier).unwrap();
+        let id =
+            transaction.put_review(LINK, Some(earlier), &review("k0", Some("email"), 1, 2), ts(T0)).unwrap();
+        transaction.commit().unwrap();
+        id
+    };
+    let published = {
+        let transaction = store.transaction().unwrap();
+        let id = transaction
+            .insert_outbox(LINK, earlier, &outbox_entry("k0", Side::Right, Operation::Update), ts(T0))
+            .unwrap();
+        transaction.commit().unwrap();
+        id
+    };
+    let dead = start_run(&mut store, LINK, T0 + 10);
+    let other_link = start_run(&mut store, "others", T0 + 10);
+    {
+        let transaction = store.transaction().unwrap();
+        for record in ["k1", "k2"] {
+            transaction
+                .insert_outbox(LINK, dead, &outbox_entry(record, Side::Left, Operation::Update), ts(T0 + 10))
+                .unwrap();
+        }
+        transaction
+            .insert_outbox(
+                "others",
+                other_link,
+                &outbox_entry("k9", Side::Left, Operation::Update),
+                ts(T0 + 10),
+            )
+            .unwrap();
+        transaction.put_review(LINK, Some(dead), &review("k1", Some("email"), 3, 4), ts(T0 + 10)).unwrap();
+        // Updating a review opened by a published run leaves it that run's.
+        transaction.put_review(LINK, Some(dead), &review("k0", Some("email"), 5, 6), ts(T0 + 10)).unwrap();
+        transaction.audit(LINK, &audit_entry(Some(dead), "k1", AuditEvent::Resolved, T0 + 10)).unwrap();
+        transaction.commit().unwrap();
+    }
+    assert_eq!(store.due_outbox(LINK, ts(T0 + 20), 0, 10).unwrap().len(), 3);
+
+    let next = start_run(&mut store, LINK, T0 + 20);
+    assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 20), 0, 10).unwrap()), vec![published]);
+    assert_eq!(
+        store.due_outbox("others", ts(T0 + 20), 0, 10).unwrap().len(),
+        1,
+        "another link's run is its own"
+    );
+    let live = store.live_reviews_for(LINK, &[key("k0"), key("k1")]).unwrap();
+    assert_eq!(ids_of(&live), vec![kept_review]);
+    assert!(store.audit_for_run(dead).unwrap().is_empty());
+
+    // A guarded run discards its own plan at once; then nothing is left to discard.
+    {
+        let transaction = store.transaction().unwrap();
+        transaction
+            .insert_outbox(LINK, next, &outbox_entry("k3", Side::Left, Operation::Delete), ts(T0 + 20))
+            .unwrap();
+        assert_eq!(transaction.discard_plan(LINK, next).unwrap(), 1);
+        transaction.commit().unwrap();
+    }
+    assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 30), 0, 10).unwrap()), vec![published]);
+    let last = start_run(&mut store, LINK, T0 + 30);
+    {
+        let transaction = store.transaction().unwrap();
+        transaction.publish_plan(last).unwrap();
+        transaction.commit().unwrap();
+    }
+    start_run(&mut store, LINK, T0 + 40);
+    assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 40), 0, 10).unwrap()), vec![published]);
+}
+
 #[test]
 fn due_outbox_is_oldest_first_and_limited() {
     let TempStore { mut store, _dir, .. } = temp_store();
