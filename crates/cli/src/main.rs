@@ -12,6 +12,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// A run of many records allocates and frees millions of small values (record fields, keys,
+/// statements' parameters); mimalloc does that in about half the time of the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Keep member records in step between two systems, field by field, in both directions.
 #[derive(Debug, Parser)]
 #[command(
