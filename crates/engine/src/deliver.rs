@@ -23,6 +23,14 @@ use crate::{Clock, EngineError, Progress};
 /// How many entries one batch sends.
 const BATCH: usize = 500;
 
+/// How a batch's attempts ended: each entry's outcome, and the send that marked the entries
+/// that went out (their attempts are counted as they are closed).
+struct Attempts {
+    outcomes: Vec<Attempt>,
+    send: Option<fieldsync_store::SendId>,
+    sent: Vec<bool>,
+}
+
 /// How one entry's attempt ended.
 enum Attempt {
     /// Written and read back as intended.
@@ -176,7 +184,7 @@ async fn attempt_batch<C: Connector, K: Clock>(
     entries: &[&OutboxEntry],
     payloads: &[Result<Payload, String>],
     clock: &K,
-) -> Result<Vec<Attempt>, EngineError> {
+) -> Result<Attempts, EngineError> {
     let capabilities = connector.capabilities();
     let mut paths = spec.read_paths(side);
     let mut outcomes: Vec<Option<Attempt>> = Vec::with_capacity(entries.len());
@@ -223,7 +231,7 @@ async fn attempt_batch<C: Connector, K: Clock>(
             }
         };
         for record in found.into_iter().filter(|record| !record.deleted) {
-            let key = crate::detect::link_key(&record.values[0]);
+            let key = record.values.get(spec.fields.len()).and_then(crate::detect::link_key);
             if let Some(&index) =
                 uncertain_creates.iter().find(|&&index| Some(&entries[index].key) == key.as_ref())
             {
@@ -341,10 +349,11 @@ async fn attempt_batch<C: Connector, K: Clock>(
             Err(message) => outcomes[index] = Some(Attempt::Damaged(message.to_string())),
         }
     }
+    let mut send = None;
     if !sent.is_empty() {
         let ids: Vec<i64> = sent.iter().map(|&index| entries[index].id).collect();
         let transaction = store.transaction()?;
-        transaction.mark_sending(&ids, clock.now())?;
+        send = Some(transaction.begin_send(spec.name.as_str(), &ids, clock.now())?);
         transaction.commit()?;
         let results: Vec<Result<WriteOutcome, ConnectorError>> = match connector.apply(&writes).await {
             Ok(results) => results,
@@ -414,10 +423,18 @@ async fn attempt_batch<C: Connector, K: Clock>(
             }
         }
     }
-    Ok(outcomes
-        .into_iter()
-        .map(|outcome| outcome.unwrap_or_else(|| Attempt::Damaged("no outcome".into())))
-        .collect())
+    let mut was_sent = vec![false; entries.len()];
+    for index in sent {
+        was_sent[index] = true;
+    }
+    Ok(Attempts {
+        outcomes: outcomes
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or_else(|| Attempt::Damaged("no outcome".into())))
+            .collect(),
+        send,
+        sent: was_sent,
+    })
 }
 
 /// Moves a baseline as a verified write to `side` says: the target's id (and the source's,
@@ -474,7 +491,7 @@ fn close_batch<K: Clock>(
     layout: &LinkLayout,
     entries: &[&OutboxEntry],
     payloads: &[Result<Payload, String>],
-    outcomes: Vec<Attempt>,
+    attempts: Attempts,
     clock: &K,
     report: &mut RunReport,
     rng: &mut fastrand::Rng,
@@ -487,7 +504,20 @@ fn close_batch<K: Clock>(
     let mut moved = false;
     let transaction = store.transaction()?;
     let mut baselines = transaction.baselines(link, layout, &keys)?;
-    for ((entry, outcome), payload) in entries.iter().zip(outcomes).zip(payloads) {
+    if let Some(send) = attempts.send {
+        transaction.end_send(send)?;
+    }
+    for (((entry, outcome), payload), sent) in
+        entries.iter().zip(attempts.outcomes).zip(payloads).zip(attempts.sent)
+    {
+        // An entry that went out has one more attempt to count.
+        let set_status = |status, next, error: Option<&str>| {
+            if sent {
+                transaction.close_attempt(entry.id, status, next, error, now)
+            } else {
+                transaction.set_outbox_status(entry.id, status, next, error, now)
+            }
+        };
         let audit = |event: AuditEvent, reason: String, value: Option<Value>| AuditEntry {
             run_id: report.run_id,
             key: entry.key.clone(),
@@ -547,7 +577,7 @@ fn close_batch<K: Clock>(
                         &audit(AuditEvent::Written, format!("deleted on the {side} side"), None),
                     )?;
                 }
-                transaction.set_outbox_status(entry.id, OutboxStatus::Done, None, None, now)?;
+                set_status(OutboxStatus::Done, None, None)?;
                 report.stats.writes_done += 1;
                 final_outcomes.remove(&entry.id);
             }
@@ -555,7 +585,7 @@ fn close_batch<K: Clock>(
                 let attempts = entry.attempts + 1;
                 let message = error.to_string();
                 if attempts >= spec.retry.attempts {
-                    transaction.set_outbox_status(entry.id, OutboxStatus::Dead, None, Some(&message), now)?;
+                    set_status(OutboxStatus::Dead, None, Some(&message))?;
                     transaction.audit(
                         link,
                         &audit(
@@ -570,13 +600,7 @@ fn close_batch<K: Clock>(
                     let backoff = spec.retry.backoff(attempts, rng.f64());
                     let wait = error.retry_after().map_or(backoff, |asked| asked.max(backoff));
                     let next = now + wait;
-                    transaction.set_outbox_status(
-                        entry.id,
-                        OutboxStatus::Pending,
-                        Some(next),
-                        Some(&message),
-                        now,
-                    )?;
+                    set_status(OutboxStatus::Pending, Some(next), Some(&message))?;
                     tracing::warn!(link, key = %entry.key, %side, attempts, error = %message, "Retrying outbox entry.");
                     final_outcomes.insert(entry.id, failure("retrying", message));
                 }
@@ -587,26 +611,20 @@ fn close_batch<K: Clock>(
                 | ConnectorError::AlreadyExists { .. }),
             ) => {
                 let message = format!("{error}; it will be planned again from a fresh read");
-                transaction.set_outbox_status(
-                    entry.id,
-                    OutboxStatus::Superseded,
-                    None,
-                    Some(&message),
-                    now,
-                )?;
+                set_status(OutboxStatus::Superseded, None, Some(&message))?;
                 report.stats.writes_moved += 1;
                 final_outcomes.insert(entry.id, failure("moved", message));
                 moved = true;
             }
             Attempt::Failed(error) => {
                 let message = error.to_string();
-                transaction.set_outbox_status(entry.id, OutboxStatus::Dead, None, Some(&message), now)?;
+                set_status(OutboxStatus::Dead, None, Some(&message))?;
                 transaction.audit(link, &audit(AuditEvent::Failed, message.clone(), None))?;
                 report.stats.writes_dead += 1;
                 final_outcomes.insert(entry.id, failure("dead", message));
             }
             Attempt::Mismatch(message) | Attempt::Damaged(message) => {
-                transaction.set_outbox_status(entry.id, OutboxStatus::Dead, None, Some(&message), now)?;
+                set_status(OutboxStatus::Dead, None, Some(&message))?;
                 transaction.audit(link, &audit(AuditEvent::Failed, message.clone(), None))?;
                 report.stats.writes_dead += 1;
                 final_outcomes.insert(entry.id, failure("dead", message));

@@ -9,8 +9,10 @@
 //! the same key order meet page by page, so little waits. Records a full read never listed,
 //! and records with a live review or an unfinished write, are looked up at the end.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use fieldsync_connector::{
     Capabilities, Connector, ConnectorError, ConnectorRecord, Lookup, PageToken, ReadRequest,
@@ -156,7 +158,8 @@ pub(crate) fn split_record(
             spec.fields.len() + 1
         ));
     }
-    let key_value = raw.remove(0);
+    // The link key is read last (`LinkSpec::read_paths`).
+    let key_value = raw.pop().unwrap_or_default();
     let Some(key) = link_key(&key_value) else {
         return Err(format!(
             "record {} on the {side} side has no link key at {}",
@@ -181,18 +184,20 @@ fn side_digest(record: &SideRecord) -> Option<RecordDigest> {
     Some(digest_values(values.into_iter().map(Some)))
 }
 
-/// A digest of raw values alone, to tell two versions of one record apart.
-fn version_of(raw: &[serde_json::Value]) -> RecordDigest {
-    digest_raw(RecordDigest(0), 0, raw)
+/// A 64-bit digest of raw values alone, to tell two versions of one record apart; never 0.
+fn version_of(raw: &[serde_json::Value]) -> u64 {
+    let bytes = digest_raw(RecordDigest::new(0), 0, raw).to_bytes();
+    u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default()).max(1)
 }
 
 /// A short fingerprint of a record id, to tell a record listed again from another record
 /// with the same link key.
-fn id_hash(id: &RecordId) -> u64 {
+/// Never 0, which stands for no record.
+fn id_hash(id: &str) -> u64 {
     use std::hash::{Hash as _, Hasher as _};
     let mut hasher = std::hash::DefaultHasher::new();
     id.hash(&mut hasher);
-    hasher.finish()
+    hasher.finish().max(1)
 }
 
 async fn with_retries<T, C: Clock>(
@@ -233,8 +238,10 @@ struct Waiting {
 /// and which version, so that a later listing of it is told apart from a new change.
 #[derive(Clone, Copy, Default)]
 struct Handled {
-    ids: SidePair<Option<u64>>,
-    versions: SidePair<Option<RecordDigest>>,
+    /// Per side, `id_hash` of the record it was planned with (0: none).
+    ids: SidePair<u64>,
+    /// Per side, `version_of` that record (0: none).
+    versions: SidePair<u64>,
 }
 
 /// What one listed record turned out to be.
@@ -312,13 +319,14 @@ impl<'a> Detector<'a> {
     ) -> Result<Self, EngineError> {
         let any_full = modes.left == ReadMode::Full || modes.right == ReadMode::Full;
         let known = if any_full {
-            let digests = store.all_digests(spec.name.as_str(), layout)?;
-            Some(
-                digests
-                    .into_iter()
-                    .map(|(key, entry)| (key, Known { entry, listed: SidePair::new(false, false) }))
-                    .collect(),
-            )
+            // Sized once from the count of live baselines (an index scan), so the map of a
+            // million entries is not grown, and copied, a dozen times.
+            let capacity = usize::try_from(store.baseline_count(spec.name.as_str())?).unwrap_or(0);
+            let mut known = HashMap::with_capacity(capacity);
+            store.for_each_digest(spec.name.as_str(), layout, |key, entry| {
+                known.insert(key, Known { entry, listed: SidePair::new(false, false) });
+            })?;
+            Some(known)
         } else {
             None
         };
@@ -437,7 +445,7 @@ impl<'a> Detector<'a> {
         report.stats.side_mut(side).read += split.len() as u64;
         progress.advance(split.len() as u64);
         let page_digests = match &self.known {
-            Some(_) => HashMap::new(),
+            Some(_) => std::collections::HashMap::new(),
             None => {
                 let keys: Vec<RecordKey> = split.iter().map(|(key, _, _)| key.clone()).collect();
                 store.digests(link, self.layout, &keys)?
@@ -448,47 +456,57 @@ impl<'a> Detector<'a> {
         // values, or to be normalised (with the baseline digest to compare with and its raw
         // digest), which is done for the whole page at once, on every core.
         let fingerprint = *self.fingerprints.get(side);
-        let mut in_page: HashSet<RecordKey> = HashSet::new();
+        let mut in_page: HashSet<RecordKey> = HashSet::with_capacity(split.len());
         let mut listed: Vec<(RecordKey, Option<DigestEntry>, Listed)> = Vec::new();
         let mut to_normalise: Vec<ToNormalise> = Vec::new();
         for (key, raw, deleted) in split {
-            if !in_page.insert(key.clone()) {
+            // One look-up of the baseline's digest per record: the map may hold a million.
+            let known = self.known.as_mut().and_then(|known| known.get_mut(&key));
+            let (listed_before, baseline_id) = match &known {
+                Some(known) => (*known.listed.get(side), known.entry.id_str(side, &key).map(id_hash)),
+                None => (false, None),
+            };
+            let (basis, seen) = match &known {
+                Some(known) => (known.entry.digest, known.entry.seen(side)),
+                None => match page_digests.get(&key) {
+                    Some(entry) => (entry.digest, entry.seen(side)),
+                    None => (None, None),
+                },
+            };
+            if let Some(known) = known {
+                *known.listed.get_mut(side) = true;
+            }
+            if in_page.contains(&key) {
                 report.problems.push(format!(
                     "link key {key} appears more than once on the {side} side; record {} ignored",
                     raw.id
                 ));
                 continue;
             }
-            if !self.first_listing(side, &key, &raw, report) {
+            if !self.first_listing(side, &key, &raw, listed_before, baseline_id, report) {
                 continue;
             }
-            let entry = match &mut self.known {
-                Some(known) => known.get_mut(&key).map(|known| {
-                    *known.listed.get_mut(side) = true;
-                    known.entry.clone()
-                }),
+            // The fast path: the same raw values as when last found equal to this baseline.
+            // Normalised only if its counterpart waits for it.
+            let raw_digest = basis.map(|basis| digest_raw(basis, fingerprint, &raw.raw));
+            if !deleted && raw_digest.is_some() && raw_digest == seen {
+                report.stats.side_mut(side).unchanged_raw += 1;
+                if !self.waiting.get(side.other()).contains_key(&key) {
+                    self.note_listed(side, &key, &raw.id);
+                    in_page.insert(key);
+                    continue;
+                }
+            }
+            in_page.insert(key.clone());
+            let entry = match &self.known {
+                Some(known) => known.get(&key).map(|known| known.entry.clone()),
                 None => page_digests.get(&key).cloned(),
             };
             if deleted {
                 listed.push((key, entry, Listed::Deleted(raw.id)));
                 continue;
             }
-            let check = match entry.as_ref().and_then(|entry| entry.digest) {
-                None => None,
-                Some(basis) => {
-                    let raw_digest = digest_raw(basis, fingerprint, &raw.raw);
-                    if entry.as_ref().and_then(|entry| entry.seen(side)) == Some(raw_digest) {
-                        // The fast path: the same raw values as when last found equal to this
-                        // baseline. Normalised only if its counterpart waits for it.
-                        report.stats.side_mut(side).unchanged_raw += 1;
-                        if !self.waiting.get(side.other()).contains_key(&key) {
-                            self.note_listed(side, &key, &raw.id);
-                            continue;
-                        }
-                    }
-                    Some((basis, raw_digest))
-                }
-            };
+            let check = basis.zip(raw_digest);
             to_normalise.push(ToNormalise { key, entry, raw, check });
         }
         let (checks, raws): (Vec<_>, Vec<_>) =
@@ -571,14 +589,18 @@ impl<'a> Detector<'a> {
     /// record listed again (it changed while the listing went on) replaces a waiting one, is
     /// listed anew when it was seen unchanged, and holds the cursor back when it was planned
     /// already with another version. Another record with the same key is reported and ignored.
+    /// `listed_before` and `baseline_id` come from the baseline's digest entry, when a full
+    /// read has one.
     fn first_listing(
         &mut self,
         side: Side,
         key: &RecordKey,
         raw: &RawRecord,
+        listed_before: bool,
+        baseline_id: Option<u64>,
         report: &mut RunReport,
     ) -> bool {
-        let id = id_hash(&raw.id);
+        let id = id_hash(raw.id.as_str());
         let duplicate = |report: &mut RunReport| {
             report.problems.push(format!(
                 "link key {key} appears more than once on the {side} side; record {} ignored",
@@ -586,22 +608,18 @@ impl<'a> Detector<'a> {
             ));
             false
         };
-        if let Some(waiting) = self.waiting.get_mut(side).get(key) {
-            if id_hash(&waiting.id) != id {
+        if let Some(waiting) = self.waiting.get(side).get(key) {
+            if id_hash(waiting.id.as_str()) != id {
                 return duplicate(report);
             }
             self.waiting.get_mut(side).remove(key);
             return true;
         }
         if let Some(handled) = self.handled.get(key) {
-            match handled.ids.get(side) {
-                Some(planned) if *planned != id => return duplicate(report),
-                _ => {}
+            if *handled.ids.get(side) != 0 && *handled.ids.get(side) != id {
+                return duplicate(report);
             }
-            if let Some(known) = self.known.as_mut().and_then(|known| known.get_mut(key)) {
-                *known.listed.get_mut(side) = true;
-            }
-            if *handled.versions.get(side) != Some(version_of(&raw.raw)) {
+            if *handled.versions.get(side) != version_of(&raw.raw) {
                 // Changed (or made) after it was planned: the next run reads it again.
                 if let Some(modified) = raw.modified {
                     let cap = self.cursor_cap.get_mut(side);
@@ -610,16 +628,12 @@ impl<'a> Detector<'a> {
             }
             return false;
         }
-        if *self.modes.get(side) == ReadMode::Incremental
-            || self.known.as_ref().is_none_or(|known| !known.contains_key(key))
-        {
-            if self.listed.get(side).get(key).is_some_and(|listed| *listed != id) {
-                return duplicate(report);
-            }
-        } else if let Some(known) = self.known.as_ref().and_then(|known| known.get(key))
-            && *known.listed.get(side)
-            && known.entry.id(side).is_some_and(|baseline_id| id_hash(baseline_id) != id)
-        {
+        if listed_before {
+            // A full read lists each record once, unless it changed meanwhile: then it is the
+            // baseline's record again, and read anew.
+            return if baseline_id.is_some_and(|baseline| baseline != id) { duplicate(report) } else { true };
+        }
+        if self.listed.get(side).get(key).is_some_and(|listed| *listed != id) {
             return duplicate(report);
         }
         true
@@ -628,7 +642,7 @@ impl<'a> Detector<'a> {
     /// Remembers a listed record that needs no planning, for duplicate checks.
     fn note_listed(&mut self, side: Side, key: &RecordKey, id: &RecordId) {
         if *self.modes.get(side) == ReadMode::Incremental {
-            self.listed.get_mut(side).insert(key.clone(), id_hash(id));
+            self.listed.get_mut(side).insert(key.clone(), id_hash(id.as_str()));
         }
     }
 
@@ -666,9 +680,9 @@ impl<'a> Detector<'a> {
         let mut handled = Handled::default();
         for side in Side::BOTH {
             if let Presence::Present(record) = presence.get(side) {
-                *handled.versions.get_mut(side) = Some(version_of(&record.raw));
+                *handled.versions.get_mut(side) = version_of(&record.raw);
             }
-            *handled.ids.get_mut(side) = ids.get(side).as_ref().map(id_hash);
+            *handled.ids.get_mut(side) = ids.get(side).as_ref().map_or(0, |id| id_hash(id.as_str()));
         }
         self.handled.insert(key.clone(), handled);
         self.ready.push(Candidate { key, presence, had_baseline });
@@ -690,7 +704,7 @@ impl<'a> Detector<'a> {
         let wanted: Vec<(RecordKey, Option<RecordId>)> = pending
             .iter()
             .map(|pending| {
-                let id = pending.entry.as_ref().and_then(|entry| entry.id(side)).cloned();
+                let id = pending.entry.as_ref().and_then(|entry| entry.id(side, &pending.key));
                 (pending.key.clone(), id)
             })
             .collect();
@@ -837,14 +851,14 @@ impl<'a> Detector<'a> {
                 .iter()
                 .filter_map(|key| known.get(key).map(|known| (key.clone(), known.entry.clone())))
                 .collect(),
-            None => store.digests(link, self.layout, &keys)?,
+            None => store.digests(link, self.layout, &keys)?.into_iter().collect(),
         };
         for chunk in keys.chunks(CHUNK) {
             let mut found = SidePair::new(HashMap::new(), HashMap::new());
             for side in Side::BOTH {
                 let wanted: Vec<(RecordKey, Option<RecordId>)> = chunk
                     .iter()
-                    .map(|key| (key.clone(), entries.get(key).and_then(|entry| entry.id(side)).cloned()))
+                    .map(|key| (key.clone(), entries.get(key).and_then(|entry| entry.id(side, key))))
                     .collect();
                 *found.get_mut(side) = self.look_up(side, &wanted, connectors, clock, report).await?;
             }

@@ -257,10 +257,13 @@ impl LinkSpec {
         Normaliser::fingerprint(self.fields.iter().map(|field| field.normalisers.get(side)))
     }
 
-    /// The paths read on one side: the link key first, then every field.
+    /// The paths read on one side: every field, then the link key (last, so that taking it
+    /// out of a record's values moves nothing).
     pub fn read_paths(&self, side: Side) -> Vec<String> {
-        std::iter::once(self.key.get(side).clone())
-            .chain(self.fields.iter().map(|field| field.paths.get(side).clone()))
+        self.fields
+            .iter()
+            .map(|field| field.paths.get(side).clone())
+            .chain(std::iter::once(self.key.get(side).clone()))
             .collect()
     }
 }

@@ -15,5 +15,5 @@ pub use sqlite::{LinkLock, StateStore, Transaction};
 pub use types::{
     AuditEntry, AuditEvent, Baseline, BaselineField, CursorState, Decision, DigestEntry, LinkLayout,
     NewOutboxEntry, NewReview, Operation, Origin, OutboxEntry, OutboxId, OutboxStatus, Review, ReviewId,
-    ReviewKind, ReviewStatus, RunRow, RunStatus,
+    ReviewKind, ReviewStatus, RunRow, RunStatus, SendId,
 };

@@ -117,4 +117,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     UPDATE runs SET plan = 'published';
     CREATE INDEX baselines_live ON baselines (link) WHERE tombstone IS NULL;
     "#,
+    // 5: a batch of entries being sent is marked by one row rather than by updating every
+    // entry; a crash leaves the row, and the next run counts the attempt on each entry.
+    r#"
+    CREATE TABLE outbox_sends (
+        id INTEGER PRIMARY KEY,
+        link TEXT NOT NULL,
+        entries TEXT NOT NULL,
+        started_ms INTEGER NOT NULL
+    );
+    "#,
 ];

@@ -196,6 +196,25 @@ impl StateStore {
         link: &str,
         layout: &LinkLayout,
     ) -> Result<HashMap<RecordKey, DigestEntry>, StoreError> {
+        let mut digests = HashMap::new();
+        self.for_each_digest(link, layout, |key, entry| {
+            digests.insert(key, entry);
+        })?;
+        Ok(digests)
+    }
+
+    /// Hands every baseline digest of `link` to `each`, in key order, holding none of them:
+    /// the caller keeps what it needs, as compactly as it likes.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn for_each_digest(
+        &self,
+        link: &str,
+        layout: &LinkLayout,
+        mut each: impl FnMut(RecordKey, DigestEntry),
+    ) -> Result<(), StoreError> {
         let what = || format!("reading the baselines of link {link}");
         let mut statement = self
             .connection
@@ -205,14 +224,13 @@ impl StateStore {
             )
             .context(what)?;
         let mut rows = statement.query(params![link]).context(what)?;
-        let mut digests = HashMap::new();
         while let Some(row) = rows.next().context(what)? {
             // A damaged row has no usable digest: its record is compared in full.
             if let (key, Ok(entry)) = digest_row(row, layout).context(what)? {
-                digests.insert(key, entry);
+                each(key, entry);
             }
         }
-        Ok(digests)
+        Ok(())
     }
 
     /// The digests of the baselines of some records (absent keys have none).
@@ -684,6 +702,7 @@ impl Transaction<'_> {
         for run in unpublished {
             self.discard_plan(link, RunId(run))?;
         }
+        self.recover_sends(link, now)?;
         self.transaction
             .execute(
                 "INSERT INTO runs (link, mode, status, started_ms) VALUES (?1, ?2, 'running', ?3)",
@@ -805,6 +824,94 @@ impl Transaction<'_> {
         for id in ids {
             statement.execute(params![id, millis(now)]).context(|| format!("marking outbox entry {id}"))?;
         }
+        Ok(())
+    }
+
+    /// Marks a batch of entries as being sent, with one row: until `end_send`, every reader
+    /// sees them `sending` with one more attempt, and a crash before it leaves the row for
+    /// `recover_sends`.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn begin_send(&self, link: &str, ids: &[OutboxId], now: Timestamp) -> Result<SendId, StoreError> {
+        let entries = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
+        self.transaction
+            .prepare_cached("INSERT INTO outbox_sends (link, entries, started_ms) VALUES (?1, ?2, ?3)")
+            .and_then(|mut statement| statement.execute(params![link, entries, millis(now)]))
+            .context(|| format!("marking {} outbox entries of link {link} as being sent", ids.len()))?;
+        Ok(self.transaction.last_insert_rowid())
+    }
+
+    /// Ends a send: its entries' attempts were counted as each was closed (`close_attempt`).
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn end_send(&self, send: SendId) -> Result<(), StoreError> {
+        self.transaction
+            .prepare_cached("DELETE FROM outbox_sends WHERE id = ?1")
+            .and_then(|mut statement| statement.execute(params![send]))
+            .context(|| format!("ending send {send}"))?;
+        Ok(())
+    }
+
+    /// Counts the attempt of every send of `link` that a crash left open on each of its
+    /// entries, which become `sending` (their write may have happened).
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn recover_sends(&self, link: &str, now: Timestamp) -> Result<(), StoreError> {
+        let what = || format!("recovering the sends of link {link}");
+        let open: Vec<(i64, String)> = self
+            .transaction
+            .prepare_cached("SELECT id, entries FROM outbox_sends WHERE link = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![link], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<Result<_, _>>()
+            })
+            .context(what)?;
+        for (send, entries) in open {
+            let ids: Vec<OutboxId> =
+                serde_json::from_str(&entries).map_err(|error| damaged(format!("send {send}"), error))?;
+            self.mark_sending(&ids, now)?;
+            self.end_send(send)?;
+        }
+        Ok(())
+    }
+
+    /// Closes one attempt of an entry that was sent: counts it and sets the entry's status,
+    /// next attempt and last error.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn close_attempt(
+        &self,
+        id: OutboxId,
+        status: OutboxStatus,
+        next_attempt_at: Option<Timestamp>,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.transaction
+            .prepare_cached(
+                "UPDATE outbox SET status = ?2, attempts = attempts + 1, \
+                 next_attempt_ms = coalesce(?3, next_attempt_ms), last_error = coalesce(?4, last_error), \
+                 updated_ms = ?5 WHERE id = ?1",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    id,
+                    status.as_str(),
+                    next_attempt_at.map(millis),
+                    error,
+                    millis(now)
+                ])
+            })
+            .context(|| format!("updating outbox entry {id}"))?;
         Ok(())
     }
 
@@ -1082,15 +1189,19 @@ fn digest_row(row: &rusqlite::Row<'_>, layout: &LinkLayout) -> Result<DigestRow,
         } else {
             None
         };
-        Ok(DigestEntry {
+        // Read in place: an id equal to the key is not copied at all.
+        let id = |column: usize| match row.get_ref(column) {
+            Ok(rusqlite::types::ValueRef::Text(bytes)) => std::str::from_utf8(bytes).ok(),
+            _ => None,
+        };
+        Ok(DigestEntry::new(
+            &key,
             digest,
-            left_id: row.get::<_, Option<String>>(3).ok().flatten().map(RecordId::new),
-            right_id: row.get::<_, Option<String>>(4).ok().flatten().map(RecordId::new),
-            tombstone: tombstone.as_deref().map(|side| side_from(side, "tombstone")).transpose()?,
+            [id(3), id(4)],
+            tombstone.as_deref().map(|side| side_from(side, "tombstone")).transpose()?,
             // A damaged raw digest is only a missed shortcut.
-            left_seen: seen_column(row, 6),
-            right_seen: seen_column(row, 7),
-        })
+            [seen_column(row, 6), seen_column(row, 7)],
+        ))
     })();
     Ok((key, entry))
 }
@@ -1217,6 +1328,7 @@ fn query_outbox(
         "SELECT id, link, key, side, run_id, operation, record_id, payload, status, attempts, \
          next_attempt_ms, last_error, created_ms, updated_ms FROM outbox {clause}"
     );
+    let in_flight = in_flight(connection)?;
     let mut statement = connection.prepare_cached(&sql).context(what)?;
     let mut rows = statement.query(params).context(what)?;
     let mut entries = Vec::new();
@@ -1244,7 +1356,32 @@ fn query_outbox(
             updated_at: from_millis(row.get(13).context(what)?),
         });
     }
+    for entry in &mut entries {
+        // Being sent (or left so by a crash): sending, with the attempt counted.
+        if in_flight.contains(&entry.id)
+            && matches!(entry.status, OutboxStatus::Pending | OutboxStatus::Sending)
+        {
+            entry.status = OutboxStatus::Sending;
+            entry.attempts += 1;
+        }
+    }
     Ok(entries)
+}
+
+/// The entries of every open send (`Transaction::begin_send`).
+fn in_flight(connection: &rusqlite::Connection) -> Result<std::collections::HashSet<OutboxId>, StoreError> {
+    let what = || "reading the open sends".to_string();
+    let mut statement = connection.prepare_cached("SELECT id, entries FROM outbox_sends").context(what)?;
+    let mut rows = statement.query([]).context(what)?;
+    let mut ids = std::collections::HashSet::new();
+    while let Some(row) = rows.next().context(what)? {
+        let send: i64 = row.get(0).context(what)?;
+        let entries: String = row.get(1).context(what)?;
+        let entries: Vec<OutboxId> =
+            serde_json::from_str(&entries).map_err(|error| damaged(format!("send {send}"), error))?;
+        ids.extend(entries);
+    }
+    Ok(ids)
 }
 
 fn query_reviews(

@@ -131,16 +131,15 @@ impl Baseline {
     }
 }
 
-/// What the fast path needs of a baseline: its digest, ids and tombstone.
+/// What the fast path needs of a baseline: its digest, ids and tombstone. A full scan keeps
+/// one per baseline in memory, so it is compact: an id that is the link key itself (as most
+/// connectors have it) is not stored twice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DigestEntry {
     /// The digest of the agreed values; `None` when the baseline was written with another
     /// layout, so that its record is compared in full.
     pub digest: Option<RecordDigest>,
-    /// The left id.
-    pub left_id: Option<RecordId>,
-    /// The right id.
-    pub right_id: Option<RecordId>,
+    ids: [StoredId; 2],
     /// See `Baseline::tombstone`.
     pub tombstone: Option<Side>,
     /// The raw digest of the left record when it was last found equal to this baseline
@@ -150,7 +149,34 @@ pub struct DigestEntry {
     pub right_seen: Option<RecordDigest>,
 }
 
+/// A record id as a `DigestEntry` keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum StoredId {
+    Absent,
+    /// The same text as the link key.
+    Key,
+    Other(RecordId),
+}
+
 impl DigestEntry {
+    /// An entry for the baseline of `key`.
+    pub fn new(
+        key: &RecordKey,
+        digest: Option<RecordDigest>,
+        ids: [Option<&str>; 2],
+        tombstone: Option<Side>,
+        seen: [Option<RecordDigest>; 2],
+    ) -> Self {
+        let stored = |id: Option<&str>| match id {
+            None => StoredId::Absent,
+            Some(id) if id == key.as_str() => StoredId::Key,
+            Some(id) => StoredId::Other(RecordId::new(id)),
+        };
+        let [left_id, right_id] = ids;
+        let [left_seen, right_seen] = seen;
+        Self { digest, ids: [stored(left_id), stored(right_id)], tombstone, left_seen, right_seen }
+    }
+
     /// The raw digest last seen on one side.
     pub fn seen(&self, side: Side) -> Option<RecordDigest> {
         match side {
@@ -159,12 +185,18 @@ impl DigestEntry {
         }
     }
 
-    /// The id on one side.
-    pub fn id(&self, side: Side) -> Option<&RecordId> {
-        match side {
-            Side::Left => self.left_id.as_ref(),
-            Side::Right => self.right_id.as_ref(),
+    /// The id on one side, as text; `key` is the entry's own link key.
+    pub fn id_str<'a>(&'a self, side: Side, key: &'a RecordKey) -> Option<&'a str> {
+        match &self.ids[usize::from(side == Side::Right)] {
+            StoredId::Absent => None,
+            StoredId::Key => Some(key.as_str()),
+            StoredId::Other(id) => Some(id.as_str()),
         }
+    }
+
+    /// The id on one side; `key` is the entry's own link key.
+    pub fn id(&self, side: Side, key: &RecordKey) -> Option<RecordId> {
+        self.id_str(side, key).map(RecordId::new)
     }
 }
 
@@ -179,6 +211,9 @@ pub struct CursorState {
 
 /// The number of an outbox entry.
 pub type OutboxId = i64;
+
+/// The number of a send: a batch of outbox entries being sent (`Transaction::begin_send`).
+pub type SendId = i64;
 
 text_enum!(
     /// What an outbox entry does to its record.
