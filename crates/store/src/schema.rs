@@ -111,11 +111,29 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // whole plan is written and passed the guard (`plan = 'published'`). Entries of a run that
     // never published (it stopped, failed or was killed while planning) are discarded by the
     // link's next run. Earlier runs wrote their plans in one transaction: all are published.
-    // The live baselines get an index of their own, so that the guard counts them quickly.
+    // Each link's live baselines are counted by triggers, so that the guard needs no scan.
     r#"
     ALTER TABLE runs ADD COLUMN plan TEXT;
     UPDATE runs SET plan = 'published';
-    CREATE INDEX baselines_live ON baselines (link) WHERE tombstone IS NULL;
+    CREATE TABLE baseline_counts (link TEXT PRIMARY KEY, live INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO baseline_counts (link, live)
+        SELECT link, count(*) FROM baselines WHERE tombstone IS NULL GROUP BY link;
+    CREATE TRIGGER baselines_count_insert AFTER INSERT ON baselines WHEN NEW.tombstone IS NULL
+    BEGIN
+        INSERT INTO baseline_counts (link, live) VALUES (NEW.link, 1)
+            ON CONFLICT (link) DO UPDATE SET live = live + 1;
+    END;
+    CREATE TRIGGER baselines_count_delete AFTER DELETE ON baselines WHEN OLD.tombstone IS NULL
+    BEGIN
+        UPDATE baseline_counts SET live = live - 1 WHERE link = OLD.link;
+    END;
+    CREATE TRIGGER baselines_count_tombstone AFTER UPDATE OF tombstone ON baselines
+        WHEN (OLD.tombstone IS NULL) != (NEW.tombstone IS NULL)
+    BEGIN
+        INSERT INTO baseline_counts (link, live) VALUES (NEW.link, 0) ON CONFLICT (link) DO NOTHING;
+        UPDATE baseline_counts SET live = live + (CASE WHEN NEW.tombstone IS NULL THEN 1 ELSE -1 END)
+            WHERE link = NEW.link;
+    END;
     "#,
     // 5: a batch of entries being sent is marked by one row rather than by updating every
     // entry; a crash leaves the row, and the next run counts the attempt on each entry.

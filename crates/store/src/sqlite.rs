@@ -279,19 +279,19 @@ impl StateStore {
         read_baselines(&self.connection, link, layout, keys)
     }
 
-    /// How many records `link` has a baseline for (not counting tombstones).
+    /// How many records `link` has a baseline for (not counting tombstones), as the store's
+    /// triggers keep count.
     ///
     /// # Errors
     ///
     /// Fails on a database error.
     pub fn baseline_count(&self, link: &str) -> Result<u64, StoreError> {
         self.connection
-            .query_row(
-                "SELECT count(*) FROM baselines WHERE link = ?1 AND tombstone IS NULL",
-                params![link],
-                |row| row.get::<_, i64>(0),
-            )
-            .map(|count| count as u64)
+            .query_row("SELECT live FROM baseline_counts WHERE link = ?1", params![link], |row| {
+                row.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|count| u64::try_from(count.unwrap_or(0)).unwrap_or(0))
             .context(|| format!("counting the baselines of link {link}"))
     }
 
@@ -609,9 +609,15 @@ impl Transaction<'_> {
         let (values, meta) = encode_fields(&baseline.fields);
         self.transaction
             .prepare_cached(
-                "INSERT OR REPLACE INTO baselines \
+                // An upsert rather than a replace, so that the counting triggers see an update
+                // (a replace's delete fires no trigger).
+                "INSERT INTO baselines \
                  (link, key, layout, left_id, right_id, digest, field_values, field_meta, tombstone) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+                 ON CONFLICT (link, key) DO UPDATE SET layout = excluded.layout, left_id = excluded.left_id, \
+                 right_id = excluded.right_id, digest = excluded.digest, field_values = excluded.field_values, \
+                 field_meta = excluded.field_meta, tombstone = excluded.tombstone, left_seen = NULL, \
+                 right_seen = NULL",
             )
             .and_then(|mut statement| {
                 statement.execute(params![

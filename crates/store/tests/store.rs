@@ -250,6 +250,80 @@ fn baselines_round_trip_exactly_with_their_digests() {
     );
 }
 
+/// The count of live baselines the guard compares with is kept by triggers: it follows
+/// inserts, rewrites, tombstones set and cleared and deletes, per link, and always equals
+/// counting the rows; a store made before the count existed is counted when migrated.
+#[test]
+fn live_baselines_are_counted_as_they_change() {
+    let TempStore { mut store, path, _dir } = temp_store();
+    let fields = layout(&mut store, &["email"]);
+    let counted = |path: &Path, link: &str| -> u64 {
+        raw(path)
+            .query_row(
+                "SELECT count(*) FROM baselines WHERE link = ?1 AND tombstone IS NULL",
+                [link],
+                |row| row.get::<_, i64>(0),
+            )
+            .unwrap() as u64
+    };
+    let baseline =
+        |record: &str, tombstone: Option<Side>| Baseline { tombstone, ..Baseline::empty(key(record), 1) };
+    type Step<'a> = Box<dyn Fn(&fieldsync_store::Transaction<'_>) + 'a>;
+    let steps: Vec<(&str, Step<'_>, u64)> = vec![
+        (
+            "three",
+            Box::new(|t| {
+                for record in ["a", "b", "c"] {
+                    t.put_baseline(LINK, &fields, &baseline(record, None)).unwrap()
+                }
+            }),
+            3,
+        ),
+        ("rewritten", Box::new(|t| t.put_baseline(LINK, &fields, &baseline("a", None)).unwrap()), 3),
+        (
+            "tombstoned",
+            Box::new(|t| t.put_baseline(LINK, &fields, &baseline("b", Some(Side::Left))).unwrap()),
+            2,
+        ),
+        (
+            "tombstoned again",
+            Box::new(|t| t.put_baseline(LINK, &fields, &baseline("b", Some(Side::Right))).unwrap()),
+            2,
+        ),
+        ("a tombstone deleted", Box::new(|t| t.delete_baseline(LINK, &key("b")).unwrap()), 2),
+        (
+            "born a tombstone",
+            Box::new(|t| t.put_baseline(LINK, &fields, &baseline("d", Some(Side::Left))).unwrap()),
+            2,
+        ),
+        ("restored", Box::new(|t| t.put_baseline(LINK, &fields, &baseline("d", None)).unwrap()), 3),
+        ("a live one deleted", Box::new(|t| t.delete_baseline(LINK, &key("a")).unwrap()), 2),
+        ("another link", Box::new(|t| t.put_baseline("other", &fields, &baseline("a", None)).unwrap()), 2),
+    ];
+    for (what, step, expected) in steps {
+        let transaction = store.transaction().unwrap();
+        step(&transaction);
+        transaction.commit().unwrap();
+        assert_eq!(store.baseline_count(LINK).unwrap(), expected, "{what}");
+        assert_eq!(store.baseline_count(LINK).unwrap(), counted(&path, LINK), "{what}");
+    }
+    assert_eq!(store.baseline_count("other").unwrap(), 1);
+    assert_eq!(store.baseline_count("nobody").unwrap(), 0);
+
+    // A store from before the count: the migration counts what is there.
+    drop(store);
+    let connection = raw(&path);
+    connection.execute_batch(
+        "DROP TRIGGER baselines_count_insert; DROP TRIGGER baselines_count_delete; \
+         DROP TRIGGER baselines_count_tombstone; DROP TABLE baseline_counts; ALTER TABLE runs DROP COLUMN plan; \
+         DROP TABLE outbox_sends; UPDATE schema_version SET version = 3;",
+    ).unwrap();
+    drop(connection);
+    let store = StateStore::open(&path).unwrap();
+    assert_eq!(store.baseline_count(LINK).unwrap(), 2);
+    assert_eq!(store.baseline_count("other").unwrap(), 1);
+}
+
 #[test]
 fn many_keys_are_read_across_chunks() {
     let TempStore { mut store, _dir, .. } = temp_store();
@@ -635,6 +709,73 @@ fn an_unpublished_plan_is_discarded_by_the_next_run_of_its_link() {
     }
     start_run(&mut store, LINK, T0 + 40);
     assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 40), 0, 10).unwrap()), vec![published]);
+}
+
+/// A batch being sent is marked by one row: readers see its entries `sending` with the attempt
+/// counted; closing an attempt counts it on the entry; a send a crash left open is counted on
+/// each of its entries by the link's next run, which then sees them `sending`.
+#[test]
+fn a_send_marks_its_entries_and_a_crashed_one_is_counted_by_the_next_run() {
+    let TempStore { mut store, _dir, .. } = temp_store();
+    let run = start_run(&mut store, LINK, T0);
+    let (first, second) = {
+        let transaction = store.transaction().unwrap();
+        transaction.publish_plan(run).unwrap();
+        let first = transaction
+            .insert_outbox(LINK, run, &outbox_entry("k1", Side::Right, Operation::Update), ts(T0))
+            .unwrap();
+        let second = transaction
+            .insert_outbox(LINK, run, &outbox_entry("k2", Side::Right, Operation::Update), ts(T0))
+            .unwrap();
+        transaction.commit().unwrap();
+        (first, second)
+    };
+    let send = {
+        let transaction = store.transaction().unwrap();
+        let send = transaction.begin_send(LINK, &[first, second], ts(T0 + 1)).unwrap();
+        transaction.commit().unwrap();
+        send
+    };
+    for id in [first, second] {
+        let entry = store.outbox_entry(id).unwrap();
+        assert_eq!((entry.status, entry.attempts), (OutboxStatus::Sending, 1), "entry {id} while sent");
+    }
+    // The first attempt closes: counted once, the send gone.
+    {
+        let transaction = store.transaction().unwrap();
+        transaction.end_send(send).unwrap();
+        transaction.close_attempt(first, OutboxStatus::Done, None, None, ts(T0 + 2)).unwrap();
+        transaction
+            .close_attempt(second, OutboxStatus::Pending, Some(ts(T0 + 60)), Some("busy"), ts(T0 + 2))
+            .unwrap();
+        transaction.commit().unwrap();
+    }
+    let done = store.outbox_entry(first).unwrap();
+    assert_eq!((done.status, done.attempts), (OutboxStatus::Done, 1));
+    let waiting = store.outbox_entry(second).unwrap();
+    assert_eq!(
+        (waiting.status, waiting.attempts, waiting.last_error.as_deref()),
+        (OutboxStatus::Pending, 1, Some("busy"))
+    );
+
+    // Sent again, and the process dies before the send is closed.
+    {
+        let transaction = store.transaction().unwrap();
+        transaction.begin_send(LINK, &[second], ts(T0 + 61)).unwrap();
+        transaction.commit().unwrap();
+    }
+    let crashed = store.outbox_entry(second).unwrap();
+    assert_eq!(
+        (crashed.status, crashed.attempts),
+        (OutboxStatus::Sending, 2),
+        "seen as sent before recovery"
+    );
+    start_run(&mut store, LINK, T0 + 100);
+    let recovered = store.outbox_entry(second).unwrap();
+    assert_eq!((recovered.status, recovered.attempts), (OutboxStatus::Sending, 2), "counted once, stored");
+    start_run(&mut store, LINK, T0 + 200);
+    assert_eq!(store.outbox_entry(second).unwrap().attempts, 2, "a recovered send is not counted again");
+    assert_eq!(store.outbox_entry(first).unwrap().attempts, 1);
 }
 
 #[test]
