@@ -289,7 +289,7 @@ impl Planner<'_> {
                 self.plan_fields(&mut plan, left, right, baseline, reviews, report);
             }
             (Presence::Unknown, _) | (_, Presence::Unknown) => {
-                report.push_line(ReportLine {
+                report.push_line(|| ReportLine {
                     key: plan.key.clone(),
                     field: None,
                     action: Action::Skipped,
@@ -362,7 +362,7 @@ impl Planner<'_> {
                                 AuditEvent::Invalid,
                                 reason.clone(),
                             ));
-                            report.push_line(ReportLine {
+                            report.push_line(|| ReportLine {
                                 key: key.clone(),
                                 field: Some(field.name.clone()),
                                 action: Action::Invalid,
@@ -416,7 +416,7 @@ impl Planner<'_> {
                     entry.value = Some(value.clone());
                     if reason.is_conflict() {
                         report.stats.conflicts_resolved += 1;
-                        report.push_line(ReportLine {
+                        report.push_line(|| ReportLine {
                             key: key.clone(),
                             field: Some(field.name.clone()),
                             action: Action::Conflict,
@@ -446,7 +446,7 @@ impl Planner<'_> {
                         }
                         // A first sync of equal values is the common case: counted, not listed.
                         if !already_agreed && reason != crate::merge::Reason::FirstSyncEqual {
-                            report.push_line(ReportLine {
+                            report.push_line(|| ReportLine {
                                 key: key.clone(),
                                 field: Some(field.name.clone()),
                                 action: Action::Agreed,
@@ -488,7 +488,7 @@ impl Planner<'_> {
                             changed_at: reason.winner().map(|winner| *times.get(winner)),
                         });
                         if !reason.is_conflict() {
-                            report.push_line(ReportLine {
+                            report.push_line(|| ReportLine {
                                 key: key.clone(),
                                 field: Some(field.name.clone()),
                                 action: Action::Update,
@@ -526,7 +526,7 @@ impl Planner<'_> {
                         plan.audit.push(entry);
                         plan.reviews.push(ReviewChange::Put(new_review));
                     }
-                    report.push_line(ReportLine {
+                    report.push_line(|| ReportLine {
                         key: key.clone(),
                         field: Some(field.name.clone()),
                         action: Action::Review,
@@ -609,7 +609,7 @@ impl Planner<'_> {
         match outcome {
             PresenceOutcome::Nothing { reason } => {
                 if present.is_some() && baseline.is_none() {
-                    report.push_line(line(Action::Skipped, None, &reason));
+                    report.push_line(|| line(Action::Skipped, None, &reason));
                 }
             }
             PresenceOutcome::Forget => plan.baseline = BaselineChange::Delete,
@@ -619,11 +619,13 @@ impl Planner<'_> {
                 };
                 let Some(values) = source.valid_values() else {
                     report.stats.invalid_values += 1;
-                    report.push_line(line(
-                        Action::Invalid,
-                        Some(target),
-                        "not created: some of its values cannot be normalised",
-                    ));
+                    report.push_line(|| {
+                        line(
+                            Action::Invalid,
+                            Some(target),
+                            "not created: some of its values cannot be normalised",
+                        )
+                    });
                     return;
                 };
                 let origin = Origin::from(target.other());
@@ -650,7 +652,7 @@ impl Planner<'_> {
                 let stats = report.stats.side_mut(target);
                 stats.creates_planned += 1;
                 stats.fields_planned += fields.len() as u64;
-                report.push_line(line(Action::Create, Some(target), &reason));
+                report.push_line(|| line(Action::Create, Some(target), &reason));
                 plan.audit.push(self.audit(&key, None, AuditEvent::Detected, reason));
                 plan.writes.push(PlannedWrite {
                     side: target,
@@ -667,7 +669,7 @@ impl Planner<'_> {
             PresenceOutcome::Delete { target, reason } => {
                 let Presence::Present(record) = presence.get(target) else { return };
                 report.stats.side_mut(target).deletes_planned += 1;
-                report.push_line(line(Action::Delete, Some(target), &reason));
+                report.push_line(|| line(Action::Delete, Some(target), &reason));
                 plan.audit.push(self.audit(&key, None, AuditEvent::Deleted, reason));
                 // What the record held when read: a delete cannot carry a condition, so
                 // delivery reads the record again and refuses to delete one that changed.
@@ -704,7 +706,7 @@ impl Planner<'_> {
                     return;
                 };
                 report.stats.side_mut(target).deletes_planned += 1;
-                report.push_line(line(Action::Delete, Some(target), &reason));
+                report.push_line(|| line(Action::Delete, Some(target), &reason));
                 plan.audit.push(self.audit(&key, None, AuditEvent::Deleted, reason));
                 plan.writes.push(PlannedWrite {
                     side: target,
@@ -732,7 +734,7 @@ impl Planner<'_> {
                     next.tombstone = Some(deleted_on);
                     plan.baseline = BaselineChange::Put(next);
                 }
-                report.push_line(line(Action::Tombstone, None, &reason));
+                report.push_line(|| line(Action::Tombstone, None, &reason));
                 plan.audit.push(self.audit(&key, None, AuditEvent::Deleted, reason));
             }
             PresenceOutcome::Hold { reason } => {
@@ -754,7 +756,7 @@ impl Planner<'_> {
                     }));
                     plan.audit.push(self.audit(&key, None, AuditEvent::Review, reason.clone()));
                 }
-                report.push_line(line(Action::Review, None, &reason));
+                report.push_line(|| line(Action::Review, None, &reason));
             }
         }
     }

@@ -208,9 +208,11 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    pub(crate) fn push_line(&mut self, line: ReportLine) {
+    /// Keeps a line, made only while there is room for it (a run of a million creates would
+    /// otherwise build a million lines to count them).
+    pub(crate) fn push_line(&mut self, line: impl FnOnce() -> ReportLine) {
         if self.lines.len() < REPORT_LINE_LIMIT {
-            self.lines.push(line);
+            self.lines.push(line());
         } else {
             self.lines_omitted += 1;
         }
