@@ -377,3 +377,42 @@ async fn an_unknown_payload_version_is_a_dead_entry() {
     assert!(dead[0].last_error.as_deref().unwrap().contains("version 99"), "{dead:#?}");
     assert_eq!(world.right.value("m3", "email"), json!("member3@club.nl"));
 }
+
+/// A target that stores its own form of a value (here upper-cased) reads back a value that
+/// normalises to what was written: the write verifies, the baseline moves, and the next runs
+/// write nothing — the target's form is not taken for an edit.
+#[tokio::test]
+async fn a_target_that_stores_its_own_form_of_a_value_verifies_and_writes_nothing_more() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.right.inject(MemoryFault::StoreUpperCase("email".into()));
+    world.left.set_now(at(100));
+    world.left.edit("m1", "email", json!("New@Club.nl"));
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!((report.stats.writes_done, report.stats.writes_dead), (1, 0), "{report:#?}");
+    assert_eq!(world.right.value("m1", "email"), json!("NEW@CLUB.NL"));
+    for full in [false, true] {
+        let again = world.run(RunOptions { full, ..Default::default() }).await;
+        assert_eq!((again.stats.writes_done, again.stats.compared), (0, 0), "{again:#?}");
+    }
+}
+
+/// A target that keeps less than it was sent (here cut to three characters) reads back a
+/// value that is not what was written: the entry is dead with both values in its message,
+/// the baseline stays where it was, and the write is not planned again and again.
+#[tokio::test]
+async fn a_target_that_keeps_less_than_it_was_sent_makes_a_dead_entry_and_moves_no_baseline() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.right.inject(MemoryFault::Truncate { path: "mobile".into(), length: 3 });
+    world.left.set_now(at(100));
+    world.left.edit("m1", "mobile", json!("06-12345"));
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!((report.stats.writes_done, report.stats.writes_dead), (0, 1), "{report:#?}");
+    let dead = world.store.list_outbox(Some("members"), Some(OutboxStatus::Dead), 10).unwrap();
+    let message = dead[0].last_error.as_deref().unwrap();
+    assert!(message.contains("\"06-12345\"") && message.contains("\"06-\""), "{message}");
+    let layout = world.store.layout("members", &world.spec.field_names()).unwrap();
+    let baseline = world.store.baselines("members", &layout, &[RecordKey::new("m1")]).unwrap();
+    assert_eq!(baseline[&RecordKey::new("m1")].fields[1].value, Some(fieldsync_model::Value::from("06-1")));
+    let again = world.run(RunOptions::default()).await;
+    assert_eq!((again.stats.writes_done, again.stats.writes_dead), (0, 0), "{again:#?}");
+}
