@@ -7,6 +7,7 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fieldsync_connector::{
@@ -37,10 +38,23 @@ const STATEMENT_CACHE: usize = 64;
 /// the connection kept; the user's journal mode is left as it is.
 #[derive(Debug)]
 pub struct SqliteConnector {
-    config: SqliteConfig,
+    config: Arc<SqliteConfig>,
     busy_timeout: Duration,
     session: Option<Session>,
+    /// The page after the last one a listing returned, being read meanwhile.
+    prefetch: Option<Prefetch>,
 }
+
+/// A page read ahead, on a blocking thread that holds the session until it is done.
+#[derive(Debug)]
+struct Prefetch {
+    request: ReadRequest,
+    token: PageToken,
+    task: tokio::task::JoinHandle<(Option<Session>, Result<Page, ConnectorError>)>,
+}
+
+/// What the blocking thread of a call hands back: the session, and the call's answer.
+type Offloaded<T> = (Option<Session>, Result<T, ConnectorError>);
 
 /// An open connection and the table's column names (lower-cased, as SQLite compares them).
 #[derive(Debug)]
@@ -69,7 +83,12 @@ impl SqliteConnector {
         config.validate().map_err(|problem| ConnectorError::Misconfigured {
             message: format!("sqlite connector for {}: {problem}", config.path.display()),
         })?;
-        Ok(Self { config, busy_timeout: DEFAULT_BUSY_TIMEOUT, session: None })
+        Ok(Self {
+            config: Arc::new(config),
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            session: None,
+            prefetch: None,
+        })
     }
 
     /// Sets how long a statement waits for another connection's lock (5 s unless set).
@@ -88,6 +107,50 @@ impl SqliteConnector {
     pub fn date_formats(&self) -> &[String] {
         self.config.date_formats()
     }
+
+    /// Runs `work` on the session (opened first when there is none) on the runtime's
+    /// blocking threads: SQLite calls block, and off the runtime's own thread they can run
+    /// while the engine does other work — reading the other side, closing the last batch.
+    async fn offload<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce(&mut Session, &SqliteConfig) -> Result<T, ConnectorError> + Send + 'static,
+    ) -> Result<T, ConnectorError> {
+        // A page read ahead and not asked for is dropped; its thread gives the session back.
+        if let Some(prefetch) = self.prefetch.take() {
+            let (slot, _) = self.join(prefetch.task).await?;
+            self.session = slot;
+        }
+        let task = self.spawn(work);
+        let (slot, result) = self.join(task).await?;
+        self.session = slot;
+        result
+    }
+
+    /// Starts `work` on a blocking thread, which takes the session with it.
+    fn spawn<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce(&mut Session, &SqliteConfig) -> Result<T, ConnectorError> + Send + 'static,
+    ) -> tokio::task::JoinHandle<Offloaded<T>> {
+        let config = Arc::clone(&self.config);
+        let busy_timeout = self.busy_timeout;
+        let mut slot = self.session.take();
+        tokio::task::spawn_blocking(move || {
+            let result = session(&mut slot, &config, busy_timeout).and_then(|session| work(session, &config));
+            (slot, result)
+        })
+    }
+
+    /// Waits for a blocking thread's answer.
+    async fn join<T>(
+        &self,
+        task: tokio::task::JoinHandle<Offloaded<T>>,
+    ) -> Result<Offloaded<T>, ConnectorError> {
+        task.await.map_err(|error| ConnectorError::Unavailable {
+            what: self.config.path.display().to_string(),
+            message: format!("the SQLite call did not finish: {error}"),
+            retry_after: None,
+        })
+    }
 }
 
 impl Connector for SqliteConnector {
@@ -103,21 +166,28 @@ impl Connector for SqliteConnector {
 
     async fn check(&mut self, paths: &[String]) -> Result<Probe, ConnectorError> {
         // A check looks afresh, so that a file replaced since the last call is seen.
+        if let Some(prefetch) = self.prefetch.take() {
+            // Its session is dropped with it: the check opens a new one.
+            let _answer = self.join(prefetch.task).await?;
+        }
         self.session = None;
-        let config = &self.config;
-        let session = session(&mut self.session, config, self.busy_timeout)?;
-        session.require_columns(config, paths)?;
-        let sql = format!("SELECT count(*) FROM {}", quote(&config.table));
-        let count: i64 = session
-            .connection
-            .query_row(&sql, [], |row| row.get(0))
-            .map_err(|error| classify(config, error))?;
-        Ok(Probe {
-            kind: "sqlite",
-            target: format!("{} (table {})", config.path.display(), config.table),
-            records: u64::try_from(count).ok(),
-            capabilities: self.capabilities(),
+        let paths = paths.to_vec();
+        let capabilities = self.capabilities();
+        self.offload(move |session, config| {
+            session.require_columns(config, &paths)?;
+            let sql = format!("SELECT count(*) FROM {}", quote(&config.table));
+            let count: i64 = session
+                .connection
+                .query_row(&sql, [], |row| row.get(0))
+                .map_err(|error| classify(config, error))?;
+            Ok(Probe {
+                kind: "sqlite",
+                target: format!("{} (table {})", config.path.display(), config.table),
+                records: u64::try_from(count).ok(),
+                capabilities,
+            })
         })
+        .await
     }
 
     async fn read_page(
@@ -125,59 +195,28 @@ impl Connector for SqliteConnector {
         request: &ReadRequest,
         token: Option<&PageToken>,
     ) -> Result<Page, ConnectorError> {
-        let config = &self.config;
-        let session = session(&mut self.session, config, self.busy_timeout)?;
-        session.require_columns(config, &request.paths)?;
-        let batch_size = config.batch_size();
-
-        // A full read pages by key. An incremental one pages by the modification time, then the
-        // rowid (or the key of a table without rowids): the order of an index on the modified
-        // column, so that only the records changed since are visited, never the whole table.
-        let incremental = config.modified.as_deref().zip(request.since);
-        let order = match incremental {
-            Some((modified, _)) => Order::Modified { modified, tiebreak: session.tiebreak(config) },
-            None => Order::Key,
-        };
-        let mut sql = match &order {
-            Order::Key => select_clause(config, &request.paths),
-            Order::Modified { tiebreak, .. } => select_clause_with(config, &request.paths, Some(tiebreak)),
-        };
-        let mut params = Vec::new();
-        sql.push_str(&format!(" WHERE {key} IS NOT NULL", key = quote(&config.key)));
-        if let Some((modified, since)) = incremental {
-            let (condition, value) = since_condition(modified, config.modified_format(), since);
-            sql.push_str(&format!(" AND {condition}"));
-            params.push(value);
-        }
-        if let Some(token) = token {
-            match &order {
-                Order::Key => {
-                    sql.push_str(&format!(" AND {} > ?", quote(&config.key)));
-                    params.push(parse_token(token)?);
-                }
-                Order::Modified { modified, tiebreak } => {
-                    let (after_modified, after_tiebreak) = parse_pair_token(token)?;
-                    sql.push_str(&format!(" AND ({}, {tiebreak}) > (?, ?)", quote(modified)));
-                    params.push(after_modified);
-                    params.push(after_tiebreak);
-                }
+        // The page asked for may have been read ahead while the last one was worked on.
+        let page = match self.prefetch.take() {
+            Some(prefetch) if prefetch.request == *request && Some(&prefetch.token) == token => {
+                let (slot, page) = self.join(prefetch.task).await?;
+                self.session = slot;
+                page?
             }
+            other => {
+                self.prefetch = other;
+                let request = request.clone();
+                let token = token.cloned();
+                self.offload(move |session, config| read_page(session, config, &request, token.as_ref()))
+                    .await?
+            }
+        };
+        // Read the next page while this one is worked on.
+        if let Some(next) = &page.next {
+            let (ahead, token) = (request.clone(), next.clone());
+            let task = self.spawn(move |session, config| read_page(session, config, &ahead, Some(&token)));
+            self.prefetch = Some(Prefetch { request: request.clone(), token: next.clone(), task });
         }
-        // One record more than a page tells whether another page follows.
-        let order_by = match &order {
-            Order::Key => quote(&config.key),
-            Order::Modified { modified, tiebreak } => format!("{}, {tiebreak}", quote(modified)),
-        };
-        sql.push_str(&format!(" ORDER BY {order_by} LIMIT {}", batch_size.saturating_add(1)));
-
-        let mut found = query_records(session, config, &sql, params, &request.paths, &order)?;
-        let next = if found.len() > batch_size {
-            found.truncate(batch_size);
-            found.last().map(|(_, token)| token.clone())
-        } else {
-            None
-        };
-        Ok(Page { records: found.into_iter().map(|(record, _)| record).collect(), next })
+        Ok(page)
     }
 
     async fn lookup(
@@ -185,36 +224,9 @@ impl Connector for SqliteConnector {
         paths: &[String],
         lookup: &Lookup,
     ) -> Result<Vec<ConnectorRecord>, ConnectorError> {
-        let config = &self.config;
-        let session = session(&mut self.session, config, self.busy_timeout)?;
-        session.require_columns(config, paths)?;
-        let (column, wanted): (&str, Vec<&str>) = match lookup {
-            Lookup::Ids(ids) => (&config.key, ids.iter().map(RecordId::as_str).collect()),
-            Lookup::Key { path, values } => {
-                session.require_columns(config, std::slice::from_ref(path))?;
-                (path, values.iter().map(String::as_str).collect())
-            }
-        };
-        // Each value once, so that no record is found in two chunks.
-        let mut seen = HashSet::new();
-        let wanted: Vec<&str> = wanted.into_iter().filter(|text| seen.insert(*text)).collect();
-        let mut found = Vec::new();
-        for chunk in wanted.chunks(LOOKUP_CHUNK) {
-            let params: Vec<SqlValue> = chunk.iter().flat_map(|text| text_forms(text)).collect();
-            let sql = format!(
-                "{select} WHERE {key} IS NOT NULL AND {column} IN ({placeholders})",
-                select = select_clause(config, paths),
-                key = quote(&config.key),
-                column = quote(column),
-                placeholders = placeholders(params.len()),
-            );
-            found.extend(
-                query_records(session, config, &sql, params, paths, &Order::Key)?
-                    .into_iter()
-                    .map(|(record, _)| record),
-            );
-        }
-        Ok(found)
+        let paths = paths.to_vec();
+        let lookup = lookup.clone();
+        self.offload(move |session, config| look_up(session, config, &paths, &lookup)).await
     }
 
     async fn apply(
@@ -224,48 +236,152 @@ impl Connector for SqliteConnector {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        let config = &self.config;
-        let session = session(&mut self.session, config, self.busy_timeout)?;
-        let paths: Vec<String> = writes
-            .iter()
-            .flat_map(|write| match write {
-                Write::Update { fields, .. } | Write::Create { fields } => fields.as_slice(),
-                Write::Delete { .. } => &[],
-            })
-            .map(|field| field.path.clone())
-            .collect();
-        // Columns that seem missing make the session read the table's columns again now,
-        // outside the transaction; a write naming a column that is still missing then fails
-        // on its own below, so the error is deliberately not returned here.
-        let _ = session.require_columns(config, &paths);
-        let columns = session.columns.clone();
-        // IMMEDIATE takes the write lock now: a busy database fails the whole call before
-        // anything is written, rather than one write in the middle.
-        let transaction = session
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|error| classify(config, error))?;
-        let now = Timestamp::now();
-        let mut results = Vec::with_capacity(writes.len());
-        for write in writes {
-            let result = apply_in_savepoint(&transaction, config, &columns, write, now);
-            if transaction.is_autocommit() {
-                // SQLite rolled the whole transaction back (a full disk, an I/O error), so
-                // the writes reported as done so far are undone too.
-                let cause = result
-                    .err()
-                    .map_or_else(|| "the transaction ended".to_string(), |error| error.to_string());
-                return Err(ConnectorError::Unavailable {
-                    what: config.path.display().to_string(),
-                    message: format!("SQLite rolled the transaction back: {cause}"),
-                    retry_after: None,
-                });
-            }
-            results.push(result);
-        }
-        transaction.commit().map_err(|error| classify(config, error))?;
-        Ok(results)
+        let writes = writes.to_vec();
+        self.offload(move |session, config| apply(session, config, &writes)).await
     }
+}
+
+/// One page of a listing (`Connector::read_page`).
+fn read_page(
+    session: &mut Session,
+    config: &SqliteConfig,
+    request: &ReadRequest,
+    token: Option<&PageToken>,
+) -> Result<Page, ConnectorError> {
+    session.require_columns(config, &request.paths)?;
+    let batch_size = config.batch_size();
+
+    // A full read pages by key. An incremental one pages by the modification time, then the
+    // rowid (or the key of a table without rowids): the order of an index on the modified
+    // column, so that only the records changed since are visited, never the whole table.
+    let incremental = config.modified.as_deref().zip(request.since);
+    let order = match incremental {
+        Some((modified, _)) => Order::Modified { modified, tiebreak: session.tiebreak(config) },
+        None => Order::Key,
+    };
+    let mut sql = match &order {
+        Order::Key => select_clause(config, &request.paths),
+        Order::Modified { tiebreak, .. } => select_clause_with(config, &request.paths, Some(tiebreak)),
+    };
+    let mut params = Vec::new();
+    sql.push_str(&format!(" WHERE {key} IS NOT NULL", key = quote(&config.key)));
+    if let Some((modified, since)) = incremental {
+        let (condition, value) = since_condition(modified, config.modified_format(), since);
+        sql.push_str(&format!(" AND {condition}"));
+        params.push(value);
+    }
+    if let Some(token) = token {
+        match &order {
+            Order::Key => {
+                sql.push_str(&format!(" AND {} > ?", quote(&config.key)));
+                params.push(parse_token(token)?);
+            }
+            Order::Modified { modified, tiebreak } => {
+                let (after_modified, after_tiebreak) = parse_pair_token(token)?;
+                sql.push_str(&format!(" AND ({}, {tiebreak}) > (?, ?)", quote(modified)));
+                params.push(after_modified);
+                params.push(after_tiebreak);
+            }
+        }
+    }
+    // One record more than a page tells whether another page follows.
+    let order_by = match &order {
+        Order::Key => quote(&config.key),
+        Order::Modified { modified, tiebreak } => format!("{}, {tiebreak}", quote(modified)),
+    };
+    sql.push_str(&format!(" ORDER BY {order_by} LIMIT {}", batch_size.saturating_add(1)));
+
+    let mut found = query_records(session, config, &sql, params, &request.paths, &order)?;
+    let next = if found.len() > batch_size {
+        found.truncate(batch_size);
+        found.last().map(|(_, token)| token.clone())
+    } else {
+        None
+    };
+    Ok(Page { records: found.into_iter().map(|(record, _)| record).collect(), next })
+}
+
+/// Records by ids or link keys (`Connector::lookup`).
+fn look_up(
+    session: &mut Session,
+    config: &SqliteConfig,
+    paths: &[String],
+    lookup: &Lookup,
+) -> Result<Vec<ConnectorRecord>, ConnectorError> {
+    session.require_columns(config, paths)?;
+    let (column, wanted): (&str, Vec<&str>) = match lookup {
+        Lookup::Ids(ids) => (&config.key, ids.iter().map(RecordId::as_str).collect()),
+        Lookup::Key { path, values } => {
+            session.require_columns(config, std::slice::from_ref(path))?;
+            (path, values.iter().map(String::as_str).collect())
+        }
+    };
+    // Each value once, so that no record is found in two chunks.
+    let mut seen = HashSet::new();
+    let wanted: Vec<&str> = wanted.into_iter().filter(|text| seen.insert(*text)).collect();
+    let mut found = Vec::new();
+    for chunk in wanted.chunks(LOOKUP_CHUNK) {
+        let params: Vec<SqlValue> = chunk.iter().flat_map(|text| text_forms(text)).collect();
+        let sql = format!(
+            "{select} WHERE {key} IS NOT NULL AND {column} IN ({placeholders})",
+            select = select_clause(config, paths),
+            key = quote(&config.key),
+            column = quote(column),
+            placeholders = placeholders(params.len()),
+        );
+        found.extend(
+            query_records(session, config, &sql, params, paths, &Order::Key)?
+                .into_iter()
+                .map(|(record, _)| record),
+        );
+    }
+    Ok(found)
+}
+
+/// Writes, each in its own savepoint of one transaction (`Connector::apply`).
+fn apply(
+    session: &mut Session,
+    config: &SqliteConfig,
+    writes: &[Write],
+) -> Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError> {
+    let paths: Vec<String> = writes
+        .iter()
+        .flat_map(|write| match write {
+            Write::Update { fields, .. } | Write::Create { fields } => fields.as_slice(),
+            Write::Delete { .. } => &[],
+        })
+        .map(|field| field.path.clone())
+        .collect();
+    // Columns that seem missing make the session read the table's columns again now,
+    // outside the transaction; a write naming a column that is still missing then fails
+    // on its own below, so the error is deliberately not returned here.
+    let _ = session.require_columns(config, &paths);
+    let columns = session.columns.clone();
+    // IMMEDIATE takes the write lock now: a busy database fails the whole call before
+    // anything is written, rather than one write in the middle.
+    let transaction = session
+        .connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|error| classify(config, error))?;
+    let now = Timestamp::now();
+    let mut results = Vec::with_capacity(writes.len());
+    for write in writes {
+        let result = apply_in_savepoint(&transaction, config, &columns, write, now);
+        if transaction.is_autocommit() {
+            // SQLite rolled the whole transaction back (a full disk, an I/O error), so
+            // the writes reported as done so far are undone too.
+            let cause =
+                result.err().map_or_else(|| "the transaction ended".to_string(), |error| error.to_string());
+            return Err(ConnectorError::Unavailable {
+                what: config.path.display().to_string(),
+                message: format!("SQLite rolled the transaction back: {cause}"),
+                retry_after: None,
+            });
+        }
+        results.push(result);
+    }
+    transaction.commit().map_err(|error| classify(config, error))?;
+    Ok(results)
 }
 
 /// The open session, opening one first if there is none.

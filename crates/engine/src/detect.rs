@@ -1,4 +1,4 @@
-//! Detection: read both sides a page at a time, in turn, skip records whose values hash to
+//! Detection: read both sides a page at a time, both at once, skip records whose values hash to
 //! their baseline's digest, and hand every other record to the planner, a chunk at a time,
 //! together with the other side's current state — so that a run never holds more than the
 //! records still waiting for their counterpart.
@@ -15,7 +15,7 @@ use std::time::Duration;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use fieldsync_connector::{
-    Capabilities, Connector, ConnectorError, ConnectorRecord, Lookup, PageToken, ReadRequest,
+    Capabilities, Connector, ConnectorError, ConnectorRecord, Lookup, Page, PageToken, ReadRequest,
 };
 use fieldsync_model::{
     NormaliseError, RecordDigest, RecordId, RecordKey, Side, Value, digest_raw, digest_values,
@@ -200,6 +200,16 @@ fn id_hash(id: &str) -> u64 {
     hasher.finish().max(1)
 }
 
+/// The next page of a listing, with retries.
+async fn fetch<C: Connector, K: Clock>(
+    connector: &mut C,
+    request: &ReadRequest,
+    token: Option<&PageToken>,
+    clock: &K,
+) -> Result<Page, ConnectorError> {
+    with_retries(clock, async || connector.read_page(request, token).await).await
+}
+
 async fn with_retries<T, C: Clock>(
     clock: &C,
     mut attempt: impl AsyncFnMut() -> Result<T, ConnectorError>,
@@ -297,7 +307,6 @@ pub(crate) struct Detector<'a> {
     /// Candidates found but not yet handed out.
     ready: Vec<Candidate>,
     seen: Vec<(RecordKey, Side, RecordDigest)>,
-    turn: Side,
     leftovers_done: bool,
 }
 
@@ -361,7 +370,6 @@ impl<'a> Detector<'a> {
             vanished: SidePair::new(0, 0),
             ready: Vec::new(),
             seen: Vec::new(),
-            turn: Side::Left,
             leftovers_done: false,
         })
     }
@@ -383,10 +391,37 @@ impl<'a> Detector<'a> {
         // Raw digests pile up too when nothing changes but many records were normalised (a
         // new normaliser version): they are handed out in chunks as well.
         while self.ready.len() < CHUNK && self.seen.len() < 10 * CHUNK {
-            if !(self.finished.left && self.finished.right) {
-                let side = if *self.finished.get(self.turn) { self.turn.other() } else { self.turn };
-                self.turn = side.other();
-                self.read_page(side, connectors, store, clock, progress, report).await?;
+            if !self.finished.left && !self.finished.right {
+                // Both listings go on: their next pages are read at once (a connector that
+                // blocks does so on a thread of its own), then sorted out left first.
+                let SidePair { left, right } = &mut *connectors;
+                let (left_page, right_page) = tokio::join!(
+                    fetch(left, &self.requests.left, self.tokens.left.as_ref(), clock),
+                    fetch(right, &self.requests.right, self.tokens.right.as_ref(), clock),
+                );
+                let right_page = right_page.map_err(self.read_error(Side::Right));
+                self.read_page(
+                    Side::Left,
+                    left_page.map_err(self.read_error(Side::Left))?,
+                    connectors,
+                    store,
+                    clock,
+                    progress,
+                    report,
+                )
+                .await?;
+                self.read_page(Side::Right, right_page?, connectors, store, clock, progress, report).await?;
+            } else if !(self.finished.left && self.finished.right) {
+                let side = if self.finished.left { Side::Right } else { Side::Left };
+                let page = fetch(
+                    connectors.get_mut(side),
+                    self.requests.get(side),
+                    self.tokens.get(side).as_ref(),
+                    clock,
+                )
+                .await
+                .map_err(self.read_error(side))?;
+                self.read_page(side, page, connectors, store, clock, progress, report).await?;
             } else if !self.leftovers_done {
                 self.leftovers_done = true;
                 self.leftovers(connectors, store, clock, report).await?;
@@ -418,11 +453,13 @@ impl<'a> Detector<'a> {
         move |source| EngineError::Read { side, connector: connector.clone(), source }
     }
 
-    /// Reads one page of `side`, sorts its records out, and readies what can be planned.
+    /// Sorts the records of a page of `side` out, and readies what can be planned.
+    #[allow(clippy::too_many_arguments)]
     #[allow(clippy::too_many_arguments)]
     async fn read_page<C: Connector, K: Clock, P: Progress>(
         &mut self,
         side: Side,
+        page: Page,
         connectors: &mut SidePair<C>,
         store: &StateStore,
         clock: &K,
@@ -431,12 +468,6 @@ impl<'a> Detector<'a> {
     ) -> Result<(), EngineError> {
         let spec = self.spec;
         let link = spec.name.as_str();
-        let request = self.requests.get(side).clone();
-        let token = self.tokens.get(side).clone();
-        let connector = connectors.get_mut(side);
-        let page = with_retries(clock, async || connector.read_page(&request, token.as_ref()).await)
-            .await
-            .map_err(self.read_error(side))?;
         *self.tokens.get_mut(side) = page.next.clone();
         let mut split = Vec::with_capacity(page.records.len());
         for record in page.records {
