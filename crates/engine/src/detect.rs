@@ -326,14 +326,6 @@ impl<'a> Detector<'a> {
         since: SidePair<Option<Timestamp>>,
         store: &StateStore,
     ) -> Result<Self, EngineError> {
-        let phones = spec.fields.iter().any(|field| {
-            Side::BOTH
-                .into_iter()
-                .any(|side| field.normalisers.get(side).field_type() == fieldsync_model::FieldType::Phone)
-        });
-        if phones {
-            fieldsync_model::preload_phone_metadata();
-        }
         let any_full = modes.left == ReadMode::Full || modes.right == ReadMode::Full;
         let known = if any_full {
             // Sized once from the count of live baselines (an index scan), so the map of a

@@ -10,5 +10,4 @@ mod value;
 
 pub use ids::{LinkName, RecordId, RecordKey, RunId, Side};
 pub use normalise::{FieldType, NORMALISER_VERSION, NormaliseError, Normaliser};
-pub use phone::preload_phone_metadata;
 pub use value::{RecordDigest, Value, digest_raw, digest_values};

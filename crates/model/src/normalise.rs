@@ -230,8 +230,10 @@ impl Normaliser {
             Some(rest) if self.region.is_none() || !text.starts_with("000") => format!("+{rest}"),
             _ => text.to_string(),
         };
-        if let Some(e164) = crate::phone::fast_e164(self.region, &candidate) {
-            return Ok(Value::Text(e164.into()));
+        match crate::phone::fast_e164(self.region, &candidate) {
+            Some(Ok(e164)) => return Ok(Value::Text(e164.into())),
+            Some(Err(reason)) => return Err(self.error(raw, &reason)),
+            None => {}
         }
         crate::phone::library_e164(self.region, &candidate).map(|e164| Value::Text(e164.into())).map_err(
             |reason| {
