@@ -416,3 +416,113 @@ async fn a_target_that_keeps_less_than_it_was_sent_makes_a_dead_entry_and_moves_
     let again = world.run(RunOptions::default()).await;
     assert_eq!((again.stats.writes_done, again.stats.writes_dead), (0, 0), "{again:#?}");
 }
+
+/// Counts the look-ups by link key a connector answers.
+struct CountingKeyLookups {
+    inner: MemoryConnector,
+    key_lookups: std::rc::Rc<std::cell::Cell<u32>>,
+}
+
+impl fieldsync_connector::Connector for CountingKeyLookups {
+    fn capabilities(&self) -> fieldsync_connector::Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn check(
+        &mut self,
+        paths: &[String],
+    ) -> Result<fieldsync_connector::Probe, fieldsync_connector::ConnectorError> {
+        self.inner.check(paths).await
+    }
+
+    async fn read_page(
+        &mut self,
+        request: &fieldsync_connector::ReadRequest,
+        token: Option<&fieldsync_connector::PageToken>,
+    ) -> Result<fieldsync_connector::Page, fieldsync_connector::ConnectorError> {
+        self.inner.read_page(request, token).await
+    }
+
+    async fn lookup(
+        &mut self,
+        paths: &[String],
+        lookup: &fieldsync_connector::Lookup,
+    ) -> Result<Vec<fieldsync_connector::ConnectorRecord>, fieldsync_connector::ConnectorError> {
+        if matches!(lookup, fieldsync_connector::Lookup::Key { .. }) {
+            self.key_lookups.set(self.key_lookups.get() + 1);
+        }
+        self.inner.lookup(paths, lookup).await
+    }
+
+    async fn apply(
+        &mut self,
+        writes: &[fieldsync_connector::Write],
+    ) -> Result<
+        Vec<Result<fieldsync_connector::WriteOutcome, fieldsync_connector::ConnectorError>>,
+        fieldsync_connector::ConnectorError,
+    > {
+        self.inner.apply(writes).await
+    }
+}
+
+/// A create is sent at its first attempt without first looking for the record; only one
+/// whose earlier attempt may have happened (left `sending` by a crash) is looked for by its
+/// link key — and found, so that it is not made twice. An initial sync of a million members
+/// would otherwise read the target a million times more.
+#[tokio::test]
+async fn only_a_create_that_may_have_happened_is_looked_for_first() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.left.set_now(at(100));
+    world.left.edit("n1", "email", json!("new@club.nl"));
+    world.left.edit("n1", "mobile", json!("06-99"));
+    let key_lookups = std::rc::Rc::new(std::cell::Cell::new(0));
+    async fn run(
+        world: &mut World,
+        key_lookups: &std::rc::Rc<std::cell::Cell<u32>>,
+        options: RunOptions,
+    ) -> fieldsync_engine::RunReport {
+        let mut connectors = SidePair::new(
+            CountingKeyLookups { inner: world.left.connector(), key_lookups: Default::default() },
+            CountingKeyLookups { inner: world.right.connector(), key_lookups: key_lookups.clone() },
+        );
+        let names = SidePair::new("left".to_string(), "right".to_string());
+        run_link(&world.spec, &names, &mut connectors, &mut world.store, options, &SystemClock, &NoProgress)
+            .await
+            .unwrap()
+    }
+    // The run finds n1 on the left only and looks for it on the right by its key (it has no
+    // baseline yet); that is detection. Delivering its create looks for nothing more.
+    let report = run(&mut world, &key_lookups, RunOptions::default()).await;
+    assert_eq!(report.stats.writes_done, 1, "{report:#?}");
+    assert_eq!(key_lookups.get(), 1, "one look-up, by detection; the first attempt of the create adds none");
+
+    // A create left `sending` by a crash: delivery looks for it first, finds it, and closes it.
+    world.left.edit("n2", "email", json!("two@club.nl"));
+    world.right.inject(MemoryFault::WriteLostAnswer);
+    let report = run(&mut world, &key_lookups, RunOptions::default()).await;
+    assert_eq!(report.failures[0].outcome, "retrying", "{report:#?}");
+    let before = key_lookups.get();
+    world.spec.retry.wait_in_run = Duration::from_secs(5);
+    let report = run(&mut world, &key_lookups, RunOptions { deliver_only: true, ..Default::default() }).await;
+    assert_eq!((report.stats.writes_done, world.right.writes_applied()), (1, 12), "{report:#?}");
+    assert_eq!(key_lookups.get(), before + 1, "the uncertain create was looked for once");
+}
+
+/// A soft delete writes its value to a column the link does not track, and that write is
+/// read back like any other: a target that keeps less than it was sent makes a dead entry.
+#[tokio::test]
+async fn a_soft_delete_is_read_back_too() {
+    let mut world = world(ConflictStrategy::Review);
+    world.spec.deletes = DeletePolicy::Soft {
+        paths: SidePair::new("status".into(), "status".into()),
+        value: json!("inactive"),
+    };
+    let mut world = world.seeded().await;
+    world.right.inject(MemoryFault::Truncate { path: "status".into(), length: 3 });
+    world.left.remove("m1");
+    let report = world.run(RunOptions { full: true, ..Default::default() }).await;
+    assert_eq!((report.stats.writes_done, report.stats.writes_dead), (0, 1), "{report:#?}");
+    assert_eq!(world.right.value("m1", "status"), json!("ina"));
+    let dead = world.store.list_outbox(Some("members"), Some(OutboxStatus::Dead), 10).unwrap();
+    assert!(dead[0].last_error.as_deref().unwrap().contains("\"inactive\""), "{dead:#?}");
+}
