@@ -417,10 +417,11 @@ async fn a_target_that_keeps_less_than_it_was_sent_makes_a_dead_entry_and_moves_
     assert_eq!((again.stats.writes_done, again.stats.writes_dead), (0, 0), "{again:#?}");
 }
 
-/// Counts the look-ups by link key a connector answers.
+/// Counts the look-ups by link key (and, apart, by id) a connector answers.
 struct CountingKeyLookups {
     inner: MemoryConnector,
     key_lookups: std::rc::Rc<std::cell::Cell<u32>>,
+    id_lookups: std::rc::Rc<std::cell::Cell<u32>>,
 }
 
 impl fieldsync_connector::Connector for CountingKeyLookups {
@@ -448,9 +449,11 @@ impl fieldsync_connector::Connector for CountingKeyLookups {
         paths: &[String],
         lookup: &fieldsync_connector::Lookup,
     ) -> Result<Vec<fieldsync_connector::ConnectorRecord>, fieldsync_connector::ConnectorError> {
-        if matches!(lookup, fieldsync_connector::Lookup::Key { .. }) {
-            self.key_lookups.set(self.key_lookups.get() + 1);
-        }
+        let counter = match lookup {
+            fieldsync_connector::Lookup::Key { .. } => &self.key_lookups,
+            fieldsync_connector::Lookup::Ids(_) => &self.id_lookups,
+        };
+        counter.set(counter.get() + 1);
         self.inner.lookup(paths, lookup).await
     }
 
@@ -482,8 +485,16 @@ async fn only_a_create_that_may_have_happened_is_looked_for_first() {
         options: RunOptions,
     ) -> fieldsync_engine::RunReport {
         let mut connectors = SidePair::new(
-            CountingKeyLookups { inner: world.left.connector(), key_lookups: Default::default() },
-            CountingKeyLookups { inner: world.right.connector(), key_lookups: key_lookups.clone() },
+            CountingKeyLookups {
+                inner: world.left.connector(),
+                key_lookups: Default::default(),
+                id_lookups: Default::default(),
+            },
+            CountingKeyLookups {
+                inner: world.right.connector(),
+                key_lookups: key_lookups.clone(),
+                id_lookups: Default::default(),
+            },
         );
         let names = SidePair::new("left".to_string(), "right".to_string());
         run_link(&world.spec, &names, &mut connectors, &mut world.store, options, &SystemClock, &NoProgress)
@@ -525,4 +536,41 @@ async fn a_soft_delete_is_read_back_too() {
     assert_eq!(world.right.value("m1", "status"), json!("ina"));
     let dead = world.store.list_outbox(Some("members"), Some(OutboxStatus::Dead), 10).unwrap();
     assert!(dead[0].last_error.as_deref().unwrap().contains("\"inactive\""), "{dead:#?}");
+}
+
+/// The first attempt of an update to a target with conditional writes is sent as it is, and
+/// read back once after; only an attempt that may have happened before is read first.
+#[tokio::test]
+async fn a_first_attempt_of_an_update_is_read_back_and_not_read_first() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.left.set_now(at(100));
+    world.left.edit("m1", "email", json!("later@club.nl"));
+    // The run dies right after publishing its plan (1 starts it, 2 writes the plan, 3
+    // publishes it): the write is waiting, never tried.
+    world.store.crash_at_commit(3, true);
+    let id_lookups = std::rc::Rc::new(std::cell::Cell::new(0));
+    let run = async |world: &mut World, options: RunOptions| {
+        let mut connectors = SidePair::new(
+            CountingKeyLookups {
+                inner: world.left.connector(),
+                key_lookups: Default::default(),
+                id_lookups: Default::default(),
+            },
+            CountingKeyLookups {
+                inner: world.right.connector(),
+                key_lookups: Default::default(),
+                id_lookups: id_lookups.clone(),
+            },
+        );
+        let names = SidePair::new("left".to_string(), "right".to_string());
+        run_link(&world.spec, &names, &mut connectors, &mut world.store, options, &SystemClock, &NoProgress)
+            .await
+    };
+    assert!(run(&mut world, RunOptions::default()).await.is_err(), "the injected crash");
+    world.store = StateStore::open(&world._dir.path().join("state.db")).unwrap();
+    id_lookups.set(0);
+    let report = run(&mut world, RunOptions { deliver_only: true, ..Default::default() }).await.unwrap();
+    assert_eq!(report.stats.writes_done, 1, "{report:#?}");
+    assert_eq!(world.right.value("m1", "email"), json!("later@club.nl"));
+    assert_eq!(id_lookups.get(), 1, "one read-back, no read before the first attempt");
 }
