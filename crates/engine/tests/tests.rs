@@ -420,8 +420,8 @@ async fn a_target_that_keeps_less_than_it_was_sent_makes_a_dead_entry_and_moves_
 /// Counts the look-ups by link key (and, apart, by id) a connector answers.
 struct CountingKeyLookups {
     inner: MemoryConnector,
-    key_lookups: std::rc::Rc<std::cell::Cell<u32>>,
-    id_lookups: std::rc::Rc<std::cell::Cell<u32>>,
+    key_lookups: Counter,
+    id_lookups: Counter,
 }
 
 impl fieldsync_connector::Connector for CountingKeyLookups {
@@ -468,6 +468,24 @@ impl fieldsync_connector::Connector for CountingKeyLookups {
     }
 }
 
+type Counter = std::rc::Rc<std::cell::Cell<u32>>;
+
+/// The world's connectors, the right one counting its look-ups by key and by id.
+fn counting(world: &World, key_lookups: &Counter, id_lookups: &Counter) -> SidePair<CountingKeyLookups> {
+    SidePair::new(
+        CountingKeyLookups {
+            inner: world.left.connector(),
+            key_lookups: Counter::default(),
+            id_lookups: Counter::default(),
+        },
+        CountingKeyLookups {
+            inner: world.right.connector(),
+            key_lookups: key_lookups.clone(),
+            id_lookups: id_lookups.clone(),
+        },
+    )
+}
+
 /// A create is sent at its first attempt without first looking for the record; only one
 /// whose earlier attempt may have happened (left `sending` by a crash) is looked for by its
 /// link key — and found, so that it is not made twice. An initial sync of a million members
@@ -484,18 +502,7 @@ async fn only_a_create_that_may_have_happened_is_looked_for_first() {
         key_lookups: &std::rc::Rc<std::cell::Cell<u32>>,
         options: RunOptions,
     ) -> fieldsync_engine::RunReport {
-        let mut connectors = SidePair::new(
-            CountingKeyLookups {
-                inner: world.left.connector(),
-                key_lookups: Default::default(),
-                id_lookups: Default::default(),
-            },
-            CountingKeyLookups {
-                inner: world.right.connector(),
-                key_lookups: key_lookups.clone(),
-                id_lookups: Default::default(),
-            },
-        );
+        let mut connectors = counting(world, key_lookups, &Default::default());
         let names = SidePair::new("left".to_string(), "right".to_string());
         run_link(&world.spec, &names, &mut connectors, &mut world.store, options, &SystemClock, &NoProgress)
             .await
@@ -550,18 +557,7 @@ async fn a_first_attempt_of_an_update_is_read_back_and_not_read_first() {
     world.store.crash_at_commit(3, true);
     let id_lookups = std::rc::Rc::new(std::cell::Cell::new(0));
     let run = async |world: &mut World, options: RunOptions| {
-        let mut connectors = SidePair::new(
-            CountingKeyLookups {
-                inner: world.left.connector(),
-                key_lookups: Default::default(),
-                id_lookups: Default::default(),
-            },
-            CountingKeyLookups {
-                inner: world.right.connector(),
-                key_lookups: Default::default(),
-                id_lookups: id_lookups.clone(),
-            },
-        );
+        let mut connectors = counting(world, &Default::default(), &id_lookups);
         let names = SidePair::new("left".to_string(), "right".to_string());
         run_link(&world.spec, &names, &mut connectors, &mut world.store, options, &SystemClock, &NoProgress)
             .await

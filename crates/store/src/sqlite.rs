@@ -902,23 +902,7 @@ impl Transaction<'_> {
         error: Option<&str>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        self.transaction
-            .prepare_cached(
-                "UPDATE outbox SET status = ?2, attempts = attempts + 1, \
-                 next_attempt_ms = coalesce(?3, next_attempt_ms), last_error = coalesce(?4, last_error), \
-                 updated_ms = ?5 WHERE id = ?1",
-            )
-            .and_then(|mut statement| {
-                statement.execute(params![
-                    id,
-                    status.as_str(),
-                    next_attempt_at.map(millis),
-                    error,
-                    millis(now)
-                ])
-            })
-            .context(|| format!("updating outbox entry {id}"))?;
-        Ok(())
+        self.update_status(id, status, next_attempt_at, error, now, 1)
     }
 
     /// Sets an entry's status, next attempt and last error.
@@ -934,10 +918,23 @@ impl Transaction<'_> {
         error: Option<&str>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
+        self.update_status(id, status, next_attempt_at, error, now, 0)
+    }
+
+    fn update_status(
+        &self,
+        id: OutboxId,
+        status: OutboxStatus,
+        next_attempt_at: Option<Timestamp>,
+        error: Option<&str>,
+        now: Timestamp,
+        attempts: i64,
+    ) -> Result<(), StoreError> {
         self.transaction
             .prepare_cached(
-                "UPDATE outbox SET status = ?2, next_attempt_ms = coalesce(?3, next_attempt_ms), \
-                 last_error = coalesce(?4, last_error), updated_ms = ?5 WHERE id = ?1",
+                "UPDATE outbox SET status = ?2, attempts = attempts + ?6, \
+                 next_attempt_ms = coalesce(?3, next_attempt_ms), last_error = coalesce(?4, last_error), \
+                 updated_ms = ?5 WHERE id = ?1",
             )
             .and_then(|mut statement| {
                 statement.execute(params![
@@ -945,7 +942,8 @@ impl Transaction<'_> {
                     status.as_str(),
                     next_attempt_at.map(millis),
                     error,
-                    millis(now)
+                    millis(now),
+                    attempts
                 ])
             })
             .context(|| format!("updating outbox entry {id}"))?;
