@@ -580,3 +580,107 @@ async fn a_first_attempt_of_an_update_is_read_back_and_not_read_first() {
     assert_eq!(world.right.value("m1", "email"), json!("later@club.nl"));
     assert_eq!(id_lookups.get(), 1, "one read-back, no read before the first attempt");
 }
+
+/// A connector that keeps no modification times, as a CSV file does.
+struct WithoutTimes(MemoryConnector);
+
+impl fieldsync_connector::Connector for WithoutTimes {
+    fn capabilities(&self) -> fieldsync_connector::Capabilities {
+        fieldsync_connector::Capabilities { incremental: false, ..self.0.capabilities() }
+    }
+
+    async fn check(
+        &mut self,
+        paths: &[String],
+    ) -> Result<fieldsync_connector::Probe, fieldsync_connector::ConnectorError> {
+        self.0.check(paths).await
+    }
+
+    async fn read_page(
+        &mut self,
+        request: &fieldsync_connector::ReadRequest,
+        token: Option<&fieldsync_connector::PageToken>,
+    ) -> Result<fieldsync_connector::Page, fieldsync_connector::ConnectorError> {
+        let mut page = self.0.read_page(request, token).await?;
+        page.records.iter_mut().for_each(|record| record.modified = None);
+        Ok(page)
+    }
+
+    async fn lookup(
+        &mut self,
+        paths: &[String],
+        lookup: &fieldsync_connector::Lookup,
+    ) -> Result<Vec<fieldsync_connector::ConnectorRecord>, fieldsync_connector::ConnectorError> {
+        let mut records = self.0.lookup(paths, lookup).await?;
+        records.iter_mut().for_each(|record| record.modified = None);
+        Ok(records)
+    }
+
+    async fn apply(
+        &mut self,
+        writes: &[fieldsync_connector::Write],
+    ) -> Result<
+        Vec<Result<fieldsync_connector::WriteOutcome, fieldsync_connector::ConnectorError>>,
+        fieldsync_connector::ConnectorError,
+    > {
+        self.0.apply(writes).await
+    }
+}
+
+/// Records created from a side that keeps no modification times get their baseline like any
+/// other: the values written, so that the next run finds them equal and compares nothing.
+#[tokio::test]
+async fn creates_from_a_side_without_times_get_their_baseline() {
+    let mut world = world(ConflictStrategy::Review);
+    world.left.set_now(at(0));
+    for number in 0..3 {
+        world.left.edit(&format!("m{number}"), "email", json!(format!("M{number}@Club.nl")));
+    }
+    let names = SidePair::new("left".to_string(), "right".to_string());
+    for run in 0..2 {
+        let mut connectors =
+            SidePair::new(WithoutTimes(world.left.connector()), WithoutTimes(world.right.connector()));
+        let report = run_link(
+            &world.spec,
+            &names,
+            &mut connectors,
+            &mut world.store,
+            RunOptions::default(),
+            &SystemClock,
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+        if run == 0 {
+            assert_eq!(report.stats.writes_done, 3, "{report:#?}");
+        } else {
+            assert_eq!((report.stats.writes_done, report.stats.compared), (0, 0), "{report:#?}");
+        }
+    }
+    let layout = world.store.layout("members", &world.spec.field_names()).unwrap();
+    let baselines = world.store.baselines("members", &layout, &[RecordKey::new("m1")]).unwrap();
+    assert_eq!(
+        baselines[&RecordKey::new("m1")].fields[0].value,
+        Some(fieldsync_model::Value::from("m1@club.nl"))
+    );
+}
+
+/// A delete whose answer was lost, found done when its entry comes round again, is closed as
+/// written — once, and audited once — rather than refused as a target that moved.
+#[tokio::test]
+async fn a_delete_whose_answer_was_lost_is_closed_as_done() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.left.remove("m1");
+    world.right.inject(MemoryFault::WriteLostAnswer);
+    let report = world.run(RunOptions { full: true, ..Default::default() }).await;
+    assert_eq!(report.failures[0].outcome, "retrying", "{report:#?}");
+    assert!(world.right.record("m1").is_none(), "deleted, though unanswered");
+    world.spec.retry.wait_in_run = Duration::from_secs(5);
+    let report = world.run(RunOptions { deliver_only: true, ..Default::default() }).await;
+    assert_eq!((report.stats.writes_done, report.stats.writes_moved), (1, 0), "{report:#?}");
+    let done = world.store.list_outbox(Some("members"), Some(OutboxStatus::Done), 100).unwrap();
+    assert!(
+        done.iter().any(|entry| entry.key.as_str() == "m1" && entry.operation == Operation::Delete),
+        "{done:#?}"
+    );
+}
