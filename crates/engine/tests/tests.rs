@@ -684,3 +684,68 @@ async fn a_delete_whose_answer_was_lost_is_closed_as_done() {
         "{done:#?}"
     );
 }
+
+/// The reasons of a record's audit entries of one event, in order.
+fn audited(world: &World, key: &str, event: fieldsync_store::AuditEvent) -> Vec<String> {
+    let entries = world.store.audit_for_record("members", &RecordKey::new(key)).unwrap();
+    entries.into_iter().filter(|entry| entry.event == event).map(|entry| entry.reason).collect()
+}
+
+/// Every write the engine makes is audited once, saying what it did: a create as a create, an
+/// update field by field, a delete and a soft delete as what they are.
+#[tokio::test]
+async fn the_audit_says_what_each_write_did() {
+    use fieldsync_store::AuditEvent::Written;
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    assert_eq!(audited(&world, "m3", Written), ["created on the right side and read back"]);
+    world.left.set_now(at(100));
+    world.left.edit("m3", "email", json!("changed@club.nl"));
+    world.left.remove("m4");
+    world.run(RunOptions { full: true, ..Default::default() }).await;
+    assert_eq!(
+        audited(&world, "m3", Written),
+        ["created on the right side and read back", "written to the right side and read back"]
+    );
+    assert_eq!(
+        audited(&world, "m4", Written),
+        ["created on the right side and read back", "deleted on the right side"]
+    );
+
+    let mut soft = self::world(ConflictStrategy::Review);
+    soft.spec.deletes = DeletePolicy::Soft {
+        paths: SidePair::new("status".into(), "status".into()),
+        value: json!("inactive"),
+    };
+    let mut soft = soft.seeded().await;
+    soft.left.remove("m1");
+    soft.run(RunOptions { full: true, ..Default::default() }).await;
+    assert_eq!(soft.right.value("m1", "status"), json!("inactive"));
+    assert_eq!(
+        audited(&soft, "m1", Written),
+        ["created on the right side and read back", "soft-deleted on the right side and read back"]
+    );
+}
+
+/// A write that keeps failing with a transient error is dead after its attempts, counted
+/// once, with an audit entry that says so; the target is left as it was.
+#[tokio::test]
+async fn a_write_that_keeps_failing_is_dead_after_its_attempts() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.spec.retry = RetryPolicy {
+        attempts: 2,
+        initial: Duration::from_millis(1),
+        max: Duration::from_millis(5),
+        wait_in_run: Duration::from_secs(5),
+    };
+    world.right.inject(MemoryFault::WriteUnavailable);
+    world.right.inject(MemoryFault::WriteUnavailable);
+    world.left.set_now(at(100));
+    world.left.edit("m1", "email", json!("never@club.nl"));
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!((report.stats.writes_done, report.stats.writes_dead), (0, 1), "{report:#?}");
+    assert_eq!(report.failures[0].outcome, "dead");
+    assert_eq!(world.right.value("m1", "email"), json!("member1@club.nl"));
+    let failed = audited(&world, "m1", fieldsync_store::AuditEvent::Failed);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].starts_with("gave up after 2 attempts"), "{failed:?}");
+}
