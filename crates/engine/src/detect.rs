@@ -497,10 +497,15 @@ impl<'a> Detector<'a> {
                 Some(known) => (*known.listed.get(side), known.entry.id_str(side, &key).map(id_hash)),
                 None => (false, None),
             };
+            // What the baseline's own record is checked against. A record made again under a
+            // new id has none: it is compared anew, so that its baseline follows the id.
+            let basis_of = |entry: &DigestEntry| {
+                entry.digest.filter(|_| entry.id_str(side, &key).is_none_or(|id| id == raw.id.as_str()))
+            };
             let (basis, seen) = match &known {
-                Some(known) => (known.entry.digest, known.entry.seen(side)),
+                Some(known) => (basis_of(&known.entry), known.entry.seen(side)),
                 None => match page_digests.get(&key) {
-                    Some(entry) => (entry.digest, entry.seen(side)),
+                    Some(entry) => (basis_of(entry), entry.seen(side)),
                     None => (None, None),
                 },
             };

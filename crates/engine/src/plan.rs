@@ -608,7 +608,8 @@ impl Planner<'_> {
         };
         match outcome {
             PresenceOutcome::Nothing { reason } => {
-                if present.is_some() && baseline.is_none() {
+                // A record left alone on its side says why (only on a run that found it changed).
+                if present.is_some() {
                     report.push_line(|| line(Action::Skipped, None, &reason));
                 }
             }
@@ -864,6 +865,37 @@ mod tests {
         );
         assert!(Payload::from_text("{").unwrap_err().starts_with("payload cannot be read"));
         assert!(Payload::from_text(r#"{"version":2,"fields":[{"path":"x"}]}"#).is_err());
+    }
+
+    /// The payload names once the origin and edit time most of its valued fields share (the
+    /// first such on a tie); a field that differs names its own.
+    #[test]
+    fn a_payload_shares_the_origin_and_time_most_of_its_fields_have() {
+        let time: Timestamp = "2025-01-01T00:00:00Z".parse().unwrap();
+        let with = |name: &str, origin: Origin, changed_at: Option<Timestamp>| PayloadField {
+            origin: Some(origin),
+            changed_at,
+            ..field(Some(name), Some(Value::from(name)), json!(name))
+        };
+        let stored = |fields: Vec<PayloadField>| {
+            let payload = Payload { version: PAYLOAD_VERSION, fields, source_id: None, soft_delete_of: None };
+            let text = payload.to_text();
+            assert_eq!(Payload::from_text(&text).as_ref(), Ok(&payload), "{text}");
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        };
+        let most = stored(vec![
+            with("a", Origin::Right, None),
+            with("b", Origin::Left, Some(time)),
+            with("c", Origin::Left, Some(time)),
+        ]);
+        assert_eq!((&most["origin"], &most["changed_at"]), (&json!("left"), &json!("2025-01-01T00:00:00Z")));
+        assert_eq!(
+            (&most["fields"][0]["origin"], &most["fields"][0]["changed_at"]),
+            (&json!("right"), &json!(null))
+        );
+        assert_eq!(most["fields"][1].get("origin"), None);
+        let tie = stored(vec![with("a", Origin::Right, Some(time)), with("b", Origin::Left, None)]);
+        assert_eq!((&tie["origin"], &tie["changed_at"]), (&json!("right"), &json!("2025-01-01T00:00:00Z")));
     }
 
     impl PayloadField {

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use fieldsync_connector::{MemoryConnector, MemoryFault, MemorySystem};
 use fieldsync_engine::{
-    ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit, LinkSpec,
-    NoProgress, ReadMode, RetryPolicy, RunOptions, RunStats, SidePair, SideStats, SystemClock, Tie, run_link,
+    Action, ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit,
+    LinkSpec, NoProgress, ReadMode, RetryPolicy, RunOptions, RunStats, SidePair, SideStats, SystemClock, Tie,
+    run_link,
 };
 use fieldsync_model::{FieldType, LinkName, Normaliser, RecordKey, Side};
 use fieldsync_store::{
@@ -62,6 +63,18 @@ impl World {
             SidePair::new(self.left.connector(), self.right.connector());
         let names = SidePair::new("left".to_string(), "right".to_string());
         run_link(&self.spec, &names, &mut connectors, &mut self.store, options, &SystemClock, &NoProgress)
+            .await
+            .unwrap()
+    }
+
+    /// A run over the given connectors of the world's systems.
+    async fn run_on<C: fieldsync_connector::Connector>(
+        &mut self,
+        connectors: &mut SidePair<C>,
+        options: RunOptions,
+    ) -> fieldsync_engine::RunReport {
+        let names = SidePair::new("left".to_string(), "right".to_string());
+        run_link(&self.spec, &names, connectors, &mut self.store, options, &SystemClock, &NoProgress)
             .await
             .unwrap()
     }
@@ -268,7 +281,7 @@ async fn statistics_count_every_kind_of_work() {
     world.right.edit("m3", "email", json!("right3@club.nl"));
     // m4: deleted on the left; m5: an invalid value on the right; n1: new on the right.
     world.left.remove("m4");
-    world.right.edit("m5", "email", json!("not an address"));
+    world.right.edit("m5", "email", json!(["not", "an", "address"]));
     world.right.edit("n1", "email", json!("new@club.nl"));
     world.right.edit("n1", "mobile", json!("06-222"));
     // m6: a write the right side refuses, m7: one it cannot take now.
@@ -287,18 +300,35 @@ async fn statistics_count_every_kind_of_work() {
         fields_planned: fields,
     };
     let expected = RunStats {
-        // m3 and m5 updated, n1 created (its two fields and its link key).
-        left: side(9, 4, 1, 2, 1, 0, 5),
+        // m3 updated, n1 created (its two fields and its link key); m5's value is left as it is.
+        left: side(9, 4, 1, 1, 1, 0, 4),
         // m1 (two fields) and m6 updated, m4 deleted.
         right: side(11, 4, 0, 2, 0, 1, 3),
         compared: 5,
         conflicts_resolved: 1,
         false_conflicts: 1,
-        writes_done: 5,
+        writes_done: 4,
         writes_dead: 1,
+        invalid_values: 1,
         ..RunStats::default()
     };
     assert_eq!(report.stats, expected);
+    // Only the record both sides changed to the same value is listed as agreed; m5's value is
+    // listed as one that cannot be read.
+    let listed = |action: Action| -> Vec<String> {
+        report
+            .lines
+            .iter()
+            .filter(|line| line.action == action)
+            .map(|line| format!("{} {}", line.key.as_str(), line.field.as_deref().unwrap_or("-")))
+            .collect()
+    };
+    assert_eq!(listed(Action::Agreed), ["m2 email"]);
+    let mut updates = listed(Action::Update);
+    updates.sort();
+    assert_eq!(updates, ["m1 email", "m1 mobile", "m6 email"], "m3's conflict is listed as one");
+    assert_eq!(listed(Action::Conflict), ["m3 email"]);
+    assert_eq!(listed(Action::Invalid), ["m5 email"]);
 
     // A review, a write to retry and a write whose target moved; the next run closes the review.
     world.spec.conflicts = ConflictStrategy::Review;
@@ -550,6 +580,7 @@ async fn a_soft_delete_is_read_back_too() {
     world.left.remove("m1");
     let report = world.run(RunOptions { full: true, ..Default::default() }).await;
     assert_eq!((report.stats.writes_done, report.stats.writes_dead), (0, 1), "{report:#?}");
+    assert_eq!(report.stats.right.deletes_planned, 1, "{:#?}", report.stats);
     assert_eq!(world.right.value("m1", "status"), json!("ina"));
     let dead = world.store.list_outbox(Some("members"), Some(OutboxStatus::Dead), 10).unwrap();
     assert!(dead[0].last_error.as_deref().unwrap().contains("\"inactive\""), "{dead:#?}");
@@ -581,19 +612,45 @@ async fn a_first_attempt_of_an_update_is_read_back_and_not_read_first() {
     assert_eq!(id_lookups.get(), 1, "one read-back, no read before the first attempt");
 }
 
-/// A connector that keeps no modification times, as a CSV file does.
-struct WithoutTimes(MemoryConnector);
+/// A memory connector without some of its capabilities: without modification times (as a
+/// CSV file), or unable to find records by link key.
+struct Limited {
+    inner: MemoryConnector,
+    times: bool,
+    key_lookups: bool,
+}
 
-impl fieldsync_connector::Connector for WithoutTimes {
+impl Limited {
+    fn without_times(inner: MemoryConnector) -> Self {
+        Self { inner, times: false, key_lookups: true }
+    }
+
+    fn without_key_lookups(inner: MemoryConnector) -> Self {
+        Self { inner, times: true, key_lookups: false }
+    }
+
+    fn strip(&self, records: &mut [fieldsync_connector::ConnectorRecord]) {
+        if !self.times {
+            records.iter_mut().for_each(|record| record.modified = None);
+        }
+    }
+}
+
+impl fieldsync_connector::Connector for Limited {
     fn capabilities(&self) -> fieldsync_connector::Capabilities {
-        fieldsync_connector::Capabilities { incremental: false, ..self.0.capabilities() }
+        let all = self.inner.capabilities();
+        fieldsync_connector::Capabilities {
+            incremental: all.incremental && self.times,
+            lookup_by_key: all.lookup_by_key && self.key_lookups,
+            ..all
+        }
     }
 
     async fn check(
         &mut self,
         paths: &[String],
     ) -> Result<fieldsync_connector::Probe, fieldsync_connector::ConnectorError> {
-        self.0.check(paths).await
+        self.inner.check(paths).await
     }
 
     async fn read_page(
@@ -601,8 +658,8 @@ impl fieldsync_connector::Connector for WithoutTimes {
         request: &fieldsync_connector::ReadRequest,
         token: Option<&fieldsync_connector::PageToken>,
     ) -> Result<fieldsync_connector::Page, fieldsync_connector::ConnectorError> {
-        let mut page = self.0.read_page(request, token).await?;
-        page.records.iter_mut().for_each(|record| record.modified = None);
+        let mut page = self.inner.read_page(request, token).await?;
+        self.strip(&mut page.records);
         Ok(page)
     }
 
@@ -611,8 +668,11 @@ impl fieldsync_connector::Connector for WithoutTimes {
         paths: &[String],
         lookup: &fieldsync_connector::Lookup,
     ) -> Result<Vec<fieldsync_connector::ConnectorRecord>, fieldsync_connector::ConnectorError> {
-        let mut records = self.0.lookup(paths, lookup).await?;
-        records.iter_mut().for_each(|record| record.modified = None);
+        if !self.key_lookups && matches!(lookup, fieldsync_connector::Lookup::Key { .. }) {
+            panic!("a look-up by key on a connector that cannot do one");
+        }
+        let mut records = self.inner.lookup(paths, lookup).await?;
+        self.strip(&mut records);
         Ok(records)
     }
 
@@ -623,7 +683,7 @@ impl fieldsync_connector::Connector for WithoutTimes {
         Vec<Result<fieldsync_connector::WriteOutcome, fieldsync_connector::ConnectorError>>,
         fieldsync_connector::ConnectorError,
     > {
-        self.0.apply(writes).await
+        self.inner.apply(writes).await
     }
 }
 
@@ -638,8 +698,10 @@ async fn creates_from_a_side_without_times_get_their_baseline() {
     }
     let names = SidePair::new("left".to_string(), "right".to_string());
     for run in 0..2 {
-        let mut connectors =
-            SidePair::new(WithoutTimes(world.left.connector()), WithoutTimes(world.right.connector()));
+        let mut connectors = SidePair::new(
+            Limited::without_times(world.left.connector()),
+            Limited::without_times(world.right.connector()),
+        );
         let report = run_link(
             &world.spec,
             &names,
@@ -748,4 +810,210 @@ async fn a_write_that_keeps_failing_is_dead_after_its_attempts() {
     let failed = audited(&world, "m1", fieldsync_store::AuditEvent::Failed);
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].starts_with("gave up after 2 attempts"), "{failed:?}");
+}
+
+/// A record new on one side, whose counterpart the other side can neither list (it is read
+/// from its cursor) nor look up by link key, is neither created nor taken for deleted: it
+/// waits for the next full scan, which creates it once.
+#[tokio::test]
+async fn a_record_the_other_side_cannot_look_up_waits_for_a_full_scan() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    let connectors = |world: &World| {
+        SidePair::new(
+            Limited { inner: world.left.connector(), times: true, key_lookups: true },
+            Limited::without_key_lookups(world.right.connector()),
+        )
+    };
+    // The right side was empty when first read: this run gives it a cursor.
+    world.run_on(&mut connectors(&world), RunOptions { full: true, ..Default::default() }).await;
+    world.left.set_now(at(100));
+    world.left.edit("n1", "email", json!("new@club.nl"));
+    let report = world.run_on(&mut connectors(&world), RunOptions::default()).await;
+    assert_eq!(report.stats.writes_done, 0, "{report:#?}");
+    assert!(world.right.record("n1").is_none());
+    assert!(
+        report.lines.iter().any(|line| line.key == RecordKey::new("n1") && line.reason.contains("full scan")),
+        "{report:#?}"
+    );
+    let full = RunOptions { full: true, ..Default::default() };
+    let report = world.run_on(&mut connectors(&world), full).await;
+    assert_eq!(report.stats.writes_done, 1, "{report:#?}");
+    assert_eq!(world.right.value("n1", "email"), json!("new@club.nl"));
+    let report = world.run_on(&mut connectors(&world), full).await;
+    assert_eq!(report.stats.writes_done, 0, "{report:#?}");
+}
+
+/// A record made again on one side under a new id, with the same link key and values, is
+/// the same record: its baseline follows the new id, and the next change reaches it there.
+#[tokio::test]
+async fn a_record_made_again_under_a_new_id_is_written_under_it() {
+    let world = world(ConflictStrategy::Review);
+    world.right.assign_ids("r");
+    let mut world = world.seeded().await;
+    let (old, record) = world
+        .right
+        .records()
+        .into_iter()
+        .find(|(_, record)| record.fields.get("id") == Some(&json!("m1")))
+        .unwrap();
+    world.right.remove(old.as_str());
+    world.right.set_now(at(50));
+    for (path, value) in &record.fields {
+        world.right.edit("again", path, value.clone());
+    }
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!((report.stats.writes_done, report.stats.writes_dead), (0, 0), "{report:#?}");
+    let layout = world.store.layout("members", &world.spec.field_names()).unwrap();
+    let baselines = world.store.baselines("members", &layout, &[RecordKey::new("m1")]).unwrap();
+    assert_eq!(
+        baselines[&RecordKey::new("m1")].id(Side::Right).map(|id| id.as_str()),
+        Some("again"),
+        "{report:#?}"
+    );
+
+    world.left.set_now(at(100));
+    world.left.edit("m1", "mobile", json!("06-777"));
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!((report.stats.writes_done, report.stats.writes_dead), (1, 0), "{report:#?}");
+    assert_eq!(world.right.value("again", "mobile"), json!("06-777"));
+    assert!(world.right.record(old.as_str()).is_none());
+}
+
+/// A conflict held for review follows the values while it waits (the person decides on what
+/// the sides hold now), and is closed when the sides settle it themselves: both back to the
+/// value they last agreed on (no write), or one of them back to it (the other's edit wins).
+#[tokio::test]
+async fn a_review_follows_the_values_and_closes_when_the_sides_settle_it() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.left.set_now(at(100));
+    world.right.set_now(at(100));
+    for key in ["m1", "m2"] {
+        world.left.edit(key, "mobile", json!("06-left"));
+        world.right.edit(key, "mobile", json!("06-right"));
+    }
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!((report.stats.reviews_open, report.stats.writes_done), (2, 0), "{:#?}", report.stats);
+
+    world.right.edit("m1", "mobile", json!("06-right-again"));
+    world.run(RunOptions::default()).await;
+    let open = world.store.list_reviews(Some("members"), Some(ReviewStatus::Open), 10).unwrap();
+    let m1 = open.iter().find(|review| review.review.key == RecordKey::new("m1")).unwrap();
+    assert_eq!(
+        (m1.review.left.clone(), m1.review.right.clone()),
+        (Some(fieldsync_model::Value::from("06-left")), Some(fieldsync_model::Value::from("06-right-again")))
+    );
+    assert_eq!(open.len(), 2);
+
+    world.left.edit("m1", "mobile", json!("06-1"));
+    world.right.edit("m1", "mobile", json!("06-1"));
+    world.left.edit("m2", "mobile", json!("06-2"));
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!((report.stats.reviews_closed, report.stats.writes_done), (2, 1), "{:#?}", report.stats);
+    assert_eq!(world.left.value("m2", "mobile"), json!("06-right"));
+    assert!(world.store.list_reviews(Some("members"), Some(ReviewStatus::Open), 10).unwrap().is_empty());
+}
+
+/// A first sync of two sides that already agree builds the baselines, writes nothing, and
+/// lists nothing record by record: at a million members the report would be all agreement.
+/// Each record's agreement is still audited, once.
+#[tokio::test]
+async fn a_first_sync_of_equal_sides_is_counted_not_listed() {
+    let mut world = world(ConflictStrategy::Review);
+    for system in [&world.left, &world.right] {
+        system.set_now(at(0));
+        for number in 0..3 {
+            system.edit(&format!("m{number}"), "email", json!(format!("m{number}@club.nl")));
+            system.edit(&format!("m{number}"), "mobile", json!(format!("06-{number}")));
+        }
+    }
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!((report.stats.compared, report.stats.writes_done), (3, 0), "{:#?}", report.stats);
+    assert!(report.lines.is_empty(), "{:#?}", report.lines);
+    assert_eq!(
+        audited(&world, "m1", fieldsync_store::AuditEvent::Agreed),
+        ["first sync: both sides already agree on 2 fields"]
+    );
+    for (system, mobile) in [(&world.left, "06-left"), (&world.right, "06-right")] {
+        system.edit("n1", "email", json!("n1@club.nl"));
+        system.edit("n1", "mobile", json!(mobile));
+    }
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!(report.stats.reviews_open, 1, "{:#?}", report.stats);
+    assert_eq!(
+        audited(&world, "n1", fieldsync_store::AuditEvent::Agreed),
+        ["first sync: both sides already agree on 1 field"]
+    );
+}
+
+/// A record deleted on one side and edited on the other is not deleted: the edit would be
+/// lost. It is held for a person, who alone settles it.
+#[tokio::test]
+async fn a_record_deleted_on_one_side_and_edited_on_the_other_is_held() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.right.set_now(at(100));
+    world.left.remove("m1");
+    world.right.edit("m1", "mobile", json!("06-kept"));
+    let full = RunOptions { full: true, ..Default::default() };
+    let report = world.run(full).await;
+    assert_eq!((report.stats.reviews_open, report.stats.writes_done), (1, 0), "{:#?}", report.stats);
+    assert_eq!(world.right.value("m1", "mobile"), json!("06-kept"));
+
+    // Taking the edit back does not settle it: a person was asked about a delete.
+    world.right.edit("m1", "mobile", json!("06-1"));
+    let report = world.run(full).await;
+    assert_eq!((report.stats.reviews_closed, report.stats.writes_done), (0, 0), "{:#?}", report.stats);
+    let open = world.store.list_reviews(Some("members"), Some(ReviewStatus::Open), 10).unwrap();
+    assert_eq!(open.len(), 1);
+    let transaction = world.store.transaction().unwrap();
+    transaction.resolve_review(open[0].id, &Decision::Keep(Side::Left), at(150)).unwrap();
+    transaction.commit().unwrap();
+    let report = world.run(full).await;
+    assert_eq!((report.stats.reviews_closed, report.stats.writes_done), (1, 1), "{:#?}", report.stats);
+    assert!(world.right.record("m1").is_none());
+}
+
+/// A delete that the link ignores is remembered once: the record stays on the other side,
+/// and later runs neither restore it nor list it again, unless it changes there: that run
+/// says why the change goes nowhere.
+#[tokio::test]
+async fn an_ignored_delete_is_remembered_and_not_listed_again() {
+    let mut world = world(ConflictStrategy::Review);
+    world.spec.deletes = DeletePolicy::Ignore;
+    let mut world = world.seeded().await;
+    world.left.remove("m1");
+    let full = RunOptions { full: true, ..Default::default() };
+    let report = world.run(full).await;
+    assert_eq!(report.stats.writes_done, 0, "{report:#?}");
+    assert!(report.lines.iter().any(|line| line.key == RecordKey::new("m1")), "{report:#?}");
+    let report = world.run(full).await;
+    assert_eq!(report.stats.writes_done, 0, "{report:#?}");
+    assert!(report.lines.is_empty(), "{:#?}", report.lines);
+    assert!(world.left.record("m1").is_none() && world.right.record("m1").is_some());
+    world.right.set_now(at(100));
+    world.right.edit("m1", "mobile", json!("06-on-the-right"));
+    let report = world.run(full).await;
+    assert_eq!(report.stats.writes_done, 0, "{report:#?}");
+    assert_eq!(report.lines.len(), 1, "{:#?}", report.lines);
+    assert_eq!(report.lines[0].action, Action::Skipped);
+    assert_eq!(report.lines[0].reason, "deleted on the left side earlier");
+    assert!(world.left.record("m1").is_none());
+}
+
+/// A new record with a value that cannot be normalised is not created (its other side would
+/// get a record missing that value); it is counted and listed, and created once it is fixed.
+#[tokio::test]
+async fn a_new_record_with_a_value_that_cannot_be_read_is_not_created() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.left.set_now(at(100));
+    world.left.edit("n1", "email", json!(["two", "addresses"]));
+    world.left.edit("n1", "mobile", json!("06-1"));
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!((report.stats.invalid_values, report.stats.writes_done), (1, 0), "{:#?}", report.stats);
+    assert_eq!(report.lines[0].action, Action::Invalid, "{:#?}", report.lines);
+    assert!(world.right.record("n1").is_none());
+    world.left.set_now(at(200));
+    world.left.edit("n1", "email", json!("n1@club.nl"));
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!((report.stats.invalid_values, report.stats.writes_done), (0, 1), "{:#?}", report.stats);
+    assert_eq!(world.right.value("n1", "email"), json!("n1@club.nl"));
 }
