@@ -457,71 +457,16 @@ async fn a_target_that_keeps_less_than_it_was_sent_makes_a_dead_entry_and_moves_
     assert_eq!((again.stats.writes_done, again.stats.writes_dead), (0, 0), "{again:#?}");
 }
 
-/// Counts the look-ups by link key (and, apart, by id) a connector answers.
-struct CountingKeyLookups {
-    inner: MemoryConnector,
-    key_lookups: Counter,
-    id_lookups: Counter,
-}
-
-impl fieldsync_connector::Connector for CountingKeyLookups {
-    fn capabilities(&self) -> fieldsync_connector::Capabilities {
-        self.inner.capabilities()
-    }
-
-    async fn check(
-        &mut self,
-        paths: &[String],
-    ) -> Result<fieldsync_connector::Probe, fieldsync_connector::ConnectorError> {
-        self.inner.check(paths).await
-    }
-
-    async fn read_page(
-        &mut self,
-        request: &fieldsync_connector::ReadRequest,
-        token: Option<&fieldsync_connector::PageToken>,
-    ) -> Result<fieldsync_connector::Page, fieldsync_connector::ConnectorError> {
-        self.inner.read_page(request, token).await
-    }
-
-    async fn lookup(
-        &mut self,
-        paths: &[String],
-        lookup: &fieldsync_connector::Lookup,
-    ) -> Result<Vec<fieldsync_connector::ConnectorRecord>, fieldsync_connector::ConnectorError> {
-        let counter = match lookup {
-            fieldsync_connector::Lookup::Key { .. } => &self.key_lookups,
-            fieldsync_connector::Lookup::Ids(_) => &self.id_lookups,
-        };
-        counter.set(counter.get() + 1);
-        self.inner.lookup(paths, lookup).await
-    }
-
-    async fn apply(
-        &mut self,
-        writes: &[fieldsync_connector::Write],
-    ) -> Result<
-        Vec<Result<fieldsync_connector::WriteOutcome, fieldsync_connector::ConnectorError>>,
-        fieldsync_connector::ConnectorError,
-    > {
-        self.inner.apply(writes).await
-    }
-}
-
 type Counter = std::rc::Rc<std::cell::Cell<u32>>;
 
 /// The world's connectors, the right one counting its look-ups by key and by id.
-fn counting(world: &World, key_lookups: &Counter, id_lookups: &Counter) -> SidePair<CountingKeyLookups> {
+fn counting(world: &World, key_lookups: &Counter, id_lookups: &Counter) -> SidePair<Wrapped> {
     SidePair::new(
-        CountingKeyLookups {
-            inner: world.left.connector(),
-            key_lookups: Counter::default(),
-            id_lookups: Counter::default(),
-        },
-        CountingKeyLookups {
-            inner: world.right.connector(),
+        Wrapped::new(world.left.connector()),
+        Wrapped {
             key_lookups: key_lookups.clone(),
             id_lookups: id_lookups.clone(),
+            ..Wrapped::new(world.right.connector())
         },
     )
 }
@@ -612,21 +557,34 @@ async fn a_first_attempt_of_an_update_is_read_back_and_not_read_first() {
     assert_eq!(id_lookups.get(), 1, "one read-back, no read before the first attempt");
 }
 
-/// A memory connector without some of its capabilities: without modification times (as a
-/// CSV file), or unable to find records by link key.
-struct Limited {
+/// A memory connector that counts the look-ups it answers, by link key and by id, and can
+/// go without some of its capabilities: modification times (as a CSV file) or finding
+/// records by link key.
+struct Wrapped {
     inner: MemoryConnector,
     times: bool,
-    key_lookups: bool,
+    find_by_key: bool,
+    key_lookups: Counter,
+    id_lookups: Counter,
 }
 
-impl Limited {
+impl Wrapped {
+    fn new(inner: MemoryConnector) -> Self {
+        Self {
+            inner,
+            times: true,
+            find_by_key: true,
+            key_lookups: Counter::default(),
+            id_lookups: Counter::default(),
+        }
+    }
+
     fn without_times(inner: MemoryConnector) -> Self {
-        Self { inner, times: false, key_lookups: true }
+        Self { times: false, ..Self::new(inner) }
     }
 
     fn without_key_lookups(inner: MemoryConnector) -> Self {
-        Self { inner, times: true, key_lookups: false }
+        Self { find_by_key: false, ..Self::new(inner) }
     }
 
     fn strip(&self, records: &mut [fieldsync_connector::ConnectorRecord]) {
@@ -636,12 +594,12 @@ impl Limited {
     }
 }
 
-impl fieldsync_connector::Connector for Limited {
+impl fieldsync_connector::Connector for Wrapped {
     fn capabilities(&self) -> fieldsync_connector::Capabilities {
         let all = self.inner.capabilities();
         fieldsync_connector::Capabilities {
             incremental: all.incremental && self.times,
-            lookup_by_key: all.lookup_by_key && self.key_lookups,
+            lookup_by_key: all.lookup_by_key && self.find_by_key,
             ..all
         }
     }
@@ -668,9 +626,14 @@ impl fieldsync_connector::Connector for Limited {
         paths: &[String],
         lookup: &fieldsync_connector::Lookup,
     ) -> Result<Vec<fieldsync_connector::ConnectorRecord>, fieldsync_connector::ConnectorError> {
-        if !self.key_lookups && matches!(lookup, fieldsync_connector::Lookup::Key { .. }) {
-            panic!("a look-up by key on a connector that cannot do one");
-        }
+        let counter = match lookup {
+            fieldsync_connector::Lookup::Key { .. } => {
+                assert!(self.find_by_key, "a look-up by key on a connector that cannot do one");
+                &self.key_lookups
+            }
+            fieldsync_connector::Lookup::Ids(_) => &self.id_lookups,
+        };
+        counter.set(counter.get() + 1);
         let mut records = self.inner.lookup(paths, lookup).await?;
         self.strip(&mut records);
         Ok(records)
@@ -699,8 +662,8 @@ async fn creates_from_a_side_without_times_get_their_baseline() {
     let names = SidePair::new("left".to_string(), "right".to_string());
     for run in 0..2 {
         let mut connectors = SidePair::new(
-            Limited::without_times(world.left.connector()),
-            Limited::without_times(world.right.connector()),
+            Wrapped::without_times(world.left.connector()),
+            Wrapped::without_times(world.right.connector()),
         );
         let report = run_link(
             &world.spec,
@@ -820,8 +783,8 @@ async fn a_record_the_other_side_cannot_look_up_waits_for_a_full_scan() {
     let mut world = world(ConflictStrategy::Review).seeded().await;
     let connectors = |world: &World| {
         SidePair::new(
-            Limited { inner: world.left.connector(), times: true, key_lookups: true },
-            Limited::without_key_lookups(world.right.connector()),
+            Wrapped::new(world.left.connector()),
+            Wrapped::without_key_lookups(world.right.connector()),
         )
     };
     // The right side was empty when first read: this run gives it a cursor.
