@@ -382,31 +382,20 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress>(
     let now = clock.now();
     let fingerprints = SidePair::new(spec.fingerprint(Side::Left), spec.fingerprint(Side::Right));
     let planner = Planner { spec, run_id: report.run_id, now, fingerprints };
+    // The guard weighs the run's deletes and changes against the live baselines there were
+    // before it (the store keeps them counted: no scan), read before any chunk of the plan
+    // commits baselines of its own — and a plan, which commits none, sees the same count.
+    let total = store.baseline_count(link)?;
     let mut detector = Detector::new(spec, layout, names, connectors, modes, since, store)?;
     let mut deferred = Deferred::default();
-    // How many more live baselines the plan left than there were: the guard compares with
-    // the count before the run.
-    let mut live_added: i64 = 0;
     progress.phase("reading and planning", None);
     while let Some(chunk) = detector.next(connectors, store, clock, progress, report).await? {
-        plan_chunk(
-            spec,
-            store,
-            options,
-            layout,
-            &planner,
-            chunk,
-            report,
-            now,
-            &mut deferred,
-            &mut live_added,
-        )?;
+        plan_chunk(spec, store, options, layout, &planner, chunk, report, now, &mut deferred)?;
     }
     let summary = detector.summary();
 
     // 5. Guard.
     if !options.force {
-        let mut total = None;
         for side in Side::BOTH {
             let stats = report.stats.side(side);
             let deletes = stats.deletes_planned.max(*summary.vanished.get(side));
@@ -415,17 +404,6 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress>(
                 ("change", stats.updates_planned, spec.guard.max_change),
             ];
             for (kind, count, limit) in checks {
-                if count == 0 {
-                    continue;
-                }
-                // Counting every baseline costs a scan of an index: only when a limit needs it.
-                let total = match total {
-                    Some(total) => total,
-                    None => {
-                        let counted = i64::try_from(store.baseline_count(link)?).unwrap_or(i64::MAX);
-                        *total.insert(u64::try_from(counted - live_added).unwrap_or(0))
-                    }
-                };
                 if limit.exceeded(count, total) {
                     let limit = match limit {
                         Limit::Share(share) => format!("{}%", share * 100.0),
@@ -498,7 +476,6 @@ fn plan_chunk(
     report: &mut RunReport,
     now: Timestamp,
     deferred: &mut Deferred,
-    live_added: &mut i64,
 ) -> Result<(), EngineError> {
     let link = spec.name.as_str();
     let keys: Vec<RecordKey> = chunk.candidates.iter().map(|candidate| candidate.key.clone()).collect();
@@ -541,17 +518,10 @@ fn plan_chunk(
             }
         }
         let record_reviews = reviews.get(&key).map(Vec::as_slice).unwrap_or_default();
-        let live_before = baseline.is_some_and(|baseline| baseline.tombstone.is_none());
         let mut plan =
             planner.plan_record(key, presence, moved.as_ref().or(baseline), record_reviews, report);
         if let (Some(moved), BaselineChange::Keep) = (moved, &plan.baseline) {
             plan.baseline = BaselineChange::Put(moved);
-        }
-        // Only a live baseline written now counts: what a delete settles waits for publishing.
-        if let BaselineChange::Put(next) = &plan.baseline
-            && next.tombstone.is_none()
-        {
-            *live_added += i64::from(!live_before);
         }
         if let Some(transaction) = &transaction {
             commit_plan(transaction, link, layout, &plan, existing, &landed, report, now, deferred)?;

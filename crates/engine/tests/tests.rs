@@ -980,3 +980,25 @@ async fn a_new_record_with_a_value_that_cannot_be_read_is_not_created() {
     assert_eq!((report.stats.invalid_values, report.stats.writes_done), (0, 1), "{:#?}", report.stats);
     assert_eq!(world.right.value("n1", "email"), json!("n1@club.nl"));
 }
+
+/// The guard weighs a run's deletes against the baselines there were before it, in a plan as
+/// in the run: baselines the plan itself builds (a first sync of equal records) count in
+/// neither, so that `fieldsync plan` stops exactly where `fieldsync run` would.
+#[tokio::test]
+async fn a_plan_and_its_run_meet_the_guard_alike() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.spec.guard = Guard { max_delete: Limit::Share(0.5), max_change: Limit::Share(1.0) };
+    for number in 0..6 {
+        for system in [&world.left, &world.right] {
+            system.edit(&format!("n{number}"), "email", json!(format!("n{number}@club.nl")));
+        }
+    }
+    for number in 0..4 {
+        world.left.remove(&format!("m{number}"));
+    }
+    let full = RunOptions { full: true, ..Default::default() };
+    let plan = world.run(RunOptions { dry_run: true, ..full }).await;
+    assert_eq!((plan.stats.right.deletes_planned, plan.guard.is_none()), (4, true), "{:#?}", plan.guard);
+    let run = world.run(full).await;
+    assert_eq!((run.stats.writes_done, run.guard.is_none()), (4, true), "{:#?}", run.guard);
+}
