@@ -328,7 +328,7 @@ impl<'a> Detector<'a> {
     ) -> Result<Self, EngineError> {
         let any_full = modes.left == ReadMode::Full || modes.right == ReadMode::Full;
         let known = if any_full {
-            // Sized once from the count of live baselines (an index scan), so the map of a
+            // Sized once from the count of live baselines the store keeps, so the map of a
             // million entries is not grown, and copied, a dozen times.
             let capacity = usize::try_from(store.baseline_count(spec.name.as_str())?).unwrap_or(0);
             let mut known = HashMap::with_capacity(capacity);
@@ -446,7 +446,6 @@ impl<'a> Detector<'a> {
     }
 
     /// Sorts the records of a page of `side` out, and readies what can be planned.
-    #[allow(clippy::too_many_arguments)]
     #[allow(clippy::too_many_arguments)]
     async fn read_page<C: Connector, K: Clock, P: Progress>(
         &mut self,

@@ -203,7 +203,7 @@ impl StateStore {
         Ok(digests)
     }
 
-    /// Hands every baseline digest of `link` to `each`, in key order, holding none of them:
+    /// Hands every baseline digest of `link` to `each`, holding none of them:
     /// the caller keeps what it needs, as compactly as it likes.
     ///
     /// # Errors
@@ -880,9 +880,7 @@ impl Transaction<'_> {
             })
             .context(what)?;
         for (send, entries) in open {
-            let ids: Vec<OutboxId> =
-                serde_json::from_str(&entries).map_err(|error| damaged(format!("send {send}"), error))?;
-            self.mark_sending(&ids, now)?;
+            self.mark_sending(&send_entries(send, &entries)?, now)?;
             self.end_send(send)?;
         }
         Ok(())
@@ -1381,11 +1379,14 @@ fn in_flight(connection: &rusqlite::Connection) -> Result<std::collections::Hash
     while let Some(row) = rows.next().context(what)? {
         let send: i64 = row.get(0).context(what)?;
         let entries: String = row.get(1).context(what)?;
-        let entries: Vec<OutboxId> =
-            serde_json::from_str(&entries).map_err(|error| damaged(format!("send {send}"), error))?;
-        ids.extend(entries);
+        ids.extend(send_entries(send, &entries)?);
     }
     Ok(ids)
+}
+
+/// The entries a send marked, as `Transaction::begin_send` wrote them.
+fn send_entries(send: i64, entries: &str) -> Result<Vec<OutboxId>, StoreError> {
+    serde_json::from_str(entries).map_err(|error| damaged(format!("send {send}"), error))
 }
 
 fn query_reviews(
