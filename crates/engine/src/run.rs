@@ -247,7 +247,6 @@ fn commit_plan(
                 at: now,
             };
             deferred.landed.push((stale.id, audit));
-            report.stats.writes_done += 1;
         } else {
             deferred.superseded.push(stale.id);
         }
@@ -450,6 +449,8 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress>(
     for (id, audit) in &deferred.landed {
         transaction.set_outbox_status(*id, OutboxStatus::Done, None, None, now)?;
         transaction.audit(link, audit)?;
+        // Counted as done only now: a guarded run leaves the entry open for the next one.
+        report.stats.writes_done += 1;
     }
     for (key, change) in deferred.baselines {
         match change {

@@ -1002,3 +1002,33 @@ async fn a_plan_and_its_run_meet_the_guard_alike() {
     let run = world.run(full).await;
     assert_eq!((run.stats.writes_done, run.guard.is_none()), (4, true), "{:#?}", run.guard);
 }
+
+/// A write an earlier attempt made, whose answer was lost, is found landed by the next plan
+/// and closed as done when that plan is published: not by a guarded run, which leaves the
+/// entry open and counts no write done.
+#[tokio::test]
+async fn a_landed_write_is_done_only_when_its_plan_is_published() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.left.set_now(at(100));
+    world.left.edit("m1", "email", json!("landed@club.nl"));
+    world.right.inject(MemoryFault::WriteLostAnswer);
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!(report.failures[0].outcome, "retrying", "{report:#?}");
+    assert_eq!(world.right.value("m1", "email"), json!("landed@club.nl"));
+
+    for number in 2..6 {
+        world.left.remove(&format!("m{number}"));
+    }
+    world.spec.guard = Guard { max_delete: Limit::Count(2), max_change: Limit::Share(1.0) };
+    let full = RunOptions { full: true, ..Default::default() };
+    let guarded = world.run(full).await;
+    assert!(guarded.guard.is_some(), "{guarded:#?}");
+    assert_eq!(guarded.stats.writes_done, 0, "{:#?}", guarded.stats);
+    let open = world.store.list_outbox(Some("members"), None, 10).unwrap();
+    assert!(open.iter().any(|entry| entry.key == RecordKey::new("m1") && entry.status != OutboxStatus::Done));
+
+    world.spec.guard = Guard { max_delete: Limit::Share(1.0), max_change: Limit::Share(1.0) };
+    let report = world.run(full).await;
+    assert_eq!(report.stats.writes_done, 5, "the landed write and four deletes: {:#?}", report.stats);
+    assert_eq!(audited(&world, "m1", fieldsync_store::AuditEvent::Written).len(), 2);
+}
