@@ -291,14 +291,15 @@ fn read_page(
     };
     sql.push_str(&format!(" ORDER BY {order_by} LIMIT {}", batch_size.saturating_add(1)));
 
-    let mut found = query_records(session, config, &sql, params, &request.paths, &order)?;
-    let next = if found.len() > batch_size {
-        found.truncate(batch_size);
-        found.last().map(|(_, token)| token.clone())
+    let (mut records, token) =
+        query_records(session, config, &sql, params, &request.paths, Some((&order, batch_size)))?;
+    let next = if records.len() > batch_size {
+        records.truncate(batch_size);
+        token
     } else {
         None
     };
-    Ok(Page { records: found.into_iter().map(|(record, _)| record).collect(), next })
+    Ok(Page { records, next })
 }
 
 /// Records by ids or link keys (`Connector::lookup`).
@@ -329,11 +330,7 @@ fn look_up(
             column = quote(column),
             placeholders = placeholders(params.len()),
         );
-        found.extend(
-            query_records(session, config, &sql, params, paths, &Order::Key)?
-                .into_iter()
-                .map(|(record, _)| record),
-        );
+        found.extend(query_records(session, config, &sql, params, paths, None)?.0);
     }
     Ok(found)
 }
@@ -532,17 +529,17 @@ fn id_condition(config: &SqliteConfig, id: &RecordId) -> (String, Vec<SqlValue>)
 
 /// A page token holds the last key with its SQLite type, so that the next page continues
 /// after it in SQLite's own order (integers before text) whatever the column's type.
-fn token_for(key: &SqlValue) -> PageToken {
+fn token_for(key: ValueRef<'_>) -> PageToken {
     PageToken(match key {
-        SqlValue::Integer(integer) => format!("i:{integer}"),
-        SqlValue::Real(real) => format!("r:{real}"),
-        SqlValue::Text(text) => format!("t:{text}"),
-        SqlValue::Null | SqlValue::Blob(_) => String::new(),
+        ValueRef::Integer(integer) => format!("i:{integer}"),
+        ValueRef::Real(real) => format!("r:{real}"),
+        ValueRef::Text(text) => format!("t:{}", String::from_utf8_lossy(text)),
+        ValueRef::Null | ValueRef::Blob(_) => String::new(),
     })
 }
 
 /// The token of an incremental listing: the last record's modified value and tiebreak.
-fn pair_token(modified: &SqlValue, tiebreak: &SqlValue) -> PageToken {
+fn pair_token(modified: ValueRef<'_>, tiebreak: ValueRef<'_>) -> PageToken {
     let PageToken(modified) = token_for(modified);
     let PageToken(tiebreak) = token_for(tiebreak);
     PageToken(serde_json::json!([modified, tiebreak]).to_string())
@@ -674,46 +671,51 @@ fn to_sql(value: &serde_json::Value) -> SqlValue {
     }
 }
 
-/// Runs a SELECT built by `select_clause` and reads each SQL row into a record and the page
-/// token after it.
+/// Runs a SELECT built by `select_clause` and reads each SQL row into a record; with
+/// `token_at`, also the page token after the row of that number (counted from 1), in that
+/// order — made for that row alone, as a page needs no other.
 fn query_records(
     session: &Session,
     config: &SqliteConfig,
     sql: &str,
     params: Vec<SqlValue>,
     paths: &[String],
-    order: &Order<'_>,
-) -> Result<Vec<(ConnectorRecord, PageToken)>, ConnectorError> {
+    token_at: Option<(&Order<'_>, usize)>,
+) -> Result<(Vec<ConnectorRecord>, Option<PageToken>), ConnectorError> {
     let mut statement = session.connection.prepare_cached(sql).map_err(|error| classify(config, error))?;
     let mut rows = statement.query(params_from_iter(params)).map_err(|error| classify(config, error))?;
     let mut records = Vec::new();
+    let mut token = None;
     while let Some(row) = rows.next().map_err(|error| classify(config, error))? {
-        let (record, key_token) = read_record(config, row, paths)?;
-        let token = match order {
-            Order::Key => key_token,
-            Order::Modified { .. } => {
-                let value =
-                    |index: usize| row.get::<_, SqlValue>(index).map_err(|error| classify(config, error));
-                pair_token(&value(2)?, &value(3 + paths.len())?)
+        let (record, key) = read_record(config, row, paths)?;
+        records.push(record);
+        match token_at {
+            Some((Order::Key, at)) if at == records.len() => token = Some(token_for(key)),
+            Some((Order::Modified { .. }, at)) if at == records.len() => {
+                let value = |index: usize| row.get_ref(index).map_err(|error| classify(config, error));
+                token = Some(pair_token(value(2)?, value(3 + paths.len())?));
             }
-        };
-        records.push((record, token));
+            _ => {}
+        }
     }
-    Ok(records)
+    Ok((records, token))
 }
 
-fn read_record(
+/// Reads one SQL row into a record, and hands back its key column's value.
+fn read_record<'row>(
     config: &SqliteConfig,
-    row: &Row<'_>,
+    row: &'row Row<'_>,
     paths: &[String],
-) -> Result<(ConnectorRecord, PageToken), ConnectorError> {
+) -> Result<(ConnectorRecord, ValueRef<'row>), ConnectorError> {
     let cell = |index: usize| row.get_ref(index).map_err(|error| classify(config, error));
-    let key: SqlValue = row.get(0).map_err(|error| classify(config, error))?;
-    let id = match &key {
-        SqlValue::Integer(integer) => integer.to_string(),
-        SqlValue::Real(real) => real.to_string(),
-        SqlValue::Text(text) => text.clone(),
-        SqlValue::Null | SqlValue::Blob(_) => {
+    let key = cell(0)?;
+    let id = match key {
+        ValueRef::Integer(integer) => integer.to_string(),
+        ValueRef::Real(real) => real.to_string(),
+        ValueRef::Text(text) => String::from_utf8(text.to_vec()).map_err(|_| {
+            malformed(config, format!("a record's key column `{}` holds text that is not UTF-8", config.key))
+        })?,
+        ValueRef::Null | ValueRef::Blob(_) => {
             return Err(malformed(config, format!("a record's key column `{}` holds a blob", config.key)));
         }
     };
@@ -749,7 +751,7 @@ fn read_record(
         values.push(value);
     }
     let record = ConnectorRecord { id: RecordId::new(id), values, modified, deleted };
-    Ok((record, token_for(&key)))
+    Ok((record, key))
 }
 
 fn malformed(config: &SqliteConfig, message: String) -> ConnectorError {
@@ -1085,7 +1087,7 @@ mod tests {
     #[test]
     fn tokens_round_trip() {
         for key in [SqlValue::Integer(-7), SqlValue::Text("m:0001".into()), SqlValue::Real(1.25)] {
-            assert_eq!(parse_token(&token_for(&key)).expect("a token of ours"), key);
+            assert_eq!(parse_token(&token_for((&key).into())).expect("a token of ours"), key);
         }
         assert!(parse_token(&PageToken("x".into())).is_err());
     }
