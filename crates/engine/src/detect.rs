@@ -9,6 +9,7 @@
 //! the same key order meet page by page, so little waits. Records a full read never listed,
 //! and records with a live review or an unfinished write, are looked up at the end.
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -117,7 +118,9 @@ impl RawRecord {
 pub(crate) fn normalise_all(spec: &LinkSpec, side: Side, mut raws: Vec<RawRecord>) -> Vec<SideRecord> {
     /// Below this many records per thread, starting threads costs more than it saves.
     const PER_THREAD: usize = 64;
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    // Asked once: the answer comes from the cgroup files, read anew at every call.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
     let threads = cores.min(raws.len() / PER_THREAD).max(1);
     if threads == 1 {
         return raws.into_iter().map(|raw| raw.normalise(spec, side)).collect();
@@ -235,6 +238,100 @@ struct Known {
     listed: SidePair<bool>,
 }
 
+/// Every baseline's digest entry, for a run that reads a side in full, sorted by link key
+/// and loaded a page at a time, as far as the listings have come.
+///
+/// A sorted vector rather than a hash map: a million entries take less than half the
+/// memory (a map rounds its table up to a power of two, and the kernel zeroes every page of
+/// it), load without rehashing, and a listing that comes in key order, as most do, finds
+/// each entry right after the one it found last instead of missing the cache on a random
+/// slot; a listing in another order finds its entries by binary search. Loading as the
+/// listings go, rather than all before the first page, lets the connectors read their next
+/// pages meanwhile.
+struct KnownBaselines {
+    entries: Vec<(RecordKey, Known)>,
+    /// Where the next look-up looks first: right after the last entry found.
+    next: Cell<usize>,
+    /// The key of the last baseline loaded, once any was.
+    loaded_through: Option<RecordKey>,
+    /// Whether every baseline is loaded.
+    complete: bool,
+    /// How many baselines the next page loads: few at first, so that the listings start
+    /// soon, then more.
+    page: usize,
+}
+
+impl KnownBaselines {
+    /// How many baselines the first page loads, and the most one page loads.
+    const PAGES: (usize, usize) = (256, 16_384);
+
+    fn new(store: &StateStore, link: &str) -> Result<Self, EngineError> {
+        // Sized once from the count of live baselines the store keeps.
+        let capacity = usize::try_from(store.baseline_count(link)?).unwrap_or(0);
+        Ok(Self {
+            entries: Vec::with_capacity(capacity),
+            next: Cell::new(0),
+            loaded_through: None,
+            complete: false,
+            page: Self::PAGES.0,
+        })
+    }
+
+    /// Loads the baselines up to `key` (every one with `None`), so that the look-ups of
+    /// keys up to it are answered.
+    fn load_through(
+        &mut self,
+        store: &StateStore,
+        link: &str,
+        layout: &LinkLayout,
+        key: Option<&RecordKey>,
+    ) -> Result<(), EngineError> {
+        while !self.complete
+            && key.is_none_or(|key| self.loaded_through.as_ref().is_none_or(|loaded| loaded < key))
+        {
+            let entries = &mut self.entries;
+            // The store hands them out in key order, checked (`StateStore::digest_page`).
+            let last =
+                store.digest_page(link, layout, self.loaded_through.as_ref(), self.page, |key, entry| {
+                    entries.push((key, Known { entry, listed: SidePair::new(false, false) }));
+                })?;
+            self.page = (self.page * 2).min(Self::PAGES.1);
+            match last {
+                Some(last) => self.loaded_through = Some(last),
+                None => self.complete = true,
+            }
+        }
+        Ok(())
+    }
+
+    fn position(&self, key: &RecordKey) -> Option<usize> {
+        let hint = self.next.get();
+        let found = match self.entries.get(hint) {
+            Some((hinted, _)) if hinted == key => hint,
+            _ => self.entries.binary_search_by(|(probe, _)| probe.cmp(key)).ok()?,
+        };
+        self.next.set(found + 1);
+        Some(found)
+    }
+
+    fn get(&self, key: &RecordKey) -> Option<&Known> {
+        self.position(key).map(|index| &self.entries[index].1)
+    }
+
+    fn get_mut(&mut self, key: &RecordKey) -> Option<&mut Known> {
+        self.position(key).map(|index| &mut self.entries[index].1)
+    }
+
+    fn contains_key(&self, key: &RecordKey) -> bool {
+        self.position(key).is_some()
+    }
+
+    /// Every baseline; call `load_through(None)` first.
+    fn iter(&self) -> impl Iterator<Item = (&RecordKey, &Known)> {
+        self.entries.iter().map(|(key, known)| (key, known))
+    }
+}
+
 /// A changed (or deleted) record waiting for its counterpart's listing.
 struct Waiting {
     /// `Present`, or `Absent` for a record marked deleted.
@@ -295,7 +392,7 @@ pub(crate) struct Detector<'a> {
     finished: SidePair<bool>,
     /// Every baseline's digest entry when a side is read in full (its listing is checked
     /// against them for records that vanished); `None` when both sides are incremental.
-    known: Option<HashMap<RecordKey, Known>>,
+    known: Option<KnownBaselines>,
     waiting: SidePair<HashMap<RecordKey, Waiting>>,
     handled: HashMap<RecordKey, Handled>,
     /// The keys an incremental read listed, with their record ids (a full read's are in
@@ -327,18 +424,7 @@ impl<'a> Detector<'a> {
         store: &StateStore,
     ) -> Result<Self, EngineError> {
         let any_full = modes.left == ReadMode::Full || modes.right == ReadMode::Full;
-        let known = if any_full {
-            // Sized once from the count of live baselines the store keeps, so the map of a
-            // million entries is not grown, and copied, a dozen times.
-            let capacity = usize::try_from(store.baseline_count(spec.name.as_str())?).unwrap_or(0);
-            let mut known = HashMap::with_capacity(capacity);
-            store.for_each_digest(spec.name.as_str(), layout, |key, entry| {
-                known.insert(key, Known { entry, listed: SidePair::new(false, false) });
-            })?;
-            Some(known)
-        } else {
-            None
-        };
+        let known = if any_full { Some(KnownBaselines::new(store, spec.name.as_str())?) } else { None };
         let request = |side: Side| ReadRequest {
             paths: spec.read_paths(side),
             since: if *modes.get(side) == ReadMode::Incremental { *since.get(side) } else { None },
@@ -474,8 +560,14 @@ impl<'a> Detector<'a> {
         }
         report.stats.side_mut(side).read += split.len() as u64;
         progress.advance(split.len() as u64);
-        let page_digests = match &self.known {
-            Some(_) => std::collections::HashMap::new(),
+        let page_digests = match &mut self.known {
+            Some(known) => {
+                let last = split.iter().map(|(key, _, _)| key).max();
+                if last.is_some() {
+                    known.load_through(store, link, self.layout, last)?;
+                }
+                std::collections::HashMap::new()
+            }
             None => {
                 let keys: Vec<RecordKey> = split.iter().map(|(key, _, _)| key.clone()).collect();
                 store.digests(link, self.layout, &keys)?
@@ -858,13 +950,16 @@ impl<'a> Detector<'a> {
     ) -> Result<(), EngineError> {
         let link = self.spec.name.as_str();
         let mut keys: BTreeSet<RecordKey> = BTreeSet::new();
+        if let Some(known) = &mut self.known {
+            known.load_through(store, link, self.layout, None)?;
+        }
         if let Some(known) = &self.known {
             for side in Side::BOTH {
                 if *self.modes.get(side) != ReadMode::Full {
                     continue;
                 }
                 let mut vanished = 0;
-                for (key, known) in known {
+                for (key, known) in known.iter() {
                     if !*known.listed.get(side) && known.entry.tombstone != Some(side) {
                         vanished += 1;
                         keys.insert(key.clone());

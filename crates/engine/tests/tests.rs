@@ -1032,3 +1032,59 @@ async fn a_landed_write_is_done_only_when_its_plan_is_published() {
     assert_eq!(report.stats.writes_done, 5, "the landed write and four deletes: {:#?}", report.stats);
     assert_eq!(audited(&world, "m1", fieldsync_store::AuditEvent::Written).len(), 2);
 }
+
+#[tokio::test]
+async fn a_full_scan_across_many_baselines_misses_nothing_in_key_order_or_out_of_it() {
+    // The baselines are loaded a page at a time in key order, as the listings go. The left
+    // lists by its own ids: in the link keys' order, then in the reverse.
+    full_scan_across_many_baselines(false).await;
+    full_scan_across_many_baselines(true).await;
+}
+
+async fn full_scan_across_many_baselines(reverse: bool) {
+    let mut world =
+        world(ConflictStrategy::LastWriteWins { grace: Duration::ZERO, tie: Tie::Side(Side::Left) });
+    // Baselines load 256, 512, 1,024, … at a time: the third page ends right before the last
+    // key, which only the load after both listings reaches.
+    const MEMBERS: usize = 256 + 512 + 1_024 + 1;
+    let id = |number: usize| format!("l{number:05}");
+    let key = |number: usize| format!("k{:05}", if reverse { MEMBERS - 1 - number } else { number });
+    world.left.set_now(at(0));
+    for number in 0..MEMBERS {
+        world.left.edit(&id(number), "id", json!(key(number)));
+        world.left.edit(&id(number), "email", json!(format!("m{number}@club.nl")));
+    }
+    let first = world.run(RunOptions::default()).await;
+    assert_eq!(first.stats.writes_done, MEMBERS as u64);
+
+    // Edits near both ends of the key range and in the middle, a record deleted on the right,
+    // and the record with the last key deleted on both sides: no listing brings it, so only
+    // the baselines loaded after both listings ended tell that it vanished.
+    world.left.set_now(at(100));
+    world.right.set_now(at(100));
+    world.left.edit(&id(10), "email", json!("ten@club.nl"));
+    world.left.edit(&id(MEMBERS - 10), "email", json!("ten.from.the.end@club.nl"));
+    world.right.edit(&key(900), "mobile", json!("06-900"));
+    let number_of =
+        |wanted: usize| (0..MEMBERS).find(|&number| key(number) == format!("k{wanted:05}")).unwrap();
+    let (gone, last) = (number_of(MEMBERS - 2), number_of(MEMBERS - 1));
+    world.right.remove(&key(gone));
+    world.right.remove(&key(last));
+    world.left.remove(&id(last));
+    let baselines = world.store.baseline_count("members").unwrap();
+    let full = world.run(RunOptions { full: true, ..Default::default() }).await;
+    assert_eq!(full.status, RunStatus::Done);
+    assert_eq!(full.stats.right.updates_planned, 2);
+    assert_eq!(full.stats.left.updates_planned, 1);
+    assert_eq!(full.stats.left.deletes_planned, 1);
+    assert_eq!((full.stats.left.deleted, full.stats.right.deleted), (1, 2));
+    assert_eq!(full.stats.writes_done, 4);
+    assert_eq!(world.store.baseline_count("members").unwrap(), baselines - 2);
+    assert_eq!(world.right.value(&key(10), "email"), json!("ten@club.nl"));
+    assert_eq!(world.right.value(&key(MEMBERS - 10), "email"), json!("ten.from.the.end@club.nl"));
+    assert_eq!(world.left.value(&id(900), "mobile"), json!("06-900"));
+    assert!(world.left.record(&id(gone)).is_none_or(|record| record.deleted));
+    let again = world.run(RunOptions { full: true, ..Default::default() }).await;
+    assert_eq!(again.stats.writes_done, 0);
+    assert_eq!(again.stats.left.changed + again.stats.right.changed, 0);
+}

@@ -203,8 +203,7 @@ impl StateStore {
         Ok(digests)
     }
 
-    /// Hands every baseline digest of `link` to `each`, holding none of them:
-    /// the caller keeps what it needs, as compactly as it likes.
+    /// Hands every baseline digest of `link` to `each`, in link key order.
     ///
     /// # Errors
     ///
@@ -215,22 +214,68 @@ impl StateStore {
         layout: &LinkLayout,
         mut each: impl FnMut(RecordKey, DigestEntry),
     ) -> Result<(), StoreError> {
+        let mut after = None;
+        while let Some(last) = self.digest_page(link, layout, after.as_ref(), 10_000, &mut each)? {
+            after = Some(last);
+        }
+        Ok(())
+    }
+
+    /// Hands the digests of up to `limit` baselines of `link` whose keys follow `after` to
+    /// `each`, in link key order (byte order, as `RecordKey` compares), holding none of them:
+    /// the caller keeps what it needs, as compactly as it likes. Returns the last key of the
+    /// page, to pass as `after` for the next one, or `None` when there are no more.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    pub fn digest_page(
+        &self,
+        link: &str,
+        layout: &LinkLayout,
+        after: Option<&RecordKey>,
+        limit: usize,
+        mut each: impl FnMut(RecordKey, DigestEntry),
+    ) -> Result<Option<RecordKey>, StoreError> {
         let what = || format!("reading the baselines of link {link}");
-        let mut statement = self
-            .connection
-            .prepare_cached(
-                "SELECT key, layout, digest, left_id, right_id, tombstone, left_seen, right_seen \
-                 FROM baselines WHERE link = ?1",
-            )
-            .context(what)?;
-        let mut rows = statement.query(params![link]).context(what)?;
+        let columns = "SELECT key, layout, digest, left_id, right_id, tombstone, left_seen, right_seen \
+                       FROM baselines WHERE link = ?1";
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut first;
+        let mut next;
+        let mut rows = match after {
+            None => {
+                first = self
+                    .connection
+                    .prepare_cached(&format!("{columns} ORDER BY key LIMIT ?2"))
+                    .context(what)?;
+                first.query(params![link, limit]).context(what)?
+            }
+            Some(after) => {
+                next = self
+                    .connection
+                    .prepare_cached(&format!("{columns} AND key > ?2 ORDER BY key LIMIT ?3"))
+                    .context(what)?;
+                next.query(params![link, after.as_str(), limit]).context(what)?
+            }
+        };
+        // The last key, kept in one buffer rather than copied for every row.
+        let mut last: Option<String> = None;
         while let Some(row) = rows.next().context(what)? {
+            let (key, entry) = digest_row(row, layout).context(what)?;
+            // Readers search what they were handed: the order is checked, not assumed.
+            if last.as_deref().is_some_and(|last| key.as_str() <= last) {
+                return Err(damaged(what(), format!("baseline {key} out of key order")));
+            }
+            let buffer = last.get_or_insert_default();
+            buffer.clear();
+            buffer.push_str(key.as_str());
             // A damaged row has no usable digest: its record is compared in full.
-            if let (key, Ok(entry)) = digest_row(row, layout).context(what)? {
+            if let Ok(entry) = entry {
                 each(key, entry);
             }
         }
-        Ok(())
+        Ok(last.map(RecordKey::new))
     }
 
     /// The digests of the baselines of some records (absent keys have none).
@@ -1178,20 +1223,21 @@ fn placeholders(count: usize) -> String {
 type DigestRow = (RecordKey, Result<DigestEntry, StoreError>);
 
 fn digest_row(row: &rusqlite::Row<'_>, layout: &LinkLayout) -> Result<DigestRow, rusqlite::Error> {
-    let key = RecordKey::new(row.get::<_, String>(0)?);
+    // Read in place, without copying what is only looked at: a full scan reads every row.
+    let key = RecordKey::new(row.get_ref(0)?.as_str()?);
     let row_layout: i64 = row.get(1)?;
-    let digest: Vec<u8> = row.get(2)?;
-    let tombstone: Option<String> = row.get(5)?;
+    let digest = row.get_ref(2)?.as_blob()?;
+    let tombstone = row.get_ref(5)?.as_str_or_null()?;
     let entry = (|| {
         let digest = if row_layout == layout.id {
             Some(
-                RecordDigest::from_bytes(&digest)
+                RecordDigest::from_bytes(digest)
                     .ok_or_else(|| damaged(format!("digest of {key}"), "wrong length"))?,
             )
         } else {
             None
         };
-        // Read in place: an id equal to the key is not copied at all.
+        // An id equal to the key is not copied at all.
         let id = |column: usize| match row.get_ref(column) {
             Ok(rusqlite::types::ValueRef::Text(bytes)) => std::str::from_utf8(bytes).ok(),
             _ => None,
@@ -1200,7 +1246,7 @@ fn digest_row(row: &rusqlite::Row<'_>, layout: &LinkLayout) -> Result<DigestRow,
             &key,
             digest,
             [id(3), id(4)],
-            tombstone.as_deref().map(|side| side_from(side, "tombstone")).transpose()?,
+            tombstone.map(|side| side_from(side, "tombstone")).transpose()?,
             // A damaged raw digest is only a missed shortcut.
             [seen_column(row, 6), seen_column(row, 7)],
         ))
@@ -1209,7 +1255,7 @@ fn digest_row(row: &rusqlite::Row<'_>, layout: &LinkLayout) -> Result<DigestRow,
 }
 
 fn seen_column(row: &rusqlite::Row<'_>, column: usize) -> Option<RecordDigest> {
-    row.get::<_, Option<Vec<u8>>>(column).ok().flatten().and_then(|bytes| RecordDigest::from_bytes(&bytes))
+    row.get_ref(column).ok()?.as_blob_or_null().ok().flatten().and_then(RecordDigest::from_bytes)
 }
 
 fn read_baselines(

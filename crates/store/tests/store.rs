@@ -347,6 +347,43 @@ fn many_keys_are_read_across_chunks() {
 }
 
 #[test]
+fn digests_are_paged_in_key_order() {
+    let TempStore { mut store, _dir, .. } = temp_store();
+    let fields = layout(&mut store, &["n"]);
+    // Inserted out of order; "k10" sorts before "k9" byte by byte.
+    let baselines: Vec<Baseline> = [9, 10, 1, 100, 2, 5]
+        .into_iter()
+        .map(|index| Baseline {
+            fields: vec![field(Some(Value::Int(index)), None, None, Some(Origin::Both))],
+            ..Baseline::empty(key(&format!("k{index}")), 1)
+        })
+        .collect();
+    put(&mut store, &fields, &baselines.iter().collect::<Vec<_>>());
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let mut page = Vec::new();
+        let last = store
+            .digest_page(LINK, &fields, after.as_ref(), 4, |key, entry| {
+                page.push((key.to_string(), entry.digest))
+            })
+            .unwrap();
+        let Some(last) = last else { break };
+        assert_eq!(Some(last.as_str()), page.last().map(|(key, _)| key.as_str()));
+        pages.push(page);
+        after = Some(last);
+    }
+    let keys: Vec<Vec<&str>> =
+        pages.iter().map(|page| page.iter().map(|(key, _)| key.as_str()).collect()).collect();
+    assert_eq!(keys, [vec!["k1", "k10", "k100", "k2"], vec!["k5", "k9"]]);
+    for (key, digest) in pages.iter().flatten() {
+        let baseline = baselines.iter().find(|baseline| baseline.key.as_str() == key).unwrap();
+        assert_eq!(*digest, Some(baseline.digest()));
+    }
+    assert!(store.digest_page("other", &fields, None, 4, |_, _| panic!("another link's")).unwrap().is_none());
+}
+
+#[test]
 fn a_baseline_is_read_onto_another_layout_by_field_name() {
     let TempStore { mut store, _dir, .. } = temp_store();
     let abc = layout(&mut store, &["a", "b", "c"]);
