@@ -1,0 +1,706 @@
+//! The rest connector's configuration as written (`RestConfig`), the presets that fill it in,
+//! and the settings the connector runs on (`Settings`), checked once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::path::FieldPath;
+
+/// A value that must never be shown: a password, a token. Its `Debug` says only that it is
+/// there, so a configuration printed for debugging shows none.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the request that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("Secret(***)")
+    }
+}
+
+/// A preset: the conventions of a family of APIs, filled in where the configuration is
+/// silent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// WordPress's REST API (`/wp-json/wp/v2/…`): page numbers with `X-WP-TotalPages`,
+    /// `modified_after`, `modified_gmt`, updates by POST, deletes with `force=true`, a new
+    /// post published; application passwords over basic auth.
+    Wordpress,
+    /// Django REST Framework: `results` and an absolute `next` URL, `updated_after`,
+    /// `updated_at`, PATCH, items at `{base_url}{id}/`, `Authorization: Token …`.
+    Drf,
+}
+
+/// How requests are authenticated.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Auth {
+    /// `Authorization: Bearer TOKEN`.
+    Bearer(Secret),
+    /// HTTP basic auth (WordPress application passwords).
+    Basic {
+        /// The user name.
+        user: String,
+        /// The password.
+        password: Secret,
+    },
+    /// A header of its own, such as `Authorization: Token …` for Django REST Framework.
+    Header {
+        /// The header's name.
+        name: String,
+        /// Its value.
+        value: Secret,
+    },
+    /// A query parameter, such as `api_key=…`.
+    Query {
+        /// The parameter's name.
+        name: String,
+        /// Its value.
+        value: Secret,
+    },
+}
+
+/// How a listing is paged.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(tag = "style", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Paging {
+    /// Page numbers from 1: the last page is the one `total_pages_header` names, a short or
+    /// empty one, or one the API refuses with a 400 ("no such page").
+    Page {
+        /// The page number's parameter; `page`.
+        #[serde(default = "page_param")]
+        param: String,
+        /// The header holding the number of pages, if the API sends one (`X-WP-TotalPages`).
+        total_pages_header: Option<String>,
+    },
+    /// An RFC 8288 `Link` header with `rel="next"`.
+    Link,
+    /// A URL of the next page in the body (`/next` in Django REST Framework).
+    NextUrl {
+        /// Where it is: a JSON pointer.
+        pointer: String,
+    },
+    /// An opaque cursor in the body, sent back in a parameter.
+    Cursor {
+        /// Where the body holds the next cursor: a JSON pointer (absent or null at the end).
+        pointer: String,
+        /// The parameter that takes it.
+        param: String,
+    },
+    /// An offset in records.
+    Offset {
+        /// The offset's parameter; `offset`.
+        #[serde(default = "offset_param")]
+        param: String,
+    },
+}
+
+fn page_param() -> String {
+    "page".into()
+}
+
+fn offset_param() -> String {
+    "offset".into()
+}
+
+/// The order of a listing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Whatever order the API lists in: pages follow the paging style.
+    #[default]
+    Any,
+    /// Oldest change first (the configured query makes it so, e.g. `orderby=modified`,
+    /// `order=asc`): pages after the first ask for the records changed since the last one
+    /// seen instead of for the next page, so that records changing while the listing is
+    /// paged, which move to its end, cannot make it skip others.
+    Modified,
+}
+
+/// How a record's modification time is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeFormat {
+    /// Text: RFC 3339 with an offset, or a date and time without one (`2026-01-01T10:00:00`,
+    /// `2026-01-01 10:00:00`) in the configured zone.
+    #[default]
+    Text,
+    /// Seconds since the Unix epoch.
+    Unix,
+    /// Milliseconds since the Unix epoch.
+    UnixMs,
+}
+
+/// Where a record keeps its modification time.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Modified {
+    /// A field path into the record.
+    pub path: String,
+    /// How it is written; `text`.
+    #[serde(default)]
+    pub format: TimeFormat,
+    /// The time zone of a time written without an offset; `UTC`.
+    pub zone: Option<String>,
+}
+
+/// How an incremental read asks for recent records.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Since {
+    /// The query parameter (`modified_after`, `updated_after`, `since`).
+    pub param: String,
+    /// How the instant is written: `text` is RFC 3339 in UTC (or, with `zone`, a local date and
+    /// time without offset), `unix` seconds, `unix_ms` milliseconds.
+    #[serde(default)]
+    pub format: TimeFormat,
+    /// Write the instant as a local date and time in this zone, without offset.
+    pub zone: Option<String>,
+}
+
+/// An HTTP method a write may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    /// `PATCH`.
+    Patch,
+    /// `PUT`.
+    Put,
+    /// `POST`.
+    Post,
+    /// `DELETE`.
+    Delete,
+}
+
+impl Method {
+    /// The method for the HTTP client.
+    pub fn to_http(self) -> reqwest::Method {
+        match self {
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Put => reqwest::Method::PUT,
+            Method::Post => reqwest::Method::POST,
+            Method::Delete => reqwest::Method::DELETE,
+        }
+    }
+}
+
+/// How records are created.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Create {
+    /// Values every new record gets, by field path (`"/status" = "publish"`).
+    #[serde(default)]
+    pub defaults: BTreeMap<String, serde_json::Value>,
+    /// A field path whose value no two records share (the link key's, `/meta/knvb_id`): a
+    /// create first looks for a record holding the same value there, and is refused with
+    /// `AlreadyExists` when there is one, so that an API that keeps no such rule itself never
+    /// gets a duplicate.
+    pub unique: Option<String>,
+    /// Values built from the record's own, by field path: `"/title" = "{/meta/first_name}
+    /// {/meta/last_name}"` — each `{PATH}` is replaced by the text of the value written there.
+    #[serde(default)]
+    pub templates: BTreeMap<String, String>,
+}
+
+/// How records are deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Delete {
+    /// An HTTP `DELETE` of the record, with these query parameters (`force = "true"`).
+    Http {
+        /// Extra query parameters.
+        #[serde(default)]
+        query: BTreeMap<String, String>,
+    },
+    /// A soft delete: an update setting `path` to `value`. Records holding it are listed as
+    /// deleted.
+    Soft {
+        /// The field path.
+        path: String,
+        /// The value that marks a record deleted.
+        value: serde_json::Value,
+    },
+    /// No deletes.
+    None,
+}
+
+/// How a write is verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verify {
+    /// By the record the write's response holds (no request of its own).
+    Response,
+    /// By reading the record again.
+    Reread,
+}
+
+/// The rest connector's configuration, as written in `[connectors.NAME]`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestConfig {
+    /// Conventions to fill in what is not configured.
+    pub preset: Option<Preset>,
+    /// The collection's URL (`https://club.example/wp-json/wp/v2/people`).
+    pub base_url: String,
+    /// How requests are authenticated; none when absent.
+    pub auth: Option<Auth>,
+    /// Extra headers on every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Extra query parameters of a listing (`context = "edit"`, `orderby = "modified"`).
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// How long one request may take; `30s`.
+    pub timeout: Option<String>,
+    /// How a listing is paged.
+    pub paging: Option<Paging>,
+    /// The page size's parameter (`per_page`, `page_size`, `limit`), if the API takes one.
+    pub page_size_param: Option<String>,
+    /// How many records a page asks for; 100.
+    pub page_size: Option<usize>,
+    /// Where a listing's body holds its records: a JSON pointer, or `""` for the body itself.
+    pub items: Option<String>,
+    /// Where a record holds its id: a field path; `/id`.
+    pub id: Option<String>,
+    /// The URL of one record: `{id}` is replaced by its id; `{base_url}/{id}`.
+    pub item_url: Option<String>,
+    /// Where a record keeps its modification time; without it there are no incremental reads.
+    pub modified: Option<Modified>,
+    /// How an incremental read asks for recent records; without it every read is full.
+    pub since: Option<Since>,
+    /// The order the configured query lists records in; `any`. With `modified` (and `since`),
+    /// a listing resumes after the last change seen rather than by page number.
+    pub order: Option<Order>,
+    /// A listing parameter that finds records by their link key (`federation_id`); without it
+    /// a look-up by key reads the listing.
+    pub key_param: Option<String>,
+    /// The method of an update; `PATCH`.
+    pub update: Option<Method>,
+    /// How records are created; with the collection's `POST`.
+    pub create: Option<Create>,
+    /// How records are deleted; an HTTP `DELETE`.
+    pub delete: Option<Delete>,
+    /// Send `If-Match` with the ETag read, so that an update refuses a record that changed.
+    pub etag: Option<bool>,
+    /// How writes are verified; by their response.
+    pub verify: Option<Verify>,
+    /// How many requests may be under way at once; 4.
+    pub concurrency: Option<usize>,
+    /// The most requests per second or minute (`"10/s"`, `"300/m"`); no limit when absent.
+    pub rate: Option<String>,
+    /// A pause before each write, drawn from a range (`"1s..2s"`), as a careful person would.
+    pub pace: Option<String>,
+    /// How often a request that failed for a reason that may pass (a refused connection, a
+    /// timeout, a 5xx, a 429) is sent again before the error is reported; 3.
+    pub retries: Option<u32>,
+    /// Date formats of the API's date fields, for the normalisers.
+    pub date_formats: Option<Vec<String>>,
+}
+
+/// A rate limit: `count` requests per `per`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// How many requests.
+    pub count: u32,
+    /// Per how long.
+    pub per: Duration,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad =
+            || format!("rate {text:?} must be a count per second or minute, such as \"10/s\" or \"300/m\"");
+        let (count, unit) = text.trim().split_once('/').ok_or_else(bad)?;
+        let count: u32 = count.trim().parse().map_err(|_| bad())?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        if count == 0 {
+            return Err(bad());
+        }
+        Ok(Rate { count, per })
+    }
+}
+
+/// Reads a duration such as `"30s"`, `"1.5s"`, `"500ms"` or `"2m"`.
+fn duration(text: &str, setting: &str) -> Result<Duration, String> {
+    let parsed: Result<jiff::SignedDuration, _> = text.trim().parse();
+    parsed
+        .ok()
+        .and_then(|duration| Duration::try_from(duration).ok())
+        .ok_or_else(|| format!("`{setting}`: {text:?} is not a duration such as \"30s\" or \"500ms\""))
+}
+
+/// The settings the connector runs on: the configuration with its preset applied, checked.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The collection URL, without a trailing slash unless the API wants one.
+    pub base_url: reqwest::Url,
+    pub(crate) auth: Option<Auth>,
+    pub(crate) headers: Vec<(reqwest::header::HeaderName, Secret)>,
+    pub(crate) query: Vec<(String, String)>,
+    pub(crate) timeout: Duration,
+    pub(crate) paging: Paging,
+    pub(crate) page_size_param: Option<String>,
+    pub(crate) page_size: usize,
+    pub(crate) items: String,
+    pub(crate) id: FieldPath,
+    pub(crate) item_url: String,
+    pub(crate) modified: Option<(FieldPath, TimeFormat, jiff::tz::TimeZone)>,
+    pub(crate) since: Option<(String, TimeFormat, Option<jiff::tz::TimeZone>)>,
+    pub(crate) order: Order,
+    pub(crate) key_param: Option<String>,
+    pub(crate) update: Method,
+    pub(crate) create: Create,
+    pub(crate) create_templates: Vec<(FieldPath, String)>,
+    pub(crate) delete: Delete,
+    pub(crate) etag: bool,
+    pub(crate) verify: Verify,
+    pub(crate) concurrency: usize,
+    pub(crate) rate: Option<Rate>,
+    pub(crate) pace: Option<(Duration, Duration)>,
+    pub(crate) retries: u32,
+}
+
+impl RestConfig {
+    /// A configuration for the collection at `base_url` with everything else left out.
+    pub fn new(base_url: &str) -> Self {
+        Self {
+            preset: None,
+            base_url: base_url.to_string(),
+            auth: None,
+            headers: BTreeMap::new(),
+            query: BTreeMap::new(),
+            timeout: None,
+            paging: None,
+            page_size_param: None,
+            page_size: None,
+            items: None,
+            id: None,
+            item_url: None,
+            modified: None,
+            since: None,
+            order: None,
+            key_param: None,
+            update: None,
+            create: None,
+            delete: None,
+            etag: None,
+            verify: None,
+            concurrency: None,
+            rate: None,
+            pace: None,
+            retries: None,
+            date_formats: None,
+        }
+    }
+
+    /// This configuration with its preset's conventions filled in where it is silent.
+    pub fn with_preset(&self) -> RestConfig {
+        let mut config = self.clone();
+        let Some(preset) = self.preset else { return config };
+        let mut query = |name: &str, value: &str| {
+            config.query.entry(name.to_string()).or_insert_with(|| value.to_string());
+        };
+        match preset {
+            Preset::Wordpress => {
+                // Raw values (`context=edit`), drafts too, oldest change first: an
+                // incremental listing then ends at the newest.
+                query("context", "edit");
+                query("status", "any");
+                query("orderby", "modified");
+                query("order", "asc");
+                config.paging.get_or_insert(Paging::Page {
+                    param: page_param(),
+                    total_pages_header: Some("X-WP-TotalPages".into()),
+                });
+                config.page_size_param.get_or_insert_with(|| "per_page".into());
+                config.items.get_or_insert_with(String::new);
+                config.modified.get_or_insert_with(|| Modified {
+                    path: "/modified_gmt".into(),
+                    format: TimeFormat::Text,
+                    zone: Some("UTC".into()),
+                });
+                config.since.get_or_insert_with(|| Since {
+                    param: "modified_after".into(),
+                    format: TimeFormat::Text,
+                    zone: None,
+                });
+                config.order.get_or_insert(Order::Modified);
+                config.update.get_or_insert(Method::Post);
+                config.delete.get_or_insert_with(|| Delete::Http {
+                    query: BTreeMap::from([("force".to_string(), "true".to_string())]),
+                });
+                let create = config.create.get_or_insert_with(Create::default);
+                create.defaults.entry("/status".into()).or_insert_with(|| "publish".into());
+            }
+            Preset::Drf => {
+                config.paging.get_or_insert_with(|| Paging::NextUrl { pointer: "/next".into() });
+                config.page_size_param.get_or_insert_with(|| "page_size".into());
+                config.items.get_or_insert_with(|| "/results".into());
+                config.modified.get_or_insert_with(|| Modified {
+                    path: "/updated_at".into(),
+                    format: TimeFormat::Text,
+                    zone: None,
+                });
+                config.since.get_or_insert_with(|| Since {
+                    param: "updated_after".into(),
+                    format: TimeFormat::Text,
+                    zone: None,
+                });
+                if config.item_url.is_none() {
+                    let base = self.base_url.trim_end_matches('/');
+                    config.item_url = Some(format!("{base}/{{id}}/"));
+                }
+                config.update.get_or_insert(Method::Patch);
+            }
+        }
+        config
+    }
+
+    /// Checks every setting and resolves the preset, without any request.
+    ///
+    /// # Errors
+    ///
+    /// Names the first setting that is wrong, starting with it in backquotes.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let config = self.with_preset();
+        let base_url = reqwest::Url::parse(&config.base_url)
+            .map_err(|error| format!("`base_url`: {:?} is not a URL: {error}", config.base_url))?;
+        if !matches!(base_url.scheme(), "http" | "https") {
+            return Err(format!("`base_url`: {:?} must be an http:// or https:// URL", config.base_url));
+        }
+        let headers = config
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let name = reqwest::header::HeaderName::from_str(name)
+                    .map_err(|_| format!("`headers`: {name:?} is not a header name"))?;
+                reqwest::header::HeaderValue::from_str(value.expose())
+                    .map_err(|_| format!("`headers`: the value of {name} is not a valid header value"))?;
+                Ok((name, value.clone()))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let timeout = match &config.timeout {
+            Some(text) => duration(text, "timeout")?,
+            None => Duration::from_secs(30),
+        };
+        let page_size = config.page_size.unwrap_or(100);
+        if page_size == 0 {
+            return Err("`page_size` must be at least 1".into());
+        }
+        let items = config.items.clone().unwrap_or_default();
+        if !items.is_empty() && !items.starts_with('/') {
+            return Err(format!("`items`: {items:?} must be a JSON pointer such as \"/results\", or \"\""));
+        }
+        let path = |text: &str, setting: &str| {
+            FieldPath::parse(text).map_err(|problem| format!("`{setting}`: {problem}"))
+        };
+        let id = path(config.id.as_deref().unwrap_or("/id"), "id")?;
+        let item_url = match &config.item_url {
+            Some(template) if template.contains("{id}") => template.clone(),
+            Some(template) => return Err(format!("`item_url`: {template:?} has no {{id}}")),
+            None => format!("{}/{{id}}", config.base_url.trim_end_matches('/')),
+        };
+        let zone = |name: Option<&str>, setting: &str| match name {
+            None | Some("UTC" | "utc" | "Z") => Ok(jiff::tz::TimeZone::UTC),
+            Some(name) => jiff::tz::TimeZone::get(name)
+                .map_err(|error| format!("`{setting}`: unknown time zone {name:?}: {error}")),
+        };
+        let modified = match &config.modified {
+            Some(modified) => Some((
+                path(&modified.path, "modified")?,
+                modified.format,
+                zone(modified.zone.as_deref(), "modified")?,
+            )),
+            None => None,
+        };
+        let since = match &config.since {
+            Some(since) => {
+                if modified.is_none() {
+                    return Err("`since` needs `modified`: where a record keeps its modification time".into());
+                }
+                let since_zone = match &since.zone {
+                    Some(name) => Some(zone(Some(name), "since")?),
+                    None => None,
+                };
+                Some((since.param.clone(), since.format, since_zone))
+            }
+            None => None,
+        };
+        let order = config.order.unwrap_or_default();
+        if order == Order::Modified {
+            if since.is_none() {
+                return Err("`order` = \"modified\" needs `since`, to resume a listing after a change".into());
+            }
+            if !matches!(config.paging, None | Some(Paging::Page { .. } | Paging::Offset { .. })) {
+                return Err("`order` = \"modified\" needs `paging` by page number or offset".into());
+            }
+        }
+        let create = config.create.clone().unwrap_or_default();
+        for path_text in create.defaults.keys() {
+            path(path_text, "create.defaults")?;
+        }
+        if let Some(unique) = &create.unique {
+            path(unique, "create.unique")?;
+        }
+        let create_templates = create
+            .templates
+            .iter()
+            .map(|(target, template)| Ok((path(target, "create.templates")?, template.clone())))
+            .collect::<Result<Vec<_>, String>>()?;
+        let delete = config.delete.clone().unwrap_or(Delete::Http { query: BTreeMap::new() });
+        if let Delete::Soft { path: soft, .. } = &delete {
+            path(soft, "delete")?;
+        }
+        let concurrency = config.concurrency.unwrap_or(4);
+        if concurrency == 0 {
+            return Err("`concurrency` must be at least 1".into());
+        }
+        let rate = config
+            .rate
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|problem| format!("`rate`: {problem}"))?;
+        let pace = match &config.pace {
+            None => None,
+            Some(text) => {
+                let (low, high) = text.split_once("..").unwrap_or((text, text));
+                let (low, high) = (duration(low, "pace")?, duration(high, "pace")?);
+                if high < low {
+                    return Err(format!("`pace`: {text:?} ends before it starts"));
+                }
+                Some((low, high))
+            }
+        };
+        Ok(Settings {
+            base_url,
+            auth: config.auth.clone(),
+            headers,
+            query: config.query.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
+            timeout,
+            paging: config
+                .paging
+                .clone()
+                .unwrap_or(Paging::Page { param: page_param(), total_pages_header: None }),
+            page_size_param: config.page_size_param.clone(),
+            page_size,
+            items,
+            id,
+            item_url,
+            modified,
+            since,
+            order,
+            key_param: config.key_param.clone(),
+            update: config.update.unwrap_or(Method::Patch),
+            create,
+            create_templates,
+            delete,
+            etag: config.etag.unwrap_or(false),
+            verify: config.verify.unwrap_or(Verify::Response),
+            concurrency,
+            rate,
+            pace,
+            retries: config.retries.unwrap_or(3),
+        })
+    }
+
+    /// Checks a field path.
+    ///
+    /// # Errors
+    ///
+    /// Says why `path` is not a field path.
+    pub fn validate_path(path: &str) -> Result<(), String> {
+        FieldPath::parse(path).map(|_| ())
+    }
+
+    /// The configured date formats, none unless configured.
+    pub fn date_formats(&self) -> &[String] {
+        self.date_formats.as_deref().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_fill_in_only_what_is_silent() {
+        let mut config = RestConfig::new("http://127.0.0.1:8080/wp-json/wp/v2/people");
+        config.preset = Some(Preset::Wordpress);
+        config.query.insert("status".into(), "publish".into());
+        let settings = config.settings().unwrap();
+        assert_eq!(settings.update, Method::Post);
+        assert!(settings.query.contains(&("status".into(), "publish".into())));
+        assert!(settings.query.contains(&("context".into(), "edit".into())));
+        assert_eq!(settings.since.as_ref().map(|since| since.0.as_str()), Some("modified_after"));
+        assert_eq!(settings.item_url, "http://127.0.0.1:8080/wp-json/wp/v2/people/{id}");
+        assert_eq!(settings.create.defaults["/status"], serde_json::json!("publish"));
+
+        let mut drf = RestConfig::new("http://127.0.0.1:8000/api/members/");
+        drf.preset = Some(Preset::Drf);
+        let settings = drf.settings().unwrap();
+        assert_eq!(settings.item_url, "http://127.0.0.1:8000/api/members/{id}/");
+        assert_eq!(settings.items, "/results");
+        assert_eq!(settings.update, Method::Patch);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let problem = |change: fn(&mut RestConfig)| {
+            let mut config = RestConfig::new("http://127.0.0.1/api");
+            change(&mut config);
+            config.settings().unwrap_err()
+        };
+        assert!(problem(|config| config.base_url = "ftp://x".into()).starts_with("`base_url`"));
+        assert!(problem(|config| config.rate = Some("fast".into())).starts_with("`rate`"));
+        assert!(problem(|config| config.pace = Some("2s..1s".into())).contains("ends before"));
+        assert!(problem(|config| config.timeout = Some("soon".into())).starts_with("`timeout`"));
+        assert!(problem(|config| config.item_url = Some("http://x/y".into())).starts_with("`item_url`"));
+        assert!(
+            problem(|config| config.since =
+                Some(Since { param: "since".into(), format: TimeFormat::Unix, zone: None }))
+            .starts_with("`since` needs `modified`")
+        );
+        assert!(problem(|config| config.id = Some("/a[b".into())).starts_with("`id`"));
+    }
+
+    #[test]
+    fn rates_read_per_second_or_minute() {
+        assert_eq!("10/s".parse::<Rate>(), Ok(Rate { count: 10, per: Duration::from_secs(1) }));
+        assert_eq!("300/m".parse::<Rate>(), Ok(Rate { count: 300, per: Duration::from_secs(60) }));
+        assert!("0/s".parse::<Rate>().is_err());
+    }
+
+    #[test]
+    fn secrets_do_not_show_in_debug_output() {
+        let mut config = RestConfig::new("http://127.0.0.1/api");
+        config.auth = Some(Auth::Basic { user: "admin".into(), password: Secret::new("hunter2") });
+        config.headers.insert("X-Api-Key".into(), Secret::new("k3y"));
+        let shown = format!("{config:?} {:?}", config.settings().unwrap());
+        assert!(!shown.contains("hunter2") && !shown.contains("k3y"), "{shown}");
+    }
+}

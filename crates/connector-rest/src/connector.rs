@@ -1,0 +1,901 @@
+//! `RestConnector`: the `Connector` of a JSON API.
+//!
+//! A listing is read a page at a time in the configured paging style; records are read at
+//! field paths. An update sends only the fields that change, as the units the API replaces
+//! (an array whole), and is not sent at all when it would change nothing: many APIs bump their
+//! modified time on every write, which would come back as a change. Where the API offers
+//! ETags, an update carries `If-Match`; elsewhere the engine reads the record again just
+//! before writing. A write is verified by the record its response holds, or by reading it
+//! again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fieldsync_connector::{
+    Capabilities, Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Page, PageToken, Probe,
+    ReadRequest, Write, WriteOutcome,
+};
+use fieldsync_model::RecordId;
+use jiff::Timestamp;
+use reqwest::{Method, StatusCode, Url};
+use serde_json::Value;
+
+use crate::config::{Delete, Order, Paging, RestConfig, Settings, TimeFormat, Verify};
+use crate::http::{Answer, Http, Kind, shown};
+use crate::path::FieldPath;
+
+/// A record as the API answered it, with the ETag of its answer when there was one.
+#[derive(Clone, Debug)]
+struct Fetched {
+    record: Value,
+    etag: Option<String>,
+}
+
+/// The rest connector.
+#[derive(Debug)]
+pub struct RestConnector {
+    settings: Arc<Settings>,
+    http: Arc<Http>,
+    /// Records as the latest writes' responses held them, for their verification.
+    written: HashMap<RecordId, Fetched>,
+}
+
+impl RestConnector {
+    /// A connector for `config`, checked here; nothing is sent until it is used.
+    ///
+    /// # Errors
+    ///
+    /// `Misconfigured`, naming the setting, when the configuration is wrong.
+    pub fn open(config: &RestConfig) -> Result<Self, ConnectorError> {
+        let settings = config.settings().map_err(|message| ConnectorError::Misconfigured {
+            message: format!("rest connector for {}: {message}", config.base_url),
+        })?;
+        let settings = Arc::new(settings);
+        let http = Arc::new(Http::new(Arc::clone(&settings))?);
+        Ok(Self { settings, http, written: HashMap::new() })
+    }
+
+    fn what(&self) -> String {
+        shown(&self.settings.base_url)
+    }
+
+    /// The URL of one record.
+    fn item_url(&self, id: &RecordId) -> Result<Url, ConnectorError> {
+        let encoded: String = url_escape(id.as_str());
+        let text = self.settings.item_url.replace("{id}", &encoded);
+        Url::parse(&text).map_err(|error| ConnectorError::Misconfigured {
+            message: format!("rest connector: `item_url` gives {text:?} for record {id}, not a URL: {error}"),
+        })
+    }
+
+    /// The first page's URL of a listing, with the configured query, the page size and, for
+    /// an incremental read, the instant.
+    fn list_url(&self, since: Option<Timestamp>, extra: &[(&str, String)]) -> Url {
+        let settings = &self.settings;
+        let mut url = settings.base_url.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            for (name, value) in &settings.query {
+                query.append_pair(name, value);
+            }
+            if let Some(name) = &settings.page_size_param {
+                query.append_pair(name, &settings.page_size.to_string());
+            }
+            if let (Some(since), Some((param, format, zone))) = (since, &settings.since) {
+                query.append_pair(param, &format_instant(since, *format, zone.as_ref()));
+            }
+            for (name, value) in extra {
+                query.append_pair(name, value);
+            }
+        }
+        url
+    }
+
+    /// The records of a listing's answer, read at `paths`.
+    fn records_of(
+        &self,
+        answer: &Answer,
+        paths: &[FieldPath],
+    ) -> Result<Vec<ConnectorRecord>, ConnectorError> {
+        let body = answer.json()?;
+        let items =
+            if self.settings.items.is_empty() { Some(&body) } else { body.pointer(&self.settings.items) };
+        let Some(Value::Array(items)) = items else {
+            return Err(ConnectorError::Malformed {
+                what: answer.url.clone(),
+                message: format!(
+                    "the answer has no array of records at {:?}; it starts {:?}",
+                    if self.settings.items.is_empty() { "the top" } else { self.settings.items.as_str() },
+                    crate::http::excerpt(&answer.body)
+                ),
+            });
+        };
+        items.iter().map(|item| self.record_of(item, paths, &answer.url)).collect()
+    }
+
+    /// One record read at `paths`.
+    fn record_of(
+        &self,
+        item: &Value,
+        paths: &[FieldPath],
+        url: &str,
+    ) -> Result<ConnectorRecord, ConnectorError> {
+        let malformed = |message: String| ConnectorError::Malformed { what: url.to_string(), message };
+        let id = match self.settings.id.get(item) {
+            Value::String(text) if !text.is_empty() => text,
+            Value::Number(number) => number.to_string(),
+            other => {
+                return Err(malformed(format!(
+                    "a record has no id at {} (found {other}): {}",
+                    self.settings.id,
+                    crate::http::excerpt(&item.to_string())
+                )));
+            }
+        };
+        let modified = match &self.settings.modified {
+            None => None,
+            Some((path, format, zone)) => match path.get(item) {
+                Value::Null => None,
+                value => Some(parse_instant(&value, *format, zone).ok_or_else(|| {
+                    malformed(format!("record {id}: {value} at {path} is not a {format:?} time"))
+                })?),
+            },
+        };
+        let deleted = match &self.settings.delete {
+            Delete::Soft { path, value } => FieldPath::parse(path).is_ok_and(|path| path.get(item) == *value),
+            Delete::Http { .. } | Delete::None => false,
+        };
+        Ok(ConnectorRecord {
+            id: RecordId::new(id),
+            values: paths.iter().map(|path| path.get(item)).collect(),
+            modified,
+            deleted,
+        })
+    }
+
+    /// Reads one record; `None` when the API says there is none.
+    async fn fetch(&self, id: &RecordId) -> Result<Option<Fetched>, ConnectorError> {
+        let answer = self.http.send(Method::GET, self.item_url(id)?, None, None, Kind::Read).await?;
+        match answer.status {
+            status if status.is_success() => {
+                let etag = answer.header("etag").map(str::to_string);
+                Ok(Some(Fetched { record: answer.json()?, etag }))
+            }
+            StatusCode::NOT_FOUND | StatusCode::GONE => Ok(None),
+            _ => Err(answer.error(&format!("reading record {id}"))),
+        }
+    }
+
+    /// Every page of a listing from `url`, for look-ups without a key parameter.
+    async fn read_all(&mut self, request: &ReadRequest) -> Result<Vec<ConnectorRecord>, ConnectorError> {
+        let mut records = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self.read_page(request, token.as_ref()).await?;
+            records.extend(page.records);
+            match page.next {
+                Some(next) => token = Some(next),
+                None => return Ok(records),
+            }
+        }
+    }
+
+    /// Applies one write.
+    async fn apply_one(&self, write: &Write) -> Result<(WriteOutcome, Option<Fetched>), ConnectorError> {
+        match write {
+            Write::Update { id, fields } => self.update(id, fields).await,
+            Write::Create { fields } => self.create(fields).await,
+            Write::Delete { id } => match &self.settings.delete {
+                Delete::None => Err(ConnectorError::Unsupported { kind: "rest", operation: "delete" }),
+                Delete::Soft { path, value } => {
+                    let field = FieldWrite { path: path.clone(), value: value.clone(), expected: None };
+                    self.update(id, std::slice::from_ref(&field)).await
+                }
+                Delete::Http { query } => {
+                    let mut url = self.item_url(id)?;
+                    for (name, value) in query {
+                        url.query_pairs_mut().append_pair(name, value);
+                    }
+                    let answer = self.http.send(Method::DELETE, url, None, None, Kind::Write).await?;
+                    match answer.status {
+                        status if status.is_success() => Ok((WriteOutcome { id: id.clone() }, None)),
+                        StatusCode::NOT_FOUND | StatusCode::GONE => {
+                            Err(ConnectorError::NotFound { id: id.clone() })
+                        }
+                        _ => Err(answer.error(&format!("deleting record {id}"))),
+                    }
+                }
+            },
+        }
+    }
+
+    async fn update(
+        &self,
+        id: &RecordId,
+        fields: &[FieldWrite],
+    ) -> Result<(WriteOutcome, Option<Fetched>), ConnectorError> {
+        let paths = parse_paths(fields)?;
+        // A field that would be written with what it held when read changes nothing.
+        let changing: Vec<(&FieldPath, &FieldWrite)> = paths
+            .iter()
+            .zip(fields)
+            .filter(|(_, field)| field.expected.as_ref() != Some(&field.value))
+            .collect();
+        if changing.is_empty() {
+            return Ok((WriteOutcome { id: id.clone() }, None));
+        }
+        // An array is sent whole, so its other elements come from the record as it is now;
+        // and an `If-Match` needs the record's current ETag.
+        let needs_current =
+            self.settings.etag || changing.iter().any(|(path, _)| path.unit().as_str() != path.as_str());
+        let current = if needs_current {
+            match self.fetch(id).await? {
+                Some(current) => Some(current),
+                None => return Err(ConnectorError::NotFound { id: id.clone() }),
+            }
+        } else {
+            None
+        };
+        if let Some(current) = &current {
+            // The engine's guard holds here too: a value that moved is not overwritten.
+            for (path, field) in &changing {
+                if let Some(expected) = &field.expected
+                    && !same(&path.get(&current.record), expected)
+                {
+                    return Err(ConnectorError::TargetMoved { id: id.clone() });
+                }
+            }
+            if changing.iter().all(|(path, field)| same(&path.get(&current.record), &field.value)) {
+                return Ok((WriteOutcome { id: id.clone() }, Some(current.clone())));
+            }
+        }
+        let mut document = current.as_ref().map_or(Value::Null, |current| current.record.clone());
+        let mut body = Value::Object(serde_json::Map::new());
+        for (path, field) in &changing {
+            path.set(&mut document, field.value.clone())
+                .map_err(|message| ConnectorError::Rejected { message })?;
+        }
+        for (path, _) in &changing {
+            path.unit().copy(&document, &mut body).map_err(|message| ConnectorError::Rejected { message })?;
+        }
+        let if_match =
+            current.as_ref().and_then(|current| current.etag.as_deref()).filter(|_| self.settings.etag);
+        let method = self.settings.update.to_http();
+        let answer = self.http.send(method, self.item_url(id)?, Some(&body), if_match, Kind::Write).await?;
+        match answer.status {
+            status if status.is_success() => {
+                Ok((WriteOutcome { id: id.clone() }, self.response_record(&answer)))
+            }
+            StatusCode::PRECONDITION_FAILED => Err(ConnectorError::TargetMoved { id: id.clone() }),
+            StatusCode::NOT_FOUND | StatusCode::GONE => Err(ConnectorError::NotFound { id: id.clone() }),
+            _ => Err(answer.error(&format!("updating record {id}"))),
+        }
+    }
+
+    async fn create(&self, fields: &[FieldWrite]) -> Result<(WriteOutcome, Option<Fetched>), ConnectorError> {
+        let paths = parse_paths(fields)?;
+        let mut body = Value::Object(serde_json::Map::new());
+        for (path, value) in &self.settings.create.defaults {
+            let path = FieldPath::parse(path).map_err(|message| ConnectorError::Misconfigured { message })?;
+            path.set(&mut body, value.clone())
+                .map_err(|message| ConnectorError::Misconfigured { message })?;
+        }
+        for (path, field) in paths.iter().zip(fields) {
+            path.set(&mut body, field.value.clone())
+                .map_err(|message| ConnectorError::Rejected { message })?;
+        }
+        for (target, template) in &self.settings.create_templates {
+            let text = fill_template(template, &body);
+            target
+                .set(&mut body, Value::String(text))
+                .map_err(|message| ConnectorError::Misconfigured { message })?;
+        }
+        let answer = self
+            .http
+            .send(Method::POST, self.settings.base_url.clone(), Some(&body), None, Kind::Write)
+            .await?;
+        if !answer.status.is_success() {
+            return Err(answer.error("creating a record"));
+        }
+        let fetched = self.response_record(&answer);
+        let id = fetched
+            .as_ref()
+            .map(|fetched| self.settings.id.get(&fetched.record))
+            .and_then(|id| match id {
+                Value::String(text) if !text.is_empty() => Some(text),
+                Value::Number(number) => Some(number.to_string()),
+                _ => None,
+            })
+            .or_else(|| {
+                // Some APIs answer a create with only a `Location` header.
+                answer.header("location").and_then(|location| {
+                    location.trim_end_matches('/').rsplit('/').next().map(str::to_string)
+                })
+            })
+            .ok_or_else(|| ConnectorError::Malformed {
+                what: answer.url.clone(),
+                message: format!(
+                    "a create was answered without the new record's id at {}: {}",
+                    self.settings.id,
+                    crate::http::excerpt(&answer.body)
+                ),
+            })?;
+        Ok((WriteOutcome { id: RecordId::new(id) }, fetched))
+    }
+
+    /// The record a write's response holds, when it holds one.
+    fn response_record(&self, answer: &Answer) -> Option<Fetched> {
+        let record = serde_json::from_str::<Value>(&answer.body).ok().filter(Value::is_object)?;
+        Some(Fetched { record, etag: answer.header("etag").map(str::to_string) })
+    }
+}
+
+/// Whether an answer refuses a page number as past the last page: WordPress's 400
+/// `rest_post_invalid_page_number`, Django REST Framework's 404 "Invalid page.".
+fn past_the_last_page(answer: &Answer) -> bool {
+    matches!(answer.status, StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND)
+        && answer.body.to_ascii_lowercase().contains("page")
+}
+
+/// Parses the paths of some writes.
+fn parse_paths(fields: &[FieldWrite]) -> Result<Vec<FieldPath>, ConnectorError> {
+    fields
+        .iter()
+        .map(|field| {
+            FieldPath::parse(&field.path).map_err(|problem| ConnectorError::Misconfigured {
+                message: format!("rest connector: {problem}"),
+            })
+        })
+        .collect()
+}
+
+/// Whether two raw values are the same, a number and its text alike.
+fn same(held: &Value, wanted: &Value) -> bool {
+    let text = |value: &Value| match value {
+        Value::String(text) => text.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    held == wanted || (!held.is_object() && !held.is_array() && text(held) == text(wanted))
+}
+
+/// Replaces each `{PATH}` of a template by the text at that path of `record`.
+fn fill_template(template: &str, record: &Value) -> String {
+    let mut filled = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        filled.push_str(&rest[..start]);
+        let Some(end) = rest[start..].find('}') else {
+            filled.push_str(&rest[start..]);
+            return filled;
+        };
+        let path = &rest[start + 1..start + end];
+        match FieldPath::parse(path).map(|path| path.get(record)) {
+            Ok(Value::String(text)) => filled.push_str(&text),
+            Ok(Value::Null) | Err(_) => {}
+            Ok(other) => filled.push_str(&other.to_string()),
+        }
+        rest = &rest[start + end + 1..];
+    }
+    filled.push_str(rest);
+    filled.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Percent-encodes an id for a URL path.
+fn url_escape(id: &str) -> String {
+    let mut escaped = String::with_capacity(id.len());
+    for byte in id.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            escaped.push(char::from(byte));
+        } else {
+            escaped.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    escaped
+}
+
+/// Reads an instant as `format` writes it; a text time without an offset is in `zone`.
+fn parse_instant(value: &Value, format: TimeFormat, zone: &jiff::tz::TimeZone) -> Option<Timestamp> {
+    let number = || match value {
+        Value::Number(number) => number.as_i64(),
+        Value::String(text) => text.trim().parse().ok(),
+        _ => None,
+    };
+    match format {
+        TimeFormat::Unix => Timestamp::from_second(number()?).ok(),
+        TimeFormat::UnixMs => Timestamp::from_millisecond(number()?).ok(),
+        TimeFormat::Text => {
+            let text = value.as_str()?.trim();
+            if let Ok(instant) = text.parse::<Timestamp>() {
+                return Some(instant);
+            }
+            let civil: jiff::civil::DateTime = text.replacen(' ', "T", 1).parse().ok()?;
+            civil.to_zoned(zone.clone()).ok().map(|zoned| zoned.timestamp())
+        }
+    }
+}
+
+/// Writes an instant for a query parameter: RFC 3339 in UTC, or a local time in `zone`.
+fn format_instant(instant: Timestamp, format: TimeFormat, zone: Option<&jiff::tz::TimeZone>) -> String {
+    match format {
+        TimeFormat::Unix => instant.as_second().to_string(),
+        TimeFormat::UnixMs => instant.as_millisecond().to_string(),
+        TimeFormat::Text => match zone {
+            Some(zone) => instant.to_zoned(zone.clone()).strftime("%Y-%m-%dT%H:%M:%S").to_string(),
+            None => instant.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        },
+    }
+}
+
+/// The URL of the `rel="next"` link of an RFC 8288 `Link` header.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|link| {
+        let (target, params) = link.split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        let next = params.split(';').any(|param| {
+            let Some((name, value)) = param.split_once('=') else { return false };
+            name.trim().eq_ignore_ascii_case("rel")
+                && value
+                    .trim()
+                    .trim_matches('"')
+                    .split_whitespace()
+                    .any(|rel| rel.eq_ignore_ascii_case("next"))
+        });
+        next.then(|| target.to_string())
+    })
+}
+
+impl Connector for RestConnector {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            incremental: self.settings.since.is_some(),
+            lookup_by_key: true,
+            conditional_writes: self.settings.etag,
+            create: true,
+            delete: !matches!(self.settings.delete, Delete::None),
+        }
+    }
+
+    async fn check(&mut self, paths: &[String]) -> Result<Probe, ConnectorError> {
+        for path in paths {
+            FieldPath::parse(path).map_err(|problem| ConnectorError::Misconfigured {
+                message: format!("rest connector: {problem}"),
+            })?;
+        }
+        let answer = self.http.send(Method::GET, self.list_url(None, &[]), None, None, Kind::Read).await?;
+        if !answer.status.is_success() {
+            return Err(answer.error("listing records"));
+        }
+        let paths: Vec<FieldPath> = paths.iter().filter_map(|path| FieldPath::parse(path).ok()).collect();
+        self.records_of(&answer, &paths)?;
+        let records = ["X-WP-Total", "X-Total-Count"]
+            .iter()
+            .find_map(|name| answer.header(name).and_then(|total| total.trim().parse().ok()))
+            .or_else(|| answer.json().ok().and_then(|body| body.get("count").and_then(Value::as_u64)));
+        Ok(Probe { kind: "rest", target: self.what(), records, capabilities: self.capabilities() })
+    }
+
+    async fn read_page(
+        &mut self,
+        request: &ReadRequest,
+        token: Option<&PageToken>,
+    ) -> Result<Page, ConnectorError> {
+        self.written.clear();
+        let settings = Arc::clone(&self.settings);
+        let since = request.since.filter(|_| settings.since.is_some());
+        let paths = request
+            .paths
+            .iter()
+            .map(|path| {
+                FieldPath::parse(path).map_err(|problem| ConnectorError::Misconfigured {
+                    message: format!("rest connector: {problem}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if settings.order == Order::Modified {
+            return self.read_changes(request, token, &paths).await;
+        }
+        let token = token.map(|token| token.0.as_str());
+        let url = match (&settings.paging, token) {
+            (Paging::Page { param, .. }, page) => {
+                self.list_url(since, &[(param, page.unwrap_or("1").to_string())])
+            }
+            (Paging::Offset { param }, offset) => {
+                self.list_url(since, &[(param, offset.unwrap_or("0").to_string())])
+            }
+            (Paging::Cursor { param, .. }, Some(cursor)) => {
+                self.list_url(since, &[(param, cursor.to_string())])
+            }
+            (Paging::Link | Paging::NextUrl { .. }, Some(next)) => {
+                Url::parse(next).map_err(|error| ConnectorError::Malformed {
+                    what: self.what(),
+                    message: format!("the next page's URL {next:?} is not a URL: {error}"),
+                })?
+            }
+            (Paging::Cursor { .. } | Paging::Link | Paging::NextUrl { .. }, None) => {
+                self.list_url(since, &[])
+            }
+        };
+        let answer = self.http.send(Method::GET, url, None, None, Kind::Read).await?;
+        if !answer.status.is_success() {
+            // A page past the last is refused by some APIs when the last one was full.
+            if let (Paging::Page { .. }, Some(page)) = (&settings.paging, token)
+                && page != "1"
+                && past_the_last_page(&answer)
+            {
+                return Ok(Page::default());
+            }
+            return Err(answer.error("listing records"));
+        }
+        let records = self.records_of(&answer, &paths)?;
+        let full = records.len() >= settings.page_size;
+        let next = match &settings.paging {
+            Paging::Page { total_pages_header, .. } => {
+                let page: u64 = token.and_then(|page| page.parse().ok()).unwrap_or(1);
+                let total = total_pages_header
+                    .as_deref()
+                    .and_then(|name| answer.header(name))
+                    .and_then(|total| total.trim().parse::<u64>().ok());
+                let more = match total {
+                    Some(total) => page < total && !records.is_empty(),
+                    None => full,
+                };
+                more.then(|| (page + 1).to_string())
+            }
+            Paging::Offset { .. } => {
+                let offset: usize = token.and_then(|offset| offset.parse().ok()).unwrap_or(0);
+                full.then(|| (offset + records.len()).to_string())
+            }
+            Paging::Link => answer.header("link").and_then(next_link),
+            Paging::NextUrl { pointer } => match answer.json()?.pointer(pointer) {
+                Some(Value::String(next)) if !next.is_empty() => Some(next.clone()),
+                _ => None,
+            },
+            Paging::Cursor { pointer, .. } => match answer.json()?.pointer(pointer) {
+                Some(Value::String(cursor)) if !cursor.is_empty() && !records.is_empty() => {
+                    Some(cursor.clone())
+                }
+                Some(Value::Number(cursor)) if !records.is_empty() => Some(cursor.to_string()),
+                _ => None,
+            },
+        };
+        Ok(Page { records, next: next.map(PageToken) })
+    }
+
+    async fn lookup(
+        &mut self,
+        paths: &[String],
+        lookup: &Lookup,
+    ) -> Result<Vec<ConnectorRecord>, ConnectorError> {
+        let parsed = paths
+            .iter()
+            .map(|path| {
+                FieldPath::parse(path).map_err(|problem| ConnectorError::Misconfigured {
+                    message: format!("rest connector: {problem}"),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        match lookup {
+            Lookup::Ids(ids) => {
+                let mut found = Vec::new();
+                let mut wanted = Vec::new();
+                for id in ids {
+                    // A write's response answers its verification, when so configured.
+                    match self.written.remove(id) {
+                        Some(fetched) if self.settings.verify == Verify::Response => {
+                            found.push(self.record_of(&fetched.record, &parsed, &self.what())?);
+                        }
+                        _ => wanted.push(id.clone()),
+                    }
+                }
+                let mut tasks = tokio::task::JoinSet::new();
+                for id in wanted {
+                    let connector = self.shallow();
+                    tasks.spawn(async move { connector.fetch(&id).await });
+                }
+                while let Some(result) = tasks.join_next().await {
+                    let fetched = result.map_err(|error| ConnectorError::Unavailable {
+                        what: self.what(),
+                        message: format!("a read stopped: {error}"),
+                        retry_after: None,
+                    })??;
+                    if let Some(fetched) = fetched {
+                        found.push(self.record_of(&fetched.record, &parsed, &self.what())?);
+                    }
+                }
+                Ok(found)
+            }
+            Lookup::Key { path, values } => {
+                FieldPath::parse(path).map_err(|problem| ConnectorError::Misconfigured {
+                    message: format!("rest connector: {problem}"),
+                })?;
+                let mut all_paths = paths.to_vec();
+                all_paths.push(path.clone());
+                let candidates = match self.settings.key_param.clone() {
+                    Some(param) => {
+                        let mut records = Vec::new();
+                        for value in values {
+                            let url = self.list_url(None, &[(&param, value.clone())]);
+                            let answer = self.http.send(Method::GET, url, None, None, Kind::Read).await?;
+                            if !answer.status.is_success() {
+                                return Err(answer.error("looking records up by key"));
+                            }
+                            let with_key: Vec<FieldPath> =
+                                all_paths.iter().filter_map(|path| FieldPath::parse(path).ok()).collect();
+                            records.extend(self.records_of(&answer, &with_key)?);
+                        }
+                        records
+                    }
+                    None => self.read_all(&ReadRequest { paths: all_paths, since: None }).await?,
+                };
+                Ok(candidates
+                    .into_iter()
+                    .filter_map(|mut record| {
+                        let held = record.values.pop()?;
+                        let text = match &held {
+                            Value::String(text) => text.trim().to_string(),
+                            Value::Number(number) => number.to_string(),
+                            _ => return None,
+                        };
+                        values.contains(&text).then_some(record)
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    async fn apply(
+        &mut self,
+        writes: &[Write],
+    ) -> Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError> {
+        self.written.clear();
+        let taken = self.taken_by_creates(writes).await?;
+        let mut results: Vec<Option<Result<WriteOutcome, ConnectorError>>> =
+            (0..writes.len()).map(|_| None).collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, write) in writes.iter().enumerate() {
+            if let Some(id) = taken.get(&index) {
+                results[index] = Some(Err(ConnectorError::AlreadyExists { id: id.clone() }));
+                continue;
+            }
+            let connector = self.shallow();
+            let write = write.clone();
+            tasks.spawn(async move { (index, connector.apply_one(&write).await) });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (index, result) = joined.map_err(|error| ConnectorError::Unavailable {
+                what: self.what(),
+                message: format!("a write stopped: {error}"),
+                retry_after: None,
+            })?;
+            results[index] = Some(result.map(|(outcome, fetched)| {
+                if let Some(fetched) = fetched {
+                    self.written.insert(outcome.id.clone(), fetched);
+                }
+                outcome
+            }));
+        }
+        Ok(results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(ConnectorError::Unavailable {
+                        what: "a write".into(),
+                        message: "no answer".into(),
+                        retry_after: None,
+                    })
+                })
+            })
+            .collect())
+    }
+}
+
+impl RestConnector {
+    /// The creates among `writes` whose `create.unique` value a record holds already, with
+    /// that record's id: one look-up for the whole batch.
+    async fn taken_by_creates(
+        &mut self,
+        writes: &[Write],
+    ) -> Result<HashMap<usize, RecordId>, ConnectorError> {
+        let Some(unique) = self.settings.create.unique.clone() else { return Ok(HashMap::new()) };
+        let text = |value: &Value| match value {
+            Value::String(text) => Some(text.trim().to_string()),
+            Value::Number(number) => Some(number.to_string()),
+            _ => None,
+        };
+        let wanted: Vec<(usize, String)> = writes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, write)| match write {
+                Write::Create { fields } => fields
+                    .iter()
+                    .find(|field| field.path == unique)
+                    .and_then(|field| text(&field.value))
+                    .map(|value| (index, value)),
+                _ => None,
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let values = wanted.iter().map(|(_, value)| value.clone()).collect();
+        let found =
+            self.lookup(std::slice::from_ref(&unique), &Lookup::Key { path: unique.clone(), values }).await?;
+        let holders: HashMap<String, RecordId> = found
+            .into_iter()
+            .filter(|record| !record.deleted)
+            .filter_map(|record| Some((text(record.values.first()?)?, record.id)))
+            .collect();
+        Ok(wanted
+            .into_iter()
+            .filter_map(|(index, value)| Some((index, holders.get(&value)?.clone())))
+            .collect())
+    }
+}
+
+/// Where a listing in modification order goes on: the records changed since `since`
+/// (milliseconds), page `page` of them, leaving out the ones `seen` at exactly that time.
+#[derive(Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Resume {
+    since: Option<i64>,
+    page: u64,
+    seen: Vec<String>,
+}
+
+impl RestConnector {
+    /// One page of a listing in modification order, oldest first. Each page after the first
+    /// asks for the records changed since the newest one seen (one second earlier, for APIs
+    /// that keep whole seconds or list only what changed strictly after), and leaves out what
+    /// it listed already. A record changed meanwhile moves to the end of the listing, where
+    /// it is still found, and no other record moves past the point reached; paging by number
+    /// would skip the record that moved up into a page already read. Only when a whole page
+    /// shares one time does the listing page by number within that time.
+    async fn read_changes(
+        &mut self,
+        request: &ReadRequest,
+        token: Option<&PageToken>,
+        paths: &[FieldPath],
+    ) -> Result<Page, ConnectorError> {
+        let settings = Arc::clone(&self.settings);
+        let resume = match token {
+            None => Resume { since: request.since.map(Timestamp::as_millisecond), page: 1, seen: Vec::new() },
+            Some(token) => serde_json::from_str(&token.0).map_err(|error| ConnectorError::Malformed {
+                what: self.what(),
+                message: format!("a page token of this connector cannot be read: {error}"),
+            })?,
+        };
+        let since = resume.since.and_then(|millis| Timestamp::from_millisecond(millis).ok());
+        let asked = since.map(|since| since - jiff::SignedDuration::from_secs(1));
+        let page = resume.page.max(1);
+        let position = match &settings.paging {
+            Paging::Offset { param } => {
+                (param.as_str(), ((page - 1) * settings.page_size as u64).to_string())
+            }
+            Paging::Page { param, .. } => (param.as_str(), page.to_string()),
+            Paging::Link | Paging::NextUrl { .. } | Paging::Cursor { .. } => {
+                unreachable!(
+                    "checked with the settings: a listing in modification order pages by number or offset"
+                )
+            }
+        };
+        let answer =
+            self.http.send(Method::GET, self.list_url(asked, &[position]), None, None, Kind::Read).await?;
+        if !answer.status.is_success() {
+            if page > 1 && past_the_last_page(&answer) {
+                return Ok(Page::default());
+            }
+            return Err(answer.error("listing records"));
+        }
+        let records = self.records_of(&answer, paths)?;
+        if let Some(pair) = records.windows(2).find(|pair| match (pair[0].modified, pair[1].modified) {
+            (Some(earlier), Some(later)) => later < earlier,
+            _ => false,
+        }) {
+            return Err(ConnectorError::Misconfigured {
+                message: format!(
+                    "rest connector for {}: `order` = \"modified\", but record {} comes after record {}, which \
+                     changed later; make the configured `query` list the oldest change first",
+                    self.what(),
+                    pair[1].id,
+                    pair[0].id
+                ),
+            });
+        }
+        let full = records.len() >= settings.page_size;
+        let newest = records.iter().filter_map(|record| record.modified).max();
+        let at = |time: Timestamp| -> Vec<String> {
+            records
+                .iter()
+                .filter(|record| record.modified == Some(time))
+                .map(|record| record.id.to_string())
+                .collect()
+        };
+        let next = full.then(|| match (newest, since) {
+            (Some(newest), Some(since)) if newest <= since => {
+                let mut seen = resume.seen.clone();
+                seen.extend(at(since));
+                Resume { since: Some(since.as_millisecond()), page: page + 1, seen }
+            }
+            (Some(newest), _) => Resume { since: Some(newest.as_millisecond()), page: 1, seen: at(newest) },
+            (None, _) => Resume { since: resume.since, page: page + 1, seen: resume.seen.clone() },
+        });
+        let records = records
+            .into_iter()
+            // Asked a second early: what changed before `since` was not asked for, or was
+            // listed by an earlier page.
+            .filter(|record| match (record.modified, since) {
+                (Some(modified), Some(since)) => {
+                    modified > since
+                        || (modified == since && !resume.seen.iter().any(|seen| seen == record.id.as_str()))
+                }
+                _ => true,
+            })
+            .collect();
+        let next = next.map(|next| PageToken(serde_json::to_string(&next).unwrap_or_default()));
+        Ok(Page { records, next })
+    }
+
+    /// A copy sharing the settings and the sender, for a task of its own; it keeps no
+    /// written records.
+    fn shallow(&self) -> RestConnector {
+        RestConnector {
+            settings: Arc::clone(&self.settings),
+            http: Arc::clone(&self.http),
+            written: HashMap::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn next_links_are_found_among_others() {
+        let header = r#"<https://api.example/v1/contacts?page=3>; rel="last", <https://api.example/v1/contacts?page=2>; rel="next""#;
+        assert_eq!(next_link(header).as_deref(), Some("https://api.example/v1/contacts?page=2"));
+        assert_eq!(next_link(r#"<https://api.example/x?page=1>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn instants_are_read_with_or_without_an_offset() {
+        let utc = jiff::tz::TimeZone::UTC;
+        let amsterdam = jiff::tz::TimeZone::get("Europe/Amsterdam").unwrap();
+        let expected: Timestamp = "2026-01-01T10:00:00Z".parse().unwrap();
+        assert_eq!(
+            parse_instant(&json!("2026-01-01T10:00:00Z"), TimeFormat::Text, &amsterdam),
+            Some(expected)
+        );
+        assert_eq!(parse_instant(&json!("2026-01-01T10:00:00"), TimeFormat::Text, &utc), Some(expected));
+        assert_eq!(
+            parse_instant(&json!("2026-01-01 11:00:00"), TimeFormat::Text, &amsterdam),
+            Some(expected)
+        );
+        assert_eq!(parse_instant(&json!(1_767_261_600), TimeFormat::Unix, &utc), Some(expected));
+        assert_eq!(parse_instant(&json!("1767261600000"), TimeFormat::UnixMs, &utc), Some(expected));
+        assert_eq!(parse_instant(&json!("yesterday"), TimeFormat::Text, &utc), None);
+        assert_eq!(format_instant(expected, TimeFormat::Text, None), "2026-01-01T10:00:00Z");
+        assert_eq!(format_instant(expected, TimeFormat::Text, Some(&amsterdam)), "2026-01-01T11:00:00");
+        assert_eq!(format_instant(expected, TimeFormat::Unix, None), "1767261600");
+    }
+
+    #[test]
+    fn templates_fill_in_values_and_skip_missing_ones() {
+        let record = json!({"meta": {"first_name": "Ann", "last_name": "Smith", "number": 7}});
+        assert_eq!(fill_template("{/meta/first_name} {/meta/last_name}", &record), "Ann Smith");
+        assert_eq!(
+            fill_template("{/meta/first_name} {/meta/middle} {/meta/last_name} #{/meta/number}", &record),
+            "Ann Smith #7"
+        );
+    }
+
+    #[test]
+    fn ids_are_escaped_in_urls_and_values_compare_as_text() {
+        assert_eq!(url_escape("a b/c"), "a%20b%2Fc");
+        assert!(same(&json!(7), &json!("7")));
+        assert!(same(&Value::Null, &json!("")));
+        assert!(!same(&json!([1]), &json!("[1]")));
+    }
+}

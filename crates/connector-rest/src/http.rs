@@ -1,0 +1,310 @@
+//! Sending requests: auth and headers, the rate limit, pacing, timeouts, and retries of the
+//! failures that may pass (a refused or dropped connection, a timeout, a 5xx, a 429), with
+//! `Retry-After` honoured. Every other answer goes back to the caller, who knows what a 404
+//! or a 412 means for its request.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+use fieldsync_connector::ConnectorError;
+use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use serde_json::Value;
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::config::{Auth, Settings};
+
+/// The longest wait a `Retry-After` is obeyed for inside one request; a longer one is handed
+/// to the engine, which retries the whole write later.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// An answer that is not a failure to retry: any status, its headers and its body.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+    /// The URL answered, without its query (which may hold a token).
+    pub url: String,
+}
+
+impl Answer {
+    /// The body as JSON.
+    ///
+    /// # Errors
+    ///
+    /// `Malformed`, saying where the body broke.
+    pub fn json(&self) -> Result<Value, ConnectorError> {
+        serde_json::from_str(&self.body).map_err(|error| ConnectorError::Malformed {
+            what: self.url.clone(),
+            message: format!(
+                "the answer is not JSON (line {}, column {}: {error}); it starts {:?}",
+                error.line(),
+                error.column(),
+                excerpt(&self.body)
+            ),
+        })
+    }
+
+    /// A header as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// The error an unexpected status stands for, with an excerpt of the body: the API's own
+    /// message goes into the dead letter.
+    pub fn error(&self, doing: &str) -> ConnectorError {
+        let message =
+            format!("{doing}: HTTP {} from {}: {}", self.status.as_u16(), self.url, excerpt(&self.body));
+        match self.status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                ConnectorError::Misconfigured { message: format!("{message} (check the connector's `auth`)") }
+            }
+            status if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+                ConnectorError::Unavailable {
+                    what: self.url.clone(),
+                    message,
+                    retry_after: retry_after(&self.headers),
+                }
+            }
+            _ => ConnectorError::Rejected { message },
+        }
+    }
+}
+
+/// The start of a body, on one line, for messages.
+pub(crate) fn excerpt(body: &str) -> String {
+    const LONGEST: usize = 300;
+    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(LONGEST) {
+        Some((cut, _)) => format!("{}…", &flat[..cut]),
+        None => flat,
+    }
+}
+
+/// A URL for messages and logs: no query, which may hold a token, and no user info.
+pub(crate) fn shown(url: &Url) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
+}
+
+/// The wait a 429 or 503 asks for: `Retry-After` in seconds or as an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = jiff::fmt::rfc2822::parse(text).ok()?.timestamp();
+    let wait = when.duration_since(jiff::Timestamp::now());
+    Some(Duration::try_from(wait).unwrap_or(Duration::ZERO))
+}
+
+/// Installs the process's TLS provider once (`ring`: it builds in a fraction of the time of
+/// the alternative).
+fn install_tls_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Another part of the program may have installed one already; either serves.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// The request sender of one connector.
+#[derive(Debug)]
+pub(crate) struct Http {
+    client: reqwest::Client,
+    settings: Arc<Settings>,
+    /// When the latest requests started, at most `rate.count` of them: a new one waits until
+    /// the oldest is a whole period old, so that no window of that length holds more.
+    starts: Mutex<VecDeque<Instant>>,
+    /// Requests under way, at most `concurrency`.
+    slots: Semaphore,
+}
+
+/// Whether a request writes: writes are paced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Read,
+    Write,
+}
+
+impl Http {
+    /// A sender for `settings`.
+    ///
+    /// # Errors
+    ///
+    /// `Misconfigured` when the HTTP client cannot be built (no TLS roots).
+    pub fn new(settings: Arc<Settings>) -> Result<Self, ConnectorError> {
+        install_tls_provider();
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("fieldsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| ConnectorError::Misconfigured {
+                message: format!("the HTTP client: {error}"),
+            })?;
+        let slots = Semaphore::new(settings.concurrency);
+        Ok(Self { client, settings, starts: Mutex::new(VecDeque::new()), slots })
+    }
+
+    /// Waits for the rate limit to allow one more request, and counts it.
+    async fn wait_for_rate(&self) {
+        let Some(rate) = self.settings.rate else { return };
+        let mut starts = self.starts.lock().await;
+        // A little more than the period: the server measures arrivals, not our starts.
+        let period = rate.per + Duration::from_millis(5);
+        if starts.len() >= rate.count as usize
+            && let Some(&oldest) = starts.front()
+        {
+            let free = oldest + period;
+            let now = Instant::now();
+            if free > now {
+                tokio::time::sleep(free - now).await;
+            }
+        }
+        while starts.len() >= rate.count as usize {
+            starts.pop_front();
+        }
+        starts.push_back(Instant::now());
+    }
+
+    /// Sends one request, retrying the failures that may pass; every other answer, whatever
+    /// its status, is returned.
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable` when the retries ran out (with the wait the server asked for, if it did).
+    pub async fn send(
+        &self,
+        method: Method,
+        mut url: Url,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+        kind: Kind,
+    ) -> Result<Answer, ConnectorError> {
+        if let Some(Auth::Query { name, value }) = &self.settings.auth {
+            url.query_pairs_mut().append_pair(name, value.expose());
+        }
+        let what = shown(&url);
+        let _slot = self.slots.acquire().await.map_err(|_| ConnectorError::Unavailable {
+            what: what.clone(),
+            message: "the connector is closing".into(),
+            retry_after: None,
+        })?;
+        if kind == Kind::Write
+            && let Some((low, high)) = self.settings.pace
+        {
+            let spread = high.saturating_sub(low).as_millis() as u64;
+            let pause = low + Duration::from_millis(if spread == 0 { 0 } else { fastrand::u64(0..=spread) });
+            tokio::time::sleep(pause).await;
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.wait_for_rate().await;
+            let mut request = self.client.request(method.clone(), url.clone());
+            match &self.settings.auth {
+                Some(Auth::Bearer(token)) => request = request.bearer_auth(token.expose()),
+                Some(Auth::Basic { user, password }) => {
+                    request = request.basic_auth(user, Some(password.expose()))
+                }
+                Some(Auth::Header { name, value }) => request = request.header(name.as_str(), value.expose()),
+                Some(Auth::Query { .. }) | None => {}
+            }
+            for (name, value) in &self.settings.headers {
+                if let Ok(value) = HeaderValue::from_str(value.expose()) {
+                    request = request.header(name.clone(), value);
+                }
+            }
+            request = request.header(reqwest::header::ACCEPT, "application/json");
+            if let Some(tag) = if_match {
+                request = request.header(reqwest::header::IF_MATCH, tag);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let outcome = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    match response.text().await {
+                        Ok(body) => Ok(Answer { status, headers, body, url: what.clone() }),
+                        Err(error) => Err((format!("the answer broke off: {}", plain(&error)), None)),
+                    }
+                }
+                Err(error) => Err((plain(&error), None)),
+            };
+            let (message, wait) = match outcome {
+                Ok(answer)
+                    if answer.status.is_server_error() || answer.status == StatusCode::TOO_MANY_REQUESTS =>
+                {
+                    let wait = retry_after(&answer.headers);
+                    (format!("HTTP {}: {}", answer.status.as_u16(), excerpt(&answer.body)), wait)
+                }
+                Ok(answer) => return Ok(answer),
+                Err(failure) => failure,
+            };
+            let too_long = wait.is_some_and(|wait| wait > MAX_RETRY_AFTER);
+            if attempt > self.settings.retries || too_long {
+                return Err(ConnectorError::Unavailable { what, message, retry_after: wait });
+            }
+            let backoff = Duration::from_millis(250 * (1 << attempt.min(6)) + fastrand::u64(0..250));
+            let wait = wait.unwrap_or(backoff);
+            tracing::warn!(url = %what, attempt, wait_ms = wait.as_millis() as u64, %message, "Retrying a request.");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// An HTTP client error as one line, with its causes but never the URL's query.
+fn plain(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    if causes.is_empty() { kind.to_string() } else { format!("{kind}: {}", causes.join(": ")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_query_or_user() {
+        let url = Url::parse("https://admin:pw@club.example/api/members?api_key=secret&page=2").unwrap();
+        assert_eq!(shown(&url), "https://club.example/api/members");
+    }
+
+    #[test]
+    fn excerpts_are_short_and_on_one_line() {
+        assert_eq!(
+            excerpt("{\n  \"code\": \"rest_invalid_param\"\n}"),
+            "{ \"code\": \"rest_invalid_param\" }"
+        );
+        assert_eq!(excerpt(&"x".repeat(400)).chars().count(), 301);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut headers = HeaderMap::new();
+        headers.insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers
+            .insert(reqwest::header::RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
+    }
+}

@@ -1,0 +1,16 @@
+//! The rest connector: records behind a JSON API — a list endpoint read a page at a time in
+//! the paging style the API uses, records read and written at JSON paths, auth from the
+//! environment, pacing and rate limits, and writes that are verified and never sent when
+//! they would change nothing. Presets (`wordpress`, `drf`) fill the settings in.
+
+mod config;
+mod connector;
+mod http;
+mod path;
+
+pub use config::{
+    Auth, Create, Delete, Method, Modified, Order, Paging, Preset, Rate, RestConfig, Secret, Settings, Since,
+    TimeFormat, Verify,
+};
+pub use connector::RestConnector;
+pub use path::FieldPath;
