@@ -1,0 +1,514 @@
+//! The rest connector against the fixture server: the conformance suite in each API style,
+//! then paging, field paths, safe writes, auth, pacing and faults.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, TestRecord};
+use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, PageToken, ReadRequest, Write};
+use fieldsync_connector_rest::{
+    Auth, FieldPath, Modified, Order, Paging, Preset, RestConfig, RestConnector, Secret, Since, TimeFormat,
+};
+use fieldsync_model::RecordId;
+use serde_json::{Value, json};
+use support::fixture::{self, FixtureServer, Style};
+
+/// How a style's records hold the three fields of a `TestRecord`, and how its connector is
+/// configured.
+#[derive(Clone, Copy)]
+enum Api {
+    WordPress,
+    Drf,
+    LinkHeader,
+    Cursor,
+    Offset,
+}
+
+impl Api {
+    fn style(self) -> Style {
+        match self {
+            Api::WordPress => Style::WordPress,
+            Api::Drf => Style::Drf,
+            Api::LinkHeader => Style::LinkHeader,
+            Api::Cursor => Style::Cursor,
+            Api::Offset => Style::Offset,
+        }
+    }
+
+    fn paths(self) -> TestPaths {
+        match self {
+            Api::WordPress => TestPaths {
+                key: "/meta/knvb_id".into(),
+                name: "/meta/first_name".into(),
+                email: "/meta/contact_info[type=email]/value".into(),
+            },
+            Api::Cursor => {
+                TestPaths { key: "/ext".into(), name: "/fields/name".into(), email: "/fields/email".into() }
+            }
+            Api::Drf | Api::LinkHeader | Api::Offset => TestPaths::default(),
+        }
+    }
+
+    /// A record of the style holding `record`, for `FixtureServer::insert`.
+    fn record(self, record: &TestRecord) -> Value {
+        match self {
+            Api::WordPress => json!({
+                "title": record.name,
+                "knvb_id": record.key,
+                "first_name": record.name,
+                "contact_info": [{"type": "phone", "value": "010-1234567"}, {"type": "email", "value": record.email}],
+            }),
+            Api::Cursor => json!({"ext": record.key, "fields": {"name": record.name, "email": record.email}}),
+            Api::Drf | Api::LinkHeader | Api::Offset => {
+                json!({"key": record.key, "name": record.name, "email": record.email})
+            }
+        }
+    }
+
+    /// The connector's configuration for a server of this style.
+    fn config(self, server: &FixtureServer) -> RestConfig {
+        let mut config = RestConfig::new(&server.list_url());
+        let paths = self.paths();
+        config.create =
+            Some(fieldsync_connector_rest::Create { unique: Some(paths.key.clone()), ..Default::default() });
+        match self {
+            Api::WordPress => {
+                config.preset = Some(Preset::Wordpress);
+                let create = config.create.get_or_insert_with(Default::default);
+                create.templates.insert("/title".into(), "{/meta/first_name}".into());
+            }
+            Api::Drf => {
+                config.preset = Some(Preset::Drf);
+                config.etag = Some(true);
+                config.query.insert("ordering".into(), "updated_at".into());
+            }
+            Api::LinkHeader => {
+                config.paging = Some(Paging::Link);
+                config.page_size_param = Some("per_page".into());
+                config.id = Some("/id".into());
+                config.modified = Some(Modified {
+                    path: "/modified".into(),
+                    format: TimeFormat::Text,
+                    zone: Some("Europe/Amsterdam".into()),
+                });
+                config.since = Some(Since { param: "since".into(), format: TimeFormat::Text, zone: None });
+            }
+            Api::Cursor => {
+                config.paging =
+                    Some(Paging::Cursor { pointer: "/meta/next_cursor".into(), param: "cursor".into() });
+                config.page_size_param = Some("limit".into());
+                config.items = Some("/data".into());
+                config.id = Some("/uuid".into());
+                config.modified =
+                    Some(Modified { path: "/updated".into(), format: TimeFormat::Unix, zone: None });
+                config.since =
+                    Some(Since { param: "updated_since".into(), format: TimeFormat::Unix, zone: None });
+            }
+            Api::Offset => {
+                config.paging = Some(Paging::Offset { param: "offset".into() });
+                config.page_size_param = Some("limit".into());
+                config.items = Some("/items".into());
+                config.modified =
+                    Some(Modified { path: "/updated".into(), format: TimeFormat::Text, zone: None });
+                config.since =
+                    Some(Since { param: "changes_since".into(), format: TimeFormat::Text, zone: None });
+                config.order = Some(Order::Modified);
+            }
+        }
+        // Small pages, so that the suite's 250 records take several.
+        config.page_size = Some(40);
+        config
+    }
+}
+
+/// Fresh fixture servers for the conformance suite.
+struct RestFixture {
+    api: Api,
+    server: Option<FixtureServer>,
+    /// Fixture ids by link key.
+    ids: HashMap<String, i64>,
+}
+
+impl RestFixture {
+    fn new(api: Api) -> Self {
+        Self { api, server: None, ids: HashMap::new() }
+    }
+}
+
+impl Fixture for RestFixture {
+    type Connector = RestConnector;
+
+    async fn open(&mut self, records: &[TestRecord]) -> RestConnector {
+        let server = FixtureServer::start(self.api.style()).await;
+        self.ids.clear();
+        for record in records {
+            let id = server.insert(self.api.record(record));
+            self.ids.insert(record.key.clone(), id);
+        }
+        server.advance_secs(1);
+        server.reject_invalid_email(true);
+        let connector = RestConnector::open(&self.api.config(&server)).expect("a valid configuration");
+        self.server = Some(server);
+        connector
+    }
+
+    async fn edit(&mut self, key: &str, path: &str, value: Value) {
+        let server = self.server.as_ref().expect("an open fixture");
+        let id = self.ids.get(key).copied().or_else(|| {
+            let paths = FieldPath::parse(&self.api.paths().key).unwrap();
+            server
+                .records()
+                .iter()
+                .find(|record| paths.get(record) == json!(key))
+                .and_then(|record| record["id"].as_i64())
+        });
+        let id = id.unwrap_or_else(|| panic!("no fixture record with key {key}"));
+        server.advance_secs(1);
+        let mut record = server.record(id).expect("the record");
+        let path = FieldPath::parse(path).unwrap();
+        path.set(&mut record, value).unwrap();
+        // A person's edit of the unit the path is in: a `meta` key for WordPress, the
+        // top-level member for the others.
+        let unit = path.unit();
+        let patch = match self.api {
+            Api::WordPress => {
+                let name = unit.as_str().trim_start_matches("/meta/").to_string();
+                json!({ name: unit.get(&record) })
+            }
+            _ => {
+                let top = unit.as_str().trim_start_matches('/').split('/').next().unwrap().to_string();
+                json!({ top.clone(): record[top.as_str()].clone() })
+            }
+        };
+        server.update(id, patch);
+    }
+
+    fn paths(&self) -> TestPaths {
+        self.api.paths()
+    }
+
+    fn rejected_value(&self) -> Option<RejectedValue> {
+        Some(RejectedValue { path: self.api.paths().email, value: json!("not-an-email") })
+    }
+}
+
+#[tokio::test]
+async fn conforms_against_a_wordpress_api() {
+    testkit::run_all(&mut RestFixture::new(Api::WordPress)).await;
+}
+
+#[tokio::test]
+async fn conforms_against_a_django_rest_framework_api() {
+    testkit::run_all(&mut RestFixture::new(Api::Drf)).await;
+}
+
+#[tokio::test]
+async fn conforms_against_an_api_paged_by_link_headers() {
+    testkit::run_all(&mut RestFixture::new(Api::LinkHeader)).await;
+}
+
+#[tokio::test]
+async fn conforms_against_an_api_paged_by_cursor() {
+    testkit::run_all(&mut RestFixture::new(Api::Cursor)).await;
+}
+
+#[tokio::test]
+async fn conforms_against_an_api_paged_by_offset_in_modification_order() {
+    testkit::run_all(&mut RestFixture::new(Api::Offset)).await;
+}
+
+/// A WordPress fixture with `count` people, and a connector on it made from `config`.
+async fn wordpress(count: usize, change: impl FnOnce(&mut RestConfig)) -> (FixtureServer, RestConnector) {
+    let server = FixtureServer::start(Style::WordPress).await;
+    for record in TestRecord::many(count) {
+        server.insert(Api::WordPress.record(&record));
+    }
+    server.advance_secs(1);
+    let mut config = Api::WordPress.config(&server);
+    change(&mut config);
+    let connector = RestConnector::open(&config).expect("a valid configuration");
+    (server, connector)
+}
+
+fn request(paths: &[&str]) -> ReadRequest {
+    ReadRequest { paths: paths.iter().map(|path| (*path).to_string()).collect(), since: None }
+}
+
+async fn read_everything(
+    connector: &mut RestConnector,
+    request: &ReadRequest,
+) -> Vec<fieldsync_connector::ConnectorRecord> {
+    let mut records = Vec::new();
+    let mut token: Option<PageToken> = None;
+    loop {
+        let page = connector.read_page(request, token.as_ref()).await.expect("a page");
+        records.extend(page.records);
+        match page.next {
+            Some(next) => token = Some(next),
+            None => return records,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_array_element_is_written_by_sending_the_whole_array() {
+    let (server, mut connector) = wordpress(3, |_| {}).await;
+    let email = "/meta/contact_info[type=email]/value";
+    let write = Write::Update {
+        id: RecordId::new("2"),
+        fields: vec![FieldWrite {
+            path: email.into(),
+            value: json!("new@club.nl"),
+            expected: Some(json!("member2@example.org")),
+        }],
+    };
+    server.clear_requests();
+    let results = connector.apply(std::slice::from_ref(&write)).await.expect("sent");
+    assert!(results[0].is_ok(), "{results:?}");
+    let sent = server.requests().into_iter().find(|request| request.method == "POST").expect("an update");
+    assert_eq!(
+        sent.body,
+        Some(json!({"meta": {"contact_info": [
+            {"type": "phone", "value": "010-1234567"}, {"type": "email", "value": "new@club.nl"}
+        ]}})),
+        "the phone element is sent along, unchanged, and nothing else is"
+    );
+    assert_eq!(server.record(2).unwrap()["meta"]["contact_info"][0]["value"], json!("010-1234567"));
+    assert_eq!(server.record(2).unwrap()["meta"]["contact_info"][1]["value"], json!("new@club.nl"));
+}
+
+#[tokio::test]
+async fn a_write_that_changes_nothing_is_never_sent() {
+    let (server, mut connector) = wordpress(3, |_| {}).await;
+    let same = |path: &str, value: Value| FieldWrite {
+        path: path.into(),
+        value: value.clone(),
+        expected: Some(value),
+    };
+    // The engine never plans these, but a connector that sent them would bump the record's
+    // modified time, which comes back as a change.
+    let unchanged =
+        Write::Update { id: RecordId::new("1"), fields: vec![same("/meta/first_name", json!("Member 1"))] };
+    // An array field holding the value already: found so on the record before writing.
+    let held = Write::Update {
+        id: RecordId::new("2"),
+        fields: vec![FieldWrite {
+            path: "/meta/contact_info[type=email]/value".into(),
+            value: json!("member2@example.org"),
+            expected: None,
+        }],
+    };
+    let results = connector.apply(&[unchanged, held]).await.expect("applied");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(server.total_writes(), 0, "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_record_that_changed_after_it_was_read_is_not_overwritten() {
+    // WordPress has no ETags: an update that has to read the record first (an array) finds
+    // the change and refuses, instead of overwriting it.
+    let (server, mut connector) = wordpress(2, |_| {}).await;
+    server.update(1, json!({"contact_info": [{"type": "email", "value": "typed.by.hand@club.nl"}]}));
+    let write = Write::Update {
+        id: RecordId::new("1"),
+        fields: vec![FieldWrite {
+            path: "/meta/contact_info[type=email]/value".into(),
+            value: json!("from.the.engine@club.nl"),
+            expected: Some(json!("member1@example.org")),
+        }],
+    };
+    let results = connector.apply(&[write]).await.expect("applied");
+    assert!(matches!(results[0], Err(ConnectorError::TargetMoved { .. })), "{results:?}");
+    assert_eq!(server.total_writes(), 0);
+
+    // With ETags (Django REST Framework here), the API itself refuses a stale write.
+    let drf = FixtureServer::start(Style::Drf).await;
+    let id = drf.insert(json!({"key": "m1", "name": "Ann", "email": "ann@club.nl"}));
+    let mut connector = RestConnector::open(&Api::Drf.config(&drf)).unwrap();
+    drf.change_after_read(id, json!({"name": "Annie"}));
+    let write = Write::Update {
+        id: RecordId::new(id.to_string()),
+        fields: vec![FieldWrite { path: "/name".into(), value: json!("Anna"), expected: Some(json!("Ann")) }],
+    };
+    let results = connector.apply(&[write]).await.expect("applied");
+    assert!(matches!(results[0], Err(ConnectorError::TargetMoved { .. })), "{results:?}");
+    assert_eq!(drf.record(id).unwrap()["name"], json!("Annie"), "the person's edit stands");
+    let refused = drf.requests().into_iter().find(|request| request.method == "PATCH").expect("a patch");
+    assert!(refused.if_match.is_some() && refused.status == Some(412), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_rejected_value_carries_the_apis_message_and_the_others_go_on() {
+    let (server, mut connector) = wordpress(3, |_| {}).await;
+    server.reject_invalid_email(true);
+    let email = |id: &str, value: &str| Write::Update {
+        id: RecordId::new(id),
+        fields: vec![FieldWrite {
+            path: "/meta/contact_info[type=email]/value".into(),
+            value: json!(value),
+            expected: None,
+        }],
+    };
+    let results = connector
+        .apply(&[email("1", "fine@club.nl"), email("2", "not-an-email"), email("3", "also.fine@club.nl")])
+        .await
+        .expect("applied");
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    match &results[1] {
+        Err(error @ ConnectorError::Rejected { message }) => {
+            assert!(!error.is_retryable());
+            assert!(message.contains("400") && message.contains("rest_invalid_param"), "{message}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(server.record(3).unwrap()["meta"]["contact_info"][1]["value"], json!("also.fine@club.nl"));
+}
+
+#[tokio::test]
+async fn failures_that_pass_are_retried_and_retry_after_is_obeyed() {
+    let (server, mut connector) = wordpress(90, |_| {}).await;
+    let paths = ["/meta/knvb_id", "/meta/first_name"];
+    server.fail_every(5, 500);
+    assert_eq!(
+        read_everything(&mut connector, &request(&paths)).await.len(),
+        90,
+        "every fifth request a 500"
+    );
+    server.clear_faults();
+    server.drop_next(2);
+    assert_eq!(read_everything(&mut connector, &request(&paths)).await.len(), 90, "dropped connections");
+    server.clear_requests();
+    server.too_many(2, 1);
+    assert_eq!(read_everything(&mut connector, &request(&paths)).await.len(), 90, "429 with Retry-After");
+    let log = server.requests();
+    assert_eq!(log.iter().filter(|request| request.status == Some(429)).count(), 2);
+    // Each retry waited at least the second the server asked for.
+    assert!(log[1].at.duration_since(log[0].at) >= Duration::from_secs(1));
+    assert!(log[2].at.duration_since(log[1].at) >= Duration::from_secs(1));
+
+    // When the failures outlast the retries, the error says so and may be retried later.
+    server.fail_every(1, 503);
+    let error = connector.read_page(&request(&paths), None).await.unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+    assert!(error.to_string().contains("503"), "{error}");
+}
+
+#[tokio::test]
+async fn a_malformed_answer_says_where_it_broke() {
+    let (server, mut connector) = wordpress(5, |config| config.retries = Some(0)).await;
+    server.malformed_next(1);
+    let error = connector.read_page(&request(&["/meta/knvb_id"]), None).await.unwrap_err();
+    assert!(matches!(error, ConnectorError::Malformed { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("line 1, column") && message.contains("/wp-json/wp/v2/people"), "{message}");
+    assert_eq!(read_everything(&mut connector, &request(&["/meta/knvb_id"])).await.len(), 5, "it passes");
+}
+
+#[tokio::test]
+async fn every_kind_of_auth_is_sent_and_secrets_stay_out_of_errors() {
+    let cases = [
+        (
+            fixture::Auth::Basic { user: "admin".into(), password: "app pass word".into() },
+            Auth::Basic { user: "admin".into(), password: Secret::new("app pass word") },
+        ),
+        (fixture::Auth::Bearer("t0ken".into()), Auth::Bearer(Secret::new("t0ken"))),
+        (
+            fixture::Auth::Header { name: "Authorization".into(), value: "Token abc123".into() },
+            Auth::Header { name: "Authorization".into(), value: Secret::new("Token abc123") },
+        ),
+        (
+            fixture::Auth::Query { name: "api_key".into(), value: "k3y".into() },
+            Auth::Query { name: "api_key".into(), value: Secret::new("k3y") },
+        ),
+    ];
+    for (required, given) in cases {
+        let (server, mut connector) = wordpress(3, |config| config.auth = Some(given.clone())).await;
+        server.require_auth(required);
+        assert_eq!(read_everything(&mut connector, &request(&["/meta/knvb_id"])).await.len(), 3, "{given:?}");
+        let wrong = match &given {
+            Auth::Basic { user, .. } => {
+                Auth::Basic { user: user.clone(), password: Secret::new("wrong-secret") }
+            }
+            Auth::Bearer(_) => Auth::Bearer(Secret::new("wrong-secret")),
+            Auth::Header { name, .. } => {
+                Auth::Header { name: name.clone(), value: Secret::new("wrong-secret") }
+            }
+            Auth::Query { name, .. } => {
+                Auth::Query { name: name.clone(), value: Secret::new("wrong-secret") }
+            }
+        };
+        let mut config = Api::WordPress.config(&server);
+        config.auth = Some(wrong);
+        let mut refused = RestConnector::open(&config).unwrap();
+        let error = refused.read_page(&request(&["/meta/knvb_id"]), None).await.unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(error, ConnectorError::Misconfigured { .. }) && message.contains("401"),
+            "{message}"
+        );
+        assert!(!message.contains("wrong-secret"), "a secret in an error: {message}");
+    }
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_never_exceeded() {
+    let (server, mut connector) = wordpress(30, |config| {
+        config.rate = Some("8/s".into());
+        config.page_size = Some(2);
+    })
+    .await;
+    server.clear_requests();
+    assert_eq!(read_everything(&mut connector, &request(&["/meta/knvb_id"])).await.len(), 30);
+    let ids: Vec<RecordId> = (1..=30).map(|id| RecordId::new(id.to_string())).collect();
+    let found = connector.lookup(&["/meta/knvb_id".to_string()], &Lookup::Ids(ids)).await.unwrap();
+    assert_eq!(found.len(), 30);
+    let sent = server.requests().len();
+    assert!(sent >= 45, "enough requests to test the limit: {sent}");
+    let most = server.max_requests_in_window(Duration::from_secs(1));
+    assert!(most <= 8, "{most} requests arrived within one second");
+}
+
+#[tokio::test]
+async fn a_listing_in_modification_order_misses_nothing_while_records_change_under_it() {
+    // An offset listing ordered by modification time: a record changed while it is paged
+    // moves to the end, and every record after it moves up one place.
+    let server = FixtureServer::start(Style::Offset).await;
+    for number in 1..=100 {
+        server.insert(json!({"key": format!("m{number:03}"), "name": "x", "email": "x@club.nl"}));
+        server.advance_secs(1);
+    }
+    let paths = ["/key"];
+    for order in [Order::Any, Order::Modified] {
+        let mut config = Api::Offset.config(&server);
+        config.order = Some(order);
+        config.page_size = Some(10);
+        let mut connector = RestConnector::open(&config).unwrap();
+        let request = ReadRequest {
+            paths: paths.iter().map(|path| (*path).to_string()).collect(),
+            since: Some(jiff::Timestamp::from_second(1_767_261_600).unwrap()),
+        };
+        let mut keys = std::collections::BTreeSet::new();
+        let mut token = None;
+        let mut pages = 0;
+        loop {
+            let page = connector.read_page(&request, token.as_ref()).await.unwrap();
+            keys.extend(page.records.iter().map(|record| record.values[0].as_str().unwrap().to_string()));
+            pages += 1;
+            if pages == 3 {
+                // A person edits a record the listing already passed.
+                server.advance_secs(1);
+                server.update(5, json!({"name": "edited"}));
+            }
+            match page.next {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        match order {
+            Order::Any => assert_eq!(keys.len(), 99, "paging by offset skips the record that moved up"),
+            Order::Modified => assert_eq!(keys.len(), 100, "resuming after the last change seen skips none"),
+        }
+    }
+}
