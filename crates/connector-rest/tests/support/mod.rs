@@ -1,3 +1,4 @@
 //! Test support shared by this crate's integration tests.
 
 pub mod fixture;
+pub mod wordpress;
