@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fieldsync_connector_csv::CsvConfig;
+use fieldsync_connector_rest::RestConfig;
 use fieldsync_connector_sqlite::SqliteConfig;
 use fieldsync_engine::{LinkSpec, SidePair};
 
@@ -26,7 +27,7 @@ pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(60);
 pub const DEFAULT_STATE_FILE: &str = "fieldsync.db";
 
 /// The connector kinds this build can run, in the order errors list them.
-pub const CONNECTOR_KINDS: [&str; 2] = ["sqlite", "csv"];
+pub const CONNECTOR_KINDS: [&str; 3] = ["sqlite", "csv", "rest"];
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
@@ -76,6 +77,8 @@ pub enum ConnectorKind {
     Sqlite(SqliteConfig),
     /// `kind = "csv"`.
     Csv(CsvConfig),
+    /// `kind = "rest"`.
+    Rest(Box<RestConfig>),
 }
 
 impl ConnectorKind {
@@ -84,6 +87,7 @@ impl ConnectorKind {
         match self {
             ConnectorKind::Sqlite(_) => "sqlite",
             ConnectorKind::Csv(_) => "csv",
+            ConnectorKind::Rest(_) => "rest",
         }
     }
 
@@ -92,14 +96,16 @@ impl ConnectorKind {
         match self {
             ConnectorKind::Sqlite(config) => config.date_formats(),
             ConnectorKind::Csv(config) => config.date_formats(),
+            ConnectorKind::Rest(config) => config.date_formats(),
         }
     }
 
-    /// The file the connector reads, as configured.
-    pub fn file(&self) -> &Path {
+    /// The file the connector reads, as configured; none for an API.
+    pub fn file(&self) -> Option<&Path> {
         match self {
-            ConnectorKind::Sqlite(config) => &config.path,
-            ConnectorKind::Csv(config) => &config.path,
+            ConnectorKind::Sqlite(config) => Some(&config.path),
+            ConnectorKind::Csv(config) => Some(&config.path),
+            ConnectorKind::Rest(_) => None,
         }
     }
 
@@ -111,6 +117,7 @@ impl ConnectorKind {
     pub fn validate_path(&self, path: &str) -> Result<(), String> {
         match self {
             ConnectorKind::Sqlite(_) => SqliteConfig::validate_path(path),
+            ConnectorKind::Rest(_) => RestConfig::validate_path(path),
             ConnectorKind::Csv(_) => {
                 if path.trim().is_empty() {
                     Err("a csv path is a header name and cannot be empty".to_string())
@@ -130,6 +137,7 @@ impl ConnectorKind {
         match self {
             ConnectorKind::Sqlite(config) => config.validate(),
             ConnectorKind::Csv(config) => config.validate(),
+            ConnectorKind::Rest(config) => config.settings().map(|_| ()),
         }
     }
 }

@@ -9,6 +9,7 @@ use fieldsync_connector::{
     Probe, ReadRequest, Write, WriteOutcome,
 };
 use fieldsync_connector_csv::CsvConnector;
+use fieldsync_connector_rest::RestConnector;
 use fieldsync_connector_sqlite::SqliteConnector;
 
 use crate::config::{ConnectorConfig, ConnectorKind};
@@ -23,6 +24,8 @@ pub enum AnyConnector {
     Sqlite(SqliteConnector),
     /// A CSV file.
     Csv(CsvConnector),
+    /// A JSON API.
+    Rest(RestConnector),
     /// Records in memory, for tests and the demo.
     Memory(MemoryConnector),
 }
@@ -39,6 +42,12 @@ impl From<CsvConnector> for AnyConnector {
     }
 }
 
+impl From<RestConnector> for AnyConnector {
+    fn from(connector: RestConnector) -> Self {
+        AnyConnector::Rest(connector)
+    }
+}
+
 impl From<MemoryConnector> for AnyConnector {
     fn from(connector: MemoryConnector) -> Self {
         AnyConnector::Memory(connector)
@@ -50,6 +59,7 @@ impl Connector for AnyConnector {
         match self {
             AnyConnector::Sqlite(connector) => connector.capabilities(),
             AnyConnector::Csv(connector) => connector.capabilities(),
+            AnyConnector::Rest(connector) => connector.capabilities(),
             AnyConnector::Memory(connector) => connector.capabilities(),
         }
     }
@@ -58,6 +68,7 @@ impl Connector for AnyConnector {
         match self {
             AnyConnector::Sqlite(connector) => connector.check(paths).await,
             AnyConnector::Csv(connector) => connector.check(paths).await,
+            AnyConnector::Rest(connector) => connector.check(paths).await,
             AnyConnector::Memory(connector) => connector.check(paths).await,
         }
     }
@@ -70,6 +81,7 @@ impl Connector for AnyConnector {
         match self {
             AnyConnector::Sqlite(connector) => connector.read_page(request, token).await,
             AnyConnector::Csv(connector) => connector.read_page(request, token).await,
+            AnyConnector::Rest(connector) => connector.read_page(request, token).await,
             AnyConnector::Memory(connector) => connector.read_page(request, token).await,
         }
     }
@@ -82,6 +94,7 @@ impl Connector for AnyConnector {
         match self {
             AnyConnector::Sqlite(connector) => connector.lookup(paths, lookup).await,
             AnyConnector::Csv(connector) => connector.lookup(paths, lookup).await,
+            AnyConnector::Rest(connector) => connector.lookup(paths, lookup).await,
             AnyConnector::Memory(connector) => connector.lookup(paths, lookup).await,
         }
     }
@@ -93,6 +106,7 @@ impl Connector for AnyConnector {
         match self {
             AnyConnector::Sqlite(connector) => connector.apply(writes).await,
             AnyConnector::Csv(connector) => connector.apply(writes).await,
+            AnyConnector::Rest(connector) => connector.apply(writes).await,
             AnyConnector::Memory(connector) => connector.apply(writes).await,
         }
     }
@@ -116,5 +130,6 @@ pub fn open_connector(config: &ConnectorConfig, base_dir: &Path) -> Result<AnyCo
             csv.path = base_dir.join(&csv.path);
             CsvConnector::open(csv).map(AnyConnector::Csv)
         }
+        ConnectorKind::Rest(rest) => RestConnector::open(rest).map(AnyConnector::Rest),
     }
 }

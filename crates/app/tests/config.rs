@@ -89,7 +89,7 @@ fn the_product_example_parses_into_a_link_spec() {
     assert_eq!(config.state, StatePath::Sqlite(PathBuf::from("conf/fieldsync.db")));
     assert_eq!(config.base_dir(), Path::new("conf"));
     let rondo = &config.connectors["rondo"];
-    assert_eq!(rondo.kind.file(), Path::new("/srv/rondo/rondo.db"));
+    assert_eq!(rondo.kind.file(), Some(Path::new("/srv/rondo/rondo.db")));
     assert_eq!(rondo.overlap, std::time::Duration::from_secs(120));
     assert_eq!(config.connectors["sportlink"].overlap, std::time::Duration::from_secs(60));
     let link = &config.links["members"];
@@ -296,18 +296,18 @@ fn many_problems_are_reported_together_in_file_order() {
         .replacen("region = \"NL\"", "region = \"XX\"", 1)
         .replacen("direction = \"right_to_left\"", "direction = \"sideways\"", 1)
         .replacen("right = \"contact_email\"", "right = \"contact-email\"", 1)
-        .replacen("kind = \"sqlite\"\npath = \"${RONDO_DIR}", "kind = \"rest\"\npath = \"${RONDO_DIR}", 1);
+        .replacen("kind = \"sqlite\"\npath = \"${RONDO_DIR}", "kind = \"browser\"\npath = \"${RONDO_DIR}", 1);
     check_error(
         &text,
         expect![[r#"
-        conf/fieldsync.toml:11:8: connector kind rest is not available yet
-        conf/fieldsync.toml:24:11: unknown creates policy "leftwards"; expected one of both, left_to_right, right_to_left, none
-        conf/fieldsync.toml:26:24: max_delete is a share such as "10%" (0% to 100%) or a number of records such as 25, not "110%"
-        conf/fieldsync.toml:27:19: full_scan_every: "daily" is not a duration; write it like "500ms", "5s", "1m", "24h" or "1h30m"
-        conf/fieldsync.toml:28:12: schedule "*/15 * * *" is not a cron expression of five fields (minute hour day-of-month month day-of-week)
-        conf/fieldsync.toml:39:10: unknown phone region "XX"; use a two-letter country code such as "NL"
-        conf/fieldsync.toml:48:13: unknown direction "sideways"; expected one of both, left_to_right, right_to_left
-    "#]],
+            conf/fieldsync.toml:11:8: connector kind browser is not available yet
+            conf/fieldsync.toml:24:11: unknown creates policy "leftwards"; expected one of both, left_to_right, right_to_left, none
+            conf/fieldsync.toml:26:24: max_delete is a share such as "10%" (0% to 100%) or a number of records such as 25, not "110%"
+            conf/fieldsync.toml:27:19: full_scan_every: "daily" is not a duration; write it like "500ms", "5s", "1m", "24h" or "1h30m"
+            conf/fieldsync.toml:28:12: schedule "*/15 * * *" is not a cron expression of five fields (minute hour day-of-month month day-of-week)
+            conf/fieldsync.toml:39:10: unknown phone region "XX"; use a two-letter country code such as "NL"
+            conf/fieldsync.toml:48:13: unknown direction "sideways"; expected one of both, left_to_right, right_to_left
+        "#]],
     );
 }
 
@@ -316,7 +316,7 @@ fn connector_kinds_and_settings_are_checked() {
     check_error(
         &example_with("kind = \"sqlite\"                           #", "kind = \"mysql\" #"),
         expect![[r#"
-            conf/fieldsync.toml:4:8: unknown connector kind "mysql"; expected one of sqlite, csv (postgres, rest, browser are not available yet)
+            conf/fieldsync.toml:4:8: unknown connector kind "mysql"; expected one of sqlite, csv, rest (postgres, browser are not available yet)
         "#]],
     );
     check_error(
@@ -350,8 +350,8 @@ fn connectors_and_links_are_checked() {
     check_error(
         &example_with("kind = \"sqlite\"                           #", "#"),
         expect![[r#"
-        conf/fieldsync.toml:3:13: connector sportlink has no `kind`; expected one of sqlite, csv
-    "#]],
+            conf/fieldsync.toml:3:13: connector sportlink has no `kind`; expected one of sqlite, csv, rest
+        "#]],
     );
     check_error(
         &example_with("[connectors.rondo]", "[connectors.\"ron do\"]")
@@ -549,7 +549,7 @@ fn relative_paths_are_resolved_against_the_configuration_directory() {
     let config = parse_with_env(EXAMPLE, Path::new("/etc/fieldsync/fieldsync.toml"), &env).expect("valid");
     assert_eq!(config.state, StatePath::Sqlite(PathBuf::from("/etc/fieldsync/fieldsync.db")));
     let sportlink = &config.connectors["sportlink"];
-    assert_eq!(sportlink.kind.file(), Path::new("sportlink.db"), "kept as written");
+    assert_eq!(sportlink.kind.file(), Some(Path::new("sportlink.db")), "kept as written");
     match open_connector(sportlink, config.base_dir()).expect("opens") {
         AnyConnector::Sqlite(connector) => {
             assert_eq!(connector.config().path, Path::new("/etc/fieldsync/sportlink.db"));
@@ -598,4 +598,43 @@ async fn a_csv_connector_opens_from_the_configuration() {
     let mut connector = open_connector(&config.connectors["export"], config.base_dir()).expect("opens");
     let probe = connector.check(&["number".to_string(), "email".to_string()]).await.expect("reads the file");
     assert_eq!((probe.kind, probe.records), ("csv", Some(1)));
+}
+
+#[test]
+fn a_rest_connector_takes_its_preset_and_its_secrets_from_the_environment() {
+    let text = example_with(
+        "[connectors.rondo]\nkind = \"sqlite\"\npath = \"${RONDO_DIR}/rondo.db\"\ntable = \"people\"\nkey = \"id\"\n",
+        "[connectors.rondo]\nkind = \"rest\"\npreset = \"wordpress\"\n\
+         base_url = \"http://127.0.0.1:8080/wp-json/wp/v2/people\"\n\
+         auth = { basic = { user = \"${RONDO_USER}\", password = \"${RONDO_PASSWORD}\" } }\n\
+         headers = { \"X-Club\" = \"${RONDO_DIR}\" }\nrate = \"10/s\"\npace = \"1s..2s\"\n",
+    );
+    let env = |name: &str| match name {
+        "RONDO_USER" => Some("admin".to_string()),
+        "RONDO_PASSWORD" => Some("abcd efgh ijkl".to_string()),
+        "RONDO_DIR" => Some("club-7".to_string()),
+        _ => None,
+    };
+    let config = parse_with_env(&text, Path::new("conf/fieldsync.toml"), &env).expect("valid");
+    let ConnectorKind::Rest(rest) = &config.connectors["rondo"].kind else { panic!("a rest connector") };
+    let auth = format!("{:?}", rest.auth);
+    assert!(auth.contains("admin") && !auth.contains("abcd"), "the password is not shown: {auth}");
+    assert_eq!(rest.headers["X-Club"].expose(), "club-7");
+    assert_eq!(rest.rate.as_deref(), Some("10/s"));
+    assert!(!format!("{config:?}").contains("abcd efgh"), "no secret in the configuration's debug output");
+    assert!(matches!(
+        open_connector(&config.connectors["rondo"], config.base_dir()),
+        Ok(AnyConnector::Rest(_))
+    ));
+
+    let missing = parse_with_env(&text, Path::new("conf/fieldsync.toml"), &|name| {
+        (name != "RONDO_PASSWORD").then(|| "x".to_string())
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(missing.contains("RONDO_PASSWORD") && missing.contains("connectors.rondo.auth"), "{missing}");
+
+    let bad = text.replace("rate = \"10/s\"", "rate = \"lots\"");
+    let error = parse_with_env(&bad, Path::new("conf/fieldsync.toml"), &env).unwrap_err().to_string();
+    assert!(error.contains("connector rondo: `rate`"), "{error}");
 }

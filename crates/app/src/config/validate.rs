@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use fieldsync_connector_csv::CsvConfig;
+use fieldsync_connector_rest::RestConfig;
 use fieldsync_connector_sqlite::SqliteConfig;
 use fieldsync_engine::{
     ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit, LinkSpec,
@@ -30,7 +31,7 @@ use super::{
 };
 
 /// Kinds the product names that this build cannot run yet.
-const LATER_KINDS: [&str; 3] = ["postgres", "rest", "browser"];
+const LATER_KINDS: [&str; 2] = ["postgres", "browser"];
 
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 const DEFAULT_FULL_SCAN_EVERY: Duration = Duration::from_secs(24 * 3600);
@@ -136,6 +137,23 @@ impl Validator<'_> {
         }
     }
 
+    /// A setting with `${NAME}` expanded in every string in it, however deep.
+    fn expand_all<'a>(&mut self, value: &Spanned<DeValue<'a>>, used_in: &str) -> Spanned<DeValue<'a>> {
+        let expanded = match value.get_ref() {
+            DeValue::String(text) if text.contains("${") => {
+                DeValue::String(Cow::Owned(self.expand(text, value.span(), used_in).unwrap_or_default()))
+            }
+            DeValue::Table(table) => DeValue::Table(
+                table.iter().map(|(key, member)| (key.clone(), self.expand_all(member, used_in))).collect(),
+            ),
+            DeValue::Array(items) => {
+                DeValue::Array(items.iter().map(|item| self.expand_all(item, used_in)).collect())
+            }
+            other => other.clone(),
+        };
+        Spanned::new(value.span(), expanded)
+    }
+
     fn expand(&mut self, value: &str, span: Range<usize>, used_in: &str) -> Option<String> {
         match expand(value, self.env) {
             Ok(expanded) => Some(expanded),
@@ -204,19 +222,12 @@ impl Validator<'_> {
             match key.get_ref().as_ref() {
                 "kind" => kind = Some(value),
                 "overlap" => overlap = Some(value),
-                "path" => {
-                    let value = match value.get_ref() {
-                        DeValue::String(path) => {
-                            let used_in = format!("connectors.{connector}.path");
-                            let expanded = self.expand(path, value.span(), &used_in).unwrap_or_default();
-                            Spanned::new(value.span(), DeValue::String(Cow::Owned(expanded)))
-                        }
-                        _ => value.clone(),
-                    };
+                setting => {
+                    // `${NAME}` anywhere in a setting comes from the environment: a path, a
+                    // URL, a password or token.
+                    let used_in = format!("connectors.{connector}.{setting}");
+                    let value = self.expand_all(value, &used_in);
                     settings.insert(key.clone(), value);
-                }
-                _ => {
-                    settings.insert(key.clone(), value.clone());
                 }
             }
         }
@@ -257,6 +268,7 @@ impl Validator<'_> {
         let deserialized = match kind_name {
             "sqlite" => SqliteConfig::deserialize(settings).map(ConnectorKind::Sqlite),
             "csv" => CsvConfig::deserialize(settings).map(ConnectorKind::Csv),
+            "rest" => RestConfig::deserialize(settings).map(|rest| ConnectorKind::Rest(Box::new(rest))),
             later if LATER_KINDS.contains(&later) => {
                 self.problem(kind.span(), format!("connector kind {later} is not available yet"));
                 return None;
