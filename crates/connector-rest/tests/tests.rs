@@ -512,3 +512,87 @@ async fn a_listing_in_modification_order_misses_nothing_while_records_change_und
         }
     }
 }
+
+#[tokio::test]
+async fn records_sharing_one_second_are_each_listed_once() {
+    // A bulk import: more records in one second than a page holds, with the listing resuming
+    // after the last change seen.
+    let server = FixtureServer::start(Style::Offset).await;
+    for number in 1..=55 {
+        server.insert(json!({"key": format!("m{number:03}"), "name": "x", "email": "x@club.nl"}));
+    }
+    server.advance_secs(1);
+    server.insert(json!({"key": "m056", "name": "x", "email": "x@club.nl"}));
+    let mut config = Api::Offset.config(&server);
+    config.page_size = Some(10);
+    let mut connector = RestConnector::open(&config).unwrap();
+    let mut request = request(&["/key"]);
+    request.since = Some(jiff::Timestamp::from_second(1_767_261_600).unwrap());
+    let keys: Vec<String> = read_everything(&mut connector, &request)
+        .await
+        .iter()
+        .map(|record| record.values[0].as_str().unwrap().to_string())
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(unique.len(), 56, "every record");
+    assert_eq!(keys.len(), 56, "none twice: {keys:?}");
+}
+
+#[tokio::test]
+async fn a_soft_delete_sets_its_field_and_such_records_are_listed_as_deleted() {
+    let (server, mut connector) = wordpress(3, |config| {
+        config.delete =
+            Some(fieldsync_connector_rest::Delete::Soft { path: "/status".into(), value: json!("draft") });
+    })
+    .await;
+    let results = connector.apply(&[Write::Delete { id: RecordId::new("2") }]).await.unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+    assert_eq!(server.record(2).unwrap()["status"], json!("draft"), "kept, marked");
+    let read = read_everything(&mut connector, &request(&["/meta/knvb_id"])).await;
+    let deleted: Vec<&str> =
+        read.iter().filter(|record| record.deleted).map(|record| record.id.as_str()).collect();
+    assert_eq!(deleted, ["2"]);
+}
+
+#[tokio::test]
+async fn a_slow_answer_times_out_and_is_retried_later() {
+    let (server, mut connector) = wordpress(2, |config| {
+        config.timeout = Some("200ms".into());
+        config.retries = Some(0);
+    })
+    .await;
+    server.slow(Duration::from_millis(600));
+    let error = connector.read_page(&request(&["/meta/knvb_id"]), None).await.unwrap_err();
+    assert!(error.is_retryable() && error.to_string().contains("timed out"), "{error}");
+    server.slow(Duration::ZERO);
+    assert_eq!(read_everything(&mut connector, &request(&["/meta/knvb_id"])).await.len(), 2);
+}
+
+#[tokio::test]
+async fn writes_are_paced_one_at_a_time() {
+    let (server, mut connector) = wordpress(6, |config| {
+        config.pace = Some("100ms..150ms".into());
+        config.concurrency = Some(1);
+    })
+    .await;
+    let writes: Vec<Write> = (1..=6)
+        .map(|id| Write::Update {
+            id: RecordId::new(id.to_string()),
+            fields: vec![FieldWrite {
+                path: "/meta/first_name".into(),
+                value: json!(format!("Paced {id}")),
+                expected: None,
+            }],
+        })
+        .collect();
+    server.clear_requests();
+    let results = connector.apply(&writes).await.unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let log = server.requests();
+    assert_eq!(log.len(), 6);
+    // With one request at a time, each write waits its pause after the one before it.
+    for pair in log.windows(2) {
+        assert!(pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(100), "{pair:?}");
+    }
+    assert_eq!(server.record(6).unwrap()["meta"]["first_name"], json!("Paced 6"));
+}
