@@ -299,3 +299,21 @@ async fn a_value_the_site_rejects_is_one_dead_entry_with_its_message_and_the_oth
     assert_eq!(world.people().len(), 11);
     assert!(!world.people().contains_key("K0005"));
 }
+
+#[tokio::test]
+async fn two_edits_of_one_person_in_the_same_second_both_reach_the_club() {
+    let mut world = World::new(5, |_| {}).await;
+    world.run().await;
+    world.site.advance_secs(30);
+    let id = world.site_id("K0002");
+    world.site.update(id, json!({"first_name": "Once"}));
+    let seen = world.run().await;
+    assert_eq!(seen.stats.writes_done, 1);
+    assert_eq!(world.club.value("K0002", "first_name"), json!("Once"));
+    // The same second as the edit the last run read: the cursor sits on it, and the
+    // overlap reads it again.
+    world.site.update(id, json!({"first_name": "Twice"}));
+    let again = world.run().await;
+    assert_eq!(again.stats.writes_done, 1, "{:?}", again.stats);
+    assert_eq!(world.club.value("K0002", "first_name"), json!("Twice"));
+}
