@@ -2,37 +2,13 @@
 //! and the settings the connector runs on (`Settings`), checked once.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use fieldsync_connector::{Secret, duration};
 use serde::Deserialize;
 
 use crate::path::FieldPath;
-
-/// A value that must never be shown: a password, a token. Its `Debug` says only that it is
-/// there, so a configuration printed for debugging shows none.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the request that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter.write_str("Secret(***)")
-    }
-}
 
 /// A preset: the conventions of a family of APIs, filled in where the configuration is
 /// silent.
@@ -342,15 +318,6 @@ impl FromStr for Rate {
         }
         Ok(Rate { count, per })
     }
-}
-
-/// Reads a duration such as `"30s"`, `"1.5s"`, `"500ms"` or `"2m"`.
-fn duration(text: &str, setting: &str) -> Result<Duration, String> {
-    let parsed: Result<jiff::SignedDuration, _> = text.trim().parse();
-    parsed
-        .ok()
-        .and_then(|duration| Duration::try_from(duration).ok())
-        .ok_or_else(|| format!("`{setting}`: {text:?} is not a duration such as \"30s\" or \"500ms\""))
 }
 
 /// The settings the connector runs on: the configuration with its preset applied, checked.

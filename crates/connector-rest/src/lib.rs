@@ -9,8 +9,9 @@ mod http;
 mod path;
 
 pub use config::{
-    Auth, Create, Delete, Method, Modified, Order, Paging, Preset, Rate, RestConfig, Secret, Settings, Since,
+    Auth, Create, Delete, Method, Modified, Order, Paging, Preset, Rate, RestConfig, Settings, Since,
     TimeFormat, Verify,
 };
 pub use connector::RestConnector;
+pub use fieldsync_connector::Secret;
 pub use path::FieldPath;

@@ -7,6 +7,7 @@
 
 mod error;
 mod memory;
+mod settings;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
@@ -18,6 +19,7 @@ use serde::Serialize;
 
 pub use error::ConnectorError;
 pub use memory::{AppliedWrite, FaultEdit, MemoryConnector, MemoryFault, MemoryRecord, MemorySystem};
+pub use settings::{Secret, duration};
 
 /// What a connector can do; the engine plans around it rather than around its name.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
