@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fieldsync_connector_browser::BrowserConfig;
 use fieldsync_connector_csv::CsvConfig;
 use fieldsync_connector_rest::RestConfig;
 use fieldsync_connector_sqlite::SqliteConfig;
@@ -27,7 +28,7 @@ pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(60);
 pub const DEFAULT_STATE_FILE: &str = "fieldsync.db";
 
 /// The connector kinds this build can run, in the order errors list them.
-pub const CONNECTOR_KINDS: [&str; 3] = ["sqlite", "csv", "rest"];
+pub const CONNECTOR_KINDS: [&str; 4] = ["sqlite", "csv", "rest", "browser"];
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
@@ -79,6 +80,8 @@ pub enum ConnectorKind {
     Csv(CsvConfig),
     /// `kind = "rest"`.
     Rest(Box<RestConfig>),
+    /// `kind = "browser"`.
+    Browser(Box<BrowserConfig>),
 }
 
 impl ConnectorKind {
@@ -88,6 +91,7 @@ impl ConnectorKind {
             ConnectorKind::Sqlite(_) => "sqlite",
             ConnectorKind::Csv(_) => "csv",
             ConnectorKind::Rest(_) => "rest",
+            ConnectorKind::Browser(_) => "browser",
         }
     }
 
@@ -97,6 +101,7 @@ impl ConnectorKind {
             ConnectorKind::Sqlite(config) => config.date_formats(),
             ConnectorKind::Csv(config) => config.date_formats(),
             ConnectorKind::Rest(config) => config.date_formats(),
+            ConnectorKind::Browser(config) => config.date_formats(),
         }
     }
 
@@ -105,7 +110,7 @@ impl ConnectorKind {
         match self {
             ConnectorKind::Sqlite(config) => Some(&config.path),
             ConnectorKind::Csv(config) => Some(&config.path),
-            ConnectorKind::Rest(_) => None,
+            ConnectorKind::Rest(_) | ConnectorKind::Browser(_) => None,
         }
     }
 
@@ -118,6 +123,7 @@ impl ConnectorKind {
         match self {
             ConnectorKind::Sqlite(_) => SqliteConfig::validate_path(path),
             ConnectorKind::Rest(_) => RestConfig::validate_path(path),
+            ConnectorKind::Browser(config) => config.validate_path(path),
             ConnectorKind::Csv(_) => {
                 if path.trim().is_empty() {
                     Err("a csv path is a header name and cannot be empty".to_string())
@@ -138,6 +144,7 @@ impl ConnectorKind {
             ConnectorKind::Sqlite(config) => config.validate(),
             ConnectorKind::Csv(config) => config.validate(),
             ConnectorKind::Rest(config) => config.settings().map(|_| ()),
+            ConnectorKind::Browser(config) => config.validate(),
         }
     }
 }

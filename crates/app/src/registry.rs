@@ -8,6 +8,7 @@ use fieldsync_connector::{
     Capabilities, Connector, ConnectorError, ConnectorRecord, Lookup, MemoryConnector, Page, PageToken,
     Probe, ReadRequest, Write, WriteOutcome,
 };
+use fieldsync_connector_browser::BrowserConnector;
 use fieldsync_connector_csv::CsvConnector;
 use fieldsync_connector_rest::RestConnector;
 use fieldsync_connector_sqlite::SqliteConnector;
@@ -26,6 +27,8 @@ pub enum AnyConnector {
     Csv(CsvConnector),
     /// A JSON API.
     Rest(RestConnector),
+    /// A web admin, through headless Chromium.
+    Browser(BrowserConnector),
     /// Records in memory, for tests and the demo.
     Memory(MemoryConnector),
 }
@@ -60,6 +63,7 @@ impl Connector for AnyConnector {
             AnyConnector::Sqlite(connector) => connector.capabilities(),
             AnyConnector::Csv(connector) => connector.capabilities(),
             AnyConnector::Rest(connector) => connector.capabilities(),
+            AnyConnector::Browser(connector) => connector.capabilities(),
             AnyConnector::Memory(connector) => connector.capabilities(),
         }
     }
@@ -69,6 +73,7 @@ impl Connector for AnyConnector {
             AnyConnector::Sqlite(connector) => connector.check(paths).await,
             AnyConnector::Csv(connector) => connector.check(paths).await,
             AnyConnector::Rest(connector) => connector.check(paths).await,
+            AnyConnector::Browser(connector) => connector.check(paths).await,
             AnyConnector::Memory(connector) => connector.check(paths).await,
         }
     }
@@ -82,6 +87,7 @@ impl Connector for AnyConnector {
             AnyConnector::Sqlite(connector) => connector.read_page(request, token).await,
             AnyConnector::Csv(connector) => connector.read_page(request, token).await,
             AnyConnector::Rest(connector) => connector.read_page(request, token).await,
+            AnyConnector::Browser(connector) => connector.read_page(request, token).await,
             AnyConnector::Memory(connector) => connector.read_page(request, token).await,
         }
     }
@@ -95,6 +101,7 @@ impl Connector for AnyConnector {
             AnyConnector::Sqlite(connector) => connector.lookup(paths, lookup).await,
             AnyConnector::Csv(connector) => connector.lookup(paths, lookup).await,
             AnyConnector::Rest(connector) => connector.lookup(paths, lookup).await,
+            AnyConnector::Browser(connector) => connector.lookup(paths, lookup).await,
             AnyConnector::Memory(connector) => connector.lookup(paths, lookup).await,
         }
     }
@@ -107,6 +114,7 @@ impl Connector for AnyConnector {
             AnyConnector::Sqlite(connector) => connector.apply(writes).await,
             AnyConnector::Csv(connector) => connector.apply(writes).await,
             AnyConnector::Rest(connector) => connector.apply(writes).await,
+            AnyConnector::Browser(connector) => connector.apply(writes).await,
             AnyConnector::Memory(connector) => connector.apply(writes).await,
         }
     }
@@ -131,5 +139,10 @@ pub fn open_connector(config: &ConnectorConfig, base_dir: &Path) -> Result<AnyCo
             CsvConnector::open(csv).map(AnyConnector::Csv)
         }
         ConnectorKind::Rest(rest) => RestConnector::open(rest).map(AnyConnector::Rest),
+        ConnectorKind::Browser(browser) => {
+            let screenshots =
+                base_dir.join(browser.screenshots.clone().unwrap_or_else(|| "screenshots".into()));
+            BrowserConnector::open((**browser).clone(), screenshots).map(AnyConnector::Browser)
+        }
     }
 }

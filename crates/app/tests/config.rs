@@ -296,11 +296,15 @@ fn many_problems_are_reported_together_in_file_order() {
         .replacen("region = \"NL\"", "region = \"XX\"", 1)
         .replacen("direction = \"right_to_left\"", "direction = \"sideways\"", 1)
         .replacen("right = \"contact_email\"", "right = \"contact-email\"", 1)
-        .replacen("kind = \"sqlite\"\npath = \"${RONDO_DIR}", "kind = \"browser\"\npath = \"${RONDO_DIR}", 1);
+        .replacen(
+            "kind = \"sqlite\"\npath = \"${RONDO_DIR}",
+            "kind = \"postgres\"\npath = \"${RONDO_DIR}",
+            1,
+        );
     check_error(
         &text,
         expect![[r#"
-            conf/fieldsync.toml:11:8: connector kind browser is not available yet
+            conf/fieldsync.toml:11:8: connector kind postgres is not available yet
             conf/fieldsync.toml:24:11: unknown creates policy "leftwards"; expected one of both, left_to_right, right_to_left, none
             conf/fieldsync.toml:26:24: max_delete is a share such as "10%" (0% to 100%) or a number of records such as 25, not "110%"
             conf/fieldsync.toml:27:19: full_scan_every: "daily" is not a duration; write it like "500ms", "5s", "1m", "24h" or "1h30m"
@@ -316,7 +320,7 @@ fn connector_kinds_and_settings_are_checked() {
     check_error(
         &example_with("kind = \"sqlite\"                           #", "kind = \"mysql\" #"),
         expect![[r#"
-            conf/fieldsync.toml:4:8: unknown connector kind "mysql"; expected one of sqlite, csv, rest (postgres, browser are not available yet)
+            conf/fieldsync.toml:4:8: unknown connector kind "mysql"; expected one of sqlite, csv, rest, browser (postgres is not available yet)
         "#]],
     );
     check_error(
@@ -350,7 +354,7 @@ fn connectors_and_links_are_checked() {
     check_error(
         &example_with("kind = \"sqlite\"                           #", "#"),
         expect![[r#"
-            conf/fieldsync.toml:3:13: connector sportlink has no `kind`; expected one of sqlite, csv, rest
+            conf/fieldsync.toml:3:13: connector sportlink has no `kind`; expected one of sqlite, csv, rest, browser
         "#]],
     );
     check_error(
@@ -637,4 +641,32 @@ fn a_rest_connector_takes_its_preset_and_its_secrets_from_the_environment() {
     let bad = text.replace("rate = \"10/s\"", "rate = \"lots\"");
     let error = parse_with_env(&bad, Path::new("conf/fieldsync.toml"), &env).unwrap_err().to_string();
     assert!(error.contains("connector rondo: `rate`"), "{error}");
+}
+
+#[test]
+fn the_readme_browser_connector_parses_with_its_password_from_the_environment() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = &readme[readme.find("## Web admins without an API").expect("the README's section")..];
+    let block = &section[section.find("```toml\n").unwrap() + 8..];
+    let block = &block[..block.find("```").unwrap()];
+    let text = format!(
+        "{block}\n[connectors.club]\nkind = \"sqlite\"\npath = \"club.db\"\ntable = \"members\"\nkey = \"relation_code\"\n\n\
+         [links.members]\nleft = \"club\"\nright = \"federation\"\nkey = {{ left = \"relation_code\", right = \"relation_code\" }}\n\n\
+         [[links.members.fields]]\nname = \"email\"\ntype = \"email\"\nleft = \"email\"\nright = \"email\"\n\n\
+         [[links.members.fields]]\nname = \"financial_block\"\ntype = \"bool\"\nleft = \"financial_block\"\nright = \"financial_block\"\n"
+    );
+    let env = |name: &str| match name {
+        "FED_USER" => Some("club-admin".to_string()),
+        "FED_PASSWORD" => Some("s3cret-pass".to_string()),
+        _ => None,
+    };
+    let config =
+        parse_with_env(&text, Path::new("conf/fieldsync.toml"), &env).expect("the README's example is valid");
+    let ConnectorKind::Browser(browser) = &config.connectors["federation"].kind else {
+        panic!("a browser connector")
+    };
+    assert_eq!(browser.pages.len(), 2);
+    assert_eq!(browser.login.username, "club-admin");
+    assert_eq!(browser.login.password.expose(), "s3cret-pass");
+    assert!(!format!("{config:?}").contains("s3cret-pass"), "the password never shows");
 }

@@ -8,6 +8,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
+use fieldsync_connector_browser::BrowserConfig;
 use fieldsync_connector_csv::CsvConfig;
 use fieldsync_connector_rest::RestConfig;
 use fieldsync_connector_sqlite::SqliteConfig;
@@ -31,7 +32,7 @@ use super::{
 };
 
 /// Kinds the product names that this build cannot run yet.
-const LATER_KINDS: [&str; 2] = ["postgres", "browser"];
+const LATER_KINDS: [&str; 1] = ["postgres"];
 
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 const DEFAULT_FULL_SCAN_EVERY: Duration = Duration::from_secs(24 * 3600);
@@ -269,6 +270,9 @@ impl Validator<'_> {
             "sqlite" => SqliteConfig::deserialize(settings).map(ConnectorKind::Sqlite),
             "csv" => CsvConfig::deserialize(settings).map(ConnectorKind::Csv),
             "rest" => RestConfig::deserialize(settings).map(|rest| ConnectorKind::Rest(Box::new(rest))),
+            "browser" => {
+                BrowserConfig::deserialize(settings).map(|browser| ConnectorKind::Browser(Box::new(browser)))
+            }
             later if LATER_KINDS.contains(&later) => {
                 self.problem(kind.span(), format!("connector kind {later} is not available yet"));
                 return None;
@@ -277,9 +281,10 @@ impl Validator<'_> {
                 self.problem(
                     kind.span(),
                     format!(
-                        "unknown connector kind {unknown:?}; expected one of {} ({} are not available yet)",
+                        "unknown connector kind {unknown:?}; expected one of {} ({} {} not available yet)",
                         CONNECTOR_KINDS.join(", "),
-                        LATER_KINDS.join(", ")
+                        LATER_KINDS.join(", "),
+                        if LATER_KINDS.len() == 1 { "is" } else { "are" }
                     ),
                 );
                 return None;
