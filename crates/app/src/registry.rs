@@ -142,6 +142,8 @@ pub fn open_connector(config: &ConnectorConfig, base_dir: &Path) -> Result<AnyCo
         ConnectorKind::Browser(browser) => {
             let screenshots =
                 base_dir.join(browser.screenshots.clone().unwrap_or_else(|| "screenshots".into()));
+            // Absolute, so that the path in a dead entry's message leads there from anywhere.
+            let screenshots = std::path::absolute(&screenshots).unwrap_or(screenshots);
             BrowserConnector::open((**browser).clone(), screenshots).map(AnyConnector::Browser)
         }
     }

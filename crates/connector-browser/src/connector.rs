@@ -51,6 +51,13 @@ fn driver_error(doing: &str, error: &fantoccini::error::CmdError) -> ConnectorEr
     ConnectorError::Unavailable { what: format!("the browser ({doing})"), message, retry_after: None }
 }
 
+/// A text as the site holds it, with its line breaks as LF: browsers send a text area's
+/// line breaks as CRLF (the HTML form rule), so a site stores what a person typed as LF with
+/// CRs added, and would otherwise never read back what was written.
+fn site_text(text: &str) -> Value {
+    Value::String(text.replace("\r\n", "\n"))
+}
+
 /// Whether a raw value, as a listing or a form holds it, is the one wanted: text compared
 /// trimmed, and the many spellings of a checkbox's state alike.
 fn same(held: &Value, wanted: &Value) -> bool {
@@ -304,7 +311,7 @@ impl BrowserConnector {
                     let values = columns
                         .iter()
                         .map(|column| {
-                            column.and_then(|column| row.get(column)).map_or(Value::Null, |cell| cell.into())
+                            column.and_then(|column| row.get(column)).map_or(Value::Null, site_text)
                         })
                         .collect();
                     let modified = modified_column
@@ -619,7 +626,7 @@ async fn read_input(client: &Client, field: &Field) -> Result<Value, ConnectorEr
             Value::Bool(input.prop("checked").await.map_err(read)?.is_some_and(|checked| checked == "true"))
         }
         FieldKind::Text | FieldKind::Select | FieldKind::Date => {
-            Value::String(input.prop("value").await.map_err(read)?.unwrap_or_default())
+            site_text(&input.prop("value").await.map_err(read)?.unwrap_or_default())
         }
     })
 }

@@ -1,0 +1,379 @@
+//! The `fieldsync` binary keeping a club's SQLite member table and a web admin without an API
+//! (the browser connector's fixture site) in step: seven fields in both directions, a site
+//! that stops answering in the middle of a run, a refused address, and `kill -9` in the middle
+//! of a run leaving no browser behind.
+
+#[path = "../../connector-browser/tests/support/site.rs"]
+mod site;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, params};
+use serde_json::{Value, json};
+use site::SiteServer;
+
+/// Whether Chromium and chromedriver are here; says so loudly when not (and fails in CI).
+fn browser_available() -> bool {
+    let found =
+        ["/usr/bin/chromedriver", "/usr/lib/chromium/chromium"].iter().all(|path| Path::new(path).exists());
+    if !found {
+        assert!(
+            std::env::var_os("FIELDSYNC_REQUIRE_ALL").is_none(),
+            "FIELDSYNC_REQUIRE_ALL is set but Chromium or chromedriver is missing (install chromium chromium-driver)"
+        );
+        eprintln!("SKIPPED: Chromium or chromedriver is missing (install chromium chromium-driver)");
+    }
+    found
+}
+
+const FIELDS: [(&str, &str); 7] = [
+    ("email", "email"),
+    ("email2", "email"),
+    ("mobile", "phone"),
+    ("phone", "phone"),
+    ("note", "text"),
+    ("remarks", "text"),
+    ("financial_block", "bool"),
+];
+
+fn config(site: &SiteServer) -> String {
+    let mut text = format!(
+        r##"state = "sqlite://state.db"
+
+[connectors.club]
+kind = "sqlite"
+path = "club.db"
+table = "members"
+key = "relation_code"
+modified = "updated_at"
+modified_format = "rfc3339"
+
+[connectors.federation]
+kind = "browser"
+base_url = "{base}"
+id = "relation_code"
+modified = "modified"
+list = {{ csv = {{ url = "/members/export.csv" }} }}
+login = {{ url = "/login", username_field = "#username", password_field = "#password", submit = "#login-submit", username = "${{SITE_USER}}", password = "${{SITE_PASSWORD}}", page = "form#login", error = "#login-error" }}
+timeout = "10s"
+
+[[connectors.federation.pages]]
+url = "/member/{{id}}/general"
+edit = "#edit"
+save = "#save"
+saved = "#saved"
+error = "#form-error"
+fields = {{ email = {{ selector = "#email" }}, email2 = {{ selector = "#email2" }}, mobile = {{ selector = "#mobile" }}, phone = {{ selector = "#phone" }} }}
+
+[[connectors.federation.pages]]
+url = "/member/{{id}}/other"
+edit = "#edit"
+save = "#save"
+saved = "#saved"
+fields = {{ note = {{ selector = "#note" }}, remarks = {{ selector = "#remarks" }} }}
+
+[[connectors.federation.pages]]
+url = "/member/{{id}}/financial"
+edit = "#edit"
+save = "#save"
+saved = "#saved"
+fields = {{ financial_block = {{ selector = "#financial_block", kind = "checkbox" }} }}
+
+[links.members]
+left = "club"
+right = "federation"
+key = {{ left = "relation_code", right = "relation_code" }}
+conflicts = {{ strategy = "last_write_wins", grace = "5s", tie = "federation" }}
+first_sync = {{ strategy = "prefer", side = "federation" }}
+creates = "none"
+deletes = "ignore"
+guard = {{ max_delete = "10%", max_change = "100%" }}
+retry = {{ attempts = 8, initial = "1s", max = "1m", wait_in_run = "0s" }}
+"##,
+        base = site.base_url()
+    );
+    for (name, kind) in FIELDS {
+        text.push_str(&format!(
+            "\n[[links.members.fields]]\nname = \"{name}\"\ntype = \"{kind}\"\n{region}left = \"{name}\"\nright = \"{name}\"\n",
+            region = if kind == "phone" { "region = \"NL\"\n" } else { "" }
+        ));
+    }
+    text
+}
+
+fn fieldsync(dir: &Path, site: &SiteServer, args: &[&str]) -> Command {
+    let (user, password) = site.credentials();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fieldsync"));
+    command
+        .current_dir(dir)
+        .args(args)
+        .env("SITE_USER", user)
+        .env("SITE_PASSWORD", password)
+        .env_remove("FIELDSYNC_CONFIG");
+    command
+}
+
+fn run(dir: &Path, site: &SiteServer, step: &str) -> (Value, Output) {
+    let began = Instant::now();
+    let output = fieldsync(dir, site, &["run", "--json"]).output().expect("fieldsync runs");
+    eprintln!("{step}: {:.1} s", began.elapsed().as_secs_f64());
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "not JSON ({error}): {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (report[0].clone(), output)
+}
+
+/// A club table and a site holding the same `count` members.
+async fn setup(count: usize) -> (tempfile::TempDir, Connection, SiteServer) {
+    let site = SiteServer::start().await;
+    site.set_edit_delay(Duration::from_millis(50));
+    let dir = tempfile::tempdir().unwrap();
+    let club = Connection::open(dir.path().join("club.db")).unwrap();
+    club.execute_batch(
+        "CREATE TABLE members (relation_code TEXT PRIMARY KEY, email TEXT, email2 TEXT, mobile TEXT, phone TEXT,
+                               note TEXT, remarks TEXT, financial_block INTEGER, updated_at TEXT NOT NULL);",
+    )
+    .unwrap();
+    let earlier = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1)).to_string();
+    for number in 1..=count {
+        let code = format!("KNVB{number:04}");
+        let email = format!("member{number}@club.nl");
+        let mobile = format!("+316{:08}", 10_000_000 + number);
+        site.insert(json!({
+            "relation_code": code, "first_name": format!("First{number}"), "last_name": "Jansen",
+            "email": email, "email2": "", "mobile": mobile, "phone": "", "note": "", "remarks": "", "financial_block": false,
+        }));
+        club.execute(
+            "INSERT INTO members VALUES (?1, ?2, '', ?3, '', '', '', 0, ?4)",
+            params![code, email, mobile, earlier],
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.path().join("fieldsync.toml"), config(&site)).unwrap();
+    (dir, club, site)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seven_fields_sync_both_ways_through_the_sites_forms_and_a_second_run_writes_nothing() {
+    if !browser_available() {
+        return;
+    }
+    let (dir, club, site) = setup(12).await;
+    let (first, _) = run(dir.path(), &site, "first run: baselines of 12 members");
+    assert_eq!(first["stats"]["writes_done"], json!(0), "{first:#}");
+
+    // The club edits members 1-4 on every page; the site's people edit 5-8.
+    let now = jiff::Timestamp::now().to_string();
+    for number in 1..=4 {
+        club.execute(
+            "UPDATE members SET email = ?1, email2 = ?2, mobile = ?3, phone = ?4, note = ?5, remarks = ?6,
+                                financial_block = 1, updated_at = ?7 WHERE relation_code = ?8",
+            params![
+                format!("club{number}@club.nl"),
+                format!("second{number}@club.nl"),
+                "06-12345678",
+                "010-1234567",
+                format!("note from the club {number}"),
+                format!("line one\nline two {number}"),
+                now,
+                format!("KNVB{number:04}")
+            ],
+        )
+        .unwrap();
+    }
+    for number in 5..=8 {
+        let code = format!("KNVB{number:04}");
+        site.update(&code, "email2", format!("site{number}@club.nl"));
+        site.update(&code, "note", format!("note from the site {number}"));
+        site.update(&code, "financial_block", true);
+    }
+    site.clear_requests();
+    let began = Instant::now();
+    let (second, output) =
+        run(dir.path(), &site, "4 members written through 3 pages each, 4 read from the export");
+    assert_eq!(output.status.code(), Some(0), "{second:#}\n{}", String::from_utf8_lossy(&output.stderr));
+    let writes = second["stats"]["writes_done"].as_u64().unwrap();
+    assert_eq!(writes, 8, "4 members to the site, 4 to the club: {second:#}");
+    eprintln!(
+        "about {:.1} s a member written to the site, starting the browser and logging in included",
+        began.elapsed().as_secs_f64() / 4.0
+    );
+    for number in 1..=4 {
+        let member = site.member(&format!("KNVB{number:04}")).unwrap();
+        assert_eq!(member.email, format!("club{number}@club.nl"));
+        assert_eq!(member.email2, format!("second{number}@club.nl"));
+        assert_eq!(member.mobile, "+31612345678", "written as the club's number in E.164");
+        assert_eq!(member.note, format!("note from the club {number}"));
+        assert_eq!(member.remarks.replace("\r\n", "\n"), format!("line one\nline two {number}"));
+        assert!(member.financial_block);
+        assert_eq!(site.saves(&format!("KNVB{number:04}")), 3, "one save per page");
+    }
+    for number in 5..=8 {
+        let (email2, note, block): (String, String, i64) = club
+            .query_row(
+                "SELECT email2, note, financial_block FROM members WHERE relation_code = ?1",
+                params![format!("KNVB{number:04}")],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            (email2, note, block),
+            (format!("site{number}@club.nl"), format!("note from the site {number}"), 1)
+        );
+        assert_eq!(site.saves(&format!("KNVB{number:04}")), 0, "nothing written back to the site");
+    }
+
+    let saves = site.total_saves();
+    let (quiet, _) = run(dir.path(), &site, "a run with no new edits");
+    assert_eq!(quiet["stats"]["writes_done"], json!(0), "{quiet:#}");
+    assert_eq!(site.total_saves(), saves, "no form was saved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_that_stops_answering_leaves_writes_pending_and_a_refused_address_is_dead_with_a_screenshot() {
+    if !browser_available() {
+        return;
+    }
+    let (dir, club, site) = setup(10).await;
+    run(dir.path(), &site, "first run: baselines");
+    let now = jiff::Timestamp::now().to_string();
+    for number in 1..=10 {
+        let email = if number == 3 { "not-an-address".to_string() } else { format!("new{number}@club.nl") };
+        club.execute(
+            "UPDATE members SET email = ?1, updated_at = ?2 WHERE relation_code = ?3",
+            params![email, now, format!("KNVB{number:04}")],
+        )
+        .unwrap();
+    }
+    // The site stops answering after four saves.
+    let mut command = fieldsync(dir.path(), &site, &["run", "--json"]);
+    let runner = tokio::task::spawn_blocking(move || command.output().expect("fieldsync runs"));
+    let stopper = {
+        let started = Instant::now();
+        async move {
+            while site.total_saves() < 4 && started.elapsed() < Duration::from_secs(60) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            site.refuse_connections();
+            site
+        }
+    };
+    let site = stopper.await;
+    let output = runner.await.unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(1), "some writes wait: {report:#}");
+    let done = report[0]["stats"]["writes_done"].as_u64().unwrap();
+    assert!(done < 9, "the site went away in the middle: {report:#}");
+    assert_eq!(site.member("KNVB0010").unwrap().email, "member10@club.nl", "not yet written");
+
+    site.accept_connections();
+    let (next, _) = run(dir.path(), &site, "the next run, with the site back");
+    let done_next = next["stats"]["writes_done"].as_u64().unwrap();
+    assert_eq!(done + done_next, 9, "every member but the refused one: {next:#}");
+    for number in (1..=10).filter(|&number| number != 3) {
+        assert_eq!(site.member(&format!("KNVB{number:04}")).unwrap().email, format!("new{number}@club.nl"));
+    }
+    assert_eq!(site.member("KNVB0003").unwrap().email, "member3@club.nl");
+    let dead =
+        fieldsync(dir.path(), &site, &["outbox", "list", "--status", "dead", "--json"]).output().unwrap();
+    let dead: Value = serde_json::from_slice(&dead.stdout).unwrap();
+    assert_eq!(dead.as_array().map(Vec::len), Some(1), "{dead:#}");
+    let message = dead[0]["last_error"].as_str().unwrap_or_default();
+    assert!(message.contains("E-mail address is not valid: not-an-address"), "the site's message: {message}");
+    assert!(message.contains("/member/KNVB0003/general"), "the page: {message}");
+    let shot =
+        message.split("screenshot ").nth(1).map(|rest| rest.trim_end_matches(')')).expect("a screenshot");
+    assert!(std::fs::read(shot).unwrap().starts_with(b"\x89PNG"));
+    assert!(Path::new(shot).starts_with(dir.path().join("screenshots")), "beside the configuration: {shot}");
+}
+
+/// The processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(command) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        // A zombie has an empty command line: it is gone, only not yet reaped.
+        if String::from_utf8_lossy(&command).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// The run directories of browsers started by process `pid` and its children.
+fn browser_runs_of(pid: u32) -> Vec<String> {
+    let mut runs = Vec::new();
+    for entry in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !name.starts_with("fieldsync-browser-") {
+            continue;
+        }
+        let owner = std::fs::read_to_string(entry.path().join("owner")).unwrap_or_default();
+        if owner.split_whitespace().next() == Some(pid.to_string().as_str()) {
+            runs.push(name);
+        }
+    }
+    runs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_in_the_middle_of_a_run_fieldsync_leaves_no_browser_behind() {
+    if !browser_available() {
+        return;
+    }
+    let (dir, club, site) = setup(20).await;
+    run(dir.path(), &site, "first run: baselines");
+    let now = jiff::Timestamp::now().to_string();
+    club.execute("UPDATE members SET note = 'changed', updated_at = ?1", params![now]).unwrap();
+    let mut child =
+        fieldsync(dir.path(), &site, &["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let pid = child.id();
+    let started = Instant::now();
+    while site.total_saves() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the run never started saving");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let runs = browser_runs_of(pid);
+    assert_eq!(runs.len(), 1, "one browser run of this fieldsync: {runs:?}");
+    let browser = processes_mentioning(&runs[0]);
+    assert!(browser.len() >= 3, "chromedriver, Chromium and its helpers: {browser:?}");
+    let mut memory_kib = 0;
+    for process in &browser {
+        let status = std::fs::read_to_string(format!("/proc/{process}/smaps_rollup")).unwrap_or_default();
+        memory_kib += status
+            .lines()
+            .find_map(|line| line.strip_prefix("Pss:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    eprintln!(
+        "the browser while writing: {} processes, {} MB proportional set size",
+        browser.len(),
+        memory_kib / 1024
+    );
+
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let killed = Instant::now();
+    loop {
+        let left = processes_mentioning(&runs[0]);
+        if left.is_empty() {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(10), "still running after kill -9: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("every browser process gone {} ms after kill -9", killed.elapsed().as_millis());
+    // The next run sweeps the killed run's profile and finishes the writes.
+    let (next, _) = run(dir.path(), &site, "the run after the kill");
+    assert!(next["stats"]["writes_done"].as_u64().unwrap() > 0, "{next:#}");
+    assert!(!std::env::temp_dir().join(&runs[0]).exists(), "the stale profile was swept");
+    assert!(site.members().iter().all(|member| member.note == "changed"));
+}
