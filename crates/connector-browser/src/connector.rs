@@ -5,7 +5,7 @@
 //! careful person works: open the page, log in again if the session expired (recognised by
 //! landing on the login page), enter edit mode, wait for the form, fill only the fields that
 //! differ (a checkbox is clicked only when its state differs), save, wait for the result, and
-//! read the saved values back. A save that bounced to the login page is unknown: log in, look
+//! read the saved values back from the page the save led to, which shows the member as stored. A save that bounced to the login page is unknown: log in, look
 //! at the page, and redo it only if the values are not there. A member's pages are written in
 //! order and the first failure stops the member: its outbox entry stays open, so none of its
 //! fields is marked done. A refused write leaves a screenshot and names the page.
@@ -530,8 +530,7 @@ impl BrowserConnector {
             }
             tokio::time::sleep(POLL).await;
         }
-        // Read back what the site kept.
-        let client = self.open_page(relative).await?;
+        // Read back what the site kept: the page the save led to shows the member as stored.
         for (field, write) in &changing {
             let kept = read_input(&client, field).await?;
             if !same(&kept, &write.value) {

@@ -364,3 +364,65 @@ async fn a_save_lost_to_an_expired_session_is_redone_and_one_that_landed_is_not(
     }
     connector.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paged_html_list_is_read_with_detail_pages_for_what_it_lacks() {
+    if !browser_available() {
+        return;
+    }
+    let (site, _unused, shots) = site(12).await;
+    site.set_page_size(5);
+    site.update("KNVB0011", "note", "a note on the other page");
+    let mut table = config(&site);
+    table.list = Listing::Table {
+        url: "/members".into(),
+        rows: "tr.member".into(),
+        id_attribute: "data-id".into(),
+        cells: [("email".to_string(), "td.email".to_string())].into(),
+        next: Some("#next-page".into()),
+    };
+    table.modified = None;
+    let mut connector = BrowserConnector::open(table, shots.path().into()).unwrap();
+    let page = connector
+        .read_page(&ReadRequest { paths: vec!["email".into(), "note".into()], since: None }, None)
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 12, "three pages of the list");
+    let eleven = page.records.iter().find(|record| record.id.as_str() == "KNVB0011").expect("member 11");
+    assert_eq!(eleven.values, [json!("member11@club.nl"), json!("a note on the other page")]);
+    assert!(
+        page.records
+            .iter()
+            .all(|record| record.values[0].as_str().is_some_and(|email| email.ends_with("@club.nl")))
+    );
+    connector.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_written_one_after_another_all_land() {
+    if !browser_available() {
+        return;
+    }
+    let (site, mut connector, _shots) = site(21).await;
+    site.set_edit_delay(Duration::from_millis(20));
+    // The first member starts the browser and logs in; the other twenty are timed.
+    connector.apply(&[update("KNVB0021", &[("note", json!("first"))])]).await.unwrap();
+    let writes: Vec<Write> = (1..=20)
+        .map(|number| {
+            update(
+                &format!("KNVB{number:04}"),
+                &[
+                    ("email", json!(format!("timed{number}@club.nl"))),
+                    ("note", json!(format!("timed {number}"))),
+                ],
+            )
+        })
+        .collect();
+    let began = Instant::now();
+    let results = connector.apply(&writes).await.unwrap();
+    let each = began.elapsed() / 20;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(site.total_saves(), 41, "two pages a member, and the first one's");
+    eprintln!("a member edit over two pages, no pacing: {} ms", each.as_millis());
+    connector.close().await;
+}
