@@ -4,6 +4,7 @@
 //! or a 412 means for its request.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
@@ -118,11 +119,24 @@ fn install_tls_provider() {
 pub(crate) struct Http {
     client: reqwest::Client,
     settings: Arc<Settings>,
-    /// When the latest requests started, at most `rate.count` of them: a new one waits until
-    /// the oldest is a whole period old, so that no window of that length holds more.
-    starts: Mutex<VecDeque<Instant>>,
+    /// The latest requests, at most `rate.count` of them, and when each was answered: a new
+    /// one waits until the oldest was answered a whole period ago. The server counts
+    /// arrivals, and an answer comes after its request arrived, so no window of that length
+    /// ever holds more arrivals than the rate allows (timing the starts would not do: a
+    /// request whose connection took a while arrives later than it started).
+    sent: Mutex<VecDeque<Sent>>,
+    /// The next request's number, for `sent`.
+    next: AtomicU64,
     /// Requests under way, at most `concurrency`.
     slots: Semaphore,
+}
+
+/// A request the rate limit counts.
+#[derive(Debug)]
+struct Sent {
+    number: u64,
+    /// When its answer (or its failure) came; `None` while it is under way.
+    answered: Option<Instant>,
 }
 
 /// Whether a request writes: writes are paced.
@@ -149,28 +163,44 @@ impl Http {
                 message: format!("the HTTP client: {error}"),
             })?;
         let slots = Semaphore::new(settings.concurrency);
-        Ok(Self { client, settings, starts: Mutex::new(VecDeque::new()), slots })
+        Ok(Self { client, settings, sent: Mutex::new(VecDeque::new()), next: AtomicU64::new(0), slots })
     }
 
-    /// Waits for the rate limit to allow one more request, and counts it.
-    async fn wait_for_rate(&self) {
-        let Some(rate) = self.settings.rate else { return };
-        let mut starts = self.starts.lock().await;
-        // A little more than the period: the server measures arrivals, not our starts.
-        let period = rate.per + Duration::from_millis(5);
-        if starts.len() >= rate.count as usize
-            && let Some(&oldest) = starts.front()
-        {
-            let free = oldest + period;
-            let now = Instant::now();
-            if free > now {
-                tokio::time::sleep(free - now).await;
+    /// Waits for the rate limit to allow one more request, and counts it; `answered` must be
+    /// told when it was answered.
+    async fn wait_for_rate(&self) -> Option<u64> {
+        let rate = self.settings.rate?;
+        let count = rate.count as usize;
+        loop {
+            let mut sent = self.sent.lock().await;
+            let wait = match sent.front() {
+                Some(oldest) if sent.len() >= count => match oldest.answered {
+                    // Under way: when it arrived is not known yet.
+                    None => Duration::from_millis(5),
+                    Some(answered) => (answered + rate.per).saturating_duration_since(Instant::now()),
+                },
+                _ => Duration::ZERO,
+            };
+            if wait.is_zero() {
+                while sent.len() >= count {
+                    sent.pop_front();
+                }
+                let number = self.next.fetch_add(1, Ordering::Relaxed);
+                sent.push_back(Sent { number, answered: None });
+                return Some(number);
             }
+            drop(sent);
+            tokio::time::sleep(wait).await;
         }
-        while starts.len() >= rate.count as usize {
-            starts.pop_front();
+    }
+
+    /// Notes when a counted request was answered (or failed).
+    async fn answered(&self, number: Option<u64>) {
+        let Some(number) = number else { return };
+        let mut sent = self.sent.lock().await;
+        if let Some(entry) = sent.iter_mut().find(|entry| entry.number == number) {
+            entry.answered = Some(Instant::now());
         }
-        starts.push_back(Instant::now());
     }
 
     /// Sends one request, retrying the failures that may pass; every other answer, whatever
@@ -206,7 +236,7 @@ impl Http {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.wait_for_rate().await;
+            let counted = self.wait_for_rate().await;
             let mut request = self.client.request(method.clone(), url.clone());
             match &self.settings.auth {
                 Some(Auth::Bearer(token)) => request = request.bearer_auth(token.expose()),
@@ -239,6 +269,7 @@ impl Http {
                 }
                 Err(error) => Err((plain(&error), None)),
             };
+            self.answered(counted).await;
             let (message, wait) = match outcome {
                 Ok(answer)
                     if answer.status.is_server_error() || answer.status == StatusCode::TOO_MANY_REQUESTS =>
