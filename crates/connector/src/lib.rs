@@ -6,6 +6,8 @@
 //! raw JSON values at paths (a column name, a JSON pointer) and say what they can do.
 
 mod error;
+#[cfg(feature = "testkit")]
+pub mod loopback;
 mod memory;
 mod settings;
 #[cfg(feature = "testkit")]

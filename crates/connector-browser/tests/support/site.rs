@@ -81,10 +81,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::future::IntoFuture;
-use std::io;
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -93,9 +91,9 @@ use axum::extract::State;
 use axum::http::header::{self, HeaderValue};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
+use fieldsync_connector::loopback::{LoopbackServer, Serve};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 /// The user name the site accepts.
 const USER: &str = "club-admin";
@@ -282,13 +280,13 @@ pub struct RequestLog {
 /// controls. Dropping it stops the server.
 pub struct SiteServer {
     shared: Arc<Shared>,
-    running: Mutex<Option<Running>>,
+    server: LoopbackServer,
 }
 
 impl SiteServer {
     /// Starts the site on an ephemeral port, with no members.
     pub async fn start() -> SiteServer {
-        let listener = StdTcpListener::bind(("127.0.0.1", 0)).expect("a port on 127.0.0.1");
+        let listener = LoopbackServer::listener();
         let addr = listener.local_addr().expect("the address of the site's listener");
         let shared = Arc::new(Shared {
             addr,
@@ -311,8 +309,8 @@ impl SiteServer {
                 skew: SignedDuration::ZERO,
             }),
         });
-        let running = launch(Arc::clone(&shared), listener);
-        SiteServer { shared, running: Mutex::new(Some(running)) }
+        let server = LoopbackServer::start("site-server", listener, serve(Arc::clone(&shared)));
+        SiteServer { shared, server }
     }
 
     /// The site's URL without a path, such as `http://127.0.0.1:41234`.
@@ -507,39 +505,13 @@ impl SiteServer {
     /// connection is closed, answered or not. Members, sessions and settings are kept. Does
     /// nothing when it is already stopped.
     pub fn refuse_connections(&self) {
-        let running = lock(&self.running).take();
-        if let Some(running) = running {
-            // The thread may have ended already, having lost its listener.
-            let _ = running.stop.send(());
-            let _ = running.thread.join();
-        }
+        self.server.stop();
     }
 
     /// Listens again on the same port, with everything the site had. Does nothing when it is
     /// running.
     pub fn accept_connections(&self) {
-        let mut running = lock(&self.running);
-        if running.is_some() {
-            return;
-        }
-        let mut attempts = 0;
-        let listener = loop {
-            match StdTcpListener::bind(self.shared.addr) {
-                Ok(listener) => break listener,
-                Err(error) if error.kind() == io::ErrorKind::AddrInUse && attempts < 100 => {
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(error) => panic!("the site cannot listen on {} again: {error}", self.shared.addr),
-            }
-        };
-        *running = Some(launch(Arc::clone(&self.shared), listener));
-    }
-}
-
-impl Drop for SiteServer {
-    fn drop(&mut self) {
-        self.refuse_connections();
+        self.server.restart();
     }
 }
 
@@ -1204,38 +1176,14 @@ fn plausible_email(text: &str) -> bool {
 // The server: its thread and listener
 // ---------------------------------------------------------------------------------------------
 
-/// A server that is running: how to stop it and the thread to wait for.
-struct Running {
-    stop: oneshot::Sender<()>,
-    thread: JoinHandle<()>,
-}
-
-/// Serves `listener` on a new thread until told to stop.
-fn launch(shared: Arc<Shared>, listener: StdTcpListener) -> Running {
-    listener.set_nonblocking(true).expect("a non-blocking listener");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("site-server".to_owned())
-        .spawn(move || serve_until_stopped(shared, listener, stopped))
-        .expect("a thread for the site server");
-    Running { stop, thread }
-}
-
-fn serve_until_stopped(shared: Arc<Shared>, listener: StdTcpListener, stopped: oneshot::Receiver<()>) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime for the site server");
-    runtime.block_on(async move {
-        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
-        let app = Router::new().fallback(handle).with_state(shared);
-        tokio::select! {
-            _ = axum::serve(listener, app).into_future() => {}
-            _ = stopped => {}
-        }
-    });
-    // Dropping the runtime drops every connection's task, which closes its socket.
-    drop(runtime);
+/// What serves the site's listener: its router.
+fn serve(shared: Arc<Shared>) -> Serve {
+    Arc::new(move |listener| {
+        let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
+        Box::pin(async move {
+            let _ = axum::serve(listener, app).into_future().await;
+        })
+    })
 }
 
 /// Every request goes through here: logged, delayed, then answered.

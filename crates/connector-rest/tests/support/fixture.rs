@@ -24,12 +24,11 @@ use std::fmt::Write as _;
 use std::future::IntoFuture;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -40,11 +39,11 @@ use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::serve::{IncomingStream, Listener};
+use fieldsync_connector::loopback::{LoopbackServer, Serve};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::oneshot;
 
 /// The API a [`FixtureServer`] imitates: its paths, paging, record shape, times and errors.
 ///
@@ -224,14 +223,14 @@ pub struct RequestLog {
 /// faults and authentication the test controls. Dropping it stops the server.
 pub struct FixtureServer {
     shared: Arc<Shared>,
-    running: Mutex<Option<Running>>,
+    server: LoopbackServer,
 }
 
 impl FixtureServer {
     /// Starts a server of `style` on an ephemeral port, with no records and the clock at
     /// 2026-01-01T10:00:00Z.
     pub async fn start(style: Style) -> FixtureServer {
-        let listener = StdTcpListener::bind(("127.0.0.1", 0)).expect("a port on 127.0.0.1");
+        let listener = LoopbackServer::listener();
         let addr = listener.local_addr().expect("the address of the fixture's listener");
         let zone = TimeZone::get("Europe/Amsterdam")
             .or_else(|_| TimeZone::posix("CET-1CEST,M3.5.0,M10.5.0/3"))
@@ -252,40 +251,20 @@ impl FixtureServer {
                 auth: None,
             }),
         });
-        let running = launch(Arc::clone(&shared), listener);
-        FixtureServer { shared, running: Mutex::new(Some(running)) }
+        let server = LoopbackServer::start("fixture-server", listener, serve(Arc::clone(&shared)));
+        FixtureServer { shared, server }
     }
 
     /// Stops the server as if it were killed: the port refuses connections and every open
     /// connection is closed, answered or not. Does nothing when it is already stopped.
     pub fn stop(&self) {
-        let running = lock(&self.running).take();
-        if let Some(running) = running {
-            // The thread may have ended already, having lost its listener.
-            let _ = running.stop.send(());
-            let _ = running.thread.join();
-        }
+        self.server.stop();
     }
 
     /// Starts the server again on the same port, with the records, clock, faults and log it
     /// had. Does nothing when it is running.
     pub fn restart(&self) {
-        let mut running = lock(&self.running);
-        if running.is_some() {
-            return;
-        }
-        let mut attempts = 0;
-        let listener = loop {
-            match StdTcpListener::bind(self.shared.addr) {
-                Ok(listener) => break listener,
-                Err(error) if error.kind() == io::ErrorKind::AddrInUse && attempts < 100 => {
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                Err(error) => panic!("the fixture cannot listen on {} again: {error}", self.shared.addr),
-            }
-        };
-        *running = Some(launch(Arc::clone(&self.shared), listener));
+        self.server.restart();
     }
 
     /// The server's URL without a path, such as `http://127.0.0.1:41234`.
@@ -485,12 +464,6 @@ impl FixtureServer {
             most = most.max(last - first + 1);
         }
         most
-    }
-}
-
-impl Drop for FixtureServer {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -2066,40 +2039,18 @@ fn set_header(response: &mut Response, name: &'static str, value: &str) {
 // The server: its thread, listener and connections
 // ---------------------------------------------------------------------------------------------
 
-/// A server that is running: how to stop it and the thread to wait for.
-struct Running {
-    stop: oneshot::Sender<()>,
-    thread: JoinHandle<()>,
-}
-
-/// Serves `listener` on a new thread until told to stop.
-fn launch(shared: Arc<Shared>, listener: StdTcpListener) -> Running {
-    listener.set_nonblocking(true).expect("a non-blocking listener");
-    let (stop, stopped) = oneshot::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("fixture-server".to_owned())
-        .spawn(move || serve_until_stopped(shared, listener, stopped))
-        .expect("a thread for the fixture server");
-    Running { stop, thread }
-}
-
-fn serve_until_stopped(shared: Arc<Shared>, listener: StdTcpListener, stopped: oneshot::Receiver<()>) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime for the fixture server");
-    runtime.block_on(async move {
-        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
-        let app = Router::new().fallback(handle).with_state(shared);
-        let server =
-            axum::serve(FixtureListener(listener), app.into_make_service_with_connect_info::<Connection>());
-        tokio::select! {
-            _ = server.into_future() => {}
-            _ = stopped => {}
-        }
-    });
-    // Dropping the runtime drops every connection's task, which closes its socket.
-    drop(runtime);
+/// What serves the fixture's listener: its router, with connections that can be dropped.
+fn serve(shared: Arc<Shared>) -> Serve {
+    Arc::new(move |listener| {
+        let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
+        Box::pin(async move {
+            let server = axum::serve(
+                FixtureListener(listener),
+                app.into_make_service_with_connect_info::<Connection>(),
+            );
+            let _ = server.into_future().await;
+        })
+    })
 }
 
 /// Every request goes through here: logged, delayed, faulted, then answered by the style.
