@@ -670,3 +670,28 @@ fn the_readme_browser_connector_parses_with_its_password_from_the_environment() 
     assert_eq!(browser.login.password.expose(), "s3cret-pass");
     assert!(!format!("{config:?}").contains("s3cret-pass"), "the password never shows");
 }
+
+#[test]
+fn the_readme_rest_connectors_parse_with_their_secrets_from_the_environment() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = &readme[readme.find("## REST APIs").expect("the README's section")..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let blocks: Vec<&str> =
+        section.split("```toml\n").skip(1).map(|block| &block[..block.find("```").unwrap()]).collect();
+    assert_eq!(blocks.len(), 2, "the wordpress and the drf examples");
+    let env = |name: &str| match name {
+        "WP_USER" => Some("admin".to_string()),
+        "WP_APP_PASSWORD" => Some("abcd efgh".to_string()),
+        "DRF_TOKEN" => Some("t0ken".to_string()),
+        _ => None,
+    };
+    let wordpress =
+        parse_with_env(blocks[0], Path::new("conf/fieldsync.toml"), &env).expect("the wordpress example");
+    let ConnectorKind::Rest(site) = &wordpress.connectors["site"].kind else { panic!("a rest connector") };
+    assert_eq!(site.preset, Some(fieldsync_connector_rest::Preset::Wordpress));
+    assert!(open_connector(&wordpress.connectors["site"], wordpress.base_dir()).is_ok());
+    let drf = parse_with_env(blocks[1], Path::new("conf/fieldsync.toml"), &env).expect("the drf example");
+    let ConnectorKind::Rest(backend) = &drf.connectors["backend"].kind else { panic!("a rest connector") };
+    assert_eq!(backend.headers.len(), 0);
+    assert!(format!("{:?}", backend.auth).contains("Authorization") && !format!("{drf:?}").contains("t0ken"));
+}
