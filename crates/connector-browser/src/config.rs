@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use fieldsync_connector::Secret;
-use fieldsync_connector::duration;
+use fieldsync_connector::{Pace, duration};
 use serde::Deserialize;
 
 /// How to log in.
@@ -161,7 +161,7 @@ impl BrowserConfig {
                 }
             }
         }
-        self.pace_range().map_err(|problem| format!("`pace`: {problem}"))?;
+        self.pace()?;
         if let Some(timeout) = &self.timeout {
             duration(timeout, "timeout")?;
         }
@@ -169,14 +169,8 @@ impl BrowserConfig {
     }
 
     /// The pause between members.
-    pub(crate) fn pace_range(&self) -> Result<Option<(Duration, Duration)>, String> {
-        let Some(text) = &self.pace else { return Ok(None) };
-        let (low, high) = text.split_once("..").unwrap_or((text, text));
-        let (low, high) = (duration(low, "pace")?, duration(high, "pace")?);
-        if high < low {
-            return Err(format!("{text:?} ends before it starts"));
-        }
-        Ok(Some((low, high)))
+    pub(crate) fn pace(&self) -> Result<Option<Pace>, String> {
+        self.pace.as_deref().map(|text| Pace::parse(text, "pace")).transpose()
     }
 
     /// How long a page, a form or a save may take.

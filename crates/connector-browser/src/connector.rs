@@ -752,7 +752,7 @@ impl Connector for BrowserConnector {
         &mut self,
         writes: &[Write],
     ) -> Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError> {
-        let pace = self.config.pace_range().ok().flatten();
+        let pace = self.config.pace().ok().flatten();
         let mut results = Vec::with_capacity(writes.len());
         let mut unreachable: Option<String> = None;
         for write in writes {
@@ -765,10 +765,8 @@ impl Connector for BrowserConnector {
                 }));
                 continue;
             }
-            if let (Some((low, high)), Some(last)) = (pace, self.last_member) {
-                let spread = high.saturating_sub(low).as_millis() as u64;
-                let pause =
-                    low + Duration::from_millis(if spread == 0 { 0 } else { fastrand::u64(0..=spread) });
+            if let (Some(pace), Some(last)) = (pace, self.last_member) {
+                let pause = pace.draw();
                 let since = last.elapsed();
                 if pause > since {
                     tokio::time::sleep(pause - since).await;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use fieldsync_connector::{Secret, duration};
+use fieldsync_connector::{Pace, Secret, duration};
 use serde::Deserialize;
 
 use crate::path::FieldPath;
@@ -341,13 +341,16 @@ pub struct Settings {
     pub(crate) key_param: Option<String>,
     pub(crate) update: Method,
     pub(crate) create: Create,
+    pub(crate) create_defaults: Vec<(FieldPath, serde_json::Value)>,
     pub(crate) create_templates: Vec<(FieldPath, String)>,
     pub(crate) delete: Delete,
+    /// The soft delete's path and value, parsed once: every listed record is checked.
+    pub(crate) soft_delete: Option<(FieldPath, serde_json::Value)>,
     pub(crate) etag: bool,
     pub(crate) verify: Verify,
     pub(crate) concurrency: usize,
     pub(crate) rate: Option<Rate>,
-    pub(crate) pace: Option<(Duration, Duration)>,
+    pub(crate) pace: Option<Pace>,
     pub(crate) retries: u32,
 }
 
@@ -527,9 +530,11 @@ impl RestConfig {
             }
         }
         let create = config.create.clone().unwrap_or_default();
-        for path_text in create.defaults.keys() {
-            path(path_text, "create.defaults")?;
-        }
+        let create_defaults = create
+            .defaults
+            .iter()
+            .map(|(target, value)| Ok((path(target, "create.defaults")?, value.clone())))
+            .collect::<Result<Vec<_>, String>>()?;
         if let Some(unique) = &create.unique {
             path(unique, "create.unique")?;
         }
@@ -539,9 +544,10 @@ impl RestConfig {
             .map(|(target, template)| Ok((path(target, "create.templates")?, template.clone())))
             .collect::<Result<Vec<_>, String>>()?;
         let delete = config.delete.clone().unwrap_or(Delete::Http { query: BTreeMap::new() });
-        if let Delete::Soft { path: soft, .. } = &delete {
-            path(soft, "delete")?;
-        }
+        let soft_delete = match &delete {
+            Delete::Soft { path: soft, value } => Some((path(soft, "delete")?, value.clone())),
+            Delete::Http { .. } | Delete::None => None,
+        };
         let concurrency = config.concurrency.unwrap_or(4);
         if concurrency == 0 {
             return Err("`concurrency` must be at least 1".into());
@@ -552,17 +558,7 @@ impl RestConfig {
             .map(str::parse)
             .transpose()
             .map_err(|problem| format!("`rate`: {problem}"))?;
-        let pace = match &config.pace {
-            None => None,
-            Some(text) => {
-                let (low, high) = text.split_once("..").unwrap_or((text, text));
-                let (low, high) = (duration(low, "pace")?, duration(high, "pace")?);
-                if high < low {
-                    return Err(format!("`pace`: {text:?} ends before it starts"));
-                }
-                Some((low, high))
-            }
-        };
+        let pace = config.pace.as_deref().map(|text| Pace::parse(text, "pace")).transpose()?;
         Ok(Settings {
             base_url,
             auth: config.auth.clone(),
@@ -584,8 +580,10 @@ impl RestConfig {
             key_param: config.key_param.clone(),
             update: config.update.unwrap_or(Method::Patch),
             create,
+            create_defaults,
             create_templates,
             delete,
+            soft_delete,
             etag: config.etag.unwrap_or(false),
             verify: config.verify.unwrap_or(Verify::Response),
             concurrency,

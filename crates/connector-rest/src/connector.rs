@@ -91,15 +91,15 @@ impl RestConnector {
         url
     }
 
-    /// The records of a listing's answer, read at `paths`.
+    /// The records of a listing's answer (its `body` as JSON), read at `paths`.
     fn records_of(
         &self,
         answer: &Answer,
+        body: &Value,
         paths: &[FieldPath],
     ) -> Result<Vec<ConnectorRecord>, ConnectorError> {
-        let body = answer.json()?;
         let items =
-            if self.settings.items.is_empty() { Some(&body) } else { body.pointer(&self.settings.items) };
+            if self.settings.items.is_empty() { Some(body) } else { body.pointer(&self.settings.items) };
         let Some(Value::Array(items)) = items else {
             return Err(ConnectorError::Malformed {
                 what: answer.url.clone(),
@@ -141,10 +141,8 @@ impl RestConnector {
                 })?),
             },
         };
-        let deleted = match &self.settings.delete {
-            Delete::Soft { path, value } => FieldPath::parse(path).is_ok_and(|path| path.get(item) == *value),
-            Delete::Http { .. } | Delete::None => false,
-        };
+        let deleted =
+            self.settings.soft_delete.as_ref().is_some_and(|(path, value)| path.get(item) == *value);
         Ok(ConnectorRecord {
             id: RecordId::new(id),
             values: paths.iter().map(|path| path.get(item)).collect(),
@@ -275,8 +273,7 @@ impl RestConnector {
     async fn create(&self, fields: &[FieldWrite]) -> Result<(WriteOutcome, Option<Fetched>), ConnectorError> {
         let paths = parse_paths(fields)?;
         let mut body = Value::Object(serde_json::Map::new());
-        for (path, value) in &self.settings.create.defaults {
-            let path = FieldPath::parse(path).map_err(|message| ConnectorError::Misconfigured { message })?;
+        for (path, value) in &self.settings.create_defaults {
             path.set(&mut body, value.clone())
                 .map_err(|message| ConnectorError::Misconfigured { message })?;
         }
@@ -337,16 +334,21 @@ fn past_the_last_page(answer: &Answer) -> bool {
         && answer.body.to_ascii_lowercase().contains("page")
 }
 
-/// Parses the paths of some writes.
-fn parse_paths(fields: &[FieldWrite]) -> Result<Vec<FieldPath>, ConnectorError> {
-    fields
-        .iter()
-        .map(|field| {
-            FieldPath::parse(&field.path).map_err(|problem| ConnectorError::Misconfigured {
+/// Parses field paths the engine hands over.
+fn field_paths<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<Vec<FieldPath>, ConnectorError> {
+    texts
+        .into_iter()
+        .map(|text| {
+            FieldPath::parse(text).map_err(|problem| ConnectorError::Misconfigured {
                 message: format!("rest connector: {problem}"),
             })
         })
         .collect()
+}
+
+/// Parses the paths of some writes.
+fn parse_paths(fields: &[FieldWrite]) -> Result<Vec<FieldPath>, ConnectorError> {
+    field_paths(fields.iter().map(|field| field.path.as_str()))
 }
 
 /// Whether two raw values are the same, a number and its text alike.
@@ -457,21 +459,17 @@ impl Connector for RestConnector {
     }
 
     async fn check(&mut self, paths: &[String]) -> Result<Probe, ConnectorError> {
-        for path in paths {
-            FieldPath::parse(path).map_err(|problem| ConnectorError::Misconfigured {
-                message: format!("rest connector: {problem}"),
-            })?;
-        }
+        let paths = field_paths(paths.iter().map(String::as_str))?;
         let answer = self.http.send(Method::GET, self.list_url(None, &[]), None, None, Kind::Read).await?;
         if !answer.status.is_success() {
             return Err(answer.error("listing records"));
         }
-        let paths: Vec<FieldPath> = paths.iter().filter_map(|path| FieldPath::parse(path).ok()).collect();
-        self.records_of(&answer, &paths)?;
+        let body = answer.json()?;
+        self.records_of(&answer, &body, &paths)?;
         let records = ["X-WP-Total", "X-Total-Count"]
             .iter()
             .find_map(|name| answer.header(name).and_then(|total| total.trim().parse().ok()))
-            .or_else(|| answer.json().ok().and_then(|body| body.get("count").and_then(Value::as_u64)));
+            .or_else(|| body.get("count").and_then(Value::as_u64));
         Ok(Probe { kind: "rest", target: self.what(), records, capabilities: self.capabilities() })
     }
 
@@ -483,15 +481,7 @@ impl Connector for RestConnector {
         self.written.clear();
         let settings = Arc::clone(&self.settings);
         let since = request.since.filter(|_| settings.since.is_some());
-        let paths = request
-            .paths
-            .iter()
-            .map(|path| {
-                FieldPath::parse(path).map_err(|problem| ConnectorError::Misconfigured {
-                    message: format!("rest connector: {problem}"),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let paths = field_paths(request.paths.iter().map(String::as_str))?;
         if settings.order == Order::Modified {
             return self.read_changes(request, token, &paths).await;
         }
@@ -527,7 +517,8 @@ impl Connector for RestConnector {
             }
             return Err(answer.error("listing records"));
         }
-        let records = self.records_of(&answer, &paths)?;
+        let body = answer.json()?;
+        let records = self.records_of(&answer, &body, &paths)?;
         let full = records.len() >= settings.page_size;
         let next = match &settings.paging {
             Paging::Page { total_pages_header, .. } => {
@@ -547,11 +538,11 @@ impl Connector for RestConnector {
                 full.then(|| (offset + records.len()).to_string())
             }
             Paging::Link => answer.header("link").and_then(next_link),
-            Paging::NextUrl { pointer } => match answer.json()?.pointer(pointer) {
+            Paging::NextUrl { pointer } => match body.pointer(pointer) {
                 Some(Value::String(next)) if !next.is_empty() => Some(next.clone()),
                 _ => None,
             },
-            Paging::Cursor { pointer, .. } => match answer.json()?.pointer(pointer) {
+            Paging::Cursor { pointer, .. } => match body.pointer(pointer) {
                 Some(Value::String(cursor)) if !cursor.is_empty() && !records.is_empty() => {
                     Some(cursor.clone())
                 }
@@ -567,14 +558,7 @@ impl Connector for RestConnector {
         paths: &[String],
         lookup: &Lookup,
     ) -> Result<Vec<ConnectorRecord>, ConnectorError> {
-        let parsed = paths
-            .iter()
-            .map(|path| {
-                FieldPath::parse(path).map_err(|problem| ConnectorError::Misconfigured {
-                    message: format!("rest connector: {problem}"),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let parsed = field_paths(paths.iter().map(String::as_str))?;
         match lookup {
             Lookup::Ids(ids) => {
                 let mut found = Vec::new();
@@ -606,11 +590,9 @@ impl Connector for RestConnector {
                 Ok(found)
             }
             Lookup::Key { path, values } => {
-                FieldPath::parse(path).map_err(|problem| ConnectorError::Misconfigured {
-                    message: format!("rest connector: {problem}"),
-                })?;
                 let mut all_paths = paths.to_vec();
                 all_paths.push(path.clone());
+                let with_key = field_paths(all_paths.iter().map(String::as_str))?;
                 let candidates = match self.settings.key_param.clone() {
                     Some(param) => {
                         let mut records = Vec::new();
@@ -620,9 +602,7 @@ impl Connector for RestConnector {
                             if !answer.status.is_success() {
                                 return Err(answer.error("looking records up by key"));
                             }
-                            let with_key: Vec<FieldPath> =
-                                all_paths.iter().filter_map(|path| FieldPath::parse(path).ok()).collect();
-                            records.extend(self.records_of(&answer, &with_key)?);
+                            records.extend(self.records_of(&answer, &answer.json()?, &with_key)?);
                         }
                         records
                     }
@@ -786,7 +766,7 @@ impl RestConnector {
             }
             return Err(answer.error("listing records"));
         }
-        let records = self.records_of(&answer, paths)?;
+        let records = self.records_of(&answer, &answer.json()?, paths)?;
         if let Some(pair) = records.windows(2).find(|pair| match (pair[0].modified, pair[1].modified) {
             (Some(earlier), Some(later)) => later < earlier,
             _ => false,

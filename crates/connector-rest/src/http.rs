@@ -227,11 +227,9 @@ impl Http {
             retry_after: None,
         })?;
         if kind == Kind::Write
-            && let Some((low, high)) = self.settings.pace
+            && let Some(pace) = self.settings.pace
         {
-            let spread = high.saturating_sub(low).as_millis() as u64;
-            let pause = low + Duration::from_millis(if spread == 0 { 0 } else { fastrand::u64(0..=spread) });
-            tokio::time::sleep(pause).await;
+            tokio::time::sleep(pace.draw()).await;
         }
         let mut attempt = 0;
         loop {

@@ -7,10 +7,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fieldsync_connector::{
-    Capabilities, Connector, ConnectorError, ConnectorRecord, Lookup, MemoryConnector, MemorySystem, Page,
-    PageToken, Probe, ReadRequest, Write, WriteOutcome,
-};
+use fieldsync_app::AnyConnector;
+use fieldsync_connector::MemorySystem;
 use fieldsync_connector_rest::{Create, Preset, RestConfig, RestConnector};
 use fieldsync_engine::{
     ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, LinkSpec,
@@ -20,60 +18,6 @@ use fieldsync_model::{FieldType, LinkName, Normaliser, Side};
 use fieldsync_store::{OutboxStatus, StateStore};
 use serde_json::{Value, json};
 use support::fixture::{FixtureServer, Style};
-
-/// Either side's connector, so that both sides of the link have one type.
-enum Either {
-    Club(MemoryConnector),
-    Site(RestConnector),
-}
-
-impl Connector for Either {
-    fn capabilities(&self) -> Capabilities {
-        match self {
-            Either::Club(connector) => connector.capabilities(),
-            Either::Site(connector) => connector.capabilities(),
-        }
-    }
-
-    async fn check(&mut self, paths: &[String]) -> Result<Probe, ConnectorError> {
-        match self {
-            Either::Club(connector) => connector.check(paths).await,
-            Either::Site(connector) => connector.check(paths).await,
-        }
-    }
-
-    async fn read_page(
-        &mut self,
-        request: &ReadRequest,
-        token: Option<&PageToken>,
-    ) -> Result<Page, ConnectorError> {
-        match self {
-            Either::Club(connector) => connector.read_page(request, token).await,
-            Either::Site(connector) => connector.read_page(request, token).await,
-        }
-    }
-
-    async fn lookup(
-        &mut self,
-        paths: &[String],
-        lookup: &Lookup,
-    ) -> Result<Vec<ConnectorRecord>, ConnectorError> {
-        match self {
-            Either::Club(connector) => connector.lookup(paths, lookup).await,
-            Either::Site(connector) => connector.lookup(paths, lookup).await,
-        }
-    }
-
-    async fn apply(
-        &mut self,
-        writes: &[Write],
-    ) -> Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError> {
-        match self {
-            Either::Club(connector) => connector.apply(writes).await,
-            Either::Site(connector) => connector.apply(writes).await,
-        }
-    }
-}
 
 fn field(name: &str, field_type: FieldType, right: &str) -> FieldSpec {
     let normaliser = match field_type {
@@ -153,7 +97,8 @@ impl World {
 
     async fn run(&mut self) -> RunReport {
         let site = RestConnector::open(&self.config).unwrap();
-        let mut connectors = SidePair::new(Either::Club(self.club.connector()), Either::Site(site));
+        let mut connectors =
+            SidePair::new(AnyConnector::Memory(self.club.connector()), AnyConnector::Rest(site));
         let names = SidePair::new("club".to_string(), "site".to_string());
         run_link(
             &self.spec,

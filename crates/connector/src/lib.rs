@@ -21,7 +21,7 @@ use serde::Serialize;
 
 pub use error::ConnectorError;
 pub use memory::{AppliedWrite, FaultEdit, MemoryConnector, MemoryFault, MemoryRecord, MemorySystem};
-pub use settings::{Secret, duration};
+pub use settings::{Pace, Secret, duration};
 
 /// What a connector can do; the engine plans around it rather than around its name.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

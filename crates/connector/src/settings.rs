@@ -1,5 +1,5 @@
-//! What connectors' configurations share: secrets that never show, and durations as people
-//! write them.
+//! What connectors' configurations share: secrets that never show, durations as people write
+//! them, and paces.
 
 use std::fmt;
 use std::time::Duration;
@@ -43,6 +43,36 @@ pub fn duration(text: &str, setting: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("`{setting}`: {text:?} is not a duration such as \"30s\" or \"500ms\""))
 }
 
+/// A pause drawn afresh each time from a range, as careful people and the seed systems pace
+/// their writes (`"1s..2s"`; `"1s"` alone is always one second).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pace {
+    low: Duration,
+    high: Duration,
+}
+
+impl Pace {
+    /// Reads a range such as `"1s..2s"` for the setting named.
+    ///
+    /// # Errors
+    ///
+    /// Names the setting when an end is not a duration or the range ends before it starts.
+    pub fn parse(text: &str, setting: &str) -> Result<Pace, String> {
+        let (low, high) = text.split_once("..").unwrap_or((text, text));
+        let (low, high) = (duration(low, setting)?, duration(high, setting)?);
+        if high < low {
+            return Err(format!("`{setting}`: {text:?} ends before it starts"));
+        }
+        Ok(Pace { low, high })
+    }
+
+    /// One pause, anywhere in the range.
+    pub fn draw(&self) -> Duration {
+        let spread = u64::try_from(self.high.saturating_sub(self.low).as_millis()).unwrap_or(u64::MAX);
+        self.low + Duration::from_millis(if spread == 0 { 0 } else { fastrand::u64(0..=spread) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +85,17 @@ mod tests {
         assert!(duration("soon", "timeout").unwrap_err().starts_with("`timeout`"));
         assert!(duration("-1s", "timeout").is_err());
         assert_eq!(format!("{:?}", Secret::new("hunter2")), "Secret(***)");
+    }
+
+    #[test]
+    fn paces_are_ranges_and_pauses_fall_inside_them() {
+        let pace = Pace::parse("100ms..150ms", "pace").unwrap();
+        for _ in 0..100 {
+            let pause = pace.draw();
+            assert!((Duration::from_millis(100)..=Duration::from_millis(150)).contains(&pause), "{pause:?}");
+        }
+        assert_eq!(Pace::parse("1s", "pace").unwrap().draw(), Duration::from_secs(1));
+        assert_eq!(Pace::parse("2s..1s", "pace").unwrap_err(), "`pace`: \"2s..1s\" ends before it starts");
+        assert!(Pace::parse("soon..later", "pace").unwrap_err().starts_with("`pace`:"));
     }
 }
