@@ -119,6 +119,12 @@ impl Payload {
             && self.fields.iter().zip(&other.fields).all(|(a, b)| a.path == b.path && a.raw == b.raw)
     }
 
+    /// Whether two payloads make the same write with the same expectations: the same write
+    /// planned from the same reads.
+    pub fn same_write_and_expectations(&self, other: &Payload) -> bool {
+        self.same_write(other) && self.fields.iter().zip(&other.fields).all(|(a, b)| a.expected == b.expected)
+    }
+
     /// The payload as stored in the outbox (always the current version).
     pub fn to_text(&self) -> String {
         let origin = shared(&self.fields, |field| field.origin);

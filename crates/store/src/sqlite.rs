@@ -400,7 +400,7 @@ impl StateStore {
             .context(|| format!("reading the outbox of link {link}"))
     }
 
-    /// The unfinished (pending, sending or dead) outbox entries of some records.
+    /// The unfinished (pending, sending, moved or dead) outbox entries of some records.
     ///
     /// # Errors
     ///
@@ -409,7 +409,8 @@ impl StateStore {
         let mut entries = Vec::new();
         for chunk in keys.chunks(CHUNK) {
             let clause = format!(
-                "WHERE link = ? AND status IN ('pending', 'sending', 'dead') AND key IN ({}) ORDER BY id",
+                "WHERE link = ? AND status IN ('pending', 'sending', 'moved', 'dead') AND key IN ({}) \
+                 ORDER BY id",
                 placeholders(chunk.len())
             );
             let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
@@ -418,7 +419,8 @@ impl StateStore {
         Ok(entries)
     }
 
-    /// The keys of `link`'s records with unfinished (pending, sending or dead) outbox entries.
+    /// The keys of `link`'s records with unfinished (pending, sending, moved or dead) outbox
+    /// entries.
     ///
     /// # Errors
     ///
@@ -430,7 +432,7 @@ impl StateStore {
             .prepare_cached(
                 // Not DISTINCT, which would make SQLite walk every entry of the link by key
                 // rather than only the unfinished ones by status.
-                "SELECT key FROM outbox WHERE link = ?1 AND status IN ('pending', 'sending', 'dead')",
+                "SELECT key FROM outbox WHERE link = ?1 AND status IN ('pending', 'sending', 'moved', 'dead')",
             )
             .context(what)?;
         let mut keys = statement
@@ -459,6 +461,42 @@ impl StateStore {
             "WHERE (?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3",
             params![link, status.map(OutboxStatus::as_str), limit as i64],
         )
+    }
+
+    /// A page of outbox entries, newest first, optionally of one link and status, older than
+    /// `before` when given, at most `limit` (all when `0`); with how many more match after
+    /// the page's last entry (pass its id as `before` for the next page).
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn outbox_page(
+        &self,
+        link: Option<&str>,
+        status: Option<OutboxStatus>,
+        before: Option<OutboxId>,
+        limit: usize,
+    ) -> Result<(Vec<OutboxEntry>, u64), StoreError> {
+        let filter = "(?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)";
+        let status = status.map(OutboxStatus::as_str);
+        let limit = if limit == 0 { -1 } else { limit as i64 };
+        let entries = query_outbox(
+            &self.connection,
+            &format!("WHERE {filter} ORDER BY id DESC LIMIT ?4"),
+            params![link, status, before, limit],
+        )?;
+        let more = match entries.last() {
+            Some(last) => self
+                .connection
+                .query_row(
+                    &format!("SELECT count(*) FROM outbox WHERE {filter}"),
+                    params![link, status, last.id],
+                    |row| row.get::<_, i64>(0),
+                )
+                .context(|| "counting the outbox".into())?,
+            None => 0,
+        };
+        Ok((entries, more as u64))
     }
 
     /// One outbox entry.
@@ -575,6 +613,39 @@ impl StateStore {
             "WHERE (?1 IS NULL OR link = ?1) ORDER BY id DESC LIMIT ?2",
             params![link, limit as i64],
         )
+    }
+
+    /// A page of runs, newest first, optionally of one link, older than `before` when given,
+    /// at most `limit` (all when `0`); with how many more there are after the page's last run.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn runs_page(
+        &self,
+        link: Option<&str>,
+        before: Option<RunId>,
+        limit: usize,
+    ) -> Result<(Vec<RunRow>, u64), StoreError> {
+        let filter = "(?1 IS NULL OR link = ?1) AND (?2 IS NULL OR id < ?2)";
+        let limit = if limit == 0 { -1 } else { limit as i64 };
+        let runs = query_runs(
+            &self.connection,
+            &format!("WHERE {filter} ORDER BY id DESC LIMIT ?3"),
+            params![link, before.map(|run| run.0), limit],
+        )?;
+        let more = match runs.last() {
+            Some(last) => self
+                .connection
+                .query_row(
+                    &format!("SELECT count(*) FROM runs WHERE {filter}"),
+                    params![link, last.id.0],
+                    |row| row.get::<_, i64>(0),
+                )
+                .context(|| "counting the runs".into())?,
+            None => 0,
+        };
+        Ok((runs, more as u64))
     }
 
     /// One run.

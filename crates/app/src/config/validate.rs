@@ -38,16 +38,22 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 const DEFAULT_FULL_SCAN_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// Parses and validates `text`, the contents of `file`.
+///
+/// With `offline`, for commands that open no connector, a connector whose settings name a
+/// variable the environment lacks is left out of the configuration instead of being an error:
+/// its secrets are not needed to read the state store, and the commands that open it say what
+/// is missing.
 pub(crate) fn validate(
     text: &str,
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    offline: bool,
 ) -> Result<Config, ConfigError> {
     let root = DeTable::parse(text).map_err(|error| ConfigError::from_toml(&error, file, text))?;
     let raw = RawConfig::deserialize(toml::de::Deserializer::from(root.clone()))
         .map_err(|error| ConfigError::from_toml(&error, file, text))?;
 
-    let mut validator = Validator { file, text, env, problems: Vec::new() };
+    let mut validator = Validator { file, text, env, offline, problems: Vec::new() };
     let state = validator.state(raw.state.as_ref());
 
     let mut declared = BTreeSet::new();
@@ -92,6 +98,8 @@ struct Validator<'a> {
     file: &'a Path,
     text: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// Whether connectors that need unset variables are left out rather than errors.
+    offline: bool,
     /// Each problem with its byte offset, to sort them into file order.
     problems: Vec<(usize, Problem)>,
 }
@@ -231,6 +239,11 @@ impl Validator<'_> {
                     settings.insert(key.clone(), value);
                 }
             }
+        }
+        if self.offline && self.problems.len() > problems_before {
+            // The environment lacks this connector's secrets; nothing offline needs them.
+            self.problems.truncate(problems_before);
+            return None;
         }
 
         let overlap = match overlap {
