@@ -131,10 +131,31 @@ async fn check(path: &Path, json: bool) -> Result<Exit, Failure> {
             }
         }
     }
+    // How each link times a conflict: last-write-wins needs modification times, and a side
+    // whose records carry none has its changes timed when a run first sees them.
+    let mut timing = BTreeMap::new();
+    for (name, link) in &config.links {
+        if let fieldsync_engine::ConflictStrategy::LastWriteWins { grace, .. } = link.spec.conflicts {
+            let note = format!(
+                "last_write_wins compares the records' modification times (grace {}s); a side whose records \
+                 carry none has its changes timed when a run first sees them, so its edits count as later \
+                 than any the other side made before that run, and between two such sides every conflict \
+                 falls inside the grace and goes to the tie",
+                grace.as_secs()
+            );
+            if !json {
+                outln!("link {name}: {note}");
+            }
+            timing.insert(name.clone(), note);
+        }
+    }
     if json {
-        print_json(
-            &json!({ "config": config.path, "links": config.links.keys().collect::<Vec<_>>(), "connectors": results }),
-        );
+        print_json(&json!({
+            "config": config.path,
+            "links": config.links.keys().collect::<Vec<_>>(),
+            "connectors": results,
+            "conflict_timing": timing,
+        }));
     } else {
         outln!(
             "configuration {} is valid: {} links, {} connectors",
@@ -280,15 +301,16 @@ fn status(config: &Config, json: bool) -> Result<Exit, Failure> {
 
 fn conflicts(config: &Config, command: Option<ConflictsCommand>, json: bool) -> Result<Exit, Failure> {
     let mut store = open_store(config)?;
-    match command.unwrap_or(ConflictsCommand::List { all: false }) {
-        ConflictsCommand::List { all } => {
+    match command.unwrap_or(ConflictsCommand::List { all: false, limit: 100, before: None }) {
+        ConflictsCommand::List { all, limit, before } => {
             let status = if all { None } else { Some(ReviewStatus::Open) };
-            let reviews = store.list_reviews(None, status, 1000)?;
+            let (reviews, more) = store.reviews_page(None, status, before, limit)?;
             if json {
                 print_json(&reviews.iter().map(review_json).collect::<Vec<_>>());
             } else {
                 out!("{}", render::reviews(&reviews));
             }
+            more_note(more, "reviews", reviews.last().map(|review| review.id), json);
         }
         ConflictsCommand::Show { id } => {
             let review = store.review(id)?;
@@ -334,11 +356,14 @@ fn conflicts(config: &Config, command: Option<ConflictsCommand>, json: bool) -> 
                         link.spec.fields.iter().find(|field| field.name == *field_name).ok_or_else(|| {
                             Failure::usage(anyhow!("field {field_name} is no longer configured"))
                         })?;
-                    let value = field
-                        .normalisers
-                        .left
-                        .normalise(&serde_json::Value::String(text.clone()))
-                        .map_err(|error| Failure::usage(anyhow!("--value: {error}")))?;
+                    // A person's value must be one the field's rules read, not copied verbatim.
+                    let value = match field.normalisers.left.read(&serde_json::Value::String(text.clone())) {
+                        fieldsync_model::Reading::Valid(value) => value,
+                        fieldsync_model::Reading::Copied(_, error)
+                        | fieldsync_model::Reading::Invalid(error) => {
+                            return Err(Failure::usage(anyhow!("--value: {error}")));
+                        }
+                    };
                     Decision::Value(value)
                 }
                 (None, None) => return Err(Failure::usage(anyhow!("give --keep or --value"))),

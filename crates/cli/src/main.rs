@@ -96,6 +96,12 @@ enum ConflictsCommand {
         /// Include resolved and closed reviews.
         #[arg(long)]
         all: bool,
+        /// How many, newest first (0 for all); the list says how many more there are.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Only reviews older than this one: the next page starts at the last review listed.
+        #[arg(long)]
+        before: Option<i64>,
     },
     /// Show one review.
     Show {

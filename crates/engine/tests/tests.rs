@@ -1229,3 +1229,83 @@ async fn full_scan_across_many_baselines(reverse: bool) {
     assert_eq!(again.stats.writes_done, 0);
     assert_eq!(again.stats.left.changed + again.stats.right.changed, 0);
 }
+
+/// A value no rule of its type reads (a phone number the numbering plan does not know) is
+/// held by `invalid = "hold"`: reported, the field left alone. With `invalid = "copy"` it is
+/// written to the other side as it is, with a warning in the report and the audit, and the
+/// two sides then agree: the next run writes nothing.
+#[tokio::test]
+async fn a_value_no_rule_reads_is_held_or_copied_as_the_field_says() {
+    let phone = |invalid| {
+        let normaliser = Normaliser::new(FieldType::Phone).with_region("NL").unwrap().with_invalid(invalid);
+        SidePair::new(normaliser.clone(), normaliser)
+    };
+    let mut world = world(ConflictStrategy::Review);
+    world.spec.fields[1].normalisers = phone(fieldsync_model::Invalid::Hold);
+    world.left.set_now(at(0));
+    world.left.edit("m1", "email", json!("jan@club.nl"));
+    world.left.edit("m1", "mobile", json!("06 12345678"));
+    world.run(RunOptions::default()).await;
+    assert_eq!(world.right.value("m1", "mobile"), json!("+31612345678"));
+
+    world.left.set_now(at(100));
+    world.left.edit("m1", "mobile", json!(" 06-1234 "));
+    let held = world.run(RunOptions::default()).await;
+    assert_eq!((held.stats.invalid_values, held.stats.writes_done), (1, 0), "{held:#?}");
+    assert_eq!(world.right.value("m1", "mobile"), json!("+31612345678"));
+
+    world.spec.fields[1].normalisers = phone(fieldsync_model::Invalid::Copy);
+    // One member in all: its one change is more than the guard's share, so force.
+    let copied = world.run(RunOptions { full: true, force: true, ..Default::default() }).await;
+    assert_eq!((copied.stats.copied_values, copied.stats.writes_done), (1, 1), "{copied:#?}");
+    assert_eq!(world.right.value("m1", "mobile"), json!("06-1234"));
+    let line = copied.lines.iter().find(|line| line.action == Action::Copied).expect("a warning line");
+    assert!(line.reason.contains("\" 06-1234 \" is not a valid phone"), "{}", line.reason);
+    let audit = audited(&world, "m1", fieldsync_store::AuditEvent::Invalid);
+    assert!(
+        audit.iter().any(|reason| reason.contains("copied as it is written to the right side")),
+        "{audit:?}"
+    );
+    let quiet = world.run(RunOptions { full: true, ..Default::default() }).await;
+    assert_eq!((quiet.stats.writes_done, quiet.stats.compared), (0, 0), "{quiet:#?}");
+
+    // Corrected at its source, the number is written in its canonical form.
+    world.left.set_now(at(200));
+    world.left.edit("m1", "mobile", json!("06-12345679"));
+    let corrected = world.run(RunOptions { force: true, ..Default::default() }).await;
+    assert_eq!((corrected.stats.copied_values, corrected.stats.writes_done), (0, 1), "{corrected:#?}");
+    assert_eq!(world.right.value("m1", "mobile"), json!("+31612345679"));
+}
+
+/// A side's own spelling of a value (`Ja`/`Nee` for a boolean) is read as the value and written
+/// in the spelling, both ways, and a run after writes nothing.
+#[tokio::test]
+async fn a_sides_own_spelling_of_values_is_read_and_written() {
+    let mut world = world(ConflictStrategy::Review);
+    let spelled = Normaliser::new(FieldType::Bool)
+        .with_spellings([("true".to_string(), json!("Ja")), ("false".to_string(), json!("Nee"))])
+        .unwrap();
+    world.spec.fields[1] = FieldSpec {
+        name: "blocked".into(),
+        paths: SidePair::new("blocked".into(), "geblokkeerd".into()),
+        normalisers: SidePair::new(Normaliser::new(FieldType::Bool), spelled),
+        direction: Direction::Both,
+    };
+    world.left.set_now(at(0));
+    world.right.set_now(at(0));
+    for (id, blocked) in [("m1", json!(1)), ("m2", json!(0))] {
+        world.left.edit(id, "email", json!(format!("{id}@club.nl")));
+        world.left.edit(id, "blocked", blocked);
+    }
+    world.run(RunOptions::default()).await;
+    assert_eq!(world.right.value("m1", "geblokkeerd"), json!("Ja"));
+    assert_eq!(world.right.value("m2", "geblokkeerd"), json!("Nee"));
+
+    world.right.set_now(at(100));
+    world.right.edit("m2", "geblokkeerd", json!("ja"));
+    let report = world.run(RunOptions { force: true, ..Default::default() }).await;
+    assert_eq!(report.stats.writes_done, 1, "{report:#?}");
+    assert_eq!(world.left.value("m2", "blocked"), json!(true));
+    let quiet = world.run(RunOptions { full: true, ..Default::default() }).await;
+    assert_eq!((quiet.stats.writes_done, quiet.stats.compared), (0, 0), "{quiet:#?}");
+}

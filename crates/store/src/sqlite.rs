@@ -477,26 +477,14 @@ impl StateStore {
         before: Option<OutboxId>,
         limit: usize,
     ) -> Result<(Vec<OutboxEntry>, u64), StoreError> {
-        let filter = "(?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)";
-        let status = status.map(OutboxStatus::as_str);
-        let limit = if limit == 0 { -1 } else { limit as i64 };
-        let entries = query_outbox(
+        let filter = PageFilter { link, status: status.map(OutboxStatus::as_str), before, limit };
+        page(
             &self.connection,
-            &format!("WHERE {filter} ORDER BY id DESC LIMIT ?4"),
-            params![link, status, before, limit],
-        )?;
-        let more = match entries.last() {
-            Some(last) => self
-                .connection
-                .query_row(
-                    &format!("SELECT count(*) FROM outbox WHERE {filter}"),
-                    params![link, status, last.id],
-                    |row| row.get::<_, i64>(0),
-                )
-                .context(|| "counting the outbox".into())?,
-            None => 0,
-        };
-        Ok((entries, more as u64))
+            "outbox",
+            filter,
+            |connection, clause, params| query_outbox(connection, clause, params),
+            |entry| entry.id,
+        )
     }
 
     /// One outbox entry.
@@ -591,6 +579,29 @@ impl StateStore {
         )
     }
 
+    /// A page of reviews, newest first, optionally of one link and status, older than `before`
+    /// when given, at most `limit` (all when `0`); with how many more match after the page.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn reviews_page(
+        &self,
+        link: Option<&str>,
+        status: Option<ReviewStatus>,
+        before: Option<ReviewId>,
+        limit: usize,
+    ) -> Result<(Vec<Review>, u64), StoreError> {
+        let filter = PageFilter { link, status: status.map(ReviewStatus::as_str), before, limit };
+        page(
+            &self.connection,
+            "reviews",
+            filter,
+            |connection, clause, params| query_reviews(connection, clause, params),
+            |review| review.id,
+        )
+    }
+
     /// One review.
     ///
     /// # Errors
@@ -627,25 +638,14 @@ impl StateStore {
         before: Option<RunId>,
         limit: usize,
     ) -> Result<(Vec<RunRow>, u64), StoreError> {
-        let filter = "(?1 IS NULL OR link = ?1) AND (?2 IS NULL OR id < ?2)";
-        let limit = if limit == 0 { -1 } else { limit as i64 };
-        let runs = query_runs(
+        let filter = PageFilter { link, status: None, before: before.map(|run| run.0), limit };
+        page(
             &self.connection,
-            &format!("WHERE {filter} ORDER BY id DESC LIMIT ?3"),
-            params![link, before.map(|run| run.0), limit],
-        )?;
-        let more = match runs.last() {
-            Some(last) => self
-                .connection
-                .query_row(
-                    &format!("SELECT count(*) FROM runs WHERE {filter}"),
-                    params![link, last.id.0],
-                    |row| row.get::<_, i64>(0),
-                )
-                .context(|| "counting the runs".into())?,
-            None => 0,
-        };
-        Ok((runs, more as u64))
+            "runs",
+            filter,
+            |connection, clause, params| query_runs(connection, clause, params),
+            |run| run.id.0,
+        )
     }
 
     /// One run.
@@ -1435,6 +1435,44 @@ fn decode_fields(
                 .unwrap_or_default()
         })
         .collect())
+}
+
+/// Which rows of a listed table a page holds: of a link and a status when given, with ids
+/// below `before`, at most `limit` of them (all when `0`).
+struct PageFilter<'a> {
+    link: Option<&'a str>,
+    status: Option<&'a str>,
+    before: Option<i64>,
+    limit: usize,
+}
+
+/// A page of `table`'s rows, newest first, read by `query`, with how many more rows match
+/// after the page's last one (`id` gives a row's id).
+fn page<T>(
+    connection: &rusqlite::Connection,
+    table: &'static str,
+    filter: PageFilter<'_>,
+    query: impl Fn(&rusqlite::Connection, &str, &[&dyn rusqlite::ToSql]) -> Result<Vec<T>, StoreError>,
+    id: impl Fn(&T) -> i64,
+) -> Result<(Vec<T>, u64), StoreError> {
+    let clause = "(?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)";
+    let limit = if filter.limit == 0 { -1 } else { filter.limit as i64 };
+    let rows = query(
+        connection,
+        &format!("WHERE {clause} ORDER BY id DESC LIMIT ?4"),
+        params![filter.link, filter.status, filter.before, limit],
+    )?;
+    let more = match rows.last() {
+        Some(last) => connection
+            .query_row(
+                &format!("SELECT count(*) FROM {table} WHERE {clause}"),
+                params![filter.link, filter.status, id(last)],
+                |row| row.get::<_, i64>(0),
+            )
+            .context(|| format!("counting the {table}"))?,
+        None => 0,
+    };
+    Ok((rows, more as u64))
 }
 
 fn query_outbox(
