@@ -306,12 +306,17 @@ impl Planner<'_> {
     }
 
     /// Plans one record from its baseline, both sides' state and its live reviews.
+    /// `created_from` names the side an unfinished create of ours copied the record from, when
+    /// the other side now holds it: the target made it (perhaps only in part) and then failed,
+    /// and its first sync takes the source's values, so the create is completed rather than
+    /// held for review or left half-made.
     pub fn plan_record(
         &self,
         key: RecordKey,
         presence: SidePair<Presence>,
         baseline: Option<&Baseline>,
         reviews: &[Review],
+        created_from: Option<Side>,
         report: &mut RunReport,
     ) -> RecordPlan {
         let mut plan = RecordPlan {
@@ -324,7 +329,7 @@ impl Planner<'_> {
         };
         match (&presence.left, &presence.right) {
             (Presence::Present(left), Presence::Present(right)) => {
-                self.plan_fields(&mut plan, left, right, baseline, reviews, report);
+                self.plan_fields(&mut plan, left, right, baseline, reviews, created_from, report);
             }
             (Presence::Unknown, _) | (_, Presence::Unknown) => {
                 report.push_line(|| ReportLine {
@@ -356,6 +361,7 @@ impl Planner<'_> {
         plan
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn plan_fields(
         &self,
         plan: &mut RecordPlan,
@@ -363,11 +369,16 @@ impl Planner<'_> {
         right: &SideRecord,
         baseline: Option<&Baseline>,
         reviews: &[Review],
+        created_from: Option<Side>,
         report: &mut RunReport,
     ) {
         let spec = self.spec;
         let key = plan.key.clone();
         let records = SidePair::new(left, right);
+        let first_sync = match (baseline, created_from) {
+            (None, Some(source)) => crate::spec::FirstSyncStrategy::Prefer(source),
+            _ => spec.first_sync,
+        };
         let mut next = baseline.cloned().unwrap_or_else(|| Baseline::empty(key.clone(), spec.fields.len()));
         let mut baseline_changed = baseline.is_none();
         for side in Side::BOTH {
@@ -423,11 +434,7 @@ impl Planner<'_> {
                 left_time: times.left,
                 right_time: times.right,
             };
-            let rules = FieldRules {
-                conflicts: spec.conflicts,
-                first_sync: spec.first_sync,
-                direction: field.direction,
-            };
+            let rules = FieldRules { conflicts: spec.conflicts, first_sync, direction: field.direction };
             let view = review.map(|review| ReviewView {
                 left: review.review.left.as_ref(),
                 right: review.review.right.as_ref(),

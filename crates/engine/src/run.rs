@@ -541,9 +541,26 @@ fn plan_chunk(
                 landed.insert(entry.id);
             }
         }
+        // A create of ours that was tried and now stands on its target with no baseline was
+        // made there, perhaps in part, before its attempt failed: complete it from its source.
+        let created_from = existing
+            .iter()
+            .find(|entry| {
+                entry.operation == Operation::Create
+                    && (entry.attempts > 0 || entry.status == OutboxStatus::Sending)
+                    && matches!(presence.get(entry.side), Presence::Present(_))
+                    && matches!(presence.get(entry.side.other()), Presence::Present(_))
+            })
+            .map(|entry| entry.side.other());
         let record_reviews = reviews.get(&key).map(Vec::as_slice).unwrap_or_default();
-        let mut plan =
-            planner.plan_record(key, presence, moved.as_ref().or(baseline), record_reviews, report);
+        let mut plan = planner.plan_record(
+            key,
+            presence,
+            moved.as_ref().or(baseline),
+            record_reviews,
+            created_from,
+            report,
+        );
         if let (Some(moved), BaselineChange::Keep) = (moved, &plan.baseline) {
             plan.baseline = BaselineChange::Put(moved);
         }
