@@ -9,7 +9,7 @@
 //! again.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use fieldsync_connector::{
     Capabilities, Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Page, PageToken, Probe,
@@ -20,7 +20,7 @@ use jiff::Timestamp;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
-use crate::config::{Delete, Order, Paging, RestConfig, Settings, TimeFormat, Verify};
+use crate::config::{Delete, Empty, Order, Paging, RestConfig, Settings, TimeFormat, Verify};
 use crate::http::{Answer, Http, Kind, shown};
 use crate::path::FieldPath;
 
@@ -38,6 +38,12 @@ pub struct RestConnector {
     http: Arc<Http>,
     /// Records as the latest writes' responses held them, for their verification.
     written: HashMap<RecordId, Fetched>,
+    /// For `create.unique` without `key_param`: the id of each record by its unique value, from
+    /// one reading of the listing, kept until a new listing starts (the next run) and told of
+    /// this connector's own creates and deletes.
+    unique_holders: Arc<Mutex<Option<HashMap<String, RecordId>>>>,
+    /// For `empty = "schema"`: each top-level field's type, from the API's `OPTIONS` answer.
+    schema: Arc<tokio::sync::OnceCell<HashMap<String, String>>>,
 }
 
 impl RestConnector {
@@ -52,7 +58,13 @@ impl RestConnector {
         })?;
         let settings = Arc::new(settings);
         let http = Arc::new(Http::new(Arc::clone(&settings))?);
-        Ok(Self { settings, http, written: HashMap::new() })
+        Ok(Self {
+            settings,
+            http,
+            written: HashMap::new(),
+            unique_holders: Arc::default(),
+            schema: Arc::default(),
+        })
     }
 
     fn what(&self) -> String {
@@ -61,11 +73,7 @@ impl RestConnector {
 
     /// The URL of one record.
     fn item_url(&self, id: &RecordId) -> Result<Url, ConnectorError> {
-        let encoded: String = url_escape(id.as_str());
-        let text = self.settings.item_url.replace("{id}", &encoded);
-        Url::parse(&text).map_err(|error| ConnectorError::Misconfigured {
-            message: format!("rest connector: `item_url` gives {text:?} for record {id}, not a URL: {error}"),
-        })
+        url_for(&self.settings.item_url, "item_url", id)
     }
 
     /// The first page's URL of a listing, with the configured query, the page size and, for
@@ -169,7 +177,7 @@ impl RestConnector {
         let mut records = Vec::new();
         let mut token = None;
         loop {
-            let page = self.read_page(request, token.as_ref()).await?;
+            let page = self.list_page(request, token.as_ref()).await?;
             records.extend(page.records);
             match page.next {
                 Some(next) => token = Some(next),
@@ -190,7 +198,7 @@ impl RestConnector {
                     self.update(id, std::slice::from_ref(&field)).await
                 }
                 Delete::Http { query } => {
-                    let mut url = self.item_url(id)?;
+                    let mut url = url_for(&self.settings.delete_url, "delete_url", id)?;
                     for (name, value) in query {
                         url.query_pairs_mut().append_pair(name, value);
                     }
@@ -217,15 +225,18 @@ impl RestConnector {
         let changing: Vec<(&FieldPath, &FieldWrite)> = paths
             .iter()
             .zip(fields)
-            .filter(|(_, field)| field.expected.as_ref() != Some(&field.value))
+            .filter(|(_, field)| {
+                !field.expected.as_ref().is_some_and(|expected| same(expected, &field.value))
+            })
             .collect();
         if changing.is_empty() {
             return Ok((WriteOutcome { id: id.clone() }, None));
         }
         // An array is sent whole, so its other elements come from the record as it is now;
-        // and an `If-Match` needs the record's current ETag.
-        let needs_current =
-            self.settings.etag || changing.iter().any(|(path, _)| path.unit().as_str() != path.as_str());
+        // an `If-Match` needs the record's current ETag, and a version check its version.
+        let needs_current = self.settings.etag
+            || self.settings.version.is_some()
+            || changing.iter().any(|(path, _)| path.has_filter());
         let current = if needs_current {
             match self.fetch(id).await? {
                 Some(current) => Some(current),
@@ -246,15 +257,35 @@ impl RestConnector {
             if changing.iter().all(|(path, field)| same(&path.get(&current.record), &field.value)) {
                 return Ok((WriteOutcome { id: id.clone() }, Some(current.clone())));
             }
+            if self.settings.etag && current.etag.is_none() {
+                return Err(ConnectorError::Misconfigured {
+                    message: format!(
+                        "rest connector for {}: `etag` = true, but reading record {id} gave no ETag, so an \
+                         update cannot be made conditional; set `etag` = false (the engine then reads each \
+                         record again just before writing) or `version`",
+                        self.what()
+                    ),
+                });
+            }
         }
         let mut document = current.as_ref().map_or(Value::Null, |current| current.record.clone());
         let mut body = Value::Object(serde_json::Map::new());
         for (path, field) in &changing {
-            path.set(&mut document, field.value.clone())
-                .map_err(|message| ConnectorError::Rejected { message })?;
+            if is_empty(&field.value) && path.has_filter() {
+                // Never a `null` inside an array: the element goes.
+                path.remove_element(&mut document);
+                continue;
+            }
+            let value = self.empty_value(path, &field.value, false).await?.unwrap_or(Value::Null);
+            path.set(&mut document, value).map_err(|message| ConnectorError::Rejected { message })?;
         }
         for (path, _) in &changing {
             path.unit().copy(&document, &mut body).map_err(|message| ConnectorError::Rejected { message })?;
+        }
+        if let (Some(version), Some(current)) = (&self.settings.version, &current) {
+            version.set(&mut body, version.get(&current.record)).map_err(|message| {
+                ConnectorError::Misconfigured { message: format!("`version`: {message}") }
+            })?;
         }
         let if_match =
             current.as_ref().and_then(|current| current.etag.as_deref()).filter(|_| self.settings.etag);
@@ -264,10 +295,68 @@ impl RestConnector {
             status if status.is_success() => {
                 Ok((WriteOutcome { id: id.clone() }, self.response_record(&answer)))
             }
-            StatusCode::PRECONDITION_FAILED => Err(ConnectorError::TargetMoved { id: id.clone() }),
+            status if self.settings.stale.contains(&status) => {
+                Err(ConnectorError::TargetMoved { id: id.clone() })
+            }
             StatusCode::NOT_FOUND | StatusCode::GONE => Err(ConnectorError::NotFound { id: id.clone() }),
             _ => Err(answer.error(&format!("updating record {id}"))),
         }
+    }
+
+    /// How `value` is written at `path`: itself when it is not empty, otherwise as `empty` or
+    /// `empty_paths` say; `None` when it is left out (`omit`, on a create).
+    async fn empty_value(
+        &self,
+        path: &FieldPath,
+        value: &Value,
+        creating: bool,
+    ) -> Result<Option<Value>, ConnectorError> {
+        if !is_empty(value) {
+            return Ok(Some(value.clone()));
+        }
+        let empty = self.settings.empty_paths.get(path.as_str()).copied().unwrap_or(self.settings.empty);
+        Ok(match empty {
+            Empty::Null => Some(Value::Null),
+            Empty::EmptyString => Some(Value::String(String::new())),
+            Empty::Omit if creating => None,
+            Empty::Omit => Some(Value::Null),
+            Empty::Schema => {
+                let schema = self.schema.get_or_try_init(|| self.read_schema()).await?;
+                let name = path.first_member().unwrap_or_default();
+                let text = schema.get(name).is_some_and(|kind| {
+                    matches!(kind.as_str(), "string" | "email" | "url" | "slug" | "choice" | "regex")
+                });
+                Some(if text { Value::String(String::new()) } else { Value::Null })
+            }
+        })
+    }
+
+    /// Each writable field's type by name, from the collection's `OPTIONS` answer
+    /// (`/actions/POST`, as Django REST Framework describes its serializers).
+    async fn read_schema(&self) -> Result<HashMap<String, String>, ConnectorError> {
+        let answer =
+            self.http.send(Method::OPTIONS, self.settings.create_url.clone(), None, None, Kind::Read).await?;
+        if !answer.status.is_success() {
+            return Err(answer.error("reading the API's schema (`empty` = \"schema\")"));
+        }
+        let body = answer.json()?;
+        let Some(Value::Object(fields)) =
+            body.pointer("/actions/POST").or_else(|| body.pointer("/actions/PUT"))
+        else {
+            return Err(ConnectorError::Misconfigured {
+                message: format!(
+                    "rest connector for {}: `empty` = \"schema\", but the OPTIONS answer describes no fields at \
+                     /actions/POST; set `empty` to \"null\", \"empty_string\" or \"omit\"",
+                    self.what()
+                ),
+            });
+        };
+        Ok(fields
+            .iter()
+            .map(|(name, field)| {
+                (name.clone(), field.get("type").and_then(Value::as_str).unwrap_or_default().to_string())
+            })
+            .collect())
     }
 
     async fn create(&self, fields: &[FieldWrite]) -> Result<(WriteOutcome, Option<Fetched>), ConnectorError> {
@@ -278,8 +367,13 @@ impl RestConnector {
                 .map_err(|message| ConnectorError::Misconfigured { message })?;
         }
         for (path, field) in paths.iter().zip(fields) {
-            path.set(&mut body, field.value.clone())
-                .map_err(|message| ConnectorError::Rejected { message })?;
+            // An empty value in an array is no element at all.
+            if is_empty(&field.value) && path.has_filter() {
+                continue;
+            }
+            if let Some(value) = self.empty_value(path, &field.value, true).await? {
+                path.set(&mut body, value).map_err(|message| ConnectorError::Rejected { message })?;
+            }
         }
         for (target, template) in &self.settings.create_templates {
             let text = fill_template(template, &body);
@@ -289,7 +383,7 @@ impl RestConnector {
         }
         let answer = self
             .http
-            .send(Method::POST, self.settings.base_url.clone(), Some(&body), None, Kind::Write)
+            .send(Method::POST, self.settings.create_url.clone(), Some(&body), None, Kind::Write)
             .await?;
         if !answer.status.is_success() {
             return Err(answer.error("creating a record"));
@@ -344,6 +438,23 @@ fn field_paths<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<Vec<Field
             })
         })
         .collect()
+}
+
+/// A record's URL from a template of the setting named, `{id}` replaced by the escaped id.
+fn url_for(template: &str, setting: &str, id: &RecordId) -> Result<Url, ConnectorError> {
+    let text = template.replace("{id}", &url_escape(id.as_str()));
+    Url::parse(&text).map_err(|error| ConnectorError::Misconfigured {
+        message: format!("rest connector: `{setting}` gives {text:?} for record {id}, not a URL: {error}"),
+    })
+}
+
+/// Whether a value is empty: `null` or `""`, which fieldsync holds for the same.
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(text) => text.is_empty(),
+        _ => false,
+    }
 }
 
 /// Parses the paths of some writes.
@@ -452,7 +563,9 @@ impl Connector for RestConnector {
         Capabilities {
             incremental: self.settings.since.is_some(),
             lookup_by_key: true,
-            conditional_writes: self.settings.etag,
+            // An ETag (checked to be sent) or a version the API checks: the API refuses a
+            // stale update atomically.
+            conditional_writes: self.settings.etag || self.settings.version.is_some(),
             create: true,
             delete: !matches!(self.settings.delete, Delete::None),
         }
@@ -465,7 +578,24 @@ impl Connector for RestConnector {
             return Err(answer.error("listing records"));
         }
         let body = answer.json()?;
-        self.records_of(&answer, &body, &paths)?;
+        let listed = self.records_of(&answer, &body, &paths)?;
+        // A conditional write claimed through ETags must be one: the API must send them.
+        if self.settings.etag
+            && let Some(record) = listed.first()
+        {
+            let fetched = self.fetch(&record.id).await?;
+            if fetched.is_some_and(|fetched| fetched.etag.is_none()) {
+                return Err(ConnectorError::Misconfigured {
+                    message: format!(
+                        "rest connector for {}: `etag` = true, but reading record {} gave no ETag header; set \
+                         `etag` = false (the engine then reads each record again just before writing) or \
+                         `version`",
+                        self.what(),
+                        record.id
+                    ),
+                });
+            }
+        }
         let records = ["X-WP-Total", "X-Total-Count"]
             .iter()
             .find_map(|name| answer.header(name).and_then(|total| total.trim().parse().ok()))
@@ -478,79 +608,11 @@ impl Connector for RestConnector {
         request: &ReadRequest,
         token: Option<&PageToken>,
     ) -> Result<Page, ConnectorError> {
-        self.written.clear();
-        let settings = Arc::clone(&self.settings);
-        let since = request.since.filter(|_| settings.since.is_some());
-        let paths = field_paths(request.paths.iter().map(String::as_str))?;
-        if settings.order == Order::Modified {
-            return self.read_changes(request, token, &paths).await;
+        if token.is_none() {
+            // A new listing: a new run, whose creates read the unique values afresh.
+            *self.unique_holders.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
-        let token = token.map(|token| token.0.as_str());
-        let url = match (&settings.paging, token) {
-            (Paging::Page { param, .. }, page) => {
-                self.list_url(since, &[(param, page.unwrap_or("1").to_string())])
-            }
-            (Paging::Offset { param }, offset) => {
-                self.list_url(since, &[(param, offset.unwrap_or("0").to_string())])
-            }
-            (Paging::Cursor { param, .. }, Some(cursor)) => {
-                self.list_url(since, &[(param, cursor.to_string())])
-            }
-            (Paging::Link | Paging::NextUrl { .. }, Some(next)) => {
-                Url::parse(next).map_err(|error| ConnectorError::Malformed {
-                    what: self.what(),
-                    message: format!("the next page's URL {next:?} is not a URL: {error}"),
-                })?
-            }
-            (Paging::Cursor { .. } | Paging::Link | Paging::NextUrl { .. }, None) => {
-                self.list_url(since, &[])
-            }
-        };
-        let answer = self.http.send(Method::GET, url, None, None, Kind::Read).await?;
-        if !answer.status.is_success() {
-            // A page past the last is refused by some APIs when the last one was full.
-            if let (Paging::Page { .. }, Some(page)) = (&settings.paging, token)
-                && page != "1"
-                && past_the_last_page(&answer)
-            {
-                return Ok(Page::default());
-            }
-            return Err(answer.error("listing records"));
-        }
-        let body = answer.json()?;
-        let records = self.records_of(&answer, &body, &paths)?;
-        let full = records.len() >= settings.page_size;
-        let next = match &settings.paging {
-            Paging::Page { total_pages_header, .. } => {
-                let page: u64 = token.and_then(|page| page.parse().ok()).unwrap_or(1);
-                let total = total_pages_header
-                    .as_deref()
-                    .and_then(|name| answer.header(name))
-                    .and_then(|total| total.trim().parse::<u64>().ok());
-                let more = match total {
-                    Some(total) => page < total && !records.is_empty(),
-                    None => full,
-                };
-                more.then(|| (page + 1).to_string())
-            }
-            Paging::Offset { .. } => {
-                let offset: usize = token.and_then(|offset| offset.parse().ok()).unwrap_or(0);
-                full.then(|| (offset + records.len()).to_string())
-            }
-            Paging::Link => answer.header("link").and_then(next_link),
-            Paging::NextUrl { pointer } => match body.pointer(pointer) {
-                Some(Value::String(next)) if !next.is_empty() => Some(next.clone()),
-                _ => None,
-            },
-            Paging::Cursor { pointer, .. } => match body.pointer(pointer) {
-                Some(Value::String(cursor)) if !cursor.is_empty() && !records.is_empty() => {
-                    Some(cursor.clone())
-                }
-                Some(Value::Number(cursor)) if !records.is_empty() => Some(cursor.to_string()),
-                _ => None,
-            },
-        };
-        Ok(Page { records, next: next.map(PageToken) })
+        self.list_page(request, token).await
     }
 
     async fn lookup(
@@ -648,6 +710,9 @@ impl Connector for RestConnector {
                 message: format!("a write stopped: {error}"),
                 retry_after: None,
             })?;
+            if let Ok((outcome, _)) = &result {
+                self.note_unique_holder(&writes[index], &outcome.id);
+            }
             results[index] = Some(result.map(|(outcome, fetched)| {
                 if let Some(fetched) = fetched {
                     self.written.insert(outcome.id.clone(), fetched);
@@ -671,6 +736,109 @@ impl Connector for RestConnector {
 }
 
 impl RestConnector {
+    /// One page of a listing (`Connector::read_page` without its side effects on the caches).
+    async fn list_page(
+        &mut self,
+        request: &ReadRequest,
+        token: Option<&PageToken>,
+    ) -> Result<Page, ConnectorError> {
+        self.written.clear();
+        let settings = Arc::clone(&self.settings);
+        let since = request.since.filter(|_| settings.since.is_some());
+        let paths = field_paths(request.paths.iter().map(String::as_str))?;
+        if settings.order == Order::Modified {
+            return self.read_changes(request, token, &paths).await;
+        }
+        let token = token.map(|token| token.0.as_str());
+        let url = match (&settings.paging, token) {
+            (Paging::Page { param, .. }, page) => {
+                self.list_url(since, &[(param, page.unwrap_or("1").to_string())])
+            }
+            (Paging::Offset { param }, offset) => {
+                self.list_url(since, &[(param, offset.unwrap_or("0").to_string())])
+            }
+            (Paging::Cursor { param, .. }, Some(cursor)) => {
+                self.list_url(since, &[(param, cursor.to_string())])
+            }
+            (Paging::Link | Paging::NextUrl { .. }, Some(next)) => {
+                Url::parse(next).map_err(|error| ConnectorError::Malformed {
+                    what: self.what(),
+                    message: format!("the next page's URL {next:?} is not a URL: {error}"),
+                })?
+            }
+            (Paging::Cursor { .. } | Paging::Link | Paging::NextUrl { .. }, None) => {
+                self.list_url(since, &[])
+            }
+        };
+        let answer = self.http.send(Method::GET, url, None, None, Kind::Read).await?;
+        if !answer.status.is_success() {
+            // A page past the last is refused by some APIs when the last one was full.
+            if let (Paging::Page { .. }, Some(page)) = (&settings.paging, token)
+                && page != "1"
+                && past_the_last_page(&answer)
+            {
+                return Ok(Page::default());
+            }
+            return Err(answer.error("listing records"));
+        }
+        let body = answer.json()?;
+        let records = self.records_of(&answer, &body, &paths)?;
+        let full = records.len() >= settings.page_size;
+        let next = match &settings.paging {
+            Paging::Page { total_pages_header, .. } => {
+                let page: u64 = token.and_then(|page| page.parse().ok()).unwrap_or(1);
+                let total = total_pages_header
+                    .as_deref()
+                    .and_then(|name| answer.header(name))
+                    .and_then(|total| total.trim().parse::<u64>().ok());
+                let more = match total {
+                    Some(total) => page < total && !records.is_empty(),
+                    None => full,
+                };
+                more.then(|| (page + 1).to_string())
+            }
+            Paging::Offset { .. } => {
+                let offset: usize = token.and_then(|offset| offset.parse().ok()).unwrap_or(0);
+                full.then(|| (offset + records.len()).to_string())
+            }
+            Paging::Link => answer.header("link").and_then(next_link),
+            Paging::NextUrl { pointer } => match body.pointer(pointer) {
+                Some(Value::String(next)) if !next.is_empty() => Some(next.clone()),
+                _ => None,
+            },
+            Paging::Cursor { pointer, .. } => match body.pointer(pointer) {
+                Some(Value::String(cursor)) if !cursor.is_empty() && !records.is_empty() => {
+                    Some(cursor.clone())
+                }
+                Some(Value::Number(cursor)) if !records.is_empty() => Some(cursor.to_string()),
+                _ => None,
+            },
+        };
+        Ok(Page { records, next: next.map(PageToken) })
+    }
+}
+
+impl RestConnector {
+    /// Tells the unique values read this run of a write that landed: a create holds its
+    /// value now, a deleted record none.
+    fn note_unique_holder(&self, write: &Write, id: &RecordId) {
+        let Some(unique) = &self.settings.create.unique else { return };
+        let mut holders = self.unique_holders.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(holders) = holders.as_mut() else { return };
+        match write {
+            Write::Create { fields } => {
+                let value = fields.iter().find(|field| &field.path == unique).map(|field| &field.value);
+                if let Some(Value::String(text)) = value {
+                    holders.insert(text.trim().to_string(), id.clone());
+                } else if let Some(Value::Number(number)) = value {
+                    holders.insert(number.to_string(), id.clone());
+                }
+            }
+            Write::Delete { .. } => holders.retain(|_, holder| holder != id),
+            Write::Update { .. } => {}
+        }
+    }
+
     /// The creates among `writes` whose `create.unique` value a record holds already, with
     /// that record's id: one look-up for the whole batch.
     async fn taken_by_creates(
@@ -698,14 +866,35 @@ impl RestConnector {
         if wanted.is_empty() {
             return Ok(HashMap::new());
         }
-        let values = wanted.iter().map(|(_, value)| value.clone()).collect();
-        let found =
-            self.lookup(std::slice::from_ref(&unique), &Lookup::Key { path: unique.clone(), values }).await?;
-        let holders: HashMap<String, RecordId> = found
-            .into_iter()
-            .filter(|record| !record.deleted)
-            .filter_map(|record| Some((text(record.values.first()?)?, record.id)))
-            .collect();
+        let holders: HashMap<String, RecordId> = if self.settings.key_param.is_some() {
+            let values = wanted.iter().map(|(_, value)| value.clone()).collect();
+            let found = self
+                .lookup(std::slice::from_ref(&unique), &Lookup::Key { path: unique.clone(), values })
+                .await?;
+            found
+                .into_iter()
+                .filter(|record| !record.deleted)
+                .filter_map(|record| Some((text(record.values.first()?)?, record.id)))
+                .collect()
+        } else {
+            // Without a key parameter only the whole listing tells: read it once per run.
+            let known = self.unique_holders.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            match known {
+                Some(known) => known,
+                None => {
+                    let request = ReadRequest { paths: vec![unique.clone()], since: None };
+                    let known: HashMap<String, RecordId> = self
+                        .read_all(&request)
+                        .await?
+                        .into_iter()
+                        .filter(|record| !record.deleted)
+                        .filter_map(|record| Some((text(record.values.first()?)?, record.id)))
+                        .collect();
+                    *self.unique_holders.lock().unwrap_or_else(PoisonError::into_inner) = Some(known.clone());
+                    known
+                }
+            }
+        };
         Ok(wanted
             .into_iter()
             .filter_map(|(index, value)| Some((index, holders.get(&value)?.clone())))
@@ -822,6 +1011,8 @@ impl RestConnector {
             settings: Arc::clone(&self.settings),
             http: Arc::clone(&self.http),
             written: HashMap::new(),
+            unique_holders: Arc::clone(&self.unique_holders),
+            schema: Arc::clone(&self.schema),
         }
     }
 }
