@@ -655,7 +655,14 @@ impl Connector for RestConnector {
                 let mut all_paths = paths.to_vec();
                 all_paths.push(path.clone());
                 let with_key = field_paths(all_paths.iter().map(String::as_str))?;
-                let candidates = match self.settings.key_param.clone() {
+                // The parameter finds records by the member of its own name; a look-up at
+                // another path reads the listing.
+                let asked = FieldPath::parse(path).ok();
+                let param =
+                    self.settings.key_param.clone().filter(|param| {
+                        asked.as_ref().and_then(FieldPath::last_member) == Some(param.as_str())
+                    });
+                let candidates = match param {
                     Some(param) => {
                         let mut records = Vec::new();
                         for value in values {

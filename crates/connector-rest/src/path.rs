@@ -104,6 +104,14 @@ impl FieldPath {
         }
     }
 
+    /// The name of the member the path ends with (`knvb_id` of `/meta/knvb_id`).
+    pub fn last_member(&self) -> Option<&str> {
+        match self.segments.last()? {
+            Segment::Member(name) => Some(name),
+            Segment::Filter { .. } => None,
+        }
+    }
+
     /// Removes from `record` the array elements the path's first filter matches: an empty
     /// value in an array is no element at all. Does nothing when the path has no filter or
     /// the array is not there.
