@@ -43,7 +43,7 @@ pub enum FieldKind {
     Checkbox,
     /// A select: the option's value.
     Select,
-    /// A date input (`YYYY-MM-DD`).
+    /// A date input: its value is `YYYY-MM-DD` whatever the browser's language shows.
     Date,
 }
 
@@ -56,6 +56,10 @@ pub struct Field {
     /// How it is entered; `text`.
     #[serde(default)]
     pub kind: FieldKind,
+    /// The CSS selector of the value as the page shows it without editing (the read-only
+    /// view). Where given, the field is read there without pressing Edit, and a save is
+    /// verified there; otherwise both open the form.
+    pub view: Option<String>,
 }
 
 /// One page of a member.
@@ -72,6 +76,13 @@ pub struct MemberPage {
     pub saved: String,
     /// A selector whose text is the site's message when it refuses the values.
     pub error: Option<String>,
+    /// A selector that appears when the site refuses a save because someone else changed
+    /// the member since the form was opened (a row version): the write is `TargetMoved`,
+    /// read again and merged again, never forced.
+    pub moved: Option<String>,
+    /// A text in the `error` message that means the same as `moved` ("changed by someone
+    /// else"), for sites that show that refusal like any other.
+    pub moved_text: Option<String>,
     /// The fields, by path (the name a link's fields use).
     pub fields: BTreeMap<String, Field>,
 }
@@ -94,8 +105,14 @@ pub enum Listing {
         url: String,
         /// A row's selector.
         rows: String,
-        /// The row attribute holding the member's id (`data-id`).
+        /// The attribute holding the member's id (`data-id`): of the row, or of the element
+        /// `id_selector` finds in it.
         id_attribute: String,
+        /// An element within a row that holds `id_attribute` (Django's admin keeps the id in
+        /// the row's checkbox: `input.action-select` and `value`); the row itself when not
+        /// given. A row without it is no member's and is passed over.
+        #[serde(default)]
+        id_selector: Option<String>,
         /// The cells, by path, as selectors within a row.
         cells: BTreeMap<String, String>,
         /// The link to the next page.
@@ -115,8 +132,15 @@ pub struct BrowserConfig {
     pub list: Listing,
     /// The column (or cell) holding a member's id, the `{id}` of the pages' URLs.
     pub id: String,
-    /// The column (or cell) holding a member's modification time (RFC 3339), if any.
+    /// The column (or cell) holding a member's modification time, if any: RFC 3339 unless
+    /// `modified_format` says otherwise.
     pub modified: Option<String>,
+    /// The format of `modified` when it is not RFC 3339, in `strftime` notation
+    /// (`"%d-%m-%Y %H:%M"` for `06-01-2026 14:03`).
+    pub modified_format: Option<String>,
+    /// The time zone of modification times written without an offset (`Europe/Amsterdam`);
+    /// UTC.
+    pub time_zone: Option<String>,
     /// A member's pages.
     pub pages: Vec<MemberPage>,
     /// A pause between members, drawn from a range (`"1s..2s"`).
@@ -162,10 +186,56 @@ impl BrowserConfig {
             }
         }
         self.pace()?;
+        self.zone()?;
+        if self.modified_format.is_some() && self.modified.is_none() {
+            return Err("`modified_format`: there is no `modified` column to read with it".into());
+        }
         if let Some(timeout) = &self.timeout {
             duration(timeout, "timeout")?;
         }
         Ok(())
+    }
+
+    /// The time zone of modification times without an offset.
+    pub(crate) fn zone(&self) -> Result<jiff::tz::TimeZone, String> {
+        match self.time_zone.as_deref() {
+            None => Ok(jiff::tz::TimeZone::UTC),
+            Some(name) => jiff::tz::TimeZone::get(name)
+                .map_err(|error| format!("`time_zone`: {name:?} is not a time zone: {error}")),
+        }
+    }
+
+    /// Reads a modification time as the site writes it; `None` for an empty one. The error
+    /// names the value and the format, for the caller to say where it was.
+    pub(crate) fn parse_modified(&self, text: &str) -> Result<Option<jiff::Timestamp>, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let Some(format) = self.modified_format.as_deref() else {
+            if let Ok(time) = text.parse::<jiff::Timestamp>() {
+                return Ok(Some(time));
+            }
+            return Err(format!(
+                "{text:?} is not an RFC 3339 time (set `modified_format` for the site's own format)"
+            ));
+        };
+        let parsed = jiff::fmt::strtime::parse(format, text)
+            .map_err(|error| format!("{text:?} is not a time in the format {format:?}: {error}"))?;
+        if parsed.offset().is_some() {
+            return parsed
+                .to_timestamp()
+                .map(Some)
+                .map_err(|error| format!("{text:?} (format {format:?}): {error}"));
+        }
+        let civil = parsed
+            .to_datetime()
+            .map_err(|error| format!("{text:?} is not a whole time in the format {format:?}: {error}"))?;
+        let zone = self.zone()?;
+        zone.to_ambiguous_zoned(civil)
+            .compatible()
+            .map(|zoned| Some(zoned.timestamp()))
+            .map_err(|error| format!("{text:?} in {}: {error}", zone.iana_name().unwrap_or("UTC")))
     }
 
     /// The pause between members.
