@@ -3,6 +3,11 @@
 //! error classification) and `run_all`, driven through a `Fixture` that makes fresh systems.
 //!
 //! A property that does not apply to a connector (by its `Capabilities`) reports `Skipped`.
+//!
+//! `django` starts a real Django club site for the tests; `skip` is how a test that needs a
+//! program the machine lacks says so.
+
+pub mod django;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -15,6 +20,22 @@ use crate::{
     Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Page, PageToken, ReadRequest, Write,
     WriteOutcome,
 };
+
+/// Says loudly on stderr that the running test is skipped because it `needs` something and
+/// `missing` says what is not there (`hint`: how to install it). Returns, so that the test can
+/// end early.
+///
+/// # Panics
+///
+/// When `FIELDSYNC_REQUIRE_ALL` is set (CI sets it): then every test must run.
+pub fn skip(needs: &str, missing: &str, hint: &str) {
+    assert!(
+        std::env::var_os("FIELDSYNC_REQUIRE_ALL").is_none(),
+        "{needs} is needed but {missing}, and FIELDSYNC_REQUIRE_ALL is set ({hint})"
+    );
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    eprintln!("SKIPPED: {test} needs {needs}, but {missing} ({hint})");
+}
 
 /// Enough records that every connector pages them (the memory connector's pages hold 100; a
 /// fixture configures its connector's batch below this).
