@@ -274,3 +274,65 @@ impl BrowserConfig {
         self.date_formats.as_deref().unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(format: Option<&str>, zone: Option<&str>) -> BrowserConfig {
+        let mut config: BrowserConfig = serde_json::from_value(serde_json::json!({
+            "base_url": "http://127.0.0.1:1",
+            "id": "id",
+            "modified": "modified",
+            "list": { "csv": { "url": "/export.csv" } },
+            "login": { "url": "/login", "username_field": "#u", "password_field": "#p", "submit": "#s",
+                       "username": "u", "password": "p", "page": "#login" },
+            "pages": [{ "url": "/member/{id}", "save": "#save", "saved": "#saved",
+                        "fields": { "email": { "selector": "#email" } } }],
+        }))
+        .unwrap();
+        config.modified_format = format.map(str::to_string);
+        config.time_zone = zone.map(str::to_string);
+        config.validate().unwrap();
+        config
+    }
+
+    fn at(text: &str) -> Option<jiff::Timestamp> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn modification_times_are_read_in_the_sites_format_and_zone() {
+        let rfc = config(None, None);
+        assert_eq!(rfc.parse_modified("2026-01-06T14:03:00.123Z"), Ok(at("2026-01-06T14:03:00.123Z")));
+        assert_eq!(rfc.parse_modified("2026-01-06T15:03:00+01:00"), Ok(at("2026-01-06T14:03:00Z")));
+        assert_eq!(rfc.parse_modified("  "), Ok(None));
+        let local = config(Some("%d-%m-%Y %H:%M"), Some("Europe/Amsterdam"));
+        // Winter time is an hour ahead of UTC, summer time two.
+        assert_eq!(local.parse_modified("06-01-2026 14:03"), Ok(at("2026-01-06T13:03:00Z")));
+        assert_eq!(local.parse_modified("06-07-2026 14:03"), Ok(at("2026-07-06T12:03:00Z")));
+        assert_eq!(local.parse_modified(""), Ok(None));
+        let utc = config(Some("%d-%m-%Y %H:%M"), None);
+        assert_eq!(utc.parse_modified("06-01-2026 14:03"), Ok(at("2026-01-06T14:03:00Z")));
+        let offset = config(Some("%Y-%m-%d %H:%M %z"), Some("Europe/Amsterdam"));
+        assert_eq!(offset.parse_modified("2026-01-06 14:03 -0500"), Ok(at("2026-01-06T19:03:00Z")));
+    }
+
+    #[test]
+    fn a_time_that_cannot_be_read_is_an_error_naming_it() {
+        let rfc = config(None, None);
+        let error = rfc.parse_modified("06-01-2026 14:03").unwrap_err();
+        assert!(error.contains("\"06-01-2026 14:03\"") && error.contains("modified_format"), "{error}");
+        let local = config(Some("%d-%m-%Y %H:%M"), Some("Europe/Amsterdam"));
+        for text in ["31-02-2026 14:03", "06-01-2026", "gisteren"] {
+            let error = local.parse_modified(text).unwrap_err();
+            assert!(error.contains(&format!("{text:?}")), "{error}");
+        }
+        let mut wrong = config(Some("%d-%m-%Y %H:%M"), None);
+        wrong.time_zone = Some("Europe/Amsterdamm".into());
+        assert!(wrong.validate().unwrap_err().starts_with("`time_zone`"));
+        wrong.time_zone = None;
+        wrong.modified = None;
+        assert!(wrong.validate().unwrap_err().starts_with("`modified_format`"));
+    }
+}
