@@ -227,6 +227,36 @@ pub enum Verify {
     Reread,
 }
 
+/// How an empty value (JSON `null` or `""`, which fieldsync holds for the same) is written at a
+/// path. An empty value at a path with an array filter (`/meta/contact_info[type=email]/value`)
+/// is never written inside the array: a create leaves the element out and an update removes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Empty {
+    /// JSON `null`.
+    #[default]
+    Null,
+    /// The empty text `""`.
+    EmptyString,
+    /// Left out of a create (the API's default applies); an update that clears it sends `null`.
+    Omit,
+    /// As the API's own schema says: Django REST Framework's `OPTIONS` metadata, read once,
+    /// `""` for text fields (string, email, url, slug, choice) and `null` for the others
+    /// (dates, numbers), so that a serializer is never sent a `null` it refuses.
+    Schema,
+}
+
+/// Records holding `value` at `path` are deleted (WordPress's trash, a `deleted` flag), however
+/// records are deleted when fieldsync deletes one.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deleted {
+    /// The field path.
+    pub path: String,
+    /// The value that marks a record deleted.
+    pub value: serde_json::Value,
+}
+
 /// The rest connector's configuration, as written in `[connectors.NAME]`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -255,8 +285,14 @@ pub struct RestConfig {
     pub items: Option<String>,
     /// Where a record holds its id: a field path; `/id`.
     pub id: Option<String>,
-    /// The URL of one record: `{id}` is replaced by its id; `{base_url}/{id}`.
+    /// The URL of one record, read and updated there: `{id}` is replaced by its id;
+    /// `{base_url}/{id}`.
     pub item_url: Option<String>,
+    /// The URL a create is sent to (`POST`); `base_url`. For a listing that is not the
+    /// collection (a changes feed, a search endpoint).
+    pub create_url: Option<String>,
+    /// The URL of a delete: `{id}` is replaced by the record's id; `item_url`.
+    pub delete_url: Option<String>,
     /// Where a record keeps its modification time; without it there are no incremental reads.
     pub modified: Option<Modified>,
     /// How an incremental read asks for recent records; without it every read is full.
@@ -274,7 +310,24 @@ pub struct RestConfig {
     /// How records are deleted; an HTTP `DELETE`.
     pub delete: Option<Delete>,
     /// Send `If-Match` with the ETag read, so that an update refuses a record that changed.
+    /// The API must send ETags: `check` fails, and so does an update, when it does not.
     pub etag: Option<bool>,
+    /// A field path holding a version number the API checks on updates (optimistic
+    /// concurrency, as `version` or `row_version`): the value read just before an update is
+    /// sent back with it, and the API refuses the update when the record changed meanwhile.
+    pub version: Option<String>,
+    /// HTTP statuses with which the API says a record changed since it was read (a stale
+    /// `If-Match` or version): the write is `TargetMoved`, read again and planned anew; `[412]`.
+    pub stale: Option<Vec<u16>>,
+    /// How an empty value is written; `null`.
+    pub empty: Option<Empty>,
+    /// How an empty value is written at particular paths, overriding `empty`
+    /// (`{ "/birth_date" = "null", "/email" = "empty_string" }`).
+    #[serde(default)]
+    pub empty_paths: BTreeMap<String, Empty>,
+    /// Records holding a value at a path are deleted on reading (the `wordpress` preset:
+    /// `/status` = `"trash"`).
+    pub deleted: Option<Deleted>,
     /// How writes are verified; by their response.
     pub verify: Option<Verify>,
     /// How many requests may be under way at once; 4.
@@ -335,6 +388,8 @@ pub struct Settings {
     pub(crate) items: String,
     pub(crate) id: FieldPath,
     pub(crate) item_url: String,
+    pub(crate) create_url: reqwest::Url,
+    pub(crate) delete_url: String,
     pub(crate) modified: Option<(FieldPath, TimeFormat, jiff::tz::TimeZone)>,
     pub(crate) since: Option<(String, TimeFormat, Option<jiff::tz::TimeZone>)>,
     pub(crate) order: Order,
@@ -344,9 +399,14 @@ pub struct Settings {
     pub(crate) create_defaults: Vec<(FieldPath, serde_json::Value)>,
     pub(crate) create_templates: Vec<(FieldPath, String)>,
     pub(crate) delete: Delete,
-    /// The soft delete's path and value, parsed once: every listed record is checked.
+    /// What marks a record deleted (the soft delete's path and value, or `deleted`), parsed
+    /// once: every listed record is checked.
     pub(crate) soft_delete: Option<(FieldPath, serde_json::Value)>,
     pub(crate) etag: bool,
+    pub(crate) version: Option<FieldPath>,
+    pub(crate) stale: Vec<reqwest::StatusCode>,
+    pub(crate) empty: Empty,
+    pub(crate) empty_paths: BTreeMap<String, Empty>,
     pub(crate) verify: Verify,
     pub(crate) concurrency: usize,
     pub(crate) rate: Option<Rate>,
@@ -370,6 +430,8 @@ impl RestConfig {
             items: None,
             id: None,
             item_url: None,
+            create_url: None,
+            delete_url: None,
             modified: None,
             since: None,
             order: None,
@@ -378,6 +440,11 @@ impl RestConfig {
             create: None,
             delete: None,
             etag: None,
+            version: None,
+            stale: None,
+            empty: None,
+            empty_paths: BTreeMap::new(),
+            deleted: None,
             verify: None,
             concurrency: None,
             rate: None,
@@ -396,10 +463,11 @@ impl RestConfig {
         };
         match preset {
             Preset::Wordpress => {
-                // Raw values (`context=edit`), drafts too, oldest change first: an
+                // Raw values (`context=edit`), drafts and trashed posts too (a post moved to
+                // the trash is a delete, found by the next listing), oldest change first: an
                 // incremental listing then ends at the newest.
                 query("context", "edit");
-                query("status", "any");
+                query("status", "any,trash");
                 query("orderby", "modified");
                 query("order", "asc");
                 config.paging.get_or_insert(Paging::Page {
@@ -425,6 +493,9 @@ impl RestConfig {
                 });
                 let create = config.create.get_or_insert_with(Create::default);
                 create.defaults.entry("/status".into()).or_insert_with(|| "publish".into());
+                config
+                    .deleted
+                    .get_or_insert_with(|| Deleted { path: "/status".into(), value: "trash".into() });
             }
             Preset::Drf => {
                 config.paging.get_or_insert_with(|| Paging::NextUrl { pointer: "/next".into() });
@@ -445,6 +516,9 @@ impl RestConfig {
                     config.item_url = Some(format!("{base}/{{id}}/"));
                 }
                 config.update.get_or_insert(Method::Patch);
+                // Serializers refuse `null` for text fields and `""` for dates and numbers.
+                config.empty.get_or_insert(Empty::Schema);
+                config.stale.get_or_insert_with(|| vec![409, 412]);
             }
         }
         config
@@ -493,6 +567,16 @@ impl RestConfig {
             Some(template) if template.contains("{id}") => template.clone(),
             Some(template) => return Err(format!("`item_url`: {template:?} has no {{id}}")),
             None => format!("{}/{{id}}", config.base_url.trim_end_matches('/')),
+        };
+        let create_url = match &config.create_url {
+            Some(text) => reqwest::Url::parse(text)
+                .map_err(|error| format!("`create_url`: {text:?} is not a URL: {error}"))?,
+            None => base_url.clone(),
+        };
+        let delete_url = match &config.delete_url {
+            Some(template) if template.contains("{id}") => template.clone(),
+            Some(template) => return Err(format!("`delete_url`: {template:?} has no {{id}}")),
+            None => item_url.clone(),
         };
         let zone = |name: Option<&str>, setting: &str| match name {
             None | Some("UTC" | "utc" | "Z") => Ok(jiff::tz::TimeZone::UTC),
@@ -544,10 +628,28 @@ impl RestConfig {
             .map(|(target, template)| Ok((path(target, "create.templates")?, template.clone())))
             .collect::<Result<Vec<_>, String>>()?;
         let delete = config.delete.clone().unwrap_or(Delete::Http { query: BTreeMap::new() });
-        let soft_delete = match &delete {
-            Delete::Soft { path: soft, value } => Some((path(soft, "delete")?, value.clone())),
-            Delete::Http { .. } | Delete::None => None,
+        let soft_delete = match (&delete, &config.deleted) {
+            (Delete::Soft { path: soft, value }, _) => Some((path(soft, "delete")?, value.clone())),
+            (Delete::Http { .. } | Delete::None, Some(deleted)) => {
+                Some((path(&deleted.path, "deleted")?, deleted.value.clone()))
+            }
+            (Delete::Http { .. } | Delete::None, None) => None,
         };
+        let version = config.version.as_deref().map(|text| path(text, "version")).transpose()?;
+        let stale = config
+            .stale
+            .clone()
+            .unwrap_or_else(|| vec![412])
+            .into_iter()
+            .map(|code| {
+                reqwest::StatusCode::from_u16(code).ok().filter(|status| status.is_client_error()).ok_or_else(
+                    || format!("`stale`: {code} is not an HTTP status of a refused request (4xx)"),
+                )
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        for target in config.empty_paths.keys() {
+            path(target, "empty_paths")?;
+        }
         let concurrency = config.concurrency.unwrap_or(4);
         if concurrency == 0 {
             return Err("`concurrency` must be at least 1".into());
@@ -574,6 +676,8 @@ impl RestConfig {
             items,
             id,
             item_url,
+            create_url,
+            delete_url,
             modified,
             since,
             order,
@@ -585,6 +689,10 @@ impl RestConfig {
             delete,
             soft_delete,
             etag: config.etag.unwrap_or(false),
+            version,
+            stale,
+            empty: config.empty.unwrap_or_default(),
+            empty_paths: config.empty_paths.clone(),
             verify: config.verify.unwrap_or(Verify::Response),
             concurrency,
             rate,

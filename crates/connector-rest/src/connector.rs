@@ -9,7 +9,7 @@
 //! again.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use fieldsync_connector::{
     Capabilities, Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Page, PageToken, Probe,
@@ -20,7 +20,7 @@ use jiff::Timestamp;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
-use crate::config::{Delete, Order, Paging, RestConfig, Settings, TimeFormat, Verify};
+use crate::config::{Delete, Empty, Order, Paging, RestConfig, Settings, TimeFormat, Verify};
 use crate::http::{Answer, Http, Kind, shown};
 use crate::path::FieldPath;
 
@@ -38,6 +38,12 @@ pub struct RestConnector {
     http: Arc<Http>,
     /// Records as the latest writes' responses held them, for their verification.
     written: HashMap<RecordId, Fetched>,
+    /// For `create.unique` without `key_param`: the id of each record by its unique value, from
+    /// one reading of the listing, kept until a new listing starts (the next run) and told of
+    /// this connector's own creates and deletes.
+    unique_holders: Arc<Mutex<Option<HashMap<String, RecordId>>>>,
+    /// For `empty = "schema"`: each top-level field's type, from the API's `OPTIONS` answer.
+    schema: Arc<tokio::sync::OnceCell<HashMap<String, String>>>,
 }
 
 impl RestConnector {
@@ -52,7 +58,13 @@ impl RestConnector {
         })?;
         let settings = Arc::new(settings);
         let http = Arc::new(Http::new(Arc::clone(&settings))?);
-        Ok(Self { settings, http, written: HashMap::new() })
+        Ok(Self {
+            settings,
+            http,
+            written: HashMap::new(),
+            unique_holders: Arc::default(),
+            schema: Arc::default(),
+        })
     }
 
     fn what(&self) -> String {
@@ -61,11 +73,7 @@ impl RestConnector {
 
     /// The URL of one record.
     fn item_url(&self, id: &RecordId) -> Result<Url, ConnectorError> {
-        let encoded: String = url_escape(id.as_str());
-        let text = self.settings.item_url.replace("{id}", &encoded);
-        Url::parse(&text).map_err(|error| ConnectorError::Misconfigured {
-            message: format!("rest connector: `item_url` gives {text:?} for record {id}, not a URL: {error}"),
-        })
+        url_for(&self.settings.item_url, "item_url", id)
     }
 
     /// The first page's URL of a listing, with the configured query, the page size and, for
@@ -169,7 +177,7 @@ impl RestConnector {
         let mut records = Vec::new();
         let mut token = None;
         loop {
-            let page = self.read_page(request, token.as_ref()).await?;
+            let page = self.list_page(request, token.as_ref()).await?;
             records.extend(page.records);
             match page.next {
                 Some(next) => token = Some(next),
@@ -190,7 +198,7 @@ impl RestConnector {
                     self.update(id, std::slice::from_ref(&field)).await
                 }
                 Delete::Http { query } => {
-                    let mut url = self.item_url(id)?;
+                    let mut url = url_for(&self.settings.delete_url, "delete_url", id)?;
                     for (name, value) in query {
                         url.query_pairs_mut().append_pair(name, value);
                     }
@@ -217,15 +225,18 @@ impl RestConnector {
         let changing: Vec<(&FieldPath, &FieldWrite)> = paths
             .iter()
             .zip(fields)
-            .filter(|(_, field)| field.expected.as_ref() != Some(&field.value))
+            .filter(|(_, field)| {
+                !field.expected.as_ref().is_some_and(|expected| same(expected, &field.value))
+            })
             .collect();
         if changing.is_empty() {
             return Ok((WriteOutcome { id: id.clone() }, None));
         }
         // An array is sent whole, so its other elements come from the record as it is now;
-        // and an `If-Match` needs the record's current ETag.
-        let needs_current =
-            self.settings.etag || changing.iter().any(|(path, _)| path.unit().as_str() != path.as_str());
+        // an `If-Match` needs the record's current ETag, and a version check its version.
+        let needs_current = self.settings.etag
+            || self.settings.version.is_some()
+            || changing.iter().any(|(path, _)| path.has_filter());
         let current = if needs_current {
             match self.fetch(id).await? {
                 Some(current) => Some(current),
@@ -246,15 +257,35 @@ impl RestConnector {
             if changing.iter().all(|(path, field)| same(&path.get(&current.record), &field.value)) {
                 return Ok((WriteOutcome { id: id.clone() }, Some(current.clone())));
             }
+            if self.settings.etag && current.etag.is_none() {
+                return Err(ConnectorError::Misconfigured {
+                    message: format!(
+                        "rest connector for {}: `etag` = true, but reading record {id} gave no ETag, so an \
+                         update cannot be made conditional; set `etag` = false (the engine then reads each \
+                         record again just before writing) or `version`",
+                        self.what()
+                    ),
+                });
+            }
         }
         let mut document = current.as_ref().map_or(Value::Null, |current| current.record.clone());
         let mut body = Value::Object(serde_json::Map::new());
         for (path, field) in &changing {
-            path.set(&mut document, field.value.clone())
-                .map_err(|message| ConnectorError::Rejected { message })?;
+            if is_empty(&field.value) && path.has_filter() {
+                // Never a `null` inside an array: the element goes.
+                path.remove_element(&mut document);
+                continue;
+            }
+            let value = self.empty_value(path, &field.value, false).await?.unwrap_or(Value::Null);
+            path.set(&mut document, value).map_err(|message| ConnectorError::Rejected { message })?;
         }
         for (path, _) in &changing {
             path.unit().copy(&document, &mut body).map_err(|message| ConnectorError::Rejected { message })?;
+        }
+        if let (Some(version), Some(current)) = (&self.settings.version, &current) {
+            version.set(&mut body, version.get(&current.record)).map_err(|message| {
+                ConnectorError::Misconfigured { message: format!("`version`: {message}") }
+            })?;
         }
         let if_match =
             current.as_ref().and_then(|current| current.etag.as_deref()).filter(|_| self.settings.etag);
@@ -264,10 +295,68 @@ impl RestConnector {
             status if status.is_success() => {
                 Ok((WriteOutcome { id: id.clone() }, self.response_record(&answer)))
             }
-            StatusCode::PRECONDITION_FAILED => Err(ConnectorError::TargetMoved { id: id.clone() }),
+            status if self.settings.stale.contains(&status) => {
+                Err(ConnectorError::TargetMoved { id: id.clone() })
+            }
             StatusCode::NOT_FOUND | StatusCode::GONE => Err(ConnectorError::NotFound { id: id.clone() }),
             _ => Err(answer.error(&format!("updating record {id}"))),
         }
+    }
+
+    /// How `value` is written at `path`: itself when it is not empty, otherwise as `empty` or
+    /// `empty_paths` say; `None` when it is left out (`omit`, on a create).
+    async fn empty_value(
+        &self,
+        path: &FieldPath,
+        value: &Value,
+        creating: bool,
+    ) -> Result<Option<Value>, ConnectorError> {
+        if !is_empty(value) {
+            return Ok(Some(value.clone()));
+        }
+        let empty = self.settings.empty_paths.get(path.as_str()).copied().unwrap_or(self.settings.empty);
+        Ok(match empty {
+            Empty::Null => Some(Value::Null),
+            Empty::EmptyString => Some(Value::String(String::new())),
+            Empty::Omit if creating => None,
+            Empty::Omit => Some(Value::Null),
+            Empty::Schema => {
+                let schema = self.schema.get_or_try_init(|| self.read_schema()).await?;
+                let name = path.first_member().unwrap_or_default();
+                let text = schema.get(name).is_some_and(|kind| {
+                    matches!(kind.as_str(), "string" | "email" | "url" | "slug" | "choice" | "regex")
+                });
+                Some(if text { Value::String(String::new()) } else { Value::Null })
+            }
+        })
+    }
+
+    /// Each writable field's type by name, from the collection's `OPTIONS` answer
+    /// (`/actions/POST`, as Django REST Framework describes its serializers).
+    async fn read_schema(&self) -> Result<HashMap<String, String>, ConnectorError> {
+        let answer =
+            self.http.send(Method::OPTIONS, self.settings.create_url.clone(), None, None, Kind::Read).await?;
+        if !answer.status.is_success() {
+            return Err(answer.error("reading the API's schema (`empty` = \"schema\")"));
+        }
+        let body = answer.json()?;
+        let Some(Value::Object(fields)) =
+            body.pointer("/actions/POST").or_else(|| body.pointer("/actions/PUT"))
+        else {
+            return Err(ConnectorError::Misconfigured {
+                message: format!(
+                    "rest connector for {}: `empty` = \"schema\", but the OPTIONS answer describes no fields at \
+                     /actions/POST; set `empty` to \"null\", \"empty_string\" or \"omit\"",
+                    self.what()
+                ),
+            });
+        };
+        Ok(fields
+            .iter()
+            .map(|(name, field)| {
+                (name.clone(), field.get("type").and_then(Value::as_str).unwrap_or_default().to_string())
+            })
+            .collect())
     }
 
     async fn create(&self, fields: &[FieldWrite]) -> Result<(WriteOutcome, Option<Fetched>), ConnectorError> {
@@ -278,8 +367,13 @@ impl RestConnector {
                 .map_err(|message| ConnectorError::Misconfigured { message })?;
         }
         for (path, field) in paths.iter().zip(fields) {
-            path.set(&mut body, field.value.clone())
-                .map_err(|message| ConnectorError::Rejected { message })?;
+            // An empty value in an array is no element at all.
+            if is_empty(&field.value) && path.has_filter() {
+                continue;
+            }
+            if let Some(value) = self.empty_value(path, &field.value, true).await? {
+                path.set(&mut body, value).map_err(|message| ConnectorError::Rejected { message })?;
+            }
         }
         for (target, template) in &self.settings.create_templates {
             let text = fill_template(template, &body);
@@ -289,7 +383,7 @@ impl RestConnector {
         }
         let answer = self
             .http
-            .send(Method::POST, self.settings.base_url.clone(), Some(&body), None, Kind::Write)
+            .send(Method::POST, self.settings.create_url.clone(), Some(&body), None, Kind::Write)
             .await?;
         if !answer.status.is_success() {
             return Err(answer.error("creating a record"));
@@ -344,6 +438,23 @@ fn field_paths<'a>(texts: impl IntoIterator<Item = &'a str>) -> Result<Vec<Field
             })
         })
         .collect()
+}
+
+/// A record's URL from a template of the setting named, `{id}` replaced by the escaped id.
+fn url_for(template: &str, setting: &str, id: &RecordId) -> Result<Url, ConnectorError> {
+    let text = template.replace("{id}", &url_escape(id.as_str()));
+    Url::parse(&text).map_err(|error| ConnectorError::Misconfigured {
+        message: format!("rest connector: `{setting}` gives {text:?} for record {id}, not a URL: {error}"),
+    })
+}
+
+/// Whether a value is empty: `null` or `""`, which fieldsync holds for the same.
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(text) => text.is_empty(),
+        _ => false,
+    }
 }
 
 /// Parses the paths of some writes.
@@ -452,7 +563,9 @@ impl Connector for RestConnector {
         Capabilities {
             incremental: self.settings.since.is_some(),
             lookup_by_key: true,
-            conditional_writes: self.settings.etag,
+            // An ETag (checked to be sent) or a version the API checks: the API refuses a
+            // stale update atomically.
+            conditional_writes: self.settings.etag || self.settings.version.is_some(),
             create: true,
             delete: !matches!(self.settings.delete, Delete::None),
         }
@@ -465,7 +578,24 @@ impl Connector for RestConnector {
             return Err(answer.error("listing records"));
         }
         let body = answer.json()?;
-        self.records_of(&answer, &body, &paths)?;
+        let listed = self.records_of(&answer, &body, &paths)?;
+        // A conditional write claimed through ETags must be one: the API must send them.
+        if self.settings.etag
+            && let Some(record) = listed.first()
+        {
+            let fetched = self.fetch(&record.id).await?;
+            if fetched.is_some_and(|fetched| fetched.etag.is_none()) {
+                return Err(ConnectorError::Misconfigured {
+                    message: format!(
+                        "rest connector for {}: `etag` = true, but reading record {} gave no ETag header; set \
+                         `etag` = false (the engine then reads each record again just before writing) or \
+                         `version`",
+                        self.what(),
+                        record.id
+                    ),
+                });
+            }
+        }
         let records = ["X-WP-Total", "X-Total-Count"]
             .iter()
             .find_map(|name| answer.header(name).and_then(|total| total.trim().parse().ok()))
@@ -474,6 +604,147 @@ impl Connector for RestConnector {
     }
 
     async fn read_page(
+        &mut self,
+        request: &ReadRequest,
+        token: Option<&PageToken>,
+    ) -> Result<Page, ConnectorError> {
+        if token.is_none() {
+            // A new listing: a new run, whose creates read the unique values afresh.
+            *self.unique_holders.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        self.list_page(request, token).await
+    }
+
+    async fn lookup(
+        &mut self,
+        paths: &[String],
+        lookup: &Lookup,
+    ) -> Result<Vec<ConnectorRecord>, ConnectorError> {
+        let parsed = field_paths(paths.iter().map(String::as_str))?;
+        match lookup {
+            Lookup::Ids(ids) => {
+                let mut found = Vec::new();
+                let mut wanted = Vec::new();
+                for id in ids {
+                    // A write's response answers its verification, when so configured.
+                    match self.written.remove(id) {
+                        Some(fetched) if self.settings.verify == Verify::Response => {
+                            found.push(self.record_of(&fetched.record, &parsed, &self.what())?);
+                        }
+                        _ => wanted.push(id.clone()),
+                    }
+                }
+                let mut tasks = tokio::task::JoinSet::new();
+                for id in wanted {
+                    let connector = self.shallow();
+                    tasks.spawn(async move { connector.fetch(&id).await });
+                }
+                while let Some(result) = tasks.join_next().await {
+                    let fetched = result.map_err(|error| ConnectorError::Unavailable {
+                        what: self.what(),
+                        message: format!("a read stopped: {error}"),
+                        retry_after: None,
+                    })??;
+                    if let Some(fetched) = fetched {
+                        found.push(self.record_of(&fetched.record, &parsed, &self.what())?);
+                    }
+                }
+                Ok(found)
+            }
+            Lookup::Key { path, values } => {
+                let mut all_paths = paths.to_vec();
+                all_paths.push(path.clone());
+                let with_key = field_paths(all_paths.iter().map(String::as_str))?;
+                // The parameter finds records by the member of its own name; a look-up at
+                // another path reads the listing.
+                let asked = FieldPath::parse(path).ok();
+                let param =
+                    self.settings.key_param.clone().filter(|param| {
+                        asked.as_ref().and_then(FieldPath::last_member) == Some(param.as_str())
+                    });
+                let candidates = match param {
+                    Some(param) => {
+                        let mut records = Vec::new();
+                        for value in values {
+                            let url = self.list_url(None, &[(&param, value.clone())]);
+                            let answer = self.http.send(Method::GET, url, None, None, Kind::Read).await?;
+                            if !answer.status.is_success() {
+                                return Err(answer.error("looking records up by key"));
+                            }
+                            records.extend(self.records_of(&answer, &answer.json()?, &with_key)?);
+                        }
+                        records
+                    }
+                    None => self.read_all(&ReadRequest { paths: all_paths, since: None }).await?,
+                };
+                Ok(candidates
+                    .into_iter()
+                    .filter_map(|mut record| {
+                        let held = record.values.pop()?;
+                        let text = match &held {
+                            Value::String(text) => text.trim().to_string(),
+                            Value::Number(number) => number.to_string(),
+                            _ => return None,
+                        };
+                        values.contains(&text).then_some(record)
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    async fn apply(
+        &mut self,
+        writes: &[Write],
+    ) -> Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError> {
+        self.written.clear();
+        let taken = self.taken_by_creates(writes).await?;
+        let mut results: Vec<Option<Result<WriteOutcome, ConnectorError>>> =
+            (0..writes.len()).map(|_| None).collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, write) in writes.iter().enumerate() {
+            if let Some(id) = taken.get(&index) {
+                results[index] = Some(Err(ConnectorError::AlreadyExists { id: id.clone() }));
+                continue;
+            }
+            let connector = self.shallow();
+            let write = write.clone();
+            tasks.spawn(async move { (index, connector.apply_one(&write).await) });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let (index, result) = joined.map_err(|error| ConnectorError::Unavailable {
+                what: self.what(),
+                message: format!("a write stopped: {error}"),
+                retry_after: None,
+            })?;
+            if let Ok((outcome, _)) = &result {
+                self.note_unique_holder(&writes[index], &outcome.id);
+            }
+            results[index] = Some(result.map(|(outcome, fetched)| {
+                if let Some(fetched) = fetched {
+                    self.written.insert(outcome.id.clone(), fetched);
+                }
+                outcome
+            }));
+        }
+        Ok(results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| {
+                    Err(ConnectorError::Unavailable {
+                        what: "a write".into(),
+                        message: "no answer".into(),
+                        retry_after: None,
+                    })
+                })
+            })
+            .collect())
+    }
+}
+
+impl RestConnector {
+    /// One page of a listing (`Connector::read_page` without its side effects on the caches).
+    async fn list_page(
         &mut self,
         request: &ReadRequest,
         token: Option<&PageToken>,
@@ -552,125 +823,29 @@ impl Connector for RestConnector {
         };
         Ok(Page { records, next: next.map(PageToken) })
     }
-
-    async fn lookup(
-        &mut self,
-        paths: &[String],
-        lookup: &Lookup,
-    ) -> Result<Vec<ConnectorRecord>, ConnectorError> {
-        let parsed = field_paths(paths.iter().map(String::as_str))?;
-        match lookup {
-            Lookup::Ids(ids) => {
-                let mut found = Vec::new();
-                let mut wanted = Vec::new();
-                for id in ids {
-                    // A write's response answers its verification, when so configured.
-                    match self.written.remove(id) {
-                        Some(fetched) if self.settings.verify == Verify::Response => {
-                            found.push(self.record_of(&fetched.record, &parsed, &self.what())?);
-                        }
-                        _ => wanted.push(id.clone()),
-                    }
-                }
-                let mut tasks = tokio::task::JoinSet::new();
-                for id in wanted {
-                    let connector = self.shallow();
-                    tasks.spawn(async move { connector.fetch(&id).await });
-                }
-                while let Some(result) = tasks.join_next().await {
-                    let fetched = result.map_err(|error| ConnectorError::Unavailable {
-                        what: self.what(),
-                        message: format!("a read stopped: {error}"),
-                        retry_after: None,
-                    })??;
-                    if let Some(fetched) = fetched {
-                        found.push(self.record_of(&fetched.record, &parsed, &self.what())?);
-                    }
-                }
-                Ok(found)
-            }
-            Lookup::Key { path, values } => {
-                let mut all_paths = paths.to_vec();
-                all_paths.push(path.clone());
-                let with_key = field_paths(all_paths.iter().map(String::as_str))?;
-                let candidates = match self.settings.key_param.clone() {
-                    Some(param) => {
-                        let mut records = Vec::new();
-                        for value in values {
-                            let url = self.list_url(None, &[(&param, value.clone())]);
-                            let answer = self.http.send(Method::GET, url, None, None, Kind::Read).await?;
-                            if !answer.status.is_success() {
-                                return Err(answer.error("looking records up by key"));
-                            }
-                            records.extend(self.records_of(&answer, &answer.json()?, &with_key)?);
-                        }
-                        records
-                    }
-                    None => self.read_all(&ReadRequest { paths: all_paths, since: None }).await?,
-                };
-                Ok(candidates
-                    .into_iter()
-                    .filter_map(|mut record| {
-                        let held = record.values.pop()?;
-                        let text = match &held {
-                            Value::String(text) => text.trim().to_string(),
-                            Value::Number(number) => number.to_string(),
-                            _ => return None,
-                        };
-                        values.contains(&text).then_some(record)
-                    })
-                    .collect())
-            }
-        }
-    }
-
-    async fn apply(
-        &mut self,
-        writes: &[Write],
-    ) -> Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError> {
-        self.written.clear();
-        let taken = self.taken_by_creates(writes).await?;
-        let mut results: Vec<Option<Result<WriteOutcome, ConnectorError>>> =
-            (0..writes.len()).map(|_| None).collect();
-        let mut tasks = tokio::task::JoinSet::new();
-        for (index, write) in writes.iter().enumerate() {
-            if let Some(id) = taken.get(&index) {
-                results[index] = Some(Err(ConnectorError::AlreadyExists { id: id.clone() }));
-                continue;
-            }
-            let connector = self.shallow();
-            let write = write.clone();
-            tasks.spawn(async move { (index, connector.apply_one(&write).await) });
-        }
-        while let Some(joined) = tasks.join_next().await {
-            let (index, result) = joined.map_err(|error| ConnectorError::Unavailable {
-                what: self.what(),
-                message: format!("a write stopped: {error}"),
-                retry_after: None,
-            })?;
-            results[index] = Some(result.map(|(outcome, fetched)| {
-                if let Some(fetched) = fetched {
-                    self.written.insert(outcome.id.clone(), fetched);
-                }
-                outcome
-            }));
-        }
-        Ok(results
-            .into_iter()
-            .map(|result| {
-                result.unwrap_or_else(|| {
-                    Err(ConnectorError::Unavailable {
-                        what: "a write".into(),
-                        message: "no answer".into(),
-                        retry_after: None,
-                    })
-                })
-            })
-            .collect())
-    }
 }
 
 impl RestConnector {
+    /// Tells the unique values read this run of a write that landed: a create holds its
+    /// value now, a deleted record none.
+    fn note_unique_holder(&self, write: &Write, id: &RecordId) {
+        let Some(unique) = &self.settings.create.unique else { return };
+        let mut holders = self.unique_holders.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(holders) = holders.as_mut() else { return };
+        match write {
+            Write::Create { fields } => {
+                let value = fields.iter().find(|field| &field.path == unique).map(|field| &field.value);
+                if let Some(Value::String(text)) = value {
+                    holders.insert(text.trim().to_string(), id.clone());
+                } else if let Some(Value::Number(number)) = value {
+                    holders.insert(number.to_string(), id.clone());
+                }
+            }
+            Write::Delete { .. } => holders.retain(|_, holder| holder != id),
+            Write::Update { .. } => {}
+        }
+    }
+
     /// The creates among `writes` whose `create.unique` value a record holds already, with
     /// that record's id: one look-up for the whole batch.
     async fn taken_by_creates(
@@ -698,14 +873,35 @@ impl RestConnector {
         if wanted.is_empty() {
             return Ok(HashMap::new());
         }
-        let values = wanted.iter().map(|(_, value)| value.clone()).collect();
-        let found =
-            self.lookup(std::slice::from_ref(&unique), &Lookup::Key { path: unique.clone(), values }).await?;
-        let holders: HashMap<String, RecordId> = found
-            .into_iter()
-            .filter(|record| !record.deleted)
-            .filter_map(|record| Some((text(record.values.first()?)?, record.id)))
-            .collect();
+        let holders: HashMap<String, RecordId> = if self.settings.key_param.is_some() {
+            let values = wanted.iter().map(|(_, value)| value.clone()).collect();
+            let found = self
+                .lookup(std::slice::from_ref(&unique), &Lookup::Key { path: unique.clone(), values })
+                .await?;
+            found
+                .into_iter()
+                .filter(|record| !record.deleted)
+                .filter_map(|record| Some((text(record.values.first()?)?, record.id)))
+                .collect()
+        } else {
+            // Without a key parameter only the whole listing tells: read it once per run.
+            let known = self.unique_holders.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            match known {
+                Some(known) => known,
+                None => {
+                    let request = ReadRequest { paths: vec![unique.clone()], since: None };
+                    let known: HashMap<String, RecordId> = self
+                        .read_all(&request)
+                        .await?
+                        .into_iter()
+                        .filter(|record| !record.deleted)
+                        .filter_map(|record| Some((text(record.values.first()?)?, record.id)))
+                        .collect();
+                    *self.unique_holders.lock().unwrap_or_else(PoisonError::into_inner) = Some(known.clone());
+                    known
+                }
+            }
+        };
         Ok(wanted
             .into_iter()
             .filter_map(|(index, value)| Some((index, holders.get(&value)?.clone())))
@@ -822,6 +1018,8 @@ impl RestConnector {
             settings: Arc::clone(&self.settings),
             http: Arc::clone(&self.http),
             written: HashMap::new(),
+            unique_holders: Arc::clone(&self.unique_holders),
+            schema: Arc::clone(&self.schema),
         }
     }
 }

@@ -9,8 +9,8 @@ mod http;
 mod path;
 
 pub use config::{
-    Auth, Create, Delete, Method, Modified, Order, Paging, Preset, Rate, RestConfig, Settings, Since,
-    TimeFormat, Verify,
+    Auth, Create, Delete, Deleted, Empty, Method, Modified, Order, Paging, Preset, Rate, RestConfig,
+    Settings, Since, TimeFormat, Verify,
 };
 pub use connector::RestConnector;
 pub use fieldsync_connector::Secret;

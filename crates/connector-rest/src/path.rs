@@ -92,6 +92,56 @@ impl FieldPath {
         &self.text
     }
 
+    /// Whether the path goes into an array element by a filter (`[type=email]`).
+    pub fn has_filter(&self) -> bool {
+        self.segments.iter().any(|segment| matches!(segment, Segment::Filter { .. }))
+    }
+
+    /// The name of the record's member the path starts with (`email` of `/email/primary`).
+    pub fn first_member(&self) -> Option<&str> {
+        match self.segments.first()? {
+            Segment::Member(name) | Segment::Filter { member: name, .. } => Some(name),
+        }
+    }
+
+    /// The name of the member the path ends with (`knvb_id` of `/meta/knvb_id`).
+    pub fn last_member(&self) -> Option<&str> {
+        match self.segments.last()? {
+            Segment::Member(name) => Some(name),
+            Segment::Filter { .. } => None,
+        }
+    }
+
+    /// Removes from `record` the array elements the path's first filter matches: an empty
+    /// value in an array is no element at all. Does nothing when the path has no filter or
+    /// the array is not there.
+    pub fn remove_element(&self, record: &mut Value) {
+        let mut current = record;
+        for segment in &self.segments {
+            match segment {
+                Segment::Member(name) => {
+                    let next = match current {
+                        Value::Object(members) => members.get_mut(name),
+                        Value::Array(items) => {
+                            name.parse::<usize>().ok().and_then(|index| items.get_mut(index))
+                        }
+                        _ => None,
+                    };
+                    match next {
+                        Some(next) => current = next,
+                        None => return,
+                    }
+                }
+                Segment::Filter { member, field, value } => {
+                    if let Some(Value::Array(items)) = current.get_mut(member) {
+                        items.retain(|item| !matches(item, field, value));
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
     /// The value at this path in `record`, `null` where anything on the way is missing.
     pub fn get(&self, record: &Value) -> Value {
         let mut current = record;
@@ -273,6 +323,22 @@ mod tests {
         assert_eq!(empty, json!({"meta": {"contact_info": [{"type": "email", "value": "a@b.nl"}]}}));
         let mut text = json!({"meta": "oops"});
         assert!(path("/meta/email").set(&mut text, json!(1)).unwrap_err().contains("not an object"));
+    }
+
+    #[test]
+    fn an_empty_value_in_an_array_is_no_element() {
+        let mut record = json!({"meta": {"contact_info": [
+            {"type": "phone", "value": "010"}, {"type": "email", "value": "a@b.nl"}
+        ]}});
+        let email = path("/meta/contact_info[type=email]/value");
+        assert!(email.has_filter() && !path("/meta/email").has_filter());
+        email.remove_element(&mut record);
+        assert_eq!(record, json!({"meta": {"contact_info": [{"type": "phone", "value": "010"}]}}));
+        email.remove_element(&mut record);
+        let mut bare = json!({"meta": {}});
+        email.remove_element(&mut bare);
+        assert_eq!(bare, json!({"meta": {}}));
+        assert_eq!(email.first_member(), Some("meta"));
     }
 
     #[test]

@@ -82,6 +82,8 @@ impl Api {
             Api::Drf => {
                 config.preset = Some(Preset::Drf);
                 config.etag = Some(true);
+                // The fixture answers no `OPTIONS`, which `empty = "schema"` reads.
+                config.empty = Some(fieldsync_connector_rest::Empty::EmptyString);
                 config.query.insert("ordering".into(), "updated_at".into());
             }
             Api::LinkHeader => {
@@ -196,27 +198,27 @@ impl Fixture for RestFixture {
 
 #[tokio::test]
 async fn conforms_against_a_wordpress_api() {
-    testkit::run_all(&mut RestFixture::new(Api::WordPress)).await;
+    testkit::run_all(&mut RestFixture::new(Api::WordPress), &["conditional_update"]).await;
 }
 
 #[tokio::test]
 async fn conforms_against_a_django_rest_framework_api() {
-    testkit::run_all(&mut RestFixture::new(Api::Drf)).await;
+    testkit::run_all(&mut RestFixture::new(Api::Drf), &[]).await;
 }
 
 #[tokio::test]
 async fn conforms_against_an_api_paged_by_link_headers() {
-    testkit::run_all(&mut RestFixture::new(Api::LinkHeader)).await;
+    testkit::run_all(&mut RestFixture::new(Api::LinkHeader), &["conditional_update"]).await;
 }
 
 #[tokio::test]
 async fn conforms_against_an_api_paged_by_cursor() {
-    testkit::run_all(&mut RestFixture::new(Api::Cursor)).await;
+    testkit::run_all(&mut RestFixture::new(Api::Cursor), &["conditional_update"]).await;
 }
 
 #[tokio::test]
 async fn conforms_against_an_api_paged_by_offset_in_modification_order() {
-    testkit::run_all(&mut RestFixture::new(Api::Offset)).await;
+    testkit::run_all(&mut RestFixture::new(Api::Offset), &["conditional_update"]).await;
 }
 
 /// A WordPress fixture with `count` people, and a connector on it made from `config`.
@@ -595,4 +597,292 @@ async fn writes_are_paced_one_at_a_time() {
         assert!(pair[1].at.duration_since(pair[0].at) >= Duration::from_millis(100), "{pair:?}");
     }
     assert_eq!(server.record(6).unwrap()["meta"]["first_name"], json!("Paced 6"));
+}
+
+/// The JSON bodies of the requests with `method` the fixture received, in order.
+fn bodies(server: &FixtureServer, method: &str) -> Vec<Value> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|request| request.method == method)
+        .map(|request| request.body.unwrap_or(Value::Null))
+        .collect()
+}
+
+/// Whether any array in `value` holds a `null`, at any depth.
+fn null_in_an_array(value: &Value) -> bool {
+    match value {
+        Value::Array(items) => items.iter().any(|item| item.is_null() || null_in_an_array(item)),
+        Value::Object(members) => members.values().any(null_in_an_array),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn regression_an_empty_value_in_an_array_is_left_out_of_a_create_and_removed_on_clear() {
+    // Issue 12, point 6: `null` inside `contact_info` made WordPress answer 400 after it had
+    // inserted the post.
+    let (server, mut connector) = wordpress(2, |_| {}).await;
+    let email = "/meta/contact_info[type=email]/value";
+    let create = Write::Create {
+        fields: vec![
+            FieldWrite { path: "/meta/knvb_id".into(), value: json!("n0001"), expected: None },
+            FieldWrite { path: "/meta/first_name".into(), value: json!("Noor"), expected: None },
+            FieldWrite { path: email.into(), value: Value::Null, expected: None },
+        ],
+    };
+    let clear = Write::Update {
+        id: RecordId::new("1"),
+        fields: vec![FieldWrite {
+            path: email.into(),
+            value: Value::Null,
+            expected: Some(json!("member1@example.org")),
+        }],
+    };
+    let results = connector.apply(&[create, clear]).await.expect("applied");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    for body in bodies(&server, "POST") {
+        assert!(!null_in_an_array(&body), "a null was sent inside an array: {body}");
+    }
+    let created = server
+        .records()
+        .into_iter()
+        .find(|record| record["meta"]["knvb_id"] == "n0001")
+        .expect("the created post");
+    let contact_info = &created["meta"]["contact_info"];
+    assert!(
+        contact_info.is_null() || *contact_info == json!([]),
+        "the empty email is no element: {contact_info}"
+    );
+    assert_eq!(
+        server.record(1).unwrap()["meta"]["contact_info"],
+        json!([{"type": "phone", "value": "010-1234567"}]),
+        "the cleared email's element is removed, the phone stays"
+    );
+    let found = connector
+        .lookup(&[email.to_string()], &Lookup::Ids(vec![RecordId::new("1")]))
+        .await
+        .expect("a lookup");
+    assert_eq!(found[0].values, vec![Value::Null]);
+}
+
+#[tokio::test]
+async fn empty_values_are_written_as_the_connector_and_each_path_say() {
+    let server = FixtureServer::start(Style::Offset).await;
+    let id =
+        server.insert(json!({"key": "m1", "name": "Ann", "email": "ann@club.nl", "birth": "1990-01-01"}));
+    let mut config = Api::Offset.config(&server);
+    config.empty = Some(fieldsync_connector_rest::Empty::EmptyString);
+    config.empty_paths.insert("/birth".into(), fieldsync_connector_rest::Empty::Null);
+    config.empty_paths.insert("/nickname".into(), fieldsync_connector_rest::Empty::Omit);
+    let mut connector = RestConnector::open(&config).expect("a valid configuration");
+    let field = |path: &str, value: Value| FieldWrite { path: path.into(), value, expected: None };
+    let create = Write::Create {
+        fields: vec![
+            field("/key", json!("m2")),
+            field("/name", Value::Null),
+            field("/birth", json!("")),
+            field("/nickname", Value::Null),
+        ],
+    };
+    let clear = Write::Update {
+        id: RecordId::new(id.to_string()),
+        fields: vec![field("/email", Value::Null), field("/birth", json!("")), field("/nickname", json!(""))],
+    };
+    let results = connector.apply(&[create]).await.expect("applied");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let results = connector.apply(&[clear]).await.expect("applied");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(bodies(&server, "POST"), vec![json!({"key": "m2", "name": "", "birth": null})]);
+    let updates: Vec<Value> = server
+        .requests()
+        .into_iter()
+        .filter(|request| request.method == "PATCH")
+        .filter_map(|request| request.body)
+        .collect();
+    assert_eq!(updates, vec![json!({"email": "", "birth": null, "nickname": null})]);
+}
+
+#[tokio::test]
+async fn a_wordpress_post_moved_to_the_trash_is_read_as_deleted_and_deletes_stay_http() {
+    // Issue 12, point 7: the listing of the `wordpress` preset left trashed posts out while a
+    // look-up by id still found them, so a trashed member counted as present.
+    let (server, mut connector) = wordpress(3, |config| {
+        config.delete = Some(fieldsync_connector_rest::Delete::Http { query: Default::default() });
+    })
+    .await;
+    server.advance_secs(1);
+    server.update(2, json!({"status": "trash"}));
+    let paths = ["/meta/knvb_id"];
+    let listed = read_everything(&mut connector, &request(&paths)).await;
+    let deleted: Vec<&str> =
+        listed.iter().filter(|record| record.deleted).map(|record| record.id.as_str()).collect();
+    assert_eq!(deleted, vec!["2"], "the trashed post is listed as deleted");
+    assert_eq!(listed.len(), 3);
+    let found = connector
+        .lookup(&["/meta/knvb_id".to_string()], &Lookup::Ids(vec![RecordId::new("2")]))
+        .await
+        .expect("a lookup");
+    assert!(found[0].deleted, "a look-up of a trashed post finds it deleted");
+
+    // A delete is an HTTP DELETE; without `force` WordPress trashes, and the post reads deleted.
+    let results = connector.apply(&[Write::Delete { id: RecordId::new("3") }]).await.expect("applied");
+    assert!(results[0].is_ok(), "{results:?}");
+    let delete = server.requests().into_iter().find(|request| request.method == "DELETE").expect("a DELETE");
+    assert!(!delete.path.contains("force"), "{}", delete.path);
+    let listed = read_everything(&mut connector, &request(&paths)).await;
+    assert!(listed.iter().find(|record| record.id.as_str() == "3").is_some_and(|record| record.deleted));
+
+    // The preset's default deletes for good.
+    let (server, mut connector) = wordpress(1, |_| {}).await;
+    connector.apply(&[Write::Delete { id: RecordId::new("1") }]).await.expect("applied")[0]
+        .as_ref()
+        .expect("deleted");
+    let delete = server.requests().into_iter().find(|request| request.method == "DELETE").expect("a DELETE");
+    assert!(delete.path.contains("force=true"), "{}", delete.path);
+    assert!(server.records().is_empty());
+}
+
+#[tokio::test]
+async fn creates_and_deletes_go_to_their_own_urls() {
+    // Issue 12, point 8: a listing that is not the collection (a feed, a search) needs the
+    // writes sent elsewhere.
+    let server = FixtureServer::start(Style::Drf).await;
+    let id = server.insert(json!({"key": "m1", "name": "Ann", "email": "ann@club.nl"}));
+    let mut config = Api::Drf.config(&server);
+    config.base_url = format!("{}?search=", server.list_url());
+    config.create_url = Some(format!("{}?via=create", server.list_url()));
+    config.item_url = Some(format!("{}{{id}}/?via=item", server.list_url()));
+    config.delete_url = Some(format!("{}{{id}}/?via=delete", server.list_url()));
+    config.etag = Some(false);
+    let mut connector = RestConnector::open(&config).expect("a valid configuration");
+    let field =
+        |path: &str, value: &str| FieldWrite { path: path.into(), value: json!(value), expected: None };
+    let writes = [
+        Write::Create {
+            fields: vec![field("/key", "m2"), field("/name", "Bo"), field("/email", "bo@club.nl")],
+        },
+        Write::Update { id: RecordId::new(id.to_string()), fields: vec![field("/name", "Anna")] },
+    ];
+    let results = connector.apply(&writes).await.expect("applied");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let results =
+        connector.apply(&[Write::Delete { id: RecordId::new(id.to_string()) }]).await.expect("applied");
+    assert!(results[0].is_ok(), "{results:?}");
+    let sent: Vec<(String, String)> = server
+        .requests()
+        .into_iter()
+        .filter(|request| request.method != "GET")
+        .map(|request| (request.method, request.path))
+        .collect();
+    let list = "/api/members/";
+    assert_eq!(
+        sent,
+        vec![
+            ("POST".to_string(), format!("{list}?via=create")),
+            ("PATCH".to_string(), format!("{list}{id}/?via=item")),
+            ("DELETE".to_string(), format!("{list}{id}/?via=delete")),
+        ]
+    );
+    let bad = |change: fn(&mut RestConfig)| {
+        let mut config = RestConfig::new("http://127.0.0.1/api/");
+        change(&mut config);
+        RestConnector::open(&config).unwrap_err().to_string()
+    };
+    assert!(bad(|config| config.delete_url = Some("http://127.0.0.1/x".into())).contains("`delete_url`"));
+    assert!(bad(|config| config.create_url = Some("not a url".into())).contains("`create_url`"));
+    assert!(bad(|config| config.stale = Some(vec![200])).contains("`stale`"));
+}
+
+#[tokio::test]
+async fn a_status_configured_as_stale_is_target_moved() {
+    let server = FixtureServer::start(Style::Offset).await;
+    let id = server.insert(json!({"key": "m1", "name": "Ann", "email": "ann@club.nl"}));
+    let mut config = Api::Offset.config(&server);
+    config.stale = Some(vec![409]);
+    let mut connector = RestConnector::open(&config).expect("a valid configuration");
+    server.fail_every(1, 409);
+    let write = Write::Update {
+        id: RecordId::new(id.to_string()),
+        fields: vec![FieldWrite { path: "/name".into(), value: json!("Anna"), expected: None }],
+    };
+    let results = connector.apply(std::slice::from_ref(&write)).await.expect("applied");
+    assert!(matches!(results[0], Err(ConnectorError::TargetMoved { .. })), "{results:?}");
+    config.stale = None;
+    let mut connector = RestConnector::open(&config).expect("a valid configuration");
+    let results = connector.apply(&[write]).await.expect("applied");
+    assert!(
+        matches!(results[0], Err(ConnectorError::Rejected { .. })),
+        "409 is not stale unless configured: {results:?}"
+    );
+}
+
+#[tokio::test]
+async fn create_unique_without_a_key_parameter_reads_the_listing_once_per_run() {
+    // Issue 12, point 8: the whole listing was read for every batch of creates.
+    let (server, mut connector) = wordpress(90, |_| {}).await;
+    let create = |number: usize| {
+        let record = TestRecord::numbered(number);
+        Write::Create {
+            fields: vec![
+                FieldWrite { path: "/meta/knvb_id".into(), value: json!(record.key), expected: None },
+                FieldWrite { path: "/meta/first_name".into(), value: json!(record.name), expected: None },
+            ],
+        }
+    };
+    let listings = |server: &FixtureServer| {
+        server
+            .requests()
+            .iter()
+            .filter(|request| request.method == "GET" && !request.path.contains("/people/"))
+            .count()
+    };
+    let results = connector.apply(&[create(101), create(102)]).await.expect("applied");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let once = listings(&server);
+    assert!(once >= 3, "90 people at 40 a page are three pages, read {once}");
+    let results = connector.apply(&[create(103), create(101), create(5)]).await.expect("applied");
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[1], Err(ConnectorError::AlreadyExists { .. })),
+        "this run's own create: {results:?}"
+    );
+    assert!(matches!(results[2], Err(ConnectorError::AlreadyExists { .. })), "{results:?}");
+    assert_eq!(listings(&server), once, "a second batch read the listing again");
+
+    // The next run (a new listing) reads them afresh.
+    connector.read_page(&request(&["/meta/knvb_id"]), None).await.expect("a page");
+    let before = listings(&server);
+    let results = connector.apply(&[create(104)]).await.expect("applied");
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(listings(&server) > before, "the next run's creates did not read the listing");
+}
+
+#[tokio::test]
+async fn etag_claimed_against_an_api_that_sends_none_fails_check_and_writes() {
+    // Issue 12: with `etag = true` against an API without ETags, `If-Match` silently
+    // disappeared while conditional writes were still claimed.
+    let (server, mut connector) = wordpress(2, |config| config.etag = Some(true)).await;
+    let error = connector.check(&["/meta/knvb_id".to_string()]).await.expect_err("check must fail");
+    assert!(error.to_string().contains("`etag` = true") && error.to_string().contains("no ETag"), "{error}");
+    let write = Write::Update {
+        id: RecordId::new("1"),
+        fields: vec![FieldWrite {
+            path: "/meta/first_name".into(),
+            value: json!("Anna"),
+            expected: Some(json!("Member 1")),
+        }],
+    };
+    let results = connector.apply(&[write]).await.expect("applied");
+    assert!(matches!(results[0], Err(ConnectorError::Misconfigured { .. })), "{results:?}");
+    assert_eq!(server.total_writes(), 0, "nothing was written");
+
+    // Without the claim the engine re-reads; with ETags the claim holds.
+    let (_server, connector) = wordpress(1, |_| {}).await;
+    assert!(!connector.capabilities().conditional_writes);
+    let drf = FixtureServer::start(Style::Drf).await;
+    drf.insert(json!({"key": "m1", "name": "Ann", "email": "ann@club.nl"}));
+    let mut connector = RestConnector::open(&Api::Drf.config(&drf)).unwrap();
+    let probe = connector.check(&["/key".to_string()]).await.expect("check passes with ETags");
+    assert!(probe.capabilities.conditional_writes);
 }

@@ -119,27 +119,27 @@ impl Fixture for SqliteFixture {
 
 #[tokio::test]
 async fn conformance_with_sqlite_times_and_hard_deletes() {
-    testkit::run_all(&mut SqliteFixture::new(Some(ModifiedFormat::Sqlite), false)).await;
+    testkit::run_all(&mut SqliteFixture::new(Some(ModifiedFormat::Sqlite), false), &[]).await;
 }
 
 #[tokio::test]
 async fn conformance_with_rfc3339_times_and_soft_deletes() {
-    testkit::run_all(&mut SqliteFixture::new(Some(ModifiedFormat::Rfc3339), true)).await;
+    testkit::run_all(&mut SqliteFixture::new(Some(ModifiedFormat::Rfc3339), true), &[]).await;
 }
 
 #[tokio::test]
 async fn conformance_with_unix_times_and_soft_deletes() {
-    testkit::run_all(&mut SqliteFixture::new(Some(ModifiedFormat::Unix), true)).await;
+    testkit::run_all(&mut SqliteFixture::new(Some(ModifiedFormat::Unix), true), &[]).await;
 }
 
 #[tokio::test]
 async fn conformance_with_unix_ms_times() {
-    testkit::run_all(&mut SqliteFixture::new(Some(ModifiedFormat::UnixMs), false)).await;
+    testkit::run_all(&mut SqliteFixture::new(Some(ModifiedFormat::UnixMs), false), &[]).await;
 }
 
 #[tokio::test]
 async fn conformance_without_modified_column() {
-    testkit::run_all(&mut SqliteFixture::new(None, false)).await;
+    testkit::run_all(&mut SqliteFixture::new(None, false), &["incremental_read"]).await;
 }
 
 fn database(directory: &TempDir, schema: &str) -> PathBuf {

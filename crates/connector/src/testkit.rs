@@ -147,7 +147,16 @@ pub enum Checked {
 
 /// Runs every property of the suite against fresh systems from `fixture`, printing one line
 /// per property to stderr (the skipped ones say why), and panics at the first failure.
-pub async fn run_all<F: Fixture>(fixture: &mut F) {
+///
+/// `expected_skips` names the properties the connector is known not to have (by its
+/// `Capabilities` or its fixture, such as `"conditional_update"`): any other property that
+/// skips fails the suite, and so does an expected skip that passed — a connector that claims
+/// less than it should (an incremental read lost from a preset) is found, not silently skipped.
+///
+/// # Panics
+///
+/// When a property fails, or the properties that skipped are not exactly `expected_skips`.
+pub async fn run_all<F: Fixture>(fixture: &mut F, expected_skips: &[&str]) {
     let outcomes = [
         ("check", check(fixture).await),
         ("full_read", full_read(fixture).await),
@@ -162,12 +171,33 @@ pub async fn run_all<F: Fixture>(fixture: &mut F) {
         ("rejected_write", rejected_write(fixture).await),
         ("missing_record", missing_record(fixture).await),
     ];
+    let known: Vec<&str> = outcomes.iter().map(|(property, _)| *property).collect();
+    for expected in expected_skips {
+        assert!(
+            known.contains(expected),
+            "expected skip {expected:?} is no property of the suite ({known:?})"
+        );
+    }
+    let mut skipped = Vec::new();
     for (property, outcome) in outcomes {
         match outcome {
             Checked::Passed => eprintln!("conformance: {property}: passed"),
-            Checked::Skipped { reason } => eprintln!("conformance: {property}: SKIPPED ({reason})"),
+            Checked::Skipped { reason } => {
+                let expected = if expected_skips.contains(&property) { "expected" } else { "NOT EXPECTED" };
+                eprintln!("conformance: {property}: SKIPPED ({reason}; {expected})");
+                skipped.push(property);
+            }
         }
     }
+    let unexpected: Vec<&str> =
+        skipped.iter().copied().filter(|property| !expected_skips.contains(property)).collect();
+    assert!(unexpected.is_empty(), "conformance properties skipped without being expected: {unexpected:?}");
+    let passed: Vec<&str> =
+        expected_skips.iter().copied().filter(|property| !skipped.contains(property)).collect();
+    assert!(
+        passed.is_empty(),
+        "conformance properties expected to skip ran: {passed:?}; drop them from the expected skips"
+    );
 }
 
 /// `check` succeeds on a fresh system and reports the connector's own capabilities and, if
@@ -632,9 +662,11 @@ fn field_writes(paths: &TestPaths, record: &TestRecord) -> Vec<FieldWrite> {
         .collect()
 }
 
+/// A value as text; `null` is the empty text, as fieldsync holds them for the same.
 fn text(value: &Json, id: &RecordId) -> String {
     match value {
         Json::String(text) => text.clone(),
+        Json::Null => String::new(),
         other => panic!("record {id} holds {other}, not text"),
     }
 }

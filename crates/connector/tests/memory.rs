@@ -49,5 +49,36 @@ impl Fixture for MemoryFixture {
 
 #[tokio::test]
 async fn memory_connector_passes_the_conformance_suite() {
-    testkit::run_all(&mut MemoryFixture::new()).await;
+    testkit::run_all(&mut MemoryFixture::new(), &[]).await;
+}
+
+/// The memory fixture, but one whose system refuses nothing, so `rejected_write` skips.
+struct RefusesNothing(MemoryFixture);
+
+impl Fixture for RefusesNothing {
+    type Connector = MemoryConnector;
+
+    async fn open(&mut self, records: &[TestRecord]) -> MemoryConnector {
+        self.0.open(records).await
+    }
+
+    async fn edit(&mut self, key: &str, path: &str, value: serde_json::Value) {
+        self.0.edit(key, path, value).await;
+    }
+
+    fn rejected_value(&self) -> Option<RejectedValue> {
+        None
+    }
+}
+
+#[tokio::test]
+#[should_panic(expected = "skipped without being expected: [\"rejected_write\"]")]
+async fn a_skip_the_connector_did_not_declare_fails_the_suite() {
+    testkit::run_all(&mut RefusesNothing(MemoryFixture::new()), &[]).await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "expected to skip ran: [\"incremental_read\"]")]
+async fn a_declared_skip_that_runs_fails_the_suite() {
+    testkit::run_all(&mut MemoryFixture::new(), &["incremental_read"]).await;
 }

@@ -22,7 +22,8 @@
 //! - Every save counts in `version`. An update that sends `version` other than the current one
 //!   is refused with 409 ("This player was changed by someone else: …"); so is an admin form
 //!   opened before another save ("This player was changed by someone else while you were
-//!   editing."). No ETags.
+//!   editing."). No ETags. [`DjangoServer::edit_after_read`] makes a person's edit right after a
+//!   read, for tests of that refusal.
 //! - Auth: `Authorization: Token …`, HTTP basic, or the admin's session.
 
 use std::fmt;
@@ -292,6 +293,19 @@ impl DjangoServer {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8(output.stdout).expect("Python prints UTF-8")
+    }
+
+    /// Makes a person's edit of player `id` (`changes`: field names and values, saved through
+    /// the model) right after the API next answers a read of that player alone, once: the
+    /// client's write that follows finds the player changed since it was read.
+    pub fn edit_after_read(&self, id: i64, changes: &Json) {
+        let planned = serde_json::json!({ "id": id, "changes": changes });
+        write_file(&self.dir.path().join("edit-after-read.json"), &planned.to_string());
+    }
+
+    /// Whether the edit planned with [`DjangoServer::edit_after_read`] was made.
+    pub fn edited_after_read(&self) -> bool {
+        !self.dir.path().join("edit-after-read.json").exists()
     }
 
     /// Every request the site answered so far, in order.

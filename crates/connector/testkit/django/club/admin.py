@@ -23,6 +23,7 @@ class PlayerAdminForm(forms.ModelForm):
             "active",
             "shirt_number",
             "tags",
+            "notes",
             "version",
         ]
 

@@ -34,6 +34,7 @@ class Player(models.Model):
     active = models.BooleanField(default=True)
     shirt_number = models.IntegerField(null=True, blank=True)
     tags = models.JSONField(default=list, blank=True)
+    notes = models.TextField(blank=True)
     version = models.PositiveIntegerField(default=1)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 

@@ -22,6 +22,7 @@ class PlayerSerializer(serializers.ModelSerializer):
             "active",
             "shirt_number",
             "tags",
+            "notes",
             "version",
             "updated_at",
         ]

@@ -25,6 +25,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "club.middleware.RequestLog",
+    "club.middleware.EditAfterRead",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -65,6 +66,8 @@ DATABASES = {
 
 # Every request, one line each, for tests that count what a client sent (`club.middleware`).
 REQUEST_LOG = BASE_DIR / "requests.log"
+# A person's edit to make right after the API answers a read of that player (`club.middleware`).
+EDIT_AFTER_READ = BASE_DIR / "edit-after-read.json"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "Europe/Amsterdam"

@@ -37,7 +37,8 @@ def email_of(first, last, number):
 
 
 def mobile_of(rng):
-    digits = f"{rng.randrange(10**8):08d}"
+    # Dutch mobile numbers in use start 061 to 065 (the numbering plan has no 066 or 067).
+    digits = f"{rng.randrange(1, 6)}{rng.randrange(10**7):07d}"
     if rng.random() < 0.3:
         return f"06-{digits}"
     return f"+316{digits}"
