@@ -30,7 +30,8 @@ fn browser_available() -> bool {
 }
 
 /// The fields kept in step, as the club's columns and the admin's form hold them.
-const FIELDS: [(&str, &str); 3] = [("email", "email"), ("mobile", "text"), ("active", "bool")];
+const FIELDS: [(&str, &str); 4] =
+    [("email", "email"), ("mobile", "text"), ("active", "bool"), ("notes", "text")];
 
 fn config(django: &DjangoServer) -> String {
     let mut text = format!(
@@ -58,7 +59,7 @@ save = "input[name=_save]"
 saved = ".messagelist .success"
 error = "ul.errorlist"
 moved_text = "changed by someone else"
-fields = {{ email = {{ selector = "#id_email" }}, mobile = {{ selector = "#id_mobile" }}, active = {{ selector = "#id_active", kind = "checkbox" }} }}
+fields = {{ email = {{ selector = "#id_email" }}, mobile = {{ selector = "#id_mobile" }}, active = {{ selector = "#id_active", kind = "checkbox" }}, notes = {{ selector = "#id_notes" }} }}
 
 [links.players]
 left = "club"
@@ -107,8 +108,9 @@ fn run(dir: &Path, django: &DjangoServer, step: &str) -> (Value, Output) {
     (report[0].clone(), output)
 }
 
-/// A player as both sides should hold it: federation id, email, mobile, active.
-type Row = (String, String, String, bool);
+/// A player as both sides should hold it: federation id, email, mobile, active, notes (with
+/// line breaks as LF: a browser sends a text area's as CRLF, and Django keeps them so).
+type Row = (String, String, String, bool, String);
 
 /// Every player as Django's database holds it, by federation id.
 fn django_rows(django: &DjangoServer) -> Vec<Row> {
@@ -121,6 +123,7 @@ fn django_rows(django: &DjangoServer) -> Vec<Row> {
                 player["email"].as_str().unwrap().to_string(),
                 player["mobile"].as_str().unwrap().to_string(),
                 player["active"].as_bool().unwrap(),
+                player["notes"].as_str().unwrap().replace("\r\n", "\n"),
             )
         })
         .collect()
@@ -129,10 +132,12 @@ fn django_rows(django: &DjangoServer) -> Vec<Row> {
 /// Every player as the club's table holds it, by federation id.
 fn club_rows(club: &Connection) -> Vec<Row> {
     let mut statement = club
-        .prepare("SELECT federation_id, email, mobile, active FROM players ORDER BY federation_id")
+        .prepare("SELECT federation_id, email, mobile, active, notes FROM players ORDER BY federation_id")
         .unwrap();
     statement
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get::<_, i64>(3)? != 0)))
+        .query_map([], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get::<_, i64>(3)? != 0, row.get(4)?))
+        })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
@@ -162,16 +167,16 @@ async fn djangos_admin_is_kept_in_step_through_its_forms_and_a_persons_edit_whil
     let club = Connection::open(dir.path().join("club.db")).unwrap();
     club.execute_batch(
         "CREATE TABLE players (federation_id TEXT PRIMARY KEY, email TEXT NOT NULL, mobile TEXT NOT NULL,
-                               active INTEGER NOT NULL, updated_at TEXT NOT NULL);",
+                               active INTEGER NOT NULL, notes TEXT NOT NULL, updated_at TEXT NOT NULL);",
     )
     .unwrap();
     let earlier = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1)).to_string();
     let seeded = django_rows(&django);
     assert_eq!(seeded.len(), 12);
-    for (id, email, mobile, active) in &seeded {
+    for (id, email, mobile, active, notes) in &seeded {
         club.execute(
-            "INSERT INTO players VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![id, email, mobile, i64::from(*active), earlier],
+            "INSERT INTO players VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, email, mobile, i64::from(*active), notes, earlier],
         )
         .unwrap();
     }
@@ -183,7 +188,7 @@ async fn djangos_admin_is_kept_in_step_through_its_forms_and_a_persons_edit_whil
     let check = fieldsync(dir.path(), &django, &["check"]).output().unwrap();
     let said = String::from_utf8_lossy(&check.stdout);
     assert!(
-        said.contains("active, email, mobile from /admin/club/player/{id}/change/")
+        said.contains("active, email, mobile, notes from /admin/club/player/{id}/change/")
             && !said.contains(django.password()),
         "check names the fields read from each player's page: {said}"
     );
@@ -199,6 +204,7 @@ async fn djangos_admin_is_kept_in_step_through_its_forms_and_a_persons_edit_whil
         .unwrap();
     };
     club_edit("FED00001", "email", "new1@club.example".to_string().into());
+    club_edit("FED00002", "notes", "keeper\nplays on Saturdays".to_string().into());
     club_edit("FED00003", "active", i64::from(!seeded[2].3).into());
     club_edit("FED00004", "email", "someone@invalid.example".to_string().into());
     club_edit("FED00006", "email", "club6@club.example".to_string().into());
@@ -264,6 +270,7 @@ async fn djangos_admin_is_kept_in_step_through_its_forms_and_a_persons_edit_whil
     let (third, _) = run(dir.path(), &django, "the moved player read and merged again");
     let mut expected = seeded.clone();
     set_row(&mut expected, "FED00001", |row| row.1 = "new1@club.example".into());
+    set_row(&mut expected, "FED00002", |row| row.4 = "keeper\nplays on Saturdays".into());
     set_row(&mut expected, "FED00003", |row| row.3 = !row.3);
     set_row(&mut expected, "FED00005", |row| row.1 = "site5@club.example".into());
     set_row(&mut expected, "FED00006", |row| {
