@@ -173,6 +173,21 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, path)
 }
 
+/// Reads and validates the configuration file at `path` for a command that opens no
+/// connector (status, history, reviews, the outbox): a connector whose settings name an
+/// environment variable that is not set is left out of `Config::connectors` instead of being
+/// an error, so reading the state store needs no secrets. Everything else is checked as by
+/// `load`.
+///
+/// # Errors
+///
+/// As `load`, except for unset variables in connector settings.
+pub fn load_offline(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    validate::validate(&text, path, &|name| std::env::var(name).ok(), true)
+}
+
 /// Validates a configuration held in `text`, as if read from `path` (which names it in
 /// errors and anchors relative paths); `${NAME}` values come from the process environment.
 ///
@@ -195,5 +210,5 @@ pub fn parse_with_env(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    validate::validate(text, path, env)
+    validate::validate(text, path, env, false)
 }

@@ -9,6 +9,6 @@ pub mod registry;
 
 pub use config::{
     Config, ConfigError, ConnectorConfig, ConnectorKind, LinkConfig, Location, Problem, StatePath, load,
-    parse, parse_with_env,
+    load_offline, parse, parse_with_env,
 };
 pub use registry::{AnyConnector, open_connector};

@@ -117,6 +117,8 @@ fn the_product_example_parses_into_a_link_spec() {
                             region: None,
                             date_formats: [],
                             empty_is_null: true,
+                            invalid: Copy,
+                            spellings: None,
                         },
                         right: Normaliser {
                             field_type: Email,
@@ -125,6 +127,8 @@ fn the_product_example_parses_into_a_link_spec() {
                                 "%d-%m-%Y",
                             ],
                             empty_is_null: true,
+                            invalid: Copy,
+                            spellings: None,
                         },
                     },
                     direction: Both,
@@ -143,6 +147,8 @@ fn the_product_example_parses_into_a_link_spec() {
                             ),
                             date_formats: [],
                             empty_is_null: true,
+                            invalid: Copy,
+                            spellings: None,
                         },
                         right: Normaliser {
                             field_type: Phone,
@@ -153,6 +159,8 @@ fn the_product_example_parses_into_a_link_spec() {
                                 "%d-%m-%Y",
                             ],
                             empty_is_null: true,
+                            invalid: Copy,
+                            spellings: None,
                         },
                     },
                     direction: Both,
@@ -169,6 +177,8 @@ fn the_product_example_parses_into_a_link_spec() {
                             region: None,
                             date_formats: [],
                             empty_is_null: true,
+                            invalid: Copy,
+                            spellings: None,
                         },
                         right: Normaliser {
                             field_type: Bool,
@@ -177,6 +187,8 @@ fn the_product_example_parses_into_a_link_spec() {
                                 "%d-%m-%Y",
                             ],
                             empty_is_null: true,
+                            invalid: Copy,
+                            spellings: None,
                         },
                     },
                     direction: RightToLeft,
@@ -694,4 +706,57 @@ fn the_readme_rest_connectors_parse_with_their_secrets_from_the_environment() {
     let ConnectorKind::Rest(backend) = &drf.connectors["backend"].kind else { panic!("a rest connector") };
     assert_eq!(backend.headers.len(), 0);
     assert!(format!("{:?}", backend.auth).contains("Authorization") && !format!("{drf:?}").contains("t0ken"));
+}
+
+/// A field's `values` (a side's own spelling) and `invalid` reach its normalisers; a spelling
+/// of a value the type cannot hold, one spelling for two values, and an unknown `invalid` are
+/// reported at their place.
+#[test]
+fn a_fields_spellings_and_invalid_choice_reach_its_normalisers() {
+    let spelled = example_with(
+        "direction = \"right_to_left\"",
+        "direction = \"right_to_left\"\nvalues = { right = { true = \"Ja\", false = \"Nee\" } }\ninvalid = \"hold\"",
+    );
+    let config = parse(&spelled).expect("valid");
+    let field = &config.links["members"].spec.fields[2];
+    let read =
+        |side: fieldsync_model::Side, raw: serde_json::Value| field.normalisers.get(side).normalise(&raw);
+    use fieldsync_model::{Side, Value};
+    assert_eq!(read(Side::Right, serde_json::json!("Ja")), Ok(Value::Bool(true)));
+    assert_eq!(field.normalisers.right.to_raw(&Value::Bool(false)), serde_json::json!("Nee"));
+    assert!(read(Side::Left, serde_json::json!("Ja")).is_err(), "the left side has no spelling");
+    assert!(read(Side::Right, serde_json::json!("Misschien")).is_err(), "invalid = hold");
+    // By default a value no rule reads is copied as trimmed text.
+    let config = parse(EXAMPLE).expect("valid");
+    let mobile = &config.links["members"].spec.fields[1];
+    assert_eq!(mobile.normalisers.left.normalise(&serde_json::json!(" 12 ")), Ok(Value::from("12")));
+
+    let line = |text: &str, start: &str| text.lines().position(|line| line.starts_with(start)).unwrap() + 1;
+    let text = example_with(
+        "direction = \"right_to_left\"",
+        "direction = \"right_to_left\"\nvalues = { right = { wel = \"Ja\" } }",
+    );
+    let error = parse(&text).expect_err("not a bool");
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "conf/fieldsync.toml:{}:10: values.right of field financial_block: \"wel\" (expected true/false, \
+             1/0, yes/no, on/off or checked)",
+            line(&text, "values")
+        )
+    );
+    let text = example_with(
+        "direction = \"right_to_left\"",
+        "direction = \"right_to_left\"\nvalues = { right = { true = \"J\", false = \"j\" } }",
+    );
+    assert!(parse(&text).expect_err("twice").to_string().contains("given to two values"));
+    let text =
+        example_with("direction = \"right_to_left\"", "direction = \"right_to_left\"\ninvalid = \"drop\"");
+    assert_eq!(
+        parse(&text).expect_err("unknown").to_string(),
+        format!(
+            "conf/fieldsync.toml:{}:11: unknown invalid \"drop\"; expected one of hold, copy",
+            line(&text, "invalid")
+        )
+    );
 }

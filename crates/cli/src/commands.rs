@@ -2,7 +2,7 @@
 //! the outcome as text or JSON.
 
 use std::collections::BTreeMap;
-use std::io::{IsTerminal, Write as _};
+use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
@@ -42,10 +42,29 @@ pub async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             }
             Ok(exit)
         }
-        Command::Status => status(&load(&cli.config)?, json),
-        Command::Conflicts { command } => conflicts(&load(&cli.config)?, command, json),
-        Command::History { command } => history(&load(&cli.config)?, command, json),
-        Command::Outbox { command } => outbox(&load(&cli.config)?, command, json),
+        // These read and write the state store only: a connector's secrets are not needed.
+        Command::Status => status(&load_offline(&cli.config)?, json),
+        Command::Conflicts { command } => conflicts(&load_offline(&cli.config)?, command, json),
+        Command::History { command } => history(&load_offline(&cli.config)?, command, json),
+        Command::Outbox { command } => outbox(&load_offline(&cli.config)?, command, json),
+    }
+}
+
+/// Loads the configuration for a command that opens no connector; any problem but an unset
+/// variable in a connector's settings is a usage error (exit 2).
+pub fn load_offline(path: &Path) -> Result<Config, Failure> {
+    fieldsync_app::load_offline(path).map_err(Failure::usage)
+}
+
+/// After a page of a list: how many more there are and how to see them, on standard error
+/// with `--json` so that the JSON stays one document.
+fn more_note(more: u64, what: &str, last: Option<i64>, json: bool) {
+    let Some(last) = last.filter(|_| more > 0) else { return };
+    let note = format!("… {more} more {what}; the next page: --before {last} (or --limit 0 for all)");
+    if json {
+        eprintln!("{note}");
+    } else {
+        outln!("{note}");
     }
 }
 
@@ -63,7 +82,7 @@ pub fn open_store(config: &Config) -> Result<StateStore, Failure> {
 }
 
 pub fn print_json(value: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
 }
 
 async fn check(path: &Path, json: bool) -> Result<Exit, Failure> {
@@ -89,7 +108,7 @@ async fn check(path: &Path, json: bool) -> Result<Exit, Failure> {
         match outcome {
             Ok(probe) => {
                 if !json {
-                    println!(
+                    outln!(
                         "{name}: {} {} — {} records; incremental {}, look-up by key {}, conditional writes {}, creates {}, deletes {}",
                         probe.kind,
                         probe.target,
@@ -106,18 +125,39 @@ async fn check(path: &Path, json: bool) -> Result<Exit, Failure> {
             Err(error) => {
                 failed = true;
                 if !json {
-                    println!("{name}: FAILED: {error}");
+                    outln!("{name}: FAILED: {error}");
                 }
                 results.insert(name.clone(), json!({ "ok": false, "error": error.to_string() }));
             }
         }
     }
+    // How each link times a conflict: last-write-wins needs modification times, and a side
+    // whose records carry none has its changes timed when a run first sees them.
+    let mut timing = BTreeMap::new();
+    for (name, link) in &config.links {
+        if let fieldsync_engine::ConflictStrategy::LastWriteWins { grace, .. } = link.spec.conflicts {
+            let note = format!(
+                "last_write_wins compares the records' modification times (grace {}s); a side whose records \
+                 carry none has its changes timed when a run first sees them, so its edits count as later \
+                 than any the other side made before that run, and between two such sides every conflict \
+                 falls inside the grace and goes to the tie",
+                grace.as_secs()
+            );
+            if !json {
+                outln!("link {name}: {note}");
+            }
+            timing.insert(name.clone(), note);
+        }
+    }
     if json {
-        print_json(
-            &json!({ "config": config.path, "links": config.links.keys().collect::<Vec<_>>(), "connectors": results }),
-        );
+        print_json(&json!({
+            "config": config.path,
+            "links": config.links.keys().collect::<Vec<_>>(),
+            "connectors": results,
+            "conflict_timing": timing,
+        }));
     } else {
-        println!(
+        outln!(
             "configuration {} is valid: {} links, {} connectors",
             config.path.display(),
             config.links.len(),
@@ -191,7 +231,7 @@ pub async fn run_links(
         };
         exit = exit.max(link_exit);
         if !json {
-            println!("{}", render::run_report(&report));
+            outln!("{}", render::run_report(&report));
         }
         reports.push(report);
     }
@@ -207,30 +247,47 @@ fn status(config: &Config, json: bool) -> Result<Exit, Failure> {
         let reviews = store.list_reviews(Some(name), Some(ReviewStatus::Open), 10_000)?.len();
         let resolved = store.list_reviews(Some(name), Some(ReviewStatus::Resolved), 10_000)?.len();
         let count = |status| counts.get(&status).copied().unwrap_or(0);
-        let pending = count(OutboxStatus::Pending) + count(OutboxStatus::Sending);
+        let pending =
+            count(OutboxStatus::Pending) + count(OutboxStatus::Sending) + count(OutboxStatus::Moved);
         let dead = count(OutboxStatus::Dead);
         let records = store.baseline_count(name)?;
+        let in_step = pending == 0 && dead == 0 && reviews == 0 && resolved == 0;
         if !json {
-            println!(
-                "link {name} ({} ⇄ {}): {records} records in step",
-                link.connectors.left, link.connectors.right
-            );
+            // "In step" only when nothing is waiting: a write that keeps failing is not.
+            let state = if in_step {
+                format!("{records} records in step")
+            } else {
+                let mut waiting = Vec::new();
+                for (count, what) in [
+                    (pending, "writes pending"),
+                    (dead, "writes dead"),
+                    (reviews as u64, "reviews open"),
+                    (resolved as u64, "decisions to apply"),
+                ] {
+                    if count > 0 {
+                        waiting.push(format!("{count} {what}"));
+                    }
+                }
+                format!("{records} records, NOT in step: {}", waiting.join(", "))
+            };
+            outln!("link {name} ({} ⇄ {}): {state}", link.connectors.left, link.connectors.right);
             match &last_run {
-                Some(run) => println!(
+                Some(run) => outln!(
                     "  last run   #{} {} at {} ({})",
                     run.id,
                     run.status,
                     run.started_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
                     run.mode
                 ),
-                None => println!("  last run   none yet"),
+                None => outln!("  last run   none yet"),
             }
-            println!("  outbox     {pending} pending, {dead} dead");
-            println!("  reviews    {reviews} open, {resolved} decided and waiting for the next run");
+            outln!("  outbox     {pending} pending, {dead} dead");
+            outln!("  reviews    {reviews} open, {resolved} decided and waiting for the next run");
         }
         links.push(json!({
             "link": name,
             "records": records,
+            "in_step": in_step,
             "last_run": last_run,
             "outbox": { "pending": pending, "dead": dead },
             "reviews": { "open": reviews, "resolved": resolved },
@@ -244,15 +301,16 @@ fn status(config: &Config, json: bool) -> Result<Exit, Failure> {
 
 fn conflicts(config: &Config, command: Option<ConflictsCommand>, json: bool) -> Result<Exit, Failure> {
     let mut store = open_store(config)?;
-    match command.unwrap_or(ConflictsCommand::List { all: false }) {
-        ConflictsCommand::List { all } => {
+    match command.unwrap_or(ConflictsCommand::List { all: false, limit: 100, before: None }) {
+        ConflictsCommand::List { all, limit, before } => {
             let status = if all { None } else { Some(ReviewStatus::Open) };
-            let reviews = store.list_reviews(None, status, 1000)?;
+            let (reviews, more) = store.reviews_page(None, status, before, limit)?;
             if json {
                 print_json(&reviews.iter().map(review_json).collect::<Vec<_>>());
             } else {
-                print!("{}", render::reviews(&reviews));
+                out!("{}", render::reviews(&reviews));
             }
+            more_note(more, "reviews", reviews.last().map(|review| review.id), json);
         }
         ConflictsCommand::Show { id } => {
             let review = store.review(id)?;
@@ -260,7 +318,7 @@ fn conflicts(config: &Config, command: Option<ConflictsCommand>, json: bool) -> 
             if json {
                 print_json(&json!({ "review": review_json(&review), "audit": audit }));
             } else {
-                print!("{}", render::review(&review, &audit));
+                out!("{}", render::review(&review, &audit));
             }
         }
         ConflictsCommand::Resolve { id, keep, value } => {
@@ -298,11 +356,14 @@ fn conflicts(config: &Config, command: Option<ConflictsCommand>, json: bool) -> 
                         link.spec.fields.iter().find(|field| field.name == *field_name).ok_or_else(|| {
                             Failure::usage(anyhow!("field {field_name} is no longer configured"))
                         })?;
-                    let value = field
-                        .normalisers
-                        .left
-                        .normalise(&serde_json::Value::String(text.clone()))
-                        .map_err(|error| Failure::usage(anyhow!("--value: {error}")))?;
+                    // A person's value must be one the field's rules read, not copied verbatim.
+                    let value = match field.normalisers.left.read(&serde_json::Value::String(text.clone())) {
+                        fieldsync_model::Reading::Valid(value) => value,
+                        fieldsync_model::Reading::Copied(_, error)
+                        | fieldsync_model::Reading::Invalid(error) => {
+                            return Err(Failure::usage(anyhow!("--value: {error}")));
+                        }
+                    };
                     Decision::Value(value)
                 }
                 (None, None) => return Err(Failure::usage(anyhow!("give --keep or --value"))),
@@ -340,7 +401,7 @@ fn conflicts(config: &Config, command: Option<ConflictsCommand>, json: bool) -> 
             if json {
                 print_json(&json!({ "review": id, "decision": decision }));
             } else {
-                println!("Review #{id} decided; the next `fieldsync run` applies it.");
+                outln!("Review #{id} decided; the next `fieldsync run` applies it.");
             }
         }
     }
@@ -368,14 +429,15 @@ fn review_json(review: &fieldsync_store::Review) -> serde_json::Value {
 
 fn history(config: &Config, command: Option<HistoryCommand>, json: bool) -> Result<Exit, Failure> {
     let store = open_store(config)?;
-    match command.unwrap_or(HistoryCommand::List { limit: 20 }) {
-        HistoryCommand::List { limit } => {
-            let runs = store.list_runs(None, limit)?;
+    match command.unwrap_or(HistoryCommand::List { limit: 20, before: None }) {
+        HistoryCommand::List { limit, before } => {
+            let (runs, more) = store.runs_page(None, before.map(RunId), limit)?;
             if json {
                 print_json(&runs);
             } else {
-                print!("{}", render::runs(&runs));
+                out!("{}", render::runs(&runs));
             }
+            more_note(more, "runs", runs.last().map(|run| run.id.0), json);
         }
         HistoryCommand::Show { id } => {
             let run = store.run(RunId(id))?;
@@ -383,9 +445,9 @@ fn history(config: &Config, command: Option<HistoryCommand>, json: bool) -> Resu
             if json {
                 print_json(&json!({ "run": run, "audit": audit }));
             } else {
-                print!("{}", render::runs(std::slice::from_ref(&run)));
-                println!("  statistics {}", run.stats);
-                print!("{}", render::audit_lines(&audit));
+                out!("{}", render::runs(std::slice::from_ref(&run)));
+                outln!("  statistics {}", run.stats);
+                out!("{}", render::audit_lines(&audit));
             }
         }
         HistoryCommand::Export { format, output, limit } => {
@@ -463,7 +525,7 @@ fn history(config: &Config, command: Option<HistoryCommand>, json: bool) -> Resu
                 Some(path) => {
                     std::fs::write(&path, &buffer).with_context(|| format!("writing {}", path.display()))?
                 }
-                None => std::io::stdout().write_all(&buffer).context("writing to standard output")?,
+                None => crate::output::write_bytes(&buffer),
             }
         }
     }
@@ -472,17 +534,17 @@ fn history(config: &Config, command: Option<HistoryCommand>, json: bool) -> Resu
 
 fn outbox(config: &Config, command: Option<OutboxCommand>, json: bool) -> Result<Exit, Failure> {
     let mut store = open_store(config)?;
-    match command.unwrap_or(OutboxCommand::List { status: "dead".into(), limit: 50 }) {
-        OutboxCommand::List { status, limit } => {
+    match command.unwrap_or(OutboxCommand::List { status: "dead".into(), limit: 50, before: None }) {
+        OutboxCommand::List { status, limit, before } => {
             let status = match status.as_str() {
                 "all" => None,
                 other => Some(OutboxStatus::parse(other).ok_or_else(|| {
                     Failure::usage(anyhow!(
-                        "--status {other:?}: expected all, pending, sending, done, dead, superseded or dropped"
+                        "--status {other:?}: expected all, pending, sending, moved, done, dead, superseded or dropped"
                     ))
                 })?),
             };
-            let entries = store.list_outbox(None, status, limit)?;
+            let (entries, more) = store.outbox_page(None, status, before, limit)?;
             if json {
                 let entries: Vec<serde_json::Value> = entries
                     .iter()
@@ -497,8 +559,9 @@ fn outbox(config: &Config, command: Option<OutboxCommand>, json: bool) -> Result
                     .collect();
                 print_json(&entries);
             } else {
-                print!("{}", render::outbox(&entries));
+                out!("{}", render::outbox(&entries));
             }
+            more_note(more, "entries", entries.last().map(|entry| entry.id), json);
         }
         OutboxCommand::Retry { id } | OutboxCommand::Drop { id } if store.outbox_entry(id).is_err() => {
             return Err(anyhow!("no outbox entry with id {id}").into());
@@ -508,7 +571,7 @@ fn outbox(config: &Config, command: Option<OutboxCommand>, json: bool) -> Result
             transaction.retry_dead(id, jiff::Timestamp::now())?;
             transaction.commit()?;
             if !json {
-                println!("Outbox entry #{id} is pending again; the next `fieldsync run` tries it.");
+                outln!("Outbox entry #{id} is pending again; the next `fieldsync run` tries it.");
             }
         }
         OutboxCommand::Drop { id } => {
@@ -516,7 +579,7 @@ fn outbox(config: &Config, command: Option<OutboxCommand>, json: bool) -> Result
             transaction.drop_dead(id, jiff::Timestamp::now())?;
             transaction.commit()?;
             if !json {
-                println!("Outbox entry #{id} dropped.");
+                outln!("Outbox entry #{id} dropped.");
             }
         }
     }

@@ -266,7 +266,7 @@ pub async fn demo(dir: &Path, json: bool) -> Result<Exit, Failure> {
     let config = load(&dir.join("fieldsync.toml"))?;
     let say = |text: &str| {
         if !json {
-            println!("{text}");
+            outln!("{text}");
         }
     };
     say(&format!(

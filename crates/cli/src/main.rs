@@ -2,6 +2,8 @@
 //! maps its outcome to the documented exit codes (0 done, 1 some writes failed, 2
 //! configuration or usage error, 3 stopped by the guard). Only this crate prints.
 
+#[macro_use]
+mod output;
 mod commands;
 mod demo;
 mod progress;
@@ -94,6 +96,12 @@ enum ConflictsCommand {
         /// Include resolved and closed reviews.
         #[arg(long)]
         all: bool,
+        /// How many, newest first (0 for all); the list says how many more there are.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Only reviews older than this one: the next page starts at the last review listed.
+        #[arg(long)]
+        before: Option<i64>,
     },
     /// Show one review.
     Show {
@@ -117,9 +125,12 @@ enum ConflictsCommand {
 enum HistoryCommand {
     /// List recent runs.
     List {
-        /// How many.
+        /// How many, newest first (0 for all); the list says how many more there are.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Only runs older than this one: the next page starts at the last run listed.
+        #[arg(long)]
+        before: Option<i64>,
     },
     /// Show one run with every decision and write.
     Show {
@@ -150,12 +161,16 @@ enum ExportFormat {
 enum OutboxCommand {
     /// List outbox entries.
     List {
-        /// Only entries in this status (pending, sending, done, dead, superseded, dropped).
+        /// Only entries in this status (all, pending, sending, moved, done, dead, superseded,
+        /// dropped).
         #[arg(long, default_value = "dead")]
         status: String,
-        /// How many.
+        /// How many, newest first (0 for all); the list says how many more there are.
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Only entries older than this one: the next page starts at the last entry listed.
+        #[arg(long)]
+        before: Option<i64>,
     },
     /// Put a dead entry back in line; the next run tries it again.
     Retry {

@@ -98,6 +98,13 @@ pub fn run_report(report: &RunReport) -> String {
             stats.invalid_values
         );
     }
+    if stats.copied_values > 0 {
+        let _ = writeln!(
+            out,
+            "  copied     {} values no rule reads were copied as written (invalid = \"copy\"); correct them at their source",
+            stats.copied_values
+        );
+    }
     if let Some(guard) = &report.guard {
         let _ = writeln!(
             out,
@@ -143,6 +150,7 @@ pub fn run_report(report: &RunReport) -> String {
             Action::Delete => format!("  delete   {} on {target}  ({reason})", line.key),
             Action::Tombstone => format!("  deleted  {}  ({reason})", line.key),
             Action::Invalid => format!("  invalid  {}{field}: {reason}", line.key),
+            Action::Copied => format!("  copied   {}{field} → {target}: {reason}", line.key),
             Action::Skipped => format!("  skipped  {}: {reason}", line.key),
         };
         let _ = writeln!(out, "{text}");

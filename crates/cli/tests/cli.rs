@@ -293,3 +293,134 @@ fn check_opens_every_connector_and_lists_what_it_can_do() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("register: FAILED") && stdout.contains("mobile"), "{stdout}");
 }
+
+/// Regression: the guard weighed a run's changes against the live baselines only, so changes
+/// to records seen on both sides for the first time read "would change 10 of 3 records". A
+/// side read in full weighs them against every record it listed.
+#[test]
+fn the_guard_weighs_changes_against_the_records_a_side_holds() {
+    let first_sync =
+        "conflicts = { strategy = \"review\" }\nfirst_sync = { strategy = \"prefer\", side = \"register\" }";
+    let (dir, left, right) = setup(first_sync, 3);
+    assert_eq!(run(dir.path()).0, 0);
+    for number in 3..13 {
+        let (id, mobile) = (format!("M{number:03}"), format!("+316{:08}", 30_000_000 + number));
+        exec(
+            &left,
+            &format!(
+                "INSERT INTO members VALUES ('{id}', 'member{number}@club.nl', '{mobile}', datetime('now'))"
+            ),
+        );
+        exec(
+            &right,
+            &format!(
+                "INSERT INTO people VALUES ('{id}', 'old{number}@club.nl', '{mobile}', datetime('now'))"
+            ),
+        );
+    }
+    let output = fieldsync(dir.path(), &["run", "--full"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("would change 10 of 13 records on the website side"), "{stdout}");
+    assert_eq!(query(&right, "SELECT mail FROM people WHERE number = 'M005'"), "old5@club.nl");
+}
+
+/// Regression: `fieldsync run | head` panicked with a backtrace when the reader closed the
+/// pipe. A closed standard output ends the output quietly; the run itself still finishes and
+/// is recorded, and its exit code is what it would have been.
+#[test]
+fn a_closed_standard_output_ends_the_output_quietly() {
+    let (dir, left, right) = setup(r#"conflicts = { strategy = "review" }"#, 3);
+    run(dir.path());
+    exec(&left, "UPDATE members SET email = 'piped@club.nl', updated_at = datetime('now') WHERE id = 'M001'");
+    for args in [&["run"][..], &["history", "list"], &["history", "export", "--format", "json"], &["status"]]
+    {
+        let (reader, writer) = std::io::pipe().unwrap();
+        // Closed before fieldsync writes a byte: every write it makes meets a closed pipe.
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_fieldsync"))
+            .current_dir(dir.path())
+            .args(args)
+            .env_remove("FIELDSYNC_CONFIG")
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked") && stderr.is_empty(), "{args:?}: {stderr}");
+    }
+    assert_eq!(query(&right, "SELECT mail FROM people WHERE number = 'M001'"), "piped@club.nl");
+}
+
+/// Regression: `status`, `history`, `conflicts` and `outbox` required every connector's
+/// `${NAME}` variables though they open no connector. Only the commands that open one need
+/// them, and those name the variable that is missing.
+#[test]
+fn commands_that_open_no_connector_need_no_secrets() {
+    let (dir, _, _) = setup(r#"conflicts = { strategy = "review" }"#, 3);
+    let config_path = dir.path().join("fieldsync.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, config.replace("path = \"right.db\"", "path = \"${WEBSITE_DB}\"")).unwrap();
+    let with_secret = Command::new(env!("CARGO_BIN_EXE_fieldsync"))
+        .current_dir(dir.path())
+        .args(["run", "--json"])
+        .env_remove("FIELDSYNC_CONFIG")
+        .env("WEBSITE_DB", "right.db")
+        .output()
+        .unwrap();
+    assert_eq!(with_secret.status.code(), Some(0), "{}", String::from_utf8_lossy(&with_secret.stderr));
+    for args in [&["status"][..], &["history", "list"], &["conflicts", "list"], &["outbox", "list"]] {
+        let output = fieldsync(dir.path(), args);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let status = fieldsync(dir.path(), &["status"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("3 records in step"));
+    for args in [&["run"][..], &["plan"], &["check"]] {
+        let output = fieldsync(dir.path(), args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("WEBSITE_DB is not set"), "{args:?}: {stderr}");
+    }
+}
+
+/// Regression: `outbox list --json` stopped at 50 entries without saying so, and `status` said
+/// "in step" while writes were dead. Lists say how many more there are and page with
+/// `--before`; `status` counts what waits and says the link is not in step.
+#[test]
+fn lists_page_and_status_never_says_in_step_while_writes_wait() {
+    let (dir, left, _) = setup(r#"conflicts = { strategy = "review" }"#, 60);
+    run(dir.path());
+    exec(&left, "UPDATE members SET email = 'no-at-sign-' || id, updated_at = datetime('now')");
+    assert_eq!(fieldsync(dir.path(), &["run", "--force"]).status.code(), Some(1));
+
+    let first = fieldsync(dir.path(), &["outbox", "list", "--json"]);
+    let page = json(&first);
+    assert_eq!(page.as_array().unwrap().len(), 50);
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    let last = page[49]["id"].as_i64().unwrap();
+    assert!(stderr.contains(&format!("10 more entries; the next page: --before {last}")), "{stderr}");
+    let rest = json(&fieldsync(dir.path(), &["outbox", "list", "--json", "--before", &last.to_string()]));
+    assert_eq!(rest.as_array().unwrap().len(), 10);
+    let mut ids: Vec<i64> = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest.as_array().unwrap())
+        .map(|entry| entry["id"].as_i64().unwrap())
+        .collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 60, "two pages list every entry once");
+    let all = json(&fieldsync(dir.path(), &["outbox", "list", "--json", "--limit", "0"]));
+    assert_eq!(all.as_array().unwrap().len(), 60);
+    let text = String::from_utf8_lossy(&fieldsync(dir.path(), &["outbox", "list"]).stdout).to_string();
+    assert!(text.contains("10 more entries"), "{text}");
+
+    let status = fieldsync(dir.path(), &["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("NOT in step: 60 writes dead") && !text.contains("in step\n"), "{text}");
+    let status = json(&fieldsync(dir.path(), &["status", "--json"]));
+    assert_eq!(
+        (status[0]["in_step"].as_bool(), status[0]["outbox"]["dead"].as_u64()),
+        (Some(false), Some(60))
+    );
+}

@@ -122,6 +122,8 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress>(
     let link = spec.name.as_str();
     let mut final_outcomes: HashMap<i64, WriteFailure> = HashMap::new();
     progress.phase("writing", None);
+    // However often entries fail and fall due again, the run waits for them only until this.
+    let deadline = clock.now() + spec.retry.wait_in_run;
     // Pages through the due entries by id; each pass ends with a new one from the start, which
     // finds the entries whose retry fell due since.
     let mut after = 0;
@@ -135,7 +137,7 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress>(
             }
             let Some(next) = store.next_due(link)? else { break };
             let wait = next.duration_since(now).unsigned_abs();
-            if next > now && wait <= spec.retry.wait_in_run {
+            if next > now && next <= deadline {
                 clock.sleep(wait + Duration::from_millis(1)).await;
                 continue;
             }
@@ -510,9 +512,12 @@ fn close_batch<K: Clock>(
     for (((entry, outcome), payload), sent) in
         entries.iter().zip(attempts.outcomes).zip(payloads).zip(attempts.sent)
     {
-        // An entry that went out has one more attempt to count.
+        // An entry that went out has one more attempt to count, and so has one that failed on
+        // the way (a look-up or re-read before its write): otherwise its backoff never grows and
+        // it never reaches the retry limit.
+        let counted = sent || matches!(outcome, Attempt::Failed(_));
         let set_status = |status, next, error: Option<&str>| {
-            if sent {
+            if counted {
                 transaction.close_attempt(entry.id, status, next, error, now)
             } else {
                 transaction.set_outbox_status(entry.id, status, next, error, now)
@@ -610,10 +615,31 @@ fn close_batch<K: Clock>(
                 | ConnectorError::NotFound { .. }
                 | ConnectorError::AlreadyExists { .. }),
             ) => {
-                let message = format!("{error}; it will be planned again from a fresh read");
-                set_status(OutboxStatus::Superseded, None, Some(&message))?;
-                report.stats.writes_moved += 1;
-                final_outcomes.insert(entry.id, failure("moved", message));
+                // The next run plans the record again from fresh reads. When that plan makes the
+                // same write, this entry is sent again with its attempts counted on: a write its
+                // target refuses the same way run after run (a record the listing shows but
+                // the target says does not exist) is a failure, and dead at the retry limit.
+                let attempts = entry.attempts + 1;
+                if attempts >= spec.retry.attempts {
+                    let message = format!("{error}; refused the same way {attempts} times");
+                    set_status(OutboxStatus::Dead, None, Some(&message))?;
+                    transaction.audit(link, &audit(AuditEvent::Failed, message.clone(), None))?;
+                    report.stats.writes_dead += 1;
+                    final_outcomes.insert(entry.id, failure("dead", message));
+                } else if attempts > 1 {
+                    let message = format!(
+                        "{error}; refused the same way {attempts} times, it will be planned again from a \
+                         fresh read"
+                    );
+                    set_status(OutboxStatus::Moved, None, Some(&message))?;
+                    tracing::warn!(link, key = %entry.key, %side, attempts, error = %message, "Outbox entry refused again.");
+                    final_outcomes.insert(entry.id, failure("retrying", message));
+                } else {
+                    let message = format!("{error}; it will be planned again from a fresh read");
+                    set_status(OutboxStatus::Moved, None, Some(&message))?;
+                    report.stats.writes_moved += 1;
+                    final_outcomes.insert(entry.id, failure("moved", message));
+                }
                 moved = true;
             }
             Attempt::Failed(error) => {

@@ -19,7 +19,7 @@ use fieldsync_connector::{
     Capabilities, Connector, ConnectorError, ConnectorRecord, Lookup, Page, PageToken, ReadRequest,
 };
 use fieldsync_model::{
-    NormaliseError, RecordDigest, RecordId, RecordKey, Side, Value, digest_raw, digest_values,
+    NormaliseError, Reading, RecordDigest, RecordId, RecordKey, Side, Value, digest_raw, digest_values,
 };
 use fieldsync_store::{DigestEntry, LinkLayout, StateStore};
 use jiff::Timestamp;
@@ -45,6 +45,9 @@ pub(crate) struct SideRecord {
     pub raw: Vec<serde_json::Value>,
     /// Normalised values, in field order (errors boxed: they are rare, and candidates are many).
     pub values: Vec<Result<Value, Box<NormaliseError>>>,
+    /// Fields whose value no rule reads and which copy it verbatim (`invalid = "copy"`), with
+    /// why: the planner warns when it writes one. Empty, without allocating, in the common case.
+    pub copied: Vec<(usize, Box<NormaliseError>)>,
     pub modified: Option<Timestamp>,
 }
 
@@ -103,13 +106,22 @@ pub(crate) struct RawRecord {
 impl RawRecord {
     /// Normalises every field.
     pub fn normalise(self, spec: &LinkSpec, side: Side) -> SideRecord {
+        let mut copied = Vec::new();
         let values = spec
             .fields
             .iter()
             .zip(&self.raw)
-            .map(|(field, raw)| field.normalisers.get(side).normalise(raw).map_err(Box::new))
+            .enumerate()
+            .map(|(index, (field, raw))| match field.normalisers.get(side).read(raw) {
+                Reading::Valid(value) => Ok(value),
+                Reading::Copied(value, error) => {
+                    copied.push((index, Box::new(error)));
+                    Ok(value)
+                }
+                Reading::Invalid(error) => Err(Box::new(error)),
+            })
             .collect();
-        SideRecord { id: self.id, raw: self.raw, values, modified: self.modified }
+        SideRecord { id: self.id, raw: self.raw, values, copied, modified: self.modified }
     }
 }
 

@@ -119,6 +119,12 @@ impl Payload {
             && self.fields.iter().zip(&other.fields).all(|(a, b)| a.path == b.path && a.raw == b.raw)
     }
 
+    /// Whether two payloads make the same write with the same expectations: the same write
+    /// planned from the same reads.
+    pub fn same_write_and_expectations(&self, other: &Payload) -> bool {
+        self.same_write(other) && self.fields.iter().zip(&other.fields).all(|(a, b)| a.expected == b.expected)
+    }
+
     /// The payload as stored in the outbox (always the current version).
     pub fn to_text(&self) -> String {
         let origin = shared(&self.fields, |field| field.origin);
@@ -265,6 +271,38 @@ impl Planner<'_> {
             reason,
             at: self.now,
         }
+    }
+
+    /// Warns, in the report and the audit, when the value written to `target` is one its source
+    /// copies verbatim because no rule of its type reads it (`invalid = "copy"`).
+    #[allow(clippy::too_many_arguments)]
+    fn warn_if_copied(
+        &self,
+        source: &SideRecord,
+        index: usize,
+        key: &RecordKey,
+        field: &crate::spec::FieldSpec,
+        target: Side,
+        plan: &mut RecordPlan,
+        report: &mut RunReport,
+    ) {
+        let Some((_, error)) = source.copied.iter().find(|(copied, _)| *copied == index) else { return };
+        report.stats.copied_values += 1;
+        let reason = format!(
+            "{} value {error}; copied as it is written to the {target} side (invalid = \"copy\")",
+            target.other()
+        );
+        plan.audit.push(self.audit(key, Some(&field.name), AuditEvent::Invalid, reason.clone()));
+        report.push_line(|| ReportLine {
+            key: key.clone(),
+            field: Some(field.name.clone()),
+            action: Action::Copied,
+            target: Some(target),
+            left: None,
+            right: None,
+            value: None,
+            reason,
+        });
     }
 
     /// Plans one record from its baseline, both sides' state and its live reviews.
@@ -476,6 +514,15 @@ impl Planner<'_> {
                         plan.audit.push(entry);
                     }
                     for target in targets {
+                        self.warn_if_copied(
+                            records.get(target.other()),
+                            index,
+                            &key,
+                            field,
+                            target,
+                            plan,
+                            report,
+                        );
                         let record = records.get(target);
                         let normaliser = field.normalisers.get(target);
                         field_writes.get_mut(target).push(PayloadField {
@@ -639,7 +686,8 @@ impl Planner<'_> {
                     origin: None,
                     changed_at: None,
                 }];
-                for (field, value) in spec.fields.iter().zip(values) {
+                for (index, (field, value)) in spec.fields.iter().zip(values).enumerate() {
+                    self.warn_if_copied(source, index, &key, field, target, plan, report);
                     fields.push(PayloadField {
                         name: Some(field.name.clone()),
                         path: field.paths.get(target).clone(),

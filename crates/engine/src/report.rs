@@ -74,6 +74,10 @@ pub struct RunStats {
     pub reviews_closed: u64,
     /// Values that could not be normalised.
     pub invalid_values: u64,
+    /// Values no rule of their type reads, copied verbatim to the other side (`invalid =
+    /// "copy"`).
+    #[serde(default)]
+    pub copied_values: u64,
     /// Outbox entries written and verified.
     pub writes_done: u64,
     /// Outbox entries that failed and will be retried.
@@ -121,6 +125,8 @@ pub enum Action {
     Agreed,
     /// A value could not be normalised; the field was left alone.
     Invalid,
+    /// A value could not be normalised and was copied verbatim (`invalid = "copy"`).
+    Copied,
     /// The delete was remembered, nothing written.
     Tombstone,
     /// Nothing was done, for a reason worth telling.

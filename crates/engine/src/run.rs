@@ -189,6 +189,8 @@ struct Deferred {
     baselines: Vec<(RecordKey, BaselineChange)>,
     /// Waiting entries a newer plan replaces.
     superseded: Vec<i64>,
+    /// Entries refused as moved that the fresh plan makes again: due again once published.
+    resent: Vec<i64>,
     /// Entries whose write an earlier attempt made, with the audit that says so.
     landed: Vec<(i64, fieldsync_store::AuditEntry)>,
 }
@@ -212,11 +214,24 @@ fn commit_plan(
         let same = existing.iter().position(|entry| {
             entry.side == write.side
                 && entry.operation == write.operation
-                && Payload::from_text(&entry.payload).is_ok_and(|payload| payload.same_write(&write.payload))
+                && Payload::from_text(&entry.payload).is_ok_and(|payload| {
+                    // One refused as moved is the same write only if planned from the same
+                    // reads: a target that really moved gives it new expectations.
+                    if entry.status == OutboxStatus::Moved {
+                        entry.record_id == write.record_id
+                            && payload.same_write_and_expectations(&write.payload)
+                    } else {
+                        payload.same_write(&write.payload)
+                    }
+                })
         });
         if let Some(position) = same {
-            // The same write is already waiting (or dead, waiting for a person): keep it.
-            existing.remove(position);
+            // The same write is already waiting (or dead, waiting for a person): keep it. One
+            // its target refused as moved is sent again, its attempts counted on.
+            let kept = existing.remove(position);
+            if kept.status == OutboxStatus::Moved {
+                deferred.resent.push(kept.id);
+            }
             continue;
         }
         let entry = NewOutboxEntry {
@@ -402,7 +417,12 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress>(
                 ("delete", deletes, spec.guard.max_delete),
                 ("change", stats.updates_planned, spec.guard.max_change),
             ];
+            // Deletes touch only records with a baseline; changes also touch records seen on
+            // both sides for the first time, so a side read in full weighs them against all
+            // the records it listed (a first sync could otherwise read "880 of 338").
+            let listed = if *summary.modes.get(side) == ReadMode::Full { stats.read } else { 0 };
             for (kind, count, limit) in checks {
+                let total = if kind == "change" { total.max(listed) } else { total };
                 if limit.exceeded(count, total) {
                     let limit = match limit {
                         Limit::Share(share) => format!("{}%", share * 100.0),
@@ -445,6 +465,9 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress>(
             Some("replaced by a newer plan from fresh reads"),
             now,
         )?;
+    }
+    for id in deferred.resent {
+        transaction.set_outbox_status(id, OutboxStatus::Pending, Some(now), None, now)?;
     }
     for (id, audit) in &deferred.landed {
         transaction.set_outbox_status(*id, OutboxStatus::Done, None, None, now)?;

@@ -566,6 +566,13 @@ struct Wrapped {
     find_by_key: bool,
     key_lookups: Counter,
     id_lookups: Counter,
+    /// Whether it claims conditional writes (without, the engine reads a record just before
+    /// writing it).
+    conditional: bool,
+    /// Every look-up by id fails as unavailable (an API that answers it in another shape).
+    id_lookups_fail: bool,
+    /// Every update answers that the record does not exist, though listings show it.
+    updates_not_found: bool,
 }
 
 impl Wrapped {
@@ -576,6 +583,9 @@ impl Wrapped {
             find_by_key: true,
             key_lookups: Counter::default(),
             id_lookups: Counter::default(),
+            conditional: true,
+            id_lookups_fail: false,
+            updates_not_found: false,
         }
     }
 
@@ -600,6 +610,7 @@ impl fieldsync_connector::Connector for Wrapped {
         fieldsync_connector::Capabilities {
             incremental: all.incremental && self.times,
             lookup_by_key: all.lookup_by_key && self.find_by_key,
+            conditional_writes: all.conditional_writes && self.conditional,
             ..all
         }
     }
@@ -634,6 +645,12 @@ impl fieldsync_connector::Connector for Wrapped {
             fieldsync_connector::Lookup::Ids(_) => &self.id_lookups,
         };
         counter.set(counter.get() + 1);
+        if self.id_lookups_fail && matches!(lookup, fieldsync_connector::Lookup::Ids(_)) {
+            return Err(fieldsync_connector::ConnectorError::Malformed {
+                what: "the record's answer".into(),
+                message: "expected an object at /data, found a list".into(),
+            });
+        }
         let mut records = self.inner.lookup(paths, lookup).await?;
         self.strip(&mut records);
         Ok(records)
@@ -646,8 +663,132 @@ impl fieldsync_connector::Connector for Wrapped {
         Vec<Result<fieldsync_connector::WriteOutcome, fieldsync_connector::ConnectorError>>,
         fieldsync_connector::ConnectorError,
     > {
+        if self.updates_not_found {
+            let (updates, others): (Vec<_>, Vec<_>) = writes
+                .iter()
+                .cloned()
+                .enumerate()
+                .partition(|(_, write)| matches!(write, fieldsync_connector::Write::Update { .. }));
+            let others: Vec<_> = others.into_iter().map(|(_, write)| write).collect();
+            let mut applied = self.inner.apply(&others).await?.into_iter();
+            return Ok((0..writes.len())
+                .map(|index| match updates.iter().find(|(position, _)| *position == index) {
+                    Some((_, fieldsync_connector::Write::Update { id, .. })) => {
+                        Err(fieldsync_connector::ConnectorError::NotFound { id: id.clone() })
+                    }
+                    _ => applied.next().unwrap_or_else(|| unreachable!("one result per write")),
+                })
+                .collect());
+        }
         self.inner.apply(writes).await
     }
+}
+
+/// Regression: a connector without conditional writes whose look-up by id always fails made
+/// the re-read before each write fail without counting an attempt, so the entry's backoff
+/// stayed near its first step, under `wait_in_run`, and the run retried it forever. Every
+/// failure on the way to a write counts; the run waits no longer than `wait_in_run` in all,
+/// ends partial with the entry pending, and after the retry limit the entry is dead with the
+/// look-up's message.
+#[tokio::test]
+async fn a_write_whose_read_before_keeps_failing_ends_the_run_and_dies_at_the_limit() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.spec.retry = RetryPolicy {
+        attempts: 6,
+        initial: Duration::from_millis(20),
+        max: Duration::from_secs(60),
+        wait_in_run: Duration::from_millis(300),
+    };
+    world.left.set_now(at(100));
+    world.left.edit("m1", "email", json!("moved-on@club.nl"));
+    let mut connectors = SidePair::new(
+        Wrapped::new(world.left.connector()),
+        Wrapped { conditional: false, id_lookups_fail: true, ..Wrapped::new(world.right.connector()) },
+    );
+    // A run that never ends fails here instead of hanging the suite.
+    let bounded = std::time::Duration::from_secs(60);
+    let report = tokio::time::timeout(bounded, world.run_on(&mut connectors, RunOptions::default()))
+        .await
+        .expect("the run ends");
+    assert_eq!(report.status, RunStatus::Partial, "{report:#?}");
+    assert_eq!(report.failures.len(), 1, "{report:#?}");
+    assert_eq!(report.failures[0].outcome, "retrying");
+    let pending = world.store.list_outbox(Some("members"), Some(OutboxStatus::Pending), 10).unwrap();
+    assert_eq!(pending.len(), 1, "{pending:#?}");
+    let first = pending[0].attempts;
+    assert!(first >= 1, "every failed re-read counts as an attempt: {pending:#?}");
+    // The backoff grows with the attempts: 20 ms, 40 ms, 80 ms, 160 ms fit in 300 ms, not more.
+    assert!(first < 6, "the run stopped waiting at wait_in_run: {pending:#?}");
+
+    // Later runs count on until the limit; the entry is then dead with the look-up's message.
+    world.spec.retry.wait_in_run = Duration::from_secs(30);
+    let mut runs = 0;
+    let dead = loop {
+        runs += 1;
+        assert!(runs < 10, "the entry never reached its retry limit");
+        let report = tokio::time::timeout(bounded, world.run_on(&mut connectors, RunOptions::default()))
+            .await
+            .expect("the run ends");
+        let dead = world.store.list_outbox(Some("members"), Some(OutboxStatus::Dead), 10).unwrap();
+        if !dead.is_empty() {
+            assert_eq!(report.status, RunStatus::Partial, "{report:#?}");
+            break dead;
+        }
+    };
+    assert_eq!(dead[0].attempts, 6, "{dead:#?}");
+    let message = dead[0].last_error.as_deref().unwrap();
+    assert!(message.contains("expected an object at /data"), "{message}");
+    assert_eq!(world.right.value("m1", "email"), json!("member1@club.nl"));
+}
+
+/// Regression: a write whose target says the record does not exist, right after its listing
+/// showed it, was taken for a target that moved, planned again by every run, and the runs
+/// ended done. The first refusal is a move (planned again from fresh reads); the same write
+/// refused again is a failure that ends the run partial, and at the retry limit it is dead
+/// with the connector's message — not planned again and again.
+#[tokio::test]
+async fn a_write_refused_as_missing_run_after_run_is_a_failure_then_dead() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    world.spec.retry.attempts = 3;
+    world.left.set_now(at(100));
+    world.left.edit("m1", "email", json!("nowhere@club.nl"));
+    let mut connectors = SidePair::new(
+        Wrapped::new(world.left.connector()),
+        Wrapped { updates_not_found: true, ..Wrapped::new(world.right.connector()) },
+    );
+    let first = world.run_on(&mut connectors, RunOptions::default()).await;
+    assert_eq!(first.status, RunStatus::Done, "a first refusal as moved is planned again: {first:#?}");
+    assert_eq!(first.failures[0].outcome, "moved");
+    let moved = world.store.list_outbox(Some("members"), Some(OutboxStatus::Moved), 10).unwrap();
+    assert_eq!((moved.len(), moved[0].attempts), (1, 1), "{moved:#?}");
+
+    let second = world.run_on(&mut connectors, RunOptions::default()).await;
+    assert_eq!(second.status, RunStatus::Partial, "the same refusal again is a failure: {second:#?}");
+    assert_eq!(second.failures[0].outcome, "retrying");
+    let moved = world.store.list_outbox(Some("members"), Some(OutboxStatus::Moved), 10).unwrap();
+    assert_eq!(moved.len(), 1, "one entry, sent again: {moved:#?}");
+    assert_eq!(moved[0].attempts, 2);
+
+    let third = world.run_on(&mut connectors, RunOptions::default()).await;
+    assert_eq!(third.status, RunStatus::Partial, "{third:#?}");
+    assert_eq!(third.failures[0].outcome, "dead");
+    let dead = world.store.list_outbox(Some("members"), Some(OutboxStatus::Dead), 10).unwrap();
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert!(dead[0].last_error.as_deref().unwrap().contains("refused the same way 3 times"), "{dead:#?}");
+
+    // A dead write is not planned again: the next run sends nothing and changes nothing.
+    let quiet = world.run_on(&mut connectors, RunOptions { full: true, ..Default::default() }).await;
+    assert_eq!((quiet.stats.writes_done, quiet.stats.writes_dead), (0, 0), "{quiet:#?}");
+    assert!(quiet.failures.is_empty(), "{quiet:#?}");
+
+    // Once the target takes writes again, a person's retry lands it.
+    connectors.right.updates_not_found = false;
+    let transaction = world.store.transaction().unwrap();
+    transaction.retry_dead(dead[0].id, Timestamp::now()).unwrap();
+    transaction.commit().unwrap();
+    let retried = world.run_on(&mut connectors, RunOptions::default()).await;
+    assert_eq!((retried.status, retried.stats.writes_done), (RunStatus::Done, 1), "{retried:#?}");
+    assert_eq!(world.right.value("m1", "email"), json!("nowhere@club.nl"));
 }
 
 /// Records created from a side that keeps no modification times get their baseline like any
@@ -1087,4 +1228,84 @@ async fn full_scan_across_many_baselines(reverse: bool) {
     let again = world.run(RunOptions { full: true, ..Default::default() }).await;
     assert_eq!(again.stats.writes_done, 0);
     assert_eq!(again.stats.left.changed + again.stats.right.changed, 0);
+}
+
+/// A value no rule of its type reads (a phone number the numbering plan does not know) is
+/// held by `invalid = "hold"`: reported, the field left alone. With `invalid = "copy"` it is
+/// written to the other side as it is, with a warning in the report and the audit, and the
+/// two sides then agree: the next run writes nothing.
+#[tokio::test]
+async fn a_value_no_rule_reads_is_held_or_copied_as_the_field_says() {
+    let phone = |invalid| {
+        let normaliser = Normaliser::new(FieldType::Phone).with_region("NL").unwrap().with_invalid(invalid);
+        SidePair::new(normaliser.clone(), normaliser)
+    };
+    let mut world = world(ConflictStrategy::Review);
+    world.spec.fields[1].normalisers = phone(fieldsync_model::Invalid::Hold);
+    world.left.set_now(at(0));
+    world.left.edit("m1", "email", json!("jan@club.nl"));
+    world.left.edit("m1", "mobile", json!("06 12345678"));
+    world.run(RunOptions::default()).await;
+    assert_eq!(world.right.value("m1", "mobile"), json!("+31612345678"));
+
+    world.left.set_now(at(100));
+    world.left.edit("m1", "mobile", json!(" 06-1234 "));
+    let held = world.run(RunOptions::default()).await;
+    assert_eq!((held.stats.invalid_values, held.stats.writes_done), (1, 0), "{held:#?}");
+    assert_eq!(world.right.value("m1", "mobile"), json!("+31612345678"));
+
+    world.spec.fields[1].normalisers = phone(fieldsync_model::Invalid::Copy);
+    // One member in all: its one change is more than the guard's share, so force.
+    let copied = world.run(RunOptions { full: true, force: true, ..Default::default() }).await;
+    assert_eq!((copied.stats.copied_values, copied.stats.writes_done), (1, 1), "{copied:#?}");
+    assert_eq!(world.right.value("m1", "mobile"), json!("06-1234"));
+    let line = copied.lines.iter().find(|line| line.action == Action::Copied).expect("a warning line");
+    assert!(line.reason.contains("\" 06-1234 \" is not a valid phone"), "{}", line.reason);
+    let audit = audited(&world, "m1", fieldsync_store::AuditEvent::Invalid);
+    assert!(
+        audit.iter().any(|reason| reason.contains("copied as it is written to the right side")),
+        "{audit:?}"
+    );
+    let quiet = world.run(RunOptions { full: true, ..Default::default() }).await;
+    assert_eq!((quiet.stats.writes_done, quiet.stats.compared), (0, 0), "{quiet:#?}");
+
+    // Corrected at its source, the number is written in its canonical form.
+    world.left.set_now(at(200));
+    world.left.edit("m1", "mobile", json!("06-12345679"));
+    let corrected = world.run(RunOptions { force: true, ..Default::default() }).await;
+    assert_eq!((corrected.stats.copied_values, corrected.stats.writes_done), (0, 1), "{corrected:#?}");
+    assert_eq!(world.right.value("m1", "mobile"), json!("+31612345679"));
+}
+
+/// A side's own spelling of a value (`Ja`/`Nee` for a boolean) is read as the value and written
+/// in the spelling, both ways, and a run after writes nothing.
+#[tokio::test]
+async fn a_sides_own_spelling_of_values_is_read_and_written() {
+    let mut world = world(ConflictStrategy::Review);
+    let spelled = Normaliser::new(FieldType::Bool)
+        .with_spellings([("true".to_string(), json!("Ja")), ("false".to_string(), json!("Nee"))])
+        .unwrap();
+    world.spec.fields[1] = FieldSpec {
+        name: "blocked".into(),
+        paths: SidePair::new("blocked".into(), "geblokkeerd".into()),
+        normalisers: SidePair::new(Normaliser::new(FieldType::Bool), spelled),
+        direction: Direction::Both,
+    };
+    world.left.set_now(at(0));
+    world.right.set_now(at(0));
+    for (id, blocked) in [("m1", json!(1)), ("m2", json!(0))] {
+        world.left.edit(id, "email", json!(format!("{id}@club.nl")));
+        world.left.edit(id, "blocked", blocked);
+    }
+    world.run(RunOptions::default()).await;
+    assert_eq!(world.right.value("m1", "geblokkeerd"), json!("Ja"));
+    assert_eq!(world.right.value("m2", "geblokkeerd"), json!("Nee"));
+
+    world.right.set_now(at(100));
+    world.right.edit("m2", "geblokkeerd", json!("ja"));
+    let report = world.run(RunOptions { force: true, ..Default::default() }).await;
+    assert_eq!(report.stats.writes_done, 1, "{report:#?}");
+    assert_eq!(world.left.value("m2", "blocked"), json!(true));
+    let quiet = world.run(RunOptions { full: true, ..Default::default() }).await;
+    assert_eq!((quiet.stats.writes_done, quiet.stats.compared), (0, 0), "{quiet:#?}");
 }

@@ -9,5 +9,5 @@ mod phone;
 mod value;
 
 pub use ids::{LinkName, RecordId, RecordKey, RunId, Side};
-pub use normalise::{FieldType, NORMALISER_VERSION, NormaliseError, Normaliser};
+pub use normalise::{FieldType, Invalid, NORMALISER_VERSION, NormaliseError, Normaliser, Reading};
 pub use value::{RecordDigest, Value, digest_raw, digest_values};

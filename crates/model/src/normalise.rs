@@ -2,8 +2,9 @@
 //! `"jan@club.nl"` the same value, and `"06 12345678"` the same number as `"+31612345678"`.
 //!
 //! A `Normaliser` is built once per field and side (the date formats belong to a side's
-//! connector) and turns a raw JSON value read from a system into a canonical `Value`, or
-//! into a `NormaliseError` that names what could not be read. It never guesses.
+//! connector, a value map to a side's spelling) and turns a raw JSON value read from a system
+//! into a canonical `Value`, or into a `NormaliseError` that names what could not be read. It
+//! never guesses: a value no rule reads is held, or copied verbatim where the field says so.
 
 use std::fmt;
 use std::str::FromStr;
@@ -89,6 +90,49 @@ pub struct Normaliser {
     region: Option<phonenumber::country::Id>,
     date_formats: Vec<String>,
     empty_is_null: bool,
+    invalid: Invalid,
+    /// The side's own spelling of some values, when it has one.
+    spellings: Option<Box<Spellings>>,
+}
+
+/// What a field does with a value that no rule of its type reads (a phone number the
+/// numbering plan does not know, a date in no declared format).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Invalid {
+    /// Leave the field alone on both sides and report it, until someone corrects the value.
+    #[default]
+    Hold,
+    /// Propagate the value as it is written, compared as trimmed text, with a warning.
+    Copy,
+}
+
+/// A side's own spelling of values (`Ja`/`Nee` for a boolean, `M`/`V` for a gender): each
+/// spelling is read as its canonical value, and that value is written in the spelling.
+#[derive(Clone, Debug, PartialEq)]
+struct Spellings {
+    /// `(canonical value, the side's spelling)`, in the order declared.
+    pairs: Vec<(Value, serde_json::Value)>,
+}
+
+/// How a raw value was read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reading {
+    /// Read by the field's rules.
+    Valid(Value),
+    /// No rule reads it; copied verbatim as trimmed text (`Invalid::Copy`), with why.
+    Copied(Value, NormaliseError),
+    /// No rule reads it, and the field holds it (`Invalid::Hold`).
+    Invalid(NormaliseError),
+}
+
+/// The text by which a raw value is matched against a side's spellings and copied verbatim:
+/// a string trimmed, anything else as its JSON text.
+fn raw_text(raw: &serde_json::Value) -> String {
+    match raw {
+        serde_json::Value::String(text) => text.trim().to_string(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
 }
 
 /// An unknown phone region code in the configuration.
@@ -112,7 +156,47 @@ impl Normaliser {
 
     /// A normaliser for `field_type` with no region, ISO dates only and `null == ""`.
     pub fn new(field_type: FieldType) -> Self {
-        Self { field_type, region: None, date_formats: Vec::new(), empty_is_null: true }
+        Self {
+            field_type,
+            region: None,
+            date_formats: Vec::new(),
+            empty_is_null: true,
+            invalid: Invalid::Hold,
+            spellings: None,
+        }
+    }
+
+    /// Sets what the field does with a value no rule of its type reads.
+    pub fn with_invalid(mut self, invalid: Invalid) -> Self {
+        self.invalid = invalid;
+        self
+    }
+
+    /// Declares the side's own spelling of values: `(canonical, spelling)` pairs such as
+    /// `("true", "Ja")`. Each canonical text is read by this field's type.
+    ///
+    /// # Errors
+    ///
+    /// Fails when a canonical text is not a value of the field's type, or when two canonical
+    /// values share one spelling.
+    pub fn with_spellings(
+        mut self,
+        pairs: impl IntoIterator<Item = (String, serde_json::Value)>,
+    ) -> Result<Self, NormaliseError> {
+        let mut read = Vec::new();
+        for (canonical, spelling) in pairs {
+            let value = self.normalise_by_type(&serde_json::Value::String(canonical.clone()))?;
+            let text = raw_text(&spelling).to_lowercase();
+            if read
+                .iter()
+                .any(|(_, known): &(Value, serde_json::Value)| raw_text(known).to_lowercase() == text)
+            {
+                return Err(self.error(&spelling, "this spelling is given to two values"));
+            }
+            read.push((value, spelling));
+        }
+        self.spellings = (!read.is_empty()).then(|| Box::new(Spellings { pairs: read }));
+        Ok(self)
     }
 
     /// Sets the default region for phone numbers written without a country code.
@@ -156,6 +240,33 @@ impl Normaliser {
     /// Fails when the raw value is not of the field's type (`"abc"` for an int, a date in
     /// no declared format, a phone number that cannot be parsed).
     pub fn normalise(&self, raw: &serde_json::Value) -> Result<Value, NormaliseError> {
+        match self.read(raw) {
+            Reading::Valid(value) | Reading::Copied(value, _) => Ok(value),
+            Reading::Invalid(error) => Err(error),
+        }
+    }
+
+    /// Reads a raw value: through the side's spellings first, then the field's rules; a value
+    /// no rule reads is copied verbatim or held, as the field says.
+    pub fn read(&self, raw: &serde_json::Value) -> Reading {
+        if let Some(spellings) = &self.spellings {
+            let text = raw_text(raw);
+            if let Some((value, _)) =
+                spellings.pairs.iter().find(|(_, spelling)| raw_text(spelling).eq_ignore_ascii_case(&text))
+            {
+                return Reading::Valid(value.clone());
+            }
+        }
+        match self.normalise_by_type(raw) {
+            Ok(value) => Reading::Valid(value),
+            Err(error) => match self.invalid {
+                Invalid::Hold => Reading::Invalid(error),
+                Invalid::Copy => Reading::Copied(Value::Text(raw_text(raw).into()), error),
+            },
+        }
+    }
+
+    fn normalise_by_type(&self, raw: &serde_json::Value) -> Result<Value, NormaliseError> {
         use serde_json::Value as Json;
         let text = match raw {
             Json::Null => return Ok(Value::Null),
@@ -271,6 +382,13 @@ impl Normaliser {
     /// The raw form in which this side stores a canonical value: dates in the side's first
     /// declared format, JSON documents parsed, everything else as its JSON counterpart.
     pub fn to_raw(&self, value: &Value) -> serde_json::Value {
+        if let Some((_, spelling)) = self
+            .spellings
+            .as_ref()
+            .and_then(|spellings| spellings.pairs.iter().find(|(known, _)| known == value))
+        {
+            return spelling.clone();
+        }
         match (self.field_type, value) {
             (FieldType::Date, Value::Text(text)) => {
                 match (self.date_formats.first(), text.parse::<jiff::civil::Date>()) {
@@ -316,6 +434,85 @@ mod tests {
             })
             .collect();
         expect.assert_eq(&(rendered.join("\n") + "\n"));
+    }
+
+    #[test]
+    fn a_sides_spellings_read_as_their_values_and_are_written_back() {
+        let yes_no = Normaliser::new(FieldType::Bool)
+            .with_spellings([("true".to_string(), json!("Ja")), ("false".to_string(), json!("Nee"))])
+            .unwrap();
+        check(
+            &yes_no,
+            &[
+                json!("Ja"),
+                json!(" nee "),
+                json!("JA"),
+                json!(true),
+                json!("0"),
+                json!("Misschien"),
+                json!(null),
+            ],
+            expect![[r#"
+                "Ja" => Bool(true)
+                " nee " => Bool(false)
+                "JA" => Bool(true)
+                true => Bool(true)
+                "0" => Bool(false)
+                "Misschien" => error: "Misschien" is not a valid bool: expected true/false, 1/0, yes/no, on/off or checked
+                null => Null
+            "#]],
+        );
+        assert_eq!(yes_no.to_raw(&Value::Bool(true)), json!("Ja"));
+        assert_eq!(yes_no.to_raw(&Value::Bool(false)), json!("Nee"));
+        assert_eq!(yes_no.to_raw(&Value::Null), json!(null));
+        // A select's option values against the labels another side shows.
+        let gender = Normaliser::new(FieldType::Text)
+            .with_spellings([("M".to_string(), json!(1)), ("V".to_string(), json!(2))])
+            .unwrap();
+        check(
+            &gender,
+            &[json!(1), json!("2"), json!("X")],
+            expect![[r#"
+            1 => Text("M")
+            "2" => Text("V")
+            "X" => Text("X")
+        "#]],
+        );
+        assert_eq!(gender.to_raw(&Value::from("V")), json!(2));
+        // A canonical value the type cannot read, or one spelling for two values, is refused.
+        let error =
+            Normaliser::new(FieldType::Bool).with_spellings([("wel".to_string(), json!("Ja"))]).unwrap_err();
+        assert!(error.to_string().contains("not a valid bool"), "{error}");
+        let error = Normaliser::new(FieldType::Bool)
+            .with_spellings([("true".to_string(), json!("J")), ("false".to_string(), json!("j"))])
+            .unwrap_err();
+        assert!(error.to_string().contains("given to two values"), "{error}");
+    }
+
+    #[test]
+    fn an_unreadable_value_is_held_or_copied_as_trimmed_text() {
+        let held = Normaliser::new(FieldType::Phone).with_region("NL").unwrap();
+        let copied = held.clone().with_invalid(Invalid::Copy);
+        for raw in [json!(" 06-1234 "), json!("+31 6 1234 5678")] {
+            let reading = (held.read(&raw), copied.read(&raw));
+            match reading {
+                (Reading::Valid(held), Reading::Valid(copied)) => assert_eq!(held, copied),
+                (Reading::Invalid(held), Reading::Copied(value, copied)) => {
+                    assert_eq!(held, copied);
+                    assert_eq!(value, Value::from("06-1234"));
+                    assert_eq!(copied.raw, "\" 06-1234 \"");
+                }
+                other => panic!("{raw}: {other:?}"),
+            }
+        }
+        assert_eq!(copied.normalise(&json!("06-1234 ")), Ok(Value::from("06-1234")));
+        assert_eq!(copied.to_raw(&Value::from("06-1234")), json!("06-1234"));
+        let date = Normaliser::new(FieldType::Date)
+            .with_date_formats(["%d-%m-%Y".to_string()])
+            .with_invalid(Invalid::Copy);
+        assert_eq!(date.normalise(&json!("volgende week")), Ok(Value::from("volgende week")));
+        assert_eq!(date.to_raw(&Value::from("volgende week")), json!("volgende week"));
+        assert_eq!(date.to_raw(&Value::from("2026-01-06")), json!("06-01-2026"));
     }
 
     #[test]

@@ -400,7 +400,7 @@ impl StateStore {
             .context(|| format!("reading the outbox of link {link}"))
     }
 
-    /// The unfinished (pending, sending or dead) outbox entries of some records.
+    /// The unfinished (pending, sending, moved or dead) outbox entries of some records.
     ///
     /// # Errors
     ///
@@ -409,7 +409,8 @@ impl StateStore {
         let mut entries = Vec::new();
         for chunk in keys.chunks(CHUNK) {
             let clause = format!(
-                "WHERE link = ? AND status IN ('pending', 'sending', 'dead') AND key IN ({}) ORDER BY id",
+                "WHERE link = ? AND status IN ('pending', 'sending', 'moved', 'dead') AND key IN ({}) \
+                 ORDER BY id",
                 placeholders(chunk.len())
             );
             let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
@@ -418,7 +419,8 @@ impl StateStore {
         Ok(entries)
     }
 
-    /// The keys of `link`'s records with unfinished (pending, sending or dead) outbox entries.
+    /// The keys of `link`'s records with unfinished (pending, sending, moved or dead) outbox
+    /// entries.
     ///
     /// # Errors
     ///
@@ -430,7 +432,7 @@ impl StateStore {
             .prepare_cached(
                 // Not DISTINCT, which would make SQLite walk every entry of the link by key
                 // rather than only the unfinished ones by status.
-                "SELECT key FROM outbox WHERE link = ?1 AND status IN ('pending', 'sending', 'dead')",
+                "SELECT key FROM outbox WHERE link = ?1 AND status IN ('pending', 'sending', 'moved', 'dead')",
             )
             .context(what)?;
         let mut keys = statement
@@ -458,6 +460,30 @@ impl StateStore {
             &self.connection,
             "WHERE (?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3",
             params![link, status.map(OutboxStatus::as_str), limit as i64],
+        )
+    }
+
+    /// A page of outbox entries, newest first, optionally of one link and status, older than
+    /// `before` when given, at most `limit` (all when `0`); with how many more match after
+    /// the page's last entry (pass its id as `before` for the next page).
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn outbox_page(
+        &self,
+        link: Option<&str>,
+        status: Option<OutboxStatus>,
+        before: Option<OutboxId>,
+        limit: usize,
+    ) -> Result<(Vec<OutboxEntry>, u64), StoreError> {
+        let filter = PageFilter { link, status: status.map(OutboxStatus::as_str), before, limit };
+        page(
+            &self.connection,
+            "outbox",
+            filter,
+            |connection, clause, params| query_outbox(connection, clause, params),
+            |entry| entry.id,
         )
     }
 
@@ -553,6 +579,29 @@ impl StateStore {
         )
     }
 
+    /// A page of reviews, newest first, optionally of one link and status, older than `before`
+    /// when given, at most `limit` (all when `0`); with how many more match after the page.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn reviews_page(
+        &self,
+        link: Option<&str>,
+        status: Option<ReviewStatus>,
+        before: Option<ReviewId>,
+        limit: usize,
+    ) -> Result<(Vec<Review>, u64), StoreError> {
+        let filter = PageFilter { link, status: status.map(ReviewStatus::as_str), before, limit };
+        page(
+            &self.connection,
+            "reviews",
+            filter,
+            |connection, clause, params| query_reviews(connection, clause, params),
+            |review| review.id,
+        )
+    }
+
     /// One review.
     ///
     /// # Errors
@@ -574,6 +623,28 @@ impl StateStore {
             &self.connection,
             "WHERE (?1 IS NULL OR link = ?1) ORDER BY id DESC LIMIT ?2",
             params![link, limit as i64],
+        )
+    }
+
+    /// A page of runs, newest first, optionally of one link, older than `before` when given,
+    /// at most `limit` (all when `0`); with how many more there are after the page's last run.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    pub fn runs_page(
+        &self,
+        link: Option<&str>,
+        before: Option<RunId>,
+        limit: usize,
+    ) -> Result<(Vec<RunRow>, u64), StoreError> {
+        let filter = PageFilter { link, status: None, before: before.map(|run| run.0), limit };
+        page(
+            &self.connection,
+            "runs",
+            filter,
+            |connection, clause, params| query_runs(connection, clause, params),
+            |run| run.id.0,
         )
     }
 
@@ -1364,6 +1435,44 @@ fn decode_fields(
                 .unwrap_or_default()
         })
         .collect())
+}
+
+/// Which rows of a listed table a page holds: of a link and a status when given, with ids
+/// below `before`, at most `limit` of them (all when `0`).
+struct PageFilter<'a> {
+    link: Option<&'a str>,
+    status: Option<&'a str>,
+    before: Option<i64>,
+    limit: usize,
+}
+
+/// A page of `table`'s rows, newest first, read by `query`, with how many more rows match
+/// after the page's last one (`id` gives a row's id).
+fn page<T>(
+    connection: &rusqlite::Connection,
+    table: &'static str,
+    filter: PageFilter<'_>,
+    query: impl Fn(&rusqlite::Connection, &str, &[&dyn rusqlite::ToSql]) -> Result<Vec<T>, StoreError>,
+    id: impl Fn(&T) -> i64,
+) -> Result<(Vec<T>, u64), StoreError> {
+    let clause = "(?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)";
+    let limit = if filter.limit == 0 { -1 } else { filter.limit as i64 };
+    let rows = query(
+        connection,
+        &format!("WHERE {clause} ORDER BY id DESC LIMIT ?4"),
+        params![filter.link, filter.status, filter.before, limit],
+    )?;
+    let more = match rows.last() {
+        Some(last) => connection
+            .query_row(
+                &format!("SELECT count(*) FROM {table} WHERE {clause}"),
+                params![filter.link, filter.status, id(last)],
+                |row| row.get::<_, i64>(0),
+            )
+            .context(|| format!("counting the {table}"))?,
+        None => 0,
+    };
+    Ok((rows, more as u64))
 }
 
 fn query_outbox(

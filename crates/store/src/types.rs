@@ -238,6 +238,10 @@ text_enum!(
         Done => "done",
         /// Failed for good; waits for a person to retry or drop it.
         Dead => "dead",
+        /// Refused by its target as moved (changed since it was read, not found, already
+        /// there): waits for the next run's plan from fresh reads, which sends it again (its
+        /// attempts counted on) when it plans the same write, or supersedes it.
+        Moved => "moved",
         /// Replaced by a newer plan for the same record and side, or found moot.
         Superseded => "superseded",
         /// Dropped by a person.

@@ -180,4 +180,16 @@ pub(crate) struct RawField {
     pub direction: Option<Spanned<String>>,
     pub region: Option<Spanned<String>>,
     pub empty_is_null: Option<bool>,
+    /// `values = { right = { true = "Ja", false = "Nee" } }`: a side's own spelling of values.
+    pub values: Option<Spanned<RawSpellings>>,
+    /// `invalid = "hold" | "copy"`.
+    pub invalid: Option<Spanned<String>>,
+}
+
+/// A field's `values`: per side, canonical value → that side's spelling.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSpellings {
+    pub left: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+    pub right: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }

@@ -16,7 +16,7 @@ use fieldsync_engine::{
     ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit, LinkSpec,
     RetryPolicy, SidePair, Tie,
 };
-use fieldsync_model::{FieldType, LinkName, Normaliser, Side};
+use fieldsync_model::{FieldType, Invalid, LinkName, Normaliser, Reading, Side};
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -38,16 +38,22 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 const DEFAULT_FULL_SCAN_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// Parses and validates `text`, the contents of `file`.
+///
+/// With `offline`, for commands that open no connector, a connector whose settings name a
+/// variable the environment lacks is left out of the configuration instead of being an error:
+/// its secrets are not needed to read the state store, and the commands that open it say what
+/// is missing.
 pub(crate) fn validate(
     text: &str,
     file: &Path,
     env: &dyn Fn(&str) -> Option<String>,
+    offline: bool,
 ) -> Result<Config, ConfigError> {
     let root = DeTable::parse(text).map_err(|error| ConfigError::from_toml(&error, file, text))?;
     let raw = RawConfig::deserialize(toml::de::Deserializer::from(root.clone()))
         .map_err(|error| ConfigError::from_toml(&error, file, text))?;
 
-    let mut validator = Validator { file, text, env, problems: Vec::new() };
+    let mut validator = Validator { file, text, env, offline, problems: Vec::new() };
     let state = validator.state(raw.state.as_ref());
 
     let mut declared = BTreeSet::new();
@@ -92,6 +98,8 @@ struct Validator<'a> {
     file: &'a Path,
     text: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// Whether connectors that need unset variables are left out rather than errors.
+    offline: bool,
     /// Each problem with its byte offset, to sort them into file order.
     problems: Vec<(usize, Problem)>,
 }
@@ -231,6 +239,11 @@ impl Validator<'_> {
                     settings.insert(key.clone(), value);
                 }
             }
+        }
+        if self.offline && self.problems.len() > problems_before {
+            // The environment lacks this connector's secrets; nothing offline needs them.
+            self.problems.truncate(problems_before);
+            return None;
         }
 
         let overlap = match overlap {
@@ -575,8 +588,17 @@ impl Validator<'_> {
         field_type: FieldType,
         link: LinkConnectors<'_>,
     ) -> Option<SidePair<Normaliser>> {
-        let mut normaliser =
-            Normaliser::new(field_type).with_empty_is_null(raw_field.empty_is_null.unwrap_or(true));
+        // A value no rule reads is copied by default: what a person typed reaches the other
+        // side, with a warning, rather than waiting unseen until someone corrects it.
+        let invalid = match &raw_field.invalid {
+            None => Invalid::Copy,
+            Some(invalid) => {
+                self.choose(invalid, "invalid", &[("hold", Invalid::Hold), ("copy", Invalid::Copy)])?
+            }
+        };
+        let mut normaliser = Normaliser::new(field_type)
+            .with_empty_is_null(raw_field.empty_is_null.unwrap_or(true))
+            .with_invalid(invalid);
         if let Some(region) = &raw_field.region {
             if field_type != FieldType::Phone {
                 self.problem(
@@ -596,11 +618,36 @@ impl Validator<'_> {
                 }
             };
         }
-        let for_side = |side: Side| {
+        let mut for_side = |side: Side| {
             let formats = link.connectors.get(side).map(|connector| connector.kind.date_formats().to_vec());
-            normaliser.clone().with_date_formats(formats.unwrap_or_default())
+            let normaliser = normaliser.clone().with_date_formats(formats.unwrap_or_default());
+            let Some(values) = &raw_field.values else { return Some(normaliser) };
+            let spellings = match side {
+                Side::Left => &values.get_ref().left,
+                Side::Right => &values.get_ref().right,
+            };
+            let Some(spellings) = spellings else { return Some(normaliser) };
+            match normaliser
+                .with_spellings(spellings.iter().map(|(value, spelling)| (value.clone(), spelling.clone())))
+            {
+                Ok(normaliser) => Some(normaliser),
+                Err(error) => {
+                    self.problem(
+                        values.span(),
+                        format!(
+                            "values.{side} of field {}: {} ({})",
+                            raw_field.name.get_ref(),
+                            error.raw,
+                            error.reason
+                        ),
+                    );
+                    None
+                }
+            }
         };
-        Some(SidePair::new(for_side(Side::Left), for_side(Side::Right)))
+        let left = for_side(Side::Left);
+        let right = for_side(Side::Right);
+        Some(SidePair::new(left?, right?))
     }
 
     /// Reads a `tie` or `side`: a connector of the link, `left` or `right`, and for a tie
@@ -787,9 +834,12 @@ impl Validator<'_> {
         }
         let field_name = soft.field.get_ref();
         if let Some(field) = fields.iter().find(|field| &field.name == field_name) {
-            // A tracked field: write it through its normalisers, so the value must suit them.
+            // A tracked field: write it through its normalisers, so the value must suit them —
+            // by their rules, not copied as a value no rule reads.
             for side in Side::BOTH {
-                if let Err(error) = field.normalisers.get(side).normalise(value) {
+                if let Reading::Copied(_, error) | Reading::Invalid(error) =
+                    field.normalisers.get(side).read(value)
+                {
                     self.problem(
                         soft.value.span(),
                         format!("soft-delete value for field {field_name}: {error}"),
