@@ -377,3 +377,169 @@ async fn killed_in_the_middle_of_a_run_fieldsync_leaves_no_browser_behind() {
     assert!(!std::env::temp_dir().join(&runs[0]).exists(), "the stale profile was swept");
     assert!(site.members().iter().all(|member| member.note == "changed"));
 }
+
+/// The configuration for a site that is no longer convenient: numeric ids, an export lacking
+/// the other pages' fields, local modification times to the minute, forms fetched only when
+/// Edit is pressed and refused for a stale row version.
+fn awkward_config(site: &SiteServer) -> String {
+    let mut text = config(site)
+        .replace(
+            "id = \"relation_code\"\nmodified = \"modified\"\n",
+            "id = \"id\"\nmodified = \"modified\"\nmodified_format = \"%d-%m-%Y %H:%M\"\ntime_zone = \"Europe/Amsterdam\"\n",
+        )
+        .replace(
+            "fields = { email = { selector = \"#email\" }, email2 = { selector = \"#email2\" }, mobile = { selector = \"#mobile\" }, phone = { selector = \"#phone\" } }",
+            "moved = \"#form-error.moved\"\nfields = { email = { selector = \"#email\", view = \"#view-email\" }, email2 = { selector = \"#email2\", view = \"#view-email2\" }, mobile = { selector = \"#mobile\", view = \"#view-mobile\" }, phone = { selector = \"#phone\", view = \"#view-phone\" } }",
+        )
+        .replace(
+            "fields = { financial_block = { selector = \"#financial_block\", kind = \"checkbox\" } }",
+            "moved = \"#form-error.moved\"\nfields = { financial_block = { selector = \"#financial_block\", kind = \"checkbox\", view = \"#view-financial_block\" } }",
+        );
+    // The other page has no views: its fields are read from the form, opened with Edit.
+    text = text.replacen(
+        "saved = \"#saved\"\nfields = { note",
+        "saved = \"#saved\"\nerror = \"#form-error\"\nmoved = \"#form-error.moved\"\nfields = { note",
+        1,
+    );
+    assert_eq!(text.matches("moved = ").count(), 3, "{text}");
+    assert!(text.contains("time_zone"), "{text}");
+    text
+}
+
+/// A member as both sides should hold it: the seven fields, a text area's line breaks as LF.
+type Row = (String, String, String, String, String, String, String, bool);
+
+fn site_rows(site: &SiteServer) -> Vec<Row> {
+    let mut rows: Vec<Row> = site
+        .members()
+        .into_iter()
+        .map(|m| {
+            (
+                m.relation_code,
+                m.email,
+                m.email2,
+                m.mobile,
+                m.phone,
+                m.note,
+                m.remarks.replace("\r\n", "\n"),
+                m.financial_block,
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn club_rows(club: &Connection) -> Vec<Row> {
+    let mut statement = club
+        .prepare(
+            "SELECT relation_code, email, email2, mobile, phone, note, remarks, financial_block FROM members
+             ORDER BY relation_code",
+        )
+        .unwrap();
+    statement
+        .query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+                row.get::<_, i64>(7)? != 0,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_whose_forms_appear_only_after_edit_syncs_both_ways_and_a_persons_save_meanwhile_stands() {
+    if !browser_available() {
+        return;
+    }
+    let (dir, club, site) = setup(8).await;
+    site.set_form_mode(site::FormMode::Fetched);
+    site.use_numeric_ids();
+    site.leave_out_of_export(&["email2", "note", "remarks", "financial_block"]);
+    site.show_local_times("Europe/Amsterdam");
+    site.use_row_versions();
+    std::fs::write(dir.path().join("fieldsync.toml"), awkward_config(&site)).unwrap();
+    let (first, output) = run(dir.path(), &site, "first run: baselines of 8 members");
+    assert_eq!(output.status.code(), Some(0), "{first:#}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(first["stats"]["writes_done"], json!(0), "{first:#}");
+
+    // The club edits members 1-3 and 6; the site's people edit 4 and 5, and member 6's phone
+    // while fieldsync has its form open.
+    let now = jiff::Timestamp::now().to_string();
+    for number in [1, 2, 3] {
+        club.execute(
+            "UPDATE members SET email = ?1, note = ?2, remarks = ?3, financial_block = 1, updated_at = ?4
+             WHERE relation_code = ?5",
+            params![
+                format!("club{number}@club.nl"),
+                format!("note from the club {number}"),
+                format!("line one\nline two {number}"),
+                now,
+                format!("KNVB{number:04}")
+            ],
+        )
+        .unwrap();
+    }
+    club.execute(
+        "UPDATE members SET email = 'club6@club.nl', updated_at = ?1 WHERE relation_code = 'KNVB0006'",
+        params![now],
+    )
+    .unwrap();
+    for number in [4, 5] {
+        let code = format!("KNVB{number:04}");
+        site.update(&code, "email2", format!("site{number}@club.nl"));
+        site.update(&code, "note", format!("note from the site {number}"));
+        site.update(&code, "financial_block", true);
+    }
+    site.edit_before_next_save("KNVB0006", "phone", "+31107654321");
+    let (second, output) = run(dir.path(), &site, "members written through forms fetched on Edit");
+    assert_eq!(site.moved_refusals(), 1, "the site refused member 6's stale form: {second:#}");
+    assert_eq!(site.member("KNVB0006").unwrap().phone, "+31107654321", "the person's save stands");
+    let dead =
+        fieldsync(dir.path(), &site, &["outbox", "list", "--status", "dead", "--json"]).output().unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&dead.stdout).unwrap(),
+        json!([]),
+        "a moved member is no dead entry: {second:#}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The next run reads member 6 again and merges again.
+    let (third, _) = run(dir.path(), &site, "the moved member read and merged again");
+    let rows = site_rows(&site);
+    assert_eq!(club_rows(&club), rows, "both sides hold the same members: {third:#}");
+    let six = rows.iter().find(|row| row.0 == "KNVB0006").unwrap();
+    assert_eq!((six.1.as_str(), six.4.as_str()), ("club6@club.nl", "+31107654321"));
+    for number in [1, 2, 3] {
+        let row = rows.iter().find(|row| row.0 == format!("KNVB{number:04}")).unwrap();
+        assert_eq!(
+            (row.1.as_str(), row.5.as_str(), row.6.as_str(), row.7),
+            (
+                format!("club{number}@club.nl").as_str(),
+                format!("note from the club {number}").as_str(),
+                format!("line one\nline two {number}").as_str(),
+                true
+            )
+        );
+    }
+    for number in [4, 5] {
+        let row = rows.iter().find(|row| row.0 == format!("KNVB{number:04}")).unwrap();
+        assert_eq!(
+            (row.2.as_str(), row.5.as_str(), row.7),
+            (format!("site{number}@club.nl").as_str(), format!("note from the site {number}").as_str(), true)
+        );
+    }
+
+    let saves = site.total_saves();
+    let (quiet, _) = run(dir.path(), &site, "a run with no new edits");
+    assert_eq!(quiet["stats"]["writes_done"], json!(0), "{quiet:#}");
+    assert_eq!(site.total_saves(), saves, "no form was saved");
+}

@@ -43,7 +43,7 @@ pub enum FieldKind {
     Checkbox,
     /// A select: the option's value.
     Select,
-    /// A date input (`YYYY-MM-DD`).
+    /// A date input: its value is `YYYY-MM-DD` whatever the browser's language shows.
     Date,
 }
 
@@ -56,6 +56,10 @@ pub struct Field {
     /// How it is entered; `text`.
     #[serde(default)]
     pub kind: FieldKind,
+    /// The CSS selector of the value as the page shows it without editing (the read-only
+    /// view). Where given, the field is read there without pressing Edit, and a save is
+    /// verified there; otherwise both open the form.
+    pub view: Option<String>,
 }
 
 /// One page of a member.
@@ -72,6 +76,13 @@ pub struct MemberPage {
     pub saved: String,
     /// A selector whose text is the site's message when it refuses the values.
     pub error: Option<String>,
+    /// A selector that appears when the site refuses a save because someone else changed
+    /// the member since the form was opened (a row version): the write is `TargetMoved`,
+    /// read again and merged again, never forced.
+    pub moved: Option<String>,
+    /// A text in the `error` message that means the same as `moved` ("changed by someone
+    /// else"), for sites that show that refusal like any other.
+    pub moved_text: Option<String>,
     /// The fields, by path (the name a link's fields use).
     pub fields: BTreeMap<String, Field>,
 }
@@ -94,8 +105,14 @@ pub enum Listing {
         url: String,
         /// A row's selector.
         rows: String,
-        /// The row attribute holding the member's id (`data-id`).
+        /// The attribute holding the member's id (`data-id`): of the row, or of the element
+        /// `id_selector` finds in it.
         id_attribute: String,
+        /// An element within a row that holds `id_attribute` (Django's admin keeps the id in
+        /// the row's checkbox: `input.action-select` and `value`); the row itself when not
+        /// given. A row without it is no member's and is passed over.
+        #[serde(default)]
+        id_selector: Option<String>,
         /// The cells, by path, as selectors within a row.
         cells: BTreeMap<String, String>,
         /// The link to the next page.
@@ -115,8 +132,15 @@ pub struct BrowserConfig {
     pub list: Listing,
     /// The column (or cell) holding a member's id, the `{id}` of the pages' URLs.
     pub id: String,
-    /// The column (or cell) holding a member's modification time (RFC 3339), if any.
+    /// The column (or cell) holding a member's modification time, if any: RFC 3339 unless
+    /// `modified_format` says otherwise.
     pub modified: Option<String>,
+    /// The format of `modified` when it is not RFC 3339, in `strftime` notation
+    /// (`"%d-%m-%Y %H:%M"` for `06-01-2026 14:03`).
+    pub modified_format: Option<String>,
+    /// The time zone of modification times written without an offset (`Europe/Amsterdam`);
+    /// UTC.
+    pub time_zone: Option<String>,
     /// A member's pages.
     pub pages: Vec<MemberPage>,
     /// A pause between members, drawn from a range (`"1s..2s"`).
@@ -162,10 +186,56 @@ impl BrowserConfig {
             }
         }
         self.pace()?;
+        self.zone()?;
+        if self.modified_format.is_some() && self.modified.is_none() {
+            return Err("`modified_format`: there is no `modified` column to read with it".into());
+        }
         if let Some(timeout) = &self.timeout {
             duration(timeout, "timeout")?;
         }
         Ok(())
+    }
+
+    /// The time zone of modification times without an offset.
+    pub(crate) fn zone(&self) -> Result<jiff::tz::TimeZone, String> {
+        match self.time_zone.as_deref() {
+            None => Ok(jiff::tz::TimeZone::UTC),
+            Some(name) => jiff::tz::TimeZone::get(name)
+                .map_err(|error| format!("`time_zone`: {name:?} is not a time zone: {error}")),
+        }
+    }
+
+    /// Reads a modification time as the site writes it; `None` for an empty one. The error
+    /// names the value and the format, for the caller to say where it was.
+    pub(crate) fn parse_modified(&self, text: &str) -> Result<Option<jiff::Timestamp>, String> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let Some(format) = self.modified_format.as_deref() else {
+            if let Ok(time) = text.parse::<jiff::Timestamp>() {
+                return Ok(Some(time));
+            }
+            return Err(format!(
+                "{text:?} is not an RFC 3339 time (set `modified_format` for the site's own format)"
+            ));
+        };
+        let parsed = jiff::fmt::strtime::parse(format, text)
+            .map_err(|error| format!("{text:?} is not a time in the format {format:?}: {error}"))?;
+        if parsed.offset().is_some() {
+            return parsed
+                .to_timestamp()
+                .map(Some)
+                .map_err(|error| format!("{text:?} (format {format:?}): {error}"));
+        }
+        let civil = parsed
+            .to_datetime()
+            .map_err(|error| format!("{text:?} is not a whole time in the format {format:?}: {error}"))?;
+        let zone = self.zone()?;
+        zone.to_ambiguous_zoned(civil)
+            .compatible()
+            .map(|zoned| Some(zoned.timestamp()))
+            .map_err(|error| format!("{text:?} in {}: {error}", zone.iana_name().unwrap_or("UTC")))
     }
 
     /// The pause between members.
@@ -202,5 +272,67 @@ impl BrowserConfig {
     /// The configured date formats, none unless configured.
     pub fn date_formats(&self) -> &[String] {
         self.date_formats.as_deref().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(format: Option<&str>, zone: Option<&str>) -> BrowserConfig {
+        let mut config: BrowserConfig = serde_json::from_value(serde_json::json!({
+            "base_url": "http://127.0.0.1:1",
+            "id": "id",
+            "modified": "modified",
+            "list": { "csv": { "url": "/export.csv" } },
+            "login": { "url": "/login", "username_field": "#u", "password_field": "#p", "submit": "#s",
+                       "username": "u", "password": "p", "page": "#login" },
+            "pages": [{ "url": "/member/{id}", "save": "#save", "saved": "#saved",
+                        "fields": { "email": { "selector": "#email" } } }],
+        }))
+        .unwrap();
+        config.modified_format = format.map(str::to_string);
+        config.time_zone = zone.map(str::to_string);
+        config.validate().unwrap();
+        config
+    }
+
+    fn at(text: &str) -> Option<jiff::Timestamp> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn modification_times_are_read_in_the_sites_format_and_zone() {
+        let rfc = config(None, None);
+        assert_eq!(rfc.parse_modified("2026-01-06T14:03:00.123Z"), Ok(at("2026-01-06T14:03:00.123Z")));
+        assert_eq!(rfc.parse_modified("2026-01-06T15:03:00+01:00"), Ok(at("2026-01-06T14:03:00Z")));
+        assert_eq!(rfc.parse_modified("  "), Ok(None));
+        let local = config(Some("%d-%m-%Y %H:%M"), Some("Europe/Amsterdam"));
+        // Winter time is an hour ahead of UTC, summer time two.
+        assert_eq!(local.parse_modified("06-01-2026 14:03"), Ok(at("2026-01-06T13:03:00Z")));
+        assert_eq!(local.parse_modified("06-07-2026 14:03"), Ok(at("2026-07-06T12:03:00Z")));
+        assert_eq!(local.parse_modified(""), Ok(None));
+        let utc = config(Some("%d-%m-%Y %H:%M"), None);
+        assert_eq!(utc.parse_modified("06-01-2026 14:03"), Ok(at("2026-01-06T14:03:00Z")));
+        let offset = config(Some("%Y-%m-%d %H:%M %z"), Some("Europe/Amsterdam"));
+        assert_eq!(offset.parse_modified("2026-01-06 14:03 -0500"), Ok(at("2026-01-06T19:03:00Z")));
+    }
+
+    #[test]
+    fn a_time_that_cannot_be_read_is_an_error_naming_it() {
+        let rfc = config(None, None);
+        let error = rfc.parse_modified("06-01-2026 14:03").unwrap_err();
+        assert!(error.contains("\"06-01-2026 14:03\"") && error.contains("modified_format"), "{error}");
+        let local = config(Some("%d-%m-%Y %H:%M"), Some("Europe/Amsterdam"));
+        for text in ["31-02-2026 14:03", "06-01-2026", "gisteren"] {
+            let error = local.parse_modified(text).unwrap_err();
+            assert!(error.contains(&format!("{text:?}")), "{error}");
+        }
+        let mut wrong = config(Some("%d-%m-%Y %H:%M"), None);
+        wrong.time_zone = Some("Europe/Amsterdamm".into());
+        assert!(wrong.validate().unwrap_err().starts_with("`time_zone`"));
+        wrong.time_zone = None;
+        wrong.modified = None;
+        assert!(wrong.validate().unwrap_err().starts_with("`modified_format`"));
     }
 }

@@ -285,7 +285,16 @@ impl BrowserConnector {
                 let id_column = column(&self.config.id).ok_or_else(|| {
                     malformed(format!("the export has no column `{}` (the `id`)", self.config.id))
                 })?;
-                let modified_column = self.config.modified.as_deref().and_then(column);
+                let modified_column = match self.config.modified.as_deref() {
+                    Some(name) => Some(column(name).ok_or_else(|| ConnectorError::Misconfigured {
+                        message: format!(
+                            "browser connector: the export {} has no column `{name}` (the `modified`): it has {}",
+                            self.url(&url),
+                            header.join(", ")
+                        ),
+                    })?),
+                    None => None,
+                };
                 let columns: Vec<Option<usize>> = paths.iter().map(|path| column(path)).collect();
                 let on_a_page =
                     |path: &String| self.config.pages.iter().any(|page| page.fields.contains_key(path));
@@ -314,9 +323,16 @@ impl BrowserConnector {
                             column.and_then(|column| row.get(column)).map_or(Value::Null, site_text)
                         })
                         .collect();
-                    let modified = modified_column
-                        .and_then(|column| row.get(column))
-                        .and_then(|text| text.trim().parse::<jiff::Timestamp>().ok());
+                    let modified = match modified_column.and_then(|column| row.get(column)) {
+                        Some(text) => self.config.parse_modified(text).map_err(|message| {
+                            malformed(format!(
+                                "line {}, column `{}` (member {id}): {message}",
+                                line + 2,
+                                self.config.modified.as_deref().unwrap_or_default()
+                            ))
+                        })?,
+                        None => None,
+                    };
                     let listed = columns.iter().map(Option::is_some).collect();
                     records.push((
                         ConnectorRecord { id: RecordId::new(id), values, modified, deleted: false },
@@ -325,21 +341,38 @@ impl BrowserConnector {
                 }
                 Ok(records)
             }
-            Listing::Table { url, rows, id_attribute, cells, next } => {
+            Listing::Table { url, rows, id_attribute, id_selector, cells, next } => {
                 let mut records = Vec::new();
                 let mut page = Some(url);
+                let mut visited = std::collections::HashSet::new();
                 while let Some(relative) = page.take() {
+                    if !visited.insert(self.url(&relative)) {
+                        break;
+                    }
                     let client = self.open_page(&relative).await?;
                     for row in client
                         .find_all(Locator::Css(&rows))
                         .await
                         .map_err(|error| driver_error("the list", &error))?
                     {
-                        let id = row
+                        let holder = match &id_selector {
+                            Some(selector) => match row.find(Locator::Css(selector)).await {
+                                Ok(holder) => holder,
+                                // A row without a member (a heading or a summary).
+                                Err(_) => continue,
+                            },
+                            None => row.clone(),
+                        };
+                        let id = holder
                             .attr(&id_attribute)
                             .await
                             .map_err(|error| driver_error("the list", &error))?
-                            .unwrap_or_default();
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string();
+                        if id.is_empty() {
+                            continue;
+                        }
                         let mut values = Vec::new();
                         let mut listed = Vec::new();
                         for path in paths {
@@ -349,7 +382,7 @@ impl BrowserConnector {
                                         Ok(cell) => cell.text().await.unwrap_or_default(),
                                         Err(_) => String::new(),
                                     };
-                                    values.push(Value::String(text));
+                                    values.push(site_text(text.trim()));
                                     listed.push(true);
                                 }
                                 None => {
@@ -358,12 +391,24 @@ impl BrowserConnector {
                                 }
                             }
                         }
-                        let modified = match self.config.modified.as_deref().and_then(|path| cells.get(path))
-                        {
-                            Some(selector) => match row.find(Locator::Css(selector)).await {
-                                Ok(cell) => cell.text().await.ok().and_then(|text| text.trim().parse().ok()),
-                                Err(_) => None,
-                            },
+                        let modified = match self.config.modified.as_deref() {
+                            Some(path) => {
+                                let selector = cells.get(path).ok_or_else(|| ConnectorError::Misconfigured {
+                                    message: format!(
+                                        "browser connector: `modified` names `{path}`, which is not one of the list's `cells`"
+                                    ),
+                                })?;
+                                let text = match row.find(Locator::Css(selector)).await {
+                                    Ok(cell) => cell.text().await.unwrap_or_default(),
+                                    Err(_) => String::new(),
+                                };
+                                self.config.parse_modified(&text).map_err(|message| {
+                                    ConnectorError::Malformed {
+                                        what: self.url(&relative),
+                                        message: format!("member {id}, cell `{selector}`: {message}"),
+                                    }
+                                })?
+                            }
                             None => None,
                         };
                         records.push((
@@ -371,10 +416,12 @@ impl BrowserConnector {
                             listed,
                         ));
                     }
+                    // The link's `href` property is the address the browser resolved (a
+                    // page's own links are often relative: `?p=2`).
                     if let Some(next) = &next
                         && let Ok(link) = client.find(Locator::Css(next)).await
                     {
-                        page = link.attr("href").await.ok().flatten();
+                        page = link.prop("href").await.ok().flatten().filter(|href| !href.is_empty());
                     }
                 }
                 Ok(records)
@@ -382,7 +429,9 @@ impl BrowserConnector {
         }
     }
 
-    /// Fills in, from the member's pages, the values the listing lacks.
+    /// Fills in, from the member's pages, the values the listing lacks: one page load per
+    /// page that holds some of them. A field the page does not show for this member is read
+    /// as empty, with a warning, so that one member's page does not fail the whole read.
     async fn complete(
         &mut self,
         record: &mut ConnectorRecord,
@@ -400,17 +449,111 @@ impl BrowserConnector {
             if here.is_empty() {
                 continue;
             }
-            let client = self.open_page(&page.url.replace("{id}", record.id.as_str())).await?;
+            let relative = page.url.replace("{id}", record.id.as_str());
+            let client = self.open_page(&relative).await?;
             member_exists(&client, page, &record.id).await?;
-            for index in here {
-                let field = &page.fields[&paths[index]];
-                record.values[index] = read_input(&client, field).await?;
+            let fields: Vec<&Field> = here.iter().map(|&index| &page.fields[&paths[index]]).collect();
+            let values = self.read_fields(&client, page, &fields, &relative).await?;
+            for ((index, field), value) in here.into_iter().zip(&fields).zip(values) {
+                record.values[index] = value.unwrap_or_else(|| {
+                    tracing::warn!(
+                        member = %record.id,
+                        page = %self.url(&relative),
+                        selector = field.view.as_deref().unwrap_or(&field.selector),
+                        path = %paths[index],
+                        "A field is not on the member's page; read as empty."
+                    );
+                    Value::Null
+                });
             }
         }
         Ok(())
     }
 
+    /// Reads `fields` as the page shows them: a field with a `view` from its view, the others
+    /// from the form, opened as a person opens it (Edit, then wait for it). `None` for a
+    /// field the page does not have.
+    async fn read_fields(
+        &self,
+        client: &Client,
+        page: &MemberPage,
+        fields: &[&Field],
+        relative: &str,
+    ) -> Result<Vec<Option<Value>>, ConnectorError> {
+        let mut values = Vec::with_capacity(fields.len());
+        let mut form_open = false;
+        for field in fields {
+            let value = match &field.view {
+                Some(view) => read_view(client, view).await?,
+                None => {
+                    if !form_open {
+                        self.open_form(client, page, relative).await?;
+                        form_open = true;
+                    }
+                    read_input(client, field).await?
+                }
+            };
+            values.push(value);
+        }
+        Ok(values)
+    }
+
+    /// Opens the page's form as a person does: press Edit (unless the form is open already)
+    /// and wait until its save button can be pressed, which is when the form is there,
+    /// whether it was in the page, built from a template or fetched.
+    async fn open_form(
+        &self,
+        client: &Client,
+        page: &MemberPage,
+        relative: &str,
+    ) -> Result<(), ConnectorError> {
+        let timeout = self.config.timeout();
+        if form_ready(client, page).await {
+            return Ok(());
+        }
+        if let Some(edit) = &page.edit {
+            let button = wait_displayed(client, edit, timeout)
+                .await
+                .map_err(|error| self.on_page(error, relative, "the edit button"))?;
+            button.click().await.map_err(|error| driver_error("the edit button", &error))?;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if form_ready(client, page).await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(ConnectorError::Unavailable {
+                    what: self.url(relative),
+                    message: format!(
+                        "the form (its save button `{}`) did not appear within {timeout:?}{}",
+                        page.save,
+                        page.edit.as_ref().map_or(String::new(), |edit| format!(" of pressing `{edit}`"))
+                    ),
+                    retry_after: None,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Names the page in a wait's error.
+    fn on_page(&self, error: ConnectorError, relative: &str, what: &str) -> ConnectorError {
+        match error {
+            ConnectorError::Unavailable { message, retry_after, .. } => ConnectorError::Unavailable {
+                what: self.url(relative),
+                message: format!("{what}: {message}"),
+                retry_after,
+            },
+            other => other,
+        }
+    }
+
     /// Writes one member: its pages in order, each only when something on it changes.
+    ///
+    /// When more than one page changes, every page is looked at first (the last one first,
+    /// so that the first is open when the saves begin), and a value that moved since the
+    /// engine read it refuses the whole member before anything is saved.
     async fn write_member(&mut self, id: &RecordId, fields: &[FieldWrite]) -> Result<(), ConnectorError> {
         let pages = self.config.pages.clone();
         for field in fields {
@@ -420,14 +563,49 @@ impl BrowserConnector {
                 });
             }
         }
-        for page in &pages {
-            let writes: Vec<&FieldWrite> =
-                fields.iter().filter(|field| page.fields.contains_key(&field.path)).collect();
-            if !writes.is_empty() {
-                self.write_page(id, page, &writes).await?;
+        let plan: Vec<(&MemberPage, Vec<&FieldWrite>)> = pages
+            .iter()
+            .map(|page| (page, fields.iter().filter(|field| page.fields.contains_key(&field.path)).collect()))
+            .filter(|(_, writes): &(&MemberPage, Vec<&FieldWrite>)| !writes.is_empty())
+            .collect();
+        let mut open: Option<String> = None;
+        if plan.len() > 1 && fields.iter().any(|field| field.expected.is_some()) {
+            for (page, writes) in plan.iter().rev() {
+                let relative = page.url.replace("{id}", id.as_str());
+                let client = self.open_page(&relative).await?;
+                member_exists(&client, page, id).await?;
+                let selected: Vec<&Field> = writes.iter().map(|write| &page.fields[&write.path]).collect();
+                let held = self.read_fields(&client, page, &selected, &relative).await?;
+                for ((write, field), held) in writes.iter().zip(&selected).zip(held) {
+                    let held = held.ok_or_else(|| self.missing(field, &relative, id))?;
+                    if let Some(expected) = &write.expected
+                        && !same(&held, expected)
+                        && !same(&held, &write.value)
+                    {
+                        tracing::info!(member = %id, page = %relative, path = %write.path, "A value moved since it was read; nothing of the member is saved.");
+                        return Err(ConnectorError::TargetMoved { id: id.clone() });
+                    }
+                }
+                open = Some(relative);
             }
         }
+        for (page, writes) in &plan {
+            let relative = page.url.replace("{id}", id.as_str());
+            let already_open = open.take().is_some_and(|open| open == relative);
+            self.write_page(id, page, writes, already_open).await?;
+        }
         Ok(())
+    }
+
+    /// The error of a field its page does not have.
+    fn missing(&self, field: &Field, relative: &str, id: &RecordId) -> ConnectorError {
+        ConnectorError::Misconfigured {
+            message: format!(
+                "browser connector: `{}` is not on {} (member {id})",
+                field.view.as_deref().unwrap_or(&field.selector),
+                self.url(relative)
+            ),
+        }
     }
 
     async fn write_page(
@@ -435,13 +613,14 @@ impl BrowserConnector {
         id: &RecordId,
         page: &MemberPage,
         writes: &[&FieldWrite],
+        already_open: bool,
     ) -> Result<(), ConnectorError> {
         let relative = page.url.replace("{id}", id.as_str());
         let retries = self.config.retries.unwrap_or(2);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_page(id, &relative, page, writes).await? {
+            match self.try_page(id, &relative, page, writes, already_open && attempt == 1).await? {
                 Saved::Done => return Ok(()),
                 Saved::Bounced if attempt <= retries => {
                     // The session expired with the save: it may or may not have happened.
@@ -459,21 +638,26 @@ impl BrowserConnector {
         }
     }
 
+    /// One page of a member, as a person does it: open the page, press Edit, wait for the
+    /// form, read each field from it, type what differs, save, wait for the result, and read
+    /// the stored values back.
     async fn try_page(
         &mut self,
         id: &RecordId,
         relative: &str,
         page: &MemberPage,
         writes: &[&FieldWrite],
+        already_open: bool,
     ) -> Result<Saved, ConnectorError> {
-        let client = self.open_page(relative).await?;
+        let client = if already_open { self.client().await? } else { self.open_page(relative).await? };
         member_exists(&client, page, id).await?;
         let timeout = self.config.timeout();
-        // What the page holds now: the guard against a member that changed since it was read.
+        self.open_form(&client, page, relative).await?;
+        // What the form holds now: the guard against a member that changed since it was read.
         let mut changing = Vec::new();
         for write in writes {
             let field = &page.fields[&write.path];
-            let held = read_input(&client, field).await?;
+            let held = read_input(&client, field).await?.ok_or_else(|| self.missing(field, relative, id))?;
             if same(&held, &write.value) {
                 continue;
             }
@@ -487,28 +671,39 @@ impl BrowserConnector {
         if changing.is_empty() {
             return Ok(Saved::Done);
         }
-        if let Some(edit) = &page.edit {
-            let button = client
-                .wait()
-                .at_most(timeout)
-                .for_element(Locator::Css(edit))
-                .await
-                .map_err(|error| driver_error("the edit button", &error))?;
-            button.click().await.map_err(|error| driver_error("the edit button", &error))?;
-        }
         for (field, write) in &changing {
-            let input = wait_displayed(&client, &field.selector, timeout).await?;
+            let input = wait_displayed(&client, &field.selector, timeout)
+                .await
+                .map_err(|error| self.on_page(error, relative, "a field"))?;
             set_input(&client, &input, field, &write.value).await?;
         }
-        let save = wait_displayed(&client, &page.save, timeout).await?;
+        let save = wait_displayed(&client, &page.save, timeout)
+            .await
+            .map_err(|error| self.on_page(error, relative, "the save button"))?;
         save.click().await.map_err(|error| driver_error("the save button", &error))?;
         let deadline = Instant::now() + timeout;
         loop {
+            if let Some(moved) = &page.moved
+                && displayed(&client, moved).await
+            {
+                tracing::info!(member = %id, page = %relative, "The site says the member changed since the form was opened.");
+                return Err(ConnectorError::TargetMoved { id: id.clone() });
+            }
             if let Some(error) = &page.error
                 && let Ok(message) = client.find(Locator::Css(error)).await
                 && message.is_displayed().await.unwrap_or(false)
             {
                 let text = message.text().await.unwrap_or_default();
+                // The page may have changed since `moved` was looked for above.
+                let moved_shown = match &page.moved {
+                    Some(moved) => displayed(&client, moved).await,
+                    None => false,
+                };
+                if moved_shown || page.moved_text.as_ref().is_some_and(|moved| text.contains(moved.as_str()))
+                {
+                    tracing::info!(member = %id, page = %relative, "The site says the member changed since the form was opened.");
+                    return Err(ConnectorError::TargetMoved { id: id.clone() });
+                }
                 let shot = self.screenshot(&client, relative).await;
                 return Err(ConnectorError::Rejected {
                     message: format!("{} ({}{shot})", text.trim(), self.url(relative)),
@@ -530,9 +725,19 @@ impl BrowserConnector {
             }
             tokio::time::sleep(POLL).await;
         }
-        // Read back what the site kept: the page the save led to shows the member as stored.
-        for (field, write) in &changing {
-            let kept = read_input(&client, field).await?;
+        // Read back what the site stored: from the page the save led to when it shows the
+        // member's page (its views, or its form opened again), else from the page loaded anew.
+        let client = if shows_page(&client, page).await {
+            client
+        } else {
+            let client = self.open_page(relative).await?;
+            member_exists(&client, page, id).await?;
+            client
+        };
+        let fields: Vec<&Field> = changing.iter().map(|(field, _)| *field).collect();
+        let kept = self.read_fields(&client, page, &fields, relative).await?;
+        for ((field, write), kept) in changing.iter().zip(kept) {
+            let kept = kept.ok_or_else(|| self.missing(field, relative, id))?;
             if !same(&kept, &write.value) {
                 let shot = self.screenshot(&client, relative).await;
                 return Err(ConnectorError::Rejected {
@@ -570,15 +775,40 @@ impl BrowserConnector {
     }
 }
 
-/// Fails with `NotFound` when the page shows none of its fields (the site's "no such
-/// member" page), so that a missing member is not taken for a misconfigured page.
+/// Fails with `NotFound` when the page shows nothing of a member's page (no Edit button,
+/// save button, field or view: the site's "no such member" page), so that a missing member
+/// is not taken for a misconfigured page.
 async fn member_exists(client: &Client, page: &MemberPage, id: &RecordId) -> Result<(), ConnectorError> {
-    for field in page.fields.values() {
-        if client.find(Locator::Css(&field.selector)).await.is_ok() {
-            return Ok(());
+    if shows_page(client, page).await { Ok(()) } else { Err(ConnectorError::NotFound { id: id.clone() }) }
+}
+
+/// Whether the current page is a member's page as `page` describes it.
+async fn shows_page(client: &Client, page: &MemberPage) -> bool {
+    let selectors = page.edit.iter().chain([&page.save]).chain(
+        page.fields.values().flat_map(|field| std::iter::once(&field.selector).chain(field.view.as_ref())),
+    );
+    for selector in selectors {
+        if client.find(Locator::Css(selector)).await.is_ok() {
+            return true;
         }
     }
-    Err(ConnectorError::NotFound { id: id.clone() })
+    false
+}
+
+/// Whether the page's form is there to fill in: its save button shown and enabled.
+async fn form_ready(client: &Client, page: &MemberPage) -> bool {
+    match client.find(Locator::Css(&page.save)).await {
+        Ok(save) => save.is_displayed().await.unwrap_or(false) && save.is_enabled().await.unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Whether an element is on the page and shown.
+async fn displayed(client: &Client, selector: &str) -> bool {
+    match client.find(Locator::Css(selector)).await {
+        Ok(element) => element.is_displayed().await.unwrap_or(false),
+        Err(_) => false,
+    }
 }
 
 /// How a page's save ended, when it did not fail.
@@ -612,22 +842,38 @@ async fn wait_displayed(
     }
 }
 
-/// What an input holds: its value, or a checkbox's state.
-async fn read_input(client: &Client, field: &Field) -> Result<Value, ConnectorError> {
-    let input =
-        client.find(Locator::Css(&field.selector)).await.map_err(|error| ConnectorError::Misconfigured {
-            message: format!("browser connector: no `{}` on the page: {error}", field.selector),
-        })?;
+/// What an input holds: its value, or a checkbox's state; `None` when the page has no such
+/// input.
+async fn read_input(client: &Client, field: &Field) -> Result<Option<Value>, ConnectorError> {
+    let Ok(input) = client.find(Locator::Css(&field.selector)).await else { return Ok(None) };
     let read =
         |error: fantoccini::error::CmdError| driver_error(&format!("reading `{}`", field.selector), &error);
-    Ok(match field.kind {
+    Ok(Some(match field.kind {
         FieldKind::Checkbox => {
             Value::Bool(input.prop("checked").await.map_err(read)?.is_some_and(|checked| checked == "true"))
         }
         FieldKind::Text | FieldKind::Select | FieldKind::Date => {
             site_text(&input.prop("value").await.map_err(read)?.unwrap_or_default())
         }
-    })
+    }))
+}
+
+/// What a read-only view shows: a checkbox's state, a control's value, or an element's text
+/// as the page holds it (its `textContent`); `None` when the page has no such view.
+async fn read_view(client: &Client, selector: &str) -> Result<Option<Value>, ConnectorError> {
+    let Ok(view) = client.find(Locator::Css(selector)).await else { return Ok(None) };
+    let read = |error: fantoccini::error::CmdError| driver_error(&format!("reading `{selector}`"), &error);
+    let tag = view.tag_name().await.map_err(read)?.to_ascii_lowercase();
+    let kind = view.attr("type").await.map_err(read)?.unwrap_or_default().to_ascii_lowercase();
+    Ok(Some(match tag.as_str() {
+        "input" if kind == "checkbox" || kind == "radio" => {
+            Value::Bool(view.prop("checked").await.map_err(read)?.is_some_and(|checked| checked == "true"))
+        }
+        "input" | "textarea" | "select" => {
+            site_text(&view.prop("value").await.map_err(read)?.unwrap_or_default())
+        }
+        _ => site_text(&view.prop("textContent").await.map_err(read)?.unwrap_or_default()),
+    }))
 }
 
 /// Enters a value as a person would.
@@ -695,9 +941,50 @@ impl Connector for BrowserConnector {
         }
         self.login().await?;
         let records = self.list(paths).await?;
+        // Fields the listing lacks are read from each member's pages: say which, and what
+        // that costs, and look for them on the first member's pages (a selector with a typo
+        // would otherwise read as empty for every member).
+        let mut target = self.what();
+        let pages = self.config.pages.clone();
+        if let Some((first, listed)) = records.first() {
+            let mut loads = Vec::new();
+            for page in &pages {
+                let fields: Vec<(&String, &Field)> = paths
+                    .iter()
+                    .zip(listed)
+                    .filter(|(_, listed)| !**listed)
+                    .filter_map(|(path, _)| page.fields.get(path).map(|field| (path, field)))
+                    .collect();
+                if fields.is_empty() {
+                    continue;
+                }
+                let relative = page.url.replace("{id}", first.id.as_str());
+                let client = self.open_page(&relative).await?;
+                member_exists(&client, page, &first.id).await?;
+                let selected: Vec<&Field> = fields.iter().map(|(_, field)| *field).collect();
+                let values = self.read_fields(&client, page, &selected, &relative).await?;
+                if let Some(((_, field), _)) = fields.iter().zip(&values).find(|(_, value)| value.is_none()) {
+                    return Err(ConnectorError::Misconfigured {
+                        message: format!(
+                            "browser connector: `{}` is not on {} (the first member's page)",
+                            field.view.as_deref().unwrap_or(&field.selector),
+                            self.url(&relative)
+                        ),
+                    });
+                }
+                let names: Vec<&str> = fields.iter().map(|(path, _)| path.as_str()).collect();
+                loads.push(format!("{} from {}", names.join(", "), page.url));
+            }
+            if !loads.is_empty() {
+                target = format!(
+                    "{target} (not in the listing, read from each member's pages, one page load per member and page: {})",
+                    loads.join("; ")
+                );
+            }
+        }
         Ok(Probe {
             kind: "browser",
-            target: self.what(),
+            target,
             records: Some(records.len() as u64),
             capabilities: self.capabilities(),
         })

@@ -7,14 +7,16 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, TestRecord};
-use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, ReadRequest, Write};
+use fieldsync_connector::{
+    Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, ReadRequest, Write,
+};
 use fieldsync_connector_browser::{
     Browser, BrowserConfig, BrowserConnector, BrowserOptions, Field, FieldKind, Listing, Login, MemberPage,
     Secret,
 };
 use fieldsync_model::RecordId;
 use serde_json::{Value, json};
-use support::site::SiteServer;
+use support::site::{FormMode, MOVED, Member, SiteServer};
 
 /// Whether Chromium and chromedriver are here; says so loudly when not (and fails in CI).
 fn browser_available() -> bool {
@@ -31,8 +33,9 @@ fn browser_available() -> bool {
     }
 }
 
-fn field(selector: &str) -> Field {
-    Field { selector: selector.into(), kind: FieldKind::Text }
+/// A text field: its input `#NAME`, its read-only view `#view-NAME`.
+fn field(name: &str) -> Field {
+    Field { selector: format!("#{name}"), kind: FieldKind::Text, view: Some(format!("#view-{name}")) }
 }
 
 /// The connector's configuration for the fixture site: its login, its CSV export and the
@@ -45,6 +48,8 @@ pub fn config(site: &SiteServer) -> BrowserConfig {
         save: "#save".into(),
         saved: "#saved".into(),
         error: Some("#form-error".into()),
+        moved: None,
+        moved_text: None,
         fields: fields
             .iter()
             .map(|(path, field)| ((*path).to_string(), field.clone()))
@@ -65,22 +70,28 @@ pub fn config(site: &SiteServer) -> BrowserConfig {
         list: Listing::Csv { url: "/members/export.csv".into(), delimiter: None },
         id: "relation_code".into(),
         modified: Some("modified".into()),
+        modified_format: None,
+        time_zone: None,
         pages: vec![
             page(
                 "general",
                 &[
-                    ("email", field("#email")),
-                    ("email2", field("#email2")),
-                    ("mobile", field("#mobile")),
-                    ("phone", field("#phone")),
+                    ("email", field("email")),
+                    ("email2", field("email2")),
+                    ("mobile", field("mobile")),
+                    ("phone", field("phone")),
                 ],
             ),
-            page("other", &[("note", field("#note")), ("remarks", field("#remarks"))]),
+            page("other", &[("note", field("note")), ("remarks", field("remarks"))]),
             page(
                 "financial",
                 &[(
                     "financial_block",
-                    Field { selector: "#financial_block".into(), kind: FieldKind::Checkbox },
+                    Field {
+                        selector: "#financial_block".into(),
+                        kind: FieldKind::Checkbox,
+                        view: Some("#view-financial_block".into()),
+                    },
                 )],
             ),
         ],
@@ -378,6 +389,7 @@ async fn a_paged_html_list_is_read_with_detail_pages_for_what_it_lacks() {
         url: "/members".into(),
         rows: "tr.member".into(),
         id_attribute: "data-id".into(),
+        id_selector: None,
         cells: [("email".to_string(), "td.email".to_string())].into(),
         next: Some("#next-page".into()),
     };
@@ -424,5 +436,392 @@ async fn members_written_one_after_another_all_land() {
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(site.total_saves(), 41, "two pages a member, and the first one's");
     eprintln!("a member edit over two pages, no pacing: {} ms", each.as_millis());
+    connector.close().await;
+}
+
+/// A member's fields as they matter, without its time and row version (which every save
+/// moves) and with a text area's line breaks as a person typed them.
+fn content(member: &Member) -> Member {
+    Member {
+        modified: jiff::Timestamp::UNIX_EPOCH,
+        version: 0,
+        remarks: member.remarks.replace("\r\n", "\n"),
+        ..member.clone()
+    }
+}
+
+/// A time to the minute, as a site that shows minutes holds it.
+fn to_the_minute(time: jiff::Timestamp) -> jiff::Timestamp {
+    jiff::Timestamp::from_second(time.as_second().div_euclid(60) * 60).unwrap()
+}
+
+/// A site that is no longer convenient: forms built only on Edit (`mode`), numeric ids in
+/// its addresses, an export without the other pages' fields nor `email2`, modification
+/// times on a local clock to the minute; with four members of every kind of value.
+async fn awkward_site(mode: FormMode) -> SiteServer {
+    let site = SiteServer::start().await;
+    site.set_edit_delay(Duration::from_millis(50));
+    site.set_form_mode(mode);
+    site.use_numeric_ids();
+    site.leave_out_of_export(&["email2", "note", "remarks", "financial_block"]);
+    site.show_local_times("Europe/Amsterdam");
+    let members = [
+        json!({"relation_code": "KNVB0001", "first_name": "Anna", "last_name": "de Vries", "email": "anna@club.nl",
+               "email2": "", "mobile": "0612345678", "note": "", "remarks": "", "financial_block": false}),
+        json!({"relation_code": "KNVB0002", "first_name": "Bram", "last_name": "Jansen", "email": "bram@club.nl",
+               "email2": "bram@work.nl", "mobile": "", "note": "captain", "remarks": "line one\nline two",
+               "financial_block": true}),
+        json!({"relation_code": "KNVB0003", "first_name": "Cor", "last_name": "Smit", "email": "",
+               "email2": "", "mobile": "", "note": "  spaced  ", "remarks": "", "financial_block": false}),
+        json!({"relation_code": "KNVB0004", "first_name": "Dirk", "last_name": "Bakker", "email": "dirk@club.nl",
+               "email2": "", "mobile": "", "note": "", "remarks": "", "financial_block": false}),
+    ];
+    for member in members {
+        site.insert(member);
+    }
+    site
+}
+
+/// The configuration a user writes for [`awkward_site`]: `id` is the export's numeric `id`,
+/// times in the site's format and zone; with `views`, fields are read from the read-only
+/// view, otherwise from the form opened with Edit.
+fn awkward_config(site: &SiteServer, views: bool) -> BrowserConfig {
+    let mut config = config(site);
+    config.id = "id".into();
+    config.modified_format = Some("%d-%m-%Y %H:%M".into());
+    config.time_zone = Some("Europe/Amsterdam".into());
+    if !views {
+        for page in &mut config.pages {
+            for field in page.fields.values_mut() {
+                field.view = None;
+            }
+        }
+    }
+    config
+}
+
+const PATHS: [&str; 6] = ["relation_code", "email", "email2", "note", "remarks", "financial_block"];
+
+/// Every member as the connector should read it from `site`, in the site's order.
+fn expected_records(site: &SiteServer) -> Vec<ConnectorRecord> {
+    site.members()
+        .iter()
+        .map(|member| ConnectorRecord {
+            id: RecordId::new(member.number.to_string()),
+            values: PATHS
+                .iter()
+                .map(|path| match member.value(path).unwrap() {
+                    Value::String(text) => json!(text.replace("\r\n", "\n")),
+                    other => other,
+                })
+                .collect(),
+            modified: Some(to_the_minute(member.modified)),
+            deleted: false,
+        })
+        .collect()
+}
+
+fn read_request() -> ReadRequest {
+    ReadRequest { paths: PATHS.iter().map(|path| (*path).to_string()).collect(), since: None }
+}
+
+/// Writes of `values` to member `id` with the values `read` from it as expected.
+fn update_from(read: &ConnectorRecord, values: &[(&str, Value)]) -> Write {
+    Write::Update {
+        id: read.id.clone(),
+        fields: values
+            .iter()
+            .map(|(path, value)| FieldWrite {
+                path: (*path).into(),
+                value: value.clone(),
+                expected: Some(read.values[PATHS.iter().position(|known| known == path).unwrap()].clone()),
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_built_only_on_edit_is_opened_read_written_and_verified_as_a_person_does() {
+    if !browser_available() {
+        return;
+    }
+    for (mode, views) in [(FormMode::Template, false), (FormMode::Fetched, true)] {
+        eprintln!("form mode {mode:?}, views {views}");
+        let site = awkward_site(mode).await;
+        let shots = tempfile::tempdir().unwrap();
+        let mut connector =
+            BrowserConnector::open(awkward_config(&site, views), shots.path().into()).unwrap();
+        site.clear_requests();
+        // The first read starts the browser and logs in; the second is timed.
+        connector.read_page(&read_request(), None).await.unwrap();
+        site.clear_requests();
+        let began = Instant::now();
+        let page = connector.read_page(&read_request(), None).await.unwrap();
+        eprintln!(
+            "{mode:?}, views {views}: fields the export lacks read from 3 pages of 4 members: {} ms a member and page",
+            began.elapsed().as_millis() / 12
+        );
+        assert_eq!(page.records, expected_records(&site), "{mode:?}");
+        // One page load per member and page that holds a field the export lacks.
+        let mut loads: BTreeMap<String, usize> = BTreeMap::new();
+        for request in site.requests() {
+            if request.method == "GET"
+                && request.path.starts_with("/member/")
+                && !request.path.ends_with("/form")
+            {
+                *loads.entry(request.path).or_default() += 1;
+            }
+        }
+        let wanted: BTreeMap<String, usize> = site
+            .members()
+            .iter()
+            .flat_map(|member| {
+                ["general", "other", "financial"].map(|page| (format!("/member/{}/{page}", member.number), 1))
+            })
+            .collect();
+        assert_eq!(loads, wanted, "{mode:?}");
+
+        let before: Vec<Member> = site.members().iter().map(content).collect();
+        let (two, three) = (&page.records[1], &page.records[2]);
+        let began = Instant::now();
+        let results = connector
+            .apply(&[
+                update_from(
+                    two,
+                    &[
+                        ("email", json!("bram@new.nl")),
+                        ("email2", json!("")),
+                        ("note", json!("vice-captain")),
+                        ("remarks", json!("one\ntwo\nthree")),
+                        ("financial_block", json!(false)),
+                    ],
+                ),
+                update_from(three, &[("note", json!("not spaced"))]),
+            ])
+            .await
+            .unwrap();
+        assert!(results.iter().all(Result::is_ok), "{mode:?}: {results:?}");
+        eprintln!(
+            "{mode:?}, views {views}: 4 pages saved (each looked at first, then opened, Edit, typed, saved, read back): {} ms a page",
+            began.elapsed().as_millis() / 4
+        );
+        let mut after = before.clone();
+        after[1].email = "bram@new.nl".into();
+        after[1].email2 = String::new();
+        after[1].note = "vice-captain".into();
+        after[1].remarks = "one\ntwo\nthree".into();
+        after[1].financial_block = false;
+        after[2].note = "not spaced".into();
+        assert_eq!(site.members().iter().map(content).collect::<Vec<_>>(), after, "{mode:?}");
+        assert_eq!((site.saves("KNVB0002"), site.saves("KNVB0003")), (3, 1), "one save per page: {mode:?}");
+        // And the connector reads what it wrote.
+        let again = connector.read_page(&read_request(), None).await.unwrap();
+        assert_eq!(again.records, expected_records(&site), "{mode:?}");
+
+        // Verification reads what the site stored: a site that keeps less than it was sent,
+        // and says "Saved", is found out.
+        site.keep_notes_up_to(5);
+        let four = &again.records[3];
+        let results =
+            connector.apply(&[update_from(four, &[("note", json!("a longer note"))])]).await.unwrap();
+        match &results[0] {
+            Err(ConnectorError::Rejected { message }) => assert!(
+                message.contains("the site kept \"a lon\" for note, not \"a longer note\""),
+                "{mode:?}: {message}"
+            ),
+            other => panic!("{mode:?}: expected the site's truncation to be found, got {other:?}"),
+        }
+        connector.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_second_page_moved_since_it_was_read_has_nothing_saved() {
+    if !browser_available() {
+        return;
+    }
+    let site = awkward_site(FormMode::Template).await;
+    let shots = tempfile::tempdir().unwrap();
+    let mut connector = BrowserConnector::open(awkward_config(&site, true), shots.path().into()).unwrap();
+    let read = connector.read_page(&read_request(), None).await.unwrap().records;
+    // A person changes the second member's note (on the second page) after the read.
+    site.update("KNVB0002", "note", "a person's note");
+    let before: Vec<Member> = site.members().iter().map(content).collect();
+    let results = connector
+        .apply(&[update_from(
+            &read[1],
+            &[("email", json!("bram@new.nl")), ("note", json!("fieldsync's note"))],
+        )])
+        .await
+        .unwrap();
+    assert!(
+        matches!(&results[0], Err(ConnectorError::TargetMoved { id }) if *id == read[1].id),
+        "{results:?}"
+    );
+    assert_eq!(site.total_saves(), 0, "nothing of the member was saved");
+    assert_eq!(site.members().iter().map(content).collect::<Vec<_>>(), before, "every member as it was");
+    // The first page moved instead, and the write is of one page: refused as well.
+    site.update("KNVB0003", "email", "cor@person.nl");
+    let results =
+        connector.apply(&[update_from(&read[2], &[("email", json!("cor@fieldsync.nl"))])]).await.unwrap();
+    assert!(matches!(&results[0], Err(ConnectorError::TargetMoved { .. })), "{results:?}");
+    assert_eq!(site.total_saves(), 0);
+    assert_eq!(site.member("KNVB0003").unwrap().email, "cor@person.nl");
+    // Read again, the same write goes through and keeps the person's note.
+    let fresh = connector.read_page(&read_request(), None).await.unwrap().records;
+    let results =
+        connector.apply(&[update_from(&fresh[1], &[("email", json!("bram@new.nl"))])]).await.unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+    let bram = site.member("KNVB0002").unwrap();
+    assert_eq!((bram.email.as_str(), bram.note.as_str()), ("bram@new.nl", "a person's note"));
+    connector.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sites_refusal_of_a_stale_row_version_is_target_moved_and_the_persons_edit_stands() {
+    if !browser_available() {
+        return;
+    }
+    // The refusal recognised by its own element, by its text, and not at all.
+    let settings: [(Option<&str>, Option<&str>); 3] =
+        [(Some("#form-error.moved"), None), (None, Some("changed by someone else")), (None, None)];
+    for (moved, moved_text) in settings {
+        let site = awkward_site(FormMode::Fetched).await;
+        site.use_row_versions();
+        let mut config = awkward_config(&site, true);
+        for page in &mut config.pages {
+            page.moved = moved.map(str::to_string);
+            page.moved_text = moved_text.map(str::to_string);
+        }
+        let shots = tempfile::tempdir().unwrap();
+        let mut connector = BrowserConnector::open(config, shots.path().into()).unwrap();
+        let read = connector.read_page(&read_request(), None).await.unwrap().records;
+        // While the form is open, a person changes the member's second address and saves.
+        site.edit_before_next_save("KNVB0001", "email2", "anna@person.nl");
+        let results =
+            connector.apply(&[update_from(&read[0], &[("email", json!("anna@new.nl"))])]).await.unwrap();
+        assert_eq!(site.moved_refusals(), 1, "the site refused the stale form");
+        let anna = site.member("KNVB0001").unwrap();
+        assert_eq!(
+            (anna.email.as_str(), anna.email2.as_str()),
+            ("anna@club.nl", "anna@person.nl"),
+            "the person's edit stands and nothing else was saved"
+        );
+        assert_eq!(site.total_saves(), 0);
+        if moved.is_none() && moved_text.is_none() {
+            match &results[0] {
+                Err(ConnectorError::Rejected { message }) => assert!(message.contains(MOVED), "{message}"),
+                other => panic!("unrecognised, the refusal is the site's message: {other:?}"),
+            }
+            connector.close().await;
+            continue;
+        }
+        assert!(
+            matches!(&results[0], Err(ConnectorError::TargetMoved { id }) if *id == read[0].id),
+            "{moved:?} {moved_text:?}: {results:?}"
+        );
+        // Read again and merged again, the write lands beside the person's edit.
+        let fresh = connector.read_page(&read_request(), None).await.unwrap().records;
+        assert_eq!(fresh[0].values[2], json!("anna@person.nl"));
+        let results =
+            connector.apply(&[update_from(&fresh[0], &[("email", json!("anna@new.nl"))])]).await.unwrap();
+        assert!(results[0].is_ok(), "{results:?}");
+        let anna = site.member("KNVB0001").unwrap();
+        assert_eq!((anna.email.as_str(), anna.email2.as_str()), ("anna@new.nl", "anna@person.nl"));
+        assert_eq!(site.total_saves(), 1);
+        connector.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modification_times_on_a_local_clock_are_read_in_their_zone_and_one_that_cannot_be_read_is_named() {
+    if !browser_available() {
+        return;
+    }
+    let site = awkward_site(FormMode::Hidden).await;
+    let shots = tempfile::tempdir().unwrap();
+    let mut connector = BrowserConnector::open(awkward_config(&site, true), shots.path().into()).unwrap();
+    let records = connector.read_page(&read_request(), None).await.unwrap().records;
+    assert_eq!(records, expected_records(&site));
+    connector.close().await;
+
+    let first = site.members()[0].clone();
+    let shown = site.shown_time(first.modified);
+    for format in [None, Some("%Y-%m-%d %H:%M")] {
+        let mut config = awkward_config(&site, true);
+        config.modified_format = format.map(str::to_string);
+        let mut connector = BrowserConnector::open(config, shots.path().into()).unwrap();
+        let error = connector.read_page(&read_request(), None).await.unwrap_err();
+        let message = error.to_string();
+        assert!(matches!(error, ConnectorError::Malformed { .. }), "{message}");
+        assert!(
+            message.contains(&format!("{shown:?}"))
+                && message.contains("line 2, column `modified`")
+                && message.contains(&format!("member {}", first.number))
+                && message.contains("/members/export.csv"),
+            "the value and where: {message}"
+        );
+        connector.close().await;
+    }
+    // The same from a paged HTML list: the member and the cell are named.
+    let mut table = awkward_config(&site, true);
+    table.modified_format = None;
+    table.list = Listing::Table {
+        url: "/members".into(),
+        rows: "tr.member".into(),
+        id_attribute: "data-id".into(),
+        id_selector: None,
+        cells: [("modified".to_string(), "td.modified".to_string())].into(),
+        next: Some("#next-page".into()),
+    };
+    let mut connector = BrowserConnector::open(table, shots.path().into()).unwrap();
+    let message = connector.read_page(&read_request(), None).await.unwrap_err().to_string();
+    assert!(
+        message.contains(&format!("{shown:?}"))
+            && message.contains(&format!("member {}, cell `td.modified`", first.number)),
+        "{message}"
+    );
+    connector.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_a_members_page_lacks_reads_as_empty_and_check_names_what_is_read_from_pages() {
+    if !browser_available() {
+        return;
+    }
+    let site = awkward_site(FormMode::Template).await;
+    site.leave_off_page("KNVB0003", "note");
+    let shots = tempfile::tempdir().unwrap();
+    let mut connector = BrowserConnector::open(awkward_config(&site, false), shots.path().into()).unwrap();
+    let records = connector.read_page(&read_request(), None).await.unwrap().records;
+    let mut expected = expected_records(&site);
+    expected[2].values[3] = Value::Null;
+    assert_eq!(records, expected, "the third member's note is empty, the rest as the site holds them");
+    // Writing it is refused, naming the field and the page.
+    let results = connector.apply(&[update_from(&records[2], &[("note", json!("x"))])]).await.unwrap();
+    let message = results[0].as_ref().unwrap_err().to_string();
+    assert!(
+        message.contains("`#note` is not on")
+            && message.contains(&format!("/member/{}/other", records[2].id)),
+        "{message}"
+    );
+    let paths: Vec<String> = PATHS.iter().map(|path| (*path).to_string()).collect();
+    let probe = connector.check(&paths).await.unwrap();
+    assert_eq!(probe.records, Some(4));
+    assert!(
+        probe.target.contains("one page load per member and page")
+            && probe.target.contains("email2 from /member/{id}/general")
+            && probe.target.contains("note, remarks from /member/{id}/other")
+            && probe.target.contains("financial_block from /member/{id}/financial"),
+        "{}",
+        probe.target
+    );
+    connector.close().await;
+    // A selector with a typo is found by `check` on the first member's page.
+    let mut typo = awkward_config(&site, false);
+    typo.pages[1].fields.get_mut("note").unwrap().selector = "#note-typo".into();
+    let mut connector = BrowserConnector::open(typo, shots.path().into()).unwrap();
+    let error = connector.check(&paths).await.unwrap_err().to_string();
+    assert!(error.contains("`#note-typo` is not on") && error.contains("/other"), "{error}");
     connector.close().await;
 }

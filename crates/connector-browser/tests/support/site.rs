@@ -19,6 +19,15 @@
 //!   error (status 200, as most admin applications answer) and saves nothing.
 //! - Faults: refused connections (the listener stops and comes back on the same port, with
 //!   its data), and slow answers.
+//! - Options that stop being convenient: a form that is not in the page until Edit builds it
+//!   from a `<template>` or fetches it ([`SiteServer::set_form_mode`]); numeric ids in the
+//!   addresses that differ from the relation code ([`SiteServer::use_numeric_ids`]); an
+//!   export lacking columns ([`SiteServer::leave_out_of_export`]); modification times on a
+//!   local clock to the minute, `06-01-2026 14:03` ([`SiteServer::show_local_times`]); row
+//!   versions that refuse a stale form ([`SiteServer::use_row_versions`]) and a person who
+//!   saves while a form is open ([`SiteServer::edit_before_next_save`]); a note column that
+//!   keeps less than it was sent ([`SiteServer::keep_notes_up_to`]); a field left off one
+//!   member's pages ([`SiteServer::leave_off_page`]).
 //!
 //! The server runs on its own thread, with its own single-threaded tokio runtime, so it
 //! answers whatever runtime a test uses (a `#[tokio::test]` runs on one thread) and keeps
@@ -186,6 +195,12 @@ pub struct Member {
     pub financial_block: bool,
     /// When the member was last changed, by a person or a save (milliseconds, UTC).
     pub modified: Timestamp,
+    /// The site's own number for the member (`101`, `108`, … — never the relation code's
+    /// digits), its id in the pages' addresses under [`SiteServer::use_numeric_ids`].
+    pub number: u64,
+    /// The row version, one more with every change (shown in the form under
+    /// [`SiteServer::use_row_versions`]).
+    pub version: u64,
 }
 
 impl Member {
@@ -307,6 +322,15 @@ impl SiteServer {
                 reject_invalid_email: true,
                 slow: Duration::ZERO,
                 skew: SignedDuration::ZERO,
+                form_mode: FormMode::Hidden,
+                numeric_ids: false,
+                export_without: Vec::new(),
+                local_times: None,
+                row_versions: false,
+                person_edits: Vec::new(),
+                note_limit: None,
+                left_off: Vec::new(),
+                moved_refusals: 0,
             }),
         });
         let server = LoopbackServer::start("site-server", listener, serve(Arc::clone(&shared)));
@@ -370,6 +394,8 @@ impl SiteServer {
             remarks: String::new(),
             financial_block: false,
             modified: inner.now(),
+            number: 101 + 7 * inner.members.len() as u64,
+            version: 1,
         };
         for (field, value) in &fields {
             if field != "relation_code" {
@@ -395,6 +421,7 @@ impl SiteServer {
         let mut member = inner.members[at].clone();
         member.set(field, &value);
         member.modified = inner.touch(&member);
+        member.version += 1;
         inner.members[at] = member;
     }
 
@@ -501,6 +528,77 @@ impl SiteServer {
         self.shared.lock().skew = skew;
     }
 
+    /// How a member's page holds its form before Edit is pressed; [`FormMode::Hidden`].
+    pub fn set_form_mode(&self, mode: FormMode) {
+        self.shared.lock().form_mode = mode;
+    }
+
+    /// From now on the pages' addresses, the list's `data-id` and the export's first column
+    /// `id` are the members' numbers ([`Member::number`]), not their relation codes.
+    pub fn use_numeric_ids(&self) {
+        self.shared.lock().numeric_ids = true;
+    }
+
+    /// The member's number ([`Member::number`]).
+    ///
+    /// # Panics
+    ///
+    /// When there is no such member.
+    pub fn number_of(&self, id: &str) -> u64 {
+        self.member(id).unwrap_or_else(|| panic!("no site member {id}")).number
+    }
+
+    /// Leaves these columns out of the CSV export.
+    pub fn leave_out_of_export(&self, columns: &[&str]) {
+        self.shared.lock().export_without = columns.iter().map(|column| (*column).to_owned()).collect();
+    }
+
+    /// Shows modification times (export, list, pages) as a local clock in `zone` shows them,
+    /// to the minute and without a zone: `06-01-2026 14:03`.
+    ///
+    /// # Panics
+    ///
+    /// When `zone` is not a time zone.
+    pub fn show_local_times(&self, zone: &str) {
+        self.shared.lock().local_times = Some(jiff::tz::TimeZone::get(zone).expect("a time zone"));
+    }
+
+    /// A modification time as the site shows it.
+    pub fn shown_time(&self, time: Timestamp) -> String {
+        self.shared.lock().shown_time(time)
+    }
+
+    /// From now on each form carries the member's row version (`input[name=version]`), and a
+    /// form whose version is no longer the member's is refused with
+    /// `div.error.moved#form-error` "This member was changed by someone else since you
+    /// opened it." and nothing saved.
+    pub fn use_row_versions(&self) {
+        self.shared.lock().row_versions = true;
+    }
+
+    /// A person edits `field` of member `id` (as [`SiteServer::update`]) just before the
+    /// next form posted for that member arrives: an edit made while a form was open.
+    pub fn edit_before_next_save(&self, id: &str, field: &str, value: impl Into<Value>) {
+        self.shared.lock().person_edits.push((id.to_owned(), field.to_owned(), value.into()));
+    }
+
+    /// The site keeps only the first `limit` characters of a saved note and still says
+    /// "Saved", as a column too short for what was typed.
+    pub fn keep_notes_up_to(&self, limit: usize) {
+        self.shared.lock().note_limit = Some(limit);
+    }
+
+    /// Member `id`'s pages show neither the input nor the view of `field` (a field the site
+    /// offers only for some members).
+    pub fn leave_off_page(&self, id: &str, field: &str) {
+        self.shared.lock().left_off.push((id.to_owned(), field.to_owned()));
+    }
+
+    /// How many forms were refused for a stale row version.
+    pub fn moved_refusals(&self) -> usize {
+        self.shared.lock().moved_refusals
+    }
+
     /// Stops the server as if it went down: the port refuses connections and every open
     /// connection is closed, answered or not. Members, sessions and settings are kept. Does
     /// nothing when it is already stopped.
@@ -549,6 +647,33 @@ struct Inner {
     reject_invalid_email: bool,
     slow: Duration,
     skew: SignedDuration,
+    form_mode: FormMode,
+    numeric_ids: bool,
+    export_without: Vec<String>,
+    local_times: Option<jiff::tz::TimeZone>,
+    row_versions: bool,
+    /// Edits a person saves just before the next form of their member arrives.
+    person_edits: Vec<(String, String, Value)>,
+    /// How many characters of a note the site keeps.
+    note_limit: Option<usize>,
+    /// Fields whose input and view a member's page does not show: (relation code, field).
+    left_off: Vec<(String, String)>,
+    /// Forms refused for a stale row version.
+    moved_refusals: usize,
+}
+
+/// How a member's page holds its form before Edit is pressed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FormMode {
+    /// In the page, `hidden` and its controls `disabled` until Edit's script ran.
+    #[default]
+    Hidden,
+    /// Not in the page: Edit's script builds it from a `<template id="edit-template">` into
+    /// `div#form-slot`.
+    Template,
+    /// Not in the page: Edit's script fetches it from `GET /member/{ID}/{page}/form` (the
+    /// current values and version) into `div#form-slot`.
+    Fetched,
 }
 
 /// A logged-in session.
@@ -562,6 +687,28 @@ struct Session {
 impl Inner {
     fn position(&self, id: &str) -> Option<usize> {
         self.members.iter().position(|member| member.relation_code == id)
+    }
+
+    /// The member whose id in an address is `id`.
+    fn locate(&self, id: &str) -> Option<usize> {
+        if self.numeric_ids {
+            self.members.iter().position(|member| member.number.to_string() == id)
+        } else {
+            self.position(id)
+        }
+    }
+
+    /// A member's id in addresses.
+    fn url_id(&self, member: &Member) -> String {
+        if self.numeric_ids { member.number.to_string() } else { member.relation_code.clone() }
+    }
+
+    /// A modification time as the site shows it.
+    fn shown_time(&self, time: Timestamp) -> String {
+        match &self.local_times {
+            Some(zone) => time.to_zoned(zone.clone()).strftime("%d-%m-%Y %H:%M").to_string(),
+            None => format_modified(time),
+        }
     }
 
     /// The site's clock, to the millisecond.
@@ -660,10 +807,11 @@ impl Shared {
             if *method == Method::GET { self.list(&query) } else { method_not_allowed() }
         } else if path == "/members/export.csv" {
             if *method == Method::GET { self.export() } else { method_not_allowed() }
-        } else if let Some((id, page)) = member_path(path) {
+        } else if let Some((id, page, fragment)) = member_path(path) {
             match *method {
+                Method::GET if fragment => self.form_fragment(&id, page),
                 Method::GET => self.show(&token, &id, page),
-                Method::POST => self.save(&token, &id, page, form),
+                Method::POST if !fragment => self.save(&token, &id, page, form),
                 _ => method_not_allowed(),
             }
         } else {
@@ -737,16 +885,18 @@ impl Shared {
         let total = inner.members.len();
         let mut rows = String::new();
         for member in inner.members.iter().skip((page - 1).saturating_mul(size)).take(size) {
-            let id = escape(&member.relation_code);
+            let url_id = inner.url_id(member);
             let _ = writeln!(
                 rows,
-                "<tr class=\"member\" data-id=\"{id}\"><td class=\"relation-code\">{id}</td>\
+                "<tr class=\"member\" data-id=\"{id}\"><td class=\"relation-code\">{code}</td>\
                  <td class=\"name\"><a href=\"{href}\">{name}</a></td><td class=\"email\">{email}</td>\
                  <td class=\"modified\">{modified}</td></tr>",
-                href = escape(&Page::General.path(&member.relation_code)),
+                id = escape(&url_id),
+                code = escape(&member.relation_code),
+                href = escape(&Page::General.path(&url_id)),
                 name = escape(&member.full_name()),
                 email = escape(&member.email),
-                modified = format_modified(member.modified),
+                modified = inner.shown_time(member.modified),
             );
         }
         drop(inner);
@@ -769,9 +919,8 @@ impl Shared {
     }
 
     fn export(&self) -> Response {
-        let members = self.lock().members.clone();
-        let mut writer = csv::Writer::from_writer(Vec::new());
-        let header = [
+        let inner = self.lock();
+        let mut header = vec![
             "relation_code",
             "first_name",
             "last_name",
@@ -784,26 +933,37 @@ impl Shared {
             "financial_block",
             "modified",
         ];
-        writer.write_record(header).expect("a CSV header in memory");
-        for m in &members {
-            let block = if m.financial_block { "1" } else { "0" };
-            let modified = format_modified(m.modified);
-            writer
-                .write_record([
-                    m.relation_code.as_str(),
-                    &m.first_name,
-                    &m.last_name,
-                    &m.email,
-                    &m.email2,
-                    &m.mobile,
-                    &m.phone,
-                    &m.note,
-                    &m.remarks,
-                    block,
-                    &modified,
-                ])
-                .expect("a CSV row in memory");
+        if inner.numeric_ids {
+            header.insert(0, "id");
         }
+        let kept: Vec<usize> = (0..header.len())
+            .filter(|&index| !inner.export_without.iter().any(|column| column == header[index]))
+            .collect();
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        writer.write_record(kept.iter().map(|&index| header[index])).expect("a CSV header in memory");
+        for m in &inner.members {
+            let block = if m.financial_block { "1" } else { "0" };
+            let modified = inner.shown_time(m.modified);
+            let number = m.number.to_string();
+            let mut row = vec![
+                m.relation_code.as_str(),
+                &m.first_name,
+                &m.last_name,
+                &m.email,
+                &m.email2,
+                &m.mobile,
+                &m.phone,
+                &m.note,
+                &m.remarks,
+                block,
+                &modified,
+            ];
+            if inner.numeric_ids {
+                row.insert(0, &number);
+            }
+            writer.write_record(kept.iter().map(|&index| row[index])).expect("a CSV row in memory");
+        }
+        drop(inner);
         let bytes = writer.into_inner().expect("the CSV in memory");
         let mut response = Response::new(Body::from(bytes));
         let headers = response.headers_mut();
@@ -815,12 +975,11 @@ impl Shared {
         response
     }
 
-    /// A member's page, read-only with its hidden form.
+    /// A member's page, read-only with its form as the form mode holds it.
     fn show(&self, token: &str, id: &str, page: Page) -> Response {
         let mut inner = self.lock();
-        let Some(at) = inner.position(id) else { return not_found("No such member.") };
+        let Some(at) = inner.locate(id) else { return not_found("No such member.") };
         let member = inner.members[at].clone();
-        let delay = inner.edit_delay;
         let path = page.path(id);
         let flash = match inner.sessions.get_mut(token) {
             Some(session) if session.flash.as_deref() == Some(path.as_str()) => {
@@ -828,14 +987,41 @@ impl Shared {
             }
             _ => false,
         };
+        let render = inner.render(&member, page);
         drop(inner);
-        html(StatusCode::OK, member_page(&member, page, delay, flash, None))
+        html(StatusCode::OK, member_page(&member, page, &render, flash, None))
+    }
+
+    /// `GET /member/{ID}/{page}/form`: the page's form alone, open, as it is now.
+    fn form_fragment(&self, id: &str, page: Page) -> Response {
+        let inner = self.lock();
+        let Some(at) = inner.locate(id) else { return not_found("No such member.") };
+        let member = inner.members[at].clone();
+        let render = inner.render(&member, page);
+        drop(inner);
+        html(StatusCode::OK, edit_form(&member, page, &render, true))
     }
 
     /// Saves a page's form, or shows it again with the reason it was refused.
     fn save(&self, token: &str, id: &str, page: Page, form: &[(String, String)]) -> Response {
         let mut inner = self.lock();
-        let Some(at) = inner.position(id) else { return not_found("No such member.") };
+        let Some(at) = inner.locate(id) else { return not_found("No such member.") };
+        let code = inner.members[at].relation_code.clone();
+        // A person's edit saved while this form was open lands first.
+        let edits: Vec<(String, String, Value)> = {
+            let (mine, others) = std::mem::take(&mut inner.person_edits)
+                .into_iter()
+                .partition(|(member, _, _)| *member == code);
+            inner.person_edits = others;
+            mine
+        };
+        for (_, field, value) in edits {
+            let mut member = inner.members[at].clone();
+            member.set(&field, &value);
+            member.modified = inner.touch(&member);
+            member.version += 1;
+            inner.members[at] = member;
+        }
         let mut member = inner.members[at].clone();
         for field in page.fields() {
             if *field == "financial_block" {
@@ -844,27 +1030,72 @@ impl Shared {
                 *member.text_mut(field).expect("a page's text field") = value.to_owned();
             }
         }
-        if inner.reject_invalid_email {
-            let invalid = ["email", "email2"]
+        let refusal = if inner.row_versions
+            && param(form, "version").and_then(|version| version.parse::<u64>().ok()) != Some(member.version)
+        {
+            Some(("error moved", MOVED.to_owned()))
+        } else if inner.reject_invalid_email {
+            ["email", "email2"]
                 .into_iter()
                 .filter(|field| page.fields().contains(field))
                 .filter_map(|field| param(form, field))
-                .find(|value| !value.is_empty() && !plausible_email(value));
-            if let Some(value) = invalid {
-                let delay = inner.edit_delay;
-                drop(inner);
-                let error = format!("E-mail address is not valid: {value}");
-                return html(StatusCode::OK, member_page(&member, page, delay, false, Some(&error)));
+                .find(|value| !value.is_empty() && !plausible_email(value))
+                .map(|value| ("error", format!("E-mail address is not valid: {value}")))
+        } else {
+            None
+        };
+        if let Some((class, error)) = refusal {
+            if error == MOVED {
+                inner.moved_refusals += 1;
             }
+            let render = inner.render(&member, page);
+            drop(inner);
+            return html(StatusCode::OK, member_page(&member, page, &render, false, Some((class, &error))));
+        }
+        if let Some(limit) = inner.note_limit {
+            member.note = member.note.chars().take(limit).collect();
         }
         member.modified = inner.touch(&inner.members[at]);
+        member.version += 1;
         inner.members[at] = member;
-        *inner.saves.entry(id.to_owned()).or_default() += 1;
+        *inner.saves.entry(code).or_default() += 1;
         let path = page.path(id);
         if let Some(session) = inner.sessions.get_mut(token) {
             session.flash = Some(path.clone());
         }
         redirect(&path)
+    }
+}
+
+/// The message of a form refused for a stale row version.
+pub const MOVED: &str = "This member was changed by someone else since you opened it.";
+
+/// What a member's page needs of the site's settings.
+struct Render {
+    /// Fields this member's pages leave off.
+    left_off: Vec<String>,
+    url_id: String,
+    delay: Duration,
+    mode: FormMode,
+    version: Option<u64>,
+    modified: String,
+}
+
+impl Inner {
+    fn render(&self, member: &Member, _page: Page) -> Render {
+        Render {
+            left_off: self
+                .left_off
+                .iter()
+                .filter(|(code, _)| *code == member.relation_code)
+                .map(|(_, field)| field.clone())
+                .collect(),
+            url_id: self.url_id(member),
+            delay: self.edit_delay,
+            mode: self.form_mode,
+            version: self.row_versions.then_some(member.version),
+            modified: self.shown_time(member.modified),
+        }
     }
 }
 
@@ -912,31 +1143,106 @@ fn error_page(title: &str, message: &str) -> String {
     document(title, &format!("<main>\n<h1>{}</h1>\n<p>{}</p>\n</main>", escape(title), escape(message)), true)
 }
 
-/// The script of the Edit button: after the button's delay it enables the form's controls,
-/// shows the form and hides the read-only view.
+/// The script of the Edit button: after the button's delay it shows the form (enabling the
+/// controls of a hidden one, building one from its template, or fetching one into
+/// `div#form-slot`) and hides the read-only view.
 const EDIT_SCRIPT: &str = "<script>\n\
 (function () {\n\
   var edit = document.getElementById('edit');\n\
   edit.addEventListener('click', function () {\n\
     var delay = Number(edit.getAttribute('data-delay-ms')) || 0;\n\
     setTimeout(function () {\n\
-      var form = document.getElementById('edit-form');\n\
-      var controls = form.querySelectorAll('input, textarea, button');\n\
-      for (var i = 0; i < controls.length; i++) { controls[i].disabled = false; }\n\
-      form.hidden = false;\n\
-      document.getElementById('view').hidden = true;\n\
+      var shown = function () { document.getElementById('view').hidden = true; };\n\
+      var slot = document.getElementById('form-slot');\n\
+      var template = document.getElementById('edit-template');\n\
+      if (template) {\n\
+        slot.appendChild(template.content.cloneNode(true));\n\
+        shown();\n\
+      } else if (slot) {\n\
+        fetch(slot.getAttribute('data-form'), { credentials: 'same-origin' })\n\
+          .then(function (answer) { return answer.text(); })\n\
+          .then(function (text) { slot.innerHTML = text; shown(); });\n\
+      } else {\n\
+        var form = document.getElementById('edit-form');\n\
+        var controls = form.querySelectorAll('input, textarea, button');\n\
+        for (var i = 0; i < controls.length; i++) { controls[i].disabled = false; }\n\
+        form.hidden = false;\n\
+        shown();\n\
+      }\n\
     }, delay);\n\
   });\n\
 })();\n\
 </script>";
 
-/// A member's page. With `error` (a form refused), the form is shown open and enabled with
-/// the member's values as posted; otherwise the read-only view, the hidden form and the Edit
-/// button.
-fn member_page(member: &Member, page: Page, delay: Duration, flash: bool, error: Option<&str>) -> String {
-    let id = escape(&member.relation_code);
-    let open = error.is_some();
+/// A page's form: open (shown, its controls enabled) or as a hidden form waits for Edit.
+fn edit_form(member: &Member, page: Page, render: &Render, open: bool) -> String {
     let disabled = if open { "" } else { " disabled" };
+    let mut inputs = String::new();
+    if let Some(version) = render.version {
+        let _ = writeln!(inputs, "<input type=\"hidden\" name=\"version\" value=\"{version}\">");
+    }
+    let text_input = |inputs: &mut String, field: &str, label: &str, value: &str| {
+        if render.left_off.iter().any(|left_off| left_off == field) {
+            return;
+        }
+        let _ = writeln!(
+            inputs,
+            "<p class=\"field\"><label for=\"{field}\">{label}</label> \
+             <input type=\"text\" id=\"{field}\" name=\"{field}\" value=\"{value}\"{disabled}></p>",
+            value = escape(value),
+        );
+    };
+    match page {
+        Page::General => {
+            for (field, label, value) in [
+                ("email", "E-mail", &member.email),
+                ("email2", "Second e-mail", &member.email2),
+                ("mobile", "Mobile", &member.mobile),
+                ("phone", "Phone", &member.phone),
+            ] {
+                text_input(&mut inputs, field, label, value);
+            }
+        }
+        Page::Other => {
+            text_input(&mut inputs, "note", "Note", &member.note);
+            // A newline right after the start tag is dropped by HTML parsers; one is written
+            // so that remarks starting with a newline keep it.
+            let _ = writeln!(
+                inputs,
+                "<p class=\"field\"><label for=\"remarks\">Remarks</label> \
+                 <textarea id=\"remarks\" name=\"remarks\" rows=\"4\"{disabled}>\n{}</textarea></p>",
+                escape(&member.remarks),
+            );
+        }
+        Page::Financial => {
+            let checked = if member.financial_block { " checked" } else { "" };
+            let _ = writeln!(
+                inputs,
+                "<p class=\"field\"><input type=\"checkbox\" id=\"financial_block\" name=\"financial_block\" \
+                 value=\"1\"{checked}{disabled}> <label for=\"financial_block\">Financial block</label></p>"
+            );
+        }
+    }
+    let hidden = if open { "" } else { " hidden" };
+    format!(
+        "<form id=\"edit-form\" method=\"post\" action=\"{action}\"{hidden}>\n{inputs}\
+         <button type=\"submit\" id=\"save\"{disabled}>Save</button>\n</form>\n",
+        action = escape(&page.path(&render.url_id)),
+    )
+}
+
+/// A member's page. With `error` (a form refused: its class and message), the form is shown
+/// open with the member's values as posted; otherwise the read-only view, the Edit button and
+/// the form as the form mode holds it.
+fn member_page(
+    member: &Member,
+    page: Page,
+    render: &Render,
+    flash: bool,
+    error: Option<(&str, &str)>,
+) -> String {
+    let id = escape(&render.url_id);
+    let open = error.is_some();
     let mut tabs = String::new();
     for tab in Page::ALL {
         let class = if tab == page { " class=\"active\"" } else { "" };
@@ -944,24 +1250,18 @@ fn member_page(member: &Member, page: Page, delay: Duration, flash: bool, error:
             tabs,
             "<a id=\"tab-{name}\"{class} href=\"{href}\">{title}</a> ",
             name = tab.name(),
-            href = escape(&tab.path(&member.relation_code)),
+            href = escape(&tab.path(&render.url_id)),
             title = tab.title(),
         );
     }
     let mut view = String::new();
-    let mut inputs = String::new();
     let text_view = |view: &mut String, field: &str, label: &str, value: &str, style: &str| {
+        if render.left_off.iter().any(|left_off| left_off == field) {
+            return;
+        }
         let _ = writeln!(
             view,
             "<dt>{label}</dt><dd><span id=\"view-{field}\"{style}>{value}</span></dd>",
-            value = escape(value),
-        );
-    };
-    let text_input = |inputs: &mut String, field: &str, label: &str, value: &str| {
-        let _ = writeln!(
-            inputs,
-            "<p class=\"field\"><label for=\"{field}\">{label}</label> \
-             <input type=\"text\" id=\"{field}\" name=\"{field}\" value=\"{value}\"{disabled}></p>",
             value = escape(value),
         );
     };
@@ -976,21 +1276,11 @@ fn member_page(member: &Member, page: Page, delay: Duration, flash: bool, error:
                 ("phone", "Phone", &member.phone),
             ] {
                 text_view(&mut view, field, label, value, "");
-                text_input(&mut inputs, field, label, value);
             }
         }
         Page::Other => {
             text_view(&mut view, "note", "Note", &member.note, "");
             text_view(&mut view, "remarks", "Remarks", &member.remarks, " style=\"white-space: pre-wrap\"");
-            text_input(&mut inputs, "note", "Note", &member.note);
-            // A newline right after the start tag is dropped by HTML parsers; one is written
-            // so that remarks starting with a newline keep it.
-            let _ = writeln!(
-                inputs,
-                "<p class=\"field\"><label for=\"remarks\">Remarks</label> \
-                 <textarea id=\"remarks\" name=\"remarks\" rows=\"4\"{disabled}>\n{}</textarea></p>",
-                escape(&member.remarks),
-            );
         }
         Page::Financial => {
             let checked = if member.financial_block { " checked" } else { "" };
@@ -999,34 +1289,43 @@ fn member_page(member: &Member, page: Page, delay: Duration, flash: bool, error:
                 "<dt>Financial block</dt><dd><input type=\"checkbox\" id=\"view-financial_block\" \
                  disabled{checked}></dd>"
             );
-            let _ = writeln!(
-                inputs,
-                "<p class=\"field\"><input type=\"checkbox\" id=\"financial_block\" name=\"financial_block\" \
-                 value=\"1\"{checked}{disabled}> <label for=\"financial_block\">Financial block</label></p>"
-            );
         }
     }
+    let form = if open {
+        edit_form(member, page, render, true)
+    } else {
+        match render.mode {
+            FormMode::Hidden => edit_form(member, page, render, false),
+            FormMode::Template => format!(
+                "<template id=\"edit-template\">{}</template>\n<div id=\"form-slot\"></div>\n",
+                edit_form(member, page, render, true)
+            ),
+            FormMode::Fetched => format!(
+                "<div id=\"form-slot\" data-form=\"{}/form\"></div>\n",
+                escape(&page.path(&render.url_id))
+            ),
+        }
+    };
     let flash = if flash { "<div class=\"flash\" id=\"saved\">Saved</div>\n" } else { "" };
-    let error = error.map_or_else(String::new, |error| {
-        format!("<div class=\"error\" id=\"form-error\">{}</div>\n", escape(error))
+    let error = error.map_or_else(String::new, |(class, error)| {
+        format!("<div class=\"{class}\" id=\"form-error\">{}</div>\n", escape(error))
     });
-    let (view_hidden, form_hidden) = if open { (" hidden", "") } else { ("", " hidden") };
+    let view_hidden = if open { " hidden" } else { "" };
     let body = format!(
         "<main id=\"member\" data-id=\"{id}\">\n\
          <h1 id=\"member-name\">{name}</h1>\n\
-         <p>Relation code <span id=\"view-relation_code\">{id}</span>, \
+         <p>Relation code <span id=\"view-relation_code\">{code}</span>, \
          modified <span id=\"view-modified\">{modified}</span></p>\n\
          <nav id=\"tabs\">{tabs}</nav>\n\
          {flash}{error}\
          <section id=\"view\"{view_hidden}>\n<dl>\n{view}</dl>\n\
          <button type=\"button\" id=\"edit\" data-delay-ms=\"{delay}\">Edit</button>\n</section>\n\
-         <form id=\"edit-form\" method=\"post\" action=\"{action}\"{form_hidden}>\n{inputs}\
-         <button type=\"submit\" id=\"save\"{disabled}>Save</button>\n</form>\n\
+         {form}\
          {EDIT_SCRIPT}\n</main>",
         name = escape(&member.full_name()),
-        modified = format_modified(member.modified),
-        action = escape(&page.path(&member.relation_code)),
-        delay = delay.as_millis(),
+        code = escape(&member.relation_code),
+        modified = escape(&render.modified),
+        delay = render.delay.as_millis(),
     );
     document(&format!("{} - {}", member.full_name(), page.title()), &body, true)
 }
@@ -1071,13 +1370,18 @@ fn method_not_allowed() -> Response {
     )
 }
 
-/// `/member/{id}/{page}`: the id (percent-decoded) and the page.
-fn member_path(path: &str) -> Option<(String, Page)> {
+/// `/member/{id}/{page}` or `/member/{id}/{page}/form`: the id (percent-decoded), the page,
+/// and whether it is the form alone.
+fn member_path(path: &str) -> Option<(String, Page, bool)> {
     let rest = path.strip_prefix("/member/")?;
     let (id, page) = rest.split_once('/')?;
     let id = percent_decode(id);
     (!id.is_empty()).then_some(())?;
-    Some((id, Page::parse(page)?))
+    let (page, fragment) = match page.strip_suffix("/form") {
+        Some(page) => (page, true),
+        None => (page, false),
+    };
+    Some((id, Page::parse(page)?, fragment))
 }
 
 fn path_and_query(uri: &Uri) -> String {
