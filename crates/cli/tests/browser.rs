@@ -380,7 +380,8 @@ async fn killed_in_the_middle_of_a_run_fieldsync_leaves_no_browser_behind() {
 
 /// The configuration for a site that is no longer convenient: numeric ids, an export lacking
 /// the other pages' fields, local modification times to the minute, forms fetched only when
-/// Edit is pressed and refused for a stale row version.
+/// Edit is pressed and refused for a stale row version, the financial block spelled `Ja`/`Nee`
+/// (a select, and a value map on the link).
 fn awkward_config(site: &SiteServer) -> String {
     let mut text = config(site)
         .replace(
@@ -393,7 +394,11 @@ fn awkward_config(site: &SiteServer) -> String {
         )
         .replace(
             "fields = { financial_block = { selector = \"#financial_block\", kind = \"checkbox\" } }",
-            "moved = \"#form-error.moved\"\nfields = { financial_block = { selector = \"#financial_block\", kind = \"checkbox\", view = \"#view-financial_block\" } }",
+            "moved = \"#form-error.moved\"\nfields = { financial_block = { selector = \"#financial_block\", kind = \"select\", view = \"#view-financial_block\" } }",
+        )
+        .replace(
+            "name = \"financial_block\"\ntype = \"bool\"\n",
+            "name = \"financial_block\"\ntype = \"bool\"\nvalues = { right = { true = \"Ja\", false = \"Nee\" } }\n",
         );
     // The other page has no views: its fields are read from the form, opened with Edit.
     text = text.replacen(
@@ -402,7 +407,7 @@ fn awkward_config(site: &SiteServer) -> String {
         1,
     );
     assert_eq!(text.matches("moved = ").count(), 3, "{text}");
-    assert!(text.contains("time_zone"), "{text}");
+    assert!(text.contains("time_zone") && text.contains("values = { right"), "{text}");
     text
 }
 
@@ -456,7 +461,8 @@ fn club_rows(club: &Connection) -> Vec<Row> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_site_whose_forms_appear_only_after_edit_syncs_both_ways_and_a_persons_save_meanwhile_stands() {
+async fn a_site_whose_forms_appear_only_after_edit_syncs_both_ways_spelling_ja_nee_and_a_persons_save_meanwhile_stands()
+ {
     if !browser_available() {
         return;
     }
@@ -466,6 +472,7 @@ async fn a_site_whose_forms_appear_only_after_edit_syncs_both_ways_and_a_persons
     site.leave_out_of_export(&["email2", "note", "remarks", "financial_block"]);
     site.show_local_times("Europe/Amsterdam");
     site.use_row_versions();
+    site.spell_block("Ja", "Nee");
     std::fs::write(dir.path().join("fieldsync.toml"), awkward_config(&site)).unwrap();
     let (first, output) = run(dir.path(), &site, "first run: baselines of 8 members");
     assert_eq!(output.status.code(), Some(0), "{first:#}\n{}", String::from_utf8_lossy(&output.stderr));
