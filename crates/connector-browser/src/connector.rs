@@ -1016,6 +1016,13 @@ impl Connector for BrowserConnector {
         let listed = self.list(&all_paths).await?;
         let mut found = Vec::new();
         for (mut record, present) in listed {
+            // A key the listing lacks is read from every member's page before it can be
+            // compared: slow, but a member is never taken for missing because of where its key is.
+            let mut completed = false;
+            if matches!(lookup, Lookup::Key { .. }) && !present.last().copied().unwrap_or(true) {
+                self.complete(&mut record, &all_paths, &present).await?;
+                completed = true;
+            }
             let wanted = match lookup {
                 Lookup::Ids(ids) => ids.contains(&record.id),
                 Lookup::Key { values, .. } => match record.values.last() {
@@ -1026,7 +1033,9 @@ impl Connector for BrowserConnector {
             if !wanted {
                 continue;
             }
-            self.complete(&mut record, &all_paths, &present).await?;
+            if !completed {
+                self.complete(&mut record, &all_paths, &present).await?;
+            }
             if matches!(lookup, Lookup::Key { .. }) {
                 record.values.pop();
             }

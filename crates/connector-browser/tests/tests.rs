@@ -825,3 +825,41 @@ async fn a_field_a_members_page_lacks_reads_as_empty_and_check_names_what_is_rea
     assert!(error.contains("`#note-typo` is not on") && error.contains("/other"), "{error}");
     connector.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_only_on_the_members_pages_is_looked_up_there() {
+    if !browser_available() {
+        return;
+    }
+    let site = awkward_site(FormMode::Template).await;
+    site.leave_out_of_export(&["relation_code", "email2", "note", "remarks", "financial_block"]);
+    let mut config = awkward_config(&site, true);
+    config.pages[0].fields.insert(
+        "relation_code".into(),
+        Field {
+            selector: "#relation_code".into(),
+            kind: FieldKind::Text,
+            view: Some("#view-relation_code".into()),
+        },
+    );
+    let shots = tempfile::tempdir().unwrap();
+    let mut connector = BrowserConnector::open(config, shots.path().into()).unwrap();
+    let found = connector
+        .lookup(
+            &["email".to_string()],
+            &Lookup::Key { path: "relation_code".into(), values: vec!["KNVB0003".into(), "KNVB0009".into()] },
+        )
+        .await
+        .unwrap();
+    let cor = site.member("KNVB0003").unwrap();
+    assert_eq!(
+        found,
+        [ConnectorRecord {
+            id: RecordId::new(cor.number.to_string()),
+            values: vec![json!(cor.email)],
+            modified: Some(to_the_minute(cor.modified)),
+            deleted: false,
+        }]
+    );
+    connector.close().await;
+}
