@@ -229,6 +229,44 @@ async fn seven_fields_sync_both_ways_through_the_sites_forms_and_a_second_run_wr
         assert_eq!(site.saves(&format!("KNVB{number:04}")), 0, "nothing written back to the site");
     }
 
+    // Every field of every member, on both sides: the club keeps its own spelling of the
+    // numbers it typed, the site holds them in E.164.
+    let mut on_site: Vec<Row> = (1..=12)
+        .map(|number| {
+            (
+                format!("KNVB{number:04}"),
+                format!("member{number}@club.nl"),
+                String::new(),
+                format!("+316{:08}", 10_000_000 + number),
+                String::new(),
+                String::new(),
+                String::new(),
+                false,
+            )
+        })
+        .collect();
+    for (number, row) in (1..).zip(&mut on_site[0..4]) {
+        row.1 = format!("club{number}@club.nl");
+        row.2 = format!("second{number}@club.nl");
+        row.3 = "+31612345678".into();
+        row.4 = "+31101234567".into();
+        row.5 = format!("note from the club {number}");
+        row.6 = format!("line one\nline two {number}");
+        row.7 = true;
+    }
+    for (number, row) in (5..).zip(&mut on_site[4..8]) {
+        row.2 = format!("site{number}@club.nl");
+        row.5 = format!("note from the site {number}");
+        row.7 = true;
+    }
+    let mut in_club = on_site.clone();
+    for row in &mut in_club[0..4] {
+        row.3 = "06-12345678".into();
+        row.4 = "010-1234567".into();
+    }
+    assert_eq!(site_rows(&site), on_site);
+    assert_eq!(club_rows(&club), in_club);
+
     let saves = site.total_saves();
     let (quiet, _) = run(dir.path(), &site, "a run with no new edits");
     assert_eq!(quiet["stats"]["writes_done"], json!(0), "{quiet:#}");
