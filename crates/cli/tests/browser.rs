@@ -229,6 +229,44 @@ async fn seven_fields_sync_both_ways_through_the_sites_forms_and_a_second_run_wr
         assert_eq!(site.saves(&format!("KNVB{number:04}")), 0, "nothing written back to the site");
     }
 
+    // Every field of every member, on both sides: the club keeps its own spelling of the
+    // numbers it typed, the site holds them in E.164.
+    let mut on_site: Vec<Row> = (1..=12)
+        .map(|number| {
+            (
+                format!("KNVB{number:04}"),
+                format!("member{number}@club.nl"),
+                String::new(),
+                format!("+316{:08}", 10_000_000 + number),
+                String::new(),
+                String::new(),
+                String::new(),
+                false,
+            )
+        })
+        .collect();
+    for (number, row) in (1..).zip(&mut on_site[0..4]) {
+        row.1 = format!("club{number}@club.nl");
+        row.2 = format!("second{number}@club.nl");
+        row.3 = "+31612345678".into();
+        row.4 = "+31101234567".into();
+        row.5 = format!("note from the club {number}");
+        row.6 = format!("line one\nline two {number}");
+        row.7 = true;
+    }
+    for (number, row) in (5..).zip(&mut on_site[4..8]) {
+        row.2 = format!("site{number}@club.nl");
+        row.5 = format!("note from the site {number}");
+        row.7 = true;
+    }
+    let mut in_club = on_site.clone();
+    for row in &mut in_club[0..4] {
+        row.3 = "06-12345678".into();
+        row.4 = "010-1234567".into();
+    }
+    assert_eq!(site_rows(&site), on_site);
+    assert_eq!(club_rows(&club), in_club);
+
     let saves = site.total_saves();
     let (quiet, _) = run(dir.path(), &site, "a run with no new edits");
     assert_eq!(quiet["stats"]["writes_done"], json!(0), "{quiet:#}");
@@ -380,7 +418,8 @@ async fn killed_in_the_middle_of_a_run_fieldsync_leaves_no_browser_behind() {
 
 /// The configuration for a site that is no longer convenient: numeric ids, an export lacking
 /// the other pages' fields, local modification times to the minute, forms fetched only when
-/// Edit is pressed and refused for a stale row version.
+/// Edit is pressed and refused for a stale row version, the financial block spelled `Ja`/`Nee`
+/// (a select, and a value map on the link).
 fn awkward_config(site: &SiteServer) -> String {
     let mut text = config(site)
         .replace(
@@ -393,7 +432,11 @@ fn awkward_config(site: &SiteServer) -> String {
         )
         .replace(
             "fields = { financial_block = { selector = \"#financial_block\", kind = \"checkbox\" } }",
-            "moved = \"#form-error.moved\"\nfields = { financial_block = { selector = \"#financial_block\", kind = \"checkbox\", view = \"#view-financial_block\" } }",
+            "moved = \"#form-error.moved\"\nfields = { financial_block = { selector = \"#financial_block\", kind = \"select\", view = \"#view-financial_block\" } }",
+        )
+        .replace(
+            "name = \"financial_block\"\ntype = \"bool\"\n",
+            "name = \"financial_block\"\ntype = \"bool\"\nvalues = { right = { true = \"Ja\", false = \"Nee\" } }\n",
         );
     // The other page has no views: its fields are read from the form, opened with Edit.
     text = text.replacen(
@@ -402,7 +445,7 @@ fn awkward_config(site: &SiteServer) -> String {
         1,
     );
     assert_eq!(text.matches("moved = ").count(), 3, "{text}");
-    assert!(text.contains("time_zone"), "{text}");
+    assert!(text.contains("time_zone") && text.contains("values = { right"), "{text}");
     text
 }
 
@@ -456,7 +499,8 @@ fn club_rows(club: &Connection) -> Vec<Row> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_site_whose_forms_appear_only_after_edit_syncs_both_ways_and_a_persons_save_meanwhile_stands() {
+async fn a_site_whose_forms_appear_only_after_edit_syncs_both_ways_spelling_ja_nee_and_a_persons_save_meanwhile_stands()
+ {
     if !browser_available() {
         return;
     }
@@ -466,6 +510,7 @@ async fn a_site_whose_forms_appear_only_after_edit_syncs_both_ways_and_a_persons
     site.leave_out_of_export(&["email2", "note", "remarks", "financial_block"]);
     site.show_local_times("Europe/Amsterdam");
     site.use_row_versions();
+    site.spell_block("Ja", "Nee");
     std::fs::write(dir.path().join("fieldsync.toml"), awkward_config(&site)).unwrap();
     let (first, output) = run(dir.path(), &site, "first run: baselines of 8 members");
     assert_eq!(output.status.code(), Some(0), "{first:#}\n{}", String::from_utf8_lossy(&output.stderr));

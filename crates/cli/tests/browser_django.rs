@@ -1,6 +1,6 @@
 //! The `fieldsync` binary keeping a club's SQLite table of players and a real web admin in
 //! step through the browser connector: Django's own admin site (Debian's python3-django),
-//! driven through the configuration a user would write — its login page, its change list
+//! driven through the README's configuration as written — its login page, its change list
 //! with a change form per player, the CSRF token in every form, "was changed successfully",
 //! `errorlist` as the site's refusal and its row-version refusal as a moved target — and
 //! proven by reading Django's SQLite database directly.
@@ -33,7 +33,16 @@ fn browser_available() -> bool {
 const FIELDS: [(&str, &str); 4] =
     [("email", "email"), ("mobile", "text"), ("active", "bool"), ("notes", "text")];
 
+/// The README's configuration of Django's admin as written, pointed at `django`, with a
+/// club's table beside it.
 fn config(django: &DjangoServer) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section =
+        &readme[readme.find("Django's own admin site is such a web admin").expect("the README's example")..];
+    let block = &section[section.find("```toml\n").unwrap() + 8..];
+    let block = &block[..block.find("```").unwrap()];
+    assert!(block.contains("base_url = \"https://club.example\""), "{block}");
+    let admin = block.replace("https://club.example", &django.url());
     let mut text = format!(
         r##"state = "sqlite://state.db"
 
@@ -45,22 +54,7 @@ key = "federation_id"
 modified = "updated_at"
 modified_format = "rfc3339"
 
-[connectors.admin]
-kind = "browser"
-base_url = "{base}"
-id = "id"
-list = {{ table = {{ url = "/admin/club/player/", rows = "#result_list tbody tr", id_selector = "input.action-select", id_attribute = "value", cells = {{ federation_id = "th.field-federation_id" }}, next = ".paginator .this-page + a" }} }}
-login = {{ url = "/admin/login/", username_field = "#id_username", password_field = "#id_password", submit = "#login-form input[type=submit]", username = "${{ADMIN_USER}}", password = "${{ADMIN_PASSWORD}}", page = "#login-form", error = ".errornote" }}
-timeout = "20s"
-
-[[connectors.admin.pages]]
-url = "/admin/club/player/{{id}}/change/"
-save = "input[name=_save]"
-saved = ".messagelist .success"
-error = "ul.errorlist"
-moved_text = "changed by someone else"
-fields = {{ email = {{ selector = "#id_email" }}, mobile = {{ selector = "#id_mobile" }}, active = {{ selector = "#id_active", kind = "checkbox" }}, notes = {{ selector = "#id_notes" }} }}
-
+{admin}
 [links.players]
 left = "club"
 right = "admin"
@@ -71,8 +65,7 @@ creates = "none"
 deletes = "ignore"
 guard = {{ max_delete = "10%", max_change = "100%" }}
 retry = {{ attempts = 8, initial = "1s", max = "1m", wait_in_run = "0s" }}
-"##,
-        base = django.url()
+"##
     );
     for (name, kind) in FIELDS {
         text.push_str(&format!(

@@ -1,14 +1,17 @@
 //! `BrowserConnector`: the `Connector` of a web admin without an API.
 //!
 //! Members are listed from the site's CSV export (fetched by the logged-in browser, so the
-//! session's cookies go along) or from its paged HTML table. A member is written the way a
-//! careful person works: open the page, log in again if the session expired (recognised by
-//! landing on the login page), enter edit mode, wait for the form, fill only the fields that
-//! differ (a checkbox is clicked only when its state differs), save, wait for the result, and
-//! read the saved values back from the page the save led to, which shows the member as stored. A save that bounced to the login page is unknown: log in, look
-//! at the page, and redo it only if the values are not there. A member's pages are written in
-//! order and the first failure stops the member: its outbox entry stays open, so none of its
-//! fields is marked done. A refused write leaves a screenshot and names the page.
+//! session's cookies go along) or from its paged HTML table; what the listing lacks is read
+//! from each member's pages. A member is written the way a careful person works: open the page,
+//! log in again if the session expired (recognised by landing on the login page), press Edit,
+//! wait until the form can be saved (it may be built only then), read the fields from it, fill
+//! only those that differ (a checkbox is clicked only when its state differs), save, wait for
+//! the result, and read the stored values back (a field's view, or the form opened again). A
+//! save that bounced to the login page is unknown: log in, look at the page, and redo it only
+//! if the values are not there. A member's pages are looked at before the first save and written
+//! in order; a value that moved since the engine read it, or a site's "changed by someone else",
+//! is `TargetMoved`, and any failure stops the member: its outbox entry stays open, so none of
+//! its fields is marked done. A refused write leaves a screenshot and names the page.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -1016,6 +1019,13 @@ impl Connector for BrowserConnector {
         let listed = self.list(&all_paths).await?;
         let mut found = Vec::new();
         for (mut record, present) in listed {
+            // A key the listing lacks is read from every member's page before it can be
+            // compared: slow, but a member is never taken for missing because of where its key is.
+            let mut completed = false;
+            if matches!(lookup, Lookup::Key { .. }) && !present.last().copied().unwrap_or(true) {
+                self.complete(&mut record, &all_paths, &present).await?;
+                completed = true;
+            }
             let wanted = match lookup {
                 Lookup::Ids(ids) => ids.contains(&record.id),
                 Lookup::Key { values, .. } => match record.values.last() {
@@ -1026,7 +1036,9 @@ impl Connector for BrowserConnector {
             if !wanted {
                 continue;
             }
-            self.complete(&mut record, &all_paths, &present).await?;
+            if !completed {
+                self.complete(&mut record, &all_paths, &present).await?;
+            }
             if matches!(lookup, Lookup::Key { .. }) {
                 record.values.pop();
             }

@@ -6,6 +6,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use fieldsync_connector::testkit::django::{DjangoOptions, DjangoServer};
 use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, TestRecord};
 use fieldsync_connector::{
     Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, ReadRequest, Write,
@@ -823,5 +824,124 @@ async fn a_field_a_members_page_lacks_reads_as_empty_and_check_names_what_is_rea
     let mut connector = BrowserConnector::open(typo, shots.path().into()).unwrap();
     let error = connector.check(&paths).await.unwrap_err().to_string();
     assert!(error.contains("`#note-typo` is not on") && error.contains("/other"), "{error}");
+    connector.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_only_on_the_members_pages_is_looked_up_there() {
+    if !browser_available() {
+        return;
+    }
+    let site = awkward_site(FormMode::Template).await;
+    site.leave_out_of_export(&["relation_code", "email2", "note", "remarks", "financial_block"]);
+    let mut config = awkward_config(&site, true);
+    config.pages[0].fields.insert(
+        "relation_code".into(),
+        Field {
+            selector: "#relation_code".into(),
+            kind: FieldKind::Text,
+            view: Some("#view-relation_code".into()),
+        },
+    );
+    let shots = tempfile::tempdir().unwrap();
+    let mut connector = BrowserConnector::open(config, shots.path().into()).unwrap();
+    let found = connector
+        .lookup(
+            &["email".to_string()],
+            &Lookup::Key { path: "relation_code".into(), values: vec!["KNVB0003".into(), "KNVB0009".into()] },
+        )
+        .await
+        .unwrap();
+    let cor = site.member("KNVB0003").unwrap();
+    assert_eq!(
+        found,
+        [ConnectorRecord {
+            id: RecordId::new(cor.number.to_string()),
+            values: vec![json!(cor.email)],
+            modified: Some(to_the_minute(cor.modified)),
+            deleted: false,
+        }]
+    );
+    connector.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn djangos_change_list_is_read_across_its_pages_with_each_players_change_form() {
+    if !browser_available() {
+        return;
+    }
+    let Some(django) = DjangoServer::start(&DjangoOptions { players: 150, ..DjangoOptions::default() })
+    else {
+        return;
+    };
+    // The README's configuration of Django's admin (100 players a page of the change list).
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = &readme[readme.find("Django's own admin site is such a web admin").expect("the example")..];
+    let block = &section[section.find("```toml\n").unwrap() + 8..];
+    let block = &block[..block.find("```").unwrap()];
+    let text = block
+        .replace("[connectors.admin]\n", "")
+        .replace("[[connectors.admin.pages]]", "[[pages]]")
+        .replace("https://club.example", &django.url())
+        .replace("${ADMIN_USER}", django.user())
+        .replace("${ADMIN_PASSWORD}", django.password())
+        .replace("kind = \"browser\"\n", "");
+    let config: BrowserConfig = toml::from_str(&text).unwrap_or_else(|error| panic!("{error}"));
+    let shots = tempfile::tempdir().unwrap();
+    let mut connector = BrowserConnector::open(config, shots.path().into()).unwrap();
+    let page = connector
+        .read_page(&ReadRequest { paths: vec!["federation_id".into()], since: None }, None)
+        .await
+        .unwrap();
+    let mut read: Vec<(String, Value)> = page
+        .records
+        .iter()
+        .map(|record| (record.id.as_str().to_string(), record.values[0].clone()))
+        .collect();
+    read.sort_by(|one, other| one.0.cmp(&other.0));
+    let mut stored: Vec<(String, Value)> = django
+        .query("SELECT id, federation_id FROM club_player")
+        .iter()
+        .map(|row| (row["id"].as_i64().unwrap().to_string(), row["federation_id"].clone()))
+        .collect();
+    stored.sort_by(|one, other| one.0.cmp(&other.0));
+    assert_eq!(read, stored, "every player once, from both pages of the change list");
+    let pages: Vec<String> = django
+        .requests()
+        .iter()
+        .filter(|request| request.method == "GET" && request.path.starts_with("/admin/club/player/?"))
+        .map(|request| request.path.clone())
+        .collect();
+    assert_eq!(pages.len(), 1, "one more page, and not `Show all`: {pages:?}");
+
+    // Players looked up by id: their fields from each one's change form.
+    let paths: Vec<String> =
+        ["federation_id", "email", "mobile", "active", "notes"].map(String::from).to_vec();
+    let ids: Vec<RecordId> = stored.iter().step_by(37).map(|(id, _)| RecordId::new(id.clone())).collect();
+    let mut found = connector.lookup(&paths, &Lookup::Ids(ids.clone())).await.unwrap();
+    found.sort_by(|one, other| one.id.as_str().cmp(other.id.as_str()));
+    let mut expected: Vec<ConnectorRecord> = ids
+        .iter()
+        .map(|id| {
+            let row = &django.query(&format!(
+                "SELECT federation_id, email, mobile, active, notes FROM club_player WHERE id = {}",
+                id.as_str()
+            ))[0];
+            ConnectorRecord {
+                id: id.clone(),
+                values: vec![
+                    row["federation_id"].clone(),
+                    row["email"].clone(),
+                    row["mobile"].clone(),
+                    json!(row["active"].as_i64() == Some(1)),
+                    row["notes"].clone(),
+                ],
+                modified: None,
+                deleted: false,
+            }
+        })
+        .collect();
+    expected.sort_by(|one, other| one.id.as_str().cmp(other.id.as_str()));
+    assert_eq!(found, expected);
     connector.close().await;
 }

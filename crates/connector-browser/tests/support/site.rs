@@ -27,7 +27,8 @@
 //!   versions that refuse a stale form ([`SiteServer::use_row_versions`]) and a person who
 //!   saves while a form is open ([`SiteServer::edit_before_next_save`]); a note column that
 //!   keeps less than it was sent ([`SiteServer::keep_notes_up_to`]); a field left off one
-//!   member's pages ([`SiteServer::leave_off_page`]).
+//!   member's pages ([`SiteServer::leave_off_page`]); the financial block spelled `Ja`/`Nee`
+//!   in the export, the view and a select ([`SiteServer::spell_block`]).
 //!
 //! The server runs on its own thread, with its own single-threaded tokio runtime, so it
 //! answers whatever runtime a test uses (a `#[tokio::test]` runs on one thread) and keeps
@@ -331,6 +332,7 @@ impl SiteServer {
                 note_limit: None,
                 left_off: Vec::new(),
                 moved_refusals: 0,
+                block_words: None,
             }),
         });
         let server = LoopbackServer::start("site-server", listener, serve(Arc::clone(&shared)));
@@ -594,6 +596,13 @@ impl SiteServer {
         self.shared.lock().left_off.push((id.to_owned(), field.to_owned()));
     }
 
+    /// From now on the site spells the financial block in words (`Ja`/`Nee`): the export's
+    /// column and the view (`span#view-financial_block`) show them, and the form's input is
+    /// `select#financial_block` with the words as its options' values.
+    pub fn spell_block(&self, on: &str, off: &str) {
+        self.shared.lock().block_words = Some((on.to_owned(), off.to_owned()));
+    }
+
     /// How many forms were refused for a stale row version.
     pub fn moved_refusals(&self) -> usize {
         self.shared.lock().moved_refusals
@@ -660,6 +669,8 @@ struct Inner {
     left_off: Vec<(String, String)>,
     /// Forms refused for a stale row version.
     moved_refusals: usize,
+    /// The site's own words for the financial block on and off, when it spells it.
+    block_words: Option<(String, String)>,
 }
 
 /// How a member's page holds its form before Edit is pressed.
@@ -942,7 +953,12 @@ impl Shared {
         let mut writer = csv::Writer::from_writer(Vec::new());
         writer.write_record(kept.iter().map(|&index| header[index])).expect("a CSV header in memory");
         for m in &inner.members {
-            let block = if m.financial_block { "1" } else { "0" };
+            let block = match (&inner.block_words, m.financial_block) {
+                (Some((on, _)), true) => on.as_str(),
+                (Some((_, off)), false) => off.as_str(),
+                (None, true) => "1",
+                (None, false) => "0",
+            };
             let modified = inner.shown_time(m.modified);
             let number = m.number.to_string();
             let mut row = vec![
@@ -1025,7 +1041,10 @@ impl Shared {
         let mut member = inner.members[at].clone();
         for field in page.fields() {
             if *field == "financial_block" {
-                member.financial_block = param(form, field).is_some();
+                member.financial_block = match &inner.block_words {
+                    Some((on, _)) => param(form, field) == Some(on.as_str()),
+                    None => param(form, field).is_some(),
+                };
             } else if let Some(value) = param(form, field) {
                 *member.text_mut(field).expect("a page's text field") = value.to_owned();
             }
@@ -1072,6 +1091,8 @@ pub const MOVED: &str = "This member was changed by someone else since you opene
 
 /// What a member's page needs of the site's settings.
 struct Render {
+    /// The site's words for the financial block on and off.
+    block_words: Option<(String, String)>,
     /// Fields this member's pages leave off.
     left_off: Vec<String>,
     url_id: String,
@@ -1084,6 +1105,7 @@ struct Render {
 impl Inner {
     fn render(&self, member: &Member, _page: Page) -> Render {
         Render {
+            block_words: self.block_words.clone(),
             left_off: self
                 .left_off
                 .iter()
@@ -1164,7 +1186,7 @@ const EDIT_SCRIPT: &str = "<script>\n\
           .then(function (text) { slot.innerHTML = text; shown(); });\n\
       } else {\n\
         var form = document.getElementById('edit-form');\n\
-        var controls = form.querySelectorAll('input, textarea, button');\n\
+        var controls = form.querySelectorAll('input, textarea, select, button');\n\
         for (var i = 0; i < controls.length; i++) { controls[i].disabled = false; }\n\
         form.hidden = false;\n\
         shown();\n\
@@ -1212,6 +1234,20 @@ fn edit_form(member: &Member, page: Page, render: &Render, open: bool) -> String
                 "<p class=\"field\"><label for=\"remarks\">Remarks</label> \
                  <textarea id=\"remarks\" name=\"remarks\" rows=\"4\"{disabled}>\n{}</textarea></p>",
                 escape(&member.remarks),
+            );
+        }
+        Page::Financial if render.block_words.is_some() => {
+            let (on, off) = render.block_words.clone().unwrap_or_default();
+            let option = |word: &str, chosen: bool| {
+                let selected = if chosen { " selected" } else { "" };
+                format!("<option value=\"{word}\"{selected}>{word}</option>", word = escape(word))
+            };
+            let _ = writeln!(
+                inputs,
+                "<p class=\"field\"><label for=\"financial_block\">Financial block</label> \
+                 <select id=\"financial_block\" name=\"financial_block\"{disabled}>{}{}</select></p>",
+                option(&on, member.financial_block),
+                option(&off, !member.financial_block),
             );
         }
         Page::Financial => {
@@ -1281,6 +1317,11 @@ fn member_page(
         Page::Other => {
             text_view(&mut view, "note", "Note", &member.note, "");
             text_view(&mut view, "remarks", "Remarks", &member.remarks, " style=\"white-space: pre-wrap\"");
+        }
+        Page::Financial if render.block_words.is_some() => {
+            let (on, off) = render.block_words.clone().unwrap_or_default();
+            let word = if member.financial_block { on } else { off };
+            text_view(&mut view, "financial_block", "Financial block", &word, "");
         }
         Page::Financial => {
             let checked = if member.financial_block { " checked" } else { "" };
