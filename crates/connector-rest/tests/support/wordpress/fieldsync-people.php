@@ -114,3 +114,23 @@ function fieldsync_people_check_email( $post, $request ) {
 	}
 	return $post;
 }
+
+add_filter( 'update_post_metadata', 'fieldsync_people_fail_contact_info', 10, 3 );
+
+/**
+ * A fault for tests: while the option `fieldsync_fail_contact_info` is set, storing a
+ * person's `contact_info` fails as a database error would. The REST API then answers 500
+ * after it has inserted the post and stored the meta fields registered before
+ * `contact_info` (the `knvb_id` among them): a half-made person.
+ *
+ * @param null|bool $check     Whether to short-circuit the update.
+ * @param int       $object_id The post.
+ * @param string    $meta_key  The meta key.
+ * @return null|bool False to fail the update, or `$check` as it was.
+ */
+function fieldsync_people_fail_contact_info( $check, $object_id, $meta_key ) {
+	if ( 'contact_info' === $meta_key && get_option( 'fieldsync_fail_contact_info' ) ) {
+		return false;
+	}
+	return $check;
+}
