@@ -218,6 +218,19 @@ impl WordPress {
         serde_json::from_str(&output).unwrap_or_else(|error| panic!("SQL rows as JSON: {error}: {output}"))
     }
 
+    /// The REST requests the site answered so far whose method may change something (`POST`,
+    /// `PUT`, `PATCH`, `DELETE`), as `METHOD ROUTE` lines from the plugin's request log.
+    pub fn changing_requests(&self) -> Vec<String> {
+        let log =
+            fs::read_to_string(self.docroot.join("wp-content/fieldsync-requests.log")).unwrap_or_default();
+        log.lines()
+            .filter(|request| {
+                ["POST ", "PUT ", "PATCH ", "DELETE "].iter().any(|method| request.starts_with(method))
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Sets the site's time zone (`timezone_string`, as Settings → General does), such as
     /// `Europe/Amsterdam`: `date` and `modified` are then local times, `*_gmt` stay UTC.
     pub async fn set_time_zone(&self, zone: &str) {
@@ -413,6 +426,8 @@ async fn start_mariadb(programs: &Programs, processes: &mut Processes, root: &Pa
     install
         .arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
+        // Its own temporary directory: sites set up at once collided in /tmp's temporary tables.
+        .arg(format!("--tmpdir={}", tmp.display()))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
         .args(user)
         .args(MARIADB_OPTIONS)
