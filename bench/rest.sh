@@ -97,7 +97,9 @@ empty_site() {
     (cd "$work/site" && $python manage.py shell -c "from club.models import Player; Player.objects.all().delete()")
     rm -f "$work"/state.db*
 }
-changing() { grep -c '^POST ' "$work/site/requests.log" || true; }
+changing() {
+    if [ -f "$work/site/requests.log" ]; then awk '/^POST /{n++} END{print n+0}' "$work/site/requests.log"; else echo 0; fi
+}
 
 for round in 1 2; do
     empty_site
@@ -105,7 +107,8 @@ for round in 1 2; do
     began=$(date +%s.%N)
     (cd "$work" && "$root/target/release/fieldsync" run >/dev/null)
     ended=$(date +%s.%N)
-    echo "round $round: fieldsync run: $count creates in $(echo "$ended - $began" | bc) s ($(($(changing) - before)) POSTs)"
+    printf 'round %s: fieldsync run: %s creates: %.2f s (%s POSTs)\n' "$round" "$count" "$(echo "$ended - $began" | bc)" \
+        "$(($(changing) - before))"
 
     empty_site
     "$root/target/release/fieldsync-plain-creates" --url "http://127.0.0.1:$port/api/players/" --count "$count" \
