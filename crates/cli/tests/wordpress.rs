@@ -1,6 +1,9 @@
 //! The `fieldsync` binary keeping a club's SQLite member table and a real WordPress site (the
-//! `wordpress` preset) in step: an initial sync of 1,200 members, then 100 edits on each side,
-//! some on the same fields, then a quiet run. Prints the time of each step.
+//! `wordpress` preset, site time zone Europe/Amsterdam) in step: an initial sync of 300
+//! members, then edits on both sides (some on the same fields), creates on both sides (one that
+//! WordPress fails after inserting the post), posts moved to the trash, deletes found by a full
+//! scan, a value the site refuses ending dead with its message; every field of every member
+//! compared; then quiet runs that PHP's own request log shows changed nothing.
 
 #[path = "../../connector-rest/tests/support/wordpress.rs"]
 mod wordpress;
@@ -13,7 +16,7 @@ use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 use wordpress::WordPress;
 
-const MEMBERS: usize = 1_200;
+const MEMBERS: usize = 300;
 
 fn fieldsync(dir: &Path, site: &WordPress, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fieldsync"))
@@ -126,9 +129,54 @@ async fn people_of(site: &WordPress) -> std::collections::BTreeMap<String, Value
     by_key
 }
 
+/// The club's members by key: first name, last name, e-mail and mobile.
+fn members_of(club: &Connection) -> std::collections::BTreeMap<String, [String; 4]> {
+    let mut rows = club.prepare("SELECT knvb_id, first_name, last_name, email, mobile FROM members").unwrap();
+    rows.query_map([], |row| {
+        let text = |index: usize| row.get::<_, Option<String>>(index).map(Option::unwrap_or_default);
+        Ok((row.get(0)?, [text(1)?, text(2)?, text(3)?, text(4)?]))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// A Dutch mobile number in E.164, however it is written.
+fn e164(number: &str) -> String {
+    let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+    match (digits.strip_prefix("31"), digits.strip_prefix('0')) {
+        (Some(rest), _) | (None, Some(rest)) => format!("+31{rest}"),
+        (None, None) => digits,
+    }
+}
+
+/// Asserts that the site's live (not trashed) people and the club's members are the same
+/// records with the same values, field by field; returns the people.
+async fn assert_same(site: &WordPress, club: &Connection) -> std::collections::BTreeMap<String, Value> {
+    let people: std::collections::BTreeMap<String, Value> =
+        people_of(site).await.into_iter().filter(|(_, person)| person["status"] != "trash").collect();
+    let members = members_of(club);
+    assert_eq!(
+        people.keys().collect::<Vec<_>>(),
+        members.keys().collect::<Vec<_>>(),
+        "the two sides hold other members"
+    );
+    for (key, [first_name, last_name, email, mobile]) in &members {
+        let person = &people[key];
+        let text = |name: &str| person[name].as_str().unwrap_or_default().to_owned();
+        assert_eq!(
+            [text("first_name"), text("last_name"), text("email").to_lowercase(), e164(&text("mobile"))],
+            [first_name.clone(), last_name.clone(), email.to_lowercase(), e164(mobile)],
+            "member {key}: the site and the club differ"
+        );
+    }
+    people
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_club_table_and_a_real_wordpress_site_converge_through_edits_on_both_sides() {
+async fn a_club_table_and_a_real_wordpress_site_in_amsterdam_time_keep_300_members_in_step() {
     let Some(site) = WordPress::start().await else { return };
+    site.set_time_zone("Europe/Amsterdam").await;
     let dir = tempfile::tempdir().unwrap();
     let club_path = dir.path().join("club.db");
     let club = Connection::open(&club_path).unwrap();
@@ -146,8 +194,9 @@ async fn a_club_table_and_a_real_wordpress_site_converge_through_edits_on_both_s
                 format!("K{number:05}"),
                 format!("First{number}"),
                 format!("Last{number}"),
-                format!("member{number}@club.nl"),
-                format!("06-{}", 20_000_000 + number),
+                // Some members have no e-mail address: no element, never a null, in the array.
+                if number % 10 == 0 { None } else { Some(format!("member{number}@club.nl")) },
+                if number % 12 == 0 { None } else { Some(format!("06-{}", 20_000_000 + number)) },
                 earlier
             ],
         )
@@ -158,44 +207,55 @@ async fn a_club_table_and_a_real_wordpress_site_converge_through_edits_on_both_s
     let check = fieldsync(dir.path(), &site, &["check", "--json"]);
     assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
 
-    let first = run(dir.path(), &site, "initial sync of 1,200 members", 0);
+    let first = run(dir.path(), &site, "initial sync of 300 members", 0);
     assert_eq!(first["stats"]["writes_done"], json!(MEMBERS), "{first:#}");
-    let people = people_of(&site).await;
-    assert_eq!(people.len(), MEMBERS);
-    let seven = &people["K00007"];
-    assert_eq!(
-        (
-            seven["status"].as_str(),
-            seven["title"].as_str(),
-            seven["email"].as_str(),
-            seven["mobile"].as_str()
-        ),
-        (Some("publish"), Some("First7 Last7"), Some("member7@club.nl"), Some("+31620000007"))
-    );
+    let people = assert_same(&site, &club).await;
+    assert_eq!(people["K00007"]["title"], "First7 Last7");
+    assert_eq!(people["K00012"]["mobile"], Value::Null, "a member without a mobile has no element");
 
-    // 100 edits on each side: the club renames members 1-100; the site renames people
-    // 51-75 (the same field of the same members: conflicts) and changes the e-mail of people
-    // 76-175 (the same members as the club's 76-100, another field).
+    // The club renames members 1-60 and adds three (whose creates WordPress fails after inserting
+    // the posts); the site renames people 31-45 (the same field of the same members: conflicts),
+    // changes the e-mail of 46-105, adds two, and moves 250-254 to the trash. Member 200 gets an
+    // address the site refuses (WordPress's `is_email` wants a dot in the domain).
     let edited = (jiff::Timestamp::now() - jiff::SignedDuration::from_mins(30)).to_string();
-    for number in 1..=100 {
+    for number in 1..=60 {
         club.execute(
             "UPDATE members SET first_name = ?1, updated_at = ?2 WHERE knvb_id = ?3",
             params![format!("Club{number}"), edited, format!("K{number:05}")],
         )
         .unwrap();
     }
-    let edits: Vec<Value> = (51..=175)
+    for number in 1..=3 {
+        club.execute(
+            "INSERT INTO members VALUES (?1, 'Nieuw', ?2, ?3, '+31612340000', ?4)",
+            params![
+                format!("N{number:05}"),
+                format!("Lid{number}"),
+                format!("nieuw{number}@club.nl"),
+                edited
+            ],
+        )
+        .unwrap();
+    }
+    club.execute(
+        "UPDATE members SET email = 'ann@localhost', updated_at = ?1 WHERE knvb_id = 'K00200'",
+        params![edited],
+    )
+    .unwrap();
+    let edits: Vec<Value> = (31..=105)
         .map(|number| {
             let key = format!("K{number:05}");
-            if number <= 75 {
+            if number <= 45 {
                 json!({"id": people[&key]["id"], "first_name": format!("Site{number}")})
             } else {
                 json!({"id": people[&key]["id"], "email": format!("site{number}@club.nl")})
             }
         })
         .collect();
+    let trashed: Vec<Value> =
+        (250..=254).map(|number| people[&format!("K{number:05}")]["id"].clone()).collect();
     let code = r#"
-        foreach ( $input as $edit ) {
+        foreach ( $input['edits'] as $edit ) {
             if ( isset( $edit['first_name'] ) ) {
                 update_post_meta( $edit['id'], 'first_name', $edit['first_name'] );
             } else {
@@ -203,18 +263,22 @@ async fn a_club_table_and_a_real_wordpress_site_converge_through_edits_on_both_s
             }
             wp_update_post( array( 'ID' => $edit['id'] ) );
         }
+        foreach ( $input['trash'] as $id ) {
+            wp_trash_post( $id );
+        }
+        foreach ( array( 1, 2 ) as $n ) {
+            wp_insert_post( array(
+                'post_type' => 'person', 'post_status' => 'publish', 'post_title' => "Web $n",
+                'meta_input' => array( 'knvb_id' => "W0000$n", 'first_name' => 'Web', 'last_name' => "Site$n",
+                    'email' => "web$n@club.nl", 'contact_info' => array( array( 'type' => 'mobile', 'value' => "06-1111222$n" ) ) ),
+            ) );
+        }
     "#;
-    site.php_with(code, &Value::Array(edits)).await;
-    // One more club edit, of an address the site refuses (WordPress's `is_email` wants a dot
-    // in the domain): its write is a dead entry with the site's message; the others go on.
-    club.execute(
-        "UPDATE members SET email = 'ann@localhost', updated_at = ?1 WHERE knvb_id = 'K00500'",
-        params![edited],
-    )
-    .unwrap();
+    site.php_with(code, &json!({"edits": edits, "trash": trashed})).await;
+    site.fail_contact_info(true).await;
 
-    let second = run(dir.path(), &site, "100 edits on each side", 1);
-    assert_eq!(second["stats"]["conflicts_resolved"], json!(25), "{second:#}");
+    let second = run(dir.path(), &site, "edits on both sides", 1);
+    assert_eq!(second["stats"]["conflicts_resolved"], json!(15), "{second:#}");
     assert_eq!(second["stats"]["writes_dead"], json!(1), "{second:#}");
     let dead = fieldsync(dir.path(), &site, &["outbox", "list", "--status", "dead", "--json"]);
     let dead: Value = serde_json::from_slice(&dead.stdout).unwrap();
@@ -225,46 +289,65 @@ async fn a_club_table_and_a_real_wordpress_site_converge_through_edits_on_both_s
         "the site's message: {message}"
     );
     assert!(!message.contains(site.app_password()));
-    // The member keeps its new address on the club's side, the site its old one.
-    club.execute("UPDATE members SET email = 'member500@club.nl' WHERE knvb_id = 'K00500'", []).unwrap();
-    let people = people_of(&site).await;
-    let mut rows = club.prepare("SELECT knvb_id, first_name, last_name, email, mobile FROM members").unwrap();
-    let members: Vec<(String, String, String, String, String)> = rows
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(members.len(), MEMBERS);
-    for (key, first_name, last_name, email, _) in &members {
-        let person = &people[key];
-        assert_eq!(person["first_name"].as_str(), Some(first_name.as_str()), "{key}");
-        assert_eq!(person["last_name"].as_str(), Some(last_name.as_str()), "{key}");
-        assert_eq!(person["email"].as_str(), Some(email.as_str()), "{key}");
+    // The failed creates left one half-made post each, no more.
+    let half_made = people_of(&site).await;
+    for number in 1..=3 {
+        assert!(half_made.contains_key(&format!("N{number:05}")), "the half-made post N{number:05}");
     }
-    let number = |key: &str| key[1..].parse::<usize>().unwrap();
-    for (key, first_name, _, email, _) in &members {
-        let number = number(key);
+
+    // The fault ends; the club puts the refused address back and the dead entry is dropped. The
+    // next run completes the half-made posts (found by their keys), and a full run finds the
+    // club's hard deletes.
+    site.fail_contact_info(false).await;
+    club.execute("UPDATE members SET email = 'member200@club.nl' WHERE knvb_id = 'K00200'", []).unwrap();
+    let dropped = fieldsync(dir.path(), &site, &["outbox", "drop", &dead[0]["id"].to_string()]);
+    assert_eq!(dropped.status.code(), Some(0), "{}", String::from_utf8_lossy(&dropped.stderr));
+    run(dir.path(), &site, "completing the half-made posts", 0);
+    for number in 260..=262 {
+        club.execute("DELETE FROM members WHERE knvb_id = ?1", params![format!("K{number:05}")]).unwrap();
+    }
+    let full = fieldsync(dir.path(), &site, &["run", "--full", "--json"]);
+    assert_eq!(full.status.code(), Some(0), "{}", String::from_utf8_lossy(&full.stderr));
+
+    let people = assert_same(&site, &club).await;
+    assert_eq!(people.len(), MEMBERS + 3 + 2 - 5 - 3);
+    let members = members_of(&club);
+    for number in 1..=105 {
+        let [first_name, _, email, _] = &members[&format!("K{number:05}")];
         let expected_first = match number {
-            51..=75 => format!("Site{number}"),
-            1..=100 => format!("Club{number}"),
+            31..=45 => format!("Site{number}"),
+            1..=60 => format!("Club{number}"),
             _ => format!("First{number}"),
         };
-        assert_eq!(first_name, &expected_first, "{key}");
-        let expected_email = if (76..=175).contains(&number) {
-            format!("site{number}@club.nl")
-        } else {
-            format!("member{number}@club.nl")
-        };
-        assert_eq!(email, &expected_email, "{key}");
+        assert_eq!(first_name, &expected_first, "K{number:05}");
+        if number >= 46 {
+            assert_eq!(email, &format!("site{number}@club.nl"), "K{number:05}");
+        }
     }
+    for number in 250..=254 {
+        assert!(
+            !members.contains_key(&format!("K{number:05}")),
+            "the trashed K{number:05} is deleted at the club"
+        );
+    }
+    assert_eq!(members["N00002"][2], "nieuw2@club.nl", "a half-made post was completed");
+    assert_eq!(members["W00001"][3], "+31611112221");
+    let all = people_of(&site).await;
+    assert_eq!(all.keys().filter(|key| key.starts_with('N')).count(), 3, "no duplicate of a half-made post");
+    assert!(!all.contains_key("K00261"), "the club's hard delete reached the site");
     // Every conflict is in the history, with both values.
     let history = fieldsync(dir.path(), &site, &["history", "show", &second["run_id"].to_string(), "--json"]);
     let history = String::from_utf8_lossy(&history.stdout);
-    assert!(history.contains("Site51") && history.contains("Club51"), "both values of a conflict: {history}");
+    assert!(history.contains("Site31") && history.contains("Club31"), "both values of a conflict: {history}");
 
+    // Quiet runs, incremental and full: nothing that changes anything reaches the site.
+    let before = site.changing_requests();
     let quiet = run(dir.path(), &site, "a run with no new edits", 0);
     assert_eq!(quiet["stats"]["writes_done"], json!(0), "{quiet:#}");
     let full = fieldsync(dir.path(), &site, &["run", "--full", "--json"]);
     let full: Value = serde_json::from_slice(&full.stdout).unwrap();
     assert_eq!(full[0]["stats"]["writes_done"], json!(0), "a full run finds nothing to do: {full:#}");
+    let after = site.changing_requests();
+    assert_eq!(after.len(), before.len(), "a quiet run changed something: {:?}", &after[before.len()..]);
+    assert!(!before.is_empty(), "the site's request log holds the sync's writes");
 }

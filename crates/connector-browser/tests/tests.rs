@@ -133,7 +133,11 @@ async fn conforms_against_the_admin_site() {
         return;
     }
     let mut fixture = SiteFixture { site: None, screenshots: tempfile::tempdir().unwrap() };
-    testkit::run_all(&mut fixture, &["incremental_read", "conditional_update", "create", "delete"]).await;
+    testkit::run_all(
+        &mut fixture,
+        &["incremental_read", "conditional_update", "create", "delete", "typed_values"],
+    )
+    .await;
 }
 
 fn update(id: &str, fields: &[(&str, Value)]) -> Write {

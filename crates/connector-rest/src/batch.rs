@@ -54,7 +54,7 @@ impl RestConnector {
             return results;
         }
         let body = json!({ "validation": "normal", "requests": requests });
-        let answer = match self.http.send(Method::POST, url.clone(), Some(&body), None, Kind::Write).await {
+        let answer = match self.http.send(Method::POST, url.clone(), Some(&body), None, Kind::Create).await {
             Ok(answer) => answer,
             Err(error) => {
                 results.extend(sent.into_iter().map(|index| (index, Err(for_each(&error)))));

@@ -311,6 +311,10 @@ pub struct RestConfig {
     /// The order the configured query lists records in; `any`. With `modified` (and `since`),
     /// a listing resumes after the last change seen rather than by page number.
     pub order: Option<Order>,
+    /// A listing parameter that leaves out records by id (`exclude`, comma-separated): with
+    /// `order = "modified"`, records already listed at one time are left out by the API rather
+    /// than paged past by number, for APIs whose order among records of one time is not stable.
+    pub exclude_param: Option<String>,
     /// A listing parameter that finds records by their link key (`federation_id`); without it
     /// a look-up by key reads the listing.
     pub key_param: Option<String>,
@@ -407,6 +411,7 @@ pub struct Settings {
     pub(crate) since: Option<(String, TimeFormat, Option<jiff::tz::TimeZone>)>,
     pub(crate) order: Order,
     pub(crate) key_param: Option<String>,
+    pub(crate) exclude_param: Option<String>,
     pub(crate) update: Method,
     pub(crate) create: Create,
     pub(crate) create_defaults: Vec<(FieldPath, serde_json::Value)>,
@@ -451,6 +456,7 @@ impl RestConfig {
             since: None,
             order: None,
             key_param: None,
+            exclude_param: None,
             update: None,
             create: None,
             delete: None,
@@ -503,6 +509,9 @@ impl RestConfig {
                     zone: None,
                 });
                 config.order.get_or_insert(Order::Modified);
+                // WordPress orders by the modified time alone, in no stable order within one
+                // second (a bulk import shares one).
+                config.exclude_param.get_or_insert_with(|| "exclude".into());
                 config.update.get_or_insert(Method::Post);
                 config.delete.get_or_insert_with(|| Delete::Http {
                     query: BTreeMap::from([("force".to_string(), "true".to_string())]),
@@ -700,6 +709,7 @@ impl RestConfig {
             since,
             order,
             key_param: config.key_param.clone(),
+            exclude_param: config.exclude_param.clone(),
             update: config.update.unwrap_or(Method::Patch),
             create,
             create_defaults,

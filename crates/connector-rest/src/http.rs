@@ -139,11 +139,16 @@ struct Sent {
     answered: Option<Instant>,
 }
 
-/// Whether a request writes: writes are paced.
+/// Whether a request writes: writes are paced, and a create is not sent again once it may
+/// have been made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kind {
     Read,
     Write,
+    /// A `POST` that makes a record: after a 5xx, a timeout or a broken answer the record may
+    /// exist, and sending it again would make a duplicate; only a refused connection or a 429
+    /// (nothing was done) is sent again.
+    Create,
 }
 
 impl Http {
@@ -226,7 +231,7 @@ impl Http {
             message: "the connector is closing".into(),
             retry_after: None,
         })?;
-        if kind == Kind::Write
+        if kind != Kind::Read
             && let Some(pace) = self.settings.pace
         {
             tokio::time::sleep(pace.draw()).await;
@@ -262,24 +267,26 @@ impl Http {
                     let headers = response.headers().clone();
                     match response.text().await {
                         Ok(body) => Ok(Answer { status, headers, body, url: what.clone() }),
-                        Err(error) => Err((format!("the answer broke off: {}", plain(&error)), None)),
+                        Err(error) => Err((format!("the answer broke off: {}", plain(&error)), None, true)),
                     }
                 }
-                Err(error) => Err((plain(&error), None)),
+                Err(error) => Err((plain(&error), None, !error.is_connect())),
             };
             self.answered(counted).await;
-            let (message, wait) = match outcome {
+            // Whether the server may have acted on the request.
+            let (message, wait, acted) = match outcome {
                 Ok(answer)
                     if answer.status.is_server_error() || answer.status == StatusCode::TOO_MANY_REQUESTS =>
                 {
                     let wait = retry_after(&answer.headers);
-                    (format!("HTTP {}: {}", answer.status.as_u16(), excerpt(&answer.body)), wait)
+                    let acted = answer.status != StatusCode::TOO_MANY_REQUESTS;
+                    (format!("HTTP {}: {}", answer.status.as_u16(), excerpt(&answer.body)), wait, acted)
                 }
                 Ok(answer) => return Ok(answer),
                 Err(failure) => failure,
             };
             let too_long = wait.is_some_and(|wait| wait > MAX_RETRY_AFTER);
-            if attempt > self.settings.retries || too_long {
+            if attempt > self.settings.retries || too_long || (kind == Kind::Create && acted) {
                 return Err(ConnectorError::Unavailable { what, message, retry_after: wait });
             }
             let backoff = Duration::from_millis(250 * (1 << attempt.min(6)) + fastrand::u64(0..250));

@@ -103,6 +103,14 @@ impl Fixture for DjangoFixture {
     fn rejected_value(&self) -> Option<RejectedValue> {
         Some(RejectedValue { path: "/email".into(), value: json!("someone@invalid.example") })
     }
+
+    fn typed_paths(&self) -> Option<testkit::TypedPaths> {
+        Some(testkit::TypedPaths {
+            number: "/shirt_number".into(),
+            flag: "/active".into(),
+            list: "/tags".into(),
+        })
+    }
 }
 
 #[tokio::test]

@@ -262,3 +262,23 @@ async fn two_edits_of_one_person_in_the_same_second_both_reach_the_club() {
     assert_eq!(again.stats.writes_done, 1, "{:?}", again.stats);
     assert_eq!(world.club.value("K0002", "first_name"), json!("Twice"));
 }
+
+#[tokio::test]
+async fn without_etags_a_value_a_person_changed_after_the_read_is_not_overwritten() {
+    // WordPress sends no ETags, so the connector claims no conditional writes and the engine
+    // reads the record again just before writing, comparing the scalar it would overwrite.
+    let mut world = World::new(5, |_| {}).await;
+    world.run().await;
+    let site = RestConnector::open(&world.config).unwrap();
+    assert!(!fieldsync_connector::Connector::capabilities(&site).conditional_writes);
+    world.site.advance_secs(10);
+    world.club.set_now(world.site.now());
+    world.club.edit("K0004", "last_name", json!("FromTheClub"));
+    let id = world.site_id("K0004");
+    // A person saves the site's record right after the run's listing read it.
+    world.site.change_after_read(id, json!({"last_name": "ByAPerson"}));
+    let report = world.run().await;
+    assert_eq!(report.stats.writes_moved, 1, "{:?}", report.stats);
+    assert_eq!(world.people()["K0004"]["meta"]["last_name"], json!("ByAPerson"), "the person's edit stands");
+    assert_eq!(world.club.value("K0004", "last_name"), json!("FromTheClub"));
+}

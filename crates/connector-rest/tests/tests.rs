@@ -84,6 +84,7 @@ impl Api {
                 config.etag = Some(true);
                 // The fixture answers no `OPTIONS`, which `empty = "schema"` reads.
                 config.empty = Some(fieldsync_connector_rest::Empty::EmptyString);
+                config.empty_paths.insert("/number".into(), fieldsync_connector_rest::Empty::Null);
                 config.query.insert("ordering".into(), "updated_at".into());
             }
             Api::LinkHeader => {
@@ -193,6 +194,14 @@ impl Fixture for RestFixture {
 
     fn rejected_value(&self) -> Option<RejectedValue> {
         Some(RejectedValue { path: self.api.paths().email, value: json!("not-an-email") })
+    }
+
+    fn typed_paths(&self) -> Option<testkit::TypedPaths> {
+        let at = |name: &str| match self.api {
+            Api::WordPress => format!("/meta/{name}"),
+            _ => format!("/{name}"),
+        };
+        Some(testkit::TypedPaths { number: at("number"), flag: at("flag"), list: at("list") })
     }
 }
 

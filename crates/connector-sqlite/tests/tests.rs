@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestRecord};
+use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestRecord, TypedPaths};
 use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, ReadRequest, Write};
 use fieldsync_connector_sqlite::{ModifiedFormat, SqliteConfig, SqliteConnector};
 use fieldsync_model::RecordId;
@@ -77,7 +77,10 @@ impl Fixture for SqliteFixture {
                     name TEXT,
                     email TEXT CHECK (email LIKE '%@%'),
                     changed_at {modified_type},
-                    removed_at TEXT
+                    removed_at TEXT,
+                    number INTEGER,
+                    flag INTEGER,
+                    list TEXT
                 );
                 CREATE INDEX members_changed_at ON members (changed_at);"
             ))
@@ -114,6 +117,10 @@ impl Fixture for SqliteFixture {
 
     fn rejected_value(&self) -> Option<RejectedValue> {
         Some(RejectedValue { path: "email".into(), value: json!("not-an-email") })
+    }
+
+    fn typed_paths(&self) -> Option<TypedPaths> {
+        Some(TypedPaths { number: "number".into(), flag: "flag".into(), list: "list".into() })
     }
 }
 

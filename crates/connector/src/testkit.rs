@@ -94,6 +94,18 @@ impl Default for TestPaths {
     }
 }
 
+/// Where a system holds values that are not text, for the `typed_values` property: a whole
+/// number that may be null, a boolean, and a list of texts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypedPaths {
+    /// A whole number, or null.
+    pub number: String,
+    /// A boolean.
+    pub flag: String,
+    /// A list of texts (a JSON array, or its JSON text in a system that stores text).
+    pub list: String,
+}
+
 /// A value the system refuses for good at a path (a CHECK constraint, a validation rule).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RejectedValue {
@@ -125,6 +137,12 @@ pub trait Fixture {
     /// Where the system holds the fields of a `TestRecord`.
     fn paths(&self) -> TestPaths {
         TestPaths::default()
+    }
+
+    /// Where the system holds a number, a boolean and a list, if it can; `None` skips the
+    /// `typed_values` property.
+    fn typed_paths(&self) -> Option<TypedPaths> {
+        None
     }
 
     /// A value the system refuses for good, if it can refuse any; `None` skips the check
@@ -168,6 +186,7 @@ pub async fn run_all<F: Fixture>(fixture: &mut F, expected_skips: &[&str]) {
         ("create", create(fixture).await),
         ("delete", delete(fixture).await),
         ("verification", verification(fixture).await),
+        ("typed_values", typed_values(fixture).await),
         ("rejected_write", rejected_write(fixture).await),
         ("missing_record", missing_record(fixture).await),
     ];
@@ -482,6 +501,119 @@ pub async fn verification<F: Fixture>(fixture: &mut F) -> Checked {
     let expected = TestRecord { name: String::new(), ..records[2].clone() };
     assert_holds_exactly(&found, &[expected], "a lookup right after an update to empty text");
     Checked::Passed
+}
+
+/// Numbers (and a null one), booleans and lists (and an empty one) written by updates and a
+/// create come back as written from a full read and from a lookup by id. A system that stores
+/// them as text or integers may answer `7` as `"7"`, `true` as `1` and a list as its JSON text.
+pub async fn typed_values<F: Fixture>(fixture: &mut F) -> Checked {
+    let Some(typed) = fixture.typed_paths() else {
+        return Checked::Skipped { reason: "the fixture declares no number, boolean and list fields" };
+    };
+    let records = TestRecord::many(3);
+    let mut connector = fixture.open(&records).await;
+    let paths = fixture.paths();
+    let ids = ids_by_key(&mut connector, &paths).await;
+    let typed_writes = |number: Json, flag: Json, list: Json| {
+        vec![
+            FieldWrite { path: typed.number.clone(), value: number, expected: None },
+            FieldWrite { path: typed.flag.clone(), value: flag, expected: None },
+            FieldWrite { path: typed.list.clone(), value: list, expected: None },
+        ]
+    };
+    let wanted = [
+        ("m0001", serde_json::json!(7), Json::Bool(true), serde_json::json!(["a", "b"])),
+        ("m0002", Json::Null, Json::Bool(false), serde_json::json!([])),
+        ("n0001", serde_json::json!(42), Json::Bool(true), serde_json::json!(["x"])),
+    ];
+    let new = TestRecord { key: "n0001".into(), name: "New Member".into(), email: "new@example.org".into() };
+    let mut create_fields = field_writes(&paths, &new);
+    create_fields.extend(typed_writes(wanted[2].1.clone(), wanted[2].2.clone(), wanted[2].3.clone()));
+    let writes = [
+        Write::Update {
+            id: ids["m0001"].clone(),
+            fields: typed_writes(wanted[0].1.clone(), wanted[0].2.clone(), wanted[0].3.clone()),
+        },
+        Write::Update {
+            id: ids["m0002"].clone(),
+            fields: typed_writes(wanted[1].1.clone(), wanted[1].2.clone(), wanted[1].3.clone()),
+        },
+        Write::Create { fields: create_fields },
+    ];
+    let results = apply(&mut connector, &writes).await;
+    let mut all_ids = vec![ids["m0001"].clone(), ids["m0002"].clone()];
+    for result in &results {
+        match result {
+            Ok(outcome) => all_ids.push(outcome.id.clone()),
+            Err(error) => panic!("a write of numbers, booleans and lists failed: {error}"),
+        }
+    }
+    let read_paths = vec![paths.key.clone(), typed.number.clone(), typed.flag.clone(), typed.list.clone()];
+    let read = read_all(&mut connector, &ReadRequest { paths: read_paths.clone(), since: None }).await;
+    let found = connector
+        .lookup(&read_paths, &Lookup::Ids(all_ids))
+        .await
+        .unwrap_or_else(|error| panic!("lookup failed: {error}"));
+    for (context, records) in [("a full read", &read), ("a lookup by id", &found)] {
+        for (key, number, flag, list) in &wanted {
+            let record = records
+                .iter()
+                .find(|record| text(&record.values[0], &record.id) == *key)
+                .unwrap_or_else(|| panic!("{context}: record {key} is missing"));
+            let values = &record.values;
+            assert!(
+                same_number(&values[1], number),
+                "{context}: record {key} holds number {}, not {number}",
+                values[1]
+            );
+            assert!(
+                same_flag(&values[2], flag),
+                "{context}: record {key} holds boolean {}, not {flag}",
+                values[2]
+            );
+            assert!(
+                same_list(&values[3], list),
+                "{context}: record {key} holds list {}, not {list}",
+                values[3]
+            );
+        }
+    }
+    Checked::Passed
+}
+
+/// A number as written, or its text; null only for null.
+fn same_number(got: &Json, want: &Json) -> bool {
+    match (got, want.as_i64()) {
+        (Json::Null, None) => true,
+        (Json::Number(number), Some(want)) => number.as_i64() == Some(want),
+        (Json::String(text), Some(want)) => text.trim().parse::<i64>().ok() == Some(want),
+        _ => false,
+    }
+}
+
+/// A boolean as written, or as `1`/`0`, `"true"`/`"false"`, `"1"`/`"0"`.
+fn same_flag(got: &Json, want: &Json) -> bool {
+    let want = want.as_bool();
+    let got = match got {
+        Json::Bool(flag) => Some(*flag),
+        Json::Number(number) => number.as_i64().map(|number| number != 0),
+        Json::String(text) => match text.as_str() {
+            "true" | "1" => Some(true),
+            "false" | "0" => Some(false),
+            _ => None,
+        },
+        _ => None,
+    };
+    got.is_some() && got == want
+}
+
+/// A list as written, or its JSON text.
+fn same_list(got: &Json, want: &Json) -> bool {
+    match got {
+        Json::Array(_) => got == want,
+        Json::String(text) => serde_json::from_str::<Json>(text).is_ok_and(|parsed| parsed == *want),
+        _ => false,
+    }
 }
 
 /// A write the system refuses fails with `Rejected`, which is not retryable, while the other

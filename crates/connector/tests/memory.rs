@@ -3,7 +3,7 @@
 
 #![cfg(feature = "testkit")]
 
-use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, TestRecord};
+use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, TestRecord, TypedPaths};
 use fieldsync_connector::{MemoryConnector, MemoryFault, MemorySystem};
 use jiff::{SignedDuration, Timestamp};
 
@@ -45,6 +45,10 @@ impl Fixture for MemoryFixture {
     fn rejected_value(&self) -> Option<RejectedValue> {
         Some(RejectedValue { path: "email".into(), value: rejected() })
     }
+
+    fn typed_paths(&self) -> Option<TypedPaths> {
+        Some(TypedPaths { number: "number".into(), flag: "flag".into(), list: "list".into() })
+    }
 }
 
 #[tokio::test]
@@ -68,6 +72,10 @@ impl Fixture for RefusesNothing {
 
     fn rejected_value(&self) -> Option<RejectedValue> {
         None
+    }
+
+    fn typed_paths(&self) -> Option<TypedPaths> {
+        self.0.typed_paths()
     }
 }
 

@@ -65,7 +65,7 @@ pub enum Style {
     /// (`date` by default, `id`, `modified`, `slug`, `title`; equal values are ordered by id
     /// in the same direction), `order` (`desc` by default, `asc`), `status` (`publish` by
     /// default, a comma-separated list, or `any` for all but `trash`), `context` (`view`,
-    /// `embed`, `edit`), `include` (ids), and `modified_after`, `modified_before`, `after`
+    /// `embed`, `edit`), `include` and `exclude` (ids), and `modified_after`, `modified_before`, `after`
     /// and `before`, which are strict (WordPress compares with `>` and `<`). A time without
     /// an offset is read as UTC and compared with `modified_gmt` (or `date_gmt`). Answers
     /// carry `X-WP-Total`, `X-WP-TotalPages` and a `Link` header with `prev`/`next`; a page
@@ -1033,6 +1033,25 @@ impl Shared {
             }
         };
 
+        let exclude = match param(query, "exclude").filter(|text| !text.is_empty()) {
+            None => None,
+            Some(text) => {
+                let mut ids = Vec::new();
+                for (index, part) in text.split(',').enumerate() {
+                    match parse_digits(part.trim()) {
+                        Some(id) => ids.push(id),
+                        None => {
+                            return Err(Box::new(self.wp_invalid_param(
+                                "exclude",
+                                &format!("exclude[{index}] is not of type integer."),
+                            )));
+                        }
+                    }
+                }
+                Some(ids)
+            }
+        };
+
         let status_matches = |status: &str| {
             statuses.iter().any(|wanted| *wanted == status || (*wanted == "any" && status != "trash"))
         };
@@ -1047,6 +1066,7 @@ impl Shared {
                     && after.is_none_or(|t| stored.created > t)
                     && before.is_none_or(|t| stored.created < t)
                     && include.as_ref().is_none_or(|ids| ids.contains(id))
+                    && exclude.as_ref().is_none_or(|ids| !ids.contains(id))
             })
             .collect();
         rows.sort_by(|a, b| {

@@ -218,6 +218,36 @@ impl WordPress {
         serde_json::from_str(&output).unwrap_or_else(|error| panic!("SQL rows as JSON: {error}: {output}"))
     }
 
+    /// The REST requests the site answered so far whose method may change something (`POST`,
+    /// `PUT`, `PATCH`, `DELETE`), as `METHOD ROUTE` lines from the plugin's request log.
+    pub fn changing_requests(&self) -> Vec<String> {
+        let log =
+            fs::read_to_string(self.docroot.join("wp-content/fieldsync-requests.log")).unwrap_or_default();
+        log.lines()
+            .filter(|request| {
+                ["POST ", "PUT ", "PATCH ", "DELETE "].iter().any(|method| request.starts_with(method))
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Sets the site's time zone (`timezone_string`, as Settings → General does), such as
+    /// `Europe/Amsterdam`: `date` and `modified` are then local times, `*_gmt` stay UTC.
+    pub async fn set_time_zone(&self, zone: &str) {
+        self.php_with("update_option( 'timezone_string', $input );", &serde_json::Value::from(zone)).await;
+    }
+
+    /// While `on`, storing a person's `contact_info` fails: the REST API answers 500 after it
+    /// has inserted the post and stored the meta fields registered before it (`knvb_id` too).
+    pub async fn fail_contact_info(&self, on: bool) {
+        let code = if on {
+            "update_option( 'fieldsync_fail_contact_info', 1 );"
+        } else {
+            "delete_option( 'fieldsync_fail_contact_info' );"
+        };
+        self.php(code).await;
+    }
+
     /// Makes `n` published people straight in the database (no REST calls), numbered from 1:
     /// person `i` has the title `Person i`, `knvb_id` `FS{i:05}`, `first_name` `First{i}`,
     /// `last_name` `Last{i}` and `email` `person{i}@example.com`. Returns their ids in order.
@@ -263,12 +293,7 @@ impl WordPress {
 /// Returns `None` for a machine without the programs, or panics when `FIELDSYNC_REQUIRE_ALL`
 /// says every test must run.
 fn skip(missing: &str) -> Option<WordPress> {
-    assert!(
-        std::env::var_os("FIELDSYNC_REQUIRE_ALL").is_none(),
-        "a real WordPress is needed but {missing}, and FIELDSYNC_REQUIRE_ALL is set ({INSTALL_HINT})"
-    );
-    let test = std::thread::current().name().unwrap_or("a test").to_owned();
-    eprintln!("SKIPPED: {test} needs a real WordPress, but {missing} ({INSTALL_HINT})");
+    fieldsync_connector::testkit::skip("a real WordPress", missing, INSTALL_HINT);
     None
 }
 
@@ -408,6 +433,8 @@ async fn start_mariadb(programs: &Programs, processes: &mut Processes, root: &Pa
     install
         .arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
+        // Its own temporary directory: sites set up at once collided in /tmp's temporary tables.
+        .arg(format!("--tmpdir={}", tmp.display()))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
         .args(user)
         .args(MARIADB_OPTIONS)

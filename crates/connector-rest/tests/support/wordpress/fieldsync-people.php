@@ -114,3 +114,40 @@ function fieldsync_people_check_email( $post, $request ) {
 	}
 	return $post;
 }
+
+add_filter( 'update_post_metadata', 'fieldsync_people_fail_contact_info', 10, 3 );
+
+/**
+ * A fault for tests: while the option `fieldsync_fail_contact_info` is set, storing a
+ * person's `contact_info` fails as a database error would. The REST API then answers 500
+ * after it has inserted the post and stored the meta fields registered before
+ * `contact_info` (the `knvb_id` among them): a half-made person.
+ *
+ * @param null|bool $check     Whether to short-circuit the update.
+ * @param int       $object_id The post.
+ * @param string    $meta_key  The meta key.
+ * @return null|bool False to fail the update, or `$check` as it was.
+ */
+function fieldsync_people_fail_contact_info( $check, $object_id, $meta_key ) {
+	if ( 'contact_info' === $meta_key && get_option( 'fieldsync_fail_contact_info' ) ) {
+		return false;
+	}
+	return $check;
+}
+
+add_filter( 'rest_pre_dispatch', 'fieldsync_people_log_request', 10, 3 );
+
+/**
+ * Writes one line per REST request (`METHOD ROUTE`) to wp-content/fieldsync-requests.log, so
+ * that a test can prove on the site's side what a client sent, e.g. that a run changed nothing.
+ *
+ * @param mixed           $result  The response so far (null: dispatch as usual).
+ * @param WP_REST_Server  $server  The server.
+ * @param WP_REST_Request $request The request.
+ * @return mixed `$result` as it was.
+ */
+function fieldsync_people_log_request( $result, $server, $request ) {
+	$line = $request->get_method() . ' ' . $request->get_route() . "\n";
+	file_put_contents( WP_CONTENT_DIR . '/fieldsync-requests.log', $line, FILE_APPEND | LOCK_EX );
+	return $result;
+}
