@@ -45,7 +45,7 @@ impl RestConnector {
             match self.create_body(fields).await {
                 Ok(body) => {
                     requests.push(json!({ "method": "POST", "path": path, "body": body }));
-                    sent.push(index);
+                    sent.push((index, fields.clone()));
                 }
                 Err(error) => results.push((index, Err(error))),
             }
@@ -57,7 +57,9 @@ impl RestConnector {
         let answer = match self.http.send(Method::POST, url.clone(), Some(&body), None, Kind::Create).await {
             Ok(answer) => answer,
             Err(error) => {
-                results.extend(sent.into_iter().map(|index| (index, Err(for_each(&error)))));
+                for (index, fields) in sent {
+                    results.push((index, Err(self.made_anyway(&fields, for_each(&error)).await)));
+                }
                 return results;
             }
         };
@@ -76,13 +78,18 @@ impl RestConnector {
             Ok(_) => Err(answer.error("sending a batch of creates")),
             Err(error) => Err(error),
         };
-        match responses {
-            Ok(responses) => {
-                for (index, response) in sent.into_iter().zip(responses) {
-                    results.push((index, self.batch_result(&answer, response)));
-                }
-            }
-            Err(error) => results.extend(sent.into_iter().map(|index| (index, Err(for_each(&error))))),
+        // A create that failed may have made its record all the same (WordPress inserts the post
+        // before storing its meta): found by its key, it is `AlreadyExists` and completed.
+        for (position, (index, fields)) in sent.into_iter().enumerate() {
+            let result = match &responses {
+                Ok(responses) => self.batch_result(&answer, responses[position].clone()),
+                Err(error) => Err(for_each(error)),
+            };
+            let result = match result {
+                Err(error) => Err(self.made_anyway(&fields, error).await),
+                ok => ok,
+            };
+            results.push((index, result));
         }
         results
     }

@@ -432,7 +432,7 @@ impl RestConnector {
     /// a timeout leaves a create unknown): looked up by its `create.unique` value, such a record
     /// is `AlreadyExists`, so that the engine plans it again from a fresh read — completing the
     /// record found by its key instead of making a duplicate, or leaving an orphan behind.
-    async fn made_anyway(&self, fields: &[FieldWrite], error: ConnectorError) -> ConnectorError {
+    pub(crate) async fn made_anyway(&self, fields: &[FieldWrite], error: ConnectorError) -> ConnectorError {
         let Some(unique) = &self.settings.create.unique else { return error };
         let value = match fields.iter().find(|field| &field.path == unique).map(|field| &field.value) {
             Some(Value::String(text)) => text.trim().to_string(),
