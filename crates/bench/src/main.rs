@@ -7,6 +7,7 @@
 
 mod floor;
 mod generate;
+mod rest;
 mod scenario;
 
 use std::path::PathBuf;
@@ -59,6 +60,10 @@ enum Task {
         #[arg(long, default_value_t = scenario::SEED)]
         seed: u64,
     },
+    /// Creates members on a real WordPress and a real Django REST Framework site, by
+    /// `fieldsync run` and by a plain HTTP client sending the same requests, each on a fresh
+    /// server, and prints the figures.
+    Rest(rest::RestSettings),
     /// Runs a program and writes its wall time, CPU time and peak memory to FILE as JSON.
     #[command(hide = true)]
     Measure {
@@ -112,6 +117,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{changed} rows changed");
             Ok(())
         }
+        Some(Task::Rest(settings)) => rest::run(&settings),
         Some(Task::Measure { out, program }) => measure(&out, &program),
         Some(Task::Floor { dir, ops }) => {
             for op in floor::Op::parse_all(&ops)? {

@@ -246,6 +246,17 @@ pub enum Empty {
     Schema,
 }
 
+/// Batch writes (WordPress's `/batch/v1`): creates sent `size` at a time in one request, each
+/// answered on its own, so that one refused record is refused alone.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// The batch endpoint, absolute or from the site's root (`/wp-json/batch/v1`).
+    pub url: String,
+    /// How many writes one request carries; 25, WordPress's most.
+    pub size: Option<usize>,
+}
+
 /// Records holding `value` at `path` are deleted (WordPress's trash, a `deleted` flag), however
 /// records are deleted when fieldsync deletes one.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -334,6 +345,8 @@ pub struct RestConfig {
     pub deleted: Option<Deleted>,
     /// How writes are verified; by their response.
     pub verify: Option<Verify>,
+    /// Creates sent in batches (WordPress's `/batch/v1`); one request per create when absent.
+    pub batch: Option<Batch>,
     /// How many requests may be under way at once; 4.
     pub concurrency: Option<usize>,
     /// The most requests per second or minute (`"10/s"`, `"300/m"`); no limit when absent.
@@ -413,6 +426,8 @@ pub struct Settings {
     pub(crate) empty: Empty,
     pub(crate) empty_paths: BTreeMap<String, Empty>,
     pub(crate) verify: Verify,
+    /// The batch endpoint, the path of a create inside a batch, and the batch size.
+    pub(crate) batch: Option<(reqwest::Url, String, usize)>,
     pub(crate) concurrency: usize,
     pub(crate) rate: Option<Rate>,
     pub(crate) pace: Option<Pace>,
@@ -452,6 +467,7 @@ impl RestConfig {
             empty_paths: BTreeMap::new(),
             deleted: None,
             verify: None,
+            batch: None,
             concurrency: None,
             rate: None,
             pace: None,
@@ -670,6 +686,8 @@ impl RestConfig {
             .transpose()
             .map_err(|problem| format!("`rate`: {problem}"))?;
         let pace = config.pace.as_deref().map(|text| Pace::parse(text, "pace")).transpose()?;
+        let batch =
+            config.batch.as_ref().map(|batch| batch_settings(batch, &base_url, &create_url)).transpose()?;
         Ok(Settings {
             base_url,
             auth: config.auth.clone(),
@@ -704,6 +722,7 @@ impl RestConfig {
             empty: config.empty.unwrap_or_default(),
             empty_paths: config.empty_paths.clone(),
             verify: config.verify.unwrap_or(Verify::Response),
+            batch,
             concurrency,
             rate,
             pace,
@@ -726,9 +745,55 @@ impl RestConfig {
     }
 }
 
+/// The batch endpoint, a create's path inside a batch (the create URL's path below the REST
+/// root, which the batch URL names: `/wp-json` of `/wp-json/batch/v1`), and the size.
+fn batch_settings(
+    batch: &Batch,
+    base_url: &reqwest::Url,
+    create_url: &reqwest::Url,
+) -> Result<(reqwest::Url, String, usize), String> {
+    let url = base_url
+        .join(&batch.url)
+        .map_err(|error| format!("`batch.url`: {:?} is not a URL: {error}", batch.url))?;
+    let root = url.path().trim_end_matches('/').strip_suffix("/batch/v1").ok_or_else(|| {
+        format!("`batch.url`: {:?} is not a WordPress batch endpoint (`…/wp-json/batch/v1`)", batch.url)
+    })?;
+    let path = match create_url.path().strip_prefix(root) {
+        Some(path) if path.starts_with('/') && create_url.origin() == url.origin() => path.to_string(),
+        _ => {
+            return Err(format!(
+                "`batch.url`: creates go to {}, which is not below the batch endpoint's API root {root}",
+                create_url.path()
+            ));
+        }
+    };
+    let size = batch.size.unwrap_or(25);
+    if size == 0 {
+        return Err("`batch.size` must be at least 1".into());
+    }
+    Ok((url, path, size))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_find_the_path_of_a_create_below_the_api_root() {
+        let mut config = RestConfig::new("http://127.0.0.1:8080/wp-json/wp/v2/people");
+        config.batch = Some(Batch { url: "/wp-json/batch/v1".into(), size: None });
+        let (url, path, size) = config.settings().unwrap().batch.unwrap();
+        assert_eq!(
+            (url.as_str(), path.as_str(), size),
+            ("http://127.0.0.1:8080/wp-json/batch/v1", "/wp/v2/people", 25)
+        );
+        config.batch = Some(Batch { url: "/api/bulk".into(), size: Some(10) });
+        assert!(config.settings().unwrap_err().starts_with("`batch.url`"));
+        config.batch = Some(Batch { url: "http://other.example/wp-json/batch/v1".into(), size: None });
+        assert!(config.settings().unwrap_err().starts_with("`batch.url`"));
+        config.batch = Some(Batch { url: "/wp-json/batch/v1".into(), size: Some(0) });
+        assert!(config.settings().unwrap_err().starts_with("`batch.size`"));
+    }
 
     #[test]
     fn presets_fill_in_only_what_is_silent() {

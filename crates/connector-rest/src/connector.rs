@@ -26,16 +26,16 @@ use crate::path::FieldPath;
 
 /// A record as the API answered it, with the ETag of its answer when there was one.
 #[derive(Clone, Debug)]
-struct Fetched {
-    record: Value,
-    etag: Option<String>,
+pub(crate) struct Fetched {
+    pub(crate) record: Value,
+    pub(crate) etag: Option<String>,
 }
 
 /// The rest connector.
 #[derive(Debug)]
 pub struct RestConnector {
-    settings: Arc<Settings>,
-    http: Arc<Http>,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) http: Arc<Http>,
     /// Records as the latest writes' responses held them, for their verification.
     written: HashMap<RecordId, Fetched>,
     /// For `create.unique` without `key_param`: the id of each record by its unique value, from
@@ -360,6 +360,40 @@ impl RestConnector {
     }
 
     async fn create(&self, fields: &[FieldWrite]) -> Result<(WriteOutcome, Option<Fetched>), ConnectorError> {
+        let body = self.create_body(fields).await?;
+        let answer = match self
+            .http
+            .send(Method::POST, self.settings.create_url.clone(), Some(&body), None, Kind::Create)
+            .await
+        {
+            Ok(answer) if answer.status.is_success() => answer,
+            Ok(answer) => return Err(self.made_anyway(fields, answer.error("creating a record")).await),
+            Err(error) => return Err(self.made_anyway(fields, error).await),
+        };
+        let fetched = self.response_record(&answer);
+        let id = fetched
+            .as_ref()
+            .and_then(|fetched| self.id_of(&fetched.record))
+            .or_else(|| {
+                // Some APIs answer a create with only a `Location` header.
+                answer.header("location").and_then(|location| {
+                    location.trim_end_matches('/').rsplit('/').next().map(str::to_string)
+                })
+            })
+            .ok_or_else(|| ConnectorError::Malformed {
+                what: answer.url.clone(),
+                message: format!(
+                    "a create was answered without the new record's id at {}: {}",
+                    self.settings.id,
+                    crate::http::excerpt(&answer.body)
+                ),
+            })?;
+        Ok((WriteOutcome { id: RecordId::new(id) }, fetched))
+    }
+
+    /// The body of a create: the defaults, each field's value (an empty one as the API expects
+    /// it), and the templates filled in.
+    pub(crate) async fn create_body(&self, fields: &[FieldWrite]) -> Result<Value, ConnectorError> {
         let paths = parse_paths(fields)?;
         let mut body = Value::Object(serde_json::Map::new());
         for (path, value) in &self.settings.create_defaults {
@@ -381,39 +415,16 @@ impl RestConnector {
                 .set(&mut body, Value::String(text))
                 .map_err(|message| ConnectorError::Misconfigured { message })?;
         }
-        let answer = match self
-            .http
-            .send(Method::POST, self.settings.create_url.clone(), Some(&body), None, Kind::Create)
-            .await
-        {
-            Ok(answer) if answer.status.is_success() => answer,
-            Ok(answer) => return Err(self.made_anyway(fields, answer.error("creating a record")).await),
-            Err(error) => return Err(self.made_anyway(fields, error).await),
-        };
-        let fetched = self.response_record(&answer);
-        let id = fetched
-            .as_ref()
-            .map(|fetched| self.settings.id.get(&fetched.record))
-            .and_then(|id| match id {
-                Value::String(text) if !text.is_empty() => Some(text),
-                Value::Number(number) => Some(number.to_string()),
-                _ => None,
-            })
-            .or_else(|| {
-                // Some APIs answer a create with only a `Location` header.
-                answer.header("location").and_then(|location| {
-                    location.trim_end_matches('/').rsplit('/').next().map(str::to_string)
-                })
-            })
-            .ok_or_else(|| ConnectorError::Malformed {
-                what: answer.url.clone(),
-                message: format!(
-                    "a create was answered without the new record's id at {}: {}",
-                    self.settings.id,
-                    crate::http::excerpt(&answer.body)
-                ),
-            })?;
-        Ok((WriteOutcome { id: RecordId::new(id) }, fetched))
+        Ok(body)
+    }
+
+    /// A record's id, as text.
+    pub(crate) fn id_of(&self, record: &Value) -> Option<String> {
+        match self.settings.id.get(record) {
+            Value::String(text) if !text.is_empty() => Some(text),
+            Value::Number(number) => Some(number.to_string()),
+            _ => None,
+        }
     }
 
     /// The error of a create that failed, unless the API made the record all the same (WordPress
@@ -421,7 +432,7 @@ impl RestConnector {
     /// a timeout leaves a create unknown): looked up by its `create.unique` value, such a record
     /// is `AlreadyExists`, so that the engine plans it again from a fresh read — completing the
     /// record found by its key instead of making a duplicate, or leaving an orphan behind.
-    async fn made_anyway(&self, fields: &[FieldWrite], error: ConnectorError) -> ConnectorError {
+    pub(crate) async fn made_anyway(&self, fields: &[FieldWrite], error: ConnectorError) -> ConnectorError {
         let Some(unique) = &self.settings.create.unique else { return error };
         let value = match fields.iter().find(|field| &field.path == unique).map(|field| &field.value) {
             Some(Value::String(text)) => text.trim().to_string(),
@@ -730,21 +741,30 @@ impl Connector for RestConnector {
         let mut results: Vec<Option<Result<WriteOutcome, ConnectorError>>> =
             (0..writes.len()).map(|_| None).collect();
         let mut tasks = tokio::task::JoinSet::new();
+        let mut batched = Vec::new();
         for (index, write) in writes.iter().enumerate() {
             if let Some(id) = taken.get(&index) {
                 results[index] = Some(Err(ConnectorError::AlreadyExists { id: id.clone() }));
                 continue;
             }
+            if self.settings.batch.is_some() && matches!(write, Write::Create { .. }) {
+                batched.push((index, write.clone()));
+                continue;
+            }
             let connector = self.shallow();
             let write = write.clone();
-            tasks.spawn(async move { (index, connector.apply_one(&write).await) });
+            tasks.spawn(async move { vec![(index, connector.apply_one(&write).await)] });
         }
+        self.spawn_batches(&mut tasks, batched);
+        let mut answered = Vec::new();
         while let Some(joined) = tasks.join_next().await {
-            let (index, result) = joined.map_err(|error| ConnectorError::Unavailable {
+            answered.extend(joined.map_err(|error| ConnectorError::Unavailable {
                 what: self.what(),
                 message: format!("a write stopped: {error}"),
                 retry_after: None,
-            })?;
+            })?);
+        }
+        for (index, result) in answered {
             if let Ok((outcome, _)) = &result {
                 self.note_unique_holder(&writes[index], &outcome.id);
             }
@@ -1067,7 +1087,7 @@ impl RestConnector {
 
     /// A copy sharing the settings and the sender, for a task of its own; it keeps no
     /// written records.
-    fn shallow(&self) -> RestConnector {
+    pub(crate) fn shallow(&self) -> RestConnector {
         RestConnector {
             settings: Arc::clone(&self.settings),
             http: Arc::clone(&self.http),

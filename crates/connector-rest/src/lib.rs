@@ -3,13 +3,14 @@
 //! environment, pacing and rate limits, and writes that are verified and never sent when
 //! they would change nothing. Presets (`wordpress`, `drf`) fill the settings in.
 
+mod batch;
 mod config;
 mod connector;
 mod http;
 mod path;
 
 pub use config::{
-    Auth, Create, Delete, Deleted, Empty, Method, Modified, Order, Paging, Preset, Rate, RestConfig,
+    Auth, Batch, Create, Delete, Deleted, Empty, Method, Modified, Order, Paging, Preset, Rate, RestConfig,
     Settings, Since, TimeFormat, Verify,
 };
 pub use connector::RestConnector;

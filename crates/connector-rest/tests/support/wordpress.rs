@@ -281,6 +281,13 @@ impl WordPress {
         serde_json::from_str(&output)
             .unwrap_or_else(|error| panic!("the new people's ids: {error}: {output}"))
     }
+
+    /// Every request WordPress answered so far, in order, as its router logged them: the
+    /// method, the path with its query, and the status (`POST /wp-json/wp/v2/people 201`).
+    pub fn requests(&self) -> Vec<String> {
+        let log = fs::read_to_string(self.dir.path().join("requests.log")).unwrap_or_default();
+        log.lines().map(str::to_owned).collect()
+    }
 }
 
 /// Returns `None` for a machine without the programs, or panics when `FIELDSYNC_REQUIRE_ALL`

@@ -8,6 +8,15 @@
 $fieldsync_root = rtrim( $_SERVER['DOCUMENT_ROOT'], '/' );
 $fieldsync_path = urldecode( parse_url( $_SERVER['REQUEST_URI'], PHP_URL_PATH ) );
 
+// Every request WordPress answers is logged beside the document root (`METHOD URI STATUS`),
+// for tests that count what a client sent: the built-in server logs none that a router runs.
+register_shutdown_function(
+	function () {
+		$line = $_SERVER['REQUEST_METHOD'] . ' ' . $_SERVER['REQUEST_URI'] . ' ' . http_response_code() . "\n";
+		file_put_contents( dirname( $_SERVER['DOCUMENT_ROOT'] ) . '/requests.log', $line, FILE_APPEND | LOCK_EX );
+	}
+);
+
 if ( '/' !== $fieldsync_path && is_file( $fieldsync_root . $fieldsync_path ) ) {
 	return false;
 }
