@@ -703,14 +703,30 @@ impl Connector for RestConnector {
                     });
                 let candidates = match param {
                     Some(param) => {
-                        let mut records = Vec::new();
+                        // One request per value, as many at once as the connector's concurrency
+                        // allows (its semaphore), like look-ups by id: one after another, a
+                        // thousand new members cost a thousand round trips in a row.
+                        let mut tasks = tokio::task::JoinSet::new();
                         for value in values {
-                            let url = self.list_url(None, &[(&param, value.clone())]);
-                            let answer = self.http.send(Method::GET, url, None, None, Kind::Read).await?;
-                            if !answer.status.is_success() {
-                                return Err(answer.error("looking records up by key"));
-                            }
-                            records.extend(self.records_of(&answer, &answer.json()?, &with_key)?);
+                            let connector = self.shallow();
+                            let (param, value, with_key) = (param.clone(), value.clone(), with_key.clone());
+                            tasks.spawn(async move {
+                                let url = connector.list_url(None, &[(&param, value)]);
+                                let answer =
+                                    connector.http.send(Method::GET, url, None, None, Kind::Read).await?;
+                                if !answer.status.is_success() {
+                                    return Err(answer.error("looking records up by key"));
+                                }
+                                connector.records_of(&answer, &answer.json()?, &with_key)
+                            });
+                        }
+                        let mut records = Vec::new();
+                        while let Some(result) = tasks.join_next().await {
+                            records.extend(result.map_err(|error| ConnectorError::Unavailable {
+                                what: self.what(),
+                                message: format!("a look-up stopped: {error}"),
+                                retry_after: None,
+                            })??);
                         }
                         records
                     }
