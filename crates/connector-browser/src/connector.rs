@@ -433,8 +433,9 @@ impl BrowserConnector {
     }
 
     /// Fills in, from the member's pages, the values the listing lacks: one page load per
-    /// page that holds some of them. A field the page does not show for this member is read
-    /// as empty, with a warning, so that one member's page does not fail the whole read.
+    /// page that holds some of them. A field the page does not show for this member fails the
+    /// read, naming the member, the page and the selector: read as empty, it would be taken
+    /// for a value a person cleared and cleared on the other side too.
     async fn complete(
         &mut self,
         record: &mut ConnectorRecord,
@@ -458,16 +459,16 @@ impl BrowserConnector {
             let fields: Vec<&Field> = here.iter().map(|&index| &page.fields[&paths[index]]).collect();
             let values = self.read_fields(&client, page, &fields, &relative).await?;
             for ((index, field), value) in here.into_iter().zip(&fields).zip(values) {
-                record.values[index] = value.unwrap_or_else(|| {
-                    tracing::warn!(
-                        member = %record.id,
-                        page = %self.url(&relative),
-                        selector = field.view.as_deref().unwrap_or(&field.selector),
-                        path = %paths[index],
-                        "A field is not on the member's page; read as empty."
-                    );
-                    Value::Null
-                });
+                record.values[index] = value.ok_or_else(|| ConnectorError::Misconfigured {
+                    message: format!(
+                        "field {} of member {}: `{}` is not on {}; nothing is read for it rather than \
+                         taking it for empty",
+                        paths[index],
+                        record.id,
+                        field.view.as_deref().unwrap_or(&field.selector),
+                        self.url(&relative)
+                    ),
+                })?;
             }
         }
         Ok(())
