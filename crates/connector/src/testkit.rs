@@ -8,6 +8,7 @@
 //! program the machine lacks says so.
 
 pub mod django;
+pub mod processes;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -23,13 +23,13 @@
 
 #![allow(dead_code, reason = "each test binary uses a part of the harness")]
 
+use fieldsync_connector::testkit::processes::Processes;
 use std::fmt;
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The must-use plugin with the `person` post type and its meta fields.
@@ -587,69 +587,4 @@ fn log_file(path: &Path) -> fs::File {
         .append(true)
         .open(path)
         .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()))
-}
-
-/// The site's processes, all in one process group whose leader is a watchdog shell: dropping
-/// this kills the whole group and reaps the children, and the watchdog kills the group itself
-/// when the test process is gone (killed, or exited without dropping).
-struct Processes {
-    group: i32,
-    children: Vec<Child>,
-}
-
-/// The watchdog: waits while the test process (`$1`) lives; then, from a session of its own
-/// (so that it outlives the group), kills its group and a second later removes the site's
-/// directory (`$2`).
-const WATCHDOG: &str = r#"
-    while kill -0 "$1" 2>/dev/null; do sleep 1; done
-    exec setsid sh -c 'kill -KILL -"$1"; sleep 1; rm -rf -- "$2"' sh "$$" "$2"
-"#;
-
-impl Processes {
-    /// Starts the watchdog of the test process, which removes `dir` when it has to kill.
-    fn start(dir: &Path) -> Processes {
-        let watchdog = Command::new("sh")
-            .args(["-c", WATCHDOG, "sh"])
-            .arg(std::process::id().to_string())
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("sh runs");
-        let group = i32::try_from(watchdog.id()).expect("a process id fits an i32");
-        Processes { group, children: vec![watchdog] }
-    }
-
-    /// Spawns `command` into the group; returns its index for [`Processes::exited`].
-    fn spawn(&mut self, command: &mut Command, what: &str) -> usize {
-        let child = command
-            .stdin(Stdio::null())
-            .process_group(self.group)
-            .spawn()
-            .unwrap_or_else(|error| panic!("{what} could not start: {error}"));
-        self.children.push(child);
-        self.children.len() - 1
-    }
-
-    /// The exit status of a child that has ended.
-    fn exited(&mut self, index: usize) -> Option<std::process::ExitStatus> {
-        self.children[index].try_wait().ok().flatten()
-    }
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.group)])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }

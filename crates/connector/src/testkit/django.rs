@@ -32,9 +32,10 @@ use std::io::Write as _;
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::processes::Processes;
 use serde_json::{Map, Value as Json};
 
 /// The interpreter whose packages the site runs on: Debian's, not one a user put on `PATH`.
@@ -441,65 +442,4 @@ fn tail(path: &Path) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-/// The site's processes, all in one process group whose leader is a watchdog shell: dropping
-/// this kills the whole group and reaps the children, and the watchdog kills the group itself
-/// (and removes the directory) when the test process is gone without dropping it.
-struct Processes {
-    group: i32,
-    children: Vec<Child>,
-}
-
-/// The watchdog: waits while the test process (`$1`) lives; then, from a session of its own
-/// (so that it outlives the group), kills its group and a second later removes `$2`.
-const WATCHDOG: &str = r#"
-    while kill -0 "$1" 2>/dev/null; do sleep 1; done
-    exec setsid sh -c 'kill -KILL -"$1"; sleep 1; rm -rf -- "$2"' sh "$$" "$2"
-"#;
-
-impl Processes {
-    fn start(dir: &Path) -> Processes {
-        let watchdog = Command::new("sh")
-            .args(["-c", WATCHDOG, "sh"])
-            .arg(std::process::id().to_string())
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("sh runs");
-        let group = i32::try_from(watchdog.id()).expect("a process id fits an i32");
-        Processes { group, children: vec![watchdog] }
-    }
-
-    /// Spawns `command` into the group; returns its index for [`Processes::exited`].
-    fn spawn(&mut self, command: &mut Command, what: &str) -> usize {
-        let child = command
-            .process_group(self.group)
-            .spawn()
-            .unwrap_or_else(|error| panic!("{what} could not start: {error}"));
-        self.children.push(child);
-        self.children.len() - 1
-    }
-
-    fn exited(&mut self, index: usize) -> Option<std::process::ExitStatus> {
-        self.children[index].try_wait().ok().flatten()
-    }
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.group)])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }

@@ -1,0 +1,83 @@
+//! `Processes`: the programs a test starts for a real system (a database server, a web server),
+//! kept in one process group so that none of them outlives the test, whether the test drops
+//! them, panics or is killed.
+
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A test's processes, all in one process group whose leader is a watchdog shell: dropping
+/// this kills the whole group and reaps the children, and the watchdog kills the group itself
+/// (and removes the test's directory) when the test process is gone without dropping it.
+pub struct Processes {
+    /// The process group: commands started outside [`Processes::spawn`] join it with
+    /// `process_group(group)`.
+    pub group: i32,
+    /// The children started so far, the watchdog first.
+    pub children: Vec<Child>,
+}
+
+/// The watchdog: waits while the test process (`$1`) lives; then, from a session of its own
+/// (so that it outlives the group), kills its group and a second later removes `$2`.
+const WATCHDOG: &str = r#"
+    while kill -0 "$1" 2>/dev/null; do sleep 1; done
+    exec setsid sh -c 'kill -KILL -"$1"; sleep 1; rm -rf -- "$2"' sh "$$" "$2"
+"#;
+
+impl Processes {
+    /// Starts the watchdog of the test process, which removes `dir` when it has to kill.
+    ///
+    /// # Panics
+    ///
+    /// When `sh` cannot be started.
+    pub fn start(dir: &Path) -> Processes {
+        let watchdog = Command::new("sh")
+            .args(["-c", WATCHDOG, "sh"])
+            .arg(std::process::id().to_string())
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("sh runs");
+        let group = i32::try_from(watchdog.id()).expect("a process id fits an i32");
+        Processes { group, children: vec![watchdog] }
+    }
+
+    /// Spawns `command` (with no standard input) into the group; returns its index for
+    /// [`Processes::exited`].
+    ///
+    /// # Panics
+    ///
+    /// When the command cannot be started, naming it as `what`.
+    pub fn spawn(&mut self, command: &mut Command, what: &str) -> usize {
+        let child = command
+            .stdin(Stdio::null())
+            .process_group(self.group)
+            .spawn()
+            .unwrap_or_else(|error| panic!("{what} could not start: {error}"));
+        self.children.push(child);
+        self.children.len() - 1
+    }
+
+    /// The exit status of a child that has ended.
+    pub fn exited(&mut self, index: usize) -> Option<std::process::ExitStatus> {
+        self.children[index].try_wait().ok().flatten()
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.group)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
