@@ -343,7 +343,11 @@ creates = "left_to_right"
 }
 
 fn django_config(site: &DjangoServer, concurrency: usize, key_param: bool) -> String {
-    let key_param = if key_param { "key_param = \"federation_id\"\n" } else { "" };
+    let key_param = if key_param {
+        "key_param = { name = \"federation_id__in\", path = \"/federation_id\", join = \",\" }\n"
+    } else {
+        ""
+    };
     format!(
         r#"state = "sqlite://state.db"
 

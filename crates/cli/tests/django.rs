@@ -113,7 +113,7 @@ kind = "rest"
 preset = "drf"
 base_url = "{url}"
 auth = {{ header = {{ name = "Authorization", value = "Token ${{DRF_TOKEN}}" }} }}
-key_param = "federation_id"
+key_param = {{ name = "federation_id__in", path = "/federation_id", join = "," }}
 version = "/version"
 create = {{ unique = "/federation_id" }}
 

@@ -257,6 +257,127 @@ pub struct Batch {
     pub size: Option<usize>,
 }
 
+/// A listing parameter that finds records by a field's value: `"federation_id"` (one value a
+/// request, the member of the same name), or a table, for an API that takes several values at
+/// once (`{ name = "federation_id__in", path = "/federation_id", join = ",", max = 50 }`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyParam {
+    /// The parameter's name.
+    pub name: String,
+    /// The field it finds records by; the member of the parameter's own name.
+    pub path: Option<String>,
+    /// How several values go in one request: joined by this text (`","`), or `"repeat"` for
+    /// the parameter once per value (`?id=a&id=b`). Without it, one value a request.
+    pub join: Option<String>,
+    /// The most values in one request, with `join`; 50.
+    pub max: Option<usize>,
+}
+
+impl From<&str> for KeyParam {
+    /// One value a request, by the member of the parameter's name.
+    fn from(name: &str) -> Self {
+        KeyParam { name: name.to_string(), path: None, join: None, max: None }
+    }
+}
+
+/// `key_param`'s table form.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyParamTable {
+    name: String,
+    path: Option<String>,
+    join: Option<String>,
+    max: Option<usize>,
+}
+
+impl<'de> Deserialize<'de> for KeyParam {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyParamVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for KeyParamVisitor {
+            type Value = KeyParam;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str(
+                    "a parameter's name, or { name = \"…\", path = \"/…\", join = \",\", max = 50 }",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<KeyParam, E> {
+                Ok(KeyParam::from(name))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<KeyParam, A::Error> {
+                let KeyParamTable { name, path, join, max } =
+                    KeyParamTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(KeyParam { name, path, join, max })
+            }
+        }
+
+        deserializer.deserialize_any(KeyParamVisitor)
+    }
+}
+
+/// How a look-up by key asks the API, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KeyLookup {
+    pub(crate) name: String,
+    /// The field it finds records by; `None`: the member named `name`, at any depth.
+    pub(crate) path: Option<FieldPath>,
+    pub(crate) join: Option<Join>,
+    /// The most values in one request (1 without `join`).
+    pub(crate) max: usize,
+}
+
+/// How several values go in one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Join {
+    /// Joined by this text into one parameter.
+    Text(String),
+    /// The parameter once per value.
+    Repeat,
+}
+
+impl KeyLookup {
+    /// Whether it finds records by the value at `path`.
+    pub(crate) fn finds(&self, path: &FieldPath) -> bool {
+        match &self.path {
+            Some(own) => own == path,
+            None => path.last_member() == Some(self.name.as_str()),
+        }
+    }
+}
+
+/// The most values one look-up request carries when `key_param` joins them and says no `max`.
+const KEY_VALUES: usize = 50;
+
+fn key_lookup(key_param: &KeyParam) -> Result<KeyLookup, String> {
+    if key_param.name.trim().is_empty() {
+        return Err("`key_param`: the parameter's name is empty".into());
+    }
+    let path = key_param
+        .path
+        .as_deref()
+        .map(|text| FieldPath::parse(text).map_err(|problem| format!("`key_param.path`: {problem}")))
+        .transpose()?;
+    let join = match key_param.join.as_deref() {
+        None => None,
+        Some("") => return Err("`key_param.join`: empty; a separator such as \",\", or \"repeat\"".into()),
+        Some("repeat") => Some(Join::Repeat),
+        Some(separator) => Some(Join::Text(separator.to_string())),
+    };
+    let max = match (key_param.max, &join) {
+        (Some(0), _) => return Err("`key_param.max` must be at least 1".into()),
+        (Some(_), None) => {
+            return Err("`key_param.max` needs `join`: how several values go in one request".into());
+        }
+        (Some(max), Some(_)) => max,
+        (None, Some(_)) => KEY_VALUES,
+        (None, None) => 1,
+    };
+    Ok(KeyLookup { name: key_param.name.clone(), path, join, max })
+}
+
 /// Records holding `value` at `path` are deleted (WordPress's trash, a `deleted` flag), however
 /// records are deleted when fieldsync deletes one.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -315,9 +436,9 @@ pub struct RestConfig {
     /// `order = "modified"`, records already listed at one time are left out by the API rather
     /// than paged past by number, for APIs whose order among records of one time is not stable.
     pub exclude_param: Option<String>,
-    /// A listing parameter that finds records by their link key (`federation_id`); without it
-    /// a look-up by key reads the listing.
-    pub key_param: Option<String>,
+    /// A listing parameter that finds records by their link key (`federation_id`, or a table
+    /// for several keys per request); without it a look-up by key reads the listing.
+    pub key_param: Option<KeyParam>,
     /// The method of an update; `PATCH`.
     pub update: Option<Method>,
     /// How records are created; with the collection's `POST`.
@@ -410,7 +531,7 @@ pub struct Settings {
     pub(crate) modified: Option<(FieldPath, TimeFormat, jiff::tz::TimeZone)>,
     pub(crate) since: Option<(String, TimeFormat, Option<jiff::tz::TimeZone>)>,
     pub(crate) order: Order,
-    pub(crate) key_param: Option<String>,
+    pub(crate) key_param: Option<KeyLookup>,
     pub(crate) exclude_param: Option<String>,
     pub(crate) update: Method,
     pub(crate) create: Create,
@@ -708,7 +829,7 @@ impl RestConfig {
             modified,
             since,
             order,
-            key_param: config.key_param.clone(),
+            key_param: config.key_param.as_ref().map(key_lookup).transpose()?,
             exclude_param: config.exclude_param.clone(),
             update: config.update.unwrap_or(Method::Patch),
             create,
@@ -793,6 +914,38 @@ mod tests {
         assert!(config.settings().unwrap_err().starts_with("`batch.url`"));
         config.batch = Some(Batch { url: "/wp-json/batch/v1".into(), size: Some(0) });
         assert!(config.settings().unwrap_err().starts_with("`batch.size`"));
+    }
+
+    #[test]
+    fn key_param_is_a_name_or_a_table_and_its_table_is_checked() {
+        let read = |value: serde_json::Value| -> Result<KeyLookup, String> {
+            let key_param: KeyParam = serde_json::from_value(value).map_err(|error| error.to_string())?;
+            let mut config = RestConfig::new("http://127.0.0.1:8000/api/players/");
+            config.key_param = Some(key_param);
+            Ok(config.settings()?.key_param.unwrap())
+        };
+        let plain = read(serde_json::json!("federation_id")).unwrap();
+        assert_eq!((plain.join.clone(), plain.max), (None, 1));
+        assert!(plain.finds(&FieldPath::parse("/meta/federation_id").unwrap()));
+        let joined =
+            read(serde_json::json!({ "name": "federation_id__in", "path": "/federation_id", "join": "," }))
+                .unwrap();
+        assert_eq!((joined.join.clone(), joined.max), (Some(Join::Text(",".into())), 50));
+        assert!(joined.finds(&FieldPath::parse("/federation_id").unwrap()));
+        assert!(!joined.finds(&FieldPath::parse("/meta/federation_id").unwrap()));
+        let repeated = read(serde_json::json!({ "name": "id", "join": "repeat", "max": 10 })).unwrap();
+        assert_eq!((repeated.join, repeated.max), (Some(Join::Repeat), 10));
+        for (wrong, named) in [
+            (serde_json::json!({ "name": "id", "max": 10 }), "`key_param.max` needs `join`"),
+            (serde_json::json!({ "name": "id", "join": ",", "max": 0 }), "`key_param.max` must be"),
+            (serde_json::json!({ "name": "id", "join": "" }), "`key_param.join`"),
+            (serde_json::json!({ "name": "id", "path": "/tags[type=" }), "`key_param.path`"),
+            (serde_json::json!({ "name": "id", "joins": "," }), "unknown field `joins`"),
+            (serde_json::json!(""), "`key_param`"),
+        ] {
+            let error = read(wrong.clone()).unwrap_err();
+            assert!(error.contains(named), "{wrong}: {error}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! before writing. A write is verified by the record its response holds, or by reading it
 //! again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use fieldsync_connector::{
@@ -20,7 +20,9 @@ use jiff::Timestamp;
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
-use crate::config::{Delete, Empty, Order, Paging, RestConfig, Settings, TimeFormat, Verify};
+use crate::config::{
+    Delete, Empty, Join, KeyLookup, Order, Paging, RestConfig, Settings, TimeFormat, Verify,
+};
 use crate::http::{Answer, Http, Kind, shown};
 use crate::path::FieldPath;
 
@@ -172,12 +174,16 @@ impl RestConnector {
         }
     }
 
-    /// Every page of a listing from `url`, for look-ups without a key parameter.
-    async fn read_all(&mut self, request: &ReadRequest) -> Result<Vec<ConnectorRecord>, ConnectorError> {
+    /// Every page of a listing, narrowed by `filter`'s query parameters, for look-ups.
+    async fn read_all(
+        &mut self,
+        request: &ReadRequest,
+        filter: &[(String, String)],
+    ) -> Result<Vec<ConnectorRecord>, ConnectorError> {
         let mut records = Vec::new();
         let mut token = None;
         loop {
-            let page = self.list_page(request, token.as_ref()).await?;
+            let page = self.list_page(request, token.as_ref(), filter).await?;
             records.extend(page.records);
             match page.next {
                 Some(next) => token = Some(next),
@@ -462,6 +468,14 @@ impl RestConnector {
 
 /// Whether an answer refuses a page number as past the last page: WordPress's 400
 /// `rest_post_invalid_page_number`, Django REST Framework's 404 "Invalid page.".
+/// A listing's query parameters: `filter`'s, then the page's `position`.
+fn with_filter<'a>(
+    filter: &'a [(String, String)],
+    position: Option<(&'a str, String)>,
+) -> Vec<(&'a str, String)> {
+    filter.iter().map(|(name, value)| (name.as_str(), value.clone())).chain(position).collect()
+}
+
 fn past_the_last_page(answer: &Answer) -> bool {
     matches!(answer.status, StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND)
         && answer.body.to_ascii_lowercase().contains("page")
@@ -651,7 +665,7 @@ impl Connector for RestConnector {
             // A new listing: a new run, whose creates read the unique values afresh.
             *self.unique_holders.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
-        self.list_page(request, token).await
+        self.list_page(request, token, &[]).await
     }
 
     async fn lookup(
@@ -693,45 +707,23 @@ impl Connector for RestConnector {
             Lookup::Key { path, values } => {
                 let mut all_paths = paths.to_vec();
                 all_paths.push(path.clone());
-                let with_key = field_paths(all_paths.iter().map(String::as_str))?;
-                // The parameter finds records by the member of its own name; a look-up at
-                // another path reads the listing.
+                // The parameter finds records by its own field; a look-up at another path reads
+                // the listing.
                 let asked = FieldPath::parse(path).ok();
-                let param =
-                    self.settings.key_param.clone().filter(|param| {
-                        asked.as_ref().and_then(FieldPath::last_member) == Some(param.as_str())
-                    });
-                let candidates = match param {
-                    Some(param) => {
-                        // One request per value, as many at once as the connector's concurrency
-                        // allows (its semaphore), like look-ups by id: one after another, a
-                        // thousand new members cost a thousand round trips in a row.
-                        let mut tasks = tokio::task::JoinSet::new();
-                        for value in values {
-                            let connector = self.shallow();
-                            let (param, value, with_key) = (param.clone(), value.clone(), with_key.clone());
-                            tasks.spawn(async move {
-                                let url = connector.list_url(None, &[(&param, value)]);
-                                let answer =
-                                    connector.http.send(Method::GET, url, None, None, Kind::Read).await?;
-                                if !answer.status.is_success() {
-                                    return Err(answer.error("looking records up by key"));
-                                }
-                                connector.records_of(&answer, &answer.json()?, &with_key)
-                            });
-                        }
-                        let mut records = Vec::new();
-                        while let Some(result) = tasks.join_next().await {
-                            records.extend(result.map_err(|error| ConnectorError::Unavailable {
-                                what: self.what(),
-                                message: format!("a look-up stopped: {error}"),
-                                retry_after: None,
-                            })??);
-                        }
-                        records
-                    }
-                    None => self.read_all(&ReadRequest { paths: all_paths, since: None }).await?,
+                let key = self
+                    .settings
+                    .key_param
+                    .clone()
+                    .filter(|key| asked.as_ref().is_some_and(|asked| key.finds(asked)));
+                let request = ReadRequest { paths: all_paths, since: None };
+                let candidates = match key {
+                    Some(key) => self.find_by_key(&key, &request, values).await?,
+                    None => self.read_all(&request, &[]).await?,
                 };
+                // A record answered twice (by two requests, or on two pages of a listing that
+                // moved) is one record.
+                let wanted: HashSet<&str> = values.iter().map(String::as_str).collect();
+                let mut seen = HashSet::new();
                 Ok(candidates
                     .into_iter()
                     .filter_map(|mut record| {
@@ -741,7 +733,7 @@ impl Connector for RestConnector {
                             Value::Number(number) => number.to_string(),
                             _ => return None,
                         };
-                        values.contains(&text).then_some(record)
+                        (wanted.contains(text.as_str()) && seen.insert(record.id.clone())).then_some(record)
                     })
                     .collect())
             }
@@ -807,29 +799,32 @@ impl Connector for RestConnector {
 }
 
 impl RestConnector {
-    /// One page of a listing (`Connector::read_page` without its side effects on the caches).
+    /// One page of a listing (`Connector::read_page` without its side effects on the caches),
+    /// narrowed by `filter`'s query parameters.
     async fn list_page(
         &mut self,
         request: &ReadRequest,
         token: Option<&PageToken>,
+        filter: &[(String, String)],
     ) -> Result<Page, ConnectorError> {
         self.written.clear();
         let settings = Arc::clone(&self.settings);
         let since = request.since.filter(|_| settings.since.is_some());
         let paths = field_paths(request.paths.iter().map(String::as_str))?;
         if settings.order == Order::Modified {
-            return self.read_changes(request, token, &paths).await;
+            return self.read_changes(request, token, &paths, filter).await;
         }
         let token = token.map(|token| token.0.as_str());
+        let with_filter = |position| with_filter(filter, position);
         let url = match (&settings.paging, token) {
             (Paging::Page { param, .. }, page) => {
-                self.list_url(since, &[(param, page.unwrap_or("1").to_string())])
+                self.list_url(since, &with_filter(Some((param, page.unwrap_or("1").to_string()))))
             }
             (Paging::Offset { param }, offset) => {
-                self.list_url(since, &[(param, offset.unwrap_or("0").to_string())])
+                self.list_url(since, &with_filter(Some((param, offset.unwrap_or("0").to_string()))))
             }
             (Paging::Cursor { param, .. }, Some(cursor)) => {
-                self.list_url(since, &[(param, cursor.to_string())])
+                self.list_url(since, &with_filter(Some((param, cursor.to_string()))))
             }
             (Paging::Link | Paging::NextUrl { .. }, Some(next)) => {
                 Url::parse(next).map_err(|error| ConnectorError::Malformed {
@@ -838,7 +833,7 @@ impl RestConnector {
                 })?
             }
             (Paging::Cursor { .. } | Paging::Link | Paging::NextUrl { .. }, None) => {
-                self.list_url(since, &[])
+                self.list_url(since, &with_filter(None))
             }
         };
         let answer = self.http.send(Method::GET, url, None, None, Kind::Read).await?;
@@ -890,6 +885,47 @@ impl RestConnector {
 }
 
 impl RestConnector {
+    /// The records holding any of `values` at the key parameter's field (and perhaps others:
+    /// the caller compares), `max` values a request, as many requests at once as the
+    /// connector's concurrency allows (its semaphore): one value after another, a thousand
+    /// new members would cost a thousand round trips in a row. A value holding the join's
+    /// separator cannot share a parameter, nor be asked alone (the API would split it): those
+    /// are found by reading the listing.
+    async fn find_by_key(
+        &mut self,
+        key: &KeyLookup,
+        request: &ReadRequest,
+        values: &[String],
+    ) -> Result<Vec<ConnectorRecord>, ConnectorError> {
+        let (split, joinable): (Vec<&String>, Vec<&String>) = values.iter().partition(
+            |value| matches!(&key.join, Some(Join::Text(separator)) if value.contains(separator.as_str())),
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        for chunk in joinable.chunks(key.max) {
+            let filter: Vec<(String, String)> = match &key.join {
+                Some(Join::Text(separator)) => vec![(
+                    key.name.clone(),
+                    chunk.iter().map(|value| value.as_str()).collect::<Vec<_>>().join(separator),
+                )],
+                Some(Join::Repeat) | None => {
+                    chunk.iter().map(|value| (key.name.clone(), (*value).clone())).collect()
+                }
+            };
+            let mut connector = self.shallow();
+            let request = request.clone();
+            tasks.spawn(async move { connector.read_all(&request, &filter).await });
+        }
+        let mut records = if split.is_empty() { Vec::new() } else { self.read_all(request, &[]).await? };
+        while let Some(result) = tasks.join_next().await {
+            records.extend(result.map_err(|error| ConnectorError::Unavailable {
+                what: self.what(),
+                message: format!("a look-up stopped: {error}"),
+                retry_after: None,
+            })??);
+        }
+        Ok(records)
+    }
+
     /// Tells the unique values read this run of a write that landed: a create holds its
     /// value now, a deleted record none.
     fn note_unique_holder(&self, write: &Write, id: &RecordId) {
@@ -937,7 +973,9 @@ impl RestConnector {
         if wanted.is_empty() {
             return Ok(HashMap::new());
         }
-        let holders: HashMap<String, RecordId> = if self.settings.key_param.is_some() {
+        let by_key_param = FieldPath::parse(&unique)
+            .is_ok_and(|path| self.settings.key_param.as_ref().is_some_and(|key| key.finds(&path)));
+        let holders: HashMap<String, RecordId> = if by_key_param {
             let values = wanted.iter().map(|(_, value)| value.clone()).collect();
             let found = self
                 .lookup(std::slice::from_ref(&unique), &Lookup::Key { path: unique.clone(), values })
@@ -955,7 +993,7 @@ impl RestConnector {
                 None => {
                     let request = ReadRequest { paths: vec![unique.clone()], since: None };
                     let known: HashMap<String, RecordId> = self
-                        .read_all(&request)
+                        .read_all(&request, &[])
                         .await?
                         .into_iter()
                         .filter(|record| !record.deleted)
@@ -999,6 +1037,7 @@ impl RestConnector {
         request: &ReadRequest,
         token: Option<&PageToken>,
         paths: &[FieldPath],
+        filter: &[(String, String)],
     ) -> Result<Page, ConnectorError> {
         let settings = Arc::clone(&self.settings);
         let resume = match token {
@@ -1022,7 +1061,7 @@ impl RestConnector {
                 )
             }
         };
-        let mut extra = vec![position];
+        let mut extra = with_filter(filter, Some(position));
         // Records already listed at `since` are left out by the API itself where it can: its
         // order among records of one time may change from page to page (WordPress orders by
         // the modified time alone), so page numbers within one time can skip some.

@@ -10,8 +10,8 @@ mod http;
 mod path;
 
 pub use config::{
-    Auth, Batch, Create, Delete, Deleted, Empty, Method, Modified, Order, Paging, Preset, Rate, RestConfig,
-    Settings, Since, TimeFormat, Verify,
+    Auth, Batch, Create, Delete, Deleted, Empty, KeyParam, Method, Modified, Order, Paging, Preset, Rate,
+    RestConfig, Settings, Since, TimeFormat, Verify,
 };
 pub use connector::RestConnector;
 pub use fieldsync_connector::Secret;

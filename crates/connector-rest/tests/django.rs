@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use fieldsync_connector::testkit::django::{DjangoOptions, DjangoServer};
 use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, TestRecord};
 use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, ReadRequest, Write};
-use fieldsync_connector_rest::{Auth, Preset, RestConfig, RestConnector, Secret};
+use fieldsync_connector_rest::{Auth, KeyParam, Preset, RestConfig, RestConnector, Secret};
 use fieldsync_model::RecordId;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
@@ -21,7 +21,12 @@ fn config(site: &DjangoServer) -> RestConfig {
         name: "Authorization".into(),
         value: Secret::new(format!("Token {}", site.token())),
     });
-    config.key_param = Some("federation_id".into());
+    config.key_param = Some(KeyParam {
+        name: "federation_id__in".into(),
+        path: Some("/federation_id".into()),
+        join: Some(",".into()),
+        max: None,
+    });
     config.version = Some("/version".into());
     config.create = Some(fieldsync_connector_rest::Create {
         unique: Some("/federation_id".into()),
@@ -264,4 +269,86 @@ async fn etag_against_django_which_sends_none_fails_check() {
         .await
         .expect("a page");
     assert_eq!(read.records.len(), 2);
+}
+
+/// Look-ups by key through django-filter's `federation_id__in`, as the README configures them:
+/// fifty keys a request, each request's answer read to its last page, every player asked for
+/// found and no other, and a key holding the separator (which the API would split) found by
+/// reading the listing.
+#[tokio::test]
+async fn look_ups_by_key_ask_django_for_fifty_keys_a_request() {
+    let Some(site) = DjangoServer::start(&DjangoOptions { players: 130, ..DjangoOptions::default() }) else {
+        return;
+    };
+    site.python("Player.objects.filter(federation_id='FED00007').update(federation_id='FED,0007')");
+    let mut config = config(&site);
+    // Each request's fifty players come in three pages.
+    config.page_size = Some(20);
+    let mut connector = RestConnector::open(&config).expect("a valid configuration");
+    let mut asked: Vec<String> = (1..=120).map(|number| format!("FED{number:05}")).collect();
+    asked.retain(|key| key != "FED00007");
+    asked.push("FED,0007".into());
+    asked.push("NOBODY00001".into());
+    let before = site.requests().len();
+    let found = connector
+        .lookup(
+            &["/last_name".to_string()],
+            &Lookup::Key { path: "/federation_id".into(), values: asked.clone() },
+        )
+        .await
+        .expect("looked up");
+
+    let players = stored(&site);
+    let expected: BTreeMap<String, Value> = asked
+        .iter()
+        .filter_map(|key| players.get(key))
+        .map(|player| (player["id"].to_string(), player["last_name"].clone()))
+        .collect();
+    let got: BTreeMap<String, Value> =
+        found.iter().map(|record| (record.id.to_string(), record.values[0].clone())).collect();
+    assert_eq!(found.len(), got.len(), "no player found twice");
+    assert_eq!(expected.len(), 120, "the seed has the players asked for");
+    assert_eq!(got, expected, "each player asked for, read at the path asked, and no other");
+
+    let requests = site.requests()[before..].to_vec();
+    assert!(requests.iter().all(|request| request.method == "GET" && request.status == 200), "{requests:?}");
+    let mut keys_asked = Vec::new();
+    for request in &requests {
+        let url = reqwest::Url::parse(&format!("http://site{}", request.path)).expect("a logged path");
+        for (_, value) in url.query_pairs().filter(|(name, _)| name == "federation_id__in") {
+            let keys: Vec<String> = value.split(',').map(str::to_string).collect();
+            assert!(keys.len() <= 50, "{} keys in one request: {}", keys.len(), request.path);
+            if url.query_pairs().all(|(name, value)| name != "page" || value == "1") {
+                keys_asked.extend(keys);
+            }
+        }
+    }
+    keys_asked.sort();
+    let mut joinable: Vec<String> = asked.iter().filter(|key| !key.contains(',')).cloned().collect();
+    joinable.sort();
+    assert_eq!(keys_asked, joinable, "every key without a comma asked once, by the parameter");
+    let listing_pages = requests.iter().filter(|request| !request.path.contains("federation_id__in")).count();
+    assert_eq!(listing_pages, 7, "the key with a comma: the listing of 130 players, 20 a page: {requests:?}");
+    // 120 keys by the parameter, 50, 50 and 20 a request, whose 50, 50 and 19 players come in
+    // 3, 3 and 1 pages.
+    assert_eq!(requests.len() - listing_pages, 7, "{requests:?}");
+
+    // The parameter's plain form asks for one key a request, by its exact filter.
+    config.key_param = Some("federation_id".into());
+    let mut connector = RestConnector::open(&config).expect("a valid configuration");
+    let before = site.requests().len();
+    let asked: Vec<String> = ["FED00011", "FED00012", "FED00013", "NOBODY00002"].map(String::from).to_vec();
+    let found = connector
+        .lookup(&["/last_name".to_string()], &Lookup::Key { path: "/federation_id".into(), values: asked })
+        .await
+        .expect("looked up");
+    let mut got: Vec<String> = found.iter().map(|record| record.id.to_string()).collect();
+    got.sort();
+    let mut expected: Vec<String> =
+        ["FED00011", "FED00012", "FED00013"].iter().map(|key| players[*key]["id"].to_string()).collect();
+    expected.sort();
+    assert_eq!(got, expected);
+    let requests = site.requests()[before..].to_vec();
+    assert_eq!(requests.len(), 4, "{requests:?}");
+    assert!(requests.iter().all(|request| request.path.contains("federation_id=")), "{requests:?}");
 }

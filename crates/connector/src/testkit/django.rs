@@ -1,6 +1,7 @@
 //! A real Django club site on loopback for the tests: a Django REST Framework API of players at
 //! `/api/players/` and Django's own admin at `/admin/club/player/`, from Debian's
-//! `python3-django` and `python3-djangorestframework`, run by `/usr/bin/python3`.
+//! `python3-django`, `python3-djangorestframework` and `python3-django-filters`, run by
+//! `/usr/bin/python3`.
 //!
 //! [`DjangoServer::start`] copies the project in `crates/connector/testkit/django` into a fresh
 //! temporary directory, migrates an SQLite file there, makes the superuser the test chose (with
@@ -42,8 +43,7 @@ use serde_json::{Map, Value as Json};
 pub const PYTHON: &str = "/usr/bin/python3";
 
 /// What a machine without the packages is told to install.
-const INSTALL_HINT: &str =
-    "apt-get install --no-install-recommends python3-django python3-djangorestframework";
+const INSTALL_HINT: &str = "apt-get install --no-install-recommends python3-django python3-djangorestframework python3-django-filters";
 
 /// How long migrating, seeding, a Python snippet or the server's start may take.
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -327,20 +327,21 @@ impl DjangoServer {
     }
 }
 
-/// Whether `/usr/bin/python3` has Django and Django REST Framework; what is missing if not.
+/// Whether `/usr/bin/python3` has Django, Django REST Framework and django-filter; what is
+/// missing if not.
 fn find_django() -> Result<(), String> {
     if !Path::new(PYTHON).is_file() {
         return Err(format!("{PYTHON} is not installed"));
     }
     let output = Command::new(PYTHON)
-        .args(["-c", "import django, rest_framework; print(django.get_version())"])
+        .args(["-c", "import django, rest_framework, django_filters; print(django.get_version())"])
         .stdin(Stdio::null())
         .output()
         .map_err(|error| format!("{PYTHON} does not run: {error}"))?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(format!("{PYTHON} has no Django or Django REST Framework"))
+        Err(format!("{PYTHON} has no Django, Django REST Framework or django-filter"))
     }
 }
 

@@ -1,9 +1,11 @@
 """The players API: a ModelViewSet at /api/players/, paged by number (`page`, `page_size`),
 ordered by `updated_at` then `id`, filtered by `updated_after` (at or after, an ISO 8601
-time; one without an offset is Amsterdam time) and `federation_id` (one or more, by
+time; one without an offset is Amsterdam time) and, through django-filter as most Django
+REST Framework APIs filter, `federation_id` (one) and `federation_id__in` (several, by
 commas). An update naming a stale `version` is refused with 409."""
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import exceptions, viewsets
 from rest_framework.pagination import PageNumberPagination
 
@@ -25,6 +27,8 @@ class Conflict(exceptions.APIException):
 class PlayerViewSet(viewsets.ModelViewSet):
     serializer_class = PlayerSerializer
     pagination_class = PlayerPagination
+    filter_backends = [DjangoFilterBackend]
+    filterset_fields = {"federation_id": ["exact", "in"]}
 
     def get_queryset(self):
         players = Player.objects.all().order_by("updated_at", "id")
@@ -39,9 +43,6 @@ class PlayerViewSet(viewsets.ModelViewSet):
             if timezone.is_naive(when):
                 when = timezone.make_aware(when)
             players = players.filter(updated_at__gte=when)
-        ids = params.get("federation_id")
-        if ids:
-            players = players.filter(federation_id__in=[part for part in ids.split(",") if part])
         return players
 
     def perform_create(self, serializer):
