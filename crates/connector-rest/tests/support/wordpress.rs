@@ -218,16 +218,14 @@ impl WordPress {
         serde_json::from_str(&output).unwrap_or_else(|error| panic!("SQL rows as JSON: {error}: {output}"))
     }
 
-    /// The REST requests the site answered so far whose method may change something (`POST`,
-    /// `PUT`, `PATCH`, `DELETE`), as `METHOD ROUTE` lines from the plugin's request log.
+    /// The requests the site answered so far whose method may change something (`POST`, `PUT`,
+    /// `PATCH`, `DELETE`; a `/batch/v1` call is one), as [`WordPress::requests`] logs them.
     pub fn changing_requests(&self) -> Vec<String> {
-        let log =
-            fs::read_to_string(self.docroot.join("wp-content/fieldsync-requests.log")).unwrap_or_default();
-        log.lines()
+        self.requests()
+            .into_iter()
             .filter(|request| {
                 ["POST ", "PUT ", "PATCH ", "DELETE "].iter().any(|method| request.starts_with(method))
             })
-            .map(str::to_owned)
             .collect()
     }
 

@@ -134,20 +134,3 @@ function fieldsync_people_fail_contact_info( $check, $object_id, $meta_key ) {
 	}
 	return $check;
 }
-
-add_filter( 'rest_pre_dispatch', 'fieldsync_people_log_request', 10, 3 );
-
-/**
- * Writes one line per REST request (`METHOD ROUTE`) to wp-content/fieldsync-requests.log, so
- * that a test can prove on the site's side what a client sent, e.g. that a run changed nothing.
- *
- * @param mixed           $result  The response so far (null: dispatch as usual).
- * @param WP_REST_Server  $server  The server.
- * @param WP_REST_Request $request The request.
- * @return mixed `$result` as it was.
- */
-function fieldsync_people_log_request( $result, $server, $request ) {
-	$line = $request->get_method() . ' ' . $request->get_route() . "\n";
-	file_put_contents( WP_CONTENT_DIR . '/fieldsync-requests.log', $line, FILE_APPEND | LOCK_EX );
-	return $result;
-}
