@@ -9,7 +9,8 @@ use std::time::Duration;
 use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, TestRecord};
 use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, PageToken, ReadRequest, Write};
 use fieldsync_connector_rest::{
-    Auth, FieldPath, Modified, Order, Paging, Preset, RestConfig, RestConnector, Secret, Since, TimeFormat,
+    Auth, FieldPath, KeyParam, Modified, Order, Paging, Preset, RestConfig, RestConnector, Secret, Since,
+    TimeFormat,
 };
 use fieldsync_model::RecordId;
 use serde_json::{Value, json};
@@ -894,4 +895,36 @@ async fn etag_claimed_against_an_api_that_sends_none_fails_check_and_writes() {
     let mut connector = RestConnector::open(&Api::Drf.config(&drf)).unwrap();
     let probe = connector.check(&["/key".to_string()]).await.expect("check passes with ETags");
     assert!(probe.capabilities.conditional_writes);
+}
+
+#[tokio::test]
+async fn a_key_parameter_repeated_per_value_asks_for_several_keys_a_request() {
+    let drf = FixtureServer::start(Style::Drf).await;
+    let ids: Vec<i64> = (1..=7)
+        .map(|n| drf.insert(json!({"key": format!("m{n}"), "name": format!("Member {n}"), "email": format!("m{n}@club.nl")})))
+        .collect();
+    let mut config = Api::Drf.config(&drf);
+    config.key_param =
+        Some(KeyParam { name: "key".into(), path: None, join: Some("repeat".into()), max: Some(3) });
+    let mut connector = RestConnector::open(&config).unwrap();
+    let before = drf.requests().len();
+    let asked: Vec<String> = ["m1", "m2", "m4", "m5", "m7", "nobody"].map(String::from).to_vec();
+    let found = connector
+        .lookup(&["/name".to_string()], &Lookup::Key { path: "/key".into(), values: asked })
+        .await
+        .expect("looked up");
+    let mut got: Vec<(String, Value)> =
+        found.iter().map(|record| (record.id.to_string(), record.values[0].clone())).collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected: Vec<(String, Value)> = [0, 1, 3, 4, 6]
+        .iter()
+        .map(|&index| (ids[index].to_string(), json!(format!("Member {}", index + 1))))
+        .collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got, expected);
+    let requests = drf.requests()[before..].to_vec();
+    let mut asked_per_request: Vec<usize> =
+        requests.iter().map(|request| request.path.matches("key=").count()).collect();
+    asked_per_request.sort_unstable();
+    assert_eq!(asked_per_request, vec![3, 3], "six keys, three a request: {requests:?}");
 }

@@ -1415,6 +1415,14 @@ impl Shared {
             .filter(|(_, stored)| {
                 after.is_none_or(|t| stored.modified >= t) && before.is_none_or(|t| stored.modified <= t)
             })
+            // `?key=a&key=b`: any of the keys, as Django's `MultipleChoiceFilter` reads a repeated
+            // parameter.
+            .filter(|(_, stored)| {
+                let keys: Vec<&str> =
+                    query.iter().filter(|(name, _)| name == "key").map(|(_, value)| value.as_str()).collect();
+                keys.is_empty()
+                    || stored.fields.get("key").and_then(Value::as_str).is_some_and(|key| keys.contains(&key))
+            })
             .collect();
         rows.sort_by(|a, b| {
             ordering
