@@ -1,14 +1,16 @@
 //! fieldsync's application layer: the configuration file read into a validated `Config`
-//! (whose links are the engine's `LinkSpec`s), and the registry that opens each configured
-//! connector as an `AnyConnector`.
+//! (whose links are the engine's `LinkSpec`s), the registry that opens each configured
+//! connector as an `AnyConnector`, and the use cases over both (`Workspace`).
 //!
 //! Architecture Invariant: only this crate knows connectors by kind; the engine sees a `Connector`.
 
 pub mod config;
 pub mod registry;
+pub mod workspace;
 
 pub use config::{
     Config, ConfigError, ConnectorConfig, ConnectorKind, LinkConfig, Location, Problem, StatePath, load,
     load_offline, parse, parse_with_env,
 };
 pub use registry::{AnyConnector, open_connector};
+pub use workspace::{Workspace, WorkspaceError};

@@ -5,10 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
-use fieldsync_engine::RunOptions;
+use fieldsync_app::Workspace;
+use fieldsync_app::workspace::RunScope;
 use rusqlite::params;
 
-use crate::commands::{load, run_links};
+use crate::output::print_json_sorted;
+use crate::progress::RunPrinter;
 use crate::{Exit, Failure};
 
 /// How many members the demo makes.
@@ -263,7 +265,9 @@ fn edit_both_sides(dir: &Path) -> anyhow::Result<Vec<String>> {
 pub async fn demo(dir: &Path, json: bool) -> Result<Exit, Failure> {
     prepare_dir(dir)?;
     make_databases(dir).context("making the demo databases")?;
-    let config = load(&dir.join("fieldsync.toml"))?;
+    let mut workspace = Workspace::open(&dir.join("fieldsync.toml"))?;
+    let every_link = RunScope::default();
+    let mut printer = RunPrinter::new(json);
     let say = |text: &str| {
         if !json {
             outln!("{text}");
@@ -276,19 +280,19 @@ pub async fn demo(dir: &Path, json: bool) -> Result<Exit, Failure> {
         dir.display(),
         dir.join("fieldsync.toml").display()
     ));
-    let (_, first) = run_links(&config, None, RunOptions::default(), json).await?;
+    let first = workspace.run(&every_link, false, &mut printer).await?.reports;
     say("== 2. People edit both sides ==\n");
     let edits = edit_both_sides(dir).context("editing the demo databases")?;
     for line in &edits {
         say(&format!("  {line}"));
     }
     say("\n== 3. fieldsync plan: what a run would do ==\n");
-    let (_, plan) =
-        run_links(&config, None, RunOptions { dry_run: true, ..RunOptions::default() }, json).await?;
+    let plan = workspace.plan(&every_link, &mut printer).await?.reports;
     say("== 4. fieldsync run ==\n");
-    let (exit, second) = run_links(&config, None, RunOptions::default(), json).await?;
+    let run = workspace.run(&every_link, false, &mut printer).await?;
+    let (exit, second) = (Exit::from(run.outcome), run.reports);
     say("== 5. Another run: nothing changed, so nothing is written ==\n");
-    let (_, third) = run_links(&config, None, RunOptions::default(), json).await?;
+    let third = workspace.run(&every_link, false, &mut printer).await?.reports;
     let config_path = dir.join("fieldsync.toml");
     let config_arg = config_path.display();
     say(&format!(
@@ -302,7 +306,7 @@ pub async fn demo(dir: &Path, json: bool) -> Result<Exit, Failure> {
         return Err(anyhow!("the final run wrote {writes_at_end} values; it should write none").into());
     }
     if json {
-        crate::commands::print_json(&serde_json::json!({
+        print_json_sorted(&serde_json::json!({
             "directory": dir,
             "first_run": first,
             "edits": edits,

@@ -1,5 +1,5 @@
-//! The `fieldsync` command: parses arguments, loads the configuration, runs the command and
-//! maps its outcome to the documented exit codes (0 done, 1 some writes failed, 2
+//! The `fieldsync` command: parses arguments, runs the command through the app's `Workspace`
+//! and maps its outcome to the documented exit codes (0 done, 1 some writes failed, 2
 //! configuration or usage error, 3 stopped by the guard). Only this crate prints.
 
 #[macro_use]
@@ -210,10 +210,29 @@ impl Failure {
     }
 }
 
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(error: E) -> Self {
-        Self { exit: Exit::WritesFailed, error: error.into() }
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self { exit: Exit::WritesFailed, error }
     }
+}
+
+impl From<fieldsync_app::WorkspaceError> for Failure {
+    /// A wrong request (configuration, name, decision) is a usage error; anything else failed.
+    fn from(error: fieldsync_app::WorkspaceError) -> Self {
+        let exit = if error.is_usage() { Exit::Usage } else { Exit::WritesFailed };
+        Self { exit, error: error.into() }
+    }
+}
+
+/// An error with its causes, `outer: cause: cause`, as `main` prints a failure.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 fn main() -> ExitCode {

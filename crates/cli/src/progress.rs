@@ -1,8 +1,14 @@
-//! Progress bars for long runs on a terminal, through the engine's `Progress` trait; hidden
-//! when standard error is not a terminal.
+//! How the command line watches runs: a progress bar per link on a terminal, through the
+//! engine's `Progress` trait (hidden when standard error is not a terminal), and each link's
+//! report printed as its run ends (`RunPrinter`, the workspace's `RunObserver`).
 
-use fieldsync_engine::Progress;
+use std::io::IsTerminal as _;
+
+use fieldsync_app::WorkspaceError;
+use fieldsync_app::workspace::{Progress, RunObserver, RunReport};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::render;
 
 /// Draws one bar (or spinner) per phase on standard error.
 pub struct TerminalProgress {
@@ -48,5 +54,39 @@ impl Progress for TerminalProgress {
 
     fn advance(&self, count: u64) {
         self.bar.inc(count);
+    }
+}
+
+/// Shows runs as they go: progress on a terminal, and each report as text unless the
+/// command prints JSON.
+pub struct RunPrinter {
+    json: bool,
+}
+
+impl RunPrinter {
+    /// A printer for a command that prints JSON (`json`) or text.
+    pub fn new(json: bool) -> Self {
+        Self { json }
+    }
+}
+
+impl RunObserver for RunPrinter {
+    type Progress = TerminalProgress;
+
+    fn link_starts(&mut self, _link: &str) -> TerminalProgress {
+        TerminalProgress::new(!self.json && std::io::stderr().is_terminal())
+    }
+
+    fn link_ends(&mut self, progress: TerminalProgress, report: Option<&RunReport>) {
+        progress.finish();
+        if let Some(report) = report
+            && !self.json
+        {
+            outln!("{}", render::run_report(report));
+        }
+    }
+
+    fn link_failed(&mut self, _link: &str, error: &WorkspaceError) {
+        eprintln!("error: {}", crate::error_chain(error));
     }
 }

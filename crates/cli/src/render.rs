@@ -1,14 +1,18 @@
-//! Text rendering for people: run reports, reviews, outbox entries and history. JSON output
-//! is the types themselves, serialised.
+//! Text rendering for people of what the workspace returns: run reports, the check, status,
+//! reviews, outbox entries and history (and the history as CSV). JSON output is the same
+//! types, serialised.
 
 use std::fmt::Write as _;
 
-use fieldsync_engine::{Action, RunReport, SidePair};
+use fieldsync_app::workspace::{
+    Action, AuditEntry, CheckReport, LinkStatus, OutboxEntryView, ReviewView, RunHistory, RunReport, RunRow,
+    RunStatus,
+};
 use fieldsync_model::{Side, Value};
-use fieldsync_store::{AuditEntry, OutboxEntry, Review, RunRow, RunStatus};
 
-fn side_name(sides: &SidePair<String>, side: Side) -> &str {
-    sides.get(side)
+/// The connector name of a side of a report.
+fn side_name(report: &RunReport, side: Side) -> &str {
+    report.sides.get(side)
 }
 
 fn value(value: &Option<Value>) -> String {
@@ -16,7 +20,8 @@ fn value(value: &Option<Value>) -> String {
 }
 
 /// Replaces the words "left" and "right" in a reason with the connectors' names.
-fn named(reason: &str, sides: &SidePair<String>) -> String {
+fn named(reason: &str, report: &RunReport) -> String {
+    let sides = &report.sides;
     reason
         .replace("the left side", &format!("{} (left)", sides.left))
         .replace("the right side", &format!("{} (right)", sides.right))
@@ -72,7 +77,7 @@ pub fn run_report(report: &RunReport) -> String {
         let _ = writeln!(
             out,
             "  planned    → {}: {} updates ({} values), {} creates, {} deletes",
-            side_name(sides, side),
+            side_name(report, side),
             side_stats.updates_planned,
             side_stats.fields_planned,
             side_stats.creates_planned,
@@ -113,7 +118,7 @@ pub fn run_report(report: &RunReport) -> String {
             guard.kind,
             guard.count,
             guard.total,
-            side_name(sides, guard.side),
+            side_name(report, guard.side),
             guard.limit
         );
     }
@@ -122,8 +127,8 @@ pub fn run_report(report: &RunReport) -> String {
     }
     for line in &report.lines {
         let field = line.field.as_deref().map(|field| format!(" {field}")).unwrap_or_default();
-        let target = line.target.map(|side| side_name(sides, side).to_string()).unwrap_or_default();
-        let reason = named(&line.reason, sides);
+        let target = line.target.map(|side| side_name(report, side).to_string()).unwrap_or_default();
+        let reason = named(&line.reason, report);
         let text = match line.action {
             Action::Update => {
                 format!("  update   {}{field} → {target}: {}  ({reason})", line.key, value(&line.value))
@@ -166,7 +171,7 @@ pub fn run_report(report: &RunReport) -> String {
                 "  outbox {} {} → {}: {}: {}",
                 failure.outbox_id,
                 failure.key,
-                side_name(sides, failure.side),
+                side_name(report, failure.side),
                 failure.outcome,
                 failure.message
             );
@@ -182,7 +187,7 @@ pub fn run_report(report: &RunReport) -> String {
 }
 
 /// A list of reviews as text.
-pub fn reviews(reviews: &[Review]) -> String {
+pub fn reviews(reviews: &[ReviewView]) -> String {
     if reviews.is_empty() {
         return "No reviews.\n".into();
     }
@@ -194,27 +199,27 @@ pub fn reviews(reviews: &[Review]) -> String {
             review.id,
             review.status,
             review.link,
-            review.review.key,
-            review.review.field.as_deref().unwrap_or("(record)"),
-            value(&review.review.left),
-            value(&review.review.right),
-            review.review.reason
+            review.key,
+            review.field.as_deref().unwrap_or("(record)"),
+            value(&review.left),
+            value(&review.right),
+            review.reason
         );
     }
     out
 }
 
 /// One review in full, with the record's audit trail.
-pub fn review(review: &Review, audit: &[AuditEntry]) -> String {
+pub fn review(review: &ReviewView, audit: &[AuditEntry]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Review #{} ({}, {})", review.id, review.review.kind, review.status);
+    let _ = writeln!(out, "Review #{} ({}, {})", review.id, review.kind, review.status);
     let _ = writeln!(out, "  link    {}", review.link);
-    let _ = writeln!(out, "  record  {}", review.review.key);
-    let _ = writeln!(out, "  field   {}", review.review.field.as_deref().unwrap_or("(the whole record)"));
-    let _ = writeln!(out, "  base    {}", value(&review.review.base));
-    let _ = writeln!(out, "  left    {}", value(&review.review.left));
-    let _ = writeln!(out, "  right   {}", value(&review.review.right));
-    let _ = writeln!(out, "  reason  {}", review.review.reason);
+    let _ = writeln!(out, "  record  {}", review.key);
+    let _ = writeln!(out, "  field   {}", review.field.as_deref().unwrap_or("(the whole record)"));
+    let _ = writeln!(out, "  base    {}", value(&review.base));
+    let _ = writeln!(out, "  left    {}", value(&review.left));
+    let _ = writeln!(out, "  right   {}", value(&review.right));
+    let _ = writeln!(out, "  reason  {}", review.reason);
     if let Some(decision) = &review.decision {
         let _ = writeln!(out, "  decided {}", serde_json::to_string(decision).unwrap_or_default());
     }
@@ -224,7 +229,7 @@ pub fn review(review: &Review, audit: &[AuditEntry]) -> String {
         review.id
     );
     if !audit.is_empty() {
-        let _ = writeln!(out, "\nAudit of record {}:", review.review.key);
+        let _ = writeln!(out, "\nAudit of record {}:", review.key);
         out.push_str(&audit_lines(audit));
     }
     out
@@ -255,7 +260,7 @@ pub fn audit_lines(audit: &[AuditEntry]) -> String {
 }
 
 /// Outbox entries as text.
-pub fn outbox(entries: &[OutboxEntry]) -> String {
+pub fn outbox(entries: &[OutboxEntryView]) -> String {
     if entries.is_empty() {
         return "No outbox entries.\n".into();
     }
@@ -284,7 +289,7 @@ pub fn runs(runs: &[RunRow]) -> String {
     }
     let mut out = String::new();
     for run in runs {
-        let stat = |path: &str| run.stats.pointer(path).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let stat = |path: &str| stat(run, path);
         let _ = writeln!(
             out,
             "#{:<5} {} {:<8} {:<11} {:<9} read {}+{}, written {}, conflicts {}, reviews {}, dead {}{}",
@@ -306,4 +311,161 @@ pub fn runs(runs: &[RunRow]) -> String {
         }
     }
     out
+}
+
+/// One run with its statistics and audit trail.
+pub fn run_history(history: &RunHistory) -> String {
+    let mut out = runs(std::slice::from_ref(&history.run));
+    let _ = writeln!(out, "  statistics {}", history.run.stats);
+    out.push_str(&audit_lines(&history.audit));
+    out
+}
+
+/// Runs with their statistics as CSV, one row a run.
+///
+/// # Errors
+///
+/// When the CSV writer fails.
+pub fn history_csv(history: &[RunHistory]) -> Result<Vec<u8>, csv::Error> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record([
+        "run",
+        "link",
+        "mode",
+        "status",
+        "started_at",
+        "finished_at",
+        "left_read",
+        "right_read",
+        "left_changed",
+        "right_changed",
+        "writes_done",
+        "writes_retrying",
+        "writes_dead",
+        "conflicts_resolved",
+        "false_conflicts",
+        "reviews_open",
+        "invalid_values",
+        "error",
+    ])?;
+    for RunHistory { run, .. } in history {
+        let stat = |path: &str| stat(run, path).to_string();
+        writer.write_record([
+            run.id.to_string(),
+            run.link.clone(),
+            run.mode.clone(),
+            run.status.to_string(),
+            run.started_at.to_string(),
+            run.finished_at.map(|at| at.to_string()).unwrap_or_default(),
+            stat("/left/read"),
+            stat("/right/read"),
+            stat("/left/changed"),
+            stat("/right/changed"),
+            stat("/writes_done"),
+            stat("/writes_retrying"),
+            stat("/writes_dead"),
+            stat("/conflicts_resolved"),
+            stat("/false_conflicts"),
+            stat("/reviews_open"),
+            stat("/invalid_values"),
+            run.error.clone().unwrap_or_default(),
+        ])?;
+    }
+    writer.into_inner().map_err(|error| error.into_error().into())
+}
+
+/// A count in a run's statistics, 0 when absent.
+fn stat(run: &RunRow, path: &str) -> u64 {
+    run.stats.pointer(path).and_then(serde_json::Value::as_u64).unwrap_or(0)
+}
+
+/// Every link's state: in step or what waits, the last run, the outbox and the reviews.
+pub fn status(links: &[LinkStatus]) -> String {
+    let mut out = String::new();
+    for link in links {
+        // "In step" only when nothing is waiting: a write that keeps failing is not.
+        let state = if link.in_step {
+            format!("{} records in step", link.records)
+        } else {
+            let waiting: Vec<String> = [
+                (link.outbox.pending, "writes pending"),
+                (link.outbox.dead, "writes dead"),
+                (link.reviews.open, "reviews open"),
+                (link.reviews.resolved, "decisions to apply"),
+            ]
+            .into_iter()
+            .filter(|(count, _)| *count > 0)
+            .map(|(count, what)| format!("{count} {what}"))
+            .collect();
+            format!("{} records, NOT in step: {}", link.records, waiting.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "link {} ({} ⇄ {}): {state}",
+            link.link, link.connectors.left, link.connectors.right
+        );
+        match &link.last_run {
+            Some(run) => {
+                let _ = writeln!(
+                    out,
+                    "  last run   #{} {} at {} ({})",
+                    run.id,
+                    run.status,
+                    run.started_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                    run.mode
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  last run   none yet");
+            }
+        }
+        let _ = writeln!(out, "  outbox     {} pending, {} dead", link.outbox.pending, link.outbox.dead);
+        let _ = writeln!(
+            out,
+            "  reviews    {} open, {} decided and waiting for the next run",
+            link.reviews.open, link.reviews.resolved
+        );
+    }
+    out
+}
+
+/// What `check` found: each connector, each last-write-wins link's timing, and the verdict.
+pub fn check(report: &CheckReport) -> String {
+    let mut out = String::new();
+    for (name, check) in &report.connectors {
+        match (&check.probe, &check.error) {
+            (Some(probe), _) => {
+                let _ = writeln!(
+                    out,
+                    "{name}: {} {} — {} records; incremental {}, look-up by key {}, conditional writes {}, creates {}, deletes {}",
+                    probe.kind,
+                    probe.target,
+                    probe.records.map_or("?".to_string(), |count| count.to_string()),
+                    yes(probe.capabilities.incremental),
+                    yes(probe.capabilities.lookup_by_key),
+                    yes(probe.capabilities.conditional_writes),
+                    yes(probe.capabilities.create),
+                    yes(probe.capabilities.delete),
+                );
+            }
+            (None, error) => {
+                let _ = writeln!(out, "{name}: FAILED: {}", error.as_deref().unwrap_or_default());
+            }
+        }
+    }
+    for (name, note) in &report.conflict_timing {
+        let _ = writeln!(out, "link {name}: {note}");
+    }
+    let _ = writeln!(
+        out,
+        "configuration {} is valid: {} links, {} connectors",
+        report.config.display(),
+        report.links.len(),
+        report.connectors.len()
+    );
+    out
+}
+
+fn yes(flag: bool) -> &'static str {
+    if flag { "yes" } else { "no" }
 }

@@ -1,0 +1,119 @@
+//! The use cases: a `Workspace` over a loaded configuration runs and plans links, checks the
+//! connectors, reports status, and lists and acts on reviews, outbox entries and the history.
+//! Every method returns typed data that derives `serde::Serialize` and prints nothing, so the
+//! command line and a service render and serialise the same values.
+
+mod check;
+mod error;
+mod history;
+mod outbox;
+mod reviews;
+mod run;
+mod status;
+
+use std::path::Path;
+
+use fieldsync_store::StateStore;
+use serde::Serialize;
+
+use crate::{Config, StatePath};
+
+pub use check::{CheckReport, ConnectorCheck};
+pub use error::WorkspaceError;
+pub use history::RunHistory;
+pub use outbox::OutboxEntryView;
+pub use reviews::{Resolution, Resolved, ReviewDetail, ReviewView};
+pub use run::{Outcome, RunObserver, RunScope, RunsOutcome};
+pub use status::{LinkStatus, OutboxCounts, ReviewCounts};
+
+// The engine's and the store's types that the use cases return or take, named through this
+// module so that their callers depend on the app alone.
+pub use fieldsync_connector::{Capabilities, Probe};
+pub use fieldsync_engine::{
+    Action, GuardStop, NoProgress, Progress, ReportLine, RunReport, RunStats, SideStats, WriteFailure,
+};
+pub use fieldsync_store::{
+    AuditEntry, AuditEvent, Decision, OutboxStatus, ReviewKind, ReviewStatus, RunRow, RunStatus,
+};
+
+/// One page of a list, newest first.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// How many more there are beyond this page.
+    pub more: u64,
+    /// The `before` that lists the next page, when there are more.
+    pub next_before: Option<i64>,
+}
+
+impl<T> Page<T> {
+    /// A page of `items` with `more` beyond it; `id` gives the number the next page starts
+    /// before.
+    fn new(items: Vec<T>, more: u64, id: impl Fn(&T) -> i64) -> Self {
+        let next_before = items.last().map(id).filter(|_| more > 0);
+        Self { items, more, next_before }
+    }
+}
+
+/// The configuration with its state store: where every use case starts.
+pub struct Workspace {
+    /// The configuration, validated.
+    config: Config,
+    /// The state store, opened by the first use case that needs it (`check` does not).
+    store: Option<StateStore>,
+}
+
+impl Workspace {
+    /// A workspace over a configuration already loaded.
+    pub fn new(config: Config) -> Self {
+        Self { config, store: None }
+    }
+
+    /// Loads and validates the configuration at `path` (`crate::load`), for every use case.
+    ///
+    /// # Errors
+    ///
+    /// `WorkspaceError::Config` when the file cannot be read or is not valid.
+    pub fn open(path: &Path) -> Result<Self, WorkspaceError> {
+        Ok(Self::new(crate::load(path)?))
+    }
+
+    /// Loads the configuration at `path` for the use cases that open no connector (status,
+    /// history, reviews, the outbox): connectors whose `${NAME}` is unset are left out
+    /// (`crate::load_offline`), so these need no secrets.
+    ///
+    /// # Errors
+    ///
+    /// `WorkspaceError::Config` when the file cannot be read or is not valid.
+    pub fn open_offline(path: &Path) -> Result<Self, WorkspaceError> {
+        Ok(Self::new(crate::load_offline(path)?))
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The state store, opened on first use.
+    fn store(&mut self) -> Result<&mut StateStore, WorkspaceError> {
+        open_store(&self.config, &mut self.store)
+    }
+}
+
+/// The state store of `config`, kept in `slot`: opened the first time, the same one after.
+/// A free function, so that a use case may hold the configuration and the store at once.
+fn open_store<'store>(
+    config: &Config,
+    slot: &'store mut Option<StateStore>,
+) -> Result<&'store mut StateStore, WorkspaceError> {
+    let store = match slot.take() {
+        Some(store) => store,
+        None => {
+            let StatePath::Sqlite(path) = &config.state;
+            StateStore::open(path)
+                .map_err(|source| WorkspaceError::OpenStore { path: path.clone(), source })?
+        }
+    };
+    Ok(slot.insert(store))
+}

@@ -1,0 +1,121 @@
+//! `WorkspaceError`: why a use case could not be carried out, classified so that a caller
+//! chooses its answer (an exit code, an HTTP status) by kind, never by message.
+
+use std::path::PathBuf;
+
+use fieldsync_connector::ConnectorError;
+use fieldsync_engine::EngineError;
+use fieldsync_store::StoreError;
+
+use crate::ConfigError;
+
+/// A use case that could not be carried out.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkspaceError {
+    /// The configuration could not be read or is not valid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// No link of that name is configured.
+    #[error("no link named {name:?}; the configuration has {}", known.join(", "))]
+    UnknownLink {
+        /// The name asked for.
+        name: String,
+        /// The links the configuration has.
+        known: Vec<String>,
+    },
+    /// The state store could not be opened.
+    #[error("opening the state store {}", path.display())]
+    OpenStore {
+        /// The state file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: StoreError,
+    },
+    /// Reading or writing the state store failed (a number no entry has among them).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A connector of the link could not be opened.
+    #[error("opening connector {name}")]
+    OpenConnector {
+        /// The connector's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: ConnectorError,
+    },
+    /// A link's run failed as a whole (a side unreadable, its lock held).
+    #[error("running link {link}")]
+    Run {
+        /// The link.
+        link: String,
+        /// Why.
+        #[source]
+        source: EngineError,
+    },
+    /// A review belongs to a link the configuration no longer has.
+    #[error("review {id} belongs to link {link}, which is not configured")]
+    ReviewLinkGone {
+        /// The review's number.
+        id: i64,
+        /// Its link.
+        link: String,
+    },
+    /// A side to keep that is neither `left`, `right` nor one of the link's connectors.
+    #[error("keep {given:?}: expected left, right, {left} or {right}")]
+    UnknownSide {
+        /// What was given.
+        given: String,
+        /// The link's left connector.
+        left: String,
+        /// The link's right connector.
+        right: String,
+    },
+    /// A value was given for a review of a whole record, which only a side can settle.
+    #[error("review {id} is about a whole record: keep a side")]
+    WholeRecord {
+        /// The review's number.
+        id: i64,
+    },
+    /// The review's field is no longer configured.
+    #[error("field {field} is no longer configured")]
+    FieldGone {
+        /// The field.
+        field: String,
+    },
+    /// A value a person gave that the field's rules do not read.
+    #[error("value: {message}")]
+    UnreadableValue {
+        /// What the field's rules said.
+        message: String,
+    },
+    /// The review was closed already.
+    #[error("review {id} is closed already")]
+    ReviewClosed {
+        /// The review's number.
+        id: i64,
+    },
+}
+
+impl WorkspaceError {
+    /// Whether the request itself was wrong (the configuration, a name, a decision), as
+    /// opposed to a system or the state store failing: a command line's usage error, an HTTP
+    /// API's 4xx.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            WorkspaceError::Config(_)
+            | WorkspaceError::UnknownLink { .. }
+            | WorkspaceError::ReviewLinkGone { .. }
+            | WorkspaceError::UnknownSide { .. }
+            | WorkspaceError::WholeRecord { .. }
+            | WorkspaceError::FieldGone { .. }
+            | WorkspaceError::UnreadableValue { .. }
+            | WorkspaceError::ReviewClosed { .. } => true,
+            WorkspaceError::OpenStore { .. }
+            | WorkspaceError::Store(_)
+            | WorkspaceError::OpenConnector { .. }
+            | WorkspaceError::Run { .. } => false,
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Outbox entries: listed a page at a time, and a dead one put back in line or dropped by a
+//! person. Reads and writes the state store only.
+
+use fieldsync_model::{RecordKey, RunId, Side};
+use fieldsync_store::{Operation, OutboxEntry, OutboxStatus};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::{Page, Workspace, WorkspaceError};
+
+/// An outbox entry as the use cases show it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OutboxEntryView {
+    /// Its number.
+    pub id: i64,
+    /// The link.
+    pub link: String,
+    /// The link key of the record.
+    pub key: RecordKey,
+    /// The side written.
+    pub side: Side,
+    /// The operation.
+    pub operation: Operation,
+    /// Where it stands.
+    pub status: OutboxStatus,
+    /// How many attempts were started.
+    pub attempts: u32,
+    /// When the next attempt is due.
+    pub next_attempt_at: Timestamp,
+    /// The last failure's message.
+    pub last_error: Option<String>,
+    /// The run that planned it.
+    pub run_id: RunId,
+    /// The engine's description of the write (`None` if it is not JSON).
+    pub write: Option<serde_json::Value>,
+}
+
+impl From<OutboxEntry> for OutboxEntryView {
+    fn from(entry: OutboxEntry) -> Self {
+        Self {
+            write: serde_json::from_str(&entry.payload).ok(),
+            id: entry.id,
+            link: entry.link,
+            key: entry.key,
+            side: entry.side,
+            operation: entry.operation,
+            status: entry.status,
+            attempts: entry.attempts,
+            next_attempt_at: entry.next_attempt_at,
+            last_error: entry.last_error,
+            run_id: entry.run_id,
+        }
+    }
+}
+
+impl Workspace {
+    /// A page of outbox entries, newest first, in one status or (`None`) all; `limit` 0 for
+    /// all.
+    ///
+    /// # Errors
+    ///
+    /// When the state store cannot be opened or read.
+    pub fn outbox(
+        &mut self,
+        status: Option<OutboxStatus>,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Page<OutboxEntryView>, WorkspaceError> {
+        let (entries, more) = self.store()?.outbox_page(None, status, before, limit)?;
+        Ok(Page::new(entries.into_iter().map(OutboxEntryView::from).collect(), more, |entry| entry.id))
+    }
+
+    /// Puts a dead entry back in line; the next run tries it again.
+    ///
+    /// # Errors
+    ///
+    /// `Store` when there is no such entry, it is not dead, or the state store fails.
+    pub fn retry_outbox_entry(&mut self, id: i64) -> Result<(), WorkspaceError> {
+        let store = self.store()?;
+        store.outbox_entry(id)?;
+        let transaction = store.transaction()?;
+        transaction.retry_dead(id, Timestamp::now())?;
+        Ok(transaction.commit()?)
+    }
+
+    /// Drops a dead entry for good.
+    ///
+    /// # Errors
+    ///
+    /// `Store` when there is no such entry, it is not dead, or the state store fails.
+    pub fn drop_outbox_entry(&mut self, id: i64) -> Result<(), WorkspaceError> {
+        let store = self.store()?;
+        store.outbox_entry(id)?;
+        let transaction = store.transaction()?;
+        transaction.drop_dead(id, Timestamp::now())?;
+        Ok(transaction.commit()?)
+    }
+}

@@ -1,0 +1,204 @@
+//! Reviews: listed a page at a time, shown with their record's audit trail, and decided by a
+//! person (the next run applies the decision). Reads and writes the state store only.
+
+use fieldsync_model::{Reading, RecordKey, RunId, Side, Value};
+use fieldsync_store::{AuditEntry, AuditEvent, Decision, Review, ReviewKind, ReviewStatus};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::{Page, Workspace, WorkspaceError};
+
+/// A review as the use cases show it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReviewView {
+    /// Its number.
+    pub id: i64,
+    /// The link.
+    pub link: String,
+    /// The link key of the record.
+    pub key: RecordKey,
+    /// The field; `None` for a review of the whole record (a delete).
+    pub field: Option<String>,
+    /// Why it was opened.
+    pub kind: ReviewKind,
+    /// Where it stands.
+    pub status: ReviewStatus,
+    /// The baseline value, if any.
+    pub base: Option<Value>,
+    /// The left value; `None` when the record is absent on the left.
+    pub left: Option<Value>,
+    /// The right value; `None` when the record is absent on the right.
+    pub right: Option<Value>,
+    /// A sentence for the person.
+    pub reason: String,
+    /// The person's decision, once resolved.
+    pub decision: Option<Decision>,
+    /// The run that opened it.
+    pub run_id: Option<RunId>,
+    /// When it was opened.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+impl From<Review> for ReviewView {
+    fn from(review: Review) -> Self {
+        Self {
+            id: review.id,
+            link: review.link,
+            key: review.review.key,
+            field: review.review.field,
+            kind: review.review.kind,
+            status: review.status,
+            base: review.review.base,
+            left: review.review.left,
+            right: review.review.right,
+            reason: review.review.reason,
+            decision: review.decision,
+            run_id: review.run_id,
+            created_at: review.created_at,
+            updated_at: review.updated_at,
+        }
+    }
+}
+
+/// A review with its record's audit trail.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReviewDetail {
+    /// The review.
+    pub review: ReviewView,
+    /// Everything the audit holds about its record, in order.
+    pub audit: Vec<AuditEntry>,
+}
+
+/// A person's decision on a review, as given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Keep one side's value: `left`, `right`, or one of the link's connector names.
+    Keep(String),
+    /// Use this value on both sides; the field's rules must read it.
+    Value(String),
+}
+
+/// A review decided.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Resolved {
+    /// The review's number.
+    pub review: i64,
+    /// The decision stored.
+    pub decision: Decision,
+}
+
+impl Workspace {
+    /// A page of reviews, newest first: open ones, or with `all` every one; `limit` 0 for all.
+    ///
+    /// # Errors
+    ///
+    /// When the state store cannot be opened or read.
+    pub fn reviews(
+        &mut self,
+        all: bool,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Page<ReviewView>, WorkspaceError> {
+        let status = if all { None } else { Some(ReviewStatus::Open) };
+        let (reviews, more) = self.store()?.reviews_page(None, status, before, limit)?;
+        Ok(Page::new(reviews.into_iter().map(ReviewView::from).collect(), more, |review| review.id))
+    }
+
+    /// One review with its record's audit trail.
+    ///
+    /// # Errors
+    ///
+    /// `Store` when there is no such review or the state store fails.
+    pub fn review(&mut self, id: i64) -> Result<ReviewDetail, WorkspaceError> {
+        let store = self.store()?;
+        let review = store.review(id)?;
+        let audit = store.audit_for_record(&review.link, &review.review.key)?;
+        Ok(ReviewDetail { review: review.into(), audit })
+    }
+
+    /// Decides a review; the next run applies the decision. The decision is audited.
+    ///
+    /// # Errors
+    ///
+    /// `Store` when there is no such review; `ReviewLinkGone`, `UnknownSide`, `WholeRecord`,
+    /// `FieldGone` or `UnreadableValue` when the decision cannot apply; `ReviewClosed` when
+    /// the review was closed already.
+    pub fn resolve(&mut self, id: i64, resolution: Resolution) -> Result<Resolved, WorkspaceError> {
+        let Workspace { config, store } = self;
+        let store = super::open_store(config, store)?;
+        let review = store.review(id)?;
+        let link = config
+            .links
+            .get(&review.link)
+            .ok_or_else(|| WorkspaceError::ReviewLinkGone { id, link: review.link.clone() })?;
+        let decision = match resolution {
+            Resolution::Keep(keep) => {
+                let side = match keep.as_str() {
+                    "left" => Side::Left,
+                    "right" => Side::Right,
+                    name if name == link.connectors.left => Side::Left,
+                    name if name == link.connectors.right => Side::Right,
+                    _ => {
+                        return Err(WorkspaceError::UnknownSide {
+                            given: keep,
+                            left: link.connectors.left.clone(),
+                            right: link.connectors.right.clone(),
+                        });
+                    }
+                };
+                Decision::Keep(side)
+            }
+            Resolution::Value(text) => {
+                let Some(field_name) = &review.review.field else {
+                    return Err(WorkspaceError::WholeRecord { id });
+                };
+                let field = link
+                    .spec
+                    .fields
+                    .iter()
+                    .find(|field| field.name == *field_name)
+                    .ok_or_else(|| WorkspaceError::FieldGone { field: field_name.clone() })?;
+                // A person's value must be one the field's rules read, not copied verbatim.
+                match field.normalisers.left.read(&serde_json::Value::String(text)) {
+                    Reading::Valid(value) => Decision::Value(value),
+                    Reading::Copied(_, error) | Reading::Invalid(error) => {
+                        return Err(WorkspaceError::UnreadableValue { message: error.to_string() });
+                    }
+                }
+            }
+        };
+        if review.status == ReviewStatus::Closed {
+            return Err(WorkspaceError::ReviewClosed { id });
+        }
+        let now = Timestamp::now();
+        let transaction = store.transaction()?;
+        transaction.resolve_review(id, &decision, now)?;
+        transaction.audit(
+            &review.link,
+            &AuditEntry {
+                run_id: None,
+                key: review.review.key.clone(),
+                field: review.review.field.clone(),
+                event: AuditEvent::Decided,
+                side: None,
+                base: review.review.base.clone(),
+                left: review.review.left.clone(),
+                right: review.review.right.clone(),
+                value: match &decision {
+                    Decision::Value(value) => Some(value.clone()),
+                    Decision::Keep(Side::Left) => review.review.left.clone(),
+                    Decision::Keep(Side::Right) => review.review.right.clone(),
+                },
+                reason: format!(
+                    "decided by a person: {}",
+                    serde_json::to_string(&decision).unwrap_or_default()
+                ),
+                at: now,
+            },
+        )?;
+        transaction.commit()?;
+        Ok(Resolved { review: id, decision })
+    }
+}

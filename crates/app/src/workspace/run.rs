@@ -1,0 +1,166 @@
+//! Running and planning links: each selected link's connectors are opened and the engine's
+//! `run_link` runs it; a `RunObserver` shows progress and each report as it comes.
+
+use fieldsync_engine::{Progress, RunOptions, RunReport, SidePair, SystemClock, run_link};
+use fieldsync_store::RunStatus;
+use serde::Serialize;
+
+use super::{Workspace, WorkspaceError, open_store};
+use crate::{AnyConnector, Config, LinkConfig, open_connector};
+
+/// Which links a run or plan covers, and how they are read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunScope {
+    /// The link; every link when `None`.
+    pub link: Option<String>,
+    /// Read both sides in full, finding hard deletes and anything a cursor missed.
+    pub full: bool,
+}
+
+/// How runs ended, worst last: the command line's exit codes 0, 1 and 3.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every planned write was made and verified (or there was nothing to write).
+    Done,
+    /// Some writes failed (they stay in the outbox), or a link could not run.
+    WritesFailed,
+    /// The guard stopped a run: nothing was written.
+    Guarded,
+}
+
+impl Outcome {
+    /// How one run ended.
+    pub fn of(report: &RunReport) -> Self {
+        match report.status {
+            RunStatus::Guarded => Outcome::Guarded,
+            RunStatus::Partial | RunStatus::Failed => Outcome::WritesFailed,
+            RunStatus::Done | RunStatus::Running => Outcome::Done,
+        }
+    }
+}
+
+/// What running (or planning) the selected links did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunsOutcome {
+    /// How they ended, the worst of them.
+    pub outcome: Outcome,
+    /// One report per link that ran, in the configuration's order.
+    pub reports: Vec<RunReport>,
+}
+
+/// Watches runs as they go: a progress display per link, and each link's end.
+pub trait RunObserver {
+    /// The progress display of one link's run.
+    type Progress: Progress;
+
+    /// A link's run starts.
+    fn link_starts(&mut self, link: &str) -> Self::Progress;
+
+    /// A link's run ended: its report, or `None` when it could not run.
+    fn link_ends(&mut self, progress: Self::Progress, report: Option<&RunReport>);
+
+    /// A link could not run and the workspace goes on with the others (it runs every link
+    /// of several); otherwise the error is what the run returns.
+    fn link_failed(&mut self, link: &str, error: &WorkspaceError);
+}
+
+impl Workspace {
+    /// Runs the links of `scope` once; with `force`, past the guard.
+    ///
+    /// # Errors
+    ///
+    /// `UnknownLink` for a link the configuration lacks; `OpenStore`; `OpenConnector` when a
+    /// connector cannot be opened; and, when one link was asked for (or only one is
+    /// configured), `Run` when it could not run. With several links, a link whose run fails
+    /// is left out of the reports, told to the observer, and the outcome is at least
+    /// `WritesFailed`. Failed writes are not errors: they are in the
+    /// reports.
+    pub async fn run(
+        &mut self,
+        scope: &RunScope,
+        force: bool,
+        observer: &mut impl RunObserver,
+    ) -> Result<RunsOutcome, WorkspaceError> {
+        self.run_links(scope, RunOptions { full: scope.full, force, ..RunOptions::default() }, observer).await
+    }
+
+    /// What a run of the links of `scope` would do, writing nothing anywhere.
+    ///
+    /// # Errors
+    ///
+    /// As `run`.
+    pub async fn plan(
+        &mut self,
+        scope: &RunScope,
+        observer: &mut impl RunObserver,
+    ) -> Result<RunsOutcome, WorkspaceError> {
+        self.run_links(
+            scope,
+            RunOptions { full: scope.full, dry_run: true, ..RunOptions::default() },
+            observer,
+        )
+        .await
+    }
+
+    async fn run_links(
+        &mut self,
+        scope: &RunScope,
+        options: RunOptions,
+        observer: &mut impl RunObserver,
+    ) -> Result<RunsOutcome, WorkspaceError> {
+        let Workspace { config, store } = self;
+        if let Some(only) = &scope.link
+            && !config.links.contains_key(only)
+        {
+            return Err(WorkspaceError::UnknownLink {
+                name: only.clone(),
+                known: config.links.keys().cloned().collect(),
+            });
+        }
+        let store = open_store(config, store)?;
+        let mut outcome = Outcome::Done;
+        let mut reports = Vec::new();
+        for (name, link) in &config.links {
+            if scope.link.as_ref().is_some_and(|only| only != name) {
+                continue;
+            }
+            let mut connectors = open_connectors(config, link)?;
+            let progress = observer.link_starts(name);
+            let report = run_link(
+                &link.spec,
+                &link.connectors,
+                &mut connectors,
+                store,
+                options,
+                &SystemClock,
+                &progress,
+            )
+            .await
+            .map_err(|source| WorkspaceError::Run { link: name.clone(), source });
+            observer.link_ends(progress, report.as_ref().ok());
+            // A link that cannot run (a side unreachable, its lock held) does not stop the others.
+            let report = match report {
+                Ok(report) => report,
+                Err(error) if scope.link.is_none() && config.links.len() > 1 => {
+                    observer.link_failed(name, &error);
+                    outcome = outcome.max(Outcome::WritesFailed);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            outcome = outcome.max(Outcome::of(&report));
+            reports.push(report);
+        }
+        Ok(RunsOutcome { outcome, reports })
+    }
+}
+
+/// Opens both connectors of a link.
+fn open_connectors(config: &Config, link: &LinkConfig) -> Result<SidePair<AnyConnector>, WorkspaceError> {
+    let open = |name: &String| {
+        open_connector(&config.connectors[name], config.base_dir())
+            .map_err(|source| WorkspaceError::OpenConnector { name: name.clone(), source })
+    };
+    Ok(SidePair::new(open(&link.connectors.left)?, open(&link.connectors.right)?))
+}

@@ -1,0 +1,241 @@
+//! The use cases of `Workspace` on real SQLite files: runs told to their observer, plans that
+//! write nothing, status, reviews decided, dead writes retried and dropped, and the history.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+
+use fieldsync_app::workspace::{
+    NoProgress, OutboxStatus, Outcome, Resolution, ReviewStatus, RunObserver, RunReport, RunScope,
+};
+use fieldsync_app::{Workspace, WorkspaceError};
+use rusqlite::Connection;
+
+/// A federation register and a club website with three players each; the club's table
+/// refuses an e-mail address without `@`. The link settles conflicts by `strategy`.
+struct Club {
+    dir: tempfile::TempDir,
+}
+
+impl Club {
+    fn new(strategy: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let register = Connection::open(dir.path().join("register.db")).unwrap();
+        register
+            .execute_batch(
+                "CREATE TABLE players (federation_id TEXT PRIMARY KEY, email TEXT, changed TEXT NOT NULL);
+                 INSERT INTO players VALUES ('P1', 'p1@club.nl', datetime('now', '-1 hour')),
+                     ('P2', 'p2@club.nl', datetime('now', '-1 hour')), ('P3', 'p3@club.nl', datetime('now', '-1 hour'));",
+            )
+            .unwrap();
+        let website = Connection::open(dir.path().join("website.db")).unwrap();
+        website
+            .execute_batch(
+                "CREATE TABLE accounts (player TEXT PRIMARY KEY, mail TEXT CHECK (mail LIKE '%@%'), changed TEXT NOT NULL);
+                 INSERT INTO accounts VALUES ('P1', 'p1@club.nl', datetime('now', '-1 hour')),
+                     ('P2', 'p2@club.nl', datetime('now', '-1 hour')), ('P3', 'p3@club.nl', datetime('now', '-1 hour'));",
+            )
+            .unwrap();
+        let config = format!(
+            r#"state = "state.db"
+
+[connectors.register]
+kind = "sqlite"
+path = "register.db"
+table = "players"
+key = "federation_id"
+modified = "changed"
+
+[connectors.website]
+kind = "sqlite"
+path = "website.db"
+table = "accounts"
+key = "player"
+modified = "changed"
+
+[links.players]
+left = "register"
+right = "website"
+key = {{ left = "federation_id", right = "player" }}
+conflicts = {{ strategy = "{strategy}" }}
+
+[[links.players.fields]]
+name = "email"
+left = "email"
+right = "mail"
+"#
+        );
+        std::fs::write(dir.path().join("fieldsync.toml"), config).unwrap();
+        Self { dir }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("fieldsync.toml")
+    }
+
+    /// The workspace for every use case.
+    fn workspace(&self) -> Workspace {
+        Workspace::open(&self.config()).unwrap()
+    }
+
+    fn edit(&self, file: &str, sql: &str) {
+        Connection::open(self.dir.path().join(file)).unwrap().execute_batch(sql).unwrap();
+    }
+}
+
+/// What the observer saw, in order.
+#[derive(Default)]
+struct Seen {
+    events: RefCell<Vec<String>>,
+}
+
+impl RunObserver for &Seen {
+    type Progress = NoProgress;
+
+    fn link_starts(&mut self, link: &str) -> NoProgress {
+        self.events.borrow_mut().push(format!("start {link}"));
+        NoProgress
+    }
+
+    fn link_ends(&mut self, _progress: NoProgress, report: Option<&RunReport>) {
+        let status = report.map_or("none".to_string(), |report| report.status.to_string());
+        self.events.borrow_mut().push(format!("end {status}"));
+    }
+
+    fn link_failed(&mut self, link: &str, error: &WorkspaceError) {
+        self.events.borrow_mut().push(format!("failed {link}: {error}"));
+    }
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+fn every_link() -> RunScope {
+    RunScope::default()
+}
+
+#[test]
+fn a_run_is_told_to_its_observer_and_leaves_the_link_in_step_with_its_history() {
+    let club = Club::new("review");
+    let mut workspace = club.workspace();
+    let seen = Seen::default();
+    let runs = block_on(workspace.run(&every_link(), false, &mut &seen)).unwrap();
+    assert_eq!(runs.outcome, Outcome::Done);
+    assert_eq!(runs.reports.len(), 1);
+    assert_eq!(*seen.events.borrow(), ["start players", "end done"]);
+
+    let status = workspace.status().unwrap();
+    assert_eq!((status[0].link.as_str(), status[0].records, status[0].in_step), ("players", 3, true));
+    assert_eq!(status[0].connectors.left, "register");
+
+    let page = workspace.runs(None, 20).unwrap();
+    assert_eq!((page.items.len(), page.more, page.next_before), (1, 0, None));
+    let history = workspace.run_history(page.items[0].id.0).unwrap();
+    assert_eq!(history.run.link, "players");
+    assert!(!history.audit.is_empty(), "a first sync is audited");
+    let exported = workspace.export_history(10, false).unwrap();
+    assert!(exported[0].audit.is_empty(), "an export without audit reads none");
+}
+
+#[test]
+fn a_plan_writes_nothing_and_records_no_run() {
+    let club = Club::new("review");
+    let mut workspace = club.workspace();
+    let plan = block_on(workspace.plan(&every_link(), &mut &Seen::default())).unwrap();
+    assert!(plan.reports[0].dry_run);
+    assert!(workspace.runs(None, 0).unwrap().items.is_empty());
+}
+
+#[test]
+fn an_unknown_link_is_a_usage_error_naming_the_links() {
+    let club = Club::new("review");
+    let scope = RunScope { link: Some("nope".into()), full: false };
+    let error = block_on(club.workspace().run(&scope, false, &mut &Seen::default())).unwrap_err();
+    assert!(error.is_usage());
+    assert_eq!(error.to_string(), "no link named \"nope\"; the configuration has players");
+}
+
+#[test]
+fn a_conflict_is_held_listed_a_page_at_a_time_and_decided() {
+    let club = Club::new("review");
+    let mut workspace = club.workspace();
+    block_on(workspace.run(&every_link(), false, &mut &Seen::default())).unwrap();
+    for player in ["P1", "P2"] {
+        club.edit("register.db", &format!("UPDATE players SET email = 'left-{player}@club.nl', changed = datetime('now') WHERE federation_id = '{player}'"));
+        club.edit("website.db", &format!("UPDATE accounts SET mail = 'right-{player}@club.nl', changed = datetime('now') WHERE player = '{player}'"));
+    }
+    block_on(workspace.run(&every_link(), false, &mut &Seen::default())).unwrap();
+    assert!(!workspace.status().unwrap()[0].in_step);
+
+    let first = workspace.reviews(false, None, 1).unwrap();
+    assert_eq!((first.items.len(), first.more), (1, 1));
+    let rest = workspace.reviews(false, first.next_before, 0).unwrap();
+    assert_eq!((rest.items.len(), rest.more, rest.next_before), (1, 0, None));
+    let review = &first.items[0];
+    assert_eq!((review.field.as_deref(), review.status), (Some("email"), ReviewStatus::Open));
+
+    let wrong = workspace.resolve(review.id, Resolution::Keep("middle".into())).unwrap_err();
+    assert!(wrong.is_usage());
+    assert_eq!(wrong.to_string(), "keep \"middle\": expected left, right, register or website");
+    let resolved = workspace.resolve(review.id, Resolution::Keep("website".into())).unwrap();
+    assert_eq!(resolved.review, review.id);
+    let detail = workspace.review(review.id).unwrap();
+    assert_eq!(detail.review.status, ReviewStatus::Resolved);
+    assert!(detail.audit.iter().any(|entry| entry.reason.starts_with("decided by a person")));
+    assert_eq!(workspace.status().unwrap()[0].reviews.resolved, 1);
+}
+
+#[test]
+fn a_dead_write_is_listed_put_back_in_line_and_dropped() {
+    let club = Club::new("review");
+    let mut workspace = club.workspace();
+    block_on(workspace.run(&every_link(), false, &mut &Seen::default())).unwrap();
+    club.edit(
+        "register.db",
+        "UPDATE players SET email = 'no address', changed = datetime('now') WHERE federation_id = 'P3'",
+    );
+    let runs = block_on(workspace.run(&every_link(), false, &mut &Seen::default())).unwrap();
+    assert_eq!(runs.outcome, Outcome::WritesFailed);
+
+    let dead = workspace.outbox(Some(OutboxStatus::Dead), None, 0).unwrap();
+    assert_eq!(dead.items.len(), 1);
+    let entry = &dead.items[0];
+    assert!(entry.last_error.as_deref().unwrap_or_default().contains("CHECK constraint failed"));
+    assert_eq!(entry.write.as_ref().unwrap()["fields"][0]["value"], "no address");
+    assert_eq!(workspace.status().unwrap()[0].outbox.dead, 1);
+
+    workspace.retry_outbox_entry(entry.id).unwrap();
+    assert_eq!(workspace.status().unwrap()[0].outbox.pending, 1);
+    block_on(workspace.run(&every_link(), false, &mut &Seen::default())).unwrap();
+    workspace.drop_outbox_entry(entry.id).unwrap();
+    assert!(workspace.outbox(Some(OutboxStatus::Dead), None, 0).unwrap().items.is_empty());
+    assert!(workspace.drop_outbox_entry(entry.id).is_err(), "a dropped entry is not dead any more");
+    assert!(!workspace.retry_outbox_entry(9_999).unwrap_err().is_usage());
+}
+
+#[test]
+fn the_offline_use_cases_need_no_connector_secrets() {
+    let club = Club::new("review");
+    let text = std::fs::read_to_string(club.config())
+        .unwrap()
+        .replace("\"website.db\"", "\"${FIELDSYNC_WORKSPACE_TEST_UNSET}/website.db\"");
+    std::fs::write(club.config(), text).unwrap();
+    assert!(matches!(Workspace::open(&club.config()), Err(WorkspaceError::Config(_))));
+    let mut workspace = Workspace::open_offline(&club.config()).unwrap();
+    assert_eq!(workspace.status().unwrap()[0].last_run, None);
+    assert!(workspace.reviews(true, None, 0).unwrap().items.is_empty());
+    assert!(workspace.outbox(None, None, 0).unwrap().items.is_empty());
+    assert!(workspace.runs(None, 0).unwrap().items.is_empty());
+}
+
+#[test]
+fn check_asks_every_connector_and_reports_one_that_fails() {
+    let club = Club::new("review");
+    std::fs::remove_file(club.dir.path().join("website.db")).unwrap();
+    let report = block_on(club.workspace().check());
+    assert!(report.connectors["register"].ok);
+    assert_eq!(report.connectors["register"].probe.as_ref().unwrap().records, Some(3));
+    assert!(!report.connectors["website"].ok);
+    assert!(!report.ok());
+    assert!(report.conflict_timing.is_empty(), "only last_write_wins links are timed");
+}
