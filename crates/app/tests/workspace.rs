@@ -239,3 +239,42 @@ fn check_asks_every_connector_and_reports_one_that_fails() {
     assert!(!report.ok());
     assert!(report.conflict_timing.is_empty(), "only last_write_wins links are timed");
 }
+
+#[test]
+fn a_link_that_cannot_run_is_told_and_does_not_stop_the_others() {
+    let club = Club::new("review");
+    let mut text = std::fs::read_to_string(club.config()).unwrap();
+    text.push_str(
+        r#"
+[connectors.archive]
+kind = "sqlite"
+path = "register.db"
+table = "no_such_table"
+key = "federation_id"
+
+[links.archive]
+left = "register"
+right = "archive"
+key = { left = "federation_id", right = "federation_id" }
+
+[[links.archive.fields]]
+name = "email"
+left = "email"
+right = "email"
+"#,
+    );
+    std::fs::write(club.config(), text).unwrap();
+    let seen = Seen::default();
+    let runs = block_on(club.workspace().run(&every_link(), false, &mut &seen)).unwrap();
+    assert_eq!(runs.outcome, Outcome::WritesFailed);
+    assert_eq!(runs.reports.iter().map(|report| report.link.to_string()).collect::<Vec<_>>(), ["players"]);
+    let events = seen.events.borrow();
+    assert_eq!(events[..2], ["start archive", "end none"]);
+    assert_eq!(events[2], "failed archive: running link archive");
+    assert_eq!(events[3..], ["start players", "end done"]);
+
+    // Asked for by name, the same link's failure is the run's error.
+    let scope = RunScope { link: Some("archive".into()), full: false };
+    let error = block_on(club.workspace().run(&scope, false, &mut &Seen::default())).unwrap_err();
+    assert!(matches!(error, WorkspaceError::Run { .. }) && !error.is_usage(), "{error}");
+}
