@@ -210,7 +210,10 @@ fn a_dead_write_is_listed_put_back_in_line_and_dropped() {
     workspace.drop_outbox_entry(entry.id).unwrap();
     assert!(workspace.outbox(Some(OutboxStatus::Dead), None, 0).unwrap().items.is_empty());
     assert!(workspace.drop_outbox_entry(entry.id).is_err(), "a dropped entry is not dead any more");
-    assert!(!workspace.retry_outbox_entry(9_999).unwrap_err().is_usage());
+    let missing = workspace.retry_outbox_entry(9_999).unwrap_err();
+    assert!(
+        matches!(missing, WorkspaceError::NotFound { what: "outbox entry", id: 9_999 }) && missing.is_usage()
+    );
 }
 
 #[test]

@@ -424,3 +424,23 @@ fn lists_page_and_status_never_says_in_step_while_writes_wait() {
         (Some(false), Some(60))
     );
 }
+
+/// Regression: a number no review, run or outbox entry has (a typo) exited 1, the code for
+/// writes that failed and wait in the outbox; it is a usage error.
+#[test]
+fn a_number_nothing_has_is_a_usage_error() {
+    let (dir, _, _) = setup(r#"conflicts = { strategy = "review" }"#, 2);
+    assert_eq!(fieldsync(dir.path(), &["run"]).status.code(), Some(0));
+    for (args, message) in [
+        (&["history", "show", "999"][..], "no run with id 999"),
+        (&["conflicts", "show", "999"], "no review with id 999"),
+        (&["conflicts", "resolve", "999", "--keep", "left"], "no review with id 999"),
+        (&["outbox", "retry", "999"], "no outbox entry with id 999"),
+        (&["outbox", "drop", "999"], "no outbox entry with id 999"),
+    ] {
+        let output = fieldsync(dir.path(), args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}

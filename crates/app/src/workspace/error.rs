@@ -33,9 +33,18 @@ pub enum WorkspaceError {
         #[source]
         source: StoreError,
     },
-    /// Reading or writing the state store failed (a number no entry has among them).
+    /// No review, outbox entry or run has the number given (or none in the state the use
+    /// case needs: a dead entry to retry, an open review).
+    #[error("no {what} with id {id}")]
+    NotFound {
+        /// What was looked for.
+        what: &'static str,
+        /// The number given.
+        id: i64,
+    },
+    /// Reading or writing the state store failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// A connector of the link could not be opened.
     #[error("opening connector {name}")]
     OpenConnector {
@@ -106,6 +115,7 @@ impl WorkspaceError {
         match self {
             WorkspaceError::Config(_)
             | WorkspaceError::UnknownLink { .. }
+            | WorkspaceError::NotFound { .. }
             | WorkspaceError::ReviewLinkGone { .. }
             | WorkspaceError::UnknownSide { .. }
             | WorkspaceError::WholeRecord { .. }
@@ -116,6 +126,16 @@ impl WorkspaceError {
             | WorkspaceError::Store(_)
             | WorkspaceError::OpenConnector { .. }
             | WorkspaceError::Run { .. } => false,
+        }
+    }
+}
+
+impl From<StoreError> for WorkspaceError {
+    /// A number the store has no entry for is the request's fault; anything else is the store's.
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NotFound { what, id } => WorkspaceError::NotFound { what, id },
+            other => WorkspaceError::Store(other),
         }
     }
 }

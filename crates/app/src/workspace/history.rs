@@ -31,7 +31,7 @@ impl Workspace {
     ///
     /// # Errors
     ///
-    /// `Store` when there is no such run or the state store fails.
+    /// `NotFound` when there is no such run; `Store` when the state store fails.
     pub fn run_history(&mut self, id: i64) -> Result<RunHistory, WorkspaceError> {
         let store = self.store()?;
         let run = store.run(RunId(id))?;

@@ -74,25 +74,39 @@ impl Workspace {
     ///
     /// # Errors
     ///
-    /// `Store` when there is no such entry, it is not dead, or the state store fails.
+    /// `NotFound` when there is no such entry or it is not dead; `Store` when the state store
+    /// fails.
     pub fn retry_outbox_entry(&mut self, id: i64) -> Result<(), WorkspaceError> {
-        let store = self.store()?;
-        store.outbox_entry(id)?;
-        let transaction = store.transaction()?;
-        transaction.retry_dead(id, Timestamp::now())?;
-        Ok(transaction.commit()?)
+        self.settle_dead_entry(id, DeadEntry::Retry)
     }
 
     /// Drops a dead entry for good.
     ///
     /// # Errors
     ///
-    /// `Store` when there is no such entry, it is not dead, or the state store fails.
+    /// `NotFound` when there is no such entry or it is not dead; `Store` when the state store
+    /// fails.
     pub fn drop_outbox_entry(&mut self, id: i64) -> Result<(), WorkspaceError> {
+        self.settle_dead_entry(id, DeadEntry::Drop)
+    }
+
+    fn settle_dead_entry(&mut self, id: i64, settle: DeadEntry) -> Result<(), WorkspaceError> {
         let store = self.store()?;
+        // An entry that does not exist at all is told as such, not as one that is not dead.
         store.outbox_entry(id)?;
         let transaction = store.transaction()?;
-        transaction.drop_dead(id, Timestamp::now())?;
+        match settle {
+            DeadEntry::Retry => transaction.retry_dead(id, Timestamp::now())?,
+            DeadEntry::Drop => transaction.drop_dead(id, Timestamp::now())?,
+        }
         Ok(transaction.commit()?)
     }
+}
+
+/// What a person does with a dead outbox entry.
+enum DeadEntry {
+    /// Put it back in line.
+    Retry,
+    /// Drop it for good.
+    Drop,
 }

@@ -110,7 +110,7 @@ impl Workspace {
     ///
     /// # Errors
     ///
-    /// `Store` when there is no such review or the state store fails.
+    /// `NotFound` when there is no such review; `Store` when the state store fails.
     pub fn review(&mut self, id: i64) -> Result<ReviewDetail, WorkspaceError> {
         let store = self.store()?;
         let review = store.review(id)?;
@@ -122,7 +122,7 @@ impl Workspace {
     ///
     /// # Errors
     ///
-    /// `Store` when there is no such review; `ReviewLinkGone`, `UnknownSide`, `WholeRecord`,
+    /// `NotFound` when there is no such review; `ReviewLinkGone`, `UnknownSide`, `WholeRecord`,
     /// `FieldGone` or `UnreadableValue` when the decision cannot apply; `ReviewClosed` when
     /// the review was closed already.
     pub fn resolve(&mut self, id: i64, resolution: Resolution) -> Result<Resolved, WorkspaceError> {
