@@ -7,7 +7,7 @@ use anyhow::{Context as _, anyhow};
 use fieldsync_app::workspace::{OutboxStatus, Outcome, Page, Resolution, RunScope};
 use fieldsync_app::{Workspace, WorkspaceError};
 
-use crate::output::{print_json, print_json_sorted};
+use crate::output::print_json;
 use crate::progress::RunPrinter;
 use crate::{
     Cli, Command, ConflictsCommand, Exit, ExportFormat, Failure, HistoryCommand, OutboxCommand, RunArgs,
@@ -75,7 +75,7 @@ fn more_note<T>(page: &Page<T>, what: &str, json: bool) {
 async fn check(path: &Path, json: bool) -> Result<Exit, Failure> {
     let report = Workspace::open(path)?.check().await;
     if json {
-        print_json_sorted(&report);
+        print_json(&report);
     } else {
         out!("{}", render::check(&report));
     }
@@ -85,7 +85,7 @@ async fn check(path: &Path, json: bool) -> Result<Exit, Failure> {
 fn status(workspace: &mut Workspace, json: bool) -> Result<Exit, Failure> {
     let links = workspace.status()?;
     if json {
-        print_json_sorted(&links);
+        print_json(&links);
     } else {
         out!("{}", render::status(&links));
     }
@@ -101,7 +101,7 @@ fn conflicts(
         ConflictsCommand::List { all, limit, before } => {
             let page = workspace.reviews(all, before, limit)?;
             if json {
-                print_json_sorted(&page.items);
+                print_json(&page.items);
             } else {
                 out!("{}", render::reviews(&page.items));
             }
@@ -110,7 +110,7 @@ fn conflicts(
         ConflictsCommand::Show { id } => {
             let detail = workspace.review(id)?;
             if json {
-                print_json_sorted(&detail);
+                print_json(&detail);
             } else {
                 out!("{}", render::review(&detail.review, &detail.audit));
             }
@@ -123,7 +123,7 @@ fn conflicts(
             };
             let resolved = workspace.resolve(id, resolution).map_err(decision_error)?;
             if json {
-                print_json_sorted(&resolved);
+                print_json(&resolved);
             } else {
                 outln!("Review #{id} decided; the next `fieldsync run` applies it.");
             }
@@ -160,7 +160,7 @@ fn history(workspace: &mut Workspace, command: Option<HistoryCommand>, json: boo
         HistoryCommand::Show { id } => {
             let run = workspace.run_history(id)?;
             if json {
-                print_json_sorted(&run);
+                print_json(&run);
             } else {
                 out!("{}", render::run_history(&run));
             }
@@ -169,7 +169,7 @@ fn history(workspace: &mut Workspace, command: Option<HistoryCommand>, json: boo
             let history = workspace.export_history(limit, matches!(format, ExportFormat::Json))?;
             let bytes = match format {
                 ExportFormat::Json => {
-                    let mut text = crate::output::json_text_sorted(&history);
+                    let mut text = crate::output::json_text(&history);
                     text.push('\n');
                     text.into_bytes()
                 }
@@ -199,7 +199,7 @@ fn outbox(workspace: &mut Workspace, command: Option<OutboxCommand>, json: bool)
             };
             let page = workspace.outbox(status, before, limit)?;
             if json {
-                print_json_sorted(&page.items);
+                print_json(&page.items);
             } else {
                 out!("{}", render::outbox(&page.items));
             }

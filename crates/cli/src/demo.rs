@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use fieldsync_app::Workspace;
-use fieldsync_app::workspace::RunScope;
+use fieldsync_app::workspace::{RunReport, RunScope};
 use rusqlite::params;
 
-use crate::output::print_json_sorted;
+use crate::output::print_json;
 use crate::progress::RunPrinter;
 use crate::{Exit, Failure};
 
@@ -306,14 +306,31 @@ pub async fn demo(dir: &Path, json: bool) -> Result<Exit, Failure> {
         return Err(anyhow!("the final run wrote {writes_at_end} values; it should write none").into());
     }
     if json {
-        print_json_sorted(&serde_json::json!({
-            "directory": dir,
-            "first_run": first,
-            "edits": edits,
-            "plan": plan,
-            "run": second,
-            "final_run": third,
-        }));
+        print_json(&DemoReport {
+            directory: dir,
+            first_run: &first,
+            edits: &edits,
+            plan: &plan,
+            run: &second,
+            final_run: &third,
+        });
     }
     Ok(exit)
+}
+
+/// What `demo --json` prints: each step's reports and the edits between them.
+#[derive(serde::Serialize)]
+struct DemoReport<'demo> {
+    /// Where the demo was made.
+    directory: &'demo Path,
+    /// The first run, which builds the baseline.
+    first_run: &'demo [RunReport],
+    /// The edits made on both sides, told as sentences.
+    edits: &'demo [String],
+    /// The plan after the edits.
+    plan: &'demo [RunReport],
+    /// The run that carries the edits over.
+    run: &'demo [RunReport],
+    /// The last run, which writes nothing.
+    final_run: &'demo [RunReport],
 }

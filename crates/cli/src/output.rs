@@ -27,21 +27,15 @@ pub fn write_bytes(bytes: &[u8]) {
     write(format_args!("{}", String::from_utf8_lossy(bytes)));
 }
 
-/// Prints a value as pretty JSON, its objects' keys in the order its type declares them (run
-/// reports, the run list).
+/// Prints a value as pretty JSON: the serialisation of the type a use case returned, its
+/// fields in the order the type declares them.
 pub fn print_json(value: &impl serde::Serialize) {
-    write(format_args!("{}\n", serde_json::to_string_pretty(value).unwrap_or_default()));
+    write(format_args!("{}\n", json_text(value)));
 }
 
-/// Prints a value as pretty JSON with every object's keys sorted, as the other commands have
-/// always printed theirs.
-pub fn print_json_sorted(value: &impl serde::Serialize) {
-    write(format_args!("{}\n", json_text_sorted(value)));
-}
-
-/// A value as pretty JSON with every object's keys sorted.
-pub fn json_text_sorted(value: &impl serde::Serialize) -> String {
-    serde_json::to_value(value).and_then(|value| serde_json::to_string_pretty(&value)).unwrap_or_default()
+/// A value as pretty JSON.
+pub fn json_text(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
 }
 
 /// `print!` to standard output, quiet when its reader went away.
