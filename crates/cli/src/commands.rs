@@ -1,59 +1,35 @@
-//! The commands: each opens the workspace its use case needs, calls it, renders what it
-//! returns as text or JSON, and maps the outcome to an exit code.
+//! The commands but the demo: each opens the workspace its use case needs, calls it, renders
+//! what it returns as text or JSON, and maps the outcome to an exit code.
 
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
-use fieldsync_app::workspace::{OutboxStatus, Outcome, Page, Resolution, RunScope};
+use fieldsync_app::workspace::{OutboxStatus, Page, Resolution, RunScope};
 use fieldsync_app::{Workspace, WorkspaceError};
 
 use crate::output::print_json;
 use crate::progress::RunPrinter;
-use crate::{
-    Cli, Command, ConflictsCommand, Exit, ExportFormat, Failure, HistoryCommand, OutboxCommand, RunArgs,
-    render,
-};
+use crate::{ConflictsCommand, Exit, ExportFormat, Failure, HistoryCommand, OutboxCommand, RunArgs, render};
 
-/// Runs the command line's command.
-pub async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
-    let json = cli.json;
-    match cli.command {
-        Command::Demo { dir } => crate::demo::demo(&dir, json).await,
-        Command::Check => check(&cli.config, json).await,
-        Command::Plan(run) => {
-            let mut workspace = Workspace::open(&cli.config)?;
-            let runs = workspace.plan(&scope(run), &mut RunPrinter::new(json)).await?;
-            if json {
-                print_json(&runs.reports);
-            }
-            Ok(runs.outcome.into())
-        }
-        Command::Run { run, force } => {
-            let mut workspace = Workspace::open(&cli.config)?;
-            let runs = workspace.run(&scope(run), force, &mut RunPrinter::new(json)).await?;
-            if json {
-                print_json(&runs.reports);
-            }
-            Ok(runs.outcome.into())
-        }
-        // These read and write the state store only: a connector's secrets are not needed.
-        Command::Status => status(&mut Workspace::open_offline(&cli.config)?, json),
-        Command::Conflicts { command } => {
-            conflicts(&mut Workspace::open_offline(&cli.config)?, command, json)
-        }
-        Command::History { command } => history(&mut Workspace::open_offline(&cli.config)?, command, json),
-        Command::Outbox { command } => outbox(&mut Workspace::open_offline(&cli.config)?, command, json),
+/// `fieldsync run`: runs the links once and prints each report (text as each ends, or JSON
+/// at the end).
+pub async fn run(config: &Path, run: RunArgs, force: bool, json: bool) -> Result<Exit, Failure> {
+    let mut workspace = Workspace::open(config)?;
+    let runs = workspace.run(&scope(run), force, &mut RunPrinter::new(json)).await?;
+    if json {
+        print_json(&runs.reports);
     }
+    Ok(runs.outcome.into())
 }
 
-impl From<Outcome> for Exit {
-    fn from(outcome: Outcome) -> Self {
-        match outcome {
-            Outcome::Done => Exit::Done,
-            Outcome::WritesFailed => Exit::WritesFailed,
-            Outcome::Guarded => Exit::Guarded,
-        }
+/// `fieldsync plan`: what a run would do, writing nothing.
+pub async fn plan(config: &Path, run: RunArgs, json: bool) -> Result<Exit, Failure> {
+    let mut workspace = Workspace::open(config)?;
+    let runs = workspace.plan(&scope(run), &mut RunPrinter::new(json)).await?;
+    if json {
+        print_json(&runs.reports);
     }
+    Ok(runs.outcome.into())
 }
 
 fn scope(run: RunArgs) -> RunScope {
@@ -72,7 +48,8 @@ fn more_note<T>(page: &Page<T>, what: &str, json: bool) {
     }
 }
 
-async fn check(path: &Path, json: bool) -> Result<Exit, Failure> {
+/// `fieldsync check`: every connector opened and asked what it can do.
+pub async fn check(path: &Path, json: bool) -> Result<Exit, Failure> {
     let report = Workspace::open(path)?.check().await;
     if json {
         print_json(&report);
@@ -82,8 +59,10 @@ async fn check(path: &Path, json: bool) -> Result<Exit, Failure> {
     Ok(if report.ok() { Exit::Done } else { Exit::WritesFailed })
 }
 
-fn status(workspace: &mut Workspace, json: bool) -> Result<Exit, Failure> {
-    let links = workspace.status()?;
+/// `fieldsync status`. Like the other commands that read only the state store, it loads the
+/// configuration without needing a connector's secrets.
+pub fn status(config: &Path, json: bool) -> Result<Exit, Failure> {
+    let links = Workspace::open_offline(config)?.status()?;
     if json {
         print_json(&links);
     } else {
@@ -92,11 +71,9 @@ fn status(workspace: &mut Workspace, json: bool) -> Result<Exit, Failure> {
     Ok(Exit::Done)
 }
 
-fn conflicts(
-    workspace: &mut Workspace,
-    command: Option<ConflictsCommand>,
-    json: bool,
-) -> Result<Exit, Failure> {
+/// `fieldsync conflicts`: reviews listed, shown or decided.
+pub fn conflicts(config: &Path, command: Option<ConflictsCommand>, json: bool) -> Result<Exit, Failure> {
+    let workspace = &mut Workspace::open_offline(config)?;
     match command.unwrap_or(ConflictsCommand::List { all: false, limit: 100, before: None }) {
         ConflictsCommand::List { all, limit, before } => {
             let page = workspace.reviews(all, before, limit)?;
@@ -146,7 +123,9 @@ fn decision_error(error: WorkspaceError) -> Failure {
     }
 }
 
-fn history(workspace: &mut Workspace, command: Option<HistoryCommand>, json: bool) -> Result<Exit, Failure> {
+/// `fieldsync history`: runs listed, shown or exported.
+pub fn history(config: &Path, command: Option<HistoryCommand>, json: bool) -> Result<Exit, Failure> {
+    let workspace = &mut Workspace::open_offline(config)?;
     match command.unwrap_or(HistoryCommand::List { limit: 20, before: None }) {
         HistoryCommand::List { limit, before } => {
             let page = workspace.runs(before, limit)?;
@@ -186,7 +165,9 @@ fn history(workspace: &mut Workspace, command: Option<HistoryCommand>, json: boo
     Ok(Exit::Done)
 }
 
-fn outbox(workspace: &mut Workspace, command: Option<OutboxCommand>, json: bool) -> Result<Exit, Failure> {
+/// `fieldsync outbox`: entries listed, retried or dropped.
+pub fn outbox(config: &Path, command: Option<OutboxCommand>, json: bool) -> Result<Exit, Failure> {
+    let workspace = &mut Workspace::open_offline(config)?;
     match command.unwrap_or(OutboxCommand::List { status: "dead".into(), limit: 50, before: None }) {
         OutboxCommand::List { status, limit, before } => {
             let status = match status.as_str() {

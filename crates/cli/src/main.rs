@@ -197,6 +197,17 @@ pub enum Exit {
     Guarded = 3,
 }
 
+impl From<fieldsync_app::workspace::Outcome> for Exit {
+    fn from(outcome: fieldsync_app::workspace::Outcome) -> Self {
+        use fieldsync_app::workspace::Outcome;
+        match outcome {
+            Outcome::Done => Exit::Done,
+            Outcome::WritesFailed => Exit::WritesFailed,
+            Outcome::Guarded => Exit::Guarded,
+        }
+    }
+}
+
 /// An error that carries its exit code.
 #[derive(Debug)]
 pub struct Failure {
@@ -235,6 +246,22 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Runs the command line's command.
+async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
+    let (config, json) = (cli.config.as_path(), cli.json);
+    match cli.command {
+        Command::Demo { dir } => demo::demo(&dir, json).await,
+        Command::Check => commands::check(config, json).await,
+        Command::Plan(run) => commands::plan(config, run, json).await,
+        Command::Run { run, force } => commands::run(config, run, force, json).await,
+        // These read and write the state store only: a connector's secrets are not needed.
+        Command::Status => commands::status(config, json),
+        Command::Conflicts { command } => commands::conflicts(config, command, json),
+        Command::History { command } => commands::history(config, command, json),
+        Command::Outbox { command } => commands::outbox(config, command, json),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -251,7 +278,7 @@ fn main() -> ExitCode {
             return ExitCode::from(Exit::WritesFailed as u8);
         }
     };
-    match runtime.block_on(commands::dispatch(cli)) {
+    match runtime.block_on(dispatch(cli)) {
         Ok(exit) => ExitCode::from(exit as u8),
         Err(failure) => {
             eprintln!("error: {:#}", failure.error);
