@@ -7,7 +7,7 @@ use anyhow::{Context as _, anyhow};
 use fieldsync_app::workspace::{OutboxStatus, Page, Resolution, RunScope};
 use fieldsync_app::{Workspace, WorkspaceError};
 
-use crate::output::print_json;
+use crate::output::{print_json, show};
 use crate::progress::RunPrinter;
 use crate::{ConflictsCommand, Exit, ExportFormat, Failure, HistoryCommand, OutboxCommand, RunArgs, render};
 
@@ -51,11 +51,7 @@ fn more_note<T>(page: &Page<T>, what: &str, json: bool) {
 /// `fieldsync check`: every connector opened and asked what it can do.
 pub async fn check(path: &Path, json: bool) -> Result<Exit, Failure> {
     let report = Workspace::open(path)?.check().await;
-    if json {
-        print_json(&report);
-    } else {
-        out!("{}", render::check(&report));
-    }
+    show(&report, json, render::check);
     Ok(if report.ok() { Exit::Done } else { Exit::WritesFailed })
 }
 
@@ -63,11 +59,7 @@ pub async fn check(path: &Path, json: bool) -> Result<Exit, Failure> {
 /// configuration without needing a connector's secrets.
 pub fn status(config: &Path, json: bool) -> Result<Exit, Failure> {
     let links = Workspace::open_offline(config)?.status()?;
-    if json {
-        print_json(&links);
-    } else {
-        out!("{}", render::status(&links));
-    }
+    show(links.as_slice(), json, render::status);
     Ok(Exit::Done)
 }
 
@@ -77,20 +69,12 @@ pub fn conflicts(config: &Path, command: Option<ConflictsCommand>, json: bool) -
     match command.unwrap_or(ConflictsCommand::List { all: false, limit: 100, before: None }) {
         ConflictsCommand::List { all, limit, before } => {
             let page = workspace.reviews(all, before, limit)?;
-            if json {
-                print_json(&page.items);
-            } else {
-                out!("{}", render::reviews(&page.items));
-            }
+            show(page.items.as_slice(), json, render::reviews);
             more_note(&page, "reviews", json);
         }
         ConflictsCommand::Show { id } => {
             let detail = workspace.review(id)?;
-            if json {
-                print_json(&detail);
-            } else {
-                out!("{}", render::review(&detail.review, &detail.audit));
-            }
+            show(&detail, json, |detail| render::review(&detail.review, &detail.audit));
         }
         ConflictsCommand::Resolve { id, keep, value } => {
             let resolution = match (keep, value) {
@@ -129,20 +113,12 @@ pub fn history(config: &Path, command: Option<HistoryCommand>, json: bool) -> Re
     match command.unwrap_or(HistoryCommand::List { limit: 20, before: None }) {
         HistoryCommand::List { limit, before } => {
             let page = workspace.runs(before, limit)?;
-            if json {
-                print_json(&page.items);
-            } else {
-                out!("{}", render::runs(&page.items));
-            }
+            show(page.items.as_slice(), json, render::runs);
             more_note(&page, "runs", json);
         }
         HistoryCommand::Show { id } => {
             let run = workspace.run_history(id)?;
-            if json {
-                print_json(&run);
-            } else {
-                out!("{}", render::run_history(&run));
-            }
+            show(&run, json, render::run_history);
         }
         HistoryCommand::Export { format, output, limit } => {
             let history = workspace.export_history(limit, matches!(format, ExportFormat::Json))?;
@@ -179,11 +155,7 @@ pub fn outbox(config: &Path, command: Option<OutboxCommand>, json: bool) -> Resu
                 })?),
             };
             let page = workspace.outbox(status, before, limit)?;
-            if json {
-                print_json(&page.items);
-            } else {
-                out!("{}", render::outbox(&page.items));
-            }
+            show(page.items.as_slice(), json, render::outbox);
             more_note(&page, "entries", json);
         }
         OutboxCommand::Retry { id } => {

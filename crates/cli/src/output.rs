@@ -29,18 +29,22 @@ pub fn write_bytes(bytes: &[u8]) {
 
 /// Prints a value as pretty JSON: the serialisation of the type a use case returned, its
 /// fields in the order the type declares them.
-pub fn print_json(value: &impl serde::Serialize) {
+pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
     write(format_args!("{}\n", json_text(value)));
 }
 
-/// A value as pretty JSON.
-pub fn json_text(value: &impl serde::Serialize) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_default()
+/// Prints what a use case returned: as JSON with `--json`, else as the text `render` makes.
+pub fn show<T: serde::Serialize + ?Sized>(value: &T, json: bool, render: impl FnOnce(&T) -> String) {
+    if json {
+        print_json(value);
+    } else {
+        write(format_args!("{}", render(value)));
+    }
 }
 
-/// `print!` to standard output, quiet when its reader went away.
-macro_rules! out {
-    ($($argument:tt)*) => { $crate::output::write(format_args!($($argument)*)) };
+/// A value as pretty JSON.
+pub fn json_text<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
 }
 
 /// `println!` to standard output, quiet when its reader went away.
