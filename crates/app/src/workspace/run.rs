@@ -74,8 +74,7 @@ impl Workspace {
     /// connector cannot be opened; and, when one link was asked for (or only one is
     /// configured), `Run` when it could not run. With several links, a link whose run fails
     /// is left out of the reports, told to the observer, and the outcome is at least
-    /// `WritesFailed`. Failed writes are not errors: they are in the
-    /// reports.
+    /// `WritesFailed`. Failed writes are not errors: they are in the reports.
     pub async fn run(
         &mut self,
         scope: &RunScope,
