@@ -281,3 +281,69 @@ right = "email"
     let error = block_on(club.workspace().run(&scope, false, &mut &Seen::default())).unwrap_err();
     assert!(matches!(error, WorkspaceError::Run { .. }) && !error.is_usage(), "{error}");
 }
+
+/// The JSON the command line prints (and a service would answer) is the serialisation of
+/// these types: their keys are the interface, pinned here.
+#[test]
+fn the_returned_types_serialise_to_the_keys_the_command_line_has_always_printed() {
+    let keys =
+        |value: serde_json::Value| -> Vec<String> { value.as_object().unwrap().keys().cloned().collect() };
+    let club = Club::new("review");
+    let mut workspace = club.workspace();
+    block_on(workspace.run(&every_link(), false, &mut &Seen::default())).unwrap();
+    club.edit(
+        "register.db",
+        "UPDATE players SET email = 'left@club.nl', changed = datetime('now') WHERE federation_id = 'P1'",
+    );
+    club.edit(
+        "website.db",
+        "UPDATE accounts SET mail = 'right@club.nl', changed = datetime('now') WHERE player = 'P1'",
+    );
+    club.edit(
+        "register.db",
+        "UPDATE players SET email = 'no address', changed = datetime('now') WHERE federation_id = 'P2'",
+    );
+    block_on(workspace.run(&every_link(), false, &mut &Seen::default())).unwrap();
+
+    let status = serde_json::to_value(&workspace.status().unwrap()[0]).unwrap();
+    assert_eq!(keys(status.clone()), ["in_step", "last_run", "link", "outbox", "records", "reviews"]);
+    assert_eq!((status["outbox"]["dead"].as_u64(), status["reviews"]["open"].as_u64()), (Some(1), Some(1)));
+    let review = serde_json::to_value(&workspace.reviews(false, None, 0).unwrap().items[0]).unwrap();
+    let review_keys = [
+        "base",
+        "created_at",
+        "decision",
+        "field",
+        "id",
+        "key",
+        "kind",
+        "left",
+        "link",
+        "reason",
+        "right",
+        "run_id",
+        "status",
+        "updated_at",
+    ];
+    assert_eq!(keys(review), review_keys);
+    let entry = serde_json::to_value(&workspace.outbox(None, None, 0).unwrap().items[0]).unwrap();
+    let entry_keys = [
+        "attempts",
+        "id",
+        "key",
+        "last_error",
+        "link",
+        "next_attempt_at",
+        "operation",
+        "run_id",
+        "side",
+        "status",
+        "write",
+    ];
+    assert_eq!(keys(entry), entry_keys);
+    let run = workspace.runs(None, 1).unwrap().items[0].id.0;
+    assert_eq!(keys(serde_json::to_value(workspace.run_history(run).unwrap()).unwrap()), ["audit", "run"]);
+    let check = serde_json::to_value(block_on(workspace.check())).unwrap();
+    assert_eq!(keys(check.clone()), ["config", "conflict_timing", "connectors", "links"]);
+    assert_eq!(keys(check["connectors"]["register"].clone()), ["ok", "probe"]);
+}
