@@ -77,8 +77,18 @@ right = "mail"
         Workspace::open(&self.config()).unwrap()
     }
 
-    fn edit(&self, file: &str, sql: &str) {
-        Connection::open(self.dir.path().join(file)).unwrap().execute_batch(sql).unwrap();
+    /// A person changes a player's e-mail address in the register.
+    fn register_email(&self, player: &str, email: &str) {
+        let register = Connection::open(self.dir.path().join("register.db")).unwrap();
+        let sql = "UPDATE players SET email = ?2, changed = datetime('now') WHERE federation_id = ?1";
+        register.execute(sql, [player, email]).unwrap();
+    }
+
+    /// A person changes a player's e-mail address on the website.
+    fn website_email(&self, player: &str, email: &str) {
+        let website = Connection::open(self.dir.path().join("website.db")).unwrap();
+        let sql = "UPDATE accounts SET mail = ?2, changed = datetime('now') WHERE player = ?1";
+        website.execute(sql, [player, email]).unwrap();
     }
 }
 
@@ -112,6 +122,11 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 
 fn every_link() -> RunScope {
     RunScope::default()
+}
+
+/// Runs every link once, watched by nobody.
+fn run_every_link(workspace: &mut Workspace) -> fieldsync_app::workspace::RunsOutcome {
+    block_on(workspace.run(&every_link(), false, &mut &Seen::default())).unwrap()
 }
 
 #[test]
@@ -159,12 +174,12 @@ fn an_unknown_link_is_a_usage_error_naming_the_links() {
 fn a_conflict_is_held_listed_a_page_at_a_time_and_decided() {
     let club = Club::new("review");
     let mut workspace = club.workspace();
-    block_on(workspace.run(&every_link(), false, &mut &Seen::default())).unwrap();
+    run_every_link(&mut workspace);
     for player in ["P1", "P2"] {
-        club.edit("register.db", &format!("UPDATE players SET email = 'left-{player}@club.nl', changed = datetime('now') WHERE federation_id = '{player}'"));
-        club.edit("website.db", &format!("UPDATE accounts SET mail = 'right-{player}@club.nl', changed = datetime('now') WHERE player = '{player}'"));
+        club.register_email(player, &format!("left-{player}@club.nl"));
+        club.website_email(player, &format!("right-{player}@club.nl"));
     }
-    block_on(workspace.run(&every_link(), false, &mut &Seen::default())).unwrap();
+    run_every_link(&mut workspace);
     assert!(!workspace.status().unwrap()[0].in_step);
 
     let first = workspace.reviews(false, None, 1).unwrap();
@@ -189,12 +204,9 @@ fn a_conflict_is_held_listed_a_page_at_a_time_and_decided() {
 fn a_dead_write_is_listed_put_back_in_line_and_dropped() {
     let club = Club::new("review");
     let mut workspace = club.workspace();
-    block_on(workspace.run(&every_link(), false, &mut &Seen::default())).unwrap();
-    club.edit(
-        "register.db",
-        "UPDATE players SET email = 'no address', changed = datetime('now') WHERE federation_id = 'P3'",
-    );
-    let runs = block_on(workspace.run(&every_link(), false, &mut &Seen::default())).unwrap();
+    run_every_link(&mut workspace);
+    club.register_email("P3", "no address");
+    let runs = run_every_link(&mut workspace);
     assert_eq!(runs.outcome, Outcome::WritesFailed);
 
     let dead = workspace.outbox(Some(OutboxStatus::Dead), None, 0).unwrap();
@@ -206,7 +218,7 @@ fn a_dead_write_is_listed_put_back_in_line_and_dropped() {
 
     workspace.retry_outbox_entry(entry.id).unwrap();
     assert_eq!(workspace.status().unwrap()[0].outbox.pending, 1);
-    block_on(workspace.run(&every_link(), false, &mut &Seen::default())).unwrap();
+    run_every_link(&mut workspace);
     workspace.drop_outbox_entry(entry.id).unwrap();
     assert!(workspace.outbox(Some(OutboxStatus::Dead), None, 0).unwrap().items.is_empty());
     assert!(workspace.drop_outbox_entry(entry.id).is_err(), "a dropped entry is not dead any more");
@@ -259,11 +271,7 @@ key = "federation_id"
 left = "register"
 right = "archive"
 key = { left = "federation_id", right = "federation_id" }
-
-[[links.archive.fields]]
-name = "email"
-left = "email"
-right = "email"
+fields = [{ name = "email", left = "email", right = "email" }]
 "#,
     );
     std::fs::write(club.config(), text).unwrap();
@@ -290,57 +298,25 @@ fn the_returned_types_serialise_to_the_keys_the_command_line_has_always_printed(
         |value: serde_json::Value| -> Vec<String> { value.as_object().unwrap().keys().cloned().collect() };
     let club = Club::new("review");
     let mut workspace = club.workspace();
-    block_on(workspace.run(&every_link(), false, &mut &Seen::default())).unwrap();
-    club.edit(
-        "register.db",
-        "UPDATE players SET email = 'left@club.nl', changed = datetime('now') WHERE federation_id = 'P1'",
-    );
-    club.edit(
-        "website.db",
-        "UPDATE accounts SET mail = 'right@club.nl', changed = datetime('now') WHERE player = 'P1'",
-    );
-    club.edit(
-        "register.db",
-        "UPDATE players SET email = 'no address', changed = datetime('now') WHERE federation_id = 'P2'",
-    );
-    block_on(workspace.run(&every_link(), false, &mut &Seen::default())).unwrap();
+    run_every_link(&mut workspace);
+    club.register_email("P1", "left@club.nl");
+    club.website_email("P1", "right@club.nl");
+    club.register_email("P2", "no address");
+    run_every_link(&mut workspace);
 
     let status = serde_json::to_value(&workspace.status().unwrap()[0]).unwrap();
     assert_eq!(keys(status.clone()), ["in_step", "last_run", "link", "outbox", "records", "reviews"]);
     assert_eq!((status["outbox"]["dead"].as_u64(), status["reviews"]["open"].as_u64()), (Some(1), Some(1)));
     let review = serde_json::to_value(&workspace.reviews(false, None, 0).unwrap().items[0]).unwrap();
-    let review_keys = [
-        "base",
-        "created_at",
-        "decision",
-        "field",
-        "id",
-        "key",
-        "kind",
-        "left",
-        "link",
-        "reason",
-        "right",
-        "run_id",
-        "status",
-        "updated_at",
-    ];
-    assert_eq!(keys(review), review_keys);
+    assert_eq!(
+        keys(review).join(" "),
+        "base created_at decision field id key kind left link reason right run_id status updated_at"
+    );
     let entry = serde_json::to_value(&workspace.outbox(None, None, 0).unwrap().items[0]).unwrap();
-    let entry_keys = [
-        "attempts",
-        "id",
-        "key",
-        "last_error",
-        "link",
-        "next_attempt_at",
-        "operation",
-        "run_id",
-        "side",
-        "status",
-        "write",
-    ];
-    assert_eq!(keys(entry), entry_keys);
+    assert_eq!(
+        keys(entry).join(" "),
+        "attempts id key last_error link next_attempt_at operation run_id side status write"
+    );
     let run = workspace.runs(None, 1).unwrap().items[0].id.0;
     assert_eq!(keys(serde_json::to_value(workspace.run_history(run).unwrap()).unwrap()), ["audit", "run"]);
     let check = serde_json::to_value(block_on(workspace.check())).unwrap();
