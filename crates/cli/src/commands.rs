@@ -10,7 +10,10 @@ use fieldsync_app::{AnyConnector, Config, StatePath, open_connector};
 use fieldsync_connector::Connector as _;
 use fieldsync_engine::{RunOptions, RunReport, SidePair, SystemClock, run_link};
 use fieldsync_model::{RunId, Side};
-use fieldsync_store::{AuditEntry, AuditEvent, Decision, OutboxStatus, ReviewStatus, RunStatus, StateStore};
+use fieldsync_store::{
+    AuditEntry, AuditEvent, Decision, OutboxStatus, ReviewStatus, RunStatus, StateStore, Transaction,
+};
+use fieldsync_store_sqlite::SqliteStore;
 use serde_json::json;
 
 use crate::progress::TerminalProgress;
@@ -74,9 +77,9 @@ pub fn load(path: &Path) -> Result<Config, Failure> {
 }
 
 /// Opens the state store of a configuration.
-pub fn open_store(config: &Config) -> Result<StateStore, Failure> {
+pub fn open_store(config: &Config) -> Result<SqliteStore, Failure> {
     let StatePath::Sqlite(path) = &config.state;
-    StateStore::open(path)
+    SqliteStore::open(path)
         .with_context(|| format!("opening the state store {}", path.display()))
         .map_err(Into::into)
 }

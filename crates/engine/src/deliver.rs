@@ -12,7 +12,7 @@ use fieldsync_connector::{
 use fieldsync_model::{RecordId, Side, Value};
 use fieldsync_store::{
     AuditEntry, AuditEvent, Baseline, CursorState, LinkLayout, Operation, Origin, OutboxEntry, OutboxStatus,
-    StateStore,
+    StateStore, Transaction,
 };
 
 use crate::plan::Payload;
@@ -109,10 +109,10 @@ fn verify(
 /// Delivers every due outbox entry of the link, waiting for retries due within the link's
 /// `wait_in_run`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress>(
+pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
     spec: &LinkSpec,
     connectors: &mut SidePair<C>,
-    store: &mut StateStore,
+    store: &mut S,
     layout: &LinkLayout,
     clock: &K,
     progress: &P,
@@ -178,11 +178,11 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress>(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn attempt_batch<C: Connector, K: Clock>(
+async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
     spec: &LinkSpec,
     side: Side,
     connector: &mut C,
-    store: &mut StateStore,
+    store: &mut S,
     entries: &[&OutboxEntry],
     payloads: &[Result<Payload, String>],
     clock: &K,
@@ -486,10 +486,10 @@ pub(crate) fn move_baseline(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn close_batch<K: Clock>(
+fn close_batch<K: Clock, S: StateStore>(
     spec: &LinkSpec,
     side: Side,
-    store: &mut StateStore,
+    store: &mut S,
     layout: &LinkLayout,
     entries: &[&OutboxEntry],
     payloads: &[Result<Payload, String>],

@@ -9,6 +9,7 @@ use fieldsync_connector::Connector;
 use fieldsync_model::{RecordKey, Side};
 use fieldsync_store::{
     Baseline, CursorState, NewOutboxEntry, Operation, OutboxStatus, Review, RunStatus, StateStore,
+    Transaction,
 };
 use jiff::Timestamp;
 
@@ -77,11 +78,11 @@ pub struct RunOptions {
 /// Fails when the state store fails, when a side cannot be read even after retries, or when
 /// another run of the link holds its lock. Failed writes are not errors: they are in the
 /// report, and stay in the outbox.
-pub async fn run_link<C: Connector, K: Clock, P: Progress>(
+pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
     spec: &LinkSpec,
     names: &SidePair<String>,
     connectors: &mut SidePair<C>,
-    store: &mut StateStore,
+    store: &mut S,
     options: RunOptions,
     clock: &K,
     progress: &P,
@@ -199,8 +200,8 @@ struct Deferred {
 /// waiting one is kept, others superseded, landed ones closed), its baseline change, reviews,
 /// audit entries and raw digests.
 #[allow(clippy::too_many_arguments)]
-fn commit_plan(
-    transaction: &fieldsync_store::Transaction<'_>,
+fn commit_plan<S: StateStore>(
+    transaction: &S::Transaction<'_>,
     link: &str,
     layout: &fieldsync_store::LinkLayout,
     plan: &RecordPlan,
@@ -329,11 +330,11 @@ fn landed_write(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run_steps<C: Connector, K: Clock, P: Progress>(
+async fn run_steps<C: Connector, K: Clock, P: Progress, S: StateStore>(
     spec: &LinkSpec,
     names: &SidePair<String>,
     connectors: &mut SidePair<C>,
-    store: &mut StateStore,
+    store: &mut S,
     options: RunOptions,
     clock: &K,
     progress: &P,
@@ -378,11 +379,11 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
 /// limits, the run's planned writes are discarded; within them, the plan is published with the
 /// cursors. Whether there is anything to deliver (not when guarded or a dry run).
 #[allow(clippy::too_many_arguments)]
-async fn detect_and_plan<C: Connector, K: Clock, P: Progress>(
+async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
     spec: &LinkSpec,
     names: &SidePair<String>,
     connectors: &mut SidePair<C>,
-    store: &mut StateStore,
+    store: &mut S,
     options: RunOptions,
     clock: &K,
     progress: &P,
@@ -490,9 +491,9 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress>(
 /// Plans one chunk of candidates and, unless it is a dry run, commits the plans with the raw
 /// digests detection found, in one transaction.
 #[allow(clippy::too_many_arguments)]
-fn plan_chunk(
+fn plan_chunk<S: StateStore>(
     spec: &LinkSpec,
-    store: &mut StateStore,
+    store: &mut S,
     options: RunOptions,
     layout: &fieldsync_store::LinkLayout,
     planner: &Planner<'_>,
@@ -565,7 +566,7 @@ fn plan_chunk(
             plan.baseline = BaselineChange::Put(moved);
         }
         if let Some(transaction) = &transaction {
-            commit_plan(transaction, link, layout, &plan, existing, &landed, report, now, deferred)?;
+            commit_plan::<S>(transaction, link, layout, &plan, existing, &landed, report, now, deferred)?;
         }
     }
     if let Some(transaction) = transaction {
