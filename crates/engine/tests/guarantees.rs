@@ -1748,9 +1748,10 @@ async fn guarantee_17_guard_writes_nothing() {
 /// the lock, and so does one that failed.
 ///
 /// That the lock dies with the process (`kill -9`) is proved across processes in
-/// `crates/store/tests/store.rs` (`a_killed_lock_holder_releases_the_lock`,
-/// `a_lock_held_by_flock_1_is_respected_and_released_on_kill`); leases across machines come
-/// with the PostgreSQL state store.
+/// `crates/store-sqlite/tests/store.rs` (`a_killed_lock_holder_releases_the_lock`,
+/// `a_lock_held_by_flock_1_is_respected_and_released_on_kill`); that a lease expires and that
+/// a commit under a lost one fails, by the store conformance suite
+/// (`a_commit_under_a_lost_lease_fails_and_keeps_nothing`).
 #[tokio::test]
 async fn guarantee_18_one_run_per_link_and_lock_dies_with_process() {
     let mut world = one_write().await;

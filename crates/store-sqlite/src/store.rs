@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
 
 use fieldsync_model::{RecordDigest, RecordId, RecordKey, RunId, Side, Value};
 use jiff::Timestamp;
@@ -48,6 +49,16 @@ pub struct SqliteLock {
 pub struct SqliteTransaction<'store> {
     transaction: rusqlite::Transaction<'store>,
     crash: Arc<CrashPlan>,
+    lease: Option<LeaseCheck>,
+}
+
+/// The lease a transaction's commit checks and renews.
+#[derive(Debug)]
+struct LeaseCheck {
+    link: String,
+    owner: String,
+    token: i64,
+    ttl: Duration,
 }
 
 fn millis(timestamp: Timestamp) -> i64 {
@@ -105,6 +116,48 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Takes the OS lock of `link` (a file beside the state file); fails at once when another
+    /// handle or process holds it. The kernel releases it when the process dies, however it
+    /// dies. `lease` takes it first.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::Locked` when a run of the link is in progress elsewhere.
+    pub fn lock_link(&self, link: &str) -> Result<SqliteLock, StoreError> {
+        let path = self.lock_path(link);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StoreError::LockFile { path: path.display().to_string(), source })?;
+        match file.try_lock() {
+            Ok(()) => Ok(SqliteLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Err(StoreError::Locked { link: link.to_string(), path: path.display().to_string() })
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                Err(StoreError::LockFile { path: path.display().to_string(), source })
+            }
+        }
+    }
+
+    /// Starts an immediate transaction, checking `lease` at its commit.
+    fn begin(&mut self, lease: Option<LeaseCheck>) -> Result<SqliteTransaction<'_>, StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .context(|| "starting a transaction".into())?;
+        Ok(SqliteTransaction { transaction, crash: Arc::clone(&self.crash), lease })
+    }
+
+    /// The lock file of `link`, beside the state file.
+    fn lock_path(&self, link: &str) -> PathBuf {
+        let mut name = self.path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
+        name.push(format!(".{link}.lock"));
+        self.path.with_file_name(name)
+    }
+
     /// Fault injection for simulations: the `commits`-th commit from now (1 is the next one)
     /// fails with `StoreError::InjectedCrash`, as if the process died just before it
     /// (`committed = false`: nothing of it is kept) or just after it (`committed = true`).
@@ -130,35 +183,76 @@ impl SqliteStore {
 
 impl StateStore for SqliteStore {
     type Transaction<'store> = SqliteTransaction<'store>;
-    type Lock = SqliteLock;
-
-    fn lock_link(&self, link: &str) -> Result<SqliteLock, StoreError> {
-        let mut name = self.path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
-        name.push(format!(".{link}.lock"));
-        let path = self.path.with_file_name(name);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|source| StoreError::LockFile { path: path.display().to_string(), source })?;
-        match file.try_lock() {
-            Ok(()) => Ok(SqliteLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                Err(StoreError::Locked { link: link.to_string(), path: path.display().to_string() })
-            }
-            Err(std::fs::TryLockError::Error(source)) => {
-                Err(StoreError::LockFile { path: path.display().to_string(), source })
-            }
-        }
-    }
 
     fn transaction(&mut self) -> Result<SqliteTransaction<'_>, StoreError> {
+        self.begin(None)
+    }
+
+    fn lease(&mut self, link: &str, owner: &str, ttl: Duration) -> Result<Lease, StoreError> {
+        // Holding the lock file proves that an earlier holder on this machine is gone; without
+        // it, only an expired lease is taken over (its holder stalled), and a lock file held
+        // with no lease (an older fieldsync, `flock`) is respected.
+        let lock = match self.lock_link(link) {
+            Ok(lock) => Some(lock),
+            Err(StoreError::Locked { .. }) => None,
+            Err(error) => return Err(error),
+        };
+        let what = || format!("leasing link {link}");
+        let lock_path = self.lock_path(link).display().to_string();
+        let now = Timestamp::now();
         let transaction = self
             .connection
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .context(|| "starting a transaction".into())?;
-        Ok(SqliteTransaction { transaction, crash: Arc::clone(&self.crash) })
+            .context(what)?;
+        let held: Option<(i64, i64, bool)> = transaction
+            .query_row(
+                "SELECT token, expires_ms, os_locked FROM leases WHERE link = ?1",
+                params![link],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .context(what)?;
+        let live = |expires_ms: i64| expires_ms > millis(now);
+        let granted = match (&lock, held) {
+            (Some(_), Some((_, expires_ms, false))) => !live(expires_ms),
+            (Some(_), _) => true,
+            (None, Some((_, expires_ms, _))) => !live(expires_ms),
+            (None, None) => false,
+        };
+        if !granted {
+            return Err(StoreError::Locked { link: link.to_string(), path: lock_path });
+        }
+        let token = held.map_or(1, |(token, _, _)| token + 1);
+        let expires_at = now + ttl;
+        transaction
+            .execute(
+                "INSERT INTO leases (link, owner, token, expires_ms, os_locked) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (link) DO UPDATE SET owner = ?2, token = ?3, expires_ms = ?4, os_locked = ?5",
+                params![link, owner, token, millis(expires_at), lock.is_some()],
+            )
+            .context(what)?;
+        transaction.commit().context(what)?;
+        let hold = lock.map(|lock| Box::new(lock) as Box<dyn std::any::Any + Send + Sync>);
+        Ok(Lease::new(link, owner, token, expires_at, ttl, hold))
+    }
+
+    fn release(&mut self, lease: Lease) -> Result<(), StoreError> {
+        self.connection
+            .execute(
+                "UPDATE leases SET expires_ms = 0 WHERE link = ?1 AND token = ?2",
+                params![lease.link, lease.token],
+            )
+            .context(|| format!("releasing the lease of link {}", lease.link))?;
+        Ok(())
+    }
+
+    fn leased_transaction(&mut self, lease: &Lease) -> Result<SqliteTransaction<'_>, StoreError> {
+        self.begin(Some(LeaseCheck {
+            link: lease.link.clone(),
+            owner: lease.owner.clone(),
+            token: lease.token,
+            ttl: lease.ttl,
+        }))
     }
 
     fn layout(&mut self, link: &str, fields: &[String]) -> Result<LinkLayout, StoreError> {
@@ -508,6 +602,19 @@ impl StateStore for SqliteStore {
 
 impl Transaction for SqliteTransaction<'_> {
     fn commit(self) -> Result<(), StoreError> {
+        if let Some(lease) = &self.lease {
+            let now = Timestamp::now();
+            let renewed = self
+                .transaction
+                .execute(
+                    "UPDATE leases SET expires_ms = ?4 WHERE link = ?1 AND token = ?2 AND expires_ms > ?3",
+                    params![lease.link, lease.token, millis(now), millis(now + lease.ttl)],
+                )
+                .context(|| format!("renewing the lease of link {}", lease.link))?;
+            if renewed == 0 {
+                return Err(StoreError::LeaseLost { link: lease.link.clone(), owner: lease.owner.clone() });
+            }
+        }
         if self.crash.commits_left.load(Ordering::SeqCst) > 0
             && self.crash.commits_left.fetch_sub(1, Ordering::SeqCst) == 1
         {

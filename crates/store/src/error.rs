@@ -39,6 +39,14 @@ pub enum StoreError {
         /// The lock file.
         path: String,
     },
+    /// A commit under a lease that expired or was taken over; nothing of it was kept.
+    #[error("state store: the lease of link {link} held by {owner} expired or was taken over")]
+    LeaseLost {
+        /// The link.
+        link: String,
+        /// The lease's owner.
+        owner: String,
+    },
     /// The lock file could not be opened.
     #[error("state store: cannot open lock file {path}")]
     LockFile {
@@ -85,7 +93,7 @@ impl StoreError {
     pub fn class(&self) -> ErrorClass {
         match self {
             StoreError::Backend { class, .. } => *class,
-            StoreError::Locked { .. } => ErrorClass::Conflict,
+            StoreError::Locked { .. } | StoreError::LeaseLost { .. } => ErrorClass::Conflict,
             StoreError::Damaged { .. } | StoreError::TooNew { .. } => ErrorClass::Corrupt,
             StoreError::LockFile { .. } | StoreError::InjectedCrash { .. } | StoreError::NotFound { .. } => {
                 ErrorClass::Fatal

@@ -10,7 +10,7 @@ mod types;
 pub use error::{ErrorClass, StoreError};
 pub use state_store::{StateStore, Transaction};
 pub use types::{
-    AuditEntry, AuditEvent, Baseline, BaselineField, CursorState, Decision, DigestEntry, LinkLayout,
+    AuditEntry, AuditEvent, Baseline, BaselineField, CursorState, Decision, DigestEntry, Lease, LinkLayout,
     NewOutboxEntry, NewReview, Operation, Origin, OutboxEntry, OutboxId, OutboxStatus, Review, ReviewId,
     ReviewKind, ReviewStatus, RunRow, RunStatus, SendId,
 };

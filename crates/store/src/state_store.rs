@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use crate::StoreError;
 use crate::types::{
-    AuditEntry, Baseline, CursorState, Decision, DigestEntry, LinkLayout, NewOutboxEntry, NewReview,
+    AuditEntry, Baseline, CursorState, Decision, DigestEntry, Lease, LinkLayout, NewOutboxEntry, NewReview,
     OutboxEntry, OutboxId, OutboxStatus, Review, ReviewId, ReviewStatus, RunRow, RunStatus, SendId,
 };
 
@@ -26,17 +26,33 @@ pub trait StateStore {
     type Transaction<'store>: Transaction
     where
         Self: 'store;
-    /// Held while a run of a link is in progress; dropping it releases the link.
-    type Lock;
 
-    /// Takes the lock of `link`; fails at once when another process holds it.
+    /// Takes the lease of `link` for `owner`, for `ttl`: granted when nobody holds it, or its
+    /// holder's lease expired (a store may also know that its holder is gone, as SQLite does
+    /// when it gets the holder's lock file); the new lease has a new token.
     ///
     /// # Errors
     ///
-    /// `StoreError::Locked` when a run of the link is in progress elsewhere.
-    fn lock_link(&self, link: &str) -> Result<Self::Lock, StoreError>;
+    /// `StoreError::Locked` (a conflict) when another holder's lease is live.
+    fn lease(&mut self, link: &str, owner: &str, ttl: std::time::Duration) -> Result<Lease, StoreError>;
 
-    /// Starts a transaction.
+    /// Gives up `lease` so that the link may be leased at once; a lease already taken over is
+    /// left to its new holder.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn release(&mut self, lease: Lease) -> Result<(), StoreError>;
+
+    /// Starts a transaction under `lease`: its commit checks the lease and renews it, and fails
+    /// with `StoreError::LeaseLost` (keeping nothing) when it expired or was taken over.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the store cannot start one.
+    fn leased_transaction(&mut self, lease: &Lease) -> Result<Self::Transaction<'_>, StoreError>;
+
+    /// Starts a transaction under no lease (a person's decision, a retry asked for).
     ///
     /// # Errors
     ///

@@ -32,6 +32,8 @@ where
 {
     keys_page_in_byte_order_whatever_the_collation(&new());
     concurrent_writers_lose_nothing(&new());
+    a_lease_excludes_other_holders_until_released(&new());
+    a_commit_under_a_lost_lease_fails_and_keeps_nothing(&new());
     baselines_round_trip_exactly_with_their_digests(&new());
     many_keys_are_read_across_chunks(&new());
     digests_are_paged_in_key_order(&new());
@@ -57,6 +59,8 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@each $new;
             keys_page_in_byte_order_whatever_the_collation,
             concurrent_writers_lose_nothing,
+            a_lease_excludes_other_holders_until_released,
+            a_commit_under_a_lost_lease_fails_and_keeps_nothing,
             baselines_round_trip_exactly_with_their_digests,
             many_keys_are_read_across_chunks,
             digests_are_paged_in_key_order,
@@ -1184,4 +1188,82 @@ where
         assert_eq!(all.len(), EACH, "{link}");
         assert_eq!(store.audit_for_record(link, &key("k000")).unwrap().len(), 1, "{link}");
     }
+}
+
+/// A live lease excludes every other holder of its link (a conflict, on this handle or
+/// another), not of another link; released, the link is leased again at once, with a new
+/// token. Commits under a live lease succeed.
+pub fn a_lease_excludes_other_holders_until_released<F: Fixture>(fixture: &F) {
+    let minute = std::time::Duration::from_secs(60);
+    let (mut first, mut second) = (fixture.open(), fixture.open());
+    let lease = first.lease(LINK, "first", minute).unwrap();
+    assert_eq!((lease.link.as_str(), lease.owner.as_str(), lease.ttl), (LINK, "first", minute));
+    for store in [&mut first, &mut second] {
+        let refused = store.lease(LINK, "second", minute).unwrap_err();
+        assert!(refused.is_conflict(), "{refused:?}");
+        assert!(!refused.is_retryable(), "{refused:?}");
+    }
+    let other = second.lease("other", "second", minute).expect("another link's lease");
+    let transaction = first.leased_transaction(&lease).unwrap();
+    transaction
+        .set_cursor(LINK, Side::Left, CursorState { cursor: Some(ts(T0)), last_full_scan: None })
+        .unwrap();
+    transaction.commit().expect("a commit under a live lease");
+    let token = lease.token;
+    first.release(lease).unwrap();
+    let again = second.lease(LINK, "second", minute).expect("free once released");
+    assert_ne!(again.token, token, "a new holder, a new token");
+    assert_eq!(first.cursor(LINK, Side::Left).unwrap().cursor, Some(ts(T0)));
+    second.release(again).unwrap();
+    second.release(other).unwrap();
+}
+
+/// A commit by a holder whose lease expired, or was taken over once expired, fails as a
+/// conflict (`StoreError::LeaseLost`) and keeps nothing; the new holder's commits succeed.
+pub fn a_commit_under_a_lost_lease_fails_and_keeps_nothing<F: Fixture>(fixture: &F) {
+    let short = std::time::Duration::from_millis(50);
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(150));
+    let (mut first, mut second) = (fixture.open(), fixture.open());
+    let fields = layout(&mut first, &["n"]);
+    let baseline = |text: &str| Baseline {
+        fields: vec![field(Some(Value::from(text)), None, None, Some(Origin::Both))],
+        ..Baseline::empty(key(text), 1)
+    };
+    let expired = |store: &mut F::Store, lease: &crate::Lease, text: &str| {
+        let transaction = store.leased_transaction(lease).unwrap();
+        transaction.put_baseline(LINK, &fields, &baseline(text)).unwrap();
+        let lost = transaction.commit().unwrap_err();
+        assert!(matches!(lost, StoreError::LeaseLost { .. }), "{lost:?}");
+        assert!(lost.is_conflict(), "{lost:?}");
+    };
+
+    // Expired, nobody took it over.
+    let lease = first.lease(LINK, "first", short).unwrap();
+    pause();
+    expired(&mut first, &lease, "late");
+    drop(lease);
+
+    // Expired and taken over by another holder.
+    let lease = first.lease(LINK, "first", short).unwrap();
+    let renewed = first.leased_transaction(&lease).unwrap();
+    renewed.put_baseline(LINK, &fields, &baseline("kept")).unwrap();
+    renewed.commit().expect("a commit under a live lease");
+    pause();
+    let taken =
+        second.lease(LINK, "second", std::time::Duration::from_secs(60)).expect("an expired lease is taken");
+    assert_ne!(taken.token, lease.token);
+    expired(&mut first, &lease, "stale");
+    let transaction = second.leased_transaction(&taken).unwrap();
+    transaction.put_baseline(LINK, &fields, &baseline("new")).unwrap();
+    transaction.commit().expect("the new holder commits");
+
+    let keys = [key("late"), key("kept"), key("stale"), key("new")];
+    let mut found: Vec<String> =
+        second.baselines(LINK, &fields, &keys).unwrap().into_keys().map(|key| key.to_string()).collect();
+    found.sort();
+    assert_eq!(found, ["kept", "new"]);
+    // The old holder cannot give the link up for the new one.
+    first.release(lease).unwrap();
+    assert!(first.lease(LINK, "first", short).unwrap_err().is_conflict());
+    second.release(taken).unwrap();
 }
