@@ -441,19 +441,6 @@ impl StateStore for SqliteStore {
         Ok(keys)
     }
 
-    fn list_outbox(
-        &self,
-        link: Option<&str>,
-        status: Option<OutboxStatus>,
-        limit: usize,
-    ) -> Result<Vec<OutboxEntry>, StoreError> {
-        query_outbox(
-            &self.connection,
-            "WHERE (?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3",
-            params![link, status.map(OutboxStatus::as_str), limit as i64],
-        )
-    }
-
     fn outbox_page(
         &self,
         link: Option<&str>,
@@ -525,19 +512,6 @@ impl StateStore for SqliteStore {
         Ok(keys)
     }
 
-    fn list_reviews(
-        &self,
-        link: Option<&str>,
-        status: Option<ReviewStatus>,
-        limit: usize,
-    ) -> Result<Vec<Review>, StoreError> {
-        query_reviews(
-            &self.connection,
-            "WHERE (?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3",
-            params![link, status.map(ReviewStatus::as_str), limit as i64],
-        )
-    }
-
     fn reviews_page(
         &self,
         link: Option<&str>,
@@ -559,14 +533,6 @@ impl StateStore for SqliteStore {
         query_reviews(&self.connection, "WHERE id = ?1", params![id])?
             .pop()
             .ok_or(StoreError::NotFound { what: "review", id })
-    }
-
-    fn list_runs(&self, link: Option<&str>, limit: usize) -> Result<Vec<RunRow>, StoreError> {
-        query_runs(
-            &self.connection,
-            "WHERE (?1 IS NULL OR link = ?1) ORDER BY id DESC LIMIT ?2",
-            params![link, limit as i64],
-        )
     }
 
     fn runs_page(
@@ -833,24 +799,6 @@ impl Transaction for SqliteTransaction<'_> {
         Ok(())
     }
 
-    fn recover_sends(&self, link: &str, now: Timestamp) -> Result<(), StoreError> {
-        let what = || format!("recovering the sends of link {link}");
-        let open: Vec<(i64, String)> = self
-            .transaction
-            .prepare_cached("SELECT id, entries FROM outbox_sends WHERE link = ?1")
-            .and_then(|mut statement| {
-                statement
-                    .query_map(params![link], |row| Ok((row.get(0)?, row.get(1)?)))?
-                    .collect::<Result<_, _>>()
-            })
-            .context(what)?;
-        for (send, entries) in open {
-            self.mark_sending(&send_entries(send, &entries)?, now)?;
-            self.end_send(send)?;
-        }
-        Ok(())
-    }
-
     fn close_attempt(
         &self,
         id: OutboxId,
@@ -1004,6 +952,26 @@ impl Transaction for SqliteTransaction<'_> {
 }
 
 impl SqliteTransaction<'_> {
+    /// Counts an attempt on each entry of every send of `link` a crash left open (the next
+    /// run's `start_run` does this), and closes those sends.
+    fn recover_sends(&self, link: &str, now: Timestamp) -> Result<(), StoreError> {
+        let what = || format!("recovering the sends of link {link}");
+        let open: Vec<(i64, String)> = self
+            .transaction
+            .prepare_cached("SELECT id, entries FROM outbox_sends WHERE link = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![link], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<Result<_, _>>()
+            })
+            .context(what)?;
+        for (send, entries) in open {
+            self.mark_sending(&send_entries(send, &entries)?, now)?;
+            self.end_send(send)?;
+        }
+        Ok(())
+    }
+
     /// Sets an outbox entry's status, counting `attempts` more attempts.
     fn update_status(
         &self,

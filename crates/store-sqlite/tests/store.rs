@@ -7,13 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fieldsync_model::{RecordKey, Side, Value};
-use fieldsync_store::testkit::Fixture;
-use fieldsync_store::{Baseline, BaselineField, LinkLayout, Origin, StateStore, StoreError, Transaction};
+use fieldsync_model::{Side, Value};
+use fieldsync_store::testkit::{Fixture, LINK, T0, field, key, layout, put};
+use fieldsync_store::{Baseline, BaselineField, Origin, StateStore, StoreError, Transaction};
 use fieldsync_store_sqlite::SqliteStore;
-use jiff::Timestamp;
-
-const LINK: &str = "members";
 
 /// A state file in a temporary directory; every `open` is a new connection to it.
 struct SqliteFixture {
@@ -48,42 +45,6 @@ fn temp_store() -> TempStore {
     let path = dir.path().join("state.db");
     let store = SqliteStore::open(&path).expect("open a new store");
     TempStore { store, path, _dir: dir }
-}
-
-/// A timestamp with whole milliseconds (the store keeps milliseconds).
-fn ts(ms: i64) -> Timestamp {
-    Timestamp::from_millisecond(ms).expect("valid timestamp")
-}
-
-const T0: i64 = 1_700_000_000_000;
-
-fn key(text: &str) -> RecordKey {
-    RecordKey::new(text)
-}
-
-fn names(fields: &[&str]) -> Vec<String> {
-    fields.iter().map(|name| name.to_string()).collect()
-}
-
-fn layout(store: &mut SqliteStore, fields: &[&str]) -> LinkLayout {
-    store.layout(LINK, &names(fields)).expect("register layout")
-}
-
-fn field(
-    value: Option<Value>,
-    left: Option<i64>,
-    right: Option<i64>,
-    origin: Option<Origin>,
-) -> BaselineField {
-    BaselineField { value, left_changed: left.map(ts), right_changed: right.map(ts), origin }
-}
-
-fn put(store: &mut SqliteStore, layout: &LinkLayout, baselines: &[&Baseline]) {
-    let transaction = store.transaction().expect("transaction");
-    for baseline in baselines {
-        transaction.put_baseline(LINK, layout, baseline).expect("put baseline");
-    }
-    transaction.commit().expect("commit");
 }
 
 fn raw(path: &Path) -> rusqlite::Connection {

@@ -205,7 +205,12 @@ pub trait StateStore {
         link: Option<&str>,
         status: Option<OutboxStatus>,
         limit: usize,
-    ) -> Result<Vec<OutboxEntry>, StoreError>;
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.outbox_page(link, status, None, limit)?.0)
+    }
 
     /// A page of outbox entries, newest first, optionally of one link and status, older than
     /// `before` when given, at most `limit` (all when `0`); with how many more match after
@@ -260,7 +265,12 @@ pub trait StateStore {
         link: Option<&str>,
         status: Option<ReviewStatus>,
         limit: usize,
-    ) -> Result<Vec<Review>, StoreError>;
+    ) -> Result<Vec<Review>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.reviews_page(link, status, None, limit)?.0)
+    }
 
     /// A page of reviews, newest first, optionally of one link and status, older than `before`
     /// when given, at most `limit` (all when `0`); with how many more match after the page.
@@ -288,7 +298,12 @@ pub trait StateStore {
     /// # Errors
     ///
     /// Fails on a database error or a damaged row.
-    fn list_runs(&self, link: Option<&str>, limit: usize) -> Result<Vec<RunRow>, StoreError>;
+    fn list_runs(&self, link: Option<&str>, limit: usize) -> Result<Vec<RunRow>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.runs_page(link, None, limit)?.0)
+    }
 
     /// A page of runs, newest first, optionally of one link, older than `before` when given,
     /// at most `limit` (all when `0`); with how many more there are after the page's last run.
@@ -384,7 +399,9 @@ pub trait Transaction {
     /// Fails on a database error.
     fn set_cursor(&self, link: &str, side: Side, state: CursorState) -> Result<(), StoreError>;
 
-    /// Records the start of a run.
+    /// Records the start of a run; first discards the plans of the link's earlier runs that
+    /// never published (they died planning) and counts the attempt of the sends a crash left
+    /// open (see `begin_send`).
     ///
     /// # Errors
     ///
@@ -442,9 +459,9 @@ pub trait Transaction {
     /// Fails on a database error.
     fn mark_sending(&self, ids: &[OutboxId], now: Timestamp) -> Result<(), StoreError>;
 
-    /// Marks a batch of entries as being sent, with one row: until `end_send`, every reader
-    /// sees them `sending` with one more attempt, and a crash before it leaves the row for
-    /// `recover_sends`.
+    /// Marks a batch of entries as being sent: until `end_send`, every reader sees them
+    /// `sending` with one more attempt, and after a crash before it the link's next
+    /// `start_run` counts that attempt on each of them.
     ///
     /// # Errors
     ///
@@ -457,14 +474,6 @@ pub trait Transaction {
     ///
     /// Fails on a database error.
     fn end_send(&self, send: SendId) -> Result<(), StoreError>;
-
-    /// Counts the attempt of every send of `link` that a crash left open on each of its
-    /// entries, which become `sending` (their write may have happened).
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    fn recover_sends(&self, link: &str, now: Timestamp) -> Result<(), StoreError>;
 
     /// Closes one attempt of an entry that was sent: counts it and sets the entry's status,
     /// next attempt and last error.

@@ -88,28 +88,34 @@ macro_rules! conformance_tests {
     };
 }
 
-const LINK: &str = "members";
+/// The link the suite's properties write.
+pub const LINK: &str = "members";
 
 /// A timestamp with whole milliseconds (the store keeps milliseconds).
-fn ts(ms: i64) -> Timestamp {
+pub fn ts(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).expect("valid timestamp")
 }
 
-const T0: i64 = 1_700_000_000_000;
+/// The suite's first moment, in milliseconds.
+pub const T0: i64 = 1_700_000_000_000;
 
-fn key(text: &str) -> RecordKey {
+/// A record key.
+pub fn key(text: &str) -> RecordKey {
     RecordKey::new(text)
 }
 
-fn names(fields: &[&str]) -> Vec<String> {
+/// Field names.
+pub fn names(fields: &[&str]) -> Vec<String> {
     fields.iter().map(|name| name.to_string()).collect()
 }
 
-fn layout<S: StateStore>(store: &mut S, fields: &[&str]) -> LinkLayout {
+/// Registers `fields` as the layout of `LINK`.
+pub fn layout<S: StateStore>(store: &mut S, fields: &[&str]) -> LinkLayout {
     store.layout(LINK, &names(fields)).expect("register layout")
 }
 
-fn field(
+/// A baseline field: its value, its change times on each side (milliseconds) and origin.
+pub fn field(
     value: Option<Value>,
     left: Option<i64>,
     right: Option<i64>,
@@ -118,7 +124,8 @@ fn field(
     BaselineField { value, left_changed: left.map(ts), right_changed: right.map(ts), origin }
 }
 
-fn put<S: StateStore>(store: &mut S, layout: &LinkLayout, baselines: &[&Baseline]) {
+/// Writes `baselines` of `LINK` in one transaction.
+pub fn put<S: StateStore>(store: &mut S, layout: &LinkLayout, baselines: &[&Baseline]) {
     let transaction = store.transaction().expect("transaction");
     for baseline in baselines {
         transaction.put_baseline(LINK, layout, baseline).expect("put baseline");
