@@ -94,7 +94,8 @@ fn a_store_from_a_newer_fieldsync_is_refused() {
     raw(&path).execute("UPDATE schema_version SET version = 9999", []).unwrap();
 
     match SqliteStore::open(&path) {
-        Err(StoreError::TooNew { found, known }) => {
+        Err(error @ StoreError::TooNew { found, known }) => {
+            assert!(error.is_corrupt() && !error.is_retryable(), "{error:?}");
             assert_eq!(found, 9999);
             assert!((1..9999).contains(&known), "known = {known}");
         }
@@ -104,6 +105,18 @@ fn a_store_from_a_newer_fieldsync_is_refused() {
     let version: i64 =
         raw(&path).query_row("SELECT max(version) FROM schema_version", [], |row| row.get(0)).unwrap();
     assert_eq!(version, 9999);
+}
+
+/// SQLite's failures are classified by their code, never by their text: a file that is not a
+/// database is damage, not something to retry.
+#[test]
+fn sqlite_failures_are_classified() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+    let error = SqliteStore::open(&path).unwrap_err();
+    assert!(matches!(error, StoreError::Backend { .. }), "{error:?}");
+    assert!(error.is_corrupt() && !error.is_retryable() && !error.is_conflict(), "{error:?}");
 }
 
 #[test]
