@@ -13,7 +13,7 @@ mod status;
 
 use std::path::Path;
 
-use fieldsync_store::StateStore;
+use fieldsync_store_sqlite::SqliteStore;
 use serde::Serialize;
 
 use crate::{Config, StatePath};
@@ -61,7 +61,7 @@ pub struct Workspace {
     /// The configuration, validated.
     config: Config,
     /// The state store, opened by the first use case that needs it (`check` does not).
-    store: Option<StateStore>,
+    store: Option<SqliteStore>,
 }
 
 impl Workspace {
@@ -96,7 +96,7 @@ impl Workspace {
     }
 
     /// The state store, opened on first use.
-    fn store(&mut self) -> Result<&mut StateStore, WorkspaceError> {
+    fn store(&mut self) -> Result<&mut SqliteStore, WorkspaceError> {
         open_store(&self.config, &mut self.store)
     }
 }
@@ -105,13 +105,13 @@ impl Workspace {
 /// A free function, so that a use case may hold the configuration and the store at once.
 fn open_store<'store>(
     config: &Config,
-    slot: &'store mut Option<StateStore>,
-) -> Result<&'store mut StateStore, WorkspaceError> {
+    slot: &'store mut Option<SqliteStore>,
+) -> Result<&'store mut SqliteStore, WorkspaceError> {
     let store = match slot.take() {
         Some(store) => store,
         None => {
             let StatePath::Sqlite(path) = &config.state;
-            StateStore::open(path)
+            SqliteStore::open(path)
                 .map_err(|source| WorkspaceError::OpenStore { path: path.clone(), source })?
         }
     };

@@ -16,6 +16,7 @@ use fieldsync_engine::{
 };
 use fieldsync_model::{FieldType, LinkName, Normaliser, Side};
 use fieldsync_store::{OutboxStatus, StateStore};
+use fieldsync_store_sqlite::SqliteStore;
 use serde_json::{Value, json};
 use support::fixture::{FixtureServer, Style};
 
@@ -37,7 +38,7 @@ struct World {
     club: MemorySystem,
     site: Arc<FixtureServer>,
     config: RestConfig,
-    store: StateStore,
+    store: SqliteStore,
     spec: LinkSpec,
     _dir: tempfile::TempDir,
 }
@@ -45,7 +46,7 @@ struct World {
 impl World {
     async fn new(members: usize, change: impl FnOnce(&mut RestConfig)) -> World {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(&dir.path().join("state.db")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
         let site = Arc::new(FixtureServer::start(Style::WordPress).await);
         let mut config = RestConfig::new(&site.list_url());
         config.preset = Some(Preset::Wordpress);

@@ -11,8 +11,8 @@ use fieldsync_connector::{
 };
 use fieldsync_model::{RecordId, Side, Value};
 use fieldsync_store::{
-    AuditEntry, AuditEvent, Baseline, CursorState, LinkLayout, Operation, Origin, OutboxEntry, OutboxStatus,
-    StateStore,
+    AuditEntry, AuditEvent, Baseline, CursorState, Lease, LinkLayout, Operation, Origin, OutboxEntry,
+    OutboxStatus, StateStore, Transaction,
 };
 
 use crate::plan::Payload;
@@ -109,10 +109,11 @@ fn verify(
 /// Delivers every due outbox entry of the link, waiting for retries due within the link's
 /// `wait_in_run`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress>(
+pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
     spec: &LinkSpec,
     connectors: &mut SidePair<C>,
-    store: &mut StateStore,
+    store: &mut S,
+    lease: Option<&Lease>,
     layout: &LinkLayout,
     clock: &K,
     progress: &P,
@@ -152,12 +153,13 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress>(
             let payloads: Vec<Result<Payload, String>> =
                 entries.iter().map(|entry| Payload::from_text(&entry.payload)).collect();
             let outcomes =
-                attempt_batch(spec, side, connectors.get_mut(side), store, &entries, &payloads, clock)
+                attempt_batch(spec, side, connectors.get_mut(side), store, lease, &entries, &payloads, clock)
                     .await?;
             close_batch(
                 spec,
                 side,
                 store,
+                lease,
                 layout,
                 &entries,
                 &payloads,
@@ -178,11 +180,12 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress>(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn attempt_batch<C: Connector, K: Clock>(
+async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
     spec: &LinkSpec,
     side: Side,
     connector: &mut C,
-    store: &mut StateStore,
+    store: &mut S,
+    lease: Option<&Lease>,
     entries: &[&OutboxEntry],
     payloads: &[Result<Payload, String>],
     clock: &K,
@@ -354,7 +357,7 @@ async fn attempt_batch<C: Connector, K: Clock>(
     let mut send = None;
     if !sent.is_empty() {
         let ids: Vec<i64> = sent.iter().map(|&index| entries[index].id).collect();
-        let transaction = store.transaction()?;
+        let transaction = crate::run::begin(store, lease)?;
         send = Some(transaction.begin_send(spec.name.as_str(), &ids, clock.now())?);
         transaction.commit()?;
         let results: Vec<Result<WriteOutcome, ConnectorError>> = match connector.apply(&writes).await {
@@ -486,10 +489,11 @@ pub(crate) fn move_baseline(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn close_batch<K: Clock>(
+fn close_batch<K: Clock, S: StateStore>(
     spec: &LinkSpec,
     side: Side,
-    store: &mut StateStore,
+    store: &mut S,
+    lease: Option<&Lease>,
     layout: &LinkLayout,
     entries: &[&OutboxEntry],
     payloads: &[Result<Payload, String>],
@@ -504,7 +508,7 @@ fn close_batch<K: Clock>(
     let keys: Vec<_> = entries.iter().map(|entry| entry.key.clone()).collect();
     let cursor = store.cursor(link, side)?;
     let mut moved = false;
-    let transaction = store.transaction()?;
+    let transaction = crate::run::begin(store, lease)?;
     let mut baselines = transaction.baselines(link, layout, &keys)?;
     if let Some(send) = attempts.send {
         transaction.end_send(send)?;

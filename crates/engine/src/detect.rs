@@ -277,7 +277,7 @@ impl KnownBaselines {
     /// How many baselines the first page loads, and the most one page loads.
     const PAGES: (usize, usize) = (256, 16_384);
 
-    fn new(store: &StateStore, link: &str) -> Result<Self, EngineError> {
+    fn new<S: StateStore>(store: &S, link: &str) -> Result<Self, EngineError> {
         // Sized once from the count of live baselines the store keeps.
         let capacity = usize::try_from(store.baseline_count(link)?).unwrap_or(0);
         Ok(Self {
@@ -291,9 +291,9 @@ impl KnownBaselines {
 
     /// Loads the baselines up to `key` (every one with `None`), so that the look-ups of
     /// keys up to it are answered.
-    fn load_through(
+    fn load_through<S: StateStore>(
         &mut self,
-        store: &StateStore,
+        store: &S,
         link: &str,
         layout: &LinkLayout,
         key: Option<&RecordKey>,
@@ -426,14 +426,14 @@ impl<'a> Detector<'a> {
     ///
     /// Fails when the state store cannot be read.
     #[allow(clippy::too_many_arguments)]
-    pub fn new<C: Connector>(
+    pub fn new<C: Connector, S: StateStore>(
         spec: &'a LinkSpec,
         layout: &'a LinkLayout,
         names: &'a SidePair<String>,
         connectors: &SidePair<C>,
         modes: SidePair<ReadMode>,
         since: SidePair<Option<Timestamp>>,
-        store: &StateStore,
+        store: &S,
     ) -> Result<Self, EngineError> {
         let any_full = modes.left == ReadMode::Full || modes.right == ReadMode::Full;
         let known = if any_full { Some(KnownBaselines::new(store, spec.name.as_str())?) } else { None };
@@ -470,10 +470,10 @@ impl<'a> Detector<'a> {
     /// # Errors
     ///
     /// Fails when a side cannot be read even after retries, or the state store fails.
-    pub async fn next<C: Connector, K: Clock, P: Progress>(
+    pub async fn next<C: Connector, K: Clock, P: Progress, S: StateStore>(
         &mut self,
         connectors: &mut SidePair<C>,
-        store: &StateStore,
+        store: &S,
         clock: &K,
         progress: &P,
         report: &mut RunReport,
@@ -545,12 +545,12 @@ impl<'a> Detector<'a> {
 
     /// Sorts the records of a page of `side` out, and readies what can be planned.
     #[allow(clippy::too_many_arguments)]
-    async fn read_page<C: Connector, K: Clock, P: Progress>(
+    async fn read_page<C: Connector, K: Clock, P: Progress, S: StateStore>(
         &mut self,
         side: Side,
         page: Page,
         connectors: &mut SidePair<C>,
-        store: &StateStore,
+        store: &S,
         clock: &K,
         progress: &P,
         report: &mut RunReport,
@@ -953,10 +953,10 @@ impl<'a> Detector<'a> {
     /// After both listings: records a full read did not list (deleted, or skipped by a
     /// listing whose paging shifted: only a look-up tells), and records with a live review or
     /// an unfinished write, whose plans are renewed from fresh reads every run.
-    async fn leftovers<C: Connector, K: Clock>(
+    async fn leftovers<C: Connector, K: Clock, S: StateStore>(
         &mut self,
         connectors: &mut SidePair<C>,
-        store: &StateStore,
+        store: &S,
         clock: &K,
         report: &mut RunReport,
     ) -> Result<(), EngineError> {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use fieldsync_connector::Connector;
 use fieldsync_model::{RecordKey, Side};
 use fieldsync_store::{
-    Baseline, CursorState, NewOutboxEntry, Operation, OutboxStatus, Review, RunStatus, StateStore,
+    Baseline, CursorState, Lease, NewOutboxEntry, Operation, OutboxStatus, Review, RunStatus, StateStore,
+    Transaction,
 };
 use jiff::Timestamp;
 
@@ -77,18 +78,19 @@ pub struct RunOptions {
 /// Fails when the state store fails, when a side cannot be read even after retries, or when
 /// another run of the link holds its lock. Failed writes are not errors: they are in the
 /// report, and stay in the outbox.
-pub async fn run_link<C: Connector, K: Clock, P: Progress>(
+pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
     spec: &LinkSpec,
     names: &SidePair<String>,
     connectors: &mut SidePair<C>,
-    store: &mut StateStore,
+    store: &mut S,
     options: RunOptions,
     clock: &K,
     progress: &P,
 ) -> Result<RunReport, EngineError> {
     let started = clock.now();
     let link = spec.name.as_str();
-    let _lock = if options.dry_run { None } else { Some(store.lock_link(link)?) };
+    let held = if options.dry_run { None } else { Some(store.lease(link, &lease_owner(), LEASE_TTL)?) };
+    let lease = held.as_ref();
     let layout = store.layout(link, &spec.field_names())?;
 
     let mut modes = SidePair::new(ReadMode::Full, ReadMode::Full);
@@ -127,7 +129,7 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress>(
     let mode_name =
         if modes.left == ReadMode::Full || modes.right == ReadMode::Full { "full" } else { "incremental" };
     if !options.dry_run {
-        let transaction = store.transaction()?;
+        let transaction = begin(store, lease)?;
         let run_id = transaction.start_run(link, mode_name, started)?;
         if options.deliver_only {
             // Nothing to plan: what it delivers and audits must never be taken for the
@@ -142,6 +144,7 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress>(
         names,
         connectors,
         store,
+        lease,
         options,
         clock,
         progress,
@@ -174,11 +177,34 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress>(
     };
     if let Some(run_id) = report.run_id {
         let stats = serde_json::to_value(&report.stats).unwrap_or_default();
-        let transaction = store.transaction()?;
+        let transaction = begin(store, lease)?;
         transaction.finish_run(run_id, report.status, mode_name, &stats, error_text.as_deref(), finished)?;
         transaction.commit()?;
     }
+    if let Some(held) = held {
+        store.release(held)?;
+    }
     result.map(|()| report)
+}
+
+/// How long a run's lease lasts without a commit; every commit renews it. A run that commits
+/// nothing for this long (a connector hanging) loses its link to the next run.
+const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// Who holds a run's lease: this process.
+fn lease_owner() -> String {
+    format!("fieldsync pid {}", std::process::id())
+}
+
+/// Starts a transaction of the run: under its lease, or (a dry run) under none.
+pub(crate) fn begin<'store, S: StateStore>(
+    store: &'store mut S,
+    lease: Option<&Lease>,
+) -> Result<S::Transaction<'store>, fieldsync_store::StoreError> {
+    match lease {
+        Some(lease) => store.leased_transaction(lease),
+        None => store.transaction(),
+    }
 }
 
 /// What a plan settles only once it is published: reviews its decisions close, baselines that
@@ -199,8 +225,8 @@ struct Deferred {
 /// waiting one is kept, others superseded, landed ones closed), its baseline change, reviews,
 /// audit entries and raw digests.
 #[allow(clippy::too_many_arguments)]
-fn commit_plan(
-    transaction: &fieldsync_store::Transaction<'_>,
+fn commit_plan<S: StateStore>(
+    transaction: &S::Transaction<'_>,
     link: &str,
     layout: &fieldsync_store::LinkLayout,
     plan: &RecordPlan,
@@ -329,11 +355,12 @@ fn landed_write(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run_steps<C: Connector, K: Clock, P: Progress>(
+async fn run_steps<C: Connector, K: Clock, P: Progress, S: StateStore>(
     spec: &LinkSpec,
     names: &SidePair<String>,
     connectors: &mut SidePair<C>,
-    store: &mut StateStore,
+    store: &mut S,
+    lease: Option<&Lease>,
     options: RunOptions,
     clock: &K,
     progress: &P,
@@ -348,15 +375,18 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
         None => fastrand::Rng::new(),
     };
     if options.deliver_only {
-        return crate::deliver::deliver(spec, connectors, store, layout, clock, progress, report, &mut rng)
-            .await;
+        return crate::deliver::deliver(
+            spec, connectors, store, lease, layout, clock, progress, report, &mut rng,
+        )
+        .await;
     }
     let link = spec.name.as_str();
 
     // 1–6. Detect, merge and plan a chunk at a time; guard; publish.
     let started = std::time::Instant::now();
     let planned = detect_and_plan(
-        spec, names, connectors, store, options, clock, progress, layout, modes, since, cursors, report,
+        spec, names, connectors, store, lease, options, clock, progress, layout, modes, since, cursors,
+        report,
     )
     .await?;
     tracing::info!(link, phase = "plan", ms = started.elapsed().as_millis(), "Phase done.");
@@ -367,7 +397,8 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
     // 6–7. Deliver, verify, and move baselines with each closed entry.
     let started = std::time::Instant::now();
     let delivered =
-        crate::deliver::deliver(spec, connectors, store, layout, clock, progress, report, &mut rng).await;
+        crate::deliver::deliver(spec, connectors, store, lease, layout, clock, progress, report, &mut rng)
+            .await;
     tracing::info!(link, phase = "deliver", ms = started.elapsed().as_millis(), "Phase done.");
     delivered
 }
@@ -378,11 +409,12 @@ async fn run_steps<C: Connector, K: Clock, P: Progress>(
 /// limits, the run's planned writes are discarded; within them, the plan is published with the
 /// cursors. Whether there is anything to deliver (not when guarded or a dry run).
 #[allow(clippy::too_many_arguments)]
-async fn detect_and_plan<C: Connector, K: Clock, P: Progress>(
+async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
     spec: &LinkSpec,
     names: &SidePair<String>,
     connectors: &mut SidePair<C>,
-    store: &mut StateStore,
+    store: &mut S,
+    lease: Option<&Lease>,
     options: RunOptions,
     clock: &K,
     progress: &P,
@@ -404,7 +436,7 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress>(
     let mut deferred = Deferred::default();
     progress.phase("reading and planning", None);
     while let Some(chunk) = detector.next(connectors, store, clock, progress, report).await? {
-        plan_chunk(spec, store, options, layout, &planner, chunk, report, now, &mut deferred)?;
+        plan_chunk(spec, store, lease, options, layout, &planner, chunk, report, now, &mut deferred)?;
     }
     let summary = detector.summary();
 
@@ -430,7 +462,7 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress>(
                     };
                     report.guard = Some(GuardStop { side, kind, count, total, limit });
                     if let Some(run_id) = report.run_id {
-                        let transaction = store.transaction()?;
+                        let transaction = begin(store, lease)?;
                         transaction.discard_plan(link, run_id)?;
                         transaction.commit()?;
                     }
@@ -443,7 +475,7 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress>(
 
     // 6. Publish the plan, with the cursors and the reviews its decisions settle, in one
     // transaction: a crash before it leaves nothing deliverable, after it the whole plan.
-    let transaction = store.transaction()?;
+    let transaction = begin(store, lease)?;
     for side in Side::BOTH {
         let old = *cursors.get(side);
         let cursor = match (old.cursor, *summary.cursor.get(side)) {
@@ -490,9 +522,10 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress>(
 /// Plans one chunk of candidates and, unless it is a dry run, commits the plans with the raw
 /// digests detection found, in one transaction.
 #[allow(clippy::too_many_arguments)]
-fn plan_chunk(
+fn plan_chunk<S: StateStore>(
     spec: &LinkSpec,
-    store: &mut StateStore,
+    store: &mut S,
+    lease: Option<&Lease>,
     options: RunOptions,
     layout: &fieldsync_store::LinkLayout,
     planner: &Planner<'_>,
@@ -518,7 +551,7 @@ fn plan_chunk(
     let (transaction, baselines) = if options.dry_run {
         (None, store.baselines(link, layout, &keys)?)
     } else {
-        let transaction = store.transaction()?;
+        let transaction = begin(store, lease)?;
         let baselines = transaction.baselines(link, layout, &keys)?;
         (Some(transaction), baselines)
     };
@@ -565,7 +598,7 @@ fn plan_chunk(
             plan.baseline = BaselineChange::Put(moved);
         }
         if let Some(transaction) = &transaction {
-            commit_plan(transaction, link, layout, &plan, existing, &landed, report, now, deferred)?;
+            commit_plan::<S>(transaction, link, layout, &plan, existing, &landed, report, now, deferred)?;
         }
     }
     if let Some(transaction) = transaction {

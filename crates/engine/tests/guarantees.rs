@@ -26,6 +26,7 @@ use fieldsync_store::{
     AuditEntry, AuditEvent, Baseline, Operation, OutboxEntry, OutboxStatus, Review, ReviewStatus, RunStatus,
     StateStore, StoreError,
 };
+use fieldsync_store_sqlite::SqliteStore;
 use jiff::Timestamp;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
@@ -214,7 +215,7 @@ type Snapshot = BTreeMap<String, BTreeMap<String, Json>>;
 struct World {
     left: MemorySystem,
     right: MemorySystem,
-    store: StateStore,
+    store: SqliteStore,
     path: PathBuf,
     spec: LinkSpec,
     clock: FakeClock,
@@ -225,7 +226,7 @@ impl World {
     fn new(conflicts: ConflictStrategy) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.db");
-        let store = StateStore::open(&path).unwrap();
+        let store = SqliteStore::open(&path).unwrap();
         let world = World {
             left: MemorySystem::new("id"),
             right: MemorySystem::new("id"),
@@ -276,7 +277,7 @@ impl World {
 
     /// Drops the store as a crashed process would, and opens it again.
     fn reopen(&mut self) {
-        let store = StateStore::open(&self.path).unwrap();
+        let store = SqliteStore::open(&self.path).unwrap();
         drop(std::mem::replace(&mut self.store, store));
     }
 
@@ -1747,9 +1748,10 @@ async fn guarantee_17_guard_writes_nothing() {
 /// the lock, and so does one that failed.
 ///
 /// That the lock dies with the process (`kill -9`) is proved across processes in
-/// `crates/store/tests/store.rs` (`a_killed_lock_holder_releases_the_lock`,
-/// `a_lock_held_by_flock_1_is_respected_and_released_on_kill`); leases across machines come
-/// with the PostgreSQL state store.
+/// `crates/store-sqlite/tests/store.rs` (`a_killed_lock_holder_releases_the_lock`,
+/// `a_lock_held_by_flock_1_is_respected_and_released_on_kill`); that a lease expires and that
+/// a commit under a lost one fails, by the store conformance suite
+/// (`a_commit_under_a_lost_lease_fails_and_keeps_nothing`).
 #[tokio::test]
 async fn guarantee_18_one_run_per_link_and_lock_dies_with_process() {
     let mut world = one_write().await;
@@ -1757,7 +1759,7 @@ async fn guarantee_18_one_run_per_link_and_lock_dies_with_process() {
     let gate = Gate::default();
     let mut gated = SidePair::new(Wrapped::plain(&world.left), Wrapped::plain(&world.right));
     gated.left.gate = Some(gate.clone());
-    let mut second_store = StateStore::open(&world.path).unwrap();
+    let mut second_store = SqliteStore::open(&world.path).unwrap();
     let runs_before = world.store.list_runs(Some(LINK), 100).unwrap().len();
     let first =
         run_link(&world.spec, &names, &mut gated, &mut world.store, options(), &world.clock, &NoProgress);

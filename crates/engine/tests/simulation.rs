@@ -25,7 +25,9 @@ use fieldsync_engine::{
 use fieldsync_model::{FieldType, LinkName, Normaliser, RecordKey, Side, Value};
 use fieldsync_store::{
     AuditEvent, Decision, LinkLayout, OutboxStatus, Review, ReviewStatus, RunStatus, StateStore, StoreError,
+    Transaction,
 };
+use fieldsync_store_sqlite::SqliteStore;
 use jiff::Timestamp;
 use serde_json::{Value as Json, json};
 
@@ -373,7 +375,7 @@ struct World {
     spec: LinkSpec,
     systems: SidePair<MemorySystem>,
     clock: FakeClock,
-    store: Option<StateStore>,
+    store: Option<SqliteStore>,
     layout: LinkLayout,
     path: PathBuf,
     _dir: tempfile::TempDir,
@@ -413,7 +415,7 @@ impl World {
         let spec = config.spec();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("state.db");
-        let mut store = StateStore::open(&path).expect("a new state store");
+        let mut store = SqliteStore::open(&path).expect("a new state store");
         let layout = store.layout(LINK, &spec.field_names()).expect("a layout");
         let systems = SidePair::new(MemorySystem::new(KEY_PATH), MemorySystem::new(KEY_PATH));
         systems.left.assign_ids("L");
@@ -485,7 +487,7 @@ impl World {
         }
     }
 
-    fn store(&mut self) -> &mut StateStore {
+    fn store(&mut self) -> &mut SqliteStore {
         self.store.as_mut().expect("the store is open between steps")
     }
 
@@ -816,7 +818,7 @@ impl World {
                 drop(connectors);
                 self.store = None;
                 let mut store =
-                    StateStore::open(&self.path).map_err(|error| ("reopen", error.to_string()))?;
+                    SqliteStore::open(&self.path).map_err(|error| ("reopen", error.to_string()))?;
                 self.layout = store
                     .layout(LINK, &self.spec.field_names())
                     .map_err(|error| ("reopen", error.to_string()))?;

@@ -11,14 +11,16 @@ use fieldsync_engine::{
 use fieldsync_model::{FieldType, LinkName, Normaliser, RecordKey, Side};
 use fieldsync_store::{
     Decision, NewOutboxEntry, Operation, Origin, OutboxStatus, ReviewStatus, RunStatus, StateStore,
+    Transaction,
 };
+use fieldsync_store_sqlite::SqliteStore;
 use jiff::Timestamp;
 use serde_json::json;
 
 struct World {
     left: MemorySystem,
     right: MemorySystem,
-    store: StateStore,
+    store: SqliteStore,
     spec: LinkSpec,
     _dir: tempfile::TempDir,
 }
@@ -34,7 +36,7 @@ fn field(name: &str, field_type: FieldType) -> FieldSpec {
 
 fn world(conflicts: ConflictStrategy) -> World {
     let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::open(&dir.path().join("state.db")).unwrap();
+    let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
     let spec = LinkSpec {
         name: LinkName::new("members"),
         key: SidePair::new("id".into(), "id".into()),
@@ -549,7 +551,7 @@ async fn a_first_attempt_of_an_update_is_read_back_and_not_read_first() {
             .await
     };
     assert!(run(&mut world, RunOptions::default()).await.is_err(), "the injected crash");
-    world.store = StateStore::open(&world._dir.path().join("state.db")).unwrap();
+    world.store = SqliteStore::open(&world._dir.path().join("state.db")).unwrap();
     id_lookups.set(0);
     let report = run(&mut world, RunOptions { deliver_only: true, ..Default::default() }).await.unwrap();
     assert_eq!(report.stats.writes_done, 1, "{report:#?}");

@@ -1,17 +1,35 @@
-//! `StoreError`: failures of the state store, each naming what was being done.
+//! `StoreError`: failures of the state store, each naming what was being done and classified
+//! (`ErrorClass`: retryable, conflict, corrupt, or fatal) so that callers never read messages.
+
+/// What a caller may do about a `StoreError`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Transient: the same work may succeed when tried again (a busy database, a lost
+    /// connection).
+    Retryable,
+    /// Someone else holds or took what the work needed (a link's lease, a row changed
+    /// under it): retrying the same work is wrong; the caller must start over or stop.
+    Conflict,
+    /// Stored data cannot be read back as written (a damaged row, a newer schema).
+    Corrupt,
+    /// Anything else: a misconfigured or unreachable store, an unknown id, an injected crash.
+    Fatal,
+}
 
 /// A failure reading or writing the state store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// SQLite failed while doing `what`.
+    /// The database failed while doing `what`; its implementation classified the failure.
     #[error("state store: {what}")]
-    Sqlite {
+    Backend {
         /// What the store was doing.
         what: String,
-        /// SQLite's error.
+        /// How the store's implementation classified the database's error.
+        class: ErrorClass,
+        /// The database's error.
         #[source]
-        source: rusqlite::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Another run of the link holds its lock.
     #[error("another run of link {link} is in progress (lock {path})")]
@@ -20,6 +38,14 @@ pub enum StoreError {
         link: String,
         /// The lock file.
         path: String,
+    },
+    /// A commit under a lease that expired or was taken over; nothing of it was kept.
+    #[error("state store: the lease of link {link} held by {owner} expired or was taken over")]
+    LeaseLost {
+        /// The link.
+        link: String,
+        /// The lease's owner.
+        owner: String,
     },
     /// The lock file could not be opened.
     #[error("state store: cannot open lock file {path}")]
@@ -62,13 +88,31 @@ pub enum StoreError {
     },
 }
 
-/// Attaches "what was being done" to rusqlite errors.
-pub(crate) trait Context<T> {
-    fn context(self, what: impl FnOnce() -> String) -> Result<T, StoreError>;
-}
+impl StoreError {
+    /// How this failure is classified.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            StoreError::Backend { class, .. } => *class,
+            StoreError::Locked { .. } | StoreError::LeaseLost { .. } => ErrorClass::Conflict,
+            StoreError::Damaged { .. } | StoreError::TooNew { .. } => ErrorClass::Corrupt,
+            StoreError::LockFile { .. } | StoreError::InjectedCrash { .. } | StoreError::NotFound { .. } => {
+                ErrorClass::Fatal
+            }
+        }
+    }
 
-impl<T> Context<T> for Result<T, rusqlite::Error> {
-    fn context(self, what: impl FnOnce() -> String) -> Result<T, StoreError> {
-        self.map_err(|source| StoreError::Sqlite { what: what(), source })
+    /// Whether the same work may succeed when tried again.
+    pub fn is_retryable(&self) -> bool {
+        self.class() == ErrorClass::Retryable
+    }
+
+    /// Whether someone else holds or took what the work needed.
+    pub fn is_conflict(&self) -> bool {
+        self.class() == ErrorClass::Conflict
+    }
+
+    /// Whether stored data is damaged.
+    pub fn is_corrupt(&self) -> bool {
+        self.class() == ErrorClass::Corrupt
     }
 }

@@ -1,19 +1,19 @@
-//! The state store: what fieldsync remembers between runs. Baselines (one compact row per
-//! record), cursors, the durable outbox, reviews, the audit trail and the run history, in
-//! one SQLite file (WAL) with migrations applied in one transaction.
-//!
-//! The store knows links, records and fields by name but nothing of connectors or merging;
-//! outbox payloads and run statistics are opaque JSON written by the engine.
+//! The state store's contract: what fieldsync remembers between runs (baselines, cursors,
+//! the durable outbox, reviews, the audit trail and the run history) as domain types, the
+//! `StateStore` and `Transaction` traits, the classified `StoreError`, and (feature
+//! `testkit`) the conformance suite every store passes. No database lives here.
 
 mod error;
-mod schema;
-mod sqlite;
+mod state_store;
 mod types;
 
-pub use error::StoreError;
-pub use sqlite::{LinkLock, StateStore, Transaction};
+pub use error::{ErrorClass, StoreError};
+pub use state_store::{StateStore, Transaction};
 pub use types::{
-    AuditEntry, AuditEvent, Baseline, BaselineField, CursorState, Decision, DigestEntry, LinkLayout,
+    AuditEntry, AuditEvent, Baseline, BaselineField, CursorState, Decision, DigestEntry, Lease, LinkLayout,
     NewOutboxEntry, NewReview, Operation, Origin, OutboxEntry, OutboxId, OutboxStatus, Review, ReviewId,
     ReviewKind, ReviewStatus, RunRow, RunStatus, SendId,
 };
+
+#[cfg(feature = "testkit")]
+pub mod testkit;

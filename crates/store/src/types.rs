@@ -463,3 +463,50 @@ pub struct RunRow {
     /// Why it failed, if it did.
     pub error: Option<String>,
 }
+
+/// A link's lease: at most one holder runs a link at a time. It names its owner, lasts until
+/// `expires_at` (each commit under it renews it by `ttl`), and carries the token every commit
+/// under it checks: a commit by a holder whose lease expired or was taken over fails with
+/// `StoreError::LeaseLost`. Dropping it gives up the store's own hold (SQLite: its lock file).
+pub struct Lease {
+    /// The link leased.
+    pub link: String,
+    /// Who holds it (a process, a worker).
+    pub owner: String,
+    /// Changes whenever the lease changes hands.
+    pub token: i64,
+    /// When the lease ends unless a commit renews it.
+    pub expires_at: Timestamp,
+    /// How long each renewal lasts.
+    pub ttl: std::time::Duration,
+    /// What the store holds besides (an OS lock), released on drop.
+    hold: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl Lease {
+    /// A lease as a store grants it; `hold` is released when the lease is dropped.
+    pub fn new(
+        link: &str,
+        owner: &str,
+        token: i64,
+        expires_at: Timestamp,
+        ttl: std::time::Duration,
+        hold: Option<Box<dyn std::any::Any + Send + Sync>>,
+    ) -> Self {
+        Self { link: link.to_string(), owner: owner.to_string(), token, expires_at, ttl, hold }
+    }
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Lease")
+            .field("link", &self.link)
+            .field("owner", &self.owner)
+            .field("token", &self.token)
+            .field("expires_at", &self.expires_at)
+            .field("ttl", &self.ttl)
+            .field("held", &self.hold.is_some())
+            .finish()
+    }
+}

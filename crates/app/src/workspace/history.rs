@@ -2,6 +2,7 @@
 //! audited, and an export of the latest runs. Reads the state store only.
 
 use fieldsync_model::RunId;
+use fieldsync_store::StateStore as _;
 use fieldsync_store::{AuditEntry, RunRow};
 use serde::Serialize;
 

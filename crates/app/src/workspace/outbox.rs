@@ -3,6 +3,7 @@
 
 use fieldsync_model::{RecordKey, RunId, Side};
 use fieldsync_store::{Operation, OutboxEntry, OutboxStatus};
+use fieldsync_store::{StateStore as _, Transaction as _};
 use jiff::Timestamp;
 use serde::Serialize;
 

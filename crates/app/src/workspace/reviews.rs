@@ -3,6 +3,7 @@
 
 use fieldsync_model::{Reading, RecordKey, RunId, Side, Value};
 use fieldsync_store::{AuditEntry, AuditEvent, Decision, Review, ReviewKind, ReviewStatus};
+use fieldsync_store::{StateStore as _, Transaction as _};
 use jiff::Timestamp;
 use serde::Serialize;
 

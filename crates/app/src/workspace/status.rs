@@ -2,6 +2,7 @@
 //! and in reviews. Reads the state store only.
 
 use fieldsync_engine::SidePair;
+use fieldsync_store::StateStore as _;
 use fieldsync_store::{OutboxStatus, ReviewStatus, RunRow};
 use serde::Serialize;
 

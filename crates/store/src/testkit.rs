@@ -1,57 +1,121 @@
-//! The state store on real SQLite files in temporary directories: migrations, WAL, baselines
-//! and layouts, transactions, the outbox lifecycle, reviews, audit, runs, cursors and the
-//! per-link lock (including its release when the holding process is killed).
+//! The conformance suite every state store passes: one `pub fn` per property (baselines and
+//! layouts, paging in key order under the collation contract, transactions, cursors, the
+//! outbox lifecycle, reviews, audit, runs, leases, concurrent writers), `run_all`, and
+//! `conformance_tests!`, which makes one `#[test]` of each. A failed property panics.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use fieldsync_model::{RecordId, RecordKey, RunId, Side, Value};
-use fieldsync_store::{
-    AuditEntry, AuditEvent, Baseline, BaselineField, CursorState, Decision, LinkLayout, NewOutboxEntry,
-    NewReview, Operation, Origin, OutboxStatus, ReviewKind, ReviewStatus, RunStatus, StateStore, StoreError,
-};
 use jiff::Timestamp;
 use serde_json::json;
 
-const LINK: &str = "members";
+use crate::{
+    AuditEntry, AuditEvent, Baseline, BaselineField, CursorState, Decision, LinkLayout, NewOutboxEntry,
+    NewReview, Operation, Origin, OutboxStatus, ReviewKind, ReviewStatus, RunStatus, StateStore, StoreError,
+    Transaction,
+};
 
-/// A store in a fresh temporary directory; the directory lives as long as the value.
-struct TempStore {
-    store: StateStore,
-    path: PathBuf,
-    _dir: tempfile::TempDir,
+/// Makes the stores the suite runs against.
+pub trait Fixture {
+    /// The store under test.
+    type Store: StateStore;
+
+    /// Opens a new handle on this fixture's store, which starts empty; every handle of one
+    /// fixture sees the same data (as after reopening, or as another process would).
+    fn open(&self) -> Self::Store;
 }
 
-fn temp_store() -> TempStore {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let path = dir.path().join("state.db");
-    let store = StateStore::open(&path).expect("open a new store");
-    TempStore { store, path, _dir: dir }
+/// Runs every property, each against a fresh fixture from `new`.
+pub fn run_all<F: Fixture>(new: impl Fn() -> F)
+where
+    F::Store: Send,
+{
+    keys_page_in_byte_order_whatever_the_collation(&new());
+    concurrent_writers_lose_nothing(&new());
+    a_lease_excludes_other_holders_until_released(&new());
+    a_commit_under_a_lost_lease_fails_and_keeps_nothing(&new());
+    baselines_round_trip_exactly_with_their_digests(&new());
+    many_keys_are_read_across_chunks(&new());
+    digests_are_paged_in_key_order(&new());
+    a_baseline_is_read_onto_another_layout_by_field_name(&new());
+    a_dropped_transaction_leaves_nothing(&new());
+    cursors_default_and_round_trip(&new());
+    outbox_lifecycle(&new());
+    an_unpublished_plan_is_discarded_by_the_next_run_of_its_link(&new());
+    a_send_marks_its_entries_and_a_crashed_one_is_counted_by_the_next_run(&new());
+    due_outbox_is_oldest_first_and_limited(&new());
+    open_outbox_and_counts_by_status(&new());
+    review_lifecycle(&new());
+    live_reviews_are_per_field_and_exclude_closed_ones(&new());
+    audit_entries_round_trip_per_run_and_per_record(&new());
+    runs_are_recorded_and_listed_newest_first(&new());
 }
+
+/// Declares one `#[test]` per property of the suite, each against a fresh fixture made by
+/// `$new` (an expression).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($new:expr) => {
+        $crate::conformance_tests!(@each $new;
+            keys_page_in_byte_order_whatever_the_collation,
+            concurrent_writers_lose_nothing,
+            a_lease_excludes_other_holders_until_released,
+            a_commit_under_a_lost_lease_fails_and_keeps_nothing,
+            baselines_round_trip_exactly_with_their_digests,
+            many_keys_are_read_across_chunks,
+            digests_are_paged_in_key_order,
+            a_baseline_is_read_onto_another_layout_by_field_name,
+            a_dropped_transaction_leaves_nothing,
+            cursors_default_and_round_trip,
+            outbox_lifecycle,
+            an_unpublished_plan_is_discarded_by_the_next_run_of_its_link,
+            a_send_marks_its_entries_and_a_crashed_one_is_counted_by_the_next_run,
+            due_outbox_is_oldest_first_and_limited,
+            open_outbox_and_counts_by_status,
+            review_lifecycle,
+            live_reviews_are_per_field_and_exclude_closed_ones,
+            audit_entries_round_trip_per_run_and_per_record,
+            runs_are_recorded_and_listed_newest_first
+        );
+    };
+    (@each $new:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::testkit::$name(&$new);
+            }
+        )+
+    };
+}
+
+/// The link the suite's properties write.
+pub const LINK: &str = "members";
 
 /// A timestamp with whole milliseconds (the store keeps milliseconds).
-fn ts(ms: i64) -> Timestamp {
+pub fn ts(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).expect("valid timestamp")
 }
 
-const T0: i64 = 1_700_000_000_000;
+/// The suite's first moment, in milliseconds.
+pub const T0: i64 = 1_700_000_000_000;
 
-fn key(text: &str) -> RecordKey {
+/// A record key.
+pub fn key(text: &str) -> RecordKey {
     RecordKey::new(text)
 }
 
-fn names(fields: &[&str]) -> Vec<String> {
+/// Field names.
+pub fn names(fields: &[&str]) -> Vec<String> {
     fields.iter().map(|name| name.to_string()).collect()
 }
 
-fn layout(store: &mut StateStore, fields: &[&str]) -> LinkLayout {
+/// Registers `fields` as the layout of `LINK`.
+pub fn layout<S: StateStore>(store: &mut S, fields: &[&str]) -> LinkLayout {
     store.layout(LINK, &names(fields)).expect("register layout")
 }
 
-fn field(
+/// A baseline field: its value, its change times on each side (milliseconds) and origin.
+pub fn field(
     value: Option<Value>,
     left: Option<i64>,
     right: Option<i64>,
@@ -60,89 +124,14 @@ fn field(
     BaselineField { value, left_changed: left.map(ts), right_changed: right.map(ts), origin }
 }
 
-fn put(store: &mut StateStore, layout: &LinkLayout, baselines: &[&Baseline]) {
+/// Writes `baselines` of `LINK` in one transaction.
+pub fn put<S: StateStore>(store: &mut S, layout: &LinkLayout, baselines: &[&Baseline]) {
     let transaction = store.transaction().expect("transaction");
     for baseline in baselines {
         transaction.put_baseline(LINK, layout, baseline).expect("put baseline");
     }
     transaction.commit().expect("commit");
 }
-
-fn raw(path: &Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(path).expect("open the file with rusqlite")
-}
-
-// ---------------------------------------------------------------------------------------------
-// Opening, migrations, WAL, integrity.
-
-#[test]
-fn opening_twice_migrates_once_and_keeps_data() {
-    let TempStore { mut store, path, _dir } = temp_store();
-    let fields = layout(&mut store, &["a"]);
-    let baseline = Baseline {
-        fields: vec![field(Some(Value::from("kept")), Some(T0), None, Some(Origin::Left))],
-        ..Baseline::empty(key("k1"), 1)
-    };
-    put(&mut store, &fields, &[&baseline]);
-    drop(store);
-
-    let versions = |path: &Path| -> Vec<i64> {
-        let connection = raw(path);
-        let mut statement = connection.prepare("SELECT version FROM schema_version").unwrap();
-        statement.query_map([], |row| row.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
-    };
-    let first = versions(&path);
-    assert_eq!(first.len(), 1, "one schema_version row: {first:?}");
-    assert!(first[0] >= 1);
-
-    // A second (and third) open must not re-run the migrations (they would fail on
-    // `CREATE TABLE` of existing tables) nor lose anything.
-    for _ in 0..2 {
-        let mut store = StateStore::open(&path).expect("reopen");
-        assert_eq!(versions(&path), first);
-        let fields_again = layout(&mut store, &["a"]);
-        assert_eq!(fields_again.id, fields.id, "the layout is remembered");
-        let read = store.baselines(LINK, &fields_again, &[key("k1")]).unwrap();
-        assert_eq!(read.get(&key("k1")), Some(&baseline));
-        store.integrity_check().expect("integrity");
-    }
-}
-
-#[test]
-fn a_store_from_a_newer_fieldsync_is_refused() {
-    let TempStore { store, path, _dir } = temp_store();
-    drop(store);
-    raw(&path).execute("UPDATE schema_version SET version = 9999", []).unwrap();
-
-    match StateStore::open(&path) {
-        Err(StoreError::TooNew { found, known }) => {
-            assert_eq!(found, 9999);
-            assert!((1..9999).contains(&known), "known = {known}");
-        }
-        other => panic!("expected TooNew, got {other:?}"),
-    }
-    // The refused open changed nothing.
-    let version: i64 =
-        raw(&path).query_row("SELECT max(version) FROM schema_version", [], |row| row.get(0)).unwrap();
-    assert_eq!(version, 9999);
-}
-
-#[test]
-fn the_file_is_in_wal_mode_and_passes_the_integrity_check() {
-    let TempStore { mut store, path, _dir } = temp_store();
-    let mode: String = raw(&path).query_row("PRAGMA journal_mode", [], |row| row.get(0)).unwrap();
-    assert_eq!(mode.to_ascii_lowercase(), "wal");
-    assert_eq!(store.path(), path.as_path());
-
-    let fields = layout(&mut store, &["a", "b"]);
-    let baseline = Baseline {
-        fields: vec![field(Some(Value::Int(1)), None, None, None), BaselineField::default()],
-        ..Baseline::empty(key("k"), 2)
-    };
-    put(&mut store, &fields, &[&baseline]);
-    store.integrity_check().expect("integrity check passes");
-}
-
 // ---------------------------------------------------------------------------------------------
 // Baselines and layouts.
 
@@ -175,9 +164,9 @@ fn rich_baseline() -> Baseline {
 const RICH_FIELDS: &[&str] =
     &["f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "f11", "f12"];
 
-#[test]
-fn baselines_round_trip_exactly_with_their_digests() {
-    let TempStore { mut store, _dir, .. } = temp_store();
+/// Baselines round trip exactly with their digests.
+pub fn baselines_round_trip_exactly_with_their_digests<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
     let fields = layout(&mut store, RICH_FIELDS);
     let rich = rich_baseline();
     assert_eq!(rich.fields.len(), RICH_FIELDS.len());
@@ -250,83 +239,9 @@ fn baselines_round_trip_exactly_with_their_digests() {
     );
 }
 
-/// The count of live baselines the guard compares with is kept by triggers: it follows
-/// inserts, rewrites, tombstones set and cleared and deletes, per link, and always equals
-/// counting the rows; a store made before the count existed is counted when migrated.
-#[test]
-fn live_baselines_are_counted_as_they_change() {
-    let TempStore { mut store, path, _dir } = temp_store();
-    let fields = layout(&mut store, &["email"]);
-    let counted = |path: &Path, link: &str| -> u64 {
-        raw(path)
-            .query_row(
-                "SELECT count(*) FROM baselines WHERE link = ?1 AND tombstone IS NULL",
-                [link],
-                |row| row.get::<_, i64>(0),
-            )
-            .unwrap() as u64
-    };
-    let baseline =
-        |record: &str, tombstone: Option<Side>| Baseline { tombstone, ..Baseline::empty(key(record), 1) };
-    type Step<'a> = Box<dyn Fn(&fieldsync_store::Transaction<'_>) + 'a>;
-    let steps: Vec<(&str, Step<'_>, u64)> = vec![
-        (
-            "three",
-            Box::new(|t| {
-                for record in ["a", "b", "c"] {
-                    t.put_baseline(LINK, &fields, &baseline(record, None)).unwrap()
-                }
-            }),
-            3,
-        ),
-        ("rewritten", Box::new(|t| t.put_baseline(LINK, &fields, &baseline("a", None)).unwrap()), 3),
-        (
-            "tombstoned",
-            Box::new(|t| t.put_baseline(LINK, &fields, &baseline("b", Some(Side::Left))).unwrap()),
-            2,
-        ),
-        (
-            "tombstoned again",
-            Box::new(|t| t.put_baseline(LINK, &fields, &baseline("b", Some(Side::Right))).unwrap()),
-            2,
-        ),
-        ("a tombstone deleted", Box::new(|t| t.delete_baseline(LINK, &key("b")).unwrap()), 2),
-        (
-            "born a tombstone",
-            Box::new(|t| t.put_baseline(LINK, &fields, &baseline("d", Some(Side::Left))).unwrap()),
-            2,
-        ),
-        ("restored", Box::new(|t| t.put_baseline(LINK, &fields, &baseline("d", None)).unwrap()), 3),
-        ("a live one deleted", Box::new(|t| t.delete_baseline(LINK, &key("a")).unwrap()), 2),
-        ("another link", Box::new(|t| t.put_baseline("other", &fields, &baseline("a", None)).unwrap()), 2),
-    ];
-    for (what, step, expected) in steps {
-        let transaction = store.transaction().unwrap();
-        step(&transaction);
-        transaction.commit().unwrap();
-        assert_eq!(store.baseline_count(LINK).unwrap(), expected, "{what}");
-        assert_eq!(store.baseline_count(LINK).unwrap(), counted(&path, LINK), "{what}");
-    }
-    assert_eq!(store.baseline_count("other").unwrap(), 1);
-    assert_eq!(store.baseline_count("nobody").unwrap(), 0);
-
-    // A store from before the count: the migration counts what is there.
-    drop(store);
-    let connection = raw(&path);
-    connection.execute_batch(
-        "DROP TRIGGER baselines_count_insert; DROP TRIGGER baselines_count_delete; \
-         DROP TRIGGER baselines_count_tombstone; DROP TABLE baseline_counts; ALTER TABLE runs DROP COLUMN plan; \
-         DROP TABLE outbox_sends; UPDATE schema_version SET version = 3;",
-    ).unwrap();
-    drop(connection);
-    let store = StateStore::open(&path).unwrap();
-    assert_eq!(store.baseline_count(LINK).unwrap(), 2);
-    assert_eq!(store.baseline_count("other").unwrap(), 1);
-}
-
-#[test]
-fn many_keys_are_read_across_chunks() {
-    let TempStore { mut store, _dir, .. } = temp_store();
+/// Many keys are read across chunks.
+pub fn many_keys_are_read_across_chunks<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
     let fields = layout(&mut store, &["n"]);
     let baselines: Vec<Baseline> = (0..1_234)
         .map(|index| Baseline {
@@ -346,9 +261,9 @@ fn many_keys_are_read_across_chunks() {
     }
 }
 
-#[test]
-fn digests_are_paged_in_key_order() {
-    let TempStore { mut store, _dir, .. } = temp_store();
+/// Digests are paged in key order.
+pub fn digests_are_paged_in_key_order<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
     let fields = layout(&mut store, &["n"]);
     // Inserted out of order; "k10" sorts before "k9" byte by byte.
     let baselines: Vec<Baseline> = [9, 10, 1, 100, 2, 5]
@@ -383,9 +298,9 @@ fn digests_are_paged_in_key_order() {
     assert!(store.digest_page("other", &fields, None, 4, |_, _| panic!("another link's")).unwrap().is_none());
 }
 
-#[test]
-fn a_baseline_is_read_onto_another_layout_by_field_name() {
-    let TempStore { mut store, _dir, .. } = temp_store();
+/// A baseline is read onto another layout by field name.
+pub fn a_baseline_is_read_onto_another_layout_by_field_name<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
     let abc = layout(&mut store, &["a", "b", "c"]);
     let a = field(Some(Value::from("alpha")), Some(T0 + 1), None, Some(Origin::Left));
     let b = field(Some(Value::Int(2)), None, Some(T0 + 2), Some(Origin::Right));
@@ -442,9 +357,9 @@ fn a_baseline_is_read_onto_another_layout_by_field_name() {
     assert_ne!(other.id, abc.id);
 }
 
-#[test]
-fn a_dropped_transaction_leaves_nothing() {
-    let TempStore { mut store, path, _dir } = temp_store();
+/// A dropped transaction leaves nothing.
+pub fn a_dropped_transaction_leaves_nothing<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
     let fields = layout(&mut store, &["a"]);
     let baseline = Baseline {
         fields: vec![field(Some(Value::Int(1)), None, None, None)],
@@ -469,7 +384,7 @@ fn a_dropped_transaction_leaves_nothing() {
         transaction.audit(LINK, &audit_entry(Some(run), "k1", AuditEvent::Detected, T0)).unwrap();
         // Dropped without commit.
     }
-    let check = |store: &StateStore| {
+    let check = |store: &F::Store| {
         assert!(store.baselines(LINK, &fields, &[key("k1")]).unwrap().is_empty());
         assert!(store.all_digests(LINK, &fields).unwrap().is_empty());
         assert_eq!(store.cursor(LINK, Side::Left).unwrap(), CursorState::default());
@@ -482,15 +397,15 @@ fn a_dropped_transaction_leaves_nothing() {
     // The store is usable again (the write lock was released) and a reopen sees nothing.
     store.transaction().unwrap().commit().unwrap();
     drop(store);
-    check(&StateStore::open(&path).unwrap());
+    check(&fixture.open());
 }
 
 // ---------------------------------------------------------------------------------------------
 // Cursors.
 
-#[test]
-fn cursors_default_and_round_trip() {
-    let TempStore { store, path, _dir } = temp_store();
+/// Cursors default and round trip.
+pub fn cursors_default_and_round_trip<F: Fixture>(fixture: &F) {
+    let store = fixture.open();
     let mut store = store;
     assert_eq!(store.cursor(LINK, Side::Left).unwrap(), CursorState::default());
     assert_eq!(store.cursor(LINK, Side::Right).unwrap(), CursorState { cursor: None, last_full_scan: None });
@@ -515,7 +430,7 @@ fn cursors_default_and_round_trip() {
         transaction.commit().unwrap();
     }
     drop(store);
-    let store = StateStore::open(&path).unwrap();
+    let store = fixture.open();
     assert_eq!(store.cursor(LINK, Side::Left).unwrap(), later);
     assert_eq!(store.cursor(LINK, Side::Right).unwrap(), right);
 }
@@ -533,20 +448,20 @@ fn outbox_entry(record: &str, side: Side, operation: Operation) -> NewOutboxEntr
     }
 }
 
-fn start_run(store: &mut StateStore, link: &str, at: i64) -> RunId {
+fn start_run<S: StateStore>(store: &mut S, link: &str, at: i64) -> RunId {
     let transaction = store.transaction().unwrap();
     let run = transaction.start_run(link, "incremental", ts(at)).unwrap();
     transaction.commit().unwrap();
     run
 }
 
-fn ids(entries: &[fieldsync_store::OutboxEntry]) -> Vec<i64> {
+fn ids(entries: &[crate::OutboxEntry]) -> Vec<i64> {
     entries.iter().map(|entry| entry.id).collect()
 }
 
-#[test]
-fn outbox_lifecycle() {
-    let TempStore { mut store, path, _dir } = temp_store();
+/// Outbox lifecycle.
+pub fn outbox_lifecycle<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
     let run = start_run(&mut store, LINK, T0);
     let new = outbox_entry("k1", Side::Right, Operation::Update);
     let id = {
@@ -585,7 +500,7 @@ fn outbox_lifecycle() {
         transaction.commit().unwrap();
     }
     drop(store);
-    let mut store = StateStore::open(&path).unwrap();
+    let mut store = fixture.open();
     let due = store.due_outbox(LINK, ts(T0 + 10), 0, 10).unwrap();
     assert_eq!(ids(&due), vec![id]);
     assert_eq!(due[0].status, OutboxStatus::Sending);
@@ -672,9 +587,8 @@ fn outbox_lifecycle() {
 /// reviews it opened and the audit of a run that never published are discarded by the next
 /// run of its link (not of another link); a published run's are kept, and so are reviews the
 /// dead run only updated.
-#[test]
-fn an_unpublished_plan_is_discarded_by_the_next_run_of_its_link() {
-    let TempStore { mut store, _dir, .. } = temp_store();
+pub fn an_unpublished_plan_is_discarded_by_the_next_run_of_its_link<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
     let earlier = start_run(&mut store, LINK, T0);
     let kept_review = {
         let transaction = store.transaction().unwrap();
@@ -751,9 +665,8 @@ fn an_unpublished_plan_is_discarded_by_the_next_run_of_its_link() {
 /// A batch being sent is marked by one row: readers see its entries `sending` with the attempt
 /// counted; closing an attempt counts it on the entry; a send a crash left open is counted on
 /// each of its entries by the link's next run, which then sees them `sending`.
-#[test]
-fn a_send_marks_its_entries_and_a_crashed_one_is_counted_by_the_next_run() {
-    let TempStore { mut store, _dir, .. } = temp_store();
+pub fn a_send_marks_its_entries_and_a_crashed_one_is_counted_by_the_next_run<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
     let run = start_run(&mut store, LINK, T0);
     let (first, second) = {
         let transaction = store.transaction().unwrap();
@@ -815,9 +728,9 @@ fn a_send_marks_its_entries_and_a_crashed_one_is_counted_by_the_next_run() {
     assert_eq!(store.outbox_entry(first).unwrap().attempts, 1);
 }
 
-#[test]
-fn due_outbox_is_oldest_first_and_limited() {
-    let TempStore { mut store, _dir, .. } = temp_store();
+/// Due outbox is oldest first and limited.
+pub fn due_outbox_is_oldest_first_and_limited<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
     let run = start_run(&mut store, LINK, T0);
     let transaction = store.transaction().unwrap();
     let first = transaction
@@ -839,9 +752,9 @@ fn due_outbox_is_oldest_first_and_limited() {
     assert_eq!(store.outbox_entry(third).unwrap().operation, Operation::Delete);
 }
 
-#[test]
-fn open_outbox_and_counts_by_status() {
-    let TempStore { mut store, _dir, .. } = temp_store();
+/// Open outbox and counts by status.
+pub fn open_outbox_and_counts_by_status<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
     let run = start_run(&mut store, LINK, T0);
     let other_run = start_run(&mut store, "other", T0);
     let statuses = [
@@ -932,9 +845,9 @@ fn review(record: &str, field: Option<&str>, left: i64, right: i64) -> NewReview
     }
 }
 
-#[test]
-fn review_lifecycle() {
-    let TempStore { mut store, path, _dir } = temp_store();
+/// Review lifecycle.
+pub fn review_lifecycle<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
     let run = start_run(&mut store, LINK, T0);
     let first = review("k1", Some("email"), 1, 2);
 
@@ -993,7 +906,7 @@ fn review_lifecycle() {
         transaction.commit().unwrap();
     }
     drop(store);
-    let mut store = StateStore::open(&path).unwrap();
+    let mut store = fixture.open();
     let stored = store.review(id).unwrap();
     assert_eq!(stored.status, ReviewStatus::Resolved);
     assert_eq!(stored.decision, Some(Decision::Value(Value::Null)));
@@ -1028,13 +941,13 @@ fn review_lifecycle() {
     assert!(matches!(store.review(987_654), Err(StoreError::NotFound { id: 987_654, .. })));
 }
 
-fn ids_of(reviews: &[fieldsync_store::Review]) -> Vec<i64> {
+fn ids_of(reviews: &[crate::Review]) -> Vec<i64> {
     reviews.iter().map(|review| review.id).collect()
 }
 
-#[test]
-fn live_reviews_are_per_field_and_exclude_closed_ones() {
-    let TempStore { mut store, _dir, .. } = temp_store();
+/// Live reviews are per field and exclude closed ones.
+pub fn live_reviews_are_per_field_and_exclude_closed_ones<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
     let delete = NewReview {
         key: key("k2"),
         field: None,
@@ -1097,9 +1010,9 @@ fn audit_entry(run_id: Option<RunId>, record: &str, event: AuditEvent, at: i64) 
     }
 }
 
-#[test]
-fn audit_entries_round_trip_per_run_and_per_record() {
-    let TempStore { mut store, _dir, .. } = temp_store();
+/// Audit entries round trip per run and per record.
+pub fn audit_entries_round_trip_per_run_and_per_record<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
     let first = start_run(&mut store, LINK, T0);
     let second = start_run(&mut store, LINK, T0 + 100);
     let bare = AuditEntry {
@@ -1147,9 +1060,9 @@ fn audit_entries_round_trip_per_run_and_per_record() {
     assert_eq!(store.audit_for_record(LINK, &key("k1")).unwrap()[2], bare);
 }
 
-#[test]
-fn runs_are_recorded_and_listed_newest_first() {
-    let TempStore { mut store, _dir, .. } = temp_store();
+/// Runs are recorded and listed newest first.
+pub fn runs_are_recorded_and_listed_newest_first<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
     let (first, other, third) = {
         let transaction = store.transaction().unwrap();
         let first = transaction.start_run(LINK, "full", ts(T0)).unwrap();
@@ -1212,166 +1125,152 @@ fn runs_are_recorded_and_listed_newest_first() {
     assert!(matches!(store.run(RunId(123_456)), Err(StoreError::NotFound { what: "run", id: 123_456 })));
 }
 
-// ---------------------------------------------------------------------------------------------
-// The per-link lock.
+/// The collation contract: keys page and list in byte order (UTF-8 code units, the order of
+/// `RecordKey` and of code points), not in the database's own collation: upper case before
+/// lower, digits compared one by one, accented letters after every ASCII one.
+pub fn keys_page_in_byte_order_whatever_the_collation<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
+    let fields = layout(&mut store, &["n"]);
+    let texts =
+        ["b", "B", "a", "A", "Z", "é", "e", "ä", "a b", "a-b", "a_b", "10", "9", "~", "Ω", "日本", "a"];
+    let baselines: Vec<Baseline> = texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| Baseline {
+            fields: vec![field(Some(Value::Int(index as i64)), None, None, Some(Origin::Both))],
+            ..Baseline::empty(key(text), 1)
+        })
+        .collect();
+    put(&mut store, &fields, &baselines.iter().collect::<Vec<_>>());
+    let mut expected: Vec<String> = texts.iter().map(|text| text.to_string()).collect();
+    expected.sort();
+    expected.dedup();
 
-/// Held while a test spawns a child process, and while a test drops a lock and takes it again.
-/// A lock belongs to an open file description, and a child holds a copy of every descriptor
-/// between its fork and its exec: a lock dropped in that window stays held until the exec.
-static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn spawning() -> std::sync::MutexGuard<'static, ()> {
-    SPAWNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    let mut paged = Vec::new();
+    let mut after: Option<RecordKey> = None;
+    while let Some(last) =
+        store.digest_page(LINK, &fields, after.as_ref(), 3, |key, _| paged.push(key.to_string())).unwrap()
+    {
+        after = Some(last);
+    }
+    assert_eq!(paged, expected, "digest_page in byte order");
+    let mut listed = Vec::new();
+    store.for_each_digest(LINK, &fields, |key, _| listed.push(key.to_string())).unwrap();
+    assert_eq!(listed, expected, "for_each_digest in byte order");
 }
 
-fn lock_path(db: &Path, link: &str) -> PathBuf {
-    db.with_file_name(format!("{}.{link}.lock", db.file_name().unwrap().to_string_lossy()))
-}
-
-#[test]
-fn a_link_lock_excludes_a_second_run_until_dropped() {
-    let TempStore { store, path, _dir } = temp_store();
-    let first = store.lock_link(LINK).expect("the first lock");
-    let expected_path = lock_path(&path, LINK);
-    assert!(expected_path.exists(), "the lock file is {} beside the database", expected_path.display());
-    assert_eq!(expected_path.parent(), path.parent());
-
-    match store.lock_link(LINK) {
-        Err(StoreError::Locked { link, path: locked }) => {
-            assert_eq!(link, LINK);
-            assert_eq!(Path::new(&locked), expected_path);
+/// Two handles on one store write at once (each its own transactions, as two runs of two
+/// links on two workers would): every commit is kept, none is lost or mixed up.
+pub fn concurrent_writers_lose_nothing<F: Fixture>(fixture: &F)
+where
+    F::Store: Send,
+{
+    const EACH: usize = 40;
+    let links = ["first", "second"];
+    let mut stores = [fixture.open(), fixture.open()];
+    std::thread::scope(|scope| {
+        for (store, link) in stores.iter_mut().zip(links) {
+            scope.spawn(move || {
+                let fields = store.layout(link, &names(&["n"])).unwrap();
+                for index in 0..EACH {
+                    let baseline = Baseline {
+                        fields: vec![field(Some(Value::Int(index as i64)), None, None, Some(Origin::Both))],
+                        ..Baseline::empty(key(&format!("k{index:03}")), 1)
+                    };
+                    let transaction = store.transaction().unwrap();
+                    transaction.put_baseline(link, &fields, &baseline).unwrap();
+                    transaction
+                        .audit(link, &audit_entry(None, baseline.key.as_str(), AuditEvent::Agreed, T0))
+                        .unwrap();
+                    transaction.commit().unwrap();
+                }
+            });
         }
-        other => panic!("expected Locked, got {other:?}"),
-    }
-    // Another store on the same file is excluded too.
-    let second_store = StateStore::open(&path).unwrap();
-    assert!(matches!(second_store.lock_link(LINK), Err(StoreError::Locked { .. })));
-
-    // Another link is independent.
-    let other = store.lock_link("other").expect("another link's lock");
-    assert!(lock_path(&path, "other").exists());
-    assert!(matches!(second_store.lock_link("other"), Err(StoreError::Locked { .. })));
-
-    let not_spawning = spawning();
-    drop(first);
-    let again = second_store.lock_link(LINK).expect("free again after the first is dropped");
-    assert!(matches!(store.lock_link(LINK), Err(StoreError::Locked { .. })));
-    drop(again);
-    drop(other);
-    let _both = (store.lock_link(LINK).unwrap(), store.lock_link("other").unwrap());
-    drop(not_spawning);
-}
-
-/// Set (to a database path) in the child process of `a_killed_lock_holder_releases_the_lock`.
-const LOCK_HOLDER_ENV: &str = "FIELDSYNC_STORE_TEST_LOCK_HOLDER";
-const LOCK_HELD: &str = "FIELDSYNC-LOCK-HELD";
-
-/// Not a test by itself: when the parent test re-runs this binary with `LOCK_HOLDER_ENV` set,
-/// it takes the lock, says so and sleeps until killed. Otherwise it does nothing.
-#[test]
-fn lock_holder_child() {
-    let Some(path) = std::env::var_os(LOCK_HOLDER_ENV) else { return };
-    let store = StateStore::open(Path::new(&path)).expect("child: open the store");
-    let _lock = store.lock_link(LINK).expect("child: take the lock");
-    println!("{LOCK_HELD}");
-    std::thread::sleep(Duration::from_secs(120));
-}
-
-/// Kills the child if the test fails before it does.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+    });
+    let mut store = fixture.open();
+    for link in links {
+        assert_eq!(store.baseline_count(link).unwrap(), EACH as u64, "{link}");
+        let fields = store.layout(link, &names(&["n"])).unwrap();
+        let all = store.all_digests(link, &fields).unwrap();
+        assert_eq!(all.len(), EACH, "{link}");
+        assert_eq!(store.audit_for_record(link, &key("k000")).unwrap().len(), 1, "{link}");
     }
 }
 
-#[test]
-fn a_killed_lock_holder_releases_the_lock() {
-    let TempStore { store, path, _dir } = temp_store();
-    let not_spawning = spawning();
-    let mut child = KillOnDrop(
-        Command::new(std::env::current_exe().expect("this test binary"))
-            .args(["--exact", "lock_holder_child", "--nocapture", "--test-threads", "1"])
-            .env(LOCK_HOLDER_ENV, &path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the lock holder"),
-    );
-    drop(not_spawning);
-    let stdout = child.0.stdout.take().expect("child stdout");
-    let mut held = false;
-    for line in BufReader::new(stdout).lines() {
-        // libtest prints "test lock_holder_child ... " on the same line first.
-        let line = line.expect("read the child's output");
-        if line.contains(LOCK_HELD) {
-            held = true;
-            break;
-        }
+/// A live lease excludes every other holder of its link (a conflict, on this handle or
+/// another), not of another link; released, the link is leased again at once, with a new
+/// token. Commits under a live lease succeed.
+pub fn a_lease_excludes_other_holders_until_released<F: Fixture>(fixture: &F) {
+    let minute = std::time::Duration::from_secs(60);
+    let (mut first, mut second) = (fixture.open(), fixture.open());
+    let lease = first.lease(LINK, "first", minute).unwrap();
+    assert_eq!((lease.link.as_str(), lease.owner.as_str(), lease.ttl), (LINK, "first", minute));
+    for store in [&mut first, &mut second] {
+        let refused = store.lease(LINK, "second", minute).unwrap_err();
+        assert!(refused.is_conflict(), "{refused:?}");
+        assert!(!refused.is_retryable(), "{refused:?}");
     }
-    assert!(held, "the child never took the lock (status {:?})", child.0.try_wait());
-
-    // Another process holds it: this one is refused.
-    assert!(matches!(store.lock_link(LINK), Err(StoreError::Locked { .. })));
-    // Another link is not affected.
-    drop(store.lock_link("other").expect("another link"));
-
-    // SIGKILL: no destructor runs in the child; the operating system releases the lock.
-    child.0.kill().expect("kill the child");
-    let status = child.0.wait().expect("wait for the child");
-    assert!(!status.success(), "the child was killed: {status:?}");
-
-    let _lock = store.lock_link(LINK).expect("a killed holder releases the lock");
-    // The database is fine after the child's death.
-    store.integrity_check().unwrap();
+    let other = second.lease("other", "second", minute).expect("another link's lease");
+    let transaction = first.leased_transaction(&lease).unwrap();
+    transaction
+        .set_cursor(LINK, Side::Left, CursorState { cursor: Some(ts(T0)), last_full_scan: None })
+        .unwrap();
+    transaction.commit().expect("a commit under a live lease");
+    let token = lease.token;
+    first.release(lease).unwrap();
+    let again = second.lease(LINK, "second", minute).expect("free once released");
+    assert_ne!(again.token, token, "a new holder, a new token");
+    assert_eq!(first.cursor(LINK, Side::Left).unwrap().cursor, Some(ts(T0)));
+    second.release(again).unwrap();
+    second.release(other).unwrap();
 }
 
-#[test]
-fn a_lock_held_by_flock_1_is_respected_and_released_on_kill() {
-    // flock(1) uses flock(2), as std's File::try_lock does on Linux; skip where it is absent.
-    let not_spawning = spawning();
-    let flock_available = Command::new("flock")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    drop(not_spawning);
-    if !cfg!(target_os = "linux") || !flock_available {
-        assert!(
-            std::env::var_os("FIELDSYNC_REQUIRE_ALL").is_none(),
-            "flock(1) is not available and FIELDSYNC_REQUIRE_ALL is set"
-        );
-        eprintln!(
-            "SKIPPED a_lock_held_by_flock_1_is_respected_and_released_on_kill: flock(1) is not available"
-        );
-        return;
-    }
-    let TempStore { store, path, _dir } = temp_store();
-    let lock = lock_path(&path, LINK);
-    // The shell opens the lock file on descriptor 9, flock(1) locks that open file
-    // description and exits, and the shell becomes `sleep`, still holding descriptor 9.
-    let script = format!("exec 9>\"$1\" && flock -n 9 && echo {LOCK_HELD} && exec sleep 120");
-    let not_spawning = spawning();
-    let mut child = KillOnDrop(
-        Command::new("sh")
-            .args(["-c", &script, "sh"])
-            .arg(&lock)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn sh"),
-    );
-    drop(not_spawning);
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), LOCK_HELD, "flock(1) took the lock");
-    assert!(matches!(store.lock_link(LINK), Err(StoreError::Locked { .. })));
+/// A commit by a holder whose lease expired, or was taken over once expired, fails as a
+/// conflict (`StoreError::LeaseLost`) and keeps nothing; the new holder's commits succeed.
+pub fn a_commit_under_a_lost_lease_fails_and_keeps_nothing<F: Fixture>(fixture: &F) {
+    let short = std::time::Duration::from_millis(50);
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(150));
+    let (mut first, mut second) = (fixture.open(), fixture.open());
+    let fields = layout(&mut first, &["n"]);
+    let baseline = |text: &str| Baseline {
+        fields: vec![field(Some(Value::from(text)), None, None, Some(Origin::Both))],
+        ..Baseline::empty(key(text), 1)
+    };
+    let expired = |store: &mut F::Store, lease: &crate::Lease, text: &str| {
+        let transaction = store.leased_transaction(lease).unwrap();
+        transaction.put_baseline(LINK, &fields, &baseline(text)).unwrap();
+        let lost = transaction.commit().unwrap_err();
+        assert!(matches!(lost, StoreError::LeaseLost { .. }), "{lost:?}");
+        assert!(lost.is_conflict(), "{lost:?}");
+    };
 
-    child.0.kill().expect("kill the holder");
-    child.0.wait().unwrap();
-    let _lock = store.lock_link(LINK).expect("released when the holder is killed");
+    // Expired, nobody took it over.
+    let lease = first.lease(LINK, "first", short).unwrap();
+    pause();
+    expired(&mut first, &lease, "late");
+    drop(lease);
+
+    // Expired and taken over by another holder.
+    let lease = first.lease(LINK, "first", short).unwrap();
+    let renewed = first.leased_transaction(&lease).unwrap();
+    renewed.put_baseline(LINK, &fields, &baseline("kept")).unwrap();
+    renewed.commit().expect("a commit under a live lease");
+    pause();
+    let taken =
+        second.lease(LINK, "second", std::time::Duration::from_secs(60)).expect("an expired lease is taken");
+    assert_ne!(taken.token, lease.token);
+    expired(&mut first, &lease, "stale");
+    let transaction = second.leased_transaction(&taken).unwrap();
+    transaction.put_baseline(LINK, &fields, &baseline("new")).unwrap();
+    transaction.commit().expect("the new holder commits");
+
+    let keys = [key("late"), key("kept"), key("stale"), key("new")];
+    let mut found: Vec<String> =
+        second.baselines(LINK, &fields, &keys).unwrap().into_keys().map(|key| key.to_string()).collect();
+    found.sort();
+    assert_eq!(found, ["kept", "new"]);
+    // The old holder cannot give the link up for the new one.
+    first.release(lease).unwrap();
+    assert!(first.lease(LINK, "first", short).unwrap_err().is_conflict());
+    second.release(taken).unwrap();
 }

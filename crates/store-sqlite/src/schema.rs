@@ -145,4 +145,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         started_ms INTEGER NOT NULL
     );
     "#,
+    // 6: leases: one holder of a link at a time, with an owner, an expiry and a token that
+    // every commit under the lease checks; `os_locked` says whether the holder also holds the
+    // link's lock file (then whoever gets that file knows the holder is gone).
+    r#"
+    CREATE TABLE leases (
+        link TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        token INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        os_locked INTEGER NOT NULL
+    );
+    "#,
 ];

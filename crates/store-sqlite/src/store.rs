@@ -1,4 +1,4 @@
-//! `StateStore` on SQLite: one file in WAL mode, written through short transactions, with a
+//! `SqliteStore`, the `StateStore` on SQLite: one file in WAL mode, written through short transactions, with a
 //! lock file per link so that at most one run of a link holds it at a time on this machine.
 
 use std::collections::HashMap;
@@ -6,28 +6,29 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
 
 use fieldsync_model::{RecordDigest, RecordId, RecordKey, RunId, Side, Value};
 use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
-use crate::StoreError;
-use crate::error::Context;
+use fieldsync_store::*;
+
+use crate::context::Context;
 use crate::schema::MIGRATIONS;
-use crate::types::*;
 
 /// The number of keys bound in one `IN (…)` list.
 const CHUNK: usize = 500;
 
 /// The state store.
 #[derive(Debug)]
-pub struct StateStore {
+pub struct SqliteStore {
     connection: rusqlite::Connection,
     path: PathBuf,
     crash: Arc<CrashPlan>,
 }
 
-/// A crash planned by `StateStore::crash_at_commit`: commits left before it (negative: none
+/// A crash planned by `SqliteStore::crash_at_commit`: commits left before it (negative: none
 /// planned), and whether the fatal commit lands before the crash.
 #[derive(Debug)]
 struct CrashPlan {
@@ -38,16 +39,26 @@ struct CrashPlan {
 /// Held while a run of a link is in progress. The operating system releases the lock when
 /// the process ends, however it ends, so a killed run never blocks the next one.
 #[derive(Debug)]
-pub struct LinkLock {
+pub struct SqliteLock {
     _file: File,
 }
 
 /// A state-store transaction: every write of the engine goes through one, so that the
 /// baseline moves in the same commit that closes the outbox entry.
 #[derive(Debug)]
-pub struct Transaction<'store> {
+pub struct SqliteTransaction<'store> {
     transaction: rusqlite::Transaction<'store>,
     crash: Arc<CrashPlan>,
+    lease: Option<LeaseCheck>,
+}
+
+/// The lease a transaction's commit checks and renews.
+#[derive(Debug)]
+struct LeaseCheck {
+    link: String,
+    owner: String,
+    token: i64,
+    ttl: Duration,
 }
 
 fn millis(timestamp: Timestamp) -> i64 {
@@ -79,7 +90,7 @@ fn side_from(text: &str, what: &str) -> Result<Side, StoreError> {
     }
 }
 
-impl StateStore {
+impl SqliteStore {
     /// Opens (creating if needed) the state store at `path` and brings its schema up to date.
     ///
     /// # Errors
@@ -105,15 +116,15 @@ impl StateStore {
         &self.path
     }
 
-    /// Takes the lock of `link`; fails at once when another process holds it.
+    /// Takes the OS lock of `link` (a file beside the state file); fails at once when another
+    /// handle or process holds it. The kernel releases it when the process dies, however it
+    /// dies. `lease` takes it first.
     ///
     /// # Errors
     ///
     /// `StoreError::Locked` when a run of the link is in progress elsewhere.
-    pub fn lock_link(&self, link: &str) -> Result<LinkLock, StoreError> {
-        let mut name = self.path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
-        name.push(format!(".{link}.lock"));
-        let path = self.path.with_file_name(name);
+    pub fn lock_link(&self, link: &str) -> Result<SqliteLock, StoreError> {
+        let path = self.lock_path(link);
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -121,7 +132,7 @@ impl StateStore {
             .open(&path)
             .map_err(|source| StoreError::LockFile { path: path.display().to_string(), source })?;
         match file.try_lock() {
-            Ok(()) => Ok(LinkLock { _file: file }),
+            Ok(()) => Ok(SqliteLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => {
                 Err(StoreError::Locked { link: link.to_string(), path: path.display().to_string() })
             }
@@ -131,6 +142,22 @@ impl StateStore {
         }
     }
 
+    /// Starts an immediate transaction, checking `lease` at its commit.
+    fn begin(&mut self, lease: Option<LeaseCheck>) -> Result<SqliteTransaction<'_>, StoreError> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .context(|| "starting a transaction".into())?;
+        Ok(SqliteTransaction { transaction, crash: Arc::clone(&self.crash), lease })
+    }
+
+    /// The lock file of `link`, beside the state file.
+    fn lock_path(&self, link: &str) -> PathBuf {
+        let mut name = self.path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
+        name.push(format!(".{link}.lock"));
+        self.path.with_file_name(name)
+    }
+
     /// Fault injection for simulations: the `commits`-th commit from now (1 is the next one)
     /// fails with `StoreError::InjectedCrash`, as if the process died just before it
     /// (`committed = false`: nothing of it is kept) or just after it (`committed = true`).
@@ -138,19 +165,6 @@ impl StateStore {
     pub fn crash_at_commit(&self, commits: u32, committed: bool) {
         self.crash.committed.store(committed, Ordering::SeqCst);
         self.crash.commits_left.store(i64::from(commits), Ordering::SeqCst);
-    }
-
-    /// Starts a transaction.
-    ///
-    /// # Errors
-    ///
-    /// Fails when SQLite cannot start one (a long-held lock).
-    pub fn transaction(&mut self) -> Result<Transaction<'_>, StoreError> {
-        let transaction = self
-            .connection
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .context(|| "starting a transaction".into())?;
-        Ok(Transaction { transaction, crash: Arc::clone(&self.crash) })
     }
 
     /// Runs SQLite's integrity check; `Ok(())` when it answers "ok".
@@ -165,13 +179,83 @@ impl StateStore {
             .context(|| "checking integrity".into())?;
         if answer == "ok" { Ok(()) } else { Err(damaged("state store", answer)) }
     }
+}
 
-    /// Registers the current field list of `link`, returning its layout.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn layout(&mut self, link: &str, fields: &[String]) -> Result<LinkLayout, StoreError> {
+impl StateStore for SqliteStore {
+    type Transaction<'store> = SqliteTransaction<'store>;
+
+    fn transaction(&mut self) -> Result<SqliteTransaction<'_>, StoreError> {
+        self.begin(None)
+    }
+
+    fn lease(&mut self, link: &str, owner: &str, ttl: Duration) -> Result<Lease, StoreError> {
+        // Holding the lock file proves that an earlier holder on this machine is gone; without
+        // it, only an expired lease is taken over (its holder stalled), and a lock file held
+        // with no lease (an older fieldsync, `flock`) is respected.
+        let lock = match self.lock_link(link) {
+            Ok(lock) => Some(lock),
+            Err(StoreError::Locked { .. }) => None,
+            Err(error) => return Err(error),
+        };
+        let what = || format!("leasing link {link}");
+        let lock_path = self.lock_path(link).display().to_string();
+        let now = Timestamp::now();
+        let transaction = self
+            .connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .context(what)?;
+        let held: Option<(i64, i64, bool)> = transaction
+            .query_row(
+                "SELECT token, expires_ms, os_locked FROM leases WHERE link = ?1",
+                params![link],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .context(what)?;
+        let live = |expires_ms: i64| expires_ms > millis(now);
+        let granted = match (&lock, held) {
+            (Some(_), Some((_, expires_ms, false))) => !live(expires_ms),
+            (Some(_), _) => true,
+            (None, Some((_, expires_ms, _))) => !live(expires_ms),
+            (None, None) => false,
+        };
+        if !granted {
+            return Err(StoreError::Locked { link: link.to_string(), path: lock_path });
+        }
+        let token = held.map_or(1, |(token, _, _)| token + 1);
+        let expires_at = now + ttl;
+        transaction
+            .execute(
+                "INSERT INTO leases (link, owner, token, expires_ms, os_locked) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (link) DO UPDATE SET owner = ?2, token = ?3, expires_ms = ?4, os_locked = ?5",
+                params![link, owner, token, millis(expires_at), lock.is_some()],
+            )
+            .context(what)?;
+        transaction.commit().context(what)?;
+        let hold = lock.map(|lock| Box::new(lock) as Box<dyn std::any::Any + Send + Sync>);
+        Ok(Lease::new(link, owner, token, expires_at, ttl, hold))
+    }
+
+    fn release(&mut self, lease: Lease) -> Result<(), StoreError> {
+        self.connection
+            .execute(
+                "UPDATE leases SET expires_ms = 0 WHERE link = ?1 AND token = ?2",
+                params![lease.link, lease.token],
+            )
+            .context(|| format!("releasing the lease of link {}", lease.link))?;
+        Ok(())
+    }
+
+    fn leased_transaction(&mut self, lease: &Lease) -> Result<SqliteTransaction<'_>, StoreError> {
+        self.begin(Some(LeaseCheck {
+            link: lease.link.clone(),
+            owner: lease.owner.clone(),
+            token: lease.token,
+            ttl: lease.ttl,
+        }))
+    }
+
+    fn layout(&mut self, link: &str, fields: &[String]) -> Result<LinkLayout, StoreError> {
         let text = serde_json::to_string(fields).unwrap_or_default();
         let what = || format!("registering the fields of link {link}");
         self.connection
@@ -186,50 +270,7 @@ impl StateStore {
         Ok(LinkLayout { id, fields: fields.to_vec() })
     }
 
-    /// The digests of every baseline of `link`, for a full scan's fast path.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    pub fn all_digests(
-        &self,
-        link: &str,
-        layout: &LinkLayout,
-    ) -> Result<HashMap<RecordKey, DigestEntry>, StoreError> {
-        let mut digests = HashMap::new();
-        self.for_each_digest(link, layout, |key, entry| {
-            digests.insert(key, entry);
-        })?;
-        Ok(digests)
-    }
-
-    /// Hands every baseline digest of `link` to `each`, in link key order.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn for_each_digest(
-        &self,
-        link: &str,
-        layout: &LinkLayout,
-        mut each: impl FnMut(RecordKey, DigestEntry),
-    ) -> Result<(), StoreError> {
-        let mut after = None;
-        while let Some(last) = self.digest_page(link, layout, after.as_ref(), 10_000, &mut each)? {
-            after = Some(last);
-        }
-        Ok(())
-    }
-
-    /// Hands the digests of up to `limit` baselines of `link` whose keys follow `after` to
-    /// `each`, in link key order (byte order, as `RecordKey` compares), holding none of them:
-    /// the caller keeps what it needs, as compactly as it likes. Returns the last key of the
-    /// page, to pass as `after` for the next one, or `None` when there are no more.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn digest_page(
+    fn digest_page(
         &self,
         link: &str,
         layout: &LinkLayout,
@@ -278,12 +319,7 @@ impl StateStore {
         Ok(last.map(RecordKey::new))
     }
 
-    /// The digests of the baselines of some records (absent keys have none).
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    pub fn digests(
+    fn digests(
         &self,
         link: &str,
         layout: &LinkLayout,
@@ -309,13 +345,7 @@ impl StateStore {
         Ok(digests)
     }
 
-    /// The full baselines of some records, mapped onto `layout` by field name. A damaged
-    /// baseline is left out, as if it were lost.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    pub fn baselines(
+    fn baselines(
         &self,
         link: &str,
         layout: &LinkLayout,
@@ -324,13 +354,7 @@ impl StateStore {
         read_baselines(&self.connection, link, layout, keys)
     }
 
-    /// How many records `link` has a baseline for (not counting tombstones), as the store's
-    /// triggers keep count.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn baseline_count(&self, link: &str) -> Result<u64, StoreError> {
+    fn baseline_count(&self, link: &str) -> Result<u64, StoreError> {
         self.connection
             .query_row("SELECT live FROM baseline_counts WHERE link = ?1", params![link], |row| {
                 row.get::<_, i64>(0)
@@ -340,12 +364,7 @@ impl StateStore {
             .context(|| format!("counting the baselines of link {link}"))
     }
 
-    /// Where incremental reading of one side of `link` stands.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn cursor(&self, link: &str, side: Side) -> Result<CursorState, StoreError> {
+    fn cursor(&self, link: &str, side: Side) -> Result<CursorState, StoreError> {
         self.connection
             .query_row(
                 "SELECT cursor_ms, last_full_scan_ms FROM cursors WHERE link = ?1 AND side = ?2",
@@ -362,14 +381,7 @@ impl StateStore {
             .context(|| format!("reading the cursor of link {link}"))
     }
 
-    /// The outbox entries of `link` that are due: pending, or left `sending` by a crash, with
-    /// their next attempt at or before `now` — at most `limit` of them with ids above `after`,
-    /// oldest first (pass the last id seen to page through them).
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    pub fn due_outbox(
+    fn due_outbox(
         &self,
         link: &str,
         now: Timestamp,
@@ -384,12 +396,7 @@ impl StateStore {
         )
     }
 
-    /// The earliest next attempt of `link`'s pending entries, if any.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn next_due(&self, link: &str) -> Result<Option<Timestamp>, StoreError> {
+    fn next_due(&self, link: &str) -> Result<Option<Timestamp>, StoreError> {
         self.connection
             .query_row(
                 "SELECT min(next_attempt_ms) FROM outbox WHERE link = ?1 AND status IN ('pending', 'sending')",
@@ -400,12 +407,7 @@ impl StateStore {
             .context(|| format!("reading the outbox of link {link}"))
     }
 
-    /// The unfinished (pending, sending, moved or dead) outbox entries of some records.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    pub fn open_outbox_for(&self, link: &str, keys: &[RecordKey]) -> Result<Vec<OutboxEntry>, StoreError> {
+    fn open_outbox_for(&self, link: &str, keys: &[RecordKey]) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut entries = Vec::new();
         for chunk in keys.chunks(CHUNK) {
             let clause = format!(
@@ -419,13 +421,7 @@ impl StateStore {
         Ok(entries)
     }
 
-    /// The keys of `link`'s records with unfinished (pending, sending, moved or dead) outbox
-    /// entries.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn open_outbox_keys(&self, link: &str) -> Result<Vec<RecordKey>, StoreError> {
+    fn open_outbox_keys(&self, link: &str) -> Result<Vec<RecordKey>, StoreError> {
         let what = || format!("reading the outbox of link {link}");
         let mut statement = self
             .connection
@@ -445,32 +441,7 @@ impl StateStore {
         Ok(keys)
     }
 
-    /// Outbox entries, newest first, optionally of one link and status.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    pub fn list_outbox(
-        &self,
-        link: Option<&str>,
-        status: Option<OutboxStatus>,
-        limit: usize,
-    ) -> Result<Vec<OutboxEntry>, StoreError> {
-        query_outbox(
-            &self.connection,
-            "WHERE (?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3",
-            params![link, status.map(OutboxStatus::as_str), limit as i64],
-        )
-    }
-
-    /// A page of outbox entries, newest first, optionally of one link and status, older than
-    /// `before` when given, at most `limit` (all when `0`); with how many more match after
-    /// the page's last entry (pass its id as `before` for the next page).
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    pub fn outbox_page(
+    fn outbox_page(
         &self,
         link: Option<&str>,
         status: Option<OutboxStatus>,
@@ -487,23 +458,13 @@ impl StateStore {
         )
     }
 
-    /// One outbox entry.
-    ///
-    /// # Errors
-    ///
-    /// `StoreError::NotFound` when there is none with this id.
-    pub fn outbox_entry(&self, id: OutboxId) -> Result<OutboxEntry, StoreError> {
+    fn outbox_entry(&self, id: OutboxId) -> Result<OutboxEntry, StoreError> {
         query_outbox(&self.connection, "WHERE id = ?1", params![id])?
             .pop()
             .ok_or(StoreError::NotFound { what: "outbox entry", id })
     }
 
-    /// How many outbox entries of `link` are in each status.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn outbox_counts(&self, link: &str) -> Result<HashMap<OutboxStatus, u64>, StoreError> {
+    fn outbox_counts(&self, link: &str) -> Result<HashMap<OutboxStatus, u64>, StoreError> {
         let what = || format!("counting the outbox of link {link}");
         let mut statement = self
             .connection
@@ -522,12 +483,7 @@ impl StateStore {
         Ok(counts)
     }
 
-    /// The open and resolved (not yet applied) reviews of some records.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    pub fn live_reviews_for(&self, link: &str, keys: &[RecordKey]) -> Result<Vec<Review>, StoreError> {
+    fn live_reviews_for(&self, link: &str, keys: &[RecordKey]) -> Result<Vec<Review>, StoreError> {
         let mut reviews = Vec::new();
         for chunk in keys.chunks(CHUNK) {
             let clause = format!(
@@ -540,12 +496,7 @@ impl StateStore {
         Ok(reviews)
     }
 
-    /// The keys of `link` that have open or resolved reviews.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn keys_with_live_reviews(&self, link: &str) -> Result<Vec<RecordKey>, StoreError> {
+    fn keys_with_live_reviews(&self, link: &str) -> Result<Vec<RecordKey>, StoreError> {
         let what = || format!("reading the reviews of link {link}");
         let mut statement = self
             .connection
@@ -561,31 +512,7 @@ impl StateStore {
         Ok(keys)
     }
 
-    /// Reviews, newest first, optionally of one link and status.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    pub fn list_reviews(
-        &self,
-        link: Option<&str>,
-        status: Option<ReviewStatus>,
-        limit: usize,
-    ) -> Result<Vec<Review>, StoreError> {
-        query_reviews(
-            &self.connection,
-            "WHERE (?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) ORDER BY id DESC LIMIT ?3",
-            params![link, status.map(ReviewStatus::as_str), limit as i64],
-        )
-    }
-
-    /// A page of reviews, newest first, optionally of one link and status, older than `before`
-    /// when given, at most `limit` (all when `0`); with how many more match after the page.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    pub fn reviews_page(
+    fn reviews_page(
         &self,
         link: Option<&str>,
         status: Option<ReviewStatus>,
@@ -602,37 +529,13 @@ impl StateStore {
         )
     }
 
-    /// One review.
-    ///
-    /// # Errors
-    ///
-    /// `StoreError::NotFound` when there is none with this id.
-    pub fn review(&self, id: ReviewId) -> Result<Review, StoreError> {
+    fn review(&self, id: ReviewId) -> Result<Review, StoreError> {
         query_reviews(&self.connection, "WHERE id = ?1", params![id])?
             .pop()
             .ok_or(StoreError::NotFound { what: "review", id })
     }
 
-    /// Runs, newest first, optionally of one link.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    pub fn list_runs(&self, link: Option<&str>, limit: usize) -> Result<Vec<RunRow>, StoreError> {
-        query_runs(
-            &self.connection,
-            "WHERE (?1 IS NULL OR link = ?1) ORDER BY id DESC LIMIT ?2",
-            params![link, limit as i64],
-        )
-    }
-
-    /// A page of runs, newest first, optionally of one link, older than `before` when given,
-    /// at most `limit` (all when `0`); with how many more there are after the page's last run.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    pub fn runs_page(
+    fn runs_page(
         &self,
         link: Option<&str>,
         before: Option<RunId>,
@@ -648,43 +551,36 @@ impl StateStore {
         )
     }
 
-    /// One run.
-    ///
-    /// # Errors
-    ///
-    /// `StoreError::NotFound` when there is none with this id.
-    pub fn run(&self, id: RunId) -> Result<RunRow, StoreError> {
+    fn run(&self, id: RunId) -> Result<RunRow, StoreError> {
         query_runs(&self.connection, "WHERE id = ?1", params![id.0])?
             .pop()
             .ok_or(StoreError::NotFound { what: "run", id: id.0 })
     }
 
-    /// The audit entries of a run, in order.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    pub fn audit_for_run(&self, id: RunId) -> Result<Vec<AuditEntry>, StoreError> {
+    fn audit_for_run(&self, id: RunId) -> Result<Vec<AuditEntry>, StoreError> {
         query_audit(&self.connection, "WHERE run_id = ?1 ORDER BY id", params![id.0])
     }
 
-    /// The audit entries of one record, in order.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    pub fn audit_for_record(&self, link: &str, key: &RecordKey) -> Result<Vec<AuditEntry>, StoreError> {
+    fn audit_for_record(&self, link: &str, key: &RecordKey) -> Result<Vec<AuditEntry>, StoreError> {
         query_audit(&self.connection, "WHERE link = ?1 AND key = ?2 ORDER BY id", params![link, key.as_str()])
     }
 }
 
-impl Transaction<'_> {
-    /// Commits every write of the transaction at once.
-    ///
-    /// # Errors
-    ///
-    /// Fails when SQLite cannot commit; nothing of the transaction is kept then.
-    pub fn commit(self) -> Result<(), StoreError> {
+impl Transaction for SqliteTransaction<'_> {
+    fn commit(self) -> Result<(), StoreError> {
+        if let Some(lease) = &self.lease {
+            let now = Timestamp::now();
+            let renewed = self
+                .transaction
+                .execute(
+                    "UPDATE leases SET expires_ms = ?4 WHERE link = ?1 AND token = ?2 AND expires_ms > ?3",
+                    params![lease.link, lease.token, millis(now), millis(now + lease.ttl)],
+                )
+                .context(|| format!("renewing the lease of link {}", lease.link))?;
+            if renewed == 0 {
+                return Err(StoreError::LeaseLost { link: lease.link.clone(), owner: lease.owner.clone() });
+            }
+        }
         if self.crash.commits_left.load(Ordering::SeqCst) > 0
             && self.crash.commits_left.fetch_sub(1, Ordering::SeqCst) == 1
         {
@@ -697,12 +593,7 @@ impl Transaction<'_> {
         self.transaction.commit().context(|| "committing".into())
     }
 
-    /// See `StateStore::baselines`; inside the transaction, for read-modify-write.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    pub fn baselines(
+    fn baselines(
         &self,
         link: &str,
         layout: &LinkLayout,
@@ -711,17 +602,7 @@ impl Transaction<'_> {
         read_baselines(&self.transaction, link, layout, keys)
     }
 
-    /// Writes a record's baseline (replacing any), with the current layout and its digest.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn put_baseline(
-        &self,
-        link: &str,
-        layout: &LinkLayout,
-        baseline: &Baseline,
-    ) -> Result<(), StoreError> {
+    fn put_baseline(&self, link: &str, layout: &LinkLayout, baseline: &Baseline) -> Result<(), StoreError> {
         let (values, meta) = encode_fields(&baseline.fields);
         self.transaction
             .prepare_cached(
@@ -752,13 +633,7 @@ impl Transaction<'_> {
         Ok(())
     }
 
-    /// Records the raw digest of a side's record found equal to its baseline (see
-    /// `DigestEntry::seen`). Writing the baseline again forgets it.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn set_seen(
+    fn set_seen(
         &self,
         link: &str,
         key: &RecordKey,
@@ -778,24 +653,14 @@ impl Transaction<'_> {
         Ok(())
     }
 
-    /// Removes a record's baseline (the record is gone from both sides).
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn delete_baseline(&self, link: &str, key: &RecordKey) -> Result<(), StoreError> {
+    fn delete_baseline(&self, link: &str, key: &RecordKey) -> Result<(), StoreError> {
         self.transaction
             .execute("DELETE FROM baselines WHERE link = ?1 AND key = ?2", params![link, key.as_str()])
             .context(|| format!("removing the baseline of record {key} of link {link}"))?;
         Ok(())
     }
 
-    /// Sets where incremental reading of one side stands.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn set_cursor(&self, link: &str, side: Side, state: CursorState) -> Result<(), StoreError> {
+    fn set_cursor(&self, link: &str, side: Side, state: CursorState) -> Result<(), StoreError> {
         self.transaction
             .execute(
                 "INSERT OR REPLACE INTO cursors (link, side, cursor_ms, last_full_scan_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -805,12 +670,7 @@ impl Transaction<'_> {
         Ok(())
     }
 
-    /// Records the start of a run.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn start_run(&self, link: &str, mode: &str, now: Timestamp) -> Result<RunId, StoreError> {
+    fn start_run(&self, link: &str, mode: &str, now: Timestamp) -> Result<RunId, StoreError> {
         let what = || format!("starting a run of link {link}");
         // Only one run of a link holds its lock, so every earlier run still planning is dead:
         // the writes it planned were never published and never sent.
@@ -834,26 +694,14 @@ impl Transaction<'_> {
         Ok(RunId(self.transaction.last_insert_rowid()))
     }
 
-    /// Makes a run's planned writes deliverable: its plan is complete and passed the guard.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn publish_plan(&self, run: RunId) -> Result<(), StoreError> {
+    fn publish_plan(&self, run: RunId) -> Result<(), StoreError> {
         self.transaction
             .execute("UPDATE runs SET plan = 'published' WHERE id = ?1", params![run.0])
             .context(|| format!("publishing the plan of run {run}"))?;
         Ok(())
     }
 
-    /// Drops what a run planned and never published (it was stopped by the guard, or died
-    /// while planning): its writes, the reviews it opened and its audit entries, which tell of
-    /// decisions that were never carried out. Returns how many writes were dropped.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn discard_plan(&self, link: &str, run: RunId) -> Result<usize, StoreError> {
+    fn discard_plan(&self, link: &str, run: RunId) -> Result<usize, StoreError> {
         let what = || format!("discarding the plan of run {run}");
         // Unpublished entries were never sent: they are all pending, never attempted.
         let dropped = self
@@ -874,12 +722,7 @@ impl Transaction<'_> {
         Ok(dropped)
     }
 
-    /// Records how a run ended.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn finish_run(
+    fn finish_run(
         &self,
         id: RunId,
         status: RunStatus,
@@ -897,12 +740,7 @@ impl Transaction<'_> {
         Ok(())
     }
 
-    /// Stores a planned write; it is due at once.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn insert_outbox(
+    fn insert_outbox(
         &self,
         link: &str,
         run_id: RunId,
@@ -931,12 +769,7 @@ impl Transaction<'_> {
         Ok(self.transaction.last_insert_rowid())
     }
 
-    /// Marks entries as being sent: one more attempt started.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn mark_sending(&self, ids: &[OutboxId], now: Timestamp) -> Result<(), StoreError> {
+    fn mark_sending(&self, ids: &[OutboxId], now: Timestamp) -> Result<(), StoreError> {
         let mut statement = self
             .transaction
             .prepare_cached(
@@ -949,14 +782,7 @@ impl Transaction<'_> {
         Ok(())
     }
 
-    /// Marks a batch of entries as being sent, with one row: until `end_send`, every reader
-    /// sees them `sending` with one more attempt, and a crash before it leaves the row for
-    /// `recover_sends`.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn begin_send(&self, link: &str, ids: &[OutboxId], now: Timestamp) -> Result<SendId, StoreError> {
+    fn begin_send(&self, link: &str, ids: &[OutboxId], now: Timestamp) -> Result<SendId, StoreError> {
         let entries = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
         self.transaction
             .prepare_cached("INSERT INTO outbox_sends (link, entries, started_ms) VALUES (?1, ?2, ?3)")
@@ -965,12 +791,7 @@ impl Transaction<'_> {
         Ok(self.transaction.last_insert_rowid())
     }
 
-    /// Ends a send: its entries' attempts were counted as each was closed (`close_attempt`).
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn end_send(&self, send: SendId) -> Result<(), StoreError> {
+    fn end_send(&self, send: SendId) -> Result<(), StoreError> {
         self.transaction
             .prepare_cached("DELETE FROM outbox_sends WHERE id = ?1")
             .and_then(|mut statement| statement.execute(params![send]))
@@ -978,37 +799,7 @@ impl Transaction<'_> {
         Ok(())
     }
 
-    /// Counts the attempt of every send of `link` that a crash left open on each of its
-    /// entries, which become `sending` (their write may have happened).
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    pub fn recover_sends(&self, link: &str, now: Timestamp) -> Result<(), StoreError> {
-        let what = || format!("recovering the sends of link {link}");
-        let open: Vec<(i64, String)> = self
-            .transaction
-            .prepare_cached("SELECT id, entries FROM outbox_sends WHERE link = ?1")
-            .and_then(|mut statement| {
-                statement
-                    .query_map(params![link], |row| Ok((row.get(0)?, row.get(1)?)))?
-                    .collect::<Result<_, _>>()
-            })
-            .context(what)?;
-        for (send, entries) in open {
-            self.mark_sending(&send_entries(send, &entries)?, now)?;
-            self.end_send(send)?;
-        }
-        Ok(())
-    }
-
-    /// Closes one attempt of an entry that was sent: counts it and sets the entry's status,
-    /// next attempt and last error.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn close_attempt(
+    fn close_attempt(
         &self,
         id: OutboxId,
         status: OutboxStatus,
@@ -1019,12 +810,7 @@ impl Transaction<'_> {
         self.update_status(id, status, next_attempt_at, error, now, 1)
     }
 
-    /// Sets an entry's status, next attempt and last error.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn set_outbox_status(
+    fn set_outbox_status(
         &self,
         id: OutboxId,
         status: OutboxStatus,
@@ -1035,41 +821,7 @@ impl Transaction<'_> {
         self.update_status(id, status, next_attempt_at, error, now, 0)
     }
 
-    fn update_status(
-        &self,
-        id: OutboxId,
-        status: OutboxStatus,
-        next_attempt_at: Option<Timestamp>,
-        error: Option<&str>,
-        now: Timestamp,
-        attempts: i64,
-    ) -> Result<(), StoreError> {
-        self.transaction
-            .prepare_cached(
-                "UPDATE outbox SET status = ?2, attempts = attempts + ?6, \
-                 next_attempt_ms = coalesce(?3, next_attempt_ms), last_error = coalesce(?4, last_error), \
-                 updated_ms = ?5 WHERE id = ?1",
-            )
-            .and_then(|mut statement| {
-                statement.execute(params![
-                    id,
-                    status.as_str(),
-                    next_attempt_at.map(millis),
-                    error,
-                    millis(now),
-                    attempts
-                ])
-            })
-            .context(|| format!("updating outbox entry {id}"))?;
-        Ok(())
-    }
-
-    /// Puts a dead entry back in line: pending, due now, attempts reset.
-    ///
-    /// # Errors
-    ///
-    /// `StoreError::NotFound` when there is no dead entry with this id.
-    pub fn retry_dead(&self, id: OutboxId, now: Timestamp) -> Result<(), StoreError> {
+    fn retry_dead(&self, id: OutboxId, now: Timestamp) -> Result<(), StoreError> {
         let changed = self
             .transaction
             .execute(
@@ -1081,12 +833,7 @@ impl Transaction<'_> {
         if changed == 0 { Err(StoreError::NotFound { what: "dead outbox entry", id }) } else { Ok(()) }
     }
 
-    /// Drops a dead entry: it will never be tried again.
-    ///
-    /// # Errors
-    ///
-    /// `StoreError::NotFound` when there is no dead entry with this id.
-    pub fn drop_dead(&self, id: OutboxId, now: Timestamp) -> Result<(), StoreError> {
+    fn drop_dead(&self, id: OutboxId, now: Timestamp) -> Result<(), StoreError> {
         let changed = self
             .transaction
             .execute(
@@ -1097,13 +844,7 @@ impl Transaction<'_> {
         if changed == 0 { Err(StoreError::NotFound { what: "dead outbox entry", id }) } else { Ok(()) }
     }
 
-    /// Opens a review, or refreshes the live one for the same record and field: new values
-    /// reopen a resolved review (its decision was about values that no longer hold).
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn put_review(
+    fn put_review(
         &self,
         link: &str,
         run_id: Option<RunId>,
@@ -1160,17 +901,7 @@ impl Transaction<'_> {
         }
     }
 
-    /// Records a person's decision on an open or resolved review.
-    ///
-    /// # Errors
-    ///
-    /// `StoreError::NotFound` when there is no such live review.
-    pub fn resolve_review(
-        &self,
-        id: ReviewId,
-        decision: &Decision,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
+    fn resolve_review(&self, id: ReviewId, decision: &Decision, now: Timestamp) -> Result<(), StoreError> {
         let text = serde_json::to_string(decision).unwrap_or_default();
         let changed = self
             .transaction
@@ -1183,12 +914,7 @@ impl Transaction<'_> {
         if changed == 0 { Err(StoreError::NotFound { what: "open review", id }) } else { Ok(()) }
     }
 
-    /// Closes a review: its decision was applied, or the sides came to agree.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn close_review(&self, id: ReviewId, now: Timestamp) -> Result<(), StoreError> {
+    fn close_review(&self, id: ReviewId, now: Timestamp) -> Result<(), StoreError> {
         self.transaction
             .execute(
                 "UPDATE reviews SET status = 'closed', updated_ms = ?2 WHERE id = ?1",
@@ -1198,12 +924,7 @@ impl Transaction<'_> {
         Ok(())
     }
 
-    /// Appends to the audit trail.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    pub fn audit(&self, link: &str, entry: &AuditEntry) -> Result<(), StoreError> {
+    fn audit(&self, link: &str, entry: &AuditEntry) -> Result<(), StoreError> {
         self.transaction
             .prepare_cached(
                 "INSERT INTO audit (run_id, link, key, field, event, side, base, left_value, right_value, \
@@ -1226,6 +947,58 @@ impl Transaction<'_> {
                 ])
             })
             .context(|| format!("writing the audit of record {} of link {link}", entry.key))?;
+        Ok(())
+    }
+}
+
+impl SqliteTransaction<'_> {
+    /// Counts an attempt on each entry of every send of `link` a crash left open (the next
+    /// run's `start_run` does this), and closes those sends.
+    fn recover_sends(&self, link: &str, now: Timestamp) -> Result<(), StoreError> {
+        let what = || format!("recovering the sends of link {link}");
+        let open: Vec<(i64, String)> = self
+            .transaction
+            .prepare_cached("SELECT id, entries FROM outbox_sends WHERE link = ?1")
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![link], |row| Ok((row.get(0)?, row.get(1)?)))?
+                    .collect::<Result<_, _>>()
+            })
+            .context(what)?;
+        for (send, entries) in open {
+            self.mark_sending(&send_entries(send, &entries)?, now)?;
+            self.end_send(send)?;
+        }
+        Ok(())
+    }
+
+    /// Sets an outbox entry's status, counting `attempts` more attempts.
+    fn update_status(
+        &self,
+        id: OutboxId,
+        status: OutboxStatus,
+        next_attempt_at: Option<Timestamp>,
+        error: Option<&str>,
+        now: Timestamp,
+        attempts: i64,
+    ) -> Result<(), StoreError> {
+        self.transaction
+            .prepare_cached(
+                "UPDATE outbox SET status = ?2, attempts = attempts + ?6, \
+                 next_attempt_ms = coalesce(?3, next_attempt_ms), last_error = coalesce(?4, last_error), \
+                 updated_ms = ?5 WHERE id = ?1",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    id,
+                    status.as_str(),
+                    next_attempt_at.map(millis),
+                    error,
+                    millis(now),
+                    attempts
+                ])
+            })
+            .context(|| format!("updating outbox entry {id}"))?;
         Ok(())
     }
 }

@@ -1,0 +1,555 @@
+//! The `StateStore` and `Transaction` traits: what the engine and the command line ask of a
+//! state store, whatever database holds it. Every implementation passes `testkit::run_all`.
+
+use std::collections::HashMap;
+
+use fieldsync_model::{RecordDigest, RecordKey, RunId, Side};
+use jiff::Timestamp;
+
+use crate::StoreError;
+use crate::types::{
+    AuditEntry, Baseline, CursorState, Decision, DigestEntry, Lease, LinkLayout, NewOutboxEntry, NewReview,
+    OutboxEntry, OutboxId, OutboxStatus, Review, ReviewId, ReviewStatus, RunRow, RunStatus, SendId,
+};
+
+/// A state store: baselines, cursors, the outbox, reviews, audit and runs of every link.
+///
+/// Reads are methods of the store; every write goes through a [`Transaction`], so that a
+/// baseline moves in the same commit that closes its outbox entry.
+///
+/// Collation contract: record keys compare as byte strings (UTF-8 code units, which is
+/// code point order), exactly as `RecordKey`'s `Ord`. Every method that pages or lists in
+/// "key order" uses that order, whatever the database's own collation (a PostgreSQL store
+/// compares with `COLLATE "C"`); the engine's detection relies on it.
+pub trait StateStore {
+    /// A transaction of this store.
+    type Transaction<'store>: Transaction
+    where
+        Self: 'store;
+
+    /// Takes the lease of `link` for `owner`, for `ttl`: granted when nobody holds it, or its
+    /// holder's lease expired (a store may also know that its holder is gone, as SQLite does
+    /// when it gets the holder's lock file); the new lease has a new token.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::Locked` (a conflict) when another holder's lease is live.
+    fn lease(&mut self, link: &str, owner: &str, ttl: std::time::Duration) -> Result<Lease, StoreError>;
+
+    /// Gives up `lease` so that the link may be leased at once; a lease already taken over is
+    /// left to its new holder.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn release(&mut self, lease: Lease) -> Result<(), StoreError>;
+
+    /// Starts a transaction under `lease`: its commit checks the lease and renews it, and fails
+    /// with `StoreError::LeaseLost` (keeping nothing) when it expired or was taken over.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the store cannot start one.
+    fn leased_transaction(&mut self, lease: &Lease) -> Result<Self::Transaction<'_>, StoreError>;
+
+    /// Starts a transaction under no lease (a person's decision, a retry asked for).
+    ///
+    /// # Errors
+    ///
+    /// Fails when the store cannot start one (another writer holds it too long).
+    fn transaction(&mut self) -> Result<Self::Transaction<'_>, StoreError>;
+
+    /// Registers the current field list of `link`, returning its layout.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn layout(&mut self, link: &str, fields: &[String]) -> Result<LinkLayout, StoreError>;
+
+    /// The digests of every baseline of `link`, for a full scan's fast path.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn all_digests(
+        &self,
+        link: &str,
+        layout: &LinkLayout,
+    ) -> Result<HashMap<RecordKey, DigestEntry>, StoreError> {
+        let mut digests = HashMap::new();
+        self.for_each_digest(link, layout, |key, entry| {
+            digests.insert(key, entry);
+        })?;
+        Ok(digests)
+    }
+
+    /// Hands every baseline digest of `link` to `each`, in link key order.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn for_each_digest(
+        &self,
+        link: &str,
+        layout: &LinkLayout,
+        mut each: impl FnMut(RecordKey, DigestEntry),
+    ) -> Result<(), StoreError> {
+        let mut after = None;
+        while let Some(last) = self.digest_page(link, layout, after.as_ref(), 10_000, &mut each)? {
+            after = Some(last);
+        }
+        Ok(())
+    }
+
+    /// Hands the digests of up to `limit` baselines of `link` whose keys follow `after` to
+    /// `each`, in link key order (byte order, as `RecordKey` compares), holding none of them:
+    /// the caller keeps what it needs, as compactly as it likes. Returns the last key of the
+    /// page, to pass as `after` for the next one, or `None` when there are no more.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn digest_page(
+        &self,
+        link: &str,
+        layout: &LinkLayout,
+        after: Option<&RecordKey>,
+        limit: usize,
+        each: impl FnMut(RecordKey, DigestEntry),
+    ) -> Result<Option<RecordKey>, StoreError>;
+
+    /// The digests of the baselines of some records (absent keys have none).
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn digests(
+        &self,
+        link: &str,
+        layout: &LinkLayout,
+        keys: &[RecordKey],
+    ) -> Result<HashMap<RecordKey, DigestEntry>, StoreError>;
+
+    /// The full baselines of some records, mapped onto `layout` by field name. A damaged
+    /// baseline is left out, as if it were lost.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn baselines(
+        &self,
+        link: &str,
+        layout: &LinkLayout,
+        keys: &[RecordKey],
+    ) -> Result<HashMap<RecordKey, Baseline>, StoreError>;
+
+    /// How many records `link` has a baseline for (not counting tombstones), as the store's
+    /// triggers keep count.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn baseline_count(&self, link: &str) -> Result<u64, StoreError>;
+
+    /// Where incremental reading of one side of `link` stands.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn cursor(&self, link: &str, side: Side) -> Result<CursorState, StoreError>;
+
+    /// The outbox entries of `link` that are due: pending, or left `sending` by a crash, with
+    /// their next attempt at or before `now` — at most `limit` of them with ids above `after`,
+    /// oldest first (pass the last id seen to page through them).
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn due_outbox(
+        &self,
+        link: &str,
+        now: Timestamp,
+        after: OutboxId,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// The earliest next attempt of `link`'s pending entries, if any.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn next_due(&self, link: &str) -> Result<Option<Timestamp>, StoreError>;
+
+    /// The unfinished (pending, sending, moved or dead) outbox entries of some records.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn open_outbox_for(&self, link: &str, keys: &[RecordKey]) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// The keys of `link`'s records with unfinished (pending, sending, moved or dead) outbox
+    /// entries.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn open_outbox_keys(&self, link: &str) -> Result<Vec<RecordKey>, StoreError>;
+
+    /// Outbox entries, newest first, optionally of one link and status.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn list_outbox(
+        &self,
+        link: Option<&str>,
+        status: Option<OutboxStatus>,
+        limit: usize,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.outbox_page(link, status, None, limit)?.0)
+    }
+
+    /// A page of outbox entries, newest first, optionally of one link and status, older than
+    /// `before` when given, at most `limit` (all when `0`); with how many more match after
+    /// the page's last entry (pass its id as `before` for the next page).
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn outbox_page(
+        &self,
+        link: Option<&str>,
+        status: Option<OutboxStatus>,
+        before: Option<OutboxId>,
+        limit: usize,
+    ) -> Result<(Vec<OutboxEntry>, u64), StoreError>;
+
+    /// One outbox entry.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::NotFound` when there is none with this id.
+    fn outbox_entry(&self, id: OutboxId) -> Result<OutboxEntry, StoreError>;
+
+    /// How many outbox entries of `link` are in each status.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn outbox_counts(&self, link: &str) -> Result<HashMap<OutboxStatus, u64>, StoreError>;
+
+    /// The open and resolved (not yet applied) reviews of some records.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn live_reviews_for(&self, link: &str, keys: &[RecordKey]) -> Result<Vec<Review>, StoreError>;
+
+    /// The keys of `link` that have open or resolved reviews.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn keys_with_live_reviews(&self, link: &str) -> Result<Vec<RecordKey>, StoreError>;
+
+    /// Reviews, newest first, optionally of one link and status.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn list_reviews(
+        &self,
+        link: Option<&str>,
+        status: Option<ReviewStatus>,
+        limit: usize,
+    ) -> Result<Vec<Review>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.reviews_page(link, status, None, limit)?.0)
+    }
+
+    /// A page of reviews, newest first, optionally of one link and status, older than `before`
+    /// when given, at most `limit` (all when `0`); with how many more match after the page.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn reviews_page(
+        &self,
+        link: Option<&str>,
+        status: Option<ReviewStatus>,
+        before: Option<ReviewId>,
+        limit: usize,
+    ) -> Result<(Vec<Review>, u64), StoreError>;
+
+    /// One review.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::NotFound` when there is none with this id.
+    fn review(&self, id: ReviewId) -> Result<Review, StoreError>;
+
+    /// Runs, newest first, optionally of one link.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn list_runs(&self, link: Option<&str>, limit: usize) -> Result<Vec<RunRow>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.runs_page(link, None, limit)?.0)
+    }
+
+    /// A page of runs, newest first, optionally of one link, older than `before` when given,
+    /// at most `limit` (all when `0`); with how many more there are after the page's last run.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn runs_page(
+        &self,
+        link: Option<&str>,
+        before: Option<RunId>,
+        limit: usize,
+    ) -> Result<(Vec<RunRow>, u64), StoreError>;
+
+    /// One run.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::NotFound` when there is none with this id.
+    fn run(&self, id: RunId) -> Result<RunRow, StoreError>;
+
+    /// The audit entries of a run, in order.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn audit_for_run(&self, id: RunId) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The audit entries of one record, in order.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn audit_for_record(&self, link: &str, key: &RecordKey) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// A unit of work of a [`StateStore`]: nothing of it is seen by others until [`commit`]
+/// succeeds, and nothing of it is kept when it is dropped uncommitted.
+///
+/// [`commit`]: Transaction::commit
+pub trait Transaction {
+    /// Commits every write of the transaction at once.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the store cannot commit; nothing of the transaction is kept then.
+    fn commit(self) -> Result<(), StoreError>;
+
+    /// See `StateStore::baselines`; inside the transaction, for read-modify-write.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn baselines(
+        &self,
+        link: &str,
+        layout: &LinkLayout,
+        keys: &[RecordKey],
+    ) -> Result<HashMap<RecordKey, Baseline>, StoreError>;
+
+    /// Writes a record's baseline (replacing any), with the current layout and its digest.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn put_baseline(&self, link: &str, layout: &LinkLayout, baseline: &Baseline) -> Result<(), StoreError>;
+
+    /// Records the raw digest of a side's record found equal to its baseline (see
+    /// `DigestEntry::seen`). Writing the baseline again forgets it.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn set_seen(
+        &self,
+        link: &str,
+        key: &RecordKey,
+        side: Side,
+        digest: RecordDigest,
+    ) -> Result<(), StoreError>;
+
+    /// Removes a record's baseline (the record is gone from both sides).
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn delete_baseline(&self, link: &str, key: &RecordKey) -> Result<(), StoreError>;
+
+    /// Sets where incremental reading of one side stands.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn set_cursor(&self, link: &str, side: Side, state: CursorState) -> Result<(), StoreError>;
+
+    /// Records the start of a run; first discards the plans of the link's earlier runs that
+    /// never published (they died planning) and counts the attempt of the sends a crash left
+    /// open (see `begin_send`).
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn start_run(&self, link: &str, mode: &str, now: Timestamp) -> Result<RunId, StoreError>;
+
+    /// Makes a run's planned writes deliverable: its plan is complete and passed the guard.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn publish_plan(&self, run: RunId) -> Result<(), StoreError>;
+
+    /// Drops what a run planned and never published (it was stopped by the guard, or died
+    /// while planning): its writes, the reviews it opened and its audit entries, which tell of
+    /// decisions that were never carried out. Returns how many writes were dropped.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn discard_plan(&self, link: &str, run: RunId) -> Result<usize, StoreError>;
+
+    /// Records how a run ended.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn finish_run(
+        &self,
+        id: RunId,
+        status: RunStatus,
+        mode: &str,
+        stats: &serde_json::Value,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Stores a planned write; it is due at once.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn insert_outbox(
+        &self,
+        link: &str,
+        run_id: RunId,
+        entry: &NewOutboxEntry,
+        now: Timestamp,
+    ) -> Result<OutboxId, StoreError>;
+
+    /// Marks entries as being sent: one more attempt started.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn mark_sending(&self, ids: &[OutboxId], now: Timestamp) -> Result<(), StoreError>;
+
+    /// Marks a batch of entries as being sent: until `end_send`, every reader sees them
+    /// `sending` with one more attempt, and after a crash before it the link's next
+    /// `start_run` counts that attempt on each of them.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn begin_send(&self, link: &str, ids: &[OutboxId], now: Timestamp) -> Result<SendId, StoreError>;
+
+    /// Ends a send: its entries' attempts were counted as each was closed (`close_attempt`).
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn end_send(&self, send: SendId) -> Result<(), StoreError>;
+
+    /// Closes one attempt of an entry that was sent: counts it and sets the entry's status,
+    /// next attempt and last error.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn close_attempt(
+        &self,
+        id: OutboxId,
+        status: OutboxStatus,
+        next_attempt_at: Option<Timestamp>,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Sets an entry's status, next attempt and last error.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn set_outbox_status(
+        &self,
+        id: OutboxId,
+        status: OutboxStatus,
+        next_attempt_at: Option<Timestamp>,
+        error: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Puts a dead entry back in line: pending, due now, attempts reset.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::NotFound` when there is no dead entry with this id.
+    fn retry_dead(&self, id: OutboxId, now: Timestamp) -> Result<(), StoreError>;
+
+    /// Drops a dead entry: it will never be tried again.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::NotFound` when there is no dead entry with this id.
+    fn drop_dead(&self, id: OutboxId, now: Timestamp) -> Result<(), StoreError>;
+
+    /// Opens a review, or refreshes the live one for the same record and field: new values
+    /// reopen a resolved review (its decision was about values that no longer hold).
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn put_review(
+        &self,
+        link: &str,
+        run_id: Option<RunId>,
+        review: &NewReview,
+        now: Timestamp,
+    ) -> Result<ReviewId, StoreError>;
+
+    /// Records a person's decision on an open or resolved review.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::NotFound` when there is no such live review.
+    fn resolve_review(&self, id: ReviewId, decision: &Decision, now: Timestamp) -> Result<(), StoreError>;
+
+    /// Closes a review: its decision was applied, or the sides came to agree.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn close_review(&self, id: ReviewId, now: Timestamp) -> Result<(), StoreError>;
+
+    /// Appends to the audit trail.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn audit(&self, link: &str, entry: &AuditEntry) -> Result<(), StoreError>;
+}
