@@ -573,8 +573,8 @@ impl Transaction for SqliteTransaction<'_> {
             let renewed = self
                 .transaction
                 .execute(
-                    "UPDATE leases SET expires_ms = ?4 WHERE link = ?1 AND token = ?2 AND expires_ms > ?3",
-                    params![lease.link, lease.token, millis(now), millis(now + lease.ttl)],
+                    "UPDATE leases SET expires_ms = ?3 WHERE link = ?1 AND token = ?2",
+                    params![lease.link, lease.token, millis(now + lease.ttl)],
                 )
                 .context(|| format!("renewing the lease of link {}", lease.link))?;
             if renewed == 0 {

@@ -39,8 +39,8 @@ pub enum StoreError {
         /// The lock file.
         path: String,
     },
-    /// A commit under a lease that expired or was taken over; nothing of it was kept.
-    #[error("state store: the lease of link {link} held by {owner} expired or was taken over")]
+    /// A commit under a lease another holder took over; nothing of it was kept.
+    #[error("state store: the lease of link {link} held by {owner} was taken over by another holder")]
     LeaseLost {
         /// The link.
         link: String,

@@ -44,8 +44,11 @@ pub trait StateStore {
     /// Fails on a database error.
     fn release(&mut self, lease: Lease) -> Result<(), StoreError>;
 
-    /// Starts a transaction under `lease`: its commit checks the lease and renews it, and fails
-    /// with `StoreError::LeaseLost` (keeping nothing) when it expired or was taken over.
+    /// Starts a transaction under `lease`: its commit checks the lease's token and renews it,
+    /// and fails with `StoreError::LeaseLost` (keeping nothing) when another holder took the
+    /// lease over. A lease that expired but that nobody took over is still its holder's (a
+    /// long read between commits is not a lost lease): the token fences, the expiry only lets
+    /// another holder take over.
     ///
     /// # Errors
     ///

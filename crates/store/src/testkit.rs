@@ -1225,8 +1225,9 @@ pub fn a_lease_excludes_other_holders_until_released<F: Fixture>(fixture: &F) {
     second.release(other).unwrap();
 }
 
-/// A commit by a holder whose lease expired, or was taken over once expired, fails as a
-/// conflict (`StoreError::LeaseLost`) and keeps nothing; the new holder's commits succeed.
+/// A commit by a holder whose lease was taken over once expired fails as a conflict
+/// (`StoreError::LeaseLost`) and keeps nothing; the new holder's commits succeed. A lease that
+/// expired with nobody taking it over is still its holder's, and its commit renews it.
 pub fn a_commit_under_a_lost_lease_fails_and_keeps_nothing<F: Fixture>(fixture: &F) {
     let short = std::time::Duration::from_millis(50);
     let pause = || std::thread::sleep(std::time::Duration::from_millis(150));
@@ -1244,11 +1245,13 @@ pub fn a_commit_under_a_lost_lease_fails_and_keeps_nothing<F: Fixture>(fixture: 
         assert!(lost.is_conflict(), "{lost:?}");
     };
 
-    // Expired, nobody took it over.
+    // Expired, nobody took it over: still the holder's, and its commit renews it.
     let lease = first.lease(LINK, "first", short).unwrap();
     pause();
-    expired(&mut first, &lease, "late");
-    drop(lease);
+    let late = first.leased_transaction(&lease).unwrap();
+    late.put_baseline(LINK, &fields, &baseline("late")).unwrap();
+    late.commit().expect("an expired lease nobody took over is still the holder's");
+    first.release(lease).unwrap();
 
     // Expired and taken over by another holder.
     let lease = first.lease(LINK, "first", short).unwrap();
@@ -1268,7 +1271,7 @@ pub fn a_commit_under_a_lost_lease_fails_and_keeps_nothing<F: Fixture>(fixture: 
     let mut found: Vec<String> =
         second.baselines(LINK, &fields, &keys).unwrap().into_keys().map(|key| key.to_string()).collect();
     found.sort();
-    assert_eq!(found, ["kept", "new"]);
+    assert_eq!(found, ["kept", "late", "new"]);
     // The old holder cannot give the link up for the new one.
     first.release(lease).unwrap();
     assert!(first.lease(LINK, "first", short).unwrap_err().is_conflict());

@@ -466,8 +466,8 @@ pub struct RunRow {
 
 /// A link's lease: at most one holder runs a link at a time. It names its owner, lasts until
 /// `expires_at` (each commit under it renews it by `ttl`), and carries the token every commit
-/// under it checks: a commit by a holder whose lease expired or was taken over fails with
-/// `StoreError::LeaseLost`. Dropping it gives up the store's own hold (SQLite: its lock file).
+/// under it checks: a commit by a holder whose lease was taken over (possible once it expired)
+/// fails with `StoreError::LeaseLost`. Dropping it gives up the store's own hold (SQLite: its lock file).
 pub struct Lease {
     /// The link leased.
     pub link: String,
