@@ -1,9 +1,12 @@
 //! `CsvConfig`: what a user writes to point the csv connector at a file, checked by
 //! `CsvConfig::validate` without touching the file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use fieldsync_connector::{ConnectorError, ConnectorSettings, PathError, SettingError};
 use serde::Deserialize;
+
+use crate::CsvConnector;
 
 /// The csv connector's configuration: a CSV file with a header row, one record per line,
 /// whose key column is the connector's record id and whose header names are the paths.
@@ -34,9 +37,9 @@ impl CsvConfig {
     ///
     /// Says what is wrong: an empty key column name, or a delimiter that is not a single
     /// ASCII character other than a quote or a line break.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingError> {
         if self.key.is_empty() {
-            return Err("`key`: an empty column name".into());
+            return Err(SettingError::new(["key"], "an empty column name"));
         }
         self.delimiter_byte().map(|_| ())
     }
@@ -46,13 +49,15 @@ impl CsvConfig {
     /// # Errors
     ///
     /// Says why the configured delimiter cannot be used.
-    pub fn delimiter_byte(&self) -> Result<u8, String> {
+    pub fn delimiter_byte(&self) -> Result<u8, SettingError> {
         let delimiter = self.delimiter.unwrap_or(',');
         match u8::try_from(delimiter) {
             Ok(byte) if byte.is_ascii() && !matches!(byte, b'"' | b'\n' | b'\r') => Ok(byte),
-            _ => Err(format!(
-                "`delimiter`: {:?} is not usable (one ASCII character other than a quote or a line break)",
-                delimiter
+            _ => Err(SettingError::new(
+                ["delimiter"],
+                format!(
+                    "{delimiter:?} is not usable (one ASCII character other than a quote or a line break)"
+                ),
             )),
         }
     }
@@ -60,6 +65,38 @@ impl CsvConfig {
     /// The configured date formats, none unless configured.
     pub fn date_formats(&self) -> &[String] {
         self.date_formats.as_deref().unwrap_or_default()
+    }
+}
+
+impl ConnectorSettings for CsvConfig {
+    const KIND: &'static str = "csv";
+    type Connector = CsvConnector;
+
+    fn check(&self) -> Result<(), SettingError> {
+        self.validate()
+    }
+
+    /// A csv path is a header name: anything but empty.
+    fn check_path(&self, path: &str) -> Result<(), PathError> {
+        if path.trim().is_empty() {
+            Err(PathError("a csv path is a header name and cannot be empty".to_string()))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn date_formats(&self) -> &[String] {
+        CsvConfig::date_formats(self)
+    }
+
+    fn file(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+
+    fn open(&self, base_dir: &Path) -> Result<CsvConnector, ConnectorError> {
+        let mut config = self.clone();
+        config.path = base_dir.join(&self.path);
+        CsvConnector::open(config)
     }
 }
 

@@ -1,9 +1,12 @@
 //! `SqliteConfig`: what a user writes to point the sqlite connector at a table, checked by
 //! `SqliteConfig::validate` without touching the file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use fieldsync_connector::{ConnectorError, ConnectorSettings, PathError, SettingError};
 use serde::Deserialize;
+
+use crate::SqliteConnector;
 
 /// How many records one page of a read holds unless `batch_size` says otherwise: large
 /// enough that handing a page between threads costs little next to reading it (a full
@@ -76,26 +79,26 @@ impl SqliteConfig {
     /// underscores, not starting with a digit), a `modified_format` without a `modified`
     /// column, a soft-delete column that is also the key or modified column, or a zero
     /// batch size.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingError> {
         let mut names = vec![("table", &self.table), ("key", &self.key)];
         names.extend(self.modified.iter().map(|column| ("modified", column)));
         names.extend(self.deleted.iter().map(|column| ("deleted", column)));
         for (setting, name) in names {
-            check_identifier(name).map_err(|problem| format!("`{setting}`: {problem}"))?;
+            check_identifier(name).map_err(|problem| SettingError::new([setting], problem))?;
         }
         if self.modified.is_none() && self.modified_format.is_some() {
-            return Err("`modified_format` is set but there is no `modified` column".into());
+            return Err(SettingError::new(["modified_format"], "is set but there is no `modified` column"));
         }
         if let Some(deleted) = &self.deleted {
             if deleted.eq_ignore_ascii_case(&self.key) {
-                return Err("`deleted` cannot be the key column".into());
+                return Err(SettingError::new(["deleted"], "cannot be the key column"));
             }
             if self.modified.as_ref().is_some_and(|modified| modified.eq_ignore_ascii_case(deleted)) {
-                return Err("`deleted` cannot be the modified column".into());
+                return Err(SettingError::new(["deleted"], "cannot be the modified column"));
             }
         }
         if self.batch_size == Some(0) {
-            return Err("`batch_size` must be at least 1".into());
+            return Err(SettingError::new(["batch_size"], "must be at least 1"));
         }
         Ok(())
     }
@@ -106,8 +109,8 @@ impl SqliteConfig {
     ///
     /// Says why `path` is not a plain identifier (letters, digits and underscores, not
     /// starting with a digit).
-    pub fn validate_path(path: &str) -> Result<(), String> {
-        check_identifier(path).map_err(|problem| format!("field path: {problem}"))
+    pub fn validate_path(path: &str) -> Result<(), PathError> {
+        check_identifier(path).map_err(|problem| PathError(format!("field path: {problem}")))
     }
 
     /// The format of the `modified` column, `sqlite` unless configured.
@@ -123,6 +126,33 @@ impl SqliteConfig {
     /// The configured date formats, none unless configured.
     pub fn date_formats(&self) -> &[String] {
         self.date_formats.as_deref().unwrap_or_default()
+    }
+}
+
+impl ConnectorSettings for SqliteConfig {
+    const KIND: &'static str = "sqlite";
+    type Connector = SqliteConnector;
+
+    fn check(&self) -> Result<(), SettingError> {
+        self.validate()
+    }
+
+    fn check_path(&self, path: &str) -> Result<(), PathError> {
+        Self::validate_path(path)
+    }
+
+    fn date_formats(&self) -> &[String] {
+        SqliteConfig::date_formats(self)
+    }
+
+    fn file(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+
+    fn open(&self, base_dir: &Path) -> Result<SqliteConnector, ConnectorError> {
+        let mut config = self.clone();
+        config.path = base_dir.join(&self.path);
+        SqliteConnector::open(config)
     }
 }
 
