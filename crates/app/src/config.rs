@@ -2,7 +2,6 @@
 //! resolved (`validate`) into a `Config` whose links are the engine's `LinkSpec`s. Every
 //! problem is a `ConfigError` naming file, line and column; nothing but the file is touched.
 
-mod duration;
 mod env;
 mod error;
 mod raw;

@@ -144,13 +144,15 @@ mod tests {
             ("1h 30m", 5_400_000),
             ("2 days", 172_800_000),
             ("1d", 86_400_000),
+            ("1w", 604_800_000),
+            ("2 hrs 5 secs", 7_205_000),
             ("PT30S", 30_000),
             ("0s", 0),
         ];
         for (text, millis) in cases {
             assert_eq!(duration(text), Ok(Duration::from_millis(millis)), "{text}");
         }
-        for bad in ["", "5", "soon", "1 month"] {
+        for bad in ["", "5", "soon", "1 month", "1y"] {
             assert_eq!(duration(bad), Err(DurationError::NotADuration(bad.to_string())), "{bad}");
         }
         assert_eq!(duration("-5s"), Err(DurationError::Negative("-5s".to_string())));

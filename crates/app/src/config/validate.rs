@@ -8,6 +8,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
+use fieldsync_connector::duration;
 use fieldsync_engine::{
     ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit, LinkSpec,
     RetryPolicy, SidePair, Tie,
@@ -17,7 +18,6 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::duration::parse_duration;
 use super::env::expand;
 use super::raw::{
     RawConfig, RawDeletes, RawField, RawGuard, RawLimit, RawLink, RawRetry, RawSidePaths, RawStrategy,
@@ -133,10 +133,10 @@ impl Validator<'_> {
     }
 
     fn duration(&mut self, value: &Spanned<String>, what: &str) -> Option<Duration> {
-        match parse_duration(value.get_ref()) {
+        match duration(value.get_ref()) {
             Ok(duration) => Some(duration),
-            Err(message) => {
-                self.problem(value.span(), format!("{what}: {message}"));
+            Err(error) => {
+                self.problem(value.span(), format!("{what}: {error}"));
                 None
             }
         }
