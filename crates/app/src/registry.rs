@@ -5,10 +5,7 @@
 
 use std::path::Path;
 
-use fieldsync_connector::{
-    Capabilities, Connector, ConnectorError, ConnectorRecord, ConnectorSettings, Lookup, Page, PageToken,
-    PathError, Probe, ReadRequest, SettingError, Write, WriteOutcome,
-};
+use fieldsync_connector::{ConnectorError, ConnectorSettings, PathError, SettingError};
 
 use crate::config::ConnectorConfig;
 
@@ -95,48 +92,7 @@ macro_rules! connector_kinds {
             $($(#[doc = $doc])* $variant(<$settings as ConnectorSettings>::Connector),)+
         }
 
-        impl Connector for AnyConnector {
-            fn capabilities(&self) -> Capabilities {
-                match self {
-                    $(AnyConnector::$variant(connector) => connector.capabilities(),)+
-                }
-            }
-
-            async fn check(&mut self, paths: &[String]) -> Result<Probe, ConnectorError> {
-                match self {
-                    $(AnyConnector::$variant(connector) => connector.check(paths).await,)+
-                }
-            }
-
-            async fn read_page(
-                &mut self,
-                request: &ReadRequest,
-                token: Option<&PageToken>,
-            ) -> Result<Page, ConnectorError> {
-                match self {
-                    $(AnyConnector::$variant(connector) => connector.read_page(request, token).await,)+
-                }
-            }
-
-            async fn lookup(
-                &mut self,
-                paths: &[String],
-                lookup: &Lookup,
-            ) -> Result<Vec<ConnectorRecord>, ConnectorError> {
-                match self {
-                    $(AnyConnector::$variant(connector) => connector.lookup(paths, lookup).await,)+
-                }
-            }
-
-            async fn apply(
-                &mut self,
-                writes: &[Write],
-            ) -> Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError> {
-                match self {
-                    $(AnyConnector::$variant(connector) => connector.apply(writes).await,)+
-                }
-            }
-        }
+        fieldsync_connector::dispatch_connector!(impl[] Connector for AnyConnector { $($variant),+ });
 
         /// Opens the connector `config` describes, with relative file paths resolved against
         /// `base_dir` (the configuration file's directory, `Config::base_dir`).

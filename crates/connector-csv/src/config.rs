@@ -1,5 +1,5 @@
 //! `CsvConfig`: what a user writes to point the csv connector at a file, checked by
-//! `CsvConfig::validate` without touching the file.
+//! `CsvConfig::check` (of `ConnectorSettings`) without touching the file.
 
 use std::path::{Path, PathBuf};
 
@@ -31,19 +31,6 @@ impl CsvConfig {
         Self { path: path.into(), key: key.to_string(), delimiter: None, date_formats: None }
     }
 
-    /// Checks the key column's name and the delimiter, without touching the file.
-    ///
-    /// # Errors
-    ///
-    /// Says what is wrong: an empty key column name, or a delimiter that is not a single
-    /// ASCII character other than a quote or a line break.
-    pub fn validate(&self) -> Result<(), SettingError> {
-        if self.key.is_empty() {
-            return Err(SettingError::new(["key"], "an empty column name"));
-        }
-        self.delimiter_byte().map(|_| ())
-    }
-
     /// The delimiter as the byte the CSV reader and writer take.
     ///
     /// # Errors
@@ -61,19 +48,23 @@ impl CsvConfig {
             )),
         }
     }
-
-    /// The configured date formats, none unless configured.
-    pub fn date_formats(&self) -> &[String] {
-        self.date_formats.as_deref().unwrap_or_default()
-    }
 }
 
 impl ConnectorSettings for CsvConfig {
     const KIND: &'static str = "csv";
     type Connector = CsvConnector;
 
+    /// Checks the key column's name and the delimiter, without touching the file.
+    ///
+    /// # Errors
+    ///
+    /// Says what is wrong: an empty key column name, or a delimiter that is not a single
+    /// ASCII character other than a quote or a line break.
     fn check(&self) -> Result<(), SettingError> {
-        self.validate()
+        if self.key.is_empty() {
+            return Err(SettingError::new(["key"], "an empty column name"));
+        }
+        self.delimiter_byte().map(|_| ())
     }
 
     /// A csv path is a header name: anything but empty.
@@ -85,8 +76,9 @@ impl ConnectorSettings for CsvConfig {
         }
     }
 
+    /// The configured date formats, none unless configured.
     fn date_formats(&self) -> &[String] {
-        CsvConfig::date_formats(self)
+        self.date_formats.as_deref().unwrap_or_default()
     }
 
     fn file(&self) -> Option<&Path> {
@@ -111,12 +103,12 @@ mod tests {
         config.delimiter = Some(';');
         assert_eq!(config.delimiter_byte(), Ok(b';'));
         config.delimiter = Some('\t');
-        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.check(), Ok(()));
         for bad in ['"', '\n', 'é', '→'] {
             config.delimiter = Some(bad);
-            assert!(config.validate().is_err(), "{bad:?}");
+            assert!(config.check().is_err(), "{bad:?}");
         }
-        assert!(CsvConfig::new("members.csv", "").validate().is_err());
+        assert!(CsvConfig::new("members.csv", "").check().is_err());
     }
 
     #[test]

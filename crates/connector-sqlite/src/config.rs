@@ -1,5 +1,5 @@
 //! `SqliteConfig`: what a user writes to point the sqlite connector at a table, checked by
-//! `SqliteConfig::validate` without touching the file.
+//! `SqliteConfig::check` (of `ConnectorSettings`) without touching the file.
 
 use std::path::{Path, PathBuf};
 
@@ -71,6 +71,31 @@ impl SqliteConfig {
         }
     }
 
+    /// Checks a field path, which for this connector is a column name.
+    ///
+    /// # Errors
+    ///
+    /// Says why `path` is not a plain identifier (letters, digits and underscores, not
+    /// starting with a digit).
+    pub fn validate_path(path: &str) -> Result<(), PathError> {
+        check_identifier(path).map_err(|problem| PathError(format!("field path: {problem}")))
+    }
+
+    /// The format of the `modified` column, `sqlite` unless configured.
+    pub fn modified_format(&self) -> ModifiedFormat {
+        self.modified_format.unwrap_or_default()
+    }
+
+    /// The number of records per page, 500 unless configured.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE)
+    }
+}
+
+impl ConnectorSettings for SqliteConfig {
+    const KIND: &'static str = "sqlite";
+    type Connector = SqliteConnector;
+
     /// Checks the table and column names and the batch size, without touching the file.
     ///
     /// # Errors
@@ -79,7 +104,7 @@ impl SqliteConfig {
     /// underscores, not starting with a digit), a `modified_format` without a `modified`
     /// column, a soft-delete column that is also the key or modified column, or a zero
     /// batch size.
-    pub fn validate(&self) -> Result<(), SettingError> {
+    fn check(&self) -> Result<(), SettingError> {
         let mut names = vec![("table", &self.table), ("key", &self.key)];
         names.extend(self.modified.iter().map(|column| ("modified", column)));
         names.extend(self.deleted.iter().map(|column| ("deleted", column)));
@@ -103,46 +128,13 @@ impl SqliteConfig {
         Ok(())
     }
 
-    /// Checks a field path, which for this connector is a column name.
-    ///
-    /// # Errors
-    ///
-    /// Says why `path` is not a plain identifier (letters, digits and underscores, not
-    /// starting with a digit).
-    pub fn validate_path(path: &str) -> Result<(), PathError> {
-        check_identifier(path).map_err(|problem| PathError(format!("field path: {problem}")))
-    }
-
-    /// The format of the `modified` column, `sqlite` unless configured.
-    pub fn modified_format(&self) -> ModifiedFormat {
-        self.modified_format.unwrap_or_default()
-    }
-
-    /// The number of records per page, 500 unless configured.
-    pub fn batch_size(&self) -> usize {
-        self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE)
-    }
-
-    /// The configured date formats, none unless configured.
-    pub fn date_formats(&self) -> &[String] {
-        self.date_formats.as_deref().unwrap_or_default()
-    }
-}
-
-impl ConnectorSettings for SqliteConfig {
-    const KIND: &'static str = "sqlite";
-    type Connector = SqliteConnector;
-
-    fn check(&self) -> Result<(), SettingError> {
-        self.validate()
-    }
-
     fn check_path(&self, path: &str) -> Result<(), PathError> {
         Self::validate_path(path)
     }
 
+    /// The configured date formats, none unless configured.
     fn date_formats(&self) -> &[String] {
-        SqliteConfig::date_formats(self)
+        self.date_formats.as_deref().unwrap_or_default()
     }
 
     fn file(&self) -> Option<&Path> {
@@ -212,18 +204,18 @@ mod tests {
     #[test]
     fn validation() {
         let mut config = SqliteConfig::new("m.db", "members; drop table x", "id");
-        assert!(config.validate().is_err());
+        assert!(config.check().is_err());
         config.table = "members".into();
-        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.check(), Ok(()));
         config.modified_format = Some(ModifiedFormat::Unix);
-        assert!(config.validate().is_err());
+        assert!(config.check().is_err());
         config.modified = Some("changed_at".into());
-        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.check(), Ok(()));
         config.deleted = Some("ID".into());
-        assert!(config.validate().is_err());
+        assert!(config.check().is_err());
         config.deleted = None;
         config.batch_size = Some(0);
-        assert!(config.validate().is_err());
+        assert!(config.check().is_err());
         assert!(SqliteConfig::validate_path("email").is_ok());
         assert!(SqliteConfig::validate_path("email\"; --").is_err());
     }

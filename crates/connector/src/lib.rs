@@ -5,6 +5,7 @@
 //! Connectors know nothing of baselines, conflicts or the state store; they read and write
 //! raw JSON values at paths (a column name, a JSON pointer) and say what they can do.
 
+mod dispatch;
 mod error;
 mod kind;
 #[cfg(feature = "testkit")]
