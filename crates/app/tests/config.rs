@@ -374,6 +374,15 @@ fn a_nested_setting_is_placed_by_its_key_path() {
         "#]],
     );
     check_error(
+        &example_with(
+            sqlite,
+            &format!("{rest}modified = {{ path = \"/modified\", zone = \"Europe/Nowhere\" }}\n"),
+        ),
+        expect![[r#"
+            conf/fieldsync.toml:13:41: connector rondo: `modified.zone`: unknown time zone "Europe/Nowhere": failed to find time zone `Europe/Nowhere` in time zone database
+        "#]],
+    );
+    check_error(
         &example_with(sqlite, &format!("{rest}since = {{ param = \"after\" }}\n")),
         expect![[r#"
             conf/fieldsync.toml:13:9: connector rondo: `since`: needs `modified`: where a record keeps its modification time

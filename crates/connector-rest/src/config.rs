@@ -754,14 +754,14 @@ impl RestConfig {
         let zone = |name: Option<&str>, setting: &str| match name {
             None | Some("UTC" | "utc" | "Z") => Ok(jiff::tz::TimeZone::UTC),
             Some(name) => jiff::tz::TimeZone::get(name).map_err(|error| {
-                SettingError::new([setting], format!("unknown time zone {name:?}: {error}"))
+                SettingError::new(setting.split('.'), format!("unknown time zone {name:?}: {error}"))
             }),
         };
         let modified = match &config.modified {
             Some(modified) => Some((
-                path(&modified.path, "modified")?,
+                path(&modified.path, "modified.path")?,
                 modified.format,
-                zone(modified.zone.as_deref(), "modified")?,
+                zone(modified.zone.as_deref(), "modified.zone")?,
             )),
             None => None,
         };
@@ -774,7 +774,7 @@ impl RestConfig {
                     ));
                 }
                 let since_zone = match &since.zone {
-                    Some(name) => Some(zone(Some(name), "since")?),
+                    Some(name) => Some(zone(Some(name), "since.zone")?),
                     None => None,
                 };
                 Some((since.param.clone(), since.format, since_zone))
@@ -812,9 +812,9 @@ impl RestConfig {
             .collect::<Result<Vec<_>, SettingError>>()?;
         let delete = config.delete.clone().unwrap_or(Delete::Http { query: BTreeMap::new() });
         let soft_delete = match (&delete, &config.deleted) {
-            (Delete::Soft { path: soft, value }, _) => Some((path(soft, "delete")?, value.clone())),
+            (Delete::Soft { path: soft, value }, _) => Some((path(soft, "delete.soft.path")?, value.clone())),
             (Delete::Http { .. } | Delete::None, Some(deleted)) => {
-                Some((path(&deleted.path, "deleted")?, deleted.value.clone()))
+                Some((path(&deleted.path, "deleted.path")?, deleted.value.clone()))
             }
             (Delete::Http { .. } | Delete::None, None) => None,
         };
