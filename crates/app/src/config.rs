@@ -2,7 +2,6 @@
 //! resolved (`validate`) into a `Config` whose links are the engine's `LinkSpec`s. Every
 //! problem is a `ConfigError` naming file, line and column; nothing but the file is touched.
 
-mod duration;
 mod env;
 mod error;
 mod raw;
@@ -12,12 +11,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fieldsync_connector_browser::BrowserConfig;
-use fieldsync_connector_csv::CsvConfig;
-use fieldsync_connector_rest::RestConfig;
-use fieldsync_connector_sqlite::SqliteConfig;
 use fieldsync_engine::{LinkSpec, SidePair};
 
+pub use crate::registry::{CONNECTOR_KINDS, ConnectorKind};
 pub use error::{ConfigError, Location, Problem};
 
 /// The overlap of a connector's incremental reads when its table does not say.
@@ -26,9 +22,6 @@ pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(60);
 /// The file name of the state store when the configuration has no `state`, next to the
 /// configuration file.
 pub const DEFAULT_STATE_FILE: &str = "fieldsync.db";
-
-/// The connector kinds this build can run, in the order errors list them.
-pub const CONNECTOR_KINDS: [&str; 4] = ["sqlite", "csv", "rest", "browser"];
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
@@ -69,84 +62,6 @@ pub struct ConnectorConfig {
     /// The kind and its own settings. File paths in them are as written (after `${NAME}`
     /// substitution); `open_connector` resolves relative ones.
     pub kind: ConnectorKind,
-}
-
-/// A connector kind with its own settings.
-#[derive(Clone, Debug, PartialEq)]
-pub enum ConnectorKind {
-    /// `kind = "sqlite"`.
-    Sqlite(SqliteConfig),
-    /// `kind = "csv"`.
-    Csv(CsvConfig),
-    /// `kind = "rest"`.
-    Rest(Box<RestConfig>),
-    /// `kind = "browser"`.
-    Browser(Box<BrowserConfig>),
-}
-
-impl ConnectorKind {
-    /// The kind's name as written in `kind`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            ConnectorKind::Sqlite(_) => "sqlite",
-            ConnectorKind::Csv(_) => "csv",
-            ConnectorKind::Rest(_) => "rest",
-            ConnectorKind::Browser(_) => "browser",
-        }
-    }
-
-    /// The date formats the connector declares, for the date fields' normalisers.
-    pub fn date_formats(&self) -> &[String] {
-        match self {
-            ConnectorKind::Sqlite(config) => config.date_formats(),
-            ConnectorKind::Csv(config) => config.date_formats(),
-            ConnectorKind::Rest(config) => config.date_formats(),
-            ConnectorKind::Browser(config) => config.date_formats(),
-        }
-    }
-
-    /// The file the connector reads, as configured; none for an API.
-    pub fn file(&self) -> Option<&Path> {
-        match self {
-            ConnectorKind::Sqlite(config) => Some(&config.path),
-            ConnectorKind::Csv(config) => Some(&config.path),
-            ConnectorKind::Rest(_) | ConnectorKind::Browser(_) => None,
-        }
-    }
-
-    /// Checks a path (a column, a header name) for this kind of connector.
-    ///
-    /// # Errors
-    ///
-    /// Says why `path` cannot name a value of this kind of connector.
-    pub fn validate_path(&self, path: &str) -> Result<(), String> {
-        match self {
-            ConnectorKind::Sqlite(_) => SqliteConfig::validate_path(path),
-            ConnectorKind::Rest(_) => RestConfig::validate_path(path),
-            ConnectorKind::Browser(config) => config.validate_path(path),
-            ConnectorKind::Csv(_) => {
-                if path.trim().is_empty() {
-                    Err("a csv path is a header name and cannot be empty".to_string())
-                } else {
-                    Ok(())
-                }
-            }
-        }
-    }
-
-    /// Checks the kind's own settings, without touching any file.
-    ///
-    /// # Errors
-    ///
-    /// Says which setting is wrong.
-    pub fn validate(&self) -> Result<(), String> {
-        match self {
-            ConnectorKind::Sqlite(config) => config.validate(),
-            ConnectorKind::Csv(config) => config.validate(),
-            ConnectorKind::Rest(config) => config.settings().map(|_| ()),
-            ConnectorKind::Browser(config) => config.validate(),
-        }
-    }
 }
 
 /// One `[links.NAME]` table, resolved.

@@ -355,6 +355,41 @@ fn connector_kinds_and_settings_are_checked() {
     );
 }
 
+/// A connector's setting error carries its key path, so the problem points at the nested
+/// value itself (`max` inside `key_param`), not at the connector's name or the whole table.
+#[test]
+fn a_nested_setting_is_placed_by_its_key_path() {
+    let rest = "[connectors.rondo]\nkind = \"rest\"\nbase_url = \"http://127.0.0.1:8080/api/people\"\n";
+    let sqlite = "[connectors.rondo]\nkind = \"sqlite\"\npath = \"${RONDO_DIR}/rondo.db\"\ntable = \"people\"\nkey = \"id\"\n";
+    check_error(
+        &example_with(sqlite, &format!("{rest}key_param = {{ name = \"id\", join = \",\", max = 0 }}\n")),
+        expect![[r#"
+            conf/fieldsync.toml:13:46: connector rondo: `key_param.max`: must be at least 1
+        "#]],
+    );
+    check_error(
+        &example_with(sqlite, &format!("{rest}batch = {{ url = \"/api/bulk\" }}\n")),
+        expect![[r#"
+            conf/fieldsync.toml:13:17: connector rondo: `batch.url`: "/api/bulk" is not a WordPress batch endpoint (`…/wp-json/batch/v1`)
+        "#]],
+    );
+    check_error(
+        &example_with(
+            sqlite,
+            &format!("{rest}modified = {{ path = \"/modified\", zone = \"Europe/Nowhere\" }}\n"),
+        ),
+        expect![[r#"
+            conf/fieldsync.toml:13:41: connector rondo: `modified.zone`: unknown time zone "Europe/Nowhere": failed to find time zone `Europe/Nowhere` in time zone database
+        "#]],
+    );
+    check_error(
+        &example_with(sqlite, &format!("{rest}since = {{ param = \"after\" }}\n")),
+        expect![[r#"
+            conf/fieldsync.toml:13:9: connector rondo: `since`: needs `modified`: where a record keeps its modification time
+        "#]],
+    );
+}
+
 #[test]
 fn connectors_and_links_are_checked() {
     check_error(

@@ -2,12 +2,14 @@
 //! and the pages, buttons and fields of a member.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use fieldsync_connector::Secret;
-use fieldsync_connector::{Pace, duration};
+use fieldsync_connector::{ConnectorError, ConnectorSettings, Pace, PathError, SettingError, duration};
 use serde::Deserialize;
+
+use crate::BrowserConnector;
 
 /// How to log in.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -165,33 +167,45 @@ impl BrowserConfig {
     ///
     /// # Errors
     ///
-    /// Names the first setting that is wrong, starting with it in backquotes.
-    pub fn validate(&self) -> Result<(), String> {
+    /// The first setting that is wrong, with its key path.
+    pub fn validate(&self) -> Result<(), SettingError> {
         let base = self.base_url.trim();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(format!("`base_url`: {base:?} must be an http:// or https:// URL"));
+            return Err(SettingError::new(
+                ["base_url"],
+                format!("{base:?} must be an http:// or https:// URL"),
+            ));
         }
         if self.pages.is_empty() {
-            return Err("`pages`: a member needs at least one page".into());
+            return Err(SettingError::new(["pages"], "a member needs at least one page"));
         }
         let mut seen = BTreeMap::new();
         for (index, page) in self.pages.iter().enumerate() {
             if !page.url.contains("{id}") {
-                return Err(format!("`pages`: page {} ({:?}) has no {{id}} in its url", index + 1, page.url));
+                return Err(SettingError::new(
+                    ["pages"],
+                    format!("page {} ({:?}) has no {{id}} in its url", index + 1, page.url),
+                ));
             }
             for path in page.fields.keys() {
                 if let Some(other) = seen.insert(path.clone(), index) {
-                    return Err(format!("`pages`: field {path} is on pages {} and {}", other + 1, index + 1));
+                    return Err(SettingError::new(
+                        ["pages"],
+                        format!("field {path} is on pages {} and {}", other + 1, index + 1),
+                    ));
                 }
             }
         }
         self.pace()?;
-        self.zone()?;
+        self.zone().map_err(|problem| SettingError::new(["time_zone"], problem))?;
         if self.modified_format.is_some() && self.modified.is_none() {
-            return Err("`modified_format`: there is no `modified` column to read with it".into());
+            return Err(SettingError::new(
+                ["modified_format"],
+                "there is no `modified` column to read with it",
+            ));
         }
         if let Some(timeout) = &self.timeout {
-            duration(timeout, "timeout")?;
+            duration(timeout).map_err(|error| SettingError::new(["timeout"], error))?;
         }
         Ok(())
     }
@@ -200,8 +214,9 @@ impl BrowserConfig {
     pub(crate) fn zone(&self) -> Result<jiff::tz::TimeZone, String> {
         match self.time_zone.as_deref() {
             None => Ok(jiff::tz::TimeZone::UTC),
-            Some(name) => jiff::tz::TimeZone::get(name)
-                .map_err(|error| format!("`time_zone`: {name:?} is not a time zone: {error}")),
+            Some(name) => {
+                jiff::tz::TimeZone::get(name).map_err(|error| format!("{name:?} is not a time zone: {error}"))
+            }
         }
     }
 
@@ -239,16 +254,16 @@ impl BrowserConfig {
     }
 
     /// The pause between members.
-    pub(crate) fn pace(&self) -> Result<Option<Pace>, String> {
-        self.pace.as_deref().map(|text| Pace::parse(text, "pace")).transpose()
+    pub(crate) fn pace(&self) -> Result<Option<Pace>, SettingError> {
+        self.pace
+            .as_deref()
+            .map(|text| Pace::parse(text).map_err(|error| SettingError::new(["pace"], error)))
+            .transpose()
     }
 
     /// How long a page, a form or a save may take.
     pub(crate) fn timeout(&self) -> Duration {
-        self.timeout
-            .as_deref()
-            .and_then(|text| duration(text, "timeout").ok())
-            .unwrap_or(Duration::from_secs(30))
+        self.timeout.as_deref().and_then(|text| duration(text).ok()).unwrap_or(Duration::from_secs(30))
     }
 
     /// Checks a field path: a field of a page or a column of the listing.
@@ -256,7 +271,7 @@ impl BrowserConfig {
     /// # Errors
     ///
     /// Says why `path` names nothing this site holds.
-    pub fn validate_path(&self, path: &str) -> Result<(), String> {
+    pub fn validate_path(&self, path: &str) -> Result<(), PathError> {
         let listed = match &self.list {
             Listing::Csv { .. } => true,
             Listing::Table { cells, .. } => cells.contains_key(path),
@@ -265,13 +280,39 @@ impl BrowserConfig {
         if listed || on_page || path == self.id {
             Ok(())
         } else {
-            Err(format!("`{path}` is neither a field of a member's page nor listed"))
+            Err(PathError(format!("`{path}` is neither a field of a member's page nor listed")))
         }
     }
 
     /// The configured date formats, none unless configured.
     pub fn date_formats(&self) -> &[String] {
         self.date_formats.as_deref().unwrap_or_default()
+    }
+}
+
+impl ConnectorSettings for BrowserConfig {
+    const KIND: &'static str = "browser";
+    type Connector = BrowserConnector;
+
+    fn check(&self) -> Result<(), SettingError> {
+        self.validate()
+    }
+
+    fn check_path(&self, path: &str) -> Result<(), PathError> {
+        self.validate_path(path)
+    }
+
+    fn date_formats(&self) -> &[String] {
+        BrowserConfig::date_formats(self)
+    }
+
+    /// Screenshots of failed saves go to `screenshots` (`screenshots` unless configured),
+    /// resolved against `base_dir`.
+    fn open(&self, base_dir: &Path) -> Result<BrowserConnector, ConnectorError> {
+        let screenshots = base_dir.join(self.screenshots.clone().unwrap_or_else(|| "screenshots".into()));
+        // Absolute, so that the path in a dead entry's message leads there from anywhere.
+        let screenshots = std::path::absolute(&screenshots).unwrap_or(screenshots);
+        BrowserConnector::open(self.clone(), screenshots)
     }
 }
 
@@ -330,9 +371,9 @@ mod tests {
         }
         let mut wrong = config(Some("%d-%m-%Y %H:%M"), None);
         wrong.time_zone = Some("Europe/Amsterdamm".into());
-        assert!(wrong.validate().unwrap_err().starts_with("`time_zone`"));
+        assert_eq!(wrong.validate().unwrap_err().key(), ["time_zone"]);
         wrong.time_zone = None;
         wrong.modified = None;
-        assert!(wrong.validate().unwrap_err().starts_with("`modified_format`"));
+        assert_eq!(wrong.validate().unwrap_err().key(), ["modified_format"]);
     }
 }

@@ -10,8 +10,8 @@ use std::io::{self, Write as _};
 use std::path::Path;
 
 use fieldsync_connector::{
-    Capabilities, Connector, ConnectorError, ConnectorRecord, Lookup, Page, PageToken, Probe, ReadRequest,
-    Write, WriteOutcome,
+    Capabilities, Connector, ConnectorError, ConnectorRecord, ConnectorSettings, Lookup, Page, PageToken,
+    Probe, ReadRequest, Write, WriteOutcome,
 };
 use fieldsync_model::RecordId;
 
@@ -46,9 +46,9 @@ impl CsvConnector {
     ///
     /// # Errors
     ///
-    /// `ConnectorError::Misconfigured` when `config` fails `CsvConfig::validate`.
+    /// `ConnectorError::Misconfigured` when `config` fails `CsvConfig::check`.
     pub fn open(config: CsvConfig) -> Result<Self, ConnectorError> {
-        let delimiter = config.validate().and_then(|()| config.delimiter_byte()).map_err(|problem| {
+        let delimiter = config.check().and_then(|()| config.delimiter_byte()).map_err(|problem| {
             ConnectorError::Misconfigured {
                 message: format!("csv connector for {}: {problem}", config.path.display()),
             }

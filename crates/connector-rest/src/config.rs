@@ -2,12 +2,16 @@
 //! and the settings the connector runs on (`Settings`), checked once.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use fieldsync_connector::{Pace, Secret, duration};
+use fieldsync_connector::{
+    ConnectorError, ConnectorSettings, Pace, PathError, Secret, SettingError, duration,
+};
 use serde::Deserialize;
 
+use crate::RestConnector;
 use crate::path::FieldPath;
 
 /// A preset: the conventions of a family of APIs, filled in where the configuration is
@@ -351,25 +355,35 @@ impl KeyLookup {
 /// The most values one look-up request carries when `key_param` joins them and says no `max`.
 const KEY_VALUES: usize = 50;
 
-fn key_lookup(key_param: &KeyParam) -> Result<KeyLookup, String> {
+fn key_lookup(key_param: &KeyParam) -> Result<KeyLookup, SettingError> {
     if key_param.name.trim().is_empty() {
-        return Err("`key_param`: the parameter's name is empty".into());
+        return Err(SettingError::new(["key_param"], "the parameter's name is empty"));
     }
     let path = key_param
         .path
         .as_deref()
-        .map(|text| FieldPath::parse(text).map_err(|problem| format!("`key_param.path`: {problem}")))
+        .map(|text| {
+            FieldPath::parse(text).map_err(|problem| SettingError::new(["key_param", "path"], problem))
+        })
         .transpose()?;
     let join = match key_param.join.as_deref() {
         None => None,
-        Some("") => return Err("`key_param.join`: empty; a separator such as \",\", or \"repeat\"".into()),
+        Some("") => {
+            return Err(SettingError::new(
+                ["key_param", "join"],
+                "empty; a separator such as \",\", or \"repeat\"",
+            ));
+        }
         Some("repeat") => Some(Join::Repeat),
         Some(separator) => Some(Join::Text(separator.to_string())),
     };
     let max = match (key_param.max, &join) {
-        (Some(0), _) => return Err("`key_param.max` must be at least 1".into()),
+        (Some(0), _) => return Err(SettingError::new(["key_param", "max"], "must be at least 1")),
         (Some(_), None) => {
-            return Err("`key_param.max` needs `join`: how several values go in one request".into());
+            return Err(SettingError::new(
+                ["key_param", "max"],
+                "needs `join`: how several values go in one request",
+            ));
         }
         (Some(max), Some(_)) => max,
         (None, Some(_)) => KEY_VALUES,
@@ -674,76 +688,93 @@ impl RestConfig {
     ///
     /// # Errors
     ///
-    /// Names the first setting that is wrong, starting with it in backquotes.
-    pub fn settings(&self) -> Result<Settings, String> {
+    /// The first setting that is wrong, with its key path.
+    pub fn settings(&self) -> Result<Settings, SettingError> {
         let config = self.with_preset();
-        let base_url = reqwest::Url::parse(&config.base_url)
-            .map_err(|error| format!("`base_url`: {:?} is not a URL: {error}", config.base_url))?;
+        let base_url = reqwest::Url::parse(&config.base_url).map_err(|error| {
+            SettingError::new(["base_url"], format!("{:?} is not a URL: {error}", config.base_url))
+        })?;
         if !matches!(base_url.scheme(), "http" | "https") {
-            return Err(format!("`base_url`: {:?} must be an http:// or https:// URL", config.base_url));
+            return Err(SettingError::new(
+                ["base_url"],
+                format!("{:?} must be an http:// or https:// URL", config.base_url),
+            ));
         }
         let headers = config
             .headers
             .iter()
             .map(|(name, value)| {
                 let name = reqwest::header::HeaderName::from_str(name)
-                    .map_err(|_| format!("`headers`: {name:?} is not a header name"))?;
-                reqwest::header::HeaderValue::from_str(value.expose())
-                    .map_err(|_| format!("`headers`: the value of {name} is not a valid header value"))?;
+                    .map_err(|_| SettingError::new(["headers"], format!("{name:?} is not a header name")))?;
+                reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
+                    SettingError::new(["headers"], format!("the value of {name} is not a valid header value"))
+                })?;
                 Ok((name, value.clone()))
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, SettingError>>()?;
         let timeout = match &config.timeout {
-            Some(text) => duration(text, "timeout")?,
+            Some(text) => duration(text).map_err(|error| SettingError::new(["timeout"], error))?,
             None => Duration::from_secs(30),
         };
         let page_size = config.page_size.unwrap_or(100);
         if page_size == 0 {
-            return Err("`page_size` must be at least 1".into());
+            return Err(SettingError::new(["page_size"], "must be at least 1"));
         }
         let items = config.items.clone().unwrap_or_default();
         if !items.is_empty() && !items.starts_with('/') {
-            return Err(format!("`items`: {items:?} must be a JSON pointer such as \"/results\", or \"\""));
+            return Err(SettingError::new(
+                ["items"],
+                format!("{items:?} must be a JSON pointer such as \"/results\", or \"\""),
+            ));
         }
         let path = |text: &str, setting: &str| {
-            FieldPath::parse(text).map_err(|problem| format!("`{setting}`: {problem}"))
+            FieldPath::parse(text).map_err(|problem| SettingError::new(setting.split('.'), problem))
         };
         let id = path(config.id.as_deref().unwrap_or("/id"), "id")?;
         let item_url = match &config.item_url {
             Some(template) if template.contains("{id}") => template.clone(),
-            Some(template) => return Err(format!("`item_url`: {template:?} has no {{id}}")),
+            Some(template) => {
+                return Err(SettingError::new(["item_url"], format!("{template:?} has no {{id}}")));
+            }
             None => format!("{}/{{id}}", config.base_url.trim_end_matches('/')),
         };
         let create_url = match &config.create_url {
-            Some(text) => reqwest::Url::parse(text)
-                .map_err(|error| format!("`create_url`: {text:?} is not a URL: {error}"))?,
+            Some(text) => reqwest::Url::parse(text).map_err(|error| {
+                SettingError::new(["create_url"], format!("{text:?} is not a URL: {error}"))
+            })?,
             None => base_url.clone(),
         };
         let delete_url = match &config.delete_url {
             Some(template) if template.contains("{id}") => template.clone(),
-            Some(template) => return Err(format!("`delete_url`: {template:?} has no {{id}}")),
+            Some(template) => {
+                return Err(SettingError::new(["delete_url"], format!("{template:?} has no {{id}}")));
+            }
             None => item_url.clone(),
         };
         let zone = |name: Option<&str>, setting: &str| match name {
             None | Some("UTC" | "utc" | "Z") => Ok(jiff::tz::TimeZone::UTC),
-            Some(name) => jiff::tz::TimeZone::get(name)
-                .map_err(|error| format!("`{setting}`: unknown time zone {name:?}: {error}")),
+            Some(name) => jiff::tz::TimeZone::get(name).map_err(|error| {
+                SettingError::new(setting.split('.'), format!("unknown time zone {name:?}: {error}"))
+            }),
         };
         let modified = match &config.modified {
             Some(modified) => Some((
-                path(&modified.path, "modified")?,
+                path(&modified.path, "modified.path")?,
                 modified.format,
-                zone(modified.zone.as_deref(), "modified")?,
+                zone(modified.zone.as_deref(), "modified.zone")?,
             )),
             None => None,
         };
         let since = match &config.since {
             Some(since) => {
                 if modified.is_none() {
-                    return Err("`since` needs `modified`: where a record keeps its modification time".into());
+                    return Err(SettingError::new(
+                        ["since"],
+                        "needs `modified`: where a record keeps its modification time",
+                    ));
                 }
                 let since_zone = match &since.zone {
-                    Some(name) => Some(zone(Some(name), "since")?),
+                    Some(name) => Some(zone(Some(name), "since.zone")?),
                     None => None,
                 };
                 Some((since.param.clone(), since.format, since_zone))
@@ -753,10 +784,16 @@ impl RestConfig {
         let order = config.order.unwrap_or_default();
         if order == Order::Modified {
             if since.is_none() {
-                return Err("`order` = \"modified\" needs `since`, to resume a listing after a change".into());
+                return Err(SettingError::new(
+                    ["order"],
+                    "\"modified\" needs `since`, to resume a listing after a change",
+                ));
             }
             if !matches!(config.paging, None | Some(Paging::Page { .. } | Paging::Offset { .. })) {
-                return Err("`order` = \"modified\" needs `paging` by page number or offset".into());
+                return Err(SettingError::new(
+                    ["order"],
+                    "\"modified\" needs `paging` by page number or offset",
+                ));
             }
         }
         let create = config.create.clone().unwrap_or_default();
@@ -764,7 +801,7 @@ impl RestConfig {
             .defaults
             .iter()
             .map(|(target, value)| Ok((path(target, "create.defaults")?, value.clone())))
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, SettingError>>()?;
         if let Some(unique) = &create.unique {
             path(unique, "create.unique")?;
         }
@@ -772,12 +809,12 @@ impl RestConfig {
             .templates
             .iter()
             .map(|(target, template)| Ok((path(target, "create.templates")?, template.clone())))
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, SettingError>>()?;
         let delete = config.delete.clone().unwrap_or(Delete::Http { query: BTreeMap::new() });
         let soft_delete = match (&delete, &config.deleted) {
-            (Delete::Soft { path: soft, value }, _) => Some((path(soft, "delete")?, value.clone())),
+            (Delete::Soft { path: soft, value }, _) => Some((path(soft, "delete.soft.path")?, value.clone())),
             (Delete::Http { .. } | Delete::None, Some(deleted)) => {
-                Some((path(&deleted.path, "deleted")?, deleted.value.clone()))
+                Some((path(&deleted.path, "deleted.path")?, deleted.value.clone()))
             }
             (Delete::Http { .. } | Delete::None, None) => None,
         };
@@ -789,24 +826,33 @@ impl RestConfig {
             .into_iter()
             .map(|code| {
                 reqwest::StatusCode::from_u16(code).ok().filter(|status| status.is_client_error()).ok_or_else(
-                    || format!("`stale`: {code} is not an HTTP status of a refused request (4xx)"),
+                    || {
+                        SettingError::new(
+                            ["stale"],
+                            format!("{code} is not an HTTP status of a refused request (4xx)"),
+                        )
+                    },
                 )
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, SettingError>>()?;
         for target in config.empty_paths.keys() {
             path(target, "empty_paths")?;
         }
         let concurrency = config.concurrency.unwrap_or(4);
         if concurrency == 0 {
-            return Err("`concurrency` must be at least 1".into());
+            return Err(SettingError::new(["concurrency"], "must be at least 1"));
         }
         let rate = config
             .rate
             .as_deref()
             .map(str::parse)
             .transpose()
-            .map_err(|problem| format!("`rate`: {problem}"))?;
-        let pace = config.pace.as_deref().map(|text| Pace::parse(text, "pace")).transpose()?;
+            .map_err(|problem| SettingError::new(["rate"], problem))?;
+        let pace = config
+            .pace
+            .as_deref()
+            .map(|text| Pace::parse(text).map_err(|error| SettingError::new(["pace"], error)))
+            .transpose()?;
         let batch =
             config.batch.as_ref().map(|batch| batch_settings(batch, &base_url, &create_url)).transpose()?;
         Ok(Settings {
@@ -856,13 +902,34 @@ impl RestConfig {
     /// # Errors
     ///
     /// Says why `path` is not a field path.
-    pub fn validate_path(path: &str) -> Result<(), String> {
-        FieldPath::parse(path).map(|_| ())
+    pub fn validate_path(path: &str) -> Result<(), PathError> {
+        FieldPath::parse(path).map(|_| ()).map_err(PathError)
     }
 
     /// The configured date formats, none unless configured.
     pub fn date_formats(&self) -> &[String] {
         self.date_formats.as_deref().unwrap_or_default()
+    }
+}
+
+impl ConnectorSettings for RestConfig {
+    const KIND: &'static str = "rest";
+    type Connector = RestConnector;
+
+    fn check(&self) -> Result<(), SettingError> {
+        self.settings().map(|_| ())
+    }
+
+    fn check_path(&self, path: &str) -> Result<(), PathError> {
+        Self::validate_path(path)
+    }
+
+    fn date_formats(&self) -> &[String] {
+        RestConfig::date_formats(self)
+    }
+
+    fn open(&self, _base_dir: &Path) -> Result<RestConnector, ConnectorError> {
+        RestConnector::open(self)
     }
 }
 
@@ -872,25 +939,31 @@ fn batch_settings(
     batch: &Batch,
     base_url: &reqwest::Url,
     create_url: &reqwest::Url,
-) -> Result<(reqwest::Url, String, usize), String> {
-    let url = base_url
-        .join(&batch.url)
-        .map_err(|error| format!("`batch.url`: {:?} is not a URL: {error}", batch.url))?;
+) -> Result<(reqwest::Url, String, usize), SettingError> {
+    let url = base_url.join(&batch.url).map_err(|error| {
+        SettingError::new(["batch", "url"], format!("{:?} is not a URL: {error}", batch.url))
+    })?;
     let root = url.path().trim_end_matches('/').strip_suffix("/batch/v1").ok_or_else(|| {
-        format!("`batch.url`: {:?} is not a WordPress batch endpoint (`…/wp-json/batch/v1`)", batch.url)
+        SettingError::new(
+            ["batch", "url"],
+            format!("{:?} is not a WordPress batch endpoint (`…/wp-json/batch/v1`)", batch.url),
+        )
     })?;
     let path = match create_url.path().strip_prefix(root) {
         Some(path) if path.starts_with('/') && create_url.origin() == url.origin() => path.to_string(),
         _ => {
-            return Err(format!(
-                "`batch.url`: creates go to {}, which is not below the batch endpoint's API root {root}",
-                create_url.path()
+            return Err(SettingError::new(
+                ["batch", "url"],
+                format!(
+                    "creates go to {}, which is not below the batch endpoint's API root {root}",
+                    create_url.path()
+                ),
             ));
         }
     };
     let size = batch.size.unwrap_or(25);
     if size == 0 {
-        return Err("`batch.size` must be at least 1".into());
+        return Err(SettingError::new(["batch", "size"], "must be at least 1"));
     }
     Ok((url, path, size))
 }
@@ -909,11 +982,11 @@ mod tests {
             ("http://127.0.0.1:8080/wp-json/batch/v1", "/wp/v2/people", 25)
         );
         config.batch = Some(Batch { url: "/api/bulk".into(), size: Some(10) });
-        assert!(config.settings().unwrap_err().starts_with("`batch.url`"));
+        assert_eq!(config.settings().unwrap_err().key(), ["batch", "url"]);
         config.batch = Some(Batch { url: "http://other.example/wp-json/batch/v1".into(), size: None });
-        assert!(config.settings().unwrap_err().starts_with("`batch.url`"));
+        assert_eq!(config.settings().unwrap_err().key(), ["batch", "url"]);
         config.batch = Some(Batch { url: "/wp-json/batch/v1".into(), size: Some(0) });
-        assert!(config.settings().unwrap_err().starts_with("`batch.size`"));
+        assert_eq!(config.settings().unwrap_err().key(), ["batch", "size"]);
     }
 
     #[test]
@@ -922,7 +995,7 @@ mod tests {
             let key_param: KeyParam = serde_json::from_value(value).map_err(|error| error.to_string())?;
             let mut config = RestConfig::new("http://127.0.0.1:8000/api/players/");
             config.key_param = Some(key_param);
-            Ok(config.settings()?.key_param.unwrap())
+            Ok(config.settings().map_err(|error| error.to_string())?.key_param.unwrap())
         };
         let plain = read(serde_json::json!("federation_id")).unwrap();
         assert_eq!((plain.join.clone(), plain.max), (None, 1));
@@ -936,8 +1009,8 @@ mod tests {
         let repeated = read(serde_json::json!({ "name": "id", "join": "repeat", "max": 10 })).unwrap();
         assert_eq!((repeated.join, repeated.max), (Some(Join::Repeat), 10));
         for (wrong, named) in [
-            (serde_json::json!({ "name": "id", "max": 10 }), "`key_param.max` needs `join`"),
-            (serde_json::json!({ "name": "id", "join": ",", "max": 0 }), "`key_param.max` must be"),
+            (serde_json::json!({ "name": "id", "max": 10 }), "`key_param.max`: needs `join`"),
+            (serde_json::json!({ "name": "id", "join": ",", "max": 0 }), "`key_param.max`: must be"),
             (serde_json::json!({ "name": "id", "join": "" }), "`key_param.join`"),
             (serde_json::json!({ "name": "id", "path": "/tags[type=" }), "`key_param.path`"),
             (serde_json::json!({ "name": "id", "joins": "," }), "unknown field `joins`"),
@@ -974,7 +1047,7 @@ mod tests {
         let problem = |change: fn(&mut RestConfig)| {
             let mut config = RestConfig::new("http://127.0.0.1/api");
             change(&mut config);
-            config.settings().unwrap_err()
+            config.settings().unwrap_err().to_string()
         };
         assert!(problem(|config| config.base_url = "ftp://x".into()).starts_with("`base_url`"));
         assert!(problem(|config| config.rate = Some("fast".into())).starts_with("`rate`"));
@@ -984,7 +1057,7 @@ mod tests {
         assert!(
             problem(|config| config.since =
                 Some(Since { param: "since".into(), format: TimeFormat::Unix, zone: None }))
-            .starts_with("`since` needs `modified`")
+            .starts_with("`since`: needs `modified`")
         );
         assert!(problem(|config| config.id = Some("/a[b".into())).starts_with("`id`"));
     }

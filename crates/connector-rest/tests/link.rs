@@ -7,8 +7,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fieldsync_app::AnyConnector;
 use fieldsync_connector::MemorySystem;
+use fieldsync_connector::testkit::Either;
 use fieldsync_connector_rest::{Create, Preset, RestConfig, RestConnector};
 use fieldsync_engine::{
     ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, LinkSpec,
@@ -98,8 +98,7 @@ impl World {
 
     async fn run(&mut self) -> RunReport {
         let site = RestConnector::open(&self.config).unwrap();
-        let mut connectors =
-            SidePair::new(AnyConnector::Memory(self.club.connector()), AnyConnector::Rest(site));
+        let mut connectors = SidePair::new(Either::Left(self.club.connector()), Either::Right(site));
         let names = SidePair::new("club".to_string(), "site".to_string());
         run_link(
             &self.spec,

@@ -1,9 +1,12 @@
 //! `SqliteConfig`: what a user writes to point the sqlite connector at a table, checked by
-//! `SqliteConfig::validate` without touching the file.
+//! `SqliteConfig::check` (of `ConnectorSettings`) without touching the file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use fieldsync_connector::{ConnectorError, ConnectorSettings, PathError, SettingError};
 use serde::Deserialize;
+
+use crate::SqliteConnector;
 
 /// How many records one page of a read holds unless `batch_size` says otherwise: large
 /// enough that handing a page between threads costs little next to reading it (a full
@@ -68,46 +71,14 @@ impl SqliteConfig {
         }
     }
 
-    /// Checks the table and column names and the batch size, without touching the file.
-    ///
-    /// # Errors
-    ///
-    /// Names the first setting that is not a plain identifier (letters, digits and
-    /// underscores, not starting with a digit), a `modified_format` without a `modified`
-    /// column, a soft-delete column that is also the key or modified column, or a zero
-    /// batch size.
-    pub fn validate(&self) -> Result<(), String> {
-        let mut names = vec![("table", &self.table), ("key", &self.key)];
-        names.extend(self.modified.iter().map(|column| ("modified", column)));
-        names.extend(self.deleted.iter().map(|column| ("deleted", column)));
-        for (setting, name) in names {
-            check_identifier(name).map_err(|problem| format!("`{setting}`: {problem}"))?;
-        }
-        if self.modified.is_none() && self.modified_format.is_some() {
-            return Err("`modified_format` is set but there is no `modified` column".into());
-        }
-        if let Some(deleted) = &self.deleted {
-            if deleted.eq_ignore_ascii_case(&self.key) {
-                return Err("`deleted` cannot be the key column".into());
-            }
-            if self.modified.as_ref().is_some_and(|modified| modified.eq_ignore_ascii_case(deleted)) {
-                return Err("`deleted` cannot be the modified column".into());
-            }
-        }
-        if self.batch_size == Some(0) {
-            return Err("`batch_size` must be at least 1".into());
-        }
-        Ok(())
-    }
-
     /// Checks a field path, which for this connector is a column name.
     ///
     /// # Errors
     ///
     /// Says why `path` is not a plain identifier (letters, digits and underscores, not
     /// starting with a digit).
-    pub fn validate_path(path: &str) -> Result<(), String> {
-        check_identifier(path).map_err(|problem| format!("field path: {problem}"))
+    pub fn validate_path(path: &str) -> Result<(), PathError> {
+        check_identifier(path).map_err(|problem| PathError(format!("field path: {problem}")))
     }
 
     /// The format of the `modified` column, `sqlite` unless configured.
@@ -119,10 +90,61 @@ impl SqliteConfig {
     pub fn batch_size(&self) -> usize {
         self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE)
     }
+}
+
+impl ConnectorSettings for SqliteConfig {
+    const KIND: &'static str = "sqlite";
+    type Connector = SqliteConnector;
+
+    /// Checks the table and column names and the batch size, without touching the file.
+    ///
+    /// # Errors
+    ///
+    /// Names the first setting that is not a plain identifier (letters, digits and
+    /// underscores, not starting with a digit), a `modified_format` without a `modified`
+    /// column, a soft-delete column that is also the key or modified column, or a zero
+    /// batch size.
+    fn check(&self) -> Result<(), SettingError> {
+        let mut names = vec![("table", &self.table), ("key", &self.key)];
+        names.extend(self.modified.iter().map(|column| ("modified", column)));
+        names.extend(self.deleted.iter().map(|column| ("deleted", column)));
+        for (setting, name) in names {
+            check_identifier(name).map_err(|problem| SettingError::new([setting], problem))?;
+        }
+        if self.modified.is_none() && self.modified_format.is_some() {
+            return Err(SettingError::new(["modified_format"], "is set but there is no `modified` column"));
+        }
+        if let Some(deleted) = &self.deleted {
+            if deleted.eq_ignore_ascii_case(&self.key) {
+                return Err(SettingError::new(["deleted"], "cannot be the key column"));
+            }
+            if self.modified.as_ref().is_some_and(|modified| modified.eq_ignore_ascii_case(deleted)) {
+                return Err(SettingError::new(["deleted"], "cannot be the modified column"));
+            }
+        }
+        if self.batch_size == Some(0) {
+            return Err(SettingError::new(["batch_size"], "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn check_path(&self, path: &str) -> Result<(), PathError> {
+        Self::validate_path(path)
+    }
 
     /// The configured date formats, none unless configured.
-    pub fn date_formats(&self) -> &[String] {
+    fn date_formats(&self) -> &[String] {
         self.date_formats.as_deref().unwrap_or_default()
+    }
+
+    fn file(&self) -> Option<&Path> {
+        Some(&self.path)
+    }
+
+    fn open(&self, base_dir: &Path) -> Result<SqliteConnector, ConnectorError> {
+        let mut config = self.clone();
+        config.path = base_dir.join(&self.path);
+        SqliteConnector::open(config)
     }
 }
 
@@ -182,18 +204,18 @@ mod tests {
     #[test]
     fn validation() {
         let mut config = SqliteConfig::new("m.db", "members; drop table x", "id");
-        assert!(config.validate().is_err());
+        assert!(config.check().is_err());
         config.table = "members".into();
-        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.check(), Ok(()));
         config.modified_format = Some(ModifiedFormat::Unix);
-        assert!(config.validate().is_err());
+        assert!(config.check().is_err());
         config.modified = Some("changed_at".into());
-        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.check(), Ok(()));
         config.deleted = Some("ID".into());
-        assert!(config.validate().is_err());
+        assert!(config.check().is_err());
         config.deleted = None;
         config.batch_size = Some(0);
-        assert!(config.validate().is_err());
+        assert!(config.check().is_err());
         assert!(SqliteConfig::validate_path("email").is_ok());
         assert!(SqliteConfig::validate_path("email\"; --").is_err());
     }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fieldsync_connector::{
-    Capabilities, Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Page, PageToken, Probe,
-    ReadRequest, Write, WriteOutcome,
+    Capabilities, Connector, ConnectorError, ConnectorRecord, ConnectorSettings, FieldWrite, Lookup, Page,
+    PageToken, Probe, ReadRequest, Write, WriteOutcome,
 };
 use fieldsync_model::RecordId;
 use jiff::Timestamp;
@@ -78,9 +78,9 @@ impl SqliteConnector {
     ///
     /// # Errors
     ///
-    /// `ConnectorError::Misconfigured` when `config` fails `SqliteConfig::validate`.
+    /// `ConnectorError::Misconfigured` when `config` fails `SqliteConfig::check`.
     pub fn open(config: SqliteConfig) -> Result<Self, ConnectorError> {
-        config.validate().map_err(|problem| ConnectorError::Misconfigured {
+        config.check().map_err(|problem| ConnectorError::Misconfigured {
             message: format!("sqlite connector for {}: {problem}", config.path.display()),
         })?;
         Ok(Self {

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestRecord, TypedPaths};
-use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, ReadRequest, Write};
+use fieldsync_connector::{
+    Connector, ConnectorError, ConnectorSettings, FieldWrite, Lookup, ReadRequest, Write,
+};
 use fieldsync_connector_sqlite::{ModifiedFormat, SqliteConfig, SqliteConnector};
 use fieldsync_model::RecordId;
 use jiff::tz::{self, TimeZone};
@@ -178,7 +180,7 @@ async fn read_all(
 #[test]
 fn identifiers_that_are_not_plain_names_are_refused() {
     let config = SqliteConfig::new("members.db", "members; drop table x", "id");
-    assert!(config.validate().is_err());
+    assert!(config.check().is_err());
     let error = SqliteConnector::open(config).expect_err("an unsafe table name");
     assert!(matches!(error, ConnectorError::Misconfigured { .. }), "{error:?}");
     assert!(!Path::new("members.db").exists(), "validation touched the file");

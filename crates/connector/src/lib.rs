@@ -5,9 +5,12 @@
 //! Connectors know nothing of baselines, conflicts or the state store; they read and write
 //! raw JSON values at paths (a column name, a JSON pointer) and say what they can do.
 
+mod dispatch;
 mod error;
+mod kind;
 #[cfg(feature = "testkit")]
 pub mod loopback;
+#[cfg(feature = "testkit")]
 mod memory;
 mod settings;
 #[cfg(feature = "testkit")]
@@ -20,8 +23,10 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 pub use error::ConnectorError;
+pub use kind::{ConnectorSettings, PathError};
+#[cfg(feature = "testkit")]
 pub use memory::{AppliedWrite, FaultEdit, MemoryConnector, MemoryFault, MemoryRecord, MemorySystem};
-pub use settings::{Pace, Secret, duration};
+pub use settings::{DurationError, Pace, Secret, SettingError, duration};
 
 /// What a connector can do; the engine plans around it rather than around its name.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

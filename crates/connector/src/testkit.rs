@@ -5,10 +5,13 @@
 //! A property that does not apply to a connector (by its `Capabilities`) reports `Skipped`.
 //!
 //! `django` starts a real Django club site for the tests; `skip` is how a test that needs a
-//! program the machine lacks says so.
+//! program the machine lacks says so; `Either` runs a link between two kinds of connector.
 
 pub mod django;
+mod either;
 pub mod processes;
+
+pub use either::Either;
 
 use std::collections::BTreeMap;
 use std::future::Future;

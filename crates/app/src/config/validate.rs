@@ -8,10 +8,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
-use fieldsync_connector_browser::BrowserConfig;
-use fieldsync_connector_csv::CsvConfig;
-use fieldsync_connector_rest::RestConfig;
-use fieldsync_connector_sqlite::SqliteConfig;
+use fieldsync_connector::duration;
 use fieldsync_engine::{
     ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit, LinkSpec,
     RetryPolicy, SidePair, Tie,
@@ -21,7 +18,6 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::duration::parse_duration;
 use super::env::expand;
 use super::raw::{
     RawConfig, RawDeletes, RawField, RawGuard, RawLimit, RawLink, RawRetry, RawSidePaths, RawStrategy,
@@ -137,10 +133,10 @@ impl Validator<'_> {
     }
 
     fn duration(&mut self, value: &Spanned<String>, what: &str) -> Option<Duration> {
-        match parse_duration(value.get_ref()) {
+        match duration(value.get_ref()) {
             Ok(duration) => Some(duration),
-            Err(message) => {
-                self.problem(value.span(), format!("{what}: {message}"));
+            Err(error) => {
+                self.problem(value.span(), format!("{what}: {error}"));
                 None
             }
         }
@@ -279,18 +275,15 @@ impl Validator<'_> {
         };
         let settings =
             toml::de::ValueDeserializer::from(Spanned::new(table.span(), DeValue::Table(settings)));
-        let deserialized = match kind_name {
-            "sqlite" => SqliteConfig::deserialize(settings).map(ConnectorKind::Sqlite),
-            "csv" => CsvConfig::deserialize(settings).map(ConnectorKind::Csv),
-            "rest" => RestConfig::deserialize(settings).map(|rest| ConnectorKind::Rest(Box::new(rest))),
-            "browser" => {
-                BrowserConfig::deserialize(settings).map(|browser| ConnectorKind::Browser(Box::new(browser)))
-            }
-            later if LATER_KINDS.contains(&later) => {
+        let deserialized = match ConnectorKind::deserialize(kind_name, settings) {
+            Some(deserialized) => deserialized,
+            None if LATER_KINDS.contains(&kind_name) => {
+                let later = kind_name;
                 self.problem(kind.span(), format!("connector kind {later} is not available yet"));
                 return None;
             }
-            unknown => {
+            None => {
+                let unknown = kind_name;
                 self.problem(
                     kind.span(),
                     format!(
@@ -311,15 +304,11 @@ impl Validator<'_> {
                 return None;
             }
         };
-        if let Err(message) = kind.validate() {
-            // The connector's message starts with the setting it concerns (`table`: …) where
-            // it can; point at that setting's value then, else at the connector's name.
-            let span = message
-                .strip_prefix('`')
-                .and_then(|rest| rest.split_once('`'))
-                .and_then(|(setting, _)| entries.get(setting))
-                .map_or_else(|| name.span(), Spanned::span);
-            self.problem(span, format!("connector {connector}: {message}"));
+        if let Err(error) = kind.validate() {
+            // Point at the deepest part of the setting's key path the file holds (a preset
+            // may have filled the rest in), else at the connector's name.
+            let span = setting_span(entries, error.key()).unwrap_or_else(|| name.span());
+            self.problem(span, format!("connector {connector}: {error}"));
         }
         let overlap = overlap?;
         (self.problems.len() == problems_before).then_some(ConnectorConfig { name: connector, overlap, kind })
@@ -943,6 +932,18 @@ impl Validator<'_> {
         let (attempts, initial, max, wait_in_run) = (attempts?, initial?, max?, wait_in_run?);
         Some(RetryPolicy { attempts, initial, max, wait_in_run })
     }
+}
+
+/// The span of the value at `key` (outermost first) in a connector's table, or of its
+/// deepest part that is written there; none when not even the first key is.
+fn setting_span(entries: &DeTable<'_>, key: &[String]) -> Option<Range<usize>> {
+    let (first, rest) = key.split_first()?;
+    let value = entries.get(first.as_str())?;
+    let deeper = match value.get_ref() {
+        DeValue::Table(table) => setting_span(table, rest),
+        _ => None,
+    };
+    Some(deeper.unwrap_or_else(|| value.span()))
 }
 
 /// The connectors of one link, by side: their names, and the valid ones.
