@@ -444,3 +444,33 @@ fn a_number_nothing_has_is_a_usage_error() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 }
+
+/// Every Rust source file of the workspace opens with a `//!` doc saying what it is, as the
+/// architecture asks; a file without one fails here with its path.
+#[test]
+fn every_source_file_starts_with_a_module_doc() {
+    fn sources(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("a readable source folder") {
+            let path = entry.expect("a folder entry").path();
+            let name = path.file_name().and_then(|name| name.to_str()).unwrap_or_default();
+            if path.is_dir() && !name.starts_with('.') && name != "target" {
+                sources(&path, found);
+            } else if path.extension().is_some_and(|extension| extension == "rs") {
+                found.push(path);
+            }
+        }
+    }
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    sources(&crates, &mut files);
+    assert!(files.len() > 50, "the workspace's sources were found: {}", files.len());
+    let undocumented: Vec<String> = files
+        .iter()
+        .filter(|path| {
+            let text = std::fs::read_to_string(path).expect("a readable source file");
+            !text.trim_start().starts_with("//!")
+        })
+        .map(|path| path.strip_prefix(&crates).unwrap_or(path).display().to_string())
+        .collect();
+    assert!(undocumented.is_empty(), "files without a `//!` doc: {undocumented:?}");
+}
