@@ -4,9 +4,6 @@
 //! a fresh server. Prints wall time, requests and the ratio, and checks that both left the
 //! server holding the same records.
 
-#[path = "../../connector-rest/tests/support/wordpress.rs"]
-mod wordpress;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use fieldsync_connector::testkit::django::{DjangoOptions, DjangoServer};
+use fieldsync_connector::testkit::wordpress::WordPress;
 use rusqlite::params;
 use serde_json::{Value, json};
-use wordpress::WordPress;
 
 use crate::generate::Member;
 

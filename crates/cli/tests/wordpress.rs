@@ -5,16 +5,13 @@
 //! scan, a value the site refuses ending dead with its message; every field of every member
 //! compared; then quiet runs that PHP's own request log shows changed nothing.
 
-#[path = "../../connector-rest/tests/support/wordpress.rs"]
-mod wordpress;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Instant;
 
+use fieldsync_connector::testkit::wordpress::WordPress;
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
-use wordpress::WordPress;
 
 const MEMBERS: usize = 300;
 

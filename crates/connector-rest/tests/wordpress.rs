@@ -5,12 +5,12 @@
 
 mod support;
 
+use fieldsync_connector::testkit::wordpress::WordPress;
 use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, TestRecord};
 use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, ReadRequest, Write};
 use fieldsync_connector_rest::{Auth, Create, Preset, RestConfig, RestConnector, Secret};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
-use support::wordpress::WordPress;
 
 const ZONE: &str = "Europe/Amsterdam";
 

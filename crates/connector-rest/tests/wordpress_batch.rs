@@ -5,10 +5,10 @@
 
 mod support;
 
+use fieldsync_connector::testkit::wordpress::WordPress;
 use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, Write};
 use fieldsync_connector_rest::{Auth, Batch, Create, Preset, RestConfig, RestConnector, Secret};
 use serde_json::{Value, json};
-use support::wordpress::WordPress;
 
 fn connector(site: &WordPress, size: usize) -> RestConnector {
     let mut config = RestConfig::new(&site.base_url());

@@ -4,9 +4,9 @@
 
 mod support;
 
+use fieldsync_connector::testkit::wordpress::WordPress;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::wordpress::WordPress;
 
 /// A client for plain HTTP; reqwest is built without a TLS provider of its own.
 fn client() -> reqwest::Client {

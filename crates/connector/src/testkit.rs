@@ -10,6 +10,7 @@
 pub mod django;
 mod either;
 pub mod processes;
+pub mod wordpress;
 
 pub use either::Either;
 

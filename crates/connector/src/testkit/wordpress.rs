@@ -3,7 +3,7 @@
 //! [`WordPress::start`] serves Debian's `wordpress` package with PHP's built-in server on a
 //! free port of 127.0.0.1, over a MariaDB of its own (a fresh data directory and a unix socket
 //! in a temporary directory, no TCP). The site has the `person` post type of
-//! `wordpress/fieldsync-people.php` at `/wp-json/wp/v2/people`, pretty permalinks, and an
+//! `crates/connector/testkit/wordpress/fieldsync-people.php` at `/wp-json/wp/v2/people`, pretty permalinks, and an
 //! application password for the user `admin`, so that Basic auth works over plain HTTP.
 //!
 //! It skips (returns `None`, with a `SKIPPED:` line on stderr) when a program is missing,
@@ -21,9 +21,7 @@
 //! the package's `wp-includes` and `wp-admin` (PHP resolves `__FILE__` through symlinks, so
 //! the files that find the configuration beside themselves must be copies).
 
-#![allow(dead_code, reason = "each test binary uses a part of the harness")]
-
-use fieldsync_connector::testkit::processes::Processes;
+use super::processes::Processes;
 use std::fmt;
 use std::fs;
 use std::io::Write as _;
@@ -33,13 +31,13 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The must-use plugin with the `person` post type and its meta fields.
-const PEOPLE_PLUGIN: &str = include_str!("wordpress/fieldsync-people.php");
+const PEOPLE_PLUGIN: &str = include_str!("../../testkit/wordpress/fieldsync-people.php");
 /// The built-in server's router: existing files as they are, everything else to WordPress.
-const ROUTER: &str = include_str!("wordpress/router.php");
+const ROUTER: &str = include_str!("../../testkit/wordpress/router.php");
 /// Creates the database, installs WordPress and makes the application password.
-const INSTALL: &str = include_str!("wordpress/install.php");
+const INSTALL: &str = include_str!("../../testkit/wordpress/install.php");
 /// Runs PHP code inside the site, for test setup.
-const RUN: &str = include_str!("wordpress/run.php");
+const RUN: &str = include_str!("../../testkit/wordpress/run.php");
 
 /// What a machine without the programs is told to install.
 const INSTALL_HINT: &str = "install wordpress php-cli php-mysql mariadb-server";
@@ -291,7 +289,7 @@ impl WordPress {
 /// Returns `None` for a machine without the programs, or panics when `FIELDSYNC_REQUIRE_ALL`
 /// says every test must run.
 fn skip(missing: &str) -> Option<WordPress> {
-    fieldsync_connector::testkit::skip("a real WordPress", missing, INSTALL_HINT);
+    super::skip("a real WordPress", missing, INSTALL_HINT);
     None
 }
 
