@@ -29,14 +29,13 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write as _;
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::processes::Processes;
+use super::processes::{Processes, log_file, write_file};
 use serde_json::{Map, Value as Json};
 
 /// The interpreter whose packages the site runs on: Debian's, not one a user put on `PATH`.
@@ -422,20 +421,6 @@ fn start_server(processes: &mut Processes, root: &Path) -> u16 {
 /// Letters and digits drawn at random, for a password or a token.
 fn random_text(length: usize) -> String {
     std::iter::repeat_with(fastrand::alphanumeric).take(length).collect()
-}
-
-fn write_file(path: &Path, text: &str) {
-    fs::File::create(path)
-        .and_then(|mut file| file.write_all(text.as_bytes()))
-        .unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
-}
-
-fn log_file(path: &Path) -> fs::File {
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()))
 }
 
 /// The last 40 lines of a log.

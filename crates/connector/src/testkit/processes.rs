@@ -81,3 +81,17 @@ impl Drop for Processes {
         }
     }
 }
+
+/// Writes `text` to a new file at `path` (a program's configuration), or panics naming it.
+pub(crate) fn write_file(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
+}
+
+/// A file at `path` that a started program's output is appended to, or a panic naming it.
+pub(crate) fn log_file(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()))
+}

@@ -21,10 +21,9 @@
 //! the package's `wp-includes` and `wp-admin` (PHP resolves `__FILE__` through symlinks, so
 //! the files that find the configuration beside themselves must be copies).
 
-use super::processes::Processes;
+use super::processes::{Processes, log_file, write_file};
 use std::fmt;
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -569,18 +568,4 @@ fn logs(root: &Path) -> String {
         text.push_str(&format!("\n--- end of {name} ---\n{tail}"));
     }
     text
-}
-
-fn write_file(path: &Path, text: &str) {
-    fs::File::create(path)
-        .and_then(|mut file| file.write_all(text.as_bytes()))
-        .unwrap_or_else(|error| panic!("writing {}: {error}", path.display()));
-}
-
-fn log_file(path: &Path) -> fs::File {
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()))
 }
