@@ -788,9 +788,19 @@ async fn member_exists(client: &Client, page: &MemberPage, id: &RecordId) -> Res
 
 /// Whether the current page is a member's page as `page` describes it.
 async fn shows_page(client: &Client, page: &MemberPage) -> bool {
-    let selectors = page.edit.iter().chain([&page.save]).chain(
-        page.fields.values().flat_map(|field| std::iter::once(&field.selector).chain(field.view.as_ref())),
-    );
+    // Collected first: a lazy iterator of closures held across the awaits would keep the
+    // future from being `Send`.
+    let selectors: Vec<&str> = page
+        .edit
+        .iter()
+        .chain([&page.save])
+        .chain(
+            page.fields
+                .values()
+                .flat_map(|field| std::iter::once(&field.selector).chain(field.view.as_ref())),
+        )
+        .map(String::as_str)
+        .collect();
     for selector in selectors {
         if client.find(Locator::Css(selector)).await.is_ok() {
             return true;

@@ -140,16 +140,20 @@ impl SqliteConnector {
         })
     }
 
-    /// Waits for a blocking thread's answer.
-    async fn join<T>(
+    /// Waits for a blocking thread's answer. It borrows nothing of the connector while it
+    /// waits: the connector holds a SQLite connection, which is `Send` but not `Sync`.
+    fn join<T>(
         &self,
         task: tokio::task::JoinHandle<Offloaded<T>>,
-    ) -> Result<Offloaded<T>, ConnectorError> {
-        task.await.map_err(|error| ConnectorError::Unavailable {
-            what: self.config.path.display().to_string(),
-            message: format!("the SQLite call did not finish: {error}"),
-            retry_after: None,
-        })
+    ) -> impl Future<Output = Result<Offloaded<T>, ConnectorError>> + use<T> {
+        let config = Arc::clone(&self.config);
+        async move {
+            task.await.map_err(|error| ConnectorError::Unavailable {
+                what: config.path.display().to_string(),
+                message: format!("the SQLite call did not finish: {error}"),
+                retry_after: None,
+            })
+        }
     }
 }
 

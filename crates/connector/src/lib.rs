@@ -155,8 +155,9 @@ pub struct Probe {
 ///
 /// Implementations are driven by one task at a time; a connector may hold a connection or
 /// a browser session across calls. Every error is classified by
-/// `ConnectorError::is_retryable`.
-pub trait Connector {
+/// `ConnectorError::is_retryable`. A connector and the futures of its calls are `Send`, so
+/// that a run can move between the threads of a service's runtime.
+pub trait Connector: Send {
     /// What this connector can do.
     fn capabilities(&self) -> Capabilities;
 
@@ -166,7 +167,7 @@ pub trait Connector {
     ///
     /// Fails when the system cannot be reached or does not look as configured (a missing
     /// table or column, an unreadable file).
-    fn check(&mut self, paths: &[String]) -> impl Future<Output = Result<Probe, ConnectorError>>;
+    fn check(&mut self, paths: &[String]) -> impl Future<Output = Result<Probe, ConnectorError>> + Send;
 
     /// Reads one page of records, starting at `token` (the first page when `None`).
     ///
@@ -177,7 +178,7 @@ pub trait Connector {
         &mut self,
         request: &ReadRequest,
         token: Option<&PageToken>,
-    ) -> impl Future<Output = Result<Page, ConnectorError>>;
+    ) -> impl Future<Output = Result<Page, ConnectorError>> + Send;
 
     /// Reads the records matching `lookup`, in any order; records that do not exist are
     /// simply absent from the answer. Deleted (soft-deleted) records are returned with
@@ -190,7 +191,7 @@ pub trait Connector {
         &mut self,
         paths: &[String],
         lookup: &Lookup,
-    ) -> impl Future<Output = Result<Vec<ConnectorRecord>, ConnectorError>>;
+    ) -> impl Future<Output = Result<Vec<ConnectorRecord>, ConnectorError>> + Send;
 
     /// Applies writes, each on its own: one write's failure does not undo or stop another.
     /// The answer has one result per write, in order.
@@ -201,5 +202,5 @@ pub trait Connector {
     fn apply(
         &mut self,
         writes: &[Write],
-    ) -> impl Future<Output = Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError>>;
+    ) -> impl Future<Output = Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError>> + Send;
 }

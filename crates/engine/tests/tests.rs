@@ -459,7 +459,19 @@ async fn a_target_that_keeps_less_than_it_was_sent_makes_a_dead_entry_and_moves_
     assert_eq!((again.stats.writes_done, again.stats.writes_dead), (0, 0), "{again:#?}");
 }
 
-type Counter = std::rc::Rc<std::cell::Cell<u32>>;
+/// A count the wrapped connectors share with the test; atomic, as connectors are `Send`.
+#[derive(Clone, Default)]
+struct Counter(std::sync::Arc<std::sync::atomic::AtomicU32>);
+
+impl Counter {
+    fn get(&self) -> u32 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn set(&self, value: u32) {
+        self.0.store(value, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 /// The world's connectors, the right one counting its look-ups by key and by id.
 fn counting(world: &World, key_lookups: &Counter, id_lookups: &Counter) -> SidePair<Wrapped> {
@@ -483,10 +495,10 @@ async fn only_a_create_that_may_have_happened_is_looked_for_first() {
     world.left.set_now(at(100));
     world.left.edit("n1", "email", json!("new@club.nl"));
     world.left.edit("n1", "mobile", json!("06-99"));
-    let key_lookups = std::rc::Rc::new(std::cell::Cell::new(0));
+    let key_lookups = Counter::default();
     async fn run(
         world: &mut World,
-        key_lookups: &std::rc::Rc<std::cell::Cell<u32>>,
+        key_lookups: &Counter,
         options: RunOptions,
     ) -> fieldsync_engine::RunReport {
         let mut connectors = counting(world, key_lookups, &Default::default());
@@ -543,7 +555,7 @@ async fn a_first_attempt_of_an_update_is_read_back_and_not_read_first() {
     // The run dies right after publishing its plan (1 starts it, 2 writes the plan, 3
     // publishes it): the write is waiting, never tried.
     world.store.crash_at_commit(3, true);
-    let id_lookups = std::rc::Rc::new(std::cell::Cell::new(0));
+    let id_lookups = Counter::default();
     let run = async |world: &mut World, options: RunOptions| {
         let mut connectors = counting(world, &Default::default(), &id_lookups);
         let names = SidePair::new("left".to_string(), "right".to_string());
