@@ -154,6 +154,47 @@ pub struct ReportLine {
     pub reason: String,
 }
 
+impl ReportLine {
+    /// A line about a record (`field` `None`) or one of its fields, with no target and no
+    /// values; `to`, `with_values` and `with_value` add them.
+    pub(crate) fn about(
+        key: &RecordKey,
+        field: Option<&str>,
+        action: Action,
+        reason: impl Into<String>,
+    ) -> Self {
+        ReportLine {
+            key: key.clone(),
+            field: field.map(str::to_string),
+            action,
+            target: None,
+            left: None,
+            right: None,
+            value: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// The line with the side written.
+    pub(crate) fn to(mut self, target: Option<Side>) -> Self {
+        self.target = target;
+        self
+    }
+
+    /// The line with both sides' values.
+    pub(crate) fn with_values(mut self, left: &Value, right: &Value) -> Self {
+        self.left = Some(left.clone());
+        self.right = Some(right.clone());
+        self
+    }
+
+    /// The line with the value written or agreed.
+    pub(crate) fn with_value(mut self, value: &Value) -> Self {
+        self.value = Some(value.clone());
+        self
+    }
+}
+
 /// A write that did not succeed in this run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct WriteFailure {
