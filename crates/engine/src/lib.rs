@@ -15,7 +15,10 @@ mod run;
 pub mod spec;
 
 pub use error::EngineError;
-pub use report::{Action, GuardStop, ReadMode, ReportLine, RunReport, RunStats, SideStats, WriteFailure};
+pub use report::{
+    Action, FailureOutcome, GuardKind, GuardStop, ReadMode, ReportLine, RunReport, RunStats, SideStats,
+    WriteFailure,
+};
 pub use run::{Clock, NoProgress, Progress, RunOptions, SystemClock, run_link};
 pub use spec::{
     ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit, LinkSpec,

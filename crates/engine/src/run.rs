@@ -16,7 +16,7 @@ use jiff::Timestamp;
 use crate::EngineError;
 use crate::detect::{Candidate, Chunk, Detector, Presence};
 use crate::plan::{BaselineChange, Payload, Planner, RecordPlan, ReviewChange};
-use crate::report::{GuardStop, ReadMode, RunReport, RunStats};
+use crate::report::{FailureOutcome, GuardKind, GuardStop, ReadMode, RunReport, RunStats};
 use crate::spec::{Limit, LinkSpec, SidePair};
 use fieldsync_store::ReviewId;
 
@@ -170,7 +170,7 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
     report.status = match (&result, &report.guard) {
         (Err(_), _) => RunStatus::Failed,
         (Ok(()), Some(_)) => RunStatus::Guarded,
-        (Ok(()), None) if report.failures.iter().any(|failure| failure.outcome != "moved") => {
+        (Ok(()), None) if report.failures.iter().any(|failure| failure.outcome != FailureOutcome::Moved) => {
             RunStatus::Partial
         }
         (Ok(()), None) => RunStatus::Done,
@@ -446,15 +446,15 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
             let stats = report.stats.side(side);
             let deletes = stats.deletes_planned.max(*summary.vanished.get(side));
             let checks = [
-                ("delete", deletes, spec.guard.max_delete),
-                ("change", stats.updates_planned, spec.guard.max_change),
+                (GuardKind::Delete, deletes, spec.guard.max_delete),
+                (GuardKind::Change, stats.updates_planned, spec.guard.max_change),
             ];
             // Deletes touch only records with a baseline; changes also touch records seen on
             // both sides for the first time, so a side read in full weighs them against all
             // the records it listed (a first sync could otherwise read "880 of 338").
             let listed = if *summary.modes.get(side) == ReadMode::Full { stats.read } else { 0 };
             for (kind, count, limit) in checks {
-                let total = if kind == "change" { total.max(listed) } else { total };
+                let total = if kind == GuardKind::Change { total.max(listed) } else { total };
                 if limit.exceeded(count, total) {
                     let limit = match limit {
                         Limit::Share(share) => format!("{}%", share * 100.0),
