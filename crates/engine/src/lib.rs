@@ -8,6 +8,7 @@
 mod deliver;
 mod detect;
 mod error;
+mod guard;
 pub mod merge;
 mod plan;
 pub mod report;

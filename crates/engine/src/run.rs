@@ -15,9 +15,10 @@ use jiff::Timestamp;
 
 use crate::EngineError;
 use crate::detect::{Candidate, Chunk, Detector, Presence};
+use crate::guard::{Planned, guard_stop};
 use crate::plan::{BaselineChange, Payload, Planner, RecordPlan, ReviewChange};
-use crate::report::{FailureOutcome, GuardKind, GuardStop, ReadMode, RunReport, RunStats};
-use crate::spec::{Limit, LinkSpec, SidePair};
+use crate::report::{FailureOutcome, ReadMode, RunReport, RunStats};
+use crate::spec::{LinkSpec, SidePair};
 use fieldsync_store::ReviewId;
 
 /// The time, and a way to wait; injected so that tests can run retries with a fake clock.
@@ -441,35 +442,15 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
     let summary = detector.summary();
 
     // 5. Guard.
-    if !options.force {
-        for side in Side::BOTH {
-            let stats = report.stats.side(side);
-            let deletes = stats.deletes_planned.max(*summary.vanished.get(side));
-            let checks = [
-                (GuardKind::Delete, deletes, spec.guard.max_delete),
-                (GuardKind::Change, stats.updates_planned, spec.guard.max_change),
-            ];
-            // Deletes touch only records with a baseline; changes also touch records seen on
-            // both sides for the first time, so a side read in full weighs them against all
-            // the records it listed (a first sync could otherwise read "880 of 338").
-            let listed = if *summary.modes.get(side) == ReadMode::Full { stats.read } else { 0 };
-            for (kind, count, limit) in checks {
-                let total = if kind == GuardKind::Change { total.max(listed) } else { total };
-                if limit.exceeded(count, total) {
-                    let limit = match limit {
-                        Limit::Share(share) => format!("{}%", share * 100.0),
-                        Limit::Count(count) => count.to_string(),
-                    };
-                    report.guard = Some(GuardStop { side, kind, count, total, limit });
-                    if let Some(run_id) = report.run_id {
-                        let transaction = begin(store, lease)?;
-                        transaction.discard_plan(link, run_id)?;
-                        transaction.commit()?;
-                    }
-                    return Ok(false);
-                }
-            }
+    let planned = Planned { stats: &report.stats, vanished: summary.vanished, modes: summary.modes };
+    report.guard = guard_stop(planned, total, spec.guard, options.force);
+    if report.guard.is_some() {
+        if let Some(run_id) = report.run_id {
+            let transaction = begin(store, lease)?;
+            transaction.discard_plan(link, run_id)?;
+            transaction.commit()?;
         }
+        return Ok(false);
     }
     let Some(run_id) = report.run_id.filter(|_| !options.dry_run) else { return Ok(false) };
 
