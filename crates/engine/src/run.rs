@@ -2,8 +2,6 @@
 //! plan (committed in one transaction), deliver, and record the run in the history.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::time::Duration;
 
 use fieldsync_connector::Connector;
 use fieldsync_model::{RecordKey, Side};
@@ -14,48 +12,14 @@ use fieldsync_store::{
 use jiff::Timestamp;
 
 use crate::EngineError;
+use crate::clock::Clock;
 use crate::detect::{Candidate, Chunk, Detector, Presence};
 use crate::guard::{Planned, guard_stop};
 use crate::plan::{BaselineChange, Payload, Planner, RecordPlan, ReviewChange};
+use crate::progress::Progress;
 use crate::report::{FailureOutcome, ReadMode, RunReport, RunStats};
 use crate::spec::{LinkSpec, SidePair};
 use fieldsync_store::ReviewId;
-
-/// The time, and a way to wait; injected so that tests can run retries with a fake clock.
-pub trait Clock {
-    /// Now.
-    fn now(&self) -> Timestamp;
-    /// Waits for `duration`.
-    fn sleep(&self, duration: Duration) -> impl Future<Output = ()>;
-}
-
-/// The real clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        Timestamp::now()
-    }
-
-    async fn sleep(&self, duration: Duration) {
-        tokio::time::sleep(duration).await;
-    }
-}
-
-/// Where a run tells how far it got; the CLI draws progress bars from it.
-pub trait Progress {
-    /// A new phase starts, with its size if known.
-    fn phase(&self, _name: &str, _total: Option<u64>) {}
-    /// `count` more units of the current phase are done.
-    fn advance(&self, _count: u64) {}
-}
-
-/// A `Progress` that shows nothing.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoProgress;
-
-impl Progress for NoProgress {}
 
 /// How to run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
