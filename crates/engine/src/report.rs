@@ -311,6 +311,25 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The report of a run of `link` between the connectors `sides` as it starts: nothing
+    /// counted, nothing happened yet.
+    pub fn new(link: LinkName, sides: SidePair<String>, dry_run: bool) -> Self {
+        RunReport {
+            link,
+            run_id: None,
+            dry_run,
+            status: RunStatus::Running,
+            sides,
+            stats: RunStats::default(),
+            lines: Vec::new(),
+            lines_omitted: 0,
+            failures: Vec::new(),
+            problems: Vec::new(),
+            guard: None,
+            elapsed_ms: 0,
+        }
+    }
+
     /// Keeps a line, made only while there is room for it (a run of a million creates would
     /// otherwise build a million lines to count them).
     pub(crate) fn push_line(&mut self, line: impl FnOnce() -> ReportLine) {

@@ -17,7 +17,7 @@ use crate::detect::{Candidate, Chunk, Detector, Presence};
 use crate::guard::{Planned, guard_stop};
 use crate::plan::{BaselineChange, Payload, Planner, RecordPlan, ReviewChange};
 use crate::progress::Progress;
-use crate::report::{FailureOutcome, ReadMode, RunReport, RunStats};
+use crate::report::{FailureOutcome, ReadMode, RunReport};
 use crate::spec::{LinkSpec, SidePair};
 use fieldsync_store::ReviewId;
 
@@ -75,20 +75,7 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
             *since.get_mut(side) = Some(cursor_at - *spec.overlap.get(side));
         }
     }
-    let mut report = RunReport {
-        link: spec.name.clone(),
-        run_id: None,
-        dry_run: options.dry_run,
-        status: RunStatus::Running,
-        sides: names.clone(),
-        stats: RunStats::default(),
-        lines: Vec::new(),
-        lines_omitted: 0,
-        failures: Vec::new(),
-        problems: Vec::new(),
-        guard: None,
-        elapsed_ms: 0,
-    };
+    let mut report = RunReport::new(spec.name.clone(), names.clone(), options.dry_run);
     report.stats.left.mode = modes.left;
     report.stats.right.mode = modes.right;
     let mode_name =

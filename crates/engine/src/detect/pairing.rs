@@ -676,31 +676,23 @@ fn duplicate_problem(key: &RecordKey, side: Side, id: &RecordId) -> String {
 #[cfg(test)]
 mod tests {
     use fieldsync_model::{LinkName, Value};
-    use fieldsync_store::RunStatus;
     use serde_json::json;
 
     use super::*;
-    use crate::report::RunStats;
 
     const FULL: ReadMode = ReadMode::Full;
     const INCREMENTAL: ReadMode = ReadMode::Incremental;
     const FINGERPRINTS: SidePair<u64> = SidePair { left: 11, right: 22 };
 
     fn report() -> RunReport {
-        RunReport {
-            link: LinkName::new("members"),
-            run_id: None,
-            dry_run: false,
-            status: RunStatus::Running,
-            sides: SidePair::new("left".into(), "right".into()),
-            stats: RunStats::default(),
-            lines: Vec::new(),
-            lines_omitted: 0,
-            failures: Vec::new(),
-            problems: Vec::new(),
-            guard: None,
-            elapsed_ms: 0,
-        }
+        RunReport::new(LinkName::new("members"), SidePair::new("left".into(), "right".into()), false)
+    }
+
+    /// A pairing of two full reads of a link with no baselines yet, and its report.
+    fn first_sync() -> (Pairing, RunReport) {
+        let mut pairing = Pairing::new(SidePair::new(FULL, FULL), FINGERPRINTS, 0);
+        load_all(&mut pairing, Vec::new());
+        (pairing, report())
     }
 
     fn key(text: &str) -> RecordKey {
@@ -761,19 +753,19 @@ mod tests {
         pairing.take_chunk().map(|chunk| chunk.candidates).unwrap_or_default()
     }
 
-    fn shape(presence: &Presence) -> &'static str {
-        match presence {
+    /// What each side holds for a candidate, in a word.
+    fn shapes(candidate: &Candidate) -> (&'static str, &'static str) {
+        let shape = |presence: &Presence| match presence {
             Presence::Present(_) => "present",
             Presence::Absent => "absent",
             Presence::Unknown => "unknown",
-        }
+        };
+        (shape(&candidate.presence.left), shape(&candidate.presence.right))
     }
 
     #[test]
     fn a_record_listed_on_one_side_waits_for_the_other_listing() {
-        let mut report = report();
-        let mut pairing = Pairing::new(SidePair::new(FULL, FULL), FINGERPRINTS, 0);
-        load_all(&mut pairing, Vec::new());
+        let (mut pairing, mut report) = first_sync();
         let (lookups, _) =
             page(&mut pairing, Side::Left, vec![("K1", raw("L1", "anna"))], false, &mut report);
         assert!(lookups.is_empty(), "the right listing may still bring K1");
@@ -784,16 +776,14 @@ mod tests {
         let ready = candidates(&mut pairing);
         assert_eq!(ready.len(), 1);
         assert_eq!(ready[0].key, key("K1"));
-        assert_eq!((shape(&ready[0].presence.left), shape(&ready[0].presence.right)), ("present", "present"));
+        assert_eq!(shapes(&ready[0]), ("present", "present"));
         assert!(!ready[0].had_baseline);
         assert_eq!((report.stats.left.changed, report.stats.right.changed), (1, 1));
     }
 
     #[test]
     fn a_record_only_on_one_side_is_looked_up_when_the_other_listing_ends_without_it() {
-        let mut report = report();
-        let mut pairing = Pairing::new(SidePair::new(FULL, FULL), FINGERPRINTS, 0);
-        load_all(&mut pairing, Vec::new());
+        let (mut pairing, mut report) = first_sync();
         page(&mut pairing, Side::Left, vec![("K1", raw("L1", "anna"))], false, &mut report);
         let (_, end) = page(&mut pairing, Side::Right, vec![], true, &mut report);
         let end = end.unwrap();
@@ -803,7 +793,7 @@ mod tests {
         found.insert(key("K1"), Presence::Absent);
         pairing.looked_up(end, found);
         let ready = candidates(&mut pairing);
-        assert_eq!((shape(&ready[0].presence.left), shape(&ready[0].presence.right)), ("present", "absent"));
+        assert_eq!(shapes(&ready[0]), ("present", "absent"));
     }
 
     #[test]
@@ -818,7 +808,7 @@ mod tests {
         // Not found: an incremental side that cannot tell leaves it unknown.
         pairing.looked_up(lookups, HashMap::new());
         let ready = candidates(&mut pairing);
-        assert_eq!((shape(&ready[0].presence.left), shape(&ready[0].presence.right)), ("present", "unknown"));
+        assert_eq!(shapes(&ready[0]), ("present", "unknown"));
     }
 
     #[test]
@@ -861,9 +851,7 @@ mod tests {
 
     #[test]
     fn a_record_listed_again_replaces_its_waiting_version_and_one_planned_holds_the_cursor_back() {
-        let mut report = report();
-        let mut pairing = Pairing::new(SidePair::new(FULL, FULL), FINGERPRINTS, 0);
-        load_all(&mut pairing, Vec::new());
+        let (mut pairing, mut report) = first_sync();
         page(&mut pairing, Side::Left, vec![("K1", raw("L1", "anna"))], false, &mut report);
         // It changed while the listing went on, and moved to a later page.
         page(&mut pairing, Side::Left, vec![("K1", raw("L1", "anne"))], false, &mut report);
@@ -884,16 +872,9 @@ mod tests {
 
     #[test]
     fn another_record_with_a_key_already_listed_is_reported_and_ignored() {
-        let mut report = report();
-        let mut pairing = Pairing::new(SidePair::new(FULL, FULL), FINGERPRINTS, 0);
-        load_all(&mut pairing, Vec::new());
-        page(
-            &mut pairing,
-            Side::Left,
-            vec![("K1", raw("L1", "anna")), ("K1", raw("L2", "bert"))],
-            false,
-            &mut report,
-        );
+        let (mut pairing, mut report) = first_sync();
+        let twice = vec![("K1", raw("L1", "anna")), ("K1", raw("L2", "bert"))];
+        page(&mut pairing, Side::Left, twice, false, &mut report);
         page(&mut pairing, Side::Left, vec![("K1", raw("L3", "carl"))], false, &mut report);
         assert_eq!(report.problems.len(), 2, "{:?}", report.problems);
         assert!(report.problems[0].contains("record L2 ignored"));
@@ -923,7 +904,7 @@ mod tests {
         let presence = SidePair::new(Presence::Absent, Presence::Present(normalised(raw("R2", "bert"))));
         pairing.found_leftover(key("K2"), presence, true);
         let ready = candidates(&mut pairing);
-        assert_eq!((shape(&ready[0].presence.left), shape(&ready[0].presence.right)), ("absent", "present"));
+        assert_eq!(shapes(&ready[0]), ("absent", "present"));
         assert_eq!(pairing.summary().vanished, SidePair::new(1, 0));
     }
 
@@ -949,16 +930,9 @@ mod tests {
 
     #[test]
     fn counterparts_on_later_pages_meet_and_chunks_hand_out_what_is_ready() {
-        let mut report = report();
-        let mut pairing = Pairing::new(SidePair::new(FULL, FULL), FINGERPRINTS, 0);
-        load_all(&mut pairing, Vec::new());
-        page(
-            &mut pairing,
-            Side::Left,
-            vec![("K1", raw("L1", "a")), ("K2", raw("L2", "b"))],
-            false,
-            &mut report,
-        );
+        let (mut pairing, mut report) = first_sync();
+        let both = vec![("K1", raw("L1", "a")), ("K2", raw("L2", "b"))];
+        page(&mut pairing, Side::Left, both, false, &mut report);
         page(&mut pairing, Side::Right, vec![("K1", raw("R1", "a"))], false, &mut report);
         assert_eq!(candidates(&mut pairing).len(), 1, "K1 met; K2 waits for the next right page");
         page(&mut pairing, Side::Left, vec![], true, &mut report);
