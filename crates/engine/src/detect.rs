@@ -2,10 +2,11 @@
 //! looks records up, reads the state store's digests and normalises, and feeds what it read to
 //! the pure `pairing::Pairing`, which decides what waits, what is looked up and what is
 //! unchanged; candidates go to the planner a chunk at a time. Also `SideRecord`, `Presence`,
-//! `Candidate`, and `normalise_all` (records normalised on every core).
+//! `Candidate`, and `normalise_all` (records normalised on every core, off the async thread).
 
 mod pairing;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use foldhash::{HashMap, HashMapExt, HashSet};
@@ -119,18 +120,25 @@ impl RawRecord {
     }
 }
 
-/// Normalises records on every core: normalising (phone numbers above all) is the costliest
-/// part of a scan. The order is kept.
-pub(crate) fn normalise_all(spec: &LinkSpec, side: Side, mut raws: Vec<RawRecord>) -> Vec<SideRecord> {
-    /// Below this many records per thread, starting threads costs more than it saves.
+/// Normalises records on tokio's blocking pool, split across every core: normalising (phone
+/// numbers above all) is the costliest part of a scan, and done on the async thread it would
+/// stop that thread — the command line's only one — from polling the connectors' reads
+/// meanwhile. The parts own their records and share the link's spec; the order is kept.
+pub(crate) async fn normalise_all(
+    spec: &Arc<LinkSpec>,
+    side: Side,
+    mut raws: Vec<RawRecord>,
+) -> Vec<SideRecord> {
+    /// Below this many records per thread, a second thread costs more than it saves.
     const PER_THREAD: usize = 64;
     // Asked once: the answer comes from the cgroup files, read anew at every call.
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    if raws.is_empty() {
+        return Vec::new();
+    }
     let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
     let threads = cores.min(raws.len() / PER_THREAD).max(1);
-    if threads == 1 {
-        return raws.into_iter().map(|raw| raw.normalise(spec, side)).collect();
-    }
+    let mut records = Vec::with_capacity(raws.len());
     let size = raws.len().div_ceil(threads);
     let mut parts = Vec::with_capacity(threads);
     while raws.len() > size {
@@ -138,18 +146,25 @@ pub(crate) fn normalise_all(spec: &LinkSpec, side: Side, mut raws: Vec<RawRecord
     }
     parts.push(raws);
     parts.reverse();
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = parts
-            .into_iter()
-            .map(|part| {
-                scope.spawn(move || part.into_iter().map(|raw| raw.normalise(spec, side)).collect::<Vec<_>>())
+    let workers: Vec<_> = parts
+        .into_iter()
+        .map(|part| {
+            let spec = Arc::clone(spec);
+            tokio::task::spawn_blocking(move || {
+                part.into_iter().map(|raw| raw.normalise(&spec, side)).collect::<Vec<_>>()
             })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
-    })
+        })
+        .collect();
+    for worker in workers {
+        match worker.await {
+            Ok(part) => records.extend(part),
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            // A blocking task is cancelled only when its runtime shuts down, and then nothing
+            // polls this future any more: this cannot be reached.
+            Err(error) => unreachable!("normalising was cancelled by the runtime shutting down: {error}"),
+        }
+    }
+    records
 }
 
 /// Takes a connector record's link key out; fails when it has none or too few values.
@@ -221,6 +236,8 @@ async fn with_retries<T, C: Clock>(
 /// (pages, retries, look-ups, the state store's digests), feeding a `Pairing` that decides.
 pub(crate) struct Detector<'a> {
     spec: &'a LinkSpec,
+    /// The same spec, shared with the normalising threads of the blocking pool.
+    shared_spec: Arc<LinkSpec>,
     layout: &'a LinkLayout,
     names: &'a SidePair<String>,
     requests: SidePair<ReadRequest>,
@@ -260,6 +277,7 @@ impl<'a> Detector<'a> {
         let fingerprints = SidePair::new(spec.fingerprint(Side::Left), spec.fingerprint(Side::Right));
         Ok(Self {
             spec,
+            shared_spec: Arc::new(spec.clone()),
             layout,
             names,
             requests: SidePair::new(request(Side::Left), request(Side::Right)),
@@ -390,7 +408,7 @@ impl<'a> Detector<'a> {
         };
         let mut sorted = self.pairing.sort_page(side, latest, split, &digests, report);
         // Normalised for the whole page at once, on every core.
-        let records = normalise_all(spec, side, std::mem::take(&mut sorted.raws));
+        let records = normalise_all(&self.shared_spec, side, std::mem::take(&mut sorted.raws)).await;
         let lookups = self.pairing.pair_page(sorted, records, report);
         if page.next.is_none() {
             let pending = self.pairing.finish_listing(side);
@@ -493,7 +511,7 @@ impl<'a> Detector<'a> {
                 Err(problem) => report.problems.push(problem),
             }
         }
-        for (key, record) in keys.into_iter().zip(normalise_all(spec, side, raws)) {
+        for (key, record) in keys.into_iter().zip(normalise_all(&self.shared_spec, side, raws).await) {
             presences.insert(key, Presence::Present(record));
         }
         Ok(presences)

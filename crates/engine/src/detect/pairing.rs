@@ -763,6 +763,18 @@ mod tests {
         (shape(&candidate.presence.left), shape(&candidate.presence.right))
     }
 
+    /// The pairing holds no `Rc` or borrow across the driver's awaits: a run's future stays
+    /// `Send` whenever its connectors' futures are.
+    #[test]
+    fn the_pairing_and_what_it_hands_out_can_cross_threads() {
+        fn send<T: Send>() {}
+        send::<Pairing>();
+        send::<SortedPage>();
+        send::<Lookups>();
+        send::<Chunk>();
+        send::<super::super::Detector<'static>>();
+    }
+
     #[test]
     fn a_record_listed_on_one_side_waits_for_the_other_listing() {
         let (mut pairing, mut report) = first_sync();
