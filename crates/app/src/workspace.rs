@@ -30,7 +30,8 @@ pub use status::{LinkStatus, OutboxCounts, ReviewCounts};
 // module so that their callers depend on the app alone.
 pub use fieldsync_connector::{Capabilities, Probe};
 pub use fieldsync_engine::{
-    Action, GuardStop, NoProgress, Progress, ReportLine, RunReport, RunStats, SideStats, WriteFailure,
+    Action, FailureOutcome, GuardKind, GuardStop, NoProgress, Progress, ReportLine, RunReport, RunStats,
+    SideStats, WriteFailure,
 };
 pub use fieldsync_store::{
     AuditEntry, AuditEvent, Decision, OutboxStatus, ReviewKind, ReviewStatus, RunRow, RunStatus,

@@ -16,7 +16,7 @@ use fieldsync_store::{
 };
 
 use crate::plan::Payload;
-use crate::report::{RunReport, WriteFailure};
+use crate::report::{FailureOutcome, RunReport, WriteFailure};
 use crate::spec::{LinkSpec, SidePair};
 use crate::{Clock, EngineError, Progress};
 
@@ -175,7 +175,7 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
     report.failures = final_outcomes.into_values().collect();
     report.failures.sort_by_key(|failure| failure.outbox_id);
     report.stats.writes_retrying =
-        report.failures.iter().filter(|failure| failure.outcome == "retrying").count() as u64;
+        report.failures.iter().filter(|failure| failure.outcome == FailureOutcome::Retrying).count() as u64;
     Ok(())
 }
 
@@ -540,7 +540,7 @@ fn close_batch<K: Clock, S: StateStore>(
             reason,
             at: now,
         };
-        let failure = |outcome: &'static str, message: String| WriteFailure {
+        let failure = |outcome: FailureOutcome, message: String| WriteFailure {
             outbox_id: entry.id,
             key: entry.key.clone(),
             side,
@@ -604,14 +604,14 @@ fn close_batch<K: Clock, S: StateStore>(
                         ),
                     )?;
                     report.stats.writes_dead += 1;
-                    final_outcomes.insert(entry.id, failure("dead", message));
+                    final_outcomes.insert(entry.id, failure(FailureOutcome::Dead, message));
                 } else {
                     let backoff = spec.retry.backoff(attempts, rng.f64());
                     let wait = error.retry_after().map_or(backoff, |asked| asked.max(backoff));
                     let next = now + wait;
                     set_status(OutboxStatus::Pending, Some(next), Some(&message))?;
                     tracing::warn!(link, key = %entry.key, %side, attempts, error = %message, "Retrying outbox entry.");
-                    final_outcomes.insert(entry.id, failure("retrying", message));
+                    final_outcomes.insert(entry.id, failure(FailureOutcome::Retrying, message));
                 }
             }
             Attempt::Failed(
@@ -629,7 +629,7 @@ fn close_batch<K: Clock, S: StateStore>(
                     set_status(OutboxStatus::Dead, None, Some(&message))?;
                     transaction.audit(link, &audit(AuditEvent::Failed, message.clone(), None))?;
                     report.stats.writes_dead += 1;
-                    final_outcomes.insert(entry.id, failure("dead", message));
+                    final_outcomes.insert(entry.id, failure(FailureOutcome::Dead, message));
                 } else if attempts > 1 {
                     let message = format!(
                         "{error}; refused the same way {attempts} times, it will be planned again from a \
@@ -637,12 +637,12 @@ fn close_batch<K: Clock, S: StateStore>(
                     );
                     set_status(OutboxStatus::Moved, None, Some(&message))?;
                     tracing::warn!(link, key = %entry.key, %side, attempts, error = %message, "Outbox entry refused again.");
-                    final_outcomes.insert(entry.id, failure("retrying", message));
+                    final_outcomes.insert(entry.id, failure(FailureOutcome::Retrying, message));
                 } else {
                     let message = format!("{error}; it will be planned again from a fresh read");
                     set_status(OutboxStatus::Moved, None, Some(&message))?;
                     report.stats.writes_moved += 1;
-                    final_outcomes.insert(entry.id, failure("moved", message));
+                    final_outcomes.insert(entry.id, failure(FailureOutcome::Moved, message));
                 }
                 moved = true;
             }
@@ -651,13 +651,13 @@ fn close_batch<K: Clock, S: StateStore>(
                 set_status(OutboxStatus::Dead, None, Some(&message))?;
                 transaction.audit(link, &audit(AuditEvent::Failed, message.clone(), None))?;
                 report.stats.writes_dead += 1;
-                final_outcomes.insert(entry.id, failure("dead", message));
+                final_outcomes.insert(entry.id, failure(FailureOutcome::Dead, message));
             }
             Attempt::Mismatch(message) | Attempt::Damaged(message) => {
                 set_status(OutboxStatus::Dead, None, Some(&message))?;
                 transaction.audit(link, &audit(AuditEvent::Failed, message.clone(), None))?;
                 report.stats.writes_dead += 1;
-                final_outcomes.insert(entry.id, failure("dead", message));
+                final_outcomes.insert(entry.id, failure(FailureOutcome::Dead, message));
             }
         }
     }

@@ -5,18 +5,26 @@
 //! Architecture Invariant: the engine knows no connector by name and nothing of terminals or
 //! HTTP; it reports through `RunReport` and the `Progress` trait.
 
+mod clock;
 mod deliver;
 mod detect;
 mod error;
+mod guard;
 pub mod merge;
 mod plan;
+mod progress;
 pub mod report;
 mod run;
 pub mod spec;
 
+pub use clock::{Clock, SystemClock};
 pub use error::EngineError;
-pub use report::{Action, GuardStop, ReadMode, ReportLine, RunReport, RunStats, SideStats, WriteFailure};
-pub use run::{Clock, NoProgress, Progress, RunOptions, SystemClock, run_link};
+pub use progress::{NoProgress, Progress};
+pub use report::{
+    Action, FailureOutcome, GuardKind, GuardStop, ReadMode, ReportLine, RunReport, RunStats, SideStats,
+    WriteFailure,
+};
+pub use run::{RunOptions, run_link};
 pub use spec::{
     ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit, LinkSpec,
     RetryPolicy, SidePair, Tie,

@@ -154,6 +154,103 @@ pub struct ReportLine {
     pub reason: String,
 }
 
+impl ReportLine {
+    /// A line about a record (`field` `None`) or one of its fields, with no target and no
+    /// values; `to`, `with_values` and `with_value` add them.
+    pub(crate) fn about(
+        key: &RecordKey,
+        field: Option<&str>,
+        action: Action,
+        reason: impl Into<String>,
+    ) -> Self {
+        ReportLine {
+            key: key.clone(),
+            field: field.map(str::to_string),
+            action,
+            target: None,
+            left: None,
+            right: None,
+            value: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// The line with the side written.
+    pub(crate) fn to(mut self, target: Option<Side>) -> Self {
+        self.target = target;
+        self
+    }
+
+    /// The line with both sides' values.
+    pub(crate) fn with_values(mut self, left: &Value, right: &Value) -> Self {
+        self.left = Some(left.clone());
+        self.right = Some(right.clone());
+        self
+    }
+
+    /// The line with the value written or agreed.
+    pub(crate) fn with_value(mut self, value: &Value) -> Self {
+        self.value = Some(value.clone());
+        self
+    }
+}
+
+/// Writes `as_str` and serialises to the same text, so that the command line's output and the
+/// JSON interface read as they did when these outcomes were strings; tests and older callers
+/// may still compare them with that text.
+macro_rules! text_outcome {
+    ($(#[$doc:meta])* $name:ident { $($(#[$variant_doc:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+        pub enum $name {
+            $($(#[$variant_doc])* #[serde(rename = $text)] $variant,)+
+        }
+
+        impl $name {
+            /// The outcome's text, as it is rendered and serialised.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, text: &&str) -> bool {
+                self.as_str() == *text
+            }
+        }
+    };
+}
+
+text_outcome!(
+    /// How a write that did not succeed in this run stands.
+    FailureOutcome {
+        /// It failed for now and will be tried again after its backoff.
+        Retrying => "retrying",
+        /// It failed for good: a person retries or drops it.
+        Dead => "dead",
+        /// Its target changed since it was read: the next run plans it again from fresh reads.
+        Moved => "moved",
+    }
+);
+
+text_outcome!(
+    /// What the guard found too much of.
+    GuardKind {
+        /// Records a run would delete.
+        Delete => "delete",
+        /// Records a run would change.
+        Change => "change",
+    }
+);
+
 /// A write that did not succeed in this run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct WriteFailure {
@@ -163,8 +260,8 @@ pub struct WriteFailure {
     pub key: RecordKey,
     /// The side written.
     pub side: Side,
-    /// `retrying`, `dead` or `moved`.
-    pub outcome: &'static str,
+    /// How it stands: retrying, dead or moved.
+    pub outcome: FailureOutcome,
     /// The target's message.
     pub message: String,
 }
@@ -174,8 +271,8 @@ pub struct WriteFailure {
 pub struct GuardStop {
     /// The side that would have lost or changed too much.
     pub side: Side,
-    /// `delete` or `change`.
-    pub kind: &'static str,
+    /// Whether it deletes or changes that would have been too many.
+    pub kind: GuardKind,
     /// How many records.
     pub count: u64,
     /// Out of how many.
@@ -214,6 +311,25 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The report of a run of `link` between the connectors `sides` as it starts: nothing
+    /// counted, nothing happened yet.
+    pub fn new(link: LinkName, sides: SidePair<String>, dry_run: bool) -> Self {
+        RunReport {
+            link,
+            run_id: None,
+            dry_run,
+            status: RunStatus::Running,
+            sides,
+            stats: RunStats::default(),
+            lines: Vec::new(),
+            lines_omitted: 0,
+            failures: Vec::new(),
+            problems: Vec::new(),
+            guard: None,
+            elapsed_ms: 0,
+        }
+    }
+
     /// Keeps a line, made only while there is room for it (a run of a million creates would
     /// otherwise build a million lines to count them).
     pub(crate) fn push_line(&mut self, line: impl FnOnce() -> ReportLine) {
@@ -232,5 +348,44 @@ impl<T: Serialize> Serialize for SidePair<T> {
         pair.serialize_field("left", &self.left)?;
         pair.serialize_field("right", &self.right)?;
         pair.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The outcomes read, render and serialise as the strings they replaced: the command
+    /// line's text and the JSON interface are unchanged.
+    #[test]
+    fn outcomes_render_and_serialise_as_their_text() {
+        let outcomes = [
+            (FailureOutcome::Retrying.as_str(), FailureOutcome::Retrying.to_string(), "retrying"),
+            (FailureOutcome::Dead.as_str(), FailureOutcome::Dead.to_string(), "dead"),
+            (FailureOutcome::Moved.as_str(), FailureOutcome::Moved.to_string(), "moved"),
+            (GuardKind::Delete.as_str(), GuardKind::Delete.to_string(), "delete"),
+            (GuardKind::Change.as_str(), GuardKind::Change.to_string(), "change"),
+        ];
+        for (text, rendered, expected) in outcomes {
+            assert_eq!((text, rendered.as_str()), (expected, expected));
+        }
+        let failure = WriteFailure {
+            outbox_id: 7,
+            key: RecordKey::new("M1"),
+            side: Side::Right,
+            outcome: FailureOutcome::Moved,
+            message: "target moved".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&failure).unwrap(),
+            serde_json::json!({"outbox_id": 7, "key": "M1", "side": "right", "outcome": "moved", "message": "target moved"})
+        );
+        assert!(failure.outcome == "moved" && failure.outcome != "dead");
+        let stop =
+            GuardStop { side: Side::Left, kind: GuardKind::Change, count: 6, total: 10, limit: "50%".into() };
+        assert_eq!(
+            serde_json::to_value(&stop).unwrap(),
+            serde_json::json!({"side": "left", "kind": "change", "count": 6, "total": 10, "limit": "50%"})
+        );
     }
 }

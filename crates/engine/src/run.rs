@@ -2,8 +2,6 @@
 //! plan (committed in one transaction), deliver, and record the run in the history.
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::time::Duration;
 
 use fieldsync_connector::Connector;
 use fieldsync_model::{RecordKey, Side};
@@ -14,47 +12,14 @@ use fieldsync_store::{
 use jiff::Timestamp;
 
 use crate::EngineError;
+use crate::clock::Clock;
 use crate::detect::{Candidate, Chunk, Detector, Presence};
+use crate::guard::{Planned, guard_stop};
 use crate::plan::{BaselineChange, Payload, Planner, RecordPlan, ReviewChange};
-use crate::report::{GuardStop, ReadMode, RunReport, RunStats};
-use crate::spec::{Limit, LinkSpec, SidePair};
+use crate::progress::Progress;
+use crate::report::{FailureOutcome, ReadMode, RunReport};
+use crate::spec::{LinkSpec, SidePair};
 use fieldsync_store::ReviewId;
-
-/// The time, and a way to wait; injected so that tests can run retries with a fake clock.
-pub trait Clock {
-    /// Now.
-    fn now(&self) -> Timestamp;
-    /// Waits for `duration`.
-    fn sleep(&self, duration: Duration) -> impl Future<Output = ()>;
-}
-
-/// The real clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        Timestamp::now()
-    }
-
-    async fn sleep(&self, duration: Duration) {
-        tokio::time::sleep(duration).await;
-    }
-}
-
-/// Where a run tells how far it got; the CLI draws progress bars from it.
-pub trait Progress {
-    /// A new phase starts, with its size if known.
-    fn phase(&self, _name: &str, _total: Option<u64>) {}
-    /// `count` more units of the current phase are done.
-    fn advance(&self, _count: u64) {}
-}
-
-/// A `Progress` that shows nothing.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoProgress;
-
-impl Progress for NoProgress {}
 
 /// How to run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -110,20 +75,7 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
             *since.get_mut(side) = Some(cursor_at - *spec.overlap.get(side));
         }
     }
-    let mut report = RunReport {
-        link: spec.name.clone(),
-        run_id: None,
-        dry_run: options.dry_run,
-        status: RunStatus::Running,
-        sides: names.clone(),
-        stats: RunStats::default(),
-        lines: Vec::new(),
-        lines_omitted: 0,
-        failures: Vec::new(),
-        problems: Vec::new(),
-        guard: None,
-        elapsed_ms: 0,
-    };
+    let mut report = RunReport::new(spec.name.clone(), names.clone(), options.dry_run);
     report.stats.left.mode = modes.left;
     report.stats.right.mode = modes.right;
     let mode_name =
@@ -170,7 +122,7 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
     report.status = match (&result, &report.guard) {
         (Err(_), _) => RunStatus::Failed,
         (Ok(()), Some(_)) => RunStatus::Guarded,
-        (Ok(()), None) if report.failures.iter().any(|failure| failure.outcome != "moved") => {
+        (Ok(()), None) if report.failures.iter().any(|failure| failure.outcome != FailureOutcome::Moved) => {
             RunStatus::Partial
         }
         (Ok(()), None) => RunStatus::Done,
@@ -441,35 +393,15 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
     let summary = detector.summary();
 
     // 5. Guard.
-    if !options.force {
-        for side in Side::BOTH {
-            let stats = report.stats.side(side);
-            let deletes = stats.deletes_planned.max(*summary.vanished.get(side));
-            let checks = [
-                ("delete", deletes, spec.guard.max_delete),
-                ("change", stats.updates_planned, spec.guard.max_change),
-            ];
-            // Deletes touch only records with a baseline; changes also touch records seen on
-            // both sides for the first time, so a side read in full weighs them against all
-            // the records it listed (a first sync could otherwise read "880 of 338").
-            let listed = if *summary.modes.get(side) == ReadMode::Full { stats.read } else { 0 };
-            for (kind, count, limit) in checks {
-                let total = if kind == "change" { total.max(listed) } else { total };
-                if limit.exceeded(count, total) {
-                    let limit = match limit {
-                        Limit::Share(share) => format!("{}%", share * 100.0),
-                        Limit::Count(count) => count.to_string(),
-                    };
-                    report.guard = Some(GuardStop { side, kind, count, total, limit });
-                    if let Some(run_id) = report.run_id {
-                        let transaction = begin(store, lease)?;
-                        transaction.discard_plan(link, run_id)?;
-                        transaction.commit()?;
-                    }
-                    return Ok(false);
-                }
-            }
+    let planned = Planned { stats: &report.stats, vanished: summary.vanished, modes: summary.modes };
+    report.guard = guard_stop(planned, total, spec.guard, options.force);
+    if report.guard.is_some() {
+        if let Some(run_id) = report.run_id {
+            let transaction = begin(store, lease)?;
+            transaction.discard_plan(link, run_id)?;
+            transaction.commit()?;
         }
+        return Ok(false);
     }
     let Some(run_id) = report.run_id.filter(|_| !options.dry_run) else { return Ok(false) };
 
