@@ -11,8 +11,8 @@ use fieldsync_connector::{
 };
 use fieldsync_model::{RecordId, Side, Value};
 use fieldsync_store::{
-    AuditEntry, AuditEvent, Baseline, CursorState, Lease, LinkLayout, Operation, Origin, OutboxEntry,
-    OutboxStatus, StateStore, Transaction,
+    AuditEntry, AuditEvent, Baseline, BaselineWrite, BatchClose, EntryOutcome, Lease, LinkLayout, Operation,
+    Origin, OutboxEntry, OutboxStatus, StateStore,
 };
 
 use crate::plan::Payload;
@@ -113,7 +113,7 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
     spec: &LinkSpec,
     connectors: &mut SidePair<C>,
     store: &mut S,
-    lease: Option<&Lease>,
+    lease: &Lease,
     layout: &LinkLayout,
     clock: &K,
     progress: &P,
@@ -185,7 +185,7 @@ async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
     side: Side,
     connector: &mut C,
     store: &mut S,
-    lease: Option<&Lease>,
+    lease: &Lease,
     entries: &[&OutboxEntry],
     payloads: &[Result<Payload, String>],
     clock: &K,
@@ -357,9 +357,7 @@ async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
     let mut send = None;
     if !sent.is_empty() {
         let ids: Vec<i64> = sent.iter().map(|&index| entries[index].id).collect();
-        let transaction = crate::run::begin(store, lease)?;
-        send = Some(transaction.begin_send(spec.name.as_str(), &ids, clock.now())?);
-        transaction.commit()?;
+        send = Some(store.start_send(lease, ids, clock.now())?);
         let results: Vec<Result<WriteOutcome, ConnectorError>> = match connector.apply(&writes).await {
             Ok(results) => results,
             Err(error) => {
@@ -493,7 +491,7 @@ fn close_batch<K: Clock, S: StateStore>(
     spec: &LinkSpec,
     side: Side,
     store: &mut S,
-    lease: Option<&Lease>,
+    lease: &Lease,
     layout: &LinkLayout,
     entries: &[&OutboxEntry],
     payloads: &[Result<Payload, String>],
@@ -506,13 +504,11 @@ fn close_batch<K: Clock, S: StateStore>(
     let link = spec.name.as_str();
     let now = clock.now();
     let keys: Vec<_> = entries.iter().map(|entry| entry.key.clone()).collect();
-    let cursor = store.cursor(link, side)?;
-    let mut moved = false;
-    let transaction = crate::run::begin(store, lease)?;
-    let mut baselines = transaction.baselines(link, layout, &keys)?;
-    if let Some(send) = attempts.send {
-        transaction.end_send(send)?;
-    }
+    // Baselines are written only under the link's lease: read now, they are what the closing
+    // commit changes.
+    let mut baselines = store.baselines(link, layout, &keys)?;
+    let mut batch = BatchClose { send: attempts.send, ..BatchClose::default() };
+    let mut outcomes = Vec::with_capacity(entries.len());
     for (((entry, outcome), payload), sent) in
         entries.iter().zip(attempts.outcomes).zip(payloads).zip(attempts.sent)
     {
@@ -520,12 +516,14 @@ fn close_batch<K: Clock, S: StateStore>(
         // the way (a look-up or re-read before its write): otherwise its backoff never grows and
         // it never reaches the retry limit.
         let counted = sent || matches!(outcome, Attempt::Failed(_));
-        let set_status = |status, next, error: Option<&str>| {
-            if counted {
-                transaction.close_attempt(entry.id, status, next, error, now)
-            } else {
-                transaction.set_outbox_status(entry.id, status, next, error, now)
-            }
+        let mut set_status = |status, next_attempt_at, error: Option<&str>| {
+            outcomes.push(EntryOutcome {
+                id: entry.id,
+                status,
+                next_attempt_at,
+                error: error.map(str::to_string),
+                attempted: counted,
+            });
         };
         let audit = |event: AuditEvent, reason: String, value: Option<Value>| AuditEntry {
             run_id: report.run_id,
@@ -556,7 +554,7 @@ fn close_batch<K: Clock, S: StateStore>(
                     .remove(&entry.key)
                     .unwrap_or_else(|| Baseline::empty(entry.key.clone(), layout.fields.len()));
                 match entry.operation {
-                    Operation::Delete => transaction.delete_baseline(link, &entry.key)?,
+                    Operation::Delete => batch.baselines.push(BaselineWrite::Forget(entry.key.clone())),
                     _ => {
                         let written = move_baseline(&mut baseline, side, id, payload, layout, now);
                         // A create is audited once, below, rather than field by field.
@@ -568,25 +566,22 @@ fn close_batch<K: Clock, S: StateStore>(
                                     Some(value),
                                 );
                                 written.field = Some(name);
-                                transaction.audit(link, &written)?;
+                                batch.audit.push(written);
                             }
                         }
                         if entry.operation == Operation::Create || payload.soft_delete_of.is_some() {
                             let what =
                                 if entry.operation == Operation::Create { "created" } else { "soft-deleted" };
                             let reason = format!("{what} on the {side} side and read back");
-                            transaction.audit(link, &audit(AuditEvent::Written, reason, None))?;
+                            batch.audit.push(audit(AuditEvent::Written, reason, None));
                         }
-                        transaction.put_baseline(link, layout, &baseline)?;
+                        batch.baselines.push(BaselineWrite::Put(baseline));
                     }
                 }
                 if entry.operation == Operation::Delete {
-                    transaction.audit(
-                        link,
-                        &audit(AuditEvent::Written, format!("deleted on the {side} side"), None),
-                    )?;
+                    batch.audit.push(audit(AuditEvent::Written, format!("deleted on the {side} side"), None));
                 }
-                set_status(OutboxStatus::Done, None, None)?;
+                set_status(OutboxStatus::Done, None, None);
                 report.stats.writes_done += 1;
                 final_outcomes.remove(&entry.id);
             }
@@ -594,22 +589,19 @@ fn close_batch<K: Clock, S: StateStore>(
                 let attempts = entry.attempts + 1;
                 let message = error.to_string();
                 if attempts >= spec.retry.attempts {
-                    set_status(OutboxStatus::Dead, None, Some(&message))?;
-                    transaction.audit(
-                        link,
-                        &audit(
-                            AuditEvent::Failed,
-                            format!("gave up after {attempts} attempts: {message}"),
-                            None,
-                        ),
-                    )?;
+                    set_status(OutboxStatus::Dead, None, Some(&message));
+                    batch.audit.push(audit(
+                        AuditEvent::Failed,
+                        format!("gave up after {attempts} attempts: {message}"),
+                        None,
+                    ));
                     report.stats.writes_dead += 1;
                     final_outcomes.insert(entry.id, failure("dead", message));
                 } else {
                     let backoff = spec.retry.backoff(attempts, rng.f64());
                     let wait = error.retry_after().map_or(backoff, |asked| asked.max(backoff));
                     let next = now + wait;
-                    set_status(OutboxStatus::Pending, Some(next), Some(&message))?;
+                    set_status(OutboxStatus::Pending, Some(next), Some(&message));
                     tracing::warn!(link, key = %entry.key, %side, attempts, error = %message, "Retrying outbox entry.");
                     final_outcomes.insert(entry.id, failure("retrying", message));
                 }
@@ -626,8 +618,8 @@ fn close_batch<K: Clock, S: StateStore>(
                 let attempts = entry.attempts + 1;
                 if attempts >= spec.retry.attempts {
                     let message = format!("{error}; refused the same way {attempts} times");
-                    set_status(OutboxStatus::Dead, None, Some(&message))?;
-                    transaction.audit(link, &audit(AuditEvent::Failed, message.clone(), None))?;
+                    set_status(OutboxStatus::Dead, None, Some(&message));
+                    batch.audit.push(audit(AuditEvent::Failed, message.clone(), None));
                     report.stats.writes_dead += 1;
                     final_outcomes.insert(entry.id, failure("dead", message));
                 } else if attempts > 1 {
@@ -635,39 +627,37 @@ fn close_batch<K: Clock, S: StateStore>(
                         "{error}; refused the same way {attempts} times, it will be planned again from a \
                          fresh read"
                     );
-                    set_status(OutboxStatus::Moved, None, Some(&message))?;
+                    set_status(OutboxStatus::Moved, None, Some(&message));
                     tracing::warn!(link, key = %entry.key, %side, attempts, error = %message, "Outbox entry refused again.");
                     final_outcomes.insert(entry.id, failure("retrying", message));
                 } else {
                     let message = format!("{error}; it will be planned again from a fresh read");
-                    set_status(OutboxStatus::Moved, None, Some(&message))?;
+                    set_status(OutboxStatus::Moved, None, Some(&message));
                     report.stats.writes_moved += 1;
                     final_outcomes.insert(entry.id, failure("moved", message));
                 }
-                moved = true;
+                batch.full_scan_of = Some(side);
             }
             Attempt::Failed(error) => {
                 let message = error.to_string();
-                set_status(OutboxStatus::Dead, None, Some(&message))?;
-                transaction.audit(link, &audit(AuditEvent::Failed, message.clone(), None))?;
+                set_status(OutboxStatus::Dead, None, Some(&message));
+                batch.audit.push(audit(AuditEvent::Failed, message.clone(), None));
                 report.stats.writes_dead += 1;
                 final_outcomes.insert(entry.id, failure("dead", message));
             }
             Attempt::Mismatch(message) | Attempt::Damaged(message) => {
-                set_status(OutboxStatus::Dead, None, Some(&message))?;
-                transaction.audit(link, &audit(AuditEvent::Failed, message.clone(), None))?;
+                set_status(OutboxStatus::Dead, None, Some(&message));
+                batch.audit.push(audit(AuditEvent::Failed, message.clone(), None));
                 report.stats.writes_dead += 1;
                 final_outcomes.insert(entry.id, failure("dead", message));
             }
         }
     }
-    if moved {
-        // The record that moved may carry a time older than the cursor window (its change
-        // can be an earlier write of ours whose answer was lost): reading this side in full
-        // next time is what plans it again.
-        transaction.set_cursor(link, side, CursorState { last_full_scan: None, ..cursor })?;
-    }
-    transaction.commit()?;
+    // A record that moved may carry a time older than the cursor window (its change can be an
+    // earlier write of ours whose answer was lost): reading this side in full next time is what
+    // plans it again (`full_scan_of`).
+    batch.outcomes = outcomes;
+    store.close_batch(lease, layout, batch, now)?;
     Ok(())
 }
 

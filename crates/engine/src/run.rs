@@ -8,8 +8,8 @@ use std::time::Duration;
 use fieldsync_connector::Connector;
 use fieldsync_model::{RecordKey, Side};
 use fieldsync_store::{
-    Baseline, CursorState, Lease, NewOutboxEntry, Operation, OutboxStatus, Review, RunStatus, StateStore,
-    Transaction,
+    Baseline, BaselineWrite, CursorState, Lease, NewOutboxEntry, Operation, OutboxStatus, PlanChunk,
+    PlanPublication, Review, RunEnd, RunStatus, SeenDigest, StateStore,
 };
 use jiff::Timestamp;
 
@@ -18,7 +18,6 @@ use crate::detect::{Candidate, Chunk, Detector, Presence};
 use crate::plan::{BaselineChange, Payload, Planner, RecordPlan, ReviewChange};
 use crate::report::{GuardStop, ReadMode, RunReport, RunStats};
 use crate::spec::{Limit, LinkSpec, SidePair};
-use fieldsync_store::ReviewId;
 
 /// The time, and a way to wait; injected so that tests can run retries with a fake clock.
 pub trait Clock {
@@ -128,16 +127,10 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
     report.stats.right.mode = modes.right;
     let mode_name =
         if modes.left == ReadMode::Full || modes.right == ReadMode::Full { "full" } else { "incremental" };
-    if !options.dry_run {
-        let transaction = begin(store, lease)?;
-        let run_id = transaction.start_run(link, mode_name, started)?;
-        if options.deliver_only {
-            // Nothing to plan: what it delivers and audits must never be taken for the
-            // unpublished plan of a run that died.
-            transaction.publish_plan(run_id)?;
-        }
-        report.run_id = Some(run_id);
-        transaction.commit()?;
+    if let Some(lease) = lease {
+        // A run that only delivers plans nothing: it is published at once, so that what it
+        // delivers and audits is never taken for the unpublished plan of a run that died.
+        report.run_id = Some(store.start_run(lease, mode_name, options.deliver_only, started)?);
     }
     let result = run_steps(
         spec,
@@ -175,11 +168,17 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
         }
         (Ok(()), None) => RunStatus::Done,
     };
-    if let Some(run_id) = report.run_id {
+    if let (Some(run), Some(lease)) = (report.run_id, lease) {
         let stats = serde_json::to_value(&report.stats).unwrap_or_default();
-        let transaction = begin(store, lease)?;
-        transaction.finish_run(run_id, report.status, mode_name, &stats, error_text.as_deref(), finished)?;
-        transaction.commit()?;
+        let end = RunEnd {
+            run,
+            status: report.status,
+            mode: mode_name.into(),
+            stats,
+            error: error_text,
+            at: finished,
+        };
+        store.finish_run(lease, end)?;
     }
     if let Some(held) = held {
         store.release(held)?;
@@ -196,47 +195,28 @@ fn lease_owner() -> String {
     format!("fieldsync pid {}", std::process::id())
 }
 
-/// Starts a transaction of the run: under its lease, or (a dry run) under none.
-pub(crate) fn begin<'store, S: StateStore>(
-    store: &'store mut S,
-    lease: Option<&Lease>,
-) -> Result<S::Transaction<'store>, fieldsync_store::StoreError> {
-    match lease {
-        Some(lease) => store.leased_transaction(lease),
-        None => store.transaction(),
-    }
-}
-
 /// What a plan settles only once it is published: reviews its decisions close, baselines that
 /// record deletes, and the closing of the waiting entries it replaces or finds landed.
 #[derive(Default)]
 struct Deferred {
-    closes: Vec<ReviewId>,
-    baselines: Vec<(RecordKey, BaselineChange)>,
-    /// Waiting entries a newer plan replaces.
-    superseded: Vec<i64>,
-    /// Entries refused as moved that the fresh plan makes again: due again once published.
-    resent: Vec<i64>,
-    /// Entries whose write an earlier attempt made, with the audit that says so.
-    landed: Vec<(i64, fieldsync_store::AuditEntry)>,
+    publication: PlanPublication,
+    /// Writes found landed: counted as done once published.
+    landed: u64,
 }
 
-/// Writes one record's plan into the plan transaction: its outbox entries (an identical
-/// waiting one is kept, others superseded, landed ones closed), its baseline change, reviews,
-/// audit entries and raw digests.
-#[allow(clippy::too_many_arguments)]
-fn commit_plan<S: StateStore>(
-    transaction: &S::Transaction<'_>,
-    link: &str,
-    layout: &fieldsync_store::LinkLayout,
-    plan: &RecordPlan,
+/// Adds one record's plan to its chunk: its outbox entries (an identical waiting one is kept,
+/// others superseded, landed ones closed, when the plan is published), its baseline change,
+/// reviews, audit entries and raw digests.
+fn add_plan(
+    chunk: &mut PlanChunk,
+    plan: RecordPlan,
     mut existing: Vec<fieldsync_store::OutboxEntry>,
     landed: &HashSet<i64>,
-    report: &mut RunReport,
+    run_id: Option<fieldsync_model::RunId>,
     now: Timestamp,
     deferred: &mut Deferred,
-) -> Result<(), EngineError> {
-    for write in &plan.writes {
+) {
+    for write in plan.writes {
         let same = existing.iter().position(|entry| {
             entry.side == write.side
                 && entry.operation == write.operation
@@ -256,26 +236,24 @@ fn commit_plan<S: StateStore>(
             // its target refused as moved is sent again, its attempts counted on.
             let kept = existing.remove(position);
             if kept.status == OutboxStatus::Moved {
-                deferred.resent.push(kept.id);
+                deferred.publication.resent.push(kept.id);
             }
             continue;
         }
-        let entry = NewOutboxEntry {
+        chunk.entries.push(NewOutboxEntry {
             key: plan.key.clone(),
             side: write.side,
             operation: write.operation,
-            record_id: write.record_id.clone(),
+            record_id: write.record_id,
             payload: write.payload.to_text(),
-        };
-        let run_id = report.run_id.unwrap_or(fieldsync_model::RunId(0));
-        transaction.insert_outbox(link, run_id, &entry, now)?;
+        });
     }
     // Entries a newer plan replaces, and writes found landed, are closed when the plan is
     // published: a guarded run leaves them as they were (still pulling their record in).
     for stale in existing {
         if landed.contains(&stale.id) {
-            let audit = fieldsync_store::AuditEntry {
-                run_id: report.run_id,
+            deferred.publication.audit.push(fieldsync_store::AuditEntry {
+                run_id,
                 key: plan.key.clone(),
                 field: None,
                 event: fieldsync_store::AuditEvent::Written,
@@ -286,38 +264,38 @@ fn commit_plan<S: StateStore>(
                 value: None,
                 reason: format!("written to the {} side by an earlier attempt, found there", stale.side),
                 at: now,
-            };
-            deferred.landed.push((stale.id, audit));
+            });
+            deferred.publication.landed.push(stale.id);
+            deferred.landed += 1;
         } else {
-            deferred.superseded.push(stale.id);
+            deferred.publication.superseded.push(stale.id);
         }
     }
-    match &plan.baseline {
+    match plan.baseline {
         BaselineChange::Keep => {}
         // What a delete settles (a tombstone, a record forgotten) waits for the plan to be
         // published, like the writes: a guarded run must not record a mass delete as settled.
         BaselineChange::Put(baseline) if baseline.tombstone.is_some() => {
-            deferred.baselines.push((plan.key.clone(), plan.baseline.clone()));
+            deferred.publication.baselines.push(BaselineWrite::Put(baseline));
         }
-        BaselineChange::Delete => deferred.baselines.push((plan.key.clone(), BaselineChange::Delete)),
-        BaselineChange::Put(baseline) => transaction.put_baseline(link, layout, baseline)?,
+        BaselineChange::Delete => {
+            deferred.publication.baselines.push(BaselineWrite::Forget(plan.key.clone()))
+        }
+        BaselineChange::Put(baseline) => chunk.baselines.push(baseline),
     }
-    for review in &plan.reviews {
+    for review in plan.reviews {
         match review {
-            ReviewChange::Put(review) => {
-                transaction.put_review(link, report.run_id, review, now)?;
-            }
+            ReviewChange::Put(review) => chunk.reviews.push(review),
             // Closed when the plan is published: a decision is applied by the writes it planned.
-            ReviewChange::Close(id) => deferred.closes.push(*id),
+            ReviewChange::Close(id) => deferred.publication.closed_reviews.push(id),
         }
     }
-    for entry in &plan.audit {
-        transaction.audit(link, entry)?;
-    }
-    for (side, digest) in &plan.seen {
-        transaction.set_seen(link, &plan.key, *side, *digest)?;
-    }
-    Ok(())
+    chunk.audit.extend(plan.audit);
+    chunk.seen.extend(plan.seen.into_iter().map(|(side, digest)| SeenDigest {
+        key: plan.key.clone(),
+        side,
+        digest,
+    }));
 }
 
 /// The baseline as it stands if `entry`, an update an earlier attempt may have made, landed:
@@ -375,6 +353,8 @@ async fn run_steps<C: Connector, K: Clock, P: Progress, S: StateStore>(
         None => fastrand::Rng::new(),
     };
     if options.deliver_only {
+        // A dry run holds no lease and delivers nothing.
+        let Some(lease) = lease else { return Ok(()) };
         return crate::deliver::deliver(
             spec, connectors, store, lease, layout, clock, progress, report, &mut rng,
         )
@@ -390,9 +370,9 @@ async fn run_steps<C: Connector, K: Clock, P: Progress, S: StateStore>(
     )
     .await?;
     tracing::info!(link, phase = "plan", ms = started.elapsed().as_millis(), "Phase done.");
-    if !planned {
+    let Some(lease) = lease.filter(|_| planned) else {
         return Ok(());
-    }
+    };
 
     // 6–7. Deliver, verify, and move baselines with each closed entry.
     let started = std::time::Instant::now();
@@ -461,21 +441,21 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
                         Limit::Count(count) => count.to_string(),
                     };
                     report.guard = Some(GuardStop { side, kind, count, total, limit });
-                    if let Some(run_id) = report.run_id {
-                        let transaction = begin(store, lease)?;
-                        transaction.discard_plan(link, run_id)?;
-                        transaction.commit()?;
+                    if let (Some(run_id), Some(lease)) = (report.run_id, lease) {
+                        store.discard_plan(lease, run_id)?;
                     }
                     return Ok(false);
                 }
             }
         }
     }
-    let Some(run_id) = report.run_id.filter(|_| !options.dry_run) else { return Ok(false) };
+    let (Some(run_id), Some(lease)) = (report.run_id, lease.filter(|_| !options.dry_run)) else {
+        return Ok(false);
+    };
 
     // 6. Publish the plan, with the cursors and the reviews its decisions settle, in one
-    // transaction: a crash before it leaves nothing deliverable, after it the whole plan.
-    let transaction = begin(store, lease)?;
+    // commit: a crash before it leaves nothing deliverable, after it the whole plan.
+    let mut publication = deferred.publication;
     for side in Side::BOTH {
         let old = *cursors.get(side);
         let cursor = match (old.cursor, *summary.cursor.get(side)) {
@@ -484,38 +464,11 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
         };
         let last_full_scan =
             if *summary.modes.get(side) == ReadMode::Full { Some(now) } else { old.last_full_scan };
-        transaction.set_cursor(link, side, CursorState { cursor, last_full_scan })?;
+        publication.cursors.push((side, CursorState { cursor, last_full_scan }));
     }
-    for id in deferred.closes {
-        transaction.close_review(id, now)?;
-    }
-    for id in deferred.superseded {
-        transaction.set_outbox_status(
-            id,
-            OutboxStatus::Superseded,
-            None,
-            Some("replaced by a newer plan from fresh reads"),
-            now,
-        )?;
-    }
-    for id in deferred.resent {
-        transaction.set_outbox_status(id, OutboxStatus::Pending, Some(now), None, now)?;
-    }
-    for (id, audit) in &deferred.landed {
-        transaction.set_outbox_status(*id, OutboxStatus::Done, None, None, now)?;
-        transaction.audit(link, audit)?;
-        // Counted as done only now: a guarded run leaves the entry open for the next one.
-        report.stats.writes_done += 1;
-    }
-    for (key, change) in deferred.baselines {
-        match change {
-            BaselineChange::Put(baseline) => transaction.put_baseline(link, layout, &baseline)?,
-            BaselineChange::Delete => transaction.delete_baseline(link, &key)?,
-            BaselineChange::Keep => {}
-        }
-    }
-    transaction.publish_plan(run_id)?;
-    transaction.commit()?;
+    store.publish_plan(lease, run_id, layout, publication, now)?;
+    // Counted as done only now: a guarded run leaves the entry open for the next one.
+    report.stats.writes_done += deferred.landed;
     Ok(true)
 }
 
@@ -546,15 +499,10 @@ fn plan_chunk<S: StateStore>(
             open_entries.entry(entry.key.clone()).or_default().push(entry);
         }
     }
-    // A dry run plans against the store as it is and writes nothing, not even in a transaction
-    // that would be rolled back: a real run may be writing.
-    let (transaction, baselines) = if options.dry_run {
-        (None, store.baselines(link, layout, &keys)?)
-    } else {
-        let transaction = begin(store, lease)?;
-        let baselines = transaction.baselines(link, layout, &keys)?;
-        (Some(transaction), baselines)
-    };
+    // Baselines are written only under the link's lease, so reading them before the commit
+    // that writes the chunk reads what that commit changes. A dry run writes nothing.
+    let baselines = store.baselines(link, layout, &keys)?;
+    let mut planned = PlanChunk::default();
     for Candidate { key, presence, had_baseline } in chunk.candidates {
         let baseline = baselines.get(&key);
         if baseline.is_none() && had_baseline {
@@ -597,15 +545,15 @@ fn plan_chunk<S: StateStore>(
         if let (Some(moved), BaselineChange::Keep) = (moved, &plan.baseline) {
             plan.baseline = BaselineChange::Put(moved);
         }
-        if let Some(transaction) = &transaction {
-            commit_plan::<S>(transaction, link, layout, &plan, existing, &landed, report, now, deferred)?;
-        }
+        add_plan(&mut planned, plan, existing, &landed, report.run_id, now, deferred);
     }
-    if let Some(transaction) = transaction {
-        for (key, side, digest) in &chunk.seen {
-            transaction.set_seen(link, key, *side, *digest)?;
-        }
-        transaction.commit()?;
+    if let (Some(run_id), Some(lease)) = (report.run_id, lease.filter(|_| !options.dry_run)) {
+        planned.seen.extend(chunk.seen.into_iter().map(|(key, side, digest)| SeenDigest {
+            key,
+            side,
+            digest,
+        }));
+        store.commit_plan_chunk(lease, run_id, layout, planned, now)?;
     }
     Ok(())
 }

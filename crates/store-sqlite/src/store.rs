@@ -255,6 +255,185 @@ impl StateStore for SqliteStore {
         }))
     }
 
+    fn start_run(
+        &mut self,
+        lease: &Lease,
+        mode: &str,
+        published: bool,
+        now: Timestamp,
+    ) -> Result<RunId, StoreError> {
+        let transaction = self.leased_transaction(lease)?;
+        let run = transaction.start_run(&lease.link, mode, now)?;
+        if published {
+            transaction.publish_plan(run)?;
+        }
+        transaction.commit()?;
+        Ok(run)
+    }
+
+    fn commit_plan_chunk(
+        &mut self,
+        lease: &Lease,
+        run: RunId,
+        layout: &LinkLayout,
+        chunk: PlanChunk,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let link = lease.link.as_str();
+        let transaction = self.leased_transaction(lease)?;
+        for entry in &chunk.entries {
+            transaction.insert_outbox(link, run, entry, now)?;
+        }
+        for baseline in &chunk.baselines {
+            transaction.put_baseline(link, layout, baseline)?;
+        }
+        for review in &chunk.reviews {
+            transaction.put_review(link, Some(run), review, now)?;
+        }
+        for entry in &chunk.audit {
+            transaction.audit(link, entry)?;
+        }
+        // After the baselines: writing one forgets its raw digests.
+        for seen in &chunk.seen {
+            transaction.set_seen(link, &seen.key, seen.side, seen.digest)?;
+        }
+        transaction.commit()
+    }
+
+    fn discard_plan(&mut self, lease: &Lease, run: RunId) -> Result<usize, StoreError> {
+        let transaction = self.leased_transaction(lease)?;
+        let dropped = transaction.discard_plan(&lease.link, run)?;
+        transaction.commit()?;
+        Ok(dropped)
+    }
+
+    fn publish_plan(
+        &mut self,
+        lease: &Lease,
+        run: RunId,
+        layout: &LinkLayout,
+        publication: PlanPublication,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let link = lease.link.as_str();
+        let transaction = self.leased_transaction(lease)?;
+        for (side, cursor) in publication.cursors {
+            transaction.set_cursor(link, side, cursor)?;
+        }
+        for id in publication.closed_reviews {
+            transaction.close_review(id, now)?;
+        }
+        for id in publication.superseded {
+            transaction.set_outbox_status(
+                id,
+                OutboxStatus::Superseded,
+                None,
+                Some("replaced by a newer plan from fresh reads"),
+                now,
+            )?;
+        }
+        for id in publication.resent {
+            transaction.set_outbox_status(id, OutboxStatus::Pending, Some(now), None, now)?;
+        }
+        for id in publication.landed {
+            transaction.set_outbox_status(id, OutboxStatus::Done, None, None, now)?;
+        }
+        for entry in &publication.audit {
+            transaction.audit(link, entry)?;
+        }
+        write_baselines(&transaction, link, layout, &publication.baselines)?;
+        transaction.publish_plan(run)?;
+        transaction.commit()
+    }
+
+    fn start_send(
+        &mut self,
+        lease: &Lease,
+        ids: Vec<OutboxId>,
+        now: Timestamp,
+    ) -> Result<SendId, StoreError> {
+        let transaction = self.leased_transaction(lease)?;
+        let send = transaction.begin_send(&lease.link, &ids, now)?;
+        transaction.commit()?;
+        Ok(send)
+    }
+
+    fn close_batch(
+        &mut self,
+        lease: &Lease,
+        layout: &LinkLayout,
+        batch: BatchClose,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let link = lease.link.as_str();
+        let transaction = self.leased_transaction(lease)?;
+        if let Some(send) = batch.send {
+            transaction.end_send(send)?;
+        }
+        write_baselines(&transaction, link, layout, &batch.baselines)?;
+        for seen in &batch.seen {
+            transaction.set_seen(link, &seen.key, seen.side, seen.digest)?;
+        }
+        for entry in &batch.audit {
+            transaction.audit(link, entry)?;
+        }
+        for outcome in &batch.outcomes {
+            let attempts = i64::from(outcome.attempted);
+            transaction.update_status(
+                outcome.id,
+                outcome.status,
+                outcome.next_attempt_at,
+                outcome.error.as_deref(),
+                now,
+                attempts,
+            )?;
+        }
+        if let Some(side) = batch.full_scan_of {
+            transaction
+                .transaction
+                .execute(
+                    "UPDATE cursors SET last_full_scan_ms = NULL WHERE link = ?1 AND side = ?2",
+                    params![link, side.as_str()],
+                )
+                .context(|| format!("asking for a full scan of the {side} side of link {link}"))?;
+        }
+        transaction.commit()
+    }
+
+    fn finish_run(&mut self, lease: &Lease, end: RunEnd) -> Result<(), StoreError> {
+        let transaction = self.leased_transaction(lease)?;
+        transaction.finish_run(end.run, end.status, &end.mode, &end.stats, end.error.as_deref(), end.at)?;
+        transaction.commit()
+    }
+
+    fn decide_review(
+        &mut self,
+        link: &str,
+        id: ReviewId,
+        decision: &Decision,
+        audit: &AuditEntry,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let transaction = self.transaction()?;
+        transaction.resolve_review(id, decision, now)?;
+        transaction.audit(link, audit)?;
+        transaction.commit()
+    }
+
+    fn retry_dead(&mut self, ids: &[OutboxId], now: Timestamp) -> Result<(), StoreError> {
+        let transaction = self.transaction()?;
+        for &id in ids {
+            transaction.retry_dead(id, now)?;
+        }
+        transaction.commit()
+    }
+
+    fn drop_dead(&mut self, id: OutboxId, now: Timestamp) -> Result<(), StoreError> {
+        let transaction = self.transaction()?;
+        transaction.drop_dead(id, now)?;
+        transaction.commit()
+    }
+
     fn layout(&mut self, link: &str, fields: &[String]) -> Result<LinkLayout, StoreError> {
         let text = serde_json::to_string(fields).unwrap_or_default();
         let what = || format!("registering the fields of link {link}");
@@ -1001,6 +1180,22 @@ impl SqliteTransaction<'_> {
             .context(|| format!("updating outbox entry {id}"))?;
         Ok(())
     }
+}
+
+/// Writes and forgets baselines in the order given.
+fn write_baselines(
+    transaction: &SqliteTransaction<'_>,
+    link: &str,
+    layout: &LinkLayout,
+    baselines: &[BaselineWrite],
+) -> Result<(), StoreError> {
+    for write in baselines {
+        match write {
+            BaselineWrite::Put(baseline) => transaction.put_baseline(link, layout, baseline)?,
+            BaselineWrite::Forget(key) => transaction.delete_baseline(link, key)?,
+        }
+    }
+    Ok(())
 }
 
 fn migrate(connection: &mut rusqlite::Connection) -> Result<(), StoreError> {

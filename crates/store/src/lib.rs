@@ -3,10 +3,12 @@
 //! `StateStore` and `Transaction` traits, the classified `StoreError`, and (feature
 //! `testkit`) the conformance suite every store passes. No database lives here.
 
+mod commits;
 mod error;
 mod state_store;
 mod types;
 
+pub use commits::{BaselineWrite, BatchClose, EntryOutcome, PlanChunk, PlanPublication, RunEnd, SeenDigest};
 pub use error::{ErrorClass, StoreError};
 pub use state_store::{StateStore, Transaction};
 pub use types::{
