@@ -9,10 +9,10 @@ use std::time::Duration;
 use fieldsync_connector::{
     Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Write, WriteOutcome,
 };
-use fieldsync_model::{RecordId, Side, Value};
+use fieldsync_model::{Reading, RecordId, Side, Value, digest_raw, digest_values};
 use fieldsync_store::{
     AuditEntry, AuditEvent, Baseline, BaselineWrite, BatchClose, EntryOutcome, Lease, LinkLayout, Operation,
-    Origin, OutboxEntry, OutboxStatus, StateStore,
+    Origin, OutboxEntry, OutboxStatus, SeenDigest, StateStore,
 };
 
 use crate::plan::Payload;
@@ -33,8 +33,9 @@ struct Attempts {
 
 /// How one entry's attempt ended.
 enum Attempt {
-    /// Written and read back as intended.
-    Verified { id: RecordId },
+    /// Written and read back as intended, with the raw values of the tracked fields read back
+    /// (none for a delete).
+    Verified { id: RecordId, raw: Option<Vec<serde_json::Value>> },
     /// Failed; maybe retryable.
     Failed(ConnectorError),
     /// Written, but the target holds something else.
@@ -242,7 +243,7 @@ async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
             {
                 let payload = payloads[index].unwrap_or_else(|| unreachable!("only readable payloads"));
                 outcomes[index] = Some(match verify(spec, side, payload, &paths, &record) {
-                    Ok(()) => Attempt::Verified { id: record.id },
+                    Ok(()) => Attempt::Verified { raw: Some(tracked(spec, &record)), id: record.id },
                     Err(_) => Attempt::Failed(ConnectorError::AlreadyExists { id: record.id }),
                 });
             }
@@ -273,12 +274,14 @@ async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
             let Some(id) = entries[index].record_id.clone() else { continue };
             let payload = payloads[index].unwrap_or_else(|| unreachable!("only readable payloads"));
             let done = match (entries[index].operation, found.get(&id)) {
-                (Operation::Delete, None) => true,
-                (Operation::Update, Some(record)) => verify(spec, side, payload, &paths, record).is_ok(),
-                _ => false,
+                (Operation::Delete, None) => Some(None),
+                (Operation::Update, Some(record)) => {
+                    verify(spec, side, payload, &paths, record).is_ok().then(|| Some(tracked(spec, record)))
+                }
+                _ => None,
             };
-            if done {
-                outcomes[index] = Some(Attempt::Verified { id });
+            if let Some(raw) = done {
+                outcomes[index] = Some(Attempt::Verified { id, raw });
             }
         }
     }
@@ -398,7 +401,7 @@ async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
                             payloads[index].unwrap_or_else(|| unreachable!("only readable payloads"));
                         let record = records.get(&id).filter(|record| !record.deleted);
                         outcomes[index] = Some(match (entries[index].operation, record) {
-                            (Operation::Delete, None) => Attempt::Verified { id },
+                            (Operation::Delete, None) => Attempt::Verified { id, raw: None },
                             (Operation::Delete, Some(_)) => {
                                 Attempt::Mismatch("deleted, but the record is still there".into())
                             }
@@ -406,7 +409,7 @@ async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
                                 Attempt::Mismatch("written, but the record cannot be read back".into())
                             }
                             (_, Some(record)) => match verify(spec, side, payload, &paths, record) {
-                                Ok(()) => Attempt::Verified { id },
+                                Ok(()) => Attempt::Verified { raw: Some(tracked(spec, record)), id },
                                 Err(message) => Attempt::Mismatch(message),
                             },
                         });
@@ -438,6 +441,65 @@ async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
         send,
         sent: was_sent,
     })
+}
+
+/// The raw values of a record's tracked fields, as detection reads them (the link key and any
+/// other path left out).
+fn tracked(spec: &LinkSpec, record: &ConnectorRecord) -> Vec<serde_json::Value> {
+    record.values.iter().take(spec.fields.len()).cloned().collect()
+}
+
+/// The raw digests that a verified write leaves known, so that the next scan does not
+/// normalise what fieldsync wrote: the target's, when what it read back normalises to the
+/// moved `baseline` (a value read back exactly as written is the value written, as `verify`
+/// takes it), and the source's, when what it held at planning normalises to it.
+fn seen_after(
+    spec: &LinkSpec,
+    side: Side,
+    fingerprint: u64,
+    entry: &OutboxEntry,
+    payload: &Payload,
+    baseline: &Baseline,
+    raw: Option<Vec<serde_json::Value>>,
+) -> Vec<SeenDigest> {
+    let basis = baseline.digest();
+    let mut seen = Vec::with_capacity(2);
+    if let Some(raw) = raw
+        && raw.len() == spec.fields.len()
+        && read_back_digest(spec, side, payload, &raw) == Some(basis)
+    {
+        seen.push(SeenDigest { key: entry.key.clone(), side, digest: digest_raw(basis, fingerprint, &raw) });
+    }
+    if let Some(source) = entry.source.filter(|source| source.basis == basis) {
+        seen.push(SeenDigest { key: entry.key.clone(), side: side.other(), digest: source.raw });
+    }
+    seen
+}
+
+/// The digest of a record's values read back from `side`, normalised as detection would.
+fn read_back_digest(
+    spec: &LinkSpec,
+    side: Side,
+    payload: &Payload,
+    raw: &[serde_json::Value],
+) -> Option<fieldsync_model::RecordDigest> {
+    let mut values = Vec::with_capacity(raw.len());
+    for (field, read) in spec.fields.iter().zip(raw) {
+        let written = payload
+            .fields
+            .iter()
+            .find(|written| written.name.as_deref() == Some(field.name.as_str()) && &written.raw == read)
+            .and_then(|written| written.value.clone());
+        let value = match written {
+            Some(value) => value,
+            None => match field.normalisers.get(side).read(read) {
+                Reading::Valid(value) | Reading::Copied(value, _) => value,
+                Reading::Invalid(_) => return None,
+            },
+        };
+        values.push(value);
+    }
+    Some(digest_values(values.iter().map(Some)))
 }
 
 /// Moves a baseline as a verified write to `side` says: the target's id (and the source's,
@@ -508,6 +570,7 @@ fn close_batch<K: Clock, S: StateStore>(
     // commit changes.
     let mut baselines = store.baselines(link, layout, &keys)?;
     let mut batch = BatchClose { send: attempts.send, ..BatchClose::default() };
+    let fingerprint = spec.fingerprint(side);
     let mut outcomes = Vec::with_capacity(entries.len());
     for (((entry, outcome), payload), sent) in
         entries.iter().zip(attempts.outcomes).zip(payloads).zip(attempts.sent)
@@ -546,7 +609,7 @@ fn close_batch<K: Clock, S: StateStore>(
             message,
         };
         match outcome {
-            Attempt::Verified { id } => {
+            Attempt::Verified { id, raw } => {
                 let payload = payload
                     .as_ref()
                     .unwrap_or_else(|_| unreachable!("a verified entry had a readable payload"));
@@ -575,6 +638,15 @@ fn close_batch<K: Clock, S: StateStore>(
                             let reason = format!("{what} on the {side} side and read back");
                             batch.audit.push(audit(AuditEvent::Written, reason, None));
                         }
+                        batch.seen.extend(seen_after(
+                            spec,
+                            side,
+                            fingerprint,
+                            entry,
+                            payload,
+                            &baseline,
+                            raw,
+                        ));
                         batch.baselines.push(BaselineWrite::Put(baseline));
                     }
                 }

@@ -6,10 +6,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use fieldsync_connector::Connector;
-use fieldsync_model::{RecordKey, Side};
+use fieldsync_model::{RecordKey, Side, digest_raw, digest_values};
 use fieldsync_store::{
     Baseline, BaselineWrite, CursorState, Lease, NewOutboxEntry, Operation, OutboxStatus, PlanChunk,
-    PlanPublication, Review, RunEnd, RunStatus, SeenDigest, StateStore,
+    PlanPublication, Review, RunEnd, RunStatus, SeenDigest, SourceDigest, StateStore,
 };
 use jiff::Timestamp;
 
@@ -207,9 +207,11 @@ struct Deferred {
 /// Adds one record's plan to its chunk: its outbox entries (an identical waiting one is kept,
 /// others superseded, landed ones closed, when the plan is published), its baseline change,
 /// reviews, audit entries and raw digests.
+#[allow(clippy::too_many_arguments)]
 fn add_plan(
     chunk: &mut PlanChunk,
     plan: RecordPlan,
+    sources: SidePair<Option<SourceDigest>>,
     mut existing: Vec<fieldsync_store::OutboxEntry>,
     landed: &HashSet<i64>,
     run_id: Option<fieldsync_model::RunId>,
@@ -246,6 +248,7 @@ fn add_plan(
             operation: write.operation,
             record_id: write.record_id,
             payload: write.payload.to_text(),
+            source: *sources.get(write.side.other()),
         });
     }
     // Entries a newer plan replaces, and writes found landed, are closed when the plan is
@@ -296,6 +299,14 @@ fn add_plan(
         side,
         digest,
     }));
+}
+
+/// What one side holds for a record, as a write copied from it records it (`SourceDigest`):
+/// once the write is verified, the side holds the new baseline if its digest is `basis`.
+fn source_digest(presence: &Presence, fingerprint: u64) -> Option<SourceDigest> {
+    let Presence::Present(record) = presence else { return None };
+    let basis = digest_values(record.valid_values()?.into_iter().map(Some));
+    Some(SourceDigest { basis, raw: digest_raw(basis, fingerprint, &record.raw) })
 }
 
 /// The baseline as it stands if `entry`, an update an earlier attempt may have made, landed:
@@ -533,6 +544,10 @@ fn plan_chunk<S: StateStore>(
                     && matches!(presence.get(entry.side.other()), Presence::Present(_))
             })
             .map(|entry| entry.side.other());
+        let sources = SidePair::new(
+            source_digest(presence.get(Side::Left), *planner.fingerprints.get(Side::Left)),
+            source_digest(presence.get(Side::Right), *planner.fingerprints.get(Side::Right)),
+        );
         let record_reviews = reviews.get(&key).map(Vec::as_slice).unwrap_or_default();
         let mut plan = planner.plan_record(
             key,
@@ -545,7 +560,7 @@ fn plan_chunk<S: StateStore>(
         if let (Some(moved), BaselineChange::Keep) = (moved, &plan.baseline) {
             plan.baseline = BaselineChange::Put(moved);
         }
-        add_plan(&mut planned, plan, existing, &landed, report.run_id, now, deferred);
+        add_plan(&mut planned, plan, sources, existing, &landed, report.run_id, now, deferred);
     }
     if let (Some(run_id), Some(lease)) = (report.run_id, lease.filter(|_| !options.dry_run)) {
         planned.seen.extend(chunk.seen.into_iter().map(|(key, side, digest)| SeenDigest {

@@ -929,8 +929,8 @@ impl Transaction for SqliteTransaction<'_> {
         self.transaction
             .prepare_cached(
                 "INSERT INTO outbox (link, key, side, run_id, operation, record_id, payload, status, \
-                 attempts, next_attempt_ms, created_ms, updated_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8, ?8)",
+                 attempts, next_attempt_ms, created_ms, updated_ms, source_basis, source_raw) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8, ?8, ?9, ?10)",
             )
             .and_then(|mut statement| {
                 statement.execute(params![
@@ -942,6 +942,8 @@ impl Transaction for SqliteTransaction<'_> {
                     entry.record_id.as_ref().map(RecordId::as_str),
                     entry.payload,
                     millis(now),
+                    entry.source.map(|source| source.basis.to_bytes().to_vec()),
+                    entry.source.map(|source| source.raw.to_bytes().to_vec()),
                 ])
             })
             .context(|| format!("planning a write of record {} of link {link}", entry.key))?;
@@ -1451,7 +1453,7 @@ fn query_outbox(
     let what = || "reading the outbox".to_string();
     let sql = format!(
         "SELECT id, link, key, side, run_id, operation, record_id, payload, status, attempts, \
-         next_attempt_ms, last_error, created_ms, updated_ms FROM outbox {clause}"
+         next_attempt_ms, last_error, created_ms, updated_ms, source_basis, source_raw FROM outbox {clause}"
     );
     let in_flight = in_flight(connection)?;
     let mut statement = connection.prepare_cached(&sql).context(what)?;
@@ -1479,6 +1481,9 @@ fn query_outbox(
             last_error: row.get(11).context(what)?,
             created_at: from_millis(row.get(12).context(what)?),
             updated_at: from_millis(row.get(13).context(what)?),
+            source: seen_column(row, 14)
+                .zip(seen_column(row, 15))
+                .map(|(basis, raw)| SourceDigest { basis, raw }),
         });
     }
     for entry in &mut entries {

@@ -14,7 +14,7 @@ pub use state_store::{StateStore, Transaction};
 pub use types::{
     AuditEntry, AuditEvent, Baseline, BaselineField, CursorState, Decision, DigestEntry, Lease, LinkLayout,
     NewOutboxEntry, NewReview, Operation, Origin, OutboxEntry, OutboxId, OutboxStatus, Review, ReviewId,
-    ReviewKind, ReviewStatus, RunRow, RunStatus, SendId,
+    ReviewKind, ReviewStatus, RunRow, RunStatus, SendId, SourceDigest,
 };
 
 #[cfg(feature = "testkit")]

@@ -385,6 +385,7 @@ pub fn a_dropped_transaction_leaves_nothing<F: Fixture>(fixture: &F) {
             operation: Operation::Create,
             record_id: None,
             payload: "{}".into(),
+            source: None,
         };
         transaction.insert_outbox(LINK, run, &entry, ts(T0)).unwrap();
         transaction.put_review(LINK, Some(run), &review("k1", Some("a"), 1, 2), ts(T0)).unwrap();
@@ -452,6 +453,11 @@ fn outbox_entry(record: &str, side: Side, operation: Operation) -> NewOutboxEntr
         operation,
         record_id: (operation != Operation::Create).then(|| RecordId::new(format!("id-{record}"))),
         payload: json!({ "version": 1, "record": record }).to_string(),
+        // Kept as given, whatever it says.
+        source: (side == Side::Right).then(|| crate::SourceDigest {
+            basis: fieldsync_model::digest_values([Some(&Value::from(record))]),
+            raw: fieldsync_model::digest_raw(fieldsync_model::RecordDigest::new(7), 7, &[json!(record)]),
+        }),
     }
 }
 
@@ -488,6 +494,8 @@ pub fn outbox_lifecycle<F: Fixture>(fixture: &F) {
     assert_eq!(entry.operation, new.operation);
     assert_eq!(entry.record_id, new.record_id);
     assert_eq!(entry.payload, new.payload);
+    assert_eq!(entry.source, new.source);
+    assert!(entry.source.is_some());
     assert_eq!(entry.status, OutboxStatus::Pending);
     assert_eq!(entry.attempts, 0);
     assert_eq!(entry.next_attempt_at, ts(T0));
