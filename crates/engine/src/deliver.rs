@@ -17,6 +17,7 @@ use fieldsync_store::{
 
 use crate::plan::Payload;
 use crate::report::{RunReport, WriteFailure};
+use crate::run::RunContext;
 use crate::spec::{LinkSpec, SidePair};
 use crate::{Clock, EngineError, Progress};
 
@@ -29,6 +30,21 @@ struct Attempts {
     outcomes: Vec<Attempt>,
     send: Option<fieldsync_store::SendId>,
     sent: Vec<bool>,
+}
+
+/// One side's batch of due entries, with their payloads read.
+struct Batch<'batch> {
+    side: Side,
+    entries: &'batch [&'batch OutboxEntry],
+    payloads: &'batch [Result<Payload, String>],
+}
+
+/// What closing batches tells: the report, the jitter's randomness, and each entry's latest
+/// failure in this run.
+struct Closing<'run> {
+    report: &'run mut RunReport,
+    rng: &'run mut fastrand::Rng,
+    final_outcomes: &'run mut HashMap<i64, WriteFailure>,
 }
 
 /// How one entry's attempt ended.
@@ -109,18 +125,15 @@ fn verify(
 
 /// Delivers every due outbox entry of the link, waiting for retries due within the link's
 /// `wait_in_run`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
-    spec: &LinkSpec,
+    run: &RunContext<'_, K, P>,
+    lease: &Lease,
     connectors: &mut SidePair<C>,
     store: &mut S,
-    lease: &Lease,
-    layout: &LinkLayout,
-    clock: &K,
-    progress: &P,
     report: &mut RunReport,
     rng: &mut fastrand::Rng,
 ) -> Result<(), EngineError> {
+    let RunContext { spec, clock, progress, .. } = *run;
     let link = spec.name.as_str();
     let mut final_outcomes: HashMap<i64, WriteFailure> = HashMap::new();
     progress.phase("writing", None);
@@ -153,23 +166,11 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
             }
             let payloads: Vec<Result<Payload, String>> =
                 entries.iter().map(|entry| Payload::from_text(&entry.payload)).collect();
-            let outcomes =
-                attempt_batch(spec, side, connectors.get_mut(side), store, lease, &entries, &payloads, clock)
-                    .await?;
-            close_batch(
-                spec,
-                side,
-                store,
-                lease,
-                layout,
-                &entries,
-                &payloads,
-                outcomes,
-                clock,
-                report,
-                rng,
-                &mut final_outcomes,
-            )?;
+            let batch = Batch { side, entries: &entries, payloads: &payloads };
+            let outcomes = attempt_batch(run, lease, &batch, connectors.get_mut(side), store).await?;
+            let mut closing =
+                Closing { report: &mut *report, rng: &mut *rng, final_outcomes: &mut final_outcomes };
+            close_batch(run, lease, &batch, store, outcomes, &mut closing)?;
             progress.advance(entries.len() as u64);
         }
     }
@@ -180,17 +181,18 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
-    spec: &LinkSpec,
-    side: Side,
+/// Sends one batch of one side: looks up uncertain creates and reads uncertain updates and
+/// deletes first, re-reads targets without conditional writes, marks the batch as being sent,
+/// applies the writes and reads them back.
+async fn attempt_batch<C: Connector, K: Clock, P, S: StateStore>(
+    run: &RunContext<'_, K, P>,
+    lease: &Lease,
+    batch: &Batch<'_>,
     connector: &mut C,
     store: &mut S,
-    lease: &Lease,
-    entries: &[&OutboxEntry],
-    payloads: &[Result<Payload, String>],
-    clock: &K,
 ) -> Result<Attempts, EngineError> {
+    let RunContext { spec, clock, .. } = *run;
+    let Batch { side, entries, payloads } = *batch;
     let capabilities = connector.capabilities();
     let mut paths = spec.read_paths(side);
     let mut outcomes: Vec<Option<Attempt>> = Vec::with_capacity(entries.len());
@@ -548,21 +550,19 @@ pub(crate) fn move_baseline(
     written
 }
 
-#[allow(clippy::too_many_arguments)]
-fn close_batch<K: Clock, S: StateStore>(
-    spec: &LinkSpec,
-    side: Side,
-    store: &mut S,
+/// Closes one batch in one commit: each entry's outcome, the baselines its verified writes
+/// move, their audit and raw digests; tells the report what failed.
+fn close_batch<K: Clock, P, S: StateStore>(
+    run: &RunContext<'_, K, P>,
     lease: &Lease,
-    layout: &LinkLayout,
-    entries: &[&OutboxEntry],
-    payloads: &[Result<Payload, String>],
+    batch: &Batch<'_>,
+    store: &mut S,
     attempts: Attempts,
-    clock: &K,
-    report: &mut RunReport,
-    rng: &mut fastrand::Rng,
-    final_outcomes: &mut HashMap<i64, WriteFailure>,
+    closing: &mut Closing<'_>,
 ) -> Result<(), EngineError> {
+    let RunContext { spec, clock, layout, .. } = *run;
+    let Batch { side, entries, payloads } = *batch;
+    let Closing { report, rng, final_outcomes } = closing;
     let link = spec.name.as_str();
     let now = clock.now();
     let keys: Vec<_> = entries.iter().map(|entry| entry.key.clone()).collect();

@@ -8,8 +8,8 @@ use std::time::Duration;
 use fieldsync_connector::Connector;
 use fieldsync_model::{RecordKey, Side, digest_raw, digest_values};
 use fieldsync_store::{
-    Baseline, BaselineWrite, CursorState, Lease, NewOutboxEntry, Operation, OutboxStatus, PlanChunk,
-    PlanPublication, Review, RunEnd, RunStatus, SeenDigest, SourceDigest, StateStore,
+    Baseline, BaselineWrite, CursorState, Lease, LinkLayout, NewOutboxEntry, Operation, OutboxStatus,
+    PlanChunk, PlanPublication, Review, RunEnd, RunStatus, SeenDigest, SourceDigest, StateStore,
 };
 use jiff::Timestamp;
 
@@ -132,22 +132,9 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
         // delivers and audits is never taken for the unpublished plan of a run that died.
         report.run_id = Some(store.start_run(lease, mode_name, options.deliver_only, started)?);
     }
-    let result = run_steps(
-        spec,
-        names,
-        connectors,
-        store,
-        lease,
-        options,
-        clock,
-        progress,
-        &layout,
-        modes,
-        since,
-        cursors,
-        &mut report,
-    )
-    .await;
+    let run =
+        RunContext { spec, names, options, clock, progress, lease, layout: &layout, modes, since, cursors };
+    let result = run_steps(&run, connectors, store, &mut report).await;
     let finished = clock.now();
     report.elapsed_ms = u64::try_from(finished.duration_since(started).as_millis()).unwrap_or(0);
     let error_text = result.as_ref().err().map(|error| {
@@ -186,6 +173,33 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
     result.map(|()| report)
 }
 
+/// The fixed parts of one run, which its steps borrow: the link and how it runs, its clock and
+/// progress, the lease it holds (none for a dry run), the layout its baselines are written
+/// with, and how each side is read. What the steps change (the connectors, the store, the
+/// report) they take apart.
+pub(crate) struct RunContext<'run, K, P> {
+    /// The link.
+    pub spec: &'run LinkSpec,
+    /// The connectors' names, for messages.
+    pub names: &'run SidePair<String>,
+    /// How to run.
+    pub options: RunOptions,
+    /// The time.
+    pub clock: &'run K,
+    /// Where the run tells how far it got.
+    pub progress: &'run P,
+    /// The link's lease; none for a dry run, which writes nothing.
+    pub lease: Option<&'run Lease>,
+    /// The field list baselines are read and written with.
+    pub layout: &'run LinkLayout,
+    /// How each side is read.
+    pub modes: SidePair<ReadMode>,
+    /// Where an incremental read of each side starts.
+    pub since: SidePair<Option<Timestamp>>,
+    /// Each side's cursor as the run found it.
+    pub cursors: SidePair<CursorState>,
+}
+
 /// How long a run's lease lasts without a commit; every commit renews it. A run that commits
 /// nothing for this long (a connector hanging) loses its link to the next run.
 const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
@@ -207,17 +221,16 @@ struct Deferred {
 /// Adds one record's plan to its chunk: its outbox entries (an identical waiting one is kept,
 /// others superseded, landed ones closed, when the plan is published), its baseline change,
 /// reviews, audit entries and raw digests.
-#[allow(clippy::too_many_arguments)]
 fn add_plan(
+    planner: &Planner<'_>,
     chunk: &mut PlanChunk,
     plan: RecordPlan,
     sources: SidePair<Option<SourceDigest>>,
     mut existing: Vec<fieldsync_store::OutboxEntry>,
     landed: &HashSet<i64>,
-    run_id: Option<fieldsync_model::RunId>,
-    now: Timestamp,
     deferred: &mut Deferred,
 ) {
+    let (run_id, now) = (planner.run_id, planner.now);
     for write in plan.writes {
         let same = existing.iter().position(|entry| {
             entry.side == write.side
@@ -343,53 +356,35 @@ fn landed_write(
     Some(next)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Steps 1 to 7 after the run is recorded: detect and plan, then deliver (or only deliver).
 async fn run_steps<C: Connector, K: Clock, P: Progress, S: StateStore>(
-    spec: &LinkSpec,
-    names: &SidePair<String>,
+    run: &RunContext<'_, K, P>,
     connectors: &mut SidePair<C>,
     store: &mut S,
-    lease: Option<&Lease>,
-    options: RunOptions,
-    clock: &K,
-    progress: &P,
-    layout: &fieldsync_store::LinkLayout,
-    modes: SidePair<ReadMode>,
-    since: SidePair<Option<Timestamp>>,
-    cursors: SidePair<CursorState>,
     report: &mut RunReport,
 ) -> Result<(), EngineError> {
-    let mut rng = match options.seed {
+    let mut rng = match run.options.seed {
         Some(seed) => fastrand::Rng::with_seed(seed),
         None => fastrand::Rng::new(),
     };
-    if options.deliver_only {
+    if run.options.deliver_only {
         // A dry run holds no lease and delivers nothing.
-        let Some(lease) = lease else { return Ok(()) };
-        return crate::deliver::deliver(
-            spec, connectors, store, lease, layout, clock, progress, report, &mut rng,
-        )
-        .await;
+        let Some(lease) = run.lease else { return Ok(()) };
+        return crate::deliver::deliver(run, lease, connectors, store, report, &mut rng).await;
     }
-    let link = spec.name.as_str();
+    let link = run.spec.name.as_str();
 
     // 1–6. Detect, merge and plan a chunk at a time; guard; publish.
     let started = std::time::Instant::now();
-    let planned = detect_and_plan(
-        spec, names, connectors, store, lease, options, clock, progress, layout, modes, since, cursors,
-        report,
-    )
-    .await?;
+    let planned = detect_and_plan(run, connectors, store, report).await?;
     tracing::info!(link, phase = "plan", ms = started.elapsed().as_millis(), "Phase done.");
-    let Some(lease) = lease.filter(|_| planned) else {
+    let Some(lease) = run.lease.filter(|_| planned) else {
         return Ok(());
     };
 
     // 6–7. Deliver, verify, and move baselines with each closed entry.
     let started = std::time::Instant::now();
-    let delivered =
-        crate::deliver::deliver(spec, connectors, store, lease, layout, clock, progress, report, &mut rng)
-            .await;
+    let delivered = crate::deliver::deliver(run, lease, connectors, store, report, &mut rng).await;
     tracing::info!(link, phase = "deliver", ms = started.elapsed().as_millis(), "Phase done.");
     delivered
 }
@@ -399,22 +394,13 @@ async fn run_steps<C: Connector, K: Clock, P: Progress, S: StateStore>(
 /// memory) but undeliverable until the whole plan is published. Then the guard: over its
 /// limits, the run's planned writes are discarded; within them, the plan is published with the
 /// cursors. Whether there is anything to deliver (not when guarded or a dry run).
-#[allow(clippy::too_many_arguments)]
 async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
-    spec: &LinkSpec,
-    names: &SidePair<String>,
+    run: &RunContext<'_, K, P>,
     connectors: &mut SidePair<C>,
     store: &mut S,
-    lease: Option<&Lease>,
-    options: RunOptions,
-    clock: &K,
-    progress: &P,
-    layout: &fieldsync_store::LinkLayout,
-    modes: SidePair<ReadMode>,
-    since: SidePair<Option<Timestamp>>,
-    cursors: SidePair<CursorState>,
     report: &mut RunReport,
 ) -> Result<bool, EngineError> {
+    let RunContext { spec, names, options, clock, progress, lease, layout, modes, since, cursors } = *run;
     let link = spec.name.as_str();
     let now = clock.now();
     let fingerprints = SidePair::new(spec.fingerprint(Side::Left), spec.fingerprint(Side::Right));
@@ -427,7 +413,7 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
     let mut deferred = Deferred::default();
     progress.phase("reading and planning", None);
     while let Some(chunk) = detector.next(connectors, store, clock, progress, report).await? {
-        plan_chunk(spec, store, lease, options, layout, &planner, chunk, report, now, &mut deferred)?;
+        plan_chunk(run, store, &planner, chunk, report, &mut deferred)?;
     }
     let summary = detector.summary();
 
@@ -485,19 +471,16 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
 
 /// Plans one chunk of candidates and, unless it is a dry run, commits the plans with the raw
 /// digests detection found, in one transaction.
-#[allow(clippy::too_many_arguments)]
-fn plan_chunk<S: StateStore>(
-    spec: &LinkSpec,
+fn plan_chunk<K, P, S: StateStore>(
+    run: &RunContext<'_, K, P>,
     store: &mut S,
-    lease: Option<&Lease>,
-    options: RunOptions,
-    layout: &fieldsync_store::LinkLayout,
     planner: &Planner<'_>,
     chunk: Chunk,
     report: &mut RunReport,
-    now: Timestamp,
     deferred: &mut Deferred,
 ) -> Result<(), EngineError> {
+    let RunContext { spec, options, lease, layout, .. } = *run;
+    let now = planner.now;
     let link = spec.name.as_str();
     let keys: Vec<RecordKey> = chunk.candidates.iter().map(|candidate| candidate.key.clone()).collect();
     let mut reviews: HashMap<RecordKey, Vec<Review>> = HashMap::new();
@@ -560,7 +543,7 @@ fn plan_chunk<S: StateStore>(
         if let (Some(moved), BaselineChange::Keep) = (moved, &plan.baseline) {
             plan.baseline = BaselineChange::Put(moved);
         }
-        add_plan(&mut planned, plan, sources, existing, &landed, report.run_id, now, deferred);
+        add_plan(planner, &mut planned, plan, sources, existing, &landed, deferred);
     }
     if let (Some(run_id), Some(lease)) = (report.run_id, lease.filter(|_| !options.dry_run)) {
         planned.seen.extend(chunk.seen.into_iter().map(|(key, side, digest)| SeenDigest {
