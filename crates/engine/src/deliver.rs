@@ -142,7 +142,9 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
     // Pages through the due entries by id; each pass ends with a new one from the start, which
     // finds the entries whose retry fell due since.
     let mut after = 0;
-    loop {
+    // Cancelled, the run stops between two batches: what was closed stays closed, the rest
+    // waits for the next run.
+    while !run.cancel.is_cancelled() {
         let now = clock.now();
         let due = store.due_outbox(link, now, after, BATCH)?;
         if due.is_empty() {
@@ -153,7 +155,10 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
             let Some(next) = store.next_due(link)? else { break };
             let wait = next.duration_since(now).unsigned_abs();
             if next > now && next <= deadline {
-                clock.sleep(wait + Duration::from_millis(1)).await;
+                tokio::select! {
+                    () = clock.sleep(wait + Duration::from_millis(1)) => {}
+                    () = run.cancel.cancelled() => {}
+                }
                 continue;
             }
             break;
@@ -178,7 +183,7 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
     report.failures.sort_by_key(|failure| failure.outbox_id);
     report.stats.writes_retrying =
         report.failures.iter().filter(|failure| failure.outcome == "retrying").count() as u64;
-    Ok(())
+    run.go_on()
 }
 
 /// Sends one batch of one side: looks up uncertain creates and reads uncertain updates and

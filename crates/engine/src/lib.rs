@@ -16,8 +16,9 @@ pub mod spec;
 
 pub use error::EngineError;
 pub use report::{Action, GuardStop, ReadMode, ReportLine, RunReport, RunStats, SideStats, WriteFailure};
-pub use run::{Clock, NoProgress, Progress, RunOptions, SystemClock, run_link};
+pub use run::{Clock, NoProgress, Progress, RunOptions, SystemClock, run_link, run_link_until};
 pub use spec::{
     ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit, LinkSpec,
     RetryPolicy, SidePair, Tie,
 };
+pub use tokio_util::sync::CancellationToken;

@@ -13,6 +13,8 @@ use fieldsync_store::{
 };
 use jiff::Timestamp;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::EngineError;
 use crate::detect::{Candidate, Chunk, Detector, Presence};
 use crate::plan::{BaselineChange, Payload, Planner, RecordPlan, ReviewChange};
@@ -70,7 +72,7 @@ pub struct RunOptions {
     pub deliver_only: bool,
 }
 
-/// Runs one link once.
+/// Runs one link once, to its end.
 ///
 /// # Errors
 ///
@@ -85,6 +87,30 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
     options: RunOptions,
     clock: &K,
     progress: &P,
+) -> Result<RunReport, EngineError> {
+    let never = CancellationToken::new();
+    run_link_until(spec, names, connectors, store, options, clock, progress, &never).await
+}
+
+/// Runs one link once, unless `cancel` is cancelled first: the run then stops at the next point
+/// between two commits (between chunks of detection and planning, between delivery batches, or
+/// in a wait for a retry), leaving what a kill there would — what is committed stays
+/// committed, an unpublished plan is discarded by the next run — but cleanly: the run is
+/// recorded as `cancelled` and its lease released. Its report says `cancelled`.
+///
+/// # Errors
+///
+/// As `run_link`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_link_until<C: Connector, K: Clock, P: Progress, S: StateStore>(
+    spec: &LinkSpec,
+    names: &SidePair<String>,
+    connectors: &mut SidePair<C>,
+    store: &mut S,
+    options: RunOptions,
+    clock: &K,
+    progress: &P,
+    cancel: &CancellationToken,
 ) -> Result<RunReport, EngineError> {
     let started = clock.now();
     let link = spec.name.as_str();
@@ -132,9 +158,22 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
         // delivers and audits is never taken for the unpublished plan of a run that died.
         report.run_id = Some(store.start_run(lease, mode_name, options.deliver_only, started)?);
     }
-    let run =
-        RunContext { spec, names, options, clock, progress, lease, layout: &layout, modes, since, cursors };
+    let run = RunContext {
+        spec,
+        names,
+        options,
+        clock,
+        progress,
+        cancel,
+        lease,
+        layout: &layout,
+        modes,
+        since,
+        cursors,
+    };
     let result = run_steps(&run, connectors, store, &mut report).await;
+    let cancelled = matches!(result, Err(EngineError::Cancelled));
+    let result = if cancelled { Ok(()) } else { result };
     let finished = clock.now();
     report.elapsed_ms = u64::try_from(finished.duration_since(started).as_millis()).unwrap_or(0);
     let error_text = result.as_ref().err().map(|error| {
@@ -149,6 +188,7 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
     });
     report.status = match (&result, &report.guard) {
         (Err(_), _) => RunStatus::Failed,
+        (Ok(()), _) if cancelled => RunStatus::Cancelled,
         (Ok(()), Some(_)) => RunStatus::Guarded,
         (Ok(()), None) if report.failures.iter().any(|failure| failure.outcome != "moved") => {
             RunStatus::Partial
@@ -188,6 +228,8 @@ pub(crate) struct RunContext<'run, K, P> {
     pub clock: &'run K,
     /// Where the run tells how far it got.
     pub progress: &'run P,
+    /// Stops the run between two commits when cancelled.
+    pub cancel: &'run CancellationToken,
     /// The link's lease; none for a dry run, which writes nothing.
     pub lease: Option<&'run Lease>,
     /// The field list baselines are read and written with.
@@ -198,6 +240,17 @@ pub(crate) struct RunContext<'run, K, P> {
     pub since: SidePair<Option<Timestamp>>,
     /// Each side's cursor as the run found it.
     pub cursors: SidePair<CursorState>,
+}
+
+impl<K, P> RunContext<'_, K, P> {
+    /// Whether the run goes on from here.
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::Cancelled` when it was cancelled.
+    pub fn go_on(&self) -> Result<(), EngineError> {
+        if self.cancel.is_cancelled() { Err(EngineError::Cancelled) } else { Ok(()) }
+    }
 }
 
 /// How long a run's lease lasts without a commit; every commit renews it. A run that commits
@@ -400,7 +453,7 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
     store: &mut S,
     report: &mut RunReport,
 ) -> Result<bool, EngineError> {
-    let RunContext { spec, names, options, clock, progress, lease, layout, modes, since, cursors } = *run;
+    let RunContext { spec, names, options, clock, progress, lease, layout, modes, since, cursors, .. } = *run;
     let link = spec.name.as_str();
     let now = clock.now();
     let fingerprints = SidePair::new(spec.fingerprint(Side::Left), spec.fingerprint(Side::Right));
@@ -412,9 +465,13 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
     let mut detector = Detector::new(spec, layout, names, connectors, modes, since, store)?;
     let mut deferred = Deferred::default();
     progress.phase("reading and planning", None);
+    // Cancelled between two chunks, the run leaves what a kill there would: the chunks planned
+    // so far are committed but never published, and the next run discards them.
     while let Some(chunk) = detector.next(connectors, store, clock, progress, report).await? {
+        run.go_on()?;
         plan_chunk(run, store, &planner, chunk, report, &mut deferred)?;
     }
+    run.go_on()?;
     let summary = detector.summary();
 
     // 5. Guard.

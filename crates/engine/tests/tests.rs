@@ -1400,3 +1400,90 @@ async fn a_create_the_target_made_in_part_is_completed_by_the_next_run() {
     let quiet = world.run_on(&mut connectors, RunOptions { full: true, ..Default::default() }).await;
     assert_eq!((quiet.stats.writes_done, quiet.stats.compared), (0, 0), "{quiet:#?}");
 }
+
+/// A progress display that cancels the run once `after` units of the phase `phase` are done.
+struct CancelAt {
+    phase: &'static str,
+    after: u64,
+    token: fieldsync_engine::CancellationToken,
+    current: std::cell::RefCell<String>,
+    done: std::cell::Cell<u64>,
+}
+
+impl fieldsync_engine::Progress for CancelAt {
+    fn phase(&self, name: &str, _total: Option<u64>) {
+        *self.current.borrow_mut() = name.to_string();
+        self.done.set(0);
+    }
+
+    fn advance(&self, count: u64) {
+        self.done.set(self.done.get() + count);
+        if *self.current.borrow() == self.phase && self.done.get() >= self.after {
+            self.token.cancel();
+        }
+    }
+}
+
+/// A run cancelled between chunks of planning, or between delivery batches, leaves what a kill
+/// there would — the chunks it committed unpublished (the next run discards them), the batches
+/// it closed closed — but records itself as cancelled and releases its lease; the next run
+/// completes the sync with nothing lost or duplicated.
+#[tokio::test]
+async fn a_cancelled_run_leaves_what_a_kill_would_and_the_next_run_completes() {
+    for (phase, after) in [("reading and planning", 1_100), ("writing", 1)] {
+        let mut world = world(ConflictStrategy::Review);
+        world.left.set_now(at(0));
+        for number in 0..1_200 {
+            world.left.edit(&format!("m{number:04}"), "email", json!(format!("member{number}@club.nl")));
+        }
+        let token = fieldsync_engine::CancellationToken::new();
+        let progress = CancelAt {
+            phase,
+            after,
+            token: token.clone(),
+            current: std::cell::RefCell::default(),
+            done: std::cell::Cell::default(),
+        };
+        let names = SidePair::new("left".to_string(), "right".to_string());
+        let mut connectors = SidePair::new(world.left.connector(), world.right.connector());
+        let options = RunOptions::default();
+        let report = fieldsync_engine::run_link_until(
+            &world.spec,
+            &names,
+            &mut connectors,
+            &mut world.store,
+            options,
+            &SystemClock,
+            &progress,
+            &token,
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.status, RunStatus::Cancelled, "{phase}: {:#?}", report.stats);
+        let runs = world.store.list_runs(Some("members"), 10).unwrap();
+        assert_eq!(runs[0].status, RunStatus::Cancelled, "{phase}");
+        let created = world.right.records().len();
+        if phase == "writing" {
+            // The first batch was sent and closed; the others wait, published, for the next run.
+            assert_eq!((created, report.stats.writes_done), (500, 500), "{phase}");
+            let pending =
+                world.store.outbox_page(Some("members"), Some(OutboxStatus::Pending), None, 0).unwrap();
+            assert_eq!(pending.0.len(), 700, "{phase}");
+        } else {
+            // Cancelled while planning: nothing was published, so nothing was sent.
+            assert_eq!(created, 0, "{phase}");
+            let planned = world.store.outbox_page(Some("members"), None, None, 0).unwrap().0;
+            assert!(planned.len() >= 1_000, "{phase}: the first chunk was committed, {}", planned.len());
+        }
+
+        // The lease was released: the next run starts at once, and completes the sync.
+        let next = world.run(RunOptions::default()).await;
+        assert_eq!(next.status, RunStatus::Done, "{phase}: {next:#?}");
+        assert_eq!(world.right.records().len(), 1_200, "{phase}: nothing lost, nothing duplicated");
+        let done = world.store.outbox_page(Some("members"), Some(OutboxStatus::Done), None, 0).unwrap().0;
+        assert_eq!(done.len(), 1_200, "{phase}: each create made once");
+        assert_eq!(world.right.value("m0999", "email"), json!("member999@club.nl"));
+        let quiet = world.run(RunOptions { full: true, ..Default::default() }).await;
+        assert_eq!((quiet.status, quiet.stats.writes_done), (RunStatus::Done, 0), "{phase}");
+    }
+}

@@ -457,6 +457,9 @@ text_enum!(
         Guarded => "guarded",
         /// Stopped by an error before finishing.
         Failed => "failed",
+        /// Cancelled (Ctrl-C, a service shutting down): stopped between two commits, leaving
+        /// what a kill there would, cleanly; the next run carries on.
+        Cancelled => "cancelled",
     }
 );
 

@@ -127,7 +127,7 @@ impl Workspace {
     /// `FieldGone` or `UnreadableValue` when the decision cannot apply; `ReviewClosed` when
     /// the review was closed already.
     pub fn resolve(&mut self, id: i64, resolution: Resolution) -> Result<Resolved, WorkspaceError> {
-        let Workspace { config, store } = self;
+        let Workspace { config, store, .. } = self;
         let store = super::open_store(config, store)?;
         let review = store.review(id)?;
         let link = config
