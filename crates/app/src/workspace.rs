@@ -30,8 +30,8 @@ pub use status::{LinkStatus, OutboxCounts, ReviewCounts};
 // module so that their callers depend on the app alone.
 pub use fieldsync_connector::{Capabilities, Probe};
 pub use fieldsync_engine::{
-    Action, FailureOutcome, GuardKind, GuardStop, NoProgress, Progress, ReportLine, RunReport, RunStats,
-    SideStats, WriteFailure,
+    Action, CancellationToken, FailureOutcome, GuardKind, GuardStop, NoProgress, Progress, ReportLine,
+    RunReport, RunStats, SideStats, WriteFailure,
 };
 pub use fieldsync_store::{
     AuditEntry, AuditEvent, Decision, OutboxStatus, ReviewKind, ReviewStatus, RunRow, RunStatus,
@@ -63,12 +63,14 @@ pub struct Workspace {
     config: Config,
     /// The state store, opened by the first use case that needs it (`check` does not).
     store: Option<SqliteStore>,
+    /// Cancels the runs of this workspace (see `Workspace::cancellation`).
+    cancel: CancellationToken,
 }
 
 impl Workspace {
     /// A workspace over a configuration already loaded.
     pub fn new(config: Config) -> Self {
-        Self { config, store: None }
+        Self { config, store: None, cancel: CancellationToken::new() }
     }
 
     /// Loads and validates the configuration at `path` (`crate::load`), for every use case.

@@ -55,7 +55,7 @@ impl Op {
                     to_table: "baselines".into(),
                 },
             ],
-            "nochange_full" => {
+            "nochange_full" | "full_after_create" => {
                 vec![
                     scan("left.db", LEFT_TABLE),
                     scan("right.db", RIGHT_TABLE),

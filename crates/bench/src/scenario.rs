@@ -90,6 +90,8 @@ enum Start {
     Equal,
     /// Both tables equal and synced (the state of a first run).
     Synced,
+    /// The state of a first run that created every member on the empty right side.
+    Created,
 }
 
 fn scenarios(settings: &Settings, members: u64) -> Vec<Scenario> {
@@ -99,6 +101,9 @@ fn scenarios(settings: &Settings, members: u64) -> Vec<Scenario> {
         plain("initial_equal", Start::Equal, false),
         plain("nochange_full", Start::Synced, true),
         plain("nochange_incremental", Start::Synced, false),
+        // The first full run after a first sync that created every record: it should cost no
+        // more than a steady nochange_full.
+        plain("full_after_create", Start::Created, true),
     ];
     for &changes in settings.changes.iter().filter(|&&changes| changes * 4 <= members) {
         for full in [false, true] {
@@ -132,10 +137,13 @@ pub fn run_all(settings: &Settings) -> Result<()> {
         let root = dir.join(members.to_string());
         let base = root.join("base");
         prepare(&base, members, settings.seed)?;
-        // The synced state is made again by the binary being measured.
+        // The synced and created states are made again by the binary being measured.
         let synced = root.join("synced");
-        if synced.exists() {
-            std::fs::remove_dir_all(&synced)?;
+        let created = root.join("created");
+        for state in [&synced, &created] {
+            if state.exists() {
+                std::fs::remove_dir_all(state)?;
+            }
         }
         let work = root.join("work");
         for scenario in scenarios(settings, members) {
@@ -153,9 +161,18 @@ pub fn run_all(settings: &Settings) -> Result<()> {
                 run_fieldsync(&bench, &fieldsync, &work, false)?;
                 copy_dir(&work, &synced)?;
             }
+            if scenario.start == Start::Created && !created.join("state.db").exists() {
+                set_up(&base, &work, Start::RightEmpty)?;
+                run_fieldsync(&bench, &fieldsync, &work, false)?;
+                copy_dir(&work, &created)?;
+            }
             for _ in 0..settings.runs {
                 // The engine.
-                let from = if scenario.start == Start::Synced { &synced } else { &base };
+                let from = match scenario.start {
+                    Start::Synced => &synced,
+                    Start::Created => &created,
+                    Start::RightEmpty | Start::Equal => &base,
+                };
                 set_up(from, &work, scenario.start)?;
                 let edited_at = edit(&work, members, settings.seed, scenario.changes)?;
                 let (sample, report) = run_fieldsync(&bench, &fieldsync, &work, scenario.full)?;
@@ -227,7 +244,7 @@ fn set_up(from: &Path, work: &Path, start: Start) -> Result<()> {
             std::fs::copy(from.join("left.db"), work.join("left.db"))?;
             std::fs::copy(from.join("right.db"), work.join("right.db"))?;
         }
-        Start::Synced => copy_dir(from, work)?,
+        Start::Synced | Start::Created => copy_dir(from, work)?,
     }
     std::fs::write(work.join("fieldsync.toml"), generate::CONFIG)?;
     settle(work)

@@ -15,7 +15,17 @@ use crate::{ConflictsCommand, Exit, ExportFormat, Failure, HistoryCommand, Outbo
 /// at the end).
 pub async fn run(config: &Path, run: RunArgs, force: bool, json: bool) -> Result<Exit, Failure> {
     let mut workspace = Workspace::open(config)?;
-    let runs = workspace.run(&scope(run), force, &mut RunPrinter::new(json)).await?;
+    // Ctrl-C cancels the run: it stops between two commits and records itself as cancelled,
+    // and fieldsync exits 130.
+    let cancel = workspace.cancellation();
+    let interrupt = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.cancel();
+        }
+    });
+    let runs = workspace.run(&scope(run), force, &mut RunPrinter::new(json)).await;
+    interrupt.abort();
+    let runs = runs?;
     if json {
         print_json(&runs.reports);
     }

@@ -27,7 +27,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about,
     long_about = None,
     after_help = "Exit codes: 0 done; 1 some writes failed (they stay in the outbox and are retried); \
-                  2 configuration or usage error; 3 stopped by the guard (nothing was written).\n\
+                  2 configuration or usage error; 3 stopped by the guard (nothing was written); \
+                  130 cancelled by Ctrl-C (the run stopped between two commits, recorded itself as \
+                  cancelled, and the next run carries on).\n\
                   Logs go to standard error; set FIELDSYNC_LOG=info (or debug) to see more."
 )]
 struct Cli {
@@ -195,6 +197,8 @@ pub enum Exit {
     Usage = 2,
     /// Stopped by the guard.
     Guarded = 3,
+    /// Cancelled by Ctrl-C (SIGINT), after the run recorded itself.
+    Cancelled = 130,
 }
 
 impl From<fieldsync_app::workspace::Outcome> for Exit {
@@ -204,6 +208,7 @@ impl From<fieldsync_app::workspace::Outcome> for Exit {
             Outcome::Done => Exit::Done,
             Outcome::WritesFailed => Exit::WritesFailed,
             Outcome::Guarded => Exit::Guarded,
+            Outcome::Cancelled => Exit::Cancelled,
         }
     }
 }

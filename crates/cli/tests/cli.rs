@@ -474,3 +474,57 @@ fn every_source_file_starts_with_a_module_doc() {
         .collect();
     assert!(undocumented.is_empty(), "files without a `//!` doc: {undocumented:?}");
 }
+
+/// Ctrl-C (SIGINT) during a run stops it between two commits: fieldsync exits 130 after the run
+/// recorded itself as cancelled (the history says so), and the next run completes the sync.
+#[test]
+fn ctrl_c_cancels_a_run_which_records_itself_and_the_next_run_completes() {
+    const MEMBERS: usize = 20_000;
+    let (dir, left, right) = setup(r#"conflicts = { strategy = "review" }"#, 0);
+    exec(
+        &left,
+        &format!(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
+             INSERT INTO members SELECT printf('N%05d', i), printf('new%d@club.nl', i), \
+             printf('+3161%07d', i), datetime('now', '-1 day') FROM n;",
+            MEMBERS - 1
+        ),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldsync"))
+        .current_dir(dir.path())
+        .args(["run", "--json"])
+        .env_remove("FIELDSYNC_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the fieldsync binary runs");
+    // Interrupted once the run has committed a chunk of its plan.
+    let state = dir.path().join("state.db");
+    let started = std::time::Instant::now();
+    loop {
+        let planned = Connection::open(&state)
+            .and_then(|state| state.query_row("SELECT count(*) FROM outbox", [], |row| row.get::<_, i64>(0)))
+            .unwrap_or(0);
+        if planned > 0 {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");
+        assert!(started.elapsed() < std::time::Duration::from_secs(120), "no plan committed");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let interrupted = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(interrupted.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stdout));
+    assert_eq!(json(&output)[0]["status"], "cancelled");
+    let history = fieldsync(dir.path(), &["history"]);
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert!(history.lines().any(|line| line.contains("cancelled")), "{history}");
+
+    let (code, reports) = run(dir.path());
+    assert_eq!((code, reports[0]["status"].as_str()), (0, Some("done")), "{reports:#}");
+    assert_eq!(query(&right, "SELECT count(*) || '' FROM people"), MEMBERS.to_string());
+    assert_eq!(query(&right, "SELECT count(DISTINCT number) || '' FROM people"), MEMBERS.to_string());
+    let (code, quiet) = run(dir.path());
+    assert_eq!((code, quiet[0]["stats"]["writes_done"].as_u64()), (0, Some(0)), "{quiet:#}");
+}

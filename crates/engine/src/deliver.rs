@@ -9,14 +9,15 @@ use std::time::Duration;
 use fieldsync_connector::{
     Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Write, WriteOutcome,
 };
-use fieldsync_model::{RecordId, Side, Value};
+use fieldsync_model::{Reading, RecordId, Side, Value, digest_raw, digest_values};
 use fieldsync_store::{
-    AuditEntry, AuditEvent, Baseline, CursorState, Lease, LinkLayout, Operation, Origin, OutboxEntry,
-    OutboxStatus, StateStore, Transaction,
+    AuditEntry, AuditEvent, Baseline, BaselineWrite, BatchClose, EntryOutcome, Lease, LinkLayout, Operation,
+    Origin, OutboxEntry, OutboxStatus, SeenDigest, StateStore,
 };
 
 use crate::plan::Payload;
 use crate::report::{FailureOutcome, RunReport, WriteFailure};
+use crate::run::RunContext;
 use crate::spec::{LinkSpec, SidePair};
 use crate::{Clock, EngineError, Progress};
 
@@ -31,10 +32,26 @@ struct Attempts {
     sent: Vec<bool>,
 }
 
+/// One side's batch of due entries, with their payloads read.
+struct Batch<'batch> {
+    side: Side,
+    entries: &'batch [&'batch OutboxEntry],
+    payloads: &'batch [Result<Payload, String>],
+}
+
+/// What closing batches tells: the report, the jitter's randomness, and each entry's latest
+/// failure in this run.
+struct Closing<'run> {
+    report: &'run mut RunReport,
+    rng: &'run mut fastrand::Rng,
+    final_outcomes: &'run mut HashMap<i64, WriteFailure>,
+}
+
 /// How one entry's attempt ended.
 enum Attempt {
-    /// Written and read back as intended.
-    Verified { id: RecordId },
+    /// Written and read back as intended, with the raw values of the tracked fields read back
+    /// (none for a delete).
+    Verified { id: RecordId, raw: Option<Vec<serde_json::Value>> },
     /// Failed; maybe retryable.
     Failed(ConnectorError),
     /// Written, but the target holds something else.
@@ -108,18 +125,15 @@ fn verify(
 
 /// Delivers every due outbox entry of the link, waiting for retries due within the link's
 /// `wait_in_run`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
-    spec: &LinkSpec,
+    run: &RunContext<'_, K, P>,
+    lease: &Lease,
     connectors: &mut SidePair<C>,
     store: &mut S,
-    lease: Option<&Lease>,
-    layout: &LinkLayout,
-    clock: &K,
-    progress: &P,
     report: &mut RunReport,
     rng: &mut fastrand::Rng,
 ) -> Result<(), EngineError> {
+    let RunContext { spec, clock, progress, .. } = *run;
     let link = spec.name.as_str();
     let mut final_outcomes: HashMap<i64, WriteFailure> = HashMap::new();
     progress.phase("writing", None);
@@ -128,7 +142,9 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
     // Pages through the due entries by id; each pass ends with a new one from the start, which
     // finds the entries whose retry fell due since.
     let mut after = 0;
-    loop {
+    // Cancelled, the run stops between two batches: what was closed stays closed, the rest
+    // waits for the next run.
+    while !run.cancel.is_cancelled() {
         let now = clock.now();
         let due = store.due_outbox(link, now, after, BATCH)?;
         if due.is_empty() {
@@ -139,7 +155,10 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
             let Some(next) = store.next_due(link)? else { break };
             let wait = next.duration_since(now).unsigned_abs();
             if next > now && next <= deadline {
-                clock.sleep(wait + Duration::from_millis(1)).await;
+                tokio::select! {
+                    () = clock.sleep(wait + Duration::from_millis(1)) => {}
+                    () = run.cancel.cancelled() => {}
+                }
                 continue;
             }
             break;
@@ -152,23 +171,11 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
             }
             let payloads: Vec<Result<Payload, String>> =
                 entries.iter().map(|entry| Payload::from_text(&entry.payload)).collect();
-            let outcomes =
-                attempt_batch(spec, side, connectors.get_mut(side), store, lease, &entries, &payloads, clock)
-                    .await?;
-            close_batch(
-                spec,
-                side,
-                store,
-                lease,
-                layout,
-                &entries,
-                &payloads,
-                outcomes,
-                clock,
-                report,
-                rng,
-                &mut final_outcomes,
-            )?;
+            let batch = Batch { side, entries: &entries, payloads: &payloads };
+            let outcomes = attempt_batch(run, lease, &batch, connectors.get_mut(side), store).await?;
+            let mut closing =
+                Closing { report: &mut *report, rng: &mut *rng, final_outcomes: &mut final_outcomes };
+            close_batch(run, lease, &batch, store, outcomes, &mut closing)?;
             progress.advance(entries.len() as u64);
         }
     }
@@ -176,20 +183,21 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
     report.failures.sort_by_key(|failure| failure.outbox_id);
     report.stats.writes_retrying =
         report.failures.iter().filter(|failure| failure.outcome == FailureOutcome::Retrying).count() as u64;
-    Ok(())
+    run.go_on()
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
-    spec: &LinkSpec,
-    side: Side,
+/// Sends one batch of one side: looks up uncertain creates and reads uncertain updates and
+/// deletes first, re-reads targets without conditional writes, marks the batch as being sent,
+/// applies the writes and reads them back.
+async fn attempt_batch<C: Connector, K: Clock, P, S: StateStore>(
+    run: &RunContext<'_, K, P>,
+    lease: &Lease,
+    batch: &Batch<'_>,
     connector: &mut C,
     store: &mut S,
-    lease: Option<&Lease>,
-    entries: &[&OutboxEntry],
-    payloads: &[Result<Payload, String>],
-    clock: &K,
 ) -> Result<Attempts, EngineError> {
+    let RunContext { spec, clock, .. } = *run;
+    let Batch { side, entries, payloads } = *batch;
     let capabilities = connector.capabilities();
     let mut paths = spec.read_paths(side);
     let mut outcomes: Vec<Option<Attempt>> = Vec::with_capacity(entries.len());
@@ -242,7 +250,7 @@ async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
             {
                 let payload = payloads[index].unwrap_or_else(|| unreachable!("only readable payloads"));
                 outcomes[index] = Some(match verify(spec, side, payload, &paths, &record) {
-                    Ok(()) => Attempt::Verified { id: record.id },
+                    Ok(()) => Attempt::Verified { raw: Some(tracked(spec, &record)), id: record.id },
                     Err(_) => Attempt::Failed(ConnectorError::AlreadyExists { id: record.id }),
                 });
             }
@@ -273,12 +281,14 @@ async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
             let Some(id) = entries[index].record_id.clone() else { continue };
             let payload = payloads[index].unwrap_or_else(|| unreachable!("only readable payloads"));
             let done = match (entries[index].operation, found.get(&id)) {
-                (Operation::Delete, None) => true,
-                (Operation::Update, Some(record)) => verify(spec, side, payload, &paths, record).is_ok(),
-                _ => false,
+                (Operation::Delete, None) => Some(None),
+                (Operation::Update, Some(record)) => {
+                    verify(spec, side, payload, &paths, record).is_ok().then(|| Some(tracked(spec, record)))
+                }
+                _ => None,
             };
-            if done {
-                outcomes[index] = Some(Attempt::Verified { id });
+            if let Some(raw) = done {
+                outcomes[index] = Some(Attempt::Verified { id, raw });
             }
         }
     }
@@ -357,9 +367,7 @@ async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
     let mut send = None;
     if !sent.is_empty() {
         let ids: Vec<i64> = sent.iter().map(|&index| entries[index].id).collect();
-        let transaction = crate::run::begin(store, lease)?;
-        send = Some(transaction.begin_send(spec.name.as_str(), &ids, clock.now())?);
-        transaction.commit()?;
+        send = Some(store.start_send(lease, ids, clock.now())?);
         let results: Vec<Result<WriteOutcome, ConnectorError>> = match connector.apply(&writes).await {
             Ok(results) => results,
             Err(error) => {
@@ -400,7 +408,7 @@ async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
                             payloads[index].unwrap_or_else(|| unreachable!("only readable payloads"));
                         let record = records.get(&id).filter(|record| !record.deleted);
                         outcomes[index] = Some(match (entries[index].operation, record) {
-                            (Operation::Delete, None) => Attempt::Verified { id },
+                            (Operation::Delete, None) => Attempt::Verified { id, raw: None },
                             (Operation::Delete, Some(_)) => {
                                 Attempt::Mismatch("deleted, but the record is still there".into())
                             }
@@ -408,7 +416,7 @@ async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
                                 Attempt::Mismatch("written, but the record cannot be read back".into())
                             }
                             (_, Some(record)) => match verify(spec, side, payload, &paths, record) {
-                                Ok(()) => Attempt::Verified { id },
+                                Ok(()) => Attempt::Verified { raw: Some(tracked(spec, record)), id },
                                 Err(message) => Attempt::Mismatch(message),
                             },
                         });
@@ -440,6 +448,65 @@ async fn attempt_batch<C: Connector, K: Clock, S: StateStore>(
         send,
         sent: was_sent,
     })
+}
+
+/// The raw values of a record's tracked fields, as detection reads them (the link key and any
+/// other path left out).
+fn tracked(spec: &LinkSpec, record: &ConnectorRecord) -> Vec<serde_json::Value> {
+    record.values.iter().take(spec.fields.len()).cloned().collect()
+}
+
+/// The raw digests that a verified write leaves known, so that the next scan does not
+/// normalise what fieldsync wrote: the target's, when what it read back normalises to the
+/// moved `baseline` (a value read back exactly as written is the value written, as `verify`
+/// takes it), and the source's, when what it held at planning normalises to it.
+fn seen_after(
+    spec: &LinkSpec,
+    side: Side,
+    fingerprint: u64,
+    entry: &OutboxEntry,
+    payload: &Payload,
+    baseline: &Baseline,
+    raw: Option<Vec<serde_json::Value>>,
+) -> Vec<SeenDigest> {
+    let basis = baseline.digest();
+    let mut seen = Vec::with_capacity(2);
+    if let Some(raw) = raw
+        && raw.len() == spec.fields.len()
+        && read_back_digest(spec, side, payload, &raw) == Some(basis)
+    {
+        seen.push(SeenDigest { key: entry.key.clone(), side, digest: digest_raw(basis, fingerprint, &raw) });
+    }
+    if let Some(source) = entry.source.filter(|source| source.basis == basis) {
+        seen.push(SeenDigest { key: entry.key.clone(), side: side.other(), digest: source.raw });
+    }
+    seen
+}
+
+/// The digest of a record's values read back from `side`, normalised as detection would.
+fn read_back_digest(
+    spec: &LinkSpec,
+    side: Side,
+    payload: &Payload,
+    raw: &[serde_json::Value],
+) -> Option<fieldsync_model::RecordDigest> {
+    let mut values = Vec::with_capacity(raw.len());
+    for (field, read) in spec.fields.iter().zip(raw) {
+        let written = payload
+            .fields
+            .iter()
+            .find(|written| written.name.as_deref() == Some(field.name.as_str()) && &written.raw == read)
+            .and_then(|written| written.value.clone());
+        let value = match written {
+            Some(value) => value,
+            None => match field.normalisers.get(side).read(read) {
+                Reading::Valid(value) | Reading::Copied(value, _) => value,
+                Reading::Invalid(_) => return None,
+            },
+        };
+        values.push(value);
+    }
+    Some(digest_values(values.iter().map(Some)))
 }
 
 /// Moves a baseline as a verified write to `side` says: the target's id (and the source's,
@@ -488,31 +555,28 @@ pub(crate) fn move_baseline(
     written
 }
 
-#[allow(clippy::too_many_arguments)]
-fn close_batch<K: Clock, S: StateStore>(
-    spec: &LinkSpec,
-    side: Side,
+/// Closes one batch in one commit: each entry's outcome, the baselines its verified writes
+/// move, their audit and raw digests; tells the report what failed.
+fn close_batch<K: Clock, P, S: StateStore>(
+    run: &RunContext<'_, K, P>,
+    lease: &Lease,
+    batch: &Batch<'_>,
     store: &mut S,
-    lease: Option<&Lease>,
-    layout: &LinkLayout,
-    entries: &[&OutboxEntry],
-    payloads: &[Result<Payload, String>],
     attempts: Attempts,
-    clock: &K,
-    report: &mut RunReport,
-    rng: &mut fastrand::Rng,
-    final_outcomes: &mut HashMap<i64, WriteFailure>,
+    closing: &mut Closing<'_>,
 ) -> Result<(), EngineError> {
+    let RunContext { spec, clock, layout, .. } = *run;
+    let Batch { side, entries, payloads } = *batch;
+    let Closing { report, rng, final_outcomes } = closing;
     let link = spec.name.as_str();
     let now = clock.now();
     let keys: Vec<_> = entries.iter().map(|entry| entry.key.clone()).collect();
-    let cursor = store.cursor(link, side)?;
-    let mut moved = false;
-    let transaction = crate::run::begin(store, lease)?;
-    let mut baselines = transaction.baselines(link, layout, &keys)?;
-    if let Some(send) = attempts.send {
-        transaction.end_send(send)?;
-    }
+    // Baselines are written only under the link's lease: read now, they are what the closing
+    // commit changes.
+    let mut baselines = store.baselines(link, layout, &keys)?;
+    let mut batch = BatchClose { send: attempts.send, ..BatchClose::default() };
+    let fingerprint = spec.fingerprint(side);
+    let mut outcomes = Vec::with_capacity(entries.len());
     for (((entry, outcome), payload), sent) in
         entries.iter().zip(attempts.outcomes).zip(payloads).zip(attempts.sent)
     {
@@ -520,12 +584,14 @@ fn close_batch<K: Clock, S: StateStore>(
         // the way (a look-up or re-read before its write): otherwise its backoff never grows and
         // it never reaches the retry limit.
         let counted = sent || matches!(outcome, Attempt::Failed(_));
-        let set_status = |status, next, error: Option<&str>| {
-            if counted {
-                transaction.close_attempt(entry.id, status, next, error, now)
-            } else {
-                transaction.set_outbox_status(entry.id, status, next, error, now)
-            }
+        let mut set_status = |status, next_attempt_at, error: Option<&str>| {
+            outcomes.push(EntryOutcome {
+                id: entry.id,
+                status,
+                next_attempt_at,
+                error: error.map(str::to_string),
+                attempted: counted,
+            });
         };
         let audit = |event: AuditEvent, reason: String, value: Option<Value>| AuditEntry {
             run_id: report.run_id,
@@ -548,7 +614,7 @@ fn close_batch<K: Clock, S: StateStore>(
             message,
         };
         match outcome {
-            Attempt::Verified { id } => {
+            Attempt::Verified { id, raw } => {
                 let payload = payload
                     .as_ref()
                     .unwrap_or_else(|_| unreachable!("a verified entry had a readable payload"));
@@ -556,7 +622,7 @@ fn close_batch<K: Clock, S: StateStore>(
                     .remove(&entry.key)
                     .unwrap_or_else(|| Baseline::empty(entry.key.clone(), layout.fields.len()));
                 match entry.operation {
-                    Operation::Delete => transaction.delete_baseline(link, &entry.key)?,
+                    Operation::Delete => batch.baselines.push(BaselineWrite::Forget(entry.key.clone())),
                     _ => {
                         let written = move_baseline(&mut baseline, side, id, payload, layout, now);
                         // A create is audited once, below, rather than field by field.
@@ -568,25 +634,31 @@ fn close_batch<K: Clock, S: StateStore>(
                                     Some(value),
                                 );
                                 written.field = Some(name);
-                                transaction.audit(link, &written)?;
+                                batch.audit.push(written);
                             }
                         }
                         if entry.operation == Operation::Create || payload.soft_delete_of.is_some() {
                             let what =
                                 if entry.operation == Operation::Create { "created" } else { "soft-deleted" };
                             let reason = format!("{what} on the {side} side and read back");
-                            transaction.audit(link, &audit(AuditEvent::Written, reason, None))?;
+                            batch.audit.push(audit(AuditEvent::Written, reason, None));
                         }
-                        transaction.put_baseline(link, layout, &baseline)?;
+                        batch.seen.extend(seen_after(
+                            spec,
+                            side,
+                            fingerprint,
+                            entry,
+                            payload,
+                            &baseline,
+                            raw,
+                        ));
+                        batch.baselines.push(BaselineWrite::Put(baseline));
                     }
                 }
                 if entry.operation == Operation::Delete {
-                    transaction.audit(
-                        link,
-                        &audit(AuditEvent::Written, format!("deleted on the {side} side"), None),
-                    )?;
+                    batch.audit.push(audit(AuditEvent::Written, format!("deleted on the {side} side"), None));
                 }
-                set_status(OutboxStatus::Done, None, None)?;
+                set_status(OutboxStatus::Done, None, None);
                 report.stats.writes_done += 1;
                 final_outcomes.remove(&entry.id);
             }
@@ -594,22 +666,19 @@ fn close_batch<K: Clock, S: StateStore>(
                 let attempts = entry.attempts + 1;
                 let message = error.to_string();
                 if attempts >= spec.retry.attempts {
-                    set_status(OutboxStatus::Dead, None, Some(&message))?;
-                    transaction.audit(
-                        link,
-                        &audit(
-                            AuditEvent::Failed,
-                            format!("gave up after {attempts} attempts: {message}"),
-                            None,
-                        ),
-                    )?;
+                    set_status(OutboxStatus::Dead, None, Some(&message));
+                    batch.audit.push(audit(
+                        AuditEvent::Failed,
+                        format!("gave up after {attempts} attempts: {message}"),
+                        None,
+                    ));
                     report.stats.writes_dead += 1;
                     final_outcomes.insert(entry.id, failure(FailureOutcome::Dead, message));
                 } else {
                     let backoff = spec.retry.backoff(attempts, rng.f64());
                     let wait = error.retry_after().map_or(backoff, |asked| asked.max(backoff));
                     let next = now + wait;
-                    set_status(OutboxStatus::Pending, Some(next), Some(&message))?;
+                    set_status(OutboxStatus::Pending, Some(next), Some(&message));
                     tracing::warn!(link, key = %entry.key, %side, attempts, error = %message, "Retrying outbox entry.");
                     final_outcomes.insert(entry.id, failure(FailureOutcome::Retrying, message));
                 }
@@ -626,8 +695,8 @@ fn close_batch<K: Clock, S: StateStore>(
                 let attempts = entry.attempts + 1;
                 if attempts >= spec.retry.attempts {
                     let message = format!("{error}; refused the same way {attempts} times");
-                    set_status(OutboxStatus::Dead, None, Some(&message))?;
-                    transaction.audit(link, &audit(AuditEvent::Failed, message.clone(), None))?;
+                    set_status(OutboxStatus::Dead, None, Some(&message));
+                    batch.audit.push(audit(AuditEvent::Failed, message.clone(), None));
                     report.stats.writes_dead += 1;
                     final_outcomes.insert(entry.id, failure(FailureOutcome::Dead, message));
                 } else if attempts > 1 {
@@ -635,39 +704,37 @@ fn close_batch<K: Clock, S: StateStore>(
                         "{error}; refused the same way {attempts} times, it will be planned again from a \
                          fresh read"
                     );
-                    set_status(OutboxStatus::Moved, None, Some(&message))?;
+                    set_status(OutboxStatus::Moved, None, Some(&message));
                     tracing::warn!(link, key = %entry.key, %side, attempts, error = %message, "Outbox entry refused again.");
                     final_outcomes.insert(entry.id, failure(FailureOutcome::Retrying, message));
                 } else {
                     let message = format!("{error}; it will be planned again from a fresh read");
-                    set_status(OutboxStatus::Moved, None, Some(&message))?;
+                    set_status(OutboxStatus::Moved, None, Some(&message));
                     report.stats.writes_moved += 1;
                     final_outcomes.insert(entry.id, failure(FailureOutcome::Moved, message));
                 }
-                moved = true;
+                batch.full_scan_of = Some(side);
             }
             Attempt::Failed(error) => {
                 let message = error.to_string();
-                set_status(OutboxStatus::Dead, None, Some(&message))?;
-                transaction.audit(link, &audit(AuditEvent::Failed, message.clone(), None))?;
+                set_status(OutboxStatus::Dead, None, Some(&message));
+                batch.audit.push(audit(AuditEvent::Failed, message.clone(), None));
                 report.stats.writes_dead += 1;
                 final_outcomes.insert(entry.id, failure(FailureOutcome::Dead, message));
             }
             Attempt::Mismatch(message) | Attempt::Damaged(message) => {
-                set_status(OutboxStatus::Dead, None, Some(&message))?;
-                transaction.audit(link, &audit(AuditEvent::Failed, message.clone(), None))?;
+                set_status(OutboxStatus::Dead, None, Some(&message));
+                batch.audit.push(audit(AuditEvent::Failed, message.clone(), None));
                 report.stats.writes_dead += 1;
                 final_outcomes.insert(entry.id, failure(FailureOutcome::Dead, message));
             }
         }
     }
-    if moved {
-        // The record that moved may carry a time older than the cursor window (its change
-        // can be an earlier write of ours whose answer was lost): reading this side in full
-        // next time is what plans it again.
-        transaction.set_cursor(link, side, CursorState { last_full_scan: None, ..cursor })?;
-    }
-    transaction.commit()?;
+    // A record that moved may carry a time older than the cursor window (its change can be an
+    // earlier write of ours whose answer was lost): reading this side in full next time is what
+    // plans it again (`full_scan_of`).
+    batch.outcomes = outcomes;
+    store.close_batch(lease, layout, batch, now)?;
     Ok(())
 }
 

@@ -23,4 +23,7 @@ pub enum EngineError {
         #[source]
         source: ConnectorError,
     },
+    /// The run was cancelled; `run_link` reports it as a run with the status `cancelled`.
+    #[error("the run was cancelled")]
+    Cancelled,
 }

@@ -24,8 +24,9 @@ pub use report::{
     Action, FailureOutcome, GuardKind, GuardStop, ReadMode, ReportLine, RunReport, RunStats, SideStats,
     WriteFailure,
 };
-pub use run::{RunOptions, run_link};
+pub use run::{RunOptions, run_link, run_link_until};
 pub use spec::{
     ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit, LinkSpec,
     RetryPolicy, SidePair, Tie,
 };
+pub use tokio_util::sync::CancellationToken;

@@ -4,12 +4,14 @@
 use std::collections::{HashMap, HashSet};
 
 use fieldsync_connector::Connector;
-use fieldsync_model::{RecordKey, Side};
+use fieldsync_model::{RecordKey, Side, digest_raw, digest_values};
 use fieldsync_store::{
-    Baseline, CursorState, Lease, NewOutboxEntry, Operation, OutboxStatus, Review, RunStatus, StateStore,
-    Transaction,
+    Baseline, BaselineWrite, CursorState, Lease, LinkLayout, NewOutboxEntry, Operation, OutboxStatus,
+    PlanChunk, PlanPublication, Review, RunEnd, RunStatus, SeenDigest, SourceDigest, StateStore,
 };
 use jiff::Timestamp;
+
+use tokio_util::sync::CancellationToken;
 
 use crate::EngineError;
 use crate::clock::Clock;
@@ -19,7 +21,6 @@ use crate::plan::{BaselineChange, Payload, Planner, RecordPlan, ReviewChange};
 use crate::progress::Progress;
 use crate::report::{FailureOutcome, ReadMode, RunReport};
 use crate::spec::{LinkSpec, SidePair};
-use fieldsync_store::ReviewId;
 
 /// How to run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,7 +37,7 @@ pub struct RunOptions {
     pub deliver_only: bool,
 }
 
-/// Runs one link once.
+/// Runs one link once, to its end.
 ///
 /// # Errors
 ///
@@ -51,6 +52,30 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
     options: RunOptions,
     clock: &K,
     progress: &P,
+) -> Result<RunReport, EngineError> {
+    let never = CancellationToken::new();
+    run_link_until(spec, names, connectors, store, options, clock, progress, &never).await
+}
+
+/// Runs one link once, unless `cancel` is cancelled first: the run then stops at the next point
+/// between two commits (between chunks of detection and planning, between delivery batches, or
+/// in a wait for a retry), leaving what a kill there would — what is committed stays
+/// committed, an unpublished plan is discarded by the next run — but cleanly: the run is
+/// recorded as `cancelled` and its lease released. Its report says `cancelled`.
+///
+/// # Errors
+///
+/// As `run_link`.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_link_until<C: Connector, K: Clock, P: Progress, S: StateStore>(
+    spec: &LinkSpec,
+    names: &SidePair<String>,
+    connectors: &mut SidePair<C>,
+    store: &mut S,
+    options: RunOptions,
+    clock: &K,
+    progress: &P,
+    cancel: &CancellationToken,
 ) -> Result<RunReport, EngineError> {
     let started = clock.now();
     let link = spec.name.as_str();
@@ -80,33 +105,27 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
     report.stats.right.mode = modes.right;
     let mode_name =
         if modes.left == ReadMode::Full || modes.right == ReadMode::Full { "full" } else { "incremental" };
-    if !options.dry_run {
-        let transaction = begin(store, lease)?;
-        let run_id = transaction.start_run(link, mode_name, started)?;
-        if options.deliver_only {
-            // Nothing to plan: what it delivers and audits must never be taken for the
-            // unpublished plan of a run that died.
-            transaction.publish_plan(run_id)?;
-        }
-        report.run_id = Some(run_id);
-        transaction.commit()?;
+    if let Some(lease) = lease {
+        // A run that only delivers plans nothing: it is published at once, so that what it
+        // delivers and audits is never taken for the unpublished plan of a run that died.
+        report.run_id = Some(store.start_run(lease, mode_name, options.deliver_only, started)?);
     }
-    let result = run_steps(
+    let run = RunContext {
         spec,
         names,
-        connectors,
-        store,
-        lease,
         options,
         clock,
         progress,
-        &layout,
+        cancel,
+        lease,
+        layout: &layout,
         modes,
         since,
         cursors,
-        &mut report,
-    )
-    .await;
+    };
+    let result = run_steps(&run, connectors, store, &mut report).await;
+    let cancelled = matches!(result, Err(EngineError::Cancelled));
+    let result = if cancelled { Ok(()) } else { result };
     let finished = clock.now();
     report.elapsed_ms = u64::try_from(finished.duration_since(started).as_millis()).unwrap_or(0);
     let error_text = result.as_ref().err().map(|error| {
@@ -121,22 +140,69 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
     });
     report.status = match (&result, &report.guard) {
         (Err(_), _) => RunStatus::Failed,
+        (Ok(()), _) if cancelled => RunStatus::Cancelled,
         (Ok(()), Some(_)) => RunStatus::Guarded,
         (Ok(()), None) if report.failures.iter().any(|failure| failure.outcome != FailureOutcome::Moved) => {
             RunStatus::Partial
         }
         (Ok(()), None) => RunStatus::Done,
     };
-    if let Some(run_id) = report.run_id {
+    if let (Some(run), Some(lease)) = (report.run_id, lease) {
         let stats = serde_json::to_value(&report.stats).unwrap_or_default();
-        let transaction = begin(store, lease)?;
-        transaction.finish_run(run_id, report.status, mode_name, &stats, error_text.as_deref(), finished)?;
-        transaction.commit()?;
+        let end = RunEnd {
+            run,
+            status: report.status,
+            mode: mode_name.into(),
+            stats,
+            error: error_text,
+            at: finished,
+        };
+        store.finish_run(lease, end)?;
     }
     if let Some(held) = held {
         store.release(held)?;
     }
     result.map(|()| report)
+}
+
+/// The fixed parts of one run, which its steps borrow: the link and how it runs, its clock and
+/// progress, the lease it holds (none for a dry run), the layout its baselines are written
+/// with, and how each side is read. What the steps change (the connectors, the store, the
+/// report) they take apart.
+pub(crate) struct RunContext<'run, K, P> {
+    /// The link.
+    pub spec: &'run LinkSpec,
+    /// The connectors' names, for messages.
+    pub names: &'run SidePair<String>,
+    /// How to run.
+    pub options: RunOptions,
+    /// The time.
+    pub clock: &'run K,
+    /// Where the run tells how far it got.
+    pub progress: &'run P,
+    /// Stops the run between two commits when cancelled.
+    pub cancel: &'run CancellationToken,
+    /// The link's lease; none for a dry run, which writes nothing.
+    pub lease: Option<&'run Lease>,
+    /// The field list baselines are read and written with.
+    pub layout: &'run LinkLayout,
+    /// How each side is read.
+    pub modes: SidePair<ReadMode>,
+    /// Where an incremental read of each side starts.
+    pub since: SidePair<Option<Timestamp>>,
+    /// Each side's cursor as the run found it.
+    pub cursors: SidePair<CursorState>,
+}
+
+impl<K, P> RunContext<'_, K, P> {
+    /// Whether the run goes on from here.
+    ///
+    /// # Errors
+    ///
+    /// `EngineError::Cancelled` when it was cancelled.
+    pub fn go_on(&self) -> Result<(), EngineError> {
+        if self.cancel.is_cancelled() { Err(EngineError::Cancelled) } else { Ok(()) }
+    }
 }
 
 /// How long a run's lease lasts without a commit; every commit renews it. A run that commits
@@ -148,47 +214,29 @@ fn lease_owner() -> String {
     format!("fieldsync pid {}", std::process::id())
 }
 
-/// Starts a transaction of the run: under its lease, or (a dry run) under none.
-pub(crate) fn begin<'store, S: StateStore>(
-    store: &'store mut S,
-    lease: Option<&Lease>,
-) -> Result<S::Transaction<'store>, fieldsync_store::StoreError> {
-    match lease {
-        Some(lease) => store.leased_transaction(lease),
-        None => store.transaction(),
-    }
-}
-
 /// What a plan settles only once it is published: reviews its decisions close, baselines that
 /// record deletes, and the closing of the waiting entries it replaces or finds landed.
 #[derive(Default)]
 struct Deferred {
-    closes: Vec<ReviewId>,
-    baselines: Vec<(RecordKey, BaselineChange)>,
-    /// Waiting entries a newer plan replaces.
-    superseded: Vec<i64>,
-    /// Entries refused as moved that the fresh plan makes again: due again once published.
-    resent: Vec<i64>,
-    /// Entries whose write an earlier attempt made, with the audit that says so.
-    landed: Vec<(i64, fieldsync_store::AuditEntry)>,
+    publication: PlanPublication,
+    /// Writes found landed: counted as done once published.
+    landed: u64,
 }
 
-/// Writes one record's plan into the plan transaction: its outbox entries (an identical
-/// waiting one is kept, others superseded, landed ones closed), its baseline change, reviews,
-/// audit entries and raw digests.
-#[allow(clippy::too_many_arguments)]
-fn commit_plan<S: StateStore>(
-    transaction: &S::Transaction<'_>,
-    link: &str,
-    layout: &fieldsync_store::LinkLayout,
-    plan: &RecordPlan,
+/// Adds one record's plan to its chunk: its outbox entries (an identical waiting one is kept,
+/// others superseded, landed ones closed, when the plan is published), its baseline change,
+/// reviews, audit entries and raw digests.
+fn add_plan(
+    planner: &Planner<'_>,
+    chunk: &mut PlanChunk,
+    plan: RecordPlan,
+    sources: SidePair<Option<SourceDigest>>,
     mut existing: Vec<fieldsync_store::OutboxEntry>,
     landed: &HashSet<i64>,
-    report: &mut RunReport,
-    now: Timestamp,
     deferred: &mut Deferred,
-) -> Result<(), EngineError> {
-    for write in &plan.writes {
+) {
+    let (run_id, now) = (planner.run_id, planner.now);
+    for write in plan.writes {
         let same = existing.iter().position(|entry| {
             entry.side == write.side
                 && entry.operation == write.operation
@@ -208,26 +256,25 @@ fn commit_plan<S: StateStore>(
             // its target refused as moved is sent again, its attempts counted on.
             let kept = existing.remove(position);
             if kept.status == OutboxStatus::Moved {
-                deferred.resent.push(kept.id);
+                deferred.publication.resent.push(kept.id);
             }
             continue;
         }
-        let entry = NewOutboxEntry {
+        chunk.entries.push(NewOutboxEntry {
             key: plan.key.clone(),
             side: write.side,
             operation: write.operation,
-            record_id: write.record_id.clone(),
+            record_id: write.record_id,
             payload: write.payload.to_text(),
-        };
-        let run_id = report.run_id.unwrap_or(fieldsync_model::RunId(0));
-        transaction.insert_outbox(link, run_id, &entry, now)?;
+            source: *sources.get(write.side.other()),
+        });
     }
     // Entries a newer plan replaces, and writes found landed, are closed when the plan is
     // published: a guarded run leaves them as they were (still pulling their record in).
     for stale in existing {
         if landed.contains(&stale.id) {
-            let audit = fieldsync_store::AuditEntry {
-                run_id: report.run_id,
+            deferred.publication.audit.push(fieldsync_store::AuditEntry {
+                run_id,
                 key: plan.key.clone(),
                 field: None,
                 event: fieldsync_store::AuditEvent::Written,
@@ -238,38 +285,46 @@ fn commit_plan<S: StateStore>(
                 value: None,
                 reason: format!("written to the {} side by an earlier attempt, found there", stale.side),
                 at: now,
-            };
-            deferred.landed.push((stale.id, audit));
+            });
+            deferred.publication.landed.push(stale.id);
+            deferred.landed += 1;
         } else {
-            deferred.superseded.push(stale.id);
+            deferred.publication.superseded.push(stale.id);
         }
     }
-    match &plan.baseline {
+    match plan.baseline {
         BaselineChange::Keep => {}
         // What a delete settles (a tombstone, a record forgotten) waits for the plan to be
         // published, like the writes: a guarded run must not record a mass delete as settled.
         BaselineChange::Put(baseline) if baseline.tombstone.is_some() => {
-            deferred.baselines.push((plan.key.clone(), plan.baseline.clone()));
+            deferred.publication.baselines.push(BaselineWrite::Put(baseline));
         }
-        BaselineChange::Delete => deferred.baselines.push((plan.key.clone(), BaselineChange::Delete)),
-        BaselineChange::Put(baseline) => transaction.put_baseline(link, layout, baseline)?,
+        BaselineChange::Delete => {
+            deferred.publication.baselines.push(BaselineWrite::Forget(plan.key.clone()))
+        }
+        BaselineChange::Put(baseline) => chunk.baselines.push(baseline),
     }
-    for review in &plan.reviews {
+    for review in plan.reviews {
         match review {
-            ReviewChange::Put(review) => {
-                transaction.put_review(link, report.run_id, review, now)?;
-            }
+            ReviewChange::Put(review) => chunk.reviews.push(review),
             // Closed when the plan is published: a decision is applied by the writes it planned.
-            ReviewChange::Close(id) => deferred.closes.push(*id),
+            ReviewChange::Close(id) => deferred.publication.closed_reviews.push(id),
         }
     }
-    for entry in &plan.audit {
-        transaction.audit(link, entry)?;
-    }
-    for (side, digest) in &plan.seen {
-        transaction.set_seen(link, &plan.key, *side, *digest)?;
-    }
-    Ok(())
+    chunk.audit.extend(plan.audit);
+    chunk.seen.extend(plan.seen.into_iter().map(|(side, digest)| SeenDigest {
+        key: plan.key.clone(),
+        side,
+        digest,
+    }));
+}
+
+/// What one side holds for a record, as a write copied from it records it (`SourceDigest`):
+/// once the write is verified, the side holds the new baseline if its digest is `basis`.
+fn source_digest(presence: &Presence, fingerprint: u64) -> Option<SourceDigest> {
+    let Presence::Present(record) = presence else { return None };
+    let basis = digest_values(record.valid_values()?.into_iter().map(Some));
+    Some(SourceDigest { basis, raw: digest_raw(basis, fingerprint, &record.raw) })
 }
 
 /// The baseline as it stands if `entry`, an update an earlier attempt may have made, landed:
@@ -306,51 +361,35 @@ fn landed_write(
     Some(next)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Steps 1 to 7 after the run is recorded: detect and plan, then deliver (or only deliver).
 async fn run_steps<C: Connector, K: Clock, P: Progress, S: StateStore>(
-    spec: &LinkSpec,
-    names: &SidePair<String>,
+    run: &RunContext<'_, K, P>,
     connectors: &mut SidePair<C>,
     store: &mut S,
-    lease: Option<&Lease>,
-    options: RunOptions,
-    clock: &K,
-    progress: &P,
-    layout: &fieldsync_store::LinkLayout,
-    modes: SidePair<ReadMode>,
-    since: SidePair<Option<Timestamp>>,
-    cursors: SidePair<CursorState>,
     report: &mut RunReport,
 ) -> Result<(), EngineError> {
-    let mut rng = match options.seed {
+    let mut rng = match run.options.seed {
         Some(seed) => fastrand::Rng::with_seed(seed),
         None => fastrand::Rng::new(),
     };
-    if options.deliver_only {
-        return crate::deliver::deliver(
-            spec, connectors, store, lease, layout, clock, progress, report, &mut rng,
-        )
-        .await;
+    if run.options.deliver_only {
+        // A dry run holds no lease and delivers nothing.
+        let Some(lease) = run.lease else { return Ok(()) };
+        return crate::deliver::deliver(run, lease, connectors, store, report, &mut rng).await;
     }
-    let link = spec.name.as_str();
+    let link = run.spec.name.as_str();
 
     // 1–6. Detect, merge and plan a chunk at a time; guard; publish.
     let started = std::time::Instant::now();
-    let planned = detect_and_plan(
-        spec, names, connectors, store, lease, options, clock, progress, layout, modes, since, cursors,
-        report,
-    )
-    .await?;
+    let planned = detect_and_plan(run, connectors, store, report).await?;
     tracing::info!(link, phase = "plan", ms = started.elapsed().as_millis(), "Phase done.");
-    if !planned {
+    let Some(lease) = run.lease.filter(|_| planned) else {
         return Ok(());
-    }
+    };
 
     // 6–7. Deliver, verify, and move baselines with each closed entry.
     let started = std::time::Instant::now();
-    let delivered =
-        crate::deliver::deliver(spec, connectors, store, lease, layout, clock, progress, report, &mut rng)
-            .await;
+    let delivered = crate::deliver::deliver(run, lease, connectors, store, report, &mut rng).await;
     tracing::info!(link, phase = "deliver", ms = started.elapsed().as_millis(), "Phase done.");
     delivered
 }
@@ -360,22 +399,13 @@ async fn run_steps<C: Connector, K: Clock, P: Progress, S: StateStore>(
 /// memory) but undeliverable until the whole plan is published. Then the guard: over its
 /// limits, the run's planned writes are discarded; within them, the plan is published with the
 /// cursors. Whether there is anything to deliver (not when guarded or a dry run).
-#[allow(clippy::too_many_arguments)]
 async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
-    spec: &LinkSpec,
-    names: &SidePair<String>,
+    run: &RunContext<'_, K, P>,
     connectors: &mut SidePair<C>,
     store: &mut S,
-    lease: Option<&Lease>,
-    options: RunOptions,
-    clock: &K,
-    progress: &P,
-    layout: &fieldsync_store::LinkLayout,
-    modes: SidePair<ReadMode>,
-    since: SidePair<Option<Timestamp>>,
-    cursors: SidePair<CursorState>,
     report: &mut RunReport,
 ) -> Result<bool, EngineError> {
+    let RunContext { spec, names, options, clock, progress, lease, layout, modes, since, cursors, .. } = *run;
     let link = spec.name.as_str();
     let now = clock.now();
     let fingerprints = SidePair::new(spec.fingerprint(Side::Left), spec.fingerprint(Side::Right));
@@ -387,27 +417,31 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
     let mut detector = Detector::new(spec, layout, names, connectors, modes, since, store)?;
     let mut deferred = Deferred::default();
     progress.phase("reading and planning", None);
+    // Cancelled between two chunks, the run leaves what a kill there would: the chunks planned
+    // so far are committed but never published, and the next run discards them.
     while let Some(chunk) = detector.next(connectors, store, clock, progress, report).await? {
-        plan_chunk(spec, store, lease, options, layout, &planner, chunk, report, now, &mut deferred)?;
+        run.go_on()?;
+        plan_chunk(run, store, &planner, chunk, report, &mut deferred)?;
     }
+    run.go_on()?;
     let summary = detector.summary();
 
     // 5. Guard.
     let planned = Planned { stats: &report.stats, vanished: summary.vanished, modes: summary.modes };
     report.guard = guard_stop(planned, total, spec.guard, options.force);
     if report.guard.is_some() {
-        if let Some(run_id) = report.run_id {
-            let transaction = begin(store, lease)?;
-            transaction.discard_plan(link, run_id)?;
-            transaction.commit()?;
+        if let (Some(run_id), Some(lease)) = (report.run_id, lease) {
+            store.discard_plan(lease, run_id)?;
         }
         return Ok(false);
     }
-    let Some(run_id) = report.run_id.filter(|_| !options.dry_run) else { return Ok(false) };
+    let (Some(run_id), Some(lease)) = (report.run_id, lease.filter(|_| !options.dry_run)) else {
+        return Ok(false);
+    };
 
     // 6. Publish the plan, with the cursors and the reviews its decisions settle, in one
-    // transaction: a crash before it leaves nothing deliverable, after it the whole plan.
-    let transaction = begin(store, lease)?;
+    // commit: a crash before it leaves nothing deliverable, after it the whole plan.
+    let mut publication = deferred.publication;
     for side in Side::BOTH {
         let old = *cursors.get(side);
         let cursor = match (old.cursor, *summary.cursor.get(side)) {
@@ -416,56 +450,26 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
         };
         let last_full_scan =
             if *summary.modes.get(side) == ReadMode::Full { Some(now) } else { old.last_full_scan };
-        transaction.set_cursor(link, side, CursorState { cursor, last_full_scan })?;
+        publication.cursors.push((side, CursorState { cursor, last_full_scan }));
     }
-    for id in deferred.closes {
-        transaction.close_review(id, now)?;
-    }
-    for id in deferred.superseded {
-        transaction.set_outbox_status(
-            id,
-            OutboxStatus::Superseded,
-            None,
-            Some("replaced by a newer plan from fresh reads"),
-            now,
-        )?;
-    }
-    for id in deferred.resent {
-        transaction.set_outbox_status(id, OutboxStatus::Pending, Some(now), None, now)?;
-    }
-    for (id, audit) in &deferred.landed {
-        transaction.set_outbox_status(*id, OutboxStatus::Done, None, None, now)?;
-        transaction.audit(link, audit)?;
-        // Counted as done only now: a guarded run leaves the entry open for the next one.
-        report.stats.writes_done += 1;
-    }
-    for (key, change) in deferred.baselines {
-        match change {
-            BaselineChange::Put(baseline) => transaction.put_baseline(link, layout, &baseline)?,
-            BaselineChange::Delete => transaction.delete_baseline(link, &key)?,
-            BaselineChange::Keep => {}
-        }
-    }
-    transaction.publish_plan(run_id)?;
-    transaction.commit()?;
+    store.publish_plan(lease, run_id, layout, publication, now)?;
+    // Counted as done only now: a guarded run leaves the entry open for the next one.
+    report.stats.writes_done += deferred.landed;
     Ok(true)
 }
 
 /// Plans one chunk of candidates and, unless it is a dry run, commits the plans with the raw
 /// digests detection found, in one transaction.
-#[allow(clippy::too_many_arguments)]
-fn plan_chunk<S: StateStore>(
-    spec: &LinkSpec,
+fn plan_chunk<K, P, S: StateStore>(
+    run: &RunContext<'_, K, P>,
     store: &mut S,
-    lease: Option<&Lease>,
-    options: RunOptions,
-    layout: &fieldsync_store::LinkLayout,
     planner: &Planner<'_>,
     chunk: Chunk,
     report: &mut RunReport,
-    now: Timestamp,
     deferred: &mut Deferred,
 ) -> Result<(), EngineError> {
+    let RunContext { spec, options, lease, layout, .. } = *run;
+    let now = planner.now;
     let link = spec.name.as_str();
     let keys: Vec<RecordKey> = chunk.candidates.iter().map(|candidate| candidate.key.clone()).collect();
     let mut reviews: HashMap<RecordKey, Vec<Review>> = HashMap::new();
@@ -478,15 +482,10 @@ fn plan_chunk<S: StateStore>(
             open_entries.entry(entry.key.clone()).or_default().push(entry);
         }
     }
-    // A dry run plans against the store as it is and writes nothing, not even in a transaction
-    // that would be rolled back: a real run may be writing.
-    let (transaction, baselines) = if options.dry_run {
-        (None, store.baselines(link, layout, &keys)?)
-    } else {
-        let transaction = begin(store, lease)?;
-        let baselines = transaction.baselines(link, layout, &keys)?;
-        (Some(transaction), baselines)
-    };
+    // Baselines are written only under the link's lease, so reading them before the commit
+    // that writes the chunk reads what that commit changes. A dry run writes nothing.
+    let baselines = store.baselines(link, layout, &keys)?;
+    let mut planned = PlanChunk::default();
     for Candidate { key, presence, had_baseline } in chunk.candidates {
         let baseline = baselines.get(&key);
         if baseline.is_none() && had_baseline {
@@ -517,6 +516,10 @@ fn plan_chunk<S: StateStore>(
                     && matches!(presence.get(entry.side.other()), Presence::Present(_))
             })
             .map(|entry| entry.side.other());
+        let sources = SidePair::new(
+            source_digest(presence.get(Side::Left), *planner.fingerprints.get(Side::Left)),
+            source_digest(presence.get(Side::Right), *planner.fingerprints.get(Side::Right)),
+        );
         let record_reviews = reviews.get(&key).map(Vec::as_slice).unwrap_or_default();
         let mut plan = planner.plan_record(
             key,
@@ -529,15 +532,15 @@ fn plan_chunk<S: StateStore>(
         if let (Some(moved), BaselineChange::Keep) = (moved, &plan.baseline) {
             plan.baseline = BaselineChange::Put(moved);
         }
-        if let Some(transaction) = &transaction {
-            commit_plan::<S>(transaction, link, layout, &plan, existing, &landed, report, now, deferred)?;
-        }
+        add_plan(planner, &mut planned, plan, sources, existing, &landed, deferred);
     }
-    if let Some(transaction) = transaction {
-        for (key, side, digest) in &chunk.seen {
-            transaction.set_seen(link, key, *side, *digest)?;
-        }
-        transaction.commit()?;
+    if let (Some(run_id), Some(lease)) = (report.run_id, lease.filter(|_| !options.dry_run)) {
+        planned.seen.extend(chunk.seen.into_iter().map(|(key, side, digest)| SeenDigest {
+            key,
+            side,
+            digest,
+        }));
+        store.commit_plan_chunk(lease, run_id, layout, planned, now)?;
     }
     Ok(())
 }

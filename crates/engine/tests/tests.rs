@@ -112,10 +112,10 @@ async fn creates_then_nothing_to_do() {
 async fn raw_digests_skip_unchanged_records_but_never_a_change() {
     let mut world = world(ConflictStrategy::Review).seeded().await;
     let full = RunOptions { full: true, ..Default::default() };
-    // The first full read normalises every record and remembers its raw values; the next
-    // one does not normalise them again.
+    // The creates remembered the raw values of both sides, as planned and as read back: no
+    // full read normalises them again.
     let first = world.run(full).await;
-    assert_eq!((first.stats.left.unchanged_raw, first.stats.right.unchanged_raw), (0, 0));
+    assert_eq!((first.stats.left.unchanged_raw, first.stats.right.unchanged_raw), (10, 10));
     let second = world.run(full).await;
     assert_eq!((second.stats.left.unchanged_raw, second.stats.right.unchanged_raw), (10, 10));
 
@@ -136,9 +136,40 @@ async fn raw_digests_skip_unchanged_records_but_never_a_change() {
     world.spec.fields[1].normalisers.left = Normaliser::new(FieldType::Text).with_empty_is_null(false);
     let reconfigured = world.run(full).await;
     assert_eq!(reconfigured.stats.left.unchanged_raw, 0);
-    // m2's baseline moved with the verified write, so its raw digests were forgotten.
-    assert_eq!(reconfigured.stats.right.unchanged_raw, 9);
+    // m2's baseline moved with the verified write, which remembered what it wrote.
+    assert_eq!(reconfigured.stats.right.unchanged_raw, 10);
     assert_eq!(reconfigured.stats.writes_done, 0);
+}
+
+/// The first full run after a first sync that created every record normalises nothing
+/// fieldsync wrote or copied from: each create remembered the raw digest of its source (as
+/// planned) and of its target (as read back), so that run costs no more than a steady one. An
+/// update does the same, and a record that changes after its write is still found.
+#[tokio::test]
+async fn the_full_run_after_a_first_sync_of_creates_normalises_nothing_fieldsync_wrote() {
+    let mut world = world(ConflictStrategy::Review).seeded().await;
+    let full = RunOptions { full: true, ..Default::default() };
+    let after = world.run(full).await;
+    assert_eq!(
+        (after.stats.left.unchanged_raw, after.stats.right.unchanged_raw),
+        (after.stats.left.read, after.stats.right.read),
+        "{:#?}",
+        after.stats
+    );
+    assert_eq!((after.stats.left.read, after.stats.compared, after.stats.writes_done), (10, 0, 0));
+
+    world.right.set_now(at(100));
+    world.right.edit("m4", "mobile", json!("06-44"));
+    let updated = world.run(RunOptions::default()).await;
+    assert_eq!(updated.stats.writes_done, 1, "{updated:#?}");
+    let quiet = world.run(full).await;
+    assert_eq!((quiet.stats.left.unchanged_raw, quiet.stats.right.unchanged_raw), (10, 10), "{quiet:#?}");
+
+    world.left.set_now(at(200));
+    world.left.edit("m4", "mobile", json!("06-444"));
+    let changed = world.run(full).await;
+    assert_eq!((changed.stats.left.unchanged_raw, changed.stats.writes_done), (9, 1), "{changed:#?}");
+    assert_eq!(world.right.value("m4", "mobile"), json!("06-444"));
 }
 
 #[tokio::test]
@@ -290,11 +321,13 @@ async fn statistics_count_every_kind_of_work() {
     world.left.edit("m6", "email", json!("refused@club.nl"));
     world.right.inject(MemoryFault::RejectValue(json!("refused@club.nl")));
     let report = world.run(RunOptions { full: true, ..Default::default() }).await;
+    // Every record read and not changed was created by the first sync, which remembered its
+    // raw digests on both sides: it is not normalised.
     let side = |read, changed, deleted, updates, creates, deletes, fields| SideStats {
         mode: ReadMode::Full,
         read,
         changed,
-        unchanged_raw: 0,
+        unchanged_raw: read - changed,
         deleted,
         updates_planned: updates,
         creates_planned: creates,
@@ -400,6 +433,7 @@ async fn an_unknown_payload_version_is_a_dead_entry() {
                 operation: Operation::Update,
                 record_id: Some(fieldsync_model::RecordId::new(record)),
                 payload: r#"{"version":99,"fields":[],"source_id":null,"soft_delete_of":null}"#.into(),
+                source: None,
             };
             let id = transaction.insert_outbox("members", run, &entry, now).unwrap();
             if record == "m4" {
@@ -1377,4 +1411,91 @@ async fn a_create_the_target_made_in_part_is_completed_by_the_next_run() {
     assert!(dead.is_empty(), "the failed create is settled by its completion: {dead:#?}");
     let quiet = world.run_on(&mut connectors, RunOptions { full: true, ..Default::default() }).await;
     assert_eq!((quiet.stats.writes_done, quiet.stats.compared), (0, 0), "{quiet:#?}");
+}
+
+/// A progress display that cancels the run once `after` units of the phase `phase` are done.
+struct CancelAt {
+    phase: &'static str,
+    after: u64,
+    token: fieldsync_engine::CancellationToken,
+    current: std::cell::RefCell<String>,
+    done: std::cell::Cell<u64>,
+}
+
+impl fieldsync_engine::Progress for CancelAt {
+    fn phase(&self, name: &str, _total: Option<u64>) {
+        *self.current.borrow_mut() = name.to_string();
+        self.done.set(0);
+    }
+
+    fn advance(&self, count: u64) {
+        self.done.set(self.done.get() + count);
+        if *self.current.borrow() == self.phase && self.done.get() >= self.after {
+            self.token.cancel();
+        }
+    }
+}
+
+/// A run cancelled between chunks of planning, or between delivery batches, leaves what a kill
+/// there would — the chunks it committed unpublished (the next run discards them), the batches
+/// it closed closed — but records itself as cancelled and releases its lease; the next run
+/// completes the sync with nothing lost or duplicated.
+#[tokio::test]
+async fn a_cancelled_run_leaves_what_a_kill_would_and_the_next_run_completes() {
+    for (phase, after) in [("reading and planning", 1_100), ("writing", 1)] {
+        let mut world = world(ConflictStrategy::Review);
+        world.left.set_now(at(0));
+        for number in 0..1_200 {
+            world.left.edit(&format!("m{number:04}"), "email", json!(format!("member{number}@club.nl")));
+        }
+        let token = fieldsync_engine::CancellationToken::new();
+        let progress = CancelAt {
+            phase,
+            after,
+            token: token.clone(),
+            current: std::cell::RefCell::default(),
+            done: std::cell::Cell::default(),
+        };
+        let names = SidePair::new("left".to_string(), "right".to_string());
+        let mut connectors = SidePair::new(world.left.connector(), world.right.connector());
+        let options = RunOptions::default();
+        let report = fieldsync_engine::run_link_until(
+            &world.spec,
+            &names,
+            &mut connectors,
+            &mut world.store,
+            options,
+            &SystemClock,
+            &progress,
+            &token,
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.status, RunStatus::Cancelled, "{phase}: {:#?}", report.stats);
+        let runs = world.store.list_runs(Some("members"), 10).unwrap();
+        assert_eq!(runs[0].status, RunStatus::Cancelled, "{phase}");
+        let created = world.right.records().len();
+        if phase == "writing" {
+            // The first batch was sent and closed; the others wait, published, for the next run.
+            assert_eq!((created, report.stats.writes_done), (500, 500), "{phase}");
+            let pending =
+                world.store.outbox_page(Some("members"), Some(OutboxStatus::Pending), None, 0).unwrap();
+            assert_eq!(pending.0.len(), 700, "{phase}");
+        } else {
+            // Cancelled while planning: nothing was published, so nothing was sent.
+            assert_eq!(created, 0, "{phase}");
+            let planned = world.store.outbox_page(Some("members"), None, None, 0).unwrap().0;
+            assert!(planned.len() >= 1_000, "{phase}: the first chunk was committed, {}", planned.len());
+        }
+
+        // The lease was released: the next run starts at once, and completes the sync.
+        let next = world.run(RunOptions::default()).await;
+        assert_eq!(next.status, RunStatus::Done, "{phase}: {next:#?}");
+        assert_eq!(world.right.records().len(), 1_200, "{phase}: nothing lost, nothing duplicated");
+        let done = world.store.outbox_page(Some("members"), Some(OutboxStatus::Done), None, 0).unwrap().0;
+        assert_eq!(done.len(), 1_200, "{phase}: each create made once");
+        assert_eq!(world.right.value("m0999", "email"), json!("member999@club.nl"));
+        let quiet = world.run(RunOptions { full: true, ..Default::default() }).await;
+        assert_eq!((quiet.status, quiet.stats.writes_done), (RunStatus::Done, 0), "{phase}");
+    }
 }

@@ -157,4 +157,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         os_locked INTEGER NOT NULL
     );
     "#,
+    // 7: what a planned write's source side held (its normalised digest and raw digest), so
+    // that the batch closing the verified write records the source's raw digest too.
+    r#"
+    ALTER TABLE outbox ADD COLUMN source_basis BLOB;
+    ALTER TABLE outbox ADD COLUMN source_raw BLOB;
+    "#,
 ];

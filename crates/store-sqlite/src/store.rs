@@ -255,6 +255,185 @@ impl StateStore for SqliteStore {
         }))
     }
 
+    fn start_run(
+        &mut self,
+        lease: &Lease,
+        mode: &str,
+        published: bool,
+        now: Timestamp,
+    ) -> Result<RunId, StoreError> {
+        let transaction = self.leased_transaction(lease)?;
+        let run = transaction.start_run(&lease.link, mode, now)?;
+        if published {
+            transaction.publish_plan(run)?;
+        }
+        transaction.commit()?;
+        Ok(run)
+    }
+
+    fn commit_plan_chunk(
+        &mut self,
+        lease: &Lease,
+        run: RunId,
+        layout: &LinkLayout,
+        chunk: PlanChunk,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let link = lease.link.as_str();
+        let transaction = self.leased_transaction(lease)?;
+        for entry in &chunk.entries {
+            transaction.insert_outbox(link, run, entry, now)?;
+        }
+        for baseline in &chunk.baselines {
+            transaction.put_baseline(link, layout, baseline)?;
+        }
+        for review in &chunk.reviews {
+            transaction.put_review(link, Some(run), review, now)?;
+        }
+        for entry in &chunk.audit {
+            transaction.audit(link, entry)?;
+        }
+        // After the baselines: writing one forgets its raw digests.
+        for seen in &chunk.seen {
+            transaction.set_seen(link, &seen.key, seen.side, seen.digest)?;
+        }
+        transaction.commit()
+    }
+
+    fn discard_plan(&mut self, lease: &Lease, run: RunId) -> Result<usize, StoreError> {
+        let transaction = self.leased_transaction(lease)?;
+        let dropped = transaction.discard_plan(&lease.link, run)?;
+        transaction.commit()?;
+        Ok(dropped)
+    }
+
+    fn publish_plan(
+        &mut self,
+        lease: &Lease,
+        run: RunId,
+        layout: &LinkLayout,
+        publication: PlanPublication,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let link = lease.link.as_str();
+        let transaction = self.leased_transaction(lease)?;
+        for (side, cursor) in publication.cursors {
+            transaction.set_cursor(link, side, cursor)?;
+        }
+        for id in publication.closed_reviews {
+            transaction.close_review(id, now)?;
+        }
+        for id in publication.superseded {
+            transaction.set_outbox_status(
+                id,
+                OutboxStatus::Superseded,
+                None,
+                Some("replaced by a newer plan from fresh reads"),
+                now,
+            )?;
+        }
+        for id in publication.resent {
+            transaction.set_outbox_status(id, OutboxStatus::Pending, Some(now), None, now)?;
+        }
+        for id in publication.landed {
+            transaction.set_outbox_status(id, OutboxStatus::Done, None, None, now)?;
+        }
+        for entry in &publication.audit {
+            transaction.audit(link, entry)?;
+        }
+        write_baselines(&transaction, link, layout, &publication.baselines)?;
+        transaction.publish_plan(run)?;
+        transaction.commit()
+    }
+
+    fn start_send(
+        &mut self,
+        lease: &Lease,
+        ids: Vec<OutboxId>,
+        now: Timestamp,
+    ) -> Result<SendId, StoreError> {
+        let transaction = self.leased_transaction(lease)?;
+        let send = transaction.begin_send(&lease.link, &ids, now)?;
+        transaction.commit()?;
+        Ok(send)
+    }
+
+    fn close_batch(
+        &mut self,
+        lease: &Lease,
+        layout: &LinkLayout,
+        batch: BatchClose,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let link = lease.link.as_str();
+        let transaction = self.leased_transaction(lease)?;
+        if let Some(send) = batch.send {
+            transaction.end_send(send)?;
+        }
+        write_baselines(&transaction, link, layout, &batch.baselines)?;
+        for seen in &batch.seen {
+            transaction.set_seen(link, &seen.key, seen.side, seen.digest)?;
+        }
+        for entry in &batch.audit {
+            transaction.audit(link, entry)?;
+        }
+        for outcome in &batch.outcomes {
+            let attempts = i64::from(outcome.attempted);
+            transaction.update_status(
+                outcome.id,
+                outcome.status,
+                outcome.next_attempt_at,
+                outcome.error.as_deref(),
+                now,
+                attempts,
+            )?;
+        }
+        if let Some(side) = batch.full_scan_of {
+            transaction
+                .transaction
+                .execute(
+                    "UPDATE cursors SET last_full_scan_ms = NULL WHERE link = ?1 AND side = ?2",
+                    params![link, side.as_str()],
+                )
+                .context(|| format!("asking for a full scan of the {side} side of link {link}"))?;
+        }
+        transaction.commit()
+    }
+
+    fn finish_run(&mut self, lease: &Lease, end: RunEnd) -> Result<(), StoreError> {
+        let transaction = self.leased_transaction(lease)?;
+        transaction.finish_run(end.run, end.status, &end.mode, &end.stats, end.error.as_deref(), end.at)?;
+        transaction.commit()
+    }
+
+    fn decide_review(
+        &mut self,
+        link: &str,
+        id: ReviewId,
+        decision: &Decision,
+        audit: &AuditEntry,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let transaction = self.transaction()?;
+        transaction.resolve_review(id, decision, now)?;
+        transaction.audit(link, audit)?;
+        transaction.commit()
+    }
+
+    fn retry_dead(&mut self, ids: &[OutboxId], now: Timestamp) -> Result<(), StoreError> {
+        let transaction = self.transaction()?;
+        for &id in ids {
+            transaction.retry_dead(id, now)?;
+        }
+        transaction.commit()
+    }
+
+    fn drop_dead(&mut self, id: OutboxId, now: Timestamp) -> Result<(), StoreError> {
+        let transaction = self.transaction()?;
+        transaction.drop_dead(id, now)?;
+        transaction.commit()
+    }
+
     fn layout(&mut self, link: &str, fields: &[String]) -> Result<LinkLayout, StoreError> {
         let text = serde_json::to_string(fields).unwrap_or_default();
         let what = || format!("registering the fields of link {link}");
@@ -750,8 +929,8 @@ impl Transaction for SqliteTransaction<'_> {
         self.transaction
             .prepare_cached(
                 "INSERT INTO outbox (link, key, side, run_id, operation, record_id, payload, status, \
-                 attempts, next_attempt_ms, created_ms, updated_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8, ?8)",
+                 attempts, next_attempt_ms, created_ms, updated_ms, source_basis, source_raw) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', 0, ?8, ?8, ?8, ?9, ?10)",
             )
             .and_then(|mut statement| {
                 statement.execute(params![
@@ -763,6 +942,8 @@ impl Transaction for SqliteTransaction<'_> {
                     entry.record_id.as_ref().map(RecordId::as_str),
                     entry.payload,
                     millis(now),
+                    entry.source.map(|source| source.basis.to_bytes().to_vec()),
+                    entry.source.map(|source| source.raw.to_bytes().to_vec()),
                 ])
             })
             .context(|| format!("planning a write of record {} of link {link}", entry.key))?;
@@ -1001,6 +1182,22 @@ impl SqliteTransaction<'_> {
             .context(|| format!("updating outbox entry {id}"))?;
         Ok(())
     }
+}
+
+/// Writes and forgets baselines in the order given.
+fn write_baselines(
+    transaction: &SqliteTransaction<'_>,
+    link: &str,
+    layout: &LinkLayout,
+    baselines: &[BaselineWrite],
+) -> Result<(), StoreError> {
+    for write in baselines {
+        match write {
+            BaselineWrite::Put(baseline) => transaction.put_baseline(link, layout, baseline)?,
+            BaselineWrite::Forget(key) => transaction.delete_baseline(link, key)?,
+        }
+    }
+    Ok(())
 }
 
 fn migrate(connection: &mut rusqlite::Connection) -> Result<(), StoreError> {
@@ -1256,7 +1453,7 @@ fn query_outbox(
     let what = || "reading the outbox".to_string();
     let sql = format!(
         "SELECT id, link, key, side, run_id, operation, record_id, payload, status, attempts, \
-         next_attempt_ms, last_error, created_ms, updated_ms FROM outbox {clause}"
+         next_attempt_ms, last_error, created_ms, updated_ms, source_basis, source_raw FROM outbox {clause}"
     );
     let in_flight = in_flight(connection)?;
     let mut statement = connection.prepare_cached(&sql).context(what)?;
@@ -1284,6 +1481,9 @@ fn query_outbox(
             last_error: row.get(11).context(what)?,
             created_at: from_millis(row.get(12).context(what)?),
             updated_at: from_millis(row.get(13).context(what)?),
+            source: seen_column(row, 14)
+                .zip(seen_column(row, 15))
+                .map(|(basis, raw)| SourceDigest { basis, raw }),
         });
     }
     for entry in &mut entries {

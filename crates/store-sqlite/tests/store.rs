@@ -201,7 +201,8 @@ fn live_baselines_are_counted_as_they_change() {
     connection.execute_batch(
         "DROP TRIGGER baselines_count_insert; DROP TRIGGER baselines_count_delete; \
          DROP TRIGGER baselines_count_tombstone; DROP TABLE baseline_counts; ALTER TABLE runs DROP COLUMN plan; \
-         DROP TABLE outbox_sends; DROP TABLE leases; UPDATE schema_version SET version = 3;",
+         DROP TABLE outbox_sends; DROP TABLE leases; ALTER TABLE outbox DROP COLUMN source_basis; \
+         ALTER TABLE outbox DROP COLUMN source_raw; UPDATE schema_version SET version = 3;",
     ).unwrap();
     drop(connection);
     let store = SqliteStore::open(&path).unwrap();

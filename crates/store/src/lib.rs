@@ -3,16 +3,18 @@
 //! `StateStore` and `Transaction` traits, the classified `StoreError`, and (feature
 //! `testkit`) the conformance suite every store passes. No database lives here.
 
+mod commits;
 mod error;
 mod state_store;
 mod types;
 
+pub use commits::{BaselineWrite, BatchClose, EntryOutcome, PlanChunk, PlanPublication, RunEnd, SeenDigest};
 pub use error::{ErrorClass, StoreError};
 pub use state_store::{StateStore, Transaction};
 pub use types::{
     AuditEntry, AuditEvent, Baseline, BaselineField, CursorState, Decision, DigestEntry, Lease, LinkLayout,
     NewOutboxEntry, NewReview, Operation, Origin, OutboxEntry, OutboxId, OutboxStatus, Review, ReviewId,
-    ReviewKind, ReviewStatus, RunRow, RunStatus, SendId,
+    ReviewKind, ReviewStatus, RunRow, RunStatus, SendId, SourceDigest,
 };
 
 #[cfg(feature = "testkit")]

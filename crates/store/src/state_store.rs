@@ -7,6 +7,7 @@ use fieldsync_model::{RecordDigest, RecordKey, RunId, Side};
 use jiff::Timestamp;
 
 use crate::StoreError;
+use crate::commits::{BatchClose, PlanChunk, PlanPublication, RunEnd};
 use crate::types::{
     AuditEntry, Baseline, CursorState, Decision, DigestEntry, Lease, LinkLayout, NewOutboxEntry, NewReview,
     OutboxEntry, OutboxId, OutboxStatus, Review, ReviewId, ReviewStatus, RunRow, RunStatus, SendId,
@@ -68,6 +69,125 @@ pub trait StateStore {
     ///
     /// Fails on a database error.
     fn layout(&mut self, link: &str, fields: &[String]) -> Result<LinkLayout, StoreError>;
+
+    /// Records the start of a run of `link`: first discards the plans of the link's earlier
+    /// runs that never published (they died planning) and counts the attempt of the sends a
+    /// crash left open (see `start_send`). A run that plans nothing (`published`: it only
+    /// delivers) is published at once, so that what it delivers and audits is never taken for
+    /// a dead run's plan. One commit.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::LeaseLost` when `lease` was taken over; a database error.
+    fn start_run(
+        &mut self,
+        lease: &Lease,
+        mode: &str,
+        published: bool,
+        now: Timestamp,
+    ) -> Result<RunId, StoreError>;
+
+    /// Commits one chunk of `run`'s plan at once: its outbox entries (undeliverable until the
+    /// plan is published), agreed baselines (with `layout`), reviews (each opened, or the live
+    /// one for the same record and field refreshed: new values reopen a resolved one), audit,
+    /// and then the raw digests.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::LeaseLost` when `lease` was taken over (nothing is kept); a database error.
+    fn commit_plan_chunk(
+        &mut self,
+        lease: &Lease,
+        run: RunId,
+        layout: &LinkLayout,
+        chunk: PlanChunk,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Drops what `run` planned and never published (the guard stopped it, or it died while
+    /// planning): its writes, the reviews it opened and its audit entries, which tell of
+    /// decisions that were never carried out. Returns how many writes were dropped.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::LeaseLost` when `lease` was taken over; a database error.
+    fn discard_plan(&mut self, lease: &Lease, run: RunId) -> Result<usize, StoreError>;
+
+    /// Makes `run`'s plan deliverable, with what it settles (`PlanPublication`), in one commit.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::LeaseLost` when `lease` was taken over (nothing is kept); a database error.
+    fn publish_plan(
+        &mut self,
+        lease: &Lease,
+        run: RunId,
+        layout: &LinkLayout,
+        publication: PlanPublication,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Marks a batch of entries as being sent, in one commit: until `close_batch` ends the
+    /// send, every reader sees them `sending` with one more attempt, and after a crash before
+    /// it the link's next `start_run` counts that attempt on each of them.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::LeaseLost` when `lease` was taken over; a database error.
+    fn start_send(&mut self, lease: &Lease, ids: Vec<OutboxId>, now: Timestamp)
+    -> Result<SendId, StoreError>;
+
+    /// Closes a delivered batch in one commit: ends its send, moves (or forgets) the baselines
+    /// of verified writes with `layout`, then records the raw digests, appends the audit, sets
+    /// each entry's outcome (counting the attempts that were made), and forgets the last full
+    /// scan of `full_scan_of`.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::LeaseLost` when `lease` was taken over (nothing is kept); a database error.
+    fn close_batch(
+        &mut self,
+        lease: &Lease,
+        layout: &LinkLayout,
+        batch: BatchClose,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Records how a run ended, in one commit.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::LeaseLost` when `lease` was taken over; a database error.
+    fn finish_run(&mut self, lease: &Lease, end: RunEnd) -> Result<(), StoreError>;
+
+    /// Records a person's decision on an open or resolved review of `link`, with its audit, in
+    /// one commit.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::NotFound` when there is no such live review.
+    fn decide_review(
+        &mut self,
+        link: &str,
+        id: ReviewId,
+        decision: &Decision,
+        audit: &AuditEntry,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// Puts dead entries back in line: pending, due now, attempts reset; in one commit.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::NotFound` when one of them is not a dead entry (then none is retried).
+    fn retry_dead(&mut self, ids: &[OutboxId], now: Timestamp) -> Result<(), StoreError>;
+
+    /// Drops a dead entry: it will never be tried again.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::NotFound` when there is no dead entry with this id.
+    fn drop_dead(&mut self, id: OutboxId, now: Timestamp) -> Result<(), StoreError>;
 
     /// The digests of every baseline of `link`, for a full scan's fast path.
     ///

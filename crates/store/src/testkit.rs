@@ -10,8 +10,9 @@ use jiff::Timestamp;
 use serde_json::json;
 
 use crate::{
-    AuditEntry, AuditEvent, Baseline, BaselineField, CursorState, Decision, LinkLayout, NewOutboxEntry,
-    NewReview, Operation, Origin, OutboxStatus, ReviewKind, ReviewStatus, RunStatus, StateStore, StoreError,
+    AuditEntry, AuditEvent, Baseline, BaselineField, BaselineWrite, BatchClose, CursorState, Decision,
+    EntryOutcome, LinkLayout, NewOutboxEntry, NewReview, Operation, Origin, OutboxStatus, PlanChunk,
+    PlanPublication, ReviewKind, ReviewStatus, RunEnd, RunStatus, SeenDigest, StateStore, StoreError,
     Transaction,
 };
 
@@ -49,6 +50,9 @@ where
     live_reviews_are_per_field_and_exclude_closed_ones(&new());
     audit_entries_round_trip_per_run_and_per_record(&new());
     runs_are_recorded_and_listed_newest_first(&new());
+    a_run_commits_its_plan_in_chunks_and_publishes_it_at_once(&new());
+    a_delivered_batch_closes_with_its_baselines_digests_and_attempts(&new());
+    a_person_decides_reviews_and_settles_dead_entries(&new());
 }
 
 /// Declares one `#[test]` per property of the suite, each against a fresh fixture made by
@@ -75,7 +79,10 @@ macro_rules! conformance_tests {
             review_lifecycle,
             live_reviews_are_per_field_and_exclude_closed_ones,
             audit_entries_round_trip_per_run_and_per_record,
-            runs_are_recorded_and_listed_newest_first
+            runs_are_recorded_and_listed_newest_first,
+            a_run_commits_its_plan_in_chunks_and_publishes_it_at_once,
+            a_delivered_batch_closes_with_its_baselines_digests_and_attempts,
+            a_person_decides_reviews_and_settles_dead_entries
         );
     };
     (@each $new:expr; $($name:ident),+ $(,)?) => {
@@ -378,6 +385,7 @@ pub fn a_dropped_transaction_leaves_nothing<F: Fixture>(fixture: &F) {
             operation: Operation::Create,
             record_id: None,
             payload: "{}".into(),
+            source: None,
         };
         transaction.insert_outbox(LINK, run, &entry, ts(T0)).unwrap();
         transaction.put_review(LINK, Some(run), &review("k1", Some("a"), 1, 2), ts(T0)).unwrap();
@@ -445,6 +453,11 @@ fn outbox_entry(record: &str, side: Side, operation: Operation) -> NewOutboxEntr
         operation,
         record_id: (operation != Operation::Create).then(|| RecordId::new(format!("id-{record}"))),
         payload: json!({ "version": 1, "record": record }).to_string(),
+        // Kept as given, whatever it says.
+        source: (side == Side::Right).then(|| crate::SourceDigest {
+            basis: fieldsync_model::digest_values([Some(&Value::from(record))]),
+            raw: fieldsync_model::digest_raw(fieldsync_model::RecordDigest::new(7), 7, &[json!(record)]),
+        }),
     }
 }
 
@@ -481,6 +494,8 @@ pub fn outbox_lifecycle<F: Fixture>(fixture: &F) {
     assert_eq!(entry.operation, new.operation);
     assert_eq!(entry.record_id, new.record_id);
     assert_eq!(entry.payload, new.payload);
+    assert_eq!(entry.source, new.source);
+    assert!(entry.source.is_some());
     assert_eq!(entry.status, OutboxStatus::Pending);
     assert_eq!(entry.attempts, 0);
     assert_eq!(entry.next_attempt_at, ts(T0));
@@ -1276,4 +1291,247 @@ pub fn a_commit_under_a_lost_lease_fails_and_keeps_nothing<F: Fixture>(fixture: 
     first.release(lease).unwrap();
     assert!(first.lease(LINK, "first", short).unwrap_err().is_conflict());
     second.release(taken).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a run commits: its plan in chunks, the publication, delivered batches, its end.
+
+/// A run's plan is committed a chunk at a time (entries, baselines, reviews, audit, raw
+/// digests), each chunk at once; the publication sets the
+/// cursors, closes reviews, supersedes, resends and closes landed entries, writes and forgets
+/// baselines, all at once; the run's end is recorded. A guarded run's plan is discarded.
+pub fn a_run_commits_its_plan_in_chunks_and_publishes_it_at_once<F: Fixture>(fixture: &F) {
+    let minute = std::time::Duration::from_secs(60);
+    let mut store = fixture.open();
+    let fields = layout(&mut store, &["n"]);
+    let agreed = |record: &str, value: i64| Baseline {
+        fields: vec![field(Some(Value::Int(value)), None, None, Some(Origin::Both))],
+        ..Baseline::empty(key(record), 1)
+    };
+    let lease = store.lease(LINK, "planner", minute).unwrap();
+
+    // An earlier, published run leaves entries that the next plan settles.
+    let earlier = store.start_run(&lease, "full", true, ts(T0)).unwrap();
+    let earlier_chunk = PlanChunk {
+        entries: ["k1", "k2", "k3"]
+            .map(|record| outbox_entry(record, Side::Right, Operation::Update))
+            .to_vec(),
+        baselines: vec![agreed("k1", 1), agreed("k2", 2), agreed("k9", 9)],
+        reviews: vec![review("k4", Some("n"), 1, 2)],
+        ..PlanChunk::default()
+    };
+    store.commit_plan_chunk(&lease, earlier, &fields, earlier_chunk, ts(T0)).unwrap();
+    let waiting = ids(&store.due_outbox(LINK, ts(T0), 0, 10).unwrap());
+    assert_eq!(waiting.len(), 3, "a run published from the start delivers at once");
+    let review_id = store.list_reviews(Some(LINK), None, 10).unwrap()[0].id;
+
+    let run = store.start_run(&lease, "incremental", false, ts(T0 + 10)).unwrap();
+    let digest = fieldsync_model::digest_raw(agreed("k5", 5).digest(), 7, &[json!(5)]);
+    let chunk = PlanChunk {
+        entries: vec![outbox_entry("k5", Side::Left, Operation::Create)],
+        baselines: vec![agreed("k5", 5)],
+        reviews: vec![review("k6", Some("n"), 3, 4)],
+        audit: vec![audit_entry(Some(run), "k5", AuditEvent::Agreed, T0 + 10)],
+        seen: vec![SeenDigest { key: key("k5"), side: Side::Right, digest }],
+    };
+    store.commit_plan_chunk(&lease, run, &fields, chunk, ts(T0 + 10)).unwrap();
+    assert_eq!(store.run(run).unwrap().status, RunStatus::Running);
+    let entry = store.digests(LINK, &fields, &[key("k5")]).unwrap()[&key("k5")].clone();
+    assert_eq!(
+        (entry.digest, entry.seen(Side::Right), entry.seen(Side::Left)),
+        (Some(agreed("k5", 5).digest()), Some(digest), None)
+    );
+    assert_eq!(store.audit_for_run(run).unwrap().len(), 1);
+    assert_eq!(store.live_reviews_for(LINK, &[key("k6")]).unwrap().len(), 1);
+
+    let cursor = CursorState { cursor: Some(ts(T0 + 5)), last_full_scan: Some(ts(T0 + 10)) };
+    let publication = PlanPublication {
+        cursors: vec![(Side::Left, cursor)],
+        closed_reviews: vec![review_id],
+        superseded: vec![waiting[0]],
+        resent: vec![waiting[1]],
+        landed: vec![waiting[2]],
+        audit: vec![audit_entry(Some(run), "k3", AuditEvent::Written, T0 + 10)],
+        baselines: vec![
+            BaselineWrite::Put(Baseline { tombstone: Some(Side::Left), ..agreed("k2", 2) }),
+            BaselineWrite::Forget(key("k9")),
+        ],
+    };
+    store.publish_plan(&lease, run, &fields, publication, ts(T0 + 20)).unwrap();
+    let status = |store: &F::Store, id| store.outbox_entry(id).unwrap().status;
+    assert_eq!(status(&store, waiting[0]), OutboxStatus::Superseded);
+    assert_eq!(status(&store, waiting[1]), OutboxStatus::Pending);
+    assert_eq!(status(&store, waiting[2]), OutboxStatus::Done);
+    assert_eq!(
+        store.due_outbox(LINK, ts(T0 + 20), 0, 10).unwrap().len(),
+        2,
+        "the resent entry and the create"
+    );
+    assert_eq!(store.cursor(LINK, Side::Left).unwrap(), cursor);
+    assert_eq!(store.review(review_id).unwrap().status, ReviewStatus::Closed);
+    let read = store.baselines(LINK, &fields, &[key("k2"), key("k9")]).unwrap();
+    assert_eq!((read.len(), read[&key("k2")].tombstone), (1, Some(Side::Left)));
+    assert_eq!(store.audit_for_run(run).unwrap().len(), 2);
+    let stats = json!({ "writes_done": 1 });
+    let end = RunEnd {
+        run,
+        status: RunStatus::Done,
+        mode: "incremental".into(),
+        stats: stats.clone(),
+        error: None,
+        at: ts(T0 + 30),
+    };
+    store.finish_run(&lease, end).unwrap();
+    let row = store.run(run).unwrap();
+    assert_eq!((row.status, row.stats, row.finished_at), (RunStatus::Done, stats, Some(ts(T0 + 30))));
+
+    // A guarded run's plan is discarded: its entries, reviews and audit.
+    let guarded = store.start_run(&lease, "full", false, ts(T0 + 40)).unwrap();
+    let chunk = PlanChunk {
+        entries: vec![outbox_entry("k7", Side::Left, Operation::Delete)],
+        reviews: vec![review("k7", Some("n"), 5, 6)],
+        audit: vec![audit_entry(Some(guarded), "k7", AuditEvent::Detected, T0 + 40)],
+        ..PlanChunk::default()
+    };
+    store.commit_plan_chunk(&lease, guarded, &fields, chunk, ts(T0 + 40)).unwrap();
+    assert_eq!(store.discard_plan(&lease, guarded).unwrap(), 1);
+    assert!(store.open_outbox_for(LINK, &[key("k7")]).unwrap().is_empty());
+    assert!(store.live_reviews_for(LINK, &[key("k7")]).unwrap().is_empty());
+    assert!(store.audit_for_run(guarded).unwrap().is_empty());
+    store.release(lease).unwrap();
+}
+
+/// A batch starts as a send (its entries `sending`, the attempt counted) and closes at once:
+/// the send ends, baselines move or are forgotten, raw digests are recorded after them, the
+/// audit is appended, each entry gets its outcome (an attempt counted only where one was
+/// made), and a side is asked to be read in full.
+pub fn a_delivered_batch_closes_with_its_baselines_digests_and_attempts<F: Fixture>(fixture: &F) {
+    let minute = std::time::Duration::from_secs(60);
+    let mut store = fixture.open();
+    let fields = layout(&mut store, &["n"]);
+    let lease = store.lease(LINK, "deliverer", minute).unwrap();
+    let run = store.start_run(&lease, "full", true, ts(T0)).unwrap();
+    let old = Baseline {
+        fields: vec![field(Some(Value::Int(1)), None, None, None)],
+        ..Baseline::empty(key("k2"), 1)
+    };
+    let chunk = PlanChunk {
+        entries: ["k1", "k2", "k3"]
+            .map(|record| outbox_entry(record, Side::Right, Operation::Update))
+            .to_vec(),
+        baselines: vec![old],
+        ..PlanChunk::default()
+    };
+    store.commit_plan_chunk(&lease, run, &fields, chunk, ts(T0)).unwrap();
+    let cursor = CursorState { cursor: Some(ts(T0)), last_full_scan: Some(ts(T0)) };
+    let publication = PlanPublication { cursors: vec![(Side::Right, cursor)], ..PlanPublication::default() };
+    store.publish_plan(&lease, run, &fields, publication, ts(T0)).unwrap();
+    let [first, second, third] =
+        <[i64; 3]>::try_from(ids(&store.due_outbox(LINK, ts(T0), 0, 10).unwrap())).unwrap();
+
+    let send = store.start_send(&lease, vec![first, second], ts(T0 + 1)).unwrap();
+    for id in [first, second] {
+        let entry = store.outbox_entry(id).unwrap();
+        assert_eq!((entry.status, entry.attempts), (OutboxStatus::Sending, 1), "entry {id} while sent");
+    }
+    let moved = Baseline {
+        fields: vec![field(Some(Value::Int(2)), None, Some(T0 + 2), Some(Origin::Left))],
+        ..Baseline::empty(key("k1"), 1)
+    };
+    let digest = fieldsync_model::digest_raw(moved.digest(), 7, &[json!(2)]);
+    let outcome = |id, status, next: Option<i64>, error: Option<&str>, attempted| EntryOutcome {
+        id,
+        status,
+        next_attempt_at: next.map(ts),
+        error: error.map(str::to_string),
+        attempted,
+    };
+    let batch = BatchClose {
+        send: Some(send),
+        outcomes: vec![
+            outcome(first, OutboxStatus::Done, None, None, true),
+            outcome(second, OutboxStatus::Pending, Some(T0 + 60), Some("busy"), true),
+            outcome(third, OutboxStatus::Dead, None, Some("damaged"), false),
+        ],
+        baselines: vec![BaselineWrite::Put(moved.clone()), BaselineWrite::Forget(key("k2"))],
+        seen: vec![SeenDigest { key: key("k1"), side: Side::Right, digest }],
+        audit: vec![audit_entry(Some(run), "k1", AuditEvent::Written, T0 + 2)],
+        full_scan_of: Some(Side::Right),
+    };
+    store.close_batch(&lease, &fields, batch, ts(T0 + 2)).unwrap();
+    let entry = |id| store.outbox_entry(id).unwrap();
+    assert_eq!((entry(first).status, entry(first).attempts), (OutboxStatus::Done, 1));
+    assert_eq!(
+        (entry(second).status, entry(second).attempts, entry(second).last_error.as_deref()),
+        (OutboxStatus::Pending, 1, Some("busy"))
+    );
+    assert_eq!(entry(second).next_attempt_at, ts(T0 + 60));
+    assert_eq!((entry(third).status, entry(third).attempts), (OutboxStatus::Dead, 0), "not attempted");
+    let read = store.baselines(LINK, &fields, &[key("k1"), key("k2")]).unwrap();
+    assert_eq!((read.len(), &read[&key("k1")]), (1, &moved));
+    let digests = store.digests(LINK, &fields, &[key("k1")]).unwrap();
+    assert_eq!(digests[&key("k1")].seen(Side::Right), Some(digest), "recorded after the baseline");
+    assert_eq!(store.audit_for_run(run).unwrap().len(), 1);
+    assert_eq!(store.cursor(LINK, Side::Right).unwrap(), CursorState { last_full_scan: None, ..cursor });
+    // The send was closed: the next run counts no attempt again.
+    store.start_run(&lease, "full", true, ts(T0 + 100)).unwrap();
+    assert_eq!(store.outbox_entry(second).unwrap().attempts, 1);
+    store.release(lease).unwrap();
+}
+
+/// A person's decision is recorded with its audit at once; dead entries are retried all or
+/// none, and dropped one by one; anything else is `NotFound`.
+pub fn a_person_decides_reviews_and_settles_dead_entries<F: Fixture>(fixture: &F) {
+    let minute = std::time::Duration::from_secs(60);
+    let mut store = fixture.open();
+    let fields = layout(&mut store, &["n"]);
+    let lease = store.lease(LINK, "planner", minute).unwrap();
+    let run = store.start_run(&lease, "full", true, ts(T0)).unwrap();
+    let chunk = PlanChunk {
+        entries: ["k1", "k2"].map(|record| outbox_entry(record, Side::Right, Operation::Update)).to_vec(),
+        reviews: vec![review("k3", Some("n"), 1, 2)],
+        ..PlanChunk::default()
+    };
+    store.commit_plan_chunk(&lease, run, &fields, chunk, ts(T0)).unwrap();
+    let [first, second] = <[i64; 2]>::try_from(ids(&store.due_outbox(LINK, ts(T0), 0, 10).unwrap())).unwrap();
+    let dead = |id| EntryOutcome {
+        id,
+        status: OutboxStatus::Dead,
+        next_attempt_at: None,
+        error: Some("rejected".into()),
+        attempted: true,
+    };
+    let batch = BatchClose { outcomes: vec![dead(first)], ..BatchClose::default() };
+    store.close_batch(&lease, &fields, batch, ts(T0 + 1)).unwrap();
+    store.release(lease).unwrap();
+
+    let review_id = store.list_reviews(Some(LINK), None, 10).unwrap()[0].id;
+    let audit = audit_entry(None, "k3", AuditEvent::Decided, T0 + 2);
+    store.decide_review(LINK, review_id, &Decision::Keep(Side::Left), &audit, ts(T0 + 2)).unwrap();
+    let decided = store.review(review_id).unwrap();
+    assert_eq!(
+        (decided.status, decided.decision),
+        (ReviewStatus::Resolved, Some(Decision::Keep(Side::Left)))
+    );
+    assert_eq!(store.audit_for_record(LINK, &key("k3")).unwrap(), vec![audit.clone()]);
+    let missing = store.decide_review(LINK, 424_242, &Decision::Keep(Side::Left), &audit, ts(T0 + 3));
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "{missing:?}");
+    assert_eq!(
+        store.audit_for_record(LINK, &key("k3")).unwrap().len(),
+        1,
+        "nothing kept of a failed decision"
+    );
+
+    // The second entry is not dead: retrying both retries neither.
+    assert!(
+        matches!(store.retry_dead(&[first, second], ts(T0 + 4)), Err(StoreError::NotFound { id, .. }) if id == second)
+    );
+    assert_eq!(store.outbox_entry(first).unwrap().status, OutboxStatus::Dead);
+    store.retry_dead(&[first], ts(T0 + 5)).unwrap();
+    let retried = store.outbox_entry(first).unwrap();
+    assert_eq!(
+        (retried.status, retried.attempts, retried.next_attempt_at),
+        (OutboxStatus::Pending, 0, ts(T0 + 5))
+    );
+    assert!(matches!(store.drop_dead(first, ts(T0 + 6)), Err(StoreError::NotFound { .. })));
 }

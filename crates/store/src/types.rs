@@ -262,6 +262,21 @@ pub struct NewOutboxEntry {
     pub record_id: Option<RecordId>,
     /// The engine's description of the write, as versioned JSON.
     pub payload: String,
+    /// What the write's source side held when it was planned (see `SourceDigest`).
+    pub source: Option<SourceDigest>,
+}
+
+/// What the source side of a planned write held when the write was planned: the digest of its
+/// normalised values (`basis`) and its raw digest bound to that basis
+/// (`fieldsync_model::digest_raw`). Once the write is verified and the record's baseline has
+/// the digest `basis`, the source side holds that baseline, and `raw` is its fast path: the
+/// next scan does not normalise a record fieldsync copied from while it stays the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceDigest {
+    /// The digest of the source's normalised values.
+    pub basis: RecordDigest,
+    /// The source's raw digest, bound to `basis`.
+    pub raw: RecordDigest,
 }
 
 /// A durable planned write to one side, with its attempts.
@@ -283,6 +298,8 @@ pub struct OutboxEntry {
     pub record_id: Option<RecordId>,
     /// The engine's description of the write.
     pub payload: String,
+    /// What the write's source side held when it was planned.
+    pub source: Option<SourceDigest>,
     /// Where it stands.
     pub status: OutboxStatus,
     /// How many attempts were started.
@@ -440,6 +457,9 @@ text_enum!(
         Guarded => "guarded",
         /// Stopped by an error before finishing.
         Failed => "failed",
+        /// Cancelled (Ctrl-C, a service shutting down): stopped between two commits, leaving
+        /// what a kill there would, cleanly; the next run carries on.
+        Cancelled => "cancelled",
     }
 );
 

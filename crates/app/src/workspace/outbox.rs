@@ -2,8 +2,8 @@
 //! person. Reads and writes the state store only.
 
 use fieldsync_model::{RecordKey, RunId, Side};
+use fieldsync_store::StateStore as _;
 use fieldsync_store::{Operation, OutboxEntry, OutboxStatus};
-use fieldsync_store::{StateStore as _, Transaction as _};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -95,12 +95,11 @@ impl Workspace {
         let store = self.store()?;
         // An entry that does not exist at all is told as such, not as one that is not dead.
         store.outbox_entry(id)?;
-        let transaction = store.transaction()?;
         match settle {
-            DeadEntry::Retry => transaction.retry_dead(id, Timestamp::now())?,
-            DeadEntry::Drop => transaction.drop_dead(id, Timestamp::now())?,
+            DeadEntry::Retry => store.retry_dead(&[id], Timestamp::now())?,
+            DeadEntry::Drop => store.drop_dead(id, Timestamp::now())?,
         }
-        Ok(transaction.commit()?)
+        Ok(())
     }
 }
 

@@ -2,8 +2,8 @@
 //! person (the next run applies the decision). Reads and writes the state store only.
 
 use fieldsync_model::{Reading, RecordKey, RunId, Side, Value};
+use fieldsync_store::StateStore as _;
 use fieldsync_store::{AuditEntry, AuditEvent, Decision, Review, ReviewKind, ReviewStatus};
-use fieldsync_store::{StateStore as _, Transaction as _};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -127,7 +127,7 @@ impl Workspace {
     /// `FieldGone` or `UnreadableValue` when the decision cannot apply; `ReviewClosed` when
     /// the review was closed already.
     pub fn resolve(&mut self, id: i64, resolution: Resolution) -> Result<Resolved, WorkspaceError> {
-        let Workspace { config, store } = self;
+        let Workspace { config, store, .. } = self;
         let store = super::open_store(config, store)?;
         let review = store.review(id)?;
         let link = config
@@ -174,32 +174,24 @@ impl Workspace {
             return Err(WorkspaceError::ReviewClosed { id });
         }
         let now = Timestamp::now();
-        let transaction = store.transaction()?;
-        transaction.resolve_review(id, &decision, now)?;
-        transaction.audit(
-            &review.link,
-            &AuditEntry {
-                run_id: None,
-                key: review.review.key.clone(),
-                field: review.review.field.clone(),
-                event: AuditEvent::Decided,
-                side: None,
-                base: review.review.base.clone(),
-                left: review.review.left.clone(),
-                right: review.review.right.clone(),
-                value: match &decision {
-                    Decision::Value(value) => Some(value.clone()),
-                    Decision::Keep(Side::Left) => review.review.left.clone(),
-                    Decision::Keep(Side::Right) => review.review.right.clone(),
-                },
-                reason: format!(
-                    "decided by a person: {}",
-                    serde_json::to_string(&decision).unwrap_or_default()
-                ),
-                at: now,
+        let audit = AuditEntry {
+            run_id: None,
+            key: review.review.key.clone(),
+            field: review.review.field.clone(),
+            event: AuditEvent::Decided,
+            side: None,
+            base: review.review.base.clone(),
+            left: review.review.left.clone(),
+            right: review.review.right.clone(),
+            value: match &decision {
+                Decision::Value(value) => Some(value.clone()),
+                Decision::Keep(Side::Left) => review.review.left.clone(),
+                Decision::Keep(Side::Right) => review.review.right.clone(),
             },
-        )?;
-        transaction.commit()?;
+            reason: format!("decided by a person: {}", serde_json::to_string(&decision).unwrap_or_default()),
+            at: now,
+        };
+        store.decide_review(&review.link, id, &decision, &audit, now)?;
         Ok(Resolved { review: id, decision })
     }
 }

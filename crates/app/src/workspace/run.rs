@@ -1,7 +1,10 @@
 //! Running and planning links: each selected link's connectors are opened and the engine's
-//! `run_link` runs it; a `RunObserver` shows progress and each report as it comes.
+//! `run_link_until` runs it (until the workspace's runs are cancelled); a `RunObserver` shows
+//! progress and each report as it comes.
 
-use fieldsync_engine::{Progress, RunOptions, RunReport, SidePair, SystemClock, run_link};
+use fieldsync_engine::{
+    CancellationToken, Progress, RunOptions, RunReport, SidePair, SystemClock, run_link_until,
+};
 use fieldsync_store::RunStatus;
 use serde::Serialize;
 
@@ -27,6 +30,9 @@ pub enum Outcome {
     WritesFailed,
     /// The guard stopped a run: nothing was written.
     Guarded,
+    /// The runs were cancelled (`Workspace::cancellation`): the run going on stopped between two
+    /// commits and recorded itself as cancelled; the links after it did not run.
+    Cancelled,
 }
 
 impl Outcome {
@@ -36,6 +42,7 @@ impl Outcome {
             RunStatus::Guarded => Outcome::Guarded,
             RunStatus::Partial | RunStatus::Failed => Outcome::WritesFailed,
             RunStatus::Done | RunStatus::Running => Outcome::Done,
+            RunStatus::Cancelled => Outcome::Cancelled,
         }
     }
 }
@@ -66,6 +73,13 @@ pub trait RunObserver {
 }
 
 impl Workspace {
+    /// A token that cancels this workspace's runs: the run going on stops at its next point
+    /// between two commits, leaving what a kill there would but recorded as cancelled and its
+    /// lease released, and no further link runs. The command line cancels it on Ctrl-C.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
     /// Runs the links of `scope` once; with `force`, past the guard.
     ///
     /// # Errors
@@ -108,7 +122,7 @@ impl Workspace {
         options: RunOptions,
         observer: &mut impl RunObserver,
     ) -> Result<RunsOutcome, WorkspaceError> {
-        let Workspace { config, store } = self;
+        let Workspace { config, store, cancel } = self;
         if let Some(only) = &scope.link
             && !config.links.contains_key(only)
         {
@@ -124,9 +138,13 @@ impl Workspace {
             if scope.link.as_ref().is_some_and(|only| only != name) {
                 continue;
             }
+            if cancel.is_cancelled() {
+                outcome = outcome.max(Outcome::Cancelled);
+                break;
+            }
             let mut connectors = open_connectors(config, link)?;
             let progress = observer.link_starts(name);
-            let report = run_link(
+            let report = run_link_until(
                 &link.spec,
                 &link.connectors,
                 &mut connectors,
@@ -134,6 +152,7 @@ impl Workspace {
                 options,
                 &SystemClock,
                 &progress,
+                cancel,
             )
             .await
             .map_err(|source| WorkspaceError::Run { link: name.clone(), source });
