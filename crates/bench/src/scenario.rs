@@ -229,7 +229,7 @@ fn set_up(from: &Path, work: &Path, start: Start) -> Result<()> {
         }
         Start::Synced => copy_dir(from, work)?,
     }
-    std::fs::write(work.join("fieldsync.toml"), generate::CONFIG)?;
+    std::fs::write(work.join("fieldsync.toml"), generate::config())?;
     settle(work)
 }
 

@@ -10,6 +10,7 @@ use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, Test
 use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, ReadRequest, Write};
 use fieldsync_connector_rest::{Auth, KeyParam, Preset, RestConfig, RestConnector, Secret};
 use fieldsync_model::RecordId;
+use fieldsync_test_support::SecondStamps;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
@@ -47,15 +48,12 @@ fn paths() -> TestPaths {
 /// everything before, since `updated_after` is asked to the second.
 struct DjangoFixture {
     site: DjangoServer,
-    clock: Timestamp,
+    clock: SecondStamps,
 }
 
 impl DjangoFixture {
     fn tick(&mut self) -> Timestamp {
-        let now = Timestamp::now().max(self.clock);
-        let second = Timestamp::from_second(now.as_second()).expect("a whole second");
-        self.clock = second + SignedDuration::from_secs(1);
-        self.clock
+        self.clock.stamp()
     }
 }
 
@@ -121,7 +119,7 @@ impl Fixture for DjangoFixture {
 #[tokio::test]
 async fn conforms_against_a_real_django_rest_framework_api() {
     let Some(site) = DjangoServer::start(&DjangoOptions::default()) else { return };
-    let mut fixture = DjangoFixture { site, clock: Timestamp::now() };
+    let mut fixture = DjangoFixture { site, clock: SecondStamps::new() };
     testkit::run_all(&mut fixture, &[]).await;
 }
 
