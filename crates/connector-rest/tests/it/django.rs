@@ -11,7 +11,7 @@ use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, ReadReq
 use fieldsync_connector_rest::{Auth, KeyParam, Preset, RestConfig, RestConnector, Secret};
 use fieldsync_model::RecordId;
 use fieldsync_test_support::SecondStamps;
-use jiff::{SignedDuration, Timestamp};
+use jiff::SignedDuration;
 use serde_json::{Value, json};
 
 /// The `drf` preset on the site's players, as a user would configure it.
@@ -51,12 +51,6 @@ struct DjangoFixture {
     clock: SecondStamps,
 }
 
-impl DjangoFixture {
-    fn tick(&mut self) -> Timestamp {
-        self.clock.stamp()
-    }
-}
-
 impl Fixture for DjangoFixture {
     type Connector = RestConnector;
 
@@ -65,7 +59,7 @@ impl Fixture for DjangoFixture {
             .iter()
             .map(|record| json!({"federation_id": record.key, "first_name": "Speler", "last_name": record.email, "notes": record.name}))
             .collect();
-        let before = self.tick() - SignedDuration::from_secs(1);
+        let before = self.clock.stamp() - SignedDuration::from_secs(1);
         self.site.python(&format!(
             "import json, datetime\n\
              Player.objects.all().delete()\n\
@@ -86,7 +80,7 @@ impl Fixture for DjangoFixture {
     }
 
     async fn edit(&mut self, key: &str, path: &str, value: Value) {
-        let at = self.tick();
+        let at = self.clock.stamp();
         let field = path.trim_start_matches('/');
         self.site.python(&format!(
             "import json, datetime\n\

@@ -50,17 +50,11 @@ struct WordPressFixture {
     clock: SecondStamps,
 }
 
-impl WordPressFixture {
-    fn tick(&mut self) -> Timestamp {
-        self.clock.stamp()
-    }
-}
-
 impl Fixture for WordPressFixture {
     type Connector = RestConnector;
 
     async fn open(&mut self, records: &[TestRecord]) -> RestConnector {
-        let before = self.tick() - SignedDuration::from_secs(1);
+        let before = self.clock.stamp() - SignedDuration::from_secs(1);
         let people: Vec<Value> =
             records.iter().map(|record| json!([record.key, record.name, record.email])).collect();
         let code = format!(
@@ -87,7 +81,7 @@ impl Fixture for WordPressFixture {
     }
 
     async fn edit(&mut self, key: &str, path: &str, value: Value) {
-        let at = self.tick();
+        let at = self.clock.stamp();
         let code = format!(
             "{STAMP}
             $ids = get_posts( array( 'post_type' => 'person', 'post_status' => 'any', 'fields' => 'ids',
