@@ -5,6 +5,7 @@
 //! Architecture Invariant: only this crate knows connectors by kind; the engine sees a `Connector`.
 
 pub mod config;
+pub mod members;
 pub mod registry;
 pub mod workspace;
 

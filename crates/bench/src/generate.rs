@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result};
+use fieldsync_app::members::{link_toml, member_fields_toml, sqlite_connector_toml};
 use jiff::Timestamp;
 use rusqlite::{Connection, params};
 
@@ -272,74 +273,30 @@ pub fn apply_mix(left: &Path, right: &Path, count: u64, seed: u64, mix: Mix, now
     Ok(changed)
 }
 
-/// The configuration the benchmark runs fieldsync with.
-pub const CONFIG: &str = r#"# fieldsync benchmark: a federation register (left) and a club table (right).
-state = "sqlite://state.db"
-
-[connectors.federation]
-kind = "sqlite"
-path = "left.db"
-table = "members"
-key = "ext_id"
-modified = "updated_at"
-
-[connectors.club]
-kind = "sqlite"
-path = "right.db"
-table = "people"
-key = "federation_id"
-modified = "modified"
-modified_format = "unix_ms"
-date_formats = ["%d-%m-%Y"]
-
-[links.members]
-left = "federation"
-right = "club"
-key = { left = "ext_id", right = "federation_id" }
-conflicts = { strategy = "last_write_wins", grace = "5s", tie = "federation" }
-first_sync = { strategy = "prefer", side = "federation" }
-deletes = "propagate"
+/// The policies of the benchmark's link after those `link_toml` writes.
+const POLICIES: &str = r#"deletes = "propagate"
 guard = { max_delete = "50%", max_change = "100%" }
-
-[[links.members.fields]]
-name = "first_name"
-left = "first_name"
-right = "given"
-
-[[links.members.fields]]
-name = "last_name"
-left = "last_name"
-right = "family"
-
-[[links.members.fields]]
-name = "email"
-type = "email"
-left = "email"
-right = "mail"
-
-[[links.members.fields]]
-name = "phone"
-type = "phone"
-region = "NL"
-left = "phone"
-right = "tel"
-
-[[links.members.fields]]
-name = "mobile"
-type = "phone"
-region = "NL"
-left = "mobile"
-right = "gsm"
-
-[[links.members.fields]]
-name = "birth_date"
-type = "date"
-left = "birth_date"
-right = "born"
-
-[[links.members.fields]]
-name = "active"
-type = "bool"
-left = "active"
-right = "is_active"
 "#;
+
+/// The configuration the benchmark runs fieldsync with: a federation register (left) and a
+/// club table (right), with the member fields of the shared schema.
+pub fn config() -> String {
+    let fields = member_fields_toml(
+        "members",
+        &[
+            ("first_name", "first_name", "given"),
+            ("last_name", "last_name", "family"),
+            ("email", "email", "mail"),
+            ("phone", "phone", "tel"),
+            ("mobile", "mobile", "gsm"),
+            ("birth_date", "birth_date", "born"),
+            ("active", "active", "is_active"),
+        ],
+    );
+    format!(
+        "# fieldsync benchmark: a federation register (left) and a club table (right).\nstate = \"sqlite://state.db\"\n\n{}\n{}modified_format = \"unix_ms\"\ndate_formats = [\"%d-%m-%Y\"]\n\n{}{POLICIES}{fields}",
+        sqlite_connector_toml("federation", "left.db", "members", "ext_id", "updated_at"),
+        sqlite_connector_toml("club", "right.db", "people", "federation_id", "modified"),
+        link_toml("members", "federation", "club", ("ext_id", "federation_id"), "federation"),
+    )
+}

@@ -102,7 +102,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Task::Generate { count, dir, seed, right_empty }) => {
             std::fs::create_dir_all(&dir)?;
             generate::write_members(&dir.join("left.db"), &dir.join("right.db"), count, seed, right_empty)?;
-            std::fs::write(dir.join("fieldsync.toml"), generate::CONFIG)?;
+            std::fs::write(dir.join("fieldsync.toml"), generate::config())?;
             Ok(())
         }
         Some(Task::Edit { count, per_side, dir, seed }) => {

@@ -246,7 +246,7 @@ fn set_up(from: &Path, work: &Path, start: Start) -> Result<()> {
         }
         Start::Synced | Start::Created => copy_dir(from, work)?,
     }
-    std::fs::write(work.join("fieldsync.toml"), generate::CONFIG)?;
+    std::fs::write(work.join("fieldsync.toml"), generate::config())?;
     settle(work)
 }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow};
 use fieldsync_app::Workspace;
+use fieldsync_app::members::{link_toml, member_fields_toml, sqlite_connector_toml};
 use fieldsync_app::workspace::{RunReport, RunScope};
 use rusqlite::params;
 
@@ -27,64 +28,32 @@ const LAST_NAMES: [&str; 12] = [
     "Hendriks",
 ];
 
-const CONFIG: &str = r#"# fieldsync demo: a federation register (left) and a club website (right).
-state = "sqlite://state.db"
-
-[connectors.federation]
-kind = "sqlite"
-path = "federation.db"
-table = "members"
-key = "knvb_id"
-modified = "updated_at"
-deleted = "deleted_at"
-
-[connectors.club]
-kind = "sqlite"
-path = "club.db"
-table = "people"
-key = "member_number"
-modified = "modified"
-date_formats = ["%d-%m-%Y"]
-
-[links.members]
-left = "federation"
-right = "club"
-key = { left = "knvb_id", right = "member_number" }
-conflicts = { strategy = "last_write_wins", grace = "5s", tie = "federation" }
-first_sync = { strategy = "prefer", side = "federation" }
-creates = "left_to_right"
+/// The demo's policies after its link's table.
+const POLICIES: &str = r#"creates = "left_to_right"
 deletes = { soft = { field = "status", value = "inactive" } }
 guard = { max_delete = "10%", max_change = "50%" }
-
-[[links.members.fields]]
-name = "first_name"
-left = "first_name"
-right = "given_name"
-
-[[links.members.fields]]
-name = "last_name"
-left = "last_name"
-right = "family_name"
-
-[[links.members.fields]]
-name = "email"
-type = "email"
-left = "email"
-right = "email_address"
-
-[[links.members.fields]]
-name = "mobile"
-type = "phone"
-region = "NL"
-left = "mobile"
-right = "phone_mobile"
-
-[[links.members.fields]]
-name = "birth_date"
-type = "date"
-left = "birth_date"
-right = "date_of_birth"
 "#;
+
+/// The demo's configuration: the two member databases and the member fields of the shared schema.
+fn config() -> String {
+    let fields = member_fields_toml(
+        "members",
+        &[
+            ("first_name", "first_name", "given_name"),
+            ("last_name", "last_name", "family_name"),
+            ("email", "email", "email_address"),
+            ("mobile", "mobile", "phone_mobile"),
+            ("birth_date", "birth_date", "date_of_birth"),
+        ],
+    );
+    format!(
+        "# fieldsync demo: a federation register (left) and a club website (right).\nstate = \"sqlite://state.db\"\n\n\
+         {}deleted = \"deleted_at\"\n\n{}date_formats = [\"%d-%m-%Y\"]\n\n{}{POLICIES}{fields}",
+        sqlite_connector_toml("federation", "federation.db", "members", "knvb_id", "updated_at"),
+        sqlite_connector_toml("club", "club.db", "people", "member_number", "modified"),
+        link_toml("members", "federation", "club", ("knvb_id", "member_number"), "federation"),
+    )
+}
 
 struct Member {
     id: String,
@@ -203,7 +172,7 @@ fn make_databases(dir: &Path) -> anyhow::Result<()> {
             ],
         )?;
     }
-    std::fs::write(dir.join("fieldsync.toml"), CONFIG)?;
+    std::fs::write(dir.join("fieldsync.toml"), config())?;
     Ok(())
 }
 

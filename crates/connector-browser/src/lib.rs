@@ -4,6 +4,8 @@
 mod browser;
 mod config;
 mod connector;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use browser::{Browser, BrowserOptions};
 pub use config::{BrowserConfig, Field, FieldKind, Listing, Login, MemberPage, Secret};

@@ -10,8 +10,8 @@ use jiff::Timestamp;
 pub trait Clock {
     /// Now.
     fn now(&self) -> Timestamp;
-    /// Waits for `duration`.
-    fn sleep(&self, duration: Duration) -> impl Future<Output = ()>;
+    /// Waits for `duration`; `Send`, so that a run's future is.
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
 }
 
 /// The real clock.

@@ -210,25 +210,49 @@ async fn fetch<C: Connector, K: Clock>(
     token: Option<&PageToken>,
     clock: &K,
 ) -> Result<Page, ConnectorError> {
-    with_retries(clock, async || connector.read_page(request, token).await).await
+    let mut retries = Retries::default();
+    loop {
+        match connector.read_page(request, token).await {
+            Ok(page) => return Ok(page),
+            Err(error) => retries.wait_or_fail(error, clock).await?,
+        }
+    }
 }
 
-async fn with_retries<T, C: Clock>(
-    clock: &C,
-    mut attempt: impl AsyncFnMut() -> Result<T, ConnectorError>,
-) -> Result<T, ConnectorError> {
-    let mut tries = 0;
+/// Records, looked up with retries.
+async fn look_up<C: Connector, K: Clock>(
+    connector: &mut C,
+    paths: &[String],
+    lookup: &Lookup,
+    clock: &K,
+) -> Result<Vec<ConnectorRecord>, ConnectorError> {
+    let mut retries = Retries::default();
     loop {
-        tries += 1;
-        match attempt().await {
-            Ok(value) => return Ok(value),
-            Err(error) if error.is_retryable() && tries < READ_ATTEMPTS => {
-                let wait = error.retry_after().unwrap_or(Duration::from_millis(500 * (1 << tries)));
-                tracing::warn!(%error, tries, "Retrying a read.");
-                clock.sleep(wait.min(Duration::from_secs(30))).await;
-            }
-            Err(error) => return Err(error),
+        match connector.lookup(paths, lookup).await {
+            Ok(records) => return Ok(records),
+            Err(error) => retries.wait_or_fail(error, clock).await?,
         }
+    }
+}
+
+/// The retries of one read: a plain loop at each call rather than a helper taking an async
+/// closure, whose future the compiler cannot prove `Send`.
+#[derive(Default)]
+struct Retries {
+    tries: u32,
+}
+
+impl Retries {
+    /// Waits before the next try when `error` may pass and tries are left; else fails with it.
+    async fn wait_or_fail<K: Clock>(&mut self, error: ConnectorError, clock: &K) -> Result<(), ConnectorError> {
+        self.tries += 1;
+        if !error.is_retryable() || self.tries >= READ_ATTEMPTS {
+            return Err(error);
+        }
+        let wait = error.retry_after().unwrap_or(Duration::from_millis(500 * (1 << self.tries)));
+        tracing::warn!(%error, tries = self.tries, "Retrying a read.");
+        clock.sleep(wait.min(Duration::from_secs(30))).await;
+        Ok(())
     }
 }
 
@@ -467,7 +491,7 @@ impl<'a> Detector<'a> {
         for chunk in by_id.chunks(LOOKUP_CHUNK) {
             let lookup = Lookup::Ids(chunk.iter().map(|(_, id)| (*id).clone()).collect());
             records.extend(
-                with_retries(clock, async || connector.lookup(&paths, &lookup).await)
+                look_up(connector, &paths, &lookup, clock)
                     .await
                     .map_err(&read_error)?,
             );
@@ -484,7 +508,7 @@ impl<'a> Detector<'a> {
                 values: chunk.iter().map(|key| key.as_str().to_string()).collect(),
             };
             by_key_records.extend(
-                with_retries(clock, async || connector.lookup(&paths, &lookup).await)
+                look_up(connector, &paths, &lookup, clock)
                     .await
                     .map_err(&read_error)?,
             );

@@ -34,33 +34,27 @@ pub use tokio_util::sync::CancellationToken;
 /// Compile-time checks of the run's future.
 #[cfg(test)]
 mod send {
-    use fieldsync_connector::Connector;
-    use fieldsync_store::StateStore;
+    use fieldsync_connector::MemoryConnector;
+    use fieldsync_store_sqlite::SqliteStore;
 
-    use crate::{CancellationToken, LinkSpec, Progress, RunOptions, SidePair, SystemClock, run_link_until};
+    use crate::{CancellationToken, LinkSpec, NoProgress, RunOptions, SidePair, SystemClock, run_link_until};
 
     fn assert_send<T: Send>(_: &T) {}
 
-    /// A run's future is `Send` when its parts are, so that a service can spawn it on a
-    /// multi-threaded runtime: any `Send` connector (whose calls return `Send` futures), the
-    /// system clock, a `Sync` progress display, and a store that is `Send` and `Sync` (detection
-    /// reads the store through a shared borrow while it awaits the connectors). Building the
-    /// future is the check: the function is never called.
+    /// A run's future is `Send`, so that a service can spawn it on a multi-threaded runtime:
+    /// with the SQLite store and a connector, the system clock and no progress display.
+    /// Building the future is the check: the function is never called.
     #[allow(dead_code)]
-    fn run_link_future_is_send_for_send_parts<C, P, S>(
+    fn run_link_future_is_send(
         spec: &LinkSpec,
         names: &SidePair<String>,
-        connectors: &mut SidePair<C>,
-        store: &mut S,
-        progress: &P,
-    ) where
-        C: Connector + Send,
-        P: Progress + Sync,
-        S: StateStore + Send + Sync,
-    {
+        connectors: &mut SidePair<MemoryConnector>,
+        store: &mut SqliteStore,
+    ) {
         let cancel = CancellationToken::new();
         let options = RunOptions::default();
-        let future = run_link_until(spec, names, connectors, store, options, &SystemClock, progress, &cancel);
+        let future =
+            run_link_until(spec, names, connectors, store, options, &SystemClock, &NoProgress, &cancel);
         assert_send(&future);
     }
 }

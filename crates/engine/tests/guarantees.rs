@@ -8,8 +8,7 @@
 //! backoffs and waits cost nothing; retry jitter is fixed by `RunOptions::seed`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fieldsync_connector::{
@@ -17,16 +16,16 @@ use fieldsync_connector::{
     MemorySystem, Page, PageToken, Probe, ReadRequest, Write, WriteOutcome,
 };
 use fieldsync_engine::{
-    Clock, ConflictStrategy, Creates, DeletePolicy, Direction, EngineError, FieldSpec, FirstSyncStrategy,
-    Guard, Limit, LinkSpec, NoProgress, ReadMode, RetryPolicy, RunOptions, RunReport, SidePair, Tie,
-    run_link,
+    Clock, ConflictStrategy, EngineError, Guard, Limit, LinkSpec, ReadMode, RunOptions, RunReport, SidePair,
+    Tie,
 };
-use fieldsync_model::{FieldType, LinkName, Normaliser, RecordKey, Side, Value};
+use fieldsync_model::{FieldType, LinkName, RecordKey, Side, Value};
 use fieldsync_store::{
     AuditEntry, AuditEvent, Baseline, Operation, OutboxEntry, OutboxStatus, Review, ReviewStatus, RunStatus,
     StateStore, StoreError,
 };
 use fieldsync_store_sqlite::SqliteStore;
+use fieldsync_test_support::{Snapshot, Time, World, link_spec, run_link};
 use jiff::Timestamp;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
@@ -80,35 +79,6 @@ fn raw_value(field: usize, value: usize, variant: bool) -> Json {
 
 // ---------------------------------------------------------------------------------------
 // The harness.
-
-/// A clock the test controls; `sleep` moves it forward at once.
-#[derive(Clone, Debug)]
-struct FakeClock(Arc<Mutex<Timestamp>>);
-
-impl FakeClock {
-    fn new(now: Timestamp) -> Self {
-        Self(Arc::new(Mutex::new(now)))
-    }
-
-    fn set(&self, now: Timestamp) {
-        *self.0.lock().unwrap() = now;
-    }
-
-    fn advance(&self, duration: Duration) {
-        let mut now = self.0.lock().unwrap();
-        *now += duration;
-    }
-}
-
-impl Clock for FakeClock {
-    fn now(&self) -> Timestamp {
-        *self.0.lock().unwrap()
-    }
-
-    async fn sleep(&self, duration: Duration) {
-        self.advance(duration);
-    }
-}
 
 /// Two notifications: the gated connector says it is inside a read, and waits to be let go.
 #[derive(Clone, Debug, Default)]
@@ -179,29 +149,11 @@ impl Connector for Wrapped {
     }
 }
 
-fn field_spec(name: &str, field_type: FieldType) -> FieldSpec {
-    FieldSpec {
-        name: name.into(),
-        paths: SidePair::new(name.into(), name.into()),
-        normalisers: SidePair::new(Normaliser::new(field_type), Normaliser::new(field_type)),
-        direction: Direction::Both,
-    }
-}
-
-fn link_spec(conflicts: ConflictStrategy) -> LinkSpec {
-    LinkSpec {
-        name: LinkName::new(LINK),
-        key: SidePair::new("id".into(), "id".into()),
-        fields: vec![field_spec(FIELDS[0], FieldType::Email), field_spec(FIELDS[1], FieldType::Text)],
-        conflicts,
-        first_sync: FirstSyncStrategy::Review,
-        creates: Creates::Both,
-        deletes: DeletePolicy::Propagate,
-        guard: Guard::default(),
-        full_scan_every: Duration::from_secs(86_400),
-        overlap: SidePair::new(Duration::from_secs(1), Duration::from_secs(1)),
-        retry: RetryPolicy { wait_in_run: Duration::ZERO, ..RetryPolicy::default() },
-    }
+/// A world of the link over `FIELDS` with `conflicts`, at `at(0)` on a fake clock that moves
+/// the systems' clocks only when a test sets the time.
+fn new_world(conflicts: ConflictStrategy) -> World {
+    let spec = link_spec("id", &[(FIELDS[0], FieldType::Email), (FIELDS[1], FieldType::Text)], conflicts);
+    World::new(spec, Time::Fake { start: at(0), systems_follow: false })
 }
 
 /// No guard: for scenarios whose point is not the guard.
@@ -209,84 +161,27 @@ fn no_guard() -> Guard {
     Guard { max_delete: Limit::Count(1_000), max_change: Limit::Count(1_000) }
 }
 
-/// The left and right systems of every record, keyed by id, field by path.
-type Snapshot = BTreeMap<String, BTreeMap<String, Json>>;
-
-struct World {
-    left: MemorySystem,
-    right: MemorySystem,
-    store: SqliteStore,
-    path: PathBuf,
-    spec: LinkSpec,
-    clock: FakeClock,
-    _dir: tempfile::TempDir,
+/// What the guarantees ask of a world beyond the shared one: fields by their index in
+/// `FIELDS`, open work, and equal records on both sides to start from.
+trait Guarantees: Sized {
+    /// The agreed value of one field, `None` when there is no baseline or no agreed value.
+    fn base_value(&mut self, key: &str, field: usize) -> Option<Value>;
+    /// The raw value of one field on one side.
+    fn raw(&self, side: Side, key: &str, field: usize) -> Json;
+    /// The normalised value of one field on one side; `None` when the record is absent.
+    fn value(&self, side: Side, key: &str, field: usize) -> Option<Value>;
+    /// The pending, sending and dead outbox entries of one record on one side.
+    fn open_outbox(&self, key: &str, side: Side) -> Vec<OutboxEntry>;
+    /// The open reviews.
+    fn open_reviews(&self) -> Vec<Review>;
+    /// The open review of one record's field (`None`: of the record as a whole).
+    fn open_review(&self, key: &str, field: Option<&str>) -> Option<Review>;
+    /// Both sides hold the same records with the same values as `base` for each field, at
+    /// `at(0)`; a first full run agrees them without writing.
+    async fn seeded(self, records: &[(&str, [Json; 2])]) -> Self;
 }
 
-impl World {
-    fn new(conflicts: ConflictStrategy) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        let store = SqliteStore::open(&path).unwrap();
-        let world = World {
-            left: MemorySystem::new("id"),
-            right: MemorySystem::new("id"),
-            store,
-            path,
-            spec: link_spec(conflicts),
-            clock: FakeClock::new(at(0)),
-            _dir: dir,
-        };
-        world.set_time(at(0));
-        world
-    }
-
-    fn system(&self, side: Side) -> &MemorySystem {
-        match side {
-            Side::Left => &self.left,
-            Side::Right => &self.right,
-        }
-    }
-
-    /// Moves the engine's clock and both systems' clocks to `now`.
-    fn set_time(&self, now: Timestamp) {
-        self.clock.set(now);
-        self.left.set_now(now);
-        self.right.set_now(now);
-    }
-
-    async fn try_run_with<C: Connector>(
-        &mut self,
-        connectors: &mut SidePair<C>,
-        options: RunOptions,
-    ) -> Result<RunReport, EngineError> {
-        let names = SidePair::new("left".to_string(), "right".to_string());
-        run_link(&self.spec, &names, connectors, &mut self.store, options, &self.clock, &NoProgress).await
-    }
-
-    async fn try_run(&mut self, options: RunOptions) -> Result<RunReport, EngineError> {
-        let mut connectors = SidePair::new(self.left.connector(), self.right.connector());
-        self.try_run_with(&mut connectors, options).await
-    }
-
-    async fn run(&mut self, options: RunOptions) -> RunReport {
-        match self.try_run(options).await {
-            Ok(report) => report,
-            Err(error) => panic!("the run failed: {error:?}"),
-        }
-    }
-
-    /// Drops the store as a crashed process would, and opens it again.
-    fn reopen(&mut self) {
-        let store = SqliteStore::open(&self.path).unwrap();
-        drop(std::mem::replace(&mut self.store, store));
-    }
-
-    fn baseline(&mut self, key: &str) -> Option<Baseline> {
-        let layout = self.store.layout(LINK, &self.spec.field_names()).unwrap();
-        self.store.baselines(LINK, &layout, &[RecordKey::new(key)]).unwrap().remove(&RecordKey::new(key))
-    }
-
-    /// The agreed value of one field, `None` when there is no baseline or no agreed value.
+impl Guarantees for World {
     fn base_value(&mut self, key: &str, field: usize) -> Option<Value> {
         self.baseline(key).and_then(|baseline| baseline.fields[field].value.clone())
     }
@@ -295,14 +190,9 @@ impl World {
         self.system(side).value(key, FIELDS[field])
     }
 
-    /// The normalised value of one field on one side; `None` when the record is absent.
     fn value(&self, side: Side, key: &str, field: usize) -> Option<Value> {
         self.system(side).record(key)?;
         Some(norm(&self.spec, side, field, &self.raw(side, key, field)))
-    }
-
-    fn outbox(&self) -> Vec<OutboxEntry> {
-        self.store.list_outbox(Some(LINK), None, 10_000).unwrap()
     }
 
     fn open_outbox(&self, key: &str, side: Side) -> Vec<OutboxEntry> {
@@ -316,7 +206,7 @@ impl World {
     }
 
     fn open_reviews(&self) -> Vec<Review> {
-        self.store.list_reviews(Some(LINK), Some(ReviewStatus::Open), 10_000).unwrap()
+        self.reviews(Some(ReviewStatus::Open))
     }
 
     fn open_review(&self, key: &str, field: Option<&str>) -> Option<Review> {
@@ -325,24 +215,6 @@ impl World {
             .find(|review| review.review.key.as_str() == key && review.review.field.as_deref() == field)
     }
 
-    fn audit(&self, report: &RunReport) -> Vec<AuditEntry> {
-        self.store.audit_for_run(report.run_id.expect("a recorded run")).unwrap()
-    }
-
-    fn writes(&self) -> u64 {
-        self.left.writes_applied() + self.right.writes_applied()
-    }
-
-    fn snapshot(&self, side: Side) -> Snapshot {
-        self.system(side)
-            .records()
-            .into_iter()
-            .map(|(id, record)| (id.as_str().to_string(), record.fields))
-            .collect()
-    }
-
-    /// Both sides hold the same records with the same values as `base` for each field, at
-    /// `at(0)`; a first full run agrees them without writing.
     async fn seeded(mut self, records: &[(&str, [Json; 2])]) -> Self {
         self.set_time(at(0));
         for (key, values) in records {
@@ -522,7 +394,7 @@ async fn play(case: &Case, swap: bool, fault: Option<(Side, MemoryFault)>) -> Pl
             (*key, [raw_value(0, record.base[0], false), raw_value(1, record.base[1], false)])
         })
         .collect();
-    let mut world = World::new(conflicts);
+    let mut world = new_world(conflicts);
     world.spec.guard = no_guard();
     let mut world = world.seeded(&seed).await;
     let base = case
@@ -826,7 +698,7 @@ proptest! {
         let apart = (grace as i64 + delta).max(0);
         let conflicts = ConflictStrategy::LastWriteWins { grace: Duration::from_millis(grace), tie };
         let (world, report) = block_on(async {
-            let mut world = World::new(conflicts);
+            let mut world = new_world(conflicts);
             world.spec.guard = no_guard();
             let mut world = world.seeded(&[("m1", [json!("base@club.nl"), json!("Base")])]).await;
             let times = match later {
@@ -937,7 +809,7 @@ proptest! {
         block_on(async {
             let seed: Vec<(&str, [Json; 2])> =
                 KEYS.iter().zip(&base).map(|(key, base)| (*key, [raw_value(0, base[0], false), raw_value(1, base[1], false)])).collect();
-            let mut world = World::new(ConflictStrategy::Review);
+            let mut world = new_world(ConflictStrategy::Review);
             world.spec.guard = no_guard();
             let mut world = world.seeded(&seed).await;
             let mut changes: Vec<OneSided> = Vec::new();
@@ -988,7 +860,7 @@ const CRASH_RECORDS: [&str; 5] = ["m1", "m2", "m3", "m4", "m5"];
 async fn crash_scenario(delete: bool) -> World {
     let conflicts =
         ConflictStrategy::LastWriteWins { grace: Duration::from_secs(5), tie: Tie::Side(Side::Left) };
-    let mut world = World::new(conflicts);
+    let mut world = new_world(conflicts);
     world.spec.guard = no_guard();
     let records: Vec<(&str, [Json; 2])> = CRASH_RECORDS
         .iter()
@@ -1168,7 +1040,7 @@ async fn guarantee_07_crash_at_any_commit_converges() {
 async fn guarantee_08_lost_or_damaged_baseline_becomes_review() {
     let conflicts =
         ConflictStrategy::LastWriteWins { grace: Duration::from_secs(5), tie: Tie::Side(Side::Left) };
-    let mut world = World::new(conflicts);
+    let mut world = new_world(conflicts);
     world.spec.guard = no_guard();
     let keys = ["m1", "m2", "m3", "m4", "ok"];
     let records: Vec<(&str, [Json; 2])> =
@@ -1251,7 +1123,7 @@ async fn guarantee_08_lost_or_damaged_baseline_becomes_review() {
 async fn moved_target(conditional: bool, empty: bool) {
     let conflicts =
         ConflictStrategy::LastWriteWins { grace: Duration::from_secs(5), tie: Tie::Side(Side::Left) };
-    let mut world = World::new(conflicts);
+    let mut world = new_world(conflicts);
     world.spec.guard = no_guard();
     let mut world = world.seeded(&[("m1", [json!("base@club.nl"), json!("Base")])]).await;
     let connectors = |world: &World| {
@@ -1361,7 +1233,7 @@ fn rounds_strategy(faults: bool) -> impl Strategy<Value = Vec<Round>> {
 /// that other side ever edits: a one-sided change, so that the fault meets a write in that
 /// round. Faults are cleared after each round.
 async fn play_rounds(conflicts: ConflictStrategy, rounds: &[Round]) -> World {
-    let mut world = World::new(conflicts);
+    let mut world = new_world(conflicts);
     world.spec.guard = no_guard();
     let seed: Vec<(&str, [Json; 2])> = ["m0", "m1", "m2", "pulse-left", "pulse-right"]
         .iter()
@@ -1477,7 +1349,7 @@ proptest! {
 /// is left to the next full scan, which finds it.
 #[tokio::test]
 async fn guarantee_14_equal_and_late_timestamps_found() {
-    let mut world = World::new(ConflictStrategy::Review);
+    let mut world = new_world(ConflictStrategy::Review);
     world.spec.guard = no_guard();
     let records: Vec<(&str, [Json; 2])> = ["m1", "m2", "m3", "m4", "m5"]
         .iter()
@@ -1524,7 +1396,7 @@ async fn guarantee_14_equal_and_late_timestamps_found() {
 
 /// One record edited on the left: a write of its email to the right.
 async fn one_write() -> World {
-    let mut world = World::new(ConflictStrategy::Review);
+    let mut world = new_world(ConflictStrategy::Review);
     world.spec.guard = no_guard();
     let world = world.seeded(&[("m1", [json!("base@club.nl"), json!("Base")])]).await;
     world.left.set_now(at(100_000));
@@ -1575,9 +1447,7 @@ async fn guarantee_15_duplicate_delivery_same_state_one_audit() {
     let mut killed = one_write().await;
     // Commits: 1 starts the run, 2 writes its plan, 3 publishes it, 4 marks the entry as
     // sending, 5 closes it.
-    killed.store.crash_at_commit(5, false);
-    assert!(killed.try_run(options()).await.is_err());
-    killed.reopen();
+    killed.crashed_run(5, false, options()).await;
     assert_eq!(killed.right.writes_applied(), 1);
     assert_eq!(killed.open_outbox("m1", Side::Right)[0].status, OutboxStatus::Sending);
     killed.clock.set(at(160_000));
@@ -1589,9 +1459,7 @@ async fn guarantee_15_duplicate_delivery_same_state_one_audit() {
     // Killed after the plan was published; the next run plans the same write again: one
     // entry, one write.
     let mut replanned = one_write().await;
-    replanned.store.crash_at_commit(3, true);
-    assert!(replanned.try_run(options()).await.is_err());
-    replanned.reopen();
+    replanned.crashed_run(3, true, options()).await;
     replanned.clock.set(at(160_000));
     replanned.run(options()).await;
     assert_eq!(delivered_state(&mut replanned), expected);
@@ -1601,9 +1469,7 @@ async fn guarantee_15_duplicate_delivery_same_state_one_audit() {
     // Killed after its plan was written and before it was published: the next run discards
     // the unpublished entry and plans the write anew: one entry, one write.
     let mut unpublished = one_write().await;
-    unpublished.store.crash_at_commit(2, true);
-    assert!(unpublished.try_run(options()).await.is_err());
-    unpublished.reopen();
+    unpublished.crashed_run(2, true, options()).await;
     assert_eq!(unpublished.outbox().len(), 1, "written, not yet published");
     unpublished.clock.set(at(160_000));
     unpublished.run(options()).await;
@@ -1698,7 +1564,7 @@ async fn guard_world(deletes: usize, changes: usize) -> World {
     let keys: Vec<String> = (0..10).map(|number| format!("m{number}")).collect();
     let records: Vec<(&str, [Json; 2])> =
         keys.iter().map(|key| (key.as_str(), [json!(format!("{key}@club.nl")), json!("Name")])).collect();
-    let world = World::new(ConflictStrategy::Review).seeded(&records).await;
+    let world = new_world(ConflictStrategy::Review).seeded(&records).await;
     world.left.set_now(at(100_000));
     for key in &keys[..deletes] {
         world.left.remove(key);
@@ -1761,28 +1627,17 @@ async fn guarantee_18_one_run_per_link_and_lock_dies_with_process() {
     gated.left.gate = Some(gate.clone());
     let mut second_store = SqliteStore::open(&world.path).unwrap();
     let runs_before = world.store.list_runs(Some(LINK), 100).unwrap().len();
-    let first =
-        run_link(&world.spec, &names, &mut gated, &mut world.store, options(), &world.clock, &NoProgress);
+    let first = run_link(&world.spec, &names, &mut gated, &mut world.store, options(), &world.clock);
     let second = async {
         gate.entered.notified().await;
         let mut plain = SidePair::new(Wrapped::plain(&world.left), Wrapped::plain(&world.right));
-        let second = run_link(
-            &world.spec,
-            &names,
-            &mut plain,
-            &mut second_store,
-            options(),
-            &world.clock,
-            &NoProgress,
-        )
-        .await;
+        let second =
+            run_link(&world.spec, &names, &mut plain, &mut second_store, options(), &world.clock).await;
         // Another link runs meanwhile.
         let mut other = world.spec.clone();
         other.name = LinkName::new("others");
         let mut plain = SidePair::new(Wrapped::plain(&world.left), Wrapped::plain(&world.right));
-        let other =
-            run_link(&other, &names, &mut plain, &mut second_store, options(), &world.clock, &NoProgress)
-                .await;
+        let other = run_link(&other, &names, &mut plain, &mut second_store, options(), &world.clock).await;
         gate.release.notify_one();
         (second, other)
     };
@@ -1803,24 +1658,15 @@ async fn guarantee_18_one_run_per_link_and_lock_dies_with_process() {
     let mut gated = SidePair::new(Wrapped::plain(&world.left), Wrapped::plain(&world.right));
     gated.left.gate = Some(gate.clone());
     {
-        let abandoned =
-            run_link(&world.spec, &names, &mut gated, &mut world.store, options(), &world.clock, &NoProgress);
+        let abandoned = run_link(&world.spec, &names, &mut gated, &mut world.store, options(), &world.clock);
         tokio::pin!(abandoned);
         tokio::select! {
             result = &mut abandoned => panic!("the gated run finished: {result:?}"),
             () = gate.entered.notified() => {}
         }
         let mut plain = SidePair::new(Wrapped::plain(&world.left), Wrapped::plain(&world.right));
-        let refused = run_link(
-            &world.spec,
-            &names,
-            &mut plain,
-            &mut second_store,
-            options(),
-            &world.clock,
-            &NoProgress,
-        )
-        .await;
+        let refused =
+            run_link(&world.spec, &names, &mut plain, &mut second_store, options(), &world.clock).await;
         assert!(matches!(refused, Err(EngineError::Store(StoreError::Locked { .. }))), "{refused:?}");
     }
     let after = run_link(
@@ -1830,15 +1676,12 @@ async fn guarantee_18_one_run_per_link_and_lock_dies_with_process() {
         &mut second_store,
         options(),
         &world.clock,
-        &NoProgress,
     )
     .await;
     assert!(after.is_ok(), "{after:?}");
 
     // A failed run (a crash injected at its plan) releases the lock too.
-    world.store.crash_at_commit(2, false);
-    assert!(world.try_run(options()).await.is_err());
-    world.reopen();
+    world.crashed_run(2, false, options()).await;
     assert!(world.try_run(options()).await.is_ok());
 }
 

@@ -9,26 +9,24 @@
 //! `SIMULATION_STEPS` (default 50) choose more; `SIMULATION_SEED=N` replays one seed and
 //! prints its trace.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
-use std::rc::Rc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use fieldsync_connector::{AppliedWrite, MemoryFault, MemoryRecord, MemorySystem, Write};
+use fieldsync_connector::{AppliedWrite, MemoryFault, MemoryRecord, Write};
 use fieldsync_engine::{
-    Clock, ConflictStrategy, Creates, DeletePolicy, Direction, EngineError, FieldSpec, FirstSyncStrategy,
-    Guard, Limit, LinkSpec, NoProgress, RetryPolicy, RunOptions, RunReport, SidePair, Tie, run_link,
+    ConflictStrategy, DeletePolicy, EngineError, FirstSyncStrategy, Guard, Limit, LinkSpec, RetryPolicy,
+    RunOptions, RunReport, SidePair, Tie,
 };
-use fieldsync_model::{FieldType, LinkName, Normaliser, RecordKey, Side, Value};
+use fieldsync_model::{FieldType, RecordKey, Side, Value};
 use fieldsync_store::{
-    AuditEvent, Decision, LinkLayout, OutboxStatus, Review, ReviewStatus, RunStatus, StateStore, StoreError,
-    Transaction,
+    AuditEvent, Baseline, Decision, LinkLayout, OutboxStatus, Review, ReviewStatus, RunStatus, StateStore,
+    StoreError, Transaction,
 };
 use fieldsync_store_sqlite::SqliteStore;
-use jiff::Timestamp;
+use fieldsync_test_support::{Time, World, link_spec};
+use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value as Json, json};
 
 const LINK: &str = "members";
@@ -165,20 +163,7 @@ impl Config {
 
     fn spec(&self) -> LinkSpec {
         LinkSpec {
-            name: LinkName::new(LINK),
-            key: SidePair::new(KEY_PATH.into(), KEY_PATH.into()),
-            fields: FIELDS
-                .iter()
-                .map(|(name, field_type)| FieldSpec {
-                    name: (*name).into(),
-                    paths: SidePair::new((*name).into(), (*name).into()),
-                    normalisers: SidePair::new(Normaliser::new(*field_type), Normaliser::new(*field_type)),
-                    direction: Direction::Both,
-                })
-                .collect(),
-            conflicts: self.conflicts,
             first_sync: self.first_sync,
-            creates: Creates::Both,
             deletes: self.deletes.clone(),
             guard: Guard { max_delete: Limit::Share(0.2), max_change: Limit::Share(0.5) },
             full_scan_every: Duration::from_secs(3600),
@@ -192,6 +177,7 @@ impl Config {
                 max: Duration::from_secs(600),
                 wait_in_run: self.wait_in_run,
             },
+            ..link_spec(KEY_PATH, &FIELDS, self.conflicts)
         }
     }
 }
@@ -283,50 +269,6 @@ fn generate(seed: u64, count: usize) -> Vec<Step> {
     steps
 }
 
-// ---------------------------------------------------------------------------------------
-// The fake clock: true time, each system's offset from it, and instant sleeps.
-
-struct ClockState {
-    /// True time, in milliseconds since the epoch.
-    now_ms: i64,
-    /// Each system's clock offset from true time.
-    offset_ms: SidePair<i64>,
-    systems: SidePair<MemorySystem>,
-    /// How long every answer takes during the current run (a slow system).
-    latency_ms: i64,
-}
-
-impl ClockState {
-    fn sync(&self) {
-        for side in Side::BOTH {
-            self.systems.get(side).set_now(timestamp(self.now_ms + self.offset_ms.get(side)));
-        }
-    }
-
-    fn advance(&mut self, ms: i64) {
-        self.now_ms += ms.max(0);
-        self.sync();
-    }
-}
-
-/// The engine's clock in the simulation: `sleep` advances time at once (on both systems too),
-/// so retries with backoff run without waiting.
-#[derive(Clone)]
-struct FakeClock(Rc<RefCell<ClockState>>);
-
-impl Clock for FakeClock {
-    fn now(&self) -> Timestamp {
-        let mut state = self.0.borrow_mut();
-        let latency = state.latency_ms;
-        state.advance(latency);
-        timestamp(state.now_ms)
-    }
-
-    async fn sleep(&self, duration: Duration) {
-        self.0.borrow_mut().advance(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 4));
-    }
-}
-
 fn timestamp(ms: i64) -> Timestamp {
     Timestamp::from_millisecond(ms).expect("a simulated time in range")
 }
@@ -371,14 +313,10 @@ struct Failure {
 /// The normalised view of one side: by link key, every record holding it.
 type View = BTreeMap<String, Vec<(String, Vec<Value>)>>;
 
-struct World {
-    spec: LinkSpec,
-    systems: SidePair<MemorySystem>,
-    clock: FakeClock,
-    store: Option<SqliteStore>,
+struct Simulation {
+    /// The systems, the state store, the link and the clock.
+    world: World,
     layout: LinkLayout,
-    path: PathBuf,
-    _dir: tempfile::TempDir,
     edits: Vec<UserEdit>,
     deletes: Vec<UserDelete>,
     seq: u64,
@@ -409,32 +347,17 @@ fn key_of(record: &MemoryRecord) -> String {
     }
 }
 
-impl World {
+impl Simulation {
     fn new(seed: u64, trace: bool) -> Self {
         let config = Config::for_seed(seed);
-        let spec = config.spec();
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("state.db");
-        let mut store = SqliteStore::open(&path).expect("a new state store");
-        let layout = store.layout(LINK, &spec.field_names()).expect("a layout");
-        let systems = SidePair::new(MemorySystem::new(KEY_PATH), MemorySystem::new(KEY_PATH));
-        systems.left.assign_ids("L");
-        systems.right.assign_ids("R");
-        let clock = FakeClock(Rc::new(RefCell::new(ClockState {
-            now_ms: T0_MS,
-            offset_ms: SidePair::new(0, 0),
-            systems: systems.clone(),
-            latency_ms: 0,
-        })));
-        clock.0.borrow().sync();
-        let mut world = World {
-            spec,
-            systems,
-            clock,
-            store: Some(store),
+        let mut world =
+            World::new(config.spec(), Time::Fake { start: timestamp(T0_MS), systems_follow: true });
+        world.left.assign_ids("L");
+        world.right.assign_ids("R");
+        let layout = world.store.layout(LINK, &world.spec.field_names()).expect("a layout");
+        let mut world = Simulation {
+            world,
             layout,
-            path,
-            _dir: dir,
             edits: Vec::new(),
             deletes: Vec::new(),
             seq: 0,
@@ -488,17 +411,17 @@ impl World {
     }
 
     fn store(&mut self) -> &mut SqliteStore {
-        self.store.as_mut().expect("the store is open between steps")
+        &mut self.world.store
     }
 
     fn normalise(&self, side: Side, field: usize, raw: &Json) -> Option<Value> {
-        self.spec.fields[field].normalisers.get(side).normalise(raw).ok()
+        self.world.spec.fields[field].normalisers.get(side).normalise(raw).ok()
     }
 
     /// The live records of a side, by id.
     fn ids(&self, side: Side) -> Vec<String> {
-        self.systems
-            .get(side)
+        self.world
+            .system(side)
             .records()
             .into_iter()
             .filter(|(_, record)| !record.deleted)
@@ -513,7 +436,7 @@ impl World {
 
     /// A user sets a field of a record (by id), `late_ms` before the system's clock.
     fn user_edit(&mut self, side: Side, id: &str, field: usize, raw: Json, late_ms: u32) {
-        let system = self.systems.get(side).clone();
+        let system = self.world.system(side).clone();
         let previous =
             system.record(id).map(|record| record.fields.get(FIELDS[field].0).cloned().unwrap_or(Json::Null));
         let now = system.now().as_millisecond();
@@ -543,7 +466,7 @@ impl World {
 
     fn view(&self, side: Side) -> View {
         let mut view = View::new();
-        for (id, record) in self.systems.get(side).records() {
+        for (id, record) in self.world.system(side).records() {
             if record.deleted {
                 continue;
             }
@@ -587,7 +510,7 @@ impl World {
             Step::Touch { at, record } => {
                 let side = at.side();
                 if let Some(id) = self.pick(side, *record) {
-                    let system = self.systems.get(side);
+                    let system = self.world.system(side);
                     let raw = system.value(&id, FIELDS[0].0);
                     system.edit(&id, FIELDS[0].0, raw);
                 }
@@ -610,7 +533,7 @@ impl World {
             Step::Delete { at, record } => {
                 let side = at.side();
                 if let Some(id) = self.pick(side, *record) {
-                    let system = self.systems.get(side).clone();
+                    let system = self.world.system(side).clone();
                     if let Some(record) = system.record(&id) {
                         self.remember(side, &record);
                         self.seq += 1;
@@ -628,15 +551,15 @@ impl World {
                 let options = RunOptions { deliver_only: true, ..RunOptions::default() };
                 run = Some(self.run(options, *crash).await?);
             }
-            Step::Advance { ms } => self.clock.0.borrow_mut().advance(i64::try_from(*ms).unwrap_or(0)),
+            Step::Advance { ms } => self.world.clock.advance(Duration::from_millis(*ms)),
             Step::Skew { at, ms } => {
                 let side = at.side();
-                let mut clock = self.clock.0.borrow_mut();
+                let clock = &self.world.clock;
                 // A clock may step back, but not so far that a user's edit lands before the
                 // latest stamp this side showed minus the overlap.
-                let lowest = *self.max_stamp.get(side) - MAX_CLOCK_STEP_BACK_MS - clock.now_ms;
-                *clock.offset_ms.get_mut(side) = (*ms).max(lowest);
-                clock.sync();
+                let lowest =
+                    *self.max_stamp.get(side) - MAX_CLOCK_STEP_BACK_MS - clock.time().as_millisecond();
+                clock.set_offset(side, SignedDuration::from_millis((*ms).max(lowest)));
             }
             Step::Inject(fault) => self.inject(fault),
             Step::Decide { pick, how, value } => self.decide(*pick, *how, *value)?,
@@ -645,7 +568,7 @@ impl World {
     }
 
     fn inject(&mut self, fault: &FaultKind) {
-        let system = |at: &At| self.systems.get(at.side()).clone();
+        let system = |at: &At| self.world.system(at.side()).clone();
         match fault {
             FaultKind::ReadDown(at, times) => {
                 for _ in 0..*times {
@@ -667,7 +590,7 @@ impl World {
             }
             FaultKind::Reject { at, field, value } => {
                 let field = usize::from(*field) % FIELDS.len();
-                let normaliser = self.spec.fields[field].normalisers.get(at.side());
+                let normaliser = self.world.spec.fields[field].normalisers.get(at.side());
                 if let Ok(normalised) = normaliser.normalise(&raw_value(field, *value)) {
                     system(at).inject(MemoryFault::RejectValue(normaliser.to_raw(&normalised)));
                 }
@@ -690,13 +613,13 @@ impl World {
                     system(at).inject(MemoryFault::OmitFromListing(id));
                 }
             }
-            FaultKind::Slow { ms } => self.clock.0.borrow_mut().latency_ms = i64::try_from(*ms).unwrap_or(0),
+            FaultKind::Slow { ms } => self.world.clock.set_latency(Duration::from_millis(*ms)),
             FaultKind::Clear => self.clear_faults(),
         }
     }
 
     fn queued_omissions(&self, side: Side) -> Vec<String> {
-        let system = self.systems.get(side);
+        let system = self.world.system(side);
         system
             .pending_faults()
             .into_iter()
@@ -709,9 +632,9 @@ impl World {
 
     fn clear_faults(&mut self) {
         for side in Side::BOTH {
-            self.systems.get(side).clear_faults();
+            self.world.system(side).clear_faults();
         }
-        self.clock.0.borrow_mut().latency_ms = 0;
+        self.world.clock.set_latency(Duration::ZERO);
     }
 
     fn live_reviews(&mut self) -> Result<Vec<Review>, Failed> {
@@ -746,7 +669,7 @@ impl World {
             "  decided review {} of {} {:?}: {decision:?}",
             review.id, review.review.key, review.review.field
         ));
-        let (id, now) = (review.id, timestamp(self.clock.0.borrow().now_ms));
+        let (id, now) = (review.id, self.world.clock.time());
         let store = self.store();
         let transaction = store.transaction().map_err(|error| ("store", error.to_string()))?;
         transaction.resolve_review(id, &decision, now).map_err(|error| ("store", error.to_string()))?;
@@ -764,18 +687,14 @@ impl World {
             SidePair::new(self.queued_omissions(Side::Left), self.queued_omissions(Side::Right));
         self.runs += 1;
         options.seed = Some(self.runs);
-        let names = SidePair::new("left".to_string(), "right".to_string());
-        let mut connectors = SidePair::new(self.systems.left.connector(), self.systems.right.connector());
-        let store = self.store.as_mut().expect("the store is open between steps");
         if let Some((commit, committed)) = crash {
-            store.crash_at_commit(u32::from(commit), committed);
+            self.world.store.crash_at_commit(u32::from(commit), committed);
         }
-        let result =
-            run_link(&self.spec, &names, &mut connectors, store, options, &self.clock, &NoProgress).await;
-        self.clock.0.borrow_mut().latency_ms = 0;
+        let result = self.world.try_run(options).await;
+        self.world.clock.set_latency(Duration::ZERO);
         match result {
             Ok(report) => {
-                store.crash_at_commit(0, false);
+                self.world.store.crash_at_commit(0, false);
                 let mut line = format!(
                     "  run {}: {:?}, {} written, {} retrying, {} dead, {} moved, {} conflicts, {} reviews",
                     report.run_id.map_or(0, |id| id.0),
@@ -815,18 +734,16 @@ impl World {
             Err(EngineError::Store(StoreError::InjectedCrash { committed })) => {
                 self.note(format!("  crashed (committed: {committed}); reopening the store"));
                 // Everything of the "process" goes: the store, its connection and lock.
-                drop(connectors);
-                self.store = None;
-                let mut store =
-                    SqliteStore::open(&self.path).map_err(|error| ("reopen", error.to_string()))?;
-                self.layout = store
-                    .layout(LINK, &self.spec.field_names())
+                self.world.try_reopen().map_err(|error| ("reopen", error.to_string()))?;
+                self.layout = self
+                    .world
+                    .store
+                    .layout(LINK, &self.world.spec.field_names())
                     .map_err(|error| ("reopen", error.to_string()))?;
-                self.store = Some(store);
                 Ok(None)
             }
             Err(error @ EngineError::Read { .. }) => {
-                store.crash_at_commit(0, false);
+                self.world.store.crash_at_commit(0, false);
                 self.note(format!("  run failed: {error}"));
                 Ok(None)
             }
@@ -850,12 +767,12 @@ impl World {
         let last_run = self.store().list_runs(Some(LINK), 1).map_err(|error| ("store", error.to_string()))?;
         let last_run_id = last_run.first().map_or(0, |run| run.id.0);
         let applied =
-            SidePair::new(self.systems.left.take_applied_writes(), self.systems.right.take_applied_writes());
+            SidePair::new(self.world.left.take_applied_writes(), self.world.right.take_applied_writes());
         // Edits that faults made during the step were decided on by no run up to now.
         for side in Side::BOTH {
-            for edit in self.systems.get(side).take_fault_edits() {
+            for edit in self.world.system(side).take_fault_edits() {
                 let Some(field) = FIELDS.iter().position(|(name, _)| *name == edit.path) else { continue };
-                let record = self.systems.get(side).record(edit.id.as_str());
+                let record = self.world.system(side).record(edit.id.as_str());
                 let deleted_by_the_same_call = record.is_none()
                     && applied
                         .get(side)
@@ -901,7 +818,7 @@ impl World {
         }
         let views = SidePair::new(self.view(Side::Left), self.view(Side::Right));
         for side in Side::BOTH {
-            for record in self.systems.get(side).records().into_values() {
+            for record in self.world.system(side).records().into_values() {
                 self.remember(side, &record);
             }
             // No duplicates: one record per link key per side.
@@ -965,21 +882,7 @@ impl World {
         fault_edited: &HashSet<(Side, String)>,
         fired: &HashSet<(Side, String)>,
     ) -> Check {
-        let layout = self.layout.clone();
-        let store = self.store();
-        let open: HashSet<String> = store
-            .open_outbox_keys(LINK)
-            .map_err(|error| ("store", error.to_string()))?
-            .into_iter()
-            .map(|key| key.as_str().to_string())
-            .collect();
-        let keys: Vec<RecordKey> = store
-            .all_digests(LINK, &layout)
-            .map_err(|error| ("store", error.to_string()))?
-            .into_keys()
-            .collect();
-        let baselines =
-            store.baselines(LINK, &layout, &keys).map_err(|error| ("store", error.to_string()))?;
+        let (open, baselines) = self.open_keys_and_baselines()?;
         let moved: HashSet<&str> = report
             .failures
             .iter()
@@ -1108,9 +1011,16 @@ impl World {
 
     /// The baseline moves only after verified writes: every agreed value is one that both
     /// sides held at some time.
-    fn check_baselines_were_held(&mut self) -> Check {
+    /// The keys of the records with unfinished writes, and every baseline of the link.
+    fn open_keys_and_baselines(&mut self) -> Result<(HashSet<String>, HashMap<RecordKey, Baseline>), Failed> {
         let layout = self.layout.clone();
         let store = self.store();
+        let open: HashSet<String> = store
+            .open_outbox_keys(LINK)
+            .map_err(|error| ("store", error.to_string()))?
+            .into_iter()
+            .map(|key| key.as_str().to_string())
+            .collect();
         let keys: Vec<RecordKey> = store
             .all_digests(LINK, &layout)
             .map_err(|error| ("store", error.to_string()))?
@@ -1118,6 +1028,11 @@ impl World {
             .collect();
         let baselines =
             store.baselines(LINK, &layout, &keys).map_err(|error| ("store", error.to_string()))?;
+        Ok((open, baselines))
+    }
+
+    fn check_baselines_were_held(&mut self) -> Check {
+        let (_, baselines) = self.open_keys_and_baselines()?;
         for (key, baseline) in &baselines {
             for (field, base) in baseline.fields.iter().enumerate() {
                 let Some(value) = &base.value else { continue };
@@ -1241,8 +1156,8 @@ impl World {
         self.note("quiet period".into());
         self.clear_faults();
         for _ in 0..4 {
-            self.clock.0.borrow_mut().advance(2 * 3600 * 1000);
-            let now = timestamp(self.clock.0.borrow().now_ms);
+            self.world.clock.advance(Duration::from_secs(2 * 3600));
+            let now = self.world.clock.time();
             let store = self.store();
             let dead = store
                 .list_outbox(Some(LINK), Some(OutboxStatus::Dead), 100_000)
@@ -1261,14 +1176,13 @@ impl World {
         }
         self.check_converged()?;
         for full in [true, false] {
-            self.clock.0.borrow_mut().advance(1_000);
-            let applied =
-                SidePair::new(self.systems.left.writes_applied(), self.systems.right.writes_applied());
+            self.world.clock.advance(Duration::from_secs(1));
+            let applied = SidePair::new(self.world.left.writes_applied(), self.world.right.writes_applied());
             let options = RunOptions { full, force: true, ..RunOptions::default() };
             let report = self.run(options, None).await?;
             let Some(report) = report else { return fail("quiet run", "a run without faults failed".into()) };
             let now_applied =
-                SidePair::new(self.systems.left.writes_applied(), self.systems.right.writes_applied());
+                SidePair::new(self.world.left.writes_applied(), self.world.right.writes_applied());
             let planned = [Side::Left, Side::Right]
                 .iter()
                 .map(|&side| {
@@ -1295,21 +1209,7 @@ impl World {
     /// a review or unfinished write equals both sides.
     fn check_converged(&mut self) -> Check {
         let reviews = self.live_reviews()?;
-        let layout = self.layout.clone();
-        let store = self.store();
-        let open: HashSet<String> = store
-            .open_outbox_keys(LINK)
-            .map_err(|error| ("store", error.to_string()))?
-            .into_iter()
-            .map(|key| key.as_str().to_string())
-            .collect();
-        let keys: Vec<RecordKey> = store
-            .all_digests(LINK, &layout)
-            .map_err(|error| ("store", error.to_string()))?
-            .into_keys()
-            .collect();
-        let baselines =
-            store.baselines(LINK, &layout, &keys).map_err(|error| ("store", error.to_string()))?;
+        let (open, baselines) = self.open_keys_and_baselines()?;
         let record_held: HashSet<&str> = reviews
             .iter()
             .filter(|review| review.review.field.is_none())
@@ -1382,7 +1282,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn simulate(seed: u64, steps: &[Step], trace: bool) -> (Result<(), Failure>, Vec<String>) {
-    let mut world = World::new(seed, trace);
+    let mut world = Simulation::new(seed, trace);
     let mut result = Ok(());
     if let Err((check, message)) = world.after_step(None).await {
         result = Err(Failure { check, step: Some(0), message });

@@ -2,86 +2,39 @@
 
 use std::time::Duration;
 
-use fieldsync_connector::{MemoryConnector, MemoryFault, MemorySystem};
+use fieldsync_connector::{MemoryConnector, MemoryFault};
 use fieldsync_engine::{
-    Action, ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit,
-    LinkSpec, NoProgress, ReadMode, RetryPolicy, RunOptions, RunStats, SidePair, SideStats, SystemClock, Tie,
-    run_link,
+    Action, ConflictStrategy, DeletePolicy, Direction, FieldSpec, Guard, Limit, ReadMode, RetryPolicy,
+    RunOptions, RunStats, SidePair, SideStats, Tie,
 };
-use fieldsync_model::{FieldType, LinkName, Normaliser, RecordKey, Side};
+use fieldsync_model::{FieldType, Normaliser, RecordKey, Side};
 use fieldsync_store::{
     Decision, NewOutboxEntry, Operation, Origin, OutboxStatus, ReviewStatus, RunStatus, StateStore,
     Transaction,
 };
 use fieldsync_store_sqlite::SqliteStore;
+use fieldsync_test_support::{Time, World, link_spec};
 use jiff::Timestamp;
 use serde_json::json;
 
-struct World {
-    left: MemorySystem,
-    right: MemorySystem,
-    store: SqliteStore,
-    spec: LinkSpec,
-    _dir: tempfile::TempDir,
-}
-
-fn field(name: &str, field_type: FieldType) -> FieldSpec {
-    FieldSpec {
-        name: name.into(),
-        paths: SidePair::new(name.into(), name.into()),
-        normalisers: SidePair::new(Normaliser::new(field_type), Normaliser::new(field_type)),
-        direction: Direction::Both,
-    }
-}
-
 fn world(conflicts: ConflictStrategy) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("state.db")).unwrap();
-    let spec = LinkSpec {
-        name: LinkName::new("members"),
-        key: SidePair::new("id".into(), "id".into()),
-        fields: vec![field("email", FieldType::Email), field("mobile", FieldType::Text)],
-        conflicts,
-        first_sync: FirstSyncStrategy::Review,
-        creates: Creates::Both,
-        deletes: DeletePolicy::Propagate,
-        guard: Guard::default(),
-        full_scan_every: Duration::from_secs(86_400),
-        overlap: SidePair::new(Duration::from_secs(1), Duration::from_secs(1)),
-        retry: RetryPolicy { wait_in_run: Duration::ZERO, ..RetryPolicy::default() },
-    };
-    let left = MemorySystem::new("id");
-    let right = MemorySystem::new("id");
-    World { left, right, store, spec, _dir: dir }
+    World::new(
+        link_spec("id", &[("email", FieldType::Email), ("mobile", FieldType::Text)], conflicts),
+        Time::System,
+    )
 }
 
 fn at(seconds: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + seconds).unwrap()
 }
 
-impl World {
-    async fn run(&mut self, options: RunOptions) -> fieldsync_engine::RunReport {
-        let mut connectors: SidePair<MemoryConnector> =
-            SidePair::new(self.left.connector(), self.right.connector());
-        let names = SidePair::new("left".to_string(), "right".to_string());
-        run_link(&self.spec, &names, &mut connectors, &mut self.store, options, &SystemClock, &NoProgress)
-            .await
-            .unwrap()
-    }
-
-    /// A run over the given connectors of the world's systems.
-    async fn run_on<C: fieldsync_connector::Connector>(
-        &mut self,
-        connectors: &mut SidePair<C>,
-        options: RunOptions,
-    ) -> fieldsync_engine::RunReport {
-        let names = SidePair::new("left".to_string(), "right".to_string());
-        run_link(&self.spec, &names, connectors, &mut self.store, options, &SystemClock, &NoProgress)
-            .await
-            .unwrap()
-    }
-
+/// The tests' own set-ups of a world.
+trait Seeded {
     /// Ten members on the left, synced once to an empty right.
+    async fn seeded(self) -> Self;
+}
+
+impl Seeded for World {
     async fn seeded(mut self) -> Self {
         self.left.set_now(at(0));
         for number in 0..10 {
@@ -175,8 +128,7 @@ async fn the_full_run_after_a_first_sync_of_creates_normalises_nothing_fieldsync
 #[tokio::test]
 async fn edits_on_both_sides_of_one_record_both_propagate() {
     let mut world = world(ConflictStrategy::Review).seeded().await;
-    world.left.set_now(at(100));
-    world.right.set_now(at(100));
+    world.set_time(at(100));
     world.left.edit("m1", "email", json!("new@club.nl"));
     world.right.edit("m1", "mobile", json!("06-999"));
     let report = world.run(RunOptions::default()).await;
@@ -211,8 +163,7 @@ async fn last_write_wins_outside_grace_and_tie_inside() {
 #[tokio::test]
 async fn review_holds_both_sides_until_resolved() {
     let mut world = world(ConflictStrategy::Review).seeded().await;
-    world.left.set_now(at(100));
-    world.right.set_now(at(100));
+    world.set_time(at(100));
     world.left.edit("m1", "email", json!("left@club.nl"));
     world.right.edit("m1", "email", json!("right@club.nl"));
     let report = world.run(RunOptions::default()).await;
@@ -368,8 +319,7 @@ async fn statistics_count_every_kind_of_work() {
     // A review, a write to retry and a write whose target moved; the next run closes the review.
     world.spec.conflicts = ConflictStrategy::Review;
     world.right.clear_faults();
-    world.left.set_now(at(300));
-    world.right.set_now(at(300));
+    world.set_time(at(300));
     world.left.edit("m7", "email", json!("left7@club.nl"));
     world.right.edit("m7", "email", json!("right7@club.nl"));
     world.right.edit("m8", "mobile", json!("06-888"));
@@ -536,10 +486,7 @@ async fn only_a_create_that_may_have_happened_is_looked_for_first() {
         options: RunOptions,
     ) -> fieldsync_engine::RunReport {
         let mut connectors = counting(world, key_lookups, &Default::default());
-        let names = SidePair::new("left".to_string(), "right".to_string());
-        run_link(&world.spec, &names, &mut connectors, &mut world.store, options, &SystemClock, &NoProgress)
-            .await
-            .unwrap()
+        world.run_with(&mut connectors, options).await
     }
     // The run finds n1 on the left only and looks for it on the right by its key (it has no
     // baseline yet); that is detection. Delivering its create looks for nothing more.
@@ -592,12 +539,10 @@ async fn a_first_attempt_of_an_update_is_read_back_and_not_read_first() {
     let id_lookups = Counter::default();
     let run = async |world: &mut World, options: RunOptions| {
         let mut connectors = counting(world, &Default::default(), &id_lookups);
-        let names = SidePair::new("left".to_string(), "right".to_string());
-        run_link(&world.spec, &names, &mut connectors, &mut world.store, options, &SystemClock, &NoProgress)
-            .await
+        world.try_run_with(&mut connectors, options).await
     };
     assert!(run(&mut world, RunOptions::default()).await.is_err(), "the injected crash");
-    world.store = SqliteStore::open(&world._dir.path().join("state.db")).unwrap();
+    world.store = SqliteStore::open(&world.path).unwrap();
     id_lookups.set(0);
     let report = run(&mut world, RunOptions { deliver_only: true, ..Default::default() }).await.unwrap();
     assert_eq!(report.stats.writes_done, 1, "{report:#?}");
@@ -774,7 +719,7 @@ async fn a_write_whose_read_before_keeps_failing_ends_the_run_and_dies_at_the_li
     );
     // A run that never ends fails here instead of hanging the suite.
     let bounded = std::time::Duration::from_secs(60);
-    let report = tokio::time::timeout(bounded, world.run_on(&mut connectors, RunOptions::default()))
+    let report = tokio::time::timeout(bounded, world.run_with(&mut connectors, RunOptions::default()))
         .await
         .expect("the run ends");
     assert_eq!(report.status, RunStatus::Partial, "{report:#?}");
@@ -793,7 +738,7 @@ async fn a_write_whose_read_before_keeps_failing_ends_the_run_and_dies_at_the_li
     let dead = loop {
         runs += 1;
         assert!(runs < 10, "the entry never reached its retry limit");
-        let report = tokio::time::timeout(bounded, world.run_on(&mut connectors, RunOptions::default()))
+        let report = tokio::time::timeout(bounded, world.run_with(&mut connectors, RunOptions::default()))
             .await
             .expect("the run ends");
         let dead = world.store.list_outbox(Some("members"), Some(OutboxStatus::Dead), 10).unwrap();
@@ -823,20 +768,20 @@ async fn a_write_refused_as_missing_run_after_run_is_a_failure_then_dead() {
         Wrapped::new(world.left.connector()),
         Wrapped { updates_not_found: true, ..Wrapped::new(world.right.connector()) },
     );
-    let first = world.run_on(&mut connectors, RunOptions::default()).await;
+    let first = world.run_with(&mut connectors, RunOptions::default()).await;
     assert_eq!(first.status, RunStatus::Done, "a first refusal as moved is planned again: {first:#?}");
     assert_eq!(first.failures[0].outcome, "moved");
     let moved = world.store.list_outbox(Some("members"), Some(OutboxStatus::Moved), 10).unwrap();
     assert_eq!((moved.len(), moved[0].attempts), (1, 1), "{moved:#?}");
 
-    let second = world.run_on(&mut connectors, RunOptions::default()).await;
+    let second = world.run_with(&mut connectors, RunOptions::default()).await;
     assert_eq!(second.status, RunStatus::Partial, "the same refusal again is a failure: {second:#?}");
     assert_eq!(second.failures[0].outcome, "retrying");
     let moved = world.store.list_outbox(Some("members"), Some(OutboxStatus::Moved), 10).unwrap();
     assert_eq!(moved.len(), 1, "one entry, sent again: {moved:#?}");
     assert_eq!(moved[0].attempts, 2);
 
-    let third = world.run_on(&mut connectors, RunOptions::default()).await;
+    let third = world.run_with(&mut connectors, RunOptions::default()).await;
     assert_eq!(third.status, RunStatus::Partial, "{third:#?}");
     assert_eq!(third.failures[0].outcome, "dead");
     let dead = world.store.list_outbox(Some("members"), Some(OutboxStatus::Dead), 10).unwrap();
@@ -844,7 +789,7 @@ async fn a_write_refused_as_missing_run_after_run_is_a_failure_then_dead() {
     assert!(dead[0].last_error.as_deref().unwrap().contains("refused the same way 3 times"), "{dead:#?}");
 
     // A dead write is not planned again: the next run sends nothing and changes nothing.
-    let quiet = world.run_on(&mut connectors, RunOptions { full: true, ..Default::default() }).await;
+    let quiet = world.run_with(&mut connectors, RunOptions { full: true, ..Default::default() }).await;
     assert_eq!((quiet.stats.writes_done, quiet.stats.writes_dead), (0, 0), "{quiet:#?}");
     assert!(quiet.failures.is_empty(), "{quiet:#?}");
 
@@ -853,7 +798,7 @@ async fn a_write_refused_as_missing_run_after_run_is_a_failure_then_dead() {
     let transaction = world.store.transaction().unwrap();
     transaction.retry_dead(dead[0].id, Timestamp::now()).unwrap();
     transaction.commit().unwrap();
-    let retried = world.run_on(&mut connectors, RunOptions::default()).await;
+    let retried = world.run_with(&mut connectors, RunOptions::default()).await;
     assert_eq!((retried.status, retried.stats.writes_done), (RunStatus::Done, 1), "{retried:#?}");
     assert_eq!(world.right.value("m1", "email"), json!("nowhere@club.nl"));
 }
@@ -867,23 +812,12 @@ async fn creates_from_a_side_without_times_get_their_baseline() {
     for number in 0..3 {
         world.left.edit(&format!("m{number}"), "email", json!(format!("M{number}@Club.nl")));
     }
-    let names = SidePair::new("left".to_string(), "right".to_string());
     for run in 0..2 {
         let mut connectors = SidePair::new(
             Wrapped::without_times(world.left.connector()),
             Wrapped::without_times(world.right.connector()),
         );
-        let report = run_link(
-            &world.spec,
-            &names,
-            &mut connectors,
-            &mut world.store,
-            RunOptions::default(),
-            &SystemClock,
-            &NoProgress,
-        )
-        .await
-        .unwrap();
+        let report = world.run_with(&mut connectors, RunOptions::default()).await;
         if run == 0 {
             assert_eq!(report.stats.writes_done, 3, "{report:#?}");
         } else {
@@ -996,10 +930,10 @@ async fn a_record_the_other_side_cannot_look_up_waits_for_a_full_scan() {
         )
     };
     // The right side was empty when first read: this run gives it a cursor.
-    world.run_on(&mut connectors(&world), RunOptions { full: true, ..Default::default() }).await;
+    world.run_with(&mut connectors(&world), RunOptions { full: true, ..Default::default() }).await;
     world.left.set_now(at(100));
     world.left.edit("n1", "email", json!("new@club.nl"));
-    let report = world.run_on(&mut connectors(&world), RunOptions::default()).await;
+    let report = world.run_with(&mut connectors(&world), RunOptions::default()).await;
     assert_eq!(report.stats.writes_done, 0, "{report:#?}");
     assert!(world.right.record("n1").is_none());
     assert!(
@@ -1007,10 +941,10 @@ async fn a_record_the_other_side_cannot_look_up_waits_for_a_full_scan() {
         "{report:#?}"
     );
     let full = RunOptions { full: true, ..Default::default() };
-    let report = world.run_on(&mut connectors(&world), full).await;
+    let report = world.run_with(&mut connectors(&world), full).await;
     assert_eq!(report.stats.writes_done, 1, "{report:#?}");
     assert_eq!(world.right.value("n1", "email"), json!("new@club.nl"));
-    let report = world.run_on(&mut connectors(&world), full).await;
+    let report = world.run_with(&mut connectors(&world), full).await;
     assert_eq!(report.stats.writes_done, 0, "{report:#?}");
 }
 
@@ -1056,8 +990,7 @@ async fn a_record_made_again_under_a_new_id_is_written_under_it() {
 #[tokio::test]
 async fn a_review_follows_the_values_and_closes_when_the_sides_settle_it() {
     let mut world = world(ConflictStrategy::Review).seeded().await;
-    world.left.set_now(at(100));
-    world.right.set_now(at(100));
+    world.set_time(at(100));
     for key in ["m1", "m2"] {
         world.left.edit(key, "mobile", json!("06-left"));
         world.right.edit(key, "mobile", json!("06-right"));
@@ -1268,8 +1201,7 @@ async fn full_scan_across_many_baselines(reverse: bool) {
     // Edits near both ends of the key range and in the middle, a record deleted on the right,
     // and the record with the last key deleted on both sides: no listing brings it, so only
     // the baselines loaded after both listings ended tell that it vanished.
-    world.left.set_now(at(100));
-    world.right.set_now(at(100));
+    world.set_time(at(100));
     world.left.edit(&id(10), "email", json!("ten@club.nl"));
     world.left.edit(&id(MEMBERS - 10), "email", json!("ten.from.the.end@club.nl"));
     world.right.edit(&key(900), "mobile", json!("06-900"));
@@ -1358,8 +1290,7 @@ async fn a_sides_own_spelling_of_values_is_read_and_written() {
         normalisers: SidePair::new(Normaliser::new(FieldType::Bool), spelled),
         direction: Direction::Both,
     };
-    world.left.set_now(at(0));
-    world.right.set_now(at(0));
+    world.set_time(at(0));
     for (id, blocked) in [("m1", json!(1)), ("m2", json!(0))] {
         world.left.edit(id, "email", json!(format!("{id}@club.nl")));
         world.left.edit(id, "blocked", blocked);
@@ -1391,12 +1322,12 @@ async fn a_create_the_target_made_in_part_is_completed_by_the_next_run() {
         Wrapped::new(world.left.connector()),
         Wrapped { creates_half_made: true, ..Wrapped::new(world.right.connector()) },
     );
-    let first = world.run_on(&mut connectors, RunOptions::default()).await;
+    let first = world.run_with(&mut connectors, RunOptions::default()).await;
     assert_eq!((first.status, first.stats.writes_dead), (RunStatus::Partial, 1), "{first:#?}");
     assert_eq!(world.right.value("n1", "email"), json!(null), "the target made it in part");
 
     connectors.right.creates_half_made = false;
-    let second = world.run_on(&mut connectors, RunOptions::default()).await;
+    let second = world.run_with(&mut connectors, RunOptions::default()).await;
     assert_eq!((second.status, second.stats.reviews_open), (RunStatus::Done, 0), "{second:#?}");
     assert_eq!(world.right.value("n1", "email"), json!("nieuw@club.nl"));
     assert_eq!(world.right.value("n1", "mobile"), json!("06-55"));
@@ -1409,7 +1340,7 @@ async fn a_create_the_target_made_in_part_is_completed_by_the_next_run() {
     assert_eq!(made.len(), 1, "no duplicate: {made:#?}");
     let dead = world.store.list_outbox(Some("members"), Some(OutboxStatus::Dead), 10).unwrap();
     assert!(dead.is_empty(), "the failed create is settled by its completion: {dead:#?}");
-    let quiet = world.run_on(&mut connectors, RunOptions { full: true, ..Default::default() }).await;
+    let quiet = world.run_with(&mut connectors, RunOptions { full: true, ..Default::default() }).await;
     assert_eq!((quiet.stats.writes_done, quiet.stats.compared), (0, 0), "{quiet:#?}");
 }
 
@@ -1465,7 +1396,7 @@ async fn a_cancelled_run_leaves_what_a_kill_would_and_the_next_run_completes() {
             &mut connectors,
             &mut world.store,
             options,
-            &SystemClock,
+            &fieldsync_engine::SystemClock,
             &progress,
             &token,
         )

@@ -23,7 +23,10 @@ const CHUNK: usize = 500;
 /// The state store.
 #[derive(Debug)]
 pub struct SqliteStore {
-    connection: rusqlite::Connection,
+    /// Behind a lock so that the store is `Sync`: detection reads it through a shared borrow
+    /// while it awaits the connectors, and a run's future must stay `Send`. Never contended:
+    /// a store serves one run at a time.
+    connection: std::sync::Mutex<rusqlite::Connection>,
     path: PathBuf,
     crash: Arc<CrashPlan>,
 }
@@ -108,7 +111,7 @@ impl SqliteStore {
         migrate(&mut connection)?;
         let crash =
             Arc::new(CrashPlan { commits_left: AtomicI64::new(-1), committed: AtomicBool::new(false) });
-        Ok(Self { connection, path: path.to_path_buf(), crash })
+        Ok(Self { connection: std::sync::Mutex::new(connection), path: path.to_path_buf(), crash })
     }
 
     /// The file the store lives in.
@@ -142,13 +145,24 @@ impl SqliteStore {
         }
     }
 
+    /// The connection, for a read through a shared borrow.
+    fn connection(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+        self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The connection, for a write through the store's exclusive borrow: no lock taken.
+    fn connection_mut(&mut self) -> &mut rusqlite::Connection {
+        self.connection.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Starts an immediate transaction, checking `lease` at its commit.
     fn begin(&mut self, lease: Option<LeaseCheck>) -> Result<SqliteTransaction<'_>, StoreError> {
+        let crash = Arc::clone(&self.crash);
         let transaction = self
-            .connection
+            .connection_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .context(|| "starting a transaction".into())?;
-        Ok(SqliteTransaction { transaction, crash: Arc::clone(&self.crash), lease })
+        Ok(SqliteTransaction { transaction, crash, lease })
     }
 
     /// The lock file of `link`, beside the state file.
@@ -174,7 +188,7 @@ impl SqliteStore {
     /// `StoreError::Damaged` with SQLite's findings.
     pub fn integrity_check(&self) -> Result<(), StoreError> {
         let answer: String = self
-            .connection
+            .connection()
             .query_row("PRAGMA integrity_check", [], |row| row.get(0))
             .context(|| "checking integrity".into())?;
         if answer == "ok" { Ok(()) } else { Err(damaged("state store", answer)) }
@@ -201,7 +215,7 @@ impl StateStore for SqliteStore {
         let lock_path = self.lock_path(link).display().to_string();
         let now = Timestamp::now();
         let transaction = self
-            .connection
+            .connection_mut()
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .context(what)?;
         let held: Option<(i64, i64, bool)> = transaction
@@ -237,7 +251,7 @@ impl StateStore for SqliteStore {
     }
 
     fn release(&mut self, lease: Lease) -> Result<(), StoreError> {
-        self.connection
+        self.connection_mut()
             .execute(
                 "UPDATE leases SET expires_ms = 0 WHERE link = ?1 AND token = ?2",
                 params![lease.link, lease.token],
@@ -437,11 +451,11 @@ impl StateStore for SqliteStore {
     fn layout(&mut self, link: &str, fields: &[String]) -> Result<LinkLayout, StoreError> {
         let text = serde_json::to_string(fields).unwrap_or_default();
         let what = || format!("registering the fields of link {link}");
-        self.connection
+        self.connection_mut()
             .execute("INSERT OR IGNORE INTO layouts (link, fields) VALUES (?1, ?2)", params![link, text])
             .context(what)?;
         let id = self
-            .connection
+            .connection_mut()
             .query_row("SELECT id FROM layouts WHERE link = ?1 AND fields = ?2", params![link, text], |row| {
                 row.get(0)
             })
@@ -457,6 +471,7 @@ impl StateStore for SqliteStore {
         limit: usize,
         mut each: impl FnMut(RecordKey, DigestEntry),
     ) -> Result<Option<RecordKey>, StoreError> {
+        let connection = self.connection();
         let what = || format!("reading the baselines of link {link}");
         let columns = "SELECT key, layout, digest, left_id, right_id, tombstone, left_seen, right_seen \
                        FROM baselines WHERE link = ?1";
@@ -465,15 +480,12 @@ impl StateStore for SqliteStore {
         let mut next;
         let mut rows = match after {
             None => {
-                first = self
-                    .connection
-                    .prepare_cached(&format!("{columns} ORDER BY key LIMIT ?2"))
-                    .context(what)?;
+                first =
+                    connection.prepare_cached(&format!("{columns} ORDER BY key LIMIT ?2")).context(what)?;
                 first.query(params![link, limit]).context(what)?
             }
             Some(after) => {
-                next = self
-                    .connection
+                next = connection
                     .prepare_cached(&format!("{columns} AND key > ?2 ORDER BY key LIMIT ?3"))
                     .context(what)?;
                 next.query(params![link, after.as_str(), limit]).context(what)?
@@ -504,6 +516,7 @@ impl StateStore for SqliteStore {
         layout: &LinkLayout,
         keys: &[RecordKey],
     ) -> Result<HashMap<RecordKey, DigestEntry>, StoreError> {
+        let connection = self.connection();
         let what = || format!("reading baselines of link {link}");
         let mut digests = HashMap::new();
         for chunk in keys.chunks(CHUNK) {
@@ -512,7 +525,7 @@ impl StateStore for SqliteStore {
                  FROM baselines WHERE link = ? AND key IN ({})",
                 placeholders(chunk.len())
             );
-            let mut statement = self.connection.prepare_cached(&sql).context(what)?;
+            let mut statement = connection.prepare_cached(&sql).context(what)?;
             let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
             let mut rows = statement.query(rusqlite::params_from_iter(bound)).context(what)?;
             while let Some(row) = rows.next().context(what)? {
@@ -530,11 +543,11 @@ impl StateStore for SqliteStore {
         layout: &LinkLayout,
         keys: &[RecordKey],
     ) -> Result<HashMap<RecordKey, Baseline>, StoreError> {
-        read_baselines(&self.connection, link, layout, keys)
+        read_baselines(&self.connection(), link, layout, keys)
     }
 
     fn baseline_count(&self, link: &str) -> Result<u64, StoreError> {
-        self.connection
+        self.connection()
             .query_row("SELECT live FROM baseline_counts WHERE link = ?1", params![link], |row| {
                 row.get::<_, i64>(0)
             })
@@ -544,7 +557,7 @@ impl StateStore for SqliteStore {
     }
 
     fn cursor(&self, link: &str, side: Side) -> Result<CursorState, StoreError> {
-        self.connection
+        self.connection()
             .query_row(
                 "SELECT cursor_ms, last_full_scan_ms FROM cursors WHERE link = ?1 AND side = ?2",
                 params![link, side.as_str()],
@@ -568,7 +581,7 @@ impl StateStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
         query_outbox(
-            &self.connection,
+            &self.connection(),
             "WHERE link = ?1 AND status IN ('pending', 'sending') AND id > ?2 AND next_attempt_ms <= ?3 \
              ORDER BY id LIMIT ?4",
             params![link, after, millis(now), limit as i64],
@@ -576,7 +589,7 @@ impl StateStore for SqliteStore {
     }
 
     fn next_due(&self, link: &str) -> Result<Option<Timestamp>, StoreError> {
-        self.connection
+        self.connection()
             .query_row(
                 "SELECT min(next_attempt_ms) FROM outbox WHERE link = ?1 AND status IN ('pending', 'sending')",
                 params![link],
@@ -595,15 +608,15 @@ impl StateStore for SqliteStore {
                 placeholders(chunk.len())
             );
             let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
-            entries.extend(query_outbox(&self.connection, &clause, rusqlite::params_from_iter(bound))?);
+            entries.extend(query_outbox(&self.connection(), &clause, rusqlite::params_from_iter(bound))?);
         }
         Ok(entries)
     }
 
     fn open_outbox_keys(&self, link: &str) -> Result<Vec<RecordKey>, StoreError> {
+        let connection = self.connection();
         let what = || format!("reading the outbox of link {link}");
-        let mut statement = self
-            .connection
+        let mut statement = connection
             .prepare_cached(
                 // Not DISTINCT, which would make SQLite walk every entry of the link by key
                 // rather than only the unfinished ones by status.
@@ -629,7 +642,7 @@ impl StateStore for SqliteStore {
     ) -> Result<(Vec<OutboxEntry>, u64), StoreError> {
         let filter = PageFilter { link, status: status.map(OutboxStatus::as_str), before, limit };
         page(
-            &self.connection,
+            &self.connection(),
             "outbox",
             filter,
             |connection, clause, params| query_outbox(connection, clause, params),
@@ -638,15 +651,15 @@ impl StateStore for SqliteStore {
     }
 
     fn outbox_entry(&self, id: OutboxId) -> Result<OutboxEntry, StoreError> {
-        query_outbox(&self.connection, "WHERE id = ?1", params![id])?
+        query_outbox(&self.connection(), "WHERE id = ?1", params![id])?
             .pop()
             .ok_or(StoreError::NotFound { what: "outbox entry", id })
     }
 
     fn outbox_counts(&self, link: &str) -> Result<HashMap<OutboxStatus, u64>, StoreError> {
+        let connection = self.connection();
         let what = || format!("counting the outbox of link {link}");
-        let mut statement = self
-            .connection
+        let mut statement = connection
             .prepare_cached("SELECT status, count(*) FROM outbox WHERE link = ?1 GROUP BY status")
             .context(what)?;
         let rows = statement
@@ -670,15 +683,15 @@ impl StateStore for SqliteStore {
                 placeholders(chunk.len())
             );
             let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
-            reviews.extend(query_reviews(&self.connection, &clause, rusqlite::params_from_iter(bound))?);
+            reviews.extend(query_reviews(&self.connection(), &clause, rusqlite::params_from_iter(bound))?);
         }
         Ok(reviews)
     }
 
     fn keys_with_live_reviews(&self, link: &str) -> Result<Vec<RecordKey>, StoreError> {
+        let connection = self.connection();
         let what = || format!("reading the reviews of link {link}");
-        let mut statement = self
-            .connection
+        let mut statement = connection
             .prepare_cached(
                 "SELECT DISTINCT key FROM reviews WHERE link = ?1 AND status IN ('open', 'resolved')",
             )
@@ -700,7 +713,7 @@ impl StateStore for SqliteStore {
     ) -> Result<(Vec<Review>, u64), StoreError> {
         let filter = PageFilter { link, status: status.map(ReviewStatus::as_str), before, limit };
         page(
-            &self.connection,
+            &self.connection(),
             "reviews",
             filter,
             |connection, clause, params| query_reviews(connection, clause, params),
@@ -709,7 +722,7 @@ impl StateStore for SqliteStore {
     }
 
     fn review(&self, id: ReviewId) -> Result<Review, StoreError> {
-        query_reviews(&self.connection, "WHERE id = ?1", params![id])?
+        query_reviews(&self.connection(), "WHERE id = ?1", params![id])?
             .pop()
             .ok_or(StoreError::NotFound { what: "review", id })
     }
@@ -722,7 +735,7 @@ impl StateStore for SqliteStore {
     ) -> Result<(Vec<RunRow>, u64), StoreError> {
         let filter = PageFilter { link, status: None, before: before.map(|run| run.0), limit };
         page(
-            &self.connection,
+            &self.connection(),
             "runs",
             filter,
             |connection, clause, params| query_runs(connection, clause, params),
@@ -731,17 +744,21 @@ impl StateStore for SqliteStore {
     }
 
     fn run(&self, id: RunId) -> Result<RunRow, StoreError> {
-        query_runs(&self.connection, "WHERE id = ?1", params![id.0])?
+        query_runs(&self.connection(), "WHERE id = ?1", params![id.0])?
             .pop()
             .ok_or(StoreError::NotFound { what: "run", id: id.0 })
     }
 
     fn audit_for_run(&self, id: RunId) -> Result<Vec<AuditEntry>, StoreError> {
-        query_audit(&self.connection, "WHERE run_id = ?1 ORDER BY id", params![id.0])
+        query_audit(&self.connection(), "WHERE run_id = ?1 ORDER BY id", params![id.0])
     }
 
     fn audit_for_record(&self, link: &str, key: &RecordKey) -> Result<Vec<AuditEntry>, StoreError> {
-        query_audit(&self.connection, "WHERE link = ?1 AND key = ?2 ORDER BY id", params![link, key.as_str()])
+        query_audit(
+            &self.connection(),
+            "WHERE link = ?1 AND key = ?2 ORDER BY id",
+            params![link, key.as_str()],
+        )
     }
 }
 

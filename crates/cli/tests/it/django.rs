@@ -6,32 +6,22 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use fieldsync_connector::testkit::django::{DjangoOptions, DjangoServer};
+use fieldsync_test_support::Fieldsync;
+use fieldsync_test_support::members::{link_toml, member_fields_toml, sqlite_connector_toml};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
-fn fieldsync(dir: &Path, site: &DjangoServer, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fieldsync"))
-        .current_dir(dir)
-        .args(args)
-        .env("DRF_TOKEN", site.token())
-        .env_remove("FIELDSYNC_CONFIG")
-        .output()
-        .expect("the fieldsync binary runs")
+use crate::support::fieldsync as binary;
+
+fn fieldsync<'a>(dir: &Path, site: &'a DjangoServer) -> Fieldsync<'a> {
+    binary(dir).secret("DRF_TOKEN", site.token()).log(|| site.log_tail())
 }
 
 /// One run ending with `code`; its report as JSON.
 fn run(dir: &Path, site: &DjangoServer, step: &str, code: i32) -> Value {
-    let output = fieldsync(dir, site, &["run", "--json"]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!stderr.contains(site.token()), "the token reached the logs");
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!("{step}: not JSON ({error}): {}\n{stderr}", String::from_utf8_lossy(&output.stdout))
-    });
-    assert_eq!(output.status.code(), Some(code), "{step}: {report:#}\n{stderr}\n{}", site.log_tail());
-    report[0].clone()
+    fieldsync(dir, site).run_ending(step, &[], code).report()
 }
 
 /// The README's Django REST Framework example, with the site's address in place of the
@@ -61,7 +51,7 @@ fn the_readme_django_rest_framework_example_runs_as_written() {
                                     ('CLB00002', 'Gijs', 'Kok', NULL, NULL, datetime('now'));",
     )
     .unwrap();
-    let check = fieldsync(dir.path(), &site, &["check"]);
+    let check = fieldsync(dir.path(), &site).output(&["check"]);
     assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
     run(dir.path(), &site, "the README's example", 0);
 
@@ -97,16 +87,14 @@ const PLAYERS: usize = 200;
 const CLUB_ONLY: usize = 100;
 
 fn config(site: &DjangoServer) -> String {
+    let names =
+        ["first_name", "last_name", "email", "mobile", "birth_date", "active", "shirt_number", "tags"];
+    let paths: Vec<String> = names.iter().map(|name| format!("/{name}")).collect();
+    let fields: Vec<_> = names.iter().zip(&paths).map(|(name, path)| (*name, *name, path.as_str())).collect();
     format!(
         r#"state = "sqlite://state.db"
 
-[connectors.club]
-kind = "sqlite"
-path = "club.db"
-table = "members"
-key = "federation_id"
-modified = "updated_at"
-modified_format = "rfc3339"
+{club}modified_format = "rfc3339"
 
 [connectors.backend]
 kind = "rest"
@@ -117,63 +105,13 @@ key_param = {{ name = "federation_id__in", path = "/federation_id", join = "," }
 version = "/version"
 create = {{ unique = "/federation_id" }}
 
-[links.players]
-left = "club"
-right = "backend"
-key = {{ left = "federation_id", right = "/federation_id" }}
-conflicts = {{ strategy = "last_write_wins", grace = "5s", tie = "club" }}
-first_sync = {{ strategy = "prefer", side = "club" }}
-deletes = "propagate"
+{link}deletes = "propagate"
 guard = {{ max_delete = "20%", max_change = "100%" }}
-
-[[links.players.fields]]
-name = "first_name"
-left = "first_name"
-right = "/first_name"
-
-[[links.players.fields]]
-name = "last_name"
-left = "last_name"
-right = "/last_name"
-
-[[links.players.fields]]
-name = "email"
-type = "email"
-left = "email"
-right = "/email"
-
-[[links.players.fields]]
-name = "mobile"
-type = "phone"
-region = "NL"
-left = "mobile"
-right = "/mobile"
-
-[[links.players.fields]]
-name = "birth_date"
-type = "date"
-left = "birth_date"
-right = "/birth_date"
-
-[[links.players.fields]]
-name = "active"
-type = "bool"
-left = "active"
-right = "/active"
-
-[[links.players.fields]]
-name = "shirt_number"
-type = "int"
-left = "shirt_number"
-right = "/shirt_number"
-
-[[links.players.fields]]
-name = "tags"
-type = "json"
-left = "tags"
-right = "/tags"
-"#,
-        url = site.players_url()
+{fields}"#,
+        link = link_toml("players", "club", "backend", ("federation_id", "/federation_id"), "club"),
+        club = sqlite_connector_toml("club", "club.db", "members", "federation_id", "updated_at"),
+        url = site.players_url(),
+        fields = member_fields_toml("players", &fields)
     )
 }
 
@@ -321,7 +259,7 @@ fn a_club_table_and_a_real_django_api_keep_300_players_in_step() {
         .unwrap();
     }
     std::fs::write(dir.path().join("fieldsync.toml"), config(&site)).unwrap();
-    let check = fieldsync(dir.path(), &site, &["check"]);
+    let check = fieldsync(dir.path(), &site).output(&["check"]);
     assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
 
     let first = run(dir.path(), &site, "initial sync", 0);
@@ -379,10 +317,8 @@ fn a_club_table_and_a_real_django_api_keep_300_players_in_step() {
     let second = run(dir.path(), &site, "edits on both sides", 1);
     assert_eq!(second["stats"]["writes_dead"], json!(1), "{second:#}");
     assert_eq!(second["stats"]["conflicts_resolved"], json!(10), "{second:#}");
-    let dead = fieldsync(dir.path(), &site, &["outbox", "list", "--status", "dead", "--json"]);
-    let dead: Value = serde_json::from_slice(&dead.stdout).unwrap();
-    assert_eq!(dead.as_array().map(Vec::len), Some(1), "{dead:#}");
-    let message = dead[0]["last_error"].as_str().unwrap_or_default();
+    let dead = fieldsync(dir.path(), &site).only_dead_entry();
+    let message = dead["last_error"].as_str().unwrap_or_default();
     assert!(
         message.contains("400") && message.contains("invalid.example are not accepted"),
         "Django's message: {message}"
@@ -434,10 +370,10 @@ fn a_club_table_and_a_real_django_api_keep_300_players_in_step() {
         params![django_email.as_str()],
     )
     .unwrap();
-    let id = dead[0]["id"].to_string();
-    let dropped = fieldsync(dir.path(), &site, &["outbox", "drop", &id]);
+    let id = dead["id"].to_string();
+    let dropped = fieldsync(dir.path(), &site).output(&["outbox", "drop", &id]);
     assert_eq!(dropped.status.code(), Some(0), "{}", String::from_utf8_lossy(&dropped.stderr));
-    let full = fieldsync(dir.path(), &site, &["run", "--full", "--json"]);
+    let full = fieldsync(dir.path(), &site).output(&["run", "--full", "--json"]);
     assert_eq!(full.status.code(), Some(0), "{}", String::from_utf8_lossy(&full.stderr));
     let full: Value = serde_json::from_slice(&full.stdout).unwrap();
     assert_eq!(full[0]["stats"]["writes_done"], json!(10), "the ten deletes: {full:#}");
@@ -449,7 +385,7 @@ fn a_club_table_and_a_real_django_api_keep_300_players_in_step() {
     let before = changing_requests(&site);
     let quiet = run(dir.path(), &site, "a run with no new edits", 0);
     assert_eq!(quiet["stats"]["writes_done"], json!(0), "{quiet:#}");
-    let full = fieldsync(dir.path(), &site, &["run", "--full", "--json"]);
+    let full = fieldsync(dir.path(), &site).output(&["run", "--full", "--json"]);
     assert_eq!(full.status.code(), Some(0), "{}", String::from_utf8_lossy(&full.stderr));
     assert_eq!(changing_requests(&site), before, "a quiet run sent requests that change something to Django");
     assert_same(&site, &club, &[]);

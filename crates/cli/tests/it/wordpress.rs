@@ -6,51 +6,31 @@
 //! compared; then quiet runs that PHP's own request log shows changed nothing.
 
 use std::path::Path;
-use std::process::{Command, Output};
-use std::time::Instant;
 
 use fieldsync_connector::testkit::wordpress::WordPress;
+use fieldsync_test_support::Fieldsync;
+use fieldsync_test_support::members::{link_toml, member_fields_toml, sqlite_connector_toml};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
+use crate::support::fieldsync as binary;
+
 const MEMBERS: usize = 300;
 
-fn fieldsync(dir: &Path, site: &WordPress, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fieldsync"))
-        .current_dir(dir)
-        .args(args)
-        .env("WP_USER", site.user())
-        .env("WP_APP_PASSWORD", site.app_password())
-        .env_remove("FIELDSYNC_CONFIG")
-        .output()
-        .expect("the fieldsync binary runs")
+fn fieldsync<'a>(dir: &Path, site: &'a WordPress) -> Fieldsync<'a> {
+    binary(dir).env("WP_USER", site.user()).secret("WP_APP_PASSWORD", site.app_password())
 }
 
 /// One run, timed, ending with `code`; its report as JSON.
 fn run(dir: &Path, site: &WordPress, step: &str, code: i32) -> Value {
-    let began = Instant::now();
-    let output = fieldsync(dir, site, &["run", "--json"]);
-    eprintln!("{step}: {:.1} s", began.elapsed().as_secs_f64());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!stderr.contains(site.app_password()), "the password reached the logs");
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!("not JSON ({error}): {}\n{stderr}", String::from_utf8_lossy(&output.stdout))
-    });
-    assert_eq!(output.status.code(), Some(code), "{step}: {report:#}\n{stderr}");
-    report[0].clone()
+    fieldsync(dir, site).run_ending(step, &[], code).report()
 }
 
 fn config(site: &WordPress) -> String {
     format!(
         r#"state = "sqlite://state.db"
 
-[connectors.club]
-kind = "sqlite"
-path = "club.db"
-table = "members"
-key = "knvb_id"
-modified = "updated_at"
-modified_format = "rfc3339"
+{club}modified_format = "rfc3339"
 
 [connectors.site]
 kind = "rest"
@@ -59,38 +39,20 @@ base_url = "{base}"
 auth = {{ basic = {{ user = "${{WP_USER}}", password = "${{WP_APP_PASSWORD}}" }} }}
 create = {{ unique = "/meta/knvb_id", templates = {{ "/title" = "{{/meta/first_name}} {{/meta/last_name}}" }} }}
 
-[links.members]
-left = "club"
-right = "site"
-key = {{ left = "knvb_id", right = "/meta/knvb_id" }}
-conflicts = {{ strategy = "last_write_wins", grace = "5s", tie = "club" }}
-first_sync = {{ strategy = "prefer", side = "club" }}
-deletes = "propagate"
-
-[[links.members.fields]]
-name = "first_name"
-left = "first_name"
-right = "/meta/first_name"
-
-[[links.members.fields]]
-name = "last_name"
-left = "last_name"
-right = "/meta/last_name"
-
-[[links.members.fields]]
-name = "email"
-type = "email"
-left = "email"
-right = "/meta/email"
-
-[[links.members.fields]]
-name = "mobile"
-type = "phone"
-region = "NL"
-left = "mobile"
-right = "/meta/contact_info[type=mobile]/value"
-"#,
-        base = site.base_url()
+{link}deletes = "propagate"
+{fields}"#,
+        link = link_toml("members", "club", "site", ("knvb_id", "/meta/knvb_id"), "club"),
+        club = sqlite_connector_toml("club", "club.db", "members", "knvb_id", "updated_at"),
+        base = site.base_url(),
+        fields = member_fields_toml(
+            "members",
+            &[
+                ("first_name", "first_name", "/meta/first_name"),
+                ("last_name", "last_name", "/meta/last_name"),
+                ("email", "email", "/meta/email"),
+                ("mobile", "mobile", "/meta/contact_info[type=mobile]/value"),
+            ]
+        )
     )
 }
 
@@ -201,7 +163,7 @@ async fn a_club_table_and_a_real_wordpress_site_in_amsterdam_time_keep_300_membe
     }
     std::fs::write(dir.path().join("fieldsync.toml"), config(&site)).unwrap();
 
-    let check = fieldsync(dir.path(), &site, &["check", "--json"]);
+    let check = fieldsync(dir.path(), &site).output(&["check", "--json"]);
     assert_eq!(check.status.code(), Some(0), "{}", String::from_utf8_lossy(&check.stderr));
 
     let first = run(dir.path(), &site, "initial sync of 300 members", 0);
@@ -277,10 +239,8 @@ async fn a_club_table_and_a_real_wordpress_site_in_amsterdam_time_keep_300_membe
     let second = run(dir.path(), &site, "edits on both sides", 1);
     assert_eq!(second["stats"]["conflicts_resolved"], json!(15), "{second:#}");
     assert_eq!(second["stats"]["writes_dead"], json!(1), "{second:#}");
-    let dead = fieldsync(dir.path(), &site, &["outbox", "list", "--status", "dead", "--json"]);
-    let dead: Value = serde_json::from_slice(&dead.stdout).unwrap();
-    assert_eq!(dead.as_array().map(Vec::len), Some(1), "{dead:#}");
-    let message = dead[0]["last_error"].as_str().unwrap_or_default();
+    let dead = fieldsync(dir.path(), &site).only_dead_entry();
+    let message = dead["last_error"].as_str().unwrap_or_default();
     assert!(
         message.contains("400") && message.contains("not a valid email"),
         "the site's message: {message}"
@@ -297,13 +257,13 @@ async fn a_club_table_and_a_real_wordpress_site_in_amsterdam_time_keep_300_membe
     // club's hard deletes.
     site.fail_contact_info(false).await;
     club.execute("UPDATE members SET email = 'member200@club.nl' WHERE knvb_id = 'K00200'", []).unwrap();
-    let dropped = fieldsync(dir.path(), &site, &["outbox", "drop", &dead[0]["id"].to_string()]);
+    let dropped = fieldsync(dir.path(), &site).output(&["outbox", "drop", &dead["id"].to_string()]);
     assert_eq!(dropped.status.code(), Some(0), "{}", String::from_utf8_lossy(&dropped.stderr));
     run(dir.path(), &site, "completing the half-made posts", 0);
     for number in 260..=262 {
         club.execute("DELETE FROM members WHERE knvb_id = ?1", params![format!("K{number:05}")]).unwrap();
     }
-    let full = fieldsync(dir.path(), &site, &["run", "--full", "--json"]);
+    let full = fieldsync(dir.path(), &site).output(&["run", "--full", "--json"]);
     assert_eq!(full.status.code(), Some(0), "{}", String::from_utf8_lossy(&full.stderr));
 
     let people = assert_same(&site, &club).await;
@@ -333,7 +293,8 @@ async fn a_club_table_and_a_real_wordpress_site_in_amsterdam_time_keep_300_membe
     assert_eq!(all.keys().filter(|key| key.starts_with('N')).count(), 3, "no duplicate of a half-made post");
     assert!(!all.contains_key("K00261"), "the club's hard delete reached the site");
     // Every conflict is in the history, with both values.
-    let history = fieldsync(dir.path(), &site, &["history", "show", &second["run_id"].to_string(), "--json"]);
+    let history =
+        fieldsync(dir.path(), &site).output(&["history", "show", &second["run_id"].to_string(), "--json"]);
     let history = String::from_utf8_lossy(&history.stdout);
     assert!(history.contains("Site31") && history.contains("Club31"), "both values of a conflict: {history}");
 
@@ -341,7 +302,7 @@ async fn a_club_table_and_a_real_wordpress_site_in_amsterdam_time_keep_300_membe
     let before = site.changing_requests();
     let quiet = run(dir.path(), &site, "a run with no new edits", 0);
     assert_eq!(quiet["stats"]["writes_done"], json!(0), "{quiet:#}");
-    let full = fieldsync(dir.path(), &site, &["run", "--full", "--json"]);
+    let full = fieldsync(dir.path(), &site).output(&["run", "--full", "--json"]);
     let full: Value = serde_json::from_slice(&full.stdout).unwrap();
     assert_eq!(full[0]["stats"]["writes_done"], json!(0), "a full run finds nothing to do: {full:#}");
     let after = site.changing_requests();

@@ -86,12 +86,9 @@
 //! [`SiteServer::skew_clock`]); a member's time always moves forward by at least a
 //! millisecond, so two edits of one member are always told apart.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the fixture")]
-
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::future::IntoFuture;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -305,7 +302,6 @@ impl SiteServer {
         let listener = LoopbackServer::listener();
         let addr = listener.local_addr().expect("the address of the site's listener");
         let shared = Arc::new(Shared {
-            addr,
             base: format!("http://{addr}"),
             inner: Mutex::new(Inner {
                 members: Vec::new(),
@@ -628,7 +624,6 @@ impl SiteServer {
 
 /// What the server's thread and the test share.
 struct Shared {
-    addr: SocketAddr,
     /// `http://127.0.0.1:PORT`.
     base: String,
     inner: Mutex<Inner>,

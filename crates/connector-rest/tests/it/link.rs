@@ -2,23 +2,22 @@
 //! API (the fixture server): convergence through faults, a server killed mid-run, the rate
 //! limit, a rejected value, and quiet runs that write nothing.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::fixture::{FixtureServer, Style};
 use fieldsync_connector::MemorySystem;
 use fieldsync_connector::testkit::Either;
 use fieldsync_connector_rest::{Create, Preset, RestConfig, RestConnector};
 use fieldsync_engine::{
     ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, LinkSpec,
-    NoProgress, RetryPolicy, RunOptions, RunReport, SidePair, SystemClock, Tie, run_link,
+    RetryPolicy, RunOptions, RunReport, SidePair, SystemClock, Tie,
 };
 use fieldsync_model::{FieldType, LinkName, Normaliser, Side};
 use fieldsync_store::{OutboxStatus, StateStore};
 use fieldsync_store_sqlite::SqliteStore;
+use fieldsync_test_support::run_link;
 use serde_json::{Value, json};
-use support::fixture::{FixtureServer, Style};
 
 fn field(name: &str, field_type: FieldType, right: &str) -> FieldSpec {
     let normaliser = match field_type {
@@ -103,17 +102,9 @@ impl World {
         let site = RestConnector::open(&self.config).unwrap();
         let mut connectors = SidePair::new(Either::Left(self.club.connector()), Either::Right(site));
         let names = SidePair::new("club".to_string(), "site".to_string());
-        run_link(
-            &self.spec,
-            &names,
-            &mut connectors,
-            &mut self.store,
-            RunOptions::default(),
-            &SystemClock,
-            &NoProgress,
-        )
-        .await
-        .expect("a run")
+        run_link(&self.spec, &names, &mut connectors, &mut self.store, RunOptions::default(), &SystemClock)
+            .await
+            .expect("a run")
     }
 
     /// The site's people by link key.

@@ -1,11 +1,10 @@
 //! The rest connector against the fixture server: the conformance suite in each API style,
 //! then paging, field paths, safe writes, auth, pacing and faults.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::fixture::{self, FixtureServer, Style};
 use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, TestRecord};
 use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, PageToken, ReadRequest, Write};
 use fieldsync_connector_rest::{
@@ -14,7 +13,6 @@ use fieldsync_connector_rest::{
 };
 use fieldsync_model::RecordId;
 use serde_json::{Value, json};
-use support::fixture::{self, FixtureServer, Style};
 
 /// How a style's records hold the three fields of a `TestRecord`, and how its connector is
 /// configured.

@@ -3,12 +3,11 @@
 //! database, a post moved to the trash read as deleted, and a create WordPress answers with a
 //! failure after it inserted the post, found by its key instead of sent again.
 
-mod support;
-
 use fieldsync_connector::testkit::wordpress::WordPress;
 use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, TestRecord};
 use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, ReadRequest, Write};
 use fieldsync_connector_rest::{Auth, Create, Preset, RestConfig, RestConnector, Secret};
+use fieldsync_test_support::SecondStamps;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
@@ -48,23 +47,14 @@ const STAMP: &str = r#"
 /// everything before.
 struct WordPressFixture {
     site: WordPress,
-    clock: Timestamp,
-}
-
-impl WordPressFixture {
-    fn tick(&mut self) -> Timestamp {
-        let now = Timestamp::now().max(self.clock);
-        self.clock =
-            Timestamp::from_second(now.as_second()).expect("a whole second") + SignedDuration::from_secs(1);
-        self.clock
-    }
+    clock: SecondStamps,
 }
 
 impl Fixture for WordPressFixture {
     type Connector = RestConnector;
 
     async fn open(&mut self, records: &[TestRecord]) -> RestConnector {
-        let before = self.tick() - SignedDuration::from_secs(1);
+        let before = self.clock.stamp() - SignedDuration::from_secs(1);
         let people: Vec<Value> =
             records.iter().map(|record| json!([record.key, record.name, record.email])).collect();
         let code = format!(
@@ -91,7 +81,7 @@ impl Fixture for WordPressFixture {
     }
 
     async fn edit(&mut self, key: &str, path: &str, value: Value) {
-        let at = self.tick();
+        let at = self.clock.stamp();
         let code = format!(
             "{STAMP}
             $ids = get_posts( array( 'post_type' => 'person', 'post_status' => 'any', 'fields' => 'ids',
@@ -127,7 +117,7 @@ impl Fixture for WordPressFixture {
 async fn conforms_against_a_real_wordpress_in_amsterdam_time() {
     let Some(site) = WordPress::start().await else { return };
     site.set_time_zone(ZONE).await;
-    let mut fixture = WordPressFixture { site, clock: Timestamp::now() };
+    let mut fixture = WordPressFixture { site, clock: SecondStamps::new() };
     // WordPress sends no ETags and keeps no version: the engine re-reads before writing. The
     // test plugin registers no number meta field.
     testkit::run_all(&mut fixture, &["conditional_update", "typed_values"]).await;

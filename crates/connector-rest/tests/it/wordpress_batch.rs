@@ -3,8 +3,6 @@
 //! refuses is refused alone while the others of its batch land, and each landed create is what
 //! the site's database holds.
 
-mod support;
-
 use fieldsync_connector::testkit::wordpress::WordPress;
 use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, Write};
 use fieldsync_connector_rest::{Auth, Batch, Create, Preset, RestConfig, RestConnector, Secret};

@@ -1,8 +1,6 @@
 //! The browser connector in headless Chromium against the fixture admin site: the conformance
 //! suite first, then logins, expiring sessions, a site that stops answering, rejections.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -11,13 +9,13 @@ use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, Test
 use fieldsync_connector::{
     Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, ReadRequest, Write,
 };
+use fieldsync_connector_browser::testkit::site::{FormMode, MOVED, Member, SiteServer};
 use fieldsync_connector_browser::{
     Browser, BrowserConfig, BrowserConnector, BrowserOptions, Field, FieldKind, Listing, Login, MemberPage,
     Secret,
 };
 use fieldsync_model::RecordId;
 use serde_json::{Value, json};
-use support::site::{FormMode, MOVED, Member, SiteServer};
 
 /// Whether Chromium and chromedriver are here; says so loudly when not (and fails in CI).
 fn browser_available() -> bool {

@@ -16,15 +16,12 @@
 //! The clock has one-second resolution, like the APIs imitated: records written in the same
 //! second carry the same modification time. It only moves when the test moves it.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the fixture")]
-
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::future::IntoFuture;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -237,7 +234,6 @@ impl FixtureServer {
             .expect("the Europe/Amsterdam time zone");
         let shared = Arc::new(Shared {
             style,
-            addr,
             base: format!("http://{addr}"),
             zone,
             inner: Mutex::new(Inner {
@@ -284,12 +280,6 @@ impl FixtureServer {
         format!("{}{}", self.shared.base, self.shared.item_path(id))
     }
 
-    /// The id of a record as the API shows it: the number for WordPress, DRF and the offset
-    /// style, `"c-12"` for the `Link` header style, a UUID string for the cursor style.
-    pub fn api_id(&self, id: i64) -> Value {
-        self.shared.api_id(id)
-    }
-
     /// Adds a record as a person would, modified now, and returns its id (the number the
     /// other methods take).
     ///
@@ -320,11 +310,6 @@ impl FixtureServer {
         assert!(self.shared.person_edit(&mut inner, id, &patch), "no fixture record {id} to update");
     }
 
-    /// Removes a record as a person would (for WordPress: deletes it, not to the trash).
-    pub fn remove(&self, id: i64) {
-        self.shared.lock().records.remove(&id);
-    }
-
     /// The current records as the API returns them (for WordPress with `context=edit`, trashed
     /// posts included), by id.
     pub fn records(&self) -> Vec<Value> {
@@ -352,11 +337,6 @@ impl FixtureServer {
     /// The fixture's clock: the modification time of the next write.
     pub fn now(&self) -> Timestamp {
         self.shared.lock().now
-    }
-
-    /// Sets the clock, cut to the whole second.
-    pub fn set_now(&self, t: Timestamp) {
-        self.shared.lock().now = whole_second(t);
     }
 
     /// Moves the clock by `seconds` (backwards when negative).
@@ -432,11 +412,6 @@ impl FixtureServer {
         self.shared.lock().auth = Some(auth);
     }
 
-    /// From now on no credentials are required.
-    pub fn allow_anonymous(&self) {
-        self.shared.lock().auth = None;
-    }
-
     /// The requests received since the start (or [`FixtureServer::clear_requests`]), in the
     /// order they arrived.
     pub fn requests(&self) -> Vec<RequestLog> {
@@ -474,7 +449,6 @@ impl FixtureServer {
 /// What the server's thread and the test share.
 struct Shared {
     style: Style,
-    addr: SocketAddr,
     /// `http://127.0.0.1:PORT`.
     base: String,
     /// The zone of local times.
@@ -957,6 +931,22 @@ impl Shared {
         }
     }
 
+    /// A list of post ids (`include`, `exclude`), refused as WordPress refuses one that is not.
+    fn wp_ids(&self, query: &[(String, String)], name: &str) -> Result<Option<Vec<i64>>, Refusal> {
+        let Some(text) = param(query, name).filter(|text| !text.is_empty()) else { return Ok(None) };
+        let mut ids = Vec::new();
+        for (index, part) in text.split(',').enumerate() {
+            match parse_digits(part.trim()) {
+                Some(id) => ids.push(id),
+                None => {
+                    let reason = format!("{name}[{index}] is not of type integer.");
+                    return Err(Box::new(self.wp_invalid_param(name, &reason)));
+                }
+            }
+        }
+        Ok(Some(ids))
+    }
+
     fn wp_date(&self, query: &[(String, String)], name: &str) -> Result<Option<Timestamp>, Refusal> {
         let Some(text) = param(query, name) else { return Ok(None) };
         // rest_parse_date wants a date and a time, with an optional fraction and offset.
@@ -1014,43 +1004,8 @@ impl Shared {
         let modified_before = self.wp_date(query, "modified_before")?;
         let after = self.wp_date(query, "after")?;
         let before = self.wp_date(query, "before")?;
-        let include = match param(query, "include").filter(|text| !text.is_empty()) {
-            None => None,
-            Some(text) => {
-                let mut ids = Vec::new();
-                for (index, part) in text.split(',').enumerate() {
-                    match parse_digits(part.trim()) {
-                        Some(id) => ids.push(id),
-                        None => {
-                            return Err(Box::new(self.wp_invalid_param(
-                                "include",
-                                &format!("include[{index}] is not of type integer."),
-                            )));
-                        }
-                    }
-                }
-                Some(ids)
-            }
-        };
-
-        let exclude = match param(query, "exclude").filter(|text| !text.is_empty()) {
-            None => None,
-            Some(text) => {
-                let mut ids = Vec::new();
-                for (index, part) in text.split(',').enumerate() {
-                    match parse_digits(part.trim()) {
-                        Some(id) => ids.push(id),
-                        None => {
-                            return Err(Box::new(self.wp_invalid_param(
-                                "exclude",
-                                &format!("exclude[{index}] is not of type integer."),
-                            )));
-                        }
-                    }
-                }
-                Some(ids)
-            }
-        };
+        let include = self.wp_ids(query, "include")?;
+        let exclude = self.wp_ids(query, "exclude")?;
 
         let status_matches = |status: &str| {
             statuses.iter().any(|wanted| *wanted == status || (*wanted == "any" && status != "trash"))
@@ -1944,10 +1899,6 @@ fn parse_instant(text: &str, naive: &TimeZone) -> Option<Timestamp> {
 
 fn format_time(t: Timestamp, zone: &TimeZone, format: &str) -> String {
     t.to_zoned(zone.clone()).strftime(format).to_string()
-}
-
-fn whole_second(t: Timestamp) -> Timestamp {
-    Timestamp::from_second(t.as_second()).unwrap_or(t)
 }
 
 /// An email value a write may carry: a plausible address, or empty or `null` (cleared).

@@ -3,30 +3,17 @@
 //! that stops answering in the middle of a run, a refused address, and `kill -9` in the middle
 //! of a run leaving no browser behind.
 
-#[path = "../../connector-browser/tests/support/site.rs"]
-mod site;
-
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use fieldsync_connector_browser::testkit::site::SiteServer;
+use fieldsync_test_support::Fieldsync;
+use fieldsync_test_support::members::{fields_toml, link_toml, sqlite_connector_toml};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
-use site::SiteServer;
 
-/// Whether Chromium and chromedriver are here; says so loudly when not (and fails in CI).
-fn browser_available() -> bool {
-    let found =
-        ["/usr/bin/chromedriver", "/usr/lib/chromium/chromium"].iter().all(|path| Path::new(path).exists());
-    if !found {
-        assert!(
-            std::env::var_os("FIELDSYNC_REQUIRE_ALL").is_none(),
-            "FIELDSYNC_REQUIRE_ALL is set but Chromium or chromedriver is missing (install chromium chromium-driver)"
-        );
-        eprintln!("SKIPPED: Chromium or chromedriver is missing (install chromium chromium-driver)");
-    }
-    found
-}
+use crate::support::{WEB_ADMIN_POLICIES, browser_available, fieldsync as binary};
 
 const FIELDS: [(&str, &str); 7] = [
     ("email", "email"),
@@ -42,13 +29,7 @@ fn config(site: &SiteServer) -> String {
     let mut text = format!(
         r##"state = "sqlite://state.db"
 
-[connectors.club]
-kind = "sqlite"
-path = "club.db"
-table = "members"
-key = "relation_code"
-modified = "updated_at"
-modified_format = "rfc3339"
+{club}modified_format = "rfc3339"
 
 [connectors.federation]
 kind = "browser"
@@ -81,52 +62,23 @@ save = "#save"
 saved = "#saved"
 fields = {{ financial_block = {{ selector = "#financial_block", kind = "checkbox" }} }}
 
-[links.members]
-left = "club"
-right = "federation"
-key = {{ left = "relation_code", right = "relation_code" }}
-conflicts = {{ strategy = "last_write_wins", grace = "5s", tie = "federation" }}
-first_sync = {{ strategy = "prefer", side = "federation" }}
-creates = "none"
-deletes = "ignore"
-guard = {{ max_delete = "10%", max_change = "100%" }}
-retry = {{ attempts = 8, initial = "1s", max = "1m", wait_in_run = "0s" }}
-"##,
+{link}{WEB_ADMIN_POLICIES}"##,
+        link = link_toml("members", "club", "federation", ("relation_code", "relation_code"), "federation"),
+        club = sqlite_connector_toml("club", "club.db", "members", "relation_code", "updated_at"),
         base = site.base_url()
     );
-    for (name, kind) in FIELDS {
-        text.push_str(&format!(
-            "\n[[links.members.fields]]\nname = \"{name}\"\ntype = \"{kind}\"\n{region}left = \"{name}\"\nright = \"{name}\"\n",
-            region = if kind == "phone" { "region = \"NL\"\n" } else { "" }
-        ));
-    }
+    text.push_str(&fields_toml("members", &FIELDS.map(|(name, kind)| (name, kind, name, name))));
     text
 }
 
-fn fieldsync(dir: &Path, site: &SiteServer, args: &[&str]) -> Command {
+fn fieldsync(dir: &Path, site: &SiteServer) -> Fieldsync<'static> {
     let (user, password) = site.credentials();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fieldsync"));
-    command
-        .current_dir(dir)
-        .args(args)
-        .env("SITE_USER", user)
-        .env("SITE_PASSWORD", password)
-        .env_remove("FIELDSYNC_CONFIG");
-    command
+    binary(dir).env("SITE_USER", &user).env("SITE_PASSWORD", &password)
 }
 
 fn run(dir: &Path, site: &SiteServer, step: &str) -> (Value, Output) {
-    let began = Instant::now();
-    let output = fieldsync(dir, site, &["run", "--json"]).output().expect("fieldsync runs");
-    eprintln!("{step}: {:.1} s", began.elapsed().as_secs_f64());
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!(
-            "not JSON ({error}): {}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (report[0].clone(), output)
+    let run = fieldsync(dir, site).run(step, &["run", "--json"]);
+    (run.report(), run.output)
 }
 
 /// A club table and a site holding the same `count` members.
@@ -290,7 +242,7 @@ async fn a_site_that_stops_answering_leaves_writes_pending_and_a_refused_address
         .unwrap();
     }
     // The site stops answering after four saves.
-    let mut command = fieldsync(dir.path(), &site, &["run", "--json"]);
+    let mut command = fieldsync(dir.path(), &site).command(&["run", "--json"]);
     let runner = tokio::task::spawn_blocking(move || command.output().expect("fieldsync runs"));
     let stopper = {
         let started = Instant::now();
@@ -318,11 +270,8 @@ async fn a_site_that_stops_answering_leaves_writes_pending_and_a_refused_address
         assert_eq!(site.member(&format!("KNVB{number:04}")).unwrap().email, format!("new{number}@club.nl"));
     }
     assert_eq!(site.member("KNVB0003").unwrap().email, "member3@club.nl");
-    let dead =
-        fieldsync(dir.path(), &site, &["outbox", "list", "--status", "dead", "--json"]).output().unwrap();
-    let dead: Value = serde_json::from_slice(&dead.stdout).unwrap();
-    assert_eq!(dead.as_array().map(Vec::len), Some(1), "{dead:#}");
-    let message = dead[0]["last_error"].as_str().unwrap_or_default();
+    let dead = fieldsync(dir.path(), &site).only_dead_entry();
+    let message = dead["last_error"].as_str().unwrap_or_default();
     assert!(message.contains("E-mail address is not valid: not-an-address"), "the site's message: {message}");
     assert!(message.contains("/member/KNVB0003/general"), "the page: {message}");
     let shot =
@@ -370,8 +319,12 @@ async fn killed_in_the_middle_of_a_run_fieldsync_leaves_no_browser_behind() {
     run(dir.path(), &site, "first run: baselines");
     let now = jiff::Timestamp::now().to_string();
     club.execute("UPDATE members SET note = 'changed', updated_at = ?1", params![now]).unwrap();
-    let mut child =
-        fieldsync(dir.path(), &site, &["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = fieldsync(dir.path(), &site)
+        .command(&["run"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let pid = child.id();
     let started = Instant::now();
     while site.total_saves() < 3 {
@@ -505,7 +458,7 @@ async fn a_site_whose_forms_appear_only_after_edit_syncs_both_ways_spelling_ja_n
         return;
     }
     let (dir, club, site) = setup(8).await;
-    site.set_form_mode(site::FormMode::Fetched);
+    site.set_form_mode(fieldsync_connector_browser::testkit::site::FormMode::Fetched);
     site.use_numeric_ids();
     site.leave_out_of_export(&["email2", "note", "remarks", "financial_block"]);
     site.show_local_times("Europe/Amsterdam");
@@ -548,10 +501,8 @@ async fn a_site_whose_forms_appear_only_after_edit_syncs_both_ways_spelling_ja_n
     let (second, output) = run(dir.path(), &site, "members written through forms fetched on Edit");
     assert_eq!(site.moved_refusals(), 1, "the site refused member 6's stale form: {second:#}");
     assert_eq!(site.member("KNVB0006").unwrap().phone, "+31107654321", "the person's save stands");
-    let dead =
-        fieldsync(dir.path(), &site, &["outbox", "list", "--status", "dead", "--json"]).output().unwrap();
     assert_eq!(
-        serde_json::from_slice::<Value>(&dead.stdout).unwrap(),
+        fieldsync(dir.path(), &site).dead_entries(),
         json!([]),
         "a moved member is no dead entry: {second:#}\n{}",
         String::from_utf8_lossy(&output.stderr)

@@ -8,11 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use fieldsync_test_support::json;
+use fieldsync_test_support::members::{fields_toml, link_toml, sqlite_connector_toml};
 use rusqlite::{Connection, OpenFlags, params, params_from_iter};
 use serde_json::Value;
+
+use crate::support::fieldsync as binary;
 
 /// Members both sides hold at the start (plus a few on one side only, and a few that differ).
 const MEMBERS: usize = 3_000;
@@ -90,58 +93,27 @@ impl Side {
     }
 }
 
-const CONFIG: &str = r#"state = "state.db"
-
-[connectors.register]
-kind = "sqlite"
-path = "left.db"
-table = "members"
-key = "id"
-modified = "updated_at"
-overlap = "30s"
-
-[connectors.website]
-kind = "sqlite"
-path = "right.db"
-table = "people"
-key = "pid"
-modified = "modified"
-overlap = "30s"
-
-[links.members]
-left = "register"
-right = "website"
-key = { left = "knvb_id", right = "number" }
-conflicts = { strategy = "last_write_wins", grace = "5s", tie = "left" }
-first_sync = { strategy = "prefer", side = "left" }
-creates = "both"
+const POLICIES: &str = r#"creates = "both"
 deletes = "propagate"
 guard = { max_delete = "100%", max_change = "100%" }
-
-[[links.members.fields]]
-name = "name"
-type = "text"
-left = "first_name"
-right = "voornaam"
-
-[[links.members.fields]]
-name = "email"
-type = "email"
-left = "email"
-right = "mail"
-
-[[links.members.fields]]
-name = "street"
-type = "text"
-left = "street"
-right = "straat"
-
-[[links.members.fields]]
-name = "city"
-type = "text"
-left = "city"
-right = "woonplaats"
 "#;
+
+/// The configuration: two member tables whose fields have other names on each side.
+fn config() -> String {
+    let fields = [
+        ("name", "text", "first_name", "voornaam"),
+        ("email", "email", "email", "mail"),
+        ("street", "text", "street", "straat"),
+        ("city", "text", "city", "woonplaats"),
+    ];
+    format!(
+        "state = \"state.db\"\n\n{}overlap = \"30s\"\n\n{}overlap = \"30s\"\n\n{}{POLICIES}{}",
+        sqlite_connector_toml("register", "left.db", "members", "id", "updated_at"),
+        sqlite_connector_toml("website", "right.db", "people", "pid", "modified"),
+        link_toml("members", "register", "website", ("knvb_id", "number"), "left"),
+        fields_toml("members", &fields)
+    )
+}
 
 /// What the link's normalisers make of a raw value: text trims, e-mail also lower-cases, and
 /// empty is null.
@@ -538,43 +510,14 @@ fn baselines(state: &Connection) -> BTreeMap<String, [Option<Option<String>>; 4]
     found
 }
 
-fn fieldsync(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fieldsync"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("FIELDSYNC_CONFIG")
-        .env_remove("FIELDSYNC_LOG")
-        .output()
-        .expect("the fieldsync binary runs")
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!(
-            "not JSON ({error}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
-}
-
 /// One unkilled `fieldsync run --json`: its report and how long it took.
 fn run(dir: &Path, full: bool) -> (Value, Duration) {
     let mut args = vec!["run", "--json"];
     if full {
         args.push("--full");
     }
-    let started = Instant::now();
-    let output = fieldsync(dir, &args);
-    let elapsed = started.elapsed();
-    let report = json(&output);
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "fieldsync {args:?} failed: {report:#}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (report[0].clone(), elapsed)
+    let run = binary(dir).run_ending("run", &args[2..], 0);
+    (run.report(), run.took)
 }
 
 fn writes_done(report: &Value) -> u64 {
@@ -806,11 +749,8 @@ fn spawn(dir: &Path, full: bool) -> std::process::Child {
     if full {
         args.push("--full");
     }
-    Command::new(env!("CARGO_BIN_EXE_fieldsync"))
-        .current_dir(dir)
-        .args(&args)
-        .env_remove("FIELDSYNC_CONFIG")
-        .env_remove("FIELDSYNC_LOG")
+    binary(dir)
+        .command(&args)
         .stdout(std::fs::File::create(dir.join("run.stdout")).unwrap())
         .stderr(std::fs::File::create(dir.join("run.stderr")).unwrap())
         .spawn()
@@ -1027,7 +967,7 @@ fn setup(dir: &Path, values: &mut Generator, at: i64) -> Members {
         )
         .unwrap();
     drop((left, right));
-    std::fs::write(dir.join("fieldsync.toml"), CONFIG).unwrap();
+    std::fs::write(dir.join("fieldsync.toml"), config()).unwrap();
     let mut oracle = Members::new();
     let mut edits = Vec::new();
     for number in 0..MEMBERS + 80 {
@@ -1252,10 +1192,10 @@ fn guarantee_07_kill_9_at_any_instant_converges() {
 
     // At the end: nothing pending or held, and a full run writes nothing.
     for status in ["pending", "sending", "dead"] {
-        let listed = json(&fieldsync(dir, &["outbox", "list", "--status", status, "--json"]));
+        let listed = json(&binary(dir).output(&["outbox", "list", "--status", status, "--json"]));
         assert_eq!(listed, serde_json::json!([]), "seed {seed}: {status} outbox entries remain");
     }
-    let reviews = json(&fieldsync(dir, &["conflicts", "list", "--json"]));
+    let reviews = json(&binary(dir).output(&["conflicts", "list", "--json"]));
     assert_eq!(reviews, serde_json::json!([]), "seed {seed}: open reviews remain");
     let audit_from = last_audit_id(dir);
     let (report, _) = run(dir, true);

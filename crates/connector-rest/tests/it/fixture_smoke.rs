@@ -2,13 +2,23 @@
 //! records, writes and errors, the faults it injects, authentication, the request log, and a
 //! stop and restart on the same port.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::fixture::{Auth, FixtureServer, Style};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use support::fixture::{Auth, FixtureServer, Style};
+
+/// A request of these tests, sent.
+trait Answer {
+    /// Sends the request and waits for its answer, which must come.
+    async fn answer(self) -> reqwest::Response;
+}
+
+impl Answer for reqwest::RequestBuilder {
+    async fn answer(self) -> reqwest::Response {
+        self.send().await.expect("an answer")
+    }
+}
 
 /// A client that uses no proxy from the environment.
 fn client() -> Client {
@@ -19,7 +29,7 @@ fn client() -> Client {
 
 /// A GET answered with a JSON body: its status, headers and body.
 async fn get_json(client: &Client, url: &str) -> (StatusCode, reqwest::header::HeaderMap, Value) {
-    let response = client.get(url).send().await.expect("an answer");
+    let response = client.get(url).answer().await;
     let status = response.status();
     let headers = response.headers().clone();
     let body = response.json().await.expect("a JSON body");
@@ -127,9 +137,8 @@ async fn wordpress_writes_replace_meta_per_key_and_always_move_modified() {
     let response = client
         .post(&item)
         .json(&json!({ "meta": { "mobile": "0687654321", "contact_info": [{ "type": "email", "value": "new@example.org" }] } }))
-        .send()
-        .await
-        .expect("an answer");
+.answer()
+.await;
     assert_eq!(response.status(), StatusCode::OK);
     let post: Value = response.json().await.expect("a post");
     assert_eq!(post["meta"]["email"], "ann@example.org", "keys not written are kept");
@@ -144,12 +153,7 @@ async fn wordpress_writes_replace_meta_per_key_and_always_move_modified() {
 
     // The same values again: nothing changes but the modification time.
     server.advance_secs(5);
-    let same = client
-        .put(&item)
-        .json(&json!({ "meta": { "mobile": "0687654321" } }))
-        .send()
-        .await
-        .expect("an answer");
+    let same = client.put(&item).json(&json!({ "meta": { "mobile": "0687654321" } })).answer().await;
     assert_eq!(same.status(), StatusCode::OK);
     let record = server.record(id).expect("the post");
     assert_eq!(record["modified_gmt"], "2026-01-01T10:00:10");
@@ -164,15 +168,14 @@ async fn wordpress_writes_replace_meta_per_key_and_always_move_modified() {
     let created = client
         .post(server.list_url())
         .json(&json!({ "status": "publish", "title": "Bob & Co", "meta": { "knvb_id": "K2" } }))
-        .send()
-        .await
-        .expect("an answer");
+        .answer()
+        .await;
     assert_eq!(created.status(), StatusCode::CREATED);
     let created: Value = created.json().await.expect("a post");
     assert_eq!(created["title"], json!({ "raw": "Bob & Co", "rendered": "Bob &#038; Co" }));
     assert_eq!(created["meta"]["knvb_id"], "K2");
 
-    let missing = client.get(server.item_url(999)).send().await.expect("an answer");
+    let missing = client.get(server.item_url(999)).answer().await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let missing: Value = missing.json().await.expect("an error");
     assert_eq!(missing["code"], "rest_post_invalid_id");
@@ -185,22 +188,16 @@ async fn wordpress_delete_trashes_first_and_deletes_with_force() {
     let client = client();
     let item = server.item_url(id);
 
-    let trashed: Value = client.delete(&item).send().await.expect("an answer").json().await.expect("a post");
+    let trashed: Value = client.delete(&item).answer().await.json().await.expect("a post");
     assert_eq!(trashed["status"], "trash");
     let (_, _, listed) = get_json(&client, &format!("{}?status=any", server.list_url())).await;
     assert_eq!(ids(&listed), Vec::<i64>::new(), "status=any leaves the trash out");
 
-    let again = client.delete(&item).send().await.expect("an answer");
+    let again = client.delete(&item).answer().await;
     assert_eq!(again.status(), StatusCode::GONE);
 
-    let deleted: Value = client
-        .delete(format!("{item}?force=true"))
-        .send()
-        .await
-        .expect("an answer")
-        .json()
-        .await
-        .expect("a body");
+    let deleted: Value =
+        client.delete(format!("{item}?force=true")).answer().await.json().await.expect("a body");
     assert_eq!(deleted["deleted"], true);
     assert_eq!(deleted["previous"]["id"], id);
     assert!(server.record(id).is_none());
@@ -217,9 +214,8 @@ async fn invalid_emails_are_refused_when_asked() {
     let refused = client
         .post(wordpress.item_url(id))
         .json(&json!({ "meta": { "email": "not an address" } }))
-        .send()
-        .await
-        .expect("an answer");
+        .answer()
+        .await;
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     let refused: Value = refused.json().await.expect("an error");
     assert_eq!(
@@ -233,9 +229,8 @@ async fn invalid_emails_are_refused_when_asked() {
     let in_contacts = client
         .post(wordpress.item_url(id))
         .json(&json!({ "meta": { "contact_info": [{ "type": "email", "value": "ann@" }] } }))
-        .send()
-        .await
-        .expect("an answer");
+        .answer()
+        .await;
     assert_eq!(in_contacts.status(), StatusCode::BAD_REQUEST);
     assert_eq!(wordpress.writes(id), 0);
     assert_eq!(wordpress.record(id).expect("the post")["meta"]["email"], "ann@example.org");
@@ -243,23 +238,15 @@ async fn invalid_emails_are_refused_when_asked() {
     let drf = FixtureServer::start(Style::Drf).await;
     let member = drf.insert(json!({ "email": "ann@example.org" }));
     drf.reject_invalid_email(true);
-    let refused = client
-        .patch(drf.item_url(member))
-        .json(&json!({ "email": "ann.example.org" }))
-        .send()
-        .await
-        .expect("an answer");
+    let refused =
+        client.patch(drf.item_url(member)).json(&json!({ "email": "ann.example.org" })).answer().await;
     assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
         refused.json::<Value>().await.expect("an error"),
         json!({ "email": ["Enter a valid email address."] })
     );
-    let accepted = client
-        .patch(drf.item_url(member))
-        .json(&json!({ "email": "ann@example.com" }))
-        .send()
-        .await
-        .expect("an answer");
+    let accepted =
+        client.patch(drf.item_url(member)).json(&json!({ "email": "ann@example.com" })).answer().await;
     assert_eq!(accepted.status(), StatusCode::OK);
 }
 
@@ -310,59 +297,39 @@ async fn drf_refuses_a_stale_if_match_and_answers_deletes_with_no_content() {
     let item = server.item_url(id);
     assert!(item.ends_with(&format!("/api/members/{id}/")));
 
-    let read = client.get(&item).send().await.expect("an answer");
+    let read = client.get(&item).answer().await;
     let etag = read.headers().get("etag").expect("an ETag").to_str().expect("text").to_owned();
     assert!(etag.starts_with('"') && etag.ends_with('"'), "a quoted ETag: {etag}");
 
     server.update(id, json!({ "first_name": "Anna" }));
-    let stale = client
-        .patch(&item)
-        .header("if-match", &etag)
-        .json(&json!({ "email": "a@b.nl" }))
-        .send()
-        .await
-        .expect("an answer");
+    let stale =
+        client.patch(&item).header("if-match", &etag).json(&json!({ "email": "a@b.nl" })).answer().await;
     assert_eq!(stale.status(), StatusCode::PRECONDITION_FAILED);
     assert_eq!(stale.json::<Value>().await.expect("an error"), json!({ "detail": "Precondition failed." }));
     assert_eq!(server.writes(id), 0);
 
-    let fresh = client.get(&item).send().await.expect("an answer");
+    let fresh = client.get(&item).answer().await;
     let etag = fresh.headers().get("etag").expect("an ETag").to_str().expect("text").to_owned();
-    let patched = client
-        .patch(&item)
-        .header("if-match", &etag)
-        .json(&json!({ "email": "a@b.nl" }))
-        .send()
-        .await
-        .expect("an answer");
+    let patched =
+        client.patch(&item).header("if-match", &etag).json(&json!({ "email": "a@b.nl" })).answer().await;
     assert_eq!(patched.status(), StatusCode::OK);
     let patched: Value = patched.json().await.expect("a record");
     assert_eq!(patched["email"], "a@b.nl");
     assert_eq!(patched["first_name"], "Anna", "PATCH keeps what it does not name");
 
-    let put = client
-        .put(&item)
-        .json(&json!({ "federation_id": "F1", "email": "c@d.nl" }))
-        .send()
-        .await
-        .expect("an answer");
+    let put = client.put(&item).json(&json!({ "federation_id": "F1", "email": "c@d.nl" })).answer().await;
     let put: Value = put.json().await.expect("a record");
     assert!(put.get("first_name").is_none(), "PUT replaces every field: {put}");
 
-    let deleted = client.delete(&item).send().await.expect("an answer");
+    let deleted = client.delete(&item).answer().await;
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     assert!(deleted.bytes().await.expect("a body").is_empty());
-    let gone = client.get(&item).send().await.expect("an answer");
+    let gone = client.get(&item).answer().await;
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
     assert_eq!(gone.json::<Value>().await.expect("an error"), json!({ "detail": "Not found." }));
     assert_eq!(server.writes(id), 3);
 
-    let created = client
-        .post(server.list_url())
-        .json(&json!({ "federation_id": "F2" }))
-        .send()
-        .await
-        .expect("an answer");
+    let created = client.post(server.list_url()).json(&json!({ "federation_id": "F2" })).answer().await;
     assert_eq!(created.status(), StatusCode::CREATED);
 }
 
@@ -399,12 +366,8 @@ async fn link_header_pages_and_naive_local_times() {
         since.as_array().expect("records").iter().filter_map(|r| r["key"].as_str()).collect();
     assert_eq!(keys, ["K2", "K3"]);
 
-    let patched = client
-        .patch(server.item_url(2))
-        .json(&json!({ "email": "new@example.org" }))
-        .send()
-        .await
-        .expect("an answer");
+    let patched =
+        client.patch(server.item_url(2)).json(&json!({ "email": "new@example.org" })).answer().await;
     assert_eq!(patched.status(), StatusCode::OK);
     assert_eq!(server.record(2).expect("the record")["key"], "K2", "a merge patch keeps other fields");
 }
@@ -427,7 +390,7 @@ async fn cursor_pages_to_the_end() {
         if let Some(cursor) = &cursor {
             request = request.query(&[("cursor", cursor)]);
         }
-        let body: Value = request.send().await.expect("an answer").json().await.expect("a page");
+        let body: Value = request.answer().await.json().await.expect("a page");
         pages += 1;
         for record in body["data"].as_array().expect("data") {
             seen.push(record["ext"].as_str().expect("ext").to_owned());
@@ -442,7 +405,7 @@ async fn cursor_pages_to_the_end() {
     assert_eq!(pages, 2);
     assert_eq!(server.record(2).expect("a record")["updated"], 1_767_261_601);
 
-    let invalid = client.get(format!("{}?cursor=zz", server.list_url())).send().await.expect("an answer");
+    let invalid = client.get(format!("{}?cursor=zz", server.list_url())).answer().await;
     assert_eq!(invalid.status(), StatusCode::BAD_REQUEST);
 }
 
@@ -476,11 +439,11 @@ async fn too_many_answers_429_with_retry_after_then_recovers() {
     server.too_many(2, 3);
     let client = client();
     for _ in 0..2 {
-        let response = client.get(server.list_url()).send().await.expect("an answer");
+        let response = client.get(server.list_url()).answer().await;
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(header(response.headers(), "retry-after"), "3");
     }
-    let response = client.get(server.list_url()).send().await.expect("an answer");
+    let response = client.get(server.list_url()).answer().await;
     assert_eq!(response.status(), StatusCode::OK);
     let statuses: Vec<Option<u16>> = server.requests().iter().map(|request| request.status).collect();
     assert_eq!(statuses, [Some(429), Some(429), Some(200)]);
@@ -493,7 +456,7 @@ async fn fail_every_fails_each_nth_request() {
     let client = client();
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        statuses.push(client.get(server.list_url()).send().await.expect("an answer").status().as_u16());
+        statuses.push(client.get(server.list_url()).answer().await.status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 503, 200, 200, 503]);
 }
@@ -505,7 +468,7 @@ async fn a_dropped_connection_gets_no_answer() {
     let client = client();
     let dropped = client.get(server.list_url()).send().await;
     assert!(dropped.is_err(), "no answer: {dropped:?}");
-    let next = client.get(server.list_url()).send().await.expect("an answer");
+    let next = client.get(server.list_url()).answer().await;
     assert_eq!(next.status(), StatusCode::OK);
     let log = server.requests();
     assert_eq!(log.len(), 2);
@@ -519,7 +482,7 @@ async fn a_malformed_list_answer_is_cut_json() {
     server.insert(json!({ "title": "Ann" }));
     server.malformed_next(1);
     let client = client();
-    let cut = client.get(server.list_url()).send().await.expect("an answer");
+    let cut = client.get(server.list_url()).answer().await;
     assert_eq!(cut.status(), StatusCode::OK);
     assert_eq!(header(cut.headers(), "x-wp-total"), "1");
     let text = cut.text().await.expect("a body");
@@ -534,7 +497,7 @@ async fn slow_delays_every_answer() {
     server.slow(Duration::from_millis(200));
     let client = client();
     let started = Instant::now();
-    let response = client.get(server.list_url()).send().await.expect("an answer");
+    let response = client.get(server.list_url()).answer().await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_millis(200), "{:?}", started.elapsed());
 }
@@ -564,41 +527,38 @@ async fn auth_is_required_in_every_form() {
 
     let server = FixtureServer::start(Style::WordPress).await;
     server.require_auth(Auth::Basic { user: "admin".to_owned(), password: "abcd efgh".to_owned() });
-    let missing = client.get(server.list_url()).send().await.expect("an answer");
+    let missing = client.get(server.list_url()).answer().await;
     assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(missing.json::<Value>().await.expect("an error")["data"]["status"], 401);
-    let wrong =
-        client.get(server.list_url()).basic_auth("admin", Some("wrong")).send().await.expect("an answer");
+    let wrong = client.get(server.list_url()).basic_auth("admin", Some("wrong")).answer().await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(wrong.json::<Value>().await.expect("an error")["code"], "incorrect_password");
-    let right =
-        client.get(server.list_url()).basic_auth("admin", Some("abcd efgh")).send().await.expect("an answer");
+    let right = client.get(server.list_url()).basic_auth("admin", Some("abcd efgh")).answer().await;
     assert_eq!(right.status(), StatusCode::OK);
 
     let server = FixtureServer::start(Style::Drf).await;
     server.require_auth(Auth::Header { name: "Authorization".to_owned(), value: "Token abc".to_owned() });
-    let missing = client.get(server.list_url()).send().await.expect("an answer");
+    let missing = client.get(server.list_url()).answer().await;
     assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(
         missing.json::<Value>().await.expect("an error"),
         json!({ "detail": "Authentication credentials were not provided." })
     );
-    let right =
-        client.get(server.list_url()).header("authorization", "Token abc").send().await.expect("an answer");
+    let right = client.get(server.list_url()).header("authorization", "Token abc").answer().await;
     assert_eq!(right.status(), StatusCode::OK);
 
     let server = FixtureServer::start(Style::Cursor).await;
     server.require_auth(Auth::Bearer("t0ken".to_owned()));
-    let wrong = client.get(server.list_url()).bearer_auth("other").send().await.expect("an answer");
+    let wrong = client.get(server.list_url()).bearer_auth("other").answer().await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    let right = client.get(server.list_url()).bearer_auth("t0ken").send().await.expect("an answer");
+    let right = client.get(server.list_url()).bearer_auth("t0ken").answer().await;
     assert_eq!(right.status(), StatusCode::OK);
 
     let server = FixtureServer::start(Style::Offset).await;
     server.require_auth(Auth::Query { name: "api_key".to_owned(), value: "k1".to_owned() });
-    let missing = client.get(server.list_url()).send().await.expect("an answer");
+    let missing = client.get(server.list_url()).answer().await;
     assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
-    let right = client.get(server.list_url()).query(&[("api_key", "k1")]).send().await.expect("an answer");
+    let right = client.get(server.list_url()).query(&[("api_key", "k1")]).answer().await;
     assert_eq!(right.status(), StatusCode::OK);
     let log = server.requests();
     assert!(!log[0].authorization && log[1].path.contains("api_key=k1"));
@@ -610,7 +570,7 @@ async fn stop_refuses_connections_and_restart_keeps_the_data_on_the_same_port() 
     let id = server.insert(json!({ "key": "K1" }));
     let client = client();
     let base = server.base_url();
-    assert_eq!(client.get(server.item_url(id)).send().await.expect("an answer").status(), StatusCode::OK);
+    assert_eq!(client.get(server.item_url(id)).answer().await.status(), StatusCode::OK);
 
     server.stop();
     let refused = client.get(server.item_url(id)).send().await;
@@ -630,11 +590,11 @@ async fn max_requests_in_window_counts_arrivals() {
     let server = FixtureServer::start(Style::LinkHeader).await;
     let client = client();
     for _ in 0..3 {
-        client.get(server.list_url()).send().await.expect("an answer");
+        client.get(server.list_url()).answer().await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     for _ in 0..2 {
-        client.get(server.list_url()).send().await.expect("an answer");
+        client.get(server.list_url()).answer().await;
     }
     assert_eq!(server.requests().len(), 5);
     assert_eq!(server.max_requests_in_window(Duration::from_secs(10)), 5);

@@ -2,15 +2,13 @@
 //! login and sessions, the member list and its CSV export, the member pages and their forms,
 //! validation, the faults it injects and the request log.
 
-mod support;
-
 use std::fmt::Write as _;
 use std::io;
 use std::time::{Duration, Instant};
 
+use fieldsync_connector_browser::testkit::site::{Page, SiteServer};
 use jiff::Timestamp;
 use serde_json::json;
-use support::site::{Page, SiteServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -4,26 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use fieldsync_test_support::json;
+use fieldsync_test_support::members::{member_fields_toml, sqlite_connector_toml};
 use rusqlite::{Connection, params};
 use serde_json::Value;
 
-fn fieldsync(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fieldsync"))
-        .current_dir(dir)
-        .args(args)
-        .env_remove("FIELDSYNC_CONFIG")
-        .output()
-        .expect("the fieldsync binary runs")
-}
+use crate::support::fieldsync as binary;
 
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!(
-            "not JSON ({error}):\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+fn fieldsync(dir: &Path, args: &[&str]) -> Output {
+    binary(dir).output(args)
 }
 
 /// Two member tables (different column names) holding the same `count` members, and a
@@ -64,20 +53,8 @@ fn setup(conflicts: &str, count: usize) -> (tempfile::TempDir, PathBuf, PathBuf)
     let config = format!(
         r#"state = "state.db"
 
-[connectors.register]
-kind = "sqlite"
-path = "left.db"
-table = "members"
-key = "id"
-modified = "updated_at"
-
-[connectors.website]
-kind = "sqlite"
-path = "right.db"
-table = "people"
-key = "number"
-modified = "modified"
-
+{register}
+{website}
 [links.members]
 left = "register"
 right = "website"
@@ -85,20 +62,10 @@ key = {{ left = "id", right = "number" }}
 {conflicts}
 deletes = "propagate"
 guard = {{ max_delete = "10%", max_change = "50%" }}
-
-[[links.members.fields]]
-name = "email"
-type = "email"
-left = "email"
-right = "mail"
-
-[[links.members.fields]]
-name = "mobile"
-type = "phone"
-region = "NL"
-left = "mobile"
-right = "phone"
-"#
+{fields}"#,
+        register = sqlite_connector_toml("register", "left.db", "members", "id", "updated_at"),
+        website = sqlite_connector_toml("website", "right.db", "people", "number", "modified"),
+        fields = member_fields_toml("members", &[("email", "email", "mail"), ("mobile", "mobile", "phone")])
     );
     std::fs::write(dir.path().join("fieldsync.toml"), config).unwrap();
     (dir, left, right)
@@ -113,8 +80,8 @@ fn exec(path: &Path, sql: &str) {
 }
 
 fn run(dir: &Path) -> (i32, Value) {
-    let output = fieldsync(dir, &["run", "--json"]);
-    (output.status.code().unwrap(), json(&output))
+    let run = binary(dir).run("run", &["run", "--json"]);
+    (run.code().unwrap(), run.json)
 }
 
 #[test]
@@ -338,13 +305,7 @@ fn a_closed_standard_output_ends_the_output_quietly() {
         let (reader, writer) = std::io::pipe().unwrap();
         // Closed before fieldsync writes a byte: every write it makes meets a closed pipe.
         drop(reader);
-        let output = Command::new(env!("CARGO_BIN_EXE_fieldsync"))
-            .current_dir(dir.path())
-            .args(args)
-            .env_remove("FIELDSYNC_CONFIG")
-            .stdout(writer)
-            .output()
-            .unwrap();
+        let output = binary(dir.path()).command(args).stdout(writer).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked") && stderr.is_empty(), "{args:?}: {stderr}");
@@ -361,13 +322,7 @@ fn commands_that_open_no_connector_need_no_secrets() {
     let config_path = dir.path().join("fieldsync.toml");
     let config = std::fs::read_to_string(&config_path).unwrap();
     std::fs::write(&config_path, config.replace("path = \"right.db\"", "path = \"${WEBSITE_DB}\"")).unwrap();
-    let with_secret = Command::new(env!("CARGO_BIN_EXE_fieldsync"))
-        .current_dir(dir.path())
-        .args(["run", "--json"])
-        .env_remove("FIELDSYNC_CONFIG")
-        .env("WEBSITE_DB", "right.db")
-        .output()
-        .unwrap();
+    let with_secret = binary(dir.path()).env("WEBSITE_DB", "right.db").output(&["run", "--json"]);
     assert_eq!(with_secret.status.code(), Some(0), "{}", String::from_utf8_lossy(&with_secret.stderr));
     for args in [&["status"][..], &["history", "list"], &["conflicts", "list"], &["outbox", "list"]] {
         let output = fieldsync(dir.path(), args);

@@ -10,7 +10,8 @@ use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, Test
 use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, ReadRequest, Write};
 use fieldsync_connector_rest::{Auth, KeyParam, Preset, RestConfig, RestConnector, Secret};
 use fieldsync_model::RecordId;
-use jiff::{SignedDuration, Timestamp};
+use fieldsync_test_support::SecondStamps;
+use jiff::SignedDuration;
 use serde_json::{Value, json};
 
 /// The `drf` preset on the site's players, as a user would configure it.
@@ -47,16 +48,7 @@ fn paths() -> TestPaths {
 /// everything before, since `updated_after` is asked to the second.
 struct DjangoFixture {
     site: DjangoServer,
-    clock: Timestamp,
-}
-
-impl DjangoFixture {
-    fn tick(&mut self) -> Timestamp {
-        let now = Timestamp::now().max(self.clock);
-        let second = Timestamp::from_second(now.as_second()).expect("a whole second");
-        self.clock = second + SignedDuration::from_secs(1);
-        self.clock
-    }
+    clock: SecondStamps,
 }
 
 impl Fixture for DjangoFixture {
@@ -67,7 +59,7 @@ impl Fixture for DjangoFixture {
             .iter()
             .map(|record| json!({"federation_id": record.key, "first_name": "Speler", "last_name": record.email, "notes": record.name}))
             .collect();
-        let before = self.tick() - SignedDuration::from_secs(1);
+        let before = self.clock.stamp() - SignedDuration::from_secs(1);
         self.site.python(&format!(
             "import json, datetime\n\
              Player.objects.all().delete()\n\
@@ -88,7 +80,7 @@ impl Fixture for DjangoFixture {
     }
 
     async fn edit(&mut self, key: &str, path: &str, value: Value) {
-        let at = self.tick();
+        let at = self.clock.stamp();
         let field = path.trim_start_matches('/');
         self.site.python(&format!(
             "import json, datetime\n\
@@ -121,7 +113,7 @@ impl Fixture for DjangoFixture {
 #[tokio::test]
 async fn conforms_against_a_real_django_rest_framework_api() {
     let Some(site) = DjangoServer::start(&DjangoOptions::default()) else { return };
-    let mut fixture = DjangoFixture { site, clock: Timestamp::now() };
+    let mut fixture = DjangoFixture { site, clock: SecondStamps::new() };
     testkit::run_all(&mut fixture, &[]).await;
 }
 

@@ -2,8 +2,6 @@
 //! the rest connector's tests expect (meta fields, paging headers, modified-time filters,
 //! whole replacement of `contact_info`, a 400 for a bad email, a 401 for a wrong password).
 
-mod support;
-
 use fieldsync_connector::testkit::wordpress::WordPress;
 use reqwest::StatusCode;
 use serde_json::{Value, json};

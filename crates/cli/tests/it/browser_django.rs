@@ -6,28 +6,18 @@
 //! proven by reading Django's SQLite database directly.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fieldsync_connector::testkit::django::{DjangoOptions, DjangoServer};
+use fieldsync_test_support::Fieldsync;
+use fieldsync_test_support::members::{fields_toml, link_toml, sqlite_connector_toml};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
-/// Whether Chromium and chromedriver are here; says so loudly when not (and fails in CI).
-fn browser_available() -> bool {
-    let found =
-        ["/usr/bin/chromedriver", "/usr/lib/chromium/chromium"].iter().all(|path| Path::new(path).exists());
-    if !found {
-        fieldsync_connector::testkit::skip(
-            "Chromium and chromedriver",
-            "one of them is missing",
-            "apt-get install chromium chromium-driver",
-        );
-    }
-    found
-}
+use crate::support::{WEB_ADMIN_POLICIES, browser_available, fieldsync as binary};
 
 /// The fields kept in step, as the club's columns and the admin's form hold them.
 const FIELDS: [(&str, &str); 4] =
@@ -46,59 +36,27 @@ fn config(django: &DjangoServer) -> String {
     let mut text = format!(
         r##"state = "sqlite://state.db"
 
-[connectors.club]
-kind = "sqlite"
-path = "club.db"
-table = "players"
-key = "federation_id"
-modified = "updated_at"
-modified_format = "rfc3339"
+{club}modified_format = "rfc3339"
 
 {admin}
-[links.players]
-left = "club"
-right = "admin"
-key = {{ left = "federation_id", right = "federation_id" }}
-conflicts = {{ strategy = "last_write_wins", grace = "5s", tie = "admin" }}
-first_sync = {{ strategy = "prefer", side = "admin" }}
-creates = "none"
-deletes = "ignore"
-guard = {{ max_delete = "10%", max_change = "100%" }}
-retry = {{ attempts = 8, initial = "1s", max = "1m", wait_in_run = "0s" }}
-"##
+{link}{WEB_ADMIN_POLICIES}"##,
+        link = link_toml("players", "club", "admin", ("federation_id", "federation_id"), "admin"),
+        club = sqlite_connector_toml("club", "club.db", "players", "federation_id", "updated_at"),
     );
-    for (name, kind) in FIELDS {
-        text.push_str(&format!(
-            "\n[[links.players.fields]]\nname = \"{name}\"\ntype = \"{kind}\"\nleft = \"{name}\"\nright = \"{name}\"\n"
-        ));
-    }
+    text.push_str(&fields_toml("players", &FIELDS.map(|(name, kind)| (name, kind, name, name))));
     text
 }
 
-fn fieldsync(dir: &Path, django: &DjangoServer, args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fieldsync"));
-    command
-        .current_dir(dir)
-        .args(args)
+fn fieldsync<'a>(dir: &Path, django: &'a DjangoServer) -> Fieldsync<'a> {
+    binary(dir)
         .env("ADMIN_USER", django.user())
         .env("ADMIN_PASSWORD", django.password())
-        .env_remove("FIELDSYNC_CONFIG");
-    command
+        .log(|| django.log_tail())
 }
 
 fn run(dir: &Path, django: &DjangoServer, step: &str) -> (Value, Output) {
-    let began = Instant::now();
-    let output = fieldsync(dir, django, &["run", "--json"]).output().expect("fieldsync runs");
-    eprintln!("{step}: {:.1} s", began.elapsed().as_secs_f64());
-    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!(
-            "not JSON ({error}): {}\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr),
-            django.log_tail()
-        )
-    });
-    (report[0].clone(), output)
+    let run = fieldsync(dir, django).run(step, &["run", "--json"]);
+    (run.report(), run.output)
 }
 
 /// A player as both sides should hold it: federation id, email, mobile, active, notes (with
@@ -178,7 +136,7 @@ async fn djangos_admin_is_kept_in_step_through_its_forms_and_a_persons_edit_whil
     let (first, output) = run(dir.path(), &django, "first run: baselines of 12 players");
     assert_eq!(output.status.code(), Some(0), "{first:#}\n{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(first["stats"]["writes_done"], json!(0), "{first:#}");
-    let check = fieldsync(dir.path(), &django, &["check"]).output().unwrap();
+    let check = fieldsync(dir.path(), &django).output(&["check"]);
     let said = String::from_utf8_lossy(&check.stdout);
     assert!(
         said.contains("active, email, mobile, notes from /admin/club/player/{id}/change/")
@@ -247,11 +205,9 @@ async fn djangos_admin_is_kept_in_step_through_its_forms_and_a_persons_edit_whil
         .map(|request| request.status)
         .collect();
     assert_eq!(refusals, [200], "Django refused the form opened before the person's save: {second:#}");
-    let dead =
-        fieldsync(dir.path(), &django, &["outbox", "list", "--status", "dead", "--json"]).output().unwrap();
-    let dead: Value = serde_json::from_slice(&dead.stdout).unwrap();
-    assert_eq!(dead.as_array().map(Vec::len), Some(1), "only the refused address is dead: {dead:#}");
-    let message = dead[0]["last_error"].as_str().unwrap_or_default();
+    // Only the refused address is dead.
+    let dead = fieldsync(dir.path(), &django).only_dead_entry();
+    let message = dead["last_error"].as_str().unwrap_or_default();
     let four = format!("/admin/club/player/{}/change/", pk(&django, "FED00004"));
     assert!(
         message.contains("E-mail addresses at invalid.example are not accepted.") && message.contains(&four),

@@ -1,0 +1,24 @@
+//! The one place a test runs the engine: every test calls [`run_link`] here, so that a change
+//! of the engine's own `run_link` signature changes this file and no test.
+
+use fieldsync_connector::Connector;
+use fieldsync_engine::{Clock, EngineError, LinkSpec, NoProgress, RunOptions, RunReport, SidePair};
+use fieldsync_store::StateStore;
+
+/// One run of the link `spec` over `connectors` (named `names` in the report), with `store` and
+/// `clock`, showing no progress.
+///
+/// # Errors
+///
+/// Whatever the engine's run returns: a side that cannot be read, a state-store failure (an
+/// injected crash among them), a lease another run holds.
+pub async fn run_link<C: Connector, K: Clock, S: StateStore>(
+    spec: &LinkSpec,
+    names: &SidePair<String>,
+    connectors: &mut SidePair<C>,
+    store: &mut S,
+    options: RunOptions,
+    clock: &K,
+) -> Result<RunReport, EngineError> {
+    fieldsync_engine::run_link(spec, names, connectors, store, options, clock, &NoProgress).await
+}
