@@ -244,7 +244,11 @@ struct Retries {
 
 impl Retries {
     /// Waits before the next try when `error` may pass and tries are left; else fails with it.
-    async fn wait_or_fail<K: Clock>(&mut self, error: ConnectorError, clock: &K) -> Result<(), ConnectorError> {
+    async fn wait_or_fail<K: Clock>(
+        &mut self,
+        error: ConnectorError,
+        clock: &K,
+    ) -> Result<(), ConnectorError> {
         self.tries += 1;
         if !error.is_retryable() || self.tries >= READ_ATTEMPTS {
             return Err(error);
@@ -490,11 +494,7 @@ impl<'a> Detector<'a> {
         let mut records: Vec<ConnectorRecord> = Vec::new();
         for chunk in by_id.chunks(LOOKUP_CHUNK) {
             let lookup = Lookup::Ids(chunk.iter().map(|(_, id)| (*id).clone()).collect());
-            records.extend(
-                look_up(connector, &paths, &lookup, clock)
-                    .await
-                    .map_err(&read_error)?,
-            );
+            records.extend(look_up(connector, &paths, &lookup, clock).await.map_err(&read_error)?);
         }
         if capabilities.lookup_by_key {
             let found_ids: HashSet<&RecordId> =
@@ -507,11 +507,7 @@ impl<'a> Detector<'a> {
                 path: spec.key.get(side).clone(),
                 values: chunk.iter().map(|key| key.as_str().to_string()).collect(),
             };
-            by_key_records.extend(
-                look_up(connector, &paths, &lookup, clock)
-                    .await
-                    .map_err(&read_error)?,
-            );
+            by_key_records.extend(look_up(connector, &paths, &lookup, clock).await.map_err(&read_error)?);
         }
         // Everything looked up and not found is absent.
         for (key, _) in &by_id {

@@ -24,7 +24,7 @@ pub use report::{
     Action, FailureOutcome, GuardKind, GuardStop, ReadMode, ReportLine, RunReport, RunStats, SideStats,
     WriteFailure,
 };
-pub use run::{RunOptions, run_link, run_link_until};
+pub use run::{RunOptions, run_link};
 pub use spec::{
     ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit, LinkSpec,
     RetryPolicy, SidePair, Tie,
@@ -37,7 +37,7 @@ mod send {
     use fieldsync_connector::MemoryConnector;
     use fieldsync_store_sqlite::SqliteStore;
 
-    use crate::{CancellationToken, LinkSpec, NoProgress, RunOptions, SidePair, SystemClock, run_link_until};
+    use crate::{CancellationToken, LinkSpec, NoProgress, RunOptions, SidePair, SystemClock, run_link};
 
     fn assert_send<T: Send>(_: &T) {}
 
@@ -53,8 +53,7 @@ mod send {
     ) {
         let cancel = CancellationToken::new();
         let options = RunOptions::default();
-        let future =
-            run_link_until(spec, names, connectors, store, options, &SystemClock, &NoProgress, &cancel);
+        let future = run_link(spec, names, connectors, store, options, &SystemClock, &NoProgress, &cancel);
         assert_send(&future);
     }
 }

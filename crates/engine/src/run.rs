@@ -37,26 +37,6 @@ pub struct RunOptions {
     pub deliver_only: bool,
 }
 
-/// Runs one link once, to its end.
-///
-/// # Errors
-///
-/// Fails when the state store fails, when a side cannot be read even after retries, or when
-/// another run of the link holds its lock. Failed writes are not errors: they are in the
-/// report, and stay in the outbox.
-pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
-    spec: &LinkSpec,
-    names: &SidePair<String>,
-    connectors: &mut SidePair<C>,
-    store: &mut S,
-    options: RunOptions,
-    clock: &K,
-    progress: &P,
-) -> Result<RunReport, EngineError> {
-    let never = CancellationToken::new();
-    run_link_until(spec, names, connectors, store, options, clock, progress, &never).await
-}
-
 /// Runs one link once, unless `cancel` is cancelled first: the run then stops at the next point
 /// between two commits (between chunks of detection and planning, between delivery batches, or
 /// in a wait for a retry), leaving what a kill there would — what is committed stays
@@ -65,9 +45,11 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
 ///
 /// # Errors
 ///
-/// As `run_link`.
+/// Fails when the state store fails, when a side cannot be read even after retries, or when
+/// another run of the link holds its lease. Failed writes are not errors: they are in the
+/// report, and stay in the outbox.
 #[allow(clippy::too_many_arguments)]
-pub async fn run_link_until<C: Connector, K: Clock, P: Progress, S: StateStore>(
+pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
     spec: &LinkSpec,
     names: &SidePair<String>,
     connectors: &mut SidePair<C>,

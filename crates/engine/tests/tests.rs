@@ -1390,7 +1390,7 @@ async fn a_cancelled_run_leaves_what_a_kill_would_and_the_next_run_completes() {
         let names = SidePair::new("left".to_string(), "right".to_string());
         let mut connectors = SidePair::new(world.left.connector(), world.right.connector());
         let options = RunOptions::default();
-        let report = fieldsync_engine::run_link_until(
+        let report = fieldsync_engine::run_link(
             &world.spec,
             &names,
             &mut connectors,

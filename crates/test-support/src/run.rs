@@ -2,11 +2,13 @@
 //! of the engine's own `run_link` signature changes this file and no test.
 
 use fieldsync_connector::Connector;
-use fieldsync_engine::{Clock, EngineError, LinkSpec, NoProgress, RunOptions, RunReport, SidePair};
+use fieldsync_engine::{
+    CancellationToken, Clock, EngineError, LinkSpec, NoProgress, RunOptions, RunReport, SidePair,
+};
 use fieldsync_store::StateStore;
 
 /// One run of the link `spec` over `connectors` (named `names` in the report), with `store` and
-/// `clock`, showing no progress.
+/// `clock`, showing no progress, never cancelled.
 ///
 /// # Errors
 ///
@@ -20,5 +22,6 @@ pub async fn run_link<C: Connector, K: Clock, S: StateStore>(
     options: RunOptions,
     clock: &K,
 ) -> Result<RunReport, EngineError> {
-    fieldsync_engine::run_link(spec, names, connectors, store, options, clock, &NoProgress).await
+    let never = CancellationToken::new();
+    fieldsync_engine::run_link(spec, names, connectors, store, options, clock, &NoProgress, &never).await
 }

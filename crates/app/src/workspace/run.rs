@@ -1,10 +1,8 @@
 //! Running and planning links: each selected link's connectors are opened and the engine's
-//! `run_link_until` runs it (until the workspace's runs are cancelled); a `RunObserver` shows
+//! `run_link` runs it (until the workspace's runs are cancelled); a `RunObserver` shows
 //! progress and each report as it comes.
 
-use fieldsync_engine::{
-    CancellationToken, Progress, RunOptions, RunReport, SidePair, SystemClock, run_link_until,
-};
+use fieldsync_engine::{CancellationToken, Progress, RunOptions, RunReport, SidePair, SystemClock, run_link};
 use fieldsync_store::RunStatus;
 use serde::Serialize;
 
@@ -144,7 +142,7 @@ impl Workspace {
             }
             let mut connectors = open_connectors(config, link)?;
             let progress = observer.link_starts(name);
-            let report = run_link_until(
+            let report = run_link(
                 &link.spec,
                 &link.connectors,
                 &mut connectors,
