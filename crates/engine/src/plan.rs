@@ -2,7 +2,9 @@
 //! reviews and audit entries — the whole of what a run will do, before it does any of it.
 
 use fieldsync_model::{RecordDigest, RecordId, RecordKey, RunId, Side, Value, digest_raw, digest_values};
-use fieldsync_store::{AuditEntry, AuditEvent, Baseline, NewReview, Operation, Origin, Review, ReviewId};
+use fieldsync_store::{
+    AuditEntry, AuditEvent, Baseline, NewReview, Operation, Origin, Review, ReviewId, SourceDigest,
+};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -237,6 +239,9 @@ pub(crate) struct RecordPlan {
     pub audit: Vec<AuditEntry>,
     /// Raw digests of the sides that already hold the new baseline (the next scan's fast path).
     pub seen: Vec<(Side, RecordDigest)>,
+    /// What each side holds, for the writes copied from it: once a write is verified, its
+    /// source's raw digest is known too (`SourceDigest`). Only for sides the plan copies from.
+    pub sources: SidePair<Option<SourceDigest>>,
 }
 
 /// The context every record's plan shares.
@@ -310,6 +315,7 @@ impl Planner<'_> {
             reviews: Vec::new(),
             audit: Vec::new(),
             seen: Vec::new(),
+            sources: SidePair::new(None, None),
         };
         match (&presence.left, &presence.right) {
             (Presence::Present(left), Presence::Present(right)) => {
@@ -325,19 +331,33 @@ impl Planner<'_> {
         plan
     }
 
-    /// When the plan moves the baseline, the raw digests of the sides whose records already
-    /// hold it, so that the next scan skips them without normalising.
+    /// The raw digests a plan leaves known, each side's computed once and only when needed:
+    /// when the plan moves the baseline, those of the sides whose records already hold it (the
+    /// next scan skips them without normalising); for each side a write is copied from, what it
+    /// holds (`SourceDigest`), remembered once the write is verified.
     fn remember_raw_digests(&self, plan: &mut RecordPlan, presence: &SidePair<Presence>) {
-        let BaselineChange::Put(next) = &plan.baseline else { return };
-        let basis = next.digest();
+        let next = match &plan.baseline {
+            BaselineChange::Put(next) => Some(next.digest()),
+            _ => None,
+        };
         for side in Side::BOTH {
-            if let Presence::Present(record) = presence.get(side)
-                && record
-                    .valid_values()
-                    .is_some_and(|values| digest_values(values.into_iter().map(Some)) == basis)
-            {
-                let digest = digest_raw(basis, *self.fingerprints.get(side), &record.raw);
-                plan.seen.push((side, digest));
+            let copied_from = plan.writes.iter().any(|write| write.side == side.other());
+            if next.is_none() && !copied_from {
+                continue;
+            }
+            let Presence::Present(record) = presence.get(side) else { continue };
+            let Some(values) = record.valid_values() else { continue };
+            let basis = digest_values(values.into_iter().map(Some));
+            let holds_next = next == Some(basis);
+            if !holds_next && !copied_from {
+                continue;
+            }
+            let raw = digest_raw(basis, *self.fingerprints.get(side), &record.raw);
+            if holds_next {
+                plan.seen.push((side, raw));
+            }
+            if copied_from {
+                *plan.sources.get_mut(side) = Some(SourceDigest { basis, raw });
             }
         }
     }

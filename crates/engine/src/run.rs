@@ -4,10 +4,10 @@
 use std::collections::{HashMap, HashSet};
 
 use fieldsync_connector::Connector;
-use fieldsync_model::{RecordKey, Side, digest_raw, digest_values};
+use fieldsync_model::{RecordKey, Side};
 use fieldsync_store::{
     Baseline, BaselineWrite, CursorState, Lease, LinkLayout, NewOutboxEntry, Operation, OutboxStatus,
-    PlanChunk, PlanPublication, Review, RunEnd, RunStatus, SeenDigest, SourceDigest, StateStore,
+    PlanChunk, PlanPublication, Review, RunEnd, RunStatus, SeenDigest, StateStore,
 };
 use jiff::Timestamp;
 
@@ -212,7 +212,6 @@ fn add_plan(
     planner: &Planner<'_>,
     chunk: &mut PlanChunk,
     plan: RecordPlan,
-    sources: SidePair<Option<SourceDigest>>,
     mut existing: Vec<fieldsync_store::OutboxEntry>,
     landed: &HashSet<i64>,
     deferred: &mut Deferred,
@@ -248,7 +247,7 @@ fn add_plan(
             operation: write.operation,
             record_id: write.record_id,
             payload: write.payload.to_text(),
-            source: *sources.get(write.side.other()),
+            source: *plan.sources.get(write.side.other()),
         });
     }
     // Entries a newer plan replaces, and writes found landed, are closed when the plan is
@@ -299,14 +298,6 @@ fn add_plan(
         side,
         digest,
     }));
-}
-
-/// What one side holds for a record, as a write copied from it records it (`SourceDigest`):
-/// once the write is verified, the side holds the new baseline if its digest is `basis`.
-fn source_digest(presence: &Presence, fingerprint: u64) -> Option<SourceDigest> {
-    let Presence::Present(record) = presence else { return None };
-    let basis = digest_values(record.valid_values()?.into_iter().map(Some));
-    Some(SourceDigest { basis, raw: digest_raw(basis, fingerprint, &record.raw) })
 }
 
 /// The baseline as it stands if `entry`, an update an earlier attempt may have made, landed:
@@ -498,10 +489,6 @@ fn plan_chunk<K, P, S: StateStore>(
                     && matches!(presence.get(entry.side.other()), Presence::Present(_))
             })
             .map(|entry| entry.side.other());
-        let sources = SidePair::new(
-            source_digest(presence.get(Side::Left), *planner.fingerprints.get(Side::Left)),
-            source_digest(presence.get(Side::Right), *planner.fingerprints.get(Side::Right)),
-        );
         let record_reviews = reviews.get(&key).map(Vec::as_slice).unwrap_or_default();
         let mut plan = planner.plan_record(
             key,
@@ -514,7 +501,7 @@ fn plan_chunk<K, P, S: StateStore>(
         if let (Some(moved), BaselineChange::Keep) = (moved, &plan.baseline) {
             plan.baseline = BaselineChange::Put(moved);
         }
-        add_plan(planner, &mut planned, plan, sources, existing, &landed, deferred);
+        add_plan(planner, &mut planned, plan, existing, &landed, deferred);
     }
     if let (Some(run_id), Some(lease)) = (report.run_id, lease.filter(|_| !options.dry_run)) {
         planned.seen.extend(chunk.seen.into_iter().map(|(key, side, digest)| SeenDigest {

@@ -1388,9 +1388,9 @@ async fn a_cancelled_run_leaves_what_a_kill_would_and_the_next_run_completes() {
             done: std::cell::Cell::default(),
         };
         let names = SidePair::new("left".to_string(), "right".to_string());
-        let mut connectors = SidePair::new(world.left.connector(), world.right.connector());
+        let mut connectors = world.connectors();
         let options = RunOptions::default();
-        let report = fieldsync_engine::run_link(
+        let report = fieldsync_test_support::run_link_watched(
             &world.spec,
             &names,
             &mut connectors,

@@ -12,5 +12,5 @@ pub use binary::{Fieldsync, RunOutput, json};
 pub use clock::{FakeClock, SecondStamps};
 /// The member schema, from the app, where the demo uses it too.
 pub use fieldsync_app::members;
-pub use run::run_link;
+pub use run::{run_link, run_link_watched};
 pub use world::{Snapshot, Time, World, field_spec, link_spec};

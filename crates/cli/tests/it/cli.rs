@@ -445,10 +445,8 @@ fn ctrl_c_cancels_a_run_which_records_itself_and_the_next_run_completes() {
             MEMBERS - 1
         ),
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldsync"))
-        .current_dir(dir.path())
-        .args(["run", "--json"])
-        .env_remove("FIELDSYNC_CONFIG")
+    let mut child = binary(dir.path())
+        .command(&["run", "--json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
