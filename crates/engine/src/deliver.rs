@@ -15,6 +15,7 @@ use fieldsync_store::{
     Origin, OutboxEntry, OutboxStatus, SeenDigest, StateStore,
 };
 
+use crate::blocking::blocking;
 use crate::plan::Payload;
 use crate::report::{FailureOutcome, RunReport, WriteFailure};
 use crate::run::RunContext;
@@ -146,13 +147,13 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
     // waits for the next run.
     while !run.cancel.is_cancelled() {
         let now = clock.now();
-        let due = store.due_outbox(link, now, after, BATCH)?;
+        let due = blocking(|| store.due_outbox(link, now, after, BATCH))?;
         if due.is_empty() {
             if after > 0 {
                 after = 0;
                 continue;
             }
-            let Some(next) = store.next_due(link)? else { break };
+            let Some(next) = blocking(|| store.next_due(link))? else { break };
             let wait = next.duration_since(now).unsigned_abs();
             if next > now && next <= deadline {
                 tokio::select! {
@@ -367,7 +368,7 @@ async fn attempt_batch<C: Connector, K: Clock, P, S: StateStore>(
     let mut send = None;
     if !sent.is_empty() {
         let ids: Vec<i64> = sent.iter().map(|&index| entries[index].id).collect();
-        send = Some(store.start_send(lease, ids, clock.now())?);
+        send = Some(blocking(|| store.start_send(lease, ids, clock.now()))?);
         let results: Vec<Result<WriteOutcome, ConnectorError>> = match connector.apply(&writes).await {
             Ok(results) => results,
             Err(error) => {
@@ -573,7 +574,7 @@ fn close_batch<K: Clock, P, S: StateStore>(
     let keys: Vec<_> = entries.iter().map(|entry| entry.key.clone()).collect();
     // Baselines are written only under the link's lease: read now, they are what the closing
     // commit changes.
-    let mut baselines = store.baselines(link, layout, &keys)?;
+    let mut baselines = blocking(|| store.baselines(link, layout, &keys))?;
     let mut batch = BatchClose { send: attempts.send, ..BatchClose::default() };
     let fingerprint = spec.fingerprint(side);
     let mut outcomes = Vec::with_capacity(entries.len());
@@ -734,7 +735,7 @@ fn close_batch<K: Clock, P, S: StateStore>(
     // earlier write of ours whose answer was lost): reading this side in full next time is what
     // plans it again (`full_scan_of`).
     batch.outcomes = outcomes;
-    store.close_batch(lease, layout, batch, now)?;
+    blocking(|| store.close_batch(lease, layout, batch, now))?;
     Ok(())
 }
 

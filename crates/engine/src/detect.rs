@@ -19,6 +19,7 @@ use fieldsync_store::{DigestEntry, LinkLayout, StateStore};
 use jiff::Timestamp;
 
 use self::pairing::{Lookups, Pairing};
+use crate::blocking::blocking;
 use crate::report::{ReadMode, RunReport};
 use crate::spec::{LinkSpec, SidePair};
 use crate::{Clock, EngineError, Progress};
@@ -294,7 +295,7 @@ impl<'a> Detector<'a> {
         let any_full = modes.left == ReadMode::Full || modes.right == ReadMode::Full;
         // Sized once from the count of live baselines the store keeps.
         let baselines = if any_full {
-            usize::try_from(store.baseline_count(spec.name.as_str())?).unwrap_or(0)
+            usize::try_from(blocking(|| store.baseline_count(spec.name.as_str()))?).unwrap_or(0)
         } else {
             0
         };
@@ -389,10 +390,11 @@ impl<'a> Detector<'a> {
         while let Some(page) = self.pairing.baselines_wanted(key) {
             let mut entries = Vec::with_capacity(page.size);
             // The store hands them out in key order, checked (`StateStore::digest_page`).
-            let last =
+            let last = blocking(|| {
                 store.digest_page(link, self.layout, page.after.as_ref(), page.size, |key, entry| {
                     entries.push((key, entry));
-                })?;
+                })
+            })?;
             self.pairing.baselines_loaded(entries, last);
         }
         Ok(())
@@ -432,7 +434,7 @@ impl<'a> Detector<'a> {
             std::collections::HashMap::new()
         } else {
             let keys: Vec<RecordKey> = split.iter().map(|(key, _, _)| key.clone()).collect();
-            store.digests(spec.name.as_str(), self.layout, &keys)?
+            blocking(|| store.digests(spec.name.as_str(), self.layout, &keys))?
         };
         let mut sorted = self.pairing.sort_page(side, latest, split, &digests, report);
         // Normalised for the whole page at once, on every core.
@@ -550,15 +552,15 @@ impl<'a> Detector<'a> {
         let link = self.spec.name.as_str();
         self.load_baselines(store, None)?;
         let mut keys = self.pairing.vanished(report);
-        keys.extend(store.keys_with_live_reviews(link)?);
-        keys.extend(store.open_outbox_keys(link)?);
+        keys.extend(blocking(|| store.keys_with_live_reviews(link))?);
+        keys.extend(blocking(|| store.open_outbox_keys(link))?);
         let keys = self.pairing.unhandled(keys);
         if keys.is_empty() {
             return Ok(());
         }
         let entries: HashMap<RecordKey, DigestEntry> = match self.pairing.known_entries(&keys) {
             Some(entries) => entries,
-            None => store.digests(link, self.layout, &keys)?.into_iter().collect(),
+            None => blocking(|| store.digests(link, self.layout, &keys))?.into_iter().collect(),
         };
         for chunk in keys.chunks(CHUNK) {
             let mut found = SidePair::new(HashMap::new(), HashMap::new());

@@ -5,6 +5,7 @@
 //! Architecture Invariant: the engine knows no connector by name and nothing of terminals or
 //! HTTP; it reports through `RunReport` and the `Progress` trait.
 
+mod blocking;
 mod clock;
 mod deliver;
 mod detect;

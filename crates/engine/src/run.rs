@@ -14,6 +14,7 @@ use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use crate::EngineError;
+use crate::blocking::blocking;
 use crate::clock::Clock;
 use crate::detect::{Candidate, Chunk, Detector, Presence};
 use crate::guard::{Planned, guard_stop};
@@ -61,15 +62,16 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
 ) -> Result<RunReport, EngineError> {
     let started = clock.now();
     let link = spec.name.as_str();
-    let held = if options.dry_run { None } else { Some(store.lease(link, &lease_owner(), LEASE_TTL)?) };
+    let held =
+        if options.dry_run { None } else { Some(blocking(|| store.lease(link, &lease_owner(), LEASE_TTL))?) };
     let lease = held.as_ref();
-    let layout = store.layout(link, &spec.field_names())?;
+    let layout = blocking(|| store.layout(link, &spec.field_names()))?;
 
     let mut modes = SidePair::new(ReadMode::Full, ReadMode::Full);
     let mut since = SidePair::new(None, None);
     let mut cursors = SidePair::new(CursorState::default(), CursorState::default());
     for side in Side::BOTH {
-        let cursor = store.cursor(link, side)?;
+        let cursor = blocking(|| store.cursor(link, side))?;
         *cursors.get_mut(side) = cursor;
         let incremental_possible = connectors.get(side).capabilities().incremental;
         let full_due = cursor.last_full_scan.is_none_or(|last| {
@@ -90,7 +92,7 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
     if let Some(lease) = lease {
         // A run that only delivers plans nothing: it is published at once, so that what it
         // delivers and audits is never taken for the unpublished plan of a run that died.
-        report.run_id = Some(store.start_run(lease, mode_name, options.deliver_only, started)?);
+        report.run_id = Some(blocking(|| store.start_run(lease, mode_name, options.deliver_only, started))?);
     }
     let run = RunContext {
         spec,
@@ -139,10 +141,10 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
             error: error_text,
             at: finished,
         };
-        store.finish_run(lease, end)?;
+        blocking(|| store.finish_run(lease, end))?;
     }
     if let Some(held) = held {
-        store.release(held)?;
+        blocking(|| store.release(held))?;
     }
     result.map(|()| report)
 }
@@ -386,7 +388,7 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
     // The guard weighs the run's deletes and changes against the live baselines there were
     // before it (the store keeps them counted: no scan), read before any chunk of the plan
     // commits baselines of its own — and a plan, which commits none, sees the same count.
-    let total = store.baseline_count(link)?;
+    let total = blocking(|| store.baseline_count(link))?;
     let mut detector = Detector::new(spec, layout, names, connectors, modes, since, store)?;
     let mut deferred = Deferred::default();
     progress.phase("reading and planning", None);
@@ -404,7 +406,7 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
     report.guard = guard_stop(planned, total, spec.guard, options.force);
     if report.guard.is_some() {
         if let (Some(run_id), Some(lease)) = (report.run_id, lease) {
-            store.discard_plan(lease, run_id)?;
+            blocking(|| store.discard_plan(lease, run_id))?;
         }
         return Ok(false);
     }
@@ -425,7 +427,7 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
             if *summary.modes.get(side) == ReadMode::Full { Some(now) } else { old.last_full_scan };
         publication.cursors.push((side, CursorState { cursor, last_full_scan }));
     }
-    store.publish_plan(lease, run_id, layout, publication, now)?;
+    blocking(|| store.publish_plan(lease, run_id, layout, publication, now))?;
     // Counted as done only now: a guarded run leaves the entry open for the next one.
     report.stats.writes_done += deferred.landed;
     Ok(true)
@@ -448,16 +450,16 @@ fn plan_chunk<K, P, S: StateStore>(
     let mut reviews: HashMap<RecordKey, Vec<Review>> = HashMap::new();
     let mut open_entries: HashMap<RecordKey, Vec<fieldsync_store::OutboxEntry>> = HashMap::new();
     if !keys.is_empty() {
-        for review in store.live_reviews_for(link, &keys)? {
+        for review in blocking(|| store.live_reviews_for(link, &keys))? {
             reviews.entry(review.review.key.clone()).or_default().push(review);
         }
-        for entry in store.open_outbox_for(link, &keys)? {
+        for entry in blocking(|| store.open_outbox_for(link, &keys))? {
             open_entries.entry(entry.key.clone()).or_default().push(entry);
         }
     }
     // Baselines are written only under the link's lease, so reading them before the commit
     // that writes the chunk reads what that commit changes. A dry run writes nothing.
-    let baselines = store.baselines(link, layout, &keys)?;
+    let baselines = blocking(|| store.baselines(link, layout, &keys))?;
     let mut planned = PlanChunk::default();
     for Candidate { key, presence, had_baseline } in chunk.candidates {
         let baseline = baselines.get(&key);
@@ -509,7 +511,7 @@ fn plan_chunk<K, P, S: StateStore>(
             side,
             digest,
         }));
-        store.commit_plan_chunk(lease, run_id, layout, planned, now)?;
+        blocking(|| store.commit_plan_chunk(lease, run_id, layout, planned, now))?;
     }
     Ok(())
 }

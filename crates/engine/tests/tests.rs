@@ -1455,3 +1455,74 @@ async fn a_cancelled_run_leaves_what_a_kill_would_and_the_next_run_completes() {
         assert_eq!((quiet.status, quiet.stats.writes_done), (RunStatus::Done, 0), "{phase}");
     }
 }
+
+/// Takes the state store's write lock from another connection when the run enters `phase`,
+/// and hands that connection to whoever must release it.
+struct LockAt {
+    phase: &'static str,
+    path: std::path::PathBuf,
+    holder: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<rusqlite::Connection>>>,
+}
+
+impl fieldsync_engine::Progress for LockAt {
+    fn phase(&self, name: &str, _total: Option<u64>) {
+        if name != self.phase {
+            return;
+        }
+        let Some(holder) = self.holder.lock().unwrap().take() else { return };
+        let connection = rusqlite::Connection::open(&self.path).unwrap();
+        connection.execute_batch("BEGIN IMMEDIATE").unwrap();
+        holder.send(connection).unwrap();
+    }
+}
+
+/// A state-store call that waits does not stall the runtime: on a multi-threaded runtime with a
+/// single worker, while the run's first commit of its plan waits for a write lock another
+/// connection holds, the task that releases the lock still runs, and the run completes. (Were
+/// the store called on the worker itself, the release could never run, and the commit would
+/// fail when the store's busy timeout ran out.)
+#[test]
+fn a_store_call_that_waits_leaves_the_runtime_to_its_other_tasks() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let mut world = world(ConflictStrategy::Review);
+    world.left.set_now(at(0));
+    for number in 0..3 {
+        world.left.edit(&format!("m{number}"), "email", json!(format!("member{number}@club.nl")));
+    }
+    let (holder, held) = tokio::sync::oneshot::channel::<rusqlite::Connection>();
+    let progress = LockAt {
+        phase: "reading and planning",
+        path: world.path.clone(),
+        holder: std::sync::Mutex::new(Some(holder)),
+    };
+    runtime.block_on(async move {
+        let release = tokio::spawn(async move {
+            let connection = held.await.expect("the run entered planning");
+            // Long enough for the run to reach its commit and wait on the lock.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            connection.execute_batch("COMMIT").unwrap();
+        });
+        let run = tokio::spawn(async move {
+            let names = SidePair::new("left".to_string(), "right".to_string());
+            let mut connectors = world.connectors();
+            let never = fieldsync_engine::CancellationToken::new();
+            let report = fieldsync_test_support::run_link_watched(
+                &world.spec,
+                &names,
+                &mut connectors,
+                &mut world.store,
+                RunOptions::default(),
+                &fieldsync_engine::SystemClock,
+                &progress,
+                &never,
+            )
+            .await;
+            (report, world)
+        });
+        let (report, world) = run.await.unwrap();
+        release.await.unwrap();
+        let report = report.expect("the commit waited for the lock, then landed");
+        assert_eq!((report.status, report.stats.writes_done), (RunStatus::Done, 3), "{report:#?}");
+        assert_eq!(world.right.records().len(), 3);
+    });
+}
