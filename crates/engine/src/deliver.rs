@@ -234,13 +234,8 @@ async fn attempt_batch<C: Connector, K: Clock, P, S: StateStore>(
             Err(error) => {
                 // Not knowing whether the earlier attempt landed, sending it again could make
                 // a duplicate: try again later.
-                for &index in &uncertain_creates {
-                    outcomes[index] = Some(Attempt::Failed(ConnectorError::Unavailable {
-                        what: "the target (looking for an earlier create)".into(),
-                        message: error.to_string(),
-                        retry_after: error.retry_after(),
-                    }));
-                }
+                let what = "the target (looking for an earlier create)";
+                fail_unavailable(&mut outcomes, &uncertain_creates, what, &error);
                 Vec::new()
             }
         };
@@ -311,14 +306,7 @@ async fn attempt_batch<C: Connector, K: Clock, P, S: StateStore>(
         let current: HashMap<RecordId, ConnectorRecord> = match current {
             Ok(records) => records.into_iter().map(|record| (record.id.clone(), record)).collect(),
             Err(error) => {
-                let message = error.to_string();
-                for &index in &reread {
-                    outcomes[index] = Some(Attempt::Failed(ConnectorError::Unavailable {
-                        what: "the target".into(),
-                        message: message.clone(),
-                        retry_after: error.retry_after(),
-                    }));
-                }
+                fail_unavailable(&mut outcomes, &reread, "the target", &error);
                 HashMap::new()
             }
         };
@@ -449,6 +437,18 @@ async fn attempt_batch<C: Connector, K: Clock, P, S: StateStore>(
         send,
         sent: was_sent,
     })
+}
+
+/// Fails the attempts of the entries at `indexes` as unavailable, to be tried again later: a
+/// look-up of `what` that their sending depends on failed with `error`.
+fn fail_unavailable(outcomes: &mut [Option<Attempt>], indexes: &[usize], what: &str, error: &ConnectorError) {
+    for &index in indexes {
+        outcomes[index] = Some(Attempt::Failed(ConnectorError::Unavailable {
+            what: what.into(),
+            message: error.to_string(),
+            retry_after: error.retry_after(),
+        }));
+    }
 }
 
 /// The raw values of a record's tracked fields, as detection reads them (the link key and any
