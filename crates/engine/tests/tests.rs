@@ -9,8 +9,8 @@ use fieldsync_engine::{
 };
 use fieldsync_model::{FieldType, Normaliser, RecordKey, Side};
 use fieldsync_store::{
-    Decision, NewOutboxEntry, Operation, Origin, OutboxStatus, ReviewStatus, RunStatus, StateStore,
-    Transaction,
+    AuditEntry, Decision, NewOutboxEntry, Operation, Origin, OutboxStatus, PlanChunk, ReviewId, ReviewStatus,
+    RunStatus, StateStore,
 };
 use fieldsync_store_sqlite::SqliteStore;
 use fieldsync_test_support::{Time, World, link_spec};
@@ -26,6 +26,12 @@ fn world(conflicts: ConflictStrategy) -> World {
 
 fn at(seconds: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+}
+
+/// A person's decision on a review of `members` at `now`, recorded with its audit.
+fn decide(world: &mut World, review: ReviewId, decision: Decision, now: Timestamp) {
+    let audit = AuditEntry::decided(&world.store.review(review).unwrap(), &decision, now);
+    world.store.decide_review("members", review, &decision, &audit, now).unwrap();
 }
 
 /// The tests' own set-ups of a world.
@@ -175,9 +181,7 @@ async fn review_holds_both_sides_until_resolved() {
     // A second run neither writes nor opens another review.
     world.run(RunOptions::default()).await;
     assert_eq!(world.store.list_reviews(Some("members"), None, 10).unwrap().len(), 1);
-    let transaction = world.store.transaction().unwrap();
-    transaction.resolve_review(reviews[0].id, &Decision::Keep(Side::Right), at(150)).unwrap();
-    transaction.commit().unwrap();
+    decide(&mut world, reviews[0].id, Decision::Keep(Side::Right), at(150));
     let report = world.run(RunOptions::default()).await;
     assert_eq!(report.stats.writes_done, 1);
     assert_eq!(world.left.value("m1", "email"), json!("right@club.nl"));
@@ -372,26 +376,27 @@ async fn baselines_remember_who_changed_a_field_and_when() {
 async fn an_unknown_payload_version_is_a_dead_entry() {
     let mut world = world(ConflictStrategy::Review).seeded().await;
     {
-        let transaction = world.store.transaction().unwrap();
         // Due now: the world runs on the system clock.
         let now = Timestamp::now();
-        let run = transaction.start_run("members", "incremental", now).unwrap();
-        for record in ["m3", "m4"] {
-            let entry = NewOutboxEntry {
+        let lease = world.store.lease("members", "test", Duration::from_secs(60)).unwrap();
+        let run = world.store.start_run(&lease, "incremental", true, now).unwrap();
+        let entries = ["m3", "m4"]
+            .map(|record| NewOutboxEntry {
                 key: RecordKey::new(record),
                 side: Side::Right,
                 operation: Operation::Update,
                 record_id: Some(fieldsync_model::RecordId::new(record)),
                 payload: r#"{"version":99,"fields":[],"source_id":null,"soft_delete_of":null}"#.into(),
                 source: None,
-            };
-            let id = transaction.insert_outbox("members", run, &entry, now).unwrap();
-            if record == "m4" {
-                transaction.mark_sending(&[id], now).unwrap();
-            }
-        }
-        transaction.publish_plan(run).unwrap();
-        transaction.commit().unwrap();
+            })
+            .to_vec();
+        let layout = world.store.layout("members", &world.spec.field_names()).unwrap();
+        let chunk = PlanChunk { entries, ..PlanChunk::default() };
+        world.store.commit_plan_chunk(&lease, run, &layout, chunk, now).unwrap();
+        // m4's send began and its process died: the next run counts that attempt.
+        let m4 = world.store.open_outbox_for("members", &[RecordKey::new("m4")]).unwrap()[0].id;
+        world.store.start_send(&lease, vec![m4], now).unwrap();
+        world.store.release(lease).unwrap();
     }
     let report = world.run(RunOptions { deliver_only: true, ..Default::default() }).await;
     assert_eq!((report.stats.writes_done, report.stats.writes_dead), (0, 2), "{report:#?}");
@@ -795,9 +800,7 @@ async fn a_write_refused_as_missing_run_after_run_is_a_failure_then_dead() {
 
     // Once the target takes writes again, a person's retry lands it.
     connectors.right.updates_not_found = false;
-    let transaction = world.store.transaction().unwrap();
-    transaction.retry_dead(dead[0].id, Timestamp::now()).unwrap();
-    transaction.commit().unwrap();
+    world.store.retry_dead(&[dead[0].id], Timestamp::now()).unwrap();
     let retried = world.run_with(&mut connectors, RunOptions::default()).await;
     assert_eq!((retried.status, retried.stats.writes_done), (RunStatus::Done, 1), "{retried:#?}");
     assert_eq!(world.right.value("m1", "email"), json!("nowhere@club.nl"));
@@ -1068,9 +1071,7 @@ async fn a_record_deleted_on_one_side_and_edited_on_the_other_is_held() {
     assert_eq!((report.stats.reviews_closed, report.stats.writes_done), (0, 0), "{:#?}", report.stats);
     let open = world.store.list_reviews(Some("members"), Some(ReviewStatus::Open), 10).unwrap();
     assert_eq!(open.len(), 1);
-    let transaction = world.store.transaction().unwrap();
-    transaction.resolve_review(open[0].id, &Decision::Keep(Side::Left), at(150)).unwrap();
-    transaction.commit().unwrap();
+    decide(&mut world, open[0].id, Decision::Keep(Side::Left), at(150));
     let report = world.run(full).await;
     assert_eq!((report.stats.reviews_closed, report.stats.writes_done), (1, 1), "{:#?}", report.stats);
     assert!(world.right.record("m1").is_none());
