@@ -28,6 +28,35 @@ fn at(seconds: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + seconds).unwrap()
 }
 
+/// `last_write_wins` with a 5 s grace whose tie goes to the left side.
+fn last_write_wins_tie_left() -> ConflictStrategy {
+    ConflictStrategy::LastWriteWins { grace: Duration::from_secs(5), tie: Tie::Side(Side::Left) }
+}
+
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+/// A seeded world under `review` in which, at 100 s, each side edited one field of m1 (a
+/// field name and its new value).
+async fn both_sides_edit_m1(left: (&str, &str), right: (&str, &str)) -> World {
+    let world = world(ConflictStrategy::Review).seeded().await;
+    world.set_time(at(100));
+    world.left.edit("m1", left.0, json!(left.1));
+    world.right.edit("m1", right.0, json!(right.1));
+    world
+}
+
+/// A seeded world under `review` in which, at 100 s, the left side made member n1 with an
+/// e-mail address and a mobile number.
+async fn new_member_on_the_left(email: &str, mobile: &str) -> World {
+    let world = world(ConflictStrategy::Review).seeded().await;
+    world.left.set_now(at(100));
+    world.left.edit("n1", "email", json!(email));
+    world.left.edit("n1", "mobile", json!(mobile));
+    world
+}
+
 /// A person's decision on a review of `members` at `now`, recorded with its audit.
 fn decide(world: &mut World, review: ReviewId, decision: Decision, now: Timestamp) {
     let audit = AuditEntry::decided(&world.store.review(review).unwrap(), &decision, now);
@@ -133,10 +162,7 @@ async fn the_full_run_after_a_first_sync_of_creates_normalises_nothing_fieldsync
 
 #[tokio::test]
 async fn edits_on_both_sides_of_one_record_both_propagate() {
-    let mut world = world(ConflictStrategy::Review).seeded().await;
-    world.set_time(at(100));
-    world.left.edit("m1", "email", json!("new@club.nl"));
-    world.right.edit("m1", "mobile", json!("06-999"));
+    let mut world = both_sides_edit_m1(("email", "new@club.nl"), ("mobile", "06-999")).await;
     let report = world.run(RunOptions::default()).await;
     assert_eq!(report.stats.writes_done, 2, "{report:#?}");
     assert_eq!(world.right.value("m1", "email"), json!("new@club.nl"));
@@ -147,9 +173,7 @@ async fn edits_on_both_sides_of_one_record_both_propagate() {
 
 #[tokio::test]
 async fn last_write_wins_outside_grace_and_tie_inside() {
-    let strategy =
-        ConflictStrategy::LastWriteWins { grace: Duration::from_secs(5), tie: Tie::Side(Side::Left) };
-    let mut world = world(strategy).seeded().await;
+    let mut world = world(last_write_wins_tie_left()).seeded().await;
     // Outside the grace window: the later (right) edit wins.
     world.left.set_now(at(100));
     world.left.edit("m1", "email", json!("left@club.nl"));
@@ -168,10 +192,7 @@ async fn last_write_wins_outside_grace_and_tie_inside() {
 
 #[tokio::test]
 async fn review_holds_both_sides_until_resolved() {
-    let mut world = world(ConflictStrategy::Review).seeded().await;
-    world.set_time(at(100));
-    world.left.edit("m1", "email", json!("left@club.nl"));
-    world.right.edit("m1", "email", json!("right@club.nl"));
+    let mut world = both_sides_edit_m1(("email", "left@club.nl"), ("email", "right@club.nl")).await;
     let report = world.run(RunOptions::default()).await;
     assert_eq!(report.stats.writes_done, 0);
     assert_eq!(world.left.value("m1", "email"), json!("left@club.nl"));
@@ -252,9 +273,7 @@ async fn plan_writes_nothing() {
 /// Every counter of a run's statistics, on a run that exercises each of them once or more.
 #[tokio::test]
 async fn statistics_count_every_kind_of_work() {
-    let conflicts =
-        ConflictStrategy::LastWriteWins { grace: Duration::from_secs(5), tie: Tie::Side(Side::Left) };
-    let mut world = world(conflicts).seeded().await;
+    let mut world = world(last_write_wins_tie_left()).seeded().await;
     world.spec.guard = Guard { max_delete: Limit::Share(1.0), max_change: Limit::Share(1.0) };
     world.left.set_now(at(100));
     world.right.set_now(at(200));
@@ -351,9 +370,7 @@ async fn statistics_count_every_kind_of_work() {
 /// winner of a one-sided copy and of a conflict alike.
 #[tokio::test]
 async fn baselines_remember_who_changed_a_field_and_when() {
-    let conflicts =
-        ConflictStrategy::LastWriteWins { grace: Duration::from_secs(5), tie: Tie::Side(Side::Left) };
-    let mut world = world(conflicts).seeded().await;
+    let mut world = world(last_write_wins_tie_left()).seeded().await;
     world.left.set_now(at(100));
     world.right.set_now(at(200));
     world.left.edit("m1", "email", json!("one@club.nl"));
@@ -480,10 +497,7 @@ fn counting(world: &World, key_lookups: &Counter, id_lookups: &Counter) -> SideP
 /// would otherwise read the target a million times more.
 #[tokio::test]
 async fn only_a_create_that_may_have_happened_is_looked_for_first() {
-    let mut world = world(ConflictStrategy::Review).seeded().await;
-    world.left.set_now(at(100));
-    world.left.edit("n1", "email", json!("new@club.nl"));
-    world.left.edit("n1", "mobile", json!("06-99"));
+    let mut world = new_member_on_the_left("new@club.nl", "06-99").await;
     let key_lookups = Counter::default();
     async fn run(
         world: &mut World,
@@ -710,12 +724,8 @@ impl fieldsync_connector::Connector for Wrapped {
 #[tokio::test]
 async fn a_write_whose_read_before_keeps_failing_ends_the_run_and_dies_at_the_limit() {
     let mut world = world(ConflictStrategy::Review).seeded().await;
-    world.spec.retry = RetryPolicy {
-        attempts: 6,
-        initial: Duration::from_millis(20),
-        max: Duration::from_secs(60),
-        wait_in_run: Duration::from_millis(300),
-    };
+    world.spec.retry =
+        RetryPolicy { attempts: 6, initial: ms(20), max: Duration::from_secs(60), wait_in_run: ms(300) };
     world.left.set_now(at(100));
     world.left.edit("m1", "email", json!("moved-on@club.nl"));
     let mut connectors = SidePair::new(
@@ -901,12 +911,8 @@ async fn the_audit_says_what_each_write_did() {
 #[tokio::test]
 async fn a_write_that_keeps_failing_is_dead_after_its_attempts() {
     let mut world = world(ConflictStrategy::Review).seeded().await;
-    world.spec.retry = RetryPolicy {
-        attempts: 2,
-        initial: Duration::from_millis(1),
-        max: Duration::from_millis(5),
-        wait_in_run: Duration::from_secs(5),
-    };
+    world.spec.retry =
+        RetryPolicy { attempts: 2, initial: ms(1), max: ms(5), wait_in_run: Duration::from_secs(5) };
     world.right.inject(MemoryFault::WriteUnavailable);
     world.right.inject(MemoryFault::WriteUnavailable);
     world.left.set_now(at(100));
@@ -1315,10 +1321,7 @@ async fn a_sides_own_spelling_of_values_is_read_and_written() {
 /// create of ours made is completed from the create's source, once, with no duplicate.
 #[tokio::test]
 async fn a_create_the_target_made_in_part_is_completed_by_the_next_run() {
-    let mut world = world(ConflictStrategy::Review).seeded().await;
-    world.left.set_now(at(100));
-    world.left.edit("n1", "email", json!("Nieuw@Club.nl"));
-    world.left.edit("n1", "mobile", json!("06-55"));
+    let mut world = new_member_on_the_left("Nieuw@Club.nl", "06-55").await;
     let mut connectors = SidePair::new(
         Wrapped::new(world.left.connector()),
         Wrapped { creates_half_made: true, ..Wrapped::new(world.right.connector()) },

@@ -138,6 +138,15 @@ pub fn lease_of<S: StateStore>(store: &mut S, link: &str) -> Lease {
     store.lease(link, "testkit", MINUTE).expect("lease the link")
 }
 
+/// A handle on `fixture`'s store with `fields` registered as the layout of `LINK`, which it
+/// leases.
+fn leased<F: Fixture>(fixture: &F, fields: &[&str]) -> (F::Store, LinkLayout, Lease) {
+    let mut store = fixture.open();
+    let fields = layout(&mut store, fields);
+    let lease = lease_of(&mut store, LINK);
+    (store, fields, lease)
+}
+
 /// Writes and forgets baselines of `link` in one commit, under a lease of its own: a delivered
 /// batch that moves baselines only.
 pub fn commit_baselines<S: StateStore>(
@@ -482,9 +491,7 @@ fn ids(entries: &[crate::OutboxEntry]) -> Vec<i64> {
 /// a crash interrupted is counted by the link's next run and the entry stays due; a failure
 /// puts it back for later, a permanent one makes it dead; a person retries or drops it.
 pub fn outbox_lifecycle<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
-    let fields = layout(&mut store, &["n"]);
-    let lease = lease_of(&mut store, LINK);
+    let (mut store, fields, lease) = leased(fixture, &["n"]);
     let new = outbox_entry("k1", Side::Right, Operation::Update);
     let run = planned(&mut store, &lease, &fields, true, writes(vec![new.clone()]), T0);
     let [id] = <[i64; 1]>::try_from(newest_ids(&store, 1)).unwrap();
@@ -594,9 +601,8 @@ pub fn outbox_lifecycle<F: Fixture>(fixture: &F) {
 /// run of its link (not of another link); a published run's are kept, and so are reviews the
 /// dead run only updated.
 pub fn an_unpublished_plan_is_discarded_by_the_next_run_of_its_link<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
-    let fields = layout(&mut store, &["email"]);
-    let (lease, others) = (lease_of(&mut store, LINK), lease_of(&mut store, "others"));
+    let (mut store, fields, lease) = leased(fixture, &["email"]);
+    let others = lease_of(&mut store, "others");
     let earlier_plan = PlanChunk {
         entries: vec![outbox_entry("k0", Side::Right, Operation::Update)],
         reviews: vec![review("k0", Some("email"), 1, 2)],
@@ -647,9 +653,7 @@ pub fn an_unpublished_plan_is_discarded_by_the_next_run_of_its_link<F: Fixture>(
 /// counted; closing the batch counts each attempt on its entry; a send a crash left open is
 /// counted on each of its entries by the link's next run, which then sees them `sending`.
 pub fn a_send_marks_its_entries_and_a_crashed_one_is_counted_by_the_next_run<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
-    let fields = layout(&mut store, &["n"]);
-    let lease = lease_of(&mut store, LINK);
+    let (mut store, fields, lease) = leased(fixture, &["n"]);
     let plan = ["k1", "k2"].map(|record| outbox_entry(record, Side::Right, Operation::Update)).to_vec();
     planned(&mut store, &lease, &fields, true, writes(plan), T0);
     let [first, second] = <[i64; 2]>::try_from(newest_ids(&store, 2)).unwrap();
@@ -691,9 +695,7 @@ pub fn a_send_marks_its_entries_and_a_crashed_one_is_counted_by_the_next_run<F: 
 
 /// Due outbox is oldest first and limited.
 pub fn due_outbox_is_oldest_first_and_limited<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
-    let fields = layout(&mut store, &["n"]);
-    let lease = lease_of(&mut store, LINK);
+    let (mut store, fields, lease) = leased(fixture, &["n"]);
     let run = store.start_run(&lease, "incremental", true, ts(T0)).unwrap();
     let plan = [
         ("k1", Side::Left, Operation::Update),
@@ -717,9 +719,8 @@ pub fn due_outbox_is_oldest_first_and_limited<F: Fixture>(fixture: &F) {
 
 /// Open outbox and counts by status.
 pub fn open_outbox_and_counts_by_status<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
-    let fields = layout(&mut store, &["n"]);
-    let (lease, other) = (lease_of(&mut store, LINK), lease_of(&mut store, "other"));
+    let (mut store, fields, lease) = leased(fixture, &["n"]);
+    let other = lease_of(&mut store, "other");
     let records = ["pending", "sending", "dead", "done", "superseded"];
     // A second, pending entry for the dead record (the other side), and one of another link.
     let plan = records
@@ -805,9 +806,7 @@ fn review(record: &str, field: Option<&str>, left: i64, right: i64) -> NewReview
 
 /// Review lifecycle.
 pub fn review_lifecycle<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
-    let fields = layout(&mut store, &["email"]);
-    let lease = lease_of(&mut store, LINK);
+    let (mut store, fields, lease) = leased(fixture, &["email"]);
     let first = review("k1", Some("email"), 1, 2);
     let open = |reviews| PlanChunk { reviews, ..PlanChunk::default() };
 
@@ -893,9 +892,8 @@ fn ids_of(reviews: &[crate::Review]) -> Vec<i64> {
 
 /// Live reviews are per field and exclude closed ones.
 pub fn live_reviews_are_per_field_and_exclude_closed_ones<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
-    let fields = layout(&mut store, &["email"]);
-    let (lease, other) = (lease_of(&mut store, LINK), lease_of(&mut store, "other"));
+    let (mut store, fields, lease) = leased(fixture, &["email"]);
+    let other = lease_of(&mut store, "other");
     let delete = NewReview {
         key: key("k2"),
         field: None,
@@ -977,9 +975,8 @@ fn audit_entry(run_id: Option<RunId>, record: &str, event: AuditEvent, at: i64) 
 
 /// Audit entries round trip per run and per record.
 pub fn audit_entries_round_trip_per_run_and_per_record<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
-    let fields = layout(&mut store, &["email"]);
-    let (lease, other) = (lease_of(&mut store, LINK), lease_of(&mut store, "other"));
+    let (mut store, fields, lease) = leased(fixture, &["email"]);
+    let other = lease_of(&mut store, "other");
     let first = store.start_run(&lease, "incremental", true, ts(T0)).unwrap();
     let second = store.start_run(&lease, "incremental", true, ts(T0 + 100)).unwrap();
     let bare = AuditEntry {
@@ -1299,14 +1296,13 @@ pub fn a_commit_under_a_lost_lease_fails_and_keeps_nothing<F: Fixture>(fixture: 
 /// cursors, closes reviews, supersedes, resends and closes landed entries, writes and forgets
 /// baselines, all at once; the run's end is recorded. A guarded run's plan is discarded.
 pub fn a_run_commits_its_plan_in_chunks_and_publishes_it_at_once<F: Fixture>(fixture: &F) {
-    let minute = std::time::Duration::from_secs(60);
     let mut store = fixture.open();
     let fields = layout(&mut store, &["n"]);
     let agreed = |record: &str, value: i64| Baseline {
         fields: vec![field(Some(Value::Int(value)), None, None, Some(Origin::Both))],
         ..Baseline::empty(key(record), 1)
     };
-    let lease = store.lease(LINK, "planner", minute).unwrap();
+    let lease = lease_of(&mut store, LINK);
 
     // An earlier, published run leaves entries that the next plan settles.
     let earlier = store.start_run(&lease, "full", true, ts(T0)).unwrap();
@@ -1404,11 +1400,7 @@ pub fn a_run_commits_its_plan_in_chunks_and_publishes_it_at_once<F: Fixture>(fix
 /// audit is appended, each entry gets its outcome (an attempt counted only where one was
 /// made), and a side is asked to be read in full.
 pub fn a_delivered_batch_closes_with_its_baselines_digests_and_attempts<F: Fixture>(fixture: &F) {
-    let minute = std::time::Duration::from_secs(60);
-    let mut store = fixture.open();
-    let fields = layout(&mut store, &["n"]);
-    let lease = store.lease(LINK, "deliverer", minute).unwrap();
-    let run = store.start_run(&lease, "full", true, ts(T0)).unwrap();
+    let (mut store, fields, lease) = leased(fixture, &["n"]);
     let old = Baseline {
         fields: vec![field(Some(Value::Int(1)), None, None, None)],
         ..Baseline::empty(key("k2"), 1)
@@ -1420,7 +1412,7 @@ pub fn a_delivered_batch_closes_with_its_baselines_digests_and_attempts<F: Fixtu
         baselines: vec![old],
         ..PlanChunk::default()
     };
-    store.commit_plan_chunk(&lease, run, &fields, chunk, ts(T0)).unwrap();
+    let run = planned(&mut store, &lease, &fields, true, chunk, T0);
     let cursor = CursorState { cursor: Some(ts(T0)), last_full_scan: Some(ts(T0)) };
     let publication = PlanPublication { cursors: vec![(Side::Right, cursor)], ..PlanPublication::default() };
     store.publish_plan(&lease, run, &fields, publication, ts(T0)).unwrap();
@@ -1437,13 +1429,6 @@ pub fn a_delivered_batch_closes_with_its_baselines_digests_and_attempts<F: Fixtu
         ..Baseline::empty(key("k1"), 1)
     };
     let digest = fieldsync_model::digest_raw(moved.digest(), 7, &[json!(2)]);
-    let outcome = |id, status, next: Option<i64>, error: Option<&str>, attempted| EntryOutcome {
-        id,
-        status,
-        next_attempt_at: next.map(ts),
-        error: error.map(str::to_string),
-        attempted,
-    };
     let batch = BatchClose {
         send: Some(send),
         outcomes: vec![
@@ -1480,27 +1465,16 @@ pub fn a_delivered_batch_closes_with_its_baselines_digests_and_attempts<F: Fixtu
 /// A person's decision is recorded with its audit at once; dead entries are retried all or
 /// none, and dropped one by one; anything else is `NotFound`.
 pub fn a_person_decides_reviews_and_settles_dead_entries<F: Fixture>(fixture: &F) {
-    let minute = std::time::Duration::from_secs(60);
-    let mut store = fixture.open();
-    let fields = layout(&mut store, &["n"]);
-    let lease = store.lease(LINK, "planner", minute).unwrap();
-    let run = store.start_run(&lease, "full", true, ts(T0)).unwrap();
+    let (mut store, fields, lease) = leased(fixture, &["n"]);
     let chunk = PlanChunk {
         entries: ["k1", "k2"].map(|record| outbox_entry(record, Side::Right, Operation::Update)).to_vec(),
         reviews: vec![review("k3", Some("n"), 1, 2)],
         ..PlanChunk::default()
     };
-    store.commit_plan_chunk(&lease, run, &fields, chunk, ts(T0)).unwrap();
+    planned(&mut store, &lease, &fields, true, chunk, T0);
     let [first, second] = <[i64; 2]>::try_from(ids(&store.due_outbox(LINK, ts(T0), 0, 10).unwrap())).unwrap();
-    let dead = |id| EntryOutcome {
-        id,
-        status: OutboxStatus::Dead,
-        next_attempt_at: None,
-        error: Some("rejected".into()),
-        attempted: true,
-    };
-    let batch = BatchClose { outcomes: vec![dead(first)], ..BatchClose::default() };
-    store.close_batch(&lease, &fields, batch, ts(T0 + 1)).unwrap();
+    let dead = outcome(first, OutboxStatus::Dead, None, Some("rejected"), true);
+    settle(&mut store, &lease, &fields, None, vec![dead], T0 + 1);
     store.release(lease).unwrap();
 
     let review_id = store.list_reviews(Some(LINK), None, 10).unwrap()[0].id;
