@@ -39,6 +39,14 @@ const KEYS: [&str; 3] = ["m0", "m1", "m2"];
 /// The values generated edits pick from, per field; few, so that equal values are common.
 const POOL: [[&str; 4]; 2] = [["", "ann@club.nl", "bob@club.nl", "cas@club.nl"], ["", "Ann", "Bob", "Cas"]];
 const SEED: u64 = 7;
+
+/// Every field of every record: the record's index and key, the field's index and name.
+fn cells() -> impl Iterator<Item = (usize, &'static str, usize, &'static str)> {
+    KEYS.into_iter().enumerate().flat_map(|(record, key)| {
+        FIELDS.into_iter().enumerate().map(move |(field, name)| (record, key, field, name))
+    })
+}
+
 const CASES: u32 = 64;
 
 fn config() -> ProptestConfig {
@@ -454,17 +462,15 @@ proptest! {
     #[test]
     fn guarantee_01_detection_never_misses_a_change(case in case_strategy()) {
         let played = block_on(play(&case, false, None));
-        for (record, key) in KEYS.iter().enumerate() {
-            for (field, name) in FIELDS.into_iter().enumerate() {
-                let changed = Side::BOTH.into_iter().filter(|side| played.changed(*side, record, field)).count();
-                if changed == 0 {
-                    continue;
-                }
-                let seen = audit_for(&played.audit, key, field)
-                    .iter()
-                    .any(|entry| matches!(entry.event, AuditEvent::Resolved | AuditEvent::Agreed | AuditEvent::Review));
-                prop_assert!(seen, "the change of {key}.{} was missed: {:#?}", name, played.report);
+        for (record, key, field, name) in cells() {
+            let changed = Side::BOTH.into_iter().filter(|side| played.changed(*side, record, field)).count();
+            if changed == 0 {
+                continue;
             }
+            let seen = audit_for(&played.audit, key, field)
+                .iter()
+                .any(|entry| matches!(entry.event, AuditEvent::Resolved | AuditEvent::Agreed | AuditEvent::Review));
+            prop_assert!(seen, "the change of {key}.{} was missed: {:#?}", name, played.report);
         }
         for (index, side) in Side::BOTH.into_iter().enumerate() {
             let changed_records = (0..KEYS.len())
@@ -481,25 +487,23 @@ proptest! {
     fn guarantee_02_unchanged_field_never_written(case in case_strategy()) {
         let played = block_on(play(&case, false, None));
         let outbox = played.world.outbox();
-        for (record, key) in KEYS.iter().enumerate() {
-            for (field, name) in FIELDS.into_iter().enumerate() {
-                if Side::BOTH.into_iter().any(|side| played.changed(side, record, field)) {
-                    continue;
-                }
-                for side in Side::BOTH {
-                    prop_assert_eq!(
-                        &played.after.get(side)[record][field],
-                        &played.before.get(side)[record][field],
-                        "{}.{} was written on the {} side", key, name, side
-                    );
-                    prop_assert_eq!(written(&played.audit, key, field, side), 0);
-                }
-                let planned = outbox
-                    .iter()
-                    .filter(|entry| entry.key.as_str() == *key)
-                    .any(|entry| payload_fields(entry).iter().any(|planned| planned == name));
-                prop_assert!(!planned, "a write of the unchanged {key}.{} was planned", name);
+        for (record, key, field, name) in cells() {
+            if Side::BOTH.into_iter().any(|side| played.changed(side, record, field)) {
+                continue;
             }
+            for side in Side::BOTH {
+                prop_assert_eq!(
+                    &played.after.get(side)[record][field],
+                    &played.before.get(side)[record][field],
+                    "{}.{} was written on the {} side", key, name, side
+                );
+                prop_assert_eq!(written(&played.audit, key, field, side), 0);
+            }
+            let planned = outbox
+                .iter()
+                .filter(|entry| entry.key.as_str() == key)
+                .any(|entry| payload_fields(entry).iter().any(|planned| planned == name));
+            prop_assert!(!planned, "a write of the unchanged {key}.{} was planned", name);
         }
     }
 
@@ -509,68 +513,66 @@ proptest! {
     fn guarantee_04_no_silent_lost_edit(case in case_strategy()) {
         let played = block_on(play(&case, false, None));
         let reviews = played.world.open_reviews();
-        for (record, key) in KEYS.iter().enumerate() {
-            for (field, name) in FIELDS.into_iter().enumerate() {
-                let left = played.before_value(Side::Left, record, field);
-                let right = played.before_value(Side::Right, record, field);
-                let conflict = played.changed(Side::Left, record, field)
-                    && played.changed(Side::Right, record, field)
-                    && left != right;
-                let entries = audit_for(&played.audit, key, field);
-                for side in Side::BOTH {
-                    let before = played.before_value(side, record, field);
-                    let after = played.after_value(side, record, field);
-                    if before == after {
-                        continue;
-                    }
-                    // Overwritten: the audit holds both values, the new one and the reason.
-                    let decision = entries.iter().find(|entry| {
-                        entry.event == AuditEvent::Resolved
-                            && entry.left.as_ref() == Some(&left)
-                            && entry.right.as_ref() == Some(&right)
-                            && entry.value.as_ref() == Some(&after)
-                            && !entry.reason.is_empty()
-                    });
-                    prop_assert!(decision.is_some(), "{key}.{} overwritten on the {side} side without an audit", name);
-                    if played.changed(side, record, field) {
-                        // The side's own edit was overwritten: only a conflict rule may do that.
-                        let decision = decision.unwrap();
-                        prop_assert!(conflict);
-                        prop_assert!(decision.reason.starts_with("conflict"), "{}", decision.reason);
-                        prop_assert_eq!(decision.base.as_ref(), Some(&played.base[record][field]));
-                    }
-                }
-                if !conflict {
+        for (record, key, field, name) in cells() {
+            let left = played.before_value(Side::Left, record, field);
+            let right = played.before_value(Side::Right, record, field);
+            let conflict = played.changed(Side::Left, record, field)
+                && played.changed(Side::Right, record, field)
+                && left != right;
+            let entries = audit_for(&played.audit, key, field);
+            for side in Side::BOTH {
+                let before = played.before_value(side, record, field);
+                let after = played.after_value(side, record, field);
+                if before == after {
                     continue;
                 }
-                let held = match case.conflicts {
-                    ConflictStrategy::Review => true,
-                    ConflictStrategy::LastWriteWins { tie: Tie::Review, grace } => {
-                        let apart = (case.records[record].offsets[0] - case.records[record].offsets[1]).unsigned_abs();
-                        u128::from(apart) <= grace.as_millis()
-                    }
-                    _ => false,
-                };
-                if held {
-                    for side in Side::BOTH {
-                        prop_assert_eq!(&played.after.get(side)[record][field], &played.before.get(side)[record][field]);
-                    }
-                    let review = reviews.iter().find(|review| {
-                        review.review.key.as_str() == *key && review.review.field.as_deref() == Some(name)
-                    });
-                    prop_assert!(review.is_some(), "no review for {key}.{}", name);
-                    let review = review.unwrap();
-                    prop_assert_eq!(review.review.left.as_ref(), Some(&left));
-                    prop_assert_eq!(review.review.right.as_ref(), Some(&right));
-                } else {
-                    let decided = entries.iter().any(|entry| {
-                        entry.event == AuditEvent::Resolved
-                            && entry.reason.starts_with("conflict")
-                            && entry.left.as_ref() == Some(&left)
-                            && entry.right.as_ref() == Some(&right)
-                    });
-                    prop_assert!(decided, "the conflict on {key}.{} has no decision in the audit", name);
+                // Overwritten: the audit holds both values, the new one and the reason.
+                let decision = entries.iter().find(|entry| {
+                    entry.event == AuditEvent::Resolved
+                        && entry.left.as_ref() == Some(&left)
+                        && entry.right.as_ref() == Some(&right)
+                        && entry.value.as_ref() == Some(&after)
+                        && !entry.reason.is_empty()
+                });
+                prop_assert!(decision.is_some(), "{key}.{} overwritten on the {side} side without an audit", name);
+                if played.changed(side, record, field) {
+                    // The side's own edit was overwritten: only a conflict rule may do that.
+                    let decision = decision.unwrap();
+                    prop_assert!(conflict);
+                    prop_assert!(decision.reason.starts_with("conflict"), "{}", decision.reason);
+                    prop_assert_eq!(decision.base.as_ref(), Some(&played.base[record][field]));
                 }
+            }
+            if !conflict {
+                continue;
+            }
+            let held = match case.conflicts {
+                ConflictStrategy::Review => true,
+                ConflictStrategy::LastWriteWins { tie: Tie::Review, grace } => {
+                    let apart = (case.records[record].offsets[0] - case.records[record].offsets[1]).unsigned_abs();
+                    u128::from(apart) <= grace.as_millis()
+                }
+                _ => false,
+            };
+            if held {
+                for side in Side::BOTH {
+                    prop_assert_eq!(&played.after.get(side)[record][field], &played.before.get(side)[record][field]);
+                }
+                let review = reviews.iter().find(|review| {
+                    review.review.key.as_str() == key && review.review.field.as_deref() == Some(name)
+                });
+                prop_assert!(review.is_some(), "no review for {key}.{}", name);
+                let review = review.unwrap();
+                prop_assert_eq!(review.review.left.as_ref(), Some(&left));
+                prop_assert_eq!(review.review.right.as_ref(), Some(&right));
+            } else {
+                let decided = entries.iter().any(|entry| {
+                    entry.event == AuditEvent::Resolved
+                        && entry.reason.starts_with("conflict")
+                        && entry.left.as_ref() == Some(&left)
+                        && entry.right.as_ref() == Some(&right)
+                });
+                prop_assert!(decided, "the conflict on {key}.{} has no decision in the audit", name);
             }
         }
     }
@@ -582,31 +584,29 @@ proptest! {
         let mut played = block_on(play(&case, false, None));
         let outbox = played.world.outbox();
         let mut same = 0;
-        for (record, key) in KEYS.iter().enumerate() {
-            for (field, name) in FIELDS.into_iter().enumerate() {
-                let value = played.before_value(Side::Left, record, field);
-                if !(played.changed(Side::Left, record, field)
-                    && played.changed(Side::Right, record, field)
-                    && value == played.before_value(Side::Right, record, field))
-                {
-                    continue;
-                }
-                same += 1;
-                for side in Side::BOTH {
-                    prop_assert_eq!(&played.after.get(side)[record][field], &played.before.get(side)[record][field]);
-                }
-                prop_assert!(played.world.open_review(key, Some(name)).is_none());
-                let conflict = audit_for(&played.audit, key, field)
-                    .iter()
-                    .any(|entry| entry.reason.starts_with("conflict") || entry.event == AuditEvent::Review);
-                prop_assert!(!conflict, "{key}.{} became a conflict", name);
-                let planned = outbox
-                    .iter()
-                    .filter(|entry| entry.key.as_str() == *key)
-                    .any(|entry| payload_fields(entry).iter().any(|planned| planned == name));
-                prop_assert!(!planned);
-                prop_assert_eq!(played.world.base_value(key, field), Some(value));
+        for (record, key, field, name) in cells() {
+            let value = played.before_value(Side::Left, record, field);
+            if !(played.changed(Side::Left, record, field)
+                && played.changed(Side::Right, record, field)
+                && value == played.before_value(Side::Right, record, field))
+            {
+                continue;
             }
+            same += 1;
+            for side in Side::BOTH {
+                prop_assert_eq!(&played.after.get(side)[record][field], &played.before.get(side)[record][field]);
+            }
+            prop_assert!(played.world.open_review(key, Some(name)).is_none());
+            let conflict = audit_for(&played.audit, key, field)
+                .iter()
+                .any(|entry| entry.reason.starts_with("conflict") || entry.event == AuditEvent::Review);
+            prop_assert!(!conflict, "{key}.{} became a conflict", name);
+            let planned = outbox
+                .iter()
+                .filter(|entry| entry.key.as_str() == key)
+                .any(|entry| payload_fields(entry).iter().any(|planned| planned == name));
+            prop_assert!(!planned);
+            prop_assert_eq!(played.world.base_value(key, field), Some(value));
         }
         prop_assert!(played.report.stats.false_conflicts >= same);
     }
@@ -813,17 +813,15 @@ proptest! {
             world.spec.guard = no_guard();
             let mut world = world.seeded(&seed).await;
             let mut changes: Vec<OneSided> = Vec::new();
-            for (record, key) in KEYS.iter().enumerate() {
-                for (field, name) in FIELDS.into_iter().enumerate() {
-                    let Some((side, value, variant)) = edits[record][field] else { continue };
-                    let system = world.system(side);
-                    system.set_now(at(1_000));
-                    system.edit(key, name, raw_value(field, value, variant));
-                    let old = norm(&world.spec, side, field, &raw_value(field, base[record][field], false));
-                    let new = norm(&world.spec, side, field, &raw_value(field, value, variant));
-                    if new != old {
-                        changes.push((record, field, side, new, old));
-                    }
+            for (record, key, field, name) in cells() {
+                let Some((side, value, variant)) = edits[record][field] else { continue };
+                let system = world.system(side);
+                system.set_now(at(1_000));
+                system.edit(key, name, raw_value(field, value, variant));
+                let old = norm(&world.spec, side, field, &raw_value(field, base[record][field], false));
+                let new = norm(&world.spec, side, field, &raw_value(field, value, variant));
+                if new != old {
+                    changes.push((record, field, side, new, old));
                 }
             }
             if let Some((side, fault)) = fault {

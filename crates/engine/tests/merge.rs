@@ -54,15 +54,24 @@ fn show_ms(ms: i64) -> String {
 }
 
 /// Writes `line => outcome` when every strategy agrees, else the line and one indented
-/// `strategy => outcome` per strategy.
+/// `strategy, strategy => outcome` per outcome.
 fn write_row(out: &mut String, line: &str, labels: &[&str], outcomes: &[String]) {
     if outcomes.iter().all(|outcome| *outcome == outcomes[0]) {
         writeln!(out, "{line} => {}", outcomes[0]).unwrap();
     } else {
         writeln!(out, "{line}").unwrap();
-        let width = labels.iter().map(|label| label.len()).max().unwrap_or(0);
+        // One line per outcome, naming every strategy that reached it, in the order of the
+        // strategies that first did.
+        let mut groups: Vec<(String, &String)> = Vec::new();
         for (label, outcome) in labels.iter().zip(outcomes) {
-            writeln!(out, "    {label:<width$} => {outcome}").unwrap();
+            match groups.iter_mut().find(|(_, seen)| *seen == outcome) {
+                Some((named, _)) => write!(named, ", {label}").unwrap(),
+                None => groups.push((label.to_string(), outcome)),
+            }
+        }
+        let width = groups.iter().map(|(named, _)| named.len()).max().unwrap_or(0);
+        for (named, outcome) in groups {
+            writeln!(out, "    {named:<width$} => {outcome}").unwrap();
         }
     }
 }
@@ -274,40 +283,31 @@ fn two_way_field_with_a_baseline_under_every_strategy() {
             false conflict: base "a", left "b", right "b" => settle "b" (same_value)
             false conflict, both emptied: base "a", left null, right null => settle null (same_value)
             conflict, left 10 s later: base "a", left "b" at 10s, right "c" at 0s
-                last_write_wins 5s tie left   => settle "b" (last_write_wins left)
-                last_write_wins 5s tie right  => settle "b" (last_write_wins left)
-                last_write_wins 5s tie review => settle "b" (last_write_wins left)
-                prefer left                   => settle "b" (prefer left)
-                prefer right                  => settle "c" (prefer right)
-                review                        => hold conflict
+                last_write_wins 5s tie left, last_write_wins 5s tie right, last_write_wins 5s tie review => settle "b" (last_write_wins left)
+                prefer left                                                                              => settle "b" (prefer left)
+                prefer right                                                                             => settle "c" (prefer right)
+                review                                                                                   => hold conflict
             conflict, right 10 s later: base "a", left "b" at 0s, right "c" at 10s
-                last_write_wins 5s tie left   => settle "c" (last_write_wins right)
-                last_write_wins 5s tie right  => settle "c" (last_write_wins right)
-                last_write_wins 5s tie review => settle "c" (last_write_wins right)
-                prefer left                   => settle "b" (prefer left)
-                prefer right                  => settle "c" (prefer right)
-                review                        => hold conflict
+                last_write_wins 5s tie left, last_write_wins 5s tie right, last_write_wins 5s tie review => settle "c" (last_write_wins right)
+                prefer left                                                                              => settle "b" (prefer left)
+                prefer right                                                                             => settle "c" (prefer right)
+                review                                                                                   => hold conflict
             conflict, left 3 s later (inside the grace): base "a", left "b" at 3s, right "c" at 0s
-                last_write_wins 5s tie left   => settle "b" (grace_tie left, 3000 ms apart, grace 5000 ms)
-                last_write_wins 5s tie right  => settle "c" (grace_tie right, 3000 ms apart, grace 5000 ms)
-                last_write_wins 5s tie review => hold conflict
-                prefer left                   => settle "b" (prefer left)
-                prefer right                  => settle "c" (prefer right)
-                review                        => hold conflict
+                last_write_wins 5s tie left           => settle "b" (grace_tie left, 3000 ms apart, grace 5000 ms)
+                last_write_wins 5s tie right          => settle "c" (grace_tie right, 3000 ms apart, grace 5000 ms)
+                last_write_wins 5s tie review, review => hold conflict
+                prefer left                           => settle "b" (prefer left)
+                prefer right                          => settle "c" (prefer right)
             conflict, left empties it 10 s later: base "a", left null at 10s, right "c" at 0s
-                last_write_wins 5s tie left   => settle null (last_write_wins left)
-                last_write_wins 5s tie right  => settle null (last_write_wins left)
-                last_write_wins 5s tie review => settle null (last_write_wins left)
-                prefer left                   => settle null (prefer left)
-                prefer right                  => settle "c" (prefer right)
-                review                        => hold conflict
+                last_write_wins 5s tie left, last_write_wins 5s tie right, last_write_wins 5s tie review => settle null (last_write_wins left)
+                prefer left                                                                              => settle null (prefer left)
+                prefer right                                                                             => settle "c" (prefer right)
+                review                                                                                   => hold conflict
             conflict from empty, right 10 s later: base null, left "b" at 0s, right "c" at 10s
-                last_write_wins 5s tie left   => settle "c" (last_write_wins right)
-                last_write_wins 5s tie right  => settle "c" (last_write_wins right)
-                last_write_wins 5s tie review => settle "c" (last_write_wins right)
-                prefer left                   => settle "b" (prefer left)
-                prefer right                  => settle "c" (prefer right)
-                review                        => hold conflict
+                last_write_wins 5s tie left, last_write_wins 5s tie right, last_write_wins 5s tie review => settle "c" (last_write_wins right)
+                prefer left                                                                              => settle "b" (prefer left)
+                prefer right                                                                             => settle "c" (prefer right)
+                review                                                                                   => hold conflict
         "#]],
     );
 }
@@ -340,54 +340,43 @@ fn last_write_wins_and_its_grace_window() {
         &strategies,
         &rows,
         expect![[r#"
-        under: grace 5s tie left | grace 5s tie right | grace 5s tie review | grace 0s tie left | grace 0s tie right | grace 0s tie review
-        left 10 s later: base "a", left "b" at 10s, right "c" at 0s => settle "b" (last_write_wins left)
-        right 10 s later: base "a", left "b" at 0s, right "c" at 10s => settle "c" (last_write_wins right)
-        left 3 s later: base "a", left "b" at 3s, right "c" at 0s
-            grace 5s tie left   => settle "b" (grace_tie left, 3000 ms apart, grace 5000 ms)
-            grace 5s tie right  => settle "c" (grace_tie right, 3000 ms apart, grace 5000 ms)
-            grace 5s tie review => hold conflict
-            grace 0s tie left   => settle "b" (last_write_wins left)
-            grace 0s tie right  => settle "b" (last_write_wins left)
-            grace 0s tie review => settle "b" (last_write_wins left)
-        right 3 s later: base "a", left "b" at 0s, right "c" at 3s
-            grace 5s tie left   => settle "b" (grace_tie left, 3000 ms apart, grace 5000 ms)
-            grace 5s tie right  => settle "c" (grace_tie right, 3000 ms apart, grace 5000 ms)
-            grace 5s tie review => hold conflict
-            grace 0s tie left   => settle "c" (last_write_wins right)
-            grace 0s tie right  => settle "c" (last_write_wins right)
-            grace 0s tie review => settle "c" (last_write_wins right)
-        left exactly 5 s later (the boundary is inside): base "a", left "b" at 5s, right "c" at 0s
-            grace 5s tie left   => settle "b" (grace_tie left, 5000 ms apart, grace 5000 ms)
-            grace 5s tie right  => settle "c" (grace_tie right, 5000 ms apart, grace 5000 ms)
-            grace 5s tie review => hold conflict
-            grace 0s tie left   => settle "b" (last_write_wins left)
-            grace 0s tie right  => settle "b" (last_write_wins left)
-            grace 0s tie review => settle "b" (last_write_wins left)
-        right exactly 5 s later (the boundary is inside): base "a", left "b" at 0s, right "c" at 5s
-            grace 5s tie left   => settle "b" (grace_tie left, 5000 ms apart, grace 5000 ms)
-            grace 5s tie right  => settle "c" (grace_tie right, 5000 ms apart, grace 5000 ms)
-            grace 5s tie review => hold conflict
-            grace 0s tie left   => settle "c" (last_write_wins right)
-            grace 0s tie right  => settle "c" (last_write_wins right)
-            grace 0s tie review => settle "c" (last_write_wins right)
-        left 5.001 s later (just outside): base "a", left "b" at 5001ms, right "c" at 0s => settle "b" (last_write_wins left)
-        right 5.001 s later (just outside): base "a", left "b" at 0s, right "c" at 5001ms => settle "c" (last_write_wins right)
-        left 1 ms later: base "a", left "b" at 1ms, right "c" at 0s
-            grace 5s tie left   => settle "b" (grace_tie left, 1 ms apart, grace 5000 ms)
-            grace 5s tie right  => settle "c" (grace_tie right, 1 ms apart, grace 5000 ms)
-            grace 5s tie review => hold conflict
-            grace 0s tie left   => settle "b" (last_write_wins left)
-            grace 0s tie right  => settle "b" (last_write_wins left)
-            grace 0s tie review => settle "b" (last_write_wins left)
-        equal times: base "a", left "b" at 0s, right "c" at 0s
-            grace 5s tie left   => settle "b" (grace_tie left, 0 ms apart, grace 5000 ms)
-            grace 5s tie right  => settle "c" (grace_tie right, 0 ms apart, grace 5000 ms)
-            grace 5s tie review => hold conflict
-            grace 0s tie left   => settle "b" (grace_tie left, 0 ms apart, grace 0 ms)
-            grace 0s tie right  => settle "c" (grace_tie right, 0 ms apart, grace 0 ms)
-            grace 0s tie review => hold conflict
-    "#]],
+            under: grace 5s tie left | grace 5s tie right | grace 5s tie review | grace 0s tie left | grace 0s tie right | grace 0s tie review
+            left 10 s later: base "a", left "b" at 10s, right "c" at 0s => settle "b" (last_write_wins left)
+            right 10 s later: base "a", left "b" at 0s, right "c" at 10s => settle "c" (last_write_wins right)
+            left 3 s later: base "a", left "b" at 3s, right "c" at 0s
+                grace 5s tie left                                          => settle "b" (grace_tie left, 3000 ms apart, grace 5000 ms)
+                grace 5s tie right                                         => settle "c" (grace_tie right, 3000 ms apart, grace 5000 ms)
+                grace 5s tie review                                        => hold conflict
+                grace 0s tie left, grace 0s tie right, grace 0s tie review => settle "b" (last_write_wins left)
+            right 3 s later: base "a", left "b" at 0s, right "c" at 3s
+                grace 5s tie left                                          => settle "b" (grace_tie left, 3000 ms apart, grace 5000 ms)
+                grace 5s tie right                                         => settle "c" (grace_tie right, 3000 ms apart, grace 5000 ms)
+                grace 5s tie review                                        => hold conflict
+                grace 0s tie left, grace 0s tie right, grace 0s tie review => settle "c" (last_write_wins right)
+            left exactly 5 s later (the boundary is inside): base "a", left "b" at 5s, right "c" at 0s
+                grace 5s tie left                                          => settle "b" (grace_tie left, 5000 ms apart, grace 5000 ms)
+                grace 5s tie right                                         => settle "c" (grace_tie right, 5000 ms apart, grace 5000 ms)
+                grace 5s tie review                                        => hold conflict
+                grace 0s tie left, grace 0s tie right, grace 0s tie review => settle "b" (last_write_wins left)
+            right exactly 5 s later (the boundary is inside): base "a", left "b" at 0s, right "c" at 5s
+                grace 5s tie left                                          => settle "b" (grace_tie left, 5000 ms apart, grace 5000 ms)
+                grace 5s tie right                                         => settle "c" (grace_tie right, 5000 ms apart, grace 5000 ms)
+                grace 5s tie review                                        => hold conflict
+                grace 0s tie left, grace 0s tie right, grace 0s tie review => settle "c" (last_write_wins right)
+            left 5.001 s later (just outside): base "a", left "b" at 5001ms, right "c" at 0s => settle "b" (last_write_wins left)
+            right 5.001 s later (just outside): base "a", left "b" at 0s, right "c" at 5001ms => settle "c" (last_write_wins right)
+            left 1 ms later: base "a", left "b" at 1ms, right "c" at 0s
+                grace 5s tie left                                          => settle "b" (grace_tie left, 1 ms apart, grace 5000 ms)
+                grace 5s tie right                                         => settle "c" (grace_tie right, 1 ms apart, grace 5000 ms)
+                grace 5s tie review                                        => hold conflict
+                grace 0s tie left, grace 0s tie right, grace 0s tie review => settle "b" (last_write_wins left)
+            equal times: base "a", left "b" at 0s, right "c" at 0s
+                grace 5s tie left                        => settle "b" (grace_tie left, 0 ms apart, grace 5000 ms)
+                grace 5s tie right                       => settle "c" (grace_tie right, 0 ms apart, grace 5000 ms)
+                grace 5s tie review, grace 0s tie review => hold conflict
+                grace 0s tie left                        => settle "b" (grace_tie left, 0 ms apart, grace 0 ms)
+                grace 0s tie right                       => settle "c" (grace_tie right, 0 ms apart, grace 0 ms)
+        "#]],
     );
 }
 
@@ -743,19 +732,15 @@ fn records_on_one_side_without_a_baseline_follow_creates() {
         &policies,
         &records,
         expect![[r#"
-        under: creates both | creates left_to_right | creates right_to_left | creates none
-        new on the left: only on left, no baseline
-            creates both          => create on right (new on the left side)
-            creates left_to_right => create on right (new on the left side)
-            creates right_to_left => nothing (only on the left side, and creates on the right side are not allowed)
-            creates none          => nothing (only on the left side, and creates on the right side are not allowed)
-        new on the right: only on right, no baseline
-            creates both          => create on left (new on the right side)
-            creates left_to_right => nothing (only on the right side, and creates on the left side are not allowed)
-            creates right_to_left => create on left (new on the right side)
-            creates none          => nothing (only on the right side, and creates on the left side are not allowed)
-        on neither side, never seen: on neither side, no baseline; delete review open => nothing (absent on both sides)
-    "#]],
+            under: creates both | creates left_to_right | creates right_to_left | creates none
+            new on the left: only on left, no baseline
+                creates both, creates left_to_right => create on right (new on the left side)
+                creates right_to_left, creates none => nothing (only on the left side, and creates on the right side are not allowed)
+            new on the right: only on right, no baseline
+                creates both, creates right_to_left => create on left (new on the right side)
+                creates left_to_right, creates none => nothing (only on the right side, and creates on the left side are not allowed)
+            on neither side, never seen: on neither side, no baseline; delete review open => nothing (absent on both sides)
+        "#]],
     );
 }
 
@@ -845,32 +830,22 @@ fn delete_versus_edit_is_a_review_unless_a_side_is_preferred() {
         &policies,
         &records,
         expect![[r#"
-        under: review, propagate | lww tie left, propagate | lww tie review, propagate | prefer left, propagate | prefer right, propagate | prefer left, soft | prefer right, soft | prefer left, ignore | prefer right, ignore | prefer left, review | prefer right, review
-        deleted on the right, edited on the left: only on left, baseline, edited since
-            review, propagate         => hold (deleted on the right side but edited on the left side)
-            lww tie left, propagate   => hold (deleted on the right side but edited on the left side)
-            lww tie review, propagate => hold (deleted on the right side but edited on the left side)
-            prefer left, propagate    => create on right (deleted on the right side, kept on the left side)
-            prefer right, propagate   => delete on left (deleted on the right side: deletes propagate)
-            prefer left, soft         => create on right (deleted on the right side, kept on the left side)
-            prefer right, soft        => soft delete on left (deleted on the right side: soft delete)
-            prefer left, ignore       => create on right (deleted on the right side, kept on the left side)
-            prefer right, ignore      => tombstone, deleted on right (deleted on the right side: deletes are ignored)
-            prefer left, review       => create on right (deleted on the right side, kept on the left side)
-            prefer right, review      => hold (deleted on the right side: deletes are reviewed)
-        deleted on the left, edited on the right: only on right, baseline, edited since
-            review, propagate         => hold (deleted on the left side but edited on the right side)
-            lww tie left, propagate   => hold (deleted on the left side but edited on the right side)
-            lww tie review, propagate => hold (deleted on the left side but edited on the right side)
-            prefer left, propagate    => delete on right (deleted on the left side: deletes propagate)
-            prefer right, propagate   => create on left (deleted on the left side, kept on the right side)
-            prefer left, soft         => soft delete on right (deleted on the left side: soft delete)
-            prefer right, soft        => create on left (deleted on the left side, kept on the right side)
-            prefer left, ignore       => tombstone, deleted on left (deleted on the left side: deletes are ignored)
-            prefer right, ignore      => create on left (deleted on the left side, kept on the right side)
-            prefer left, review       => hold (deleted on the left side: deletes are reviewed)
-            prefer right, review      => create on left (deleted on the left side, kept on the right side)
-    "#]],
+            under: review, propagate | lww tie left, propagate | lww tie review, propagate | prefer left, propagate | prefer right, propagate | prefer left, soft | prefer right, soft | prefer left, ignore | prefer right, ignore | prefer left, review | prefer right, review
+            deleted on the right, edited on the left: only on left, baseline, edited since
+                review, propagate, lww tie left, propagate, lww tie review, propagate               => hold (deleted on the right side but edited on the left side)
+                prefer left, propagate, prefer left, soft, prefer left, ignore, prefer left, review => create on right (deleted on the right side, kept on the left side)
+                prefer right, propagate                                                             => delete on left (deleted on the right side: deletes propagate)
+                prefer right, soft                                                                  => soft delete on left (deleted on the right side: soft delete)
+                prefer right, ignore                                                                => tombstone, deleted on right (deleted on the right side: deletes are ignored)
+                prefer right, review                                                                => hold (deleted on the right side: deletes are reviewed)
+            deleted on the left, edited on the right: only on right, baseline, edited since
+                review, propagate, lww tie left, propagate, lww tie review, propagate                   => hold (deleted on the left side but edited on the right side)
+                prefer left, propagate                                                                  => delete on right (deleted on the left side: deletes propagate)
+                prefer right, propagate, prefer right, soft, prefer right, ignore, prefer right, review => create on left (deleted on the left side, kept on the right side)
+                prefer left, soft                                                                       => soft delete on right (deleted on the left side: soft delete)
+                prefer left, ignore                                                                     => tombstone, deleted on left (deleted on the left side: deletes are ignored)
+                prefer left, review                                                                     => hold (deleted on the left side: deletes are reviewed)
+        "#]],
     );
 }
 

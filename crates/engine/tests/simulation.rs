@@ -21,8 +21,8 @@ use fieldsync_engine::{
 };
 use fieldsync_model::{FieldType, RecordKey, Side, Value};
 use fieldsync_store::{
-    AuditEvent, Baseline, Decision, LinkLayout, OutboxStatus, Review, ReviewStatus, RunStatus, StateStore,
-    StoreError, Transaction,
+    AuditEntry, AuditEvent, Baseline, Decision, LinkLayout, OutboxStatus, Review, ReviewStatus, RunStatus,
+    StateStore, StoreError,
 };
 use fieldsync_store_sqlite::SqliteStore;
 use fieldsync_test_support::{Time, World, link_spec};
@@ -669,11 +669,12 @@ impl Simulation {
             "  decided review {} of {} {:?}: {decision:?}",
             review.id, review.review.key, review.review.field
         ));
-        let (id, now) = (review.id, self.world.clock.time());
-        let store = self.store();
-        let transaction = store.transaction().map_err(|error| ("store", error.to_string()))?;
-        transaction.resolve_review(id, &decision, now).map_err(|error| ("store", error.to_string()))?;
-        transaction.commit().map_err(|error| ("store", error.to_string()))
+        let now = self.world.clock.time();
+        let audit = AuditEntry::decided(review, &decision, now);
+        let id = review.id;
+        self.store()
+            .decide_review(LINK, id, &decision, &audit, now)
+            .map_err(|error| ("store", error.to_string()))
     }
 
     /// One run; `Ok(None)` when it crashed or could not read a side.
@@ -1162,11 +1163,8 @@ impl Simulation {
             let dead = store
                 .list_outbox(Some(LINK), Some(OutboxStatus::Dead), 100_000)
                 .map_err(|error| ("store", error.to_string()))?;
-            let transaction = store.transaction().map_err(|error| ("store", error.to_string()))?;
-            for entry in &dead {
-                transaction.retry_dead(entry.id, now).map_err(|error| ("store", error.to_string()))?;
-            }
-            transaction.commit().map_err(|error| ("store", error.to_string()))?;
+            let dead: Vec<_> = dead.iter().map(|entry| entry.id).collect();
+            store.retry_dead(&dead, now).map_err(|error| ("store", error.to_string()))?;
             let report =
                 self.run(RunOptions { full: true, force: true, ..RunOptions::default() }, None).await?;
             if report.is_none() {

@@ -9,8 +9,8 @@ use fieldsync_engine::{
 };
 use fieldsync_model::{FieldType, Normaliser, RecordKey, Side};
 use fieldsync_store::{
-    Decision, NewOutboxEntry, Operation, Origin, OutboxStatus, ReviewStatus, RunStatus, StateStore,
-    Transaction,
+    AuditEntry, Decision, NewOutboxEntry, Operation, Origin, OutboxStatus, PlanChunk, ReviewId, ReviewStatus,
+    RunStatus, StateStore,
 };
 use fieldsync_store_sqlite::SqliteStore;
 use fieldsync_test_support::{Time, World, link_spec};
@@ -26,6 +26,41 @@ fn world(conflicts: ConflictStrategy) -> World {
 
 fn at(seconds: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+}
+
+/// `last_write_wins` with a 5 s grace whose tie goes to the left side.
+fn last_write_wins_tie_left() -> ConflictStrategy {
+    ConflictStrategy::LastWriteWins { grace: Duration::from_secs(5), tie: Tie::Side(Side::Left) }
+}
+
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+/// A seeded world under `review` in which, at 100 s, each side edited one field of m1 (a
+/// field name and its new value).
+async fn both_sides_edit_m1(left: (&str, &str), right: (&str, &str)) -> World {
+    let world = world(ConflictStrategy::Review).seeded().await;
+    world.set_time(at(100));
+    world.left.edit("m1", left.0, json!(left.1));
+    world.right.edit("m1", right.0, json!(right.1));
+    world
+}
+
+/// A seeded world under `review` in which, at 100 s, the left side made member n1 with an
+/// e-mail address and a mobile number.
+async fn new_member_on_the_left(email: &str, mobile: &str) -> World {
+    let world = world(ConflictStrategy::Review).seeded().await;
+    world.left.set_now(at(100));
+    world.left.edit("n1", "email", json!(email));
+    world.left.edit("n1", "mobile", json!(mobile));
+    world
+}
+
+/// A person's decision on a review of `members` at `now`, recorded with its audit.
+fn decide(world: &mut World, review: ReviewId, decision: Decision, now: Timestamp) {
+    let audit = AuditEntry::decided(&world.store.review(review).unwrap(), &decision, now);
+    world.store.decide_review("members", review, &decision, &audit, now).unwrap();
 }
 
 /// The tests' own set-ups of a world.
@@ -152,10 +187,7 @@ async fn a_read_back_is_matched_to_each_field_by_name_not_by_raw_text() {
 
 #[tokio::test]
 async fn edits_on_both_sides_of_one_record_both_propagate() {
-    let mut world = world(ConflictStrategy::Review).seeded().await;
-    world.set_time(at(100));
-    world.left.edit("m1", "email", json!("new@club.nl"));
-    world.right.edit("m1", "mobile", json!("06-999"));
+    let mut world = both_sides_edit_m1(("email", "new@club.nl"), ("mobile", "06-999")).await;
     let report = world.run(RunOptions::default()).await;
     assert_eq!(report.stats.writes_done, 2, "{report:#?}");
     assert_eq!(world.right.value("m1", "email"), json!("new@club.nl"));
@@ -166,9 +198,7 @@ async fn edits_on_both_sides_of_one_record_both_propagate() {
 
 #[tokio::test]
 async fn last_write_wins_outside_grace_and_tie_inside() {
-    let strategy =
-        ConflictStrategy::LastWriteWins { grace: Duration::from_secs(5), tie: Tie::Side(Side::Left) };
-    let mut world = world(strategy).seeded().await;
+    let mut world = world(last_write_wins_tie_left()).seeded().await;
     // Outside the grace window: the later (right) edit wins.
     world.left.set_now(at(100));
     world.left.edit("m1", "email", json!("left@club.nl"));
@@ -187,10 +217,7 @@ async fn last_write_wins_outside_grace_and_tie_inside() {
 
 #[tokio::test]
 async fn review_holds_both_sides_until_resolved() {
-    let mut world = world(ConflictStrategy::Review).seeded().await;
-    world.set_time(at(100));
-    world.left.edit("m1", "email", json!("left@club.nl"));
-    world.right.edit("m1", "email", json!("right@club.nl"));
+    let mut world = both_sides_edit_m1(("email", "left@club.nl"), ("email", "right@club.nl")).await;
     let report = world.run(RunOptions::default()).await;
     assert_eq!(report.stats.writes_done, 0);
     assert_eq!(world.left.value("m1", "email"), json!("left@club.nl"));
@@ -200,9 +227,7 @@ async fn review_holds_both_sides_until_resolved() {
     // A second run neither writes nor opens another review.
     world.run(RunOptions::default()).await;
     assert_eq!(world.store.list_reviews(Some("members"), None, 10).unwrap().len(), 1);
-    let transaction = world.store.transaction().unwrap();
-    transaction.resolve_review(reviews[0].id, &Decision::Keep(Side::Right), at(150)).unwrap();
-    transaction.commit().unwrap();
+    decide(&mut world, reviews[0].id, Decision::Keep(Side::Right), at(150));
     let report = world.run(RunOptions::default()).await;
     assert_eq!(report.stats.writes_done, 1);
     assert_eq!(world.left.value("m1", "email"), json!("right@club.nl"));
@@ -273,9 +298,7 @@ async fn plan_writes_nothing() {
 /// Every counter of a run's statistics, on a run that exercises each of them once or more.
 #[tokio::test]
 async fn statistics_count_every_kind_of_work() {
-    let conflicts =
-        ConflictStrategy::LastWriteWins { grace: Duration::from_secs(5), tie: Tie::Side(Side::Left) };
-    let mut world = world(conflicts).seeded().await;
+    let mut world = world(last_write_wins_tie_left()).seeded().await;
     world.spec.guard = Guard { max_delete: Limit::Share(1.0), max_change: Limit::Share(1.0) };
     world.left.set_now(at(100));
     world.right.set_now(at(200));
@@ -372,9 +395,7 @@ async fn statistics_count_every_kind_of_work() {
 /// winner of a one-sided copy and of a conflict alike.
 #[tokio::test]
 async fn baselines_remember_who_changed_a_field_and_when() {
-    let conflicts =
-        ConflictStrategy::LastWriteWins { grace: Duration::from_secs(5), tie: Tie::Side(Side::Left) };
-    let mut world = world(conflicts).seeded().await;
+    let mut world = world(last_write_wins_tie_left()).seeded().await;
     world.left.set_now(at(100));
     world.right.set_now(at(200));
     world.left.edit("m1", "email", json!("one@club.nl"));
@@ -397,26 +418,27 @@ async fn baselines_remember_who_changed_a_field_and_when() {
 async fn an_unknown_payload_version_is_a_dead_entry() {
     let mut world = world(ConflictStrategy::Review).seeded().await;
     {
-        let transaction = world.store.transaction().unwrap();
         // Due now: the world runs on the system clock.
         let now = Timestamp::now();
-        let run = transaction.start_run("members", "incremental", now).unwrap();
-        for record in ["m3", "m4"] {
-            let entry = NewOutboxEntry {
+        let lease = world.store.lease("members", "test", Duration::from_secs(60)).unwrap();
+        let run = world.store.start_run(&lease, "incremental", true, now).unwrap();
+        let entries = ["m3", "m4"]
+            .map(|record| NewOutboxEntry {
                 key: RecordKey::new(record),
                 side: Side::Right,
                 operation: Operation::Update,
                 record_id: Some(fieldsync_model::RecordId::new(record)),
                 payload: r#"{"version":99,"fields":[],"source_id":null,"soft_delete_of":null}"#.into(),
                 source: None,
-            };
-            let id = transaction.insert_outbox("members", run, &entry, now).unwrap();
-            if record == "m4" {
-                transaction.mark_sending(&[id], now).unwrap();
-            }
-        }
-        transaction.publish_plan(run).unwrap();
-        transaction.commit().unwrap();
+            })
+            .to_vec();
+        let layout = world.store.layout("members", &world.spec.field_names()).unwrap();
+        let chunk = PlanChunk { entries, ..PlanChunk::default() };
+        world.store.commit_plan_chunk(&lease, run, &layout, chunk, now).unwrap();
+        // m4's send began and its process died: the next run counts that attempt.
+        let m4 = world.store.open_outbox_for("members", &[RecordKey::new("m4")]).unwrap()[0].id;
+        world.store.start_send(&lease, vec![m4], now).unwrap();
+        world.store.release(lease).unwrap();
     }
     let report = world.run(RunOptions { deliver_only: true, ..Default::default() }).await;
     assert_eq!((report.stats.writes_done, report.stats.writes_dead), (0, 2), "{report:#?}");
@@ -500,10 +522,7 @@ fn counting(world: &World, key_lookups: &Counter, id_lookups: &Counter) -> SideP
 /// would otherwise read the target a million times more.
 #[tokio::test]
 async fn only_a_create_that_may_have_happened_is_looked_for_first() {
-    let mut world = world(ConflictStrategy::Review).seeded().await;
-    world.left.set_now(at(100));
-    world.left.edit("n1", "email", json!("new@club.nl"));
-    world.left.edit("n1", "mobile", json!("06-99"));
+    let mut world = new_member_on_the_left("new@club.nl", "06-99").await;
     let key_lookups = Counter::default();
     async fn run(
         world: &mut World,
@@ -730,12 +749,8 @@ impl fieldsync_connector::Connector for Wrapped {
 #[tokio::test]
 async fn a_write_whose_read_before_keeps_failing_ends_the_run_and_dies_at_the_limit() {
     let mut world = world(ConflictStrategy::Review).seeded().await;
-    world.spec.retry = RetryPolicy {
-        attempts: 6,
-        initial: Duration::from_millis(20),
-        max: Duration::from_secs(60),
-        wait_in_run: Duration::from_millis(300),
-    };
+    world.spec.retry =
+        RetryPolicy { attempts: 6, initial: ms(20), max: Duration::from_secs(60), wait_in_run: ms(300) };
     world.left.set_now(at(100));
     world.left.edit("m1", "email", json!("moved-on@club.nl"));
     let mut connectors = SidePair::new(
@@ -820,9 +835,7 @@ async fn a_write_refused_as_missing_run_after_run_is_a_failure_then_dead() {
 
     // Once the target takes writes again, a person's retry lands it.
     connectors.right.updates_not_found = false;
-    let transaction = world.store.transaction().unwrap();
-    transaction.retry_dead(dead[0].id, Timestamp::now()).unwrap();
-    transaction.commit().unwrap();
+    world.store.retry_dead(&[dead[0].id], Timestamp::now()).unwrap();
     let retried = world.run_with(&mut connectors, RunOptions::default()).await;
     assert_eq!((retried.status, retried.stats.writes_done), (RunStatus::Done, 1), "{retried:#?}");
     assert_eq!(world.right.value("m1", "email"), json!("nowhere@club.nl"));
@@ -923,12 +936,8 @@ async fn the_audit_says_what_each_write_did() {
 #[tokio::test]
 async fn a_write_that_keeps_failing_is_dead_after_its_attempts() {
     let mut world = world(ConflictStrategy::Review).seeded().await;
-    world.spec.retry = RetryPolicy {
-        attempts: 2,
-        initial: Duration::from_millis(1),
-        max: Duration::from_millis(5),
-        wait_in_run: Duration::from_secs(5),
-    };
+    world.spec.retry =
+        RetryPolicy { attempts: 2, initial: ms(1), max: ms(5), wait_in_run: Duration::from_secs(5) };
     world.right.inject(MemoryFault::WriteUnavailable);
     world.right.inject(MemoryFault::WriteUnavailable);
     world.left.set_now(at(100));
@@ -1093,9 +1102,7 @@ async fn a_record_deleted_on_one_side_and_edited_on_the_other_is_held() {
     assert_eq!((report.stats.reviews_closed, report.stats.writes_done), (0, 0), "{:#?}", report.stats);
     let open = world.store.list_reviews(Some("members"), Some(ReviewStatus::Open), 10).unwrap();
     assert_eq!(open.len(), 1);
-    let transaction = world.store.transaction().unwrap();
-    transaction.resolve_review(open[0].id, &Decision::Keep(Side::Left), at(150)).unwrap();
-    transaction.commit().unwrap();
+    decide(&mut world, open[0].id, Decision::Keep(Side::Left), at(150));
     let report = world.run(full).await;
     assert_eq!((report.stats.reviews_closed, report.stats.writes_done), (1, 1), "{:#?}", report.stats);
     assert!(world.right.record("m1").is_none());
@@ -1339,10 +1346,7 @@ async fn a_sides_own_spelling_of_values_is_read_and_written() {
 /// create of ours made is completed from the create's source, once, with no duplicate.
 #[tokio::test]
 async fn a_create_the_target_made_in_part_is_completed_by_the_next_run() {
-    let mut world = world(ConflictStrategy::Review).seeded().await;
-    world.left.set_now(at(100));
-    world.left.edit("n1", "email", json!("Nieuw@Club.nl"));
-    world.left.edit("n1", "mobile", json!("06-55"));
+    let mut world = new_member_on_the_left("Nieuw@Club.nl", "06-55").await;
     let mut connectors = SidePair::new(
         Wrapped::new(world.left.connector()),
         Wrapped { creates_half_made: true, ..Wrapped::new(world.right.connector()) },

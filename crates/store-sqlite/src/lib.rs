@@ -6,4 +6,4 @@ mod context;
 mod schema;
 mod store;
 
-pub use store::{SqliteLock, SqliteStore, SqliteTransaction};
+pub use store::{SqliteLock, SqliteStore};

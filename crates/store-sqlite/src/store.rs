@@ -20,6 +20,10 @@ use crate::schema::MIGRATIONS;
 /// The number of keys bound in one `IN (…)` list.
 const CHUNK: usize = 500;
 
+/// What a digest entry is read from: the baselines of a link (bound first).
+const DIGEST_COLUMNS: &str = "SELECT key, layout, digest, left_id, right_id, tombstone, left_seen, right_seen \
+                              FROM baselines WHERE link = ?1";
+
 /// The state store.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -46,10 +50,11 @@ pub struct SqliteLock {
     _file: File,
 }
 
-/// A state-store transaction: every write of the engine goes through one, so that the
-/// baseline moves in the same commit that closes the outbox entry.
+/// One commit of a use case, private to this store: the table-level writes its `StateStore`
+/// methods are made of, kept together so that a baseline moves in the same commit that
+/// closes its outbox entry. Its commit checks the lease and is where a planned crash strikes.
 #[derive(Debug)]
-pub struct SqliteTransaction<'store> {
+struct SqliteTransaction<'store> {
     transaction: rusqlite::Transaction<'store>,
     crash: Arc<CrashPlan>,
     lease: Option<LeaseCheck>,
@@ -165,6 +170,16 @@ impl SqliteStore {
         Ok(SqliteTransaction { transaction, crash, lease })
     }
 
+    /// Starts an immediate transaction whose commit checks and renews `lease`.
+    fn leased(&mut self, lease: &Lease) -> Result<SqliteTransaction<'_>, StoreError> {
+        self.begin(Some(LeaseCheck {
+            link: lease.link.clone(),
+            owner: lease.owner.clone(),
+            token: lease.token,
+            ttl: lease.ttl,
+        }))
+    }
+
     /// The lock file of `link`, beside the state file.
     fn lock_path(&self, link: &str) -> PathBuf {
         let mut name = self.path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
@@ -196,12 +211,6 @@ impl SqliteStore {
 }
 
 impl StateStore for SqliteStore {
-    type Transaction<'store> = SqliteTransaction<'store>;
-
-    fn transaction(&mut self) -> Result<SqliteTransaction<'_>, StoreError> {
-        self.begin(None)
-    }
-
     fn lease(&mut self, link: &str, owner: &str, ttl: Duration) -> Result<Lease, StoreError> {
         // Holding the lock file proves that an earlier holder on this machine is gone; without
         // it, only an expired lease is taken over (its holder stalled), and a lock file held
@@ -260,15 +269,6 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    fn leased_transaction(&mut self, lease: &Lease) -> Result<SqliteTransaction<'_>, StoreError> {
-        self.begin(Some(LeaseCheck {
-            link: lease.link.clone(),
-            owner: lease.owner.clone(),
-            token: lease.token,
-            ttl: lease.ttl,
-        }))
-    }
-
     fn start_run(
         &mut self,
         lease: &Lease,
@@ -276,7 +276,7 @@ impl StateStore for SqliteStore {
         published: bool,
         now: Timestamp,
     ) -> Result<RunId, StoreError> {
-        let transaction = self.leased_transaction(lease)?;
+        let transaction = self.leased(lease)?;
         let run = transaction.start_run(&lease.link, mode, now)?;
         if published {
             transaction.publish_plan(run)?;
@@ -294,7 +294,7 @@ impl StateStore for SqliteStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let link = lease.link.as_str();
-        let transaction = self.leased_transaction(lease)?;
+        let transaction = self.leased(lease)?;
         for entry in &chunk.entries {
             transaction.insert_outbox(link, run, entry, now)?;
         }
@@ -315,7 +315,7 @@ impl StateStore for SqliteStore {
     }
 
     fn discard_plan(&mut self, lease: &Lease, run: RunId) -> Result<usize, StoreError> {
-        let transaction = self.leased_transaction(lease)?;
+        let transaction = self.leased(lease)?;
         let dropped = transaction.discard_plan(&lease.link, run)?;
         transaction.commit()?;
         Ok(dropped)
@@ -330,27 +330,29 @@ impl StateStore for SqliteStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let link = lease.link.as_str();
-        let transaction = self.leased_transaction(lease)?;
+        let transaction = self.leased(lease)?;
         for (side, cursor) in publication.cursors {
             transaction.set_cursor(link, side, cursor)?;
         }
         for id in publication.closed_reviews {
             transaction.close_review(id, now)?;
         }
-        for id in publication.superseded {
-            transaction.set_outbox_status(
-                id,
+        let settled = [
+            (
+                publication.superseded,
                 OutboxStatus::Superseded,
                 None,
                 Some("replaced by a newer plan from fresh reads"),
-                now,
-            )?;
-        }
-        for id in publication.resent {
-            transaction.set_outbox_status(id, OutboxStatus::Pending, Some(now), None, now)?;
-        }
-        for id in publication.landed {
-            transaction.set_outbox_status(id, OutboxStatus::Done, None, None, now)?;
+            ),
+            (publication.resent, OutboxStatus::Pending, Some(now), None),
+            (publication.landed, OutboxStatus::Done, None, None),
+        ];
+        for (ids, status, next_attempt_at, error) in settled {
+            for id in ids {
+                let error = error.map(str::to_string);
+                let outcome = EntryOutcome { id, status, next_attempt_at, error, attempted: false };
+                transaction.set_outcome(&outcome, now)?;
+            }
         }
         for entry in &publication.audit {
             transaction.audit(link, entry)?;
@@ -366,7 +368,7 @@ impl StateStore for SqliteStore {
         ids: Vec<OutboxId>,
         now: Timestamp,
     ) -> Result<SendId, StoreError> {
-        let transaction = self.leased_transaction(lease)?;
+        let transaction = self.leased(lease)?;
         let send = transaction.begin_send(&lease.link, &ids, now)?;
         transaction.commit()?;
         Ok(send)
@@ -380,7 +382,7 @@ impl StateStore for SqliteStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let link = lease.link.as_str();
-        let transaction = self.leased_transaction(lease)?;
+        let transaction = self.leased(lease)?;
         if let Some(send) = batch.send {
             transaction.end_send(send)?;
         }
@@ -392,15 +394,7 @@ impl StateStore for SqliteStore {
             transaction.audit(link, entry)?;
         }
         for outcome in &batch.outcomes {
-            let attempts = i64::from(outcome.attempted);
-            transaction.update_status(
-                outcome.id,
-                outcome.status,
-                outcome.next_attempt_at,
-                outcome.error.as_deref(),
-                now,
-                attempts,
-            )?;
+            transaction.set_outcome(outcome, now)?;
         }
         if let Some(side) = batch.full_scan_of {
             transaction
@@ -415,8 +409,8 @@ impl StateStore for SqliteStore {
     }
 
     fn finish_run(&mut self, lease: &Lease, end: RunEnd) -> Result<(), StoreError> {
-        let transaction = self.leased_transaction(lease)?;
-        transaction.finish_run(end.run, end.status, &end.mode, &end.stats, end.error.as_deref(), end.at)?;
+        let transaction = self.leased(lease)?;
+        transaction.finish_run(&end)?;
         transaction.commit()
     }
 
@@ -428,14 +422,14 @@ impl StateStore for SqliteStore {
         audit: &AuditEntry,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let transaction = self.transaction()?;
+        let transaction = self.begin(None)?;
         transaction.resolve_review(id, decision, now)?;
         transaction.audit(link, audit)?;
         transaction.commit()
     }
 
     fn retry_dead(&mut self, ids: &[OutboxId], now: Timestamp) -> Result<(), StoreError> {
-        let transaction = self.transaction()?;
+        let transaction = self.begin(None)?;
         for &id in ids {
             transaction.retry_dead(id, now)?;
         }
@@ -443,7 +437,7 @@ impl StateStore for SqliteStore {
     }
 
     fn drop_dead(&mut self, id: OutboxId, now: Timestamp) -> Result<(), StoreError> {
-        let transaction = self.transaction()?;
+        let transaction = self.begin(None)?;
         transaction.drop_dead(id, now)?;
         transaction.commit()
     }
@@ -473,8 +467,7 @@ impl StateStore for SqliteStore {
     ) -> Result<Option<RecordKey>, StoreError> {
         let connection = self.connection();
         let what = || format!("reading the baselines of link {link}");
-        let columns = "SELECT key, layout, digest, left_id, right_id, tombstone, left_seen, right_seen \
-                       FROM baselines WHERE link = ?1";
+        let columns = DIGEST_COLUMNS;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut first;
         let mut next;
@@ -516,24 +509,14 @@ impl StateStore for SqliteStore {
         layout: &LinkLayout,
         keys: &[RecordKey],
     ) -> Result<HashMap<RecordKey, DigestEntry>, StoreError> {
-        let connection = self.connection();
         let what = || format!("reading baselines of link {link}");
         let mut digests = HashMap::new();
-        for chunk in keys.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT key, layout, digest, left_id, right_id, tombstone, left_seen, right_seen \
-                 FROM baselines WHERE link = ? AND key IN ({})",
-                placeholders(chunk.len())
-            );
-            let mut statement = connection.prepare_cached(&sql).context(what)?;
-            let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
-            let mut rows = statement.query(rusqlite::params_from_iter(bound)).context(what)?;
-            while let Some(row) = rows.next().context(what)? {
-                if let (key, Ok(entry)) = digest_row(row, layout).context(what)? {
-                    digests.insert(key, entry);
-                }
+        rows_of_keys(&self.connection(), DIGEST_COLUMNS, link, keys, what, |row| {
+            if let (key, Ok(entry)) = digest_row(row, layout).context(what)? {
+                digests.insert(key, entry);
             }
-        }
+            Ok(())
+        })?;
         Ok(digests)
     }
 
@@ -580,7 +563,7 @@ impl StateStore for SqliteStore {
         after: OutboxId,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        query_outbox(
+        OutboxEntry::query(
             &self.connection(),
             "WHERE link = ?1 AND status IN ('pending', 'sending') AND id > ?2 AND next_attempt_ms <= ?3 \
              ORDER BY id LIMIT ?4",
@@ -600,34 +583,16 @@ impl StateStore for SqliteStore {
     }
 
     fn open_outbox_for(&self, link: &str, keys: &[RecordKey]) -> Result<Vec<OutboxEntry>, StoreError> {
-        let mut entries = Vec::new();
-        for chunk in keys.chunks(CHUNK) {
-            let clause = format!(
-                "WHERE link = ? AND status IN ('pending', 'sending', 'moved', 'dead') AND key IN ({}) \
-                 ORDER BY id",
-                placeholders(chunk.len())
-            );
-            let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
-            entries.extend(query_outbox(&self.connection(), &clause, rusqlite::params_from_iter(bound))?);
-        }
-        Ok(entries)
+        of_keys(&self.connection(), link, keys, "status IN ('pending', 'sending', 'moved', 'dead')")
     }
 
     fn open_outbox_keys(&self, link: &str) -> Result<Vec<RecordKey>, StoreError> {
-        let connection = self.connection();
-        let what = || format!("reading the outbox of link {link}");
-        let mut statement = connection
-            .prepare_cached(
-                // Not DISTINCT, which would make SQLite walk every entry of the link by key
-                // rather than only the unfinished ones by status.
-                "SELECT key FROM outbox WHERE link = ?1 AND status IN ('pending', 'sending', 'moved', 'dead')",
-            )
-            .context(what)?;
-        let mut keys = statement
-            .query_map(params![link], |row| Ok(RecordKey::new(row.get::<_, String>(0)?)))
-            .context(what)?
-            .collect::<Result<Vec<_>, _>>()
-            .context(what)?;
+        // Not DISTINCT, which would make SQLite walk every entry of the link by key rather
+        // than only the unfinished ones by status.
+        let sql =
+            "SELECT key FROM outbox WHERE link = ?1 AND status IN ('pending', 'sending', 'moved', 'dead')";
+        let mut keys =
+            keys_of(&self.connection(), link, sql, || format!("reading the outbox of link {link}"))?;
         keys.sort();
         keys.dedup();
         Ok(keys)
@@ -640,20 +605,11 @@ impl StateStore for SqliteStore {
         before: Option<OutboxId>,
         limit: usize,
     ) -> Result<(Vec<OutboxEntry>, u64), StoreError> {
-        let filter = PageFilter { link, status: status.map(OutboxStatus::as_str), before, limit };
-        page(
-            &self.connection(),
-            "outbox",
-            filter,
-            |connection, clause, params| query_outbox(connection, clause, params),
-            |entry| entry.id,
-        )
+        page(&self.connection(), PageFilter { link, status: status.map(OutboxStatus::as_str), before, limit })
     }
 
     fn outbox_entry(&self, id: OutboxId) -> Result<OutboxEntry, StoreError> {
-        query_outbox(&self.connection(), "WHERE id = ?1", params![id])?
-            .pop()
-            .ok_or(StoreError::NotFound { what: "outbox entry", id })
+        one(&self.connection(), id)
     }
 
     fn outbox_counts(&self, link: &str) -> Result<HashMap<OutboxStatus, u64>, StoreError> {
@@ -676,32 +632,12 @@ impl StateStore for SqliteStore {
     }
 
     fn live_reviews_for(&self, link: &str, keys: &[RecordKey]) -> Result<Vec<Review>, StoreError> {
-        let mut reviews = Vec::new();
-        for chunk in keys.chunks(CHUNK) {
-            let clause = format!(
-                "WHERE link = ? AND status IN ('open', 'resolved') AND key IN ({}) ORDER BY id",
-                placeholders(chunk.len())
-            );
-            let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
-            reviews.extend(query_reviews(&self.connection(), &clause, rusqlite::params_from_iter(bound))?);
-        }
-        Ok(reviews)
+        of_keys(&self.connection(), link, keys, "status IN ('open', 'resolved')")
     }
 
     fn keys_with_live_reviews(&self, link: &str) -> Result<Vec<RecordKey>, StoreError> {
-        let connection = self.connection();
-        let what = || format!("reading the reviews of link {link}");
-        let mut statement = connection
-            .prepare_cached(
-                "SELECT DISTINCT key FROM reviews WHERE link = ?1 AND status IN ('open', 'resolved')",
-            )
-            .context(what)?;
-        let keys = statement
-            .query_map(params![link], |row| Ok(RecordKey::new(row.get::<_, String>(0)?)))
-            .context(what)?
-            .collect::<Result<Vec<_>, _>>()
-            .context(what)?;
-        Ok(keys)
+        let sql = "SELECT DISTINCT key FROM reviews WHERE link = ?1 AND status IN ('open', 'resolved')";
+        keys_of(&self.connection(), link, sql, || format!("reading the reviews of link {link}"))
     }
 
     fn reviews_page(
@@ -711,20 +647,11 @@ impl StateStore for SqliteStore {
         before: Option<ReviewId>,
         limit: usize,
     ) -> Result<(Vec<Review>, u64), StoreError> {
-        let filter = PageFilter { link, status: status.map(ReviewStatus::as_str), before, limit };
-        page(
-            &self.connection(),
-            "reviews",
-            filter,
-            |connection, clause, params| query_reviews(connection, clause, params),
-            |review| review.id,
-        )
+        page(&self.connection(), PageFilter { link, status: status.map(ReviewStatus::as_str), before, limit })
     }
 
     fn review(&self, id: ReviewId) -> Result<Review, StoreError> {
-        query_reviews(&self.connection(), "WHERE id = ?1", params![id])?
-            .pop()
-            .ok_or(StoreError::NotFound { what: "review", id })
+        one(&self.connection(), id)
     }
 
     fn runs_page(
@@ -733,20 +660,11 @@ impl StateStore for SqliteStore {
         before: Option<RunId>,
         limit: usize,
     ) -> Result<(Vec<RunRow>, u64), StoreError> {
-        let filter = PageFilter { link, status: None, before: before.map(|run| run.0), limit };
-        page(
-            &self.connection(),
-            "runs",
-            filter,
-            |connection, clause, params| query_runs(connection, clause, params),
-            |run| run.id.0,
-        )
+        page(&self.connection(), PageFilter { link, status: None, before: before.map(|run| run.0), limit })
     }
 
     fn run(&self, id: RunId) -> Result<RunRow, StoreError> {
-        query_runs(&self.connection(), "WHERE id = ?1", params![id.0])?
-            .pop()
-            .ok_or(StoreError::NotFound { what: "run", id: id.0 })
+        one(&self.connection(), id.0)
     }
 
     fn audit_for_run(&self, id: RunId) -> Result<Vec<AuditEntry>, StoreError> {
@@ -762,7 +680,8 @@ impl StateStore for SqliteStore {
     }
 }
 
-impl Transaction for SqliteTransaction<'_> {
+impl SqliteTransaction<'_> {
+    /// Commits every write at once, checking and renewing the lease first.
     fn commit(self) -> Result<(), StoreError> {
         if let Some(lease) = &self.lease {
             let now = Timestamp::now();
@@ -789,15 +708,7 @@ impl Transaction for SqliteTransaction<'_> {
         self.transaction.commit().context(|| "committing".into())
     }
 
-    fn baselines(
-        &self,
-        link: &str,
-        layout: &LinkLayout,
-        keys: &[RecordKey],
-    ) -> Result<HashMap<RecordKey, Baseline>, StoreError> {
-        read_baselines(&self.transaction, link, layout, keys)
-    }
-
+    /// Writes a record's baseline (replacing any), with `layout` and its digest; forgets its raw digests.
     fn put_baseline(&self, link: &str, layout: &LinkLayout, baseline: &Baseline) -> Result<(), StoreError> {
         let (values, meta) = encode_fields(&baseline.fields);
         self.transaction
@@ -829,6 +740,7 @@ impl Transaction for SqliteTransaction<'_> {
         Ok(())
     }
 
+    /// Records the raw digest of what `side` holds for a record equal to its baseline.
     fn set_seen(
         &self,
         link: &str,
@@ -849,6 +761,7 @@ impl Transaction for SqliteTransaction<'_> {
         Ok(())
     }
 
+    /// Removes a record's baseline.
     fn delete_baseline(&self, link: &str, key: &RecordKey) -> Result<(), StoreError> {
         self.transaction
             .execute("DELETE FROM baselines WHERE link = ?1 AND key = ?2", params![link, key.as_str()])
@@ -856,6 +769,7 @@ impl Transaction for SqliteTransaction<'_> {
         Ok(())
     }
 
+    /// Sets where incremental reading of one side stands.
     fn set_cursor(&self, link: &str, side: Side, state: CursorState) -> Result<(), StoreError> {
         self.transaction
             .execute(
@@ -866,6 +780,8 @@ impl Transaction for SqliteTransaction<'_> {
         Ok(())
     }
 
+    /// Records the start of a run, after discarding the link's unpublished plans and
+    /// counting the attempts of the sends a crash left open.
     fn start_run(&self, link: &str, mode: &str, now: Timestamp) -> Result<RunId, StoreError> {
         let what = || format!("starting a run of link {link}");
         // Only one run of a link holds its lock, so every earlier run still planning is dead:
@@ -890,6 +806,7 @@ impl Transaction for SqliteTransaction<'_> {
         Ok(RunId(self.transaction.last_insert_rowid()))
     }
 
+    /// Makes a run's planned writes deliverable.
     fn publish_plan(&self, run: RunId) -> Result<(), StoreError> {
         self.transaction
             .execute("UPDATE runs SET plan = 'published' WHERE id = ?1", params![run.0])
@@ -897,6 +814,7 @@ impl Transaction for SqliteTransaction<'_> {
         Ok(())
     }
 
+    /// Drops what a run planned and never published; returns how many writes were dropped.
     fn discard_plan(&self, link: &str, run: RunId) -> Result<usize, StoreError> {
         let what = || format!("discarding the plan of run {run}");
         // Unpublished entries were never sent: they are all pending, never attempted.
@@ -918,24 +836,18 @@ impl Transaction for SqliteTransaction<'_> {
         Ok(dropped)
     }
 
-    fn finish_run(
-        &self,
-        id: RunId,
-        status: RunStatus,
-        mode: &str,
-        stats: &serde_json::Value,
-        error: Option<&str>,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
+    /// Records how a run ended.
+    fn finish_run(&self, end: &RunEnd) -> Result<(), StoreError> {
         self.transaction
             .execute(
                 "UPDATE runs SET status = ?2, mode = ?3, stats = ?4, error = ?5, finished_ms = ?6 WHERE id = ?1",
-                params![id.0, status.as_str(), mode, stats.to_string(), error, millis(now)],
+                params![end.run.0, end.status.as_str(), end.mode, end.stats.to_string(), end.error, millis(end.at)],
             )
-            .context(|| format!("finishing run {id}"))?;
+            .context(|| format!("finishing run {}", end.run))?;
         Ok(())
     }
 
+    /// Stores a planned write, due at `now`.
     fn insert_outbox(
         &self,
         link: &str,
@@ -967,6 +879,7 @@ impl Transaction for SqliteTransaction<'_> {
         Ok(self.transaction.last_insert_rowid())
     }
 
+    /// Marks entries as being sent: one more attempt counted.
     fn mark_sending(&self, ids: &[OutboxId], now: Timestamp) -> Result<(), StoreError> {
         let mut statement = self
             .transaction
@@ -980,6 +893,7 @@ impl Transaction for SqliteTransaction<'_> {
         Ok(())
     }
 
+    /// Marks a batch of entries as being sent, by one row (see `StateStore::start_send`).
     fn begin_send(&self, link: &str, ids: &[OutboxId], now: Timestamp) -> Result<SendId, StoreError> {
         let entries = serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
         self.transaction
@@ -989,6 +903,7 @@ impl Transaction for SqliteTransaction<'_> {
         Ok(self.transaction.last_insert_rowid())
     }
 
+    /// Ends a send.
     fn end_send(&self, send: SendId) -> Result<(), StoreError> {
         self.transaction
             .prepare_cached("DELETE FROM outbox_sends WHERE id = ?1")
@@ -997,28 +912,7 @@ impl Transaction for SqliteTransaction<'_> {
         Ok(())
     }
 
-    fn close_attempt(
-        &self,
-        id: OutboxId,
-        status: OutboxStatus,
-        next_attempt_at: Option<Timestamp>,
-        error: Option<&str>,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        self.update_status(id, status, next_attempt_at, error, now, 1)
-    }
-
-    fn set_outbox_status(
-        &self,
-        id: OutboxId,
-        status: OutboxStatus,
-        next_attempt_at: Option<Timestamp>,
-        error: Option<&str>,
-        now: Timestamp,
-    ) -> Result<(), StoreError> {
-        self.update_status(id, status, next_attempt_at, error, now, 0)
-    }
-
+    /// Puts a dead entry back in line: pending, due now, attempts reset.
     fn retry_dead(&self, id: OutboxId, now: Timestamp) -> Result<(), StoreError> {
         let changed = self
             .transaction
@@ -1031,6 +925,7 @@ impl Transaction for SqliteTransaction<'_> {
         if changed == 0 { Err(StoreError::NotFound { what: "dead outbox entry", id }) } else { Ok(()) }
     }
 
+    /// Drops a dead entry for good.
     fn drop_dead(&self, id: OutboxId, now: Timestamp) -> Result<(), StoreError> {
         let changed = self
             .transaction
@@ -1042,6 +937,8 @@ impl Transaction for SqliteTransaction<'_> {
         if changed == 0 { Err(StoreError::NotFound { what: "dead outbox entry", id }) } else { Ok(()) }
     }
 
+    /// Opens a review, or refreshes the live one for the same record and field (new values
+    /// reopen it).
     fn put_review(
         &self,
         link: &str,
@@ -1099,6 +996,7 @@ impl Transaction for SqliteTransaction<'_> {
         }
     }
 
+    /// Records a person's decision on a live review.
     fn resolve_review(&self, id: ReviewId, decision: &Decision, now: Timestamp) -> Result<(), StoreError> {
         let text = serde_json::to_string(decision).unwrap_or_default();
         let changed = self
@@ -1112,6 +1010,7 @@ impl Transaction for SqliteTransaction<'_> {
         if changed == 0 { Err(StoreError::NotFound { what: "open review", id }) } else { Ok(()) }
     }
 
+    /// Closes a review.
     fn close_review(&self, id: ReviewId, now: Timestamp) -> Result<(), StoreError> {
         self.transaction
             .execute(
@@ -1122,6 +1021,7 @@ impl Transaction for SqliteTransaction<'_> {
         Ok(())
     }
 
+    /// Appends to the audit trail.
     fn audit(&self, link: &str, entry: &AuditEntry) -> Result<(), StoreError> {
         self.transaction
             .prepare_cached(
@@ -1147,9 +1047,7 @@ impl Transaction for SqliteTransaction<'_> {
             .context(|| format!("writing the audit of record {} of link {link}", entry.key))?;
         Ok(())
     }
-}
 
-impl SqliteTransaction<'_> {
     /// Counts an attempt on each entry of every send of `link` a crash left open (the next
     /// run's `start_run` does this), and closes those sends.
     fn recover_sends(&self, link: &str, now: Timestamp) -> Result<(), StoreError> {
@@ -1170,16 +1068,9 @@ impl SqliteTransaction<'_> {
         Ok(())
     }
 
-    /// Sets an outbox entry's status, counting `attempts` more attempts.
-    fn update_status(
-        &self,
-        id: OutboxId,
-        status: OutboxStatus,
-        next_attempt_at: Option<Timestamp>,
-        error: Option<&str>,
-        now: Timestamp,
-        attempts: i64,
-    ) -> Result<(), StoreError> {
+    /// Sets an outbox entry's status, next attempt (when given) and last error (when given),
+    /// counting the attempt when one was made.
+    fn set_outcome(&self, outcome: &EntryOutcome, now: Timestamp) -> Result<(), StoreError> {
         self.transaction
             .prepare_cached(
                 "UPDATE outbox SET status = ?2, attempts = attempts + ?6, \
@@ -1188,15 +1079,15 @@ impl SqliteTransaction<'_> {
             )
             .and_then(|mut statement| {
                 statement.execute(params![
-                    id,
-                    status.as_str(),
-                    next_attempt_at.map(millis),
-                    error,
+                    outcome.id,
+                    outcome.status.as_str(),
+                    outcome.next_attempt_at.map(millis),
+                    outcome.error,
                     millis(now),
-                    attempts
+                    i64::from(outcome.attempted)
                 ])
             })
-            .context(|| format!("updating outbox entry {id}"))?;
+            .context(|| format!("updating outbox entry {}", outcome.id))?;
         Ok(())
     }
 }
@@ -1278,6 +1169,44 @@ fn placeholders(count: usize) -> String {
     vec!["?"; count].join(", ")
 }
 
+/// The keys `sql` (which binds `link` as `?1`) reads.
+fn keys_of(
+    connection: &rusqlite::Connection,
+    link: &str,
+    sql: &str,
+    what: impl Fn() -> String,
+) -> Result<Vec<RecordKey>, StoreError> {
+    let mut statement = connection.prepare_cached(sql).context(&what)?;
+    let keys = statement
+        .query_map(params![link], |row| Ok(RecordKey::new(row.get::<_, String>(0)?)))
+        .context(&what)?
+        .collect::<Result<Vec<_>, _>>()
+        .context(&what)?;
+    Ok(keys)
+}
+
+/// Hands `each` the rows `select` (which binds `link` as `?1`) reads for `keys`, a chunk at a
+/// time (`AND key IN (…)`).
+fn rows_of_keys(
+    connection: &rusqlite::Connection,
+    select: &str,
+    link: &str,
+    keys: &[RecordKey],
+    what: impl Fn() -> String,
+    mut each: impl FnMut(&rusqlite::Row<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    for chunk in keys.chunks(CHUNK) {
+        let sql = format!("{select} AND key IN ({})", placeholders(chunk.len()));
+        let mut statement = connection.prepare_cached(&sql).context(&what)?;
+        let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
+        let mut rows = statement.query(rusqlite::params_from_iter(bound)).context(&what)?;
+        while let Some(row) = rows.next().context(&what)? {
+            each(row)?;
+        }
+    }
+    Ok(())
+}
+
 type DigestRow = (RecordKey, Result<DigestEntry, StoreError>);
 
 fn digest_row(row: &rusqlite::Row<'_>, layout: &LinkLayout) -> Result<DigestRow, rusqlite::Error> {
@@ -1337,42 +1266,34 @@ fn read_baselines(
         }
     }
     let mut baselines = HashMap::new();
-    for chunk in keys.chunks(CHUNK) {
-        let sql = format!(
-            "SELECT key, layout, left_id, right_id, field_values, field_meta, tombstone, digest FROM baselines \
-             WHERE link = ? AND key IN ({})",
-            placeholders(chunk.len())
-        );
-        let mut statement = connection.prepare_cached(&sql).context(what)?;
-        let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
-        let mut rows = statement.query(rusqlite::params_from_iter(bound)).context(what)?;
-        while let Some(row) = rows.next().context(what)? {
-            let key = RecordKey::new(row.get::<_, String>(0).context(what)?);
-            let row_layout: i64 = row.get(1).context(what)?;
-            let values: String = row.get(4).context(what)?;
-            let meta: String = row.get(5).context(what)?;
-            let tombstone: Option<String> = row.get(6).context(what)?;
-            let digest: Vec<u8> = row.get(7).context(what)?;
-            // A damaged row is left out: its record then has no baseline, so its differences
-            // go to `first_sync` (a review by default) rather than to any silent rule.
-            let Some(stored_fields) = layouts.get(&row_layout) else { continue };
-            let Ok(fields) = decode_fields(&values, &meta, &digest, stored_fields, &layout.fields) else {
-                continue;
-            };
-            let Ok(tombstone) = tombstone.as_deref().map(|side| side_from(side, "tombstone")).transpose()
-            else {
-                continue;
-            };
-            let baseline = Baseline {
-                left_id: row.get::<_, Option<String>>(2).context(what)?.map(RecordId::new),
-                right_id: row.get::<_, Option<String>>(3).context(what)?.map(RecordId::new),
-                fields,
-                tombstone,
-                key: key.clone(),
-            };
-            baselines.insert(key, baseline);
-        }
-    }
+    let select = "SELECT key, layout, left_id, right_id, field_values, field_meta, tombstone, digest FROM baselines \
+                  WHERE link = ?1";
+    rows_of_keys(connection, select, link, keys, what, |row| {
+        let key = RecordKey::new(row.get::<_, String>(0).context(what)?);
+        let row_layout: i64 = row.get(1).context(what)?;
+        let values: String = row.get(4).context(what)?;
+        let meta: String = row.get(5).context(what)?;
+        let tombstone: Option<String> = row.get(6).context(what)?;
+        let digest: Vec<u8> = row.get(7).context(what)?;
+        // A damaged row is left out: its record then has no baseline, so its differences
+        // go to `first_sync` (a review by default) rather than to any silent rule.
+        let Some(stored_fields) = layouts.get(&row_layout) else { return Ok(()) };
+        let Ok(fields) = decode_fields(&values, &meta, &digest, stored_fields, &layout.fields) else {
+            return Ok(());
+        };
+        let Ok(tombstone) = tombstone.as_deref().map(|side| side_from(side, "tombstone")).transpose() else {
+            return Ok(());
+        };
+        let baseline = Baseline {
+            left_id: row.get::<_, Option<String>>(2).context(what)?.map(RecordId::new),
+            right_id: row.get::<_, Option<String>>(3).context(what)?.map(RecordId::new),
+            fields,
+            tombstone,
+            key: key.clone(),
+        };
+        baselines.insert(key, baseline);
+        Ok(())
+    })?;
     Ok(baselines)
 }
 
@@ -1433,18 +1354,33 @@ struct PageFilter<'a> {
     limit: usize,
 }
 
-/// A page of `table`'s rows, newest first, read by `query`, with how many more rows match
-/// after the page's last one (`id` gives a row's id).
-fn page<T>(
+/// A row type the store lists, pages and finds by id: its table, how rows of it are read
+/// (`query`, with a `WHERE …` clause and its parameters), and its id.
+trait Listed: Sized {
+    /// The table the rows live in.
+    const TABLE: &'static str;
+    /// What one row is called when it is not found.
+    const ONE: &'static str;
+
+    /// The rows `clause` selects.
+    fn query(
+        connection: &rusqlite::Connection,
+        clause: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<Self>, StoreError>;
+
+    /// The row's id.
+    fn id(&self) -> i64;
+}
+
+/// A page of rows, newest first, with how many more rows match after the page's last one.
+fn page<T: Listed>(
     connection: &rusqlite::Connection,
-    table: &'static str,
     filter: PageFilter<'_>,
-    query: impl Fn(&rusqlite::Connection, &str, &[&dyn rusqlite::ToSql]) -> Result<Vec<T>, StoreError>,
-    id: impl Fn(&T) -> i64,
 ) -> Result<(Vec<T>, u64), StoreError> {
     let clause = "(?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)";
     let limit = if filter.limit == 0 { -1 } else { filter.limit as i64 };
-    let rows = query(
+    let rows = T::query(
         connection,
         &format!("WHERE {clause} ORDER BY id DESC LIMIT ?4"),
         params![filter.link, filter.status, filter.before, limit],
@@ -1452,67 +1388,98 @@ fn page<T>(
     let more = match rows.last() {
         Some(last) => connection
             .query_row(
-                &format!("SELECT count(*) FROM {table} WHERE {clause}"),
-                params![filter.link, filter.status, id(last)],
+                &format!("SELECT count(*) FROM {} WHERE {clause}", T::TABLE),
+                params![filter.link, filter.status, last.id()],
                 |row| row.get::<_, i64>(0),
             )
-            .context(|| format!("counting the {table}"))?,
+            .context(|| format!("counting the {}", T::TABLE))?,
         None => 0,
     };
     Ok((rows, more as u64))
 }
 
-fn query_outbox(
+/// The row with this id.
+fn one<T: Listed>(connection: &rusqlite::Connection, id: i64) -> Result<T, StoreError> {
+    T::query(connection, "WHERE id = ?1", params![id])?.pop().ok_or(StoreError::NotFound { what: T::ONE, id })
+}
+
+/// The rows of some records of `link` that `filter` (a condition) selects, oldest first.
+fn of_keys<T: Listed>(
     connection: &rusqlite::Connection,
-    clause: &str,
-    params: impl rusqlite::Params,
-) -> Result<Vec<OutboxEntry>, StoreError> {
-    let what = || "reading the outbox".to_string();
-    let sql = format!(
-        "SELECT id, link, key, side, run_id, operation, record_id, payload, status, attempts, \
-         next_attempt_ms, last_error, created_ms, updated_ms, source_basis, source_raw FROM outbox {clause}"
-    );
-    let in_flight = in_flight(connection)?;
-    let mut statement = connection.prepare_cached(&sql).context(what)?;
-    let mut rows = statement.query(params).context(what)?;
-    let mut entries = Vec::new();
-    while let Some(row) = rows.next().context(what)? {
-        let id: i64 = row.get(0).context(what)?;
-        let entry_what = format!("outbox entry {id}");
-        let side: String = row.get(3).context(what)?;
-        let operation: String = row.get(5).context(what)?;
-        let status: String = row.get(8).context(what)?;
-        entries.push(OutboxEntry {
-            id,
-            link: row.get(1).context(what)?,
-            key: RecordKey::new(row.get::<_, String>(2).context(what)?),
-            side: side_from(&side, &entry_what)?,
-            run_id: RunId(row.get(4).context(what)?),
-            operation: Operation::parse(&operation)
-                .ok_or_else(|| damaged(&entry_what, "unknown operation"))?,
-            record_id: row.get::<_, Option<String>>(6).context(what)?.map(RecordId::new),
-            payload: row.get(7).context(what)?,
-            status: OutboxStatus::parse(&status).ok_or_else(|| damaged(&entry_what, "unknown status"))?,
-            attempts: row.get::<_, i64>(9).context(what)? as u32,
-            next_attempt_at: from_millis(row.get(10).context(what)?),
-            last_error: row.get(11).context(what)?,
-            created_at: from_millis(row.get(12).context(what)?),
-            updated_at: from_millis(row.get(13).context(what)?),
-            source: seen_column(row, 14)
-                .zip(seen_column(row, 15))
-                .map(|(basis, raw)| SourceDigest { basis, raw }),
-        });
+    link: &str,
+    keys: &[RecordKey],
+    filter: &str,
+) -> Result<Vec<T>, StoreError> {
+    let mut rows = Vec::new();
+    for chunk in keys.chunks(CHUNK) {
+        let clause =
+            format!("WHERE link = ? AND {filter} AND key IN ({}) ORDER BY id", placeholders(chunk.len()));
+        let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
+        rows.extend(T::query(connection, &clause, rusqlite::params_from_iter(bound))?);
     }
-    for entry in &mut entries {
-        // Being sent (or left so by a crash): sending, with the attempt counted.
-        if in_flight.contains(&entry.id)
-            && matches!(entry.status, OutboxStatus::Pending | OutboxStatus::Sending)
-        {
-            entry.status = OutboxStatus::Sending;
-            entry.attempts += 1;
+    Ok(rows)
+}
+
+impl Listed for OutboxEntry {
+    const TABLE: &'static str = "outbox";
+    const ONE: &'static str = "outbox entry";
+
+    fn query(
+        connection: &rusqlite::Connection,
+        clause: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<Self>, StoreError> {
+        let what = || "reading the outbox".to_string();
+        let sql = format!(
+            "SELECT id, link, key, side, run_id, operation, record_id, payload, status, attempts, \
+             next_attempt_ms, last_error, created_ms, updated_ms, source_basis, source_raw FROM outbox {clause}"
+        );
+        let in_flight = in_flight(connection)?;
+        let mut statement = connection.prepare_cached(&sql).context(what)?;
+        let mut rows = statement.query(params).context(what)?;
+        let mut entries = Vec::new();
+        while let Some(row) = rows.next().context(what)? {
+            let id: i64 = row.get(0).context(what)?;
+            let entry_what = format!("outbox entry {id}");
+            let side: String = row.get(3).context(what)?;
+            let operation: String = row.get(5).context(what)?;
+            let status: String = row.get(8).context(what)?;
+            entries.push(OutboxEntry {
+                id,
+                link: row.get(1).context(what)?,
+                key: RecordKey::new(row.get::<_, String>(2).context(what)?),
+                side: side_from(&side, &entry_what)?,
+                run_id: RunId(row.get(4).context(what)?),
+                operation: Operation::parse(&operation)
+                    .ok_or_else(|| damaged(&entry_what, "unknown operation"))?,
+                record_id: row.get::<_, Option<String>>(6).context(what)?.map(RecordId::new),
+                payload: row.get(7).context(what)?,
+                status: OutboxStatus::parse(&status).ok_or_else(|| damaged(&entry_what, "unknown status"))?,
+                attempts: row.get::<_, i64>(9).context(what)? as u32,
+                next_attempt_at: from_millis(row.get(10).context(what)?),
+                last_error: row.get(11).context(what)?,
+                created_at: from_millis(row.get(12).context(what)?),
+                updated_at: from_millis(row.get(13).context(what)?),
+                source: seen_column(row, 14)
+                    .zip(seen_column(row, 15))
+                    .map(|(basis, raw)| SourceDigest { basis, raw }),
+            });
         }
+        for entry in &mut entries {
+            // Being sent (or left so by a crash): sending, with the attempt counted.
+            if in_flight.contains(&entry.id)
+                && matches!(entry.status, OutboxStatus::Pending | OutboxStatus::Sending)
+            {
+                entry.status = OutboxStatus::Sending;
+                entry.attempts += 1;
+            }
+        }
+        Ok(entries)
     }
-    Ok(entries)
+
+    fn id(&self) -> i64 {
+        self.id
+    }
 }
 
 /// The entries of every open send (`Transaction::begin_send`).
@@ -1534,80 +1501,102 @@ fn send_entries(send: i64, entries: &str) -> Result<Vec<OutboxId>, StoreError> {
     serde_json::from_str(entries).map_err(|error| damaged(format!("send {send}"), error))
 }
 
-fn query_reviews(
-    connection: &rusqlite::Connection,
-    clause: &str,
-    params: impl rusqlite::Params,
-) -> Result<Vec<Review>, StoreError> {
-    let what = || "reading reviews".to_string();
-    let sql = format!(
-        "SELECT id, link, key, field, kind, base, left_value, right_value, reason, status, decision, run_id, \
-         created_ms, updated_ms FROM reviews {clause}"
-    );
-    let mut statement = connection.prepare_cached(&sql).context(what)?;
-    let mut rows = statement.query(params).context(what)?;
-    let mut reviews = Vec::new();
-    while let Some(row) = rows.next().context(what)? {
-        let id: i64 = row.get(0).context(what)?;
-        let review_what = format!("review {id}");
-        let kind: String = row.get(4).context(what)?;
-        let status: String = row.get(9).context(what)?;
-        let decision: Option<String> = row.get(10).context(what)?;
-        reviews.push(Review {
-            id,
-            link: row.get(1).context(what)?,
-            review: NewReview {
-                key: RecordKey::new(row.get::<_, String>(2).context(what)?),
-                field: row.get(3).context(what)?,
-                kind: ReviewKind::parse(&kind).ok_or_else(|| damaged(&review_what, "unknown kind"))?,
-                base: value_from(row.get(5).context(what)?, &review_what)?,
-                left: value_from(row.get(6).context(what)?, &review_what)?,
-                right: value_from(row.get(7).context(what)?, &review_what)?,
-                reason: row.get(8).context(what)?,
-            },
-            status: ReviewStatus::parse(&status).ok_or_else(|| damaged(&review_what, "unknown status"))?,
-            decision: decision
-                .map(|text| serde_json::from_str(&text).map_err(|error| damaged(&review_what, error)))
-                .transpose()?,
-            run_id: row.get::<_, Option<i64>>(11).context(what)?.map(RunId),
-            created_at: from_millis(row.get(12).context(what)?),
-            updated_at: from_millis(row.get(13).context(what)?),
-        });
+impl Listed for Review {
+    const TABLE: &'static str = "reviews";
+    const ONE: &'static str = "review";
+
+    fn query(
+        connection: &rusqlite::Connection,
+        clause: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<Self>, StoreError> {
+        let what = || "reading reviews".to_string();
+        let sql = format!(
+            "SELECT id, link, key, field, kind, base, left_value, right_value, reason, status, decision, run_id, \
+             created_ms, updated_ms FROM reviews {clause}"
+        );
+        let mut statement = connection.prepare_cached(&sql).context(what)?;
+        let mut rows = statement.query(params).context(what)?;
+        let mut reviews = Vec::new();
+        while let Some(row) = rows.next().context(what)? {
+            let id: i64 = row.get(0).context(what)?;
+            let review_what = format!("review {id}");
+            let kind: String = row.get(4).context(what)?;
+            let status: String = row.get(9).context(what)?;
+            let decision: Option<String> = row.get(10).context(what)?;
+            reviews.push(Review {
+                id,
+                link: row.get(1).context(what)?,
+                review: NewReview {
+                    key: RecordKey::new(row.get::<_, String>(2).context(what)?),
+                    field: row.get(3).context(what)?,
+                    kind: ReviewKind::parse(&kind).ok_or_else(|| damaged(&review_what, "unknown kind"))?,
+                    base: value_from(row.get(5).context(what)?, &review_what)?,
+                    left: value_from(row.get(6).context(what)?, &review_what)?,
+                    right: value_from(row.get(7).context(what)?, &review_what)?,
+                    reason: row.get(8).context(what)?,
+                },
+                status: ReviewStatus::parse(&status)
+                    .ok_or_else(|| damaged(&review_what, "unknown status"))?,
+                decision: decision
+                    .map(|text| serde_json::from_str(&text).map_err(|error| damaged(&review_what, error)))
+                    .transpose()?,
+                run_id: row.get::<_, Option<i64>>(11).context(what)?.map(RunId),
+                created_at: from_millis(row.get(12).context(what)?),
+                updated_at: from_millis(row.get(13).context(what)?),
+            });
+        }
+        Ok(reviews)
     }
-    Ok(reviews)
+
+    fn id(&self) -> i64 {
+        self.id
+    }
 }
 
-fn query_runs(
-    connection: &rusqlite::Connection,
-    clause: &str,
-    params: impl rusqlite::Params,
-) -> Result<Vec<RunRow>, StoreError> {
-    let what = || "reading the run history".to_string();
-    let sql =
-        format!("SELECT id, link, mode, status, started_ms, finished_ms, stats, error FROM runs {clause}");
-    let mut statement = connection.prepare_cached(&sql).context(what)?;
-    let mut rows = statement.query(params).context(what)?;
-    let mut runs = Vec::new();
-    while let Some(row) = rows.next().context(what)? {
-        let id: i64 = row.get(0).context(what)?;
-        let status: String = row.get(3).context(what)?;
-        let stats: Option<String> = row.get(6).context(what)?;
-        runs.push(RunRow {
-            id: RunId(id),
-            link: row.get(1).context(what)?,
-            mode: row.get(2).context(what)?,
-            status: RunStatus::parse(&status)
-                .ok_or_else(|| damaged(format!("run {id}"), "unknown status"))?,
-            started_at: from_millis(row.get(4).context(what)?),
-            finished_at: row.get::<_, Option<i64>>(5).context(what)?.map(from_millis),
-            stats: stats
-                .map(|text| serde_json::from_str(&text).map_err(|error| damaged(format!("run {id}"), error)))
-                .transpose()?
-                .unwrap_or(serde_json::Value::Null),
-            error: row.get(7).context(what)?,
-        });
+impl Listed for RunRow {
+    const TABLE: &'static str = "runs";
+    const ONE: &'static str = "run";
+
+    fn query(
+        connection: &rusqlite::Connection,
+        clause: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<Self>, StoreError> {
+        let what = || "reading the run history".to_string();
+        let sql = format!(
+            "SELECT id, link, mode, status, started_ms, finished_ms, stats, error FROM runs {clause}"
+        );
+        let mut statement = connection.prepare_cached(&sql).context(what)?;
+        let mut rows = statement.query(params).context(what)?;
+        let mut runs = Vec::new();
+        while let Some(row) = rows.next().context(what)? {
+            let id: i64 = row.get(0).context(what)?;
+            let status: String = row.get(3).context(what)?;
+            let stats: Option<String> = row.get(6).context(what)?;
+            runs.push(RunRow {
+                id: RunId(id),
+                link: row.get(1).context(what)?,
+                mode: row.get(2).context(what)?,
+                status: RunStatus::parse(&status)
+                    .ok_or_else(|| damaged(format!("run {id}"), "unknown status"))?,
+                started_at: from_millis(row.get(4).context(what)?),
+                finished_at: row.get::<_, Option<i64>>(5).context(what)?.map(from_millis),
+                stats: stats
+                    .map(|text| {
+                        serde_json::from_str(&text).map_err(|error| damaged(format!("run {id}"), error))
+                    })
+                    .transpose()?
+                    .unwrap_or(serde_json::Value::Null),
+                error: row.get(7).context(what)?,
+            });
+        }
+        Ok(runs)
     }
-    Ok(runs)
+
+    fn id(&self) -> i64 {
+        self.id.0
+    }
 }
 
 fn query_audit(

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fieldsync_model::{Side, Value};
-use fieldsync_store::testkit::{Fixture, LINK, T0, field, key, layout, put};
-use fieldsync_store::{Baseline, BaselineField, Origin, StateStore, StoreError, Transaction};
+use fieldsync_store::testkit::{Fixture, LINK, T0, commit_baselines, field, key, layout, put};
+use fieldsync_store::{Baseline, BaselineField, BaselineWrite, Origin, StateStore, StoreError};
 use fieldsync_store_sqlite::SqliteStore;
 
 /// A state file in a temporary directory; every `open` is a new connection to it.
@@ -151,44 +151,23 @@ fn live_baselines_are_counted_as_they_change() {
             )
             .unwrap() as u64
     };
-    let baseline =
-        |record: &str, tombstone: Option<Side>| Baseline { tombstone, ..Baseline::empty(key(record), 1) };
-    type Step<'a> = Box<dyn Fn(&fieldsync_store_sqlite::SqliteTransaction<'_>) + 'a>;
-    let steps: Vec<(&str, Step<'_>, u64)> = vec![
-        (
-            "three",
-            Box::new(|t| {
-                for record in ["a", "b", "c"] {
-                    t.put_baseline(LINK, &fields, &baseline(record, None)).unwrap()
-                }
-            }),
-            3,
-        ),
-        ("rewritten", Box::new(|t| t.put_baseline(LINK, &fields, &baseline("a", None)).unwrap()), 3),
-        (
-            "tombstoned",
-            Box::new(|t| t.put_baseline(LINK, &fields, &baseline("b", Some(Side::Left))).unwrap()),
-            2,
-        ),
-        (
-            "tombstoned again",
-            Box::new(|t| t.put_baseline(LINK, &fields, &baseline("b", Some(Side::Right))).unwrap()),
-            2,
-        ),
-        ("a tombstone deleted", Box::new(|t| t.delete_baseline(LINK, &key("b")).unwrap()), 2),
-        (
-            "born a tombstone",
-            Box::new(|t| t.put_baseline(LINK, &fields, &baseline("d", Some(Side::Left))).unwrap()),
-            2,
-        ),
-        ("restored", Box::new(|t| t.put_baseline(LINK, &fields, &baseline("d", None)).unwrap()), 3),
-        ("a live one deleted", Box::new(|t| t.delete_baseline(LINK, &key("a")).unwrap()), 2),
-        ("another link", Box::new(|t| t.put_baseline("other", &fields, &baseline("a", None)).unwrap()), 2),
+    let put = |record: &str, tombstone: Option<Side>| {
+        BaselineWrite::Put(Baseline { tombstone, ..Baseline::empty(key(record), 1) })
+    };
+    let forget = |record: &str| BaselineWrite::Forget(key(record));
+    let steps = [
+        ("three", LINK, vec![put("a", None), put("b", None), put("c", None)], 3),
+        ("rewritten", LINK, vec![put("a", None)], 3),
+        ("tombstoned", LINK, vec![put("b", Some(Side::Left))], 2),
+        ("tombstoned again", LINK, vec![put("b", Some(Side::Right))], 2),
+        ("a tombstone deleted", LINK, vec![forget("b")], 2),
+        ("born a tombstone", LINK, vec![put("d", Some(Side::Left))], 2),
+        ("restored", LINK, vec![put("d", None)], 3),
+        ("a live one deleted", LINK, vec![forget("a")], 2),
+        ("another link", "other", vec![put("a", None)], 2),
     ];
-    for (what, step, expected) in steps {
-        let transaction = store.transaction().unwrap();
-        step(&transaction);
-        transaction.commit().unwrap();
+    for (what, link, writes, expected) in steps {
+        commit_baselines(&mut store, link, &fields, writes);
         assert_eq!(store.baseline_count(LINK).unwrap(), expected, "{what}");
         assert_eq!(store.baseline_count(LINK).unwrap(), counted(&path, LINK), "{what}");
     }

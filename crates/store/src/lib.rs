@@ -1,7 +1,8 @@
 //! The state store's contract: what fieldsync remembers between runs (baselines, cursors,
-//! the durable outbox, reviews, the audit trail and the run history) as domain types, the
-//! `StateStore` and `Transaction` traits, the classified `StoreError`, and (feature
-//! `testkit`) the conformance suite every store passes. No database lives here.
+//! the durable outbox, reviews, the audit trail and the run history) as domain types, what
+//! each commit writes, the `StateStore` trait (reads and use-case commits, no table-level
+//! writes), the classified `StoreError`, and (feature `testkit`) the conformance suite every
+//! store passes. No database lives here.
 
 mod commits;
 mod error;
@@ -10,7 +11,7 @@ mod types;
 
 pub use commits::{BaselineWrite, BatchClose, EntryOutcome, PlanChunk, PlanPublication, RunEnd, SeenDigest};
 pub use error::{ErrorClass, StoreError};
-pub use state_store::{StateStore, Transaction};
+pub use state_store::StateStore;
 pub use types::{
     AuditEntry, AuditEvent, Baseline, BaselineField, CursorState, Decision, DigestEntry, Lease, LinkLayout,
     NewOutboxEntry, NewReview, Operation, Origin, OutboxEntry, OutboxId, OutboxStatus, Review, ReviewId,

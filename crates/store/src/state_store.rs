@@ -1,33 +1,37 @@
-//! The `StateStore` and `Transaction` traits: what the engine and the command line ask of a
-//! state store, whatever database holds it. Every implementation passes `testkit::run_all`.
+//! The `StateStore` trait: what the engine and a person's use cases ask of a state store,
+//! whatever database holds it — reads, and writes that are each one use case's commit.
+//! Every implementation passes `testkit::run_all`.
 
 use std::collections::HashMap;
 
-use fieldsync_model::{RecordDigest, RecordKey, RunId, Side};
+use fieldsync_model::{RecordKey, RunId, Side};
 use jiff::Timestamp;
 
 use crate::StoreError;
 use crate::commits::{BatchClose, PlanChunk, PlanPublication, RunEnd};
 use crate::types::{
-    AuditEntry, Baseline, CursorState, Decision, DigestEntry, Lease, LinkLayout, NewOutboxEntry, NewReview,
-    OutboxEntry, OutboxId, OutboxStatus, Review, ReviewId, ReviewStatus, RunRow, RunStatus, SendId,
+    AuditEntry, Baseline, CursorState, Decision, DigestEntry, Lease, LinkLayout, OutboxEntry, OutboxId,
+    OutboxStatus, Review, ReviewId, ReviewStatus, RunRow, SendId,
 };
 
 /// A state store: baselines, cursors, the outbox, reviews, audit and runs of every link.
 ///
-/// Reads are methods of the store; every write goes through a [`Transaction`], so that a
-/// baseline moves in the same commit that closes its outbox entry.
+/// Reads are methods of the store; every write is one use case's commit (a run's start, a
+/// chunk of its plan, the plan's publication, a send, a batch closed, the run's end, a
+/// person's decision or retry), all of it or nothing of it, so that a baseline moves in the
+/// same commit that closes its outbox entry. How a store makes its commits is its own.
+///
+/// Every write of a run is made under the run's [`Lease`]: the commit checks the lease's token
+/// and renews it, and fails with `StoreError::LeaseLost` (keeping nothing) when another holder
+/// took the lease over. A lease that expired but that nobody took over is still its holder's
+/// (a long read between commits is not a lost lease): the token fences, the expiry only lets
+/// another holder take over.
 ///
 /// Collation contract: record keys compare as byte strings (UTF-8 code units, which is
 /// code point order), exactly as `RecordKey`'s `Ord`. Every method that pages or lists in
 /// "key order" uses that order, whatever the database's own collation (a PostgreSQL store
 /// compares with `COLLATE "C"`); the engine's detection relies on it.
 pub trait StateStore {
-    /// A transaction of this store.
-    type Transaction<'store>: Transaction
-    where
-        Self: 'store;
-
     /// Takes the lease of `link` for `owner`, for `ttl`: granted when nobody holds it, or its
     /// holder's lease expired (a store may also know that its holder is gone, as SQLite does
     /// when it gets the holder's lock file); the new lease has a new token.
@@ -44,24 +48,6 @@ pub trait StateStore {
     ///
     /// Fails on a database error.
     fn release(&mut self, lease: Lease) -> Result<(), StoreError>;
-
-    /// Starts a transaction under `lease`: its commit checks the lease's token and renews it,
-    /// and fails with `StoreError::LeaseLost` (keeping nothing) when another holder took the
-    /// lease over. A lease that expired but that nobody took over is still its holder's (a
-    /// long read between commits is not a lost lease): the token fences, the expiry only lets
-    /// another holder take over.
-    ///
-    /// # Errors
-    ///
-    /// Fails when the store cannot start one.
-    fn leased_transaction(&mut self, lease: &Lease) -> Result<Self::Transaction<'_>, StoreError>;
-
-    /// Starts a transaction under no lease (a person's decision, a retry asked for).
-    ///
-    /// # Errors
-    ///
-    /// Fails when the store cannot start one (another writer holds it too long).
-    fn transaction(&mut self) -> Result<Self::Transaction<'_>, StoreError>;
 
     /// Registers the current field list of `link`, returning its layout.
     ///
@@ -329,10 +315,7 @@ pub trait StateStore {
         status: Option<OutboxStatus>,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        Ok(self.outbox_page(link, status, None, limit)?.0)
+        first_page(limit, |limit| self.outbox_page(link, status, None, limit))
     }
 
     /// A page of outbox entries, newest first, optionally of one link and status, older than
@@ -389,10 +372,7 @@ pub trait StateStore {
         status: Option<ReviewStatus>,
         limit: usize,
     ) -> Result<Vec<Review>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        Ok(self.reviews_page(link, status, None, limit)?.0)
+        first_page(limit, |limit| self.reviews_page(link, status, None, limit))
     }
 
     /// A page of reviews, newest first, optionally of one link and status, older than `before`
@@ -422,10 +402,7 @@ pub trait StateStore {
     ///
     /// Fails on a database error or a damaged row.
     fn list_runs(&self, link: Option<&str>, limit: usize) -> Result<Vec<RunRow>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        Ok(self.runs_page(link, None, limit)?.0)
+        first_page(limit, |limit| self.runs_page(link, None, limit))
     }
 
     /// A page of runs, newest first, optionally of one link, older than `before` when given,
@@ -463,216 +440,11 @@ pub trait StateStore {
     fn audit_for_record(&self, link: &str, key: &RecordKey) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
-/// A unit of work of a [`StateStore`]: nothing of it is seen by others until [`commit`]
-/// succeeds, and nothing of it is kept when it is dropped uncommitted.
-///
-/// [`commit`]: Transaction::commit
-pub trait Transaction {
-    /// Commits every write of the transaction at once.
-    ///
-    /// # Errors
-    ///
-    /// Fails when the store cannot commit; nothing of the transaction is kept then.
-    fn commit(self) -> Result<(), StoreError>;
-
-    /// See `StateStore::baselines`; inside the transaction, for read-modify-write.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error or a damaged row.
-    fn baselines(
-        &self,
-        link: &str,
-        layout: &LinkLayout,
-        keys: &[RecordKey],
-    ) -> Result<HashMap<RecordKey, Baseline>, StoreError>;
-
-    /// Writes a record's baseline (replacing any), with the current layout and its digest.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn put_baseline(&self, link: &str, layout: &LinkLayout, baseline: &Baseline) -> Result<(), StoreError>;
-
-    /// Records the raw digest of a side's record found equal to its baseline (see
-    /// `DigestEntry::seen`). Writing the baseline again forgets it.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn set_seen(
-        &self,
-        link: &str,
-        key: &RecordKey,
-        side: Side,
-        digest: RecordDigest,
-    ) -> Result<(), StoreError>;
-
-    /// Removes a record's baseline (the record is gone from both sides).
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn delete_baseline(&self, link: &str, key: &RecordKey) -> Result<(), StoreError>;
-
-    /// Sets where incremental reading of one side stands.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn set_cursor(&self, link: &str, side: Side, state: CursorState) -> Result<(), StoreError>;
-
-    /// Records the start of a run; first discards the plans of the link's earlier runs that
-    /// never published (they died planning) and counts the attempt of the sends a crash left
-    /// open (see `begin_send`).
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn start_run(&self, link: &str, mode: &str, now: Timestamp) -> Result<RunId, StoreError>;
-
-    /// Makes a run's planned writes deliverable: its plan is complete and passed the guard.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn publish_plan(&self, run: RunId) -> Result<(), StoreError>;
-
-    /// Drops what a run planned and never published (it was stopped by the guard, or died
-    /// while planning): its writes, the reviews it opened and its audit entries, which tell of
-    /// decisions that were never carried out. Returns how many writes were dropped.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn discard_plan(&self, link: &str, run: RunId) -> Result<usize, StoreError>;
-
-    /// Records how a run ended.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn finish_run(
-        &self,
-        id: RunId,
-        status: RunStatus,
-        mode: &str,
-        stats: &serde_json::Value,
-        error: Option<&str>,
-        now: Timestamp,
-    ) -> Result<(), StoreError>;
-
-    /// Stores a planned write; it is due at once.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn insert_outbox(
-        &self,
-        link: &str,
-        run_id: RunId,
-        entry: &NewOutboxEntry,
-        now: Timestamp,
-    ) -> Result<OutboxId, StoreError>;
-
-    /// Marks entries as being sent: one more attempt started.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn mark_sending(&self, ids: &[OutboxId], now: Timestamp) -> Result<(), StoreError>;
-
-    /// Marks a batch of entries as being sent: until `end_send`, every reader sees them
-    /// `sending` with one more attempt, and after a crash before it the link's next
-    /// `start_run` counts that attempt on each of them.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn begin_send(&self, link: &str, ids: &[OutboxId], now: Timestamp) -> Result<SendId, StoreError>;
-
-    /// Ends a send: its entries' attempts were counted as each was closed (`close_attempt`).
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn end_send(&self, send: SendId) -> Result<(), StoreError>;
-
-    /// Closes one attempt of an entry that was sent: counts it and sets the entry's status,
-    /// next attempt and last error.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn close_attempt(
-        &self,
-        id: OutboxId,
-        status: OutboxStatus,
-        next_attempt_at: Option<Timestamp>,
-        error: Option<&str>,
-        now: Timestamp,
-    ) -> Result<(), StoreError>;
-
-    /// Sets an entry's status, next attempt and last error.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn set_outbox_status(
-        &self,
-        id: OutboxId,
-        status: OutboxStatus,
-        next_attempt_at: Option<Timestamp>,
-        error: Option<&str>,
-        now: Timestamp,
-    ) -> Result<(), StoreError>;
-
-    /// Puts a dead entry back in line: pending, due now, attempts reset.
-    ///
-    /// # Errors
-    ///
-    /// `StoreError::NotFound` when there is no dead entry with this id.
-    fn retry_dead(&self, id: OutboxId, now: Timestamp) -> Result<(), StoreError>;
-
-    /// Drops a dead entry: it will never be tried again.
-    ///
-    /// # Errors
-    ///
-    /// `StoreError::NotFound` when there is no dead entry with this id.
-    fn drop_dead(&self, id: OutboxId, now: Timestamp) -> Result<(), StoreError>;
-
-    /// Opens a review, or refreshes the live one for the same record and field: new values
-    /// reopen a resolved review (its decision was about values that no longer hold).
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn put_review(
-        &self,
-        link: &str,
-        run_id: Option<RunId>,
-        review: &NewReview,
-        now: Timestamp,
-    ) -> Result<ReviewId, StoreError>;
-
-    /// Records a person's decision on an open or resolved review.
-    ///
-    /// # Errors
-    ///
-    /// `StoreError::NotFound` when there is no such live review.
-    fn resolve_review(&self, id: ReviewId, decision: &Decision, now: Timestamp) -> Result<(), StoreError>;
-
-    /// Closes a review: its decision was applied, or the sides came to agree.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn close_review(&self, id: ReviewId, now: Timestamp) -> Result<(), StoreError>;
-
-    /// Appends to the audit trail.
-    ///
-    /// # Errors
-    ///
-    /// Fails on a database error.
-    fn audit(&self, link: &str, entry: &AuditEntry) -> Result<(), StoreError>;
+/// The newest `limit` rows a listing asks for, read as the first page of `page` (nothing when
+/// `limit` is `0`, which asks a page for all of them).
+fn first_page<T>(
+    limit: usize,
+    page: impl FnOnce(usize) -> Result<(Vec<T>, u64), StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    if limit == 0 { Ok(Vec::new()) } else { Ok(page(limit)?.0) }
 }

@@ -1,6 +1,7 @@
-//! The conformance suite every state store passes: one `pub fn` per property (baselines and
-//! layouts, paging in key order under the collation contract, transactions, cursors, the
-//! outbox lifecycle, reviews, audit, runs, leases, concurrent writers), `run_all`, and
+//! The conformance suite every state store passes, written against `StateStore`'s use cases
+//! only: one `pub fn` per property (baselines and layouts, paging in key order under the
+//! collation contract, cursors, the outbox lifecycle, reviews, audit, runs, leases and lost
+//! ones, concurrent writers, what each commit of a run writes), `run_all`, and
 //! `conformance_tests!`, which makes one `#[test]` of each. A failed property panics.
 
 use std::collections::HashMap;
@@ -11,9 +12,9 @@ use serde_json::json;
 
 use crate::{
     AuditEntry, AuditEvent, Baseline, BaselineField, BaselineWrite, BatchClose, CursorState, Decision,
-    EntryOutcome, LinkLayout, NewOutboxEntry, NewReview, Operation, Origin, OutboxStatus, PlanChunk,
-    PlanPublication, ReviewKind, ReviewStatus, RunEnd, RunStatus, SeenDigest, StateStore, StoreError,
-    Transaction,
+    EntryOutcome, Lease, LinkLayout, NewOutboxEntry, NewReview, Operation, Origin, OutboxId, OutboxStatus,
+    PlanChunk, PlanPublication, ReviewId, ReviewKind, ReviewStatus, RunEnd, RunStatus, SeenDigest, SendId,
+    StateStore, StoreError,
 };
 
 /// Makes the stores the suite runs against.
@@ -39,7 +40,6 @@ where
     many_keys_are_read_across_chunks(&new());
     digests_are_paged_in_key_order(&new());
     a_baseline_is_read_onto_another_layout_by_field_name(&new());
-    a_dropped_transaction_leaves_nothing(&new());
     cursors_default_and_round_trip(&new());
     outbox_lifecycle(&new());
     an_unpublished_plan_is_discarded_by_the_next_run_of_its_link(&new());
@@ -69,7 +69,6 @@ macro_rules! conformance_tests {
             many_keys_are_read_across_chunks,
             digests_are_paged_in_key_order,
             a_baseline_is_read_onto_another_layout_by_field_name,
-            a_dropped_transaction_leaves_nothing,
             cursors_default_and_round_trip,
             outbox_lifecycle,
             an_unpublished_plan_is_discarded_by_the_next_run_of_its_link,
@@ -131,14 +130,94 @@ pub fn field(
     BaselineField { value, left_changed: left.map(ts), right_changed: right.map(ts), origin }
 }
 
-/// Writes `baselines` of `LINK` in one transaction.
-pub fn put<S: StateStore>(store: &mut S, layout: &LinkLayout, baselines: &[&Baseline]) {
-    let transaction = store.transaction().expect("transaction");
-    for baseline in baselines {
-        transaction.put_baseline(LINK, layout, baseline).expect("put baseline");
-    }
-    transaction.commit().expect("commit");
+/// How long the suite's leases last.
+const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Takes the lease of `link` for the suite.
+pub fn lease_of<S: StateStore>(store: &mut S, link: &str) -> Lease {
+    store.lease(link, "testkit", MINUTE).expect("lease the link")
 }
+
+/// A handle on `fixture`'s store with `fields` registered as the layout of `LINK`, which it
+/// leases.
+fn leased<F: Fixture>(fixture: &F, fields: &[&str]) -> (F::Store, LinkLayout, Lease) {
+    let mut store = fixture.open();
+    let fields = layout(&mut store, fields);
+    let lease = lease_of(&mut store, LINK);
+    (store, fields, lease)
+}
+
+/// Writes and forgets baselines of `link` in one commit, under a lease of its own: a delivered
+/// batch that moves baselines only.
+pub fn commit_baselines<S: StateStore>(
+    store: &mut S,
+    link: &str,
+    layout: &LinkLayout,
+    baselines: Vec<BaselineWrite>,
+) {
+    let lease = lease_of(store, link);
+    let batch = BatchClose { baselines, ..BatchClose::default() };
+    store.close_batch(&lease, layout, batch, ts(T0)).expect("close a batch of baselines");
+    store.release(lease).expect("release the lease");
+}
+
+/// Writes `baselines` of `LINK` in one commit.
+pub fn put<S: StateStore>(store: &mut S, layout: &LinkLayout, baselines: &[&Baseline]) {
+    let writes = baselines.iter().map(|baseline| BaselineWrite::Put((*baseline).clone())).collect();
+    commit_baselines(store, LINK, layout, writes);
+}
+
+/// Starts a run of `lease`'s link at `at` (its plan published from the start when
+/// `published`, as a run that only delivers is) and commits `chunk` as its plan.
+fn planned<S: StateStore>(
+    store: &mut S,
+    lease: &Lease,
+    layout: &LinkLayout,
+    published: bool,
+    chunk: PlanChunk,
+    at: i64,
+) -> RunId {
+    let run = store.start_run(lease, "incremental", published, ts(at)).expect("start a run");
+    store.commit_plan_chunk(lease, run, layout, chunk, ts(at)).expect("commit a chunk of the plan");
+    run
+}
+
+/// A chunk of a plan that writes `entries` only.
+fn writes(entries: Vec<NewOutboxEntry>) -> PlanChunk {
+    PlanChunk { entries, ..PlanChunk::default() }
+}
+
+/// The ids of the `count` newest outbox entries of every link, oldest first.
+fn newest_ids<S: StateStore>(store: &S, count: usize) -> Vec<OutboxId> {
+    let mut newest = ids(&store.list_outbox(None, None, count).expect("list the outbox"));
+    newest.reverse();
+    newest
+}
+
+/// How an entry's attempt ends, for a `BatchClose`.
+fn outcome(
+    id: OutboxId,
+    status: OutboxStatus,
+    next: Option<i64>,
+    error: Option<&str>,
+    attempted: bool,
+) -> EntryOutcome {
+    EntryOutcome { id, status, next_attempt_at: next.map(ts), error: error.map(str::to_string), attempted }
+}
+
+/// Closes a batch of `lease`'s link that only sets `outcomes`, ending `send` when given.
+fn settle<S: StateStore>(
+    store: &mut S,
+    lease: &Lease,
+    layout: &LinkLayout,
+    send: Option<SendId>,
+    outcomes: Vec<EntryOutcome>,
+    at: i64,
+) {
+    let batch = BatchClose { send, outcomes, ..BatchClose::default() };
+    store.close_batch(lease, layout, batch, ts(at)).expect("close a batch");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Baselines and layouts.
 
@@ -189,16 +268,7 @@ pub fn baselines_round_trip_exactly_with_their_digests<F: Fixture>(fixture: &F) 
     left_tombstone.left_id = None;
     left_tombstone.tombstone = Some(Side::Left);
 
-    {
-        // Read-your-writes inside the transaction.
-        let transaction = store.transaction().unwrap();
-        for baseline in [&rich, &tombstoned, &left_tombstone] {
-            transaction.put_baseline(LINK, &fields, baseline).unwrap();
-        }
-        let inside = transaction.baselines(LINK, &fields, std::slice::from_ref(&rich.key)).unwrap();
-        assert_eq!(inside.get(&rich.key), Some(&rich));
-        transaction.commit().unwrap();
-    }
+    put(&mut store, &fields, &[&rich, &tombstoned, &left_tombstone]);
 
     let keys = [rich.key.clone(), tombstoned.key.clone(), left_tombstone.key.clone(), key("absent")];
     let read = store.baselines(LINK, &fields, &keys).unwrap();
@@ -230,12 +300,8 @@ pub fn baselines_round_trip_exactly_with_their_digests<F: Fixture>(fixture: &F) 
     let mut changed = rich.clone();
     changed.fields[0].value = Some(Value::from("Grace"));
     changed.right_id = None;
-    {
-        let transaction = store.transaction().unwrap();
-        transaction.put_baseline(LINK, &fields, &changed).unwrap();
-        transaction.delete_baseline(LINK, &tombstoned.key).unwrap();
-        transaction.commit().unwrap();
-    }
+    let writes = vec![BaselineWrite::Put(changed.clone()), BaselineWrite::Forget(tombstoned.key.clone())];
+    commit_baselines(&mut store, LINK, &fields, writes);
     let read = store.baselines(LINK, &fields, &keys).unwrap();
     assert_eq!(read.len(), 2);
     assert_eq!(read[&rich.key], changed);
@@ -364,83 +430,39 @@ pub fn a_baseline_is_read_onto_another_layout_by_field_name<F: Fixture>(fixture:
     assert_ne!(other.id, abc.id);
 }
 
-/// A dropped transaction leaves nothing.
-pub fn a_dropped_transaction_leaves_nothing<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
-    let fields = layout(&mut store, &["a"]);
-    let baseline = Baseline {
-        fields: vec![field(Some(Value::Int(1)), None, None, None)],
-        ..Baseline::empty(key("k1"), 1)
-    };
-    {
-        let transaction = store.transaction().unwrap();
-        let run = transaction.start_run(LINK, "full", ts(T0)).unwrap();
-        transaction.put_baseline(LINK, &fields, &baseline).unwrap();
-        transaction
-            .set_cursor(LINK, Side::Left, CursorState { cursor: Some(ts(T0)), last_full_scan: None })
-            .unwrap();
-        let entry = NewOutboxEntry {
-            key: key("k1"),
-            side: Side::Right,
-            operation: Operation::Create,
-            record_id: None,
-            payload: "{}".into(),
-            source: None,
-        };
-        transaction.insert_outbox(LINK, run, &entry, ts(T0)).unwrap();
-        transaction.put_review(LINK, Some(run), &review("k1", Some("a"), 1, 2), ts(T0)).unwrap();
-        transaction.audit(LINK, &audit_entry(Some(run), "k1", AuditEvent::Detected, T0)).unwrap();
-        // Dropped without commit.
-    }
-    let check = |store: &F::Store| {
-        assert!(store.baselines(LINK, &fields, &[key("k1")]).unwrap().is_empty());
-        assert!(store.all_digests(LINK, &fields).unwrap().is_empty());
-        assert_eq!(store.cursor(LINK, Side::Left).unwrap(), CursorState::default());
-        assert!(store.list_outbox(None, None, 100).unwrap().is_empty());
-        assert!(store.list_reviews(None, None, 100).unwrap().is_empty());
-        assert!(store.list_runs(None, 100).unwrap().is_empty());
-        assert!(store.audit_for_record(LINK, &key("k1")).unwrap().is_empty());
-    };
-    check(&store);
-    // The store is usable again (the write lock was released) and a reopen sees nothing.
-    store.transaction().unwrap().commit().unwrap();
-    drop(store);
-    check(&fixture.open());
-}
-
 // ---------------------------------------------------------------------------------------------
 // Cursors.
 
 /// Cursors default and round trip.
 pub fn cursors_default_and_round_trip<F: Fixture>(fixture: &F) {
-    let store = fixture.open();
-    let mut store = store;
+    let mut store = fixture.open();
     assert_eq!(store.cursor(LINK, Side::Left).unwrap(), CursorState::default());
     assert_eq!(store.cursor(LINK, Side::Right).unwrap(), CursorState { cursor: None, last_full_scan: None });
 
     let left = CursorState { cursor: Some(ts(T0 + 123)), last_full_scan: Some(ts(T0 - 1_000)) };
     let right = CursorState { cursor: Some(ts(T0 + 7)), last_full_scan: None };
-    {
-        let transaction = store.transaction().unwrap();
-        transaction.set_cursor(LINK, Side::Left, left).unwrap();
-        transaction.set_cursor(LINK, Side::Right, right).unwrap();
-        transaction.commit().unwrap();
-    }
+    publish_cursors(&mut store, vec![(Side::Left, left), (Side::Right, right)]);
     assert_eq!(store.cursor(LINK, Side::Left).unwrap(), left);
     assert_eq!(store.cursor(LINK, Side::Right).unwrap(), right);
     assert_eq!(store.cursor("other", Side::Left).unwrap(), CursorState::default());
 
     // Overwritten, and kept across a reopen.
     let later = CursorState { cursor: Some(ts(T0 + 9_999)), last_full_scan: Some(ts(T0 + 9_000)) };
-    {
-        let transaction = store.transaction().unwrap();
-        transaction.set_cursor(LINK, Side::Left, later).unwrap();
-        transaction.commit().unwrap();
-    }
+    publish_cursors(&mut store, vec![(Side::Left, later)]);
     drop(store);
     let store = fixture.open();
     assert_eq!(store.cursor(LINK, Side::Left).unwrap(), later);
     assert_eq!(store.cursor(LINK, Side::Right).unwrap(), right);
+}
+
+/// Runs `LINK` once under a lease of its own: a run whose plan publishes `cursors` only.
+fn publish_cursors<S: StateStore>(store: &mut S, cursors: Vec<(Side, CursorState)>) {
+    let fields = layout(store, &["n"]);
+    let lease = lease_of(store, LINK);
+    let run = store.start_run(&lease, "incremental", false, ts(T0)).unwrap();
+    let publication = PlanPublication { cursors, ..PlanPublication::default() };
+    store.publish_plan(&lease, run, &fields, publication, ts(T0)).unwrap();
+    store.release(lease).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -461,28 +483,18 @@ fn outbox_entry(record: &str, side: Side, operation: Operation) -> NewOutboxEntr
     }
 }
 
-fn start_run<S: StateStore>(store: &mut S, link: &str, at: i64) -> RunId {
-    let transaction = store.transaction().unwrap();
-    let run = transaction.start_run(link, "incremental", ts(at)).unwrap();
-    transaction.commit().unwrap();
-    run
-}
-
 fn ids(entries: &[crate::OutboxEntry]) -> Vec<i64> {
     entries.iter().map(|entry| entry.id).collect()
 }
 
-/// Outbox lifecycle.
+/// Outbox lifecycle: an entry is stored as planned, pending and due at once; an attempt that
+/// a crash interrupted is counted by the link's next run and the entry stays due; a failure
+/// puts it back for later, a permanent one makes it dead; a person retries or drops it.
 pub fn outbox_lifecycle<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
-    let run = start_run(&mut store, LINK, T0);
+    let (mut store, fields, lease) = leased(fixture, &["n"]);
     let new = outbox_entry("k1", Side::Right, Operation::Update);
-    let id = {
-        let transaction = store.transaction().unwrap();
-        let id = transaction.insert_outbox(LINK, run, &new, ts(T0)).unwrap();
-        transaction.commit().unwrap();
-        id
-    };
+    let run = planned(&mut store, &lease, &fields, true, writes(vec![new.clone()]), T0);
+    let [id] = <[i64; 1]>::try_from(newest_ids(&store, 1)).unwrap();
 
     // Stored as given, pending and due at once.
     let entry = store.outbox_entry(id).unwrap();
@@ -508,14 +520,12 @@ pub fn outbox_lifecycle<F: Fixture>(fixture: &F) {
     assert!(store.due_outbox("other", ts(T0), 0, 10).unwrap().is_empty());
     assert_eq!(store.next_due(LINK).unwrap(), Some(ts(T0)));
 
-    // An attempt starts: counted, and a `sending` entry left by a crash is still due.
-    {
-        let transaction = store.transaction().unwrap();
-        transaction.mark_sending(&[id], ts(T0 + 10)).unwrap();
-        transaction.commit().unwrap();
-    }
+    // An attempt starts and the process dies: the next run counts it, and a `sending` entry
+    // is still due.
+    store.start_send(&lease, vec![id], ts(T0 + 10)).unwrap();
     drop(store);
     let mut store = fixture.open();
+    store.start_run(&lease, "incremental", true, ts(T0 + 10)).unwrap();
     let due = store.due_outbox(LINK, ts(T0 + 10), 0, 10).unwrap();
     assert_eq!(ids(&due), vec![id]);
     assert_eq!(due[0].status, OutboxStatus::Sending);
@@ -524,14 +534,9 @@ pub fn outbox_lifecycle<F: Fixture>(fixture: &F) {
     assert_eq!(store.next_due(LINK).unwrap(), Some(ts(T0)));
 
     // It fails and is put back for later: hidden from due_outbox until then.
-    {
-        let transaction = store.transaction().unwrap();
-        transaction.mark_sending(&[id], ts(T0 + 20)).unwrap();
-        transaction
-            .set_outbox_status(id, OutboxStatus::Pending, Some(ts(T0 + 60_000)), Some("timeout"), ts(T0 + 21))
-            .unwrap();
-        transaction.commit().unwrap();
-    }
+    let send = store.start_send(&lease, vec![id], ts(T0 + 20)).unwrap();
+    let retry = outcome(id, OutboxStatus::Pending, Some(T0 + 60_000), Some("timeout"), true);
+    settle(&mut store, &lease, &fields, Some(send), vec![retry], T0 + 21);
     let entry = store.outbox_entry(id).unwrap();
     assert_eq!(entry.status, OutboxStatus::Pending);
     assert_eq!(entry.attempts, 2);
@@ -543,15 +548,11 @@ pub fn outbox_lifecycle<F: Fixture>(fixture: &F) {
     assert_eq!(store.next_due(LINK).unwrap(), Some(ts(T0 + 60_000)));
 
     // It fails for good.
-    {
-        let transaction = store.transaction().unwrap();
-        transaction
-            .set_outbox_status(id, OutboxStatus::Dead, None, Some("rejected"), ts(T0 + 60_001))
-            .unwrap();
-        transaction.commit().unwrap();
-    }
+    let dead = outcome(id, OutboxStatus::Dead, None, Some("rejected"), false);
+    settle(&mut store, &lease, &fields, None, vec![dead], T0 + 60_001);
     let entry = store.outbox_entry(id).unwrap();
     assert_eq!(entry.status, OutboxStatus::Dead);
+    assert_eq!(entry.attempts, 2, "an outcome with no attempt counts none");
     assert_eq!(entry.next_attempt_at, ts(T0 + 60_000), "no next attempt given: unchanged");
     assert_eq!(entry.last_error.as_deref(), Some("rejected"));
     assert!(store.due_outbox(LINK, ts(T0 + 1_000_000), 0, 10).unwrap().is_empty());
@@ -559,16 +560,12 @@ pub fn outbox_lifecycle<F: Fixture>(fixture: &F) {
     assert_eq!(ids(&store.open_outbox_for(LINK, &[key("k1")]).unwrap()), vec![id], "dead is still open");
 
     // Dropping needs a dead entry; retrying puts it back in line, due now, attempts reset.
-    {
-        let transaction = store.transaction().unwrap();
-        transaction.retry_dead(id, ts(T0 + 100_000)).unwrap();
-        assert!(matches!(
-            transaction.drop_dead(id, ts(T0 + 100_000)),
-            Err(StoreError::NotFound { id: found, .. }) if found == id
-        ));
-        assert!(matches!(transaction.retry_dead(id, ts(T0 + 100_000)), Err(StoreError::NotFound { .. })));
-        transaction.commit().unwrap();
-    }
+    store.retry_dead(&[id], ts(T0 + 100_000)).unwrap();
+    assert!(matches!(
+        store.drop_dead(id, ts(T0 + 100_000)),
+        Err(StoreError::NotFound { id: found, .. }) if found == id
+    ));
+    assert!(matches!(store.retry_dead(&[id], ts(T0 + 100_000)), Err(StoreError::NotFound { .. })));
     let entry = store.outbox_entry(id).unwrap();
     assert_eq!(entry.status, OutboxStatus::Pending);
     assert_eq!(entry.attempts, 0);
@@ -577,18 +574,18 @@ pub fn outbox_lifecycle<F: Fixture>(fixture: &F) {
     assert!(store.due_outbox(LINK, ts(T0 + 99_999), 0, 10).unwrap().is_empty());
 
     // Dead again, then dropped for good.
-    {
-        let transaction = store.transaction().unwrap();
-        transaction.set_outbox_status(id, OutboxStatus::Dead, None, None, ts(T0 + 100_001)).unwrap();
-        transaction.drop_dead(id, ts(T0 + 100_002)).unwrap();
-        assert!(matches!(transaction.drop_dead(id, ts(T0 + 100_003)), Err(StoreError::NotFound { .. })));
-        assert!(matches!(transaction.retry_dead(id, ts(T0 + 100_003)), Err(StoreError::NotFound { .. })));
-        assert!(matches!(
-            transaction.drop_dead(424_242, ts(T0)),
-            Err(StoreError::NotFound { id: 424_242, .. })
-        ));
-        transaction.commit().unwrap();
-    }
+    settle(
+        &mut store,
+        &lease,
+        &fields,
+        None,
+        vec![outcome(id, OutboxStatus::Dead, None, None, false)],
+        T0 + 100_001,
+    );
+    store.drop_dead(id, ts(T0 + 100_002)).unwrap();
+    assert!(matches!(store.drop_dead(id, ts(T0 + 100_003)), Err(StoreError::NotFound { .. })));
+    assert!(matches!(store.retry_dead(&[id], ts(T0 + 100_003)), Err(StoreError::NotFound { .. })));
+    assert!(matches!(store.drop_dead(424_242, ts(T0)), Err(StoreError::NotFound { id: 424_242, .. })));
     let entry = store.outbox_entry(id).unwrap();
     assert_eq!(entry.status, OutboxStatus::Dropped);
     assert_eq!(entry.last_error.as_deref(), Some("rejected"), "a missing error keeps the last one");
@@ -596,6 +593,7 @@ pub fn outbox_lifecycle<F: Fixture>(fixture: &F) {
     assert!(store.open_outbox_keys(LINK).unwrap().is_empty());
     assert!(store.due_outbox(LINK, ts(T0 + 1_000_000), 0, 10).unwrap().is_empty());
     assert!(matches!(store.outbox_entry(424_242), Err(StoreError::NotFound { id: 424_242, .. })));
+    store.release(lease).unwrap();
 }
 
 /// A run writes its plan a chunk at a time and publishes it at the end. The writes, the
@@ -603,50 +601,31 @@ pub fn outbox_lifecycle<F: Fixture>(fixture: &F) {
 /// run of its link (not of another link); a published run's are kept, and so are reviews the
 /// dead run only updated.
 pub fn an_unpublished_plan_is_discarded_by_the_next_run_of_its_link<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
-    let earlier = start_run(&mut store, LINK, T0);
-    let kept_review = {
-        let transaction = store.transaction().unwrap();
-        transaction.publish_plan(earlier).unwrap();
-        let id =
-            transaction.put_review(LINK, Some(earlier), &review("k0", Some("email"), 1, 2), ts(T0)).unwrap();
-        transaction.commit().unwrap();
-        id
+    let (mut store, fields, lease) = leased(fixture, &["email"]);
+    let others = lease_of(&mut store, "others");
+    let earlier_plan = PlanChunk {
+        entries: vec![outbox_entry("k0", Side::Right, Operation::Update)],
+        reviews: vec![review("k0", Some("email"), 1, 2)],
+        ..PlanChunk::default()
     };
-    let published = {
-        let transaction = store.transaction().unwrap();
-        let id = transaction
-            .insert_outbox(LINK, earlier, &outbox_entry("k0", Side::Right, Operation::Update), ts(T0))
-            .unwrap();
-        transaction.commit().unwrap();
-        id
-    };
-    let dead = start_run(&mut store, LINK, T0 + 10);
-    let other_link = start_run(&mut store, "others", T0 + 10);
-    {
-        let transaction = store.transaction().unwrap();
-        for record in ["k1", "k2"] {
-            transaction
-                .insert_outbox(LINK, dead, &outbox_entry(record, Side::Left, Operation::Update), ts(T0 + 10))
-                .unwrap();
-        }
-        transaction
-            .insert_outbox(
-                "others",
-                other_link,
-                &outbox_entry("k9", Side::Left, Operation::Update),
-                ts(T0 + 10),
-            )
-            .unwrap();
-        transaction.put_review(LINK, Some(dead), &review("k1", Some("email"), 3, 4), ts(T0 + 10)).unwrap();
+    planned(&mut store, &lease, &fields, true, earlier_plan, T0);
+    let [published] = <[i64; 1]>::try_from(newest_ids(&store, 1)).unwrap();
+    let kept_review = ids_of(&store.live_reviews_for(LINK, &[key("k0")]).unwrap());
+
+    let dead_plan = PlanChunk {
+        entries: ["k1", "k2"].map(|record| outbox_entry(record, Side::Left, Operation::Update)).to_vec(),
         // Updating a review opened by a published run leaves it that run's.
-        transaction.put_review(LINK, Some(dead), &review("k0", Some("email"), 5, 6), ts(T0 + 10)).unwrap();
-        transaction.audit(LINK, &audit_entry(Some(dead), "k1", AuditEvent::Resolved, T0 + 10)).unwrap();
-        transaction.commit().unwrap();
-    }
+        reviews: vec![review("k1", Some("email"), 3, 4), review("k0", Some("email"), 5, 6)],
+        ..PlanChunk::default()
+    };
+    let dead = store.start_run(&lease, "incremental", false, ts(T0 + 10)).unwrap();
+    let audit = vec![audit_entry(Some(dead), "k1", AuditEvent::Resolved, T0 + 10)];
+    store.commit_plan_chunk(&lease, dead, &fields, PlanChunk { audit, ..dead_plan }, ts(T0 + 10)).unwrap();
+    let other_plan = writes(vec![outbox_entry("k9", Side::Left, Operation::Update)]);
+    planned(&mut store, &others, &fields, false, other_plan, T0 + 10);
     assert_eq!(store.due_outbox(LINK, ts(T0 + 20), 0, 10).unwrap().len(), 3);
 
-    let next = start_run(&mut store, LINK, T0 + 20);
+    let next = store.start_run(&lease, "incremental", false, ts(T0 + 20)).unwrap();
     assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 20), 0, 10).unwrap()), vec![published]);
     assert_eq!(
         store.due_outbox("others", ts(T0 + 20), 0, 10).unwrap().len(),
@@ -654,67 +633,41 @@ pub fn an_unpublished_plan_is_discarded_by_the_next_run_of_its_link<F: Fixture>(
         "another link's run is its own"
     );
     let live = store.live_reviews_for(LINK, &[key("k0"), key("k1")]).unwrap();
-    assert_eq!(ids_of(&live), vec![kept_review]);
+    assert_eq!(ids_of(&live), kept_review);
     assert!(store.audit_for_run(dead).unwrap().is_empty());
 
     // A guarded run discards its own plan at once; then nothing is left to discard.
-    {
-        let transaction = store.transaction().unwrap();
-        transaction
-            .insert_outbox(LINK, next, &outbox_entry("k3", Side::Left, Operation::Delete), ts(T0 + 20))
-            .unwrap();
-        assert_eq!(transaction.discard_plan(LINK, next).unwrap(), 1);
-        transaction.commit().unwrap();
-    }
+    let guarded = writes(vec![outbox_entry("k3", Side::Left, Operation::Delete)]);
+    store.commit_plan_chunk(&lease, next, &fields, guarded, ts(T0 + 20)).unwrap();
+    assert_eq!(store.discard_plan(&lease, next).unwrap(), 1);
     assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 30), 0, 10).unwrap()), vec![published]);
-    let last = start_run(&mut store, LINK, T0 + 30);
-    {
-        let transaction = store.transaction().unwrap();
-        transaction.publish_plan(last).unwrap();
-        transaction.commit().unwrap();
-    }
-    start_run(&mut store, LINK, T0 + 40);
+    let last = store.start_run(&lease, "incremental", false, ts(T0 + 30)).unwrap();
+    store.publish_plan(&lease, last, &fields, PlanPublication::default(), ts(T0 + 30)).unwrap();
+    store.start_run(&lease, "incremental", false, ts(T0 + 40)).unwrap();
     assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 40), 0, 10).unwrap()), vec![published]);
+    store.release(lease).unwrap();
+    store.release(others).unwrap();
 }
 
-/// A batch being sent is marked by one row: readers see its entries `sending` with the attempt
-/// counted; closing an attempt counts it on the entry; a send a crash left open is counted on
-/// each of its entries by the link's next run, which then sees them `sending`.
+/// A batch being sent is marked at once: readers see its entries `sending` with the attempt
+/// counted; closing the batch counts each attempt on its entry; a send a crash left open is
+/// counted on each of its entries by the link's next run, which then sees them `sending`.
 pub fn a_send_marks_its_entries_and_a_crashed_one_is_counted_by_the_next_run<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
-    let run = start_run(&mut store, LINK, T0);
-    let (first, second) = {
-        let transaction = store.transaction().unwrap();
-        transaction.publish_plan(run).unwrap();
-        let first = transaction
-            .insert_outbox(LINK, run, &outbox_entry("k1", Side::Right, Operation::Update), ts(T0))
-            .unwrap();
-        let second = transaction
-            .insert_outbox(LINK, run, &outbox_entry("k2", Side::Right, Operation::Update), ts(T0))
-            .unwrap();
-        transaction.commit().unwrap();
-        (first, second)
-    };
-    let send = {
-        let transaction = store.transaction().unwrap();
-        let send = transaction.begin_send(LINK, &[first, second], ts(T0 + 1)).unwrap();
-        transaction.commit().unwrap();
-        send
-    };
+    let (mut store, fields, lease) = leased(fixture, &["n"]);
+    let plan = ["k1", "k2"].map(|record| outbox_entry(record, Side::Right, Operation::Update)).to_vec();
+    planned(&mut store, &lease, &fields, true, writes(plan), T0);
+    let [first, second] = <[i64; 2]>::try_from(newest_ids(&store, 2)).unwrap();
+    let send = store.start_send(&lease, vec![first, second], ts(T0 + 1)).unwrap();
     for id in [first, second] {
         let entry = store.outbox_entry(id).unwrap();
         assert_eq!((entry.status, entry.attempts), (OutboxStatus::Sending, 1), "entry {id} while sent");
     }
     // The first attempt closes: counted once, the send gone.
-    {
-        let transaction = store.transaction().unwrap();
-        transaction.end_send(send).unwrap();
-        transaction.close_attempt(first, OutboxStatus::Done, None, None, ts(T0 + 2)).unwrap();
-        transaction
-            .close_attempt(second, OutboxStatus::Pending, Some(ts(T0 + 60)), Some("busy"), ts(T0 + 2))
-            .unwrap();
-        transaction.commit().unwrap();
-    }
+    let outcomes = vec![
+        outcome(first, OutboxStatus::Done, None, None, true),
+        outcome(second, OutboxStatus::Pending, Some(T0 + 60), Some("busy"), true),
+    ];
+    settle(&mut store, &lease, &fields, Some(send), outcomes, T0 + 2);
     let done = store.outbox_entry(first).unwrap();
     assert_eq!((done.status, done.attempts), (OutboxStatus::Done, 1));
     let waiting = store.outbox_entry(second).unwrap();
@@ -724,40 +677,36 @@ pub fn a_send_marks_its_entries_and_a_crashed_one_is_counted_by_the_next_run<F: 
     );
 
     // Sent again, and the process dies before the send is closed.
-    {
-        let transaction = store.transaction().unwrap();
-        transaction.begin_send(LINK, &[second], ts(T0 + 61)).unwrap();
-        transaction.commit().unwrap();
-    }
+    store.start_send(&lease, vec![second], ts(T0 + 61)).unwrap();
     let crashed = store.outbox_entry(second).unwrap();
     assert_eq!(
         (crashed.status, crashed.attempts),
         (OutboxStatus::Sending, 2),
         "seen as sent before recovery"
     );
-    start_run(&mut store, LINK, T0 + 100);
+    store.start_run(&lease, "incremental", true, ts(T0 + 100)).unwrap();
     let recovered = store.outbox_entry(second).unwrap();
     assert_eq!((recovered.status, recovered.attempts), (OutboxStatus::Sending, 2), "counted once, stored");
-    start_run(&mut store, LINK, T0 + 200);
+    store.start_run(&lease, "incremental", true, ts(T0 + 200)).unwrap();
     assert_eq!(store.outbox_entry(second).unwrap().attempts, 2, "a recovered send is not counted again");
     assert_eq!(store.outbox_entry(first).unwrap().attempts, 1);
+    store.release(lease).unwrap();
 }
 
 /// Due outbox is oldest first and limited.
 pub fn due_outbox_is_oldest_first_and_limited<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
-    let run = start_run(&mut store, LINK, T0);
-    let transaction = store.transaction().unwrap();
-    let first = transaction
-        .insert_outbox(LINK, run, &outbox_entry("k1", Side::Left, Operation::Update), ts(T0))
-        .unwrap();
-    let second = transaction
-        .insert_outbox(LINK, run, &outbox_entry("k2", Side::Right, Operation::Create), ts(T0 + 1))
-        .unwrap();
-    let third = transaction
-        .insert_outbox(LINK, run, &outbox_entry("k3", Side::Left, Operation::Delete), ts(T0 + 2))
-        .unwrap();
-    transaction.commit().unwrap();
+    let (mut store, fields, lease) = leased(fixture, &["n"]);
+    let run = store.start_run(&lease, "incremental", true, ts(T0)).unwrap();
+    let plan = [
+        ("k1", Side::Left, Operation::Update),
+        ("k2", Side::Right, Operation::Create),
+        ("k3", Side::Left, Operation::Delete),
+    ];
+    for (at, (record, side, operation)) in (T0..).zip(plan) {
+        let chunk = writes(vec![outbox_entry(record, side, operation)]);
+        store.commit_plan_chunk(&lease, run, &fields, chunk, ts(at)).unwrap();
+    }
+    let [first, second, third] = <[i64; 3]>::try_from(newest_ids(&store, 3)).unwrap();
     assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 2), 0, 10).unwrap()), vec![first, second, third]);
     assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 1), 0, 10).unwrap()), vec![first, second]);
     assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 2), 0, 2).unwrap()), vec![first, second]);
@@ -765,52 +714,45 @@ pub fn due_outbox_is_oldest_first_and_limited<F: Fixture>(fixture: &F) {
     assert_eq!(store.next_due(LINK).unwrap(), Some(ts(T0)));
     assert_eq!(store.outbox_entry(second).unwrap().record_id, None);
     assert_eq!(store.outbox_entry(third).unwrap().operation, Operation::Delete);
+    store.release(lease).unwrap();
 }
 
 /// Open outbox and counts by status.
 pub fn open_outbox_and_counts_by_status<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
-    let run = start_run(&mut store, LINK, T0);
-    let other_run = start_run(&mut store, "other", T0);
-    let statuses = [
-        ("pending", None),
-        ("sending", Some(OutboxStatus::Sending)),
-        ("dead", Some(OutboxStatus::Dead)),
-        ("done", Some(OutboxStatus::Done)),
-        ("superseded", Some(OutboxStatus::Superseded)),
-    ];
-    let mut by_key: HashMap<&str, i64> = HashMap::new();
-    {
-        let transaction = store.transaction().unwrap();
-        for (record, status) in statuses {
-            let id = transaction
-                .insert_outbox(LINK, run, &outbox_entry(record, Side::Right, Operation::Update), ts(T0))
-                .unwrap();
-            match status {
-                None => {}
-                Some(OutboxStatus::Sending) => transaction.mark_sending(&[id], ts(T0 + 1)).unwrap(),
-                Some(status) => transaction.set_outbox_status(id, status, None, None, ts(T0 + 1)).unwrap(),
-            }
-            by_key.insert(record, id);
-        }
-        // A second, pending entry for the dead record (the other side), and one of another link.
-        let extra = transaction
-            .insert_outbox(LINK, run, &outbox_entry("dead", Side::Left, Operation::Update), ts(T0))
-            .unwrap();
-        by_key.insert("dead-left", extra);
-        transaction
-            .insert_outbox(
-                "other",
-                other_run,
-                &outbox_entry("pending", Side::Right, Operation::Update),
-                ts(T0),
-            )
-            .unwrap();
-        transaction.commit().unwrap();
-    }
+    let (mut store, fields, lease) = leased(fixture, &["n"]);
+    let other = lease_of(&mut store, "other");
+    let records = ["pending", "sending", "dead", "done", "superseded"];
+    // A second, pending entry for the dead record (the other side), and one of another link.
+    let plan = records
+        .map(|record| outbox_entry(record, Side::Right, Operation::Update))
+        .into_iter()
+        .chain([outbox_entry("dead", Side::Left, Operation::Update)])
+        .collect();
+    planned(&mut store, &lease, &fields, true, writes(plan), T0);
+    let planned_ids = newest_ids(&store, records.len() + 1);
+    let by_key: HashMap<&str, i64> = records.into_iter().chain(["dead-left"]).zip(planned_ids).collect();
+    planned(
+        &mut store,
+        &other,
+        &fields,
+        true,
+        writes(vec![outbox_entry("pending", Side::Right, Operation::Update)]),
+        T0,
+    );
 
-    let all_keys: Vec<RecordKey> =
-        statuses.iter().map(|(record, _)| key(record)).chain([key("nothing")]).collect();
+    let outcomes = [(by_key["dead"], OutboxStatus::Dead), (by_key["done"], OutboxStatus::Done)]
+        .map(|(id, status)| outcome(id, status, None, None, false))
+        .to_vec();
+    settle(&mut store, &lease, &fields, None, outcomes, T0 + 1);
+    // A send a crash left open: the next run stores its entry as `sending`; that run's plan
+    // supersedes another.
+    store.start_send(&lease, vec![by_key["sending"]], ts(T0 + 1)).unwrap();
+    let next = store.start_run(&lease, "incremental", false, ts(T0 + 1)).unwrap();
+    let publication =
+        PlanPublication { superseded: vec![by_key["superseded"]], ..PlanPublication::default() };
+    store.publish_plan(&lease, next, &fields, publication, ts(T0 + 1)).unwrap();
+
+    let all_keys: Vec<RecordKey> = records.iter().map(|record| key(record)).chain([key("nothing")]).collect();
     let open = store.open_outbox_for(LINK, &all_keys).unwrap();
     let mut open_ids = ids(&open);
     open_ids.sort_unstable();
@@ -843,6 +785,8 @@ pub fn open_outbox_and_counts_by_status<F: Fixture>(fixture: &F) {
     assert_eq!(ids(&listed), vec![by_key["dead-left"], by_key["pending"]]);
     assert_eq!(store.list_outbox(None, None, 100).unwrap().len(), 7);
     assert_eq!(store.list_outbox(None, None, 3).unwrap().len(), 3);
+    store.release(lease).unwrap();
+    store.release(other).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -862,18 +806,13 @@ fn review(record: &str, field: Option<&str>, left: i64, right: i64) -> NewReview
 
 /// Review lifecycle.
 pub fn review_lifecycle<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
-    let run = start_run(&mut store, LINK, T0);
+    let (mut store, fields, lease) = leased(fixture, &["email"]);
     let first = review("k1", Some("email"), 1, 2);
+    let open = |reviews| PlanChunk { reviews, ..PlanChunk::default() };
 
-    let id = {
-        let transaction = store.transaction().unwrap();
-        let id = transaction.put_review(LINK, Some(run), &first, ts(T0)).unwrap();
-        // The same values again: the same review.
-        assert_eq!(transaction.put_review(LINK, Some(run), &first, ts(T0 + 1)).unwrap(), id);
-        transaction.commit().unwrap();
-        id
-    };
+    // The same values twice: the same review.
+    let run = planned(&mut store, &lease, &fields, true, open(vec![first.clone(), first.clone()]), T0);
+    let [id] = <[i64; 1]>::try_from(ids_of(&store.live_reviews_for(LINK, &[key("k1")]).unwrap())).unwrap();
     let stored = store.review(id).unwrap();
     assert_eq!(stored.id, id);
     assert_eq!(stored.link, LINK);
@@ -885,12 +824,8 @@ pub fn review_lifecycle<F: Fixture>(fixture: &F) {
     assert_eq!(store.list_reviews(Some(LINK), None, 100).unwrap().len(), 1, "one review, not two");
 
     // A person decides; the same values again keep the decision.
-    {
-        let transaction = store.transaction().unwrap();
-        transaction.resolve_review(id, &Decision::Keep(Side::Left), ts(T0 + 2)).unwrap();
-        assert_eq!(transaction.put_review(LINK, Some(run), &first, ts(T0 + 3)).unwrap(), id);
-        transaction.commit().unwrap();
-    }
+    decide(&mut store, id, Decision::Keep(Side::Left), T0 + 2).unwrap();
+    store.commit_plan_chunk(&lease, run, &fields, open(vec![first.clone()]), ts(T0 + 3)).unwrap();
     let stored = store.review(id).unwrap();
     assert_eq!(stored.status, ReviewStatus::Resolved);
     assert_eq!(stored.decision, Some(Decision::Keep(Side::Left)));
@@ -901,11 +836,8 @@ pub fn review_lifecycle<F: Fixture>(fixture: &F) {
     let mut changed = review("k1", Some("email"), 1, 3);
     changed.base = Some(Value::Null);
     changed.reason = "the right side changed again".into();
-    {
-        let transaction = store.transaction().unwrap();
-        assert_eq!(transaction.put_review(LINK, Some(run), &changed, ts(T0 + 4)).unwrap(), id);
-        transaction.commit().unwrap();
-    }
+    store.commit_plan_chunk(&lease, run, &fields, open(vec![changed.clone()]), ts(T0 + 4)).unwrap();
+    assert_eq!(ids_of(&store.live_reviews_for(LINK, &[key("k1")]).unwrap()), vec![id]);
     let stored = store.review(id).unwrap();
     assert_eq!(stored.review, changed);
     assert_eq!(stored.status, ReviewStatus::Open);
@@ -914,27 +846,22 @@ pub fn review_lifecycle<F: Fixture>(fixture: &F) {
     assert_eq!(stored.updated_at, ts(T0 + 4));
     assert_eq!(store.list_reviews(None, None, 100).unwrap().len(), 1);
 
-    // Resolved with a value (Null, to check it is not lost), kept across a reopen, then closed.
-    {
-        let transaction = store.transaction().unwrap();
-        transaction.resolve_review(id, &Decision::Value(Value::Null), ts(T0 + 5)).unwrap();
-        transaction.commit().unwrap();
-    }
+    // Resolved with a value (Null, to check it is not lost), kept across a reopen, then closed
+    // by a run whose plan applies it.
+    decide(&mut store, id, Decision::Value(Value::Null), T0 + 5).unwrap();
     drop(store);
     let mut store = fixture.open();
     let stored = store.review(id).unwrap();
     assert_eq!(stored.status, ReviewStatus::Resolved);
     assert_eq!(stored.decision, Some(Decision::Value(Value::Null)));
-    {
-        let transaction = store.transaction().unwrap();
-        transaction.resolve_review(id, &Decision::Value(Value::from("chosen")), ts(T0 + 6)).unwrap();
-        transaction.close_review(id, ts(T0 + 7)).unwrap();
-        assert!(matches!(
-            transaction.resolve_review(id, &Decision::Keep(Side::Right), ts(T0 + 8)),
-            Err(StoreError::NotFound { id: found, .. }) if found == id
-        ));
-        transaction.commit().unwrap();
-    }
+    decide(&mut store, id, Decision::Value(Value::from("chosen")), T0 + 6).unwrap();
+    let applying = store.start_run(&lease, "incremental", false, ts(T0 + 7)).unwrap();
+    let publication = PlanPublication { closed_reviews: vec![id], ..PlanPublication::default() };
+    store.publish_plan(&lease, applying, &fields, publication, ts(T0 + 7)).unwrap();
+    assert!(matches!(
+        decide(&mut store, id, Decision::Keep(Side::Right), T0 + 8),
+        Err(StoreError::NotFound { id: found, .. }) if found == id
+    ));
     let stored = store.review(id).unwrap();
     assert_eq!(stored.status, ReviewStatus::Closed);
     assert_eq!(stored.decision, Some(Decision::Value(Value::from("chosen"))));
@@ -942,18 +869,21 @@ pub fn review_lifecycle<F: Fixture>(fixture: &F) {
     assert!(store.keys_with_live_reviews(LINK).unwrap().is_empty());
 
     // A closed review is not refreshed: a new conflict on the field opens a new review.
-    let again = {
-        let transaction = store.transaction().unwrap();
-        let again = transaction.put_review(LINK, None, &changed, ts(T0 + 9)).unwrap();
-        transaction.commit().unwrap();
-        again
-    };
+    let later = planned(&mut store, &lease, &fields, true, open(vec![changed]), T0 + 9);
+    let [again] = <[i64; 1]>::try_from(ids_of(&store.live_reviews_for(LINK, &[key("k1")]).unwrap())).unwrap();
     assert_ne!(again, id);
     let stored = store.review(again).unwrap();
     assert_eq!(stored.status, ReviewStatus::Open);
-    assert_eq!(stored.run_id, None);
+    assert_eq!(stored.run_id, Some(later));
     assert_eq!(store.review(id).unwrap().status, ReviewStatus::Closed);
     assert!(matches!(store.review(987_654), Err(StoreError::NotFound { id: 987_654, .. })));
+    store.release(lease).unwrap();
+}
+
+/// A person's decision on review `id` of `LINK` at `at`, with its audit.
+fn decide<S: StateStore>(store: &mut S, id: ReviewId, decision: Decision, at: i64) -> Result<(), StoreError> {
+    let audit = audit_entry(None, "k1", AuditEvent::Decided, at);
+    store.decide_review(LINK, id, &decision, &audit, ts(at))
 }
 
 fn ids_of(reviews: &[crate::Review]) -> Vec<i64> {
@@ -962,7 +892,8 @@ fn ids_of(reviews: &[crate::Review]) -> Vec<i64> {
 
 /// Live reviews are per field and exclude closed ones.
 pub fn live_reviews_are_per_field_and_exclude_closed_ones<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
+    let (mut store, fields, lease) = leased(fixture, &["email"]);
+    let other = lease_of(&mut store, "other");
     let delete = NewReview {
         key: key("k2"),
         field: None,
@@ -974,20 +905,35 @@ pub fn live_reviews_are_per_field_and_exclude_closed_ones<F: Fixture>(fixture: &
     };
     let first_sync =
         NewReview { kind: ReviewKind::FirstSync, base: None, ..review("k1", Some("phone"), 5, 6) };
-    let (email, phone, deleted, closed, other_link) = {
-        let transaction = store.transaction().unwrap();
-        let email = transaction.put_review(LINK, None, &review("k1", Some("email"), 1, 2), ts(T0)).unwrap();
-        let phone = transaction.put_review(LINK, None, &first_sync, ts(T0)).unwrap();
-        let deleted = transaction.put_review(LINK, None, &delete, ts(T0)).unwrap();
-        // A whole-record review is refreshed like a field review (field IS NULL).
-        assert_eq!(transaction.put_review(LINK, None, &delete, ts(T0 + 1)).unwrap(), deleted);
-        let closed = transaction.put_review(LINK, None, &review("k3", Some("name"), 1, 2), ts(T0)).unwrap();
-        transaction.close_review(closed, ts(T0 + 1)).unwrap();
-        let other_link =
-            transaction.put_review("other", None, &review("k1", Some("email"), 1, 2), ts(T0)).unwrap();
-        transaction.commit().unwrap();
-        (email, phone, deleted, closed, other_link)
+    let email = review("k1", Some("email"), 1, 2);
+    // A whole-record review is refreshed like a field review (field IS NULL).
+    let reviews = vec![
+        email.clone(),
+        first_sync.clone(),
+        delete.clone(),
+        delete.clone(),
+        review("k3", Some("name"), 1, 2),
+    ];
+    let run = planned(&mut store, &lease, &fields, false, PlanChunk { reviews, ..PlanChunk::default() }, T0);
+    let other_chunk = PlanChunk { reviews: vec![email], ..PlanChunk::default() };
+    planned(&mut store, &other, &fields, true, other_chunk, T0);
+    let id = |store: &F::Store, link: &str, record: &str, field: Option<&str>| {
+        let live = store.live_reviews_for(link, &[key(record)]).unwrap();
+        let [id] = <[i64; 1]>::try_from(ids_of(
+            &live.into_iter().filter(|review| review.review.field.as_deref() == field).collect::<Vec<_>>(),
+        ))
+        .unwrap();
+        id
     };
+    let (email, phone, deleted, closed, other_link) = (
+        id(&store, LINK, "k1", Some("email")),
+        id(&store, LINK, "k1", Some("phone")),
+        id(&store, LINK, "k2", None),
+        id(&store, LINK, "k3", Some("name")),
+        id(&store, "other", "k1", Some("email")),
+    );
+    let publication = PlanPublication { closed_reviews: vec![closed], ..PlanPublication::default() };
+    store.publish_plan(&lease, run, &fields, publication, ts(T0 + 1)).unwrap();
     assert_eq!(store.review(phone).unwrap().review, first_sync);
     assert_eq!(store.review(deleted).unwrap().review, delete);
     assert_ne!(other_link, email);
@@ -1004,6 +950,8 @@ pub fn live_reviews_are_per_field_and_exclude_closed_ones<F: Fixture>(fixture: &
     assert_eq!(ids_of(&open), vec![deleted, phone, email], "newest first");
     assert_eq!(ids_of(&store.list_reviews(None, Some(ReviewStatus::Closed), 100).unwrap()), vec![closed]);
     assert_eq!(store.list_reviews(None, None, 100).unwrap().len(), 5);
+    store.release(lease).unwrap();
+    store.release(other).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1027,9 +975,10 @@ fn audit_entry(run_id: Option<RunId>, record: &str, event: AuditEvent, at: i64) 
 
 /// Audit entries round trip per run and per record.
 pub fn audit_entries_round_trip_per_run_and_per_record<F: Fixture>(fixture: &F) {
-    let mut store = fixture.open();
-    let first = start_run(&mut store, LINK, T0);
-    let second = start_run(&mut store, LINK, T0 + 100);
+    let (mut store, fields, lease) = leased(fixture, &["email"]);
+    let other = lease_of(&mut store, "other");
+    let first = store.start_run(&lease, "incremental", true, ts(T0)).unwrap();
+    let second = store.start_run(&lease, "incremental", true, ts(T0 + 100)).unwrap();
     let bare = AuditEntry {
         run_id: None,
         key: key("k1"),
@@ -1058,12 +1007,14 @@ pub fn audit_entries_round_trip_per_run_and_per_record<F: Fixture>(fixture: &F) 
             },
         ),
     ];
-    {
-        let transaction = store.transaction().unwrap();
-        for (link, entry) in &entries {
-            transaction.audit(link, entry).unwrap();
-        }
-        transaction.commit().unwrap();
+    // Each link's entries in one chunk of its plan, in order; an entry keeps the run it names.
+    for lease in [&lease, &other] {
+        let audit =
+            entries.iter().filter(|(link, _)| *link == lease.link).map(|(_, entry)| entry.clone()).collect();
+        let run = store.start_run(lease, "incremental", true, ts(T0 + 100)).unwrap();
+        store
+            .commit_plan_chunk(lease, run, &fields, PlanChunk { audit, ..PlanChunk::default() }, ts(T0 + 100))
+            .unwrap();
     }
     let pick = |indices: &[usize]| indices.iter().map(|&index| entries[index].1.clone()).collect::<Vec<_>>();
     assert_eq!(store.audit_for_run(first).unwrap(), pick(&[0, 1, 2]));
@@ -1073,19 +1024,17 @@ pub fn audit_entries_round_trip_per_run_and_per_record<F: Fixture>(fixture: &F) 
     assert_eq!(store.audit_for_record("other", &key("k1")).unwrap(), pick(&[5]));
     assert!(store.audit_for_run(RunId(9_999)).unwrap().is_empty());
     assert_eq!(store.audit_for_record(LINK, &key("k1")).unwrap()[2], bare);
+    store.release(lease).unwrap();
+    store.release(other).unwrap();
 }
 
 /// Runs are recorded and listed newest first.
 pub fn runs_are_recorded_and_listed_newest_first<F: Fixture>(fixture: &F) {
     let mut store = fixture.open();
-    let (first, other, third) = {
-        let transaction = store.transaction().unwrap();
-        let first = transaction.start_run(LINK, "full", ts(T0)).unwrap();
-        let other = transaction.start_run("other", "incremental", ts(T0 + 1)).unwrap();
-        let third = transaction.start_run(LINK, "incremental", ts(T0 + 2)).unwrap();
-        transaction.commit().unwrap();
-        (first, other, third)
-    };
+    let (lease, other_lease) = (lease_of(&mut store, LINK), lease_of(&mut store, "other"));
+    let first = store.start_run(&lease, "full", true, ts(T0)).unwrap();
+    let other = store.start_run(&other_lease, "incremental", true, ts(T0 + 1)).unwrap();
+    let third = store.start_run(&lease, "incremental", true, ts(T0 + 2)).unwrap();
     assert!(first < other && other < third);
 
     let running = store.run(other).unwrap();
@@ -1099,22 +1048,18 @@ pub fn runs_are_recorded_and_listed_newest_first<F: Fixture>(fixture: &F) {
     assert_eq!(running.error, None);
 
     let stats = json!({ "read": { "left": 10, "right": 12 }, "written": 3, "notes": ["a", null] });
-    {
-        let transaction = store.transaction().unwrap();
-        transaction.finish_run(first, RunStatus::Done, "full", &stats, None, ts(T0 + 10)).unwrap();
-        // The mode may change on the way (an incremental run that turned into a full one).
-        transaction
-            .finish_run(
-                third,
-                RunStatus::Failed,
-                "full",
-                &json!({}),
-                Some("connector went away"),
-                ts(T0 + 20),
-            )
-            .unwrap();
-        transaction.commit().unwrap();
-    }
+    let end = |run, status, stats, error: Option<&str>, at| RunEnd {
+        run,
+        status,
+        mode: "full".into(),
+        stats,
+        error: error.map(str::to_string),
+        at: ts(at),
+    };
+    store.finish_run(&lease, end(first, RunStatus::Done, stats.clone(), None, T0 + 10)).unwrap();
+    // The mode may change on the way (an incremental run that turned into a full one).
+    let failed = end(third, RunStatus::Failed, json!({}), Some("connector went away"), T0 + 20);
+    store.finish_run(&lease, failed).unwrap();
     let done = store.run(first).unwrap();
     assert_eq!(done.status, RunStatus::Done);
     assert_eq!(done.mode, "full");
@@ -1138,6 +1083,8 @@ pub fn runs_are_recorded_and_listed_newest_first<F: Fixture>(fixture: &F) {
     assert_eq!(store.list_runs(Some(LINK), 10).unwrap()[1], done);
 
     assert!(matches!(store.run(RunId(123_456)), Err(StoreError::NotFound { what: "run", id: 123_456 })));
+    store.release(lease).unwrap();
+    store.release(other_lease).unwrap();
 }
 
 /// The collation contract: keys page and list in byte order (UTF-8 code units, the order of
@@ -1174,8 +1121,8 @@ pub fn keys_page_in_byte_order_whatever_the_collation<F: Fixture>(fixture: &F) {
     assert_eq!(listed, expected, "for_each_digest in byte order");
 }
 
-/// Two handles on one store write at once (each its own transactions, as two runs of two
-/// links on two workers would): every commit is kept, none is lost or mixed up.
+/// Two handles on one store write at once (each its own commits, as two runs of two links on
+/// two workers would): every commit is kept, none is lost or mixed up.
 pub fn concurrent_writers_lose_nothing<F: Fixture>(fixture: &F)
 where
     F::Store: Send,
@@ -1187,18 +1134,18 @@ where
         for (store, link) in stores.iter_mut().zip(links) {
             scope.spawn(move || {
                 let fields = store.layout(link, &names(&["n"])).unwrap();
+                let lease = lease_of(store, link);
+                let run = store.start_run(&lease, "full", true, ts(T0)).unwrap();
                 for index in 0..EACH {
                     let baseline = Baseline {
                         fields: vec![field(Some(Value::Int(index as i64)), None, None, Some(Origin::Both))],
                         ..Baseline::empty(key(&format!("k{index:03}")), 1)
                     };
-                    let transaction = store.transaction().unwrap();
-                    transaction.put_baseline(link, &fields, &baseline).unwrap();
-                    transaction
-                        .audit(link, &audit_entry(None, baseline.key.as_str(), AuditEvent::Agreed, T0))
-                        .unwrap();
-                    transaction.commit().unwrap();
+                    let audit = vec![audit_entry(None, baseline.key.as_str(), AuditEvent::Agreed, T0)];
+                    let chunk = PlanChunk { baselines: vec![baseline], audit, ..PlanChunk::default() };
+                    store.commit_plan_chunk(&lease, run, &fields, chunk, ts(T0)).unwrap();
                 }
+                store.release(lease).unwrap();
             });
         }
     });
@@ -1226,11 +1173,11 @@ pub fn a_lease_excludes_other_holders_until_released<F: Fixture>(fixture: &F) {
         assert!(!refused.is_retryable(), "{refused:?}");
     }
     let other = second.lease("other", "second", minute).expect("another link's lease");
-    let transaction = first.leased_transaction(&lease).unwrap();
-    transaction
-        .set_cursor(LINK, Side::Left, CursorState { cursor: Some(ts(T0)), last_full_scan: None })
-        .unwrap();
-    transaction.commit().expect("a commit under a live lease");
+    let fields = layout(&mut first, &["n"]);
+    let run = first.start_run(&lease, "full", false, ts(T0)).expect("a commit under a live lease");
+    let cursors = vec![(Side::Left, CursorState { cursor: Some(ts(T0)), last_full_scan: None })];
+    let publication = PlanPublication { cursors, ..PlanPublication::default() };
+    first.publish_plan(&lease, run, &fields, publication, ts(T0)).expect("a commit under a live lease");
     let token = lease.token;
     first.release(lease).unwrap();
     let again = second.lease(LINK, "second", minute).expect("free once released");
@@ -1241,7 +1188,9 @@ pub fn a_lease_excludes_other_holders_until_released<F: Fixture>(fixture: &F) {
 }
 
 /// A commit by a holder whose lease was taken over once expired fails as a conflict
-/// (`StoreError::LeaseLost`) and keeps nothing; the new holder's commits succeed. A lease that
+/// (`StoreError::LeaseLost`) and keeps nothing of what it would have written — baselines,
+/// raw digests, cursors, outbox entries and their outcomes, reviews, audit, the run's start
+/// or end — on this handle or any other; the new holder's commits succeed. A lease that
 /// expired with nobody taking it over is still its holder's, and its commit renews it.
 pub fn a_commit_under_a_lost_lease_fails_and_keeps_nothing<F: Fixture>(fixture: &F) {
     let short = std::time::Duration::from_millis(50);
@@ -1252,35 +1201,81 @@ pub fn a_commit_under_a_lost_lease_fails_and_keeps_nothing<F: Fixture>(fixture: 
         fields: vec![field(Some(Value::from(text)), None, None, Some(Origin::Both))],
         ..Baseline::empty(key(text), 1)
     };
-    let expired = |store: &mut F::Store, lease: &crate::Lease, text: &str| {
-        let transaction = store.leased_transaction(lease).unwrap();
-        transaction.put_baseline(LINK, &fields, &baseline(text)).unwrap();
-        let lost = transaction.commit().unwrap_err();
-        assert!(matches!(lost, StoreError::LeaseLost { .. }), "{lost:?}");
-        assert!(lost.is_conflict(), "{lost:?}");
-    };
+    let agreed = |text: &str| PlanChunk { baselines: vec![baseline(text)], ..PlanChunk::default() };
 
     // Expired, nobody took it over: still the holder's, and its commit renews it.
     let lease = first.lease(LINK, "first", short).unwrap();
     pause();
-    let late = first.leased_transaction(&lease).unwrap();
-    late.put_baseline(LINK, &fields, &baseline("late")).unwrap();
-    late.commit().expect("an expired lease nobody took over is still the holder's");
+    planned(&mut first, &lease, &fields, true, agreed("late"), T0);
     first.release(lease).unwrap();
 
     // Expired and taken over by another holder.
     let lease = first.lease(LINK, "first", short).unwrap();
-    let renewed = first.leased_transaction(&lease).unwrap();
-    renewed.put_baseline(LINK, &fields, &baseline("kept")).unwrap();
-    renewed.commit().expect("a commit under a live lease");
+    let entries = vec![outbox_entry("kept", Side::Right, Operation::Update)];
+    let run = planned(&mut first, &lease, &fields, true, PlanChunk { entries, ..agreed("kept") }, T0);
+    let [kept] = <[i64; 1]>::try_from(newest_ids(&first, 1)).unwrap();
+    let send = first.start_send(&lease, vec![kept], ts(T0)).expect("a commit under a live lease");
     pause();
-    let taken =
-        second.lease(LINK, "second", std::time::Duration::from_secs(60)).expect("an expired lease is taken");
+    let taken = second.lease(LINK, "second", MINUTE).expect("an expired lease is taken");
     assert_ne!(taken.token, lease.token);
-    expired(&mut first, &lease, "stale");
-    let transaction = second.leased_transaction(&taken).unwrap();
-    transaction.put_baseline(LINK, &fields, &baseline("new")).unwrap();
-    transaction.commit().expect("the new holder commits");
+    let seen =
+        SeenDigest { key: key("kept"), side: Side::Left, digest: fieldsync_model::RecordDigest::new(7) };
+    let stale = PlanChunk {
+        entries: vec![outbox_entry("stale", Side::Right, Operation::Create)],
+        reviews: vec![review("stale", Some("n"), 1, 2)],
+        audit: vec![audit_entry(Some(run), "stale", AuditEvent::Detected, T0 + 1)],
+        seen: vec![seen.clone()],
+        ..agreed("stale")
+    };
+    let cursor = CursorState { cursor: Some(ts(T0)), last_full_scan: None };
+    let publication = PlanPublication { cursors: vec![(Side::Left, cursor)], ..PlanPublication::default() };
+    let batch = BatchClose {
+        send: Some(send),
+        outcomes: vec![outcome(kept, OutboxStatus::Done, None, None, true)],
+        baselines: vec![BaselineWrite::Forget(key("kept"))],
+        seen: vec![seen],
+        audit: vec![audit_entry(Some(run), "stale", AuditEvent::Written, T0 + 1)],
+        full_scan_of: Some(Side::Left),
+    };
+    let end = RunEnd {
+        run,
+        status: RunStatus::Done,
+        mode: "full".into(),
+        stats: json!({}),
+        error: None,
+        at: ts(T0 + 1),
+    };
+    let lost = [
+        first.commit_plan_chunk(&lease, run, &fields, stale, ts(T0 + 1)),
+        first.publish_plan(&lease, run, &fields, publication, ts(T0 + 1)),
+        first.close_batch(&lease, &fields, batch, ts(T0 + 1)),
+        first.start_send(&lease, vec![kept], ts(T0 + 1)).map(drop),
+        first.discard_plan(&lease, run).map(drop),
+        first.finish_run(&lease, end),
+        first.start_run(&lease, "full", false, ts(T0 + 1)).map(drop),
+    ];
+    for lost in lost {
+        let lost = lost.unwrap_err();
+        assert!(matches!(lost, StoreError::LeaseLost { .. }), "{lost:?}");
+        assert!(lost.is_conflict(), "{lost:?}");
+    }
+    let kept_nothing = |store: &F::Store| {
+        let digests = store.digests(LINK, &fields, &[key("kept"), key("stale")]).unwrap();
+        assert_eq!(digests.keys().collect::<Vec<_>>(), [&key("kept")], "baselines");
+        assert_eq!(digests[&key("kept")].seen(Side::Left), None, "raw digests");
+        assert_eq!(store.cursor(LINK, Side::Left).unwrap(), CursorState::default());
+        assert!(store.open_outbox_for(LINK, &[key("stale")]).unwrap().is_empty());
+        let entry = store.outbox_entry(kept).unwrap();
+        assert_eq!((entry.status, entry.attempts), (OutboxStatus::Sending, 1), "the send is still open");
+        assert!(store.live_reviews_for(LINK, &[key("stale")]).unwrap().is_empty());
+        assert!(store.audit_for_record(LINK, &key("stale")).unwrap().is_empty());
+        assert_eq!(store.run(run).unwrap().status, RunStatus::Running);
+        assert_eq!(store.list_runs(Some(LINK), 10).unwrap().len(), 2, "no run started");
+    };
+    kept_nothing(&first);
+    kept_nothing(&second);
+    kept_nothing(&fixture.open());
+    planned(&mut second, &taken, &fields, true, agreed("new"), T0 + 2);
 
     let keys = [key("late"), key("kept"), key("stale"), key("new")];
     let mut found: Vec<String> =
@@ -1301,14 +1296,13 @@ pub fn a_commit_under_a_lost_lease_fails_and_keeps_nothing<F: Fixture>(fixture: 
 /// cursors, closes reviews, supersedes, resends and closes landed entries, writes and forgets
 /// baselines, all at once; the run's end is recorded. A guarded run's plan is discarded.
 pub fn a_run_commits_its_plan_in_chunks_and_publishes_it_at_once<F: Fixture>(fixture: &F) {
-    let minute = std::time::Duration::from_secs(60);
     let mut store = fixture.open();
     let fields = layout(&mut store, &["n"]);
     let agreed = |record: &str, value: i64| Baseline {
         fields: vec![field(Some(Value::Int(value)), None, None, Some(Origin::Both))],
         ..Baseline::empty(key(record), 1)
     };
-    let lease = store.lease(LINK, "planner", minute).unwrap();
+    let lease = lease_of(&mut store, LINK);
 
     // An earlier, published run leaves entries that the next plan settles.
     let earlier = store.start_run(&lease, "full", true, ts(T0)).unwrap();
@@ -1406,11 +1400,7 @@ pub fn a_run_commits_its_plan_in_chunks_and_publishes_it_at_once<F: Fixture>(fix
 /// audit is appended, each entry gets its outcome (an attempt counted only where one was
 /// made), and a side is asked to be read in full.
 pub fn a_delivered_batch_closes_with_its_baselines_digests_and_attempts<F: Fixture>(fixture: &F) {
-    let minute = std::time::Duration::from_secs(60);
-    let mut store = fixture.open();
-    let fields = layout(&mut store, &["n"]);
-    let lease = store.lease(LINK, "deliverer", minute).unwrap();
-    let run = store.start_run(&lease, "full", true, ts(T0)).unwrap();
+    let (mut store, fields, lease) = leased(fixture, &["n"]);
     let old = Baseline {
         fields: vec![field(Some(Value::Int(1)), None, None, None)],
         ..Baseline::empty(key("k2"), 1)
@@ -1422,7 +1412,7 @@ pub fn a_delivered_batch_closes_with_its_baselines_digests_and_attempts<F: Fixtu
         baselines: vec![old],
         ..PlanChunk::default()
     };
-    store.commit_plan_chunk(&lease, run, &fields, chunk, ts(T0)).unwrap();
+    let run = planned(&mut store, &lease, &fields, true, chunk, T0);
     let cursor = CursorState { cursor: Some(ts(T0)), last_full_scan: Some(ts(T0)) };
     let publication = PlanPublication { cursors: vec![(Side::Right, cursor)], ..PlanPublication::default() };
     store.publish_plan(&lease, run, &fields, publication, ts(T0)).unwrap();
@@ -1439,13 +1429,6 @@ pub fn a_delivered_batch_closes_with_its_baselines_digests_and_attempts<F: Fixtu
         ..Baseline::empty(key("k1"), 1)
     };
     let digest = fieldsync_model::digest_raw(moved.digest(), 7, &[json!(2)]);
-    let outcome = |id, status, next: Option<i64>, error: Option<&str>, attempted| EntryOutcome {
-        id,
-        status,
-        next_attempt_at: next.map(ts),
-        error: error.map(str::to_string),
-        attempted,
-    };
     let batch = BatchClose {
         send: Some(send),
         outcomes: vec![
@@ -1482,27 +1465,16 @@ pub fn a_delivered_batch_closes_with_its_baselines_digests_and_attempts<F: Fixtu
 /// A person's decision is recorded with its audit at once; dead entries are retried all or
 /// none, and dropped one by one; anything else is `NotFound`.
 pub fn a_person_decides_reviews_and_settles_dead_entries<F: Fixture>(fixture: &F) {
-    let minute = std::time::Duration::from_secs(60);
-    let mut store = fixture.open();
-    let fields = layout(&mut store, &["n"]);
-    let lease = store.lease(LINK, "planner", minute).unwrap();
-    let run = store.start_run(&lease, "full", true, ts(T0)).unwrap();
+    let (mut store, fields, lease) = leased(fixture, &["n"]);
     let chunk = PlanChunk {
         entries: ["k1", "k2"].map(|record| outbox_entry(record, Side::Right, Operation::Update)).to_vec(),
         reviews: vec![review("k3", Some("n"), 1, 2)],
         ..PlanChunk::default()
     };
-    store.commit_plan_chunk(&lease, run, &fields, chunk, ts(T0)).unwrap();
+    planned(&mut store, &lease, &fields, true, chunk, T0);
     let [first, second] = <[i64; 2]>::try_from(ids(&store.due_outbox(LINK, ts(T0), 0, 10).unwrap())).unwrap();
-    let dead = |id| EntryOutcome {
-        id,
-        status: OutboxStatus::Dead,
-        next_attempt_at: None,
-        error: Some("rejected".into()),
-        attempted: true,
-    };
-    let batch = BatchClose { outcomes: vec![dead(first)], ..BatchClose::default() };
-    store.close_batch(&lease, &fields, batch, ts(T0 + 1)).unwrap();
+    let dead = outcome(first, OutboxStatus::Dead, None, Some("rejected"), true);
+    settle(&mut store, &lease, &fields, None, vec![dead], T0 + 1);
     store.release(lease).unwrap();
 
     let review_id = store.list_reviews(Some(LINK), None, 10).unwrap()[0].id;

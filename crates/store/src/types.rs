@@ -212,7 +212,7 @@ pub struct CursorState {
 /// The number of an outbox entry.
 pub type OutboxId = i64;
 
-/// The number of a send: a batch of outbox entries being sent (`Transaction::begin_send`).
+/// The number of a send: a batch of outbox entries being sent (`StateStore::start_send`).
 pub type SendId = i64;
 
 text_enum!(
@@ -442,6 +442,31 @@ pub struct AuditEntry {
     pub reason: String,
     /// When.
     pub at: Timestamp,
+}
+
+impl AuditEntry {
+    /// The audit of a person's `decision` on `review` at `at`: the review's values, and the
+    /// value decided (the kept side's, or the one given).
+    pub fn decided(review: &Review, decision: &Decision, at: Timestamp) -> Self {
+        let asked = &review.review;
+        Self {
+            run_id: None,
+            key: asked.key.clone(),
+            field: asked.field.clone(),
+            event: AuditEvent::Decided,
+            side: None,
+            base: asked.base.clone(),
+            left: asked.left.clone(),
+            right: asked.right.clone(),
+            value: match decision {
+                Decision::Value(value) => Some(value.clone()),
+                Decision::Keep(Side::Left) => asked.left.clone(),
+                Decision::Keep(Side::Right) => asked.right.clone(),
+            },
+            reason: format!("decided by a person: {}", serde_json::to_string(decision).unwrap_or_default()),
+            at,
+        }
+    }
 }
 
 text_enum!(
