@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use fieldsync_engine::{LinkSpec, SidePair};
 
-pub use crate::registry::{CONNECTOR_KINDS, ConnectorKind};
+pub use crate::registry::{CONNECTOR_KINDS, ConnectorKind, StateLocation};
 pub use error::{ConfigError, Location, Problem};
 
 /// The overlap of a connector's incremental reads when its table does not say.
@@ -29,7 +29,7 @@ pub struct Config {
     /// The configuration file, as given.
     pub path: PathBuf,
     /// Where the state store lives.
-    pub state: StatePath,
+    pub state: StateLocation,
     /// The connectors by name.
     pub connectors: BTreeMap<String, ConnectorConfig>,
     /// The links by name.
@@ -42,13 +42,6 @@ impl Config {
     pub fn base_dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new(""))
     }
-}
-
-/// Where the state store lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StatePath {
-    /// An SQLite file, already resolved against the configuration file's directory.
-    Sqlite(PathBuf),
 }
 
 /// One `[connectors.NAME]` table.

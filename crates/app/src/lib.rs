@@ -10,8 +10,8 @@ pub mod registry;
 pub mod workspace;
 
 pub use config::{
-    Config, ConfigError, ConnectorConfig, ConnectorKind, LinkConfig, Location, Problem, StatePath, load,
+    Config, ConfigError, ConnectorConfig, ConnectorKind, LinkConfig, Location, Problem, StateLocation, load,
     load_offline, parse, parse_with_env,
 };
-pub use registry::{AnyConnector, open_connector};
+pub use registry::{AnyConnector, AnyStore, open_connector, open_store};
 pub use workspace::{Workspace, WorkspaceError};

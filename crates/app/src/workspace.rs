@@ -13,10 +13,10 @@ mod status;
 
 use std::path::Path;
 
-use fieldsync_store_sqlite::SqliteStore;
 use serde::Serialize;
 
-use crate::{Config, StatePath};
+use crate::Config;
+use crate::registry::AnyStore;
 
 pub use check::{CheckReport, ConnectorCheck};
 pub use error::WorkspaceError;
@@ -62,7 +62,7 @@ pub struct Workspace {
     /// The configuration, validated.
     config: Config,
     /// The state store, opened by the first use case that needs it (`check` does not).
-    store: Option<SqliteStore>,
+    store: Option<AnyStore>,
     /// Cancels the runs of this workspace (see `Workspace::cancellation`).
     cancel: CancellationToken,
 }
@@ -99,7 +99,7 @@ impl Workspace {
     }
 
     /// The state store, opened on first use.
-    fn store(&mut self) -> Result<&mut SqliteStore, WorkspaceError> {
+    fn store(&mut self) -> Result<&mut AnyStore, WorkspaceError> {
         open_store(&self.config, &mut self.store)
     }
 }
@@ -108,15 +108,12 @@ impl Workspace {
 /// A free function, so that a use case may hold the configuration and the store at once.
 fn open_store<'store>(
     config: &Config,
-    slot: &'store mut Option<SqliteStore>,
-) -> Result<&'store mut SqliteStore, WorkspaceError> {
+    slot: &'store mut Option<AnyStore>,
+) -> Result<&'store mut AnyStore, WorkspaceError> {
     let store = match slot.take() {
         Some(store) => store,
-        None => {
-            let StatePath::Sqlite(path) = &config.state;
-            SqliteStore::open(path)
-                .map_err(|source| WorkspaceError::OpenStore { path: path.clone(), source })?
-        }
+        None => crate::registry::open_store(&config.state)
+            .map_err(|source| WorkspaceError::OpenStore { location: config.state.to_string(), source })?,
     };
     Ok(slot.insert(store))
 }

@@ -1,13 +1,14 @@
 //! The configuration file end to end: the product brief's example parsed into a `LinkSpec`,
 //! each kind of mistake reported at its file, line and column, and connectors opened from it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use expect_test::{Expect, expect};
 use fieldsync_app::config::ConnectorKind;
-use fieldsync_app::{AnyConnector, Config, ConfigError, StatePath, open_connector, parse_with_env};
+use fieldsync_app::{AnyConnector, Config, ConfigError, StateLocation, open_connector, parse_with_env};
 use fieldsync_connector::Connector;
 use fieldsync_engine::Limit;
+use fieldsync_store_sqlite::SqliteLocation;
 
 /// The example of `product.md`, with the rest connector replaced by a second sqlite one.
 const EXAMPLE: &str = r#"state = "sqlite://fieldsync.db"            # or "postgres://…" for several workers
@@ -86,7 +87,7 @@ fn example_with(from: &str, to: &str) -> String {
 #[test]
 fn the_product_example_parses_into_a_link_spec() {
     let config = parse(EXAMPLE).expect("the example is valid");
-    assert_eq!(config.state, StatePath::Sqlite(PathBuf::from("conf/fieldsync.db")));
+    assert_eq!(config.state, StateLocation::Sqlite(SqliteLocation::new("conf/fieldsync.db")));
     assert_eq!(config.base_dir(), Path::new("conf"));
     let rondo = &config.connectors["rondo"];
     assert_eq!(rondo.kind.file(), Some(Path::new("/srv/rondo/rondo.db")));
@@ -598,7 +599,7 @@ fn guard_shares_are_fractions() {
 #[test]
 fn relative_paths_are_resolved_against_the_configuration_directory() {
     let config = parse_with_env(EXAMPLE, Path::new("/etc/fieldsync/fieldsync.toml"), &env).expect("valid");
-    assert_eq!(config.state, StatePath::Sqlite(PathBuf::from("/etc/fieldsync/fieldsync.db")));
+    assert_eq!(config.state, StateLocation::Sqlite(SqliteLocation::new("/etc/fieldsync/fieldsync.db")));
     let sportlink = &config.connectors["sportlink"];
     assert_eq!(sportlink.kind.file(), Some(Path::new("sportlink.db")), "kept as written");
     match open_connector(sportlink, config.base_dir()).expect("opens") {

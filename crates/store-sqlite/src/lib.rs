@@ -3,7 +3,9 @@
 //! `fieldsync_store::StateStore` and passes its conformance suite.
 
 mod context;
+mod location;
 mod schema;
 mod store;
 
+pub use location::SqliteLocation;
 pub use store::{SqliteLock, SqliteStore};

@@ -5,12 +5,16 @@
 //! store passes. No database lives here.
 
 mod commits;
+#[doc(hidden)]
+pub mod dispatch;
 mod error;
+mod location;
 mod state_store;
 mod types;
 
 pub use commits::{BaselineWrite, BatchClose, EntryOutcome, PlanChunk, PlanPublication, RunEnd, SeenDigest};
 pub use error::{ErrorClass, StoreError};
+pub use location::{LocationError, StoreLocation};
 pub use state_store::StateStore;
 pub use types::{
     AuditEntry, AuditEvent, Baseline, BaselineField, CursorState, Decision, DigestEntry, Lease, LinkLayout,

@@ -1,8 +1,6 @@
 //! `WorkspaceError`: why a use case could not be carried out, classified so that a caller
 //! chooses its answer (an exit code, an HTTP status) by kind, never by message.
 
-use std::path::PathBuf;
-
 use fieldsync_connector::ConnectorError;
 use fieldsync_engine::EngineError;
 use fieldsync_store::StoreError;
@@ -25,10 +23,10 @@ pub enum WorkspaceError {
         known: Vec<String>,
     },
     /// The state store could not be opened.
-    #[error("opening the state store {}", path.display())]
+    #[error("opening the state store {location}")]
     OpenStore {
-        /// The state file.
-        path: PathBuf,
+        /// Where it lives, as messages name it (a file's path; never a password).
+        location: String,
         /// Why.
         #[source]
         source: StoreError,
