@@ -1361,16 +1361,51 @@ trait Listed: Sized {
     const TABLE: &'static str;
     /// What one row is called when it is not found.
     const ONE: &'static str;
+    /// What reading rows of it is called in an error.
+    const READING: &'static str;
+    /// The columns `from_row` reads, in its order.
+    const COLUMNS: &'static str;
 
-    /// The rows `clause` selects.
+    /// Reads one row of `COLUMNS`; `what` names the reading for errors.
+    fn from_row(row: &rusqlite::Row<'_>, what: &dyn Fn() -> String) -> Result<Self, StoreError>;
+
+    /// The row's id.
+    fn id(&self) -> i64;
+
+    /// Completes rows just read, from what else the store holds.
+    fn complete(_connection: &rusqlite::Connection, _rows: &mut [Self]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The rows `clause` (`WHERE …`, with `params`) selects.
     fn query(
         connection: &rusqlite::Connection,
         clause: &str,
         params: impl rusqlite::Params,
-    ) -> Result<Vec<Self>, StoreError>;
+    ) -> Result<Vec<Self>, StoreError> {
+        let sql = format!("SELECT {} FROM {} {clause}", Self::COLUMNS, Self::TABLE);
+        let mut rows = read_rows(connection, &sql, params, &|| Self::READING.to_string(), Self::from_row)?;
+        Self::complete(connection, &mut rows)?;
+        Ok(rows)
+    }
+}
 
-    /// The row's id.
-    fn id(&self) -> i64;
+/// The rows `sql` reads with `params`, each read by `from_row`; `what` names the reading for
+/// errors.
+fn read_rows<T>(
+    connection: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    what: &dyn Fn() -> String,
+    from_row: impl Fn(&rusqlite::Row<'_>, &dyn Fn() -> String) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = connection.prepare_cached(sql).context(what)?;
+    let mut rows = statement.query(params).context(what)?;
+    let mut read = Vec::new();
+    while let Some(row) = rows.next().context(what)? {
+        read.push(from_row(row, what)?);
+    }
+    Ok(read)
 }
 
 /// A page of rows, newest first, with how many more rows match after the page's last one.
@@ -1423,50 +1458,47 @@ fn of_keys<T: Listed>(
 impl Listed for OutboxEntry {
     const TABLE: &'static str = "outbox";
     const ONE: &'static str = "outbox entry";
+    const READING: &'static str = "reading the outbox";
+    const COLUMNS: &'static str = "id, link, key, side, run_id, operation, record_id, payload, status, \
+                                   attempts, next_attempt_ms, last_error, created_ms, updated_ms, \
+                                   source_basis, source_raw";
 
-    fn query(
-        connection: &rusqlite::Connection,
-        clause: &str,
-        params: impl rusqlite::Params,
-    ) -> Result<Vec<Self>, StoreError> {
-        let what = || "reading the outbox".to_string();
-        let sql = format!(
-            "SELECT id, link, key, side, run_id, operation, record_id, payload, status, attempts, \
-             next_attempt_ms, last_error, created_ms, updated_ms, source_basis, source_raw FROM outbox {clause}"
-        );
+    fn from_row(row: &rusqlite::Row<'_>, what: &dyn Fn() -> String) -> Result<Self, StoreError> {
+        let id: i64 = row.get(0).context(what)?;
+        let entry_what = format!("outbox entry {id}");
+        let side: String = row.get(3).context(what)?;
+        let operation: String = row.get(5).context(what)?;
+        let status: String = row.get(8).context(what)?;
+        Ok(Self {
+            id,
+            link: row.get(1).context(what)?,
+            key: RecordKey::new(row.get::<_, String>(2).context(what)?),
+            side: side_from(&side, &entry_what)?,
+            run_id: RunId(row.get(4).context(what)?),
+            operation: Operation::parse(&operation)
+                .ok_or_else(|| damaged(&entry_what, "unknown operation"))?,
+            record_id: row.get::<_, Option<String>>(6).context(what)?.map(RecordId::new),
+            payload: row.get(7).context(what)?,
+            status: OutboxStatus::parse(&status).ok_or_else(|| damaged(&entry_what, "unknown status"))?,
+            attempts: row.get::<_, i64>(9).context(what)? as u32,
+            next_attempt_at: from_millis(row.get(10).context(what)?),
+            last_error: row.get(11).context(what)?,
+            created_at: from_millis(row.get(12).context(what)?),
+            updated_at: from_millis(row.get(13).context(what)?),
+            source: seen_column(row, 14)
+                .zip(seen_column(row, 15))
+                .map(|(basis, raw)| SourceDigest { basis, raw }),
+        })
+    }
+
+    fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// An entry being sent (or left so by a crash) reads `sending`, with the attempt counted.
+    fn complete(connection: &rusqlite::Connection, entries: &mut [Self]) -> Result<(), StoreError> {
         let in_flight = in_flight(connection)?;
-        let mut statement = connection.prepare_cached(&sql).context(what)?;
-        let mut rows = statement.query(params).context(what)?;
-        let mut entries = Vec::new();
-        while let Some(row) = rows.next().context(what)? {
-            let id: i64 = row.get(0).context(what)?;
-            let entry_what = format!("outbox entry {id}");
-            let side: String = row.get(3).context(what)?;
-            let operation: String = row.get(5).context(what)?;
-            let status: String = row.get(8).context(what)?;
-            entries.push(OutboxEntry {
-                id,
-                link: row.get(1).context(what)?,
-                key: RecordKey::new(row.get::<_, String>(2).context(what)?),
-                side: side_from(&side, &entry_what)?,
-                run_id: RunId(row.get(4).context(what)?),
-                operation: Operation::parse(&operation)
-                    .ok_or_else(|| damaged(&entry_what, "unknown operation"))?,
-                record_id: row.get::<_, Option<String>>(6).context(what)?.map(RecordId::new),
-                payload: row.get(7).context(what)?,
-                status: OutboxStatus::parse(&status).ok_or_else(|| damaged(&entry_what, "unknown status"))?,
-                attempts: row.get::<_, i64>(9).context(what)? as u32,
-                next_attempt_at: from_millis(row.get(10).context(what)?),
-                last_error: row.get(11).context(what)?,
-                created_at: from_millis(row.get(12).context(what)?),
-                updated_at: from_millis(row.get(13).context(what)?),
-                source: seen_column(row, 14)
-                    .zip(seen_column(row, 15))
-                    .map(|(basis, raw)| SourceDigest { basis, raw }),
-            });
-        }
-        for entry in &mut entries {
-            // Being sent (or left so by a crash): sending, with the attempt counted.
+        for entry in entries {
             if in_flight.contains(&entry.id)
                 && matches!(entry.status, OutboxStatus::Pending | OutboxStatus::Sending)
             {
@@ -1474,15 +1506,11 @@ impl Listed for OutboxEntry {
                 entry.attempts += 1;
             }
         }
-        Ok(entries)
-    }
-
-    fn id(&self) -> i64 {
-        self.id
+        Ok(())
     }
 }
 
-/// The entries of every open send (`Transaction::begin_send`).
+/// The entries of every open send (`StateStore::start_send`).
 fn in_flight(connection: &rusqlite::Connection) -> Result<std::collections::HashSet<OutboxId>, StoreError> {
     let what = || "reading the open sends".to_string();
     let mut statement = connection.prepare_cached("SELECT id, entries FROM outbox_sends").context(what)?;
@@ -1496,7 +1524,7 @@ fn in_flight(connection: &rusqlite::Connection) -> Result<std::collections::Hash
     Ok(ids)
 }
 
-/// The entries a send marked, as `Transaction::begin_send` wrote them.
+/// The entries a send marked, as `SqliteTransaction::begin_send` wrote them.
 fn send_entries(send: i64, entries: &str) -> Result<Vec<OutboxId>, StoreError> {
     serde_json::from_str(entries).map_err(|error| damaged(format!("send {send}"), error))
 }
@@ -1504,49 +1532,36 @@ fn send_entries(send: i64, entries: &str) -> Result<Vec<OutboxId>, StoreError> {
 impl Listed for Review {
     const TABLE: &'static str = "reviews";
     const ONE: &'static str = "review";
+    const READING: &'static str = "reading reviews";
+    const COLUMNS: &'static str = "id, link, key, field, kind, base, left_value, right_value, reason, \
+                                   status, decision, run_id, created_ms, updated_ms";
 
-    fn query(
-        connection: &rusqlite::Connection,
-        clause: &str,
-        params: impl rusqlite::Params,
-    ) -> Result<Vec<Self>, StoreError> {
-        let what = || "reading reviews".to_string();
-        let sql = format!(
-            "SELECT id, link, key, field, kind, base, left_value, right_value, reason, status, decision, run_id, \
-             created_ms, updated_ms FROM reviews {clause}"
-        );
-        let mut statement = connection.prepare_cached(&sql).context(what)?;
-        let mut rows = statement.query(params).context(what)?;
-        let mut reviews = Vec::new();
-        while let Some(row) = rows.next().context(what)? {
-            let id: i64 = row.get(0).context(what)?;
-            let review_what = format!("review {id}");
-            let kind: String = row.get(4).context(what)?;
-            let status: String = row.get(9).context(what)?;
-            let decision: Option<String> = row.get(10).context(what)?;
-            reviews.push(Review {
-                id,
-                link: row.get(1).context(what)?,
-                review: NewReview {
-                    key: RecordKey::new(row.get::<_, String>(2).context(what)?),
-                    field: row.get(3).context(what)?,
-                    kind: ReviewKind::parse(&kind).ok_or_else(|| damaged(&review_what, "unknown kind"))?,
-                    base: value_from(row.get(5).context(what)?, &review_what)?,
-                    left: value_from(row.get(6).context(what)?, &review_what)?,
-                    right: value_from(row.get(7).context(what)?, &review_what)?,
-                    reason: row.get(8).context(what)?,
-                },
-                status: ReviewStatus::parse(&status)
-                    .ok_or_else(|| damaged(&review_what, "unknown status"))?,
-                decision: decision
-                    .map(|text| serde_json::from_str(&text).map_err(|error| damaged(&review_what, error)))
-                    .transpose()?,
-                run_id: row.get::<_, Option<i64>>(11).context(what)?.map(RunId),
-                created_at: from_millis(row.get(12).context(what)?),
-                updated_at: from_millis(row.get(13).context(what)?),
-            });
-        }
-        Ok(reviews)
+    fn from_row(row: &rusqlite::Row<'_>, what: &dyn Fn() -> String) -> Result<Self, StoreError> {
+        let id: i64 = row.get(0).context(what)?;
+        let review_what = format!("review {id}");
+        let kind: String = row.get(4).context(what)?;
+        let status: String = row.get(9).context(what)?;
+        let decision: Option<String> = row.get(10).context(what)?;
+        Ok(Self {
+            id,
+            link: row.get(1).context(what)?,
+            review: NewReview {
+                key: RecordKey::new(row.get::<_, String>(2).context(what)?),
+                field: row.get(3).context(what)?,
+                kind: ReviewKind::parse(&kind).ok_or_else(|| damaged(&review_what, "unknown kind"))?,
+                base: value_from(row.get(5).context(what)?, &review_what)?,
+                left: value_from(row.get(6).context(what)?, &review_what)?,
+                right: value_from(row.get(7).context(what)?, &review_what)?,
+                reason: row.get(8).context(what)?,
+            },
+            status: ReviewStatus::parse(&status).ok_or_else(|| damaged(&review_what, "unknown status"))?,
+            decision: decision
+                .map(|text| serde_json::from_str(&text).map_err(|error| damaged(&review_what, error)))
+                .transpose()?,
+            run_id: row.get::<_, Option<i64>>(11).context(what)?.map(RunId),
+            created_at: from_millis(row.get(12).context(what)?),
+            updated_at: from_millis(row.get(13).context(what)?),
+        })
     }
 
     fn id(&self) -> i64 {
@@ -1557,41 +1572,27 @@ impl Listed for Review {
 impl Listed for RunRow {
     const TABLE: &'static str = "runs";
     const ONE: &'static str = "run";
+    const READING: &'static str = "reading the run history";
+    const COLUMNS: &'static str = "id, link, mode, status, started_ms, finished_ms, stats, error";
 
-    fn query(
-        connection: &rusqlite::Connection,
-        clause: &str,
-        params: impl rusqlite::Params,
-    ) -> Result<Vec<Self>, StoreError> {
-        let what = || "reading the run history".to_string();
-        let sql = format!(
-            "SELECT id, link, mode, status, started_ms, finished_ms, stats, error FROM runs {clause}"
-        );
-        let mut statement = connection.prepare_cached(&sql).context(what)?;
-        let mut rows = statement.query(params).context(what)?;
-        let mut runs = Vec::new();
-        while let Some(row) = rows.next().context(what)? {
-            let id: i64 = row.get(0).context(what)?;
-            let status: String = row.get(3).context(what)?;
-            let stats: Option<String> = row.get(6).context(what)?;
-            runs.push(RunRow {
-                id: RunId(id),
-                link: row.get(1).context(what)?,
-                mode: row.get(2).context(what)?,
-                status: RunStatus::parse(&status)
-                    .ok_or_else(|| damaged(format!("run {id}"), "unknown status"))?,
-                started_at: from_millis(row.get(4).context(what)?),
-                finished_at: row.get::<_, Option<i64>>(5).context(what)?.map(from_millis),
-                stats: stats
-                    .map(|text| {
-                        serde_json::from_str(&text).map_err(|error| damaged(format!("run {id}"), error))
-                    })
-                    .transpose()?
-                    .unwrap_or(serde_json::Value::Null),
-                error: row.get(7).context(what)?,
-            });
-        }
-        Ok(runs)
+    fn from_row(row: &rusqlite::Row<'_>, what: &dyn Fn() -> String) -> Result<Self, StoreError> {
+        let id: i64 = row.get(0).context(what)?;
+        let status: String = row.get(3).context(what)?;
+        let stats: Option<String> = row.get(6).context(what)?;
+        Ok(Self {
+            id: RunId(id),
+            link: row.get(1).context(what)?,
+            mode: row.get(2).context(what)?,
+            status: RunStatus::parse(&status)
+                .ok_or_else(|| damaged(format!("run {id}"), "unknown status"))?,
+            started_at: from_millis(row.get(4).context(what)?),
+            finished_at: row.get::<_, Option<i64>>(5).context(what)?.map(from_millis),
+            stats: stats
+                .map(|text| serde_json::from_str(&text).map_err(|error| damaged(format!("run {id}"), error)))
+                .transpose()?
+                .unwrap_or(serde_json::Value::Null),
+            error: row.get(7).context(what)?,
+        })
     }
 
     fn id(&self) -> i64 {
@@ -1604,20 +1605,16 @@ fn query_audit(
     clause: &str,
     params: impl rusqlite::Params,
 ) -> Result<Vec<AuditEntry>, StoreError> {
-    let what = || "reading the audit trail".to_string();
     let sql = format!(
         "SELECT run_id, key, field, event, side, base, left_value, right_value, value, reason, at_ms, id \
          FROM audit {clause}"
     );
-    let mut statement = connection.prepare_cached(&sql).context(what)?;
-    let mut rows = statement.query(params).context(what)?;
-    let mut entries = Vec::new();
-    while let Some(row) = rows.next().context(what)? {
+    read_rows(connection, &sql, params, &|| "reading the audit trail".to_string(), |row, what| {
         let id: i64 = row.get(11).context(what)?;
         let entry_what = format!("audit entry {id}");
         let event: String = row.get(3).context(what)?;
         let side: Option<String> = row.get(4).context(what)?;
-        entries.push(AuditEntry {
+        Ok(AuditEntry {
             run_id: row.get::<_, Option<i64>>(0).context(what)?.map(RunId),
             key: RecordKey::new(row.get::<_, String>(1).context(what)?),
             field: row.get(2).context(what)?,
@@ -1629,7 +1626,6 @@ fn query_audit(
             value: value_from(row.get(8).context(what)?, &entry_what)?,
             reason: row.get(9).context(what)?,
             at: from_millis(row.get(10).context(what)?),
-        });
-    }
-    Ok(entries)
+        })
+    })
 }
