@@ -3,7 +3,7 @@
 
 use fieldsync_model::{Reading, RecordKey, RunId, Side, Value};
 use fieldsync_store::StateStore as _;
-use fieldsync_store::{AuditEntry, AuditEvent, Decision, Review, ReviewKind, ReviewStatus};
+use fieldsync_store::{AuditEntry, Decision, Review, ReviewKind, ReviewStatus};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -174,23 +174,7 @@ impl Workspace {
             return Err(WorkspaceError::ReviewClosed { id });
         }
         let now = Timestamp::now();
-        let audit = AuditEntry {
-            run_id: None,
-            key: review.review.key.clone(),
-            field: review.review.field.clone(),
-            event: AuditEvent::Decided,
-            side: None,
-            base: review.review.base.clone(),
-            left: review.review.left.clone(),
-            right: review.review.right.clone(),
-            value: match &decision {
-                Decision::Value(value) => Some(value.clone()),
-                Decision::Keep(Side::Left) => review.review.left.clone(),
-                Decision::Keep(Side::Right) => review.review.right.clone(),
-            },
-            reason: format!("decided by a person: {}", serde_json::to_string(&decision).unwrap_or_default()),
-            at: now,
-        };
+        let audit = AuditEntry::decided(&review, &decision, now);
         store.decide_review(&review.link, id, &decision, &audit, now)?;
         Ok(Resolved { review: id, decision })
     }
