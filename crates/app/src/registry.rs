@@ -256,9 +256,9 @@ store_kinds! {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
-    use fieldsync_store::testkit::Fixture;
+    use fieldsync_store::testkit::FileFixture;
     use fieldsync_store_sqlite::SqliteLocation;
 
     use super::{AnyStore, StateLocation, open_store};
@@ -293,24 +293,11 @@ mod tests {
     }
 
     /// Stores opened through the registry, as the workspace opens them.
-    struct Registry {
-        location: StateLocation,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Fixture for Registry {
-        type Store = AnyStore;
-
-        fn open(&self) -> AnyStore {
-            open_store(&self.location).expect("open the state store")
-        }
-    }
-
-    fn sqlite() -> Registry {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let path: PathBuf = dir.path().join("state.db");
-        let location = StateLocation::parse(&format!("sqlite://{}", path.display()), Path::new("")).unwrap();
-        Registry { location, _dir: dir }
+    fn sqlite() -> FileFixture<AnyStore> {
+        FileFixture::new(|path| {
+            let location = StateLocation::parse(&format!("sqlite://{}", path.display()), Path::new(""));
+            open_store(&location.expect("a state location")).expect("open the state store")
+        })
     }
 
     // `AnyStore` dispatches every call of the trait to the store it holds: the conformance

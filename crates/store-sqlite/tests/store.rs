@@ -8,27 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fieldsync_model::{Side, Value};
-use fieldsync_store::testkit::{Fixture, LINK, T0, commit_baselines, field, key, layout, put};
+use fieldsync_store::testkit::{FileFixture, LINK, T0, commit_baselines, field, key, layout, put};
 use fieldsync_store::{Baseline, BaselineField, BaselineWrite, Origin, StateStore, StoreError};
 use fieldsync_store_sqlite::SqliteStore;
 
 /// A state file in a temporary directory; every `open` is a new connection to it.
-struct SqliteFixture {
-    path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Fixture for SqliteFixture {
-    type Store = SqliteStore;
-
-    fn open(&self) -> SqliteStore {
-        SqliteStore::open(&self.path).expect("open the state file")
-    }
-}
-
-fn sqlite() -> SqliteFixture {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    SqliteFixture { path: dir.path().join("state.db"), _dir: dir }
+fn sqlite() -> FileFixture<SqliteStore> {
+    FileFixture::new(|path| SqliteStore::open(path).expect("open the state file"))
 }
 
 fieldsync_store::conformance_tests!(sqlite());

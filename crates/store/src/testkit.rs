@@ -27,6 +27,37 @@ pub trait Fixture {
     fn open(&self) -> Self::Store;
 }
 
+/// A fixture for a store kept in files: a fresh temporary directory, and `open` with the path
+/// of the store's file in it (which need not exist yet). Every `open` is a new handle on it.
+pub struct FileFixture<S> {
+    dir: tempfile::TempDir,
+    open: fn(&std::path::Path) -> S,
+}
+
+impl<S> FileFixture<S> {
+    /// A fixture whose handles `open` makes from the store file's path.
+    ///
+    /// # Panics
+    ///
+    /// When no temporary directory can be made.
+    pub fn new(open: fn(&std::path::Path) -> S) -> Self {
+        Self { dir: tempfile::tempdir().expect("a temporary directory"), open }
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("state.db")
+    }
+}
+
+impl<S: StateStore> Fixture for FileFixture<S> {
+    type Store = S;
+
+    fn open(&self) -> S {
+        (self.open)(&self.path())
+    }
+}
+
 /// Runs every property, each against a fresh fixture from `new`.
 pub fn run_all<F: Fixture>(new: impl Fn() -> F)
 where
