@@ -185,10 +185,7 @@ pub struct FieldInput<'a> {
 
 impl FieldInput<'_> {
     fn value(&self, side: Side) -> &Value {
-        match side {
-            Side::Left => self.left,
-            Side::Right => self.right,
-        }
+        side.pick(self.left, self.right)
     }
 }
 

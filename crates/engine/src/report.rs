@@ -92,18 +92,12 @@ pub struct RunStats {
 impl RunStats {
     /// The counts of one side.
     pub fn side(&self, side: Side) -> &SideStats {
-        match side {
-            Side::Left => &self.left,
-            Side::Right => &self.right,
-        }
+        side.pick(&self.left, &self.right)
     }
 
     /// The counts of one side, mutably.
     pub fn side_mut(&mut self, side: Side) -> &mut SideStats {
-        match side {
-            Side::Left => &mut self.left,
-            Side::Right => &mut self.right,
-        }
+        side.pick(&mut self.left, &mut self.right)
     }
 }
 

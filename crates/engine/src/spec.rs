@@ -23,18 +23,12 @@ impl<T> SidePair<T> {
 
     /// The half of one side.
     pub fn get(&self, side: Side) -> &T {
-        match side {
-            Side::Left => &self.left,
-            Side::Right => &self.right,
-        }
+        side.pick(&self.left, &self.right)
     }
 
     /// The half of one side, mutably.
     pub fn get_mut(&mut self, side: Side) -> &mut T {
-        match side {
-            Side::Left => &mut self.left,
-            Side::Right => &mut self.right,
-        }
+        side.pick(&mut self.left, &mut self.right)
     }
 }
 

@@ -92,6 +92,14 @@ impl Side {
         }
     }
 
+    /// `left` or `right`, whichever is this side's: `side.pick(&pair.left, &pair.right)`.
+    pub fn pick<T>(self, left: T, right: T) -> T {
+        match self {
+            Side::Left => left,
+            Side::Right => right,
+        }
+    }
+
     /// `"left"` or `"right"`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -111,18 +111,12 @@ impl Baseline {
 
     /// The id on one side.
     pub fn id(&self, side: Side) -> Option<&RecordId> {
-        match side {
-            Side::Left => self.left_id.as_ref(),
-            Side::Right => self.right_id.as_ref(),
-        }
+        side.pick(&self.left_id, &self.right_id).as_ref()
     }
 
     /// Sets the id on one side.
     pub fn set_id(&mut self, side: Side, id: RecordId) {
-        match side {
-            Side::Left => self.left_id = Some(id),
-            Side::Right => self.right_id = Some(id),
-        }
+        *side.pick(&mut self.left_id, &mut self.right_id) = Some(id);
     }
 
     /// The digest of the agreed values, comparable with the digest of a side's values.
@@ -179,10 +173,7 @@ impl DigestEntry {
 
     /// The raw digest last seen on one side.
     pub fn seen(&self, side: Side) -> Option<RecordDigest> {
-        match side {
-            Side::Left => self.left_seen,
-            Side::Right => self.right_seen,
-        }
+        side.pick(self.left_seen, self.right_seen)
     }
 
     /// The id on one side, as text; `key` is the entry's own link key.

@@ -319,10 +319,7 @@ impl Validator<'_> {
         let names = SidePair::new(link.left.get_ref().clone(), link.right.get_ref().clone());
         let mut connectors = SidePair::new(None, None);
         for side in Side::BOTH {
-            let value = match side {
-                Side::Left => &link.left,
-                Side::Right => &link.right,
-            };
+            let value = side.pick(&link.left, &link.right);
             *connectors.get_mut(side) = self.link_connector(value, side, known);
         }
         if names.left == names.right {
@@ -602,10 +599,7 @@ impl Validator<'_> {
             let formats = link.connectors.get(side).map(|connector| connector.kind.date_formats().to_vec());
             let normaliser = normaliser.clone().with_date_formats(formats.unwrap_or_default());
             let Some(values) = &raw_field.values else { return Some(normaliser) };
-            let spellings = match side {
-                Side::Left => &values.get_ref().left,
-                Side::Right => &values.get_ref().right,
-            };
+            let spellings = side.pick(&values.get_ref().left, &values.get_ref().right);
             let Some(spellings) = spellings else { return Some(normaliser) };
             match normaliser
                 .with_spellings(spellings.iter().map(|(value, spelling)| (value.clone(), spelling.clone())))
