@@ -316,11 +316,11 @@ create = {{ unique = "/meta/knvb_id", templates = {{ "/title" = "{{/meta/first_n
         "site",
         &site_settings,
         &[
-            ("first_name", "first_name", "/meta/first_name"),
-            ("last_name", "last_name", "/meta/last_name"),
-            ("email", "email", "/meta/email"),
-            ("mobile", "mobile", "/meta/contact_info[type=mobile]/value"),
-            ("birth_date", "birth_date", "/meta/birth_date"),
+            ("first_name", "/meta/first_name"),
+            ("last_name", "/meta/last_name"),
+            ("email", "/meta/email"),
+            ("mobile", "/meta/contact_info[type=mobile]/value"),
+            ("birth_date", "/meta/birth_date"),
         ],
     )
 }
@@ -346,12 +346,12 @@ version = "/version"
         "backend",
         &backend_settings,
         &[
-            ("first_name", "first_name", "/first_name"),
-            ("last_name", "last_name", "/last_name"),
-            ("email", "email", "/email"),
-            ("mobile", "mobile", "/mobile"),
-            ("birth_date", "birth_date", "/birth_date"),
-            ("active", "active", "/active"),
+            ("first_name", "/first_name"),
+            ("last_name", "/last_name"),
+            ("email", "/email"),
+            ("mobile", "/mobile"),
+            ("birth_date", "/birth_date"),
+            ("active", "/active"),
         ],
     )
 }
@@ -359,19 +359,20 @@ version = "/version"
 /// The configuration of both clients' runs: the club's member table (left, keyed by
 /// `keys.0`) creating members in the rest connector `rest` (right, keyed by `keys.1`) whose
 /// settings after its `kind` are `rest_settings`, with the member fields `fields` (each its
-/// name, club column and path).
+/// name, which is the club's column too, and its path in the rest connector).
 fn club_to_rest_config(
     keys: (&str, &str),
     rest: &str,
     rest_settings: &str,
-    fields: &[(&str, &str, &str)],
+    fields: &[(&str, &str)],
 ) -> String {
+    let fields: Vec<(&str, &str, &str)> = fields.iter().map(|&(name, path)| (name, name, path)).collect();
     format!(
         "state = \"sqlite://state.db\"\n\n{club}modified_format = \"rfc3339\"\n\n\
          [connectors.{rest}]\nkind = \"rest\"\n{rest_settings}\n{link}creates = \"left_to_right\"\n{fields}",
         club = sqlite_connector_toml("club", "club.db", "members", keys.0, "updated_at"),
         link = link_toml("members", "club", rest, keys, "club"),
-        fields = member_fields_toml("members", fields),
+        fields = member_fields_toml("members", &fields),
     )
 }
 
