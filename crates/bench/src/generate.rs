@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use fieldsync_app::members::{link_toml, member_fields_toml, sqlite_connector_toml};
 use jiff::Timestamp;
+use rusqlite::types::Value;
 use rusqlite::{Connection, params};
 
 const FIRST_NAMES: [&str; 24] = [
@@ -139,9 +140,9 @@ pub fn write_members(left: &Path, right: &Path, count: u64, seed: u64, right_emp
         for index in 0..count {
             let member = Member::generate(seed, index);
             let at = base_time(index, count);
-            insert_left(&mut left_insert, &member, at)?;
+            insert_member(&mut left_insert, &member, at, Spelling::Register)?;
             if !right_empty {
-                insert_right(&mut right_insert, &member, at)?;
+                insert_member(&mut right_insert, &member, at, Spelling::Club)?;
             }
         }
     }
@@ -150,36 +151,52 @@ pub fn write_members(left: &Path, right: &Path, count: u64, seed: u64, right_emp
     Ok(())
 }
 
-fn insert_left(statement: &mut rusqlite::Statement<'_>, member: &Member, at: Timestamp) -> Result<()> {
-    let (area, number) = member.phone;
-    let (year, month, day) = member.birth;
-    statement.execute(params![
-        member.ext_id,
-        member.first_name,
-        member.last_name,
-        member.left_email(),
-        format!("0{} {number}", AREA_CODES[area]),
-        format!("06-{}", member.mobile),
-        format!("{year:04}-{month:02}-{day:02}"),
-        i64::from(member.active),
-        sqlite_time(at),
-    ])?;
-    Ok(())
+/// How a side spells a member's values: the federation's register (left) or the club's
+/// table (right).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Spelling {
+    Register,
+    Club,
 }
 
-fn insert_right(statement: &mut rusqlite::Statement<'_>, member: &Member, at: Timestamp) -> Result<()> {
+/// Inserts `member`, modified at `at`, as `spelling` spells it.
+fn insert_member(
+    statement: &mut rusqlite::Statement<'_>,
+    member: &Member,
+    at: Timestamp,
+    spelling: Spelling,
+) -> Result<()> {
     let (area, number) = member.phone;
     let (year, month, day) = member.birth;
+    let (email, phone, mobile, birth, active, modified): (String, String, String, String, Value, Value) =
+        match spelling {
+            Spelling::Register => (
+                member.left_email(),
+                format!("0{} {number}", AREA_CODES[area]),
+                format!("06-{}", member.mobile),
+                format!("{year:04}-{month:02}-{day:02}"),
+                i64::from(member.active).into(),
+                sqlite_time(at).into(),
+            ),
+            Spelling::Club => (
+                member.email.clone(),
+                format!("+31{}{number}", AREA_CODES[area]),
+                format!("+316{}", member.mobile),
+                format!("{day:02}-{month:02}-{year:04}"),
+                if member.active { "yes" } else { "no" }.to_owned().into(),
+                at.as_millisecond().into(),
+            ),
+        };
     statement.execute(params![
         member.ext_id,
         member.first_name,
         member.last_name,
-        member.email,
-        format!("+31{}{number}", AREA_CODES[area]),
-        format!("+316{}", member.mobile),
-        format!("{day:02}-{month:02}-{year:04}"),
-        if member.active { "yes" } else { "no" },
-        at.as_millisecond(),
+        email,
+        phone,
+        mobile,
+        birth,
+        active,
+        modified
     ])?;
     Ok(())
 }
@@ -230,7 +247,7 @@ pub fn apply_mix(left: &Path, right: &Path, count: u64, seed: u64, mix: Mix, now
             } else {
                 (RIGHT_TABLE, "federation_id", "family", "mail", "modified")
             };
-            let stamp_value: rusqlite::types::Value =
+            let stamp_value: Value =
                 if side == 0 { sqlite_time(now).into() } else { now.as_millisecond().into() };
             let mut rename =
                 tx.prepare(&format!("UPDATE {table} SET {family} = ?1, {stamp} = ?2 WHERE {key} = ?3"))?;
@@ -260,11 +277,8 @@ pub fn apply_mix(left: &Path, right: &Path, count: u64, seed: u64, mix: Mix, now
             for n in 0..creates {
                 let index = count + side * creates + n;
                 let member = Member::generate(seed, index);
-                if side == 0 {
-                    insert_left(&mut insert, &member, now)?;
-                } else {
-                    insert_right(&mut insert, &member, now)?;
-                }
+                let spelling = if side == 0 { Spelling::Register } else { Spelling::Club };
+                insert_member(&mut insert, &member, now, spelling)?;
                 changed += 1;
             }
         }

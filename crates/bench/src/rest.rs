@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use fieldsync_app::members::{link_toml, member_fields_toml, sqlite_connector_toml};
 use fieldsync_connector::testkit::django::{DjangoOptions, DjangoServer};
 use fieldsync_connector::testkit::wordpress::WordPress;
 use rusqlite::params;
@@ -301,41 +302,26 @@ fn django_body(member: &Member) -> Value {
 
 fn wordpress_config(site: &WordPress, concurrency: usize, batch: bool) -> String {
     let batch = if batch { "batch = { url = \"/wp-json/batch/v1\", size = 25 }\n" } else { "" };
-    format!(
-        r#"state = "sqlite://state.db"
-
-[connectors.club]
-kind = "sqlite"
-path = "club.db"
-table = "members"
-key = "knvb_id"
-modified = "updated_at"
-modified_format = "rfc3339"
-
-[connectors.site]
-kind = "rest"
-preset = "wordpress"
+    let site_settings = format!(
+        r#"preset = "wordpress"
 base_url = "{base}"
 auth = {{ basic = {{ user = "${{WP_USER}}", password = "${{WP_APP_PASSWORD}}" }} }}
 concurrency = {concurrency}
 create = {{ unique = "/meta/knvb_id", templates = {{ "/title" = "{{/meta/first_name}} {{/meta/last_name}}" }} }}
-{batch}
-[links.members]
-left = "club"
-right = "site"
-key = {{ left = "knvb_id", right = "/meta/knvb_id" }}
-conflicts = {{ strategy = "last_write_wins", grace = "5s", tie = "club" }}
-first_sync = {{ strategy = "prefer", side = "club" }}
-creates = "left_to_right"
-{fields}"#,
+{batch}"#,
         base = site.base_url(),
-        fields = fields(&[
-            ("first_name", "text", "/meta/first_name"),
-            ("last_name", "text", "/meta/last_name"),
-            ("email", "email", "/meta/email"),
-            ("mobile", "phone", "/meta/contact_info[type=mobile]/value"),
-            ("birth_date", "date", "/meta/birth_date"),
-        ]),
+    );
+    club_to_rest_config(
+        ("knvb_id", "/meta/knvb_id"),
+        "site",
+        &site_settings,
+        &[
+            ("first_name", "/meta/first_name"),
+            ("last_name", "/meta/last_name"),
+            ("email", "/meta/email"),
+            ("mobile", "/meta/contact_info[type=mobile]/value"),
+            ("birth_date", "/meta/birth_date"),
+        ],
     )
 }
 
@@ -345,56 +331,49 @@ fn django_config(site: &DjangoServer, concurrency: usize, key_param: bool) -> St
     } else {
         ""
     };
-    format!(
-        r#"state = "sqlite://state.db"
-
-[connectors.club]
-kind = "sqlite"
-path = "club.db"
-table = "members"
-key = "federation_id"
-modified = "updated_at"
-modified_format = "rfc3339"
-
-[connectors.backend]
-kind = "rest"
-preset = "drf"
+    let backend_settings = format!(
+        r#"preset = "drf"
 base_url = "{url}"
 auth = {{ header = {{ name = "Authorization", value = "Token ${{DRF_TOKEN}}" }} }}
 concurrency = {concurrency}
 {key_param}create = {{ unique = "/federation_id" }}
 version = "/version"
-
-[links.members]
-left = "club"
-right = "backend"
-key = {{ left = "federation_id", right = "/federation_id" }}
-conflicts = {{ strategy = "last_write_wins", grace = "5s", tie = "club" }}
-first_sync = {{ strategy = "prefer", side = "club" }}
-creates = "left_to_right"
-{fields}"#,
+"#,
         url = site.players_url(),
-        fields = fields(&[
-            ("first_name", "text", "/first_name"),
-            ("last_name", "text", "/last_name"),
-            ("email", "email", "/email"),
-            ("mobile", "phone", "/mobile"),
-            ("birth_date", "date", "/birth_date"),
-            ("active", "bool", "/active"),
-        ]),
+    );
+    club_to_rest_config(
+        ("federation_id", "/federation_id"),
+        "backend",
+        &backend_settings,
+        &[
+            ("first_name", "/first_name"),
+            ("last_name", "/last_name"),
+            ("email", "/email"),
+            ("mobile", "/mobile"),
+            ("birth_date", "/birth_date"),
+            ("active", "/active"),
+        ],
     )
 }
 
-/// The link's fields: the club's column of the same name on the left.
-fn fields(fields: &[(&str, &str, &str)]) -> String {
-    let mut text = String::new();
-    for (name, kind, right) in fields {
-        let region = if *kind == "phone" { "region = \"NL\"\n" } else { "" };
-        text.push_str(&format!(
-            "\n[[links.members.fields]]\nname = \"{name}\"\ntype = \"{kind}\"\n{region}left = \"{name}\"\nright = \"{right}\"\n"
-        ));
-    }
-    text
+/// The configuration of both clients' runs: the club's member table (left, keyed by
+/// `keys.0`) creating members in the rest connector `rest` (right, keyed by `keys.1`) whose
+/// settings after its `kind` are `rest_settings`, with the member fields `fields` (each its
+/// name, which is the club's column too, and its path in the rest connector).
+fn club_to_rest_config(
+    keys: (&str, &str),
+    rest: &str,
+    rest_settings: &str,
+    fields: &[(&str, &str)],
+) -> String {
+    let fields: Vec<(&str, &str, &str)> = fields.iter().map(|&(name, path)| (name, name, path)).collect();
+    format!(
+        "state = \"sqlite://state.db\"\n\n{club}modified_format = \"rfc3339\"\n\n\
+         [connectors.{rest}]\nkind = \"rest\"\n{rest_settings}\n{link}creates = \"left_to_right\"\n{fields}",
+        club = sqlite_connector_toml("club", "club.db", "members", keys.0, "updated_at"),
+        link = link_toml("members", "club", rest, keys, "club"),
+        fields = member_fields_toml("members", &fields),
+    )
 }
 
 /// Writes the club's table and the configuration to a fresh directory, runs `fieldsync run`

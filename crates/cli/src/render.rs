@@ -188,11 +188,7 @@ pub fn run_report(report: &RunReport) -> String {
 
 /// A list of reviews as text.
 pub fn reviews(reviews: &[ReviewView]) -> String {
-    if reviews.is_empty() {
-        return "No reviews.\n".into();
-    }
-    let mut out = String::new();
-    for review in reviews {
+    list(reviews, "No reviews.", |out, review| {
         let _ = writeln!(
             out,
             "#{:<5} {:<9} {} {} {}: left {} | right {}  ({})",
@@ -205,6 +201,17 @@ pub fn reviews(reviews: &[ReviewView]) -> String {
             value(&review.right),
             review.reason
         );
+    })
+}
+
+/// `items` as `line` writes each, or the line `none` when there are none.
+fn list<T>(items: &[T], none: &str, mut line: impl FnMut(&mut String, &T)) -> String {
+    if items.is_empty() {
+        return format!("{none}\n");
+    }
+    let mut out = String::new();
+    for item in items {
+        line(&mut out, item);
     }
     out
 }
@@ -261,11 +268,7 @@ pub fn audit_lines(audit: &[AuditEntry]) -> String {
 
 /// Outbox entries as text.
 pub fn outbox(entries: &[OutboxEntryView]) -> String {
-    if entries.is_empty() {
-        return "No outbox entries.\n".into();
-    }
-    let mut out = String::new();
-    for entry in entries {
+    list(entries, "No outbox entries.", |out, entry| {
         let _ = writeln!(
             out,
             "#{:<6} {:<10} {} {} {} → {} (attempts {}){}",
@@ -278,17 +281,12 @@ pub fn outbox(entries: &[OutboxEntryView]) -> String {
             entry.attempts,
             entry.last_error.as_deref().map(|error| format!(": {error}")).unwrap_or_default()
         );
-    }
-    out
+    })
 }
 
 /// Runs as text.
 pub fn runs(runs: &[RunRow]) -> String {
-    if runs.is_empty() {
-        return "No runs yet.\n".into();
-    }
-    let mut out = String::new();
-    for run in runs {
+    list(runs, "No runs yet.", |out, run| {
         let stat = |path: &str| stat(run, path);
         let _ = writeln!(
             out,
@@ -309,8 +307,7 @@ pub fn runs(runs: &[RunRow]) -> String {
         if run.status == RunStatus::Running {
             let _ = writeln!(out, "       (still running, or killed before it could finish)");
         }
-    }
-    out
+    })
 }
 
 /// One run with its statistics and audit trail.

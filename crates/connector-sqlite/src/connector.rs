@@ -367,7 +367,8 @@ fn apply(
     let now = Timestamp::now();
     let mut results = Vec::with_capacity(writes.len());
     for write in writes {
-        let result = apply_in_savepoint(&transaction, config, &columns, write, now);
+        let result =
+            in_savepoint(&transaction, config, || apply_one(&transaction, config, &columns, write, now));
         if transaction.is_autocommit() {
             // SQLite rolled the whole transaction back (a full disk, an I/O error), so
             // the writes reported as done so far are undone too.
@@ -762,15 +763,13 @@ fn malformed(config: &SqliteConfig, message: String) -> ConnectorError {
     ConnectorError::Malformed { what: format!("{} (table {})", config.path.display(), config.table), message }
 }
 
-/// Applies one write inside its own savepoint, which is released on success and rolled back
-/// on failure, so one write's failure leaves the others of the transaction standing.
-fn apply_in_savepoint(
+/// Runs `body` (one write) inside its own savepoint, which is released on success and rolled
+/// back on failure, so one write's failure leaves the others of the transaction standing.
+fn in_savepoint<T>(
     connection: &Connection,
     config: &SqliteConfig,
-    columns: &HashSet<String>,
-    write: &Write,
-    now: Timestamp,
-) -> Result<WriteOutcome, ConnectorError> {
+    body: impl FnOnce() -> Result<T, ConnectorError>,
+) -> Result<T, ConnectorError> {
     let run = |sql: &str| {
         connection
             .prepare_cached(sql)
@@ -778,7 +777,7 @@ fn apply_in_savepoint(
             .map_err(|error| classify(config, error))
     };
     run("SAVEPOINT fieldsync_write")?;
-    let result = apply_one(connection, config, columns, write, now);
+    let result = body();
     if connection.is_autocommit() {
         // SQLite ended the transaction itself; there is no savepoint left to end.
         return result;

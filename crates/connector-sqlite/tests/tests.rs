@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestRecord, TypedPaths};
+use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestRecord, TypedPaths, read_all};
 use fieldsync_connector::{
     Connector, ConnectorError, ConnectorSettings, FieldWrite, Lookup, ReadRequest, Write,
 };
@@ -159,22 +159,6 @@ fn database(directory: &TempDir, schema: &str) -> PathBuf {
 
 fn paths(names: &[&str]) -> Vec<String> {
     names.iter().map(|name| name.to_string()).collect()
-}
-
-async fn read_all(
-    connector: &mut SqliteConnector,
-    request: &ReadRequest,
-) -> Vec<fieldsync_connector::ConnectorRecord> {
-    let mut records = Vec::new();
-    let mut token = None;
-    loop {
-        let page = connector.read_page(request, token.as_ref()).await.expect("a page");
-        records.extend(page.records);
-        match page.next {
-            Some(next) => token = Some(next),
-            None => return records,
-        }
-    }
 }
 
 #[test]
@@ -515,16 +499,8 @@ async fn a_unique_column_other_than_the_key_rejects_rather_than_exists() {
         "{:?}",
         results[0]
     );
-    assert!(
-        matches!(&results[1], Err(ConnectorError::Rejected { message }) if message.contains("UNIQUE")),
-        "{:?}",
-        results[1]
-    );
-    assert!(
-        matches!(&results[2], Err(ConnectorError::Rejected { message }) if message.contains("NOT NULL")),
-        "{:?}",
-        results[2]
-    );
+    testkit::assert_rejected(&results[1], "UNIQUE");
+    testkit::assert_rejected(&results[2], "NOT NULL");
 }
 
 /// An incremental listing pages by modification time and then rowid (or key), through many

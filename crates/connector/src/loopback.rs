@@ -133,3 +133,44 @@ impl Drop for LoopbackServer {
         self.stop();
     }
 }
+
+/// The requests a fixture server received, in the order they arrived. Each has a serial
+/// number that stays valid when the journal is cleared, so that a request still being answered
+/// finds its entry (or finds it gone) by that number.
+#[derive(Debug)]
+pub struct RequestJournal<T> {
+    /// The serial number of `entries[0]`.
+    start: usize,
+    entries: Vec<T>,
+}
+
+impl<T> Default for RequestJournal<T> {
+    fn default() -> Self {
+        Self { start: 0, entries: Vec::new() }
+    }
+}
+
+impl<T> RequestJournal<T> {
+    /// Notes a request that just arrived; returns its serial number.
+    pub fn arrive(&mut self, entry: T) -> usize {
+        self.entries.push(entry);
+        self.start + self.entries.len() - 1
+    }
+
+    /// The entry of the request with serial number `serial`, unless it was cleared since.
+    pub fn get_mut(&mut self, serial: usize) -> Option<&mut T> {
+        let index = serial.checked_sub(self.start)?;
+        self.entries.get_mut(index)
+    }
+
+    /// The requests received since the start or the last [`RequestJournal::clear`].
+    pub fn entries(&self) -> &[T] {
+        &self.entries
+    }
+
+    /// Forgets the requests received so far; later ones keep counting on.
+    pub fn clear(&mut self) {
+        self.start += self.entries.len();
+        self.entries.clear();
+    }
+}

@@ -42,6 +42,18 @@ pub fn skip(needs: &str, missing: &str, hint: &str) {
     eprintln!("SKIPPED: {test} needs {needs}, but {missing} ({hint})");
 }
 
+/// Whether a fixture system takes `text` as an e-mail address, as web forms and APIs check
+/// one: one `@` between a non-empty local part and a domain with a dot inside, no spaces.
+pub fn plausible_email(text: &str) -> bool {
+    let Some((local, domain)) = text.split_once('@') else { return false };
+    !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !text.chars().any(char::is_whitespace)
+}
+
 /// Enough records that every connector pages them (the memory connector's pages hold 100; a
 /// fixture configures its connector's batch below this).
 pub const PAGED_RECORDS: usize = 250;
@@ -244,9 +256,7 @@ pub async fn check<F: Fixture>(fixture: &mut F) -> Checked {
 /// read again from the same token is the same page; a connector without incremental reads
 /// ignores `since`.
 pub async fn full_read<F: Fixture>(fixture: &mut F) -> Checked {
-    let records = TestRecord::many(PAGED_RECORDS);
-    let mut connector = fixture.open(&records).await;
-    let paths = fixture.paths();
+    let Opened { records, mut connector, paths } = open(fixture, PAGED_RECORDS).await;
     let request = ReadRequest { paths: paths.all(), since: None };
     let read = read_all(&mut connector, &request).await;
     assert_holds_exactly(&read, &records, "a full read");
@@ -275,12 +285,10 @@ pub async fn full_read<F: Fixture>(fixture: &mut F) -> Checked {
 /// With `since = T`, an incremental read returns the records modified at or after `T`
 /// (including one modified exactly at `T`) and none of the records left alone.
 pub async fn incremental_read<F: Fixture>(fixture: &mut F) -> Checked {
-    let records = TestRecord::many(150);
-    let mut connector = fixture.open(&records).await;
+    let Opened { records, mut connector, paths } = open(fixture, 150).await;
     if !connector.capabilities().incremental {
         return Checked::Skipped { reason: "no incremental reads" };
     }
-    let paths = fixture.paths();
     let all = ReadRequest { paths: paths.all(), since: None };
 
     let before = read_all(&mut connector, &all).await;
@@ -317,9 +325,7 @@ pub async fn incremental_read<F: Fixture>(fixture: &mut F) -> Checked {
 /// A lookup by ids returns the records asked for; ids that do not exist are absent, not
 /// errors; no ids, no records.
 pub async fn lookup_by_ids<F: Fixture>(fixture: &mut F) -> Checked {
-    let records = TestRecord::many(20);
-    let mut connector = fixture.open(&records).await;
-    let paths = fixture.paths();
+    let Opened { records, mut connector, paths } = open(fixture, 20).await;
     let ids = ids_by_key(&mut connector, &paths).await;
     let lookup =
         Lookup::Ids(vec![ids["m0002"].clone(), RecordId::new("no-such-record"), ids["m0015"].clone()]);
@@ -333,12 +339,10 @@ pub async fn lookup_by_ids<F: Fixture>(fixture: &mut F) -> Checked {
 /// A lookup by the value at a path (the key, then another field) returns the matching
 /// records with their own ids; values that match nothing are absent, not errors.
 pub async fn lookup_by_key<F: Fixture>(fixture: &mut F) -> Checked {
-    let records = TestRecord::many(20);
-    let mut connector = fixture.open(&records).await;
+    let Opened { records, mut connector, paths } = open(fixture, 20).await;
     if !connector.capabilities().lookup_by_key {
         return Checked::Skipped { reason: "no lookup by key" };
     }
-    let paths = fixture.paths();
     let ids = ids_by_key(&mut connector, &paths).await;
     let lookup = Lookup::Key { path: paths.key.clone(), values: vec!["m0007".into(), "no-such-key".into()] };
     let found = lookup_records(&mut connector, &paths, &lookup).await;
@@ -353,9 +357,7 @@ pub async fn lookup_by_key<F: Fixture>(fixture: &mut F) -> Checked {
 /// Applying the same update twice succeeds both times and leaves the same state, touching no
 /// other record.
 pub async fn idempotent_update<F: Fixture>(fixture: &mut F) -> Checked {
-    let records = TestRecord::many(5);
-    let mut connector = fixture.open(&records).await;
-    let paths = fixture.paths();
+    let Opened { records, mut connector, paths } = open(fixture, 5).await;
     let ids = ids_by_key(&mut connector, &paths).await;
     let write = update(&ids["m0001"], &[(&paths.name, "Renamed One", None)]);
     let mut expected = records.clone();
@@ -365,7 +367,7 @@ pub async fn idempotent_update<F: Fixture>(fixture: &mut F) -> Checked {
         let outcome =
             outcome.unwrap_or_else(|error| panic!("the {attempt} identical update failed: {error}"));
         assert_eq!(outcome.id, ids["m0001"], "an update reported another id");
-        let read = read_all(&mut connector, &ReadRequest { paths: paths.all(), since: None }).await;
+        let read = read_every_record(&mut connector, &paths).await;
         assert_holds_exactly(&read, &expected, &format!("a read after the {attempt} identical update"));
     }
     Checked::Passed
@@ -375,12 +377,10 @@ pub async fn idempotent_update<F: Fixture>(fixture: &mut F) -> Checked {
 /// longer holds (after the connector's own write, or a user's edit) fails with `TargetMoved`
 /// and changes nothing, not even its fields whose `expected` holds.
 pub async fn conditional_update<F: Fixture>(fixture: &mut F) -> Checked {
-    let records = TestRecord::many(5);
-    let mut connector = fixture.open(&records).await;
+    let Opened { records, mut connector, paths } = open(fixture, 5).await;
     if !connector.capabilities().conditional_writes {
         return Checked::Skipped { reason: "no conditional writes" };
     }
-    let paths = fixture.paths();
     let ids = ids_by_key(&mut connector, &paths).await;
 
     let first = update(&ids["m0001"], &[(&paths.name, "First", Some("Member 1"))]);
@@ -405,7 +405,7 @@ pub async fn conditional_update<F: Fixture>(fixture: &mut F) -> Checked {
     let mut expected = records.clone();
     expected[0].name = "First".into();
     expected[1].email = "moved@example.org".into();
-    let read = read_all(&mut connector, &ReadRequest { paths: paths.all(), since: None }).await;
+    let read = read_every_record(&mut connector, &paths).await;
     assert_holds_exactly(&read, &expected, "a read after refused conditional updates");
     Checked::Passed
 }
@@ -413,12 +413,10 @@ pub async fn conditional_update<F: Fixture>(fixture: &mut F) -> Checked {
 /// A created record can be read and looked up with all its values and the id the create
 /// reported; creating the same key again fails with `AlreadyExists` or leaves one record.
 pub async fn create<F: Fixture>(fixture: &mut F) -> Checked {
-    let records = TestRecord::many(3);
-    let mut connector = fixture.open(&records).await;
+    let Opened { records, mut connector, paths } = open(fixture, 3).await;
     if !connector.capabilities().create {
         return Checked::Skipped { reason: "no creates" };
     }
-    let paths = fixture.paths();
     let new = TestRecord { key: "n0001".into(), name: "New Member".into(), email: "new@example.org".into() };
     let write = Write::Create { fields: field_writes(&paths, &new) };
     let outcome =
@@ -434,14 +432,14 @@ pub async fn create<F: Fixture>(fixture: &mut F) -> Checked {
     }
     let mut expected = records.clone();
     expected.push(new.clone());
-    let read = read_all(&mut connector, &ReadRequest { paths: paths.all(), since: None }).await;
+    let read = read_every_record(&mut connector, &paths).await;
     assert_holds_exactly(&read, &expected, "a read after a create");
 
     match apply_one(&mut connector, &write).await {
         Ok(_) | Err(ConnectorError::AlreadyExists { .. }) => {}
         Err(error) => panic!("creating an existing key again failed with {error:?}, not AlreadyExists"),
     }
-    let read = read_all(&mut connector, &ReadRequest { paths: paths.all(), since: None }).await;
+    let read = read_every_record(&mut connector, &paths).await;
     assert_holds_exactly(&read, &expected, "a read after creating the same key twice");
     Checked::Passed
 }
@@ -449,19 +447,17 @@ pub async fn create<F: Fixture>(fixture: &mut F) -> Checked {
 /// A deleted record is gone from reads and lookups, or returned with `deleted` set; the
 /// other records stay; deleting a record that does not exist fails with `NotFound`.
 pub async fn delete<F: Fixture>(fixture: &mut F) -> Checked {
-    let records = TestRecord::many(3);
-    let mut connector = fixture.open(&records).await;
+    let Opened { records, mut connector, paths } = open(fixture, 3).await;
     if !connector.capabilities().delete {
         return Checked::Skipped { reason: "no deletes" };
     }
-    let paths = fixture.paths();
     let ids = ids_by_key(&mut connector, &paths).await;
     let outcome = apply_one(&mut connector, &Write::Delete { id: ids["m0002"].clone() })
         .await
         .unwrap_or_else(|error| panic!("a delete failed: {error}"));
     assert_eq!(outcome.id, ids["m0002"], "a delete reported another id");
 
-    let read = read_all(&mut connector, &ReadRequest { paths: paths.all(), since: None }).await;
+    let read = read_every_record(&mut connector, &paths).await;
     let (deleted, live): (Vec<_>, Vec<_>) = read.into_iter().partition(|record| record.deleted);
     assert_holds_exactly(
         &live,
@@ -486,9 +482,7 @@ pub async fn delete<F: Fixture>(fixture: &mut F) -> Checked {
 /// A lookup right after a write returns exactly the values written (text with quotes,
 /// separators and non-ASCII letters), and the untouched fields as they were.
 pub async fn verification<F: Fixture>(fixture: &mut F) -> Checked {
-    let records = TestRecord::many(3);
-    let mut connector = fixture.open(&records).await;
-    let paths = fixture.paths();
+    let Opened { records, mut connector, paths } = open(fixture, 3).await;
     let ids = ids_by_key(&mut connector, &paths).await;
     let name = "Zoë \"Jo\" O'Brien, Jr.; ünd\tmore";
     let email = "zoë.o'brien@example.org";
@@ -515,9 +509,7 @@ pub async fn typed_values<F: Fixture>(fixture: &mut F) -> Checked {
     let Some(typed) = fixture.typed_paths() else {
         return Checked::Skipped { reason: "the fixture declares no number, boolean and list fields" };
     };
-    let records = TestRecord::many(3);
-    let mut connector = fixture.open(&records).await;
-    let paths = fixture.paths();
+    let Opened { records: _, mut connector, paths } = open(fixture, 3).await;
     let ids = ids_by_key(&mut connector, &paths).await;
     let typed_writes = |number: Json, flag: Json, list: Json| {
         vec![
@@ -627,9 +619,7 @@ pub async fn rejected_write<F: Fixture>(fixture: &mut F) -> Checked {
     let Some(rejected) = fixture.rejected_value() else {
         return Checked::Skipped { reason: "the fixture's system refuses no value" };
     };
-    let records = TestRecord::many(4);
-    let mut connector = fixture.open(&records).await;
-    let paths = fixture.paths();
+    let Opened { records, mut connector, paths } = open(fixture, 4).await;
     let ids = ids_by_key(&mut connector, &paths).await;
     let refused = Write::Update {
         id: ids["m0002"].clone(),
@@ -657,7 +647,7 @@ pub async fn rejected_write<F: Fixture>(fixture: &mut F) -> Checked {
     let mut expected = records.clone();
     expected[0].name = "Batch One".into();
     expected[2].name = "Batch Three".into();
-    let read = read_all(&mut connector, &ReadRequest { paths: paths.all(), since: None }).await;
+    let read = read_every_record(&mut connector, &paths).await;
     assert_holds_exactly(&read, &expected, "a read after a batch with a rejected write");
     Checked::Passed
 }
@@ -665,9 +655,7 @@ pub async fn rejected_write<F: Fixture>(fixture: &mut F) -> Checked {
 /// Updating a record that does not exist fails with `NotFound`, which is not retryable,
 /// while the other writes of the same `apply` succeed.
 pub async fn missing_record<F: Fixture>(fixture: &mut F) -> Checked {
-    let records = TestRecord::many(2);
-    let mut connector = fixture.open(&records).await;
-    let paths = fixture.paths();
+    let Opened { records, mut connector, paths } = open(fixture, 2).await;
     let ids = ids_by_key(&mut connector, &paths).await;
     let writes = [
         update(&RecordId::new("no-such-record"), &[(&paths.name, "Nobody", None)]),
@@ -684,9 +672,28 @@ pub async fn missing_record<F: Fixture>(fixture: &mut F) -> Checked {
     assert!(results[1].is_ok(), "the write after a missing record's failed: {:?}", results[1]);
     let mut expected = records.clone();
     expected[1].name = "Still Written".into();
-    let read = read_all(&mut connector, &ReadRequest { paths: paths.all(), since: None }).await;
+    let read = read_every_record(&mut connector, &paths).await;
     assert_holds_exactly(&read, &expected, "a read after a batch with a missing record");
     Checked::Passed
+}
+
+/// A fresh system of test records, opened by a fixture.
+struct Opened<C> {
+    records: Vec<TestRecord>,
+    connector: C,
+    paths: TestPaths,
+}
+
+/// Opens `fixture` on a fresh system of `count` test records.
+async fn open<F: Fixture>(fixture: &mut F, count: usize) -> Opened<F::Connector> {
+    let records = TestRecord::many(count);
+    let connector = fixture.open(&records).await;
+    Opened { records, connector, paths: fixture.paths() }
+}
+
+/// Every record of a full read of every test path.
+async fn read_every_record<C: Connector>(connector: &mut C, paths: &TestPaths) -> Vec<ConnectorRecord> {
+    read_all(connector, &ReadRequest { paths: paths.all(), since: None }).await
 }
 
 /// The most pages `read_all` follows before it decides the connector loops.
@@ -701,7 +708,12 @@ async fn read_page<C: Connector>(
 }
 
 /// Every record of a listing, following page tokens to the end.
-async fn read_all<C: Connector>(connector: &mut C, request: &ReadRequest) -> Vec<ConnectorRecord> {
+///
+/// # Panics
+///
+/// When a page fails, a record holds other than one value per path, a page hands back the
+/// token it was given, or the listing goes on for more than 10,000 pages.
+pub async fn read_all<C: Connector>(connector: &mut C, request: &ReadRequest) -> Vec<ConnectorRecord> {
     let mut records = Vec::new();
     let mut token: Option<PageToken> = None;
     for _ in 0..MAX_PAGES {
@@ -814,6 +826,19 @@ fn modified_of(records: &[ConnectorRecord], key: &str) -> Timestamp {
         .find(|record| text(&record.values[0], &record.id) == key)
         .unwrap_or_else(|| panic!("record {key} is missing from a full read"));
     record.modified.unwrap_or_else(|| panic!("record {key} has no modified time"))
+}
+
+/// Asserts that a write was refused as `Rejected`, with a message that mentions `mentioning`
+/// (a column, a constraint).
+///
+/// # Panics
+///
+/// When the write did anything else, or its message does not mention `mentioning`.
+pub fn assert_rejected(result: &Result<WriteOutcome, ConnectorError>, mentioning: &str) {
+    assert!(
+        matches!(result, Err(ConnectorError::Rejected { message }) if message.contains(mentioning)),
+        "{result:?}, not Rejected mentioning {mentioning:?}"
+    );
 }
 
 fn assert_target_moved(result: Result<WriteOutcome, ConnectorError>, id: &RecordId, context: &str) {

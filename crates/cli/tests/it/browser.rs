@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use fieldsync_connector_browser::testkit::site::SiteServer;
 use fieldsync_test_support::Fieldsync;
-use fieldsync_test_support::members::{fields_toml, link_toml, sqlite_connector_toml};
+use fieldsync_test_support::members::{fields_toml, link_toml};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
-use crate::support::{WEB_ADMIN_POLICIES, browser_available, fieldsync as binary};
+use crate::support::{WEB_ADMIN_POLICIES, browser_available, club_config_start, fieldsync as binary};
 
 const FIELDS: [(&str, &str); 7] = [
     ("email", "email"),
@@ -27,11 +27,7 @@ const FIELDS: [(&str, &str); 7] = [
 
 fn config(site: &SiteServer) -> String {
     let mut text = format!(
-        r##"state = "sqlite://state.db"
-
-{club}modified_format = "rfc3339"
-
-[connectors.federation]
+        r##"{start}[connectors.federation]
 kind = "browser"
 base_url = "{base}"
 id = "relation_code"
@@ -64,7 +60,7 @@ fields = {{ financial_block = {{ selector = "#financial_block", kind = "checkbox
 
 {link}{WEB_ADMIN_POLICIES}"##,
         link = link_toml("members", "club", "federation", ("relation_code", "relation_code"), "federation"),
-        club = sqlite_connector_toml("club", "club.db", "members", "relation_code", "updated_at"),
+        start = club_config_start("members", "relation_code"),
         base = site.base_url()
     );
     text.push_str(&fields_toml("members", &FIELDS.map(|(name, kind)| (name, kind, name, name))));

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use fieldsync_connector::testkit::django::{DjangoOptions, DjangoServer};
 use fieldsync_test_support::Fieldsync;
-use fieldsync_test_support::members::{fields_toml, link_toml, sqlite_connector_toml};
+use fieldsync_test_support::members::{fields_toml, link_toml};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
-use crate::support::{WEB_ADMIN_POLICIES, browser_available, fieldsync as binary};
+use crate::support::{WEB_ADMIN_POLICIES, browser_available, club_config_start, fieldsync as binary};
 
 /// The fields kept in step, as the club's columns and the admin's form hold them.
 const FIELDS: [(&str, &str); 4] =
@@ -34,14 +34,10 @@ fn config(django: &DjangoServer) -> String {
     assert!(block.contains("base_url = \"https://club.example\""), "{block}");
     let admin = block.replace("https://club.example", &django.url());
     let mut text = format!(
-        r##"state = "sqlite://state.db"
-
-{club}modified_format = "rfc3339"
-
-{admin}
+        r##"{start}{admin}
 {link}{WEB_ADMIN_POLICIES}"##,
         link = link_toml("players", "club", "admin", ("federation_id", "federation_id"), "admin"),
-        club = sqlite_connector_toml("club", "club.db", "players", "federation_id", "updated_at"),
+        start = club_config_start("players", "federation_id"),
     );
     text.push_str(&fields_toml("players", &FIELDS.map(|(name, kind)| (name, kind, name, name))));
     text

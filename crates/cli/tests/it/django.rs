@@ -9,11 +9,11 @@ use std::path::Path;
 
 use fieldsync_connector::testkit::django::{DjangoOptions, DjangoServer};
 use fieldsync_test_support::Fieldsync;
-use fieldsync_test_support::members::{link_toml, member_fields_toml, sqlite_connector_toml};
+use fieldsync_test_support::members::{link_toml, member_fields_toml};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
-use crate::support::fieldsync as binary;
+use crate::support::{club_config_start, fieldsync as binary};
 
 fn fieldsync<'a>(dir: &Path, site: &'a DjangoServer) -> Fieldsync<'a> {
     binary(dir).secret("DRF_TOKEN", site.token()).log(|| site.log_tail())
@@ -92,11 +92,7 @@ fn config(site: &DjangoServer) -> String {
     let paths: Vec<String> = names.iter().map(|name| format!("/{name}")).collect();
     let fields: Vec<_> = names.iter().zip(&paths).map(|(name, path)| (*name, *name, path.as_str())).collect();
     format!(
-        r#"state = "sqlite://state.db"
-
-{club}modified_format = "rfc3339"
-
-[connectors.backend]
+        r#"{start}[connectors.backend]
 kind = "rest"
 preset = "drf"
 base_url = "{url}"
@@ -109,7 +105,7 @@ create = {{ unique = "/federation_id" }}
 guard = {{ max_delete = "20%", max_change = "100%" }}
 {fields}"#,
         link = link_toml("players", "club", "backend", ("federation_id", "/federation_id"), "club"),
-        club = sqlite_connector_toml("club", "club.db", "members", "federation_id", "updated_at"),
+        start = club_config_start("members", "federation_id"),
         url = site.players_url(),
         fields = member_fields_toml("players", &fields)
     )

@@ -9,11 +9,11 @@ use std::path::Path;
 
 use fieldsync_connector::testkit::wordpress::WordPress;
 use fieldsync_test_support::Fieldsync;
-use fieldsync_test_support::members::{link_toml, member_fields_toml, sqlite_connector_toml};
+use fieldsync_test_support::members::{link_toml, member_fields_toml};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
-use crate::support::fieldsync as binary;
+use crate::support::{club_config_start, fieldsync as binary};
 
 const MEMBERS: usize = 300;
 
@@ -28,11 +28,7 @@ fn run(dir: &Path, site: &WordPress, step: &str, code: i32) -> Value {
 
 fn config(site: &WordPress) -> String {
     format!(
-        r#"state = "sqlite://state.db"
-
-{club}modified_format = "rfc3339"
-
-[connectors.site]
+        r#"{start}[connectors.site]
 kind = "rest"
 preset = "wordpress"
 base_url = "{base}"
@@ -42,7 +38,7 @@ create = {{ unique = "/meta/knvb_id", templates = {{ "/title" = "{{/meta/first_n
 {link}deletes = "propagate"
 {fields}"#,
         link = link_toml("members", "club", "site", ("knvb_id", "/meta/knvb_id"), "club"),
-        club = sqlite_connector_toml("club", "club.db", "members", "knvb_id", "updated_at"),
+        start = club_config_start("members", "knvb_id"),
         base = site.base_url(),
         fields = member_fields_toml(
             "members",

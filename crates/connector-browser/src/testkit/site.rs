@@ -98,7 +98,8 @@ use axum::extract::State;
 use axum::http::header::{self, HeaderValue};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
-use fieldsync_connector::loopback::{LoopbackServer, Serve};
+use fieldsync_connector::loopback::{LoopbackServer, RequestJournal, Serve};
+use fieldsync_connector::testkit::plausible_email;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 
@@ -311,8 +312,7 @@ impl SiteServer {
                 lost_posts: 0,
                 logins: 0,
                 failed_logins: 0,
-                log: Vec::new(),
-                log_start: 0,
+                log: RequestJournal::default(),
                 page_size: DEFAULT_PAGE_SIZE,
                 edit_delay: DEFAULT_EDIT_DELAY,
                 expire_after: None,
@@ -472,14 +472,12 @@ impl SiteServer {
     /// The requests received since the start (or [`SiteServer::clear_requests`]), in the
     /// order they arrived.
     pub fn requests(&self) -> Vec<RequestLog> {
-        self.shared.lock().log.clone()
+        self.shared.lock().log.entries().to_vec()
     }
 
     /// Forgets the requests received so far.
     pub fn clear_requests(&self) {
-        let mut inner = self.shared.lock();
-        inner.log_start += inner.log.len();
-        inner.log.clear();
+        self.shared.lock().log.clear();
     }
 
     /// Sets the number of members on a page of the list.
@@ -642,9 +640,7 @@ struct Inner {
     lost_posts: usize,
     logins: usize,
     failed_logins: usize,
-    log: Vec<RequestLog>,
-    /// The serial number of `log[0]`: requests still being answered find their entry by it.
-    log_start: usize,
+    log: RequestJournal<RequestLog>,
     page_size: usize,
     edit_delay: Duration,
     expire_after: Option<usize>,
@@ -743,7 +739,6 @@ impl Shared {
     /// Logs a request that just arrived; returns its serial number and the delay to answer.
     fn arrive(&self, method: &Method, uri: &Uri, form: &[(String, String)]) -> (usize, Duration) {
         let mut inner = self.lock();
-        let serial = inner.log_start + inner.log.len();
         let form = form
             .iter()
             .map(|(name, value)| {
@@ -751,7 +746,7 @@ impl Shared {
                 (name.clone(), value)
             })
             .collect();
-        inner.log.push(RequestLog {
+        let serial = inner.log.arrive(RequestLog {
             method: method.to_string(),
             path: path_and_query(uri),
             session: false,
@@ -766,8 +761,7 @@ impl Shared {
     /// Records how a request was answered.
     fn finish(&self, serial: usize, status: u16, session: bool, lost: bool) {
         let mut inner = self.lock();
-        let Some(index) = serial.checked_sub(inner.log_start) else { return };
-        if let Some(entry) = inner.log.get_mut(index) {
+        if let Some(entry) = inner.log.get_mut(serial) {
             entry.status = Some(status);
             entry.session = session;
             entry.lost = lost;
@@ -1499,17 +1493,6 @@ fn escape(text: &str) -> String {
         }
     }
     out
-}
-
-/// One `@` between a non-empty local part and a domain with a dot inside, no spaces.
-fn plausible_email(text: &str) -> bool {
-    let Some((local, domain)) = text.split_once('@') else { return false };
-    !local.is_empty()
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !text.chars().any(char::is_whitespace)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 //! suite first, then logins, expiring sessions, a site that stops answering, rejections.
 
 use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 use fieldsync_connector::testkit::django::{DjangoOptions, DjangoServer};
@@ -175,9 +176,29 @@ async fn site(count: usize) -> (SiteServer, BrowserConnector, tempfile::TempDir)
             "financial_block": false,
         }));
     }
-    let screenshots = tempfile::tempdir().unwrap();
-    let connector = BrowserConnector::open(config(&site), screenshots.path().into()).unwrap();
+    let (connector, screenshots) = open(config(&site));
     (site, connector, screenshots)
+}
+
+/// A connector with `config`, and the fresh directory its screenshots go to.
+fn open(config: BrowserConfig) -> (BrowserConnector, tempfile::TempDir) {
+    let screenshots = tempfile::tempdir().unwrap();
+    let connector = BrowserConnector::open(config, screenshots.path().into()).unwrap();
+    (connector, screenshots)
+}
+
+/// Writes giving each member of `numbers` (`KNVB0001` for 1) the e-mail address and the note
+/// that `values` makes of its number.
+fn email_and_note_writes(
+    numbers: RangeInclusive<usize>,
+    values: impl Fn(usize) -> (String, String),
+) -> Vec<Write> {
+    numbers
+        .map(|number| {
+            let (email, note) = values(number);
+            update(&format!("KNVB{number:04}"), &[("email", json!(email)), ("note", json!(note))])
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,17 +246,8 @@ async fn edits_land_while_sessions_expire_every_five_requests() {
     let (site, mut connector, _shots) = site(50).await;
     site.set_edit_delay(Duration::from_millis(20));
     site.expire_sessions_after(Some(5));
-    let writes: Vec<Write> = (1..=50)
-        .map(|number| {
-            update(
-                &format!("KNVB{number:04}"),
-                &[
-                    ("email", json!(format!("edited{number}@club.nl"))),
-                    ("note", json!(format!("note {number}"))),
-                ],
-            )
-        })
-        .collect();
+    let writes =
+        email_and_note_writes(1..=50, |number| (format!("edited{number}@club.nl"), format!("note {number}")));
     let began = Instant::now();
     let results = connector.apply(&writes).await.unwrap();
     let elapsed = began.elapsed();
@@ -355,14 +367,7 @@ async fn a_save_lost_to_an_expired_session_is_redone_and_one_that_landed_is_not(
     let (site, mut connector, _shots) = site(6).await;
     site.set_edit_delay(Duration::from_millis(20));
     site.expire_sessions_after(Some(3));
-    let writes: Vec<Write> = (1..=6)
-        .map(|number| {
-            update(
-                &format!("KNVB{number:04}"),
-                &[("email", json!(format!("e{number}@club.nl"))), ("note", json!(format!("n{number}")))],
-            )
-        })
-        .collect();
+    let writes = email_and_note_writes(1..=6, |number| (format!("e{number}@club.nl"), format!("n{number}")));
     let results = connector.apply(&writes).await.unwrap();
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert!(site.lost_posts() > 0, "some saves were lost");
@@ -422,17 +427,8 @@ async fn members_written_one_after_another_all_land() {
     site.set_edit_delay(Duration::from_millis(20));
     // The first member starts the browser and logs in; the other twenty are timed.
     connector.apply(&[update("KNVB0021", &[("note", json!("first"))])]).await.unwrap();
-    let writes: Vec<Write> = (1..=20)
-        .map(|number| {
-            update(
-                &format!("KNVB{number:04}"),
-                &[
-                    ("email", json!(format!("timed{number}@club.nl"))),
-                    ("note", json!(format!("timed {number}"))),
-                ],
-            )
-        })
-        .collect();
+    let writes =
+        email_and_note_writes(1..=20, |number| (format!("timed{number}@club.nl"), format!("timed {number}")));
     let began = Instant::now();
     let results = connector.apply(&writes).await.unwrap();
     let each = began.elapsed() / 20;
@@ -551,9 +547,7 @@ async fn a_form_built_only_on_edit_is_opened_read_written_and_verified_as_a_pers
     for (mode, views) in [(FormMode::Template, false), (FormMode::Fetched, true)] {
         eprintln!("form mode {mode:?}, views {views}");
         let site = awkward_site(mode).await;
-        let shots = tempfile::tempdir().unwrap();
-        let mut connector =
-            BrowserConnector::open(awkward_config(&site, views), shots.path().into()).unwrap();
+        let (mut connector, _shots) = open(awkward_config(&site, views));
         site.clear_requests();
         // The first read starts the browser and logs in; the second is timed.
         connector.read_page(&read_request(), None).await.unwrap();
@@ -644,8 +638,7 @@ async fn a_member_whose_second_page_moved_since_it_was_read_has_nothing_saved() 
         return;
     }
     let site = awkward_site(FormMode::Template).await;
-    let shots = tempfile::tempdir().unwrap();
-    let mut connector = BrowserConnector::open(awkward_config(&site, true), shots.path().into()).unwrap();
+    let (mut connector, _shots) = open(awkward_config(&site, true));
     let read = connector.read_page(&read_request(), None).await.unwrap().records;
     // A person changes the second member's note (on the second page) after the read.
     site.update("KNVB0002", "note", "a person's note");
@@ -696,8 +689,7 @@ async fn a_sites_refusal_of_a_stale_row_version_is_target_moved_and_the_persons_
             page.moved = moved.map(str::to_string);
             page.moved_text = moved_text.map(str::to_string);
         }
-        let shots = tempfile::tempdir().unwrap();
-        let mut connector = BrowserConnector::open(config, shots.path().into()).unwrap();
+        let (mut connector, _shots) = open(config);
         let read = connector.read_page(&read_request(), None).await.unwrap().records;
         // While the form is open, a person changes the member's second address and saves.
         site.edit_before_next_save("KNVB0001", "email2", "anna@person.nl");
@@ -742,8 +734,7 @@ async fn modification_times_on_a_local_clock_are_read_in_their_zone_and_one_that
         return;
     }
     let site = awkward_site(FormMode::Hidden).await;
-    let shots = tempfile::tempdir().unwrap();
-    let mut connector = BrowserConnector::open(awkward_config(&site, true), shots.path().into()).unwrap();
+    let (mut connector, shots) = open(awkward_config(&site, true));
     let records = connector.read_page(&read_request(), None).await.unwrap().records;
     assert_eq!(records, expected_records(&site));
     connector.close().await;
@@ -793,8 +784,7 @@ async fn a_field_a_members_page_lacks_fails_the_read_naming_it_and_check_names_w
         return;
     }
     let site = awkward_site(FormMode::Template).await;
-    let shots = tempfile::tempdir().unwrap();
-    let mut connector = BrowserConnector::open(awkward_config(&site, false), shots.path().into()).unwrap();
+    let (mut connector, shots) = open(awkward_config(&site, false));
     let records = connector.read_page(&read_request(), None).await.unwrap().records;
     assert_eq!(records, expected_records(&site), "every member as the site holds them");
     // Regression: a field one member's page lacks was read as empty, which the engine takes
@@ -855,8 +845,7 @@ async fn a_key_only_on_the_members_pages_is_looked_up_there() {
             view: Some("#view-relation_code".into()),
         },
     );
-    let shots = tempfile::tempdir().unwrap();
-    let mut connector = BrowserConnector::open(config, shots.path().into()).unwrap();
+    let (mut connector, _shots) = open(config);
     let found = connector
         .lookup(
             &["email".to_string()],
@@ -899,8 +888,7 @@ async fn djangos_change_list_is_read_across_its_pages_with_each_players_change_f
         .replace("${ADMIN_PASSWORD}", django.password())
         .replace("kind = \"browser\"\n", "");
     let config: BrowserConfig = toml::from_str(&text).unwrap_or_else(|error| panic!("{error}"));
-    let shots = tempfile::tempdir().unwrap();
-    let mut connector = BrowserConnector::open(config, shots.path().into()).unwrap();
+    let (mut connector, _shots) = open(config);
     let page = connector
         .read_page(&ReadRequest { paths: vec!["federation_id".into()], since: None }, None)
         .await

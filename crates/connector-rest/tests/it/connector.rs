@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::fixture::{self, FixtureServer, Style};
-use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, TestRecord};
-use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, PageToken, ReadRequest, Write};
+use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, TestRecord, read_all};
+use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, ReadRequest, Write};
 use fieldsync_connector_rest::{
     Auth, FieldPath, KeyParam, Modified, Order, Paging, Preset, RestConfig, RestConnector, Secret, Since,
     TimeFormat,
@@ -242,38 +242,28 @@ async fn wordpress(count: usize, change: impl FnOnce(&mut RestConfig)) -> (Fixtu
     (server, connector)
 }
 
-fn request(paths: &[&str]) -> ReadRequest {
-    ReadRequest { paths: paths.iter().map(|path| (*path).to_string()).collect(), since: None }
+/// An update of one field of record `id`, sent with the value it was read with (`expected`).
+pub(crate) fn update_one(
+    id: impl std::fmt::Display,
+    path: &str,
+    value: Value,
+    expected: Option<Value>,
+) -> Write {
+    Write::Update {
+        id: RecordId::new(id.to_string()),
+        fields: vec![FieldWrite { path: path.into(), value, expected }],
+    }
 }
 
-async fn read_everything(
-    connector: &mut RestConnector,
-    request: &ReadRequest,
-) -> Vec<fieldsync_connector::ConnectorRecord> {
-    let mut records = Vec::new();
-    let mut token: Option<PageToken> = None;
-    loop {
-        let page = connector.read_page(request, token.as_ref()).await.expect("a page");
-        records.extend(page.records);
-        match page.next {
-            Some(next) => token = Some(next),
-            None => return records,
-        }
-    }
+fn request(paths: &[&str]) -> ReadRequest {
+    ReadRequest { paths: paths.iter().map(|path| (*path).to_string()).collect(), since: None }
 }
 
 #[tokio::test]
 async fn an_array_element_is_written_by_sending_the_whole_array() {
     let (server, mut connector) = wordpress(3, |_| {}).await;
     let email = "/meta/contact_info[type=email]/value";
-    let write = Write::Update {
-        id: RecordId::new("2"),
-        fields: vec![FieldWrite {
-            path: email.into(),
-            value: json!("new@club.nl"),
-            expected: Some(json!("member2@example.org")),
-        }],
-    };
+    let write = update_one("2", email, json!("new@club.nl"), Some(json!("member2@example.org")));
     server.clear_requests();
     let results = connector.apply(std::slice::from_ref(&write)).await.expect("sent");
     assert!(results[0].is_ok(), "{results:?}");
@@ -302,14 +292,7 @@ async fn a_write_that_changes_nothing_is_never_sent() {
     let unchanged =
         Write::Update { id: RecordId::new("1"), fields: vec![same("/meta/first_name", json!("Member 1"))] };
     // An array field holding the value already: found so on the record before writing.
-    let held = Write::Update {
-        id: RecordId::new("2"),
-        fields: vec![FieldWrite {
-            path: "/meta/contact_info[type=email]/value".into(),
-            value: json!("member2@example.org"),
-            expected: None,
-        }],
-    };
+    let held = update_one("2", "/meta/contact_info[type=email]/value", json!("member2@example.org"), None);
     let results = connector.apply(&[unchanged, held]).await.expect("applied");
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(server.total_writes(), 0, "nothing was sent");
@@ -321,14 +304,12 @@ async fn a_record_that_changed_after_it_was_read_is_not_overwritten() {
     // the change and refuses, instead of overwriting it.
     let (server, mut connector) = wordpress(2, |_| {}).await;
     server.update(1, json!({"contact_info": [{"type": "email", "value": "typed.by.hand@club.nl"}]}));
-    let write = Write::Update {
-        id: RecordId::new("1"),
-        fields: vec![FieldWrite {
-            path: "/meta/contact_info[type=email]/value".into(),
-            value: json!("from.the.engine@club.nl"),
-            expected: Some(json!("member1@example.org")),
-        }],
-    };
+    let write = update_one(
+        "1",
+        "/meta/contact_info[type=email]/value",
+        json!("from.the.engine@club.nl"),
+        Some(json!("member1@example.org")),
+    );
     let results = connector.apply(&[write]).await.expect("applied");
     assert!(matches!(results[0], Err(ConnectorError::TargetMoved { .. })), "{results:?}");
     assert_eq!(server.total_writes(), 0);
@@ -338,10 +319,7 @@ async fn a_record_that_changed_after_it_was_read_is_not_overwritten() {
     let id = drf.insert(json!({"key": "m1", "name": "Ann", "email": "ann@club.nl"}));
     let mut connector = RestConnector::open(&Api::Drf.config(&drf)).unwrap();
     drf.change_after_read(id, json!({"name": "Annie"}));
-    let write = Write::Update {
-        id: RecordId::new(id.to_string()),
-        fields: vec![FieldWrite { path: "/name".into(), value: json!("Anna"), expected: Some(json!("Ann")) }],
-    };
+    let write = update_one(id, "/name", json!("Anna"), Some(json!("Ann")));
     let results = connector.apply(&[write]).await.expect("applied");
     assert!(matches!(results[0], Err(ConnectorError::TargetMoved { .. })), "{results:?}");
     assert_eq!(drf.record(id).unwrap()["name"], json!("Annie"), "the person's edit stands");
@@ -353,14 +331,8 @@ async fn a_record_that_changed_after_it_was_read_is_not_overwritten() {
 async fn a_rejected_value_carries_the_apis_message_and_the_others_go_on() {
     let (server, mut connector) = wordpress(3, |_| {}).await;
     server.reject_invalid_email(true);
-    let email = |id: &str, value: &str| Write::Update {
-        id: RecordId::new(id),
-        fields: vec![FieldWrite {
-            path: "/meta/contact_info[type=email]/value".into(),
-            value: json!(value),
-            expected: None,
-        }],
-    };
+    let email =
+        |id: &str, value: &str| update_one(id, "/meta/contact_info[type=email]/value", json!(value), None);
     let results = connector
         .apply(&[email("1", "fine@club.nl"), email("2", "not-an-email"), email("3", "also.fine@club.nl")])
         .await
@@ -381,17 +353,13 @@ async fn failures_that_pass_are_retried_and_retry_after_is_obeyed() {
     let (server, mut connector) = wordpress(90, |_| {}).await;
     let paths = ["/meta/knvb_id", "/meta/first_name"];
     server.fail_every(5, 500);
-    assert_eq!(
-        read_everything(&mut connector, &request(&paths)).await.len(),
-        90,
-        "every fifth request a 500"
-    );
+    assert_eq!(read_all(&mut connector, &request(&paths)).await.len(), 90, "every fifth request a 500");
     server.clear_faults();
     server.drop_next(2);
-    assert_eq!(read_everything(&mut connector, &request(&paths)).await.len(), 90, "dropped connections");
+    assert_eq!(read_all(&mut connector, &request(&paths)).await.len(), 90, "dropped connections");
     server.clear_requests();
     server.too_many(2, 1);
-    assert_eq!(read_everything(&mut connector, &request(&paths)).await.len(), 90, "429 with Retry-After");
+    assert_eq!(read_all(&mut connector, &request(&paths)).await.len(), 90, "429 with Retry-After");
     let log = server.requests();
     assert_eq!(log.iter().filter(|request| request.status == Some(429)).count(), 2);
     // Each retry waited at least the second the server asked for.
@@ -413,7 +381,7 @@ async fn a_malformed_answer_says_where_it_broke() {
     assert!(matches!(error, ConnectorError::Malformed { .. }), "{error:?}");
     let message = error.to_string();
     assert!(message.contains("line 1, column") && message.contains("/wp-json/wp/v2/people"), "{message}");
-    assert_eq!(read_everything(&mut connector, &request(&["/meta/knvb_id"])).await.len(), 5, "it passes");
+    assert_eq!(read_all(&mut connector, &request(&["/meta/knvb_id"])).await.len(), 5, "it passes");
 }
 
 #[tokio::test]
@@ -436,7 +404,7 @@ async fn every_kind_of_auth_is_sent_and_secrets_stay_out_of_errors() {
     for (required, given) in cases {
         let (server, mut connector) = wordpress(3, |config| config.auth = Some(given.clone())).await;
         server.require_auth(required);
-        assert_eq!(read_everything(&mut connector, &request(&["/meta/knvb_id"])).await.len(), 3, "{given:?}");
+        assert_eq!(read_all(&mut connector, &request(&["/meta/knvb_id"])).await.len(), 3, "{given:?}");
         let wrong = match &given {
             Auth::Basic { user, .. } => {
                 Auth::Basic { user: user.clone(), password: Secret::new("wrong-secret") }
@@ -470,7 +438,7 @@ async fn the_rate_limit_is_never_exceeded() {
     })
     .await;
     server.clear_requests();
-    assert_eq!(read_everything(&mut connector, &request(&["/meta/knvb_id"])).await.len(), 30);
+    assert_eq!(read_all(&mut connector, &request(&["/meta/knvb_id"])).await.len(), 30);
     let ids: Vec<RecordId> = (1..=30).map(|id| RecordId::new(id.to_string())).collect();
     let found = connector.lookup(&["/meta/knvb_id".to_string()], &Lookup::Ids(ids)).await.unwrap();
     assert_eq!(found.len(), 30);
@@ -538,7 +506,7 @@ async fn records_sharing_one_second_are_each_listed_once() {
     let mut connector = RestConnector::open(&config).unwrap();
     let mut request = request(&["/key"]);
     request.since = Some(jiff::Timestamp::from_second(1_767_261_600).unwrap());
-    let keys: Vec<String> = read_everything(&mut connector, &request)
+    let keys: Vec<String> = read_all(&mut connector, &request)
         .await
         .iter()
         .map(|record| record.values[0].as_str().unwrap().to_string())
@@ -558,7 +526,7 @@ async fn a_soft_delete_sets_its_field_and_such_records_are_listed_as_deleted() {
     let results = connector.apply(&[Write::Delete { id: RecordId::new("2") }]).await.unwrap();
     assert!(results[0].is_ok(), "{results:?}");
     assert_eq!(server.record(2).unwrap()["status"], json!("draft"), "kept, marked");
-    let read = read_everything(&mut connector, &request(&["/meta/knvb_id"])).await;
+    let read = read_all(&mut connector, &request(&["/meta/knvb_id"])).await;
     let deleted: Vec<&str> =
         read.iter().filter(|record| record.deleted).map(|record| record.id.as_str()).collect();
     assert_eq!(deleted, ["2"]);
@@ -575,7 +543,7 @@ async fn a_slow_answer_times_out_and_is_retried_later() {
     let error = connector.read_page(&request(&["/meta/knvb_id"]), None).await.unwrap_err();
     assert!(error.is_retryable() && error.to_string().contains("timed out"), "{error}");
     server.slow(Duration::ZERO);
-    assert_eq!(read_everything(&mut connector, &request(&["/meta/knvb_id"])).await.len(), 2);
+    assert_eq!(read_all(&mut connector, &request(&["/meta/knvb_id"])).await.len(), 2);
 }
 
 #[tokio::test]
@@ -585,16 +553,8 @@ async fn writes_are_paced_one_at_a_time() {
         config.concurrency = Some(1);
     })
     .await;
-    let writes: Vec<Write> = (1..=6)
-        .map(|id| Write::Update {
-            id: RecordId::new(id.to_string()),
-            fields: vec![FieldWrite {
-                path: "/meta/first_name".into(),
-                value: json!(format!("Paced {id}")),
-                expected: None,
-            }],
-        })
-        .collect();
+    let writes: Vec<Write> =
+        (1..=6).map(|id| update_one(id, "/meta/first_name", json!(format!("Paced {id}")), None)).collect();
     server.clear_requests();
     let results = connector.apply(&writes).await.unwrap();
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -639,14 +599,7 @@ async fn regression_an_empty_value_in_an_array_is_left_out_of_a_create_and_remov
             FieldWrite { path: email.into(), value: Value::Null, expected: None },
         ],
     };
-    let clear = Write::Update {
-        id: RecordId::new("1"),
-        fields: vec![FieldWrite {
-            path: email.into(),
-            value: Value::Null,
-            expected: Some(json!("member1@example.org")),
-        }],
-    };
+    let clear = update_one("1", email, Value::Null, Some(json!("member1@example.org")));
     let results = connector.apply(&[create, clear]).await.expect("applied");
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     for body in bodies(&server, "POST") {
@@ -722,7 +675,7 @@ async fn a_wordpress_post_moved_to_the_trash_is_read_as_deleted_and_deletes_stay
     server.advance_secs(1);
     server.update(2, json!({"status": "trash"}));
     let paths = ["/meta/knvb_id"];
-    let listed = read_everything(&mut connector, &request(&paths)).await;
+    let listed = read_all(&mut connector, &request(&paths)).await;
     let deleted: Vec<&str> =
         listed.iter().filter(|record| record.deleted).map(|record| record.id.as_str()).collect();
     assert_eq!(deleted, vec!["2"], "the trashed post is listed as deleted");
@@ -738,7 +691,7 @@ async fn a_wordpress_post_moved_to_the_trash_is_read_as_deleted_and_deletes_stay
     assert!(results[0].is_ok(), "{results:?}");
     let delete = server.requests().into_iter().find(|request| request.method == "DELETE").expect("a DELETE");
     assert!(!delete.path.contains("force"), "{}", delete.path);
-    let listed = read_everything(&mut connector, &request(&paths)).await;
+    let listed = read_all(&mut connector, &request(&paths)).await;
     assert!(listed.iter().find(|record| record.id.as_str() == "3").is_some_and(|record| record.deleted));
 
     // The preset's default deletes for good.
@@ -810,10 +763,7 @@ async fn a_status_configured_as_stale_is_target_moved() {
     config.stale = Some(vec![409]);
     let mut connector = RestConnector::open(&config).expect("a valid configuration");
     server.fail_every(1, 409);
-    let write = Write::Update {
-        id: RecordId::new(id.to_string()),
-        fields: vec![FieldWrite { path: "/name".into(), value: json!("Anna"), expected: None }],
-    };
+    let write = update_one(id, "/name", json!("Anna"), None);
     let results = connector.apply(std::slice::from_ref(&write)).await.expect("applied");
     assert!(matches!(results[0], Err(ConnectorError::TargetMoved { .. })), "{results:?}");
     config.stale = None;
@@ -873,14 +823,7 @@ async fn etag_claimed_against_an_api_that_sends_none_fails_check_and_writes() {
     let (server, mut connector) = wordpress(2, |config| config.etag = Some(true)).await;
     let error = connector.check(&["/meta/knvb_id".to_string()]).await.expect_err("check must fail");
     assert!(error.to_string().contains("`etag` = true") && error.to_string().contains("no ETag"), "{error}");
-    let write = Write::Update {
-        id: RecordId::new("1"),
-        fields: vec![FieldWrite {
-            path: "/meta/first_name".into(),
-            value: json!("Anna"),
-            expected: Some(json!("Member 1")),
-        }],
-    };
+    let write = update_one("1", "/meta/first_name", json!("Anna"), Some(json!("Member 1")));
     let results = connector.apply(&[write]).await.expect("applied");
     assert!(matches!(results[0], Err(ConnectorError::Misconfigured { .. })), "{results:?}");
     assert_eq!(server.total_writes(), 0, "nothing was written");

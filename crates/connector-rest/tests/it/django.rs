@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::connector::update_one;
 use fieldsync_connector::testkit::django::{DjangoOptions, DjangoServer};
 use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, TestRecord};
 use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, ReadRequest, Write};
@@ -221,14 +222,7 @@ async fn a_stale_version_is_refused_by_django_and_is_target_moved() {
     let id = player["id"].as_i64().unwrap();
     // A person saves the player right after the connector read it, before its write arrives.
     site.edit_after_read(id, &json!({"last_name": "Changed By Hand"}));
-    let write = Write::Update {
-        id: RecordId::new(id.to_string()),
-        fields: vec![FieldWrite {
-            path: "/first_name".into(),
-            value: json!("Not Written"),
-            expected: Some(player["first_name"].clone()),
-        }],
-    };
+    let write = update_one(id, "/first_name", json!("Not Written"), Some(player["first_name"].clone()));
     let results = connector.apply(&[write]).await.expect("applied");
     assert!(site.edited_after_read(), "the person's edit did not happen");
     assert!(matches!(results[0], Err(ConnectorError::TargetMoved { .. })), "{results:?}");

@@ -36,7 +36,8 @@ use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::serve::{IncomingStream, Listener};
-use fieldsync_connector::loopback::{LoopbackServer, Serve};
+use fieldsync_connector::loopback::{LoopbackServer, RequestJournal, Serve};
+use fieldsync_connector::testkit::plausible_email;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Map, Value, json};
@@ -241,8 +242,7 @@ impl FixtureServer {
                 next_id: 1,
                 records: BTreeMap::new(),
                 writes: BTreeMap::new(),
-                log: Vec::new(),
-                log_start: 0,
+                log: RequestJournal::default(),
                 faults: Faults::default(),
                 auth: None,
             }),
@@ -415,20 +415,19 @@ impl FixtureServer {
     /// The requests received since the start (or [`FixtureServer::clear_requests`]), in the
     /// order they arrived.
     pub fn requests(&self) -> Vec<RequestLog> {
-        self.shared.lock().log.clone()
+        self.shared.lock().log.entries().to_vec()
     }
 
     /// Forgets the requests received so far.
     pub fn clear_requests(&self) {
-        let mut inner = self.shared.lock();
-        inner.log_start += inner.log.len();
-        inner.log.clear();
+        self.shared.lock().log.clear();
     }
 
     /// The highest number of requests that arrived within any `window`: for each request,
     /// those that arrived at it or less than `window` after it.
     pub fn max_requests_in_window(&self, window: Duration) -> usize {
-        let mut arrivals: Vec<Instant> = self.shared.lock().log.iter().map(|request| request.at).collect();
+        let mut arrivals: Vec<Instant> =
+            self.shared.lock().log.entries().iter().map(|request| request.at).collect();
         arrivals.sort_unstable();
         let mut first = 0;
         let mut most = 0;
@@ -463,11 +462,19 @@ struct Inner {
     records: BTreeMap<i64, Stored>,
     /// Writes the API accepted, per record (kept after a record is deleted).
     writes: BTreeMap<i64, usize>,
-    log: Vec<RequestLog>,
-    /// The serial number of `log[0]`: requests still being answered find their entry by it.
-    log_start: usize,
+    log: RequestJournal<RequestLog>,
     faults: Faults,
     auth: Option<Auth>,
+}
+
+impl Inner {
+    /// Stores a new record of `fields`, made now, and returns its id.
+    fn add(&mut self, fields: Map<String, Value>) -> i64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.records.insert(id, Stored { created: self.now, modified: self.now, fields });
+        id
+    }
 }
 
 /// One record: its times and its fields (for WordPress `title`, `status` and `meta`; for
@@ -598,8 +605,6 @@ impl Shared {
 
     /// Adds a record as a person would and returns its id.
     fn insert(&self, inner: &mut Inner, record: &Map<String, Value>) -> i64 {
-        let id = inner.next_id;
-        inner.next_id += 1;
         let fields = match self.style {
             Style::WordPress => {
                 let mut fields = wp_new_fields("publish");
@@ -608,8 +613,22 @@ impl Shared {
             }
             _ => self.writable(record),
         };
-        inner.records.insert(id, Stored { created: inner.now, modified: inner.now, fields });
-        id
+        inner.add(fields)
+    }
+
+    /// A record the API created of `fields`: counted as a write and answered by `answer` (a
+    /// `201 Created`), with its `Location`.
+    fn created(
+        &self,
+        inner: &mut Inner,
+        fields: Map<String, Value>,
+        answer: impl FnOnce(i64, &Stored) -> Response,
+    ) -> Response {
+        let id = inner.add(fields);
+        *inner.writes.entry(id).or_default() += 1;
+        let mut response = answer(id, &inner.records[&id]);
+        set_header(&mut response, "location", &format!("{}{}", self.base, self.item_path(id)));
+        response
     }
 
     /// Edits a record as a person would; false when it does not exist.
@@ -690,8 +709,7 @@ impl Shared {
         body: &[u8],
     ) -> (usize, Duration, Fault) {
         let mut inner = self.lock();
-        let serial = inner.log_start + inner.log.len();
-        inner.log.push(RequestLog {
+        let serial = inner.log.arrive(RequestLog {
             method: method.to_string(),
             path: uri.path_and_query().map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned()),
             authorization: headers.contains_key(header::AUTHORIZATION),
@@ -708,8 +726,7 @@ impl Shared {
     /// Records how a request was answered (`None`: closed without an answer).
     fn finish(&self, serial: usize, status: Option<u16>) {
         let mut inner = self.lock();
-        let Some(index) = serial.checked_sub(inner.log_start) else { return };
-        if let Some(entry) = inner.log.get_mut(index) {
+        if let Some(entry) = inner.log.get_mut(serial) {
             entry.status = status;
             entry.dropped = status.is_none();
         }
@@ -1106,6 +1123,13 @@ impl Shared {
         }
     }
 
+    /// A write's parameters ([`Shared::wp_body`]), checked ([`Shared::wp_validate`]).
+    fn wp_write_params(&self, inner: &Inner, request: &Request<'_>) -> Result<Map<String, Value>, Refusal> {
+        let params = self.wp_body(request)?;
+        self.wp_validate(inner, &params)?;
+        Ok(params)
+    }
+
     /// Checks a write's `title`, `status` and `meta` as WordPress's schema does.
     fn wp_validate(&self, inner: &Inner, params: &Map<String, Value>) -> Result<(), Refusal> {
         if let Some(title) = params.get("title")
@@ -1135,37 +1159,25 @@ impl Shared {
     }
 
     fn wp_create(&self, inner: &mut Inner, request: &Request<'_>) -> Response {
-        let params = match self.wp_body(request) {
+        let params = match self.wp_write_params(inner, request) {
             Ok(params) => params,
             Err(refusal) => return *refusal,
         };
-        if let Err(refusal) = self.wp_validate(inner, &params) {
-            return *refusal;
-        }
-        let id = inner.next_id;
-        inner.next_id += 1;
         let mut fields = wp_new_fields("draft");
         wp_apply(&mut fields, &params);
-        let stored = Stored { created: inner.now, modified: inner.now, fields };
-        let body = self.wp_render(id, &stored, true);
-        inner.records.insert(id, stored);
-        *inner.writes.entry(id).or_default() += 1;
-        let mut response = self.json(StatusCode::CREATED, &body);
-        set_header(&mut response, "location", &format!("{}{}", self.base, self.item_path(id)));
-        response
+        self.created(inner, fields, |id, stored| {
+            self.json(StatusCode::CREATED, &self.wp_render(id, stored, true))
+        })
     }
 
     fn wp_update(&self, inner: &mut Inner, request: &Request<'_>, id: i64) -> Response {
         if !inner.records.contains_key(&id) {
             return self.wp_invalid_id();
         }
-        let params = match self.wp_body(request) {
+        let params = match self.wp_write_params(inner, request) {
             Ok(params) => params,
             Err(refusal) => return *refusal,
         };
-        if let Err(refusal) = self.wp_validate(inner, &params) {
-            return *refusal;
-        }
         let now = inner.now;
         let Some(stored) = inner.records.get_mut(&id) else { return self.wp_invalid_id() };
         wp_apply(&mut stored.fields, &params);
@@ -1596,6 +1608,16 @@ impl Shared {
         }
     }
 
+    /// The fields a write may set ([`Shared::writable`]) from its body ([`Shared::api_body`]),
+    /// unless its email is refused ([`Shared::api_email_refused`]).
+    fn api_write_fields(&self, inner: &Inner, request: &Request<'_>) -> Result<Map<String, Value>, Refusal> {
+        let fields = self.writable(&self.api_body(request)?);
+        if self.api_email_refused(inner, &fields) {
+            return Err(Box::new(self.email_refused()));
+        }
+        Ok(fields)
+    }
+
     /// Whether a write's email is refused (see [`FixtureServer::reject_invalid_email`]).
     fn api_email_refused(&self, inner: &Inner, fields: &Map<String, Value>) -> bool {
         if !inner.faults.reject_invalid_email {
@@ -1613,22 +1635,13 @@ impl Shared {
     }
 
     fn api_create(&self, inner: &mut Inner, request: &Request<'_>) -> Response {
-        let fields = match self.api_body(request) {
-            Ok(fields) => self.writable(&fields),
+        let fields = match self.api_write_fields(inner, request) {
+            Ok(fields) => fields,
             Err(refusal) => return *refusal,
         };
-        if self.api_email_refused(inner, &fields) {
-            return self.email_refused();
-        }
-        let id = inner.next_id;
-        inner.next_id += 1;
-        let stored = Stored { created: inner.now, modified: inner.now, fields };
-        let body = self.render(id, &stored, true);
-        inner.records.insert(id, stored);
-        *inner.writes.entry(id).or_default() += 1;
-        let mut response = self.record_answer(StatusCode::CREATED, &body);
-        set_header(&mut response, "location", &format!("{}{}", self.base, self.item_path(id)));
-        response
+        self.created(inner, fields, |id, stored| {
+            self.record_answer(StatusCode::CREATED, &self.render(id, stored, true))
+        })
     }
 
     fn api_write(
@@ -1644,13 +1657,10 @@ impl Shared {
         if let Err(refusal) = self.precondition(request.headers, &etag_of(&self.render(id, stored, true))) {
             return *refusal;
         }
-        let changes = match self.api_body(request) {
-            Ok(fields) => self.writable(&fields),
+        let changes = match self.api_write_fields(inner, request) {
+            Ok(fields) => fields,
             Err(refusal) => return *refusal,
         };
-        if self.api_email_refused(inner, &changes) {
-            return self.email_refused();
-        }
         let now = inner.now;
         let Some(stored) = inner.records.get_mut(&id) else { return self.not_found() };
         match (self.style, partial) {
@@ -1908,17 +1918,6 @@ fn plausible_email_value(email: &Value) -> bool {
         Value::String(text) => text.is_empty() || plausible_email(text),
         _ => false,
     }
-}
-
-/// One `@` between a non-empty local part and a domain with a dot inside, no spaces.
-fn plausible_email(text: &str) -> bool {
-    let Some((local, domain)) = text.split_once('@') else { return false };
-    !local.is_empty()
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !text.chars().any(char::is_whitespace)
 }
 
 /// A strong ETag: a quoted hash of the record as answered.

@@ -36,6 +36,14 @@ async fn get_json(client: &Client, url: &str) -> (StatusCode, reqwest::header::H
     (status, headers, body)
 }
 
+/// GETs `url`, which the API refuses with a 400 whose body names `code`; returns the body.
+async fn get_refused(client: &Client, url: &str, code: &str) -> Value {
+    let (status, _, body) = get_json(client, url).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
+    assert_eq!(body["code"], code, "{url}");
+    body
+}
+
 fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
     headers.get(name).and_then(|value| value.to_str().ok()).unwrap_or_default()
 }
@@ -75,14 +83,11 @@ async fn wordpress_pages_carry_totals_and_a_page_past_the_end_is_refused() {
     assert_eq!(ids(&last), [5]);
     assert!(last[0]["title"].get("raw").is_none(), "raw titles only with context=edit");
 
-    let (status, _, past) = get_json(&client, &format!("{list}?page=4&per_page=2")).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(past["code"], "rest_post_invalid_page_number");
+    let past =
+        get_refused(&client, &format!("{list}?page=4&per_page=2"), "rest_post_invalid_page_number").await;
     assert_eq!(past["data"]["status"], 400);
 
-    let (status, _, too_big) = get_json(&client, &format!("{list}?per_page=101")).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(too_big["code"], "rest_invalid_param");
+    get_refused(&client, &format!("{list}?per_page=101"), "rest_invalid_param").await;
 }
 
 #[tokio::test]
@@ -114,9 +119,7 @@ async fn wordpress_modified_after_is_strict_and_equal_times_are_ordered_by_id() 
     .await;
     assert_eq!(ids(&zoned), [fourth, first], "an offset is honoured");
 
-    let (status, _, invalid) = get_json(&client, &format!("{list}?modified_after=yesterday")).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(invalid["code"], "rest_invalid_param");
+    get_refused(&client, &format!("{list}?modified_after=yesterday"), "rest_invalid_param").await;
 }
 
 #[tokio::test]

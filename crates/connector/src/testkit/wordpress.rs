@@ -24,9 +24,10 @@
 use super::processes::{Processes, log_file, write_file};
 use std::fmt;
 use std::fs;
+use std::future::Future;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The must-use plugin with the `person` post type and its meta fields.
@@ -454,20 +455,36 @@ async fn start_mariadb(programs: &Programs, processes: &mut Processes, root: &Pa
         .stderr(log_file(&root.join("mariadb.out")));
     let index = processes.spawn(&mut server, "mariadbd");
 
+    let accepting = || async { tokio::net::UnixStream::connect(&socket).await.is_ok() };
+    let poll = Duration::from_millis(25);
+    if let Some(status) = wait_until_accepting(processes, index, "mariadbd", root, poll, accepting).await {
+        panic!("mariadbd exited ({status}) before accepting connections{}", logs(root));
+    }
+    socket
+}
+
+/// Waits until `accepting` (tried every `poll`) says the server `what`, which `processes`
+/// started as `index`, accepts connections; returns how it exited when it exited first.
+///
+/// Panics when it does neither within [`TIMEOUT`], with the logs under `root`.
+async fn wait_until_accepting<F: Future<Output = bool>>(
+    processes: &mut Processes,
+    index: usize,
+    what: &str,
+    root: &Path,
+    poll: Duration,
+    accepting: impl Fn() -> F,
+) -> Option<ExitStatus> {
     let deadline = Instant::now() + TIMEOUT;
     loop {
-        if tokio::net::UnixStream::connect(&socket).await.is_ok() {
-            return socket;
+        if accepting().await {
+            return None;
         }
         if let Some(status) = processes.exited(index) {
-            panic!("mariadbd exited ({status}) before accepting connections{}", logs(root));
+            return Some(status);
         }
-        assert!(
-            Instant::now() < deadline,
-            "mariadbd did not accept connections in {TIMEOUT:?}{}",
-            logs(root)
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        assert!(Instant::now() < deadline, "{what} did not accept connections in {TIMEOUT:?}{}", logs(root));
+        tokio::time::sleep(poll).await;
     }
 }
 
@@ -500,24 +517,15 @@ async fn start_php(php: &Path, processes: &mut Processes, root: &Path, docroot: 
             .stderr(log_file(&log));
         let index = processes.spawn(&mut server, "php -S");
 
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return port;
-            }
-            if let Some(status) = processes.exited(index) {
-                let text = fs::read_to_string(&log).unwrap_or_default();
-                if text.contains("Address already in use") {
-                    break;
-                }
-                panic!("php -S exited ({status}) before accepting connections{}", logs(root));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "php -S did not accept connections in {TIMEOUT:?}{}",
-                logs(root)
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let accepting = || async move { tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() };
+        let poll = Duration::from_millis(10);
+        let Some(status) = wait_until_accepting(processes, index, "php -S", root, poll, accepting).await
+        else {
+            return port;
+        };
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if !text.contains("Address already in use") {
+            panic!("php -S exited ({status}) before accepting connections{}", logs(root));
         }
     }
     panic!("php -S found no free port in 5 tries{}", logs(root))

@@ -5,7 +5,7 @@ invalid.example; both show in the form's `errorlist`."""
 from django import forms
 from django.contrib import admin
 
-from .models import Player, StaleVersion
+from .models import EDITABLE_FIELDS, Player, StaleVersion
 
 
 class PlayerAdminForm(forms.ModelForm):
@@ -13,19 +13,7 @@ class PlayerAdminForm(forms.ModelForm):
 
     class Meta:
         model = Player
-        fields = [
-            "federation_id",
-            "first_name",
-            "last_name",
-            "email",
-            "mobile",
-            "birth_date",
-            "active",
-            "shirt_number",
-            "tags",
-            "notes",
-            "version",
-        ]
+        fields = EDITABLE_FIELDS
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -15,6 +15,22 @@ def refuse_invalid_domain(value):
         )
 
 
+# The fields a person edits in the admin and an API client writes, in the order both show them.
+EDITABLE_FIELDS = [
+    "federation_id",
+    "first_name",
+    "last_name",
+    "email",
+    "mobile",
+    "birth_date",
+    "active",
+    "shirt_number",
+    "tags",
+    "notes",
+    "version",
+]
+
+
 class StaleVersion(Exception):
     """A save named a version that is no longer the current one."""
 

@@ -3,7 +3,7 @@
 when sent, must be the current one."""
 from rest_framework import serializers
 
-from .models import Player
+from .models import EDITABLE_FIELDS, Player
 
 
 class PlayerSerializer(serializers.ModelSerializer):
@@ -11,21 +11,7 @@ class PlayerSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Player
-        fields = [
-            "id",
-            "federation_id",
-            "first_name",
-            "last_name",
-            "email",
-            "mobile",
-            "birth_date",
-            "active",
-            "shirt_number",
-            "tags",
-            "notes",
-            "version",
-            "updated_at",
-        ]
+        fields = ["id", *EDITABLE_FIELDS, "updated_at"]
         read_only_fields = ["id", "updated_at"]
 
     def validate_tags(self, value):
