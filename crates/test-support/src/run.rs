@@ -1,10 +1,10 @@
-//! The one place a test runs the engine: every test calls [`run_link`] (or, to watch or cancel
-//! the run, [`run_link_watched`]) here, so that a change of the engine's own `run_link`
-//! signature changes this file and no test.
+//! The one place a test runs the engine: every test calls [`run_link`] here, so that a change
+//! of the engine's own `run_link` signature changes this file and no test. The few tests that
+//! watch or cancel a run call the engine's own, as `run_link_watched`.
 
 use fieldsync_connector::Connector;
 use fieldsync_engine::{
-    CancellationToken, Clock, EngineError, LinkSpec, NoProgress, Progress, RunOptions, RunReport, SidePair,
+    CancellationToken, Clock, EngineError, LinkSpec, NoProgress, RunOptions, RunReport, SidePair,
 };
 use fieldsync_store::StateStore;
 
@@ -24,25 +24,9 @@ pub async fn run_link<C: Connector, K: Clock, S: StateStore>(
     clock: &K,
 ) -> Result<RunReport, EngineError> {
     let never = CancellationToken::new();
-    run_link_watched(spec, names, connectors, store, options, clock, &NoProgress, &never).await
+    fieldsync_engine::run_link(spec, names, connectors, store, options, clock, &NoProgress, &never).await
 }
 
-/// As [`run_link`], with a progress display and a cancellation token the test holds (to cancel
-/// the run at a chosen phase, say).
-///
-/// # Errors
-///
-/// As [`run_link`].
-#[allow(clippy::too_many_arguments)]
-pub async fn run_link_watched<C: Connector, K: Clock, P: Progress, S: StateStore>(
-    spec: &LinkSpec,
-    names: &SidePair<String>,
-    connectors: &mut SidePair<C>,
-    store: &mut S,
-    options: RunOptions,
-    clock: &K,
-    progress: &P,
-    cancel: &CancellationToken,
-) -> Result<RunReport, EngineError> {
-    fieldsync_engine::run_link(spec, names, connectors, store, options, clock, progress, cancel).await
-}
+/// The engine's own run, with a progress display and a cancellation token the test holds (to
+/// cancel the run at a chosen phase, say), for the tests that watch or cancel a run.
+pub use fieldsync_engine::run_link as run_link_watched;
