@@ -73,14 +73,14 @@ fn to_write(entry: &OutboxEntry, payload: &Payload) -> Result<Write, String> {
             })
             .collect()
     };
-    match entry.operation {
+    match entry.write.operation {
         Operation::Update => {
-            let id = entry.record_id.clone().ok_or("an update without a record id")?;
+            let id = entry.write.record_id.clone().ok_or("an update without a record id")?;
             Ok(Write::Update { id, fields: fields() })
         }
         Operation::Create => Ok(Write::Create { fields: fields() }),
         Operation::Delete => {
-            Ok(Write::Delete { id: entry.record_id.clone().ok_or("a delete without a record id")? })
+            Ok(Write::Delete { id: entry.write.record_id.clone().ok_or("a delete without a record id")? })
         }
     }
 }
@@ -166,12 +166,12 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
         }
         after = due.last().map_or(after, |entry| entry.id);
         for side in Side::BOTH {
-            let entries: Vec<&OutboxEntry> = due.iter().filter(|entry| entry.side == side).collect();
+            let entries: Vec<&OutboxEntry> = due.iter().filter(|entry| entry.write.side == side).collect();
             if entries.is_empty() {
                 continue;
             }
             let payloads: Vec<Result<Payload, String>> =
-                entries.iter().map(|entry| Payload::from_text(&entry.payload)).collect();
+                entries.iter().map(|entry| Payload::from_text(&entry.write.payload)).collect();
             let batch = Batch { side, entries: &entries, payloads: &payloads };
             let outcomes = attempt_batch(run, lease, &batch, connectors.get_mut(side), store).await?;
             let mut closing =
@@ -222,12 +222,13 @@ async fn attempt_batch<C: Connector, K: Clock, P, S: StateStore>(
     let uncertain_creates: Vec<usize> = (0..entries.len())
         .filter(|&index| {
             outcomes[index].is_none()
-                && entries[index].operation == Operation::Create
+                && entries[index].write.operation == Operation::Create
                 && entries[index].attempts > 0
         })
         .collect();
     if !uncertain_creates.is_empty() && capabilities.lookup_by_key {
-        let values = uncertain_creates.iter().map(|&index| entries[index].key.as_str().to_string()).collect();
+        let values =
+            uncertain_creates.iter().map(|&index| entries[index].write.key.as_str().to_string()).collect();
         let lookup = Lookup::Key { path: spec.key.get(side).clone(), values };
         let found = match connector.lookup(&paths, &lookup).await {
             Ok(found) => found,
@@ -242,7 +243,7 @@ async fn attempt_batch<C: Connector, K: Clock, P, S: StateStore>(
         for record in found.into_iter().filter(|record| !record.deleted) {
             let key = record.values.get(spec.fields.len()).and_then(crate::detect::link_key);
             if let Some(&index) =
-                uncertain_creates.iter().find(|&&index| Some(&entries[index].key) == key.as_ref())
+                uncertain_creates.iter().find(|&&index| Some(&entries[index].write.key) == key.as_ref())
             {
                 let payload = payloads[index].unwrap_or_else(|| unreachable!("only readable payloads"));
                 outcomes[index] = Some(match verify(spec, side, payload, &paths, &record) {
@@ -260,11 +261,12 @@ async fn attempt_batch<C: Connector, K: Clock, P, S: StateStore>(
     let uncertain: Vec<usize> = (0..entries.len())
         .filter(|&index| {
             outcomes[index].is_none()
-                && entries[index].operation != Operation::Create
+                && entries[index].write.operation != Operation::Create
                 && entries[index].attempts > 0
         })
         .collect();
-    let ids: Vec<RecordId> = uncertain.iter().filter_map(|&index| entries[index].record_id.clone()).collect();
+    let ids: Vec<RecordId> =
+        uncertain.iter().filter_map(|&index| entries[index].write.record_id.clone()).collect();
     if !ids.is_empty()
         && let Ok(found) = connector.lookup(&paths, &Lookup::Ids(ids)).await
     {
@@ -274,9 +276,9 @@ async fn attempt_batch<C: Connector, K: Clock, P, S: StateStore>(
             .map(|record| (record.id.clone(), record))
             .collect();
         for index in uncertain {
-            let Some(id) = entries[index].record_id.clone() else { continue };
+            let Some(id) = entries[index].write.record_id.clone() else { continue };
             let payload = payloads[index].unwrap_or_else(|| unreachable!("only readable payloads"));
-            let done = match (entries[index].operation, found.get(&id)) {
+            let done = match (entries[index].write.operation, found.get(&id)) {
                 (Operation::Delete, None) => Some(None),
                 (Operation::Update, Some(record)) => {
                     verify(spec, side, payload, &paths, record).is_ok().then(|| Some(tracked(spec, record)))
@@ -293,14 +295,15 @@ async fn attempt_batch<C: Connector, K: Clock, P, S: StateStore>(
     // deletes carry no condition on any connector, so they are always read again.
     let reread = |index: usize| {
         outcomes[index].is_none()
-            && match entries[index].operation {
+            && match entries[index].write.operation {
                 Operation::Update => !capabilities.conditional_writes,
                 Operation::Delete => true,
                 Operation::Create => false,
             }
     };
     let reread: Vec<usize> = (0..entries.len()).filter(|&index| reread(index)).collect();
-    let ids: Vec<RecordId> = reread.iter().filter_map(|&index| entries[index].record_id.clone()).collect();
+    let ids: Vec<RecordId> =
+        reread.iter().filter_map(|&index| entries[index].write.record_id.clone()).collect();
     if !ids.is_empty() {
         let current = connector.lookup(&paths, &Lookup::Ids(ids)).await;
         let current: HashMap<RecordId, ConnectorRecord> = match current {
@@ -314,7 +317,7 @@ async fn attempt_batch<C: Connector, K: Clock, P, S: StateStore>(
             if outcomes[index].is_some() {
                 continue;
             }
-            let Some(id) = entries[index].record_id.clone() else { continue };
+            let Some(id) = entries[index].write.record_id.clone() else { continue };
             let payload = payloads[index].unwrap_or_else(|| unreachable!("only readable payloads"));
             let moved = match current.get(&id) {
                 None => Some(ConnectorError::NotFound { id: id.clone() }),
@@ -396,7 +399,7 @@ async fn attempt_batch<C: Connector, K: Clock, P, S: StateStore>(
                         let payload =
                             payloads[index].unwrap_or_else(|| unreachable!("only readable payloads"));
                         let record = records.get(&id).filter(|record| !record.deleted);
-                        outcomes[index] = Some(match (entries[index].operation, record) {
+                        outcomes[index] = Some(match (entries[index].write.operation, record) {
                             (Operation::Delete, None) => Attempt::Verified { id, raw: None },
                             (Operation::Delete, Some(_)) => {
                                 Attempt::Mismatch("deleted, but the record is still there".into())
@@ -476,10 +479,14 @@ fn seen_after(
         && raw.len() == spec.fields.len()
         && read_back_digest(spec, side, payload, &raw) == Some(basis)
     {
-        seen.push(SeenDigest { key: entry.key.clone(), side, digest: digest_raw(basis, fingerprint, &raw) });
+        seen.push(SeenDigest {
+            key: entry.write.key.clone(),
+            side,
+            digest: digest_raw(basis, fingerprint, &raw),
+        });
     }
-    if let Some(source) = entry.source.filter(|source| source.basis == basis) {
-        seen.push(SeenDigest { key: entry.key.clone(), side: side.other(), digest: source.raw });
+    if let Some(source) = entry.write.source.filter(|source| source.basis == basis) {
+        seen.push(SeenDigest { key: entry.write.key.clone(), side: side.other(), digest: source.raw });
     }
     seen
 }
@@ -571,7 +578,7 @@ fn close_batch<K: Clock, P, S: StateStore>(
     let Closing { report, rng, final_outcomes } = closing;
     let link = spec.name.as_str();
     let now = clock.now();
-    let keys: Vec<_> = entries.iter().map(|entry| entry.key.clone()).collect();
+    let keys: Vec<_> = entries.iter().map(|entry| entry.write.key.clone()).collect();
     // Baselines are written only under the link's lease: read now, they are what the closing
     // commit changes.
     let mut baselines = blocking(|| store.baselines(link, layout, &keys))?;
@@ -596,7 +603,7 @@ fn close_batch<K: Clock, P, S: StateStore>(
         };
         let audit = |event: AuditEvent, reason: String, value: Option<Value>| AuditEntry {
             run_id: report.run_id,
-            key: entry.key.clone(),
+            key: entry.write.key.clone(),
             field: None,
             event,
             side: Some(side),
@@ -609,7 +616,7 @@ fn close_batch<K: Clock, P, S: StateStore>(
         };
         let failure = |outcome: FailureOutcome, message: String| WriteFailure {
             outbox_id: entry.id,
-            key: entry.key.clone(),
+            key: entry.write.key.clone(),
             side,
             outcome,
             message,
@@ -620,14 +627,14 @@ fn close_batch<K: Clock, P, S: StateStore>(
                     .as_ref()
                     .unwrap_or_else(|_| unreachable!("a verified entry had a readable payload"));
                 let mut baseline = baselines
-                    .remove(&entry.key)
-                    .unwrap_or_else(|| Baseline::empty(entry.key.clone(), layout.fields.len()));
-                match entry.operation {
-                    Operation::Delete => batch.baselines.push(BaselineWrite::Forget(entry.key.clone())),
+                    .remove(&entry.write.key)
+                    .unwrap_or_else(|| Baseline::empty(entry.write.key.clone(), layout.fields.len()));
+                match entry.write.operation {
+                    Operation::Delete => batch.baselines.push(BaselineWrite::Forget(entry.write.key.clone())),
                     _ => {
                         let written = move_baseline(&mut baseline, side, id, payload, layout, now);
                         // A create is audited once, below, rather than field by field.
-                        if entry.operation != Operation::Create {
+                        if entry.write.operation != Operation::Create {
                             for (name, value) in written {
                                 let mut written = audit(
                                     AuditEvent::Written,
@@ -638,9 +645,12 @@ fn close_batch<K: Clock, P, S: StateStore>(
                                 batch.audit.push(written);
                             }
                         }
-                        if entry.operation == Operation::Create || payload.soft_delete_of.is_some() {
-                            let what =
-                                if entry.operation == Operation::Create { "created" } else { "soft-deleted" };
+                        if entry.write.operation == Operation::Create || payload.soft_delete_of.is_some() {
+                            let what = if entry.write.operation == Operation::Create {
+                                "created"
+                            } else {
+                                "soft-deleted"
+                            };
                             let reason = format!("{what} on the {side} side and read back");
                             batch.audit.push(audit(AuditEvent::Written, reason, None));
                         }
@@ -656,7 +666,7 @@ fn close_batch<K: Clock, P, S: StateStore>(
                         batch.baselines.push(BaselineWrite::Put(baseline));
                     }
                 }
-                if entry.operation == Operation::Delete {
+                if entry.write.operation == Operation::Delete {
                     batch.audit.push(audit(AuditEvent::Written, format!("deleted on the {side} side"), None));
                 }
                 set_status(OutboxStatus::Done, None, None);
@@ -680,7 +690,7 @@ fn close_batch<K: Clock, P, S: StateStore>(
                     let wait = error.retry_after().map_or(backoff, |asked| asked.max(backoff));
                     let next = now + wait;
                     set_status(OutboxStatus::Pending, Some(next), Some(&message));
-                    tracing::warn!(link, key = %entry.key, %side, attempts, error = %message, "Retrying outbox entry.");
+                    tracing::warn!(link, key = %entry.write.key, %side, attempts, error = %message, "Retrying outbox entry.");
                     final_outcomes.insert(entry.id, failure(FailureOutcome::Retrying, message));
                 }
             }
@@ -706,7 +716,7 @@ fn close_batch<K: Clock, P, S: StateStore>(
                          fresh read"
                     );
                     set_status(OutboxStatus::Moved, None, Some(&message));
-                    tracing::warn!(link, key = %entry.key, %side, attempts, error = %message, "Outbox entry refused again.");
+                    tracing::warn!(link, key = %entry.write.key, %side, attempts, error = %message, "Outbox entry refused again.");
                     final_outcomes.insert(entry.id, failure(FailureOutcome::Retrying, message));
                 } else {
                     let message = format!("{error}; it will be planned again from a fresh read");

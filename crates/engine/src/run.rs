@@ -221,13 +221,13 @@ fn add_plan(
     let (run_id, now) = (planner.run_id, planner.now);
     for write in plan.writes {
         let same = existing.iter().position(|entry| {
-            entry.side == write.side
-                && entry.operation == write.operation
-                && Payload::from_text(&entry.payload).is_ok_and(|payload| {
+            entry.write.side == write.side
+                && entry.write.operation == write.operation
+                && Payload::from_text(&entry.write.payload).is_ok_and(|payload| {
                     // One refused as moved is the same write only if planned from the same
                     // reads: a target that really moved gives it new expectations.
                     if entry.status == OutboxStatus::Moved {
-                        entry.record_id == write.record_id
+                        entry.write.record_id == write.record_id
                             && payload.same_write_and_expectations(&write.payload)
                     } else {
                         payload.same_write(&write.payload)
@@ -261,12 +261,15 @@ fn add_plan(
                 key: plan.key.clone(),
                 field: None,
                 event: fieldsync_store::AuditEvent::Written,
-                side: Some(stale.side),
+                side: Some(stale.write.side),
                 base: None,
                 left: None,
                 right: None,
                 value: None,
-                reason: format!("written to the {} side by an earlier attempt, found there", stale.side),
+                reason: format!(
+                    "written to the {} side by an earlier attempt, found there",
+                    stale.write.side
+                ),
                 at: now,
             });
             deferred.publication.landed.push(stale.id);
@@ -313,11 +316,11 @@ fn landed_write(
     now: Timestamp,
 ) -> Option<Baseline> {
     let tried = entry.attempts > 0 || entry.status == OutboxStatus::Sending;
-    if entry.operation != Operation::Update || !tried {
+    if entry.write.operation != Operation::Update || !tried {
         return None;
     }
-    let payload = Payload::from_text(&entry.payload).ok()?;
-    let Presence::Present(record) = presence.get(entry.side) else { return None };
+    let payload = Payload::from_text(&entry.write.payload).ok()?;
+    let Presence::Present(record) = presence.get(entry.write.side) else { return None };
     let mut tracked = 0;
     for field in &payload.fields {
         let (Some(name), Some(value)) = (&field.name, &field.value) else { continue };
@@ -331,8 +334,8 @@ fn landed_write(
         return None;
     }
     let mut next =
-        baseline.cloned().unwrap_or_else(|| Baseline::empty(entry.key.clone(), layout.fields.len()));
-    crate::deliver::move_baseline(&mut next, entry.side, record.id.clone(), &payload, layout, now);
+        baseline.cloned().unwrap_or_else(|| Baseline::empty(entry.write.key.clone(), layout.fields.len()));
+    crate::deliver::move_baseline(&mut next, entry.write.side, record.id.clone(), &payload, layout, now);
     Some(next)
 }
 
@@ -454,7 +457,7 @@ fn plan_chunk<K, P, S: StateStore>(
             reviews.entry(review.review.key.clone()).or_default().push(review);
         }
         for entry in blocking(|| store.open_outbox_for(link, &keys))? {
-            open_entries.entry(entry.key.clone()).or_default().push(entry);
+            open_entries.entry(entry.write.key.clone()).or_default().push(entry);
         }
     }
     // Baselines are written only under the link's lease, so reading them before the commit
@@ -485,12 +488,12 @@ fn plan_chunk<K, P, S: StateStore>(
         let created_from = existing
             .iter()
             .find(|entry| {
-                entry.operation == Operation::Create
+                entry.write.operation == Operation::Create
                     && (entry.attempts > 0 || entry.status == OutboxStatus::Sending)
-                    && matches!(presence.get(entry.side), Presence::Present(_))
-                    && matches!(presence.get(entry.side.other()), Presence::Present(_))
+                    && matches!(presence.get(entry.write.side), Presence::Present(_))
+                    && matches!(presence.get(entry.write.side.other()), Presence::Present(_))
             })
-            .map(|entry| entry.side.other());
+            .map(|entry| entry.write.side.other());
         let record_reviews = reviews.get(&key).map(Vec::as_slice).unwrap_or_default();
         let mut plan = planner.plan_record(
             key,

@@ -206,7 +206,7 @@ impl Guarantees for World {
     fn open_outbox(&self, key: &str, side: Side) -> Vec<OutboxEntry> {
         self.outbox()
             .into_iter()
-            .filter(|entry| entry.key.as_str() == key && entry.side == side)
+            .filter(|entry| entry.write.key.as_str() == key && entry.write.side == side)
             .filter(|entry| {
                 matches!(entry.status, OutboxStatus::Pending | OutboxStatus::Sending | OutboxStatus::Dead)
             })
@@ -249,10 +249,10 @@ fn text(value: &str) -> Value {
 
 /// The tracked fields an outbox entry writes (a delete writes none, whatever it checks).
 fn payload_fields(entry: &OutboxEntry) -> Vec<String> {
-    if entry.operation == Operation::Delete {
+    if entry.write.operation == Operation::Delete {
         return Vec::new();
     }
-    let payload: Json = serde_json::from_str(&entry.payload).unwrap();
+    let payload: Json = serde_json::from_str(&entry.write.payload).unwrap();
     payload["fields"]
         .as_array()
         .unwrap()
@@ -501,7 +501,7 @@ proptest! {
             }
             let planned = outbox
                 .iter()
-                .filter(|entry| entry.key.as_str() == key)
+                .filter(|entry| entry.write.key.as_str() == key)
                 .any(|entry| payload_fields(entry).iter().any(|planned| planned == name));
             prop_assert!(!planned, "a write of the unchanged {key}.{} was planned", name);
         }
@@ -603,7 +603,7 @@ proptest! {
             prop_assert!(!conflict, "{key}.{} became a conflict", name);
             let planned = outbox
                 .iter()
-                .filter(|entry| entry.key.as_str() == key)
+                .filter(|entry| entry.write.key.as_str() == key)
                 .any(|entry| payload_fields(entry).iter().any(|planned| planned == name));
             prop_assert!(!planned);
             prop_assert_eq!(played.world.base_value(key, field), Some(value));

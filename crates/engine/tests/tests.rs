@@ -885,7 +885,8 @@ async fn a_delete_whose_answer_was_lost_is_closed_as_done() {
     assert_eq!((report.stats.writes_done, report.stats.writes_moved), (1, 0), "{report:#?}");
     let done = world.store.list_outbox(Some("members"), Some(OutboxStatus::Done), 100).unwrap();
     assert!(
-        done.iter().any(|entry| entry.key.as_str() == "m1" && entry.operation == Operation::Delete),
+        done.iter()
+            .any(|entry| entry.write.key.as_str() == "m1" && entry.write.operation == Operation::Delete),
         "{done:#?}"
     );
 }
@@ -1198,7 +1199,10 @@ async fn a_landed_write_is_done_only_when_its_plan_is_published() {
     assert!(guarded.guard.is_some(), "{guarded:#?}");
     assert_eq!(guarded.stats.writes_done, 0, "{:#?}", guarded.stats);
     let open = world.store.list_outbox(Some("members"), None, 10).unwrap();
-    assert!(open.iter().any(|entry| entry.key == RecordKey::new("m1") && entry.status != OutboxStatus::Done));
+    assert!(
+        open.iter()
+            .any(|entry| entry.write.key == RecordKey::new("m1") && entry.status != OutboxStatus::Done)
+    );
 
     world.spec.guard = Guard { max_delete: Limit::Share(1.0), max_change: Limit::Share(1.0) };
     let report = world.run(full).await;

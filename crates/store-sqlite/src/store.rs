@@ -1469,25 +1469,28 @@ impl Listed for OutboxEntry {
         let side: String = row.get(3).context(what)?;
         let operation: String = row.get(5).context(what)?;
         let status: String = row.get(8).context(what)?;
-        Ok(Self {
-            id,
-            link: row.get(1).context(what)?,
+        let write = NewOutboxEntry {
             key: RecordKey::new(row.get::<_, String>(2).context(what)?),
             side: side_from(&side, &entry_what)?,
-            run_id: RunId(row.get(4).context(what)?),
             operation: Operation::parse(&operation)
                 .ok_or_else(|| damaged(&entry_what, "unknown operation"))?,
             record_id: row.get::<_, Option<String>>(6).context(what)?.map(RecordId::new),
             payload: row.get(7).context(what)?,
+            source: seen_column(row, 14)
+                .zip(seen_column(row, 15))
+                .map(|(basis, raw)| SourceDigest { basis, raw }),
+        };
+        Ok(Self {
+            id,
+            link: row.get(1).context(what)?,
+            run_id: RunId(row.get(4).context(what)?),
+            write,
             status: OutboxStatus::parse(&status).ok_or_else(|| damaged(&entry_what, "unknown status"))?,
             attempts: row.get::<_, i64>(9).context(what)? as u32,
             next_attempt_at: from_millis(row.get(10).context(what)?),
             last_error: row.get(11).context(what)?,
             created_at: from_millis(row.get(12).context(what)?),
             updated_at: from_millis(row.get(13).context(what)?),
-            source: seen_column(row, 14)
-                .zip(seen_column(row, 15))
-                .map(|(basis, raw)| SourceDigest { basis, raw }),
         })
     }
 

@@ -531,14 +531,9 @@ pub fn outbox_lifecycle<F: Fixture>(fixture: &F) {
     let entry = store.outbox_entry(id).unwrap();
     assert_eq!(entry.id, id);
     assert_eq!(entry.link, LINK);
-    assert_eq!(entry.key, new.key);
-    assert_eq!(entry.side, new.side);
     assert_eq!(entry.run_id, run);
-    assert_eq!(entry.operation, new.operation);
-    assert_eq!(entry.record_id, new.record_id);
-    assert_eq!(entry.payload, new.payload);
-    assert_eq!(entry.source, new.source);
-    assert!(entry.source.is_some());
+    assert_eq!(entry.write, new);
+    assert!(entry.write.source.is_some());
     assert_eq!(entry.status, OutboxStatus::Pending);
     assert_eq!(entry.attempts, 0);
     assert_eq!(entry.next_attempt_at, ts(T0));
@@ -743,8 +738,8 @@ pub fn due_outbox_is_oldest_first_and_limited<F: Fixture>(fixture: &F) {
     assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 2), 0, 2).unwrap()), vec![first, second]);
     assert_eq!(ids(&store.due_outbox(LINK, ts(T0 + 2), second, 2).unwrap()), vec![third]);
     assert_eq!(store.next_due(LINK).unwrap(), Some(ts(T0)));
-    assert_eq!(store.outbox_entry(second).unwrap().record_id, None);
-    assert_eq!(store.outbox_entry(third).unwrap().operation, Operation::Delete);
+    assert_eq!(store.outbox_entry(second).unwrap().write.record_id, None);
+    assert_eq!(store.outbox_entry(third).unwrap().write.operation, Operation::Delete);
     store.release(lease).unwrap();
 }
 

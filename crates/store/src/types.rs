@@ -277,20 +277,10 @@ pub struct OutboxEntry {
     pub id: OutboxId,
     /// The link.
     pub link: String,
-    /// The link key of the record.
-    pub key: RecordKey,
-    /// The side written.
-    pub side: Side,
     /// The run that planned it.
     pub run_id: RunId,
-    /// The operation.
-    pub operation: Operation,
-    /// The target's id of the record.
-    pub record_id: Option<RecordId>,
-    /// The engine's description of the write.
-    pub payload: String,
-    /// What the write's source side held when it was planned.
-    pub source: Option<SourceDigest>,
+    /// The write, as planned.
+    pub write: NewOutboxEntry,
     /// Where it stands.
     pub status: OutboxStatus,
     /// How many attempts were started.

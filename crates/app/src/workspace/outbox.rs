@@ -39,12 +39,12 @@ pub struct OutboxEntryView {
 impl From<OutboxEntry> for OutboxEntryView {
     fn from(entry: OutboxEntry) -> Self {
         Self {
-            write: serde_json::from_str(&entry.payload).ok(),
+            write: serde_json::from_str(&entry.write.payload).ok(),
             id: entry.id,
             link: entry.link,
-            key: entry.key,
-            side: entry.side,
-            operation: entry.operation,
+            key: entry.write.key,
+            side: entry.write.side,
+            operation: entry.write.operation,
             status: entry.status,
             attempts: entry.attempts,
             next_attempt_at: entry.next_attempt_at,

@@ -232,7 +232,7 @@ async fn a_value_the_site_rejects_is_one_dead_entry_with_its_message_and_the_oth
     assert_eq!(report.stats.writes_dead, 1);
     let dead = world.store.list_outbox(Some("members"), Some(OutboxStatus::Dead), 10).unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].key.as_str(), "K0005");
+    assert_eq!(dead[0].write.key.as_str(), "K0005");
     let error = dead[0].last_error.as_deref().unwrap_or_default();
     assert!(error.contains("400") && error.contains("rest_invalid_param"), "the site's message: {error}");
     assert_eq!(world.people().len(), 11);
