@@ -2,11 +2,10 @@
 //! looks records up, reads the state store's digests and normalises, and feeds what it read to
 //! the pure `pairing::Pairing`, which decides what waits, what is looked up and what is
 //! unchanged; candidates go to the planner a chunk at a time. Also `SideRecord`, `Presence`,
-//! `Candidate`, and `normalise_all` (records normalised on every core, off the async thread).
+//! `Candidate`, and `normalise_all` (records normalised off the runtime's workers).
 
 mod pairing;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use foldhash::{HashMap, HashMapExt, HashSet};
@@ -121,51 +120,11 @@ impl RawRecord {
     }
 }
 
-/// Normalises records on tokio's blocking pool, split across every core: normalising (phone
-/// numbers above all) is the costliest part of a scan, and done on the async thread it would
-/// stop that thread — the command line's only one — from polling the connectors' reads
-/// meanwhile. The parts own their records and share the link's spec; the order is kept.
-pub(crate) async fn normalise_all(
-    spec: &Arc<LinkSpec>,
-    side: Side,
-    mut raws: Vec<RawRecord>,
-) -> Vec<SideRecord> {
-    /// Below this many records per thread, a second thread costs more than it saves.
-    const PER_THREAD: usize = 64;
-    // Asked once: the answer comes from the cgroup files, read anew at every call.
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    if raws.is_empty() {
-        return Vec::new();
-    }
-    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
-    let threads = cores.min(raws.len() / PER_THREAD).max(1);
-    let mut records = Vec::with_capacity(raws.len());
-    let size = raws.len().div_ceil(threads);
-    let mut parts = Vec::with_capacity(threads);
-    while raws.len() > size {
-        parts.push(raws.split_off(raws.len() - size));
-    }
-    parts.push(raws);
-    parts.reverse();
-    let workers: Vec<_> = parts
-        .into_iter()
-        .map(|part| {
-            let spec = Arc::clone(spec);
-            tokio::task::spawn_blocking(move || {
-                part.into_iter().map(|raw| raw.normalise(&spec, side)).collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    for worker in workers {
-        match worker.await {
-            Ok(part) => records.extend(part),
-            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-            // A blocking task is cancelled only when its runtime shuts down, and then nothing
-            // polls this future any more: this cannot be reached.
-            Err(error) => unreachable!("normalising was cancelled by the runtime shutting down: {error}"),
-        }
-    }
-    records
+/// Normalises records in place, off the runtime's workers as the store's calls are
+/// (`blocking`). Measured on two cores, this is faster and leaner than splitting a page across
+/// tokio's blocking pool: the records stay with the thread that allocated them.
+pub(crate) fn normalise_all(spec: &LinkSpec, side: Side, raws: Vec<RawRecord>) -> Vec<SideRecord> {
+    blocking(|| raws.into_iter().map(|raw| raw.normalise(spec, side)).collect())
 }
 
 /// Takes a connector record's link key out; fails when it has none or too few values.
@@ -265,8 +224,6 @@ impl Retries {
 /// (pages, retries, look-ups, the state store's digests), feeding a `Pairing` that decides.
 pub(crate) struct Detector<'a> {
     spec: &'a LinkSpec,
-    /// The same spec, shared with the normalising threads of the blocking pool.
-    shared_spec: Arc<LinkSpec>,
     layout: &'a LinkLayout,
     names: &'a SidePair<String>,
     requests: SidePair<ReadRequest>,
@@ -306,7 +263,6 @@ impl<'a> Detector<'a> {
         let fingerprints = SidePair::new(spec.fingerprint(Side::Left), spec.fingerprint(Side::Right));
         Ok(Self {
             spec,
-            shared_spec: Arc::new(spec.clone()),
             layout,
             names,
             requests: SidePair::new(request(Side::Left), request(Side::Right)),
@@ -437,8 +393,8 @@ impl<'a> Detector<'a> {
             blocking(|| store.digests(spec.name.as_str(), self.layout, &keys))?
         };
         let mut sorted = self.pairing.sort_page(side, latest, split, &digests, report);
-        // Normalised for the whole page at once, on every core.
-        let records = normalise_all(&self.shared_spec, side, std::mem::take(&mut sorted.raws)).await;
+        // Normalised for the whole page at once, off the runtime's workers.
+        let records = normalise_all(self.spec, side, std::mem::take(&mut sorted.raws));
         let lookups = self.pairing.pair_page(sorted, records, report);
         if page.next.is_none() {
             let pending = self.pairing.finish_listing(side);
@@ -533,7 +489,7 @@ impl<'a> Detector<'a> {
                 Err(problem) => report.problems.push(problem),
             }
         }
-        for (key, record) in keys.into_iter().zip(normalise_all(&self.shared_spec, side, raws).await) {
+        for (key, record) in keys.into_iter().zip(normalise_all(self.spec, side, raws)) {
             presences.insert(key, Presence::Present(record));
         }
         Ok(presences)
