@@ -176,7 +176,10 @@ impl Validator<'_> {
     fn state(&mut self, state: Option<&Spanned<String>>) -> Option<StateLocation> {
         let base_dir = self.base_dir().to_path_buf();
         let Some(state) = state else {
-            return StateLocation::default_at(DEFAULT_STATE_FILE, &base_dir).ok();
+            // Said at the top of the file, where a `state` would go, should the default kind
+            // refuse its default file.
+            let default = StateLocation::default_at(DEFAULT_STATE_FILE, &base_dir);
+            return default.map_err(|problem| self.problem(0..0, problem.0)).ok();
         };
         // A kind this build lacks is said before `${NAME}` is substituted: the secrets in its
         // URL need not be set to learn that.
