@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, Locator};
 use fieldsync_connector::{
     Capabilities, Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Page, PageToken, Probe,
-    ReadRequest, Write, WriteOutcome,
+    ReadRequest, Write, WriteOutcome, WriteResults,
 };
 use fieldsync_model::RecordId;
 use serde_json::Value;
@@ -1058,10 +1058,7 @@ impl Connector for BrowserConnector {
         Ok(found)
     }
 
-    async fn apply(
-        &mut self,
-        writes: &[Write],
-    ) -> Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError> {
+    async fn apply(&mut self, writes: &[Write]) -> Result<WriteResults, ConnectorError> {
         let pace = self.config.pace().ok().flatten();
         let mut results = Vec::with_capacity(writes.len());
         let mut unreachable: Option<String> = None;

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use fieldsync_connector::{
     Capabilities, Connector, ConnectorError, ConnectorRecord, ConnectorSettings, Lookup, Page, PageToken,
-    Probe, ReadRequest, Write, WriteOutcome,
+    Probe, ReadRequest, Write, WriteOutcome, WriteResults,
 };
 use fieldsync_model::RecordId;
 
@@ -405,10 +405,7 @@ impl Connector for CsvConnector {
             .collect())
     }
 
-    async fn apply(
-        &mut self,
-        writes: &[Write],
-    ) -> Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError> {
+    async fn apply(&mut self, writes: &[Write]) -> Result<WriteResults, ConnectorError> {
         if writes.is_empty() {
             return Ok(Vec::new());
         }

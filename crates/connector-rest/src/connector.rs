@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use fieldsync_connector::{
     Capabilities, Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Page, PageToken, Probe,
-    ReadRequest, Write, WriteOutcome,
+    ReadRequest, Write, WriteOutcome, WriteResults,
 };
 use fieldsync_model::RecordId;
 use jiff::Timestamp;
@@ -740,10 +740,7 @@ impl Connector for RestConnector {
         }
     }
 
-    async fn apply(
-        &mut self,
-        writes: &[Write],
-    ) -> Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError> {
+    async fn apply(&mut self, writes: &[Write]) -> Result<WriteResults, ConnectorError> {
         self.written.clear();
         let taken = self.taken_by_creates(writes).await?;
         let mut results: Vec<Option<Result<WriteOutcome, ConnectorError>>> =

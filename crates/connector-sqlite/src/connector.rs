@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use fieldsync_connector::{
     Capabilities, Connector, ConnectorError, ConnectorRecord, ConnectorSettings, FieldWrite, Lookup, Page,
-    PageToken, Probe, ReadRequest, Write, WriteOutcome,
+    PageToken, Probe, ReadRequest, Write, WriteOutcome, WriteResults,
 };
 use fieldsync_model::RecordId;
 use jiff::Timestamp;
@@ -233,10 +233,7 @@ impl Connector for SqliteConnector {
         self.offload(move |session, config| look_up(session, config, &paths, &lookup)).await
     }
 
-    async fn apply(
-        &mut self,
-        writes: &[Write],
-    ) -> Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError> {
+    async fn apply(&mut self, writes: &[Write]) -> Result<WriteResults, ConnectorError> {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
@@ -344,7 +341,7 @@ fn apply(
     session: &mut Session,
     config: &SqliteConfig,
     writes: &[Write],
-) -> Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError> {
+) -> Result<WriteResults, ConnectorError> {
     let paths: Vec<String> = writes
         .iter()
         .flat_map(|write| match write {

@@ -43,7 +43,7 @@ macro_rules! dispatch_connector {
             async fn apply(
                 &mut self,
                 writes: &[$crate::Write],
-            ) -> Result<Vec<Result<$crate::WriteOutcome, $crate::ConnectorError>>, $crate::ConnectorError> {
+            ) -> Result<$crate::WriteResults, $crate::ConnectorError> {
                 match self {
                     $(Self::$variant(connector) => connector.apply(writes).await,)+
                 }

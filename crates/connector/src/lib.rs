@@ -138,6 +138,9 @@ pub struct WriteOutcome {
     pub id: RecordId,
 }
 
+/// What [`Connector::apply`] answers: one result per write, in the order of the writes.
+pub type WriteResults = Vec<Result<WriteOutcome, ConnectorError>>;
+
 /// What `Connector::check` found: enough for an operator to see the connector works.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Probe {
@@ -202,5 +205,5 @@ pub trait Connector: Send {
     fn apply(
         &mut self,
         writes: &[Write],
-    ) -> impl Future<Output = Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError>> + Send;
+    ) -> impl Future<Output = Result<WriteResults, ConnectorError>> + Send;
 }

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 
 use crate::{
     Capabilities, Connector, ConnectorError, ConnectorRecord, Lookup, Page, PageToken, Probe, ReadRequest,
-    Write, WriteOutcome,
+    Write, WriteOutcome, WriteResults,
 };
 
 const PAGE_SIZE: usize = 100;
@@ -488,10 +488,7 @@ impl Connector for MemoryConnector {
         Ok(found)
     }
 
-    async fn apply(
-        &mut self,
-        writes: &[Write],
-    ) -> Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError> {
+    async fn apply(&mut self, writes: &[Write]) -> Result<WriteResults, ConnectorError> {
         let mut state = self.state();
         if let Some(MemoryFault::EditBeforeWrite { id, path, value }) =
             take_fault(&mut state, |fault| matches!(fault, MemoryFault::EditBeforeWrite { .. }))

@@ -23,7 +23,7 @@ use serde_json::Value as Json;
 
 use crate::{
     Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Page, PageToken, ReadRequest, Write,
-    WriteOutcome,
+    WriteOutcome, WriteResults,
 };
 
 /// Says loudly on stderr that the running test is skipped because it `needs` something and
@@ -759,10 +759,7 @@ async fn lookup_records<C: Connector>(
     records
 }
 
-async fn apply<C: Connector>(
-    connector: &mut C,
-    writes: &[Write],
-) -> Vec<Result<WriteOutcome, ConnectorError>> {
+async fn apply<C: Connector>(connector: &mut C, writes: &[Write]) -> WriteResults {
     let results =
         connector.apply(writes).await.unwrap_or_else(|error| panic!("apply failed as a whole: {error}"));
     assert_eq!(

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fieldsync_connector::{
-    Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Write, WriteOutcome,
+    Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Write, WriteResults,
 };
 use fieldsync_model::{Reading, RecordId, Side, Value, digest_raw, digest_values};
 use fieldsync_store::{
@@ -18,7 +18,7 @@ use fieldsync_store::{
 use crate::blocking::blocking;
 use crate::plan::Payload;
 use crate::report::{FailureOutcome, RunReport, WriteFailure};
-use crate::run::RunContext;
+use crate::run::{LinkRun, RunContext};
 use crate::spec::{LinkSpec, SidePair};
 use crate::{Clock, EngineError, Progress};
 
@@ -134,7 +134,7 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
     report: &mut RunReport,
     rng: &mut fastrand::Rng,
 ) -> Result<(), EngineError> {
-    let RunContext { spec, clock, progress, .. } = *run;
+    let LinkRun { spec, clock, progress, cancel, .. } = run.given;
     let link = spec.name.as_str();
     let mut final_outcomes: HashMap<i64, WriteFailure> = HashMap::new();
     progress.phase("writing", None);
@@ -145,7 +145,7 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
     let mut after = 0;
     // Cancelled, the run stops between two batches: what was closed stays closed, the rest
     // waits for the next run.
-    while !run.cancel.is_cancelled() {
+    while !cancel.is_cancelled() {
         let now = clock.now();
         let due = blocking(|| store.due_outbox(link, now, after, BATCH))?;
         if due.is_empty() {
@@ -158,7 +158,7 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
             if next > now && next <= deadline {
                 tokio::select! {
                     () = clock.sleep(wait + Duration::from_millis(1)) => {}
-                    () = run.cancel.cancelled() => {}
+                    () = cancel.cancelled() => {}
                 }
                 continue;
             }
@@ -197,7 +197,7 @@ async fn attempt_batch<C: Connector, K: Clock, P, S: StateStore>(
     connector: &mut C,
     store: &mut S,
 ) -> Result<Attempts, EngineError> {
-    let RunContext { spec, clock, .. } = *run;
+    let LinkRun { spec, clock, .. } = run.given;
     let Batch { side, entries, payloads } = *batch;
     let capabilities = connector.capabilities();
     let mut paths = spec.read_paths(side);
@@ -360,7 +360,7 @@ async fn attempt_batch<C: Connector, K: Clock, P, S: StateStore>(
     if !sent.is_empty() {
         let ids: Vec<i64> = sent.iter().map(|&index| entries[index].id).collect();
         send = Some(blocking(|| store.start_send(lease, ids, clock.now()))?);
-        let results: Vec<Result<WriteOutcome, ConnectorError>> = match connector.apply(&writes).await {
+        let results: WriteResults = match connector.apply(&writes).await {
             Ok(results) => results,
             Err(error) => {
                 let message = error.to_string();
@@ -573,7 +573,7 @@ fn close_batch<K: Clock, P, S: StateStore>(
     attempts: Attempts,
     closing: &mut Closing<'_>,
 ) -> Result<(), EngineError> {
-    let RunContext { spec, clock, layout, .. } = *run;
+    let (LinkRun { spec, clock, .. }, layout) = (run.given, run.layout);
     let Batch { side, entries, payloads } = *batch;
     let Closing { report, rng, final_outcomes } = closing;
     let link = spec.name.as_str();

@@ -25,7 +25,7 @@ pub use report::{
     Action, FailureOutcome, GuardKind, GuardStop, ReadMode, ReportLine, RunReport, RunStats, SideStats,
     WriteFailure,
 };
-pub use run::{RunOptions, run_link};
+pub use run::{LinkRun, RunOptions, run_link};
 pub use spec::{
     ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit, LinkSpec,
     RetryPolicy, SidePair, Tie,
@@ -38,7 +38,9 @@ mod send {
     use fieldsync_connector::MemoryConnector;
     use fieldsync_store_sqlite::SqliteStore;
 
-    use crate::{CancellationToken, LinkSpec, NoProgress, RunOptions, SidePair, SystemClock, run_link};
+    use crate::{
+        CancellationToken, LinkRun, LinkSpec, NoProgress, RunOptions, SidePair, SystemClock, run_link,
+    };
 
     fn assert_send<T: Send>(_: &T) {}
 
@@ -54,7 +56,9 @@ mod send {
     ) {
         let cancel = CancellationToken::new();
         let options = RunOptions::default();
-        let future = run_link(spec, names, connectors, store, options, &SystemClock, &NoProgress, &cancel);
+        let run =
+            LinkRun { spec, names, options, clock: &SystemClock, progress: &NoProgress, cancel: &cancel };
+        let future = run_link(run, connectors, store);
         assert_send(&future);
     }
 }

@@ -38,10 +38,35 @@ pub struct RunOptions {
     pub deliver_only: bool,
 }
 
-/// Runs one link once, unless `cancel` is cancelled first: the run then stops at the next point
-/// between two commits (between chunks of detection and planning, between delivery batches, or
-/// in a wait for a retry), leaving what a kill there would — what is committed stays
-/// committed, an unpublished plan is discarded by the next run — but cleanly: the run is
+/// What a run of a link is given besides its connectors and its state store.
+pub struct LinkRun<'run, K, P> {
+    /// The link.
+    pub spec: &'run LinkSpec,
+    /// The connectors' names, for the report and its messages.
+    pub names: &'run SidePair<String>,
+    /// How to run.
+    pub options: RunOptions,
+    /// The time.
+    pub clock: &'run K,
+    /// Where the run tells how far it got.
+    pub progress: &'run P,
+    /// Stops the run between two commits when cancelled.
+    pub cancel: &'run CancellationToken,
+}
+
+// By hand: derived, they would ask the clock and the progress display to be `Copy` too.
+impl<K, P> Clone for LinkRun<'_, K, P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K, P> Copy for LinkRun<'_, K, P> {}
+
+/// Runs one link once, unless `run.cancel` is cancelled first: the run then stops at the next
+/// point between two commits (between chunks of detection and planning, between delivery
+/// batches, or in a wait for a retry), leaving what a kill there would — what is committed
+/// stays committed, an unpublished plan is discarded by the next run — but cleanly: the run is
 /// recorded as `cancelled` and its lease released. Its report says `cancelled`.
 ///
 /// # Errors
@@ -49,17 +74,12 @@ pub struct RunOptions {
 /// Fails when the state store fails, when a side cannot be read even after retries, or when
 /// another run of the link holds its lease. Failed writes are not errors: they are in the
 /// report, and stay in the outbox.
-#[allow(clippy::too_many_arguments)]
-pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
-    spec: &LinkSpec,
-    names: &SidePair<String>,
+pub async fn run_link<C: Connector, S: StateStore, K: Clock, P: Progress>(
+    run: LinkRun<'_, K, P>,
     connectors: &mut SidePair<C>,
     store: &mut S,
-    options: RunOptions,
-    clock: &K,
-    progress: &P,
-    cancel: &CancellationToken,
 ) -> Result<RunReport, EngineError> {
+    let LinkRun { spec, names, options, clock, .. } = run;
     let started = clock.now();
     let link = spec.name.as_str();
     let held =
@@ -94,19 +114,7 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
         // delivers and audits is never taken for the unpublished plan of a run that died.
         report.run_id = Some(blocking(|| store.start_run(lease, mode_name, options.deliver_only, started))?);
     }
-    let run = RunContext {
-        spec,
-        names,
-        options,
-        clock,
-        progress,
-        cancel,
-        lease,
-        layout: &layout,
-        modes,
-        since,
-        cursors,
-    };
+    let run = RunContext { given: run, lease, layout: &layout, modes, since, cursors };
     let result = run_steps(&run, connectors, store, &mut report).await;
     let cancelled = matches!(result, Err(EngineError::Cancelled));
     let result = if cancelled { Ok(()) } else { result };
@@ -154,18 +162,8 @@ pub async fn run_link<C: Connector, K: Clock, P: Progress, S: StateStore>(
 /// with, and how each side is read. What the steps change (the connectors, the store, the
 /// report) they take apart.
 pub(crate) struct RunContext<'run, K, P> {
-    /// The link.
-    pub spec: &'run LinkSpec,
-    /// The connectors' names, for messages.
-    pub names: &'run SidePair<String>,
-    /// How to run.
-    pub options: RunOptions,
-    /// The time.
-    pub clock: &'run K,
-    /// Where the run tells how far it got.
-    pub progress: &'run P,
-    /// Stops the run between two commits when cancelled.
-    pub cancel: &'run CancellationToken,
+    /// What the run was given.
+    pub given: LinkRun<'run, K, P>,
     /// The link's lease; none for a dry run, which writes nothing.
     pub lease: Option<&'run Lease>,
     /// The field list baselines are read and written with.
@@ -185,7 +183,7 @@ impl<K, P> RunContext<'_, K, P> {
     ///
     /// `EngineError::Cancelled` when it was cancelled.
     pub fn go_on(&self) -> Result<(), EngineError> {
-        if self.cancel.is_cancelled() { Err(EngineError::Cancelled) } else { Ok(()) }
+        if self.given.cancel.is_cancelled() { Err(EngineError::Cancelled) } else { Ok(()) }
     }
 }
 
@@ -346,16 +344,16 @@ async fn run_steps<C: Connector, K: Clock, P: Progress, S: StateStore>(
     store: &mut S,
     report: &mut RunReport,
 ) -> Result<(), EngineError> {
-    let mut rng = match run.options.seed {
+    let mut rng = match run.given.options.seed {
         Some(seed) => fastrand::Rng::with_seed(seed),
         None => fastrand::Rng::new(),
     };
-    if run.options.deliver_only {
+    if run.given.options.deliver_only {
         // A dry run holds no lease and delivers nothing.
         let Some(lease) = run.lease else { return Ok(()) };
         return crate::deliver::deliver(run, lease, connectors, store, report, &mut rng).await;
     }
-    let link = run.spec.name.as_str();
+    let link = run.given.spec.name.as_str();
 
     // 1–6. Detect, merge and plan a chunk at a time; guard; publish.
     let started = std::time::Instant::now();
@@ -383,7 +381,14 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
     store: &mut S,
     report: &mut RunReport,
 ) -> Result<bool, EngineError> {
-    let RunContext { spec, names, options, clock, progress, lease, layout, modes, since, cursors, .. } = *run;
+    let RunContext {
+        given: LinkRun { spec, names, options, clock, progress, .. },
+        lease,
+        layout,
+        modes,
+        since,
+        cursors,
+    } = *run;
     let link = spec.name.as_str();
     let now = clock.now();
     let fingerprints = SidePair::new(spec.fingerprint(Side::Left), spec.fingerprint(Side::Right));
@@ -446,7 +451,7 @@ fn plan_chunk<K, P, S: StateStore>(
     report: &mut RunReport,
     deferred: &mut Deferred,
 ) -> Result<(), EngineError> {
-    let RunContext { spec, options, lease, layout, .. } = *run;
+    let RunContext { given: LinkRun { spec, options, .. }, lease, layout, .. } = *run;
     let now = planner.now;
     let link = spec.name.as_str();
     let keys: Vec<RecordKey> = chunk.candidates.iter().map(|candidate| candidate.key.clone()).collect();

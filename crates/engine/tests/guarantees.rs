@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use fieldsync_connector::{
     Capabilities, Connector, ConnectorError, ConnectorRecord, Lookup, MemoryConnector, MemoryFault,
-    MemorySystem, Page, PageToken, Probe, ReadRequest, Write, WriteOutcome,
+    MemorySystem, Page, PageToken, Probe, ReadRequest, Write, WriteResults,
 };
 use fieldsync_engine::{
     Clock, ConflictStrategy, EngineError, Guard, Limit, LinkSpec, ReadMode, RunOptions, RunReport, SidePair,
@@ -139,10 +139,7 @@ impl Connector for Wrapped {
         self.inner.lookup(paths, lookup).await
     }
 
-    async fn apply(
-        &mut self,
-        writes: &[Write],
-    ) -> Result<Vec<Result<WriteOutcome, ConnectorError>>, ConnectorError> {
+    async fn apply(&mut self, writes: &[Write]) -> Result<WriteResults, ConnectorError> {
         let mut writes = writes.to_vec();
         if !self.conditional {
             for write in &mut writes {

@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use fieldsync_connector::{MemoryConnector, MemoryFault};
 use fieldsync_engine::{
-    Action, ConflictStrategy, DeletePolicy, Direction, FieldSpec, Guard, Limit, ReadMode, RetryPolicy,
-    RunOptions, RunStats, SidePair, SideStats, Tie,
+    Action, ConflictStrategy, DeletePolicy, Direction, FieldSpec, Guard, Limit, LinkRun, ReadMode,
+    RetryPolicy, RunOptions, RunStats, SidePair, SideStats, Tie,
 };
 use fieldsync_model::{FieldType, Normaliser, RecordKey, Side};
 use fieldsync_store::{
-    AuditEntry, Decision, NewOutboxEntry, Operation, Origin, OutboxStatus, PlanChunk, ReviewId, ReviewStatus,
-    RunStatus, StateStore,
+    AuditEntry, Decision, ListQuery, NewOutboxEntry, Operation, Origin, OutboxEntry, OutboxStatus, PlanChunk,
+    ReviewId, ReviewStatus, RunStatus, StateStore,
 };
 use fieldsync_store_sqlite::SqliteStore;
 use fieldsync_test_support::{Time, World, link_spec};
@@ -700,10 +700,7 @@ impl fieldsync_connector::Connector for Wrapped {
     async fn apply(
         &mut self,
         writes: &[fieldsync_connector::Write],
-    ) -> Result<
-        Vec<Result<fieldsync_connector::WriteOutcome, fieldsync_connector::ConnectorError>>,
-        fieldsync_connector::ConnectorError,
-    > {
+    ) -> Result<fieldsync_connector::WriteResults, fieldsync_connector::ConnectorError> {
         if self.creates_half_made {
             let mut results = Vec::new();
             for write in writes {
@@ -1423,18 +1420,16 @@ async fn a_cancelled_run_leaves_what_a_kill_would_and_the_next_run_completes() {
         let names = SidePair::new("left".to_string(), "right".to_string());
         let mut connectors = world.connectors();
         let options = RunOptions::default();
-        let report = fieldsync_test_support::run_link_watched(
-            &world.spec,
-            &names,
-            &mut connectors,
-            &mut world.store,
+        let run = LinkRun {
+            spec: &world.spec,
+            names: &names,
             options,
-            &fieldsync_engine::SystemClock,
-            &progress,
-            &token,
-        )
-        .await
-        .unwrap();
+            clock: &fieldsync_engine::SystemClock,
+            progress: &progress,
+            cancel: &token,
+        };
+        let report =
+            fieldsync_test_support::run_link_watched(run, &mut connectors, &mut world.store).await.unwrap();
         assert_eq!(report.status, RunStatus::Cancelled, "{phase}: {:#?}", report.stats);
         let runs = world.store.list_runs(Some("members"), 10).unwrap();
         assert_eq!(runs[0].status, RunStatus::Cancelled, "{phase}");
@@ -1442,13 +1437,12 @@ async fn a_cancelled_run_leaves_what_a_kill_would_and_the_next_run_completes() {
         if phase == "writing" {
             // The first batch was sent and closed; the others wait, published, for the next run.
             assert_eq!((created, report.stats.writes_done), (500, 500), "{phase}");
-            let pending =
-                world.store.outbox_page(Some("members"), Some(OutboxStatus::Pending), None, 0).unwrap();
-            assert_eq!(pending.0.len(), 700, "{phase}");
+            let pending = all_outbox(&world.store, Some(OutboxStatus::Pending));
+            assert_eq!(pending.len(), 700, "{phase}");
         } else {
             // Cancelled while planning: nothing was published, so nothing was sent.
             assert_eq!(created, 0, "{phase}");
-            let planned = world.store.outbox_page(Some("members"), None, None, 0).unwrap().0;
+            let planned = all_outbox(&world.store, None);
             assert!(planned.len() >= 1_000, "{phase}: the first chunk was committed, {}", planned.len());
         }
 
@@ -1456,12 +1450,18 @@ async fn a_cancelled_run_leaves_what_a_kill_would_and_the_next_run_completes() {
         let next = world.run(RunOptions::default()).await;
         assert_eq!(next.status, RunStatus::Done, "{phase}: {next:#?}");
         assert_eq!(world.right.records().len(), 1_200, "{phase}: nothing lost, nothing duplicated");
-        let done = world.store.outbox_page(Some("members"), Some(OutboxStatus::Done), None, 0).unwrap().0;
+        let done = all_outbox(&world.store, Some(OutboxStatus::Done));
         assert_eq!(done.len(), 1_200, "{phase}: each create made once");
         assert_eq!(world.right.value("m0999", "email"), json!("member999@club.nl"));
         let quiet = world.run(RunOptions { full: true, ..Default::default() }).await;
         assert_eq!((quiet.status, quiet.stats.writes_done), (RunStatus::Done, 0), "{phase}");
     }
+}
+
+/// Every outbox entry of the link `members` in `status` (or all), newest first.
+fn all_outbox(store: &impl StateStore, status: Option<OutboxStatus>) -> Vec<OutboxEntry> {
+    let query = ListQuery { link: Some("members"), status, before: None, limit: 0 };
+    store.outbox_page(query).unwrap().rows
 }
 
 /// Takes the state store's write lock from another connection when the run enters `phase`,
@@ -1514,17 +1514,16 @@ fn a_store_call_that_waits_leaves_the_runtime_to_its_other_tasks() {
             let names = SidePair::new("left".to_string(), "right".to_string());
             let mut connectors = world.connectors();
             let never = fieldsync_engine::CancellationToken::new();
-            let report = fieldsync_test_support::run_link_watched(
-                &world.spec,
-                &names,
-                &mut connectors,
-                &mut world.store,
-                RunOptions::default(),
-                &fieldsync_engine::SystemClock,
-                &progress,
-                &never,
-            )
-            .await;
+            let run = LinkRun {
+                spec: &world.spec,
+                names: &names,
+                options: RunOptions::default(),
+                clock: &fieldsync_engine::SystemClock,
+                progress: &progress,
+                cancel: &never,
+            };
+            let report =
+                fieldsync_test_support::run_link_watched(run, &mut connectors, &mut world.store).await;
             (report, world)
         });
         let (report, world) = run.await.unwrap();

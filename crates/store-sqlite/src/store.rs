@@ -598,14 +598,8 @@ impl StateStore for SqliteStore {
         Ok(keys)
     }
 
-    fn outbox_page(
-        &self,
-        link: Option<&str>,
-        status: Option<OutboxStatus>,
-        before: Option<OutboxId>,
-        limit: usize,
-    ) -> Result<(Vec<OutboxEntry>, u64), StoreError> {
-        page(&self.connection(), PageFilter { link, status: status.map(OutboxStatus::as_str), before, limit })
+    fn outbox_page(&self, query: OutboxQuery<'_>) -> Result<ListPage<OutboxEntry>, StoreError> {
+        page(&self.connection(), query, OutboxStatus::as_str, |id| id)
     }
 
     fn outbox_entry(&self, id: OutboxId) -> Result<OutboxEntry, StoreError> {
@@ -640,27 +634,16 @@ impl StateStore for SqliteStore {
         keys_of(&self.connection(), link, sql, || format!("reading the reviews of link {link}"))
     }
 
-    fn reviews_page(
-        &self,
-        link: Option<&str>,
-        status: Option<ReviewStatus>,
-        before: Option<ReviewId>,
-        limit: usize,
-    ) -> Result<(Vec<Review>, u64), StoreError> {
-        page(&self.connection(), PageFilter { link, status: status.map(ReviewStatus::as_str), before, limit })
+    fn reviews_page(&self, query: ReviewQuery<'_>) -> Result<ListPage<Review>, StoreError> {
+        page(&self.connection(), query, ReviewStatus::as_str, |id| id)
     }
 
     fn review(&self, id: ReviewId) -> Result<Review, StoreError> {
         one(&self.connection(), id)
     }
 
-    fn runs_page(
-        &self,
-        link: Option<&str>,
-        before: Option<RunId>,
-        limit: usize,
-    ) -> Result<(Vec<RunRow>, u64), StoreError> {
-        page(&self.connection(), PageFilter { link, status: None, before: before.map(|run| run.0), limit })
+    fn runs_page(&self, query: RunQuery<'_>) -> Result<ListPage<RunRow>, StoreError> {
+        page(&self.connection(), query, RunStatus::as_str, |run| run.0)
     }
 
     fn run(&self, id: RunId) -> Result<RunRow, StoreError> {
@@ -1345,15 +1328,6 @@ fn decode_fields(
         .collect())
 }
 
-/// Which rows of a listed table a page holds: of a link and a status when given, with ids
-/// below `before`, at most `limit` of them (all when `0`).
-struct PageFilter<'a> {
-    link: Option<&'a str>,
-    status: Option<&'a str>,
-    before: Option<i64>,
-    limit: usize,
-}
-
 /// A row type the store lists, pages and finds by id: its table, how rows of it are read
 /// (`query`, with a `WHERE …` clause and its parameters), and its id.
 trait Listed: Sized {
@@ -1408,29 +1382,32 @@ fn read_rows<T>(
     Ok(read)
 }
 
-/// A page of rows, newest first, with how many more rows match after the page's last one.
-fn page<T: Listed>(
+/// The page of rows `query` asks for (`status_text` and `id` put its status and id in SQL terms).
+fn page<T: Listed, Status, Id>(
     connection: &rusqlite::Connection,
-    filter: PageFilter<'_>,
-) -> Result<(Vec<T>, u64), StoreError> {
+    query: ListQuery<'_, Status, Id>,
+    status_text: fn(Status) -> &'static str,
+    id: fn(Id) -> i64,
+) -> Result<ListPage<T>, StoreError> {
     let clause = "(?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)";
-    let limit = if filter.limit == 0 { -1 } else { filter.limit as i64 };
+    let (link, status) = (query.link, query.status.map(status_text));
+    let limit = if query.limit == 0 { -1 } else { query.limit as i64 };
     let rows = T::query(
         connection,
         &format!("WHERE {clause} ORDER BY id DESC LIMIT ?4"),
-        params![filter.link, filter.status, filter.before, limit],
+        params![link, status, query.before.map(id), limit],
     )?;
     let more = match rows.last() {
         Some(last) => connection
             .query_row(
                 &format!("SELECT count(*) FROM {} WHERE {clause}", T::TABLE),
-                params![filter.link, filter.status, last.id()],
+                params![link, status, last.id()],
                 |row| row.get::<_, i64>(0),
             )
             .context(|| format!("counting the {}", T::TABLE))?,
         None => 0,
     };
-    Ok((rows, more as u64))
+    Ok(ListPage { rows, more: more as u64 })
 }
 
 /// The row with this id.

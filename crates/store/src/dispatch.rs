@@ -58,25 +58,17 @@ macro_rules! dispatch_store {
             ref next_due(link: &str) -> Option<$crate::dispatch::Timestamp>;
             ref open_outbox_for(link: &str, keys: &[$crate::dispatch::RecordKey]) -> Vec<$crate::OutboxEntry>;
             ref open_outbox_keys(link: &str) -> Vec<$crate::dispatch::RecordKey>;
-            ref outbox_page(
-                link: Option<&str>,
-                status: Option<$crate::OutboxStatus>,
-                before: Option<$crate::OutboxId>,
-                limit: usize,
-            ) -> (Vec<$crate::OutboxEntry>, u64);
+            ref outbox_page(query: $crate::OutboxQuery<'_>)
+                -> $crate::ListPage<$crate::OutboxEntry>;
             ref outbox_entry(id: $crate::OutboxId) -> $crate::OutboxEntry;
             ref outbox_counts(link: &str) -> ::std::collections::HashMap<$crate::OutboxStatus, u64>;
             ref live_reviews_for(link: &str, keys: &[$crate::dispatch::RecordKey]) -> Vec<$crate::Review>;
             ref keys_with_live_reviews(link: &str) -> Vec<$crate::dispatch::RecordKey>;
-            ref reviews_page(
-                link: Option<&str>,
-                status: Option<$crate::ReviewStatus>,
-                before: Option<$crate::ReviewId>,
-                limit: usize,
-            ) -> (Vec<$crate::Review>, u64);
+            ref reviews_page(query: $crate::ReviewQuery<'_>)
+                -> $crate::ListPage<$crate::Review>;
             ref review(id: $crate::ReviewId) -> $crate::Review;
-            ref runs_page(link: Option<&str>, before: Option<$crate::dispatch::RunId>, limit: usize)
-                -> (Vec<$crate::RunRow>, u64);
+            ref runs_page(query: $crate::RunQuery<'_>)
+                -> $crate::ListPage<$crate::RunRow>;
             ref run(id: $crate::dispatch::RunId) -> $crate::RunRow;
             ref audit_for_run(id: $crate::dispatch::RunId) -> Vec<$crate::AuditEntry>;
             ref audit_for_record(link: &str, key: &$crate::dispatch::RecordKey) -> Vec<$crate::AuditEntry>;

@@ -10,8 +10,9 @@ use jiff::Timestamp;
 use crate::StoreError;
 use crate::commits::{BatchClose, PlanChunk, PlanPublication, RunEnd};
 use crate::types::{
-    AuditEntry, Baseline, CursorState, Decision, DigestEntry, Lease, LinkLayout, OutboxEntry, OutboxId,
-    OutboxStatus, Review, ReviewId, ReviewStatus, RunRow, SendId,
+    AuditEntry, Baseline, CursorState, Decision, DigestEntry, Lease, LinkLayout, ListPage, ListQuery,
+    OutboxEntry, OutboxId, OutboxQuery, OutboxStatus, Review, ReviewId, ReviewQuery, ReviewStatus, RunQuery,
+    RunRow, SendId,
 };
 
 /// A state store: baselines, cursors, the outbox, reviews, audit and runs of every link.
@@ -315,23 +316,15 @@ pub trait StateStore {
         status: Option<OutboxStatus>,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        first_page(limit, |limit| self.outbox_page(link, status, None, limit))
+        first_page(limit, |limit| self.outbox_page(ListQuery { link, status, before: None, limit }))
     }
 
-    /// A page of outbox entries, newest first, optionally of one link and status, older than
-    /// `before` when given, at most `limit` (all when `0`); with how many more match after
-    /// the page's last entry (pass its id as `before` for the next page).
+    /// A page of the outbox entries `query` asks for.
     ///
     /// # Errors
     ///
     /// Fails on a database error or a damaged row.
-    fn outbox_page(
-        &self,
-        link: Option<&str>,
-        status: Option<OutboxStatus>,
-        before: Option<OutboxId>,
-        limit: usize,
-    ) -> Result<(Vec<OutboxEntry>, u64), StoreError>;
+    fn outbox_page(&self, query: OutboxQuery<'_>) -> Result<ListPage<OutboxEntry>, StoreError>;
 
     /// One outbox entry.
     ///
@@ -372,22 +365,15 @@ pub trait StateStore {
         status: Option<ReviewStatus>,
         limit: usize,
     ) -> Result<Vec<Review>, StoreError> {
-        first_page(limit, |limit| self.reviews_page(link, status, None, limit))
+        first_page(limit, |limit| self.reviews_page(ListQuery { link, status, before: None, limit }))
     }
 
-    /// A page of reviews, newest first, optionally of one link and status, older than `before`
-    /// when given, at most `limit` (all when `0`); with how many more match after the page.
+    /// A page of the reviews `query` asks for.
     ///
     /// # Errors
     ///
     /// Fails on a database error or a damaged row.
-    fn reviews_page(
-        &self,
-        link: Option<&str>,
-        status: Option<ReviewStatus>,
-        before: Option<ReviewId>,
-        limit: usize,
-    ) -> Result<(Vec<Review>, u64), StoreError>;
+    fn reviews_page(&self, query: ReviewQuery<'_>) -> Result<ListPage<Review>, StoreError>;
 
     /// One review.
     ///
@@ -402,21 +388,15 @@ pub trait StateStore {
     ///
     /// Fails on a database error or a damaged row.
     fn list_runs(&self, link: Option<&str>, limit: usize) -> Result<Vec<RunRow>, StoreError> {
-        first_page(limit, |limit| self.runs_page(link, None, limit))
+        first_page(limit, |limit| self.runs_page(ListQuery { link, status: None, before: None, limit }))
     }
 
-    /// A page of runs, newest first, optionally of one link, older than `before` when given,
-    /// at most `limit` (all when `0`); with how many more there are after the page's last run.
+    /// A page of the runs `query` asks for.
     ///
     /// # Errors
     ///
     /// Fails on a database error or a damaged row.
-    fn runs_page(
-        &self,
-        link: Option<&str>,
-        before: Option<RunId>,
-        limit: usize,
-    ) -> Result<(Vec<RunRow>, u64), StoreError>;
+    fn runs_page(&self, query: RunQuery<'_>) -> Result<ListPage<RunRow>, StoreError>;
 
     /// One run.
     ///
@@ -444,7 +424,7 @@ pub trait StateStore {
 /// `limit` is `0`, which asks a page for all of them).
 fn first_page<T>(
     limit: usize,
-    page: impl FnOnce(usize) -> Result<(Vec<T>, u64), StoreError>,
+    page: impl FnOnce(usize) -> Result<ListPage<T>, StoreError>,
 ) -> Result<Vec<T>, StoreError> {
-    if limit == 0 { Ok(Vec::new()) } else { Ok(page(limit)?.0) }
+    if limit == 0 { Ok(Vec::new()) } else { Ok(page(limit)?.rows) }
 }

@@ -536,3 +536,36 @@ impl fmt::Debug for Lease {
             .finish()
     }
 }
+
+/// What a listing of outbox entries, reviews or runs asks for: newest first, of one link (or
+/// all), in one status (or all), older than `before` (the id of the previous page's last row)
+/// when given, at most `limit` rows (all when `0`).
+#[derive(Clone, Copy, Debug)]
+pub struct ListQuery<'a, Status, Id> {
+    /// Only this link's rows.
+    pub link: Option<&'a str>,
+    /// Only rows in this status.
+    pub status: Option<Status>,
+    /// Only rows older than this one.
+    pub before: Option<Id>,
+    /// At most this many rows; `0` for all.
+    pub limit: usize,
+}
+
+/// What a listing of outbox entries asks for.
+pub type OutboxQuery<'a> = ListQuery<'a, OutboxStatus, OutboxId>;
+
+/// What a listing of reviews asks for.
+pub type ReviewQuery<'a> = ListQuery<'a, ReviewStatus, ReviewId>;
+
+/// What a listing of runs asks for.
+pub type RunQuery<'a> = ListQuery<'a, RunStatus, RunId>;
+
+/// A page of a listing: its rows, newest first, and how many more match after the last.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListPage<T> {
+    /// The rows.
+    pub rows: Vec<T>,
+    /// How many more rows match the query after the page's last (pass its id as `before`).
+    pub more: u64,
+}

@@ -4,7 +4,7 @@
 
 use fieldsync_connector::Connector;
 use fieldsync_engine::{
-    CancellationToken, Clock, EngineError, LinkSpec, NoProgress, RunOptions, RunReport, SidePair,
+    CancellationToken, Clock, EngineError, LinkRun, LinkSpec, NoProgress, RunOptions, RunReport, SidePair,
 };
 use fieldsync_store::StateStore;
 
@@ -24,7 +24,8 @@ pub async fn run_link<C: Connector, K: Clock, S: StateStore>(
     clock: &K,
 ) -> Result<RunReport, EngineError> {
     let never = CancellationToken::new();
-    fieldsync_engine::run_link(spec, names, connectors, store, options, clock, &NoProgress, &never).await
+    let run = LinkRun { spec, names, options, clock, progress: &NoProgress, cancel: &never };
+    fieldsync_engine::run_link(run, connectors, store).await
 }
 
 /// The engine's own run, with a progress display and a cancellation token the test holds (to

@@ -3,7 +3,7 @@
 
 use fieldsync_model::RunId;
 use fieldsync_store::StateStore as _;
-use fieldsync_store::{AuditEntry, RunRow};
+use fieldsync_store::{AuditEntry, ListQuery, RunRow};
 use serde::Serialize;
 
 use super::{Page, Workspace, WorkspaceError};
@@ -24,8 +24,13 @@ impl Workspace {
     ///
     /// When the state store cannot be opened or read.
     pub fn runs(&mut self, before: Option<i64>, limit: usize) -> Result<Page<RunRow>, WorkspaceError> {
-        let (runs, more) = self.store()?.runs_page(None, before.map(RunId), limit)?;
-        Ok(Page::new(runs, more, |run| run.id.0))
+        let page = self.store()?.runs_page(ListQuery {
+            link: None,
+            status: None,
+            before: before.map(RunId),
+            limit,
+        })?;
+        Ok(Page::new(page.rows, page.more, |run| run.id.0))
     }
 
     /// One run with its audit trail.

@@ -3,7 +3,7 @@
 
 use fieldsync_model::{RecordKey, RunId, Side};
 use fieldsync_store::StateStore as _;
-use fieldsync_store::{Operation, OutboxEntry, OutboxStatus};
+use fieldsync_store::{ListQuery, Operation, OutboxEntry, OutboxStatus};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -67,8 +67,8 @@ impl Workspace {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Page<OutboxEntryView>, WorkspaceError> {
-        let (entries, more) = self.store()?.outbox_page(None, status, before, limit)?;
-        Ok(Page::new(entries.into_iter().map(OutboxEntryView::from).collect(), more, |entry| entry.id))
+        let page = self.store()?.outbox_page(ListQuery { link: None, status, before, limit })?;
+        Ok(Page::new(page.rows.into_iter().map(OutboxEntryView::from).collect(), page.more, |entry| entry.id))
     }
 
     /// Puts a dead entry back in line; the next run tries it again.

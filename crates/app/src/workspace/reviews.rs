@@ -3,7 +3,7 @@
 
 use fieldsync_model::{Reading, RecordKey, RunId, Side, Value};
 use fieldsync_store::StateStore as _;
-use fieldsync_store::{AuditEntry, Decision, Review, ReviewKind, ReviewStatus};
+use fieldsync_store::{AuditEntry, Decision, ListQuery, Review, ReviewKind, ReviewStatus};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -103,8 +103,8 @@ impl Workspace {
         limit: usize,
     ) -> Result<Page<ReviewView>, WorkspaceError> {
         let status = if all { None } else { Some(ReviewStatus::Open) };
-        let (reviews, more) = self.store()?.reviews_page(None, status, before, limit)?;
-        Ok(Page::new(reviews.into_iter().map(ReviewView::from).collect(), more, |review| review.id))
+        let page = self.store()?.reviews_page(ListQuery { link: None, status, before, limit })?;
+        Ok(Page::new(page.rows.into_iter().map(ReviewView::from).collect(), page.more, |review| review.id))
     }
 
     /// One review with its record's audit trail.

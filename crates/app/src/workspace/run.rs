@@ -2,7 +2,9 @@
 //! `run_link` runs it (until the workspace's runs are cancelled); a `RunObserver` shows
 //! progress and each report as it comes.
 
-use fieldsync_engine::{CancellationToken, Progress, RunOptions, RunReport, SidePair, SystemClock, run_link};
+use fieldsync_engine::{
+    CancellationToken, LinkRun, Progress, RunOptions, RunReport, SidePair, SystemClock, run_link,
+};
 use fieldsync_store::RunStatus;
 use serde::Serialize;
 
@@ -142,18 +144,17 @@ impl Workspace {
             }
             let mut connectors = open_connectors(config, link)?;
             let progress = observer.link_starts(name);
-            let report = run_link(
-                &link.spec,
-                &link.connectors,
-                &mut connectors,
-                store,
+            let run = LinkRun {
+                spec: &link.spec,
+                names: &link.connectors,
                 options,
-                &SystemClock,
-                &progress,
+                clock: &SystemClock,
+                progress: &progress,
                 cancel,
-            )
-            .await
-            .map_err(|source| WorkspaceError::Run { link: name.clone(), source });
+            };
+            let report = run_link(run, &mut connectors, store)
+                .await
+                .map_err(|source| WorkspaceError::Run { link: name.clone(), source });
             observer.link_ends(progress, report.as_ref().ok());
             // A link that cannot run (a side unreachable, its lock held) does not stop the others.
             let report = match report {
