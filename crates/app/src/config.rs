@@ -5,6 +5,7 @@
 mod env;
 mod error;
 mod raw;
+mod service;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use fieldsync_engine::{LinkSpec, SidePair};
 
 pub use crate::registry::{CONNECTOR_KINDS, ConnectorKind, StateLocation};
 pub use error::{ConfigError, Location, Problem};
+pub use service::{ApiToken, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_RUNS, Role, Schedule, ServerConfig};
 
 /// The overlap of a connector's incremental reads when its table does not say.
 pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(60);
@@ -34,6 +36,8 @@ pub struct Config {
     pub connectors: BTreeMap<String, ConnectorConfig>,
     /// The links by name.
     pub links: BTreeMap<String, LinkConfig>,
+    /// The `[server]` table of `fieldsync serve`, with its defaults when there is none.
+    pub server: ServerConfig,
 }
 
 impl Config {
@@ -64,8 +68,8 @@ pub struct LinkConfig {
     pub spec: LinkSpec,
     /// The names of its left and right connectors.
     pub connectors: SidePair<String>,
-    /// When `fieldsync serve` runs it: a cron expression of five fields, if any.
-    pub schedule: Option<String>,
+    /// When `fieldsync serve` runs it (`schedule` or `every`); `None`: only when asked.
+    pub schedule: Option<Schedule>,
 }
 
 /// Reads and validates the configuration file at `path`. Reading the file is the only I/O;

@@ -23,7 +23,7 @@ pub use error::WorkspaceError;
 pub use history::RunHistory;
 pub use outbox::OutboxEntryView;
 pub use reviews::{Resolution, Resolved, ReviewDetail, ReviewView};
-pub use run::{Outcome, RunObserver, RunScope, RunsOutcome};
+pub use run::{Outcome, RunObserver, RunScope, RunsOutcome, Unobserved};
 pub use status::{LinkStatus, OutboxCounts, ReviewCounts};
 
 // The engine's and the store's types that the use cases return or take, named through this
@@ -70,7 +70,13 @@ pub struct Workspace {
 impl Workspace {
     /// A workspace over a configuration already loaded.
     pub fn new(config: Config) -> Self {
-        Self { config, store: None, cancel: CancellationToken::new() }
+        Self::with_cancellation(config, CancellationToken::new())
+    }
+
+    /// A workspace whose runs `cancel` cancels (see `Workspace::cancellation`): a service
+    /// gives every workspace it makes the token it cancels on shutdown.
+    pub fn with_cancellation(config: Config, cancel: CancellationToken) -> Self {
+        Self { config, store: None, cancel }
     }
 
     /// Loads and validates the configuration at `path` (`crate::load`), for every use case.

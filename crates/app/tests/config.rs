@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use expect_test::{Expect, expect};
-use fieldsync_app::config::ConnectorKind;
+use fieldsync_app::config::{ConnectorKind, Role};
 use fieldsync_app::{AnyConnector, Config, ConfigError, StateLocation, open_connector, parse_with_env};
 use fieldsync_connector::Connector;
 use fieldsync_engine::Limit;
@@ -94,7 +94,10 @@ fn the_product_example_parses_into_a_link_spec() {
     assert_eq!(rondo.overlap, std::time::Duration::from_secs(120));
     assert_eq!(config.connectors["sportlink"].overlap, std::time::Duration::from_secs(60));
     let link = &config.links["members"];
-    assert_eq!(link.schedule.as_deref(), Some("*/15 * * * *"));
+    assert_eq!(serde_json::to_value(&link.schedule).unwrap(), "*/15 * * * * (UTC)");
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8470", "the default: loopback only");
+    assert_eq!(config.server.max_concurrent_runs, 5);
+    assert!(config.server.tokens.is_empty());
     assert_eq!((link.connectors.left.as_str(), link.connectors.right.as_str()), ("sportlink", "rondo"));
     expect![[r#"
         LinkSpec {
@@ -257,7 +260,7 @@ fn an_unknown_top_level_key_is_reported_at_its_line() {
     check_error(
         &format!("stat = \"x\"\n{EXAMPLE}"),
         expect![[r#"
-            conf/fieldsync.toml:1:1: unknown field `stat`, expected one of `state`, `connectors`, `links`
+            conf/fieldsync.toml:1:1: unknown field `stat`, expected one of `state`, `connectors`, `links`, `server`
               |
             1 | stat = "x"
               | ^^^^
@@ -321,7 +324,7 @@ fn many_problems_are_reported_together_in_file_order() {
             conf/fieldsync.toml:24:11: unknown creates policy "leftwards"; expected one of both, left_to_right, right_to_left, none
             conf/fieldsync.toml:26:24: max_delete is a share such as "10%" (0% to 100%) or a number of records such as 25, not "110%"
             conf/fieldsync.toml:27:19: full_scan_every: "daily" is not a duration; write it like "500ms", "5s", "1m", "24h" or "1h30m"
-            conf/fieldsync.toml:28:12: schedule "*/15 * * *" is not a cron expression of five fields (minute hour day-of-month month day-of-week)
+            conf/fieldsync.toml:28:12: schedule "*/15 * * *" is not a cron expression of five fields (minute hour day-of-month month day-of-week): it has 4 fields
             conf/fieldsync.toml:39:10: unknown phone region "XX"; use a two-letter country code such as "NL"
             conf/fieldsync.toml:48:13: unknown direction "sideways"; expected one of both, left_to_right, right_to_left
         "#]],
@@ -500,6 +503,75 @@ fn connectors_and_links_are_checked() {
         conf/fieldsync.toml:1:9: unknown state store; write "sqlite://PATH" or a bare path (postgres is not supported yet)
     "#]],
     );
+}
+
+#[test]
+fn the_service_settings_are_read_and_checked() {
+    let env = |name: &str| match name {
+        "OPS_TOKEN" => Some("k3Jq9-ops-0123456789".to_string()),
+        "SHORT_TOKEN" => Some("abc".to_string()),
+        other => env(other),
+    };
+    let server = "\n[server]\nlisten = \"127.0.0.1:0\"\nmax_concurrent_runs = 2\n\n\
+                  [[server.tokens]]\nname = \"ops\"\ntoken = \"${OPS_TOKEN}\"\nrole = \"operate\"\n";
+    let text = example_with("schedule = \"*/15 * * * *\"", "every = \"90s\"") + server;
+    let config = parse_with_env(&text, Path::new("conf/fieldsync.toml"), &env).expect("valid");
+    assert_eq!(serde_json::to_value(&config.links["members"].schedule).unwrap(), "every 1m 30s");
+    assert_eq!((config.server.listen.port(), config.server.max_concurrent_runs), (0, 2));
+    let token = &config.server.tokens[0];
+    assert_eq!(
+        (token.name.as_str(), token.token.expose(), token.role),
+        ("ops", "k3Jq9-ops-0123456789", Role::Operate)
+    );
+    assert!(!format!("{config:?}").contains("k3Jq9"), "the token never shows");
+
+    let zoned = example_with(
+        "schedule = \"*/15 * * * *\"",
+        "schedule = \"0 2 * * *\"\nschedule_tz = \"Europe/Amsterdam\"",
+    );
+    let schedule = serde_json::to_value(&parse(&zoned).expect("valid").links["members"].schedule).unwrap();
+    assert_eq!(schedule, "0 2 * * * (Europe/Amsterdam)");
+
+    let wrong = example_with(
+        "schedule = \"*/15 * * * *\"",
+        "schedule = \"*/15 * * * *\"\nevery = \"15m\"\nschedule_tz = \"Europe/Amstredam\"",
+    );
+    check_error(
+        &wrong,
+        expect![[r#"
+            conf/fieldsync.toml:29:9: a link runs on a `schedule` or `every` interval, not both
+        "#]],
+    );
+    check_error(
+        &example_with(
+            "schedule = \"*/15 * * * *\"",
+            "schedule = \"61 * * * *\"\nschedule_tz = \"Europe/Amstredam\"",
+        ),
+        expect![[r#"
+            conf/fieldsync.toml:28:12: schedule "61 * * * *" is not a cron expression of five fields (minute hour day-of-month month day-of-week): Component error: Number out of bounds.
+            conf/fieldsync.toml:29:15: schedule_tz "Europe/Amstredam" is not a time zone this machine knows (an IANA name, such as "Europe/Amsterdam")
+        "#]],
+    );
+    check_error(
+        &example_with("schedule = \"*/15 * * * *\"", "every = \"0s\"\nschedule_tz = \"UTC\""),
+        expect![[r#"
+            conf/fieldsync.toml:29:15: schedule_tz is the time zone of a `schedule`, and this link has none
+        "#]],
+    );
+    let bad_server = format!(
+        "{EXAMPLE}\n[server]\nlisten = \"localhost\"\nmax_concurrent_runs = 0\n\n\
+         [[server.tokens]]\nname = \"ops\"\ntoken = \"${{SHORT_TOKEN}}\"\nrole = \"admin\"\n"
+    );
+    match parse_with_env(&bad_server, Path::new("conf/fieldsync.toml"), &env) {
+        Ok(_) => panic!("expected errors"),
+        Err(error) => expect![[r#"
+            conf/fieldsync.toml:51:10: listen "localhost" is not an address and port, such as "127.0.0.1:8470"
+            conf/fieldsync.toml:52:23: max_concurrent_runs must be a whole number of at least 1
+            conf/fieldsync.toml:56:9: the token "ops" is shorter than 16 characters: use a long random value
+            conf/fieldsync.toml:57:8: unknown role "admin"; expected one of read, operate
+        "#]]
+        .assert_eq(&format!("{error}\n")),
+    }
 }
 
 #[test]

@@ -42,6 +42,39 @@ pub async fn plan(config: &Path, run: RunArgs, json: bool) -> Result<Exit, Failu
     Ok(runs.outcome.into())
 }
 
+/// `fieldsync serve`: binds the address of `[server]`, says where it listens, and serves until
+/// SIGTERM or SIGINT.
+pub async fn serve(config: &Path) -> Result<Exit, Failure> {
+    let config = fieldsync_app::load(config).map_err(Failure::usage)?;
+    let server = fieldsync_server::Server::bind(config).await.context("starting the service")?;
+    let address = server.local_addr().context("reading the address listened on")?;
+    outln!("fieldsync serve: listening on http://{address}");
+    let stop = fieldsync_app::workspace::CancellationToken::new();
+    let told = stop.clone();
+    tokio::spawn(async move {
+        stop_signal().await;
+        told.cancel();
+    });
+    server.serve(stop).await.context("serving")?;
+    Ok(Exit::Done)
+}
+
+/// Waits for SIGTERM (a service manager stopping the service) or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 fn scope(run: RunArgs) -> RunScope {
     RunScope { link: run.link, full: run.full }
 }

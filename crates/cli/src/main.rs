@@ -30,7 +30,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
                   2 configuration or usage error; 3 stopped by the guard (nothing was written); \
                   130 cancelled by Ctrl-C (the run stopped between two commits, recorded itself as \
                   cancelled, and the next run carries on).\n\
-                  Logs go to standard error; set FIELDSYNC_LOG=info (or debug) to see more."
+                  Logs go to standard error; set FIELDSYNC_LOG=info (or debug) to see more, and \
+                  FIELDSYNC_LOG_FORMAT=json for JSON lines."
 )]
 struct Cli {
     /// The configuration file.
@@ -80,6 +81,10 @@ enum Command {
         #[command(subcommand)]
         command: Option<OutboxCommand>,
     },
+    /// Run the links as a service: each on its schedule, outbox retries as they come due,
+    /// and an HTTP API (`[server]` in the configuration). SIGTERM or Ctrl-C stops it: the runs
+    /// going on stop at their next commit, and it exits 0.
+    Serve,
 }
 
 #[derive(Debug, Args)]
@@ -264,19 +269,32 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
         Command::Conflicts { command } => commands::conflicts(config, command, json),
         Command::History { command } => commands::history(config, command, json),
         Command::Outbox { command } => commands::outbox(config, command, json),
+        Command::Serve => commands::serve(config).await,
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FIELDSYNC_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-        )
+    // A service tells what it does; a command only what went wrong.
+    let serving = matches!(cli.command, Command::Serve);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FIELDSYNC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if serving { "info" } else { "error" }));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .init();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if std::env::var("FIELDSYNC_LOG_FORMAT").is_ok_and(|format| format == "json") {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    // A service runs links side by side on every core; a command runs on this thread.
+    let runtime = if serving {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: starting the runtime: {error}");

@@ -107,8 +107,13 @@ pub async fn run_link<C: Connector, S: StateStore, K: Clock, P: Progress>(
     let mut report = RunReport::new(spec.name.clone(), names.clone(), options.dry_run);
     report.stats.left.mode = modes.left;
     report.stats.right.mode = modes.right;
-    let mode_name =
-        if modes.left == ReadMode::Full || modes.right == ReadMode::Full { "full" } else { "incremental" };
+    let mode_name = if options.deliver_only {
+        "deliver"
+    } else if modes.left == ReadMode::Full || modes.right == ReadMode::Full {
+        "full"
+    } else {
+        "incremental"
+    };
     if let Some(lease) = lease {
         // A run that only delivers plans nothing: it is published at once, so that what it
         // delivers and audits is never taken for the unpublished plan of a run that died.

@@ -476,7 +476,7 @@ pub struct RunRow {
     pub id: RunId,
     /// The link.
     pub link: String,
-    /// `full` or `incremental`.
+    /// `full` or `incremental`; `deliver` for a run that only delivered due outbox entries.
     pub mode: String,
     /// How it ended.
     pub status: RunStatus,

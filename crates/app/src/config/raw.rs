@@ -22,6 +22,27 @@ pub(crate) struct RawConfig {
     /// `[links.NAME]`.
     #[serde(default)]
     pub links: BTreeMap<Spanned<String>, Spanned<RawLink>>,
+    /// `[server]`, for `fieldsync serve`.
+    pub server: Option<RawServer>,
+}
+
+/// `[server]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub listen: Option<Spanned<String>>,
+    pub max_concurrent_runs: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub tokens: Vec<Spanned<RawToken>>,
+}
+
+/// `[[server.tokens]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawToken {
+    pub name: Spanned<String>,
+    pub token: Spanned<String>,
+    pub role: Spanned<String>,
 }
 
 /// `[links.NAME]`.
@@ -38,6 +59,8 @@ pub(crate) struct RawLink {
     pub guard: Option<RawGuard>,
     pub full_scan_every: Option<Spanned<String>>,
     pub schedule: Option<Spanned<String>>,
+    pub schedule_tz: Option<Spanned<String>>,
+    pub every: Option<Spanned<String>>,
     pub retry: Option<RawRetry>,
     #[serde(default)]
     pub fields: Vec<Spanned<RawField>>,

@@ -18,6 +18,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+mod service;
+
 use super::env::expand;
 use super::raw::{
     RawConfig, RawDeletes, RawField, RawGuard, RawLimit, RawLink, RawRetry, RawSidePaths, RawStrategy,
@@ -71,12 +73,17 @@ pub(crate) fn validate(
         }
     }
 
+    let server = validator.server(raw.server.as_ref());
     let mut problems = validator.problems;
     problems.sort_by_key(|(offset, _)| *offset);
     match state {
-        Some(state) if problems.is_empty() => {
-            Ok(Config { path: file.to_path_buf(), state, connectors, links })
-        }
+        Some(state) if problems.is_empty() => Ok(Config {
+            path: file.to_path_buf(),
+            state,
+            connectors,
+            links,
+            server: server.unwrap_or_default(),
+        }),
         _ => {
             Err(ConfigError::Invalid { problems: problems.into_iter().map(|(_, problem)| problem).collect() })
         }
@@ -388,17 +395,7 @@ impl Validator<'_> {
                 Some(duration)
             }),
         };
-        if let Some(schedule) = &link.schedule
-            && schedule.get_ref().split_whitespace().count() != 5
-        {
-            self.problem(
-                schedule.span(),
-                format!(
-                    "schedule {:?} is not a cron expression of five fields (minute hour day-of-month month day-of-week)",
-                    schedule.get_ref()
-                ),
-            );
-        }
+        let schedule = self.schedule(&link);
         let retry = match &link.retry {
             None => Some(RetryPolicy::default()),
             Some(retry) => self.retry(retry),
@@ -424,7 +421,7 @@ impl Validator<'_> {
             overlap,
             retry: retry?,
         };
-        Some(LinkConfig { spec, connectors: names, schedule: link.schedule.map(Spanned::into_inner) })
+        Some(LinkConfig { spec, connectors: names, schedule: schedule? })
     }
 
     /// Resolves a link's `left` or `right` to a connector.

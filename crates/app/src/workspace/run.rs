@@ -3,9 +3,10 @@
 //! progress and each report as it comes.
 
 use fieldsync_engine::{
-    CancellationToken, LinkRun, Progress, RunOptions, RunReport, SidePair, SystemClock, run_link,
+    CancellationToken, LinkRun, NoProgress, Progress, RunOptions, RunReport, SidePair, SystemClock, run_link,
 };
-use fieldsync_store::RunStatus;
+use fieldsync_store::{ListQuery, RunRow, RunStatus, StateStore as _};
+use jiff::Timestamp;
 use serde::Serialize;
 
 use super::{Workspace, WorkspaceError, open_store};
@@ -72,6 +73,22 @@ pub trait RunObserver {
     fn link_failed(&mut self, link: &str, error: &WorkspaceError);
 }
 
+/// Watches nothing: runs whose progress nobody shows (a service's).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Unobserved;
+
+impl RunObserver for Unobserved {
+    type Progress = NoProgress;
+
+    fn link_starts(&mut self, _link: &str) -> NoProgress {
+        NoProgress
+    }
+
+    fn link_ends(&mut self, _progress: NoProgress, _report: Option<&RunReport>) {}
+
+    fn link_failed(&mut self, _link: &str, _error: &WorkspaceError) {}
+}
+
 impl Workspace {
     /// A token that cancels this workspace's runs: the run going on stops at its next point
     /// between two commits, leaving what a kill there would but recorded as cancelled and its
@@ -114,6 +131,55 @@ impl Workspace {
             observer,
         )
         .await
+    }
+
+    /// Delivers the due outbox entries of the links of `scope`, reading and planning nothing:
+    /// a service's retry timer, between scheduled runs.
+    ///
+    /// # Errors
+    ///
+    /// As `run`.
+    pub async fn deliver(
+        &mut self,
+        scope: &RunScope,
+        observer: &mut impl RunObserver,
+    ) -> Result<RunsOutcome, WorkspaceError> {
+        self.run_links(scope, RunOptions { deliver_only: true, ..RunOptions::default() }, observer).await
+    }
+
+    /// When `link` next has an outbox entry due for a retry, if it has one waiting.
+    ///
+    /// # Errors
+    ///
+    /// When the state store cannot be opened or read.
+    pub fn next_retry(&mut self, link: &str) -> Result<Option<Timestamp>, WorkspaceError> {
+        Ok(self.store()?.next_due(link)?)
+    }
+
+    /// When the latest run of `link` that read both sides and came to its end started (done,
+    /// partial or stopped by the guard; not cancelled, failed or only delivering), if one did:
+    /// what a schedule counts from.
+    ///
+    /// # Errors
+    ///
+    /// When the state store cannot be opened or read.
+    pub fn last_run_started(&mut self, link: &str) -> Result<Option<Timestamp>, WorkspaceError> {
+        let store = self.store()?;
+        let mut before = None;
+        loop {
+            let page = store.runs_page(ListQuery { link: Some(link), status: None, before, limit: 100 })?;
+            let ended = |run: &&RunRow| {
+                run.mode != "deliver"
+                    && matches!(run.status, RunStatus::Done | RunStatus::Partial | RunStatus::Guarded)
+            };
+            if let Some(run) = page.rows.iter().find(ended) {
+                return Ok(Some(run.started_at));
+            }
+            match page.rows.last() {
+                Some(last) if page.more > 0 => before = Some(last.id),
+                _ => return Ok(None),
+            }
+        }
     }
 
     async fn run_links(

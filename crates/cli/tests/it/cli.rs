@@ -5,78 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use fieldsync_test_support::json;
-use fieldsync_test_support::members::{member_fields_toml, sqlite_connector_toml};
-use rusqlite::{Connection, params};
 use serde_json::Value;
 
-use crate::support::fieldsync as binary;
+use crate::support::{add_new_members, exec, fieldsync as binary, outbox_entries, query, setup};
 
 fn fieldsync(dir: &Path, args: &[&str]) -> Output {
     binary(dir).output(args)
-}
-
-/// Two member tables (different column names) holding the same `count` members, and a
-/// configuration linking them with the given `conflicts` line.
-fn setup(conflicts: &str, count: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let left = dir.path().join("left.db");
-    let right = dir.path().join("right.db");
-    let left_db = Connection::open(&left).unwrap();
-    left_db
-        .execute_batch(
-            "CREATE TABLE members (id TEXT PRIMARY KEY, email TEXT, mobile TEXT, updated_at TEXT NOT NULL);",
-        )
-        .unwrap();
-    let right_db = Connection::open(&right).unwrap();
-    right_db
-        .execute_batch(
-            "CREATE TABLE people (number TEXT PRIMARY KEY, mail TEXT CHECK (mail LIKE '%@%'), phone TEXT, modified TEXT NOT NULL);",
-        )
-        .unwrap();
-    for number in 0..count {
-        let id = format!("M{number:03}");
-        let email = format!("member{number}@club.nl");
-        let mobile = format!("+316{:08}", 20_000_000 + number);
-        left_db
-            .execute(
-                "INSERT INTO members VALUES (?1, ?2, ?3, datetime('now', '-1 day'))",
-                params![id, email, mobile],
-            )
-            .unwrap();
-        right_db
-            .execute(
-                "INSERT INTO people VALUES (?1, ?2, ?3, datetime('now', '-1 day'))",
-                params![id, email, format!("06{:08}", 20_000_000 + number)],
-            )
-            .unwrap();
-    }
-    let config = format!(
-        r#"state = "state.db"
-
-{register}
-{website}
-[links.members]
-left = "register"
-right = "website"
-key = {{ left = "id", right = "number" }}
-{conflicts}
-deletes = "propagate"
-guard = {{ max_delete = "10%", max_change = "50%" }}
-{fields}"#,
-        register = sqlite_connector_toml("register", "left.db", "members", "id", "updated_at"),
-        website = sqlite_connector_toml("website", "right.db", "people", "number", "modified"),
-        fields = member_fields_toml("members", &[("email", "email", "mail"), ("mobile", "mobile", "phone")])
-    );
-    std::fs::write(dir.path().join("fieldsync.toml"), config).unwrap();
-    (dir, left, right)
-}
-
-fn query(path: &Path, sql: &str) -> String {
-    Connection::open(path).unwrap().query_row(sql, [], |row| row.get::<_, String>(0)).unwrap()
-}
-
-fn exec(path: &Path, sql: &str) {
-    Connection::open(path).unwrap().execute_batch(sql).unwrap();
 }
 
 fn run(dir: &Path) -> (i32, Value) {
@@ -436,15 +370,7 @@ fn every_source_file_starts_with_a_module_doc() {
 fn ctrl_c_cancels_a_run_which_records_itself_and_the_next_run_completes() {
     const MEMBERS: usize = 20_000;
     let (dir, left, right) = setup(r#"conflicts = { strategy = "review" }"#, 0);
-    exec(
-        &left,
-        &format!(
-            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
-             INSERT INTO members SELECT printf('N%05d', i), printf('new%d@club.nl', i), \
-             printf('+3161%07d', i), datetime('now', '-1 day') FROM n;",
-            MEMBERS - 1
-        ),
-    );
+    add_new_members(&left, MEMBERS);
     let mut child = binary(dir.path())
         .command(&["run", "--json"])
         .stdout(std::process::Stdio::piped())
@@ -455,10 +381,7 @@ fn ctrl_c_cancels_a_run_which_records_itself_and_the_next_run_completes() {
     let state = dir.path().join("state.db");
     let started = std::time::Instant::now();
     loop {
-        let planned = Connection::open(&state)
-            .and_then(|state| state.query_row("SELECT count(*) FROM outbox", [], |row| row.get::<_, i64>(0)))
-            .unwrap_or(0);
-        if planned > 0 {
+        if outbox_entries(&state) > 0 {
             break;
         }
         assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be interrupted");

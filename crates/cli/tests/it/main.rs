@@ -7,5 +7,6 @@ mod browser_django;
 mod cli;
 mod crash;
 mod django;
+mod serve;
 mod support;
 mod wordpress;

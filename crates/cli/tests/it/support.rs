@@ -1,10 +1,12 @@
 //! What the binary's tests share: the binary itself, run in a test's directory, and whether
 //! the browser the browser connector drives is here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, params};
 
 use fieldsync_test_support::Fieldsync;
-use fieldsync_test_support::members::sqlite_connector_toml;
+use fieldsync_test_support::members::{member_fields_toml, sqlite_connector_toml};
 
 /// The policies of a link to a web admin without an API, after its `link_toml`: no creates,
 /// deletes ignored, a guard, and eight attempts per write, none waited for within a run.
@@ -41,4 +43,92 @@ pub fn browser_available() -> bool {
         );
     }
     found
+}
+
+/// Two member tables (different column names: `left.db` and `right.db`) holding the same
+/// `count` members, and a configuration linking them with the given `conflicts` line (and any
+/// further lines of the link a test puts after it).
+pub fn setup(conflicts: &str, count: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let left = dir.path().join("left.db");
+    let right = dir.path().join("right.db");
+    let left_db = Connection::open(&left).unwrap();
+    left_db
+        .execute_batch(
+            "CREATE TABLE members (id TEXT PRIMARY KEY, email TEXT, mobile TEXT, updated_at TEXT NOT NULL);",
+        )
+        .unwrap();
+    let right_db = Connection::open(&right).unwrap();
+    right_db
+        .execute_batch(
+            "CREATE TABLE people (number TEXT PRIMARY KEY, mail TEXT CHECK (mail LIKE '%@%'), phone TEXT, modified TEXT NOT NULL);",
+        )
+        .unwrap();
+    for number in 0..count {
+        let id = format!("M{number:03}");
+        let email = format!("member{number}@club.nl");
+        let mobile = format!("+316{:08}", 20_000_000 + number);
+        left_db
+            .execute(
+                "INSERT INTO members VALUES (?1, ?2, ?3, datetime('now', '-1 day'))",
+                params![id, email, mobile],
+            )
+            .unwrap();
+        right_db
+            .execute(
+                "INSERT INTO people VALUES (?1, ?2, ?3, datetime('now', '-1 day'))",
+                params![id, email, format!("06{:08}", 20_000_000 + number)],
+            )
+            .unwrap();
+    }
+    let config = format!(
+        r#"state = "state.db"
+
+{register}
+{website}
+[links.members]
+left = "register"
+right = "website"
+key = {{ left = "id", right = "number" }}
+{conflicts}
+deletes = "propagate"
+guard = {{ max_delete = "10%", max_change = "50%" }}
+{fields}"#,
+        register = sqlite_connector_toml("register", "left.db", "members", "id", "updated_at"),
+        website = sqlite_connector_toml("website", "right.db", "people", "number", "modified"),
+        fields = member_fields_toml("members", &[("email", "email", "mail"), ("mobile", "mobile", "phone")])
+    );
+    std::fs::write(dir.path().join("fieldsync.toml"), config).unwrap();
+    (dir, left, right)
+}
+
+/// The one text value `sql` selects from the SQLite file at `path`.
+pub fn query(path: &Path, sql: &str) -> String {
+    Connection::open(path).unwrap().query_row(sql, [], |row| row.get::<_, String>(0)).unwrap()
+}
+
+/// Runs `sql` on the SQLite file at `path`.
+pub fn exec(path: &Path, sql: &str) {
+    Connection::open(path).unwrap().execute_batch(sql).unwrap();
+}
+
+/// Adds `count` members to the left table of `setup` (`N00000`, `N00001`, …) that the right
+/// one lacks, each with its own address and mobile number.
+pub fn add_new_members(left: &Path, count: usize) {
+    exec(
+        left,
+        &format!(
+            "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
+             INSERT INTO members SELECT printf('N%05d', i), printf('new%d@club.nl', i), \
+             printf('+3161%07d', i), datetime('now', '-1 day') FROM n;",
+            count - 1
+        ),
+    );
+}
+
+/// How many outbox entries the state store at `state` holds (0 while it does not exist yet).
+pub fn outbox_entries(state: &Path) -> i64 {
+    Connection::open(state)
+        .and_then(|state| state.query_row("SELECT count(*) FROM outbox", [], |row| row.get::<_, i64>(0)))
+        .unwrap_or(0)
 }

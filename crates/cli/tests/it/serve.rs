@@ -1,0 +1,352 @@
+//! `fieldsync serve` as a process on 127.0.0.1 between two SQLite member tables: its schedule
+//! runs the link, its API answers by role, a link whose side goes away is probed until it comes
+//! back, a missed schedule runs once after downtime, and SIGTERM in mid-run exits 0 with
+//! nothing lost.
+#![cfg(unix)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use crate::support::{add_new_members, exec, fieldsync, outbox_entries, query, setup};
+
+/// The tokens of the tests' API: one that may act, one that may only read.
+const OPERATE_TOKEN: &str = "ops-9f2c1e7a5b3d4c60";
+const READ_TOKEN: &str = "viewer-4b8d2a6e1f3c5a79";
+
+/// How long a test waits for the service to do what it must before failing.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+/// The `[server]` table of the tests: a port the system chooses, both tokens.
+const SERVER: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+max_concurrent_runs = 2
+
+[[server.tokens]]
+name = "ops"
+token = "${FIELDSYNC_OPS_TOKEN}"
+role = "operate"
+
+[[server.tokens]]
+name = "viewer"
+token = "${FIELDSYNC_VIEW_TOKEN}"
+role = "read"
+"#;
+
+/// A `fieldsync serve` process in `dir`, killed when dropped if it is still running.
+struct Service {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+    stderr: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
+    log: std::sync::Mutex<String>,
+}
+
+impl Service {
+    /// Starts the service on the configuration in `dir` (with `SERVER` appended once) and
+    /// waits for it to say where it listens.
+    fn start(dir: &Path) -> Self {
+        let config = dir.join("fieldsync.toml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        if !text.contains("[server]") {
+            std::fs::write(&config, text + SERVER).unwrap();
+        }
+        let mut child = fieldsync(dir)
+            .secret("FIELDSYNC_OPS_TOKEN", OPERATE_TOKEN)
+            .secret("FIELDSYNC_VIEW_TOKEN", READ_TOKEN)
+            .command(&["serve"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the fieldsync binary runs");
+        let (lines, stderr) = std::sync::mpsc::channel();
+        let err = BufReader::new(child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let (said, listening) = std::sync::mpsc::channel();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                let _ = said.send(line);
+            }
+        });
+        let line = listening.recv_timeout(PATIENCE).expect("the service says where it listens");
+        let base = line.strip_prefix("fieldsync serve: listening on ").expect(&line).to_string();
+        // reqwest is built without a TLS provider of its own; the service speaks plain HTTP.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Service {
+            child,
+            base,
+            http: reqwest::Client::new(),
+            stderr: stderr.into(),
+            log: String::new().into(),
+        }
+    }
+
+    /// What the service logged so far.
+    fn log(&self) -> String {
+        let mut log = self.log.lock().unwrap();
+        while let Ok(line) = self.stderr.lock().unwrap().try_recv() {
+            log.push_str(&line);
+            log.push('\n');
+        }
+        log.clone()
+    }
+
+    /// A request to `path` with `token` (none when empty): its status and JSON body (`null`
+    /// when it has none).
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if !token.is_empty() {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.timeout(PATIENCE).send().await.expect("the service answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, token, None).await
+    }
+
+    async fn post(&self, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, token, body).await
+    }
+
+    /// Sends SIGTERM and waits for the exit (failing past `PATIENCE`); checks that no token
+    /// reached the log.
+    fn stop(mut self) -> ExitStatus {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(started.elapsed() < PATIENCE, "the service did not stop after SIGTERM:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.log();
+        for token in [OPERATE_TOKEN, READ_TOKEN] {
+            assert!(!log.contains(token), "a token reached the log:\n{log}");
+        }
+        status
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `done` holds, failing with `what` and the service's log past `PATIENCE`.
+async fn wait_for(service: &Service, what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let started = Instant::now();
+    while !done().await {
+        assert!(started.elapsed() < PATIENCE, "{what} did not happen; the log:\n{}", service.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn count(path: &Path, sql: &str) -> i64 {
+    Connection::open(path).unwrap().query_row(sql, [], |row| row.get(0)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_runs_the_link_and_the_api_answers_by_role() {
+    let (dir, left, right) = setup(
+        "conflicts = { strategy = \"last_write_wins\", grace = \"5s\", tie = \"register\" }\nevery = \"1s\"",
+        12,
+    );
+    // The first sync (every member the same on both sides) comes before the edits.
+    assert_eq!(fieldsync(dir.path()).run("first sync", &["run", "--json"]).code(), Some(0));
+    exec(
+        &left,
+        "UPDATE members SET email = 'anna.de.vries@club.nl', updated_at = datetime('now') WHERE id = 'M003'",
+    );
+    exec(&left, "UPDATE members SET email = 'no-at-sign', updated_at = datetime('now') WHERE id = 'M004'");
+    let service = Service::start(dir.path());
+
+    // The schedule runs the link without anyone asking.
+    wait_for(&service, "the scheduled run", async || {
+        Connection::open(&right)
+            .unwrap()
+            .query_row("SELECT mail FROM people WHERE number = 'M003'", [], |row| row.get::<_, String>(0))
+            .unwrap()
+            == "anna.de.vries@club.nl"
+    })
+    .await;
+
+    assert_eq!(service.get("/healthz", "").await, (200, json!("ok\n")));
+    assert_eq!(service.get("/readyz", "").await, (200, json!({ "ready": true })));
+
+    // No token, a wrong one: 401, and nothing of what the API holds.
+    let (status, body) = service.get("/api/links", "").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body, json!({ "error": "a bearer token is needed" }));
+    assert_eq!(service.get("/api/links", "ops-9f2c1e7a5b3d4c6X").await.0, 401);
+
+    let (status, links) = service.get("/api/links", READ_TOKEN).await;
+    assert_eq!(status, 200, "{links}");
+    assert_eq!(links[0]["link"], "members");
+    assert_eq!(links[0]["schedule"], "every 1s");
+    assert!(links[0]["service"]["next_run"].is_string(), "{links:#}");
+
+    // A token that may only read may not act.
+    let (status, body) = service.post("/api/links/members/runs", READ_TOKEN, None).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = service.post("/api/links/members/runs?full=true", OPERATE_TOKEN, None).await;
+    assert_eq!((status, body), (202, json!({ "queued": "members", "full": true })));
+    assert_eq!(service.post("/api/links/nothing/runs", OPERATE_TOKEN, None).await.0, 404);
+
+    let (status, runs) = service.get("/api/runs?limit=2", READ_TOKEN).await;
+    assert_eq!(status, 200, "{runs}");
+    assert_eq!(runs["items"].as_array().unwrap().len(), 2, "{runs:#}");
+    let run_id = runs["items"][0]["id"].as_i64().unwrap();
+    let (status, run) = service.get(&format!("/api/runs/{run_id}"), READ_TOKEN).await;
+    assert_eq!((status, run["run"]["id"].as_i64()), (200, Some(run_id)), "{run:#}");
+    assert_eq!(service.get("/api/runs/999999", READ_TOKEN).await.0, 404);
+
+    // The address the right side refused is a dead entry; an operator drops it.
+    let dead_entry = async || service.get("/api/outbox?status=dead", READ_TOKEN).await.1;
+    let mut dead = dead_entry().await;
+    let started = Instant::now();
+    while dead["items"].as_array().is_none_or(Vec::is_empty) {
+        assert!(started.elapsed() < PATIENCE, "no dead entry: {dead:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        dead = dead_entry().await;
+    }
+    assert!(dead["items"][0]["last_error"].as_str().unwrap().contains("CHECK constraint failed"), "{dead:#}");
+    let id = dead["items"][0]["id"].as_i64().unwrap();
+    assert_eq!(service.post(&format!("/api/outbox/{id}/drop"), READ_TOKEN, None).await.0, 403);
+    let (status, body) = service.post(&format!("/api/outbox/{id}/drop"), OPERATE_TOKEN, None).await;
+    assert_eq!((status, body), (200, json!({ "id": id, "now": "dropped" })));
+    assert_eq!(service.post(&format!("/api/outbox/{id}/drop"), OPERATE_TOKEN, None).await.0, 404);
+    assert_eq!(service.get("/api/outbox?status=deadish", READ_TOKEN).await.0, 400);
+
+    let (status, history) = service.get("/api/history?limit=1", READ_TOKEN).await;
+    assert_eq!((status, history.as_array().map(Vec::len)), (200, Some(1)), "{history:#}");
+
+    assert!(
+        service.log().contains("token=ops method=POST path=/api/outbox/"),
+        "acts are logged by token name"
+    );
+    let status = service.stop();
+    assert_eq!(status.code(), Some(0), "SIGTERM ends the service with 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_side_that_goes_away_is_probed_and_synced_when_it_comes_back() {
+    let (dir, left, right) = setup("conflicts = { strategy = \"review\" }\nevery = \"1h\"", 6);
+    // The first run starts at once: this link never ran.
+    let service = Service::start(dir.path());
+    wait_for(&service, "the first run", async || {
+        count(&dir.path().join("state.db"), "SELECT count(*) FROM runs WHERE status = 'done'") >= 1
+    })
+    .await;
+
+    // The club's file goes (a disk unmounted); the next run cannot read it.
+    let away = dir.path().join("right.db.away");
+    std::fs::rename(&right, &away).unwrap();
+    std::fs::write(&right, b"").unwrap();
+    exec(&left, "UPDATE members SET mobile = '+31612345678', updated_at = datetime('now') WHERE id = 'M002'");
+    assert_eq!(service.post("/api/links/members/runs", OPERATE_TOKEN, None).await.0, 202);
+    let mut waiting = Value::Null;
+    wait_for(&service, "the link waiting for its side", async || {
+        waiting = service.get("/api/links", READ_TOKEN).await.1;
+        waiting[0]["service"]["waiting_since"].is_string()
+    })
+    .await;
+    assert!(waiting[0]["service"]["last_error"].as_str().unwrap().contains("website"), "{waiting:#}");
+
+    // Back: the probes find it, well before the hourly schedule.
+    std::fs::rename(&away, &right).unwrap();
+    wait_for(&service, "the sync after the side came back", async || {
+        query(&right, "SELECT phone FROM people WHERE number = 'M002'") == "+31612345678"
+    })
+    .await;
+    let links = service.get("/api/links", READ_TOKEN).await.1;
+    assert!(links[0]["service"]["waiting_since"].is_null(), "{links:#}");
+    assert_eq!(service.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_missed_during_downtime_runs_once_at_start() {
+    let (dir, left, right) = setup("conflicts = { strategy = \"review\" }\nschedule = \"0 3 * * *\"", 6);
+    let first = fieldsync(dir.path()).run("run", &["run", "--json"]);
+    assert_eq!(first.code(), Some(0));
+    // The last run was two days ago: two nightly slots passed while nothing served.
+    let state = dir.path().join("state.db");
+    exec(
+        &state,
+        "UPDATE runs SET started_ms = started_ms - 2 * 86400000, finished_ms = finished_ms - 2 * 86400000",
+    );
+    exec(
+        &left,
+        "UPDATE members SET email = 'sem.bakker@club.nl', updated_at = datetime('now') WHERE id = 'M001'",
+    );
+
+    let service = Service::start(dir.path());
+    wait_for(&service, "the missed run", async || count(&state, "SELECT count(*) FROM runs") >= 2).await;
+    wait_for(&service, "the missed run's end", async || {
+        count(&state, "SELECT count(*) FROM runs WHERE status = 'running'") == 0
+    })
+    .await;
+    assert_eq!(query(&right, "SELECT mail FROM people WHERE number = 'M001'"), "sem.bakker@club.nl");
+    let (_, links) = service.get("/api/links", READ_TOKEN).await;
+    let next: jiff::Timestamp = links[0]["service"]["next_run"].as_str().unwrap().parse().unwrap();
+    assert!(next > jiff::Timestamp::now(), "the next run is at the next slot: {links:#}");
+    assert_eq!(service.stop().code(), Some(0));
+    assert_eq!(
+        count(&state, "SELECT count(*) FROM runs"),
+        2,
+        "one run for the slots missed, not one per slot"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_in_mid_run_exits_0_and_the_next_start_completes_the_sync() {
+    const MEMBERS: usize = 20_000;
+    let (dir, left, right) = setup("conflicts = { strategy = \"review\" }\nevery = \"1h\"", 0);
+    add_new_members(&left, MEMBERS);
+    let state = dir.path().join("state.db");
+    let service = Service::start(dir.path());
+    wait_for(&service, "a committed plan", async || outbox_entries(&state) > 0).await;
+    assert_eq!(service.stop().code(), Some(0), "SIGTERM in mid-run exits 0");
+    let unfinished = count(&state, "SELECT count(*) FROM runs WHERE status = 'cancelled'");
+    let done = count(&state, "SELECT count(*) FROM runs WHERE status = 'done'");
+    assert_eq!(unfinished + done, 1, "the run stopped cleanly, recorded as cancelled (or it had just ended)");
+
+    let service = Service::start(dir.path());
+    wait_for(&service, "the sync completed after the restart", async || {
+        count(&right, "SELECT count(*) FROM people") == MEMBERS as i64
+    })
+    .await;
+    assert_eq!(service.stop().code(), Some(0));
+    assert_eq!(
+        count(&right, "SELECT count(DISTINCT number) FROM people"),
+        MEMBERS as i64,
+        "nothing duplicated"
+    );
+}

@@ -1,0 +1,345 @@
+//! The HTTP API: `/healthz` and `/readyz` for whoever watches the service, and the JSON API
+//! under `/api/` over the app's use cases, behind bearer tokens (`[[server.tokens]]`): a
+//! `read` token may read, an `operate` token may also act. Each answer is the use case's own
+//! type serialised, as `--json` prints it; an error is `{"error": "…"}` with a status that
+//! says whose fault it is.
+
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fieldsync_app::config::Role;
+use fieldsync_app::workspace::{
+    LinkStatus, OutboxEntryView, OutboxStatus, Page, Resolution, Resolved, ReviewDetail, ReviewView,
+    RunHistory, RunRow, RunScope, RunsOutcome, Unobserved,
+};
+use fieldsync_app::{Config, Workspace, WorkspaceError};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::links::{LinkState, Links, chain};
+
+/// How many rows a list answers when the request does not say.
+const DEFAULT_LIMIT: usize = 50;
+
+/// What every handler shares.
+#[derive(Clone)]
+struct Api {
+    config: Arc<Config>,
+    links: Arc<Links>,
+    /// The workspace of the requests that read and write the state store only, opened once.
+    workspace: Arc<Mutex<Workspace>>,
+}
+
+/// The service's routes.
+pub fn router(config: Arc<Config>, links: Arc<Links>) -> Router {
+    let workspace = Arc::new(Mutex::new(Workspace::new((*config).clone())));
+    let api = Api { config, links, workspace };
+    let guarded = Router::new()
+        .route("/api/links", get(list_links))
+        .route("/api/links/{link}/runs", post(start_run))
+        .route("/api/links/{link}/plan", post(plan))
+        .route("/api/runs", get(list_runs))
+        .route("/api/runs/{id}", get(show_run))
+        .route("/api/reviews", get(list_reviews))
+        .route("/api/reviews/{id}", get(show_review))
+        .route("/api/reviews/{id}/resolve", post(resolve_review))
+        .route("/api/outbox", get(list_outbox))
+        .route("/api/outbox/{id}/retry", post(retry_entry))
+        .route("/api/outbox/{id}/drop", post(drop_entry))
+        .route("/api/history", get(export_history))
+        .route_layer(middleware::from_fn_with_state(api.clone(), authorise));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .merge(guarded)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(api)
+}
+
+/// Lets a request through when it bears a token whose role allows it: any token may read
+/// (`GET`), an `operate` token may act. Every request that acts is logged with the token's
+/// name, never the token.
+async fn authorise(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Every token is compared, each in constant time, so the time taken tells nothing.
+    let mut bearer = None;
+    for token in &api.config.server.tokens {
+        if bool::from(token.token.expose().as_bytes().ct_eq(presented.as_bytes())) {
+            bearer = Some(token);
+        }
+    }
+    let Some(bearer) = bearer.filter(|_| !presented.is_empty()) else {
+        let mut response =
+            ApiError::new(StatusCode::UNAUTHORIZED, "a bearer token is needed").into_response();
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
+    };
+    let acts = !matches!(*request.method(), Method::GET | Method::HEAD);
+    if acts && bearer.role < Role::Operate {
+        return ApiError::new(StatusCode::FORBIDDEN, format!("the token {:?} may only read", bearer.name))
+            .into_response();
+    }
+    let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let response = next.run(request).await;
+    if acts {
+        tracing::info!(target: "fieldsync::audit", token = %bearer.name, %method, %path, status = response.status().as_u16(), "request");
+    }
+    response
+}
+
+/// Ready when the state store answers.
+async fn ready(State(api): State<Api>) -> Response {
+    match with_workspace(&api, |workspace| workspace.status()).await {
+        Ok(_) => (StatusCode::OK, Json(serde_json::json!({ "ready": true }))).into_response(),
+        Err(error) => {
+            let body = serde_json::json!({ "ready": false, "error": error.message });
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
+}
+
+/// A link as the API lists it: its state in the store and in the service.
+#[derive(Serialize)]
+struct LinkView {
+    #[serde(flatten)]
+    status: LinkStatus,
+    /// When it runs by itself, if it does.
+    schedule: Option<fieldsync_app::config::Schedule>,
+    /// What the service knows of it now.
+    service: LinkState,
+}
+
+async fn list_links(State(api): State<Api>) -> Result<Json<Vec<LinkView>>, ApiError> {
+    let statuses = with_workspace(&api, |workspace| workspace.status()).await?;
+    let views = statuses
+        .into_iter()
+        .map(|status| LinkView {
+            schedule: api.config.links.get(&status.link).and_then(|link| link.schedule.clone()),
+            service: api.links.state(&status.link).unwrap_or_default(),
+            status,
+        })
+        .collect();
+    Ok(Json(views))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunRequest {
+    #[serde(default)]
+    full: bool,
+}
+
+/// Starts a run of the link (queued behind the one going on, if any): 202.
+async fn start_run(
+    State(api): State<Api>,
+    Path(link): Path<String>,
+    Query(request): Query<RunRequest>,
+) -> Result<Response, ApiError> {
+    if !api.links.ask(&link, request.full) {
+        return Err(unknown_link(&api, link));
+    }
+    let body = serde_json::json!({ "queued": link, "full": request.full });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+/// What a run of the link would do, writing nothing.
+async fn plan(
+    State(api): State<Api>,
+    Path(link): Path<String>,
+    Query(request): Query<RunRequest>,
+) -> Result<Json<RunsOutcome>, ApiError> {
+    if !api.config.links.contains_key(&link) {
+        return Err(unknown_link(&api, link));
+    }
+    let mut workspace = Workspace::new((*api.config).clone());
+    let scope = RunScope { link: Some(link), full: request.full };
+    Ok(Json(workspace.plan(&scope, &mut Unobserved).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListRequest {
+    before: Option<i64>,
+    limit: Option<usize>,
+    /// Reviews: every review, not only open ones.
+    #[serde(default)]
+    all: bool,
+    /// The outbox: one status, or `all` (the default).
+    status: Option<String>,
+}
+
+impl ListRequest {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(DEFAULT_LIMIT)
+    }
+}
+
+async fn list_runs(
+    State(api): State<Api>,
+    Query(list): Query<ListRequest>,
+) -> Result<Json<Page<RunRow>>, ApiError> {
+    answer(&api, move |workspace| workspace.runs(list.before, list.limit())).await
+}
+
+async fn show_run(State(api): State<Api>, Path(id): Path<i64>) -> Result<Json<RunHistory>, ApiError> {
+    answer(&api, move |workspace| workspace.run_history(id)).await
+}
+
+async fn list_reviews(
+    State(api): State<Api>,
+    Query(list): Query<ListRequest>,
+) -> Result<Json<Page<ReviewView>>, ApiError> {
+    answer(&api, move |workspace| workspace.reviews(list.all, list.before, list.limit())).await
+}
+
+async fn show_review(State(api): State<Api>, Path(id): Path<i64>) -> Result<Json<ReviewDetail>, ApiError> {
+    answer(&api, move |workspace| workspace.review(id)).await
+}
+
+/// `{"keep": "left"}` (or `right`, or a connector's name), or `{"value": "…"}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveRequest {
+    keep: Option<String>,
+    value: Option<String>,
+}
+
+async fn resolve_review(
+    State(api): State<Api>,
+    Path(id): Path<i64>,
+    Json(request): Json<ResolveRequest>,
+) -> Result<Json<Resolved>, ApiError> {
+    let resolution = match (request.keep, request.value) {
+        (Some(keep), None) => Resolution::Keep(keep),
+        (None, Some(value)) => Resolution::Value(value),
+        _ => {
+            let message = "give either \"keep\" (left, right or a connector's name) or \"value\"";
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
+        }
+    };
+    answer(&api, move |workspace| workspace.resolve(id, resolution)).await
+}
+
+async fn list_outbox(
+    State(api): State<Api>,
+    Query(list): Query<ListRequest>,
+) -> Result<Json<Page<OutboxEntryView>>, ApiError> {
+    let status = match list.status.as_deref() {
+        None | Some("all") => None,
+        Some(name) => Some(OutboxStatus::parse(name).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("no outbox status {name:?}: all, pending, sending, moved, done, dead, superseded or dropped"),
+            )
+        })?),
+    };
+    answer(&api, move |workspace| workspace.outbox(status, list.before, list.limit())).await
+}
+
+async fn retry_entry(State(api): State<Api>, Path(id): Path<i64>) -> Result<Json<Settled>, ApiError> {
+    answer(&api, move |workspace| workspace.retry_outbox_entry(id).map(|()| Settled { id, now: "pending" }))
+        .await
+}
+
+async fn drop_entry(State(api): State<Api>, Path(id): Path<i64>) -> Result<Json<Settled>, ApiError> {
+    answer(&api, move |workspace| workspace.drop_outbox_entry(id).map(|()| Settled { id, now: "dropped" }))
+        .await
+}
+
+/// A dead outbox entry settled: its id and its status now.
+#[derive(Serialize)]
+struct Settled {
+    id: i64,
+    now: &'static str,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportRequest {
+    limit: Option<usize>,
+}
+
+/// The latest runs with every detail, as `fieldsync history export --format json` writes them.
+async fn export_history(
+    State(api): State<Api>,
+    Query(request): Query<ExportRequest>,
+) -> Result<Json<Vec<RunHistory>>, ApiError> {
+    answer(&api, move |workspace| workspace.export_history(request.limit.unwrap_or(1000), true)).await
+}
+
+/// Runs a use case of the shared workspace off the runtime's workers, as JSON.
+async fn answer<T: Serialize + Send + 'static>(
+    api: &Api,
+    use_case: impl FnOnce(&mut Workspace) -> Result<T, WorkspaceError> + Send + 'static,
+) -> Result<Json<T>, ApiError> {
+    with_workspace(api, use_case).await.map(Json)
+}
+
+async fn with_workspace<T: Send + 'static>(
+    api: &Api,
+    use_case: impl FnOnce(&mut Workspace) -> Result<T, WorkspaceError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let workspace = Arc::clone(&api.workspace);
+    let done = tokio::task::spawn_blocking(move || {
+        let mut workspace = workspace.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        use_case(&mut workspace)
+    })
+    .await;
+    match done {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(error) => {
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the request failed: {error}")))
+        }
+    }
+}
+
+fn unknown_link(api: &Api, name: String) -> ApiError {
+    ApiError::from(WorkspaceError::UnknownLink { name, known: api.config.links.keys().cloned().collect() })
+}
+
+/// An answer that is not the use case's: `{"error": "…"}` with its status.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+}
+
+impl From<WorkspaceError> for ApiError {
+    /// Not found is 404, a closed review 409, any other wrong request 400, and anything else
+    /// the service's fault (500, and logged).
+    fn from(error: WorkspaceError) -> Self {
+        let status = match &error {
+            WorkspaceError::NotFound { .. } | WorkspaceError::UnknownLink { .. } => StatusCode::NOT_FOUND,
+            WorkspaceError::ReviewClosed { .. } => StatusCode::CONFLICT,
+            error if error.is_usage() => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = chain(&error);
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %message, "an API request failed");
+        }
+        Self { status, message }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+    }
+}

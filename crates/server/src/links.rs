@@ -1,0 +1,293 @@
+//! One worker per link: it runs the link when its schedule says, when the API asks, and when
+//! an outbox entry is due for a retry (delivering only), one run at a time; requests that come
+//! while it runs fold into one follow-up run. A link that cannot run (a side unreachable) is
+//! probed again after a growing pause, and runs as soon as it can.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use fieldsync_app::workspace::{CancellationToken, RunScope, RunsOutcome, Unobserved};
+use fieldsync_app::{Config, LinkConfig, Workspace, WorkspaceError};
+use jiff::Timestamp;
+use serde::Serialize;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+
+/// The first pause before probing a link that could not run; it doubles up to `PROBE_CAP`.
+const PROBE_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest pause between two probes of a link that cannot run.
+const PROBE_CAP: Duration = Duration::from_secs(5 * 60);
+
+/// The longest random delay added to a scheduled run, so that links on the same schedule do
+/// not all start at once; a tenth of the schedule's period when that is shorter.
+const JITTER_CAP: Duration = Duration::from_secs(10);
+
+/// What the service knows of a link beyond the state store: for the API's link list.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LinkState {
+    /// A run of the link is going on.
+    pub running: bool,
+    /// A run was asked for (or came due) while one was going on: it follows.
+    pub queued: bool,
+    /// When the link runs next, by its schedule, a retry or a probe.
+    pub next_run: Option<Timestamp>,
+    /// Since when the link has been unable to run (a side unreachable), if it is.
+    pub waiting_since: Option<Timestamp>,
+    /// Why it could not run the last time, if it could not.
+    pub last_error: Option<String>,
+}
+
+/// Why a worker runs its link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Why {
+    /// Its schedule.
+    Scheduled,
+    /// The API asked (in full when `full`).
+    Asked { full: bool },
+    /// An outbox entry is due: deliver only.
+    Retry,
+    /// It could not run before: try again.
+    Probe,
+}
+
+/// One link's worker, as the API sees it.
+struct Worker {
+    /// Wakes the worker for a run asked for; several wakes while it runs make one run.
+    wake: Notify,
+    /// Whether the run asked for reads in full.
+    full_asked: Mutex<bool>,
+    /// What the API shows.
+    state: Mutex<LinkState>,
+}
+
+/// The links' workers.
+pub struct Links {
+    workers: BTreeMap<String, Arc<Worker>>,
+    tasks: tokio::sync::Mutex<JoinSet<()>>,
+}
+
+impl Links {
+    /// Starts a worker for every link of `config`; `stop` stops them and cancels their runs.
+    pub fn start(config: Arc<Config>, stop: CancellationToken) -> Arc<Self> {
+        let permits = Arc::new(Semaphore::new(config.server.max_concurrent_runs));
+        let mut workers = BTreeMap::new();
+        let mut tasks = JoinSet::new();
+        for name in config.links.keys() {
+            let worker = Arc::new(Worker {
+                wake: Notify::new(),
+                full_asked: Mutex::new(false),
+                state: Mutex::new(LinkState::default()),
+            });
+            workers.insert(name.clone(), Arc::clone(&worker));
+            let job = Job {
+                config: Arc::clone(&config),
+                name: name.clone(),
+                worker,
+                permits: Arc::clone(&permits),
+                stop: stop.clone(),
+            };
+            tasks.spawn(job.work());
+        }
+        Arc::new(Self { workers, tasks: tokio::sync::Mutex::new(tasks) })
+    }
+
+    /// What the service knows of `link`, if it has that link.
+    pub fn state(&self, link: &str) -> Option<LinkState> {
+        self.workers.get(link).map(|worker| lock(&worker.state).clone())
+    }
+
+    /// Asks for a run of `link` (in full when `full`); `false` when there is no such link.
+    /// A run asked for while one goes on follows it; several asked for make one.
+    pub fn ask(&self, link: &str, full: bool) -> bool {
+        let Some(worker) = self.workers.get(link) else { return false };
+        if full {
+            *lock(&worker.full_asked) = true;
+        }
+        lock(&worker.state).queued = true;
+        worker.wake.notify_one();
+        true
+    }
+
+    /// Waits for every worker to end (after `stop`).
+    pub async fn stopped(&self) {
+        let mut tasks = self.tasks.lock().await;
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// What one worker needs.
+struct Job {
+    config: Arc<Config>,
+    name: String,
+    worker: Arc<Worker>,
+    permits: Arc<Semaphore>,
+    stop: CancellationToken,
+}
+
+impl Job {
+    fn link(&self) -> &LinkConfig {
+        &self.config.links[&self.name]
+    }
+
+    /// Runs the link until `stop`.
+    async fn work(self) {
+        let mut scheduled = self.first_scheduled().await;
+        let mut probe: Option<(Timestamp, u32)> = None;
+        let mut floor = Timestamp::now();
+        loop {
+            let retry = self.store_read(|workspace, link| workspace.next_retry(link)).await.flatten();
+            let retry = retry.map(|retry| retry.max(floor));
+            // What is due first: a probe replaces the schedule while the link cannot run.
+            let (at, why) = match probe {
+                Some((at, _)) => (Some(at), Why::Probe),
+                None => match (scheduled, retry) {
+                    (Some(scheduled), Some(retry)) if retry < scheduled => (Some(retry), Why::Retry),
+                    (Some(scheduled), _) => (Some(scheduled), Why::Scheduled),
+                    (None, Some(retry)) => (Some(retry), Why::Retry),
+                    (None, None) => (None, Why::Scheduled),
+                },
+            };
+            lock(&self.worker.state).next_run = at;
+            let why = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return,
+                () = self.worker.wake.notified() => Why::Asked { full: std::mem::take(&mut *lock(&self.worker.full_asked)) },
+                () = sleep_until(at) => why,
+            };
+            let permit = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return,
+                permit = self.permits.acquire() => permit,
+            };
+            let Ok(_permit) = permit else { return };
+            {
+                let mut state = lock(&self.worker.state);
+                state.running = true;
+                state.queued = false;
+            }
+            let started = Timestamp::now();
+            let result = self.run(why).await;
+            let mut state = lock(&self.worker.state);
+            state.running = false;
+            match result {
+                Ok(outcome) => {
+                    probe = None;
+                    state.waiting_since = None;
+                    state.last_error = None;
+                    tracing::info!(link = %self.name, ?why, outcome = ?outcome.outcome, "run ended");
+                }
+                Err(error) => {
+                    let failures = probe.map_or(0, |(_, failures)| failures) + 1;
+                    let pause = PROBE_FIRST.saturating_mul(1 << failures.min(16)).min(PROBE_CAP);
+                    probe = Some((Timestamp::now() + pause, failures));
+                    state.waiting_since.get_or_insert(started);
+                    state.last_error = Some(chain(&error));
+                    tracing::warn!(link = %self.name, ?why, error = %chain(&error), ?pause, "the link could not run");
+                }
+            }
+            if matches!(why, Why::Scheduled | Why::Probe) {
+                // A run that came due (or ran in place of one) moves the schedule on; a run
+                // asked for does not.
+                scheduled = self.after(started);
+            }
+            drop(state);
+            // Never two runs back to back for retries alone: an entry a delivery left due
+            // waits a moment.
+            floor = Timestamp::now() + PROBE_FIRST;
+        }
+    }
+
+    /// When the link first runs: at once when its schedule passed a slot since its last
+    /// run (after downtime, once, not once per slot missed), at its next slot otherwise; a
+    /// link on an interval that never ran runs at once. `None`: only when asked.
+    async fn first_scheduled(&self) -> Option<Timestamp> {
+        let schedule = self.link().schedule.as_ref()?;
+        let now = Timestamp::now();
+        let last = self.store_read(|workspace, link| workspace.last_run_started(link)).await.flatten();
+        let due = match (last, schedule) {
+            (Some(last), _) => schedule.next_after(last)?,
+            (None, fieldsync_app::config::Schedule::Every(_)) => now,
+            (None, fieldsync_app::config::Schedule::Cron { .. }) => schedule.next_after(now)?,
+        };
+        Some(due.max(now) + self.jitter(now))
+    }
+
+    /// The next scheduled run after a run that started at `started`.
+    fn after(&self, started: Timestamp) -> Option<Timestamp> {
+        let schedule = self.link().schedule.as_ref()?;
+        let now = Timestamp::now();
+        Some(schedule.next_after(started)?.max(now) + self.jitter(now))
+    }
+
+    /// A random delay up to a tenth of the schedule's period, at most `JITTER_CAP`.
+    fn jitter(&self, now: Timestamp) -> Duration {
+        let period = self.link().schedule.as_ref().map_or(Duration::ZERO, |schedule| schedule.period(now));
+        let cap = (period / 10).min(JITTER_CAP);
+        cap.mul_f64(fastrand::f64())
+    }
+
+    /// Runs the link once, for `why`.
+    async fn run(&self, why: Why) -> Result<RunsOutcome, WorkspaceError> {
+        let mut workspace = Workspace::with_cancellation((*self.config).clone(), self.stop.clone());
+        let full = matches!(why, Why::Asked { full: true });
+        let scope = RunScope { link: Some(self.name.clone()), full };
+        let mut observer = Unobserved;
+        match why {
+            Why::Retry => workspace.deliver(&scope, &mut observer).await,
+            _ => workspace.run(&scope, false, &mut observer).await,
+        }
+    }
+
+    /// Reads the state store off the runtime's workers; a failure is logged and read as
+    /// `None`.
+    async fn store_read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&mut Workspace, &str) -> Result<T, WorkspaceError> + Send + 'static,
+    ) -> Option<T> {
+        let (config, name) = (Arc::clone(&self.config), self.name.clone());
+        let answer =
+            tokio::task::spawn_blocking(move || read(&mut Workspace::new((*config).clone()), &name)).await;
+        match answer {
+            Ok(Ok(value)) => Some(value),
+            Ok(Err(error)) => {
+                tracing::warn!(link = %self.name, error = %chain(&error), "reading the state store");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(link = %self.name, %error, "reading the state store");
+                None
+            }
+        }
+    }
+}
+
+/// Sleeps until `at`; forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Timestamp>) {
+    match at {
+        Some(at) => {
+            let wait = at.duration_since(Timestamp::now()).unsigned_abs();
+            let wait = if at <= Timestamp::now() { Duration::ZERO } else { wait };
+            tokio::time::sleep(wait).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// An error with its causes, `outer: cause: cause`.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Locks a mutex whose holder cannot leave it half-changed (each holds it for one assignment).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
