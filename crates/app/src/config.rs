@@ -16,7 +16,11 @@ use fieldsync_engine::{LinkSpec, SidePair};
 
 pub use crate::registry::{CONNECTOR_KINDS, ConnectorKind, StateLocation};
 pub use error::{ConfigError, Location, Problem};
-pub use service::{ApiToken, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_RUNS, Role, Schedule, ServerConfig};
+pub use fieldsync_connector::Secret;
+pub use service::{
+    ApiToken, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_RUNS, Rate, Role, Schedule, ServerConfig, Signature,
+    SignatureEncoding, WebhookConfig,
+};
 
 /// The overlap of a connector's incremental reads when its table does not say.
 pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(60);
@@ -59,6 +63,8 @@ pub struct ConnectorConfig {
     /// The kind and its own settings. File paths in them are as written (after `${NAME}`
     /// substitution); `open_connector` resolves relative ones.
     pub kind: ConnectorKind,
+    /// How `fieldsync serve` takes this system's webhooks, if it does (`webhook`).
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// One `[links.NAME]` table, resolved.

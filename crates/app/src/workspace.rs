@@ -10,6 +10,7 @@ mod outbox;
 mod reviews;
 mod run;
 mod status;
+mod webhooks;
 
 use std::path::Path;
 
@@ -33,6 +34,7 @@ pub use fieldsync_engine::{
     Action, CancellationToken, FailureOutcome, GuardKind, GuardStop, NoProgress, Progress, ReportLine,
     RunReport, RunStats, SideStats, WriteFailure,
 };
+pub use fieldsync_model::Side;
 pub use fieldsync_store::{
     AuditEntry, AuditEvent, Decision, OutboxStatus, ReviewKind, ReviewStatus, RunRow, RunStatus,
 };

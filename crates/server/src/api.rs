@@ -21,6 +21,7 @@ use fieldsync_app::{Config, Workspace, WorkspaceError};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use crate::hooks::{self, Limits};
 use crate::links::{LinkState, Links, chain};
 
 /// How many rows a list answers when the request does not say.
@@ -28,17 +29,20 @@ const DEFAULT_LIMIT: usize = 50;
 
 /// What every handler shares.
 #[derive(Clone)]
-struct Api {
-    config: Arc<Config>,
-    links: Arc<Links>,
+pub(crate) struct Api {
+    pub config: Arc<Config>,
+    pub links: Arc<Links>,
     /// The workspace of the requests that read and write the state store only, opened once.
     workspace: Arc<Mutex<Workspace>>,
+    /// Each system's limit of webhooks.
+    pub limits: Arc<Limits>,
 }
 
 /// The service's routes.
 pub fn router(config: Arc<Config>, links: Arc<Links>) -> Router {
     let workspace = Arc::new(Mutex::new(Workspace::new((*config).clone())));
-    let api = Api { config, links, workspace };
+    let limits = Arc::new(Limits::new(&config));
+    let api = Api { config, links, workspace, limits };
     let guarded = Router::new()
         .route("/api/links", get(list_links))
         .route("/api/links/{link}/runs", post(start_run))
@@ -56,6 +60,7 @@ pub fn router(config: Arc<Config>, links: Arc<Links>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/hooks/{link}/{side}", post(hooks::receive))
         .merge(guarded)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(api)
@@ -285,7 +290,8 @@ async fn answer<T: Serialize + Send + 'static>(
     with_workspace(api, use_case).await.map(Json)
 }
 
-async fn with_workspace<T: Send + 'static>(
+/// Runs a use case of the shared workspace off the runtime's workers.
+pub(crate) async fn with_workspace<T: Send + 'static>(
     api: &Api,
     use_case: impl FnOnce(&mut Workspace) -> Result<T, WorkspaceError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -309,13 +315,13 @@ fn unknown_link(api: &Api, name: String) -> ApiError {
 
 /// An answer that is not the use case's: `{"error": "…"}` with its status.
 #[derive(Debug)]
-struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self { status, message: message.into() }
     }
 }

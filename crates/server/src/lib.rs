@@ -7,6 +7,7 @@
 //! API serialises the same types the command line prints with `--json`.
 
 mod api;
+mod hooks;
 mod links;
 
 use std::net::SocketAddr;

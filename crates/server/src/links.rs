@@ -50,6 +50,8 @@ enum Why {
     Retry,
     /// It could not run before: try again.
     Probe,
+    /// A webhook told that a side changed.
+    Hooked,
 }
 
 /// One link's worker, as the API sees it.
@@ -139,9 +141,11 @@ impl Job {
         loop {
             let retry = self.store_read(|workspace, link| workspace.next_retry(link)).await.flatten();
             let retry = retry.map(|retry| retry.max(floor));
+            let hooked = self.store_read(|workspace, link| workspace.waiting_webhook(link)).await.flatten();
             // What is due first: a probe replaces the schedule while the link cannot run.
             let (at, why) = match probe {
                 Some((at, _)) => (Some(at), Why::Probe),
+                None if hooked.is_some() => (Some(Timestamp::now()), Why::Hooked),
                 None => match (scheduled, retry) {
                     (Some(scheduled), Some(retry)) if retry < scheduled => (Some(retry), Why::Retry),
                     (Some(scheduled), _) => (Some(scheduled), Why::Scheduled),
@@ -169,6 +173,10 @@ impl Job {
             }
             let started = Timestamp::now();
             let result = self.run(why).await;
+            if result.is_ok() && why != Why::Retry {
+                // A run that read both sides read what every webhook before it told of.
+                self.store_read(move |workspace, link| workspace.settle_webhooks(link, started)).await;
+            }
             let mut state = lock(&self.worker.state);
             state.running = false;
             match result {

@@ -163,4 +163,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE outbox ADD COLUMN source_basis BLOB;
     ALTER TABLE outbox ADD COLUMN source_raw BLOB;
     "#,
+    // 8: webhooks accepted by `fieldsync serve`, kept until a run has read what they told of
+    // (`read`), and then for a while longer so that a replay of one is known.
+    r#"
+    CREATE TABLE webhooks (
+        id INTEGER PRIMARY KEY,
+        link TEXT NOT NULL,
+        side TEXT NOT NULL,
+        hook_id TEXT NOT NULL,
+        received_ms INTEGER NOT NULL,
+        records TEXT NOT NULL,
+        read INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX webhooks_by_hook ON webhooks (link, side, hook_id);
+    CREATE INDEX webhooks_waiting ON webhooks (link, received_ms) WHERE read = 0;
+    "#,
 ];

@@ -442,6 +442,69 @@ impl StateStore for SqliteStore {
         transaction.commit()
     }
 
+    fn accept_webhook(&mut self, hook: &NewWebhook, seen_since: Timestamp) -> Result<bool, StoreError> {
+        let what = || format!("keeping a webhook of link {}", hook.link);
+        let transaction = self.begin(None)?;
+        let seen = transaction
+            .transaction
+            .query_row(
+                "SELECT count(*) FROM webhooks WHERE link = ?1 AND side = ?2 AND hook_id = ?3 AND received_ms >= ?4",
+                params![hook.link, hook.side.as_str(), hook.hook_id, millis(seen_since)],
+                |row| row.get::<_, i64>(0),
+            )
+            .context(what)?;
+        if seen > 0 {
+            return Ok(false);
+        }
+        let records = serde_json::to_string(&hook.records).unwrap_or_default();
+        transaction
+            .transaction
+            .execute(
+                "INSERT INTO webhooks (link, side, hook_id, received_ms, records) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![hook.link, hook.side.as_str(), hook.hook_id, millis(hook.received_at), records],
+            )
+            .context(what)?;
+        transaction.commit()?;
+        Ok(true)
+    }
+
+    fn settle_webhooks(
+        &mut self,
+        link: &str,
+        read_at: Timestamp,
+        forget_before: Timestamp,
+    ) -> Result<(), StoreError> {
+        let what = || format!("settling the webhooks of link {link}");
+        let transaction = self.begin(None)?;
+        transaction
+            .transaction
+            .execute(
+                "UPDATE webhooks SET read = 1 WHERE link = ?1 AND read = 0 AND received_ms < ?2",
+                params![link, millis(read_at)],
+            )
+            .context(what)?;
+        transaction
+            .transaction
+            .execute(
+                "DELETE FROM webhooks WHERE link = ?1 AND read = 1 AND received_ms < ?2",
+                params![link, millis(forget_before)],
+            )
+            .context(what)?;
+        transaction.commit()
+    }
+
+    fn waiting_webhook(&self, link: &str) -> Result<Option<Timestamp>, StoreError> {
+        let oldest = self
+            .connection()
+            .query_row(
+                "SELECT min(received_ms) FROM webhooks WHERE link = ?1 AND read = 0",
+                params![link],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+            .context(|| format!("reading the webhooks of link {link}"))?;
+        Ok(oldest.map(from_millis))
+    }
+
     fn layout(&mut self, link: &str, fields: &[String]) -> Result<LinkLayout, StoreError> {
         let text = serde_json::to_string(fields).unwrap_or_default();
         let what = || format!("registering the fields of link {link}");

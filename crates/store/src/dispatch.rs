@@ -47,6 +47,13 @@ macro_rules! dispatch_store {
             ) -> ();
             mut retry_dead(ids: &[$crate::OutboxId], now: $crate::dispatch::Timestamp) -> ();
             mut drop_dead(id: $crate::OutboxId, now: $crate::dispatch::Timestamp) -> ();
+            mut accept_webhook(hook: &$crate::NewWebhook, seen_since: $crate::dispatch::Timestamp) -> bool;
+            mut settle_webhooks(
+                link: &str,
+                read_at: $crate::dispatch::Timestamp,
+                forget_before: $crate::dispatch::Timestamp,
+            ) -> ();
+            ref waiting_webhook(link: &str) -> Option<$crate::dispatch::Timestamp>;
             ref digests(link: &str, layout: &$crate::LinkLayout, keys: &[$crate::dispatch::RecordKey])
                 -> ::std::collections::HashMap<$crate::dispatch::RecordKey, $crate::DigestEntry>;
             ref baselines(link: &str, layout: &$crate::LinkLayout, keys: &[$crate::dispatch::RecordKey])

@@ -11,8 +11,8 @@ use crate::StoreError;
 use crate::commits::{BatchClose, PlanChunk, PlanPublication, RunEnd};
 use crate::types::{
     AuditEntry, Baseline, CursorState, Decision, DigestEntry, Lease, LinkLayout, ListPage, ListQuery,
-    OutboxEntry, OutboxId, OutboxQuery, OutboxStatus, Review, ReviewId, ReviewQuery, ReviewStatus, RunQuery,
-    RunRow, SendId,
+    NewWebhook, OutboxEntry, OutboxId, OutboxQuery, OutboxStatus, Review, ReviewId, ReviewQuery,
+    ReviewStatus, RunQuery, RunRow, SendId,
 };
 
 /// A state store: baselines, cursors, the outbox, reviews, audit and runs of every link.
@@ -175,6 +175,36 @@ pub trait StateStore {
     ///
     /// `StoreError::NotFound` when there is no dead entry with this id.
     fn drop_dead(&mut self, id: OutboxId, now: Timestamp) -> Result<(), StoreError>;
+
+    /// Keeps an accepted webhook until a run of its link has read what it told of, in one
+    /// commit; `false`, keeping nothing, when a webhook with the same id came for the same
+    /// link and side at `seen_since` or later (a replay).
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn accept_webhook(&mut self, hook: &NewWebhook, seen_since: Timestamp) -> Result<bool, StoreError>;
+
+    /// Marks the webhooks of `link` that came before `read_at` as read (a run that started at
+    /// `read_at` read both sides after them), and forgets read ones that came before
+    /// `forget_before`, whose ids a replay check no longer needs.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn settle_webhooks(
+        &mut self,
+        link: &str,
+        read_at: Timestamp,
+        forget_before: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// When the oldest webhook of `link` that no run has read yet came, if one waits.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn waiting_webhook(&self, link: &str) -> Result<Option<Timestamp>, StoreError>;
 
     /// The digests of every baseline of `link`, for a full scan's fast path.
     ///

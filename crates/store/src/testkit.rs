@@ -12,9 +12,9 @@ use serde_json::json;
 
 use crate::{
     AuditEntry, AuditEvent, Baseline, BaselineField, BaselineWrite, BatchClose, CursorState, Decision,
-    EntryOutcome, Lease, LinkLayout, NewOutboxEntry, NewReview, Operation, Origin, OutboxId, OutboxStatus,
-    PlanChunk, PlanPublication, ReviewId, ReviewKind, ReviewStatus, RunEnd, RunStatus, SeenDigest, SendId,
-    StateStore, StoreError,
+    EntryOutcome, Lease, LinkLayout, NewOutboxEntry, NewReview, NewWebhook, Operation, Origin, OutboxId,
+    OutboxStatus, PlanChunk, PlanPublication, ReviewId, ReviewKind, ReviewStatus, RunEnd, RunStatus,
+    SeenDigest, SendId, StateStore, StoreError,
 };
 
 /// Makes the stores the suite runs against.
@@ -84,6 +84,7 @@ where
     a_run_commits_its_plan_in_chunks_and_publishes_it_at_once(&new());
     a_delivered_batch_closes_with_its_baselines_digests_and_attempts(&new());
     a_person_decides_reviews_and_settles_dead_entries(&new());
+    webhooks_wait_until_a_run_reads_them_and_a_replay_is_refused(&new());
 }
 
 /// Declares one `#[test]` per property of the suite, each against a fresh fixture made by
@@ -112,7 +113,8 @@ macro_rules! conformance_tests {
             runs_are_recorded_and_listed_newest_first,
             a_run_commits_its_plan_in_chunks_and_publishes_it_at_once,
             a_delivered_batch_closes_with_its_baselines_digests_and_attempts,
-            a_person_decides_reviews_and_settles_dead_entries
+            a_person_decides_reviews_and_settles_dead_entries,
+            webhooks_wait_until_a_run_reads_them_and_a_replay_is_refused
         );
     };
     (@each $new:expr; $($name:ident),+ $(,)?) => {
@@ -1532,4 +1534,38 @@ pub fn a_person_decides_reviews_and_settles_dead_entries<F: Fixture>(fixture: &F
         (OutboxStatus::Pending, 0, ts(T0 + 5))
     );
     assert!(matches!(store.drop_dead(first, ts(T0 + 6)), Err(StoreError::NotFound { .. })));
+}
+
+/// A webhook is kept until a run that started after it settles it; the same id for the same
+/// link and side within the replay window is refused and keeps nothing, and outside it (or for
+/// the other side) is a new webhook; settled ones are forgotten after the window.
+pub fn webhooks_wait_until_a_run_reads_them_and_a_replay_is_refused<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
+    let hook = |id: &str, side: Side, at: i64| NewWebhook {
+        link: LINK.to_string(),
+        side,
+        hook_id: id.to_string(),
+        received_at: ts(at),
+        records: vec!["KNVB1234567".to_string()],
+    };
+    assert_eq!(store.waiting_webhook(LINK).unwrap(), None);
+    assert!(store.accept_webhook(&hook("msg_1", Side::Left, 10_000), ts(0)).unwrap());
+    assert!(!store.accept_webhook(&hook("msg_1", Side::Left, 11_000), ts(1_000)).unwrap(), "a replay");
+    assert!(store.accept_webhook(&hook("msg_1", Side::Right, 11_000), ts(1_000)).unwrap(), "the other side");
+    assert!(store.accept_webhook(&hook("msg_2", Side::Left, 12_000), ts(2_000)).unwrap());
+    assert_eq!(store.waiting_webhook(LINK).unwrap(), Some(ts(10_000)), "the oldest waits");
+    assert_eq!(store.waiting_webhook("other").unwrap(), None, "per link");
+
+    // A run that started at 11,500 read after the first two, not after the third.
+    store.settle_webhooks(LINK, ts(11_500), ts(0)).unwrap();
+    assert_eq!(store.waiting_webhook(LINK).unwrap(), Some(ts(12_000)));
+    assert!(
+        !store.accept_webhook(&hook("msg_1", Side::Left, 13_000), ts(3_000)).unwrap(),
+        "read, still known"
+    );
+    // Once forgotten, past the window, the id is new again.
+    store.settle_webhooks(LINK, ts(12_500), ts(20_000)).unwrap();
+    assert_eq!(store.waiting_webhook(LINK).unwrap(), None);
+    assert!(store.accept_webhook(&hook("msg_1", Side::Left, 30_000), ts(20_000)).unwrap());
+    assert_eq!(fixture.open().waiting_webhook(LINK).unwrap(), Some(ts(30_000)), "kept on disk");
 }

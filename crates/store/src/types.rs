@@ -569,3 +569,19 @@ pub struct ListPage<T> {
     /// How many more rows match the query after the page's last (pass its id as `before`).
     pub more: u64,
 }
+
+/// A webhook accepted: a side of a link changed, as its sender told, under the sender's own
+/// id for the message (which a replay repeats).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewWebhook {
+    /// The link.
+    pub link: String,
+    /// The side that changed.
+    pub side: Side,
+    /// The sender's id of the message.
+    pub hook_id: String,
+    /// When it came.
+    pub received_at: Timestamp,
+    /// The ids of the records it named, if it named any.
+    pub records: Vec<String>,
+}

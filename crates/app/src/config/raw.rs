@@ -216,3 +216,33 @@ pub(crate) struct RawSpellings {
     pub left: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     pub right: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
+
+/// A connector's `webhook = { … }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWebhook {
+    pub secret: Spanned<String>,
+    pub signature: Spanned<RawSignature>,
+    pub tolerance: Option<Spanned<String>>,
+    pub rate: Option<Spanned<String>>,
+    pub records: Option<Spanned<String>>,
+    pub max_body: Option<Spanned<i64>>,
+}
+
+/// `signature = "standard"` or `{ header = "…", prefix = "…", encoding = "hex", timestamp = "…" }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawSignature {
+    Scheme(String),
+    Header(RawHeaderSignature),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderSignature {
+    pub header: String,
+    #[serde(default)]
+    pub prefix: String,
+    pub encoding: Option<String>,
+    pub timestamp: Option<String>,
+}

@@ -106,6 +106,64 @@ pub struct ApiToken {
     pub role: Role,
 }
 
+/// A connector's `webhook`: how `fieldsync serve` knows its system's webhooks
+/// (`POST /hooks/{link}/{side}`) for its own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookConfig {
+    /// The shared secret the sender signs with (for `standard`, the `whsec_…` text as given).
+    pub secret: Secret,
+    /// How the sender signs.
+    pub signature: Signature,
+    /// How far a signed time may be from now, and how long an id is remembered against replays
+    /// (`tolerance`, five minutes unless set; at most a day).
+    pub tolerance: Duration,
+    /// How many webhooks of this system are taken per period; more answer 429 (`rate`, such as
+    /// `"100/1m"`; 600 a minute unless set).
+    pub rate: Rate,
+    /// A JSON pointer to the id (or an array of ids) of the records the body names (`records`).
+    pub records: Option<String>,
+    /// The largest body taken, in bytes; larger answer 413 (`max_body`, 1 MiB unless set).
+    pub max_body: usize,
+}
+
+/// How a webhook is signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Signature {
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp` and `webhook-signature: v1,<base64>`,
+    /// HMAC-SHA256 over `id.timestamp.body` with the secret's bytes (base64 after `whsec_`).
+    Standard,
+    /// HMAC-SHA256 of the body (or of `timestamp.body` when a timestamp header is named) with the
+    /// secret's bytes, in a header of its own (GitHub's `X-Hub-Signature-256: sha256=<hex>`).
+    Header {
+        /// The header holding the signature.
+        header: String,
+        /// What stands before the signature in it (`sha256=`), if anything.
+        prefix: String,
+        /// How the signature is written.
+        encoding: SignatureEncoding,
+        /// The header holding the time of signing in Unix seconds, if the sender sends one.
+        timestamp: Option<String>,
+    },
+}
+
+/// How a signature is written in its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignatureEncoding {
+    /// Lower- or upper-case hexadecimal.
+    Hex,
+    /// Standard base64.
+    Base64,
+}
+
+/// A rate: `count` per `per`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// How many.
+    pub count: u32,
+    /// In how long.
+    pub per: Duration,
+}
+
 /// What an API token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -223,11 +223,15 @@ impl Validator<'_> {
         let problems_before = self.problems.len();
         let mut kind = None;
         let mut overlap = None;
+        let mut webhook = None;
         let mut settings = DeTable::new();
         for (key, value) in entries {
             match key.get_ref().as_ref() {
                 "kind" => kind = Some(value),
                 "overlap" => overlap = Some(value),
+                "webhook" => {
+                    webhook = Some(self.expand_all(value, &format!("connectors.{connector}.webhook")))
+                }
                 setting => {
                     // `${NAME}` anywhere in a setting comes from the environment: a path, a
                     // URL, a password or token.
@@ -311,8 +315,17 @@ impl Validator<'_> {
             let span = setting_span(entries, error.key()).unwrap_or_else(|| name.span());
             self.problem(span, format!("connector {connector}: {error}"));
         }
-        let overlap = overlap?;
-        (self.problems.len() == problems_before).then_some(ConnectorConfig { name: connector, overlap, kind })
+        let webhook = match webhook {
+            None => Some(None),
+            Some(value) => self.webhook(&connector, value).map(Some),
+        };
+        let (overlap, webhook) = (overlap?, webhook?);
+        (self.problems.len() == problems_before).then_some(ConnectorConfig {
+            name: connector,
+            overlap,
+            kind,
+            webhook,
+        })
     }
 
     fn link(

@@ -45,18 +45,26 @@ struct Service {
     http: reqwest::Client,
     stderr: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
     log: std::sync::Mutex<String>,
+    /// The secrets it was given, none of which may reach its log.
+    secrets: Vec<String>,
 }
 
 impl Service {
     /// Starts the service on the configuration in `dir` (with `SERVER` appended once) and
     /// waits for it to say where it listens.
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, &[])
+    }
+
+    /// `start`, with the further secrets `secrets` in the environment.
+    fn start_with(dir: &Path, secrets: &[(&str, &str)]) -> Self {
         let config = dir.join("fieldsync.toml");
         let text = std::fs::read_to_string(&config).unwrap();
         if !text.contains("[server]") {
             std::fs::write(&config, text + SERVER).unwrap();
         }
-        let mut child = fieldsync(dir)
+        let binary = secrets.iter().fold(fieldsync(dir), |binary, (name, value)| binary.secret(name, value));
+        let mut child = binary
             .secret("FIELDSYNC_OPS_TOKEN", OPERATE_TOKEN)
             .secret("FIELDSYNC_VIEW_TOKEN", READ_TOKEN)
             .command(&["serve"])
@@ -82,12 +90,15 @@ impl Service {
         let base = line.strip_prefix("fieldsync serve: listening on ").expect(&line).to_string();
         // reqwest is built without a TLS provider of its own; the service speaks plain HTTP.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut secrets: Vec<String> = secrets.iter().map(|(_, value)| value.to_string()).collect();
+        secrets.extend([OPERATE_TOKEN.to_string(), READ_TOKEN.to_string()]);
         Service {
             child,
             base,
             http: reqwest::Client::new(),
             stderr: stderr.into(),
             log: String::new().into(),
+            secrets,
         }
     }
 
@@ -146,8 +157,8 @@ impl Service {
         };
         std::thread::sleep(Duration::from_millis(100));
         let log = self.log();
-        for token in [OPERATE_TOKEN, READ_TOKEN] {
-            assert!(!log.contains(token), "a token reached the log:\n{log}");
+        for secret in &self.secrets {
+            assert!(!log.contains(secret.as_str()), "a secret reached the log:\n{log}");
         }
         status
     }
@@ -349,4 +360,172 @@ async fn sigterm_in_mid_run_exits_0_and_the_next_start_completes_the_sync() {
         MEMBERS as i64,
         "nothing duplicated"
     );
+}
+
+/// The Standard Webhooks secret of the club website in the webhook tests.
+const WEBSITE_SECRET: &str = "whsec_c2VjcmV0LW9mLXRoZS1jbHViLXdlYnNpdGUtMjAyNg==";
+/// The HMAC secret of the federation register in the webhook tests.
+const REGISTER_SECRET: &str = "register-hook-secret-7f3a9c";
+
+/// A link whose two systems send webhooks: the website by Standard Webhooks (the records it
+/// names at `/data/id`, bodies up to 2 KiB), the register by a GitHub-style header, at most 100 a
+/// minute; an hourly schedule, so that only the webhooks make runs within a test.
+fn webhook_setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let (dir, left, right) = setup("conflicts = { strategy = \"review\" }\nevery = \"1h\"", 8);
+    assert_eq!(fieldsync(dir.path()).run("first sync", &["run", "--json"]).code(), Some(0));
+    let config = dir.path().join("fieldsync.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .replacen(
+            "[connectors.register]\n",
+            "[connectors.register]\nwebhook = { secret = \"${REGISTER_HOOK_SECRET}\", signature = { header = \
+             \"X-Hub-Signature-256\", prefix = \"sha256=\", encoding = \"hex\" }, rate = \"100/1m\" }\n",
+            1,
+        )
+        .replacen(
+            "[connectors.website]\n",
+            "[connectors.website]\nwebhook = { secret = \"${WEBSITE_HOOK_SECRET}\", signature = \"standard\", \
+             tolerance = \"5m\", records = \"/data/id\", max_body = 2048 }\n",
+            1,
+        );
+    std::fs::write(&config, text).unwrap();
+    (dir, left, right)
+}
+
+/// A Standard Webhooks delivery of `body` with `id`, signed at `at` (Unix seconds) with `secret`.
+fn standard_headers(secret: &str, id: &str, at: i64, body: &str) -> Vec<(&'static str, String)> {
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD.decode(secret.trim_start_matches("whsec_")).unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
+    let tag = ring::hmac::sign(&key, format!("{id}.{at}.{body}").as_bytes());
+    let signature = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(tag.as_ref()));
+    vec![
+        ("webhook-id", id.to_string()),
+        ("webhook-timestamp", at.to_string()),
+        ("webhook-signature", signature),
+    ]
+}
+
+/// `X-Hub-Signature-256: sha256=<hex>` of `body` with `secret`.
+fn hub_headers(secret: &str, body: &str) -> Vec<(&'static str, String)> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, body.as_bytes());
+    let hex: String = tag.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
+    vec![("x-hub-signature-256", format!("sha256={hex}"))]
+}
+
+impl Service {
+    /// Posts a webhook with `headers` and `body` to `path`: its status and its `Retry-After`.
+    async fn hook(
+        &self,
+        path: &str,
+        headers: &[(&'static str, String)],
+        body: &str,
+    ) -> (u16, Option<String>) {
+        let mut request = self.http.post(format!("{}{path}", self.base)).body(body.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = request.timeout(PATIENCE).send().await.expect("the service answers");
+        let retry_after =
+            response.headers().get("retry-after").map(|value| value.to_str().unwrap().to_string());
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        if status == 401 {
+            assert_eq!(text, r#"{"error":"unauthorised"}"#, "a refusal says nothing of why");
+        }
+        (status, retry_after)
+    }
+}
+
+fn start_with_hooks(dir: &Path) -> Service {
+    Service::start_with(
+        dir,
+        &[("WEBSITE_HOOK_SECRET", WEBSITE_SECRET), ("REGISTER_HOOK_SECRET", REGISTER_SECRET)],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_webhook_syncs_its_member_and_forged_stale_replayed_or_large_ones_change_nothing() {
+    let (dir, left, right) = webhook_setup();
+    let state = dir.path().join("state.db");
+    let service = start_with_hooks(dir.path());
+    let now = jiff::Timestamp::now().as_second();
+
+    // The club's website changes a member and says so.
+    exec(
+        &right,
+        "UPDATE people SET mail = 'daan.visser@club.nl', modified = datetime('now') WHERE number = 'M005'",
+    );
+    let body = r#"{"type": "member.updated", "data": {"id": "M005"}}"#;
+    let signed = standard_headers(WEBSITE_SECRET, "msg_2Nq1", now, body);
+    assert_eq!(service.hook("/hooks/members/website", &signed, body).await, (202, None));
+    wait_for(&service, "the webhook's sync", async || {
+        query(&left, "SELECT email FROM members WHERE id = 'M005'") == "daan.visser@club.nl"
+    })
+    .await;
+    let hooks = count(&state, "SELECT count(*) FROM webhooks");
+    let runs = count(&state, "SELECT count(*) FROM runs");
+
+    // Forged, stale, replayed, oversized: 401, 401, 401, 413, and nothing kept or run.
+    exec(
+        &right,
+        "UPDATE people SET mail = 'forged@evil.example', modified = datetime('now') WHERE number = 'M006'",
+    );
+    let forged = r#"{"type": "member.updated", "data": {"id": "M006"}}"#;
+    let mut wrong = standard_headers(WEBSITE_SECRET, "msg_2Nq2", now, body);
+    assert_eq!(
+        service.hook("/hooks/members/website", &wrong, forged).await.0,
+        401,
+        "signed for another body"
+    );
+    wrong = standard_headers("whsec_b3RoZXItc2VjcmV0LW9mLXNvbWVvbmUtZWxzZQ==", "msg_2Nq3", now, forged);
+    assert_eq!(service.hook("/hooks/members/website", &wrong, forged).await.0, 401, "another secret");
+    assert_eq!(service.hook("/hooks/members/website", &[], forged).await.0, 401, "unsigned");
+    let stale = standard_headers(WEBSITE_SECRET, "msg_2Nq4", now - 301, forged);
+    assert_eq!(
+        service.hook("/hooks/members/website", &stale, forged).await.0,
+        401,
+        "older than the tolerance"
+    );
+    assert_eq!(service.hook("/hooks/members/website", &signed, body).await.0, 401, "a replay");
+    let large = format!(r#"{{"data": {{"id": "M006"}}, "padding": "{}"}}"#, "x".repeat(4096));
+    let signed_large = standard_headers(WEBSITE_SECRET, "msg_2Nq5", now, &large);
+    assert_eq!(service.hook("/hooks/members/website", &signed_large, &large).await.0, 413);
+    assert_eq!(service.hook("/hooks/members/nowhere", &signed, body).await.0, 404);
+    assert_eq!(count(&state, "SELECT count(*) FROM webhooks"), hooks, "nothing kept");
+    assert_eq!(count(&state, "SELECT count(*) FROM runs"), runs, "nothing run");
+    assert_eq!(query(&left, "SELECT email FROM members WHERE id = 'M006'"), "member6@club.nl");
+
+    // The register signs GitHub's way and may send 100 a minute: the 101st waits.
+    for number in 0..100 {
+        let body = format!(r#"{{"member": "M00{}", "seq": {number}}}"#, number % 8);
+        let (status, _) =
+            service.hook("/hooks/members/register", &hub_headers(REGISTER_SECRET, &body), &body).await;
+        assert_eq!(status, 202, "webhook {number}");
+    }
+    let body = r#"{"member": "M001", "seq": 100}"#;
+    let (status, retry_after) =
+        service.hook("/hooks/members/register", &hub_headers(REGISTER_SECRET, body), body).await;
+    assert_eq!(status, 429);
+    assert!(retry_after.unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(service.stop().code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_accepted_just_before_a_kill_is_synced_by_the_next_start() {
+    let (dir, left, right) = webhook_setup();
+    let service = start_with_hooks(dir.path());
+    exec(&right, "UPDATE people SET phone = '0612345678', modified = datetime('now') WHERE number = 'M002'");
+    let body = r#"{"data": {"id": "M002"}}"#;
+    let signed = standard_headers(WEBSITE_SECRET, "msg_kill", jiff::Timestamp::now().as_second(), body);
+    assert_eq!(service.hook("/hooks/members/website", &signed, body).await, (202, None));
+    drop(service); // SIGKILL at once.
+
+    let service = start_with_hooks(dir.path());
+    wait_for(&service, "the kept webhook's sync", async || {
+        query(&left, "SELECT mobile FROM members WHERE id = 'M002'") == "+31612345678"
+    })
+    .await;
+    assert_eq!(service.stop().code(), Some(0));
 }

@@ -3,15 +3,34 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use croner::parser::{CronParser, Seconds};
 use fieldsync_connector::Secret;
 use jiff::tz::TimeZone;
 use toml::Spanned;
 
+use base64::Engine as _;
+use serde::Deserialize as _;
+use toml::de::DeValue;
+
 use super::Validator;
-use crate::config::raw::{RawLink, RawServer};
-use crate::config::service::{ApiToken, Role, Schedule, ServerConfig};
+use crate::config::raw::{RawLink, RawServer, RawSignature, RawWebhook};
+use crate::config::service::{
+    ApiToken, Rate, Role, Schedule, ServerConfig, Signature, SignatureEncoding, WebhookConfig,
+};
+
+/// How far a webhook's signed time may be from now when `tolerance` does not say.
+const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
+
+/// The longest `tolerance`: ids are remembered this long against replays.
+const MAX_TOLERANCE: Duration = Duration::from_secs(24 * 3600);
+
+/// How many webhooks of one system are taken per minute when `rate` does not say.
+const DEFAULT_RATE: Rate = Rate { count: 600, per: Duration::from_secs(60) };
+
+/// The largest webhook body taken when `max_body` does not say.
+const DEFAULT_MAX_BODY: usize = 1 << 20;
 
 impl Validator<'_> {
     /// When a link runs under `fieldsync serve`: `Some(None)` when it has no schedule (it
@@ -134,5 +153,114 @@ impl Validator<'_> {
             }
         }
         (self.problems.len() == problems_before).then_some(server)
+    }
+
+    /// A connector's `webhook = { … }`.
+    pub(super) fn webhook(&mut self, connector: &str, value: Spanned<DeValue<'_>>) -> Option<WebhookConfig> {
+        let span = value.span();
+        let raw = match RawWebhook::deserialize(toml::de::ValueDeserializer::from(value)) {
+            Ok(raw) => raw,
+            Err(error) => {
+                let message = format!("connector {connector}: webhook: {}", error.message().trim_end());
+                self.problem(error.span().unwrap_or(span), message);
+                return None;
+            }
+        };
+        let problems_before = self.problems.len();
+        let signature = match raw.signature.get_ref() {
+            RawSignature::Scheme(scheme) if scheme == "standard" => Some(Signature::Standard),
+            RawSignature::Scheme(other) => {
+                let message = format!(
+                    "unknown signature {other:?}; expected \"standard\" (Standard Webhooks) or a table such as \
+                     {{ header = \"X-Hub-Signature-256\", prefix = \"sha256=\", encoding = \"hex\" }}"
+                );
+                self.problem(raw.signature.span(), message);
+                None
+            }
+            RawSignature::Header(header) => {
+                let encoding = match header.encoding.as_deref() {
+                    None | Some("hex") => Some(SignatureEncoding::Hex),
+                    Some("base64") => Some(SignatureEncoding::Base64),
+                    Some(other) => {
+                        let message = format!("unknown signature encoding {other:?}; expected hex or base64");
+                        self.problem(raw.signature.span(), message);
+                        None
+                    }
+                };
+                encoding.map(|encoding| Signature::Header {
+                    header: header.header.clone(),
+                    prefix: header.prefix.clone(),
+                    encoding,
+                    timestamp: header.timestamp.clone(),
+                })
+            }
+        };
+        let secret = raw.secret.get_ref();
+        if signature == Some(Signature::Standard) {
+            let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+            if base64::engine::general_purpose::STANDARD.decode(encoded).map_or(true, |key| key.len() < 16) {
+                let message = "a Standard Webhooks secret is `whsec_` and the base64 of at least 16 bytes";
+                self.problem(raw.secret.span(), message);
+            }
+        } else if secret.chars().count() < 16 {
+            self.problem(raw.secret.span(), "a webhook secret must be at least 16 characters");
+        }
+        let tolerance = match &raw.tolerance {
+            None => Some(DEFAULT_TOLERANCE),
+            Some(tolerance) => self.duration(tolerance, "tolerance").and_then(|duration| {
+                if duration.is_zero() || duration > MAX_TOLERANCE {
+                    self.problem(tolerance.span(), "tolerance must be longer than zero and at most a day");
+                    return None;
+                }
+                Some(duration)
+            }),
+        };
+        let rate = match &raw.rate {
+            None => Some(DEFAULT_RATE),
+            Some(rate) => self.rate(rate),
+        };
+        if let Some(pointer) = &raw.records
+            && !pointer.get_ref().starts_with('/')
+        {
+            let message =
+                format!("records {:?} is not a JSON pointer such as \"/data/id\"", pointer.get_ref());
+            self.problem(pointer.span(), message);
+        }
+        let max_body = match &raw.max_body {
+            None => Some(DEFAULT_MAX_BODY),
+            Some(limit) => match usize::try_from(*limit.get_ref()) {
+                Ok(limit) if limit > 0 => Some(limit),
+                _ => {
+                    self.problem(limit.span(), "max_body must be a number of bytes of at least 1");
+                    None
+                }
+            },
+        };
+        if self.problems.len() != problems_before {
+            return None;
+        }
+        Some(WebhookConfig {
+            secret: Secret::new(secret.clone()),
+            signature: signature?,
+            tolerance: tolerance?,
+            rate: rate?,
+            records: raw.records.map(Spanned::into_inner),
+            max_body: max_body?,
+        })
+    }
+
+    /// `"100/1m"`: a count per duration.
+    fn rate(&mut self, rate: &Spanned<String>) -> Option<Rate> {
+        let parsed = rate.get_ref().split_once('/').and_then(|(count, per)| {
+            let count = count.trim().parse::<u32>().ok().filter(|count| *count > 0)?;
+            let per = fieldsync_connector::duration(per.trim()).ok().filter(|per| !per.is_zero())?;
+            Some(Rate { count, per })
+        });
+        if parsed.is_none() {
+            let message =
+                format!("rate {:?} is not a count per duration, such as \"100/1m\"", rate.get_ref());
+            self.problem(rate.span(), message);
+        }
+        parsed
     }
 }
