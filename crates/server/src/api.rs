@@ -60,6 +60,7 @@ pub fn router(config: Arc<Config>, links: Arc<Links>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .route("/hooks/{link}/{side}", post(hooks::receive))
         .merge(guarded)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
@@ -111,6 +112,20 @@ async fn ready(State(api): State<Api>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }
+}
+
+/// `GET /metrics`: the counters and histograms as they stand, and each link's outbox and review
+/// gauges read now.
+async fn metrics(State(api): State<Api>) -> Response {
+    let Some(handle) = crate::metrics::handle() else {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no metrics in this process").into_response();
+    };
+    match with_workspace(&api, |workspace| workspace.status()).await {
+        Ok(statuses) => crate::metrics::link_gauges(&statuses),
+        Err(error) => tracing::warn!(error = %error.message, "reading the links' gauges for /metrics"),
+    }
+    let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+    ([(header::CONTENT_TYPE, content_type)], handle.render()).into_response()
 }
 
 /// A link as the API lists it: its state in the store and in the service.

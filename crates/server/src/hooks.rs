@@ -70,15 +70,31 @@ struct Verified {
     id: String,
 }
 
-/// `POST /hooks/{link}/{side}`.
+/// `POST /hooks/{link}/{side}`, counted by its answer.
 pub async fn receive(
     State(api): State<Api>,
     Path((link, side)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    let response = match take(&api, link.clone(), &side, &headers, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    crate::metrics::webhook(&link, &side, response.status().as_u16());
+    response
+}
+
+/// Takes a webhook, or says why not.
+async fn take(
+    api: &Api,
+    link: String,
+    side: &str,
+    headers: &HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let workspace = Workspace::new((*api.config).clone());
-    let Some((side, webhook)) = workspace.webhook_of(&link, &side) else {
+    let Some((side, webhook)) = workspace.webhook_of(&link, side) else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such link, or its side takes no webhooks"));
     };
     let webhook = webhook.clone();
@@ -96,10 +112,10 @@ pub async fn receive(
         tracing::warn!(%link, %connector, ?why, "a webhook was refused");
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorised")
     };
-    let verified = verify(&webhook, &headers, &body, Timestamp::now()).map_err(refuse)?;
+    let verified = verify(&webhook, headers, &body, Timestamp::now()).map_err(refuse)?;
     let records = records(&webhook, &body);
     let (hook_link, hook_id, tolerance) = (link.clone(), verified.id.clone(), webhook.tolerance);
-    let accepted = with_workspace(&api, move |workspace| {
+    let accepted = with_workspace(api, move |workspace| {
         workspace.accept_webhook(&hook_link, side, &hook_id, records, tolerance)
     })
     .await?;

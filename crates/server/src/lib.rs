@@ -9,6 +9,7 @@
 mod api;
 mod hooks;
 mod links;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,6 +81,10 @@ impl Server {
     pub async fn serve(self, stop: CancellationToken) -> Result<(), ServeError> {
         // One token: the workers take no more work, and the runs going on stop at their next
         // point between two commits.
+        // The recorder first, so that the first run is counted.
+        if metrics::handle().is_none() {
+            tracing::warn!("another metrics recorder is installed in this process: /metrics answers 503");
+        }
         let links = Links::start(Arc::clone(&self.config), stop.clone());
         let router = api::router(Arc::clone(&self.config), Arc::clone(&links));
         tracing::info!(address = %self.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()), "serving");

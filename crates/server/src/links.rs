@@ -181,12 +181,17 @@ impl Job {
             state.running = false;
             match result {
                 Ok(outcome) => {
+                    let took = Timestamp::now().duration_since(started).unsigned_abs();
+                    for report in &outcome.reports {
+                        crate::metrics::run_ended(&self.name, report, took);
+                    }
                     probe = None;
                     state.waiting_since = None;
                     state.last_error = None;
                     tracing::info!(link = %self.name, ?why, outcome = ?outcome.outcome, "run ended");
                 }
                 Err(error) => {
+                    crate::metrics::run_failed(&self.name);
                     let failures = probe.map_or(0, |(_, failures)| failures) + 1;
                     let pause = PROBE_FIRST.saturating_mul(1 << failures.min(16)).min(PROBE_CAP);
                     probe = Some((Timestamp::now() + pause, failures));

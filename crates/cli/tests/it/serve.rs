@@ -134,6 +134,15 @@ impl Service {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// `GET /metrics` (no token), parsed as the Prometheus text format.
+    async fn metrics(&self) -> prometheus_parse::Scrape {
+        let (status, text) = self.get("/metrics", "").await;
+        assert_eq!(status, 200, "{text}");
+        let text = text.as_str().expect("text").to_string();
+        prometheus_parse::Scrape::parse(text.lines().map(|line| Ok(line.to_string())))
+            .expect("the text format")
+    }
+
     async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, token, None).await
     }
@@ -178,6 +187,23 @@ async fn wait_for(service: &Service, what: &str, mut done: impl AsyncFnMut() -> 
         assert!(started.elapsed() < PATIENCE, "{what} did not happen; the log:\n{}", service.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The value of the sample `metric` with `labels` in `scrape` (0 when there is none); a
+/// histogram's count of observations.
+fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == metric)
+        .find(|sample| labels.iter().all(|(name, value)| sample.labels.get(name) == Some(*value)))
+        .map_or(0.0, |sample| match &sample.value {
+            prometheus_parse::Value::Counter(value)
+            | prometheus_parse::Value::Gauge(value)
+            | prometheus_parse::Value::Untyped(value) => *value,
+            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |bucket| bucket.count),
+            prometheus_parse::Value::Summary(_) => 0.0,
+        })
 }
 
 fn count(path: &Path, sql: &str) -> i64 {
@@ -250,11 +276,29 @@ async fn the_schedule_runs_the_link_and_the_api_answers_by_role() {
     }
     assert!(dead["items"][0]["last_error"].as_str().unwrap().contains("CHECK constraint failed"), "{dead:#}");
     let id = dead["items"][0]["id"].as_i64().unwrap();
+    let before = service.metrics().await;
+    let members = [("link", "members")];
+    assert_eq!(sample(&before, "fieldsync_outbox_dead", &members), 1.0);
+    assert!(sample(&before, "fieldsync_runs_total", &[("link", "members"), ("status", "partial")]) >= 1.0);
+    assert!(sample(&before, "fieldsync_writes_total", &[("link", "members"), ("outcome", "dead")]) >= 1.0);
+    assert!(
+        sample(&before, "fieldsync_records_read_total", &[("link", "members"), ("side", "left")]) >= 12.0
+    );
+    assert_eq!(sample(&before, "fieldsync_link_reachable", &members), 1.0);
+    assert!(sample(&before, "fieldsync_last_success_timestamp_seconds", &members) > 1.7e9);
+    let runs_before = sample(&before, "fieldsync_run_duration_seconds", &members);
+    assert!(runs_before >= 1.0, "the durations are observed");
     assert_eq!(service.post(&format!("/api/outbox/{id}/drop"), READ_TOKEN, None).await.0, 403);
     let (status, body) = service.post(&format!("/api/outbox/{id}/drop"), OPERATE_TOKEN, None).await;
     assert_eq!((status, body), (200, json!({ "id": id, "now": "dropped" })));
     assert_eq!(service.post(&format!("/api/outbox/{id}/drop"), OPERATE_TOKEN, None).await.0, 404);
     assert_eq!(service.get("/api/outbox?status=deadish", READ_TOKEN).await.0, 400);
+
+    // The counters move: the runs of every second go on.
+    wait_for(&service, "more runs counted", async || {
+        sample(&service.metrics().await, "fieldsync_run_duration_seconds", &members) > runs_before
+    })
+    .await;
 
     let (status, history) = service.get("/api/history?limit=1", READ_TOKEN).await;
     assert_eq!((status, history.as_array().map(Vec::len)), (200, Some(1)), "{history:#}");
@@ -509,6 +553,12 @@ async fn a_signed_webhook_syncs_its_member_and_forged_stale_replayed_or_large_on
         service.hook("/hooks/members/register", &hub_headers(REGISTER_SECRET, body), body).await;
     assert_eq!(status, 429);
     assert!(retry_after.unwrap().parse::<u64>().unwrap() >= 1);
+    let scrape = service.metrics().await;
+    let hooks = |side: &str, code: &str| {
+        sample(&scrape, "fieldsync_webhooks_total", &[("link", "members"), ("side", side), ("code", code)])
+    };
+    assert_eq!((hooks("website", "202"), hooks("website", "401"), hooks("website", "413")), (1.0, 5.0, 1.0));
+    assert_eq!((hooks("register", "202"), hooks("register", "429")), (100.0, 1.0));
     assert_eq!(service.stop().code(), Some(0));
 }
 
