@@ -18,8 +18,8 @@ pub use crate::registry::{CONNECTOR_KINDS, ConnectorKind, StateLocation};
 pub use error::{ConfigError, Location, Problem};
 pub use fieldsync_connector::Secret;
 pub use service::{
-    ApiToken, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_RUNS, Rate, Role, Schedule, ServerConfig, Signature,
-    SignatureEncoding, WebhookConfig,
+    ApiToken, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_RUNS, Rate, ReportWhen, ReportsConfig, Role, Schedule,
+    ServerConfig, Signature, SignatureEncoding, WebhookConfig,
 };
 
 /// The overlap of a connector's incremental reads when its table does not say.
@@ -42,6 +42,8 @@ pub struct Config {
     pub links: BTreeMap<String, LinkConfig>,
     /// The `[server]` table of `fieldsync serve`, with its defaults when there is none.
     pub server: ServerConfig,
+    /// The `[reports]` table: an e-mail after runs of `fieldsync serve`, if any.
+    pub reports: Option<ReportsConfig>,
 }
 
 impl Config {

@@ -34,7 +34,7 @@ pub use fieldsync_engine::{
     Action, CancellationToken, FailureOutcome, GuardKind, GuardStop, NoProgress, Progress, ReportLine,
     RunReport, RunStats, SideStats, WriteFailure,
 };
-pub use fieldsync_model::Side;
+pub use fieldsync_model::{Side, Value};
 pub use fieldsync_store::{
     AuditEntry, AuditEvent, Decision, OutboxStatus, ReviewKind, ReviewStatus, RunRow, RunStatus,
 };

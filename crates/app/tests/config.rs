@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use expect_test::{Expect, expect};
-use fieldsync_app::config::{ConnectorKind, Role};
+use fieldsync_app::config::{ConnectorKind, ReportWhen, Role};
 use fieldsync_app::{AnyConnector, Config, ConfigError, StateLocation, open_connector, parse_with_env};
 use fieldsync_connector::Connector;
 use fieldsync_engine::Limit;
@@ -260,7 +260,7 @@ fn an_unknown_top_level_key_is_reported_at_its_line() {
     check_error(
         &format!("stat = \"x\"\n{EXAMPLE}"),
         expect![[r#"
-            conf/fieldsync.toml:1:1: unknown field `stat`, expected one of `state`, `connectors`, `links`, `server`
+            conf/fieldsync.toml:1:1: unknown field `stat`, expected one of `state`, `connectors`, `links`, `server`, `reports`
               |
             1 | stat = "x"
               | ^^^^
@@ -556,6 +556,29 @@ fn the_service_settings_are_read_and_checked() {
         &example_with("schedule = \"*/15 * * * *\"", "every = \"0s\"\nschedule_tz = \"UTC\""),
         expect![[r#"
             conf/fieldsync.toml:29:15: schedule_tz is the time zone of a `schedule`, and this link has none
+        "#]],
+    );
+    let reports = format!(
+        "{EXAMPLE}\n[reports]\nsmtp = \"smtp://${{SMTP_AUTH}}@mail.club.example:587\"\nfrom = \"fieldsync@club.example\"\n\
+         to = [\"leden@club.example\"]\n"
+    );
+    let with_auth =
+        |name: &str| if name == "SMTP_AUTH" { Some("sync:p4ss-w0rd".to_string()) } else { env(name) };
+    let config = parse_with_env(&reports, Path::new("conf/fieldsync.toml"), &with_auth).expect("valid");
+    let reports_config = config.reports.as_ref().expect("reports");
+    assert_eq!(reports_config.smtp.expose(), "smtp://sync:p4ss-w0rd@mail.club.example:587");
+    assert_eq!(reports_config.when, ReportWhen::Changes, "the default");
+    assert!(!format!("{config:?}").contains("p4ss-w0rd"), "the password never shows");
+    let bad_reports = format!(
+        "{EXAMPLE}\n[reports]\nsmtp = \"mail.club.example\"\nfrom = \"fieldsync\"\nto = []\nwhen = \"sometimes\"\n"
+    );
+    check_error(
+        &bad_reports,
+        expect![[r#"
+            conf/fieldsync.toml:51:8: smtp must be smtp://[user:password@]host[:port] (STARTTLS) or smtps://… (TLS)
+            conf/fieldsync.toml:52:8: from "fieldsync" is not an e-mail address
+            conf/fieldsync.toml:53:6: to names no recipient
+            conf/fieldsync.toml:54:8: unknown report moment "sometimes"; expected one of always, changes, failures
         "#]],
     );
     let bad_server = format!(

@@ -7,6 +7,7 @@
 
 mod floor;
 mod generate;
+mod hooks;
 mod rest;
 mod scenario;
 
@@ -64,6 +65,9 @@ enum Task {
     /// `fieldsync run` and by a plain HTTP client sending the same requests, each on a fresh
     /// server, and prints the figures.
     Rest(rest::RestSettings),
+    /// Measures how long a webhook takes to reach the other side through `fieldsync serve`
+    /// between two SQLite member tables, at steady rates, and prints p50, p99 and the maximum.
+    Hooks(hooks::HookSettings),
     /// Runs a program and writes its wall time, CPU time and peak memory to FILE as JSON.
     #[command(hide = true)]
     Measure {
@@ -118,6 +122,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Some(Task::Rest(settings)) => rest::run(&settings),
+        Some(Task::Hooks(settings)) => hooks::run(&settings),
         Some(Task::Measure { out, program }) => measure(&out, &program),
         Some(Task::Floor { dir, ops }) => {
             for op in floor::Op::parse_all(&ops)? {
@@ -126,6 +131,26 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The `fieldsync` binary to measure: `given`, or the one next to this program; as an absolute
+/// path, since measured programs run in the scenario's directory.
+///
+/// # Errors
+///
+/// When there is none there.
+pub fn fieldsync_binary(given: Option<&std::path::Path>) -> Result<PathBuf> {
+    let fieldsync = match given {
+        Some(path) => path.to_path_buf(),
+        None => std::env::current_exe()?.with_file_name("fieldsync"),
+    };
+    if !fieldsync.exists() {
+        bail!(
+            "{} not found: build it first with `cargo build --release -p fieldsync-cli`, or pass --fieldsync",
+            fieldsync.display()
+        );
+    }
+    Ok(std::fs::canonicalize(&fieldsync)?)
 }
 
 /// What one process cost.

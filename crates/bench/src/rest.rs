@@ -89,15 +89,7 @@ struct Measured {
 ///
 /// When a server does not start, a client fails, or the clients leave different records.
 pub fn run(settings: &RestSettings) -> Result<()> {
-    let bench = std::env::current_exe()?;
-    let fieldsync = settings.fieldsync.clone().unwrap_or_else(|| bench.with_file_name("fieldsync"));
-    if !fieldsync.exists() {
-        bail!(
-            "{} not found: build it first with `cargo build --release -p fieldsync-cli`, or pass --fieldsync",
-            fieldsync.display()
-        );
-    }
-    let fieldsync = std::fs::canonicalize(&fieldsync)?;
+    let fieldsync = crate::fieldsync_binary(settings.fieldsync.as_deref())?;
     let members: Vec<Member> = (0..settings.members)
         .map(|index| {
             let mut member = Member::generate(settings.seed, index);

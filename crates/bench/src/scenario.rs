@@ -118,17 +118,7 @@ fn scenarios(settings: &Settings, members: u64) -> Vec<Scenario> {
 /// Runs every scenario at every size and writes the results.
 pub fn run_all(settings: &Settings) -> Result<()> {
     let bench = std::env::current_exe()?;
-    let fieldsync = match &settings.fieldsync {
-        Some(path) => path.clone(),
-        None => bench.with_file_name("fieldsync"),
-    };
-    if !fieldsync.exists() {
-        bail!(
-            "{} not found: build it first with `cargo build --release -p fieldsync-cli`, or pass --fieldsync",
-            fieldsync.display()
-        );
-    }
-    let fieldsync = std::fs::canonicalize(&fieldsync)?;
+    let fieldsync = crate::fieldsync_binary(settings.fieldsync.as_deref())?;
     std::fs::create_dir_all(&settings.dir)?;
     // Measured programs run inside the scenario's directory: every path they get is absolute.
     let dir = std::fs::canonicalize(&settings.dir)?;

@@ -122,7 +122,7 @@ async fn take(
     if !accepted {
         return Err(refuse(Refused::Replayed));
     }
-    api.links.ask(&link, false);
+    api.links.poke(&link);
     let body = serde_json::json!({ "accepted": verified.id });
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }

@@ -10,6 +10,7 @@ mod api;
 mod hooks;
 mod links;
 mod metrics;
+mod reports;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,12 +42,16 @@ pub enum ServeError {
     /// Serving HTTP failed.
     #[error("serving HTTP")]
     Http(#[source] std::io::Error),
+    /// `[reports]` cannot be used.
+    #[error("reports: {0}")]
+    Reports(String),
 }
 
 /// The service, bound to its address and not yet started.
 pub struct Server {
     config: Arc<Config>,
     listener: TcpListener,
+    mailer: Option<Arc<reports::Mailer>>,
 }
 
 impl Server {
@@ -54,12 +59,17 @@ impl Server {
     ///
     /// # Errors
     ///
-    /// `Listen` when the address is taken or not this machine's.
+    /// `Listen` when the address is taken or not this machine's; `Reports` when an address
+    /// of `[reports]` cannot be read.
     pub async fn bind(config: Config) -> Result<Self, ServeError> {
+        let mailer = match &config.reports {
+            Some(reports) => Some(Arc::new(reports::Mailer::new(reports).map_err(ServeError::Reports)?)),
+            None => None,
+        };
         let address = config.server.listen;
         let listener =
             TcpListener::bind(address).await.map_err(|source| ServeError::Listen { address, source })?;
-        Ok(Self { config: Arc::new(config), listener })
+        Ok(Self { config: Arc::new(config), listener, mailer })
     }
 
     /// Where it listens (with the port the system chose, for `listen = "127.0.0.1:0"`).
@@ -85,7 +95,7 @@ impl Server {
         if metrics::handle().is_none() {
             tracing::warn!("another metrics recorder is installed in this process: /metrics answers 503");
         }
-        let links = Links::start(Arc::clone(&self.config), stop.clone());
+        let links = Links::start(Arc::clone(&self.config), stop.clone(), self.mailer.clone());
         let router = api::router(Arc::clone(&self.config), Arc::clone(&links));
         tracing::info!(address = %self.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()), "serving");
         let served =

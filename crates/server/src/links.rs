@@ -14,6 +14,8 @@ use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::reports::Mailer;
+
 /// The first pause before probing a link that could not run; it doubles up to `PROBE_CAP`.
 const PROBE_FIRST: Duration = Duration::from_secs(1);
 
@@ -72,7 +74,7 @@ pub struct Links {
 
 impl Links {
     /// Starts a worker for every link of `config`; `stop` stops them and cancels their runs.
-    pub fn start(config: Arc<Config>, stop: CancellationToken) -> Arc<Self> {
+    pub fn start(config: Arc<Config>, stop: CancellationToken, mailer: Option<Arc<Mailer>>) -> Arc<Self> {
         let permits = Arc::new(Semaphore::new(config.server.max_concurrent_runs));
         let mut workers = BTreeMap::new();
         let mut tasks = JoinSet::new();
@@ -89,6 +91,7 @@ impl Links {
                 worker,
                 permits: Arc::clone(&permits),
                 stop: stop.clone(),
+                mailer: mailer.clone(),
             };
             tasks.spawn(job.work());
         }
@@ -112,6 +115,14 @@ impl Links {
         true
     }
 
+    /// Wakes the worker of `link` to look at the state store again (a webhook was kept): it
+    /// runs if what it finds there asks for a run, once however many pokes came.
+    pub fn poke(&self, link: &str) {
+        if let Some(worker) = self.workers.get(link) {
+            worker.wake.notify_one();
+        }
+    }
+
     /// Waits for every worker to end (after `stop`).
     pub async fn stopped(&self) {
         let mut tasks = self.tasks.lock().await;
@@ -126,6 +137,8 @@ struct Job {
     worker: Arc<Worker>,
     permits: Arc<Semaphore>,
     stop: CancellationToken,
+    /// Sends a report after runs, when `[reports]` says.
+    mailer: Option<Arc<Mailer>>,
 }
 
 impl Job {
@@ -157,7 +170,14 @@ impl Job {
             let why = tokio::select! {
                 biased;
                 () = self.stop.cancelled() => return,
-                () = self.worker.wake.notified() => Why::Asked { full: std::mem::take(&mut *lock(&self.worker.full_asked)) },
+                () = self.worker.wake.notified() => {
+                    // A poke, or a wake stored while a run went on that took up what was
+                    // asked: look at the store again.
+                    if !lock(&self.worker.state).queued {
+                        continue;
+                    }
+                    Why::Asked { full: std::mem::take(&mut *lock(&self.worker.full_asked)) }
+                }
                 () = sleep_until(at) => why,
             };
             let permit = tokio::select! {
@@ -184,6 +204,9 @@ impl Job {
                     let took = Timestamp::now().duration_since(started).unsigned_abs();
                     for report in &outcome.reports {
                         crate::metrics::run_ended(&self.name, report, took);
+                        if let Some(mailer) = &self.mailer {
+                            mailer.send_later(report.clone());
+                        }
                     }
                     probe = None;
                     state.waiting_since = None;

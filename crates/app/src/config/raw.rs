@@ -24,6 +24,19 @@ pub(crate) struct RawConfig {
     pub links: BTreeMap<Spanned<String>, Spanned<RawLink>>,
     /// `[server]`, for `fieldsync serve`.
     pub server: Option<RawServer>,
+    /// `[reports]`, for `fieldsync serve`.
+    pub reports: Option<Spanned<RawReports>>,
+}
+
+/// `[reports]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawReports {
+    pub smtp: Spanned<String>,
+    pub from: Spanned<String>,
+    pub to: Spanned<Vec<String>>,
+    pub when: Option<Spanned<String>>,
+    pub history_url: Option<Spanned<String>>,
 }
 
 /// `[server]`.

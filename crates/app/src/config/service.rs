@@ -164,6 +164,34 @@ pub struct Rate {
     pub per: Duration,
 }
 
+/// The `[reports]` table: an e-mail after runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReportsConfig {
+    /// The SMTP server: `smtp://[user:password@]host[:port]` (STARTTLS, required; `?tls=none` for a
+    /// relay on this machine) or `smtps://…` (TLS from the start). It may hold a password.
+    pub smtp: Secret,
+    /// The sender's address.
+    pub from: String,
+    /// The recipients' addresses.
+    pub to: Vec<String>,
+    /// After which runs (`when`, `changes` unless set).
+    pub when: ReportWhen,
+    /// Where the API is reached from a mail reader (`history_url`), for a link to the run; the
+    /// report names the command that shows it when not set.
+    pub history_url: Option<String>,
+}
+
+/// After which runs a report is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportWhen {
+    /// Every run.
+    Always,
+    /// Runs that wrote, settled a conflict, held something for review, or failed.
+    Changes,
+    /// Runs that failed, were stopped by the guard, or left writes failing.
+    Failures,
+}
+
 /// What an API token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]

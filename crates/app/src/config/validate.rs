@@ -74,6 +74,7 @@ pub(crate) fn validate(
     }
 
     let server = validator.server(raw.server.as_ref());
+    let reports = validator.reports(raw.reports.as_ref());
     let mut problems = validator.problems;
     problems.sort_by_key(|(offset, _)| *offset);
     match state {
@@ -83,6 +84,7 @@ pub(crate) fn validate(
             connectors,
             links,
             server: server.unwrap_or_default(),
+            reports: reports.flatten(),
         }),
         _ => {
             Err(ConfigError::Invalid { problems: problems.into_iter().map(|(_, problem)| problem).collect() })

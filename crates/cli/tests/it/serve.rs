@@ -579,3 +579,134 @@ async fn a_webhook_accepted_just_before_a_kill_is_synced_by_the_next_start() {
     .await;
     assert_eq!(service.stop().code(), Some(0));
 }
+
+/// Debian's aiosmtpd on a free loopback port, keeping every message it receives in a maildir;
+/// stopped when dropped.
+struct MailServer {
+    child: Child,
+    port: u16,
+    maildir: std::path::PathBuf,
+}
+
+impl MailServer {
+    /// Starts it in `dir`, or says loudly why it cannot (and fails in CI).
+    fn start(dir: &Path) -> Option<Self> {
+        let python = Path::new("/usr/bin/python3");
+        let present = python.exists()
+            && Command::new(python)
+                .args(["-c", "import aiosmtpd"])
+                .status()
+                .is_ok_and(|status| status.success());
+        if !present {
+            fieldsync_connector::testkit::skip(
+                "an SMTP server",
+                "Debian's aiosmtpd is not installed",
+                "apt-get install python3-aiosmtpd",
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let maildir = dir.join("maildir");
+        let child = Command::new(python)
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(&maildir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("aiosmtpd starts");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < PATIENCE, "aiosmtpd does not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(MailServer { child, port, maildir })
+    }
+
+    /// The messages received so far, as their raw text.
+    fn messages(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) else { return Vec::new() };
+        entries.map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap()).collect()
+    }
+}
+
+impl Drop for MailServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_is_mailed_after_a_run_that_changed_something_and_a_mail_server_down_fails_no_run() {
+    let (dir, left, right) = setup("conflicts = { strategy = \"review\" }\nevery = \"1h\"", 6);
+    let Some(mail) = MailServer::start(dir.path()) else { return };
+    assert_eq!(fieldsync(dir.path()).run("first sync", &["run", "--json"]).code(), Some(0));
+    let config = dir.path().join("fieldsync.toml");
+    let reports = format!(
+        "\n[reports]\nsmtp = \"smtp://127.0.0.1:{}?tls=none\"\nfrom = \"fieldsync@club.example\"\n\
+         to = [\"ledenadministratie@club.example\", \"secretaris@club.example\"]\nwhen = \"changes\"\n\
+         history_url = \"https://sync.club.example\"\n",
+        mail.port
+    );
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap() + &reports).unwrap();
+    let service = Service::start(dir.path());
+
+    // A change on each side, and one of them a conflict held for review.
+    exec(
+        &left,
+        "UPDATE members SET email = 'fleur.smit@club.nl', updated_at = datetime('now') WHERE id = 'M001'",
+    );
+    exec(&left, "UPDATE members SET email = 'sem@club.nl', updated_at = datetime('now') WHERE id = 'M004'");
+    exec(
+        &right,
+        "UPDATE people SET mail = 'sem.devries@club.nl', modified = datetime('now') WHERE number = 'M004'",
+    );
+    assert_eq!(service.post("/api/links/members/runs", OPERATE_TOKEN, None).await.0, 202);
+    let mut received = Vec::new();
+    wait_for(&service, "the report", async || {
+        received = mail.messages();
+        !received.is_empty()
+    })
+    .await;
+    // Headers folded onto the next line unfolded; the parts' quoted-printable soft breaks and
+    // `=3D` undone.
+    let raw = received[0].replace("\r\n", "\n");
+    let (head, body) = raw.split_once("\n\n").expect("headers and a body");
+    let message = &format!("{}\n\n{}", head.replace("\n ", " "), body.replace("=\n", "").replace("=3D", "="));
+    assert!(
+        message
+            .contains("Subject: fieldsync: members done - 1 written, 0 settled, 1 held for review, 0 dead"),
+        "{message}"
+    );
+    assert!(message.contains("To: ledenadministratie@club.example, secretaris@club.example"), "{message}");
+    assert!(message.contains("Content-Type: multipart/alternative"), "{message}");
+    assert!(message.contains("M001 email: \"fleur.smit@club.nl\" written to website"), "{message}");
+    assert!(message.contains("M004 email: left \"sem@club.nl\", right \"sem.devries@club.nl\""), "{message}");
+    assert!(message.contains("https://sync.club.example/api/runs/"), "{message}");
+    assert!(message.contains("<h3>Held for review (1)</h3>"), "{message}");
+
+    // The mail server goes down: the next run is done all the same.
+    drop(mail);
+    exec(
+        &left,
+        "UPDATE members SET email = 'noor.bakker@club.nl', updated_at = datetime('now') WHERE id = 'M002'",
+    );
+    assert_eq!(service.post("/api/links/members/runs", OPERATE_TOKEN, None).await.0, 202);
+    wait_for(&service, "the run without a mail server", async || {
+        query(&right, "SELECT mail FROM people WHERE number = 'M002'") == "noor.bakker@club.nl"
+    })
+    .await;
+    let (_, links) = service.get("/api/links", READ_TOKEN).await;
+    assert_eq!(links[0]["last_run"]["status"], "done", "{links:#}");
+    wait_for(&service, "the failed sending logged", async || service.log().contains("sending the report"))
+        .await;
+    assert_eq!(service.stop().code(), Some(0));
+}

@@ -15,9 +15,10 @@ use serde::Deserialize as _;
 use toml::de::DeValue;
 
 use super::Validator;
-use crate::config::raw::{RawLink, RawServer, RawSignature, RawWebhook};
+use crate::config::raw::{RawLink, RawReports, RawServer, RawSignature, RawWebhook};
 use crate::config::service::{
-    ApiToken, Rate, Role, Schedule, ServerConfig, Signature, SignatureEncoding, WebhookConfig,
+    ApiToken, Rate, ReportWhen, ReportsConfig, Role, Schedule, ServerConfig, Signature, SignatureEncoding,
+    WebhookConfig,
 };
 
 /// How far a webhook's signed time may be from now when `tolerance` does not say.
@@ -262,5 +263,62 @@ impl Validator<'_> {
             self.problem(rate.span(), message);
         }
         parsed
+    }
+
+    /// The `[reports]` table, if there is one: `Some(None)` without it, `None` when a setting is
+    /// wrong. Offline, an SMTP address whose variable is unset leaves reports out.
+    pub(super) fn reports(&mut self, raw: Option<&Spanned<RawReports>>) -> Option<Option<ReportsConfig>> {
+        let Some(raw) = raw else { return Some(None) };
+        let raw = raw.get_ref();
+        let problems_before = self.problems.len();
+        let smtp = if self.offline && raw.smtp.get_ref().contains("${") {
+            super::expand(raw.smtp.get_ref(), self.env).ok()
+        } else {
+            self.expand(raw.smtp.get_ref(), raw.smtp.span(), "reports.smtp")
+        };
+        if let Some(smtp) = &smtp
+            && !(smtp.starts_with("smtp://") || smtp.starts_with("smtps://"))
+        {
+            let message = "smtp must be smtp://[user:password@]host[:port] (STARTTLS) or smtps://… (TLS)";
+            self.problem(raw.smtp.span(), message);
+        }
+        let plausible = |address: &str| {
+            address.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+                && !address.contains(char::is_whitespace)
+        };
+        if !plausible(raw.from.get_ref()) {
+            self.problem(raw.from.span(), format!("from {:?} is not an e-mail address", raw.from.get_ref()));
+        }
+        if raw.to.get_ref().is_empty() {
+            self.problem(raw.to.span(), "to names no recipient");
+        }
+        for address in raw.to.get_ref() {
+            if !plausible(address) {
+                self.problem(raw.to.span(), format!("to: {address:?} is not an e-mail address"));
+            }
+        }
+        let when = match &raw.when {
+            None => Some(ReportWhen::Changes),
+            Some(when) => self.choose(
+                when,
+                "report moment",
+                &[
+                    ("always", ReportWhen::Always),
+                    ("changes", ReportWhen::Changes),
+                    ("failures", ReportWhen::Failures),
+                ],
+            ),
+        };
+        if self.problems.len() != problems_before {
+            return None;
+        }
+        let Some(smtp) = smtp else { return Some(None) };
+        Some(Some(ReportsConfig {
+            smtp: Secret::new(smtp),
+            from: raw.from.get_ref().clone(),
+            to: raw.to.get_ref().clone(),
+            when: when?,
+            history_url: raw.history_url.as_ref().map(|url| url.get_ref().clone()),
+        }))
     }
 }

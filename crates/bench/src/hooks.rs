@@ -1,0 +1,228 @@
+//! `fieldsync-bench hooks`: the latency from an accepted webhook to both sides holding the
+//! value, through a `fieldsync serve` process between two SQLite member tables of `--members`
+//! members. At each rate of `--rates`, `--hooks` webhooks are sent at that steady rate, each
+//! after an edit of one club member; the time from sending the webhook to the register holding
+//! the edited value is measured for each, and its p50, p99 and maximum printed.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use rusqlite::{OptionalExtension as _, params};
+
+use crate::generate;
+
+/// The HMAC secret the benchmark's club signs its webhooks with.
+const SECRET: &str = "bench-webhook-secret-2026";
+
+/// How long one webhook may take to reach the register before the benchmark gives up.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// What `fieldsync-bench hooks` measures.
+#[derive(Debug, clap::Args)]
+pub struct HookSettings {
+    /// Members in the link.
+    #[arg(long, default_value_t = 100_000)]
+    pub members: u64,
+    /// Webhooks sent at each rate.
+    #[arg(long, default_value_t = 1_000)]
+    pub hooks: usize,
+    /// Webhooks a second, one measurement each.
+    #[arg(long, value_delimiter = ',', default_values_t = [10.0, 50.0])]
+    pub rates: Vec<f64>,
+    /// The generator's seed.
+    #[arg(long, default_value_t = crate::scenario::SEED)]
+    pub seed: u64,
+    /// The `fieldsync` binary to measure (default: next to this program).
+    #[arg(long)]
+    pub fieldsync: Option<PathBuf>,
+}
+
+/// Runs the measurement at every rate and prints a line for each.
+pub fn run(settings: &HookSettings) -> Result<()> {
+    let fieldsync = crate::fieldsync_binary(settings.fieldsync.as_deref())?;
+    let dir = tempfile::tempdir()?;
+    let work = dir.path();
+    generate::write_members(
+        &work.join("left.db"),
+        &work.join("right.db"),
+        settings.members,
+        settings.seed,
+        false,
+    )?;
+    let config = generate::config().replacen(
+        "[connectors.club]\n",
+        &format!(
+            "[connectors.club]\nwebhook = {{ secret = \"{SECRET}\", signature = {{ header = \"X-Hub-Signature-256\", \
+             prefix = \"sha256=\", encoding = \"hex\" }}, rate = \"100000/1s\" }}\n"
+        ),
+        1,
+    ) + "\n[server]\nlisten = \"127.0.0.1:0\"\n";
+    std::fs::write(work.join("fieldsync.toml"), config)?;
+    let started = Instant::now();
+    let status =
+        Command::new(&fieldsync).current_dir(work).args(["run", "--json"]).stdout(Stdio::null()).status()?;
+    if !status.success() {
+        bail!("the first sync failed: {status}");
+    }
+    println!("{} members, first sync {:.1} s", settings.members, started.elapsed().as_secs_f64());
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut service = Service::start(&fieldsync, work)?;
+    println!("| webhooks/s asked | sent/s | sent | p50 | p99 | max | runs |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let mut offset = 0;
+    for &rate in &settings.rates {
+        let runs_before = runs(work)?;
+        let (latencies, achieved) = runtime.block_on(send_at(&service.base, work, settings, rate, offset))?;
+        offset += settings.hooks;
+        let runs = runs(work)? - runs_before;
+        let mut sorted = latencies.clone();
+        sorted.sort_by(f64::total_cmp);
+        let at = |share: f64| {
+            sorted[((sorted.len() as f64 * share).ceil() as usize).saturating_sub(1).min(sorted.len() - 1)]
+        };
+        println!(
+            "| {rate} | {achieved:.0} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {runs} |",
+            sorted.len(),
+            at(0.50),
+            at(0.99),
+            sorted[sorted.len() - 1]
+        );
+    }
+    service.stop();
+    let state = rusqlite::Connection::open(work.join("state.db"))?;
+    let mut statement = state.prepare("SELECT mode, count(*) FROM runs GROUP BY mode ORDER BY mode")?;
+    let modes = statement
+        .query_map([], |row| Ok(format!("{} {}", row.get::<_, i64>(1)?, row.get::<_, String>(0)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    println!("runs by mode, the first sync included: {}", modes.join(", "));
+    Ok(())
+}
+
+/// Sends `settings.hooks` webhooks at `rate` a second, each after editing one club member
+/// (members `offset`, `offset + 1`, … spread over the table), and waits for each to reach the
+/// register: the latencies in milliseconds, and the rate the webhooks were sent at (lower than
+/// `rate` when the sender could not keep up).
+async fn send_at(
+    base: &str,
+    work: &Path,
+    settings: &HookSettings,
+    rate: f64,
+    offset: usize,
+) -> Result<(Vec<f64>, f64)> {
+    // reqwest is built without a TLS provider of its own; the service speaks plain HTTP.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut tasks = tokio::task::JoinSet::new();
+    let club = generate::open(&work.join("right.db"))?;
+    let start = tokio::time::Instant::now();
+    for number in 0..settings.hooks {
+        tokio::time::sleep_until(start + interval.mul_f64(number as f64)).await;
+        let index = (((offset + number) as u64 * 7_919) % settings.members) as i64;
+        let id: String =
+            club.query_row("SELECT federation_id FROM people LIMIT 1 OFFSET ?1", params![index], |row| {
+                row.get(0)
+            })?;
+        let email = format!("hook{}.{number}@club.example", offset);
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        club.execute(
+            "UPDATE people SET mail = ?1, modified = ?2 WHERE federation_id = ?3",
+            params![email, now_ms, id],
+        )?;
+        let body = format!(r#"{{"member": "{id}", "seq": {}}}"#, offset + number);
+        let signature = sign(&body);
+        let sent = Instant::now();
+        let response = http
+            .post(format!("{base}/hooks/members/club"))
+            .header("X-Hub-Signature-256", signature)
+            .body(body)
+            .send()
+            .await
+            .context("sending a webhook")?;
+        if response.status().as_u16() != 202 {
+            bail!("a webhook was answered {}", response.status());
+        }
+        let register = work.join("left.db");
+        tasks.spawn(async move { arrival(&register, &id, &email, sent).await });
+    }
+    let achieved = settings.hooks as f64 / start.elapsed().as_secs_f64();
+    let mut latencies = Vec::with_capacity(settings.hooks);
+    while let Some(latency) = tasks.join_next().await {
+        latencies.push(latency??);
+    }
+    Ok((latencies, achieved))
+}
+
+/// Waits until the register holds `email` for member `id`: the milliseconds since `sent`.
+async fn arrival(register: &Path, id: &str, email: &str, sent: Instant) -> Result<f64> {
+    let connection = generate::open(register)?;
+    connection.busy_timeout(Duration::from_secs(5))?;
+    loop {
+        let held: Option<String> = connection
+            .query_row("SELECT email FROM members WHERE ext_id = ?1", params![id], |row| row.get(0))
+            .optional()?;
+        if held.as_deref() == Some(email) {
+            return Ok(sent.elapsed().as_secs_f64() * 1000.0);
+        }
+        if sent.elapsed() > PATIENCE {
+            bail!("member {id} did not reach the register within {PATIENCE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// `sha256=<hex>` of `body` with `SECRET`.
+fn sign(body: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let tag = ring::hmac::sign(&key, body.as_bytes());
+    let hex: String = tag.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+/// How many runs the state store holds.
+fn runs(work: &Path) -> Result<i64> {
+    let state = rusqlite::Connection::open(work.join("state.db"))?;
+    Ok(state.query_row("SELECT count(*) FROM runs", [], |row| row.get(0))?)
+}
+
+/// `fieldsync serve` in `work`.
+struct Service {
+    child: Child,
+    base: String,
+}
+
+impl Service {
+    fn start(fieldsync: &Path, work: &Path) -> Result<Self> {
+        let mut child = Command::new(fieldsync)
+            .current_dir(work)
+            .arg("serve")
+            .env("FIELDSYNC_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(work.join("serve.log"))?)
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("its output")?).read_line(&mut line)?;
+        let base = line
+            .trim()
+            .strip_prefix("fieldsync serve: listening on ")
+            .context("where it listens")?
+            .to_string();
+        Ok(Self { child, base })
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    /// Kills the service if the measurement failed before stopping it.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
