@@ -43,7 +43,7 @@ pub async fn plan(config: &Path, run: RunArgs, json: bool) -> Result<Exit, Failu
 }
 
 /// `fieldsync serve`: binds the address of `[server]`, says where it listens, and serves until
-/// SIGTERM or SIGINT.
+/// SIGTERM or SIGINT; SIGHUP reads the configuration again.
 pub async fn serve(config: &Path) -> Result<Exit, Failure> {
     let config = fieldsync_app::load(config).map_err(Failure::usage)?;
     let server = fieldsync_server::Server::bind(config).await.context("starting the service")?;
@@ -55,7 +55,20 @@ pub async fn serve(config: &Path) -> Result<Exit, Failure> {
         stop_signal().await;
         told.cancel();
     });
-    server.serve(stop).await.context("serving")?;
+    let reload = std::sync::Arc::new(tokio::sync::Notify::new());
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut hangups) = signal(SignalKind::hangup()) {
+            let reload = std::sync::Arc::clone(&reload);
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    reload.notify_one();
+                }
+            });
+        }
+    }
+    server.serve(stop, reload).await.context("serving")?;
     Ok(Exit::Done)
 }
 

@@ -13,12 +13,17 @@ mod metrics;
 mod reports;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use axum::Router;
+use axum::extract::Request;
+use axum::routing::any;
 use fieldsync_app::Config;
 use fieldsync_app::workspace::CancellationToken;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tower::ServiceExt as _;
 
 use crate::links::Links;
 
@@ -83,27 +88,76 @@ impl Server {
 
     /// Serves until `stop` is cancelled: then it takes no more work, cancels the runs going
     /// on (each stops at its next point between two commits and records itself as
-    /// cancelled), waits for them up to a grace period, and returns.
+    /// cancelled), waits for them up to a grace period, and returns. Each `reload` notice reads
+    /// the configuration file again: a valid one replaces the running one the same way (the
+    /// runs going on stop at their next commit, the links start again on the new one, the
+    /// address stays bound throughout); an invalid one is logged and the running one kept.
     ///
     /// # Errors
     ///
     /// `Http` when the listener fails.
-    pub async fn serve(self, stop: CancellationToken) -> Result<(), ServeError> {
-        // One token: the workers take no more work, and the runs going on stop at their next
-        // point between two commits.
+    pub async fn serve(self, stop: CancellationToken, reload: Arc<Notify>) -> Result<(), ServeError> {
         // The recorder first, so that the first run is counted.
         if metrics::handle().is_none() {
             tracing::warn!("another metrics recorder is installed in this process: /metrics answers 503");
         }
-        let links = Links::start(Arc::clone(&self.config), stop.clone(), self.mailer.clone());
-        let router = api::router(Arc::clone(&self.config), Arc::clone(&links));
-        tracing::info!(address = %self.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()), "serving");
-        let served =
-            axum::serve(self.listener, router).with_graceful_shutdown(stop.clone().cancelled_owned()).await;
-        tracing::info!("stopping: no new runs; the runs going on stop at their next commit");
-        if tokio::time::timeout(STOP_GRACE, links.stopped()).await.is_err() {
-            tracing::warn!("runs still going on after {STOP_GRACE:?}; stopping without them");
+        let Server { mut config, listener, mut mailer } = self;
+        let address = listener.local_addr().map_err(ServeError::Http)?;
+        // One HTTP server for the life of the service, in front of the router of the running
+        // configuration: a reload swaps the router, and no connection is dropped.
+        let current = Arc::new(RwLock::new(Router::new()));
+        let routes = Arc::clone(&current);
+        let front = Router::new().fallback(any(move |request: Request| {
+            let router = routes.read().unwrap_or_else(PoisonError::into_inner).clone();
+            router.oneshot(request)
+        }));
+        let served = tokio::spawn(
+            axum::serve(listener, front).with_graceful_shutdown(stop.clone().cancelled_owned()).into_future(),
+        );
+        tracing::info!(%address, "serving");
+        loop {
+            // One token a configuration: its workers take no more work, and its runs stop at
+            // their next point between two commits.
+            let running = stop.child_token();
+            let links = Links::start(Arc::clone(&config), running.clone(), mailer.clone());
+            *current.write().unwrap_or_else(PoisonError::into_inner) =
+                api::router(Arc::clone(&config), Arc::clone(&links));
+            let next = loop {
+                tokio::select! {
+                    () = stop.cancelled() => break None,
+                    () = reload.notified() => match reloaded(&config) {
+                        Ok(next) => break Some(next),
+                        Err(error) => tracing::error!(%error, "the configuration was not reloaded; the running one is kept"),
+                    },
+                }
+            };
+            tracing::info!("stopping the links: no new runs; the runs going on stop at their next commit");
+            running.cancel();
+            if tokio::time::timeout(STOP_GRACE, links.stopped()).await.is_err() {
+                tracing::warn!("runs still going on after {STOP_GRACE:?}; going on without them");
+            }
+            let Some((next_config, next_mailer)) = next else { break };
+            if next_config.server.listen != address {
+                tracing::warn!(listen = %next_config.server.listen, %address, "a new listen address takes a restart");
+            }
+            (config, mailer) = (Arc::new(next_config), next_mailer);
+            tracing::info!("the configuration was reloaded");
         }
-        served.map_err(ServeError::Http)
+        match served.await {
+            Ok(result) => result.map_err(ServeError::Http),
+            Err(error) => Err(ServeError::Http(std::io::Error::other(error))),
+        }
     }
+}
+
+/// The configuration file of `running` read and checked again, with its mailer.
+fn reloaded(running: &Config) -> Result<(Config, Option<Arc<reports::Mailer>>), String> {
+    let config = fieldsync_app::load(&running.path).map_err(|error| error.to_string())?;
+    let mailer = match &config.reports {
+        Some(reports) => {
+            Some(Arc::new(reports::Mailer::new(reports).map_err(|error| format!("reports: {error}"))?))
+        }
+        None => None,
+    };
+    Ok((config, mailer))
 }

@@ -710,3 +710,43 @@ async fn a_report_is_mailed_after_a_run_that_changed_something_and_a_mail_server
         .await;
     assert_eq!(service.stop().code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reads_the_configuration_again_and_keeps_the_running_one_when_the_new_is_invalid() {
+    const AUDITOR_TOKEN: &str = "auditor-5d1e8b3f9a7c2e64";
+    let (dir, left, right) = setup("conflicts = { strategy = \"review\" }\nevery = \"1h\"", 6);
+    let config = dir.path().join("fieldsync.toml");
+    let service = Service::start_with(dir.path(), &[("FIELDSYNC_AUDIT_TOKEN", AUDITOR_TOKEN)]);
+    assert_eq!(service.get("/api/links", AUDITOR_TOKEN).await.0, 401, "not a token yet");
+    let hangup = || {
+        let sent = Command::new("kill").args(["-HUP", &service.child.id().to_string()]).status().unwrap();
+        assert!(sent.success());
+    };
+
+    // A token and a shorter schedule added: taken on SIGHUP, on the same address.
+    let running = std::fs::read_to_string(&config).unwrap();
+    let added = running.replacen("every = \"1h\"", "every = \"1s\"", 1)
+        + "\n[[server.tokens]]\nname = \"auditor\"\ntoken = \"${FIELDSYNC_AUDIT_TOKEN}\"\nrole = \"read\"\n";
+    std::fs::write(&config, &added).unwrap();
+    hangup();
+    wait_for(&service, "the reload", async || service.get("/api/links", AUDITOR_TOKEN).await.0 == 200).await;
+    let (_, links) = service.get("/api/links", AUDITOR_TOKEN).await;
+    assert_eq!(links[0]["schedule"], "every 1s");
+    exec(
+        &left,
+        "UPDATE members SET email = 'lotte.jansen@club.nl', updated_at = datetime('now') WHERE id = 'M003'",
+    );
+    wait_for(&service, "a run on the new schedule", async || {
+        query(&right, "SELECT mail FROM people WHERE number = 'M003'") == "lotte.jansen@club.nl"
+    })
+    .await;
+
+    // A mistake in the file: logged, and the running configuration kept.
+    std::fs::write(&config, added.replacen("every = \"1s\"", "every = \"soon\"", 1)).unwrap();
+    hangup();
+    wait_for(&service, "the refused reload", async || service.log().contains("the running one is kept"))
+        .await;
+    assert!(service.log().contains("every: "), "the log says what is wrong:\n{}", service.log());
+    assert_eq!(service.get("/api/links", AUDITOR_TOKEN).await.0, 200, "still the reloaded configuration");
+    assert_eq!(service.stop().code(), Some(0));
+}
