@@ -21,7 +21,7 @@ use crate::registry::AnyStore;
 
 pub use check::{CheckReport, ConnectorCheck};
 pub use error::WorkspaceError;
-pub use history::RunHistory;
+pub use history::{RunHistory, history_csv};
 pub use outbox::OutboxEntryView;
 pub use reviews::{Resolution, Resolved, ReviewDetail, ReviewView};
 pub use run::{Outcome, RunObserver, RunScope, RunsOutcome, Unobserved};

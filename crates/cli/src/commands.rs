@@ -184,7 +184,9 @@ pub fn history(config: &Path, command: Option<HistoryCommand>, json: bool) -> Re
                     text.push('\n');
                     text.into_bytes()
                 }
-                ExportFormat::Csv => render::history_csv(&history).context("writing CSV")?,
+                ExportFormat::Csv => {
+                    fieldsync_app::workspace::history_csv(&history).context("writing CSV")?
+                }
             };
             match output {
                 Some(path) => {

@@ -287,7 +287,7 @@ pub fn outbox(entries: &[OutboxEntryView]) -> String {
 /// Runs as text.
 pub fn runs(runs: &[RunRow]) -> String {
     list(runs, "No runs yet.", |out, run| {
-        let stat = |path: &str| stat(run, path);
+        let stat = |path: &str| run.stat(path);
         let _ = writeln!(
             out,
             "#{:<5} {} {:<8} {:<11} {:<9} read {}+{}, written {}, conflicts {}, reviews {}, dead {}{}",
@@ -316,64 +316,6 @@ pub fn run_history(history: &RunHistory) -> String {
     let _ = writeln!(out, "  statistics {}", history.run.stats);
     out.push_str(&audit_lines(&history.audit));
     out
-}
-
-/// Runs with their statistics as CSV, one row a run.
-///
-/// # Errors
-///
-/// When the CSV writer fails.
-pub fn history_csv(history: &[RunHistory]) -> Result<Vec<u8>, csv::Error> {
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    writer.write_record([
-        "run",
-        "link",
-        "mode",
-        "status",
-        "started_at",
-        "finished_at",
-        "left_read",
-        "right_read",
-        "left_changed",
-        "right_changed",
-        "writes_done",
-        "writes_retrying",
-        "writes_dead",
-        "conflicts_resolved",
-        "false_conflicts",
-        "reviews_open",
-        "invalid_values",
-        "error",
-    ])?;
-    for RunHistory { run, .. } in history {
-        let stat = |path: &str| stat(run, path).to_string();
-        writer.write_record([
-            run.id.to_string(),
-            run.link.clone(),
-            run.mode.clone(),
-            run.status.to_string(),
-            run.started_at.to_string(),
-            run.finished_at.map(|at| at.to_string()).unwrap_or_default(),
-            stat("/left/read"),
-            stat("/right/read"),
-            stat("/left/changed"),
-            stat("/right/changed"),
-            stat("/writes_done"),
-            stat("/writes_retrying"),
-            stat("/writes_dead"),
-            stat("/conflicts_resolved"),
-            stat("/false_conflicts"),
-            stat("/reviews_open"),
-            stat("/invalid_values"),
-            run.error.clone().unwrap_or_default(),
-        ])?;
-    }
-    writer.into_inner().map_err(|error| error.into_error().into())
-}
-
-/// A count in a run's statistics, 0 when absent.
-fn stat(run: &RunRow, path: &str) -> u64 {
-    run.stats.pointer(path).and_then(serde_json::Value::as_u64).unwrap_or(0)
 }
 
 /// Every link's state: in step or what waits, the last run, the outbox and the reviews.

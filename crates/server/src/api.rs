@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use fieldsync_app::config::Role;
 use fieldsync_app::workspace::{
     LinkStatus, OutboxEntryView, OutboxStatus, Page, Resolution, Resolved, ReviewDetail, ReviewView,
-    RunHistory, RunRow, RunScope, RunsOutcome, Unobserved,
+    RunHistory, RunRow, RunScope, RunsOutcome, Unobserved, history_csv,
 };
 use fieldsync_app::{Config, Workspace, WorkspaceError};
 use serde::{Deserialize, Serialize};
@@ -287,14 +287,39 @@ struct Settled {
 #[serde(deny_unknown_fields)]
 struct ExportRequest {
     limit: Option<usize>,
+    /// `json` (the default) or `csv`.
+    format: Option<String>,
 }
 
-/// The latest runs with every detail, as `fieldsync history export --format json` writes them.
+/// The latest runs, as `fieldsync history export` writes them: with every detail as JSON, or
+/// their statistics as CSV (a download).
 async fn export_history(
     State(api): State<Api>,
     Query(request): Query<ExportRequest>,
-) -> Result<Json<Vec<RunHistory>>, ApiError> {
-    answer(&api, move |workspace| workspace.export_history(request.limit.unwrap_or(1000), true)).await
+) -> Result<Response, ApiError> {
+    let limit = request.limit.unwrap_or(1000);
+    match request.format.as_deref() {
+        None | Some("json") => {
+            let history =
+                with_workspace(&api, move |workspace| workspace.export_history(limit, true)).await?;
+            Ok(Json(history).into_response())
+        }
+        Some("csv") => {
+            let history =
+                with_workspace(&api, move |workspace| workspace.export_history(limit, false)).await?;
+            let csv = history_csv(&history).map_err(|error| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("writing CSV: {error}"))
+            })?;
+            let headers = [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (header::CONTENT_DISPOSITION, "attachment; filename=\"fieldsync-history.csv\""),
+            ];
+            Ok((headers, csv).into_response())
+        }
+        Some(other) => {
+            Err(ApiError::new(StatusCode::BAD_REQUEST, format!("no format {other:?}: json or csv")))
+        }
+    }
 }
 
 /// Runs a use case of the shared workspace off the runtime's workers, as JSON.

@@ -490,6 +490,14 @@ pub struct RunRow {
     pub error: Option<String>,
 }
 
+impl RunRow {
+    /// A count in the run's statistics at a JSON pointer (`/writes_done`, `/left/read`), 0
+    /// when it has none.
+    pub fn stat(&self, pointer: &str) -> u64 {
+        self.stats.pointer(pointer).and_then(serde_json::Value::as_u64).unwrap_or(0)
+    }
+}
+
 /// A link's lease: at most one holder runs a link at a time. It names its owner, lasts until
 /// `expires_at` (each commit under it renews it by `ttl`), and carries the token every commit
 /// under it checks: a commit by a holder whose lease was taken over (possible once it expired)

@@ -302,6 +302,19 @@ async fn the_schedule_runs_the_link_and_the_api_answers_by_role() {
 
     let (status, history) = service.get("/api/history?limit=1", READ_TOKEN).await;
     assert_eq!((status, history.as_array().map(Vec::len)), (200, Some(1)), "{history:#}");
+    let csv = service
+        .http
+        .get(format!("{}/api/history?format=csv&limit=3", service.base))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = csv.text().await.unwrap();
+    let mut rows = csv.lines();
+    assert!(rows.next().unwrap().starts_with("run,link,mode,status,started_at"), "{csv}");
+    assert_eq!(rows.count(), 3, "{csv}");
+    assert_eq!(service.get("/api/history?format=xml", READ_TOKEN).await.0, 400);
 
     assert!(
         service.log().contains("token=ops method=POST path=/api/outbox/"),
