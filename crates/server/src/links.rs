@@ -37,6 +37,8 @@ pub struct LinkState {
     pub next_run: Option<Timestamp>,
     /// Since when the link has been unable to run (a side unreachable), if it is.
     pub waiting_since: Option<Timestamp>,
+    /// The connector it waits for, when a side could not be opened or read.
+    pub waiting_for: Option<String>,
     /// Why it could not run the last time, if it could not.
     pub last_error: Option<String>,
 }
@@ -210,6 +212,7 @@ impl Job {
                     }
                     probe = None;
                     state.waiting_since = None;
+                    state.waiting_for = None;
                     state.last_error = None;
                     tracing::info!(link = %self.name, ?why, outcome = ?outcome.outcome, "run ended");
                 }
@@ -219,6 +222,7 @@ impl Job {
                     let pause = PROBE_FIRST.saturating_mul(1 << failures.min(16)).min(PROBE_CAP);
                     probe = Some((Timestamp::now() + pause, failures));
                     state.waiting_since.get_or_insert(started);
+                    state.waiting_for = error.unreachable_connector().map(str::to_string);
                     state.last_error = Some(chain(&error));
                     tracing::warn!(link = %self.name, ?why, error = %chain(&error), ?pause, "the link could not run");
                 }

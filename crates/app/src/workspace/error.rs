@@ -126,6 +126,16 @@ impl WorkspaceError {
             | WorkspaceError::Run { .. } => false,
         }
     }
+
+    /// The connector a link's run could not open or read, when that is why it failed: what a
+    /// service waits for before the link can run again.
+    pub fn unreachable_connector(&self) -> Option<&str> {
+        match self {
+            WorkspaceError::OpenConnector { name, .. } => Some(name),
+            WorkspaceError::Run { source: EngineError::Read { connector, .. }, .. } => Some(connector),
+            _ => None,
+        }
+    }
 }
 
 impl From<StoreError> for WorkspaceError {

@@ -347,6 +347,7 @@ async fn a_side_that_goes_away_is_probed_and_synced_when_it_comes_back() {
     })
     .await;
     assert!(waiting[0]["service"]["last_error"].as_str().unwrap().contains("website"), "{waiting:#}");
+    assert_eq!(waiting[0]["service"]["waiting_for"], "website", "{waiting:#}");
 
     // Back: the probes find it, well before the hourly schedule.
     std::fs::rename(&away, &right).unwrap();
@@ -356,6 +357,7 @@ async fn a_side_that_goes_away_is_probed_and_synced_when_it_comes_back() {
     .await;
     let links = service.get("/api/links", READ_TOKEN).await.1;
     assert!(links[0]["service"]["waiting_since"].is_null(), "{links:#}");
+    assert!(links[0]["service"]["waiting_for"].is_null(), "{links:#}");
     assert_eq!(service.stop().code(), Some(0));
 }
 
