@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fieldsync_engine::{LinkSpec, SidePair};
+use fieldsync_model::Side;
 
 pub use crate::registry::{CONNECTOR_KINDS, ConnectorKind, StateLocation};
 pub use error::{ConfigError, Location, Problem};
@@ -47,6 +48,23 @@ pub struct Config {
 }
 
 impl Config {
+    /// The side of `link` that `side` names (`left`, `right`, or the connector's name), the
+    /// connector's name and its webhook settings, when the link has that side and it takes
+    /// webhooks (`POST /hooks/{link}/{side}`).
+    pub fn webhook_of(&self, link: &str, side: &str) -> Option<(Side, &str, &WebhookConfig)> {
+        let names = &self.links.get(link)?.connectors;
+        let side = match side {
+            "left" => Side::Left,
+            "right" => Side::Right,
+            name if name == names.left => Side::Left,
+            name if name == names.right => Side::Right,
+            _ => return None,
+        };
+        let connector = names.get(side);
+        let webhook = self.connectors.get(connector)?.webhook.as_ref()?;
+        Some((side, connector, webhook))
+    }
+
     /// The directory of the configuration file, against which relative paths are resolved
     /// (empty when the file was given without a directory: the current one).
     pub fn base_dir(&self) -> &Path {

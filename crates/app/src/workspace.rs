@@ -32,7 +32,7 @@ pub use status::{LinkStatus, OutboxCounts, ReviewCounts};
 pub use fieldsync_connector::{Capabilities, Probe};
 pub use fieldsync_engine::{
     Action, CancellationToken, FailureOutcome, GuardKind, GuardStop, NoProgress, Progress, ReportLine,
-    RunReport, RunStats, SideStats, WriteFailure,
+    RunReport, RunStats, SideStats, WriteFailure, error_chain,
 };
 pub use fieldsync_model::{Side, Value};
 pub use fieldsync_store::{

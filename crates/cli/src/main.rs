@@ -246,17 +246,6 @@ impl From<fieldsync_app::WorkspaceError> for Failure {
     }
 }
 
-/// An error with its causes, `outer: cause: cause`, as `main` prints a failure.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}
-
 /// Runs the command line's command.
 async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
     let (config, json) = (cli.config.as_path(), cli.json);

@@ -87,6 +87,6 @@ impl RunObserver for RunPrinter {
     }
 
     fn link_failed(&mut self, _link: &str, error: &WorkspaceError) {
-        eprintln!("error: {}", crate::error_chain(error));
+        eprintln!("error: {}", fieldsync_app::workspace::error_chain(error));
     }
 }

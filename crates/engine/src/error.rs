@@ -27,3 +27,16 @@ pub enum EngineError {
     #[error("the run was cancelled")]
     Cancelled,
 }
+
+/// An error with its causes on one line, `outer: cause: cause`: how a run's history, the
+/// command line and the service word a failure.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -19,7 +19,7 @@ mod run;
 pub mod spec;
 
 pub use clock::{Clock, SystemClock};
-pub use error::EngineError;
+pub use error::{EngineError, error_chain};
 pub use progress::{NoProgress, Progress};
 pub use report::{
     Action, FailureOutcome, GuardKind, GuardStop, ReadMode, ReportLine, RunReport, RunStats, SideStats,

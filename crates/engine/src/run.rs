@@ -13,10 +13,10 @@ use jiff::Timestamp;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::EngineError;
 use crate::blocking::blocking;
 use crate::clock::Clock;
 use crate::detect::{Candidate, Chunk, Detector, Presence};
+use crate::error::{EngineError, error_chain};
 use crate::guard::{Planned, guard_stop};
 use crate::plan::{BaselineChange, Payload, Planner, RecordPlan, ReviewChange};
 use crate::progress::Progress;
@@ -125,16 +125,7 @@ pub async fn run_link<C: Connector, S: StateStore, K: Clock, P: Progress>(
     let result = if cancelled { Ok(()) } else { result };
     let finished = clock.now();
     report.elapsed_ms = u64::try_from(finished.duration_since(started).as_millis()).unwrap_or(0);
-    let error_text = result.as_ref().err().map(|error| {
-        let mut text = error.to_string();
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    });
+    let error_text = result.as_ref().err().map(|error| error_chain(error));
     report.status = match (&result, &report.guard) {
         (Err(_), _) => RunStatus::Failed,
         (Ok(()), _) if cancelled => RunStatus::Cancelled,

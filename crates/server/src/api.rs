@@ -4,7 +4,7 @@
 //! type serialised, as `--json` prints it; an error is `{"error": "…"}` with a status that
 //! says whose fault it is.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -15,14 +15,15 @@ use axum::{Json, Router};
 use fieldsync_app::config::Role;
 use fieldsync_app::workspace::{
     LinkStatus, OutboxEntryView, OutboxStatus, Page, Resolution, Resolved, ReviewDetail, ReviewView,
-    RunHistory, RunRow, RunScope, RunsOutcome, Unobserved, history_csv,
+    RunHistory, RunRow, RunScope, RunsOutcome, Unobserved, error_chain, history_csv,
 };
 use fieldsync_app::{Config, Workspace, WorkspaceError};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::hooks::{self, Limits};
-use crate::links::{LinkState, Links, chain};
+use crate::links::{LinkState, Links};
+use crate::shared::SharedWorkspace;
 
 /// How many rows a list answers when the request does not say.
 const DEFAULT_LIMIT: usize = 50;
@@ -32,15 +33,14 @@ const DEFAULT_LIMIT: usize = 50;
 pub(crate) struct Api {
     pub config: Arc<Config>,
     pub links: Arc<Links>,
-    /// The workspace of the requests that read and write the state store only, opened once.
-    workspace: Arc<Mutex<Workspace>>,
+    /// The workspace of the requests that read and write the state store only.
+    pub workspace: SharedWorkspace,
     /// Each system's limit of webhooks.
     pub limits: Arc<Limits>,
 }
 
 /// The service's routes.
-pub fn router(config: Arc<Config>, links: Arc<Links>) -> Router {
-    let workspace = Arc::new(Mutex::new(Workspace::new((*config).clone())));
+pub fn router(config: Arc<Config>, links: Arc<Links>, workspace: SharedWorkspace) -> Router {
     let limits = Arc::new(Limits::new(&config));
     let api = Api { config, links, workspace, limits };
     let guarded = Router::new()
@@ -105,10 +105,10 @@ async fn authorise(State(api): State<Api>, request: Request, next: Next) -> Resp
 
 /// Ready when the state store answers.
 async fn ready(State(api): State<Api>) -> Response {
-    match with_workspace(&api, |workspace| workspace.status()).await {
+    match api.workspace.call(|workspace| workspace.status()).await {
         Ok(_) => (StatusCode::OK, Json(serde_json::json!({ "ready": true }))).into_response(),
         Err(error) => {
-            let body = serde_json::json!({ "ready": false, "error": error.message });
+            let body = serde_json::json!({ "ready": false, "error": error_chain(&error) });
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }
@@ -120,9 +120,9 @@ async fn metrics(State(api): State<Api>) -> Response {
     let Some(handle) = crate::metrics::handle() else {
         return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no metrics in this process").into_response();
     };
-    match with_workspace(&api, |workspace| workspace.status()).await {
+    match api.workspace.call(|workspace| workspace.status()).await {
         Ok(statuses) => crate::metrics::link_gauges(&statuses),
-        Err(error) => tracing::warn!(error = %error.message, "reading the links' gauges for /metrics"),
+        Err(error) => tracing::warn!(error = %error_chain(&error), "reading the links' gauges for /metrics"),
     }
     let content_type = HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
     ([(header::CONTENT_TYPE, content_type)], handle.render()).into_response()
@@ -140,7 +140,7 @@ struct LinkView {
 }
 
 async fn list_links(State(api): State<Api>) -> Result<Json<Vec<LinkView>>, ApiError> {
-    let statuses = with_workspace(&api, |workspace| workspace.status()).await?;
+    let statuses = api.workspace.call(|workspace| workspace.status()).await?;
     let views = statuses
         .into_iter()
         .map(|status| LinkView {
@@ -178,9 +178,7 @@ async fn plan(
     Path(link): Path<String>,
     Query(request): Query<RunRequest>,
 ) -> Result<Json<RunsOutcome>, ApiError> {
-    if !api.config.links.contains_key(&link) {
-        return Err(unknown_link(&api, link));
-    }
+    // The workspace says when there is no such link (404).
     let mut workspace = Workspace::new((*api.config).clone());
     let scope = RunScope { link: Some(link), full: request.full };
     Ok(Json(workspace.plan(&scope, &mut Unobserved).await?))
@@ -300,13 +298,11 @@ async fn export_history(
     let limit = request.limit.unwrap_or(1000);
     match request.format.as_deref() {
         None | Some("json") => {
-            let history =
-                with_workspace(&api, move |workspace| workspace.export_history(limit, true)).await?;
+            let history = api.workspace.call(move |workspace| workspace.export_history(limit, true)).await?;
             Ok(Json(history).into_response())
         }
         Some("csv") => {
-            let history =
-                with_workspace(&api, move |workspace| workspace.export_history(limit, false)).await?;
+            let history = api.workspace.call(move |workspace| workspace.export_history(limit, false)).await?;
             let csv = history_csv(&history).map_err(|error| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("writing CSV: {error}"))
             })?;
@@ -322,31 +318,12 @@ async fn export_history(
     }
 }
 
-/// Runs a use case of the shared workspace off the runtime's workers, as JSON.
+/// Runs a use case of the shared workspace, as JSON.
 async fn answer<T: Serialize + Send + 'static>(
     api: &Api,
     use_case: impl FnOnce(&mut Workspace) -> Result<T, WorkspaceError> + Send + 'static,
 ) -> Result<Json<T>, ApiError> {
-    with_workspace(api, use_case).await.map(Json)
-}
-
-/// Runs a use case of the shared workspace off the runtime's workers.
-pub(crate) async fn with_workspace<T: Send + 'static>(
-    api: &Api,
-    use_case: impl FnOnce(&mut Workspace) -> Result<T, WorkspaceError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let workspace = Arc::clone(&api.workspace);
-    let done = tokio::task::spawn_blocking(move || {
-        let mut workspace = workspace.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        use_case(&mut workspace)
-    })
-    .await;
-    match done {
-        Ok(result) => result.map_err(ApiError::from),
-        Err(error) => {
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the request failed: {error}")))
-        }
-    }
+    Ok(Json(api.workspace.call(use_case).await?))
 }
 
 fn unknown_link(api: &Api, name: String) -> ApiError {
@@ -376,7 +353,7 @@ impl From<WorkspaceError> for ApiError {
             error if error.is_usage() => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let message = chain(&error);
+        let message = error_chain(&error);
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %message, "an API request failed");
         }

@@ -14,13 +14,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use fieldsync_app::Config;
 use fieldsync_app::config::{Signature, SignatureEncoding, WebhookConfig};
-use fieldsync_app::{Config, Workspace};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use jiff::Timestamp;
 use ring::hmac;
 
-use crate::api::{Api, ApiError, with_workspace};
+use crate::api::{Api, ApiError};
 
 /// Each connector's limiter of webhooks, by connector name.
 pub struct Limits(BTreeMap<String, DefaultDirectRateLimiter>);
@@ -93,13 +93,10 @@ async fn take(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let workspace = Workspace::new((*api.config).clone());
-    let Some((side, webhook)) = workspace.webhook_of(&link, side) else {
+    let Some((side, connector, webhook)) = api.config.webhook_of(&link, side) else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such link, or its side takes no webhooks"));
     };
-    let webhook = webhook.clone();
-    let connector = api.config.links[&link].connectors.get(side).clone();
-    if let Some(wait) = api.limits.wait(&connector) {
+    if let Some(wait) = api.limits.wait(connector) {
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let mut response = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many webhooks").into_response();
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
@@ -112,13 +109,13 @@ async fn take(
         tracing::warn!(%link, %connector, ?why, "a webhook was refused");
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorised")
     };
-    let verified = verify(&webhook, headers, &body, Timestamp::now()).map_err(refuse)?;
-    let records = records(&webhook, &body);
+    let verified = verify(webhook, headers, &body, Timestamp::now()).map_err(refuse)?;
+    let records = records(webhook, &body);
     let (hook_link, hook_id, tolerance) = (link.clone(), verified.id.clone(), webhook.tolerance);
-    let accepted = with_workspace(api, move |workspace| {
-        workspace.accept_webhook(&hook_link, side, &hook_id, records, tolerance)
-    })
-    .await?;
+    let accepted = api
+        .workspace
+        .call(move |workspace| workspace.accept_webhook(&hook_link, side, &hook_id, records, tolerance))
+        .await?;
     if !accepted {
         return Err(refuse(Refused::Replayed));
     }

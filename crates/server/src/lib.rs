@@ -11,6 +11,7 @@ mod hooks;
 mod links;
 mod metrics;
 mod reports;
+mod shared;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -26,6 +27,7 @@ use tokio::sync::Notify;
 use tower::ServiceExt as _;
 
 use crate::links::Links;
+use crate::shared::SharedWorkspace;
 
 /// How long the runs going on get to stop once the service is told to stop; past it, the
 /// service returns anyway (what a run committed stays committed, and the next start resumes).
@@ -67,10 +69,7 @@ impl Server {
     /// `Listen` when the address is taken or not this machine's; `Reports` when an address
     /// of `[reports]` cannot be read.
     pub async fn bind(config: Config) -> Result<Self, ServeError> {
-        let mailer = match &config.reports {
-            Some(reports) => Some(Arc::new(reports::Mailer::new(reports).map_err(ServeError::Reports)?)),
-            None => None,
-        };
+        let mailer = reports::Mailer::of(&config).map_err(ServeError::Reports)?;
         let address = config.server.listen;
         let listener =
             TcpListener::bind(address).await.map_err(|source| ServeError::Listen { address, source })?;
@@ -119,9 +118,10 @@ impl Server {
             // One token a configuration: its workers take no more work, and its runs stop at
             // their next point between two commits.
             let running = stop.child_token();
-            let links = Links::start(Arc::clone(&config), running.clone(), mailer.clone());
+            let workspace = SharedWorkspace::new(&config);
+            let links = Links::start(Arc::clone(&config), workspace.clone(), running.clone(), mailer.clone());
             *current.write().unwrap_or_else(PoisonError::into_inner) =
-                api::router(Arc::clone(&config), Arc::clone(&links));
+                api::router(Arc::clone(&config), Arc::clone(&links), workspace);
             let next = loop {
                 tokio::select! {
                     () = stop.cancelled() => break None,
@@ -153,11 +153,6 @@ impl Server {
 /// The configuration file of `running` read and checked again, with its mailer.
 fn reloaded(running: &Config) -> Result<(Config, Option<Arc<reports::Mailer>>), String> {
     let config = fieldsync_app::load(&running.path).map_err(|error| error.to_string())?;
-    let mailer = match &config.reports {
-        Some(reports) => {
-            Some(Arc::new(reports::Mailer::new(reports).map_err(|error| format!("reports: {error}"))?))
-        }
-        None => None,
-    };
+    let mailer = reports::Mailer::of(&config).map_err(|error| format!("reports: {error}"))?;
     Ok((config, mailer))
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use fieldsync_app::workspace::{CancellationToken, RunScope, RunsOutcome, Unobserved};
+use fieldsync_app::workspace::{CancellationToken, RunScope, RunsOutcome, Unobserved, error_chain};
 use fieldsync_app::{Config, LinkConfig, Workspace, WorkspaceError};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -15,6 +15,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::reports::Mailer;
+use crate::shared::SharedWorkspace;
 
 /// The first pause before probing a link that could not run; it doubles up to `PROBE_CAP`.
 const PROBE_FIRST: Duration = Duration::from_secs(1);
@@ -76,7 +77,12 @@ pub struct Links {
 
 impl Links {
     /// Starts a worker for every link of `config`; `stop` stops them and cancels their runs.
-    pub fn start(config: Arc<Config>, stop: CancellationToken, mailer: Option<Arc<Mailer>>) -> Arc<Self> {
+    pub fn start(
+        config: Arc<Config>,
+        workspace: SharedWorkspace,
+        stop: CancellationToken,
+        mailer: Option<Arc<Mailer>>,
+    ) -> Arc<Self> {
         let permits = Arc::new(Semaphore::new(config.server.max_concurrent_runs));
         let mut workers = BTreeMap::new();
         let mut tasks = JoinSet::new();
@@ -89,6 +95,7 @@ impl Links {
             workers.insert(name.clone(), Arc::clone(&worker));
             let job = Job {
                 config: Arc::clone(&config),
+                workspace: workspace.clone(),
                 name: name.clone(),
                 worker,
                 permits: Arc::clone(&permits),
@@ -135,6 +142,8 @@ impl Links {
 /// What one worker needs.
 struct Job {
     config: Arc<Config>,
+    /// For what is due: the last run, the next retry, webhooks waiting.
+    workspace: SharedWorkspace,
     name: String,
     worker: Arc<Worker>,
     permits: Arc<Semaphore>,
@@ -203,9 +212,8 @@ impl Job {
             state.running = false;
             match result {
                 Ok(outcome) => {
-                    let took = Timestamp::now().duration_since(started).unsigned_abs();
                     for report in &outcome.reports {
-                        crate::metrics::run_ended(&self.name, report, took);
+                        crate::metrics::run_ended(&self.name, report);
                         if let Some(mailer) = &self.mailer {
                             mailer.send_later(report.clone());
                         }
@@ -223,8 +231,9 @@ impl Job {
                     probe = Some((Timestamp::now() + pause, failures));
                     state.waiting_since.get_or_insert(started);
                     state.waiting_for = error.unreachable_connector().map(str::to_string);
-                    state.last_error = Some(chain(&error));
-                    tracing::warn!(link = %self.name, ?why, error = %chain(&error), ?pause, "the link could not run");
+                    let error = error_chain(&error);
+                    tracing::warn!(link = %self.name, ?why, %error, ?pause, "the link could not run");
+                    state.last_error = Some(error);
                 }
             }
             if matches!(why, Why::Scheduled | Why::Probe) {
@@ -280,51 +289,31 @@ impl Job {
         }
     }
 
-    /// Reads the state store off the runtime's workers; a failure is logged and read as
-    /// `None`.
+    /// Reads what is due from the state store; a failure is logged and read as `None`.
     async fn store_read<T: Send + 'static>(
         &self,
         read: impl FnOnce(&mut Workspace, &str) -> Result<T, WorkspaceError> + Send + 'static,
     ) -> Option<T> {
-        let (config, name) = (Arc::clone(&self.config), self.name.clone());
-        let answer =
-            tokio::task::spawn_blocking(move || read(&mut Workspace::new((*config).clone()), &name)).await;
-        match answer {
-            Ok(Ok(value)) => Some(value),
-            Ok(Err(error)) => {
-                tracing::warn!(link = %self.name, error = %chain(&error), "reading the state store");
-                None
-            }
+        let name = self.name.clone();
+        match self.workspace.call(move |workspace| read(workspace, &name)).await {
+            Ok(value) => Some(value),
             Err(error) => {
-                tracing::warn!(link = %self.name, %error, "reading the state store");
+                tracing::warn!(link = %self.name, error = %error_chain(&error), "reading the state store");
                 None
             }
         }
     }
 }
 
-/// Sleeps until `at`; forever when there is nothing to wait for.
+/// Sleeps until `at` (not at all when it has passed); forever when there is nothing to wait for.
 async fn sleep_until(at: Option<Timestamp>) {
     match at {
         Some(at) => {
-            let wait = at.duration_since(Timestamp::now()).unsigned_abs();
-            let wait = if at <= Timestamp::now() { Duration::ZERO } else { wait };
-            tokio::time::sleep(wait).await;
+            let wait = at.duration_since(Timestamp::now());
+            tokio::time::sleep(Duration::try_from(wait).unwrap_or(Duration::ZERO)).await;
         }
         None => std::future::pending().await,
     }
-}
-
-/// An error with its causes, `outer: cause: cause`.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Locks a mutex whose holder cannot leave it half-changed (each holds it for one assignment).

@@ -3,7 +3,6 @@
 //! each link's outbox and reviews read from the state store at each scrape.
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use fieldsync_app::workspace::{LinkStatus, RunReport, RunStatus};
 use jiff::Timestamp;
@@ -34,10 +33,11 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 }
 
 /// A run of `link` ended with `report`.
-pub fn run_ended(link: &str, report: &RunReport, took: Duration) {
+pub fn run_ended(link: &str, report: &RunReport) {
     let link = link.to_string();
     counter!("fieldsync_runs_total", "link" => link.clone(), "status" => report.status.as_str()).increment(1);
-    histogram!("fieldsync_run_duration_seconds", "link" => link.clone()).record(took.as_secs_f64());
+    histogram!("fieldsync_run_duration_seconds", "link" => link.clone())
+        .record(report.elapsed_ms as f64 / 1000.0);
     for (side, stats) in [("left", &report.stats.left), ("right", &report.stats.right)] {
         counter!("fieldsync_records_read_total", "link" => link.clone(), "side" => side)
             .increment(stats.read);

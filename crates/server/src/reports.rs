@@ -4,8 +4,10 @@
 //! is tried three times in the background and the failure logged.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
+use fieldsync_app::Config;
 use fieldsync_app::config::{ReportWhen, ReportsConfig};
 use fieldsync_app::workspace::{Action, FailureOutcome, ReportLine, RunReport, RunStatus};
 use lettre::message::{Mailbox, MultiPart};
@@ -27,7 +29,16 @@ pub struct Mailer {
 }
 
 impl Mailer {
-    /// The mailer of `config`.
+    /// The mailer of `config`'s `[reports]`, if it has that table.
+    ///
+    /// # Errors
+    ///
+    /// As `Mailer::new`.
+    pub fn of(config: &Config) -> Result<Option<Arc<Self>>, String> {
+        config.reports.as_ref().map(|reports| Self::new(reports).map(Arc::new)).transpose()
+    }
+
+    /// The mailer of `[reports]`.
     ///
     /// # Errors
     ///
@@ -85,11 +96,11 @@ impl Mailer {
 
     /// Sends `report` if `when` asks for it, in the background: a failure is retried and
     /// logged, never returned.
-    pub fn send_later(self: &std::sync::Arc<Self>, report: RunReport) {
+    pub fn send_later(self: &Arc<Self>, report: RunReport) {
         if !self.wants(&report) {
             return;
         }
-        let mailer = std::sync::Arc::clone(self);
+        let mailer = Arc::clone(self);
         tokio::spawn(async move {
             let Ok(message) = mailer.message(&report) else {
                 tracing::error!(link = %report.link, "the report could not be put into a message");

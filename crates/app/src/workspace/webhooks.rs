@@ -1,34 +1,17 @@
-//! Webhooks kept until a run reads what they told of: which connector's webhook settings a
-//! `POST /hooks/{link}/{side}` answers to, keeping an accepted one durably (a replay of its id
-//! refused), and what a link's runs have still to read.
+//! Webhooks kept until a run reads what they told of: an accepted one kept durably (a replay of
+//! its id refused), and what a link's runs have still to read.
 
 use fieldsync_model::Side;
 use fieldsync_store::{NewWebhook, StateStore as _};
 use jiff::{SignedDuration, Timestamp};
 
 use super::{Workspace, WorkspaceError};
-use crate::config::WebhookConfig;
 
 /// How long a webhook a run has read is kept, so that a replay of its id is still known: the
 /// longest `tolerance` a configuration may set.
 const REMEMBERED: SignedDuration = SignedDuration::from_hours(24);
 
 impl Workspace {
-    /// The side of `link` that `side` names (`left`, `right`, or the connector's name) and its
-    /// connector's webhook settings, when the link has that side and it takes webhooks.
-    pub fn webhook_of(&self, link: &str, side: &str) -> Option<(Side, &WebhookConfig)> {
-        let names = &self.config.links.get(link)?.connectors;
-        let side = match side {
-            "left" => Side::Left,
-            "right" => Side::Right,
-            name if name == names.left => Side::Left,
-            name if name == names.right => Side::Right,
-            _ => return None,
-        };
-        let webhook = self.config.connectors.get(names.get(side))?.webhook.as_ref()?;
-        Some((side, webhook))
-    }
-
     /// Keeps a webhook from `side` of `link` until a run reads what it told of; `false`,
     /// keeping nothing, when one with the same id came within `tolerance` (a replay).
     ///

@@ -101,6 +101,17 @@ impl Validator<'_> {
         }
     }
 
+    /// `value` with `${NAME}` expanded, for a setting only `fieldsync serve` uses: offline, a
+    /// variable the environment lacks is no problem (`None`, nothing reported), since the
+    /// offline commands serve nothing.
+    fn expand_for_service(&mut self, value: &Spanned<String>, used_in: &str) -> Option<String> {
+        if self.offline {
+            super::expand(value.get_ref(), self.env).ok()
+        } else {
+            self.expand(value.get_ref(), value.span(), used_in)
+        }
+    }
+
     /// The `[server]` table, with its defaults when there is none. Offline, a token whose
     /// variable is unset is left out: only `fieldsync serve` needs the tokens.
     pub(super) fn server(&mut self, raw: Option<&RawServer>) -> Option<ServerConfig> {
@@ -133,12 +144,7 @@ impl Validator<'_> {
             }
             let role = self.choose(&token.role, "role", &[("read", Role::Read), ("operate", Role::Operate)]);
             let used_in = format!("the token {:?}", token.name.get_ref());
-            let secret = if self.offline && token.token.get_ref().contains("${") {
-                // Offline commands serve no API: an unset variable is no problem for them.
-                super::expand(token.token.get_ref(), self.env).ok()
-            } else {
-                self.expand(token.token.get_ref(), token.token.span(), &used_in)
-            };
+            let secret = self.expand_for_service(&token.token, &used_in);
             match secret {
                 Some(secret) if secret.chars().count() < 16 => self.problem(
                     token.token.span(),
@@ -271,11 +277,7 @@ impl Validator<'_> {
         let Some(raw) = raw else { return Some(None) };
         let raw = raw.get_ref();
         let problems_before = self.problems.len();
-        let smtp = if self.offline && raw.smtp.get_ref().contains("${") {
-            super::expand(raw.smtp.get_ref(), self.env).ok()
-        } else {
-            self.expand(raw.smtp.get_ref(), raw.smtp.span(), "reports.smtp")
-        };
+        let smtp = self.expand_for_service(&raw.smtp, "reports.smtp");
         if let Some(smtp) = &smtp
             && !(smtp.starts_with("smtp://") || smtp.starts_with("smtps://"))
         {
