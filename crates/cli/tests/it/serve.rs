@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use serde_json::{Value, json};
 
-use crate::support::{add_new_members, exec, fieldsync, outbox_entries, query, setup};
+use crate::support::{add_new_members, count_once_created, exec, fieldsync, outbox_entries, query, setup};
 
 /// The tokens of the tests' API: one that may act, one that may only read.
 const OPERATE_TOKEN: &str = "ops-9f2c1e7a5b3d4c60";
@@ -330,7 +330,8 @@ async fn a_side_that_goes_away_is_probed_and_synced_when_it_comes_back() {
     // The first run starts at once: this link never ran.
     let service = Service::start(dir.path());
     wait_for(&service, "the first run", async || {
-        count(&dir.path().join("state.db"), "SELECT count(*) FROM runs WHERE status = 'done'") >= 1
+        count_once_created(&dir.path().join("state.db"), "SELECT count(*) FROM runs WHERE status = 'done'")
+            >= 1
     })
     .await;
 

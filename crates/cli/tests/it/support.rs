@@ -2,8 +2,9 @@
 //! the browser the browser connector drives is here.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OpenFlags, params};
 
 use fieldsync_test_support::Fieldsync;
 use fieldsync_test_support::members::{member_fields_toml, sqlite_connector_toml};
@@ -128,7 +129,17 @@ pub fn add_new_members(left: &Path, count: usize) {
 
 /// How many outbox entries the state store at `state` holds (0 while it does not exist yet).
 pub fn outbox_entries(state: &Path) -> i64 {
-    Connection::open(state)
-        .and_then(|state| state.query_row("SELECT count(*) FROM outbox", [], |row| row.get::<_, i64>(0)))
+    count_once_created(state, "SELECT count(*) FROM outbox")
+}
+
+/// A count on a state store the service may not have created yet, for a wait: 0 while the
+/// file or its tables are not there (a wait that never ends fails with the service's log).
+/// It opens the file read-only, so the test never creates it under the service.
+pub fn count_once_created(path: &Path, sql: &str) -> i64 {
+    Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|store| {
+            store.busy_timeout(Duration::from_secs(5))?;
+            store.query_row(sql, [], |row| row.get(0))
+        })
         .unwrap_or(0)
 }
