@@ -75,10 +75,17 @@ fn write_file(directory: &TempDir, name: &str, content: &str) -> PathBuf {
     file
 }
 
-/// A connector keyed by `key` over `members.csv` holding `content`, in a fresh directory.
-fn open_members(content: &str) -> (TempDir, PathBuf, CsvConnector) {
+/// A fresh temporary directory holding `members.csv` with `content`, and the file's path (the
+/// directory is removed when dropped).
+fn members_file(content: &str) -> (TempDir, PathBuf) {
     let directory = TempDir::new().expect("a temporary directory");
     let file = write_file(&directory, "members.csv", content);
+    (directory, file)
+}
+
+/// A connector keyed by `key` over `members.csv` holding `content`, in a fresh directory.
+fn open_members(content: &str) -> (TempDir, PathBuf, CsvConnector) {
+    let (directory, file) = members_file(content);
     let connector = CsvConnector::open(CsvConfig::new(&file, "key")).expect("a valid configuration");
     (directory, file, connector)
 }
@@ -102,12 +109,8 @@ fn entries(directory: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn a_rewrite_keeps_the_files_form_and_leaves_no_temporary_files() {
-    let directory = TempDir::new().expect("a temporary directory");
-    let file = write_file(
-        &directory,
-        "members.csv",
-        "\u{feff}nr;name;city\r\n1;Anna;Köln\r\n2;\"Ben; Jr.\";Bonn\r\n;;\r\n3;Cleo;\r\n",
-    );
+    let (directory, file) =
+        members_file("\u{feff}nr;name;city\r\n1;Anna;Köln\r\n2;\"Ben; Jr.\";Bonn\r\n;;\r\n3;Cleo;\r\n");
     let mut config = CsvConfig::new(&file, "nr");
     config.delimiter = Some(';');
     let mut connector = CsvConnector::open(config).expect("a valid configuration");
@@ -187,8 +190,7 @@ async fn failed_writes_leave_the_file_alone() {
 #[tokio::test]
 async fn a_rewrite_keeps_the_files_permissions() {
     use std::os::unix::fs::PermissionsExt as _;
-    let directory = TempDir::new().expect("a temporary directory");
-    let file = write_file(&directory, "members.csv", "key,name\na,Anna\n");
+    let (_directory, file) = members_file("key,name\na,Anna\n");
     fs::set_permissions(&file, fs::Permissions::from_mode(0o640)).expect("permissions");
     let mut connector = CsvConnector::open(CsvConfig::new(&file, "key")).expect("a valid configuration");
     let results = connector.apply(&[update("a", "name", json!("Anne"), None)]).await.expect("the batch runs");

@@ -126,35 +126,34 @@ impl Fixture for SqliteFixture {
     }
 }
 
-#[tokio::test]
-async fn conformance_with_sqlite_times_and_hard_deletes() {
-    testkit::run_all(&mut SqliteFixture::new(Some(ModifiedFormat::Sqlite), false), &[]).await;
+/// One conformance test per modified-column format: its name, the format (`None` for no
+/// modified column), whether deletes are soft, and the properties expected to skip.
+macro_rules! conformance {
+    ($($name:ident: $format:expr, $soft_delete:expr, $expected_skips:expr;)+) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                testkit::run_all(&mut SqliteFixture::new($format, $soft_delete), &$expected_skips).await;
+            }
+        )+
+    };
 }
 
-#[tokio::test]
-async fn conformance_with_rfc3339_times_and_soft_deletes() {
-    testkit::run_all(&mut SqliteFixture::new(Some(ModifiedFormat::Rfc3339), true), &[]).await;
+conformance! {
+    conformance_with_sqlite_times_and_hard_deletes: Some(ModifiedFormat::Sqlite), false, [];
+    conformance_with_rfc3339_times_and_soft_deletes: Some(ModifiedFormat::Rfc3339), true, [];
+    conformance_with_unix_times_and_soft_deletes: Some(ModifiedFormat::Unix), true, [];
+    conformance_with_unix_ms_times: Some(ModifiedFormat::UnixMs), false, [];
+    conformance_without_modified_column: None, false, ["incremental_read"];
 }
 
-#[tokio::test]
-async fn conformance_with_unix_times_and_soft_deletes() {
-    testkit::run_all(&mut SqliteFixture::new(Some(ModifiedFormat::Unix), true), &[]).await;
-}
-
-#[tokio::test]
-async fn conformance_with_unix_ms_times() {
-    testkit::run_all(&mut SqliteFixture::new(Some(ModifiedFormat::UnixMs), false), &[]).await;
-}
-
-#[tokio::test]
-async fn conformance_without_modified_column() {
-    testkit::run_all(&mut SqliteFixture::new(None, false), &["incremental_read"]).await;
-}
-
-fn database(directory: &TempDir, schema: &str) -> PathBuf {
+/// A fresh temporary directory holding the database `test.db` made by `schema`, and the
+/// database's path (the directory is removed when dropped).
+fn database(schema: &str) -> (TempDir, PathBuf) {
+    let directory = TempDir::new().expect("a temporary directory");
     let file = directory.path().join("test.db");
     Connection::open(&file).expect("a new database").execute_batch(schema).expect("the schema");
-    file
+    (directory, file)
 }
 
 fn paths(names: &[&str]) -> Vec<String> {
@@ -174,9 +173,7 @@ fn identifiers_that_are_not_plain_names_are_refused() {
 
 #[tokio::test]
 async fn unsafe_field_paths_are_refused_before_any_sql() {
-    let directory = TempDir::new().expect("a temporary directory");
-    let file = database(
-        &directory,
+    let (_directory, file) = database(
         "CREATE TABLE members (id TEXT PRIMARY KEY, name TEXT); INSERT INTO members VALUES ('a', 'A');",
     );
     let mut connector =
@@ -197,8 +194,7 @@ async fn unsafe_field_paths_are_refused_before_any_sql() {
 
 #[tokio::test]
 async fn integer_keys_page_in_numeric_order() {
-    let directory = TempDir::new().expect("a temporary directory");
-    let file = database(&directory, "CREATE TABLE numbers (id INTEGER PRIMARY KEY, name TEXT);");
+    let (_directory, file) = database("CREATE TABLE numbers (id INTEGER PRIMARY KEY, name TEXT);");
     let connection = Connection::open(&file).expect("the database");
     for id in 1..=25 {
         connection
@@ -230,10 +226,7 @@ async fn integer_keys_page_in_numeric_order() {
 
 #[tokio::test]
 async fn mixed_keys_in_an_untyped_column_page_and_match() {
-    let directory = TempDir::new().expect("a temporary directory");
-    let file = database(
-        &directory,
-        "CREATE TABLE things (id, name TEXT);
+    let (_directory, file) = database("CREATE TABLE things (id, name TEXT);
          INSERT INTO things VALUES (10, 'ten'), (9, 'nine'), ('b', 'bee'), (2, 'two'), ('a', 'ay'), ('10', 'text ten');",
     );
     let mut config = SqliteConfig::new(&file, "things", "id");
@@ -257,9 +250,7 @@ async fn mixed_keys_in_an_untyped_column_page_and_match() {
 
 #[tokio::test]
 async fn records_with_equal_modified_times_are_all_returned() {
-    let directory = TempDir::new().expect("a temporary directory");
-    let file = database(
-        &directory,
+    let (_directory, file) = database(
         "CREATE TABLE members (id TEXT PRIMARY KEY, changed TEXT);
          INSERT INTO members VALUES
            ('a', '2024-05-01 10:00:00'), ('b', '2024-05-01 10:00:00'), ('c', '2024-05-01 10:00:00.000'),
@@ -298,9 +289,7 @@ async fn records_with_equal_modified_times_are_all_returned() {
 
 #[tokio::test]
 async fn a_busy_database_is_unavailable_and_retryable() {
-    let directory = TempDir::new().expect("a temporary directory");
-    let file = database(
-        &directory,
+    let (_directory, file) = database(
         "CREATE TABLE members (id TEXT PRIMARY KEY, name TEXT); INSERT INTO members VALUES ('a', 'A');",
     );
     let blocker = Connection::open(&file).expect("a second connection");
@@ -330,7 +319,7 @@ async fn a_busy_database_is_unavailable_and_retryable() {
 
 #[tokio::test]
 async fn misconfiguration_names_the_file_table_and_column() {
-    let directory = TempDir::new().expect("a temporary directory");
+    let (directory, file) = database("CREATE TABLE members (id TEXT PRIMARY KEY, name TEXT);");
     let missing = directory.path().join("missing.db");
     let mut connector =
         SqliteConnector::open(SqliteConfig::new(&missing, "members", "id")).expect("a valid configuration");
@@ -341,7 +330,6 @@ async fn misconfiguration_names_the_file_table_and_column() {
     );
     assert!(!missing.exists(), "the connector created the file");
 
-    let file = database(&directory, "CREATE TABLE members (id TEXT PRIMARY KEY, name TEXT);");
     let mut connector =
         SqliteConnector::open(SqliteConfig::new(&file, "people", "id")).expect("a valid configuration");
     let error = connector.check(&[]).await.expect_err("a missing table");
@@ -366,9 +354,7 @@ async fn misconfiguration_names_the_file_table_and_column() {
 
 #[tokio::test]
 async fn raw_values_keep_their_sqlite_types() {
-    let directory = TempDir::new().expect("a temporary directory");
-    let file = database(
-        &directory,
+    let (_directory, file) = database(
         "CREATE TABLE members (id TEXT PRIMARY KEY, age INTEGER, fee REAL, note TEXT, photo BLOB);
          INSERT INTO members VALUES ('a', 42, 12.5, NULL, NULL), ('b', NULL, NULL, 'x', x'00ff');",
     );
@@ -407,9 +393,7 @@ async fn raw_values_keep_their_sqlite_types() {
 
 #[tokio::test]
 async fn an_unreadable_modified_time_is_malformed_naming_record_and_column() {
-    let directory = TempDir::new().expect("a temporary directory");
-    let file = database(
-        &directory,
+    let (_directory, file) = database(
         "CREATE TABLE members (id TEXT PRIMARY KEY, changed TEXT); INSERT INTO members VALUES ('m7', 'last tuesday');",
     );
     let mut config = SqliteConfig::new(&file, "members", "id");
@@ -427,10 +411,7 @@ async fn an_unreadable_modified_time_is_malformed_naming_record_and_column() {
 
 #[tokio::test]
 async fn writes_stamp_the_modified_column_and_keep_the_journal_mode() {
-    let directory = TempDir::new().expect("a temporary directory");
-    let file = database(
-        &directory,
-        "PRAGMA journal_mode = WAL;
+    let (_directory, file) = database("PRAGMA journal_mode = WAL;
          CREATE TABLE members (id INTEGER PRIMARY KEY, name TEXT, changed TEXT, gone INTEGER);
          INSERT INTO members VALUES (1, 'A', '2020-01-01 00:00:00', NULL), (2, 'B', '2020-01-01 00:00:00', 0);",
     );
@@ -472,9 +453,7 @@ async fn writes_stamp_the_modified_column_and_keep_the_journal_mode() {
 
 #[tokio::test]
 async fn a_unique_column_other_than_the_key_rejects_rather_than_exists() {
-    let directory = TempDir::new().expect("a temporary directory");
-    let file = database(
-        &directory,
+    let (_directory, file) = database(
         "CREATE TABLE members (id TEXT PRIMARY KEY, email TEXT UNIQUE NOT NULL);
          INSERT INTO members VALUES ('a', 'a@example.org');",
     );
@@ -512,9 +491,8 @@ async fn incremental_reads_page_by_modified_time_through_equal_times() {
         "CREATE TABLE members (id TEXT PRIMARY KEY, name TEXT, changed INTEGER)",
         "CREATE TABLE members (id TEXT PRIMARY KEY, name TEXT, changed INTEGER) WITHOUT ROWID",
     ] {
-        let directory = TempDir::new().expect("a temporary directory");
-        let file =
-            database(&directory, &format!("{table}; CREATE INDEX members_changed ON members (changed);"));
+        let (_directory, file) =
+            database(&format!("{table}; CREATE INDEX members_changed ON members (changed);"));
         let connection = Connection::open(&file).expect("the database");
         // Seven records at time 100, in an id order unlike their insertion order, and older ones.
         for (n, id) in ["g", "c", "a", "f", "b", "e", "d"].iter().enumerate() {

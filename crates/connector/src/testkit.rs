@@ -180,6 +180,14 @@ pub enum Checked {
     },
 }
 
+/// Runs each of the named properties against `$fixture`, one after the other: an array of
+/// each property's name and how it went.
+macro_rules! run_each {
+    ($fixture:expr; $($property:ident),+ $(,)?) => {
+        [$((stringify!($property), $property($fixture).await)),+]
+    };
+}
+
 /// Runs every property of the suite against fresh systems from `fixture`, printing one line
 /// per property to stderr (the skipped ones say why), and panics at the first failure.
 ///
@@ -192,21 +200,10 @@ pub enum Checked {
 ///
 /// When a property fails, or the properties that skipped are not exactly `expected_skips`.
 pub async fn run_all<F: Fixture>(fixture: &mut F, expected_skips: &[&str]) {
-    let outcomes = [
-        ("check", check(fixture).await),
-        ("full_read", full_read(fixture).await),
-        ("incremental_read", incremental_read(fixture).await),
-        ("lookup_by_ids", lookup_by_ids(fixture).await),
-        ("lookup_by_key", lookup_by_key(fixture).await),
-        ("idempotent_update", idempotent_update(fixture).await),
-        ("conditional_update", conditional_update(fixture).await),
-        ("create", create(fixture).await),
-        ("delete", delete(fixture).await),
-        ("verification", verification(fixture).await),
-        ("typed_values", typed_values(fixture).await),
-        ("rejected_write", rejected_write(fixture).await),
-        ("missing_record", missing_record(fixture).await),
-    ];
+    let outcomes = run_each!(fixture;
+        check, full_read, incremental_read, lookup_by_ids, lookup_by_key, idempotent_update,
+        conditional_update, create, delete, verification, typed_values, rejected_write, missing_record
+    );
     let known: Vec<&str> = outcomes.iter().map(|(property, _)| *property).collect();
     for expected in expected_skips {
         assert!(
@@ -285,10 +282,8 @@ pub async fn full_read<F: Fixture>(fixture: &mut F) -> Checked {
 /// With `since = T`, an incremental read returns the records modified at or after `T`
 /// (including one modified exactly at `T`) and none of the records left alone.
 pub async fn incremental_read<F: Fixture>(fixture: &mut F) -> Checked {
-    let Opened { records, mut connector, paths } = open(fixture, 150).await;
-    if !connector.capabilities().incremental {
-        return Checked::Skipped { reason: "no incremental reads" };
-    }
+    let Opened { records, mut connector, paths } =
+        open_or_skip!(fixture, 150, incremental, "no incremental reads");
     let all = ReadRequest { paths: paths.all(), since: None };
 
     let before = read_all(&mut connector, &all).await;
@@ -339,10 +334,8 @@ pub async fn lookup_by_ids<F: Fixture>(fixture: &mut F) -> Checked {
 /// A lookup by the value at a path (the key, then another field) returns the matching
 /// records with their own ids; values that match nothing are absent, not errors.
 pub async fn lookup_by_key<F: Fixture>(fixture: &mut F) -> Checked {
-    let Opened { records, mut connector, paths } = open(fixture, 20).await;
-    if !connector.capabilities().lookup_by_key {
-        return Checked::Skipped { reason: "no lookup by key" };
-    }
+    let Opened { records, mut connector, paths } =
+        open_or_skip!(fixture, 20, lookup_by_key, "no lookup by key");
     let ids = ids_by_key(&mut connector, &paths).await;
     let lookup = Lookup::Key { path: paths.key.clone(), values: vec!["m0007".into(), "no-such-key".into()] };
     let found = lookup_records(&mut connector, &paths, &lookup).await;
@@ -357,18 +350,17 @@ pub async fn lookup_by_key<F: Fixture>(fixture: &mut F) -> Checked {
 /// Applying the same update twice succeeds both times and leaves the same state, touching no
 /// other record.
 pub async fn idempotent_update<F: Fixture>(fixture: &mut F) -> Checked {
-    let Opened { records, mut connector, paths } = open(fixture, 5).await;
+    let Opened { records: mut expected, mut connector, paths } = open(fixture, 5).await;
     let ids = ids_by_key(&mut connector, &paths).await;
     let write = update(&ids["m0001"], &[(&paths.name, "Renamed One", None)]);
-    let mut expected = records.clone();
     expected[0].name = "Renamed One".into();
     for attempt in ["first", "second"] {
         let outcome = apply_one(&mut connector, &write).await;
         let outcome =
             outcome.unwrap_or_else(|error| panic!("the {attempt} identical update failed: {error}"));
         assert_eq!(outcome.id, ids["m0001"], "an update reported another id");
-        let read = read_every_record(&mut connector, &paths).await;
-        assert_holds_exactly(&read, &expected, &format!("a read after the {attempt} identical update"));
+        let context = format!("a read after the {attempt} identical update");
+        assert_full_read(&mut connector, &paths, &expected, &context).await;
     }
     Checked::Passed
 }
@@ -377,10 +369,8 @@ pub async fn idempotent_update<F: Fixture>(fixture: &mut F) -> Checked {
 /// longer holds (after the connector's own write, or a user's edit) fails with `TargetMoved`
 /// and changes nothing, not even its fields whose `expected` holds.
 pub async fn conditional_update<F: Fixture>(fixture: &mut F) -> Checked {
-    let Opened { records, mut connector, paths } = open(fixture, 5).await;
-    if !connector.capabilities().conditional_writes {
-        return Checked::Skipped { reason: "no conditional writes" };
-    }
+    let Opened { records: mut expected, mut connector, paths } =
+        open_or_skip!(fixture, 5, conditional_writes, "no conditional writes");
     let ids = ids_by_key(&mut connector, &paths).await;
 
     let first = update(&ids["m0001"], &[(&paths.name, "First", Some("Member 1"))]);
@@ -402,21 +392,17 @@ pub async fn conditional_update<F: Fixture>(fixture: &mut F) -> Checked {
     let result = apply_one(&mut connector, &moved).await;
     assert_target_moved(result, &ids["m0002"], "a conditional update after a user's edit");
 
-    let mut expected = records.clone();
     expected[0].name = "First".into();
     expected[1].email = "moved@example.org".into();
-    let read = read_every_record(&mut connector, &paths).await;
-    assert_holds_exactly(&read, &expected, "a read after refused conditional updates");
+    assert_full_read(&mut connector, &paths, &expected, "a read after refused conditional updates").await;
     Checked::Passed
 }
 
 /// A created record can be read and looked up with all its values and the id the create
 /// reported; creating the same key again fails with `AlreadyExists` or leaves one record.
 pub async fn create<F: Fixture>(fixture: &mut F) -> Checked {
-    let Opened { records, mut connector, paths } = open(fixture, 3).await;
-    if !connector.capabilities().create {
-        return Checked::Skipped { reason: "no creates" };
-    }
+    let Opened { records: mut expected, mut connector, paths } =
+        open_or_skip!(fixture, 3, create, "no creates");
     let new = TestRecord { key: "n0001".into(), name: "New Member".into(), email: "new@example.org".into() };
     let write = Write::Create { fields: field_writes(&paths, &new) };
     let outcome =
@@ -430,27 +416,21 @@ pub async fn create<F: Fixture>(fixture: &mut F) -> Checked {
         assert_holds_exactly(&found, std::slice::from_ref(&new), "a lookup of the created record's key");
         assert_eq!(found[0].id, outcome.id, "the created record has another id than the create reported");
     }
-    let mut expected = records.clone();
     expected.push(new.clone());
-    let read = read_every_record(&mut connector, &paths).await;
-    assert_holds_exactly(&read, &expected, "a read after a create");
+    assert_full_read(&mut connector, &paths, &expected, "a read after a create").await;
 
     match apply_one(&mut connector, &write).await {
         Ok(_) | Err(ConnectorError::AlreadyExists { .. }) => {}
         Err(error) => panic!("creating an existing key again failed with {error:?}, not AlreadyExists"),
     }
-    let read = read_every_record(&mut connector, &paths).await;
-    assert_holds_exactly(&read, &expected, "a read after creating the same key twice");
+    assert_full_read(&mut connector, &paths, &expected, "a read after creating the same key twice").await;
     Checked::Passed
 }
 
 /// A deleted record is gone from reads and lookups, or returned with `deleted` set; the
 /// other records stay; deleting a record that does not exist fails with `NotFound`.
 pub async fn delete<F: Fixture>(fixture: &mut F) -> Checked {
-    let Opened { records, mut connector, paths } = open(fixture, 3).await;
-    if !connector.capabilities().delete {
-        return Checked::Skipped { reason: "no deletes" };
-    }
+    let Opened { records, mut connector, paths } = open_or_skip!(fixture, 3, delete, "no deletes");
     let ids = ids_by_key(&mut connector, &paths).await;
     let outcome = apply_one(&mut connector, &Write::Delete { id: ids["m0002"].clone() })
         .await
@@ -619,7 +599,7 @@ pub async fn rejected_write<F: Fixture>(fixture: &mut F) -> Checked {
     let Some(rejected) = fixture.rejected_value() else {
         return Checked::Skipped { reason: "the fixture's system refuses no value" };
     };
-    let Opened { records, mut connector, paths } = open(fixture, 4).await;
+    let Opened { records: mut expected, mut connector, paths } = open(fixture, 4).await;
     let ids = ids_by_key(&mut connector, &paths).await;
     let refused = Write::Update {
         id: ids["m0002"].clone(),
@@ -644,18 +624,16 @@ pub async fn rejected_write<F: Fixture>(fixture: &mut F) -> Checked {
     }
     assert!(results[2].is_ok(), "the write after a rejected one failed: {:?}", results[2]);
 
-    let mut expected = records.clone();
     expected[0].name = "Batch One".into();
     expected[2].name = "Batch Three".into();
-    let read = read_every_record(&mut connector, &paths).await;
-    assert_holds_exactly(&read, &expected, "a read after a batch with a rejected write");
+    assert_full_read(&mut connector, &paths, &expected, "a read after a batch with a rejected write").await;
     Checked::Passed
 }
 
 /// Updating a record that does not exist fails with `NotFound`, which is not retryable,
 /// while the other writes of the same `apply` succeed.
 pub async fn missing_record<F: Fixture>(fixture: &mut F) -> Checked {
-    let Opened { records, mut connector, paths } = open(fixture, 2).await;
+    let Opened { records: mut expected, mut connector, paths } = open(fixture, 2).await;
     let ids = ids_by_key(&mut connector, &paths).await;
     let writes = [
         update(&RecordId::new("no-such-record"), &[(&paths.name, "Nobody", None)]),
@@ -670,12 +648,24 @@ pub async fn missing_record<F: Fixture>(fixture: &mut F) -> Checked {
         other => panic!("updating a record that does not exist gave {other:?}, not NotFound"),
     }
     assert!(results[1].is_ok(), "the write after a missing record's failed: {:?}", results[1]);
-    let mut expected = records.clone();
     expected[1].name = "Still Written".into();
-    let read = read_every_record(&mut connector, &paths).await;
-    assert_holds_exactly(&read, &expected, "a read after a batch with a missing record");
+    assert_full_read(&mut connector, &paths, &expected, "a read after a batch with a missing record").await;
     Checked::Passed
 }
+
+/// Opens `$fixture` on a fresh system of `$count` test records, as [`open`] does, or ends the
+/// property as skipped for `$reason` when the connector lacks the capability `$capability`
+/// (a field of its `Capabilities`).
+macro_rules! open_or_skip {
+    ($fixture:expr, $count:expr, $capability:ident, $reason:literal) => {{
+        let opened = open($fixture, $count).await;
+        if !opened.connector.capabilities().$capability {
+            return Checked::Skipped { reason: $reason };
+        }
+        opened
+    }};
+}
+use open_or_skip;
 
 /// A fresh system of test records, opened by a fixture.
 struct Opened<C> {
@@ -694,6 +684,18 @@ async fn open<F: Fixture>(fixture: &mut F, count: usize) -> Opened<F::Connector>
 /// Every record of a full read of every test path.
 async fn read_every_record<C: Connector>(connector: &mut C, paths: &TestPaths) -> Vec<ConnectorRecord> {
     read_all(connector, &ReadRequest { paths: paths.all(), since: None }).await
+}
+
+/// Asserts that a full read of every test path holds exactly `expected` (see
+/// [`assert_holds_exactly`]).
+async fn assert_full_read<C: Connector>(
+    connector: &mut C,
+    paths: &TestPaths,
+    expected: &[TestRecord],
+    context: &str,
+) {
+    let read = read_every_record(connector, paths).await;
+    assert_holds_exactly(&read, expected, context);
 }
 
 /// The most pages `read_all` follows before it decides the connector loops.

@@ -101,34 +101,24 @@ fn row(name: &'static str) -> Row {
 }
 
 impl Row {
-    fn base(mut self, value: impl Into<Value>) -> Self {
-        self.base = Some(value.into());
-        self
+    fn base(self, value: impl Into<Value>) -> Self {
+        Self { base: Some(value.into()), ..self }
     }
 
-    fn left(mut self, value: impl Into<Value>) -> Self {
-        self.left = value.into();
-        self
+    fn left(self, value: impl Into<Value>) -> Self {
+        Self { left: value.into(), ..self }
     }
 
-    fn right(mut self, value: impl Into<Value>) -> Self {
-        self.right = value.into();
-        self
+    fn right(self, value: impl Into<Value>) -> Self {
+        Self { right: value.into(), ..self }
     }
 
-    fn at(mut self, left_ms: i64, right_ms: i64) -> Self {
-        self.times = Some((left_ms, right_ms));
-        self
+    fn at(self, left_ms: i64, right_ms: i64) -> Self {
+        Self { times: Some((left_ms, right_ms)), ..self }
     }
 
-    fn open_review(mut self, left: impl Into<Value>, right: impl Into<Value>) -> Self {
-        self.review = Some(Reviewed { left: left.into(), right: right.into(), decision: None });
-        self
-    }
-
-    fn decided(mut self, left: impl Into<Value>, right: impl Into<Value>, decision: Decision) -> Self {
-        self.review = Some(Reviewed { left: left.into(), right: right.into(), decision: Some(decision) });
-        self
+    fn review(self, review: &Reviewed) -> Self {
+        Self { review: Some(review.clone()), ..self }
     }
 
     fn input(&self) -> FieldInput<'_> {
@@ -484,59 +474,38 @@ fn reviews_govern_before_the_merge() {
         ("last_write_wins 5s tie left", two_way(lww(5_000, Tie::Side(Left)))),
         ("prefer right", two_way(ConflictStrategy::Prefer(Right))),
     ];
-    let keep_left = || Decision::Keep(Left);
-    let keep_right = || Decision::Keep(Right);
-    let value_x = || Decision::Value("x".into());
+    // Every review in this table is of left "b" / right "c": open, or decided one of three ways.
+    let reviewed = |decision| Reviewed { left: "b".into(), right: "c".into(), decision };
+    let open = reviewed(None);
+    let keep_left = reviewed(Some(Decision::Keep(Left)));
+    let keep_right = reviewed(Some(Decision::Keep(Right)));
+    let value_x = reviewed(Some(Decision::Value("x".into())));
     let rows = [
         // Open reviews.
-        row("open, values stand").base("a").left("b").right("c").at(10_000, 0).open_review("b", "c"),
+        row("open, values stand").base("a").left("b").right("c").at(10_000, 0).review(&open),
         // The merge gives `hold conflict` for any open review; the planner keeps the stored kind.
-        row("open first-sync review, values stand").left("b").right("c").open_review("b", "c"),
-        row("open, left edited anew").base("a").left("d").right("c").at(10_000, 0).open_review("b", "c"),
-        row("open, right edited anew").base("a").left("b").right("d").at(0, 10_000).open_review("b", "c"),
-        row("open, right went back to the baseline").base("a").left("b").right("a").open_review("b", "c"),
-        row("open, both now agree").base("a").left("c").right("c").open_review("b", "c"),
-        row("open, both back to the baseline").base("a").left("a").right("a").open_review("b", "c"),
+        row("open first-sync review, values stand").left("b").right("c").review(&open),
+        row("open, left edited anew").base("a").left("d").right("c").at(10_000, 0).review(&open),
+        row("open, right edited anew").base("a").left("b").right("d").at(0, 10_000).review(&open),
+        row("open, right went back to the baseline").base("a").left("b").right("a").review(&open),
+        row("open, both now agree").base("a").left("c").right("c").review(&open),
+        row("open, both back to the baseline").base("a").left("a").right("a").review(&open),
         // Decisions applied while each side holds its reviewed value or the decided one.
-        row("keep left, values stand").base("a").left("b").right("c").decided("b", "c", keep_left()),
-        row("keep left, right already written").base("a").left("b").right("b").decided("b", "c", keep_left()),
-        row("keep right, values stand").base("a").left("b").right("c").decided("b", "c", keep_right()),
-        row("keep right, left already written").base("a").left("c").right("c").decided(
-            "b",
-            "c",
-            keep_right(),
-        ),
-        row("value, values stand").base("a").left("b").right("c").decided("b", "c", value_x()),
-        row("value, left already written").base("a").left("x").right("c").decided("b", "c", value_x()),
-        row("value, both written").base("a").left("x").right("x").decided("b", "c", value_x()),
-        row("keep left on a first sync").left("b").right("c").decided("b", "c", keep_left()),
+        row("keep left, values stand").base("a").left("b").right("c").review(&keep_left),
+        row("keep left, right already written").base("a").left("b").right("b").review(&keep_left),
+        row("keep right, values stand").base("a").left("b").right("c").review(&keep_right),
+        row("keep right, left already written").base("a").left("c").right("c").review(&keep_right),
+        row("value, values stand").base("a").left("b").right("c").review(&value_x),
+        row("value, left already written").base("a").left("x").right("c").review(&value_x),
+        row("value, both written").base("a").left("x").right("x").review(&value_x),
+        row("keep left on a first sync").left("b").right("c").review(&keep_left),
         // A side edited anew since the review (so its record is the later one): the decision
         // no longer applies, the merge does.
-        row("keep left, left edited anew").base("a").left("d").right("c").at(10_000, 0).decided(
-            "b",
-            "c",
-            keep_left(),
-        ),
-        row("keep left, right edited anew").base("a").left("b").right("d").at(0, 10_000).decided(
-            "b",
-            "c",
-            keep_left(),
-        ),
-        row("keep right, left edited anew").base("a").left("d").right("c").at(10_000, 0).decided(
-            "b",
-            "c",
-            keep_right(),
-        ),
-        row("value, right edited anew").base("a").left("b").right("d").at(0, 10_000).decided(
-            "b",
-            "c",
-            value_x(),
-        ),
-        row("keep left, both back to the baseline").base("a").left("a").right("a").decided(
-            "b",
-            "c",
-            keep_left(),
-        ),
+        row("keep left, left edited anew").base("a").left("d").right("c").at(10_000, 0).review(&keep_left),
+        row("keep left, right edited anew").base("a").left("b").right("d").at(0, 10_000).review(&keep_left),
+        row("keep right, left edited anew").base("a").left("d").right("c").at(10_000, 0).review(&keep_right),
+        row("value, right edited anew").base("a").left("b").right("d").at(0, 10_000).review(&value_x),
+        row("keep left, both back to the baseline").base("a").left("a").right("a").review(&keep_left),
     ];
     check(
         &strategies,
@@ -601,34 +570,28 @@ fn record(name: &'static str) -> Record {
 }
 
 impl Record {
-    fn only_on(mut self, side: Side) -> Self {
-        self.present = Some(side);
-        self
+    fn only_on(self, side: Side) -> Self {
+        Self { present: Some(side), ..self }
     }
 
-    fn baseline(mut self) -> Self {
-        self.baseline = Some(None);
-        self
+    fn baseline(self) -> Self {
+        Self { baseline: Some(None), ..self }
     }
 
-    fn tombstone(mut self, deleted_on: Side) -> Self {
-        self.baseline = Some(Some(deleted_on));
-        self
+    fn tombstone(self, deleted_on: Side) -> Self {
+        Self { baseline: Some(Some(deleted_on)), ..self }
     }
 
-    fn edited(mut self) -> Self {
-        self.present_changed = true;
-        self
+    fn edited(self) -> Self {
+        Self { present_changed: true, ..self }
     }
 
-    fn open_review(mut self) -> Self {
-        self.review = Some(None);
-        self
+    fn open_review(self) -> Self {
+        Self { review: Some(None), ..self }
     }
 
-    fn decided(mut self, decision: Decision) -> Self {
-        self.review = Some(Some(decision));
-        self
+    fn decided(self, decision: Decision) -> Self {
+        Self { review: Some(Some(decision)), ..self }
     }
 
     fn render(&self) -> String {
@@ -858,35 +821,24 @@ fn delete_reviews_apply_the_decision() {
         ("deletes soft", deletes(soft())),
         ("deletes ignore", deletes(DeletePolicy::Ignore)),
     ];
+    let keep = Decision::Keep;
     let records = [
         record("deleted on the right").only_on(Left).baseline().open_review(),
         record("deleted on the right, edited on the left").only_on(Left).baseline().edited().open_review(),
-        record("deleted on the right, keep the deleted side")
-            .only_on(Left)
-            .baseline()
-            .decided(Decision::Keep(Right)),
-        record("deleted on the right, keep the present side")
-            .only_on(Left)
-            .baseline()
-            .decided(Decision::Keep(Left)),
-        record("deleted on the left, keep the deleted side")
-            .only_on(Right)
-            .baseline()
-            .decided(Decision::Keep(Left)),
-        record("deleted on the left, keep the present side")
-            .only_on(Right)
-            .baseline()
-            .decided(Decision::Keep(Right)),
+        record("deleted on the right, keep the deleted side").only_on(Left).baseline().decided(keep(Right)),
+        record("deleted on the right, keep the present side").only_on(Left).baseline().decided(keep(Left)),
+        record("deleted on the left, keep the deleted side").only_on(Right).baseline().decided(keep(Left)),
+        record("deleted on the left, keep the present side").only_on(Right).baseline().decided(keep(Right)),
         record("deleted on the left, edited, keep the deleted side")
             .only_on(Right)
             .baseline()
             .edited()
-            .decided(Decision::Keep(Left)),
+            .decided(keep(Left)),
         record("deleted on the left, edited, keep the present side")
             .only_on(Right)
             .baseline()
             .edited()
-            .decided(Decision::Keep(Right)),
+            .decided(keep(Right)),
         record("deleted on the right, decided a value")
             .only_on(Left)
             .baseline()
@@ -987,16 +939,21 @@ fn mirror_field(outcome: FieldOutcome) -> FieldOutcome {
     }
 }
 
-/// Every field rule: six conflict strategies × three first-sync strategies × three directions.
-fn every_field_rule() -> Vec<FieldRules> {
-    let conflicts = [
+/// The six conflict strategies, unlabelled, for the sweeps.
+fn conflict_strategies() -> [ConflictStrategy; 6] {
+    [
         lww(5_000, Tie::Side(Left)),
         lww(5_000, Tie::Side(Right)),
         lww(5_000, Tie::Review),
         ConflictStrategy::Prefer(Left),
         ConflictStrategy::Prefer(Right),
         ConflictStrategy::Review,
-    ];
+    ]
+}
+
+/// Every field rule: six conflict strategies × three first-sync strategies × three directions.
+fn every_field_rule() -> Vec<FieldRules> {
+    let conflicts = conflict_strategies();
     let first_syncs =
         [FirstSyncStrategy::Prefer(Left), FirstSyncStrategy::Prefer(Right), FirstSyncStrategy::Review];
     let directions = [Direction::Both, Direction::LeftToRight, Direction::RightToLeft];
@@ -1222,14 +1179,7 @@ fn merge_presence_invariants_over_every_input() {
     ];
     let creates = [Creates::Both, Creates::LeftToRight, Creates::RightToLeft, Creates::None];
     let deletes = [DeletePolicy::Propagate, soft(), DeletePolicy::Ignore, DeletePolicy::Review];
-    let conflicts = [
-        lww(5_000, Tie::Side(Left)),
-        lww(5_000, Tie::Side(Right)),
-        lww(5_000, Tie::Review),
-        ConflictStrategy::Prefer(Left),
-        ConflictStrategy::Prefer(Right),
-        ConflictStrategy::Review,
-    ];
+    let conflicts = conflict_strategies();
     let mut cases = 0;
     for baseline in baselines {
         for present in presents {

@@ -77,8 +77,12 @@ fn run(dir: &Path, site: &SiteServer, step: &str) -> (Value, Output) {
     (run.report(), run.output)
 }
 
-/// A club table and a site holding the same `count` members.
-async fn setup(count: usize) -> (tempfile::TempDir, Connection, SiteServer) {
+/// A club table and a site holding the same `count` members; `None` (the test then has nothing
+/// to run) when the browser is not here.
+async fn setup(count: usize) -> Option<(tempfile::TempDir, Connection, SiteServer)> {
+    if !browser_available() {
+        return None;
+    }
     let site = SiteServer::start().await;
     site.set_edit_delay(Duration::from_millis(50));
     let dir = tempfile::tempdir().unwrap();
@@ -104,15 +108,12 @@ async fn setup(count: usize) -> (tempfile::TempDir, Connection, SiteServer) {
         .unwrap();
     }
     std::fs::write(dir.path().join("fieldsync.toml"), config(&site)).unwrap();
-    (dir, club, site)
+    Some((dir, club, site))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seven_fields_sync_both_ways_through_the_sites_forms_and_a_second_run_writes_nothing() {
-    if !browser_available() {
-        return;
-    }
-    let (dir, club, site) = setup(12).await;
+    let Some((dir, club, site)) = setup(12).await else { return };
     let (first, _) = run(dir.path(), &site, "first run: baselines of 12 members");
     assert_eq!(first["stats"]["writes_done"], json!(0), "{first:#}");
 
@@ -223,10 +224,7 @@ async fn seven_fields_sync_both_ways_through_the_sites_forms_and_a_second_run_wr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_that_stops_answering_leaves_writes_pending_and_a_refused_address_is_dead_with_a_screenshot() {
-    if !browser_available() {
-        return;
-    }
-    let (dir, club, site) = setup(10).await;
+    let Some((dir, club, site)) = setup(10).await else { return };
     run(dir.path(), &site, "first run: baselines");
     let now = jiff::Timestamp::now().to_string();
     for number in 1..=10 {
@@ -308,10 +306,7 @@ fn browser_runs_of(pid: u32) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_in_the_middle_of_a_run_fieldsync_leaves_no_browser_behind() {
-    if !browser_available() {
-        return;
-    }
-    let (dir, club, site) = setup(20).await;
+    let Some((dir, club, site)) = setup(20).await else { return };
     run(dir.path(), &site, "first run: baselines");
     let now = jiff::Timestamp::now().to_string();
     club.execute("UPDATE members SET note = 'changed', updated_at = ?1", params![now]).unwrap();
@@ -450,10 +445,7 @@ fn club_rows(club: &Connection) -> Vec<Row> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_whose_forms_appear_only_after_edit_syncs_both_ways_spelling_ja_nee_and_a_persons_save_meanwhile_stands()
  {
-    if !browser_available() {
-        return;
-    }
-    let (dir, club, site) = setup(8).await;
+    let Some((dir, club, site)) = setup(8).await else { return };
     site.set_form_mode(fieldsync_connector_browser::testkit::site::FormMode::Fetched);
     site.use_numeric_ids();
     site.leave_out_of_export(&["email2", "note", "remarks", "financial_block"]);

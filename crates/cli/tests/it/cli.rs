@@ -18,6 +18,17 @@ fn run(dir: &Path) -> (i32, Value) {
     (run.code().unwrap(), run.json)
 }
 
+/// The `conflicts` line of a link whose conflicts wait for a person to review them.
+const REVIEW: &str = r#"conflicts = { strategy = "review" }"#;
+
+/// `setup` of `count` members with conflicts held for review, after a first run that took the
+/// baselines.
+fn synced(count: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let (dir, left, right) = setup(REVIEW, count);
+    run(dir.path());
+    (dir, left, right)
+}
+
 #[test]
 fn edits_on_both_sides_propagate_and_conflicts_follow_the_strategy() {
     let (dir, left, right) =
@@ -74,8 +85,7 @@ fn edits_on_both_sides_propagate_and_conflicts_follow_the_strategy() {
 
 #[test]
 fn review_holds_both_sides_until_a_person_decides() {
-    let (dir, left, right) = setup(r#"conflicts = { strategy = "review" }"#, 5);
-    run(dir.path());
+    let (dir, left, right) = synced(5);
     exec(&left, "UPDATE members SET email = 'left@club.nl', updated_at = datetime('now') WHERE id = 'M001'");
     exec(
         &right,
@@ -103,7 +113,7 @@ fn review_holds_both_sides_until_a_person_decides() {
 
 #[test]
 fn a_typo_in_the_configuration_names_the_place_and_touches_nothing() {
-    let (dir, _, _) = setup(r#"conflicts = { strategy = "review" }"#, 1);
+    let (dir, _, _) = setup(REVIEW, 1);
     let path = dir.path().join("fieldsync.toml");
     let text = std::fs::read_to_string(&path).unwrap().replace("type = \"email\"", "type = \"emial\"");
     std::fs::write(&path, text).unwrap();
@@ -117,8 +127,7 @@ fn a_typo_in_the_configuration_names_the_place_and_touches_nothing() {
 
 #[test]
 fn a_rejected_write_is_a_dead_entry_while_the_others_sync() {
-    let (dir, left, right) = setup(r#"conflicts = { strategy = "review" }"#, 5);
-    run(dir.path());
+    let (dir, left, right) = synced(5);
     exec(&left, "UPDATE members SET email = 'no-at-sign', updated_at = datetime('now') WHERE id = 'M001'");
     exec(&left, "UPDATE members SET email = 'fine@club.nl', updated_at = datetime('now') WHERE id = 'M002'");
     let (code, report) = run(dir.path());
@@ -131,8 +140,7 @@ fn a_rejected_write_is_a_dead_entry_while_the_others_sync() {
 
 #[test]
 fn deleting_most_records_stops_at_the_guard() {
-    let (dir, left, right) = setup(r#"conflicts = { strategy = "review" }"#, 10);
-    run(dir.path());
+    let (dir, left, right) = synced(10);
     exec(&left, "DELETE FROM members WHERE id < 'M006'");
     let output = fieldsync(dir.path(), &["run", "--full"]);
     assert_eq!(output.status.code(), Some(3), "{}", String::from_utf8_lossy(&output.stdout));
@@ -142,8 +150,7 @@ fn deleting_most_records_stops_at_the_guard() {
 
 #[test]
 fn history_exports_to_csv_and_json() {
-    let (dir, left, _) = setup(r#"conflicts = { strategy = "review" }"#, 3);
-    run(dir.path());
+    let (dir, left, _) = synced(3);
     exec(&left, "UPDATE members SET email = 'x@club.nl', updated_at = datetime('now') WHERE id = 'M001'");
     run(dir.path());
     let csv_out = fieldsync(dir.path(), &["history", "export", "--format", "csv", "--output", "history.csv"]);
@@ -181,7 +188,7 @@ fn the_demo_ends_with_a_run_that_writes_nothing() {
 
 #[test]
 fn check_opens_every_connector_and_lists_what_it_can_do() {
-    let (dir, left, _) = setup(r#"conflicts = { strategy = "review" }"#, 2);
+    let (dir, left, _) = setup(REVIEW, 2);
     let output = fieldsync(dir.path(), &["check", "--json"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let checked = json(&output);
@@ -231,8 +238,7 @@ fn the_guard_weighs_changes_against_the_records_a_side_holds() {
 /// is recorded, and its exit code is what it would have been.
 #[test]
 fn a_closed_standard_output_ends_the_output_quietly() {
-    let (dir, left, right) = setup(r#"conflicts = { strategy = "review" }"#, 3);
-    run(dir.path());
+    let (dir, left, right) = synced(3);
     exec(&left, "UPDATE members SET email = 'piped@club.nl', updated_at = datetime('now') WHERE id = 'M001'");
     for args in [&["run"][..], &["history", "list"], &["history", "export", "--format", "json"], &["status"]]
     {
@@ -252,7 +258,7 @@ fn a_closed_standard_output_ends_the_output_quietly() {
 /// them, and those name the variable that is missing.
 #[test]
 fn commands_that_open_no_connector_need_no_secrets() {
-    let (dir, _, _) = setup(r#"conflicts = { strategy = "review" }"#, 3);
+    let (dir, _, _) = setup(REVIEW, 3);
     let config_path = dir.path().join("fieldsync.toml");
     let config = std::fs::read_to_string(&config_path).unwrap();
     std::fs::write(&config_path, config.replace("path = \"right.db\"", "path = \"${WEBSITE_DB}\"")).unwrap();
@@ -277,8 +283,7 @@ fn commands_that_open_no_connector_need_no_secrets() {
 /// `--before`; `status` counts what waits and says the link is not in step.
 #[test]
 fn lists_page_and_status_never_says_in_step_while_writes_wait() {
-    let (dir, left, _) = setup(r#"conflicts = { strategy = "review" }"#, 60);
-    run(dir.path());
+    let (dir, left, _) = synced(60);
     exec(&left, "UPDATE members SET email = 'no-at-sign-' || id, updated_at = datetime('now')");
     assert_eq!(fieldsync(dir.path(), &["run", "--force"]).status.code(), Some(1));
 
@@ -318,7 +323,7 @@ fn lists_page_and_status_never_says_in_step_while_writes_wait() {
 /// writes that failed and wait in the outbox; it is a usage error.
 #[test]
 fn a_number_nothing_has_is_a_usage_error() {
-    let (dir, _, _) = setup(r#"conflicts = { strategy = "review" }"#, 2);
+    let (dir, _, _) = setup(REVIEW, 2);
     assert_eq!(fieldsync(dir.path(), &["run"]).status.code(), Some(0));
     for (args, message) in [
         (&["history", "show", "999"][..], "no run with id 999"),
@@ -369,7 +374,7 @@ fn every_source_file_starts_with_a_module_doc() {
 #[test]
 fn ctrl_c_cancels_a_run_which_records_itself_and_the_next_run_completes() {
     const MEMBERS: usize = 20_000;
-    let (dir, left, right) = setup(r#"conflicts = { strategy = "review" }"#, 0);
+    let (dir, left, right) = setup(REVIEW, 0);
     add_new_members(&left, MEMBERS);
     let mut child = binary(dir.path())
         .command(&["run", "--json"])

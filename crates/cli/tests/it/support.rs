@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, params};
+use serde_json::{Value, json};
 
 use fieldsync_test_support::Fieldsync;
 use fieldsync_test_support::members::{member_fields_toml, sqlite_connector_toml};
@@ -30,6 +31,35 @@ pub fn club_config_start(table: &str, key: &str) -> String {
 /// The `fieldsync` binary of this build, run in `dir`.
 pub fn fieldsync(dir: &Path) -> Fieldsync<'static> {
     Fieldsync::new(env!("CARGO_BIN_EXE_fieldsync"), dir)
+}
+
+/// Checks the report of a run in which a site refused one write: `conflicts` conflicts settled
+/// and one write dead, whose entry (the only dead one) carries the site's answer, status 400 with
+/// `refusal`, and never the `secret` the site is reached with. Returns that entry.
+pub fn assert_one_write_refused(
+    fieldsync: &Fieldsync<'_>,
+    report: &Value,
+    conflicts: u64,
+    refusal: &str,
+    secret: &str,
+) -> Value {
+    assert_eq!(report["stats"]["conflicts_resolved"], json!(conflicts), "{report:#}");
+    assert_eq!(report["stats"]["writes_dead"], json!(1), "{report:#}");
+    let dead = fieldsync.only_dead_entry();
+    let message = dead["last_error"].as_str().unwrap_or_default();
+    assert!(message.contains("400") && message.contains(refusal), "the site's message: {message}");
+    assert!(!message.contains(secret), "the dead entry's message holds the secret");
+    dead
+}
+
+/// Runs `fieldsync run` with no new edits, incrementally and then in full, and checks that
+/// each run succeeds and writes nothing.
+pub fn assert_quiet_runs(fieldsync: &Fieldsync<'_>) {
+    for (step, args) in [("a run with no new edits", &[][..]), ("a full run with no new edits", &["--full"])]
+    {
+        let report = fieldsync.run_ending(step, args, 0).report();
+        assert_eq!(report["stats"]["writes_done"], json!(0), "{step}: {report:#}");
+    }
 }
 
 /// Whether Chromium and chromedriver are here; says so loudly when not (and fails in CI).

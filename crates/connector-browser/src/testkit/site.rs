@@ -53,10 +53,10 @@
 //!   are such pages; `span#total` holds the number of members; `a#export` links to the CSV.
 //!   The list is in insertion order.
 //! - `GET /members/export.csv`: `Content-Type: text/csv; charset=utf-8`,
-//!   `Content-Disposition: attachment; filename="members.csv"`; a header row `relation_code,
-//!   first_name, last_name, email, email2, mobile, phone, note, remarks, financial_block,
-//!   modified`, `financial_block` as `0`/`1`, `modified` in UTC with milliseconds
-//!   (`2026-01-01T10:00:00.123Z`).
+//!   `Content-Disposition: attachment; filename="members.csv"`; a header row
+//!   ([`EXPORT_COLUMNS`]) `relation_code, first_name, last_name, email, email2, mobile, phone,
+//!   note, remarks, financial_block, modified`, `financial_block` as `0`/`1`, `modified` in
+//!   UTC with milliseconds (`2026-01-01T10:00:00.123Z`).
 //! - `GET /member/{CODE}/{general|other|financial}`: `main#member[data-id=CODE]` with
 //!   `h1#member-name`, `span#view-relation_code`, `span#view-modified` (as in the CSV), tabs
 //!   `a#tab-general`, `a#tab-other`, `a#tab-financial`; after a save `div.flash#saved`
@@ -920,19 +920,7 @@ impl Shared {
 
     fn export(&self) -> Response {
         let inner = self.lock();
-        let mut header = vec![
-            "relation_code",
-            "first_name",
-            "last_name",
-            "email",
-            "email2",
-            "mobile",
-            "phone",
-            "note",
-            "remarks",
-            "financial_block",
-            "modified",
-        ];
+        let mut header = EXPORT_COLUMNS.to_vec();
         if inner.numeric_ids {
             header.insert(0, "id");
         }
@@ -1074,6 +1062,23 @@ impl Shared {
         redirect(&path)
     }
 }
+
+/// The columns of the CSV export (`/members/export.csv`), in order. Under
+/// [`SiteServer::use_numeric_ids`] an `id` column comes first; the columns named to
+/// [`SiteServer::leave_out_of_export`] are left out.
+pub const EXPORT_COLUMNS: [&str; 11] = [
+    "relation_code",
+    "first_name",
+    "last_name",
+    "email",
+    "email2",
+    "mobile",
+    "phone",
+    "note",
+    "remarks",
+    "financial_block",
+    "modified",
+];
 
 /// The message of a form refused for a stale row version.
 pub const MOVED: &str = "This member was changed by someone else since you opened it.";
@@ -1468,9 +1473,15 @@ fn percent_decode(text: &str) -> String {
 
 /// A path for `next=`: everything but unreserved characters and `/` percent-encoded.
 fn encode_next(path: &str) -> String {
+    percent_encode(path, b"/")
+}
+
+/// `text` with every byte percent-encoded but the unreserved characters (letters, digits,
+/// `-._~`) and the bytes in `keep`, as a query or a posted form holds it.
+pub fn percent_encode(text: &str, keep: &[u8]) -> String {
     let mut out = String::new();
-    for byte in path.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) || keep.contains(&byte) {
             out.push(char::from(byte));
         } else {
             let _ = write!(out, "%{byte:02X}");

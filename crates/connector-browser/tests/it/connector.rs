@@ -151,6 +151,19 @@ async fn conforms_against_the_admin_site() {
     .await;
 }
 
+/// The site's member list as the listing: its rows in pages, each member's id in `data-id`
+/// and the value at `path` in the cell `cell`.
+fn member_table(path: &str, cell: &str) -> Listing {
+    Listing::Table {
+        url: "/members".into(),
+        rows: "tr.member".into(),
+        id_attribute: "data-id".into(),
+        id_selector: None,
+        cells: [(path.to_string(), cell.to_string())].into(),
+        next: Some("#next-page".into()),
+    }
+}
+
 fn update(id: &str, fields: &[(&str, Value)]) -> Write {
     Write::Update {
         id: RecordId::new(id),
@@ -161,8 +174,12 @@ fn update(id: &str, fields: &[(&str, Value)]) -> Write {
     }
 }
 
-/// A site with `count` members and a connector on it.
-async fn site(count: usize) -> (SiteServer, BrowserConnector, tempfile::TempDir) {
+/// A site with `count` members, a connector on it and the directory of its screenshots;
+/// `None` (after saying so) when there is no browser to run the connector in.
+async fn open_site(count: usize) -> Option<(SiteServer, BrowserConnector, tempfile::TempDir)> {
+    if !browser_available() {
+        return None;
+    }
     let site = SiteServer::start().await;
     for number in 1..=count {
         site.insert(json!({
@@ -177,7 +194,18 @@ async fn site(count: usize) -> (SiteServer, BrowserConnector, tempfile::TempDir)
         }));
     }
     let (connector, screenshots) = open(config(&site));
-    (site, connector, screenshots)
+    Some((site, connector, screenshots))
+}
+
+/// [`open_site`] with a short Edit delay and sessions that end after `requests` requests.
+async fn open_site_with_short_sessions(
+    count: usize,
+    requests: usize,
+) -> Option<(SiteServer, BrowserConnector, tempfile::TempDir)> {
+    let (site, connector, screenshots) = open_site(count).await?;
+    site.set_edit_delay(Duration::from_millis(20));
+    site.expire_sessions_after(Some(requests));
+    Some((site, connector, screenshots))
 }
 
 /// A connector with `config`, and the fresh directory its screenshots go to.
@@ -203,10 +231,7 @@ fn email_and_note_writes(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_is_written_page_by_page_only_where_it_differs_and_read_back() {
-    if !browser_available() {
-        return;
-    }
-    let (site, mut connector, _shots) = site(3).await;
+    let Some((site, mut connector, _shots)) = open_site(3).await else { return };
     let began = Instant::now();
     let write = update(
         "KNVB0002",
@@ -240,12 +265,7 @@ async fn a_member_is_written_page_by_page_only_where_it_differs_and_read_back() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edits_land_while_sessions_expire_every_five_requests() {
-    if !browser_available() {
-        return;
-    }
-    let (site, mut connector, _shots) = site(50).await;
-    site.set_edit_delay(Duration::from_millis(20));
-    site.expire_sessions_after(Some(5));
+    let Some((site, mut connector, _shots)) = open_site_with_short_sessions(50, 5).await else { return };
     let writes =
         email_and_note_writes(1..=50, |number| (format!("edited{number}@club.nl"), format!("note {number}")));
     let began = Instant::now();
@@ -277,10 +297,7 @@ async fn edits_land_while_sessions_expire_every_five_requests() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_email_leaves_the_sites_message_and_a_screenshot() {
-    if !browser_available() {
-        return;
-    }
-    let (site, mut connector, shots) = site(3).await;
+    let Some((site, mut connector, shots)) = open_site(3).await else { return };
     let results = connector
         .apply(&[
             update("KNVB0001", &[("email", json!("no-at-sign"))]),
@@ -310,10 +327,7 @@ async fn a_refused_email_leaves_the_sites_message_and_a_screenshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_are_a_configuration_error_naming_the_site() {
-    if !browser_available() {
-        return;
-    }
-    let (site, _connector, shots) = site(1).await;
+    let Some((site, _connector, shots)) = open_site(1).await else { return };
     let mut wrong = config(&site);
     wrong.login.password = Secret::new("wrong-secret");
     let mut connector = BrowserConnector::open(wrong, shots.path().into()).unwrap();
@@ -337,10 +351,7 @@ async fn wrong_credentials_are_a_configuration_error_naming_the_site() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_site_stops_answering_the_remaining_members_wait() {
-    if !browser_available() {
-        return;
-    }
-    let (site, mut connector, _shots) = site(6).await;
+    let Some((site, mut connector, _shots)) = open_site(6).await else { return };
     // A first write logs in; then the site goes away.
     connector.apply(&[update("KNVB0001", &[("note", json!("before"))])]).await.unwrap();
     site.refuse_connections();
@@ -359,14 +370,9 @@ async fn when_the_site_stops_answering_the_remaining_members_wait() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_save_lost_to_an_expired_session_is_redone_and_one_that_landed_is_not() {
-    if !browser_available() {
-        return;
-    }
     // Sessions of three requests: some saves go through and their answer lands on the login
     // page, others are lost with the session. Both look the same from the browser.
-    let (site, mut connector, _shots) = site(6).await;
-    site.set_edit_delay(Duration::from_millis(20));
-    site.expire_sessions_after(Some(3));
+    let Some((site, mut connector, _shots)) = open_site_with_short_sessions(6, 3).await else { return };
     let writes = email_and_note_writes(1..=6, |number| (format!("e{number}@club.nl"), format!("n{number}")));
     let results = connector.apply(&writes).await.unwrap();
     assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -386,21 +392,11 @@ async fn a_save_lost_to_an_expired_session_is_redone_and_one_that_landed_is_not(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paged_html_list_is_read_with_detail_pages_for_what_it_lacks() {
-    if !browser_available() {
-        return;
-    }
-    let (site, _unused, shots) = site(12).await;
+    let Some((site, _unused, shots)) = open_site(12).await else { return };
     site.set_page_size(5);
     site.update("KNVB0011", "note", "a note on the other page");
     let mut table = config(&site);
-    table.list = Listing::Table {
-        url: "/members".into(),
-        rows: "tr.member".into(),
-        id_attribute: "data-id".into(),
-        id_selector: None,
-        cells: [("email".to_string(), "td.email".to_string())].into(),
-        next: Some("#next-page".into()),
-    };
+    table.list = member_table("email", "td.email");
     table.modified = None;
     let mut connector = BrowserConnector::open(table, shots.path().into()).unwrap();
     let page = connector
@@ -420,10 +416,7 @@ async fn a_paged_html_list_is_read_with_detail_pages_for_what_it_lacks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_written_one_after_another_all_land() {
-    if !browser_available() {
-        return;
-    }
-    let (site, mut connector, _shots) = site(21).await;
+    let Some((site, mut connector, _shots)) = open_site(21).await else { return };
     site.set_edit_delay(Duration::from_millis(20));
     // The first member starts the browser and logs in; the other twenty are timed.
     connector.apply(&[update("KNVB0021", &[("note", json!("first"))])]).await.unwrap();
@@ -479,6 +472,21 @@ async fn awkward_site(mode: FormMode) -> SiteServer {
         site.insert(member);
     }
     site
+}
+
+/// An [`awkward_site`] in form mode `mode`, a connector on it configured by [`awkward_config`]
+/// (with `views`) and the directory of its screenshots; `None` (after saying so) when there is
+/// no browser to run the connector in.
+async fn open_awkward(
+    mode: FormMode,
+    views: bool,
+) -> Option<(SiteServer, BrowserConnector, tempfile::TempDir)> {
+    if !browser_available() {
+        return None;
+    }
+    let site = awkward_site(mode).await;
+    let (connector, screenshots) = open(awkward_config(&site, views));
+    Some((site, connector, screenshots))
 }
 
 /// The configuration a user writes for [`awkward_site`]: `id` is the export's numeric `id`,
@@ -634,11 +642,7 @@ async fn a_form_built_only_on_edit_is_opened_read_written_and_verified_as_a_pers
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_second_page_moved_since_it_was_read_has_nothing_saved() {
-    if !browser_available() {
-        return;
-    }
-    let site = awkward_site(FormMode::Template).await;
-    let (mut connector, _shots) = open(awkward_config(&site, true));
+    let Some((site, mut connector, _shots)) = open_awkward(FormMode::Template, true).await else { return };
     let read = connector.read_page(&read_request(), None).await.unwrap().records;
     // A person changes the second member's note (on the second page) after the read.
     site.update("KNVB0002", "note", "a person's note");
@@ -730,11 +734,7 @@ async fn a_sites_refusal_of_a_stale_row_version_is_target_moved_and_the_persons_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modification_times_on_a_local_clock_are_read_in_their_zone_and_one_that_cannot_be_read_is_named() {
-    if !browser_available() {
-        return;
-    }
-    let site = awkward_site(FormMode::Hidden).await;
-    let (mut connector, shots) = open(awkward_config(&site, true));
+    let Some((site, mut connector, shots)) = open_awkward(FormMode::Hidden, true).await else { return };
     let records = connector.read_page(&read_request(), None).await.unwrap().records;
     assert_eq!(records, expected_records(&site));
     connector.close().await;
@@ -760,14 +760,7 @@ async fn modification_times_on_a_local_clock_are_read_in_their_zone_and_one_that
     // The same from a paged HTML list: the member and the cell are named.
     let mut table = awkward_config(&site, true);
     table.modified_format = None;
-    table.list = Listing::Table {
-        url: "/members".into(),
-        rows: "tr.member".into(),
-        id_attribute: "data-id".into(),
-        id_selector: None,
-        cells: [("modified".to_string(), "td.modified".to_string())].into(),
-        next: Some("#next-page".into()),
-    };
+    table.list = member_table("modified", "td.modified");
     let mut connector = BrowserConnector::open(table, shots.path().into()).unwrap();
     let message = connector.read_page(&read_request(), None).await.unwrap_err().to_string();
     assert!(
@@ -780,11 +773,7 @@ async fn modification_times_on_a_local_clock_are_read_in_their_zone_and_one_that
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_field_a_members_page_lacks_fails_the_read_naming_it_and_check_names_what_is_read_from_pages() {
-    if !browser_available() {
-        return;
-    }
-    let site = awkward_site(FormMode::Template).await;
-    let (mut connector, shots) = open(awkward_config(&site, false));
+    let Some((site, mut connector, shots)) = open_awkward(FormMode::Template, false).await else { return };
     let records = connector.read_page(&read_request(), None).await.unwrap().records;
     assert_eq!(records, expected_records(&site), "every member as the site holds them");
     // Regression: a field one member's page lacks was read as empty, which the engine takes

@@ -2,6 +2,7 @@
 //! then paging, field paths, safe writes, auth, pacing and faults.
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::fixture::{self, FixtureServer, Style};
@@ -100,22 +101,12 @@ impl Api {
             Api::Cursor => {
                 config.paging =
                     Some(Paging::Cursor { pointer: "/meta/next_cursor".into(), param: "cursor".into() });
-                config.page_size_param = Some("limit".into());
-                config.items = Some("/data".into());
+                limited_pages_of_updated_items(&mut config, "/data", "updated_since", TimeFormat::Unix);
                 config.id = Some("/uuid".into());
-                config.modified =
-                    Some(Modified { path: "/updated".into(), format: TimeFormat::Unix, zone: None });
-                config.since =
-                    Some(Since { param: "updated_since".into(), format: TimeFormat::Unix, zone: None });
             }
             Api::Offset => {
                 config.paging = Some(Paging::Offset { param: "offset".into() });
-                config.page_size_param = Some("limit".into());
-                config.items = Some("/items".into());
-                config.modified =
-                    Some(Modified { path: "/updated".into(), format: TimeFormat::Text, zone: None });
-                config.since =
-                    Some(Since { param: "changes_since".into(), format: TimeFormat::Text, zone: None });
+                limited_pages_of_updated_items(&mut config, "/items", "changes_since", TimeFormat::Text);
                 config.order = Some(Order::Modified);
             }
         }
@@ -123,6 +114,16 @@ impl Api {
         config.page_size = Some(40);
         config
     }
+}
+
+/// Configures what the cursor and offset styles share: the page size in `limit`, the records
+/// under `items`, each record's modification time at `/updated`, and the parameter `since` that
+/// asks for the records changed since a time; both times in `format`.
+fn limited_pages_of_updated_items(config: &mut RestConfig, items: &str, since: &str, format: TimeFormat) {
+    config.page_size_param = Some("limit".into());
+    config.items = Some(items.into());
+    config.modified = Some(Modified { path: "/updated".into(), format, zone: None });
+    config.since = Some(Since { param: since.into(), format, zone: None });
 }
 
 /// Fresh fixture servers for the conformance suite.
@@ -242,6 +243,25 @@ async fn wordpress(count: usize, change: impl FnOnce(&mut RestConfig)) -> (Fixtu
     (server, connector)
 }
 
+/// A fixture server in `api`'s style holding one record, Ann (key `m1`): the server, her id
+/// and the connector's configuration for the server.
+async fn ann_on(api: Api) -> (FixtureServer, i64, RestConfig) {
+    let server = FixtureServer::start(api.style()).await;
+    let id = server.insert(json!({"key": "m1", "name": "Ann", "email": "ann@club.nl"}));
+    let config = api.config(&server);
+    (server, id, config)
+}
+
+/// Inserts the records numbered `numbers` (keys `m001`, `m002`, …, in the styles whose fields
+/// are top-level; their name and e-mail do not matter), moving the server's clock
+/// `secs_apart` seconds after each.
+fn insert_members(server: &FixtureServer, numbers: RangeInclusive<usize>, secs_apart: i64) {
+    for number in numbers {
+        server.insert(json!({"key": format!("m{number:03}"), "name": "x", "email": "x@club.nl"}));
+        server.advance_secs(secs_apart);
+    }
+}
+
 /// An update of one field of record `id`, sent with the value it was read with (`expected`).
 pub(crate) fn update_one(
     id: impl std::fmt::Display,
@@ -315,9 +335,8 @@ async fn a_record_that_changed_after_it_was_read_is_not_overwritten() {
     assert_eq!(server.total_writes(), 0);
 
     // With ETags (Django REST Framework here), the API itself refuses a stale write.
-    let drf = FixtureServer::start(Style::Drf).await;
-    let id = drf.insert(json!({"key": "m1", "name": "Ann", "email": "ann@club.nl"}));
-    let mut connector = RestConnector::open(&Api::Drf.config(&drf)).unwrap();
+    let (drf, id, config) = ann_on(Api::Drf).await;
+    let mut connector = RestConnector::open(&config).unwrap();
     drf.change_after_read(id, json!({"name": "Annie"}));
     let write = update_one(id, "/name", json!("Anna"), Some(json!("Ann")));
     let results = connector.apply(&[write]).await.expect("applied");
@@ -453,10 +472,7 @@ async fn a_listing_in_modification_order_misses_nothing_while_records_change_und
     // An offset listing ordered by modification time: a record changed while it is paged
     // moves to the end, and every record after it moves up one place.
     let server = FixtureServer::start(Style::Offset).await;
-    for number in 1..=100 {
-        server.insert(json!({"key": format!("m{number:03}"), "name": "x", "email": "x@club.nl"}));
-        server.advance_secs(1);
-    }
+    insert_members(&server, 1..=100, 1);
     let paths = ["/key"];
     for order in [Order::Any, Order::Modified] {
         let mut config = Api::Offset.config(&server);
@@ -496,11 +512,9 @@ async fn records_sharing_one_second_are_each_listed_once() {
     // A bulk import: more records in one second than a page holds, with the listing resuming
     // after the last change seen.
     let server = FixtureServer::start(Style::Offset).await;
-    for number in 1..=55 {
-        server.insert(json!({"key": format!("m{number:03}"), "name": "x", "email": "x@club.nl"}));
-    }
+    insert_members(&server, 1..=55, 0);
     server.advance_secs(1);
-    server.insert(json!({"key": "m056", "name": "x", "email": "x@club.nl"}));
+    insert_members(&server, 56..=56, 0);
     let mut config = Api::Offset.config(&server);
     config.page_size = Some(10);
     let mut connector = RestConnector::open(&config).unwrap();
@@ -708,9 +722,7 @@ async fn a_wordpress_post_moved_to_the_trash_is_read_as_deleted_and_deletes_stay
 async fn creates_and_deletes_go_to_their_own_urls() {
     // Issue 12, point 8: a listing that is not the collection (a feed, a search) needs the
     // writes sent elsewhere.
-    let server = FixtureServer::start(Style::Drf).await;
-    let id = server.insert(json!({"key": "m1", "name": "Ann", "email": "ann@club.nl"}));
-    let mut config = Api::Drf.config(&server);
+    let (server, id, mut config) = ann_on(Api::Drf).await;
     config.base_url = format!("{}?search=", server.list_url());
     config.create_url = Some(format!("{}?via=create", server.list_url()));
     config.item_url = Some(format!("{}{{id}}/?via=item", server.list_url()));
@@ -757,9 +769,7 @@ async fn creates_and_deletes_go_to_their_own_urls() {
 
 #[tokio::test]
 async fn a_status_configured_as_stale_is_target_moved() {
-    let server = FixtureServer::start(Style::Offset).await;
-    let id = server.insert(json!({"key": "m1", "name": "Ann", "email": "ann@club.nl"}));
-    let mut config = Api::Offset.config(&server);
+    let (server, id, mut config) = ann_on(Api::Offset).await;
     config.stale = Some(vec![409]);
     let mut connector = RestConnector::open(&config).expect("a valid configuration");
     server.fail_every(1, 409);
@@ -831,9 +841,8 @@ async fn etag_claimed_against_an_api_that_sends_none_fails_check_and_writes() {
     // Without the claim the engine re-reads; with ETags the claim holds.
     let (_server, connector) = wordpress(1, |_| {}).await;
     assert!(!connector.capabilities().conditional_writes);
-    let drf = FixtureServer::start(Style::Drf).await;
-    drf.insert(json!({"key": "m1", "name": "Ann", "email": "ann@club.nl"}));
-    let mut connector = RestConnector::open(&Api::Drf.config(&drf)).unwrap();
+    let (_drf, _, config) = ann_on(Api::Drf).await;
+    let mut connector = RestConnector::open(&config).unwrap();
     let probe = connector.check(&["/key".to_string()]).await.expect("check passes with ETags");
     assert!(probe.capabilities.conditional_writes);
 }

@@ -6,13 +6,12 @@
 use std::collections::BTreeMap;
 
 use crate::connector::update_one;
+use crate::site_fixture::SiteFixture;
 use fieldsync_connector::testkit::django::{DjangoOptions, DjangoServer};
 use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, TestRecord};
 use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, ReadRequest, Write};
 use fieldsync_connector_rest::{Auth, KeyParam, Preset, RestConfig, RestConnector, Secret};
 use fieldsync_model::RecordId;
-use fieldsync_test_support::SecondStamps;
-use jiff::SignedDuration;
 use serde_json::{Value, json};
 
 /// The `drf` preset on the site's players, as a user would configure it.
@@ -44,15 +43,9 @@ fn paths() -> TestPaths {
     TestPaths { key: "/federation_id".into(), name: "/notes".into(), email: "/last_name".into() }
 }
 
-/// One site for the whole suite, emptied and filled again for each property. Edits are saved
-/// through the model and then stamped with a clock that moves a whole second per edit past
-/// everything before, since `updated_after` is asked to the second.
-struct DjangoFixture {
-    site: DjangoServer,
-    clock: SecondStamps,
-}
-
-impl Fixture for DjangoFixture {
+/// The Django site for the suite. Edits are saved through the model and then stamped, since
+/// `updated_after` is asked to the second.
+impl Fixture for SiteFixture<DjangoServer> {
     type Connector = RestConnector;
 
     async fn open(&mut self, records: &[TestRecord]) -> RestConnector {
@@ -60,7 +53,7 @@ impl Fixture for DjangoFixture {
             .iter()
             .map(|record| json!({"federation_id": record.key, "first_name": "Speler", "last_name": record.email, "notes": record.name}))
             .collect();
-        let before = self.clock.stamp() - SignedDuration::from_secs(1);
+        let before = self.fill_stamp();
         self.site.python(&format!(
             "import json, datetime\n\
              Player.objects.all().delete()\n\
@@ -81,7 +74,7 @@ impl Fixture for DjangoFixture {
     }
 
     async fn edit(&mut self, key: &str, path: &str, value: Value) {
-        let at = self.clock.stamp();
+        let at = self.edit_stamp();
         let field = path.trim_start_matches('/');
         self.site.python(&format!(
             "import json, datetime\n\
@@ -114,7 +107,7 @@ impl Fixture for DjangoFixture {
 #[tokio::test]
 async fn conforms_against_a_real_django_rest_framework_api() {
     let Some(site) = DjangoServer::start(&DjangoOptions::default()) else { return };
-    let mut fixture = DjangoFixture { site, clock: SecondStamps::new() };
+    let mut fixture = SiteFixture::new(site);
     testkit::run_all(&mut fixture, &[]).await;
 }
 

@@ -3,11 +3,11 @@
 //! database, a post moved to the trash read as deleted, and a create WordPress answers with a
 //! failure after it inserted the post, found by its key instead of sent again.
 
+use crate::site_fixture::SiteFixture;
 use fieldsync_connector::testkit::wordpress::WordPress;
 use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, TestRecord};
 use fieldsync_connector::{Connector, ConnectorError, FieldWrite, Lookup, ReadRequest, Write};
 use fieldsync_connector_rest::{Auth, Create, Preset, RestConfig, RestConnector, Secret};
-use fieldsync_test_support::SecondStamps;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
@@ -42,19 +42,13 @@ const STAMP: &str = r#"
     };
 "#;
 
-/// One site for the whole suite, emptied and filled again for each property. WordPress keeps
-/// whole seconds, so edits are stamped with a clock that moves a second per edit past
-/// everything before.
-struct WordPressFixture {
-    site: WordPress,
-    clock: SecondStamps,
-}
-
-impl Fixture for WordPressFixture {
+/// The WordPress site for the suite, which keeps whole seconds. Posts and edits are made in PHP
+/// and stamped with [`STAMP`].
+impl Fixture for SiteFixture<WordPress> {
     type Connector = RestConnector;
 
     async fn open(&mut self, records: &[TestRecord]) -> RestConnector {
-        let before = self.clock.stamp() - SignedDuration::from_secs(1);
+        let before = self.fill_stamp();
         let people: Vec<Value> =
             records.iter().map(|record| json!([record.key, record.name, record.email])).collect();
         let code = format!(
@@ -81,7 +75,7 @@ impl Fixture for WordPressFixture {
     }
 
     async fn edit(&mut self, key: &str, path: &str, value: Value) {
-        let at = self.clock.stamp();
+        let at = self.edit_stamp();
         let code = format!(
             "{STAMP}
             $ids = get_posts( array( 'post_type' => 'person', 'post_status' => 'any', 'fields' => 'ids',
@@ -117,7 +111,7 @@ impl Fixture for WordPressFixture {
 async fn conforms_against_a_real_wordpress_in_amsterdam_time() {
     let Some(site) = WordPress::start().await else { return };
     site.set_time_zone(ZONE).await;
-    let mut fixture = WordPressFixture { site, clock: SecondStamps::new() };
+    let mut fixture = SiteFixture::new(site);
     // WordPress sends no ETags and keeps no version: the engine re-reads before writing. The
     // test plugin registers no number meta field.
     testkit::run_all(&mut fixture, &["conditional_update", "typed_values"]).await;
