@@ -32,9 +32,9 @@ pub use status::{LinkStatus, OutboxCounts, ReviewCounts};
 pub use fieldsync_connector::{Capabilities, Probe};
 pub use fieldsync_engine::{
     Action, CancellationToken, FailureOutcome, GuardKind, GuardStop, NoProgress, Progress, ReportLine,
-    RunReport, RunStats, SideStats, WriteFailure, error_chain,
+    RunReport, RunStats, SidePair, SideStats, WriteFailure, error_chain,
 };
-pub use fieldsync_model::{Side, Value};
+pub use fieldsync_model::{LinkName, RecordKey, Side, Value};
 pub use fieldsync_store::{
     AuditEntry, AuditEvent, Decision, OutboxStatus, ReviewKind, ReviewStatus, RunRow, RunStatus,
 };

@@ -12,6 +12,7 @@ use fieldsync_app::config::{ReportWhen, ReportsConfig};
 use fieldsync_app::workspace::{Action, FailureOutcome, ReportLine, RunReport, RunStatus};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
+use maud::{DOCTYPE, html};
 
 /// How many lines a section of a report lists before it says how many more there are.
 const SECTION_LINES: usize = 200;
@@ -252,51 +253,84 @@ impl Sections {
     }
 
     fn html(&self, report: &RunReport, history: &str) -> String {
-        let mut html = format!(
-            "<!doctype html><html><body><p>fieldsync ran link <b>{}</b> ({} &harr; {}): <b>{}</b>.</p>",
-            escape(report.link.as_str()),
-            escape(&report.sides.left),
-            escape(&report.sides.right),
-            report.status.as_str()
-        );
-        for (title, lines) in self.named() {
-            if lines.is_empty() {
-                continue;
-            }
-            let _ = write!(html, "<h3>{title} ({})</h3><ul>", lines.len());
-            for line in lines.iter().take(SECTION_LINES) {
-                let _ = write!(html, "<li>{}</li>", escape(line));
-            }
-            if lines.len() > SECTION_LINES {
-                let _ = write!(html, "<li>&hellip; and {} more</li>", lines.len() - SECTION_LINES);
-            }
-            html.push_str("</ul>");
+        let sides = &report.sides;
+        html! {
+            (DOCTYPE)
+            html { body {
+                p {
+                    "fieldsync ran link " b { (report.link.as_str()) }
+                    " (" (sides.left) " \u{2194} " (sides.right) "): " b { (report.status.as_str()) } "."
+                }
+                @for (title, lines) in self.named() {
+                    @if !lines.is_empty() {
+                        h3 { (title) " (" (lines.len()) ")" }
+                        ul {
+                            @for line in lines.iter().take(SECTION_LINES) { li { (line) } }
+                            @if lines.len() > SECTION_LINES {
+                                li { "\u{2026} and " (lines.len() - SECTION_LINES) " more" }
+                            }
+                        }
+                    }
+                }
+                @if let Some(guard) = &report.guard {
+                    p { "Stopped by the guard: " (format!("{guard:?}")) }
+                }
+                @if history.starts_with("http") {
+                    p { "The whole run: " a href=(history) { (history) } }
+                } @else if !history.is_empty() {
+                    p { "The whole run: " code { (history) } }
+                }
+            } }
         }
-        if !history.is_empty() {
-            let shown = escape(history);
-            if history.starts_with("http") {
-                let _ = write!(html, "<p>The whole run: <a href=\"{shown}\">{shown}</a></p>");
-            } else {
-                let _ = write!(html, "<p>The whole run: <code>{shown}</code></p>");
-            }
-        }
-        html.push_str("</body></html>");
-        html
+        .into_string()
     }
 }
 
-/// `text` with the characters HTML gives a meaning escaped.
-fn escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for char in text.chars() {
-        match char {
-            '&' => escaped.push_str("&amp;"),
-            '<' => escaped.push_str("&lt;"),
-            '>' => escaped.push_str("&gt;"),
-            '"' => escaped.push_str("&quot;"),
-            '\'' => escaped.push_str("&#39;"),
-            other => escaped.push(other),
-        }
+#[cfg(test)]
+mod tests {
+    use fieldsync_app::workspace::{LinkName, RecordKey, Side, SidePair, Value};
+
+    use super::*;
+
+    /// A run that held one conflict for review, whose values carry what HTML gives a meaning.
+    fn report() -> RunReport {
+        let sides = SidePair::new("register".to_string(), "website <b>".to_string());
+        let mut report = RunReport::new(LinkName::new("members"), sides, false);
+        report.lines.push(ReportLine {
+            key: RecordKey::new("M001"),
+            field: Some("last_name".into()),
+            action: Action::Review,
+            target: Some(Side::Right),
+            left: Some(Value::Text("O'Brien & <Co>".into())),
+            right: Some(Value::Text("Obrien".into())),
+            value: None,
+            reason: "both sides changed".into(),
+        });
+        report
     }
-    escaped
+
+    #[test]
+    fn the_html_part_escapes_what_the_records_hold_and_links_the_run() {
+        let report = report();
+        let sections = Sections::of(&report);
+        let html = sections.html(&report, "https://sync.club.nl/api/runs/7");
+        assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+        assert!(
+            html.contains("O'Brien &amp; &lt;Co&gt;") || html.contains("O&#39;Brien &amp; &lt;Co&gt;"),
+            "{html}"
+        );
+        assert!(!html.contains("<Co>") && !html.contains("website <b>"), "{html}");
+        assert!(html.contains("<h3>Held for review (1)</h3>"), "{html}");
+        assert!(html.contains(r#"<a href="https://sync.club.nl/api/runs/7">"#), "{html}");
+        let text = sections.text(&report, "fieldsync history show 7");
+        assert!(text.contains("Held for review (1):\n  M001 last_name: left \"O'Brien & <Co>\""), "{text}");
+        assert!(text.contains("The whole run: fieldsync history show 7"), "{text}");
+    }
+
+    #[test]
+    fn a_history_that_is_a_command_is_shown_as_code_not_as_a_link() {
+        let report = report();
+        let html = Sections::of(&report).html(&report, "fieldsync history show 7");
+        assert!(html.contains("<code>fieldsync history show 7</code>") && !html.contains("href"), "{html}");
+    }
 }
