@@ -20,6 +20,7 @@ use jiff::Timestamp;
 use self::pairing::{Lookups, Pairing};
 use crate::blocking::blocking;
 use crate::report::{ReadMode, RunReport};
+use crate::run::{LinkRun, RunContext};
 use crate::spec::{LinkSpec, SidePair};
 use crate::{Clock, EngineError, Progress};
 
@@ -163,13 +164,22 @@ pub(crate) fn link_key(raw: &serde_json::Value) -> Option<RecordKey> {
     }
 }
 
-/// The next page of a listing, with retries.
+/// The next page of a listing, with retries; for a side of a targeted run, the records `named`,
+/// looked up by id, as its one page.
 async fn fetch<C: Connector, K: Clock>(
     connector: &mut C,
     request: &ReadRequest,
     token: Option<&PageToken>,
+    named: Option<&[RecordId]>,
     clock: &K,
 ) -> Result<Page, ConnectorError> {
+    if let Some(ids) = named {
+        let mut records = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            records.extend(look_up(connector, &request.paths, &Lookup::Ids(chunk.to_vec()), clock).await?);
+        }
+        return Ok(Page { records, next: None });
+    }
     let mut retries = Retries::default();
     loop {
         match connector.read_page(request, token).await {
@@ -227,6 +237,8 @@ pub(crate) struct Detector<'a> {
     layout: &'a LinkLayout,
     names: &'a SidePair<String>,
     requests: SidePair<ReadRequest>,
+    /// For a targeted run, the ids of the records to read on each side (in place of listings).
+    named: SidePair<Option<&'a [RecordId]>>,
     capabilities: SidePair<Capabilities>,
     tokens: SidePair<Option<PageToken>>,
     pairing: Pairing,
@@ -234,21 +246,18 @@ pub(crate) struct Detector<'a> {
 }
 
 impl<'a> Detector<'a> {
-    /// Prepares to read both sides; loads every baseline digest when a side is read in full.
+    /// Prepares to read both sides as `run` says; loads every baseline digest when a side is
+    /// read in full.
     ///
     /// # Errors
     ///
     /// Fails when the state store cannot be read.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new<C: Connector, S: StateStore>(
-        spec: &'a LinkSpec,
-        layout: &'a LinkLayout,
-        names: &'a SidePair<String>,
+    pub fn new<C: Connector, S: StateStore, K, P>(
+        run: &RunContext<'a, K, P>,
         connectors: &SidePair<C>,
-        modes: SidePair<ReadMode>,
-        since: SidePair<Option<Timestamp>>,
         store: &S,
     ) -> Result<Self, EngineError> {
+        let RunContext { given: LinkRun { spec, names, targets, .. }, layout, modes, since, .. } = *run;
         let any_full = modes.left == ReadMode::Full || modes.right == ReadMode::Full;
         // Sized once from the count of live baselines the store keeps.
         let baselines = if any_full {
@@ -266,6 +275,10 @@ impl<'a> Detector<'a> {
             layout,
             names,
             requests: SidePair::new(request(Side::Left), request(Side::Right)),
+            named: SidePair::new(
+                targets.map(|targets| targets.left.as_slice()),
+                targets.map(|targets| targets.right.as_slice()),
+            ),
             capabilities: SidePair::new(connectors.left.capabilities(), connectors.right.capabilities()),
             tokens: SidePair::new(None, None),
             pairing: Pairing::new(modes, fingerprints, baselines),
@@ -297,8 +310,8 @@ impl<'a> Detector<'a> {
                 // blocks does so on a thread of its own), then sorted out left first.
                 let SidePair { left, right } = &mut *connectors;
                 let (left_page, right_page) = tokio::join!(
-                    fetch(left, &self.requests.left, self.tokens.left.as_ref(), clock),
-                    fetch(right, &self.requests.right, self.tokens.right.as_ref(), clock),
+                    fetch(left, &self.requests.left, self.tokens.left.as_ref(), self.named.left, clock),
+                    fetch(right, &self.requests.right, self.tokens.right.as_ref(), self.named.right, clock),
                 );
                 let right_page = right_page.map_err(self.read_error(Side::Right));
                 let left_page = left_page.map_err(self.read_error(Side::Left))?;
@@ -310,6 +323,7 @@ impl<'a> Detector<'a> {
                     connectors.get_mut(side),
                     self.requests.get(side),
                     self.tokens.get(side).as_ref(),
+                    *self.named.get(side),
                     clock,
                 )
                 .await

@@ -56,8 +56,15 @@ mod send {
     ) {
         let cancel = CancellationToken::new();
         let options = RunOptions::default();
-        let run =
-            LinkRun { spec, names, options, clock: &SystemClock, progress: &NoProgress, cancel: &cancel };
+        let run = LinkRun {
+            spec,
+            names,
+            options,
+            clock: &SystemClock,
+            progress: &NoProgress,
+            cancel: &cancel,
+            targets: None,
+        };
         let future = run_link(run, connectors, store);
         assert_send(&future);
     }

@@ -19,14 +19,17 @@ pub enum ReadMode {
     Full,
     /// Only records modified since the cursor, minus the overlap.
     Incremental,
+    /// Only the records a webhook named, looked up by id; the cursor stays where it was.
+    Targeted,
 }
 
 impl ReadMode {
-    /// `full` or `incremental`.
+    /// `full`, `incremental` or `targeted`.
     pub fn as_str(self) -> &'static str {
         match self {
             ReadMode::Full => "full",
             ReadMode::Incremental => "incremental",
+            ReadMode::Targeted => "targeted",
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use fieldsync_connector::Connector;
-use fieldsync_model::{RecordKey, Side};
+use fieldsync_model::{RecordId, RecordKey, Side};
 use fieldsync_store::{
     Baseline, BaselineWrite, CursorState, Lease, LinkLayout, NewOutboxEntry, Operation, OutboxStatus,
     PlanChunk, PlanPublication, Review, RunEnd, RunStatus, SeenDigest, StateStore,
@@ -52,6 +52,10 @@ pub struct LinkRun<'run, K, P> {
     pub progress: &'run P,
     /// Stops the run between two commits when cancelled.
     pub cancel: &'run CancellationToken,
+    /// A targeted run: only these records are read, by their ids on each side (those a webhook
+    /// named), and merged, planned and written as in any run; no cursor moves. `None`: the
+    /// sides are listed, in full or incrementally.
+    pub targets: Option<&'run SidePair<Vec<RecordId>>>,
 }
 
 // By hand: derived, they would ask the clock and the progress display to be `Copy` too.
@@ -97,7 +101,9 @@ pub async fn run_link<C: Connector, S: StateStore, K: Clock, P: Progress>(
         let full_due = cursor.last_full_scan.is_none_or(|last| {
             started.duration_since(last).unsigned_abs() >= spec.full_scan_every || last > started
         });
-        if let (false, true, false, Some(cursor_at)) =
+        if run.targets.is_some() {
+            *modes.get_mut(side) = ReadMode::Targeted;
+        } else if let (false, true, false, Some(cursor_at)) =
             (options.full, incremental_possible, full_due, cursor.cursor)
         {
             *modes.get_mut(side) = ReadMode::Incremental;
@@ -112,7 +118,7 @@ pub async fn run_link<C: Connector, S: StateStore, K: Clock, P: Progress>(
     } else if modes.left == ReadMode::Full || modes.right == ReadMode::Full {
         "full"
     } else {
-        "incremental"
+        modes.left.as_str()
     };
     if let Some(lease) = lease {
         // A run that only delivers plans nothing: it is published at once, so that what it
@@ -377,14 +383,8 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
     store: &mut S,
     report: &mut RunReport,
 ) -> Result<bool, EngineError> {
-    let RunContext {
-        given: LinkRun { spec, names, options, clock, progress, .. },
-        lease,
-        layout,
-        modes,
-        since,
-        cursors,
-    } = *run;
+    let RunContext { given: LinkRun { spec, options, clock, progress, .. }, lease, layout, cursors, .. } =
+        *run;
     let link = spec.name.as_str();
     let now = clock.now();
     let fingerprints = SidePair::new(spec.fingerprint(Side::Left), spec.fingerprint(Side::Right));
@@ -393,7 +393,7 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
     // before it (the store keeps them counted: no scan), read before any chunk of the plan
     // commits baselines of its own — and a plan, which commits none, sees the same count.
     let total = blocking(|| store.baseline_count(link))?;
-    let mut detector = Detector::new(spec, layout, names, connectors, modes, since, store)?;
+    let mut detector = Detector::new(run, connectors, store)?;
     let mut deferred = Deferred::default();
     progress.phase("reading and planning", None);
     // Cancelled between two chunks, the run leaves what a kill there would: the chunks planned
@@ -421,7 +421,7 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
     // 6. Publish the plan, with the cursors and the reviews its decisions settle, in one
     // commit: a crash before it leaves nothing deliverable, after it the whole plan.
     let mut publication = deferred.publication;
-    for side in Side::BOTH {
+    for side in Side::BOTH.into_iter().filter(|side| *summary.modes.get(*side) != ReadMode::Targeted) {
         let old = *cursors.get(side);
         let cursor = match (old.cursor, *summary.cursor.get(side)) {
             (Some(old), Some(seen)) => Some(old.max(seen)),

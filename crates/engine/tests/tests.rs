@@ -7,7 +7,7 @@ use fieldsync_engine::{
     Action, ConflictStrategy, DeletePolicy, Direction, FieldSpec, Guard, Limit, LinkRun, ReadMode,
     RetryPolicy, RunOptions, RunStats, SidePair, SideStats, Tie,
 };
-use fieldsync_model::{FieldType, Normaliser, RecordKey, Side};
+use fieldsync_model::{FieldType, Normaliser, RecordId, RecordKey, Side};
 use fieldsync_store::{
     AuditEntry, Decision, ListQuery, NewOutboxEntry, Operation, Origin, OutboxEntry, OutboxStatus, PlanChunk,
     ReviewId, ReviewStatus, RunStatus, StateStore,
@@ -1427,6 +1427,7 @@ async fn a_cancelled_run_leaves_what_a_kill_would_and_the_next_run_completes() {
             clock: &fieldsync_engine::SystemClock,
             progress: &progress,
             cancel: &token,
+            targets: None,
         };
         let report =
             fieldsync_test_support::run_link_watched(run, &mut connectors, &mut world.store).await.unwrap();
@@ -1521,6 +1522,7 @@ fn a_store_call_that_waits_leaves_the_runtime_to_its_other_tasks() {
                 clock: &fieldsync_engine::SystemClock,
                 progress: &progress,
                 cancel: &never,
+                targets: None,
             };
             let report =
                 fieldsync_test_support::run_link_watched(run, &mut connectors, &mut world.store).await;
@@ -1532,4 +1534,51 @@ fn a_store_call_that_waits_leaves_the_runtime_to_its_other_tasks() {
         assert_eq!((report.status, report.stats.writes_done), (RunStatus::Done, 3), "{report:#?}");
         assert_eq!(world.right.records().len(), 3);
     });
+}
+
+/// A targeted run (a webhook named a record) reads only the records named, by id, and the
+/// other side's counterparts: it propagates their changes with the same merge, outbox and
+/// audit as any run, leaves other changes alone and moves no cursor, so the next incremental
+/// run still reads what no webhook told of.
+#[tokio::test]
+async fn a_targeted_run_syncs_the_records_named_and_leaves_the_cursors_to_the_next_run() {
+    let mut world = world(last_write_wins_tie_left()).seeded().await;
+    world.set_time(at(100));
+    world.left.edit("m1", "email", json!("named@club.nl"));
+    world.left.edit("m2", "email", json!("not.named@club.nl"));
+    world.right.edit("m3", "mobile", json!("06-333"));
+    let cursors = |world: &World| Side::BOTH.map(|side| world.store.cursor("members", side).unwrap());
+    let before = cursors(&world);
+
+    let targets = SidePair::new(vec![RecordId::new("m1")], vec![RecordId::new("m3"), RecordId::new("gone")]);
+    let names = SidePair::new("left".to_string(), "right".to_string());
+    let never = fieldsync_engine::CancellationToken::new();
+    let run = LinkRun {
+        spec: &world.spec,
+        names: &names,
+        options: RunOptions::default(),
+        clock: &fieldsync_engine::SystemClock,
+        progress: &fieldsync_engine::NoProgress,
+        cancel: &never,
+        targets: Some(&targets),
+    };
+    let mut connectors = world.connectors();
+    let report =
+        fieldsync_test_support::run_link_watched(run, &mut connectors, &mut world.store).await.unwrap();
+    assert_eq!(report.status, RunStatus::Done, "{report:#?}");
+    assert_eq!((report.stats.left.mode, report.stats.right.mode), (ReadMode::Targeted, ReadMode::Targeted));
+    assert_eq!((report.stats.left.read, report.stats.right.read), (1, 1), "only the records named");
+    assert_eq!(report.stats.writes_done, 2, "{report:#?}");
+    assert_eq!(world.right.value("m1", "email"), json!("named@club.nl"));
+    assert_eq!(world.left.value("m3", "mobile"), json!("06-333"));
+    assert_eq!(world.right.value("m2", "email"), json!("member2@club.nl"), "not named, not read");
+    assert_eq!(cursors(&world), before, "no cursor moved");
+    let history =
+        world.store.runs_page(ListQuery { link: Some("members"), status: None, before: None, limit: 1 });
+    assert_eq!(history.unwrap().rows[0].mode, "targeted");
+
+    let next = world.run(RunOptions::default()).await;
+    assert_eq!(next.stats.left.mode, ReadMode::Incremental);
+    assert_eq!(world.right.value("m2", "email"), json!("not.named@club.nl"), "the next run reads it");
+    assert_eq!(next.stats.writes_done, 1, "{next:#?}");
 }

@@ -137,7 +137,7 @@ impl Server {
                 tracing::warn!("runs still going on after {STOP_GRACE:?}; going on without them");
             }
             let Some((next_config, next_mailer)) = next else { break };
-            if next_config.server.listen != address {
+            if next_config.server.listen != config.server.listen {
                 tracing::warn!(listen = %next_config.server.listen, %address, "a new listen address takes a restart");
             }
             (config, mailer) = (Arc::new(next_config), next_mailer);

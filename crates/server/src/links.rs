@@ -285,6 +285,7 @@ impl Job {
         let mut observer = Unobserved;
         match why {
             Why::Retry => workspace.deliver(&scope, &mut observer).await,
+            Why::Hooked => workspace.run_hooked(&self.name, &mut observer).await,
             _ => workspace.run(&scope, false, &mut observer).await,
         }
     }

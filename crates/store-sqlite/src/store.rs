@@ -505,6 +505,31 @@ impl StateStore for SqliteStore {
         Ok(oldest.map(from_millis))
     }
 
+    fn webhook_records(&self, link: &str, limit: usize) -> Result<Option<Vec<(Side, String)>>, StoreError> {
+        let what = || format!("reading the webhooks of link {link}");
+        let connection = self.connection();
+        let mut statement = connection
+            .prepare_cached("SELECT side, records FROM webhooks WHERE link = ?1 AND read = 0 LIMIT ?2")
+            .context(what)?;
+        let rows = statement
+            .query_map(params![link, i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .context(what)?;
+        let mut named = std::collections::BTreeSet::new();
+        for (count, row) in rows.enumerate() {
+            let (side, records) = row.context(what)?;
+            let records: Vec<String> =
+                serde_json::from_str(&records).map_err(|error| damaged(what(), error))?;
+            if count == limit || records.is_empty() {
+                return Ok(None);
+            }
+            let side = side_from(&side, &what())?;
+            named.extend(records.into_iter().map(|record| (side, record)));
+        }
+        Ok(Some(named.into_iter().collect()))
+    }
+
     fn layout(&mut self, link: &str, fields: &[String]) -> Result<LinkLayout, StoreError> {
         let text = serde_json::to_string(fields).unwrap_or_default();
         let what = || format!("registering the fields of link {link}");

@@ -206,6 +206,15 @@ pub trait StateStore {
     /// Fails on a database error.
     fn waiting_webhook(&self, link: &str) -> Result<Option<Timestamp>, StoreError>;
 
+    /// The records the webhooks of `link` that no run has read yet name, each once with its
+    /// side: what a targeted run reads. `None` when one of them names no record, or more than
+    /// `limit` wait: then the sides must be read. Empty when none waits.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn webhook_records(&self, link: &str, limit: usize) -> Result<Option<Vec<(Side, String)>>, StoreError>;
+
     /// The digests of every baseline of `link`, for a full scan's fast path.
     ///
     /// # Errors

@@ -85,6 +85,7 @@ where
     a_delivered_batch_closes_with_its_baselines_digests_and_attempts(&new());
     a_person_decides_reviews_and_settles_dead_entries(&new());
     webhooks_wait_until_a_run_reads_them_and_a_replay_is_refused(&new());
+    waiting_webhooks_name_the_records_a_targeted_run_reads(&new());
 }
 
 /// Declares one `#[test]` per property of the suite, each against a fresh fixture made by
@@ -114,7 +115,8 @@ macro_rules! conformance_tests {
             a_run_commits_its_plan_in_chunks_and_publishes_it_at_once,
             a_delivered_batch_closes_with_its_baselines_digests_and_attempts,
             a_person_decides_reviews_and_settles_dead_entries,
-            webhooks_wait_until_a_run_reads_them_and_a_replay_is_refused
+            webhooks_wait_until_a_run_reads_them_and_a_replay_is_refused,
+            waiting_webhooks_name_the_records_a_targeted_run_reads
         );
     };
     (@each $new:expr; $($name:ident),+ $(,)?) => {
@@ -1568,4 +1570,39 @@ pub fn webhooks_wait_until_a_run_reads_them_and_a_replay_is_refused<F: Fixture>(
     assert_eq!(store.waiting_webhook(LINK).unwrap(), None);
     assert!(store.accept_webhook(&hook("msg_1", Side::Left, 30_000), ts(20_000)).unwrap());
     assert_eq!(fixture.open().waiting_webhook(LINK).unwrap(), Some(ts(30_000)), "kept on disk");
+}
+
+/// The records the waiting webhooks of a link name, each once with its side, for a targeted
+/// run; none when a waiting webhook names no record (the side must be read) or more webhooks
+/// wait than a targeted run takes; an empty list when none waits.
+pub fn waiting_webhooks_name_the_records_a_targeted_run_reads<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
+    let hook = |id: &str, side: Side, at: i64, records: &[&str]| NewWebhook {
+        link: LINK.to_string(),
+        side,
+        hook_id: id.to_string(),
+        received_at: ts(at),
+        records: records.iter().map(|record| (*record).to_string()).collect(),
+    };
+    assert_eq!(store.webhook_records(LINK, 10).unwrap(), Some(Vec::new()), "none waits");
+    store.accept_webhook(&hook("msg_1", Side::Left, 10_000, &["KNVB1234567"]), ts(0)).unwrap();
+    store.accept_webhook(&hook("msg_2", Side::Left, 10_001, &["KNVB1234567", "KNVB7654321"]), ts(0)).unwrap();
+    store.accept_webhook(&hook("msg_3", Side::Right, 10_002, &["KNVB1234567"]), ts(0)).unwrap();
+    let mut named = store.webhook_records(LINK, 10).unwrap().expect("all name records");
+    named.sort();
+    assert_eq!(
+        named,
+        vec![
+            (Side::Left, "KNVB1234567".to_string()),
+            (Side::Left, "KNVB7654321".to_string()),
+            (Side::Right, "KNVB1234567".to_string()),
+        ]
+    );
+    assert_eq!(store.webhook_records(LINK, 2).unwrap(), None, "more webhooks wait than 2");
+    assert_eq!(store.webhook_records("other", 10).unwrap(), Some(Vec::new()), "per link");
+
+    store.accept_webhook(&hook("msg_4", Side::Right, 10_003, &[]), ts(0)).unwrap();
+    assert_eq!(store.webhook_records(LINK, 10).unwrap(), None, "one names no record");
+    store.settle_webhooks(LINK, ts(10_004), ts(0)).unwrap();
+    assert_eq!(store.webhook_records(LINK, 10).unwrap(), Some(Vec::new()), "read ones are not named");
 }

@@ -24,7 +24,7 @@ pub async fn run_link<C: Connector, K: Clock, S: StateStore>(
     clock: &K,
 ) -> Result<RunReport, EngineError> {
     let never = CancellationToken::new();
-    let run = LinkRun { spec, names, options, clock, progress: &NoProgress, cancel: &never };
+    let run = LinkRun { spec, names, options, clock, progress: &NoProgress, cancel: &never, targets: None };
     fieldsync_engine::run_link(run, connectors, store).await
 }
 

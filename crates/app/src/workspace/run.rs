@@ -5,12 +5,17 @@
 use fieldsync_engine::{
     CancellationToken, LinkRun, NoProgress, Progress, RunOptions, RunReport, SidePair, SystemClock, run_link,
 };
+use fieldsync_model::RecordId;
 use fieldsync_store::{ListQuery, RunRow, RunStatus, StateStore as _};
 use jiff::Timestamp;
 use serde::Serialize;
 
 use super::{Workspace, WorkspaceError, open_store};
 use crate::{AnyConnector, Config, LinkConfig, open_connector};
+
+/// How many waiting webhooks a targeted run takes at most: a burst of more is read by an
+/// incremental run, which costs about the same as a few hundred look-ups by id.
+const TARGETED_WEBHOOKS: usize = 200;
 
 /// Which links a run or plan covers, and how they are read.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -112,7 +117,33 @@ impl Workspace {
         force: bool,
         observer: &mut impl RunObserver,
     ) -> Result<RunsOutcome, WorkspaceError> {
-        self.run_links(scope, RunOptions { full: scope.full, force, ..RunOptions::default() }, observer).await
+        self.run_links(scope, RunOptions { full: scope.full, force, ..RunOptions::default() }, None, observer)
+            .await
+    }
+
+    /// Runs `link` for the webhooks that wait for it: a targeted run that reads only the
+    /// records they name, by id on the side each came from, when every one names records and
+    /// at most `TARGETED_WEBHOOKS` wait; an incremental run otherwise. Either reads all that
+    /// the webhooks before it told of (`settle_webhooks`).
+    ///
+    /// # Errors
+    ///
+    /// As `run`.
+    pub async fn run_hooked(
+        &mut self,
+        link: &str,
+        observer: &mut impl RunObserver,
+    ) -> Result<RunsOutcome, WorkspaceError> {
+        let scope = RunScope { link: Some(link.to_string()), full: false };
+        let named = self.store()?.webhook_records(link, TARGETED_WEBHOOKS)?;
+        let targets = named.filter(|named| !named.is_empty()).map(|named| {
+            let mut targets = SidePair::new(Vec::new(), Vec::new());
+            for (side, id) in named {
+                targets.get_mut(side).push(RecordId::new(id));
+            }
+            targets
+        });
+        self.run_links(&scope, RunOptions::default(), targets.as_ref(), observer).await
     }
 
     /// What a run of the links of `scope` would do, writing nothing anywhere.
@@ -125,12 +156,8 @@ impl Workspace {
         scope: &RunScope,
         observer: &mut impl RunObserver,
     ) -> Result<RunsOutcome, WorkspaceError> {
-        self.run_links(
-            scope,
-            RunOptions { full: scope.full, dry_run: true, ..RunOptions::default() },
-            observer,
-        )
-        .await
+        let options = RunOptions { full: scope.full, dry_run: true, ..RunOptions::default() };
+        self.run_links(scope, options, None, observer).await
     }
 
     /// Delivers the due outbox entries of the links of `scope`, reading and planning nothing:
@@ -144,7 +171,8 @@ impl Workspace {
         scope: &RunScope,
         observer: &mut impl RunObserver,
     ) -> Result<RunsOutcome, WorkspaceError> {
-        self.run_links(scope, RunOptions { deliver_only: true, ..RunOptions::default() }, observer).await
+        self.run_links(scope, RunOptions { deliver_only: true, ..RunOptions::default() }, None, observer)
+            .await
     }
 
     /// When `link` next has an outbox entry due for a retry, if it has one waiting.
@@ -157,7 +185,8 @@ impl Workspace {
     }
 
     /// When the latest run of `link` that read both sides and came to its end started (done,
-    /// partial or stopped by the guard; not cancelled, failed or only delivering), if one did:
+    /// partial or stopped by the guard; not cancelled, failed, only delivering or targeted at
+    /// the records webhooks named), if one did:
     /// what a schedule counts from.
     ///
     /// # Errors
@@ -169,7 +198,7 @@ impl Workspace {
         loop {
             let page = store.runs_page(ListQuery { link: Some(link), status: None, before, limit: 100 })?;
             let ended = |run: &&RunRow| {
-                run.mode != "deliver"
+                !matches!(run.mode.as_str(), "deliver" | "targeted")
                     && matches!(run.status, RunStatus::Done | RunStatus::Partial | RunStatus::Guarded)
             };
             if let Some(run) = page.rows.iter().find(ended) {
@@ -186,6 +215,7 @@ impl Workspace {
         &mut self,
         scope: &RunScope,
         options: RunOptions,
+        targets: Option<&SidePair<Vec<RecordId>>>,
         observer: &mut impl RunObserver,
     ) -> Result<RunsOutcome, WorkspaceError> {
         let Workspace { config, store, cancel } = self;
@@ -217,6 +247,7 @@ impl Workspace {
                 clock: &SystemClock,
                 progress: &progress,
                 cancel,
+                targets,
             };
             let report = run_link(run, &mut connectors, store)
                 .await

@@ -473,8 +473,9 @@ impl Pairing {
                 // A full read lists every record: unless it has already listed this one.
                 (ReadMode::Full, Some(known)) => !known.get(key).is_some_and(|known| *known.listed.get(side)),
                 (ReadMode::Full, None) => true,
-                // An incremental one lists it if it changed there too.
-                (ReadMode::Incremental, _) => true,
+                // An incremental (or targeted) one lists it if it changed there too (and was
+                // named).
+                (ReadMode::Incremental | ReadMode::Targeted, _) => true,
             }
     }
 
@@ -620,7 +621,7 @@ impl Pairing {
 
     /// Remembers a listed record that needs no planning, for duplicate checks.
     fn note_listed(&mut self, side: Side, key: &RecordKey, id: &RecordId) {
-        if *self.modes.get(side) == ReadMode::Incremental {
+        if *self.modes.get(side) != ReadMode::Full {
             self.listed.get_mut(side).insert(key.clone(), id_hash(id.as_str()));
         }
     }
@@ -763,6 +764,11 @@ mod tests {
         (shape(&candidate.presence.left), shape(&candidate.presence.right))
     }
 
+    /// The shapes of every candidate ready now, in order.
+    fn ready_shapes(pairing: &mut Pairing) -> Vec<(&'static str, &'static str)> {
+        candidates(pairing).iter().map(shapes).collect()
+    }
+
     /// The pairing holds no `Rc` or borrow across the driver's awaits: a run's future stays
     /// `Send` whenever its connectors' futures are.
     #[test]
@@ -804,8 +810,7 @@ mod tests {
         let mut found = HashMap::new();
         found.insert(key("K1"), Presence::Absent);
         pairing.looked_up(end, found);
-        let ready = candidates(&mut pairing);
-        assert_eq!(shapes(&ready[0]), ("present", "absent"));
+        assert_eq!(ready_shapes(&mut pairing), [("present", "absent")]);
     }
 
     #[test]
@@ -819,8 +824,7 @@ mod tests {
         assert_eq!((lookups.side(), lookups.wanted()), (Side::Right, vec![(key("K1"), None)]));
         // Not found: an incremental side that cannot tell leaves it unknown.
         pairing.looked_up(lookups, HashMap::new());
-        let ready = candidates(&mut pairing);
-        assert_eq!(shapes(&ready[0]), ("present", "unknown"));
+        assert_eq!(ready_shapes(&mut pairing), [("present", "unknown")]);
     }
 
     #[test]
@@ -915,8 +919,7 @@ mod tests {
         assert_eq!(entries[&key("K2")].id(Side::Right, &key("K2")), Some(RecordId::new("R2")));
         let presence = SidePair::new(Presence::Absent, Presence::Present(normalised(raw("R2", "bert"))));
         pairing.found_leftover(key("K2"), presence, true);
-        let ready = candidates(&mut pairing);
-        assert_eq!(shapes(&ready[0]), ("absent", "present"));
+        assert_eq!(ready_shapes(&mut pairing), [("absent", "present")]);
         assert_eq!(pairing.summary().vanished, SidePair::new(1, 0));
     }
 
