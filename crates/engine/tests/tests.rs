@@ -1551,20 +1551,7 @@ async fn a_targeted_run_syncs_the_records_named_and_leaves_the_cursors_to_the_ne
     let before = cursors(&world);
 
     let targets = SidePair::new(vec![RecordId::new("m1")], vec![RecordId::new("m3"), RecordId::new("gone")]);
-    let names = SidePair::new("left".to_string(), "right".to_string());
-    let never = fieldsync_engine::CancellationToken::new();
-    let run = LinkRun {
-        spec: &world.spec,
-        names: &names,
-        options: RunOptions::default(),
-        clock: &fieldsync_engine::SystemClock,
-        progress: &fieldsync_engine::NoProgress,
-        cancel: &never,
-        targets: Some(&targets),
-    };
-    let mut connectors = world.connectors();
-    let report =
-        fieldsync_test_support::run_link_watched(run, &mut connectors, &mut world.store).await.unwrap();
+    let report = world.run_targeted(&targets).await;
     assert_eq!(report.status, RunStatus::Done, "{report:#?}");
     assert_eq!((report.stats.left.mode, report.stats.right.mode), (ReadMode::Targeted, ReadMode::Targeted));
     assert_eq!((report.stats.left.read, report.stats.right.read), (1, 1), "only the records named");

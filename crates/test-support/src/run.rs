@@ -1,6 +1,7 @@
 //! The one place a test runs the engine: every test calls [`run_link`] here, so that a change
 //! of the engine's own `run_link` signature changes this file and no test. The few tests that
-//! watch or cancel a run call the engine's own, as `run_link_watched`.
+//! watch or cancel a run, and `World::run_targeted`, call the engine's own, as
+//! `run_link_watched`.
 
 use fieldsync_connector::Connector;
 use fieldsync_engine::{

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use fieldsync_connector::{Connector, MemoryConnector, MemorySystem};
 use fieldsync_engine::{
-    ConflictStrategy, Creates, DeletePolicy, Direction, EngineError, FieldSpec, FirstSyncStrategy, Guard,
-    LinkSpec, RetryPolicy, RunOptions, RunReport, SidePair, SystemClock,
+    CancellationToken, ConflictStrategy, Creates, DeletePolicy, Direction, EngineError, FieldSpec,
+    FirstSyncStrategy, Guard, LinkRun, LinkSpec, NoProgress, RetryPolicy, RunOptions, RunReport, SidePair,
+    SystemClock,
 };
-use fieldsync_model::{FieldType, LinkName, Normaliser, RecordKey, Side};
+use fieldsync_model::{FieldType, LinkName, Normaliser, RecordId, RecordKey, Side};
 use fieldsync_store::{AuditEntry, Baseline, OutboxEntry, Review, ReviewStatus, StateStore, StoreError};
 use fieldsync_store_sqlite::SqliteStore;
 use jiff::Timestamp;
@@ -190,6 +191,25 @@ impl World {
     pub async fn run(&mut self, options: RunOptions) -> RunReport {
         let mut connectors = self.connectors();
         self.run_with(&mut connectors, options).await
+    }
+
+    /// A targeted run over the world's own connectors, on the system clock, that must not
+    /// fail: only the records `targets` names on each side are read, by id, as a webhook names
+    /// them.
+    ///
+    /// # Panics
+    ///
+    /// When the run fails.
+    pub async fn run_targeted(&mut self, targets: &SidePair<Vec<RecordId>>) -> RunReport {
+        let mut connectors = self.connectors();
+        let never = CancellationToken::new();
+        let (spec, names, options, clock, targets) =
+            (&self.spec, &self.names, RunOptions::default(), &SystemClock, Some(targets));
+        let run = LinkRun { spec, names, options, clock, progress: &NoProgress, cancel: &never, targets };
+        match crate::run::run_link_watched(run, &mut connectors, &mut self.store).await {
+            Ok(report) => report,
+            Err(error) => panic!("the run failed: {error:?}"),
+        }
     }
 
     /// A run killed at its `commit`-th state-store commit (after the commit lands when

@@ -32,6 +32,21 @@ use super::{
 /// Kinds the product names that this build cannot run yet.
 const LATER_KINDS: [&str; 1] = ["postgres"];
 
+/// How `direction` is spelled.
+const DIRECTIONS: &[(&str, Direction)] = &[
+    ("both", Direction::Both),
+    ("left_to_right", Direction::LeftToRight),
+    ("right_to_left", Direction::RightToLeft),
+];
+
+/// How `creates` is spelled.
+const CREATES: &[(&str, Creates)] = &[
+    ("both", Creates::Both),
+    ("left_to_right", Creates::LeftToRight),
+    ("right_to_left", Creates::RightToLeft),
+    ("none", Creates::None),
+];
+
 const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 const DEFAULT_FULL_SCAN_EVERY: Duration = Duration::from_secs(24 * 3600);
 
@@ -115,6 +130,12 @@ impl Validator<'_> {
         self.problems.push((span.start, Problem { location, message: message.into() }));
     }
 
+    /// Reports the problem `message` at `span`, for a setting that then has no value.
+    fn refused<T>(&mut self, span: Range<usize>, message: impl Into<String>) -> Option<T> {
+        self.problem(span, message);
+        None
+    }
+
     /// Checks the name of a connector or link: it appears in commands, reports and URLs.
     fn name(&mut self, what: &str, name: &str, span: Range<usize>) {
         let plain = |char: char| char.is_ascii_alphanumeric() || char == '_' || char == '-';
@@ -129,6 +150,17 @@ impl Validator<'_> {
     }
 
     /// Reads one of the `choices` by name, or names them all.
+    /// `choose` for an optional setting: `default` when it is absent.
+    fn choose_or<T: Copy>(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        default: T,
+        what: &str,
+        choices: &[(&str, T)],
+    ) -> Option<T> {
+        value.map_or(Some(default), |value| self.choose(value, what, choices))
+    }
+
     fn choose<T: Copy>(&mut self, value: &Spanned<String>, what: &str, choices: &[(&str, T)]) -> Option<T> {
         if let Some((_, choice)) = choices.iter().find(|(name, _)| *name == value.get_ref()) {
             return Some(*choice);
@@ -144,10 +176,7 @@ impl Validator<'_> {
     fn duration(&mut self, value: &Spanned<String>, what: &str) -> Option<Duration> {
         match duration(value.get_ref()) {
             Ok(duration) => Some(duration),
-            Err(error) => {
-                self.problem(value.span(), format!("{what}: {error}"));
-                None
-            }
+            Err(error) => self.refused(value.span(), format!("{what}: {error}")),
         }
     }
 
@@ -171,10 +200,7 @@ impl Validator<'_> {
     fn expand(&mut self, value: &str, span: Range<usize>, used_in: &str) -> Option<String> {
         match expand(value, self.env) {
             Ok(expanded) => Some(expanded),
-            Err(message) => {
-                self.problem(span, format!("{message} (used in {used_in})"));
-                None
-            }
+            Err(message) => self.refused(span, format!("{message} (used in {used_in})")),
         }
     }
 
@@ -201,10 +227,7 @@ impl Validator<'_> {
         };
         match parsed {
             Ok(location) => Some(location),
-            Err(problem) => {
-                self.problem(state.span(), problem.0);
-                None
-            }
+            Err(problem) => self.refused(state.span(), problem.0),
         }
     }
 
@@ -256,10 +279,7 @@ impl Validator<'_> {
                     &Spanned::new(value.span(), text.to_string()),
                     &format!("connectors.{connector}.overlap"),
                 ),
-                _ => {
-                    self.problem(value.span(), "overlap must be a duration such as \"1m\"");
-                    None
-                }
+                _ => self.refused(value.span(), "overlap must be a duration such as \"1m\""),
             },
         };
 
@@ -379,19 +399,7 @@ impl Validator<'_> {
             None => Some(FirstSyncStrategy::Review),
             Some(first_sync) => self.first_sync(first_sync, link_connectors),
         };
-        let creates = match &link.creates {
-            None => Some(Creates::Both),
-            Some(creates) => self.choose(
-                creates,
-                "creates policy",
-                &[
-                    ("both", Creates::Both),
-                    ("left_to_right", Creates::LeftToRight),
-                    ("right_to_left", Creates::RightToLeft),
-                    ("none", Creates::None),
-                ],
-            ),
-        };
+        let creates = self.choose_or(link.creates.as_ref(), Creates::Both, "creates policy", CREATES);
         let deletes = match &link.deletes {
             None => Some(DeletePolicy::Review),
             Some(deletes) => self.deletes(deletes, &fields, link_connectors),
@@ -525,18 +533,8 @@ impl Validator<'_> {
                     self.choose(value, "field type", &choices)
                 }
             };
-            let direction = match &raw_field.direction {
-                None => Some(Direction::Both),
-                Some(value) => self.choose(
-                    value,
-                    "direction",
-                    &[
-                        ("both", Direction::Both),
-                        ("left_to_right", Direction::LeftToRight),
-                        ("right_to_left", Direction::RightToLeft),
-                    ],
-                ),
-            };
+            let direction =
+                self.choose_or(raw_field.direction.as_ref(), Direction::Both, "direction", DIRECTIONS);
             let paths = SidePair::new(&raw_field.left, &raw_field.right);
             for side in Side::BOTH {
                 let path = *paths.get(side);
@@ -582,12 +580,8 @@ impl Validator<'_> {
     ) -> Option<SidePair<Normaliser>> {
         // A value no rule reads is copied by default: what a person typed reaches the other
         // side, with a warning, rather than waiting unseen until someone corrects it.
-        let invalid = match &raw_field.invalid {
-            None => Invalid::Copy,
-            Some(invalid) => {
-                self.choose(invalid, "invalid", &[("hold", Invalid::Hold), ("copy", Invalid::Copy)])?
-            }
-        };
+        let choices = [("hold", Invalid::Hold), ("copy", Invalid::Copy)];
+        let invalid = self.choose_or(raw_field.invalid.as_ref(), Invalid::Copy, "invalid", &choices)?;
         let mut normaliser = Normaliser::new(field_type)
             .with_empty_is_null(raw_field.empty_is_null.unwrap_or(true))
             .with_invalid(invalid);
@@ -620,18 +614,15 @@ impl Validator<'_> {
                 .with_spellings(spellings.iter().map(|(value, spelling)| (value.clone(), spelling.clone())))
             {
                 Ok(normaliser) => Some(normaliser),
-                Err(error) => {
-                    self.problem(
-                        values.span(),
-                        format!(
-                            "values.{side} of field {}: {} ({})",
-                            raw_field.name.get_ref(),
-                            error.raw,
-                            error.reason
-                        ),
-                    );
-                    None
-                }
+                Err(error) => self.refused(
+                    values.span(),
+                    format!(
+                        "values.{side} of field {}: {} ({})",
+                        raw_field.name.get_ref(),
+                        error.raw,
+                        error.reason
+                    ),
+                ),
             }
         };
         let left = for_side(Side::Left);

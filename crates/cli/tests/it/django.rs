@@ -13,7 +13,9 @@ use fieldsync_test_support::members::{link_toml, member_fields_toml};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
-use crate::support::{assert_one_write_refused, assert_quiet_runs, club_config_start, fieldsync as binary};
+use crate::support::{
+    assert_one_write_refused, assert_quiet_runs, club_config_start, django_backend_toml, fieldsync as binary,
+};
 
 fn fieldsync<'a>(dir: &Path, site: &'a DjangoServer) -> Fieldsync<'a> {
     binary(dir).secret("DRF_TOKEN", site.token()).log(|| site.log_tail())
@@ -92,21 +94,13 @@ fn config(site: &DjangoServer) -> String {
     let paths: Vec<String> = names.iter().map(|name| format!("/{name}")).collect();
     let fields: Vec<_> = names.iter().zip(&paths).map(|(name, path)| (*name, *name, path.as_str())).collect();
     format!(
-        r#"{start}[connectors.backend]
-kind = "rest"
-preset = "drf"
-base_url = "{url}"
-auth = {{ header = {{ name = "Authorization", value = "Token ${{DRF_TOKEN}}" }} }}
-key_param = {{ name = "federation_id__in", path = "/federation_id", join = "," }}
-version = "/version"
-create = {{ unique = "/federation_id" }}
-
+        r#"{start}{backend}
 {link}deletes = "propagate"
 guard = {{ max_delete = "20%", max_change = "100%" }}
 {fields}"#,
         link = link_toml("players", "club", "backend", ("federation_id", "/federation_id"), "club"),
         start = club_config_start("members", "federation_id"),
-        url = site.players_url(),
+        backend = django_backend_toml(site),
         fields = member_fields_toml("players", &fields)
     )
 }

@@ -824,20 +824,12 @@ async fn a_webhook_from_a_real_django_site_syncs_the_player_it_names() {
     let paths: Vec<String> = names.iter().map(|name| format!("/{name}")).collect();
     let fields: Vec<_> = names.iter().zip(&paths).map(|(name, path)| (*name, *name, path.as_str())).collect();
     let config = format!(
-        r#"{start}[connectors.backend]
-kind = "rest"
-preset = "drf"
-base_url = "{url}"
-auth = {{ header = {{ name = "Authorization", value = "Token ${{DRF_TOKEN}}" }} }}
-key_param = {{ name = "federation_id__in", path = "/federation_id", join = "," }}
-version = "/version"
-create = {{ unique = "/federation_id" }}
-webhook = {{ secret = "${{SITE_HOOK_SECRET}}", signature = "standard", records = "/player/id" }}
+        r#"{start}{backend}webhook = {{ secret = "${{SITE_HOOK_SECRET}}", signature = "standard", records = "/player/id" }}
 
 {link}every = "1h"
 {fields}"#,
         start = crate::support::club_config_start("members", "federation_id"),
-        url = site.players_url(),
+        backend = crate::support::django_backend_toml(&site),
         link = link_toml("players", "club", "backend", ("federation_id", "/federation_id"), "club"),
         fields = member_fields_toml("players", &fields),
     );

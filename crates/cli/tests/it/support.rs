@@ -7,6 +7,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, params};
 use serde_json::{Value, json};
 
+use fieldsync_connector::testkit::django::DjangoServer;
 use fieldsync_test_support::Fieldsync;
 use fieldsync_test_support::members::{member_fields_toml, sqlite_connector_toml};
 
@@ -25,6 +26,23 @@ pub fn club_config_start(table: &str, key: &str) -> String {
     format!(
         "state = \"sqlite://state.db\"\n\n{}modified_format = \"rfc3339\"\n\n",
         sqlite_connector_toml("club", "club.db", table, key, "updated_at")
+    )
+}
+
+/// The `[connectors.backend]` table of the players of a real Django REST Framework `site`,
+/// reached with the token in `DRF_TOKEN`; a test adds its further settings on the lines after it.
+pub fn django_backend_toml(site: &DjangoServer) -> String {
+    format!(
+        r#"[connectors.backend]
+kind = "rest"
+preset = "drf"
+base_url = "{url}"
+auth = {{ header = {{ name = "Authorization", value = "Token ${{DRF_TOKEN}}" }} }}
+key_param = {{ name = "federation_id__in", path = "/federation_id", join = "," }}
+version = "/version"
+create = {{ unique = "/federation_id" }}
+"#,
+        url = site.players_url()
     )
 }
 

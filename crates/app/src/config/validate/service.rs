@@ -78,26 +78,24 @@ impl Validator<'_> {
             None => Some(TimeZone::UTC),
             Some(name) => match TimeZone::get(name.get_ref()) {
                 Ok(zone) => Some(zone),
-                Err(_) => {
-                    let message = format!(
+                Err(_) => self.refused(
+                    name.span(),
+                    format!(
                         "schedule_tz {:?} is not a time zone this machine knows (an IANA name, such as \"Europe/Amsterdam\")",
                         name.get_ref()
-                    );
-                    self.problem(name.span(), message);
-                    None
-                }
+                    ),
+                ),
             },
         };
         match parsed {
             Ok(cron) => Some(Schedule::Cron { text: text.to_string(), cron: Box::new(cron), zone: zone? }),
-            Err(why) => {
-                let message = format!(
+            Err(why) => self.refused(
+                schedule.span(),
+                format!(
                     "schedule {:?} is not a cron expression of five fields (minute hour day-of-month month day-of-week): {why}",
                     schedule.get_ref()
-                );
-                self.problem(schedule.span(), message);
-                None
-            }
+                ),
+            ),
         }
     }
 
@@ -237,10 +235,7 @@ impl Validator<'_> {
             None => Some(DEFAULT_MAX_BODY),
             Some(limit) => match usize::try_from(*limit.get_ref()) {
                 Ok(limit) if limit > 0 => Some(limit),
-                _ => {
-                    self.problem(limit.span(), "max_body must be a number of bytes of at least 1");
-                    None
-                }
+                _ => self.refused(limit.span(), "max_body must be a number of bytes of at least 1"),
             },
         };
         if self.problems.len() != problems_before {
@@ -299,18 +294,12 @@ impl Validator<'_> {
                 self.problem(raw.to.span(), format!("to: {address:?} is not an e-mail address"));
             }
         }
-        let when = match &raw.when {
-            None => Some(ReportWhen::Changes),
-            Some(when) => self.choose(
-                when,
-                "report moment",
-                &[
-                    ("always", ReportWhen::Always),
-                    ("changes", ReportWhen::Changes),
-                    ("failures", ReportWhen::Failures),
-                ],
-            ),
-        };
+        let moments = [
+            ("always", ReportWhen::Always),
+            ("changes", ReportWhen::Changes),
+            ("failures", ReportWhen::Failures),
+        ];
+        let when = self.choose_or(raw.when.as_ref(), ReportWhen::Changes, "report moment", &moments);
         if self.problems.len() != problems_before {
             return None;
         }
