@@ -1,8 +1,11 @@
 //! `fieldsync-bench hooks`: the latency from an accepted webhook to both sides holding the
-//! value, through a `fieldsync serve` process between two SQLite member tables of `--members`
-//! members. At each rate of `--rates`, `--hooks` webhooks are sent at that steady rate, each
-//! after an edit of one club member; the time from sending the webhook to the register holding
-//! the edited value is measured for each, and its p50, p99 and maximum printed.
+//! value, through a `fieldsync serve` process between a club's SQLite table and another side
+//! holding the same `--members` members: a federation register in SQLite (`sqlite`), or a real
+//! Django REST Framework site (`django`, `testkit::django`). At each rate of `--rates`,
+//! `--hooks` webhooks are sent at that steady rate, each after an edit of one club member and
+//! naming it (so that the service makes targeted runs; `--unnamed` leaves the member out, and
+//! each webhook makes an incremental run); the time from sending the webhook to the other side
+//! holding the edited value is measured for each, and its p50, p99 and maximum printed.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use fieldsync_connector::testkit::django::{DjangoOptions, DjangoServer};
 use rusqlite::{OptionalExtension as _, params};
 
 use crate::generate;
@@ -32,6 +36,12 @@ pub struct HookSettings {
     /// Webhooks a second, one measurement each.
     #[arg(long, value_delimiter = ',', default_values_t = [10.0, 50.0])]
     pub rates: Vec<f64>,
+    /// The other side: `sqlite` (a federation register), `django` (a real Django site).
+    #[arg(long, value_delimiter = ',', default_values_t = ["sqlite".to_string(), "django".to_string()])]
+    pub sides: Vec<String>,
+    /// Webhooks that do not name the member changed: each makes an incremental run.
+    #[arg(long)]
+    pub unnamed: bool,
     /// The generator's seed.
     #[arg(long, default_value_t = crate::scenario::SEED)]
     pub seed: u64,
@@ -40,42 +50,133 @@ pub struct HookSettings {
     pub fieldsync: Option<PathBuf>,
 }
 
-/// Runs the measurement at every rate and prints a line for each.
+/// Runs the measurement for every pair of sides at every rate, and prints a line for each.
 pub fn run(settings: &HookSettings) -> Result<()> {
     let fieldsync = crate::fieldsync_binary(settings.fieldsync.as_deref())?;
-    let dir = tempfile::tempdir()?;
-    let work = dir.path();
-    generate::write_members(
-        &work.join("left.db"),
-        &work.join("right.db"),
-        settings.members,
-        settings.seed,
-        false,
-    )?;
-    let config = generate::config().replacen(
-        "[connectors.club]\n",
-        &format!(
-            "[connectors.club]\nwebhook = {{ secret = \"{SECRET}\", signature = {{ header = \"X-Hub-Signature-256\", \
-             prefix = \"sha256=\", encoding = \"hex\" }}, rate = \"100000/1s\" }}\n"
-        ),
-        1,
-    ) + "\n[server]\nlisten = \"127.0.0.1:0\"\n";
-    std::fs::write(work.join("fieldsync.toml"), config)?;
-    let started = Instant::now();
-    let status =
-        Command::new(&fieldsync).current_dir(work).args(["run", "--json"]).stdout(Stdio::null()).status()?;
-    if !status.success() {
-        bail!("the first sync failed: {status}");
+    for sides in &settings.sides {
+        let dir = tempfile::tempdir()?;
+        let work = dir.path();
+        let link = match sides.as_str() {
+            "sqlite" => Link::sqlite(work, settings)?,
+            "django" => Link::django(work, settings)?,
+            other => bail!("unknown sides {other:?}: sqlite or django"),
+        };
+        let records = if settings.unnamed { "" } else { ", records = \"/member\"" };
+        let config = link.config.replacen(
+            "[connectors.club]\n",
+            &format!(
+                "[connectors.club]\nwebhook = {{ secret = \"{SECRET}\", signature = {{ header = \"X-Hub-Signature-256\", \
+                 prefix = \"sha256=\", encoding = \"hex\" }}, rate = \"100000/1s\"{records} }}\n"
+            ),
+            1,
+        ) + "\n[server]\nlisten = \"127.0.0.1:0\"\n";
+        std::fs::write(work.join("fieldsync.toml"), config)?;
+        let started = Instant::now();
+        let status = Command::new(&fieldsync)
+            .current_dir(work)
+            .args(["run", "--json"])
+            .envs(link.env.iter().map(|(name, value)| (name, value)))
+            .stdout(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("the first sync failed: {status}");
+        }
+        println!(
+            "club (SQLite) and {sides}: {} members, first sync {:.1} s",
+            settings.members,
+            started.elapsed().as_secs_f64()
+        );
+        measure(&fieldsync, work, &link, settings)?;
     }
-    println!("{} members, first sync {:.1} s", settings.members, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The link the webhooks are sent for: the club's table and where each member's e-mail
+/// address arrives on the other side.
+struct Link {
+    config: String,
+    /// The environment the configuration's secrets come from.
+    env: Vec<(String, String)>,
+    /// The club's SQLite file.
+    club: PathBuf,
+    /// A member's id by its place in the club's table (`?1`).
+    nth: &'static str,
+    /// Sets the e-mail address (`?1`) and modification time (`?2`, as `modified` writes it) of
+    /// the member `?3`.
+    edit: &'static str,
+    /// Modification times as the club's table writes them.
+    modified: fn(jiff::Timestamp) -> rusqlite::types::Value,
+    /// The other side's SQLite file, and its e-mail address of a member (`?1`).
+    arrival: (PathBuf, &'static str),
+    /// The Django site, kept up for the measurement.
+    _site: Option<DjangoServer>,
+}
+
+impl Link {
+    /// A federation register and a club table of generated members (`fieldsync-bench run`'s).
+    fn sqlite(work: &Path, settings: &HookSettings) -> Result<Self> {
+        generate::write_members(
+            &work.join("left.db"),
+            &work.join("right.db"),
+            settings.members,
+            settings.seed,
+            false,
+        )?;
+        Ok(Link {
+            config: generate::config(),
+            env: Vec::new(),
+            club: work.join("right.db"),
+            nth: "SELECT federation_id FROM people LIMIT 1 OFFSET ?1",
+            edit: "UPDATE people SET mail = ?1, modified = ?2 WHERE federation_id = ?3",
+            modified: |at| at.as_millisecond().into(),
+            arrival: (work.join("left.db"), "SELECT email FROM members WHERE ext_id = ?1"),
+            _site: None,
+        })
+    }
+
+    /// A real Django site seeded with the members, and a club table holding the same.
+    fn django(work: &Path, settings: &HookSettings) -> Result<Self> {
+        let options = DjangoOptions {
+            players: usize::try_from(settings.members)?,
+            seed: settings.seed,
+            ..DjangoOptions::default()
+        };
+        let site = DjangoServer::start(&options).context("a real Django site cannot start here")?;
+        let club = rusqlite::Connection::open(work.join("club.db"))?;
+        club.execute_batch(
+            "CREATE TABLE members (federation_id TEXT PRIMARY KEY, first_name TEXT, last_name TEXT, email TEXT,
+                                   mobile TEXT, birth_date TEXT, active INTEGER, updated_at TEXT NOT NULL);",
+        )?;
+        club.execute("ATTACH DATABASE ?1 AS site", params![site.database().to_string_lossy()])?;
+        let hour_ago = (jiff::Timestamp::now() - jiff::SignedDuration::from_hours(1)).to_string();
+        club.execute(
+            "INSERT INTO members SELECT federation_id, first_name, last_name, email, mobile, birth_date, active, ?1
+             FROM site.club_player",
+            params![hour_ago],
+        )?;
+        Ok(Link {
+            config: crate::rest::django_config(&site, 4, true),
+            env: vec![("DRF_TOKEN".into(), site.token().into())],
+            club: work.join("club.db"),
+            nth: "SELECT federation_id FROM members LIMIT 1 OFFSET ?1",
+            edit: "UPDATE members SET email = ?1, updated_at = ?2 WHERE federation_id = ?3",
+            modified: |at| at.to_string().into(),
+            arrival: (site.database(), "SELECT email FROM club_player WHERE federation_id = ?1"),
+            _site: Some(site),
+        })
+    }
+}
+
+/// Starts `fieldsync serve` for `link` and measures each rate of `settings`.
+fn measure(fieldsync: &Path, work: &Path, link: &Link, settings: &HookSettings) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let mut service = Service::start(&fieldsync, work)?;
+    let mut service = Service::start(fieldsync, work, &link.env)?;
     println!("| webhooks/s asked | sent/s | sent | p50 | p99 | max | runs |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     let mut offset = 0;
     for &rate in &settings.rates {
         let runs_before = runs(work)?;
-        let (latencies, achieved) = runtime.block_on(send_at(&service.base, work, settings, rate, offset))?;
+        let (latencies, achieved) = runtime.block_on(send_at(&service.base, link, settings, rate, offset))?;
         offset += settings.hooks;
         let runs = runs(work)? - runs_before;
         let mut sorted = latencies.clone();
@@ -107,7 +208,7 @@ pub fn run(settings: &HookSettings) -> Result<()> {
 /// `rate` when the sender could not keep up).
 async fn send_at(
     base: &str,
-    work: &Path,
+    link: &Link,
     settings: &HookSettings,
     rate: f64,
     offset: usize,
@@ -117,21 +218,14 @@ async fn send_at(
     let http = reqwest::Client::new();
     let interval = Duration::from_secs_f64(1.0 / rate);
     let mut tasks = tokio::task::JoinSet::new();
-    let club = generate::open(&work.join("right.db"))?;
+    let club = generate::open(&link.club)?;
     let start = tokio::time::Instant::now();
     for number in 0..settings.hooks {
         tokio::time::sleep_until(start + interval.mul_f64(number as f64)).await;
         let index = (((offset + number) as u64 * 7_919) % settings.members) as i64;
-        let id: String =
-            club.query_row("SELECT federation_id FROM people LIMIT 1 OFFSET ?1", params![index], |row| {
-                row.get(0)
-            })?;
+        let id: String = club.query_row(link.nth, params![index], |row| row.get(0))?;
         let email = format!("hook{}.{number}@club.example", offset);
-        let now_ms = jiff::Timestamp::now().as_millisecond();
-        club.execute(
-            "UPDATE people SET mail = ?1, modified = ?2 WHERE federation_id = ?3",
-            params![email, now_ms, id],
-        )?;
+        club.execute(link.edit, params![email, (link.modified)(jiff::Timestamp::now()), id])?;
         let body = format!(r#"{{"member": "{id}", "seq": {}}}"#, offset + number);
         let signature = sign(&body);
         let sent = Instant::now();
@@ -145,8 +239,8 @@ async fn send_at(
         if response.status().as_u16() != 202 {
             bail!("a webhook was answered {}", response.status());
         }
-        let register = work.join("left.db");
-        tasks.spawn(async move { arrival(&register, &id, &email, sent).await });
+        let (other, query) = (link.arrival.0.clone(), link.arrival.1);
+        tasks.spawn(async move { arrival(&other, query, &id, &email, sent).await });
     }
     let achieved = settings.hooks as f64 / start.elapsed().as_secs_f64();
     let mut latencies = Vec::with_capacity(settings.hooks);
@@ -156,19 +250,18 @@ async fn send_at(
     Ok((latencies, achieved))
 }
 
-/// Waits until the register holds `email` for member `id`: the milliseconds since `sent`.
-async fn arrival(register: &Path, id: &str, email: &str, sent: Instant) -> Result<f64> {
-    let connection = generate::open(register)?;
+/// Waits until the other side's file holds `email` for member `id` (`query`): the
+/// milliseconds since `sent`.
+async fn arrival(other: &Path, query: &str, id: &str, email: &str, sent: Instant) -> Result<f64> {
+    let connection = generate::open(other)?;
     connection.busy_timeout(Duration::from_secs(5))?;
     loop {
-        let held: Option<String> = connection
-            .query_row("SELECT email FROM members WHERE ext_id = ?1", params![id], |row| row.get(0))
-            .optional()?;
+        let held: Option<String> = connection.query_row(query, params![id], |row| row.get(0)).optional()?;
         if held.as_deref() == Some(email) {
             return Ok(sent.elapsed().as_secs_f64() * 1000.0);
         }
         if sent.elapsed() > PATIENCE {
-            bail!("member {id} did not reach the register within {PATIENCE:?}");
+            bail!("member {id} did not reach the other side within {PATIENCE:?}");
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -195,10 +288,11 @@ struct Service {
 }
 
 impl Service {
-    fn start(fieldsync: &Path, work: &Path) -> Result<Self> {
+    fn start(fieldsync: &Path, work: &Path, env: &[(String, String)]) -> Result<Self> {
         let mut child = Command::new(fieldsync)
             .current_dir(work)
             .arg("serve")
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .env("FIELDSYNC_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(work.join("serve.log"))?)

@@ -317,7 +317,9 @@ create = {{ unique = "/meta/knvb_id", templates = {{ "/title" = "{{/meta/first_n
     )
 }
 
-fn django_config(site: &DjangoServer, concurrency: usize, key_param: bool) -> String {
+/// The club table (`club.db`) and the Django site's players, keyed by `federation_id`, with
+/// `concurrency` requests at once and, with `key_param`, counterparts found by `federation_id__in`.
+pub(crate) fn django_config(site: &DjangoServer, concurrency: usize, key_param: bool) -> String {
     let key_param = if key_param {
         "key_param = { name = \"federation_id__in\", path = \"/federation_id\", join = \",\" }\n"
     } else {

@@ -204,8 +204,9 @@ impl Job {
             }
             let started = Timestamp::now();
             let result = self.run(why).await;
-            if result.is_ok() && why != Why::Retry {
-                // A run that read both sides read what every webhook before it told of.
+            if result.is_ok() && !matches!(why, Why::Retry | Why::Hooked) {
+                // A run that read both sides read what every webhook before it told of (a run
+                // for webhooks marks those it read itself).
                 self.store_read(move |workspace, link| workspace.settle_webhooks(link, started)).await;
             }
             let mut state = lock(&self.worker.state);

@@ -505,29 +505,43 @@ impl StateStore for SqliteStore {
         Ok(oldest.map(from_millis))
     }
 
-    fn webhook_records(&self, link: &str, limit: usize) -> Result<Option<Vec<(Side, String)>>, StoreError> {
+    fn webhook_records(&self, link: &str, limit: usize) -> Result<Option<NamedRecords>, StoreError> {
         let what = || format!("reading the webhooks of link {link}");
         let connection = self.connection();
         let mut statement = connection
-            .prepare_cached("SELECT side, records FROM webhooks WHERE link = ?1 AND read = 0 LIMIT ?2")
+            .prepare_cached("SELECT id, side, records FROM webhooks WHERE link = ?1 AND read = 0 LIMIT ?2")
             .context(what)?;
         let rows = statement
             .query_map(params![link, i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
             })
             .context(what)?;
+        let mut webhooks = Vec::new();
         let mut named = std::collections::BTreeSet::new();
-        for (count, row) in rows.enumerate() {
-            let (side, records) = row.context(what)?;
+        for row in rows {
+            let (id, side, records) = row.context(what)?;
             let records: Vec<String> =
                 serde_json::from_str(&records).map_err(|error| damaged(what(), error))?;
-            if count == limit || records.is_empty() {
+            if webhooks.len() == limit || records.is_empty() {
                 return Ok(None);
             }
             let side = side_from(&side, &what())?;
+            webhooks.push(id);
             named.extend(records.into_iter().map(|record| (side, record)));
         }
-        Ok(Some(named.into_iter().collect()))
+        Ok(Some(NamedRecords { webhooks, records: named.into_iter().collect() }))
+    }
+
+    fn settle_named_webhooks(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        let what = || "settling webhooks a targeted run read".to_string();
+        let transaction = self.begin(None)?;
+        for id in ids {
+            transaction
+                .transaction
+                .execute("UPDATE webhooks SET read = 1 WHERE id = ?1", params![id])
+                .context(what)?;
+        }
+        transaction.commit()
     }
 
     fn layout(&mut self, link: &str, fields: &[String]) -> Result<LinkLayout, StoreError> {

@@ -54,7 +54,8 @@ macro_rules! dispatch_store {
                 forget_before: $crate::dispatch::Timestamp,
             ) -> ();
             ref waiting_webhook(link: &str) -> Option<$crate::dispatch::Timestamp>;
-            ref webhook_records(link: &str, limit: usize) -> Option<Vec<($crate::dispatch::Side, String)>>;
+            ref webhook_records(link: &str, limit: usize) -> Option<$crate::NamedRecords>;
+            mut settle_named_webhooks(ids: &[i64]) -> ();
             ref digests(link: &str, layout: &$crate::LinkLayout, keys: &[$crate::dispatch::RecordKey])
                 -> ::std::collections::HashMap<$crate::dispatch::RecordKey, $crate::DigestEntry>;
             ref baselines(link: &str, layout: &$crate::LinkLayout, keys: &[$crate::dispatch::RecordKey])

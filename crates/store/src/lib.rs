@@ -18,9 +18,9 @@ pub use location::{LocationError, StoreLocation};
 pub use state_store::StateStore;
 pub use types::{
     AuditEntry, AuditEvent, Baseline, BaselineField, CursorState, Decision, DigestEntry, Lease, LinkLayout,
-    ListPage, ListQuery, NewOutboxEntry, NewReview, NewWebhook, Operation, Origin, OutboxEntry, OutboxId,
-    OutboxQuery, OutboxStatus, Review, ReviewId, ReviewKind, ReviewQuery, ReviewStatus, RunQuery, RunRow,
-    RunStatus, SendId, SourceDigest,
+    ListPage, ListQuery, NamedRecords, NewOutboxEntry, NewReview, NewWebhook, Operation, Origin, OutboxEntry,
+    OutboxId, OutboxQuery, OutboxStatus, Review, ReviewId, ReviewKind, ReviewQuery, ReviewStatus, RunQuery,
+    RunRow, RunStatus, SendId, SourceDigest,
 };
 
 #[cfg(feature = "testkit")]

@@ -11,8 +11,8 @@ use crate::StoreError;
 use crate::commits::{BatchClose, PlanChunk, PlanPublication, RunEnd};
 use crate::types::{
     AuditEntry, Baseline, CursorState, Decision, DigestEntry, Lease, LinkLayout, ListPage, ListQuery,
-    NewWebhook, OutboxEntry, OutboxId, OutboxQuery, OutboxStatus, Review, ReviewId, ReviewQuery,
-    ReviewStatus, RunQuery, RunRow, SendId,
+    NamedRecords, NewWebhook, OutboxEntry, OutboxId, OutboxQuery, OutboxStatus, Review, ReviewId,
+    ReviewQuery, ReviewStatus, RunQuery, RunRow, SendId,
 };
 
 /// A state store: baselines, cursors, the outbox, reviews, audit and runs of every link.
@@ -206,14 +206,22 @@ pub trait StateStore {
     /// Fails on a database error.
     fn waiting_webhook(&self, link: &str) -> Result<Option<Timestamp>, StoreError>;
 
-    /// The records the webhooks of `link` that no run has read yet name, each once with its
-    /// side: what a targeted run reads. `None` when one of them names no record, or more than
-    /// `limit` wait: then the sides must be read. Empty when none waits.
+    /// The webhooks of `link` that no run has read yet, and the records they name, each once
+    /// with its side: what a targeted run reads. `None` when one of them names no record, or
+    /// more than `limit` wait: then the sides must be read. Empty when none waits.
     ///
     /// # Errors
     ///
     /// Fails on a database error or a damaged row.
-    fn webhook_records(&self, link: &str, limit: usize) -> Result<Option<Vec<(Side, String)>>, StoreError>;
+    fn webhook_records(&self, link: &str, limit: usize) -> Result<Option<NamedRecords>, StoreError>;
+
+    /// Marks the webhooks `ids` (of `webhook_records`) as read: a targeted run read the records
+    /// they name. Webhooks that came since stay waiting, whenever they came.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn settle_named_webhooks(&mut self, ids: &[i64]) -> Result<(), StoreError>;
 
     /// The digests of every baseline of `link`, for a full scan's fast path.
     ///

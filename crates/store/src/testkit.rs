@@ -12,9 +12,9 @@ use serde_json::json;
 
 use crate::{
     AuditEntry, AuditEvent, Baseline, BaselineField, BaselineWrite, BatchClose, CursorState, Decision,
-    EntryOutcome, Lease, LinkLayout, NewOutboxEntry, NewReview, NewWebhook, Operation, Origin, OutboxId,
-    OutboxStatus, PlanChunk, PlanPublication, ReviewId, ReviewKind, ReviewStatus, RunEnd, RunStatus,
-    SeenDigest, SendId, StateStore, StoreError,
+    EntryOutcome, Lease, LinkLayout, NamedRecords, NewOutboxEntry, NewReview, NewWebhook, Operation, Origin,
+    OutboxId, OutboxStatus, PlanChunk, PlanPublication, ReviewId, ReviewKind, ReviewStatus, RunEnd,
+    RunStatus, SeenDigest, SendId, StateStore, StoreError,
 };
 
 /// Makes the stores the suite runs against.
@@ -1574,7 +1574,10 @@ pub fn webhooks_wait_until_a_run_reads_them_and_a_replay_is_refused<F: Fixture>(
 
 /// The records the waiting webhooks of a link name, each once with its side, for a targeted
 /// run; none when a waiting webhook names no record (the side must be read) or more webhooks
-/// wait than a targeted run takes; an empty list when none waits.
+/// The records the waiting webhooks of a link name, each once with its side, for a targeted
+/// run, with the webhooks read; none when a waiting webhook names no record (the side must be
+/// read) or more webhooks wait than a targeted run takes; nothing when none waits. Settling
+/// the webhooks read leaves one that came meanwhile waiting, though it came before.
 pub fn waiting_webhooks_name_the_records_a_targeted_run_reads<F: Fixture>(fixture: &F) {
     let mut store = fixture.open();
     let hook = |id: &str, side: Side, at: i64, records: &[&str]| NewWebhook {
@@ -1584,14 +1587,17 @@ pub fn waiting_webhooks_name_the_records_a_targeted_run_reads<F: Fixture>(fixtur
         received_at: ts(at),
         records: records.iter().map(|record| (*record).to_string()).collect(),
     };
-    assert_eq!(store.webhook_records(LINK, 10).unwrap(), Some(Vec::new()), "none waits");
+    let none = Some(NamedRecords::default());
+    assert_eq!(store.webhook_records(LINK, 10).unwrap(), none, "none waits");
     store.accept_webhook(&hook("msg_1", Side::Left, 10_000, &["KNVB1234567"]), ts(0)).unwrap();
     store.accept_webhook(&hook("msg_2", Side::Left, 10_001, &["KNVB1234567", "KNVB7654321"]), ts(0)).unwrap();
     store.accept_webhook(&hook("msg_3", Side::Right, 10_002, &["KNVB1234567"]), ts(0)).unwrap();
-    let mut named = store.webhook_records(LINK, 10).unwrap().expect("all name records");
-    named.sort();
+    let named = store.webhook_records(LINK, 10).unwrap().expect("all name records");
+    assert_eq!(named.webhooks.len(), 3);
+    let mut records = named.records.clone();
+    records.sort();
     assert_eq!(
-        named,
+        records,
         vec![
             (Side::Left, "KNVB1234567".to_string()),
             (Side::Left, "KNVB7654321".to_string()),
@@ -1599,10 +1605,17 @@ pub fn waiting_webhooks_name_the_records_a_targeted_run_reads<F: Fixture>(fixtur
         ]
     );
     assert_eq!(store.webhook_records(LINK, 2).unwrap(), None, "more webhooks wait than 2");
-    assert_eq!(store.webhook_records("other", 10).unwrap(), Some(Vec::new()), "per link");
+    assert_eq!(store.webhook_records("other", 10).unwrap(), none, "per link");
+
+    // One that came earlier but was kept after the targeted run read the others stays.
+    store.accept_webhook(&hook("msg_0", Side::Right, 9_000, &["KNVB5555555"]), ts(0)).unwrap();
+    store.settle_named_webhooks(&named.webhooks).unwrap();
+    let left = store.webhook_records(LINK, 10).unwrap().expect("it names a record");
+    assert_eq!(left.records, vec![(Side::Right, "KNVB5555555".to_string())]);
+    assert_eq!(store.waiting_webhook(LINK).unwrap(), Some(ts(9_000)));
 
     store.accept_webhook(&hook("msg_4", Side::Right, 10_003, &[]), ts(0)).unwrap();
     assert_eq!(store.webhook_records(LINK, 10).unwrap(), None, "one names no record");
     store.settle_webhooks(LINK, ts(10_004), ts(0)).unwrap();
-    assert_eq!(store.webhook_records(LINK, 10).unwrap(), Some(Vec::new()), "read ones are not named");
+    assert_eq!(store.webhook_records(LINK, 10).unwrap(), none, "read ones are not named");
 }

@@ -578,6 +578,17 @@ pub struct ListPage<T> {
     pub more: u64,
 }
 
+/// What the webhooks a link's runs have still to read name, for a targeted run: the webhooks
+/// (their ids in the store, for `StateStore::settle_named_webhooks`) and the records they name,
+/// each once with its side.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamedRecords {
+    /// The webhooks read.
+    pub webhooks: Vec<i64>,
+    /// The records they name.
+    pub records: Vec<(Side, String)>,
+}
+
 /// A webhook accepted: a side of a link changed, as its sender told, under the sender's own
 /// id for the message (which a replay repeats).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -123,8 +123,10 @@ impl Workspace {
 
     /// Runs `link` for the webhooks that wait for it: a targeted run that reads only the
     /// records they name, by id on the side each came from, when every one names records and
-    /// at most `TARGETED_WEBHOOKS` wait; an incremental run otherwise. Either reads all that
-    /// the webhooks before it told of (`settle_webhooks`).
+    /// at most `TARGETED_WEBHOOKS` wait; an incremental run otherwise. Then marks the webhooks
+    /// it read as read: for a targeted run, the very webhooks whose records it read (one kept
+    /// while it ran waits for the next); for an incremental run, every one that came before it
+    /// started.
     ///
     /// # Errors
     ///
@@ -135,15 +137,24 @@ impl Workspace {
         observer: &mut impl RunObserver,
     ) -> Result<RunsOutcome, WorkspaceError> {
         let scope = RunScope { link: Some(link.to_string()), full: false };
-        let named = self.store()?.webhook_records(link, TARGETED_WEBHOOKS)?;
-        let targets = named.filter(|named| !named.is_empty()).map(|named| {
+        let started = Timestamp::now();
+        let named = self
+            .store()?
+            .webhook_records(link, TARGETED_WEBHOOKS)?
+            .filter(|named| !named.webhooks.is_empty());
+        let targets = named.as_ref().map(|named| {
             let mut targets = SidePair::new(Vec::new(), Vec::new());
-            for (side, id) in named {
-                targets.get_mut(side).push(RecordId::new(id));
+            for (side, id) in &named.records {
+                targets.get_mut(*side).push(RecordId::new(id.as_str()));
             }
             targets
         });
-        self.run_links(&scope, RunOptions::default(), targets.as_ref(), observer).await
+        let outcome = self.run_links(&scope, RunOptions::default(), targets.as_ref(), observer).await?;
+        match &named {
+            Some(named) => self.store()?.settle_named_webhooks(&named.webhooks)?,
+            None => self.settle_webhooks(link, started)?,
+        }
+        Ok(outcome)
     }
 
     /// What a run of the links of `scope` would do, writing nothing anywhere.
