@@ -9,6 +9,7 @@
 
 pub mod django;
 mod either;
+pub mod postgres;
 pub mod processes;
 pub mod wordpress;
 

@@ -29,13 +29,12 @@
 
 use std::fmt;
 use std::fs;
-use std::net::TcpStream;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::processes::{Processes, log_file, write_file};
+use super::processes::{Processes, serve_on_free_port, tail, write_file};
 use serde_json::{Map, Value as Json};
 
 /// The interpreter whose packages the site runs on: Debian's, not one a user put on `PATH`.
@@ -385,47 +384,16 @@ fn run_manage(processes: &mut Processes, root: &Path, args: &[&str], env: &[(&st
 /// Starts `runserver` on a free port of 127.0.0.1, trying another port when something else
 /// takes the chosen one first; returns the port once the server accepts connections.
 fn start_server(processes: &mut Processes, root: &Path) -> u16 {
-    let log = root.join("server.log");
-    for _attempt in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port on 127.0.0.1")
-            .port();
+    // `--insecure` serves the admin's style sheets with DEBUG off, as a deployed site has.
+    let command = |port: u16| {
         let address = format!("127.0.0.1:{port}");
-        // `--insecure` serves the admin's style sheets with DEBUG off, as a deployed site has.
-        let mut command = manage(root, &["runserver", &address, "--noreload", "--insecure"], &[]);
-        command.stdout(log_file(&log)).stderr(log_file(&log));
-        let index = processes.spawn(&mut command, "manage.py runserver");
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return port;
-            }
-            if let Some(status) = processes.exited(index) {
-                if fs::read_to_string(&log).unwrap_or_default().contains("already in use") {
-                    break;
-                }
-                panic!("manage.py runserver exited ({status}) before accepting connections:\n{}", tail(&log));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "manage.py runserver did not accept connections in {TIMEOUT:?}:\n{}",
-                tail(&log)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    panic!("manage.py runserver found no free port in 5 tries:\n{}", tail(&log))
+        manage(root, &["runserver", &address, "--noreload", "--insecure"], &[])
+    };
+    let log = root.join("server.log");
+    serve_on_free_port(processes, "manage.py runserver", &log, "already in use", TIMEOUT, command, |_| true).0
 }
 
 /// Letters and digits drawn at random, for a password or a token.
 fn random_text(length: usize) -> String {
     std::iter::repeat_with(fastrand::alphanumeric).take(length).collect()
-}
-
-/// The last 40 lines of a log.
-fn tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
 }

@@ -2,9 +2,11 @@
 //! kept in one process group so that none of them outlives the test, whether the test drops
 //! them, panics or is killed.
 
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// A test's processes, all in one process group whose leader is a watchdog shell: dropping
 /// this kills the whole group and reaps the children, and the watchdog kills the group itself
@@ -94,4 +96,59 @@ pub(crate) fn log_file(path: &Path) -> std::fs::File {
         .append(true)
         .open(path)
         .unwrap_or_else(|error| panic!("opening {}: {error}", path.display()))
+}
+
+/// Starts the server `command` makes for a port on a free port of 127.0.0.1, its output
+/// appended to `log`, and waits until it accepts connections (and `ready` holds): its port and
+/// its index in `processes`. A port taken meanwhile (the log says `taken`) is tried again with
+/// another.
+///
+/// # Panics
+///
+/// When the server exits, or does not accept connections within `timeout`, with the end of
+/// its log.
+pub(crate) fn serve_on_free_port(
+    processes: &mut Processes,
+    what: &str,
+    log: &Path,
+    taken: &str,
+    timeout: Duration,
+    command: impl Fn(u16) -> Command,
+    ready: impl Fn(u16) -> bool,
+) -> (u16, usize) {
+    for _attempt in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port on 127.0.0.1")
+            .port();
+        let mut started = command(port);
+        started.stdout(log_file(log)).stderr(log_file(log));
+        let index = processes.spawn(&mut started, what);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() && ready(port) {
+                return (port, index);
+            }
+            if let Some(status) = processes.exited(index) {
+                if std::fs::read_to_string(log).unwrap_or_default().contains(taken) {
+                    break;
+                }
+                panic!("{what} exited ({status}) before accepting connections:\n{}", tail(log));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not accept connections in {timeout:?}:\n{}",
+                tail(log)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    panic!("{what} found no free port in 5 tries:\n{}", tail(log))
+}
+
+/// The last 40 lines of a log.
+pub(crate) fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
