@@ -105,6 +105,7 @@ fn the_product_example_parses_into_a_link_spec() {
     assert_eq!(serde_json::to_value(&link.schedule).unwrap(), "*/15 * * * * (UTC)");
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8470", "the default: loopback only");
     assert_eq!(config.server.max_concurrent_runs, 5);
+    assert_eq!(config.server.lease_timeout, std::time::Duration::from_secs(30 * 60));
     assert!(config.server.tokens.is_empty());
     assert_eq!((link.connectors.left.as_str(), link.connectors.right.as_str()), ("sportlink", "rondo"));
     // The fields one line per side, then the rest of the spec.
@@ -446,12 +447,13 @@ fn the_service_settings_are_read_and_checked() {
         "SHORT_TOKEN" => Some("abc".to_string()),
         other => env(other),
     };
-    let server = "\n[server]\nlisten = \"127.0.0.1:0\"\nmax_concurrent_runs = 2\n\n\
+    let server = "\n[server]\nlisten = \"127.0.0.1:0\"\nmax_concurrent_runs = 2\nlease_timeout = \"90s\"\n\n\
                   [[server.tokens]]\nname = \"ops\"\ntoken = \"${OPS_TOKEN}\"\nrole = \"operate\"\n";
     let text = example_with("schedule = \"*/15 * * * *\"", "every = \"90s\"") + server;
     let config = parse_with_env(&text, Path::new("conf/fieldsync.toml"), &env).expect("valid");
     assert_eq!(serde_json::to_value(&config.links["members"].schedule).unwrap(), "every 1m 30s");
     assert_eq!((config.server.listen.port(), config.server.max_concurrent_runs), (0, 2));
+    assert_eq!(config.server.lease_timeout, std::time::Duration::from_secs(90));
     let token = &config.server.tokens[0];
     assert_eq!(
         (token.name.as_str(), token.token.expose(), token.role),
@@ -516,7 +518,7 @@ fn the_service_settings_are_read_and_checked() {
         "#]],
     );
     let bad_server = format!(
-        "{EXAMPLE}\n[server]\nlisten = \"localhost\"\nmax_concurrent_runs = 0\n\n\
+        "{EXAMPLE}\n[server]\nlisten = \"localhost\"\nmax_concurrent_runs = 0\nlease_timeout = \"500ms\"\n\n\
          [[server.tokens]]\nname = \"ops\"\ntoken = \"${{SHORT_TOKEN}}\"\nrole = \"admin\"\n"
     );
     match parse_with_env(&bad_server, Path::new("conf/fieldsync.toml"), &env) {
@@ -524,8 +526,9 @@ fn the_service_settings_are_read_and_checked() {
         Err(error) => expect![[r#"
             conf/fieldsync.toml:51:10: listen "localhost" is not an address and port, such as "127.0.0.1:8470"
             conf/fieldsync.toml:52:23: max_concurrent_runs must be a whole number of at least 1
-            conf/fieldsync.toml:56:9: the token "ops" is shorter than 16 characters: use a long random value
-            conf/fieldsync.toml:57:8: unknown role "admin"; expected one of read, operate
+            conf/fieldsync.toml:53:17: lease_timeout must be at least a second
+            conf/fieldsync.toml:57:9: the token "ops" is shorter than 16 characters: use a long random value
+            conf/fieldsync.toml:58:8: unknown role "admin"; expected one of read, operate
         "#]]
         .assert_eq(&format!("{error}\n")),
     }

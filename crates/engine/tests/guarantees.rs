@@ -1680,6 +1680,37 @@ async fn guarantee_18_one_run_per_link_and_lock_dies_with_process() {
     assert!(world.try_run(options()).await.is_ok());
 }
 
+/// 18, past a lease's timeout: a run that stalls (held inside a read, as a hung connector or a
+/// stopped process would be) for longer than its `lease_timeout` loses its link. Another run
+/// takes the lease over and makes the write; the stalled run, once it goes on, can commit
+/// nothing (its next commit finds the lease taken) and the write is made once. The lease's
+/// expiry is the store's wall clock: the test waits a second and a half of real time.
+#[tokio::test]
+async fn guarantee_18_a_run_stalled_past_its_lease_timeout_is_taken_over_and_fenced() {
+    let mut world = one_write().await;
+    let names = SidePair::new("left".to_string(), "right".to_string());
+    let short = RunOptions { lease_timeout: Some(std::time::Duration::from_secs(1)), ..options() };
+    let gate = Gate::default();
+    let mut gated = SidePair::new(Wrapped::plain(&world.left), Wrapped::plain(&world.right));
+    gated.left.gate = Some(gate.clone());
+    let mut second_store = SqliteStore::open(&world.path).unwrap();
+    let stalled = run_link(&world.spec, &names, &mut gated, &mut world.store, short, &world.clock);
+    let other = async {
+        gate.entered.notified().await;
+        tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+        let mut plain = SidePair::new(Wrapped::plain(&world.left), Wrapped::plain(&world.right));
+        let taken = run_link(&world.spec, &names, &mut plain, &mut second_store, short, &world.clock).await;
+        gate.release.notify_one();
+        taken
+    };
+    let (stalled, taken) = tokio::join!(stalled, other);
+    let taken = taken.expect("the lease past its timeout is taken over");
+    assert_eq!(taken.stats.writes_done, 1, "{taken:#?}");
+    assert!(matches!(stalled, Err(EngineError::Store(StoreError::LeaseLost { .. }))), "{stalled:?}");
+    assert_eq!(world.right.writes_applied(), 1, "the write is made once");
+    assert_eq!(world.try_run(options()).await.map(|report| report.stats.writes_done).ok(), Some(0));
+}
+
 /// Guarantee 10, found by `guarantee_11`: a write applied whose answer was lost, then retried
 /// in vain, was read back as an edit of its target and met the source's next edit as a conflict — a
 /// spurious review, or under last-write-wins a newer edit overwritten by the engine's own

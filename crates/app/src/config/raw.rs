@@ -45,6 +45,7 @@ pub(crate) struct RawReports {
 pub(crate) struct RawServer {
     pub listen: Option<Spanned<String>>,
     pub max_concurrent_runs: Option<Spanned<i64>>,
+    pub lease_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub tokens: Vec<Spanned<RawToken>>,
 }

@@ -17,6 +17,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
 /// How many runs go on at once across every link when `[server]` does not say.
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 5;
 
+/// How long a run's lease lasts without a commit unless `lease_timeout` says: a run whose
+/// process stopped renewing it (stalled, cut off) loses its link to the next run after this.
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 /// When a link runs under `fieldsync serve`.
 #[derive(Clone, Debug)]
 pub enum Schedule {
@@ -80,6 +84,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// How many runs go on at once across every link (`max_concurrent_runs`, 5 unless set).
     pub max_concurrent_runs: usize,
+    /// How long a run's lease lasts without a commit (`lease_timeout`, 30 minutes unless set):
+    /// past it, another run may take the link over, and the stalled run can commit nothing.
+    pub lease_timeout: Duration,
     /// The bearer tokens the API accepts (`[[server.tokens]]`); none means no API request
     /// is accepted, only `/healthz` and `/readyz`.
     pub tokens: Vec<ApiToken>,
@@ -90,6 +97,7 @@ impl Default for ServerConfig {
         Self {
             listen: DEFAULT_LISTEN.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8470))),
             max_concurrent_runs: DEFAULT_MAX_CONCURRENT_RUNS,
+            lease_timeout: DEFAULT_LEASE_TIMEOUT,
             tokens: Vec::new(),
         }
     }

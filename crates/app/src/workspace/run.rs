@@ -230,6 +230,7 @@ impl Workspace {
         observer: &mut impl RunObserver,
     ) -> Result<RunsOutcome, WorkspaceError> {
         let Workspace { config, store, cancel } = self;
+        let options = RunOptions { lease_timeout: Some(config.server.lease_timeout), ..options };
         if let Some(only) = &scope.link
             && !config.links.contains_key(only)
         {

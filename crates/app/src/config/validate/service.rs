@@ -134,6 +134,13 @@ impl Validator<'_> {
                 _ => self.problem(limit.span(), "max_concurrent_runs must be a whole number of at least 1"),
             }
         }
+        if let Some(timeout) = &raw.lease_timeout {
+            match self.duration(timeout, "lease_timeout") {
+                Some(timeout) if timeout >= Duration::from_secs(1) => server.lease_timeout = timeout,
+                Some(_) => self.problem(timeout.span(), "lease_timeout must be at least a second"),
+                None => {}
+            }
+        }
         let mut names = BTreeSet::new();
         for token in &raw.tokens {
             let token = token.get_ref();
