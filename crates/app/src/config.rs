@@ -53,13 +53,7 @@ impl Config {
     /// webhooks (`POST /hooks/{link}/{side}`).
     pub fn webhook_of(&self, link: &str, side: &str) -> Option<(Side, &str, &WebhookConfig)> {
         let names = &self.links.get(link)?.connectors;
-        let side = match side {
-            "left" => Side::Left,
-            "right" => Side::Right,
-            name if name == names.left => Side::Left,
-            name if name == names.right => Side::Right,
-            _ => return None,
-        };
+        let side = side_named(names, side)?;
         let connector = names.get(side);
         let webhook = self.connectors.get(connector)?.webhook.as_ref()?;
         Some((side, connector, webhook))
@@ -96,6 +90,18 @@ pub struct LinkConfig {
     pub connectors: SidePair<String>,
     /// When `fieldsync serve` runs it (`schedule` or `every`); `None`: only when asked.
     pub schedule: Option<Schedule>,
+}
+
+/// The side of a link between the connectors `names` that `text` names: `left`, `right`, or
+/// one of the connectors' names.
+pub(crate) fn side_named(names: &SidePair<String>, text: &str) -> Option<Side> {
+    match text {
+        "left" => Some(Side::Left),
+        "right" => Some(Side::Right),
+        name if name == names.left => Some(Side::Left),
+        name if name == names.right => Some(Side::Right),
+        _ => None,
+    }
 }
 
 /// Reads and validates the configuration file at `path`. Reading the file is the only I/O;

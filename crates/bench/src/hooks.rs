@@ -23,7 +23,7 @@ use crate::generate;
 /// The HMAC secret the benchmark's club signs its webhooks with.
 const SECRET: &str = "bench-webhook-secret-2026";
 
-/// How long one webhook may take to reach the register before the benchmark gives up.
+/// How long one webhook may take to reach the other side before it is counted as late.
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// What `fieldsync-bench hooks` measures.
@@ -198,7 +198,7 @@ fn measure(fieldsync: &Path, work: &Path, link: &Link, settings: &HookSettings) 
         })?;
         offset += settings.hooks;
         let runs = runs(work)? - runs_before;
-        let mut sorted = latencies.clone();
+        let mut sorted = latencies;
         sorted.sort_by(f64::total_cmp);
         let at = |share: f64| {
             sorted[((sorted.len() as f64 * share).ceil() as usize).saturating_sub(1).min(sorted.len() - 1)]
@@ -228,8 +228,8 @@ fn measure(fieldsync: &Path, work: &Path, link: &Link, settings: &HookSettings) 
 
 /// Sends `settings.hooks` webhooks at `rate` a second, each after editing one club member
 /// (members `offset`, `offset + 1`, … spread over the table), and waits for each to reach the
-/// register: the latencies in milliseconds, and the rate the webhooks were sent at (lower than
-/// `rate` when the sender could not keep up).
+/// other side: the latencies in milliseconds (infinite for one later than `PATIENCE`), and the
+/// rate the webhooks were sent at (lower than `rate` when the sender could not keep up).
 async fn send_at(
     base: &str,
     link: &Link,

@@ -25,7 +25,7 @@ pub use report::{
     Action, FailureOutcome, GuardKind, GuardStop, ReadMode, ReportLine, RunReport, RunStats, SideStats,
     WriteFailure,
 };
-pub use run::{LinkRun, RunOptions, run_link};
+pub use run::{DEFAULT_LEASE_TIMEOUT, LinkRun, RunOptions, run_link};
 pub use spec::{
     ConflictStrategy, Creates, DeletePolicy, Direction, FieldSpec, FirstSyncStrategy, Guard, Limit, LinkSpec,
     RetryPolicy, SidePair, Tie,

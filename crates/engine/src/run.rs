@@ -36,8 +36,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// Only deliver due outbox entries: no reads, no merge (the service's retry timer).
     pub deliver_only: bool,
-    /// How long the run's lease lasts without a commit (every commit renews it); 30 minutes
-    /// when `None`. Past it, another run may take the link over, and this one can commit
+    /// How long the run's lease lasts without a commit (every commit renews it);
+    /// `DEFAULT_LEASE_TIMEOUT` when `None`. Past it, another run may take the link over, and this one can commit
     /// nothing more.
     pub lease_timeout: Option<std::time::Duration>,
 }
@@ -89,7 +89,7 @@ pub async fn run_link<C: Connector, S: StateStore, K: Clock, P: Progress>(
 ) -> Result<RunReport, EngineError> {
     let LinkRun { spec, names, options, clock, .. } = run;
     let started = clock.now();
-    let lease_ttl = options.lease_timeout.unwrap_or(LEASE_TTL);
+    let lease_ttl = options.lease_timeout.unwrap_or(DEFAULT_LEASE_TIMEOUT);
     let link = spec.name.as_str();
     let held =
         if options.dry_run { None } else { Some(blocking(|| store.lease(link, &lease_owner(), lease_ttl))?) };
@@ -197,7 +197,7 @@ impl<K, P> RunContext<'_, K, P> {
 /// How long a run's lease lasts without a commit unless `RunOptions::lease_timeout` says; every
 /// commit renews it. A run that commits nothing for this long (a connector hanging) loses its
 /// link to the next run.
-const LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+pub const DEFAULT_LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// Who holds a run's lease: this process.
 fn lease_owner() -> String {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use croner::Cron;
 use fieldsync_connector::Secret;
+use fieldsync_engine::DEFAULT_LEASE_TIMEOUT;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde::Serialize;
@@ -16,10 +17,6 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8470";
 
 /// How many runs go on at once across every link when `[server]` does not say.
 pub const DEFAULT_MAX_CONCURRENT_RUNS: usize = 5;
-
-/// How long a run's lease lasts without a commit unless `lease_timeout` says: a run whose
-/// process stopped renewing it (stalled, cut off) loses its link to the next run after this.
-pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// When a link runs under `fieldsync serve`.
 #[derive(Clone, Debug)]

@@ -149,7 +149,6 @@ impl Validator<'_> {
         }
     }
 
-    /// Reads one of the `choices` by name, or names them all.
     /// `choose` for an optional setting: `default` when it is absent.
     fn choose_or<T: Copy>(
         &mut self,
@@ -161,6 +160,7 @@ impl Validator<'_> {
         value.map_or(Some(default), |value| self.choose(value, what, choices))
     }
 
+    /// Reads one of the `choices` by name, or names them all.
     fn choose<T: Copy>(&mut self, value: &Spanned<String>, what: &str, choices: &[(&str, T)]) -> Option<T> {
         if let Some((_, choice)) = choices.iter().find(|(name, _)| *name == value.get_ref()) {
             return Some(*choice);
@@ -641,17 +641,11 @@ impl Validator<'_> {
     ) -> Option<Tie> {
         let names = link.names;
         let text = value.get_ref();
-        match text.as_str() {
-            "left" => return Some(Tie::Side(Side::Left)),
-            "right" => return Some(Tie::Side(Side::Right)),
-            "review" if review => return Some(Tie::Review),
-            _ => {}
+        if review && text == "review" {
+            return Some(Tie::Review);
         }
-        if *text == names.left {
-            return Some(Tie::Side(Side::Left));
-        }
-        if *text == names.right {
-            return Some(Tie::Side(Side::Right));
+        if let Some(side) = super::side_named(names, text) {
+            return Some(Tie::Side(side));
         }
         if link.connectors.left.is_none() || link.connectors.right.is_none() {
             // A connector of the link is unknown or invalid, which was reported already;

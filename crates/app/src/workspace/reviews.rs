@@ -1,7 +1,7 @@
 //! Reviews: listed a page at a time, shown with their record's audit trail, and decided by a
 //! person (the next run applies the decision). Reads and writes the state store only.
 
-use fieldsync_model::{Reading, RecordKey, RunId, Side, Value};
+use fieldsync_model::{Reading, RecordKey, RunId, Value};
 use fieldsync_store::StateStore as _;
 use fieldsync_store::{AuditEntry, Decision, ListQuery, Review, ReviewKind, ReviewStatus};
 use jiff::Timestamp;
@@ -135,22 +135,16 @@ impl Workspace {
             .get(&review.link)
             .ok_or_else(|| WorkspaceError::ReviewLinkGone { id, link: review.link.clone() })?;
         let decision = match resolution {
-            Resolution::Keep(keep) => {
-                let side = match keep.as_str() {
-                    "left" => Side::Left,
-                    "right" => Side::Right,
-                    name if name == link.connectors.left => Side::Left,
-                    name if name == link.connectors.right => Side::Right,
-                    _ => {
-                        return Err(WorkspaceError::UnknownSide {
-                            given: keep,
-                            left: link.connectors.left.clone(),
-                            right: link.connectors.right.clone(),
-                        });
-                    }
-                };
-                Decision::Keep(side)
-            }
+            Resolution::Keep(keep) => match crate::config::side_named(&link.connectors, &keep) {
+                Some(side) => Decision::Keep(side),
+                None => {
+                    return Err(WorkspaceError::UnknownSide {
+                        given: keep,
+                        left: link.connectors.left.clone(),
+                        right: link.connectors.right.clone(),
+                    });
+                }
+            },
             Resolution::Value(text) => {
                 let Some(field_name) = &review.review.field else {
                     return Err(WorkspaceError::WholeRecord { id });

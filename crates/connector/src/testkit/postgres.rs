@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::processes::{Processes, serve_on_free_port, tail};
+use super::processes::{Processes, running_as_root, serve_on_free_port, tail};
 
 /// What a machine without PostgreSQL is told to install.
 const INSTALL_HINT: &str = "apt-get install --no-install-recommends postgresql";
@@ -175,11 +175,6 @@ fn find_bin() -> Result<PathBuf, String> {
         .max()
         .map(bin)
         .ok_or_else(|| "no initdb and postgres in /usr/lib/postgresql/*/bin".to_string())
-}
-
-/// Whether this process runs as root.
-fn running_as_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|output| output.stdout.trim_ascii() == b"0")
 }
 
 /// `program`, run as the `postgres` user when this process is root.

@@ -146,6 +146,13 @@ pub(crate) fn serve_on_free_port(
     panic!("{what} found no free port in 5 tries:\n{}", tail(log))
 }
 
+/// Whether this process runs as root (as CI does): the servers that refuse root are then
+/// started as their own system user.
+pub(crate) fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
+}
+
 /// The last 40 lines of a log.
 pub(crate) fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

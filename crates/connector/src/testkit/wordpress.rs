@@ -21,11 +21,11 @@
 //! the package's `wp-includes` and `wp-admin` (PHP resolves `__FILE__` through symlinks, so
 //! the files that find the configuration beside themselves must be copies).
 
-use super::processes::{Processes, log_file, write_file};
+use super::processes::{Processes, log_file, running_as_root, write_file};
 use std::fmt;
 use std::fs;
 use std::future::Future;
-use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -422,7 +422,7 @@ async fn start_mariadb(programs: &Programs, processes: &mut Processes, root: &Pa
     fs::create_dir_all(&tmp).expect("MariaDB's temporary directory");
     let socket = root.join("mysql.sock");
     // mariadbd refuses to run as root unless told to.
-    let as_root = fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0);
+    let as_root = running_as_root();
     let user: &[&str] = if as_root { &["--user=root"] } else { &[] };
 
     let mut install = tokio::process::Command::new(&programs.install_db);
