@@ -117,6 +117,8 @@ macro_rules! connector_kinds {
 connector_kinds! {
     /// `kind = "sqlite"`: a table of an SQLite file.
     Sqlite(fieldsync_connector_sqlite::SqliteConfig),
+    /// `kind = "postgres"`: a table of a PostgreSQL database.
+    Postgres(fieldsync_connector_postgres::PostgresConfig),
     /// `kind = "csv"`: a CSV file.
     Csv(fieldsync_connector_csv::CsvConfig),
     /// `kind = "rest"`: a JSON API.
@@ -233,16 +235,10 @@ fn named(schemes: &[&str], scheme: &str) -> bool {
 
 /// The error of a `state` whose scheme names no store kind of this build.
 fn unknown_store(scheme: &str) -> LocationError {
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme == "postgres" || scheme == "postgresql" {
-        return LocationError(format!(
-            "postgres state stores are not supported yet; use \"{}\"",
-            STORE_EXAMPLES[0]
-        ));
-    }
     let examples: Vec<String> = STORE_EXAMPLES.iter().map(|example| format!("\"{example}\"")).collect();
     LocationError(format!(
-        "unknown state store; write {} or a bare path (postgres is not supported yet)",
+        "unknown state store \"{}://\"; write {} or a bare path",
+        scheme.to_ascii_lowercase(),
         examples.join(" or ")
     ))
 }
@@ -252,6 +248,9 @@ fn unknown_store(scheme: &str) -> LocationError {
 store_kinds! {
     /// `state = "sqlite://PATH"`, or a bare path: one SQLite file.
     Sqlite(fieldsync_store_sqlite::SqliteLocation),
+    /// `state = "postgres://USER:PASSWORD@HOST/DATABASE?schema=NAME"`: a schema (`fieldsync`
+    /// unless named) of a PostgreSQL database, shared by workers on several machines.
+    Postgres(fieldsync_store_postgres::PostgresLocation),
 }
 
 #[cfg(test)]
@@ -279,15 +278,17 @@ mod tests {
         let problem = |state: &str| StateLocation::parse(state, base).unwrap_err().0;
         assert_eq!(problem("sqlite://"), "state has no path; write \"sqlite://PATH\" or a bare path");
         assert_eq!(
-            problem("mysql://db"),
-            "unknown state store; write \"sqlite://PATH\" or a bare path (postgres is not supported yet)"
+            problem("MySQL://db"),
+            "unknown state store \"mysql://\"; write \"sqlite://PATH\" or \"postgres://USER@HOST/DATABASE\" \
+             or a bare path"
         );
-        assert_eq!(
-            problem("postgresql://fieldsync@db/fieldsync"),
-            "postgres state stores are not supported yet; use \"sqlite://PATH\""
-        );
+        let postgres =
+            StateLocation::parse("PostgreSQL://club:s3cret@db/members?schema=club_a", base).unwrap();
+        assert!(matches!(postgres, StateLocation::Postgres(_)), "{postgres:?}");
+        assert_eq!(postgres.to_string(), "postgres://club@db:5432/members?schema=club_a");
         // The scheme alone is checked before `${NAME}` is substituted.
-        assert!(StateLocation::check_scheme("postgres://fieldsync:${DB_PASSWORD}@db/fieldsync").is_err());
+        assert!(StateLocation::check_scheme("postgres://fieldsync:${DB_PASSWORD}@db/fieldsync").is_ok());
+        assert!(StateLocation::check_scheme("mysql://${DB}").is_err());
         assert!(StateLocation::check_scheme("sqlite://${STATE_DIR}/state.db").is_ok());
         assert!(StateLocation::check_scheme("${STATE_DIR}/state.db").is_ok());
     }

@@ -250,12 +250,12 @@ fn many_problems_are_reported_together_in_file_order() {
         ("region = \"NL\"", "region = \"XX\""),
         ("direction = \"right_to_left\"", "direction = \"sideways\""),
         ("right = \"contact_email\"", "right = \"contact-email\""),
-        ("kind = \"sqlite\"\npath = \"${RONDO_DIR}", "kind = \"postgres\"\npath = \"${RONDO_DIR}"),
+        ("kind = \"sqlite\"\npath = \"${RONDO_DIR}", "kind = \"mysql\"\npath = \"${RONDO_DIR}"),
     ]);
     check_error(
         &text,
         expect![[r#"
-            conf/fieldsync.toml:11:8: connector kind postgres is not available yet
+            conf/fieldsync.toml:11:8: unknown connector kind "mysql"; expected one of sqlite, postgres, csv, rest, browser
             conf/fieldsync.toml:24:11: unknown creates policy "leftwards"; expected one of both, left_to_right, right_to_left, none
             conf/fieldsync.toml:26:24: max_delete is a share such as "10%" (0% to 100%) or a number of records such as 25, not "110%"
             conf/fieldsync.toml:27:19: full_scan_every: "daily" is not a duration; write it like "500ms", "5s", "1m", "24h" or "1h30m"
@@ -271,7 +271,7 @@ fn connector_kinds_and_settings_are_checked() {
     check_error(
         &example_with("kind = \"sqlite\"                           #", "kind = \"mysql\" #"),
         expect![[r#"
-            conf/fieldsync.toml:4:8: unknown connector kind "mysql"; expected one of sqlite, csv, rest, browser (postgres is not available yet)
+            conf/fieldsync.toml:4:8: unknown connector kind "mysql"; expected one of sqlite, postgres, csv, rest, browser
         "#]],
     );
     check_error(
@@ -340,7 +340,7 @@ fn connectors_and_links_are_checked() {
     check_error(
         &example_with("kind = \"sqlite\"                           #", "#"),
         expect![[r#"
-            conf/fieldsync.toml:3:13: connector sportlink has no `kind`; expected one of sqlite, csv, rest, browser
+            conf/fieldsync.toml:3:13: connector sportlink has no `kind`; expected one of sqlite, postgres, csv, rest, browser
         "#]],
     );
     check_error(
@@ -435,7 +435,7 @@ fn connectors_and_links_are_checked() {
     check_error(
         &example_with("state = \"sqlite://fieldsync.db\"", "state = \"mysql://db\""),
         expect![[r#"
-        conf/fieldsync.toml:1:9: unknown state store; write "sqlite://PATH" or a bare path (postgres is not supported yet)
+        conf/fieldsync.toml:1:9: unknown state store "mysql://"; write "sqlite://PATH" or "postgres://USER@HOST/DATABASE" or a bare path
     "#]],
     );
 }
@@ -535,11 +535,27 @@ fn the_service_settings_are_read_and_checked() {
 }
 
 #[test]
-fn postgres_state_stores_are_not_supported_yet() {
+fn a_postgres_state_names_its_schema_and_never_shows_its_password() {
+    let text = example_with(
+        "state = \"sqlite://fieldsync.db\"",
+        "state = \"postgres://fieldsync:${DB_PASSWORD}@db/fieldsync?schema=club_a\"",
+    );
+    let env = |name: &str| match name {
+        "DB_PASSWORD" => Some("s3cret-pw".to_string()),
+        other => env(other),
+    };
+    let config =
+        parse_with_env(&text, Path::new("conf/fieldsync.toml"), &env).expect("a valid configuration");
+    assert!(matches!(config.state, StateLocation::Postgres(_)), "{:?}", config.state);
+    assert_eq!(config.state.to_string(), "postgres://fieldsync@db:5432/fieldsync?schema=club_a");
+    assert!(!format!("{:?}", config.state).contains("s3cret-pw"));
     check_error(
-        &example_with("state = \"sqlite://fieldsync.db\"", "state = \"postgres://fieldsync@db/fieldsync\""),
+        &example_with(
+            "state = \"sqlite://fieldsync.db\"",
+            "state = \"postgres://fieldsync@db/fieldsync?schema=a-b\"",
+        ),
         expect![[r#"
-            conf/fieldsync.toml:1:9: postgres state stores are not supported yet; use "sqlite://PATH"
+            conf/fieldsync.toml:1:9: state's schema "a-b" is not a plain name (letters, digits and _, up to 63 bytes, not starting with a digit)
         "#]],
     );
 }

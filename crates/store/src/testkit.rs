@@ -89,11 +89,18 @@ where
 }
 
 /// Declares one `#[test]` per property of the suite, each against a fresh fixture made by
-/// `$new` (an expression).
+/// `$new` (an expression). With `optional $new`, `$new` gives an `Option` of a fixture, and a
+/// test given `None` (a server the machine lacks, which the expression said loudly) ends at once.
 #[macro_export]
 macro_rules! conformance_tests {
+    (optional $new:expr) => {
+        $crate::conformance_tests!(@names [optional] $new);
+    };
     ($new:expr) => {
-        $crate::conformance_tests!(@each $new;
+        $crate::conformance_tests!(@names [] $new);
+    };
+    (@names [$($optional:ident)?] $new:expr) => {
+        $crate::conformance_tests!(@each [$($optional)?] $new;
             keys_page_in_byte_order_whatever_the_collation,
             concurrent_writers_lose_nothing,
             a_lease_excludes_other_holders_until_released,
@@ -119,11 +126,21 @@ macro_rules! conformance_tests {
             waiting_webhooks_name_the_records_a_targeted_run_reads
         );
     };
-    (@each $new:expr; $($name:ident),+ $(,)?) => {
+    (@each [] $new:expr; $($name:ident),+ $(,)?) => {
         $(
             #[test]
             fn $name() {
                 $crate::testkit::$name(&$new);
+            }
+        )+
+    };
+    (@each [optional] $new:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                if let Some(fixture) = $new {
+                    $crate::testkit::$name(&fixture);
+                }
             }
         )+
     };

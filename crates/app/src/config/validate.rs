@@ -29,9 +29,6 @@ use super::{
     DEFAULT_STATE_FILE, LinkConfig, Location, Problem, StateLocation,
 };
 
-/// Kinds the product names that this build cannot run yet.
-const LATER_KINDS: [&str; 1] = ["postgres"];
-
 /// How `direction` is spelled.
 const DIRECTIONS: &[(&str, Direction)] = &[
     ("both", Direction::Both),
@@ -304,20 +301,13 @@ impl Validator<'_> {
             toml::de::ValueDeserializer::from(Spanned::new(table.span(), DeValue::Table(settings)));
         let deserialized = match ConnectorKind::deserialize(kind_name, settings) {
             Some(deserialized) => deserialized,
-            None if LATER_KINDS.contains(&kind_name) => {
-                let later = kind_name;
-                self.problem(kind.span(), format!("connector kind {later} is not available yet"));
-                return None;
-            }
             None => {
                 let unknown = kind_name;
                 self.problem(
                     kind.span(),
                     format!(
-                        "unknown connector kind {unknown:?}; expected one of {} ({} {} not available yet)",
-                        CONNECTOR_KINDS.join(", "),
-                        LATER_KINDS.join(", "),
-                        if LATER_KINDS.len() == 1 { "is" } else { "are" }
+                        "unknown connector kind {unknown:?}; expected one of {}",
+                        CONNECTOR_KINDS.join(", ")
                     ),
                 );
                 return None;
