@@ -38,14 +38,23 @@ impl DatabaseUrl {
         &self.0
     }
 
-    /// The URL as tokio-postgres reads it.
+    /// The URL as tokio-postgres reads it (an `sslmode` of `verify-ca` or `verify-full` as
+    /// `require`, the certificate checks aside).
     ///
     /// # Errors
     ///
-    /// tokio-postgres's own error, which names an option but never its value, so it cannot
-    /// hold the password.
-    pub fn parse(&self) -> Result<tokio_postgres::Config, Error> {
-        self.0.parse()
+    /// What is wrong with it: tokio-postgres's own message, which names an option but never
+    /// its value; or an `@` in the user or password that is not written `%40`, which would
+    /// read part of the password as the host.
+    pub fn parse(&self) -> Result<tokio_postgres::Config, UrlError> {
+        let authority =
+            self.0.split_once("://").map_or("", |(_, rest)| rest.split(['/', '?']).next().unwrap_or(""));
+        if authority.matches('@').count() > 1 {
+            return Err(UrlError(
+                "its user or password holds an @: write it as %40 (percent-encoded)".into(),
+            ));
+        }
+        verification(&self.0).0.parse().map_err(|error: Error| UrlError(error.to_string()))
     }
 
     /// `postgres://USER@HOST:PORT/DATABASE`, from what the URL says: no password, no options.
@@ -89,14 +98,19 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
+/// What is wrong with a PostgreSQL URL; never holds the URL or any part of it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UrlError(String);
+
 /// Why a connection could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The URL is not a PostgreSQL connection string.
-    #[error("not a PostgreSQL URL: {0}")]
-    Url(#[source] Error),
+    #[error("not a PostgreSQL URL")]
+    Url(#[source] UrlError),
     /// The server could not be reached, refused the login or the TLS handshake failed.
-    #[error("cannot connect to PostgreSQL: {0}")]
+    #[error("cannot connect to PostgreSQL")]
     Connect(#[source] Error),
     /// The system's certificate verifier could not be set up.
     #[error("cannot set up TLS: {0}")]
@@ -165,8 +179,8 @@ async fn open(
     url: &str,
     notifications: Option<tokio::sync::mpsc::UnboundedSender<String>>,
 ) -> Result<Client, ConnectError> {
-    let config: tokio_postgres::Config = url.parse().map_err(ConnectError::Url)?;
-    let tls = tls()?;
+    let config = DatabaseUrl::new(url).parse().map_err(ConnectError::Url)?;
+    let tls = tls(verification(url).1)?;
     let connecting = driver().spawn(async move {
         let (client, mut connection) = config.connect(tls).await?;
         tokio::spawn(async move {
@@ -185,11 +199,27 @@ async fn open(
         });
         Ok(client)
     });
-    match connecting.await {
-        Ok(connected) => connected.map_err(ConnectError::Connect),
+    let client = match connecting.await {
+        Ok(connected) => connected.map_err(ConnectError::Connect)?,
         Err(join) => std::panic::resume_unwind(join.into_panic()),
-    }
+    };
+    // fieldsync's transactions never wait on anything but the database between two
+    // statements: one idle this long belongs to a process that was stopped (SIGSTOP, a frozen
+    // machine), and the server ends it, so that its row locks (a lease's, a member's) do not
+    // keep the other workers waiting until it wakes.
+    client
+        .batch_execute(&format!(
+            "SET idle_in_transaction_session_timeout = {}",
+            IDLE_IN_TRANSACTION.as_millis()
+        ))
+        .await
+        .map_err(ConnectError::Connect)?;
+    Ok(client)
 }
+
+/// How long a session of fieldsync's may sit idle inside a transaction before the server ends
+/// it (see `open`).
+pub const IDLE_IN_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Waits for `future` on the calling thread: for synchronous code (the state store) that
 /// talks to PostgreSQL through a [`Client`]. Safe inside async code too, where it blocks the
@@ -253,24 +283,108 @@ fn driver() -> &'static Handle {
     })
 }
 
-/// The TLS set-up every connection uses: rustls with `ring`, certificates checked by the
-/// platform's verifier against the system's roots. Made once.
-fn tls() -> Result<tokio_postgres_rustls::MakeRustlsConnect, ConnectError> {
-    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
+/// How a connection checks the server's certificate, from the URL's `sslmode` as libpq reads
+/// it: `verify-full` (and `verify-ca`, checked as strictly) against the system's roots and the
+/// host's name; `prefer` and `require` encrypt without checking who answers, as libpq does
+/// (a server with a self-signed certificate, as Debian's packages set one up, is reached).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verify {
+    /// The certificate is checked against the system's roots and the host name.
+    Certificate,
+    /// Encryption only.
+    Nothing,
+}
+
+/// Reads the `sslmode` tokio-postgres does not know (`verify-ca`, `verify-full`) out of `url`:
+/// the URL tokio-postgres is given (with `require` in their place) and how to check the
+/// certificate.
+fn verification(url: &str) -> (std::borrow::Cow<'_, str>, Verify) {
+    for strict in ["sslmode=verify-full", "sslmode=verify-ca"] {
+        if url.contains(strict) {
+            return (url.replace(strict, "sslmode=require").into(), Verify::Certificate);
+        }
+    }
+    (url.into(), Verify::Nothing)
+}
+
+/// The TLS set-up of a connection that checks as `verify` says: rustls with `ring`,
+/// certificates checked by the platform's verifier against the system's roots. Each is made
+/// once.
+fn tls(verify: Verify) -> Result<tokio_postgres_rustls::MakeRustlsConnect, ConnectError> {
+    type Made = OnceLock<Result<Arc<rustls::ClientConfig>, String>>;
+    static CHECKING: Made = OnceLock::new();
+    static ENCRYPTING: Made = OnceLock::new();
+    let made = match verify {
+        Verify::Certificate => &CHECKING,
+        Verify::Nothing => &ENCRYPTING,
+    };
+    let config = made.get_or_init(|| {
         use rustls_platform_verifier::BuilderVerifierExt;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
-            .map_err(|error| error.to_string())?
-            .with_platform_verifier()
-            .map_err(|error| error.to_string())?
-            .with_no_client_auth();
-        Ok(Arc::new(config))
+            .map_err(|error| error.to_string())?;
+        let config = match verify {
+            Verify::Certificate => builder.with_platform_verifier().map_err(|error| error.to_string())?,
+            Verify::Nothing => {
+                builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            }
+        };
+        Ok(Arc::new(config.with_no_client_auth()))
     });
     match config {
         Ok(config) => Ok(tokio_postgres_rustls::MakeRustlsConnect::new(rustls::ClientConfig::clone(config))),
         Err(message) => Err(ConnectError::Tls(message.clone())),
+    }
+}
+
+/// Accepts any certificate (`sslmode=prefer` or `require`), while still checking that the
+/// handshake is signed by the key of the certificate the server sent.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        certificate: &rustls::pki_types::CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        certificate: &rustls::pki_types::CertificateDer<'_>,
+        signature: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            certificate,
+            signature,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -293,6 +407,38 @@ mod tests {
         for bad in ["", "2024", "$x", "a b", "a;drop", "a\"b", "a.b", &"x".repeat(64)] {
             assert!(!is_plain_identifier(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn only_verify_modes_check_the_certificate_as_libpq_does() {
+        let (url, verify) = verification("postgres://sync@db.example/club?sslmode=verify-full");
+        assert_eq!(
+            (url.as_ref(), verify),
+            ("postgres://sync@db.example/club?sslmode=require", Verify::Certificate)
+        );
+        let (url, verify) = verification("host=db.example sslmode=verify-ca user=sync");
+        assert_eq!(
+            (url.as_ref(), verify),
+            ("host=db.example sslmode=require user=sync", Verify::Certificate)
+        );
+        for plain in
+            ["postgres://sync@db/club?sslmode=require", "postgres://sync@db/club", "host=db sslmode=prefer"]
+        {
+            assert_eq!(verification(plain), (plain.into(), Verify::Nothing), "{plain}");
+        }
+        assert!(DatabaseUrl::new("postgres://sync@db/club?sslmode=verify-full").parse().is_ok());
+    }
+
+    #[test]
+    fn an_unencoded_at_sign_in_a_password_is_refused_without_showing_any_of_it() {
+        let url = DatabaseUrl::new("postgres://sync:land@2024:x@db.example:5432/club");
+        let problem = url.parse().unwrap_err().to_string();
+        assert!(problem.contains("%40"), "{problem}");
+        for shown in [problem, url.to_string(), format!("{url:?}")] {
+            assert!(!shown.contains("land") && !shown.contains("2024"), "{shown}");
+        }
+        let encoded = DatabaseUrl::new("postgres://sync:land%402024%3Ax@db.example:5432/club");
+        assert_eq!(encoded.to_string(), "postgres://sync@db.example:5432/club");
     }
 
     #[test]

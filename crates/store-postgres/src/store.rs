@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::Hash;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use fieldsync_model::{RecordDigest, RecordId, RecordKey, RunId, Side, Value};
@@ -50,6 +51,25 @@ pub struct PostgresStore {
     location: PostgresLocation,
     /// The schema holding fieldsync's tables, first on the connection's search path.
     schema: String,
+    /// A crash planned by `crash_at_commit`, for simulations.
+    crash: CrashPlan,
+}
+
+/// A crash planned by `PostgresStore::crash_at_commit`: commits left before it (none planned
+/// while not positive), and whether the fatal commit lands before the crash.
+#[derive(Default)]
+struct CrashPlan {
+    commits_left: AtomicI64,
+    committed: AtomicBool,
+}
+
+impl CrashPlan {
+    /// Counts one commit; `Some(committed)` when it is the planned crash's.
+    fn strikes(&self) -> Option<bool> {
+        let strikes = self.commits_left.load(Ordering::SeqCst) > 0
+            && self.commits_left.fetch_sub(1, Ordering::SeqCst) == 1;
+        strikes.then(|| self.committed.load(Ordering::SeqCst))
+    }
 }
 
 impl fmt::Debug for PostgresStore {
@@ -125,10 +145,12 @@ impl Session<'_> {
 
 /// One commit of a use case, private to this store: the statements its `StateStore` method is
 /// made of, in one transaction, so that a baseline moves in the same commit that closes its
-/// outbox entry. Dropped without `commit`, it is rolled back.
+/// outbox entry. Dropped without `commit`, it is rolled back. Its commit is where a planned
+/// crash strikes.
 struct Commit<'store> {
     transaction: Transaction<'store>,
     statements: &'store Statements,
+    crash: &'store CrashPlan,
 }
 
 impl Commit<'_> {
@@ -137,8 +159,22 @@ impl Commit<'_> {
         Session { client: self.transaction.client(), statements: self.statements }
     }
 
-    /// Commits every write at once.
+    /// Commits every write at once, unless a crash planned for this commit strikes first
+    /// (after the commit lands, when planned so).
     async fn commit(self) -> Result<(), StoreError> {
+        if let Some(committed) = self.crash.strikes() {
+            if committed {
+                self.transaction.commit().await.context(|| "committing".into())?;
+            }
+            // Dropped uncommitted, the transaction is rolled back: nothing of it is kept.
+            return Err(StoreError::InjectedCrash { committed });
+        }
+        self.transaction.commit().await.context(|| "committing".into())
+    }
+
+    /// Commits a lease taken or renewed: not a commit of a run's use cases, so a planned crash
+    /// does not count it, as the SQLite store does not.
+    async fn commit_lease(self) -> Result<(), StoreError> {
         self.transaction.commit().await.context(|| "committing".into())
     }
 }
@@ -236,8 +272,13 @@ impl PostgresStore {
         block_on(async {
             let client = connect(location).await?;
             let schema = location.schema().to_string();
-            let mut store =
-                Self { client, statements: Statements::default(), location: location.clone(), schema };
+            let mut store = Self {
+                client,
+                statements: Statements::default(),
+                location: location.clone(),
+                schema,
+                crash: CrashPlan::default(),
+            };
             store.migrate().await?;
             Ok(store)
         })
@@ -246,6 +287,17 @@ impl PostgresStore {
     /// The schema holding fieldsync's tables.
     pub fn schema(&self) -> &str {
         &self.schema
+    }
+
+    /// Fault injection for simulations: the `commits`-th commit from now (1 is the next one)
+    /// fails with `StoreError::InjectedCrash`, as if the process died just before it
+    /// (`committed = false`: nothing of it is kept) or just after it (`committed = true`).
+    /// A caller must then drop its engine and reopen the store, as after a real crash; a lease
+    /// the crashed run did not release stays until it expires, as a dead worker's does. Taking,
+    /// renewing and releasing a lease are not counted. `commits = 0` plans no crash.
+    pub fn crash_at_commit(&self, commits: u32, committed: bool) {
+        self.crash.committed.store(committed, Ordering::SeqCst);
+        self.crash.commits_left.store(i64::from(commits), Ordering::SeqCst);
     }
 
     /// Where a read's statements run.
@@ -261,9 +313,9 @@ impl PostgresStore {
             self.client = connect(&self.location).await?;
             self.statements.cached().clear();
         }
-        let Self { client, statements, .. } = self;
+        let Self { client, statements, crash, .. } = self;
         let transaction = client.transaction().await.context(|| "starting a transaction".into())?;
-        Ok(Commit { transaction, statements })
+        Ok(Commit { transaction, statements, crash })
     }
 
     /// Starts a transaction under `lease`: checks that its token still holds and renews it by
@@ -346,29 +398,66 @@ impl PostgresStore {
 
     /// The refusal of a lease of `link` that another holder has.
     fn locked(&self, link: &str) -> StoreError {
-        StoreError::Locked { link: link.to_string(), path: format!("the lease in {}", self.location) }
+        StoreError::Locked {
+            link: link.to_string(),
+            holder: format!("its lease in {} is held", self.location),
+        }
     }
 }
 
 impl StateStore for PostgresStore {
-    fn lease(&mut self, link: &str, owner: &str, ttl: Duration) -> Result<Lease, StoreError> {
+    fn lease_within(
+        &mut self,
+        link: &str,
+        owner: &str,
+        ttl: Duration,
+        max_running: Option<usize>,
+    ) -> Result<Lease, StoreError> {
         let locked = self.locked(link);
+        let leases_lock = format!("fieldsync leases {}", self.schema);
         block_on(async {
             let what = || format!("leasing link {link}");
             let ttl_micros = micros(ttl);
             let commit = self.begin().await?;
             let session = commit.session();
+            if let Some(max_running) = max_running {
+                // Leases under a limit are taken one at a time, so that two workers cannot both
+                // take the last place; the lock is held until this transaction ends.
+                session
+                    .execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", &[&leases_lock], what)
+                    .await?;
+                let running: i64 = session
+                    .query_opt(
+                        "SELECT count(*) FROM leases WHERE link <> $1 AND expires_at > clock_timestamp()",
+                        &[&link],
+                        what,
+                    )
+                    .await?
+                    .map_or(Ok(0), |row| row.try_get(0))
+                    .context(what)?;
+                let running = usize::try_from(running).unwrap_or(usize::MAX);
+                if running >= max_running {
+                    return Err(StoreError::AtCapacity { link: link.to_string(), running });
+                }
+            }
             // The link's row, unless another worker has it locked at this very moment (taking
             // the lease, or committing under it): then the link is busy, without waiting.
             let held = session
                 .query_opt(
-                    "SELECT expires_at > clock_timestamp() FROM leases WHERE link = $1 FOR UPDATE SKIP LOCKED",
+                    "SELECT expires_at > clock_timestamp(), owner FROM leases WHERE link = $1 FOR UPDATE SKIP LOCKED",
                     &[&link],
                     what,
                 )
                 .await?;
+            // A live lease is refused, unless its holder was a process of this machine that is
+            // gone (`kill -9`): nothing else tells PostgreSQL, and the next run need not wait.
+            let live = |row: &Row| -> Result<bool, StoreError> {
+                let live: bool = row.try_get(0).context(what)?;
+                let owner: String = row.try_get(1).context(what)?;
+                Ok(live && !fieldsync_store::owner_is_gone(&owner))
+            };
             let granted = match held {
-                Some(row) if row.try_get::<_, bool>(0).context(what)? => return Err(locked),
+                Some(row) if live(&row)? => return Err(locked),
                 Some(_) => {
                     session
                         .query_opt(
@@ -407,7 +496,7 @@ impl StateStore for PostgresStore {
             let Some(granted) = granted else { return Err(locked) };
             let token: i64 = granted.try_get(0).context(what)?;
             let expires_at: Timestamp = granted.try_get(1).context(what)?;
-            commit.commit().await?;
+            commit.commit_lease().await?;
             Ok(Lease::new(link, owner, token, expires_at, ttl, None))
         })
     }
@@ -418,6 +507,19 @@ impl StateStore for PostgresStore {
             &[&lease.link, &lease.token],
             || format!("releasing the lease of link {}", lease.link),
         ))?;
+        Ok(())
+    }
+
+    fn renew(&self, lease: &Lease) -> Result<(), StoreError> {
+        // Not a commit of the run's: crash injection does not count it.
+        let renewed = block_on(self.session().execute(
+            &format!("UPDATE leases SET expires_at = {EXPIRY} WHERE link = $2 AND token = $3"),
+            &[&micros(lease.ttl), &lease.link, &lease.token],
+            || format!("renewing the lease of link {}", lease.link),
+        ))?;
+        if renewed == 0 {
+            return Err(StoreError::LeaseLost { link: lease.link.clone(), owner: lease.owner.clone() });
+        }
         Ok(())
     }
 
@@ -982,6 +1084,16 @@ impl Commit<'_> {
             self.discard_plans(link, &unpublished).await?;
         }
         self.recover_sends(link, now).await?;
+        // And every earlier run still running is gone (its process died or lost the lease):
+        // the history says so, and when it was taken over.
+        session
+            .execute(
+                "UPDATE runs SET status = 'failed', finished_at = $2, error = $3 \
+                 WHERE link = $1 AND status = 'running'",
+                &[&link, &stored(now), &fieldsync_store::ABANDONED],
+                what,
+            )
+            .await?;
         let row = session
             .query_opt(
                 "INSERT INTO runs (link, mode, status, started_at) VALUES ($1, $2, 'running', $3) RETURNING id",

@@ -142,7 +142,7 @@ impl SqliteStore {
         match file.try_lock() {
             Ok(()) => Ok(SqliteLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => {
-                Err(StoreError::Locked { link: link.to_string(), path: path.display().to_string() })
+                Err(StoreError::Locked { link: link.to_string(), holder: format!("lock {}", path.display()) })
             }
             Err(std::fs::TryLockError::Error(source)) => {
                 Err(StoreError::LockFile { path: path.display().to_string(), source })
@@ -211,7 +211,13 @@ impl SqliteStore {
 }
 
 impl StateStore for SqliteStore {
-    fn lease(&mut self, link: &str, owner: &str, ttl: Duration) -> Result<Lease, StoreError> {
+    fn lease_within(
+        &mut self,
+        link: &str,
+        owner: &str,
+        ttl: Duration,
+        max_running: Option<usize>,
+    ) -> Result<Lease, StoreError> {
         // Holding the lock file proves that an earlier holder on this machine is gone; without
         // it, only an expired lease is taken over (its holder stalled), and a lock file held
         // with no lease (an older fieldsync, `flock`) is respected.
@@ -243,7 +249,21 @@ impl StateStore for SqliteStore {
             (None, None) => false,
         };
         if !granted {
-            return Err(StoreError::Locked { link: link.to_string(), path: lock_path });
+            return Err(StoreError::Locked { link: link.to_string(), holder: format!("lock {lock_path}") });
+        }
+        if let Some(max_running) = max_running {
+            // The immediate transaction keeps any other process from taking a lease meanwhile.
+            let running: i64 = transaction
+                .query_row(
+                    "SELECT count(*) FROM leases WHERE link != ?1 AND expires_ms > ?2",
+                    params![link, millis(now)],
+                    |row| row.get(0),
+                )
+                .context(what)?;
+            let running = usize::try_from(running).unwrap_or(usize::MAX);
+            if running >= max_running {
+                return Err(StoreError::AtCapacity { link: link.to_string(), running });
+            }
         }
         let token = held.map_or(1, |(token, _, _)| token + 1);
         let expires_at = now + ttl;
@@ -267,6 +287,11 @@ impl StateStore for SqliteStore {
             )
             .context(|| format!("releasing the lease of link {}", lease.link))?;
         Ok(())
+    }
+
+    fn renew(&self, lease: &Lease) -> Result<(), StoreError> {
+        // Not a commit of the run's: crash injection does not count it.
+        renew_lease(&self.connection(), &lease.link, &lease.owner, lease.token, lease.ttl)
     }
 
     fn start_run(
@@ -765,21 +790,35 @@ impl StateStore for SqliteStore {
     }
 }
 
+/// Renews the lease of `link` whose token is `token` for `ttl` from now.
+///
+/// # Errors
+///
+/// `StoreError::LeaseLost` when the token no longer holds (another holder took the link).
+fn renew_lease(
+    connection: &rusqlite::Connection,
+    link: &str,
+    owner: &str,
+    token: i64,
+    ttl: Duration,
+) -> Result<(), StoreError> {
+    let renewed = connection
+        .execute(
+            "UPDATE leases SET expires_ms = ?3 WHERE link = ?1 AND token = ?2",
+            params![link, token, millis(Timestamp::now() + ttl)],
+        )
+        .context(|| format!("renewing the lease of link {link}"))?;
+    if renewed == 0 {
+        return Err(StoreError::LeaseLost { link: link.to_string(), owner: owner.to_string() });
+    }
+    Ok(())
+}
+
 impl SqliteTransaction<'_> {
     /// Commits every write at once, checking and renewing the lease first.
     fn commit(self) -> Result<(), StoreError> {
         if let Some(lease) = &self.lease {
-            let now = Timestamp::now();
-            let renewed = self
-                .transaction
-                .execute(
-                    "UPDATE leases SET expires_ms = ?3 WHERE link = ?1 AND token = ?2",
-                    params![lease.link, lease.token, millis(now + lease.ttl)],
-                )
-                .context(|| format!("renewing the lease of link {}", lease.link))?;
-            if renewed == 0 {
-                return Err(StoreError::LeaseLost { link: lease.link.clone(), owner: lease.owner.clone() });
-            }
+            renew_lease(&self.transaction, &lease.link, &lease.owner, lease.token, lease.ttl)?;
         }
         if self.crash.commits_left.load(Ordering::SeqCst) > 0
             && self.crash.commits_left.fetch_sub(1, Ordering::SeqCst) == 1
@@ -882,6 +921,15 @@ impl SqliteTransaction<'_> {
             self.discard_plan(link, RunId(run))?;
         }
         self.recover_sends(link, now)?;
+        // And every earlier run still running is gone (its process died or lost the lease):
+        // the history says so, and when it was taken over.
+        self.transaction
+            .execute(
+                "UPDATE runs SET status = 'failed', finished_ms = ?2, error = ?3 \
+                 WHERE link = ?1 AND status = 'running'",
+                params![link, millis(now), ABANDONED],
+            )
+            .context(what)?;
         self.transaction
             .execute(
                 "INSERT INTO runs (link, mode, status, started_ms) VALUES (?1, ?2, 'running', ?3)",

@@ -167,7 +167,8 @@ fn live_baselines_are_counted_as_they_change() {
         "DROP TRIGGER baselines_count_insert; DROP TRIGGER baselines_count_delete; \
          DROP TRIGGER baselines_count_tombstone; DROP TABLE baseline_counts; ALTER TABLE runs DROP COLUMN plan; \
          DROP TABLE outbox_sends; DROP TABLE leases; ALTER TABLE outbox DROP COLUMN source_basis; \
-         ALTER TABLE outbox DROP COLUMN source_raw; DROP TABLE webhooks; UPDATE schema_version SET version = 3;",
+         ALTER TABLE outbox DROP COLUMN source_raw; DROP TABLE webhooks; \
+         UPDATE schema_version SET version = 3;",
     ).unwrap();
     drop(connection);
     let store = SqliteStore::open(&path).unwrap();
@@ -200,9 +201,9 @@ fn a_link_lock_excludes_a_second_run_until_dropped() {
     assert_eq!(expected_path.parent(), path.parent());
 
     match store.lock_link(LINK) {
-        Err(StoreError::Locked { link, path: locked }) => {
+        Err(StoreError::Locked { link, holder: locked }) => {
             assert_eq!(link, LINK);
-            assert_eq!(Path::new(&locked), expected_path);
+            assert_eq!(locked, format!("lock {}", expected_path.display()));
         }
         other => panic!("expected Locked, got {other:?}"),
     }

@@ -9,7 +9,13 @@
 macro_rules! dispatch_store {
     ($enum:ty { $($variant:ident),+ $(,)? }) => {
         $crate::dispatch_store!(@impl $enum, [$($variant),+]
-            mut lease(link: &str, owner: &str, ttl: ::std::time::Duration) -> $crate::Lease;
+            mut lease_within(
+                link: &str,
+                owner: &str,
+                ttl: ::std::time::Duration,
+                max_running: Option<usize>,
+            ) -> $crate::Lease;
+            ref renew(lease: &$crate::Lease) -> ();
             mut release(lease: $crate::Lease) -> ();
             mut layout(link: &str, fields: &[String]) -> $crate::LinkLayout;
             mut start_run(lease: &$crate::Lease, mode: &str, published: bool, now: $crate::dispatch::Timestamp)

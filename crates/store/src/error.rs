@@ -31,13 +31,21 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// Another run of the link holds its lock.
-    #[error("another run of link {link} is in progress (lock {path})")]
+    /// Another run of the link holds its lock or lease.
+    #[error("another run of link {link} is in progress ({holder})")]
     Locked {
         /// The link.
         link: String,
-        /// The lock file.
-        path: String,
+        /// What holds it, as messages name it: a lock file, a lease in a database.
+        holder: String,
+    },
+    /// As many runs as allowed at once hold leases of other links.
+    #[error("{running} runs are going on, as many as allowed at once; link {link} waits")]
+    AtCapacity {
+        /// The link that waits.
+        link: String,
+        /// How many leases of other links are live.
+        running: usize,
     },
     /// A commit under a lease another holder took over; nothing of it was kept.
     #[error("state store: the lease of link {link} held by {owner} was taken over by another holder")]
@@ -93,7 +101,9 @@ impl StoreError {
     pub fn class(&self) -> ErrorClass {
         match self {
             StoreError::Backend { class, .. } => *class,
-            StoreError::Locked { .. } | StoreError::LeaseLost { .. } => ErrorClass::Conflict,
+            StoreError::Locked { .. } | StoreError::AtCapacity { .. } | StoreError::LeaseLost { .. } => {
+                ErrorClass::Conflict
+            }
             StoreError::Damaged { .. } | StoreError::TooNew { .. } => ErrorClass::Corrupt,
             StoreError::LockFile { .. } | StoreError::InjectedCrash { .. } | StoreError::NotFound { .. } => {
                 ErrorClass::Fatal

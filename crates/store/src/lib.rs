@@ -12,9 +12,16 @@ mod location;
 mod state_store;
 mod types;
 
+/// The error a run's history shows for a run whose process died or lost its lease before it
+/// ended: the next run of its link records it, with the time it took the link over.
+pub const ABANDONED: &str = "abandoned: its process stopped or lost the link's lease before the run ended";
+
+mod owner;
+
 pub use commits::{BaselineWrite, BatchClose, EntryOutcome, PlanChunk, PlanPublication, RunEnd, SeenDigest};
 pub use error::{ErrorClass, StoreError};
 pub use location::{LocationError, StoreLocation};
+pub use owner::{lease_owner, owner_is_gone};
 pub use state_store::StateStore;
 pub use types::{
     AuditEntry, AuditEvent, Baseline, BaselineField, CursorState, Decision, DigestEntry, Lease, LinkLayout,

@@ -40,7 +40,35 @@ pub trait StateStore {
     /// # Errors
     ///
     /// `StoreError::Locked` (a conflict) when another holder's lease is live.
-    fn lease(&mut self, link: &str, owner: &str, ttl: std::time::Duration) -> Result<Lease, StoreError>;
+    fn lease(&mut self, link: &str, owner: &str, ttl: std::time::Duration) -> Result<Lease, StoreError> {
+        self.lease_within(link, owner, ttl, None)
+    }
+
+    /// `lease`, granted only while fewer than `max_running` other links' leases are live
+    /// (`None`: no limit): the limit on runs at once holds across every process sharing the
+    /// store, since each run holds its link's lease. Leases are taken one at a time for this
+    /// count, so two processes cannot both take the last place.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::Locked` when another holder's lease of `link` is live,
+    /// `StoreError::AtCapacity` when `max_running` leases of other links are; both conflicts.
+    fn lease_within(
+        &mut self,
+        link: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+        max_running: Option<usize>,
+    ) -> Result<Lease, StoreError>;
+
+    /// Renews `lease` for its `ttl` from now, as every commit under it does: for a run that
+    /// goes on without committing (reading a large side), so that it keeps its link while it
+    /// makes progress and loses it only when it stalls.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::LeaseLost` when another holder took the link over.
+    fn renew(&self, lease: &Lease) -> Result<(), StoreError>;
 
     /// Gives up `lease` so that the link may be leased at once; a lease already taken over is
     /// left to its new holder.

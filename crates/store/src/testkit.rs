@@ -86,6 +86,9 @@ where
     a_person_decides_reviews_and_settles_dead_entries(&new());
     webhooks_wait_until_a_run_reads_them_and_a_replay_is_refused(&new());
     waiting_webhooks_name_the_records_a_targeted_run_reads(&new());
+    a_renewed_lease_outlives_its_ttl_and_a_lost_one_cannot_be_renewed(&new());
+    leases_under_a_limit_leave_no_place_beyond_it(&new());
+    a_run_that_never_ended_is_recorded_as_abandoned_by_the_next(&new());
 }
 
 /// Declares one `#[test]` per property of the suite, each against a fresh fixture made by
@@ -123,7 +126,10 @@ macro_rules! conformance_tests {
             a_delivered_batch_closes_with_its_baselines_digests_and_attempts,
             a_person_decides_reviews_and_settles_dead_entries,
             webhooks_wait_until_a_run_reads_them_and_a_replay_is_refused,
-            waiting_webhooks_name_the_records_a_targeted_run_reads
+            waiting_webhooks_name_the_records_a_targeted_run_reads,
+            a_renewed_lease_outlives_its_ttl_and_a_lost_one_cannot_be_renewed,
+            leases_under_a_limit_leave_no_place_beyond_it,
+            a_run_that_never_ended_is_recorded_as_abandoned_by_the_next
         );
     };
     (@each [] $new:expr; $($name:ident),+ $(,)?) => {
@@ -1232,6 +1238,84 @@ pub fn a_lease_excludes_other_holders_until_released<F: Fixture>(fixture: &F) {
     assert_eq!(first.cursor(LINK, Side::Left).unwrap().cursor, Some(ts(T0)));
     second.release(again).unwrap();
     second.release(other).unwrap();
+}
+
+/// `renew` keeps a lease live past its ttl for as long as its holder renews it, so that a run
+/// reading for a long time keeps its link; once another holder took an expired lease over,
+/// renewing the old one fails as a conflict (`StoreError::LeaseLost`) and the new holder keeps it.
+pub fn a_renewed_lease_outlives_its_ttl_and_a_lost_one_cannot_be_renewed<F: Fixture>(fixture: &F) {
+    let short = std::time::Duration::from_millis(400);
+    let (mut first, mut second) = (fixture.open(), fixture.open());
+    let lease = first.lease(LINK, "first", short).unwrap();
+    for _ in 0..4 {
+        std::thread::sleep(short / 4);
+        first.renew(&lease).expect("the holder renews its lease");
+    }
+    // A full ttl has passed since the lease was taken; renewed, it is still live.
+    let refused = second.lease(LINK, "second", MINUTE).unwrap_err();
+    assert!(refused.is_conflict(), "{refused:?}");
+
+    std::thread::sleep(short + short / 2);
+    let taken = second.lease(LINK, "second", MINUTE).expect("an expired lease is taken");
+    let lost = first.renew(&lease).unwrap_err();
+    assert!(matches!(lost, StoreError::LeaseLost { .. }), "{lost:?}");
+    let refused = first.lease(LINK, "first", MINUTE).unwrap_err();
+    assert!(refused.is_conflict(), "the new holder keeps it: {refused:?}");
+    second.renew(&taken).expect("the new holder renews");
+    second.release(taken).unwrap();
+}
+
+/// A run whose process died (or lost its lease) never records its end; the next run of its
+/// link, which took the lease over, records it as failed with `ABANDONED`, ended when the
+/// next one started. Another link's run is left as it is.
+pub fn a_run_that_never_ended_is_recorded_as_abandoned_by_the_next<F: Fixture>(fixture: &F) {
+    let short = std::time::Duration::from_millis(50);
+    let (mut first, mut second) = (fixture.open(), fixture.open());
+    let lease = first.lease(LINK, "first", short).unwrap();
+    let dead = first.start_run(&lease, "full", true, ts(T0)).unwrap();
+    let other_lease = first.lease("other", "first", MINUTE).unwrap();
+    let other = first.start_run(&other_lease, "full", true, ts(T0)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let taken = second.lease(LINK, "second", MINUTE).expect("an expired lease is taken");
+    let next = second.start_run(&taken, "incremental", true, ts(T0 + 5_000)).unwrap();
+    let abandoned = second.run(dead).unwrap();
+    assert_eq!(
+        (abandoned.status, abandoned.finished_at, abandoned.error.as_deref()),
+        (RunStatus::Failed, Some(ts(T0 + 5_000)), Some(crate::ABANDONED))
+    );
+    assert_eq!(second.run(next).unwrap().status, RunStatus::Running);
+    assert_eq!(second.run(other).unwrap().status, RunStatus::Running, "another link's run is its own");
+    second.release(taken).unwrap();
+    first.release(other_lease).unwrap();
+}
+
+/// `lease_within` grants a lease only while fewer than `max_running` leases of other links
+/// are live, whichever handle (process) holds them: the limit on runs at once holds across
+/// every worker sharing the store. Released and expired leases leave their place; a link's
+/// own lease does not count against it; without a limit any number are granted.
+pub fn leases_under_a_limit_leave_no_place_beyond_it<F: Fixture>(fixture: &F) {
+    let short = std::time::Duration::from_millis(300);
+    let (mut first, mut second) = (fixture.open(), fixture.open());
+    let a = first.lease_within("a", "first", MINUTE, Some(2)).expect("a first place");
+    let b = second.lease_within("b", "second", short, Some(2)).expect("a second place");
+    for store in [&mut first, &mut second] {
+        let full = store.lease_within("c", "third", MINUTE, Some(2)).unwrap_err();
+        assert!(matches!(full, StoreError::AtCapacity { running: 2, .. }), "{full:?}");
+        assert!(full.is_conflict() && !full.is_retryable(), "{full:?}");
+    }
+    let unlimited = first.lease("c", "third", MINUTE).expect("no limit, no refusal");
+    first.release(unlimited).unwrap();
+
+    first.release(a).unwrap();
+    let c = first.lease_within("c", "third", MINUTE, Some(2)).expect("a released lease leaves its place");
+    std::thread::sleep(short + short / 2);
+    let d = second.lease_within("d", "fourth", MINUTE, Some(2)).expect("an expired lease leaves its place");
+    let full = first.lease_within("e", "fifth", MINUTE, Some(2)).unwrap_err();
+    assert!(matches!(full, StoreError::AtCapacity { .. }), "{full:?}");
+    drop(b);
+    for (store, lease) in [(&mut first, c), (&mut second, d)] {
+        store.release(lease).unwrap();
+    }
 }
 
 /// A commit by a holder whose lease was taken over once expired fails as a conflict

@@ -496,6 +496,14 @@ impl RunRow {
     pub fn stat(&self, pointer: &str) -> u64 {
         self.stats.pointer(pointer).and_then(serde_json::Value::as_u64).unwrap_or(0)
     }
+
+    /// Whether the run read both sides and came to its end (done, partial, or stopped by the
+    /// guard; not cancelled, failed, only delivering or targeted at the records webhooks
+    /// named): the runs a schedule counts.
+    pub fn read_both_sides(&self) -> bool {
+        !matches!(self.mode.as_str(), "deliver" | "targeted")
+            && matches!(self.status, RunStatus::Done | RunStatus::Partial | RunStatus::Guarded)
+    }
 }
 
 /// A link's lease: at most one holder runs a link at a time. It names its owner, lasts until
