@@ -55,6 +55,13 @@ macro_rules! connector_kinds {
                 }
             }
 
+            /// What opens the connector's feed of change notices, when its settings ask for one.
+            pub fn change_feed(&self) -> Option<fieldsync_connector::FeedOpener> {
+                match self {
+                    $(ConnectorKind::$variant(settings) => settings.change_feed(),)+
+                }
+            }
+
             /// The file the connector reads, as configured; none for an API.
             pub fn file(&self) -> Option<&Path> {
                 match self {

@@ -29,7 +29,7 @@ pub use status::{LinkStatus, OutboxCounts, ReviewCounts};
 
 // The engine's and the store's types that the use cases return or take, named through this
 // module so that their callers depend on the app alone.
-pub use fieldsync_connector::{Capabilities, Probe};
+pub use fieldsync_connector::{Capabilities, FeedOpener, Probe};
 pub use fieldsync_engine::{
     Action, CancellationToken, FailureOutcome, GuardKind, GuardStop, NoProgress, Progress, ReportLine,
     RunReport, RunStats, SidePair, SideStats, WriteFailure, error_chain,
@@ -67,18 +67,24 @@ pub struct Workspace {
     store: Option<AnyStore>,
     /// Cancels the runs of this workspace (see `Workspace::cancellation`).
     cancel: CancellationToken,
+    /// At most this many runs at once across every process sharing the state store, for a
+    /// service's runs (`Workspace::serving`); none for the command line's.
+    max_running: Option<usize>,
 }
 
 impl Workspace {
     /// A workspace over a configuration already loaded.
     pub fn new(config: Config) -> Self {
-        Self::with_cancellation(config, CancellationToken::new())
+        Self { config, store: None, cancel: CancellationToken::new(), max_running: None }
     }
 
-    /// A workspace whose runs `cancel` cancels (see `Workspace::cancellation`): a service
-    /// gives every workspace it makes the token it cancels on shutdown.
-    pub fn with_cancellation(config: Config, cancel: CancellationToken) -> Self {
-        Self { config, store: None, cancel }
+    /// A workspace for a service's runs: `cancel` cancels them (a service gives every
+    /// workspace it makes the token it cancels on shutdown), and a run starts only while fewer
+    /// than `[server] max_concurrent_runs` runs go on across every process sharing the state
+    /// store (else it fails with `StoreError::AtCapacity`, before it reads anything).
+    pub fn serving(config: Config, cancel: CancellationToken) -> Self {
+        let max_running = Some(config.server.max_concurrent_runs);
+        Self { config, store: None, cancel, max_running }
     }
 
     /// Loads and validates the configuration at `path` (`crate::load`), for every use case.

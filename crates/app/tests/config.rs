@@ -43,7 +43,7 @@ schedule = "*/15 * * * *"                 # used by `fieldsync serve`
 
 [[links.members.fields]]
 name = "email"
-type = "email"                            # text | email | phone | date | bool | int | json
+type = "email"                            # text | email | phone | date | bool | int | decimal | json
 left = "email"
 right = "contact_email"
 
@@ -186,7 +186,7 @@ fn a_mistyped_field_type_is_reported_at_its_value() {
         error.to_string(),
         format!(
             "conf/fieldsync.toml:{line}:8: unknown field type \"emial\"; \
-             expected one of text, email, phone, date, bool, int, json"
+             expected one of text, email, phone, date, bool, int, decimal, json"
         )
     );
     let problems = error.problems();

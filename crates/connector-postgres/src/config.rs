@@ -123,6 +123,11 @@ impl ConnectorSettings for PostgresConfig {
     const KIND: &'static str = "postgres";
     type Connector = PostgresConnector;
 
+    /// With `notify`, a listener on that channel.
+    fn change_feed(&self) -> Option<fieldsync_connector::FeedOpener> {
+        self.notify().map(|channel| crate::feed::opener(self, channel))
+    }
+
     /// Checks the URL's form and every name, without connecting.
     ///
     /// # Errors

@@ -1233,7 +1233,7 @@ fn malformed(config: &PostgresConfig, message: String) -> ConnectorError {
 
 /// Why a connection could not be made: retryable when the server may come back, else a
 /// configuration to mend (a refused login, a missing database).
-fn connect_error(config: &PostgresConfig, error: &ConnectError) -> ConnectorError {
+pub(crate) fn connect_error(config: &PostgresConfig, error: &ConnectError) -> ConnectorError {
     let message = scrub(config, error_chain(error));
     if error.is_retryable() {
         ConnectorError::Unavailable { what: target(config), message, retry_after: None }

@@ -7,6 +7,7 @@
 
 mod config;
 mod connector;
+mod feed;
 mod values;
 
 pub use config::{DEFAULT_BATCH_SIZE, DEFAULT_SCHEMA, PostgresConfig};

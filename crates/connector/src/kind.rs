@@ -42,6 +42,12 @@ pub trait ConnectorSettings: DeserializeOwned + Clone + fmt::Debug + PartialEq {
         None
     }
 
+    /// What opens the feed of change notices this connector's system sends, when its
+    /// settings ask for one (none by default): `fieldsync serve` listens to it.
+    fn change_feed(&self) -> Option<crate::FeedOpener> {
+        None
+    }
+
     /// Opens the connector, with relative file paths resolved against `base_dir` (the
     /// configuration file's directory).
     ///

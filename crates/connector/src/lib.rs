@@ -7,6 +7,7 @@
 
 mod dispatch;
 mod error;
+mod feed;
 mod kind;
 #[cfg(feature = "testkit")]
 pub mod loopback;
@@ -23,6 +24,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 pub use error::ConnectorError;
+pub use feed::{BoxFuture, ChangeFeed, FeedOpener};
 pub use kind::{ConnectorSettings, PathError};
 #[cfg(feature = "testkit")]
 pub use memory::{AppliedWrite, FaultEdit, MemoryConnector, MemoryFault, MemoryRecord, MemorySystem};

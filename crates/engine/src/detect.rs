@@ -6,7 +6,7 @@
 
 mod pairing;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use foldhash::{HashMap, HashMapExt, HashSet};
 
@@ -14,7 +14,7 @@ use fieldsync_connector::{
     Capabilities, Connector, ConnectorError, ConnectorRecord, Lookup, Page, PageToken, ReadRequest,
 };
 use fieldsync_model::{NormaliseError, Reading, RecordDigest, RecordId, RecordKey, Side, Value};
-use fieldsync_store::{DigestEntry, LinkLayout, StateStore};
+use fieldsync_store::{DigestEntry, Lease, LinkLayout, StateStore};
 use jiff::Timestamp;
 
 use self::pairing::{Lookups, Pairing};
@@ -243,6 +243,10 @@ pub(crate) struct Detector<'a> {
     tokens: SidePair<Option<PageToken>>,
     pairing: Pairing,
     leftovers_done: bool,
+    /// The run's lease (none for a dry run), renewed as pages are read (`keep_lease`).
+    lease: Option<&'a Lease>,
+    /// When the lease was last renewed.
+    renewed: Instant,
 }
 
 impl<'a> Detector<'a> {
@@ -257,7 +261,8 @@ impl<'a> Detector<'a> {
         connectors: &SidePair<C>,
         store: &S,
     ) -> Result<Self, EngineError> {
-        let RunContext { given: LinkRun { spec, names, targets, .. }, layout, modes, since, .. } = *run;
+        let RunContext { given: LinkRun { spec, names, targets, .. }, layout, modes, since, lease, .. } =
+            *run;
         let any_full = modes.left == ReadMode::Full || modes.right == ReadMode::Full;
         // Sized once from the count of live baselines the store keeps.
         let baselines = if any_full {
@@ -283,6 +288,8 @@ impl<'a> Detector<'a> {
             tokens: SidePair::new(None, None),
             pairing: Pairing::new(modes, fingerprints, baselines),
             leftovers_done: false,
+            lease,
+            renewed: Instant::now(),
         })
     }
 
@@ -335,8 +342,25 @@ impl<'a> Detector<'a> {
             } else {
                 break;
             }
+            self.keep_lease(store)?;
         }
         Ok(self.pairing.take_chunk())
+    }
+
+    /// Renews the run's lease when a quarter of it has passed since it was last renewed: a run
+    /// that reads a large side for longer than its lease, committing nothing meanwhile, keeps
+    /// its link as long as pages come, and loses it when they stop.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::LeaseLost` when another run took the link over: this one stops.
+    fn keep_lease<S: StateStore>(&mut self, store: &S) -> Result<(), EngineError> {
+        let Some(lease) = self.lease else { return Ok(()) };
+        if self.renewed.elapsed() >= lease.ttl / 4 {
+            blocking(|| store.renew(lease))?;
+            self.renewed = Instant::now();
+        }
+        Ok(())
     }
 
     /// How the reading went; call once `next` has returned `None`.

@@ -23,6 +23,16 @@ pub enum EngineError {
         #[source]
         source: ConnectorError,
     },
+    /// A run of the link that read both sides started at or after the time the run was told to
+    /// run unless (`RunOptions::unless_ran_since`): another process ran the slot already.
+    /// Nothing was read or written.
+    #[error("link {link} ran at {started} already")]
+    AlreadyRan {
+        /// The link.
+        link: String,
+        /// When that run started.
+        started: jiff::Timestamp,
+    },
     /// The run was cancelled; `run_link` reports it as a run with the status `cancelled`.
     #[error("the run was cancelled")]
     Cancelled,

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use fieldsync_connector::Connector;
 use fieldsync_model::{RecordId, RecordKey, Side};
 use fieldsync_store::{
-    Baseline, BaselineWrite, CursorState, Lease, LinkLayout, NewOutboxEntry, Operation, OutboxStatus,
-    PlanChunk, PlanPublication, Review, RunEnd, RunStatus, SeenDigest, StateStore,
+    Baseline, BaselineWrite, CursorState, Lease, LinkLayout, ListQuery, NewOutboxEntry, Operation,
+    OutboxStatus, PlanChunk, PlanPublication, Review, RunEnd, RunStatus, SeenDigest, StateStore, StoreError,
 };
 use jiff::Timestamp;
 
@@ -40,6 +40,15 @@ pub struct RunOptions {
     /// `DEFAULT_LEASE_TIMEOUT` when `None`. Past it, another run may take the link over, and this one can commit
     /// nothing more.
     pub lease_timeout: Option<std::time::Duration>,
+    /// At most this many runs at once across every process sharing the state store (each run
+    /// holds its link's lease); `None`: no limit. A run refused for it fails with
+    /// `StoreError::AtCapacity` before it reads anything.
+    pub max_running: Option<usize>,
+    /// Run only if no run of the link that read both sides (`RunRow::read_both_sides`) started
+    /// at or after this time; else fail with `EngineError::AlreadyRan` before reading. Checked
+    /// under the link's lease, so of several processes given the same scheduled slot exactly
+    /// one runs it, and a slot whose run was cancelled or failed is run again.
+    pub unless_ran_since: Option<Timestamp>,
 }
 
 /// What a run of a link is given besides its connectors and its state store.
@@ -88,12 +97,26 @@ pub async fn run_link<C: Connector, S: StateStore, K: Clock, P: Progress>(
     store: &mut S,
 ) -> Result<RunReport, EngineError> {
     let LinkRun { spec, names, options, clock, .. } = run;
-    let started = clock.now();
     let lease_ttl = options.lease_timeout.unwrap_or(DEFAULT_LEASE_TIMEOUT);
     let link = spec.name.as_str();
-    let held =
-        if options.dry_run { None } else { Some(blocking(|| store.lease(link, &lease_owner(), lease_ttl))?) };
+    let held = if options.dry_run {
+        None
+    } else {
+        Some(blocking(|| {
+            store.lease_within(link, &fieldsync_store::lease_owner(), lease_ttl, options.max_running)
+        })?)
+    };
+    if let (Some(since), Some(_)) = (options.unless_ran_since, &held)
+        && let Some(started) = blocking(|| ran_since(store, link, since))?
+    {
+        if let Some(held) = held {
+            blocking(|| store.release(held))?;
+        }
+        return Err(EngineError::AlreadyRan { link: link.to_string(), started });
+    }
     let lease = held.as_ref();
+    // A run starts once it holds its link: its history never overlaps another's.
+    let started = clock.now();
     let layout = blocking(|| store.layout(link, &spec.field_names()))?;
 
     let mut modes = SidePair::new(ReadMode::Full, ReadMode::Full);
@@ -194,14 +217,35 @@ impl<K, P> RunContext<'_, K, P> {
     }
 }
 
-/// How long a run's lease lasts without a commit unless `RunOptions::lease_timeout` says; every
-/// commit renews it. A run that commits nothing for this long (a connector hanging) loses its
-/// link to the next run.
+/// How long a run's lease lasts unless `RunOptions::lease_timeout` says; every commit renews
+/// it, and so does reading a page (at most every quarter of it). A run that makes no progress
+/// for this long (a connector hanging, a process stopped) loses its link to the next run.
 pub const DEFAULT_LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
-/// Who holds a run's lease: this process.
-fn lease_owner() -> String {
-    format!("fieldsync pid {}", std::process::id())
+/// When the latest run of `link` that read both sides and started at or after `since` started,
+/// if one did.
+///
+/// # Errors
+///
+/// When the state store cannot be read.
+fn ran_since<S: StateStore>(
+    store: &S,
+    link: &str,
+    since: Timestamp,
+) -> Result<Option<Timestamp>, StoreError> {
+    let mut before = None;
+    loop {
+        let page = store.runs_page(ListQuery { link: Some(link), status: None, before, limit: 100 })?;
+        if let Some(run) =
+            page.rows.iter().take_while(|run| run.started_at >= since).find(|run| run.read_both_sides())
+        {
+            return Ok(Some(run.started_at));
+        }
+        match page.rows.last() {
+            Some(last) if page.more > 0 && last.started_at >= since => before = Some(last.id),
+            _ => return Ok(None),
+        }
+    }
 }
 
 /// What a plan settles only once it is published: reviews its decisions close, baselines that
@@ -230,13 +274,16 @@ fn add_plan(
             entry.write.side == write.side
                 && entry.write.operation == write.operation
                 && Payload::from_text(&entry.write.payload).is_ok_and(|payload| {
-                    // One refused as moved is the same write only if planned from the same
-                    // reads: a target that really moved gives it new expectations.
-                    if entry.status == OutboxStatus::Moved {
-                        entry.write.record_id == write.record_id
-                            && payload.same_write_and_expectations(&write.payload)
-                    } else {
-                        payload.same_write(&write.payload)
+                    // One refused as moved, or still waiting, is the same write only if planned
+                    // from the same reads: a target that changed since (even to a spelling that
+                    // means the same, `""` for a null) would refuse its expectations, so the
+                    // fresh plan replaces it. A dead one waits for a person as it is.
+                    match entry.status {
+                        OutboxStatus::Moved | OutboxStatus::Pending => {
+                            entry.write.record_id == write.record_id
+                                && payload.same_write_and_expectations(&write.payload)
+                        }
+                        _ => payload.same_write(&write.payload),
                     }
                 })
         });

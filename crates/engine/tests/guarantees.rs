@@ -1,5 +1,6 @@
 //! The eighteen guarantees of `docs/product.md` ("What must always hold"), proved one by one
-//! over two `MemorySystem`s and a real SQLite `StateStore` in a temporary directory.
+//! over two `MemorySystem`s and a real `StateStore`: SQLite in a temporary directory, or with
+//! `FIELDSYNC_TEST_STORE=postgres` a schema of its own on a real PostgreSQL (`World`'s store).
 //!
 //! Every test is named after its guarantee. Where generated inputs add power (baselines,
 //! edits on both sides — none, a touch, the same value, different values —, edit times
@@ -24,8 +25,7 @@ use fieldsync_store::{
     AuditEntry, AuditEvent, Baseline, Operation, OutboxEntry, OutboxStatus, Review, ReviewStatus, RunStatus,
     StateStore, StoreError,
 };
-use fieldsync_store_sqlite::SqliteStore;
-use fieldsync_test_support::{Snapshot, Time, World, link_spec, run_link};
+use fieldsync_test_support::{Snapshot, StoreKind, Time, World, link_spec, run_link};
 use jiff::Timestamp;
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
@@ -1041,17 +1041,14 @@ async fn guarantee_08_lost_or_damaged_baseline_becomes_review() {
     let records: Vec<(&str, [Json; 2])> =
         keys.iter().map(|key| (*key, [json!(format!("{key}@club.nl")), json!(key.to_uppercase())])).collect();
     let mut world = world.seeded(&records).await;
-    {
-        let raw = rusqlite::Connection::open(&world.path).unwrap();
-        let damage = [
-            "DELETE FROM baselines WHERE link = 'members' AND key = 'm1'",
-            "UPDATE baselines SET field_values = 'not json' WHERE link = 'members' AND key = 'm2'",
-            "UPDATE baselines SET field_values = '[\"m3@club.nl\"]' WHERE link = 'members' AND key = 'm3'",
-            "UPDATE baselines SET field_values = '[\"zed@club.nl\", \"Zed\"]' WHERE link = 'members' AND key = 'm4'",
-        ];
-        for sql in damage {
-            assert_eq!(raw.execute(sql, []).unwrap(), 1, "{sql}");
-        }
+    let damage = [
+        "DELETE FROM baselines WHERE link = 'members' AND key = 'm1'",
+        "UPDATE baselines SET field_values = 'not json' WHERE link = 'members' AND key = 'm2'",
+        "UPDATE baselines SET field_values = '[\"m3@club.nl\"]' WHERE link = 'members' AND key = 'm3'",
+        "UPDATE baselines SET field_values = '[\"zed@club.nl\", \"Zed\"]' WHERE link = 'members' AND key = 'm4'",
+    ];
+    for sql in damage {
+        assert_eq!(world.execute_in_store(sql), 1, "{sql}");
     }
     // On every record: a conflict on email that the right side would win by last write, and
     // an edit of name on the left only.
@@ -1095,9 +1092,8 @@ async fn guarantee_08_lost_or_damaged_baseline_becomes_review() {
 
     // A store that lost every baseline: differences become reviews, agreements baselines.
     world.clock.set(at(400_000));
-    let raw = rusqlite::Connection::open(&world.path).unwrap();
-    raw.execute("DELETE FROM baselines", []).unwrap();
-    raw.execute("DELETE FROM reviews", []).unwrap();
+    world.execute_in_store("DELETE FROM baselines");
+    world.execute_in_store("DELETE FROM reviews");
     world.right.set_now(at(450_000));
     world.right.edit("ok", "name", json!("ok right"));
     let writes = world.writes();
@@ -1539,19 +1535,10 @@ async fn guarantee_16_failed_write_retried_without_new_edits() {
 
 /// Everything in the state store but the run history, as text.
 fn store_contents(world: &World) -> Vec<String> {
-    let raw = rusqlite::Connection::open(&world.path).unwrap();
-    let mut rows = Vec::new();
-    for table in ["layouts", "baselines", "cursors", "outbox", "reviews", "audit"] {
-        let mut statement = raw.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2")).unwrap();
-        let columns = statement.column_count();
-        let mut query = statement.query([]).unwrap();
-        while let Some(row) = query.next().unwrap() {
-            let values: Vec<String> =
-                (0..columns).map(|index| format!("{:?}", row.get_ref(index).unwrap())).collect();
-            rows.push(format!("{table}: {}", values.join(", ")));
-        }
-    }
-    rows
+    ["layouts", "baselines", "cursors", "outbox", "reviews", "audit"]
+        .into_iter()
+        .flat_map(|table| world.store_rows(table).into_iter().map(move |row| format!("{table}: {row}")))
+        .collect()
 }
 
 /// Ten records on both sides; `deletes` removed from the left, `changes` others edited there.
@@ -1606,7 +1593,8 @@ async fn guarantee_17_guard_writes_nothing() {
 /// 18. At most one run of a link at a time: a second `run_link` while the first holds the
 /// link's lock fails with the store's `Locked` error and records nothing, while another link
 /// may run; a run that is abandoned (its future dropped mid-read, as a killed task) releases
-/// the lock, and so does one that failed.
+/// the lock, and so does one that failed. On PostgreSQL, which has no lock that dies with its
+/// holder, the abandoned run's lease (of a second) is taken over once it expired.
 ///
 /// That the lock dies with the process (`kill -9`) is proved across processes in
 /// `crates/store-sqlite/tests/store.rs` (`a_killed_lock_holder_releases_the_lock`,
@@ -1620,7 +1608,7 @@ async fn guarantee_18_one_run_per_link_and_lock_dies_with_process() {
     let gate = Gate::default();
     let mut gated = SidePair::new(Wrapped::plain(&world.left), Wrapped::plain(&world.right));
     gated.left.gate = Some(gate.clone());
-    let mut second_store = SqliteStore::open(&world.path).unwrap();
+    let mut second_store = world.open_store();
     let runs_before = world.store.list_runs(Some(LINK), 100).unwrap().len();
     let first = run_link(&world.spec, &names, &mut gated, &mut world.store, options(), &world.clock);
     let second = async {
@@ -1649,11 +1637,18 @@ async fn guarantee_18_one_run_per_link_and_lock_dies_with_process() {
     );
 
     // An abandoned run: dropped while it holds the lock, inside a read.
+    let postgres = world.store_kind() == StoreKind::Postgres;
+    let abandoned_options = if postgres {
+        RunOptions { lease_timeout: Some(Duration::from_secs(1)), ..options() }
+    } else {
+        options()
+    };
     let gate = Gate::default();
     let mut gated = SidePair::new(Wrapped::plain(&world.left), Wrapped::plain(&world.right));
     gated.left.gate = Some(gate.clone());
     {
-        let abandoned = run_link(&world.spec, &names, &mut gated, &mut world.store, options(), &world.clock);
+        let abandoned =
+            run_link(&world.spec, &names, &mut gated, &mut world.store, abandoned_options, &world.clock);
         tokio::pin!(abandoned);
         tokio::select! {
             result = &mut abandoned => panic!("the gated run finished: {result:?}"),
@@ -1663,6 +1658,10 @@ async fn guarantee_18_one_run_per_link_and_lock_dies_with_process() {
         let refused =
             run_link(&world.spec, &names, &mut plain, &mut second_store, options(), &world.clock).await;
         assert!(matches!(refused, Err(EngineError::Store(StoreError::Locked { .. }))), "{refused:?}");
+    }
+    if postgres {
+        // Nothing of the abandoned run died with it but its future: its lease runs out.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
     }
     let after = run_link(
         &world.spec,
@@ -1693,7 +1692,7 @@ async fn guarantee_18_a_run_stalled_past_its_lease_timeout_is_taken_over_and_fen
     let gate = Gate::default();
     let mut gated = SidePair::new(Wrapped::plain(&world.left), Wrapped::plain(&world.right));
     gated.left.gate = Some(gate.clone());
-    let mut second_store = SqliteStore::open(&world.path).unwrap();
+    let mut second_store = world.open_store();
     let stalled = run_link(&world.spec, &names, &mut gated, &mut world.store, short, &world.clock);
     let other = async {
         gate.entered.notified().await;
@@ -1733,5 +1732,29 @@ fn guarantee_10_a_landed_write_whose_answer_was_lost_is_not_an_edit() {
         assert!(report.failures.is_empty(), "{:#?}", report.failures);
         assert_eq!(world.left.value("pulse-right", "name"), json!("Pulse 2"));
         assert!(world.left.record(ROUND_KEYS[3]).is_some());
+    });
+}
+
+/// Found by `guarantee_11_quiet_period_converges`: a write waiting for a retry (its target was
+/// down) kept its expectations after the target changed a field to a spelling that means the
+/// same (`""` where it held null); the next run planned the same write, kept the waiting entry,
+/// and its target refused the stale expectation run after run. A fresh plan now replaces a
+/// waiting entry planned from other reads, and one full run converges.
+#[test]
+fn regression_a_waiting_write_whose_target_respelled_its_value_is_planned_from_fresh_reads() {
+    let conflicts =
+        ConflictStrategy::LastWriteWins { grace: Duration::from_millis(1_000), tie: Tie::Side(Side::Left) };
+    let edit = |side, value| Act::Edit { key: 1, side, field: 0, value };
+    let rounds = vec![
+        Round { acts: vec![edit(Side::Left, 0)], fault: None },
+        Round { acts: vec![edit(Side::Left, 1)], fault: Some((Side::Right, Fault::WriteUnavailable)) },
+        Round { acts: vec![edit(Side::Right, 0)], fault: Some((Side::Right, Fault::WriteUnavailable)) },
+    ];
+    block_on(async {
+        let mut world = play_rounds(conflicts, &rounds).await;
+        world.clock.set(at(10_000_000 + 2 * 86_400_000));
+        let report = world.run(full()).await;
+        assert_eq!(world.value(Side::Left, "m1", 0), world.value(Side::Right, "m1", 0), "{report:#?}");
+        assert!(report.failures.is_empty(), "{report:#?}");
     });
 }

@@ -30,19 +30,24 @@ pub enum FieldType {
     Bool,
     /// A whole number.
     Int,
+    /// A decimal number (a fee, a weight), compared by its value: `12.50`, `12.5` and `12,50`
+    /// are the same, kept as `12.5`, so that a column that writes its own scale (`numeric(6,2)`)
+    /// reads back as what was written.
+    Decimal,
     /// A JSON document, compared in compact form with sorted object keys.
     Json,
 }
 
 impl FieldType {
     /// Every field type, in the order the configuration reference lists them.
-    pub const ALL: [FieldType; 7] = [
+    pub const ALL: [FieldType; 8] = [
         FieldType::Text,
         FieldType::Email,
         FieldType::Phone,
         FieldType::Date,
         FieldType::Bool,
         FieldType::Int,
+        FieldType::Decimal,
         FieldType::Json,
     ];
 
@@ -55,6 +60,7 @@ impl FieldType {
             FieldType::Date => "date",
             FieldType::Bool => "bool",
             FieldType::Int => "int",
+            FieldType::Decimal => "decimal",
             FieldType::Json => "json",
         }
     }
@@ -327,6 +333,9 @@ impl Normaliser {
             FieldType::Int => {
                 trimmed.parse::<i64>().map(Value::Int).map_err(|_| self.error(raw, "not a whole number"))
             }
+            FieldType::Decimal => canonical_decimal(trimmed)
+                .map(|decimal| Value::Text(decimal.into()))
+                .ok_or_else(|| self.error(raw, "not a decimal number (digits, one . or , and an optional sign)")),
             FieldType::Json => match serde_json::from_str::<serde_json::Value>(trimmed) {
                 Ok(document) => Ok(Value::Text(canonical_json(&document).into())),
                 Err(error) => Err(self.error(raw, &format!("not JSON ({error})"))),
@@ -406,6 +415,40 @@ impl Normaliser {
     fn error(&self, raw: &serde_json::Value, reason: &str) -> NormaliseError {
         NormaliseError { field_type: self.field_type, raw: raw.to_string(), reason: reason.to_string() }
     }
+}
+
+/// A decimal number in its shortest form: an optional `-`, the whole part without leading
+/// zeros, and the fraction without trailing zeros (`+012,500` is `12.5`, `-0.00` is `0`). A
+/// comma is read as the decimal point when there is no point. `None` when `text` is not a
+/// decimal number (an exponent, a thousands separator, letters).
+fn canonical_decimal(text: &str) -> Option<String> {
+    let (negative, unsigned) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let point = if unsigned.contains('.') { '.' } else { ',' };
+    let (whole, fraction) = unsigned.split_once(point).unwrap_or((unsigned, ""));
+    let digits = |part: &str| part.bytes().all(|byte| byte.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    let whole = match whole.trim_start_matches('0') {
+        "" => "0",
+        whole => whole,
+    };
+    let fraction = fraction.trim_end_matches('0');
+    let zero = whole == "0" && fraction.is_empty();
+    let mut decimal = String::with_capacity(whole.len() + fraction.len() + 2);
+    if negative && !zero {
+        decimal.push('-');
+    }
+    decimal.push_str(whole);
+    if !fraction.is_empty() {
+        decimal.push('.');
+        decimal.push_str(fraction);
+    }
+    Some(decimal)
 }
 
 /// Compact JSON with object keys sorted, so that two documents that differ only in key order
@@ -641,6 +684,39 @@ mod tests {
                 "" => Null
                 2 => error: 2 is not a valid bool: only 0 and 1 are booleans
                 "maybe" => error: "maybe" is not a valid bool: expected true/false, 1/0, yes/no, on/off or checked
+            "#]],
+        );
+    }
+
+    #[test]
+    fn decimals_compare_by_value_whatever_their_scale_or_decimal_comma() {
+        check(
+            &Normaliser::new(FieldType::Decimal),
+            &[
+                json!("190.00"),
+                json!("190"),
+                json!(" 12,50 "),
+                json!(12.5),
+                json!("+007.250"),
+                json!("-0.00"),
+                json!(".5"),
+                json!("-3"),
+                json!("1.234,56"),
+                json!("1e3"),
+                json!("€ 12"),
+            ],
+            expect![[r#"
+                "190.00" => Text("190")
+                "190" => Text("190")
+                " 12,50 " => Text("12.5")
+                12.5 => Text("12.5")
+                "+007.250" => Text("7.25")
+                "-0.00" => Text("0")
+                ".5" => Text("0.5")
+                "-3" => Text("-3")
+                "1.234,56" => error: "1.234,56" is not a valid decimal: not a decimal number (digits, one . or , and an optional sign)
+                "1e3" => error: "1e3" is not a valid decimal: not a decimal number (digits, one . or , and an optional sign)
+                "€ 12" => error: "€ 12" is not a valid decimal: not a decimal number (digits, one . or , and an optional sign)
             "#]],
         );
     }

@@ -7,6 +7,7 @@
 //! API serialises the same types the command line prints with `--json`.
 
 mod api;
+mod feeds;
 mod hooks;
 mod links;
 mod metrics;
@@ -120,6 +121,7 @@ impl Server {
             let running = stop.child_token();
             let workspace = SharedWorkspace::new(&config);
             let links = Links::start(Arc::clone(&config), workspace.clone(), running.clone(), mailer.clone());
+            let feeds = feeds::start(&config, workspace.clone(), Arc::clone(&links), running.clone());
             *current.write().unwrap_or_else(PoisonError::into_inner) =
                 api::router(Arc::clone(&config), Arc::clone(&links), workspace);
             let next = loop {
@@ -133,6 +135,7 @@ impl Server {
             };
             tracing::info!("stopping the links: no new runs; the runs going on stop at their next commit");
             running.cancel();
+            drop(feeds);
             if tokio::time::timeout(STOP_GRACE, links.stopped()).await.is_err() {
                 tracing::warn!("runs still going on after {STOP_GRACE:?}; going on without them");
             }

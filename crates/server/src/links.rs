@@ -27,6 +27,14 @@ const PROBE_CAP: Duration = Duration::from_secs(5 * 60);
 /// not all start at once; a tenth of the schedule's period when that is shorter.
 const JITTER_CAP: Duration = Duration::from_secs(10);
 
+/// The first pause before trying again a run that found its link busy (another process runs
+/// it) or every place taken (`max_concurrent_runs` runs going on across the processes
+/// sharing the state store); it doubles up to `BUSY_CAP`, with a random part.
+const BUSY_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest pause before trying a busy link again.
+const BUSY_CAP: Duration = Duration::from_secs(30);
+
 /// What the service knows of a link beyond the state store: for the API's link list.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LinkState {
@@ -47,8 +55,8 @@ pub struct LinkState {
 /// Why a worker runs its link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Why {
-    /// Its schedule.
-    Scheduled,
+    /// Its schedule's slot due at this time.
+    Scheduled(Timestamp),
     /// The API asked (in full when `full`).
     Asked { full: bool },
     /// An outbox entry is due: deliver only.
@@ -139,6 +147,28 @@ impl Links {
     }
 }
 
+/// A slot of a link's schedule: when it is due, and when this process runs it (due, or now
+/// when it passed, plus a random delay).
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    /// When the slot is due, the same in every process sharing the state store: the one that
+    /// runs it first is the one that runs it (`Workspace::run_scheduled`).
+    due: Timestamp,
+    /// When this process runs it.
+    at: Timestamp,
+}
+
+/// A run to try again because its link was busy.
+#[derive(Clone, Copy, Debug)]
+struct Busy {
+    /// When to try again.
+    at: Timestamp,
+    /// The run to try.
+    why: Why,
+    /// How many times in a row the link was busy.
+    times: u32,
+}
+
 /// What one worker needs.
 struct Job {
     config: Arc<Config>,
@@ -159,22 +189,25 @@ impl Job {
 
     /// Runs the link until `stop`.
     async fn work(self) {
-        let mut scheduled = self.first_scheduled().await;
+        let mut scheduled = self.next_slot().await;
         let mut probe: Option<(Timestamp, u32)> = None;
+        let mut busy: Option<Busy> = None;
         let mut floor = Timestamp::now();
         loop {
             let retry = self.store_read(|workspace, link| workspace.next_retry(link)).await.flatten();
             let retry = retry.map(|retry| retry.max(floor));
             let hooked = self.store_read(|workspace, link| workspace.waiting_webhook(link)).await.flatten();
-            // What is due first: a probe replaces the schedule while the link cannot run.
-            let (at, why) = match probe {
-                Some((at, _)) => (Some(at), Why::Probe),
-                None if hooked.is_some() => (Some(Timestamp::now()), Why::Hooked),
-                None => match (scheduled, retry) {
-                    (Some(scheduled), Some(retry)) if retry < scheduled => (Some(retry), Why::Retry),
-                    (Some(scheduled), _) => (Some(scheduled), Why::Scheduled),
+            // What is due first: a probe replaces the schedule while the link cannot run, and
+            // a run that found the link busy is tried again before anything else.
+            let (at, why) = match (busy, probe) {
+                (Some(busy), _) => (Some(busy.at), busy.why),
+                (None, Some((at, _))) => (Some(at), Why::Probe),
+                (None, None) if hooked.is_some() => (Some(Timestamp::now()), Why::Hooked),
+                (None, None) => match (scheduled, retry) {
+                    (Some(slot), Some(retry)) if retry < slot.at => (Some(retry), Why::Retry),
+                    (Some(slot), _) => (Some(slot.at), Why::Scheduled(slot.due)),
                     (None, Some(retry)) => (Some(retry), Why::Retry),
-                    (None, None) => (None, Why::Scheduled),
+                    (None, None) => (None, Why::Retry),
                 },
             };
             lock(&self.worker.state).next_run = at;
@@ -191,6 +224,7 @@ impl Job {
                 }
                 () = sleep_until(at) => why,
             };
+            let retried = busy.take();
             let permit = tokio::select! {
                 biased;
                 () = self.stop.cancelled() => return,
@@ -209,66 +243,83 @@ impl Job {
                 // for webhooks marks those it read itself).
                 self.store_read(move |workspace, link| workspace.settle_webhooks(link, started)).await;
             }
-            let mut state = lock(&self.worker.state);
-            state.running = false;
-            match result {
-                Ok(outcome) => {
-                    for report in &outcome.reports {
-                        crate::metrics::run_ended(&self.name, report);
-                        if let Some(mailer) = &self.mailer {
-                            mailer.send_later(report.clone());
-                        }
+            // The link's state is locked in a block of its own: nothing is awaited under it.
+            let busy_again = {
+                let mut state = lock(&self.worker.state);
+                state.running = false;
+                match result {
+                    Err(error) if error.ran_already() => {
+                        // Another process sharing the state store ran this slot.
+                        tracing::debug!(link = %self.name, ?why, "the slot was run by another process");
+                        None
                     }
-                    probe = None;
-                    state.waiting_since = None;
-                    state.waiting_for = None;
-                    state.last_error = None;
-                    tracing::info!(link = %self.name, ?why, outcome = ?outcome.outcome, "run ended");
+                    Err(error) if error.is_busy() => {
+                        // Another process runs the link, or every place is taken: not a failure of
+                        // the link's, so no probe; the same run is tried again after a pause.
+                        let times = retried.map_or(0, |busy| busy.times) + 1;
+                        let pause = BUSY_FIRST.saturating_mul(1 << times.min(8)).min(BUSY_CAP) / 2;
+                        let pause = pause + pause.mul_f64(fastrand::f64());
+                        tracing::info!(link = %self.name, ?why, error = %error_chain(&error), ?pause, "the link is busy");
+                        Some(Busy { at: Timestamp::now() + pause, why, times })
+                    }
+                    Ok(outcome) => {
+                        for report in &outcome.reports {
+                            crate::metrics::run_ended(&self.name, report);
+                            if let Some(mailer) = &self.mailer {
+                                mailer.send_later(report.clone());
+                            }
+                        }
+                        probe = None;
+                        state.waiting_since = None;
+                        state.waiting_for = None;
+                        state.last_error = None;
+                        tracing::info!(link = %self.name, ?why, outcome = ?outcome.outcome, "run ended");
+                        None
+                    }
+                    Err(error) => {
+                        crate::metrics::run_failed(&self.name);
+                        let failures = probe.map_or(0, |(_, failures)| failures) + 1;
+                        let pause = PROBE_FIRST.saturating_mul(1 << failures.min(16)).min(PROBE_CAP);
+                        probe = Some((Timestamp::now() + pause, failures));
+                        state.waiting_since.get_or_insert(started);
+                        state.waiting_for = error.unreachable_connector().map(str::to_string);
+                        let error = error_chain(&error);
+                        tracing::warn!(link = %self.name, ?why, %error, ?pause, "the link could not run");
+                        state.last_error = Some(error);
+                        None
+                    }
                 }
-                Err(error) => {
-                    crate::metrics::run_failed(&self.name);
-                    let failures = probe.map_or(0, |(_, failures)| failures) + 1;
-                    let pause = PROBE_FIRST.saturating_mul(1 << failures.min(16)).min(PROBE_CAP);
-                    probe = Some((Timestamp::now() + pause, failures));
-                    state.waiting_since.get_or_insert(started);
-                    state.waiting_for = error.unreachable_connector().map(str::to_string);
-                    let error = error_chain(&error);
-                    tracing::warn!(link = %self.name, ?why, %error, ?pause, "the link could not run");
-                    state.last_error = Some(error);
-                }
+            };
+            if busy_again.is_some() {
+                busy = busy_again;
+                continue;
             }
-            if matches!(why, Why::Scheduled | Why::Probe) {
+            if matches!(why, Why::Scheduled(_) | Why::Probe) {
                 // A run that came due (or ran in place of one) moves the schedule on; a run
                 // asked for does not.
-                scheduled = self.after(started);
+                scheduled = self.next_slot().await;
             }
-            drop(state);
             // Never two runs back to back for retries alone: an entry a delivery left due
             // waits a moment.
             floor = Timestamp::now() + PROBE_FIRST;
         }
     }
 
-    /// When the link first runs: at once when its schedule passed a slot since its last
-    /// run (after downtime, once, not once per slot missed), at its next slot otherwise; a
-    /// link on an interval that never ran runs at once. `None`: only when asked.
-    async fn first_scheduled(&self) -> Option<Timestamp> {
+    /// The link's next scheduled slot: the first after the start of its last run that read
+    /// both sides (by any process sharing the state store), run at once when it passed (after
+    /// downtime, once, not once per slot missed). A link on an interval that never ran has its
+    /// slot at the epoch, the same in every process, so that only one of them runs it.
+    /// `None`: only when asked.
+    async fn next_slot(&self) -> Option<Slot> {
         let schedule = self.link().schedule.as_ref()?;
         let now = Timestamp::now();
-        let last = self.store_read(|workspace, link| workspace.last_run_started(link)).await.flatten();
-        let due = match (last, schedule) {
-            (Some(last), _) => schedule.next_after(last)?,
-            (None, fieldsync_app::config::Schedule::Every(_)) => now,
+        let anchor = self.store_read(|workspace, link| workspace.last_run_started(link)).await.flatten();
+        let due = match (anchor, schedule) {
+            (Some(anchor), _) => schedule.next_after(anchor)?,
+            (None, fieldsync_app::config::Schedule::Every(_)) => Timestamp::UNIX_EPOCH,
             (None, fieldsync_app::config::Schedule::Cron { .. }) => schedule.next_after(now)?,
         };
-        Some(due.max(now) + self.jitter(now))
-    }
-
-    /// The next scheduled run after a run that started at `started`.
-    fn after(&self, started: Timestamp) -> Option<Timestamp> {
-        let schedule = self.link().schedule.as_ref()?;
-        let now = Timestamp::now();
-        Some(schedule.next_after(started)?.max(now) + self.jitter(now))
+        Some(Slot { due, at: due.max(now) + self.jitter(now) })
     }
 
     /// A random delay up to a tenth of the schedule's period, at most `JITTER_CAP`.
@@ -280,13 +331,14 @@ impl Job {
 
     /// Runs the link once, for `why`.
     async fn run(&self, why: Why) -> Result<RunsOutcome, WorkspaceError> {
-        let mut workspace = Workspace::with_cancellation((*self.config).clone(), self.stop.clone());
+        let mut workspace = Workspace::serving((*self.config).clone(), self.stop.clone());
         let full = matches!(why, Why::Asked { full: true });
         let scope = RunScope { link: Some(self.name.clone()), full };
         let mut observer = Unobserved;
         match why {
             Why::Retry => workspace.deliver(&scope, &mut observer).await,
             Why::Hooked => workspace.run_hooked(&self.name, &mut observer).await,
+            Why::Scheduled(due) => workspace.run_scheduled(&self.name, due, &mut observer).await,
             _ => workspace.run(&scope, false, &mut observer).await,
         }
     }

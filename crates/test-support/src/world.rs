@@ -1,8 +1,9 @@
-//! A [`World`]: two memory systems, a real SQLite state store in a temporary directory, the
-//! link between them and the engine's clock — the engine tests' and the simulation's stage.
+//! A [`World`]: two memory systems, a real state store (SQLite in a temporary directory, or a
+//! schema of its own on PostgreSQL with `FIELDSYNC_TEST_STORE=postgres`), the link between them
+//! and the engine's clock — the engine tests' and the simulation's stage.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use fieldsync_connector::{Connector, MemoryConnector, MemorySystem};
@@ -13,12 +14,12 @@ use fieldsync_engine::{
 };
 use fieldsync_model::{FieldType, LinkName, Normaliser, RecordId, RecordKey, Side};
 use fieldsync_store::{AuditEntry, Baseline, OutboxEntry, Review, ReviewStatus, StateStore, StoreError};
-use fieldsync_store_sqlite::SqliteStore;
 use jiff::Timestamp;
 use serde_json::Value as Json;
 
 use crate::clock::FakeClock;
 use crate::run::run_link;
+use crate::store::{StoreHome, StoreKind, TestStore};
 
 /// A field whose path is its name on both sides, normalised as `field_type` on both.
 pub fn field_spec(name: &str, field_type: FieldType) -> FieldSpec {
@@ -69,8 +70,10 @@ pub enum Time {
     },
 }
 
-/// Two memory systems (left and right, keyed by the link's key paths), a real SQLite state
-/// store in a temporary directory, the link between them and the engine's clock.
+/// Two memory systems (left and right, keyed by the link's key paths), a real state store, the
+/// link between them and the engine's clock. The store is SQLite in a temporary directory, or
+/// with `FIELDSYNC_TEST_STORE=postgres` a fresh schema on the test binary's PostgreSQL server
+/// (see [`StoreKind::from_env`]).
 #[derive(Debug)]
 pub struct World {
     /// The left system.
@@ -78,15 +81,14 @@ pub struct World {
     /// The right system.
     pub right: MemorySystem,
     /// The state store.
-    pub store: SqliteStore,
-    /// The state store's file.
-    pub path: PathBuf,
+    pub store: TestStore,
     /// The link; a test may change it between runs.
     pub spec: LinkSpec,
     /// The fake clock (under [`Time::System`] it exists but runs do not read it).
     pub clock: FakeClock,
     time: Time,
     names: SidePair<String>,
+    home: StoreHome,
     _dir: tempfile::TempDir,
 }
 
@@ -95,11 +97,13 @@ impl World {
     ///
     /// # Panics
     ///
-    /// When no temporary directory or state store can be made.
+    /// When no temporary directory or state store can be made, or under
+    /// `FIELDSYNC_TEST_STORE=postgres` when PostgreSQL is missing and `FIELDSYNC_REQUIRE_ALL`
+    /// is set (without it, the world holds a SQLite store after a `SKIPPED:` line).
     pub fn new(spec: LinkSpec, time: Time) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("state.db");
-        let store = SqliteStore::open(&path).expect("a new state store");
+        let home = StoreHome::new(dir.path());
+        let store = home.open().expect("a new state store");
         let left = MemorySystem::new(spec.key.left.as_str());
         let right = MemorySystem::new(spec.key.right.as_str());
         let clock = match time {
@@ -114,7 +118,7 @@ impl World {
             Time::System => FakeClock::new(Timestamp::UNIX_EPOCH),
         };
         let names = SidePair::new("left".to_string(), "right".to_string());
-        World { left, right, store, path, spec, clock, time, names, _dir: dir }
+        World { left, right, store, spec, clock, time, names, home, _dir: dir }
     }
 
     /// One side's system.
@@ -226,15 +230,61 @@ impl World {
     }
 
     /// Opens the state store again, as the next process after a crash would, and drops the
-    /// old handle.
+    /// old handle (for PostgreSQL: a new connection to the same schema). The crashed run's
+    /// lease no longer holds the link: on SQLite its lock file died with it; on PostgreSQL,
+    /// which has no such lock, every live lease is let expire, as `lease_timeout` after a
+    /// crash would.
     ///
     /// # Errors
     ///
     /// When the store cannot be opened.
     pub fn try_reopen(&mut self) -> Result<(), StoreError> {
-        let store = SqliteStore::open(&self.path)?;
+        let store = self.home.open()?;
         drop(std::mem::replace(&mut self.store, store));
+        self.home.after_crash();
         Ok(())
+    }
+
+    /// Another handle on the world's state store, as another process would open it (for
+    /// PostgreSQL, a connection of its own).
+    ///
+    /// # Panics
+    ///
+    /// When the store cannot be opened.
+    pub fn open_store(&self) -> TestStore {
+        self.home.open().expect("the state store opens again")
+    }
+
+    /// Which kind of state store the world holds.
+    pub fn store_kind(&self) -> StoreKind {
+        self.store.kind()
+    }
+
+    /// The SQLite store's file, for a test of what only SQLite has; `None` on PostgreSQL.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        self.home.sqlite_path()
+    }
+
+    /// Runs one SQL statement on the state store's tables directly, around the store, as
+    /// damage or a person with a database client would; how many rows it changed. The
+    /// statement must mean the same in SQLite and PostgreSQL (the tables and columns are
+    /// named alike in both).
+    ///
+    /// # Panics
+    ///
+    /// When the statement fails.
+    pub fn execute_in_store(&self, sql: &str) -> u64 {
+        self.home.execute(sql)
+    }
+
+    /// Every row of the state store's `table`, each as a line of text, sorted: to compare the
+    /// store's contents before and after a run.
+    ///
+    /// # Panics
+    ///
+    /// When the table cannot be read.
+    pub fn store_rows(&self, table: &str) -> Vec<String> {
+        self.home.rows(table)
     }
 
     /// Opens the state store again (see [`World::try_reopen`]).

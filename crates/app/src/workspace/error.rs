@@ -127,6 +127,19 @@ impl WorkspaceError {
         }
     }
 
+    /// Whether a link's run could not start, or stopped, because another run holds the link
+    /// (in this process or another sharing the state store), took it over, or every place of
+    /// `max_concurrent_runs` is taken: nothing is wrong with the link, and it runs later.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, WorkspaceError::Run { source: EngineError::Store(error), .. } if error.is_conflict())
+    }
+
+    /// Whether a scheduled run did not run because its slot was run already, by another
+    /// process sharing the state store (`Workspace::run_scheduled`).
+    pub fn ran_already(&self) -> bool {
+        matches!(self, WorkspaceError::Run { source: EngineError::AlreadyRan { .. }, .. })
+    }
+
     /// The connector a link's run could not open or read, when that is why it failed: what a
     /// service waits for before the link can run again.
     pub fn unreachable_connector(&self) -> Option<&str> {

@@ -6,7 +6,7 @@ use fieldsync_engine::{
     CancellationToken, LinkRun, NoProgress, Progress, RunOptions, RunReport, SidePair, SystemClock, run_link,
 };
 use fieldsync_model::RecordId;
-use fieldsync_store::{ListQuery, RunRow, RunStatus, StateStore as _};
+use fieldsync_store::{ListQuery, RunStatus, StateStore as _};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -171,6 +171,26 @@ impl Workspace {
         self.run_links(scope, options, None, observer).await
     }
 
+    /// Runs `link` for the slot of its schedule due at `due`, unless a run of it that read both
+    /// sides started since (`RunRow::read_both_sides`), checked under the link's lease: of
+    /// several processes sharing the state store that have the slot due, exactly one runs it,
+    /// and the others get `WorkspaceError::ran_already`. A slot whose run was cancelled or
+    /// failed is run again.
+    ///
+    /// # Errors
+    ///
+    /// As `run`; `WorkspaceError::ran_already` when the slot was run.
+    pub async fn run_scheduled(
+        &mut self,
+        link: &str,
+        due: Timestamp,
+        observer: &mut impl RunObserver,
+    ) -> Result<RunsOutcome, WorkspaceError> {
+        let scope = RunScope { link: Some(link.to_string()), full: false };
+        let options = RunOptions { unless_ran_since: Some(due), ..RunOptions::default() };
+        self.run_links(&scope, options, None, observer).await
+    }
+
     /// Delivers the due outbox entries of the links of `scope`, reading and planning nothing:
     /// a service's retry timer, between scheduled runs.
     ///
@@ -208,11 +228,7 @@ impl Workspace {
         let mut before = None;
         loop {
             let page = store.runs_page(ListQuery { link: Some(link), status: None, before, limit: 100 })?;
-            let ended = |run: &&RunRow| {
-                !matches!(run.mode.as_str(), "deliver" | "targeted")
-                    && matches!(run.status, RunStatus::Done | RunStatus::Partial | RunStatus::Guarded)
-            };
-            if let Some(run) = page.rows.iter().find(ended) {
+            if let Some(run) = page.rows.iter().find(|run| run.read_both_sides()) {
                 return Ok(Some(run.started_at));
             }
             match page.rows.last() {
@@ -229,8 +245,12 @@ impl Workspace {
         targets: Option<&SidePair<Vec<RecordId>>>,
         observer: &mut impl RunObserver,
     ) -> Result<RunsOutcome, WorkspaceError> {
-        let Workspace { config, store, cancel } = self;
-        let options = RunOptions { lease_timeout: Some(config.server.lease_timeout), ..options };
+        let Workspace { config, store, cancel, max_running } = self;
+        let options = RunOptions {
+            lease_timeout: Some(config.server.lease_timeout),
+            max_running: *max_running,
+            ..options
+        };
         if let Some(only) = &scope.link
             && !config.links.contains_key(only)
         {

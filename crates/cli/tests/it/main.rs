@@ -1,12 +1,15 @@
 //! The `fieldsync` binary end to end, as a user runs it, in one test binary: on SQLite files
 //! (`cli`), killed at any instant (`crash`), against real Django and WordPress sites (`django`,
-//! `wordpress`) and through web admins without an API (`browser`, `browser_django`).
+//! `wordpress`), with PostgreSQL as a side and as the state store (`postgres`), and through web
+//! admins without an API (`browser`, `browser_django`).
 
 mod browser;
 mod browser_django;
 mod cli;
 mod crash;
 mod django;
+mod fleet;
+mod postgres;
 mod serve;
 mod support;
 mod wordpress;
