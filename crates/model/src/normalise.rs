@@ -333,9 +333,11 @@ impl Normaliser {
             FieldType::Int => {
                 trimmed.parse::<i64>().map(Value::Int).map_err(|_| self.error(raw, "not a whole number"))
             }
-            FieldType::Decimal => canonical_decimal(trimmed)
-                .map(|decimal| Value::Text(decimal.into()))
-                .ok_or_else(|| self.error(raw, "not a decimal number (digits, one . or , and an optional sign)")),
+            FieldType::Decimal => {
+                canonical_decimal(trimmed).map(|decimal| Value::Text(decimal.into())).ok_or_else(|| {
+                    self.error(raw, "not a decimal number (digits, one . or , and an optional sign)")
+                })
+            }
             FieldType::Json => match serde_json::from_str::<serde_json::Value>(trimmed) {
                 Ok(document) => Ok(Value::Text(canonical_json(&document).into())),
                 Err(error) => Err(self.error(raw, &format!("not JSON ({error})"))),

@@ -10,12 +10,15 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use fieldsync_model::{RecordDigest, RecordId, RecordKey, RunId, Side, Value};
+use fieldsync_model::{RecordDigest, RecordId, RecordKey, RunId, Side};
 use fieldsync_postgres::tokio_postgres::types::ToSql;
 use fieldsync_postgres::tokio_postgres::{Client, Row, Statement, Transaction};
 use fieldsync_postgres::{block_on, quote_ident};
 use jiff::Timestamp;
 
+use fieldsync_store::codec::{
+    KeyOrder, damaged, decode_fields, encode_fields, side_from, value_from, value_text,
+};
 use fieldsync_store::*;
 
 use crate::PostgresLocation;
@@ -185,44 +188,9 @@ fn stored(timestamp: Timestamp) -> Timestamp {
     Timestamp::from_millisecond(timestamp.as_millisecond()).unwrap_or(timestamp)
 }
 
-/// A time as milliseconds since the epoch, as a baseline's field meta keeps it.
-fn millis(timestamp: Timestamp) -> i64 {
-    timestamp.as_millisecond()
-}
-
-/// A time `millis` wrote.
-fn from_millis(ms: i64) -> Timestamp {
-    // Every stored time was written by `millis` from a valid timestamp.
-    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
-}
-
 /// A lease's length in microseconds, as `EXPIRY` binds it.
 fn micros(ttl: Duration) -> i64 {
     i64::try_from(ttl.min(LONGEST_LEASE).as_micros()).unwrap_or(i64::MAX)
-}
-
-/// A stored value that cannot be read back.
-fn damaged(what: impl Into<String>, message: impl ToString) -> StoreError {
-    StoreError::Damaged { what: what.into(), message: message.to_string() }
-}
-
-/// A value as the JSON text a review or an audit entry keeps.
-fn value_text(value: &Option<Value>) -> Option<String> {
-    value.as_ref().map(|value| serde_json::to_string(value).unwrap_or_else(|_| "null".into()))
-}
-
-/// A value `value_text` wrote; `what` names its row for errors.
-fn value_from(text: Option<String>, what: &str) -> Result<Option<Value>, StoreError> {
-    text.map(|text| serde_json::from_str(&text).map_err(|error| damaged(what, error))).transpose()
-}
-
-/// A side as stored (`left`, `right`); `what` names its row for errors.
-fn side_from(text: &str, what: &str) -> Result<Side, StoreError> {
-    match text {
-        "left" => Ok(Side::Left),
-        "right" => Ok(Side::Right),
-        other => Err(damaged(what, format!("unknown side {other:?}"))),
-    }
 }
 
 /// `items` cut into consecutive runs in which no key repeats: each run may be written by one
@@ -877,22 +845,16 @@ impl StateStore for PostgresStore {
                 }
             }
         })?;
-        let mut last: Option<String> = None;
+        let mut order = KeyOrder::default();
         for row in &rows {
             let (key, entry) = digest_row(row, layout).context(what)?;
-            // Readers search what they were handed: the order is checked, not assumed.
-            if last.as_deref().is_some_and(|last| key.as_str() <= last) {
-                return Err(damaged(what(), format!("baseline {key} out of key order")));
-            }
-            let buffer = last.get_or_insert_default();
-            buffer.clear();
-            buffer.push_str(key.as_str());
+            order.next(&key, &what())?;
             // A damaged row has no usable digest: its record is compared in full.
             if let Ok(entry) = entry {
                 each(key, entry);
             }
         }
-        Ok(last.map(RecordKey::new))
+        Ok(order.last())
     }
 
     fn digests(
@@ -1576,85 +1538,6 @@ impl Commit<'_> {
             .await?;
         Ok(())
     }
-}
-
-/// A baseline's field values and their meta as the two JSON arrays stored in its row, as the
-/// SQLite store writes them: `[value, …]`, with `{}` for a field never agreed (never a `Value`,
-/// so never mistaken for one), and `[[left_changed_ms, right_changed_ms, origin], …]`.
-fn encode_fields(fields: &[BaselineField]) -> (String, String) {
-    use std::fmt::Write as _;
-    let mut values = String::with_capacity(16 * fields.len() + 2);
-    let mut meta = String::with_capacity(40 * fields.len() + 2);
-    values.push('[');
-    meta.push('[');
-    for (index, field) in fields.iter().enumerate() {
-        if index > 0 {
-            values.push(',');
-            meta.push(',');
-        }
-        match &field.value {
-            // A `Value` always serialises: it is null, a boolean, an integer or a string.
-            Some(value) => values.push_str(&serde_json::to_string(value).unwrap_or_else(|_| "null".into())),
-            None => values.push_str("{}"),
-        }
-        let time = |time: Option<Timestamp>| {
-            time.map_or_else(|| "null".to_string(), |time| millis(time).to_string())
-        };
-        let origin =
-            field.origin.map_or_else(|| "null".to_string(), |origin| format!("\"{}\"", origin.as_str()));
-        let _ = write!(meta, "[{},{},{origin}]", time(field.left_changed), time(field.right_changed));
-    }
-    values.push(']');
-    meta.push(']');
-    (values, meta)
-}
-
-/// Decodes stored field values and meta written with `stored` field names onto the
-/// `current` field names; fields unknown to the stored layout have no agreed value. Values
-/// that do not hash to the row's digest are damaged (well-formed, but not what was agreed).
-fn decode_fields(
-    values: &str,
-    meta: &str,
-    digest: &[u8],
-    stored: &[String],
-    current: &[String],
-) -> Result<Vec<BaselineField>, String> {
-    let values: Vec<serde_json::Value> = serde_json::from_str(values).map_err(|error| error.to_string())?;
-    let meta: Vec<serde_json::Value> = serde_json::from_str(meta).map_err(|error| error.to_string())?;
-    if values.len() != stored.len() || meta.len() != stored.len() {
-        return Err("field count does not match its layout".into());
-    }
-    let decoded: Vec<BaselineField> = values
-        .into_iter()
-        .zip(meta)
-        .map(|(value, meta)| {
-            let value = match value {
-                serde_json::Value::Object(_) => None,
-                other => Some(serde_json::from_value::<Value>(other).map_err(|error| error.to_string())?),
-            };
-            let time = |index: usize| meta.get(index).and_then(serde_json::Value::as_i64).map(from_millis);
-            Ok(BaselineField {
-                value,
-                left_changed: time(0),
-                right_changed: time(1),
-                origin: meta.get(2).and_then(serde_json::Value::as_str).and_then(Origin::parse),
-            })
-        })
-        .collect::<Result<_, String>>()?;
-    let agreed = fieldsync_model::digest_values(decoded.iter().map(|field| field.value.as_ref()));
-    if RecordDigest::from_bytes(digest) != Some(agreed) {
-        return Err("the values do not match the digest".into());
-    }
-    Ok(current
-        .iter()
-        .map(|name| {
-            stored
-                .iter()
-                .position(|stored| stored == name)
-                .map(|index| decoded[index].clone())
-                .unwrap_or_default()
-        })
-        .collect())
 }
 
 /// The keys `sql` (which binds `link` as `$1`) reads.

@@ -7,11 +7,11 @@
 //! refused.
 
 use std::path::Path;
+use std::sync::Barrier;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Barrier, OnceLock};
 use std::time::{Duration, Instant};
 
-use fieldsync_connector::testkit::postgres::PostgresServer;
+use fieldsync_connector::testkit::postgres::{PostgresServer, SHARED_DATABASE};
 use fieldsync_model::{Side, Value};
 use fieldsync_store::testkit::{Fixture, LINK, T0, field, key, layout, put, ts};
 use fieldsync_store::{
@@ -21,35 +21,15 @@ use fieldsync_store::{
 use fieldsync_store_postgres::{PostgresLocation, PostgresStore};
 
 /// The database every fixture's schema lives in.
-const DATABASE: &str = "fieldsync";
+const DATABASE: &str = SHARED_DATABASE;
 
 /// How long the tests' leases last unless they expire on purpose.
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// The server of this test binary, started by the first test that needs it. Never dropped: its
-/// processes' watchdog stops it and removes its directory once the test binary has exited.
-static SERVER: OnceLock<Option<PostgresServer>> = OnceLock::new();
-
-/// The server, or `None` after saying loudly that the running test is skipped.
+/// The server of this test binary (`PostgresServer::shared`), or `None` after saying loudly
+/// that the running test is skipped.
 fn server() -> Option<&'static PostgresServer> {
-    let mut started_now = false;
-    let server = SERVER
-        .get_or_init(|| {
-            started_now = true;
-            // `start` says SKIPPED itself when the system has no PostgreSQL.
-            let server = PostgresServer::start()?;
-            server.create_database(DATABASE);
-            Some(server)
-        })
-        .as_ref();
-    if server.is_none() && !started_now {
-        fieldsync_connector::testkit::skip(
-            "a PostgreSQL server",
-            "none could be started",
-            "apt-get install --no-install-recommends postgresql",
-        );
-    }
-    server
+    PostgresServer::shared()
 }
 
 /// A fresh schema of the test database: every fixture has its own, which proves that the

@@ -4,6 +4,7 @@
 //! writes), the classified `StoreError`, and (feature `testkit`) the conformance suite every
 //! store passes. No database lives here.
 
+pub mod codec;
 mod commits;
 #[doc(hidden)]
 pub mod dispatch;

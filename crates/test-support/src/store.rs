@@ -6,10 +6,10 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
 
-use fieldsync_connector::testkit::postgres::PostgresServer;
+use fieldsync_connector::testkit::postgres::{PostgresServer, SHARED_DATABASE};
 use fieldsync_postgres::{block_on, quote_ident};
 use fieldsync_store::{StoreError, StoreLocation};
 use fieldsync_store_postgres::{PostgresLocation, PostgresStore};
@@ -20,7 +20,7 @@ use fieldsync_store_sqlite::SqliteStore;
 pub const STORE_VARIABLE: &str = "FIELDSYNC_TEST_STORE";
 
 /// The database of the test binary's PostgreSQL server that holds every world's schema.
-const DATABASE: &str = "fieldsync";
+const DATABASE: &str = SHARED_DATABASE;
 
 /// A kind of state store a world may hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,19 +214,10 @@ impl StoreHome {
     }
 }
 
-/// The PostgreSQL server of this test binary, started by the first world that needs it, or
-/// `None` when the system has none. Never dropped: its processes' watchdog stops it and
-/// removes its directory once the test binary has exited.
+/// The PostgreSQL server of this test binary (`PostgresServer::shared`), or `None` when the
+/// system has none.
 fn postgres_server() -> Option<&'static PostgresServer> {
-    static SERVER: OnceLock<Option<PostgresServer>> = OnceLock::new();
-    SERVER
-        .get_or_init(|| {
-            // `start` says SKIPPED itself, or panics under `FIELDSYNC_REQUIRE_ALL`.
-            let server = PostgresServer::start()?;
-            server.create_database(DATABASE);
-            Some(server)
-        })
-        .as_ref()
+    PostgresServer::shared()
 }
 
 /// Says once per test (a thread's name) that it runs on SQLite for want of PostgreSQL.

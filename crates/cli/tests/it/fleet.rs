@@ -217,6 +217,38 @@ fn site_table(path: &Path) {
     .unwrap();
 }
 
+/// A club's members (`club.db`) and a platform's (the table `members` of the database
+/// `platform` on `server`, with `platform_settings` added to its connector), linked as `link`
+/// by their ids with `link_settings` (its schedule), their e-mail and mobile fields kept in step.
+fn club_to_platform(
+    server: &PostgresServer,
+    link: &str,
+    platform_settings: &str,
+    link_settings: &str,
+) -> String {
+    format!(
+        r#"{club}modified_format = "rfc3339"
+
+[connectors.platform]
+kind = "postgres"
+url = "{platform}"
+table = "members"
+key = "id"
+modified = "updated_at"
+{platform_settings}
+[links.{link}]
+left = "club"
+right = "platform"
+key = {{ left = "id", right = "id" }}
+conflicts = {{ strategy = "last_write_wins", grace = "1s", tie = "club" }}
+first_sync = {{ strategy = "prefer", side = "club" }}
+{link_settings}{fields}"#,
+        club = sqlite_connector_toml("club", "club.db", "members", "id", "updated_at"),
+        platform = server.url("platform"),
+        fields = member_fields_toml(link, &[("email", "email", "email"), ("mobile", "mobile", "mobile")]),
+    )
+}
+
 /// The configuration: the state in PostgreSQL, leases of four seconds, the big link from a
 /// club's SQLite table to a platform's PostgreSQL table every two seconds, and the small links
 /// between SQLite tables every three.
@@ -229,30 +261,14 @@ listen = "127.0.0.1:0"
 max_concurrent_runs = {MAX_RUNNING}
 lease_timeout = "4s"
 
-{club}modified_format = "rfc3339"
-
-[connectors.platform]
-kind = "postgres"
-url = "{platform}"
-table = "members"
-key = "id"
-modified = "updated_at"
-
-[links.big]
-left = "club"
-right = "platform"
-key = {{ left = "id", right = "id" }}
-conflicts = {{ strategy = "last_write_wins", grace = "1s", tie = "club" }}
-first_sync = {{ strategy = "prefer", side = "club" }}
-guard = {{ max_delete = "10%", max_change = "100%" }}
-every = "2s"
-{big_fields}
-"#,
+{big}"#,
         state = server.url("fleet"),
-        platform = server.url("platform"),
-        club = sqlite_connector_toml("club", "club.db", "members", "id", "updated_at"),
-        big_fields =
-            member_fields_toml("big", &[("email", "email", "email"), ("mobile", "mobile", "mobile")]),
+        big = club_to_platform(
+            server,
+            "big",
+            "",
+            "guard = { max_delete = \"10%\", max_change = \"100%\" }\nevery = \"2s\"\n"
+        ),
     );
     for link in 0..SMALL_LINKS {
         club_table(&dir.join(format!("club{link}.db")), &format!("C{link}X"), SMALL_MEMBERS);
@@ -466,28 +482,9 @@ fn a_notification_from_the_platform_runs_the_link_for_the_member_it_names_and_a_
 [server]
 listen = "127.0.0.1:0"
 
-{club}modified_format = "rfc3339"
-
-[connectors.platform]
-kind = "postgres"
-url = "{platform}"
-table = "members"
-key = "id"
-modified = "updated_at"
-notify = "members_changed"
-
-[links.members]
-left = "club"
-right = "platform"
-key = {{ left = "id", right = "id" }}
-conflicts = {{ strategy = "last_write_wins", grace = "1s", tie = "club" }}
-first_sync = {{ strategy = "prefer", side = "club" }}
-every = "1h"
-{fields}"#,
-            platform = server.url("platform"),
-            club = sqlite_connector_toml("club", "club.db", "members", "id", "updated_at"),
-            fields =
-                member_fields_toml("members", &[("email", "email", "email"), ("mobile", "mobile", "mobile")]),
+{club_to_platform}"#,
+            club_to_platform =
+                club_to_platform(&server, "members", "notify = \"members_changed\"\n", "every = \"1h\"\n"),
         ),
     )
     .unwrap();

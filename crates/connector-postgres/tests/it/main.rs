@@ -6,30 +6,21 @@
 mod connector;
 mod postgres;
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use fieldsync_connector::testkit::postgres::PostgresServer;
+use fieldsync_connector::testkit::postgres::{PostgresServer, SHARED_DATABASE};
 use fieldsync_connector::testkit::{Fixture, RejectedValue, TestPaths, TestRecord, TypedPaths};
 use fieldsync_connector_postgres::{PostgresConfig, PostgresConnector};
 use fieldsync_postgres::Client;
 use serde_json::{Value as Json, json};
 
 /// The database every test makes its schemas in.
-const DATABASE: &str = "club";
+const DATABASE: &str = SHARED_DATABASE;
 
-/// The server of this test binary, started by the first test that asks; `None` (after a
-/// `SKIPPED:` line) when the machine has no PostgreSQL. It is never dropped: the testkit's
-/// watchdog stops it and removes its directory when the test process ends.
+/// The server of this test binary (`PostgresServer::shared`); `None` (after a `SKIPPED:` line)
+/// when the machine has no PostgreSQL.
 fn server() -> Option<&'static PostgresServer> {
-    static SERVER: OnceLock<Option<PostgresServer>> = OnceLock::new();
-    SERVER
-        .get_or_init(|| {
-            let server = PostgresServer::start()?;
-            server.create_database(DATABASE);
-            Some(server)
-        })
-        .as_ref()
+    PostgresServer::shared()
 }
 
 /// A schema name no other test of this binary uses.

@@ -25,6 +25,9 @@ const INSTALL_HINT: &str = "apt-get install --no-install-recommends postgresql";
 /// How long `initdb`, the server's start or a statement may take.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The database `PostgresServer::shared` makes.
+pub const SHARED_DATABASE: &str = "fieldsync";
+
 /// The superuser the tests connect as.
 pub const SUPERUSER: &str = "fieldsync";
 
@@ -142,6 +145,27 @@ impl PostgresServer {
     pub fn sql(&self, database: &str, statements: &str) -> String {
         psql(&self.bin, self.port, database, statements)
             .unwrap_or_else(|message| panic!("psql in {database} failed: {message}"))
+    }
+
+    /// The server of this test binary, started by the first test that asks, with the database
+    /// `SHARED_DATABASE` made; `None` (each time, after a `SKIPPED:` line) when the system has
+    /// no PostgreSQL. It is never dropped: its processes' watchdog stops it and removes its
+    /// directory once the test binary has exited. Tests keep apart by schema.
+    pub fn shared() -> Option<&'static PostgresServer> {
+        static SERVER: std::sync::OnceLock<Option<PostgresServer>> = std::sync::OnceLock::new();
+        let mut started_now = false;
+        let server = SERVER
+            .get_or_init(|| {
+                started_now = true;
+                let server = PostgresServer::start()?;
+                server.create_database(SHARED_DATABASE);
+                Some(server)
+            })
+            .as_ref();
+        if server.is_none() && !started_now {
+            super::skip("a PostgreSQL server", "none could be started", INSTALL_HINT);
+        }
+        server
     }
 
     /// The end of the server's log, for a test's failure message.
