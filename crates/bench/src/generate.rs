@@ -37,7 +37,7 @@ const LAST_NAMES: [&str; 20] = [
     "Kok",
 ];
 /// Dutch area codes for landlines, so that numbers are valid for the phone normaliser.
-const AREA_CODES: [&str; 6] = ["20", "10", "30", "40", "50", "70"];
+pub const AREA_CODES: [&str; 6] = ["20", "10", "30", "40", "50", "70"];
 
 /// The federation's table (left side).
 pub const LEFT_TABLE: &str = "members";
@@ -98,7 +98,8 @@ impl Member {
         }
     }
 
-    fn left_email(&self) -> String {
+    /// The address as the federation writes it, capitalised.
+    pub fn left_email(&self) -> String {
         let mut chars = self.email.chars();
         chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
     }
@@ -288,7 +289,7 @@ pub fn apply_mix(left: &Path, right: &Path, count: u64, seed: u64, mix: Mix, now
 }
 
 /// The policies of the benchmark's link after those `link_toml` writes.
-const POLICIES: &str = r#"deletes = "propagate"
+pub const POLICIES: &str = r#"deletes = "propagate"
 guard = { max_delete = "50%", max_change = "100%" }
 "#;
 

@@ -8,6 +8,7 @@
 mod floor;
 mod generate;
 mod hooks;
+mod postgres;
 mod rest;
 mod scenario;
 
@@ -68,6 +69,11 @@ enum Task {
     /// Measures how long a webhook takes to reach the other side through `fieldsync serve`
     /// between two SQLite member tables, at steady rates, and prints p50, p99 and the maximum.
     Hooks(hooks::HookSettings),
+    /// Measures fieldsync between two PostgreSQL member tables (the first sync, a no-change
+    /// full run, changes on both sides) against PostgreSQL's own COPY and a server-side scan,
+    /// and `fieldsync serve` bringing many links to their first sync with one process and with
+    /// several sharing a PostgreSQL state store; prints the figures.
+    Postgres(postgres::PostgresSettings),
     /// Runs a program and writes its wall time, CPU time and peak memory to FILE as JSON.
     #[command(hide = true)]
     Measure {
@@ -123,6 +129,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Some(Task::Rest(settings)) => rest::run(&settings),
         Some(Task::Hooks(settings)) => hooks::run(&settings),
+        Some(Task::Postgres(settings)) => postgres::run(&settings),
         Some(Task::Measure { out, program }) => measure(&out, &program),
         Some(Task::Floor { dir, ops }) => {
             for op in floor::Op::parse_all(&ops)? {

@@ -276,7 +276,12 @@ fn edit(work: &Path, members: u64, seed: u64, changes: u64) -> Result<Option<jif
 }
 
 /// Runs `fieldsync run` in `work`; returns its figures and (records read, writes done).
-fn run_fieldsync(bench: &Path, fieldsync: &Path, work: &Path, full: bool) -> Result<(Sample, (u64, u64))> {
+pub(crate) fn run_fieldsync(
+    bench: &Path,
+    fieldsync: &Path,
+    work: &Path,
+    full: bool,
+) -> Result<(Sample, (u64, u64))> {
     let mut args = vec!["run".to_string(), "--json".into(), "-c".into(), "fieldsync.toml".into()];
     if full {
         args.push("--full".into());
@@ -298,7 +303,12 @@ fn run_fieldsync(bench: &Path, fieldsync: &Path, work: &Path, full: bool) -> Res
 }
 
 /// Runs `program` under `fieldsync-bench measure`; returns its figures and its output.
-fn measured(bench: &Path, program: &Path, args: &[String], work: &Path) -> Result<(Sample, Vec<u8>)> {
+pub(crate) fn measured(
+    bench: &Path,
+    program: &Path,
+    args: &[String],
+    work: &Path,
+) -> Result<(Sample, Vec<u8>)> {
     let figures = work.join(".measure.json");
     let output = Command::new(bench)
         .arg("measure")
@@ -324,7 +334,7 @@ fn measured(bench: &Path, program: &Path, args: &[String], work: &Path) -> Resul
     Ok((sample, output.stdout))
 }
 
-fn machine() -> BTreeMap<&'static str, String> {
+pub(crate) fn machine() -> BTreeMap<&'static str, String> {
     let mut machine = BTreeMap::new();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo.lines().find_map(|line| line.strip_prefix("model name")).unwrap_or_default();
@@ -349,13 +359,13 @@ fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-fn spread(values: &[f64]) -> (f64, f64, f64) {
+pub(crate) fn spread(values: &[f64]) -> (f64, f64, f64) {
     let mut sorted = values.to_vec();
     let middle = median(&mut sorted);
     (middle, sorted.first().copied().unwrap_or(0.0), sorted.last().copied().unwrap_or(0.0))
 }
 
-fn seconds(ms: f64) -> String {
+pub(crate) fn seconds(ms: f64) -> String {
     if ms >= 10_000.0 {
         format!("{:.1} s", ms / 1000.0)
     } else if ms >= 1000.0 {
