@@ -61,8 +61,10 @@ enum Why {
     Asked { full: bool },
     /// An outbox entry is due: deliver only.
     Retry,
-    /// It could not run before: try again.
-    Probe,
+    /// It could not run before: try again; for the slot of its schedule due at this time, when
+    /// that was the run that could not run (so that a slot another process ran since is not
+    /// run twice).
+    Probe(Option<Timestamp>),
     /// A webhook told that a side changed.
     Hooked,
 }
@@ -190,7 +192,7 @@ impl Job {
     /// Runs the link until `stop`.
     async fn work(self) {
         let mut scheduled = self.next_slot().await;
-        let mut probe: Option<(Timestamp, u32)> = None;
+        let mut probe: Option<(Timestamp, u32, Option<Timestamp>)> = None;
         let mut busy: Option<Busy> = None;
         let mut floor = Timestamp::now();
         loop {
@@ -201,7 +203,7 @@ impl Job {
             // a run that found the link busy is tried again before anything else.
             let (at, why) = match (busy, probe) {
                 (Some(busy), _) => (Some(busy.at), busy.why),
-                (None, Some((at, _))) => (Some(at), Why::Probe),
+                (None, Some((at, _, slot))) => (Some(at), Why::Probe(slot)),
                 (None, None) if hooked.is_some() => (Some(Timestamp::now()), Why::Hooked),
                 (None, None) => match (scheduled, retry) {
                     (Some(slot), Some(retry)) if retry < slot.at => (Some(retry), Why::Retry),
@@ -249,8 +251,12 @@ impl Job {
                 state.running = false;
                 match result {
                     Err(error) if error.ran_already() => {
-                        // Another process sharing the state store ran this slot.
+                        // Another process sharing the state store ran this slot: the link can run.
                         tracing::debug!(link = %self.name, ?why, "the slot was run by another process");
+                        probe = None;
+                        state.waiting_since = None;
+                        state.waiting_for = None;
+                        state.last_error = None;
                         None
                     }
                     Err(error) if error.is_busy() => {
@@ -278,9 +284,13 @@ impl Job {
                     }
                     Err(error) => {
                         crate::metrics::run_failed(&self.name);
-                        let failures = probe.map_or(0, |(_, failures)| failures) + 1;
+                        let failures = probe.map_or(0, |(_, failures, _)| failures) + 1;
                         let pause = PROBE_FIRST.saturating_mul(1 << failures.min(16)).min(PROBE_CAP);
-                        probe = Some((Timestamp::now() + pause, failures));
+                        let slot = match why {
+                            Why::Scheduled(due) | Why::Probe(Some(due)) => Some(due),
+                            _ => None,
+                        };
+                        probe = Some((Timestamp::now() + pause, failures, slot));
                         state.waiting_since.get_or_insert(started);
                         state.waiting_for = error.unreachable_connector().map(str::to_string);
                         let error = error_chain(&error);
@@ -294,7 +304,7 @@ impl Job {
                 busy = busy_again;
                 continue;
             }
-            if matches!(why, Why::Scheduled(_) | Why::Probe) {
+            if matches!(why, Why::Scheduled(_) | Why::Probe(_)) {
                 // A run that came due (or ran in place of one) moves the schedule on; a run
                 // asked for does not.
                 scheduled = self.next_slot().await;
@@ -338,7 +348,9 @@ impl Job {
         match why {
             Why::Retry => workspace.deliver(&scope, &mut observer).await,
             Why::Hooked => workspace.run_hooked(&self.name, &mut observer).await,
-            Why::Scheduled(due) => workspace.run_scheduled(&self.name, due, &mut observer).await,
+            Why::Scheduled(due) | Why::Probe(Some(due)) => {
+                workspace.run_scheduled(&self.name, due, &mut observer).await
+            }
             _ => workspace.run(&scope, false, &mut observer).await,
         }
     }
