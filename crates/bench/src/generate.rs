@@ -293,21 +293,22 @@ pub const POLICIES: &str = r#"deletes = "propagate"
 guard = { max_delete = "50%", max_change = "100%" }
 "#;
 
+/// The member fields the benchmarks track: each field's name, the federation's column and
+/// the club's.
+pub(crate) const MEMBER_FIELDS: [(&str, &str, &str); 7] = [
+    ("first_name", "first_name", "given"),
+    ("last_name", "last_name", "family"),
+    ("email", "email", "mail"),
+    ("phone", "phone", "tel"),
+    ("mobile", "mobile", "gsm"),
+    ("birth_date", "birth_date", "born"),
+    ("active", "active", "is_active"),
+];
+
 /// The configuration the benchmark runs fieldsync with: a federation register (left) and a
 /// club table (right), with the member fields of the shared schema.
 pub fn config() -> String {
-    let fields = member_fields_toml(
-        "members",
-        &[
-            ("first_name", "first_name", "given"),
-            ("last_name", "last_name", "family"),
-            ("email", "email", "mail"),
-            ("phone", "phone", "tel"),
-            ("mobile", "mobile", "gsm"),
-            ("birth_date", "birth_date", "born"),
-            ("active", "active", "is_active"),
-        ],
-    );
+    let fields = member_fields_toml("members", &MEMBER_FIELDS);
     format!(
         "# fieldsync benchmark: a federation register (left) and a club table (right).\nstate = \"sqlite://state.db\"\n\n{}\n{}modified_format = \"unix_ms\"\ndate_formats = [\"%d-%m-%Y\"]\n\n{}{POLICIES}{fields}",
         sqlite_connector_toml("federation", "left.db", "members", "ext_id", "updated_at"),

@@ -314,43 +314,67 @@ fn runs(work: &Path) -> Result<i64> {
     Ok(state.query_row("SELECT count(*) FROM runs", [], |row| row.get(0))?)
 }
 
-/// `fieldsync serve` in `work`.
-struct Service {
-    child: Child,
-    base: String,
+/// A `fieldsync serve` process in a work directory, its log in a file there: stopped with
+/// SIGTERM, or killed when dropped (a measurement that failed before stopping it).
+pub(crate) struct Serving {
+    pub(crate) child: Child,
 }
 
-impl Service {
-    fn start(fieldsync: &Path, work: &Path, env: &[(String, String)]) -> Result<Self> {
-        let mut child = Command::new(fieldsync)
+impl Serving {
+    /// Starts `fieldsync serve` in `work` with `env`, its log in `log` there at `warn` (unless
+    /// the benchmark's own `FIELDSYNC_LOG` asks for more) and its standard output to `stdout`.
+    pub(crate) fn spawn(
+        fieldsync: &Path,
+        work: &Path,
+        env: &[(String, String)],
+        log: &str,
+        stdout: Stdio,
+    ) -> Result<Self> {
+        let child = Command::new(fieldsync)
             .current_dir(work)
             .arg("serve")
             .envs(env.iter().map(|(name, value)| (name, value)))
-            // Warnings only, unless the benchmark's own environment asks for more.
             .env("FIELDSYNC_LOG", std::env::var("FIELDSYNC_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(work.join("serve.log"))?)
+            .stdout(stdout)
+            .stderr(std::fs::File::create(work.join(log))?)
             .spawn()?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("its output")?).read_line(&mut line)?;
-        let base = line
-            .trim()
-            .strip_prefix("fieldsync serve: listening on ")
-            .context("where it listens")?
-            .to_string();
-        Ok(Self { child, base })
+        Ok(Self { child })
     }
 
-    fn stop(&mut self) {
+    /// SIGTERM, and waits for the exit.
+    pub(crate) fn stop(&mut self) {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
     }
 }
 
-impl Drop for Service {
-    /// Kills the service if the measurement failed before stopping it.
+impl Drop for Serving {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `fieldsync serve` in `work`, and the address it listens on.
+struct Service {
+    serving: Serving,
+    base: String,
+}
+
+impl Service {
+    fn start(fieldsync: &Path, work: &Path, env: &[(String, String)]) -> Result<Self> {
+        let mut serving = Serving::spawn(fieldsync, work, env, "serve.log", Stdio::piped())?;
+        let mut line = String::new();
+        BufReader::new(serving.child.stdout.take().context("its output")?).read_line(&mut line)?;
+        let base = line
+            .trim()
+            .strip_prefix("fieldsync serve: listening on ")
+            .context("where it listens")?
+            .to_string();
+        Ok(Self { serving, base })
+    }
+
+    fn stop(&mut self) {
+        self.serving.stop();
     }
 }

@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
@@ -14,7 +14,8 @@ use fieldsync_app::members::{link_toml, member_fields_toml};
 use fieldsync_connector::testkit::postgres::{PostgresServer, SUPERUSER};
 
 use crate::Sample;
-use crate::generate::{self, AREA_CODES, Member};
+use crate::generate::{self, AREA_CODES, MEMBER_FIELDS, Member};
+use crate::hooks::Serving;
 use crate::scenario::{measured, run_fieldsync, seconds, spread};
 
 /// How long the service scenario waits for every link's first sync before giving up.
@@ -484,14 +485,8 @@ impl Bench<'_> {
         let started = Instant::now();
         let mut processes = Vec::new();
         for worker in 0..workers {
-            let child = Command::new(&self.fieldsync)
-                .current_dir(&work)
-                .arg("serve")
-                .env("FIELDSYNC_LOG", std::env::var("FIELDSYNC_LOG").unwrap_or_else(|_| "warn".into()))
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(work.join(format!("serve-{worker}.log")))?)
-                .spawn()?;
-            processes.push(Service { child });
+            let log = format!("serve-{worker}.log");
+            processes.push(Serving::spawn(&self.fieldsync, &work, &[], &log, Stdio::null())?);
         }
         let count = "SELECT count(DISTINCT link) FILTER (WHERE status = 'done') || ' ' || count(*) \
                      || ' ' || count(*) FILTER (WHERE status NOT IN ('done', 'running')) FROM fieldsync.runs";
@@ -602,18 +597,7 @@ fn pair_config(
 ) -> String {
     let (left_name, left_url, left_table) = left;
     let (right_name, right_url, right_table) = right;
-    let fields = member_fields_toml(
-        link,
-        &[
-            ("first_name", "first_name", "given"),
-            ("last_name", "last_name", "family"),
-            ("email", "email", "mail"),
-            ("phone", "phone", "tel"),
-            ("mobile", "mobile", "gsm"),
-            ("birth_date", "birth_date", "born"),
-            ("active", "active", "is_active"),
-        ],
-    );
+    let fields = member_fields_toml(link, &MEMBER_FIELDS);
     let every = every.map_or(String::new(), |every| format!("every = \"{every}\"\n"));
     format!(
         "[connectors.{left_name}]\nkind = \"postgres\"\nurl = \"{left_url}\"\ntable = \"{left_table}\"\nkey = \"ext_id\"\nmodified = \"updated_at\"\n\n\
@@ -915,25 +899,6 @@ fn process_figures(pid: u32) -> Result<(f64, u64)> {
         .and_then(|value| value.trim().trim_end_matches(" kB").parse().ok())
         .unwrap_or(0);
     Ok((ticks as f64 * 10.0, hwm))
-}
-
-/// A `fieldsync serve` process, stopped with SIGTERM (killed if the measurement failed).
-struct Service {
-    child: Child,
-}
-
-impl Service {
-    fn stop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn print_sync(members: u64, rows: &[Measured], floors: &[Floor]) {
