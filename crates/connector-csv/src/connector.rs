@@ -351,13 +351,7 @@ fn text(value: &serde_json::Value) -> String {
 
 impl Connector for CsvConnector {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            incremental: false,
-            lookup_by_key: true,
-            conditional_writes: true,
-            create: true,
-            delete: true,
-        }
+        Capabilities::table(false)
     }
 
     async fn check(&mut self, paths: &[String]) -> Result<Probe, ConnectorError> {

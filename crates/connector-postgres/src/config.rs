@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use fieldsync_connector::{ConnectorError, ConnectorSettings, PathError, SettingError};
+use fieldsync_connector::{ConnectorError, ConnectorSettings, PathError, SettingError, check_table_columns};
 use fieldsync_postgres::{DatabaseUrl, is_plain_identifier};
 use serde::Deserialize;
 
@@ -152,18 +152,14 @@ impl ConnectorSettings for PostgresConfig {
         for (setting, name) in names {
             check_identifier(name).map_err(|problem| SettingError::new([setting], problem))?;
         }
-        if let Some(deleted) = &self.deleted {
-            if *deleted == self.key {
-                return Err(SettingError::new(["deleted"], "cannot be the key column"));
-            }
-            if self.modified.as_ref() == Some(deleted) {
-                return Err(SettingError::new(["deleted"], "cannot be the modified column"));
-            }
-        }
-        if self.batch_size == Some(0) {
-            return Err(SettingError::new(["batch_size"], "must be at least 1"));
-        }
-        Ok(())
+        // Quoted names are compared as written.
+        check_table_columns(
+            &self.key,
+            self.modified.as_deref(),
+            self.deleted.as_deref(),
+            self.batch_size,
+            |a, b| a == b,
+        )
     }
 
     fn check_path(&self, path: &str) -> Result<(), PathError> {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use fieldsync_connector::{ConnectorError, ConnectorSettings, PathError, SettingError};
+use fieldsync_connector::{ConnectorError, ConnectorSettings, PathError, SettingError, check_table_columns};
 use serde::Deserialize;
 
 use crate::SqliteConnector;
@@ -114,18 +114,14 @@ impl ConnectorSettings for SqliteConfig {
         if self.modified.is_none() && self.modified_format.is_some() {
             return Err(SettingError::new(["modified_format"], "is set but there is no `modified` column"));
         }
-        if let Some(deleted) = &self.deleted {
-            if deleted.eq_ignore_ascii_case(&self.key) {
-                return Err(SettingError::new(["deleted"], "cannot be the key column"));
-            }
-            if self.modified.as_ref().is_some_and(|modified| modified.eq_ignore_ascii_case(deleted)) {
-                return Err(SettingError::new(["deleted"], "cannot be the modified column"));
-            }
-        }
-        if self.batch_size == Some(0) {
-            return Err(SettingError::new(["batch_size"], "must be at least 1"));
-        }
-        Ok(())
+        // SQLite's names are the same column in any case.
+        check_table_columns(
+            &self.key,
+            self.modified.as_deref(),
+            self.deleted.as_deref(),
+            self.batch_size,
+            |a, b| a.eq_ignore_ascii_case(b),
+        )
     }
 
     fn check_path(&self, path: &str) -> Result<(), PathError> {

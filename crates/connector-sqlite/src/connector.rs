@@ -159,13 +159,7 @@ impl SqliteConnector {
 
 impl Connector for SqliteConnector {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            incremental: self.config.modified.is_some(),
-            lookup_by_key: true,
-            conditional_writes: true,
-            create: true,
-            delete: true,
-        }
+        Capabilities::table(self.config.modified.is_some())
     }
 
     async fn check(&mut self, paths: &[String]) -> Result<Probe, ConnectorError> {

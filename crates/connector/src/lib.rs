@@ -28,7 +28,7 @@ pub use feed::{BoxFuture, ChangeFeed, FeedOpener};
 pub use kind::{ConnectorSettings, PathError};
 #[cfg(feature = "testkit")]
 pub use memory::{AppliedWrite, FaultEdit, MemoryConnector, MemoryFault, MemoryRecord, MemorySystem};
-pub use settings::{DurationError, Pace, Secret, SettingError, duration};
+pub use settings::{DurationError, Pace, Secret, SettingError, check_table_columns, duration};
 
 /// What a connector can do; the engine plans around it rather than around its name.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -43,6 +43,15 @@ pub struct Capabilities {
     pub create: bool,
     /// Deletes records (hard, or through the connector's soft-delete column).
     pub delete: bool,
+}
+
+impl Capabilities {
+    /// What a table offers, as the database connectors' tables and the CSV file do: lookups by
+    /// key, conditional writes, creates and deletes, and incremental reads when `incremental`
+    /// (the table has a modification time).
+    pub fn table(incremental: bool) -> Self {
+        Self { incremental, lookup_by_key: true, conditional_writes: true, create: true, delete: true }
+    }
 }
 
 /// What to read: the paths of the values wanted, and optionally only recent records.

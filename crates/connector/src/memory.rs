@@ -402,13 +402,7 @@ impl MemoryConnector {
 
 impl Connector for MemoryConnector {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            incremental: true,
-            lookup_by_key: true,
-            conditional_writes: true,
-            create: true,
-            delete: true,
-        }
+        Capabilities::table(true)
     }
 
     async fn check(&mut self, _paths: &[String]) -> Result<Probe, ConnectorError> {

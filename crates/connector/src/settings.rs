@@ -96,6 +96,34 @@ impl SettingError {
     }
 }
 
+/// Checks the roles a table connector gives its columns and its page size: a soft-delete
+/// column (`deleted`) can be neither the key nor the modified column (`same` says whether two
+/// names are one column, as the database compares them), and a page holds at least one record.
+///
+/// # Errors
+///
+/// A `SettingError` at `deleted` or `batch_size`.
+pub fn check_table_columns(
+    key: &str,
+    modified: Option<&str>,
+    deleted: Option<&str>,
+    batch_size: Option<usize>,
+    same: impl Fn(&str, &str) -> bool,
+) -> Result<(), SettingError> {
+    if let Some(deleted) = deleted {
+        if same(deleted, key) {
+            return Err(SettingError::new(["deleted"], "cannot be the key column"));
+        }
+        if modified.is_some_and(|modified| same(deleted, modified)) {
+            return Err(SettingError::new(["deleted"], "cannot be the modified column"));
+        }
+    }
+    if batch_size == Some(0) {
+        return Err(SettingError::new(["batch_size"], "must be at least 1"));
+    }
+    Ok(())
+}
+
 /// A pause drawn afresh each time from a range, as careful people and the seed systems pace
 /// their writes (`"1s..2s"`; `"1s"` alone is always one second).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -370,6 +370,22 @@ impl Member {
     }
 }
 
+/// A trigger that stamps `table`'s `updated_at` on every update that does not set it, as a
+/// platform's own application does.
+fn touch_updated_at(table: &str) -> String {
+    format!(
+        "CREATE FUNCTION touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN
+                 NEW.updated_at := now();
+             END IF;
+             RETURN NEW;
+         END
+         $$;
+         CREATE TRIGGER {table}_touched BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION touch_updated_at();"
+    )
+}
+
 /// The platform's database: the table its own application keeps (a trigger stamps
 /// `updated_at` unless a statement sets it, a CHECK keeps mobile numbers in E.164, teams are a
 /// `text[]` and preferences a `jsonb` fieldsync does not track), the role `sync` fieldsync
@@ -389,15 +405,6 @@ CREATE TABLE members (
     updated_at timestamptz NOT NULL DEFAULT now(),
     deleted_at timestamptz
 );
-CREATE FUNCTION touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN
-        NEW.updated_at := now();
-    END IF;
-    RETURN NEW;
-END
-$$;
-CREATE TRIGGER members_touched BEFORE UPDATE ON members FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
 GRANT SELECT, INSERT, UPDATE ON members TO sync;
 "#;
 
@@ -497,6 +504,7 @@ fn a_club_sqlite_table_and_a_platform_postgres_table_keep_300_members_in_step_wi
     // fieldsync's own database, which the state store's schema is made in at the first run.
     server.sql("postgres", "CREATE DATABASE fieldsync OWNER sync");
     server.sql("platform", PLATFORM_SCHEMA);
+    server.sql("platform", &touch_updated_at("members"));
     let mut rows: Vec<String> = (0..SHARED_MEMBERS)
         .map(|number| {
             let mut member = member(number);
@@ -721,15 +729,6 @@ CREATE TABLE players (
     tags jsonb,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE FUNCTION touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.updated_at IS NOT DISTINCT FROM OLD.updated_at THEN
-        NEW.updated_at := now();
-    END IF;
-    RETURN NEW;
-END
-$$;
-CREATE TRIGGER players_touched BEFORE UPDATE ON players FOR EACH ROW EXECUTE FUNCTION touch_updated_at();
 GRANT SELECT, INSERT, UPDATE, DELETE ON players TO sync;
 INSERT INTO players VALUES
     ('CLB00001', 'Maarten', 'van der Heijden', 'maarten.vdheijden@example.nl', '+31612345678', '1994-05-17', true, 9, '["senioren"]', now() - interval '1 hour'),
@@ -768,6 +767,7 @@ fn a_postgres_table_and_a_real_django_api_keep_players_in_step_both_ways() {
     server.sql("postgres", &format!("CREATE ROLE sync LOGIN PASSWORD '{PASSWORD}'"));
     server.create_database("federation");
     server.sql("federation", FEDERATION_SCHEMA);
+    server.sql("federation", &touch_updated_at("players"));
     let dir = tempfile::tempdir().unwrap();
     let paths: Vec<String> = PLAYER_FIELDS.iter().map(|name| format!("/{name}")).collect();
     let fields: Vec<(&str, &str, &str)> =
