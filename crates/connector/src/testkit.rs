@@ -7,6 +7,7 @@
 //! `django` starts a real Django club site for the tests; `skip` is how a test that needs a
 //! program the machine lacks says so; `Either` runs a link between two kinds of connector.
 
+pub mod couchdb;
 pub mod django;
 mod either;
 pub mod postgres;
