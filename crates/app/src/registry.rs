@@ -132,6 +132,8 @@ connector_kinds! {
     Rest(fieldsync_connector_rest::RestConfig),
     /// `kind = "browser"`: a web admin, through headless Chromium.
     Browser(fieldsync_connector_browser::BrowserConfig),
+    /// `kind = "couchdb"`: documents of one kind in a CouchDB database.
+    Couchdb(fieldsync_connector_couchdb::CouchConfig),
 }
 
 /// Makes the store registry's types from the list of store kinds: `Variant(LocationType)`,

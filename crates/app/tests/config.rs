@@ -255,7 +255,7 @@ fn many_problems_are_reported_together_in_file_order() {
     check_error(
         &text,
         expect![[r#"
-            conf/fieldsync.toml:11:8: unknown connector kind "mysql"; expected one of sqlite, postgres, csv, rest, browser
+            conf/fieldsync.toml:11:8: unknown connector kind "mysql"; expected one of sqlite, postgres, csv, rest, browser, couchdb
             conf/fieldsync.toml:24:11: unknown creates policy "leftwards"; expected one of both, left_to_right, right_to_left, none
             conf/fieldsync.toml:26:24: max_delete is a share such as "10%" (0% to 100%) or a number of records such as 25, not "110%"
             conf/fieldsync.toml:27:19: full_scan_every: "daily" is not a duration; write it like "500ms", "5s", "1m", "24h" or "1h30m"
@@ -271,7 +271,7 @@ fn connector_kinds_and_settings_are_checked() {
     check_error(
         &example_with("kind = \"sqlite\"                           #", "kind = \"mysql\" #"),
         expect![[r#"
-            conf/fieldsync.toml:4:8: unknown connector kind "mysql"; expected one of sqlite, postgres, csv, rest, browser
+            conf/fieldsync.toml:4:8: unknown connector kind "mysql"; expected one of sqlite, postgres, csv, rest, browser, couchdb
         "#]],
     );
     check_error(
@@ -340,7 +340,7 @@ fn connectors_and_links_are_checked() {
     check_error(
         &example_with("kind = \"sqlite\"                           #", "#"),
         expect![[r#"
-            conf/fieldsync.toml:3:13: connector sportlink has no `kind`; expected one of sqlite, postgres, csv, rest, browser
+            conf/fieldsync.toml:3:13: connector sportlink has no `kind`; expected one of sqlite, postgres, csv, rest, browser, couchdb
         "#]],
     );
     check_error(

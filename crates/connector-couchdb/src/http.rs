@@ -1,0 +1,238 @@
+//! Sending requests to the server: auth, timeouts, and retries of the failures that may pass
+//! (a refused or dropped connection, a timeout, a 5xx, a 429), with `Retry-After` honoured —
+//! for a write only when the server cannot have acted on it. Every other answer goes back to
+//! the caller, who knows what a 404 or a 409 means for its request.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use fieldsync_connector::ConnectorError;
+use fieldsync_connector_rest::Auth;
+use reqwest::{Method, StatusCode, Url};
+use serde_json::Value as Json;
+
+/// How often a failure that may pass is tried again before it is reported.
+const RETRIES: u32 = 3;
+
+/// The longest `Retry-After` obeyed inside one call; a longer one goes to the engine.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// An answer that is not a failure to retry.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) body: String,
+    /// The URL answered, without query or user info.
+    pub(crate) url: String,
+}
+
+impl Answer {
+    /// The body as JSON.
+    ///
+    /// # Errors
+    ///
+    /// `Malformed`, saying where the body broke.
+    pub(crate) fn json(&self) -> Result<Json, ConnectorError> {
+        serde_json::from_str(&self.body).map_err(|error| ConnectorError::Malformed {
+            what: self.url.clone(),
+            message: format!("the answer is not JSON ({error}); it starts {:?}", excerpt(&self.body)),
+        })
+    }
+
+    /// CouchDB's `error` and `reason`, as `error: reason`, or the start of the body.
+    pub(crate) fn reason(&self) -> String {
+        match serde_json::from_str::<Json>(&self.body) {
+            Ok(body) => match (body["error"].as_str(), body["reason"].as_str()) {
+                (Some(error), Some(reason)) if !reason.is_empty() => format!("{error}: {reason}"),
+                (Some(error), _) => error.to_string(),
+                _ => excerpt(&self.body),
+            },
+            Err(_) => excerpt(&self.body),
+        }
+    }
+
+    /// The error an unexpected status stands for while `doing` something, with CouchDB's own
+    /// reason.
+    pub(crate) fn error(&self, doing: &str) -> ConnectorError {
+        let message = format!("{doing}: HTTP {} from {}: {}", self.status.as_u16(), self.url, self.reason());
+        match self.status {
+            StatusCode::UNAUTHORIZED => ConnectorError::Misconfigured {
+                message: format!("{message} (the server refused the login; check the connector's `auth`)"),
+            },
+            StatusCode::FORBIDDEN => ConnectorError::Misconfigured {
+                message: format!("{message} (the user may not do this; check the connector's `auth`)"),
+            },
+            status if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+                ConnectorError::Unavailable { what: self.url.clone(), message, retry_after: None }
+            }
+            _ => ConnectorError::Rejected { message },
+        }
+    }
+}
+
+/// The start of a body, on one line, for messages.
+pub(crate) fn excerpt(body: &str) -> String {
+    const LONGEST: usize = 300;
+    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(LONGEST) {
+        Some((cut, _)) => format!("{}…", &flat[..cut]),
+        None => flat,
+    }
+}
+
+/// A URL for messages and logs: no query (which may hold a token) and no user info.
+pub(crate) fn shown(url: &Url) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.to_string()
+}
+
+/// Whether a request only reads, or writes (and must not be sent again once the server may
+/// have acted on it: a `_bulk_docs` sent twice would meet its own first revisions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Read,
+    Write,
+}
+
+/// The request sender of one connector.
+#[derive(Debug)]
+pub(crate) struct Http {
+    client: reqwest::Client,
+    auth: Option<Auth>,
+}
+
+impl Http {
+    /// A sender with `auth` whose requests end after `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `Misconfigured` when the HTTP client cannot be built.
+    pub(crate) fn new(auth: Option<Auth>, timeout: Duration) -> Result<Self, ConnectorError> {
+        static TLS: Once = Once::new();
+        TLS.call_once(|| {
+            // Another part of the program may have installed one already; either serves.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        });
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("fieldsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| ConnectorError::Misconfigured {
+                message: format!("the HTTP client: {error}"),
+            })?;
+        Ok(Self { client, auth })
+    }
+
+    /// Sends one request, retrying the failures that may pass; every other answer, whatever its
+    /// status, is returned.
+    ///
+    /// # Errors
+    ///
+    /// `Unavailable` when the retries ran out, or at once for a write the server may have
+    /// acted on.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        mut url: Url,
+        body: Option<&Json>,
+        kind: Kind,
+    ) -> Result<Answer, ConnectorError> {
+        if let Some(Auth::Query { name, value }) = &self.auth {
+            url.query_pairs_mut().append_pair(name, value.expose());
+        }
+        let what = shown(&url);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self.client.request(method.clone(), url.clone());
+            match &self.auth {
+                Some(Auth::Bearer(token)) => request = request.bearer_auth(token.expose()),
+                Some(Auth::Basic { user, password }) => {
+                    request = request.basic_auth(user, Some(password.expose()))
+                }
+                Some(Auth::Header { name, value }) => request = request.header(name.as_str(), value.expose()),
+                Some(Auth::Query { .. }) | None => {}
+            }
+            request = request.header(reqwest::header::ACCEPT, "application/json");
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let outcome = match request.send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let wait = retry_after(response.headers());
+                    match response.text().await {
+                        Ok(body) => Ok((Answer { status, body, url: what.clone() }, wait)),
+                        Err(error) => Err((format!("the answer broke off: {}", plain(&error)), None, true)),
+                    }
+                }
+                Err(error) => Err((plain(&error), None, !error.is_connect())),
+            };
+            // Whether the server may have acted on the request.
+            let (message, wait, acted) = match outcome {
+                Ok((answer, wait))
+                    if answer.status.is_server_error() || answer.status == StatusCode::TOO_MANY_REQUESTS =>
+                {
+                    let acted = answer.status != StatusCode::TOO_MANY_REQUESTS;
+                    (format!("HTTP {}: {}", answer.status.as_u16(), answer.reason()), wait, acted)
+                }
+                Ok((answer, _)) => return Ok(answer),
+                Err(failure) => failure,
+            };
+            let too_long = wait.is_some_and(|wait| wait > MAX_RETRY_AFTER);
+            if attempt > RETRIES || too_long || (kind == Kind::Write && acted) {
+                return Err(ConnectorError::Unavailable { what, message, retry_after: wait });
+            }
+            let backoff = Duration::from_millis(200 * (1 << attempt.min(5)) + fastrand::u64(0..200));
+            let wait = wait.unwrap_or(backoff);
+            tracing::warn!(url = %what, attempt, wait_ms = wait.as_millis() as u64, %message, "Retrying a request.");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// The wait a 429 or 503 asks for, in seconds (CouchDB's form).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    text.parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// An HTTP client error as one line, with its causes but never the URL's query.
+fn plain(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    if causes.is_empty() { kind.to_string() } else { format!("{kind}: {}", causes.join(": ")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_user_or_query_and_reasons_are_couchdbs() {
+        let url = Url::parse("https://sync:hunter2@couch.example:6984/club/_changes?since=4").unwrap();
+        assert_eq!(shown(&url), "https://couch.example:6984/club/_changes");
+        let answer = Answer {
+            status: StatusCode::NOT_FOUND,
+            body: r#"{"error":"not_found","reason":"Database does not exist."}"#.into(),
+            url: "http://h/club".into(),
+        };
+        assert_eq!(answer.reason(), "not_found: Database does not exist.");
+        assert!(matches!(answer.error("reading"), ConnectorError::Rejected { .. }));
+    }
+}
