@@ -786,6 +786,24 @@ fn the_readme_rest_connectors_parse_with_their_secrets_from_the_environment() {
     assert!(format!("{:?}", backend.auth).contains("Authorization") && !format!("{drf:?}").contains("t0ken"));
 }
 
+#[test]
+fn the_readme_couchdb_connector_parses_with_its_password_from_the_environment() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = &readme[readme.find("## CouchDB").expect("the README's section")..];
+    let block = &section[section.find("```toml\n").unwrap() + 8..];
+    let block = &block[..block.find("```").unwrap()];
+    let env = |name: &str| (name == "COUCH_PASSWORD").then(|| "g3heim-wachtwoord".to_string());
+    let config =
+        parse_with_env(block, Path::new("conf/fieldsync.toml"), &env).expect("the README's example is valid");
+    let ConnectorKind::Couchdb(app) = &config.connectors["app"].kind else { panic!("a couchdb connector") };
+    assert_eq!((app.database.as_str(), app.id.as_deref()), ("club", Some("member:{/knvb_id}")));
+    assert!(!format!("{config:?}").contains("g3heim"), "the password never shows");
+    assert!(open_connector(&config.connectors["app"], config.base_dir()).is_ok());
+    let wrong = block.replace("type_value = \"member\"", "");
+    let error = parse_with_env(&wrong, Path::new("conf/fieldsync.toml"), &env).unwrap_err().to_string();
+    assert!(error.contains("connector app: `type_field`: needs `type_value`"), "{error}");
+}
+
 /// A field's `values` (a side's own spelling) and `invalid` reach its normalisers; a spelling
 /// of a value the type cannot hold, one spelling for two values, and an unknown `invalid` are
 /// reported at their place.
