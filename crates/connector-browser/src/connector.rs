@@ -944,6 +944,7 @@ impl Connector for BrowserConnector {
             conditional_writes: false,
             create: false,
             delete: false,
+            sequences: false,
         }
     }
 
@@ -1015,7 +1016,7 @@ impl Connector for BrowserConnector {
             self.complete(&mut record, &request.paths, &present).await?;
             records.push(record);
         }
-        Ok(Page { records, next: None })
+        Ok(Page::new(records, None))
     }
 
     async fn lookup(

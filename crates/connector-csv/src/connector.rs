@@ -375,7 +375,7 @@ impl Connector for CsvConnector {
         let table = self.read_table()?;
         let indexes = self.indexes(&table, &request.paths)?;
         let records = table.live().map(|record| table.connector_record(record, &indexes)).collect();
-        Ok(Page { records, next: None })
+        Ok(Page::new(records, None))
     }
 
     async fn lookup(

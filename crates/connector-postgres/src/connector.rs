@@ -292,7 +292,7 @@ async fn read_page(
     session.require_columns(config, Side::Read, &request.paths).await?;
     let relation = &session.read;
     let batch_size = config.batch_size();
-    let incremental = config.modified.as_deref().zip(request.since);
+    let incremental = config.modified.as_deref().zip(request.since_time());
     let (mut sql, decodes) = select_clause(config, relation, &request.paths);
     let key_order = key_order(config);
     let mut params: Vec<Param> = Vec::new();
@@ -345,7 +345,7 @@ async fn read_page(
     } else {
         None
     };
-    Ok(Page { records, next })
+    Ok(Page::new(records, next))
 }
 
 /// Records by ids or by the values at a path (`Connector::lookup`).

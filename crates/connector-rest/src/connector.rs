@@ -621,6 +621,7 @@ impl Connector for RestConnector {
             conditional_writes: self.settings.etag || self.settings.version.is_some(),
             create: true,
             delete: !matches!(self.settings.delete, Delete::None),
+            sequences: false,
         }
     }
 
@@ -806,7 +807,7 @@ impl RestConnector {
     ) -> Result<Page, ConnectorError> {
         self.written.clear();
         let settings = Arc::clone(&self.settings);
-        let since = request.since.filter(|_| settings.since.is_some());
+        let since = request.since_time().filter(|_| settings.since.is_some());
         let paths = field_paths(request.paths.iter().map(String::as_str))?;
         if settings.order == Order::Modified {
             return self.read_changes(request, token, &paths, filter).await;
@@ -877,7 +878,7 @@ impl RestConnector {
                 _ => None,
             },
         };
-        Ok(Page { records, next: next.map(PageToken) })
+        Ok(Page::new(records, next.map(PageToken)))
     }
 }
 
@@ -1038,7 +1039,11 @@ impl RestConnector {
     ) -> Result<Page, ConnectorError> {
         let settings = Arc::clone(&self.settings);
         let resume = match token {
-            None => Resume { since: request.since.map(Timestamp::as_millisecond), page: 1, seen: Vec::new() },
+            None => Resume {
+                since: request.since_time().map(Timestamp::as_millisecond),
+                page: 1,
+                seen: Vec::new(),
+            },
             Some(token) => serde_json::from_str(&token.0).map_err(|error| ConnectorError::Malformed {
                 what: self.what(),
                 message: format!("a page token of this connector cannot be read: {error}"),
@@ -1134,7 +1139,7 @@ impl RestConnector {
             })
             .collect();
         let next = next.map(|next| PageToken(serde_json::to_string(&next).unwrap_or_default()));
-        Ok(Page { records, next })
+        Ok(Page::new(records, next))
     }
 
     /// A copy sharing the settings and the sender, for a task of its own; it keeps no

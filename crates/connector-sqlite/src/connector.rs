@@ -249,7 +249,7 @@ fn read_page(
     // A full read pages by key. An incremental one pages by the modification time, then the
     // rowid (or the key of a table without rowids): the order of an index on the modified
     // column, so that only the records changed since are visited, never the whole table.
-    let incremental = config.modified.as_deref().zip(request.since);
+    let incremental = config.modified.as_deref().zip(request.since_time());
     let order = match incremental {
         Some((modified, _)) => Order::Modified { modified, tiebreak: session.tiebreak(config) },
         None => Order::Key,
@@ -294,7 +294,7 @@ fn read_page(
     } else {
         None
     };
-    Ok(Page { records, next })
+    Ok(Page::new(records, next))
 }
 
 /// Records by ids or link keys (`Connector::lookup`).

@@ -266,7 +266,8 @@ async fn records_with_equal_modified_times_are_all_returned() {
             .expect("UTC")
             .timestamp()
     };
-    let since = |instant| ReadRequest { paths: Vec::new(), since: Some(instant) };
+    let since =
+        |instant| ReadRequest { paths: Vec::new(), since: Some(fieldsync_connector::Since::Time(instant)) };
     // An incremental listing comes in order of modification (by the column's index), so the
     // ids are compared as a set.
     let ids = |records: Vec<fieldsync_connector::ConnectorRecord>| -> Vec<String> {
@@ -433,7 +434,11 @@ async fn writes_stamp_the_modified_column_and_keep_the_journal_mode() {
     assert_eq!(created.as_str(), "3", "the id SQLite gave the new record");
     assert!(results.iter().all(Result::is_ok), "{results:?}");
 
-    let read = read_all(&mut connector, &ReadRequest { paths: paths(&["name"]), since: Some(before) }).await;
+    let read = read_all(
+        &mut connector,
+        &ReadRequest { paths: paths(&["name"]), since: Some(fieldsync_connector::Since::Time(before)) },
+    )
+    .await;
     let summary: Vec<(String, bool)> =
         read.iter().map(|record| (record.id.to_string(), record.deleted)).collect();
     assert_eq!(summary, vec![("1".into(), false), ("2".into(), true), ("3".into(), false)]);
@@ -508,7 +513,9 @@ async fn incremental_reads_page_by_modified_time_through_equal_times() {
         let mut connector = SqliteConnector::open(config).expect("a valid configuration");
         let request = ReadRequest {
             paths: paths(&["name"]),
-            since: Some(jiff::Timestamp::from_millisecond(100).expect("a time")),
+            since: Some(fieldsync_connector::Since::Time(
+                jiff::Timestamp::from_millisecond(100).expect("a time"),
+            )),
         };
         let mut ids: Vec<String> =
             read_all(&mut connector, &request).await.iter().map(|r| r.id.to_string()).collect();

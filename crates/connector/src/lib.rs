@@ -43,6 +43,10 @@ pub struct Capabilities {
     pub create: bool,
     /// Deletes records (hard, or through the connector's soft-delete column).
     pub delete: bool,
+    /// Reads only the changes after a `Sequence` it gave (`Since::Sequence`), deletes
+    /// included, as a change feed does; and gives the sequence a listing reached
+    /// (`Page::sequence`).
+    pub sequences: bool,
 }
 
 impl Capabilities {
@@ -50,7 +54,14 @@ impl Capabilities {
     /// key, conditional writes, creates and deletes, and incremental reads when `incremental`
     /// (the table has a modification time).
     pub fn table(incremental: bool) -> Self {
-        Self { incremental, lookup_by_key: true, conditional_writes: true, create: true, delete: true }
+        Self {
+            incremental,
+            lookup_by_key: true,
+            conditional_writes: true,
+            create: true,
+            delete: true,
+            sequences: false,
+        }
     }
 }
 
@@ -59,10 +70,46 @@ impl Capabilities {
 pub struct ReadRequest {
     /// The paths to read, in order; every `ConnectorRecord::values` has one value per path.
     pub paths: Vec<String>,
-    /// When set, only records modified at or after this instant are needed. A connector
-    /// without `Capabilities::incremental` ignores it and reads everything.
-    pub since: Option<Timestamp>,
+    /// When set, only the records changed since then are needed; a connector reads
+    /// everything when it cannot read the changes since that kind of point (without
+    /// `Capabilities::incremental` for a time, without `Capabilities::sequences` for a
+    /// sequence).
+    pub since: Option<Since>,
 }
+
+impl ReadRequest {
+    /// The instant of a `Since::Time`, if the request has one.
+    pub fn since_time(&self) -> Option<Timestamp> {
+        match &self.since {
+            Some(Since::Time(time)) => Some(*time),
+            _ => None,
+        }
+    }
+
+    /// The sequence of a `Since::Sequence`, if the request has one.
+    pub fn since_sequence(&self) -> Option<&Sequence> {
+        match &self.since {
+            Some(Since::Sequence(sequence)) => Some(sequence),
+            _ => None,
+        }
+    }
+}
+
+/// Where an incremental read starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Since {
+    /// The records modified at or after this instant (a modification-time column).
+    Time(Timestamp),
+    /// The changes after this point of the system's change feed, a sequence the connector
+    /// gave in `Page::sequence`.
+    Sequence(Sequence),
+}
+
+/// A point in a system's change feed, as the system spells it (CouchDB's update sequence);
+/// opaque to the engine, which keeps the last one a run's listing reached and hands it back
+/// to the next run.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub struct Sequence(pub String);
 
 /// Which records a `Connector::lookup` wants.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,6 +150,18 @@ pub struct Page {
     pub records: Vec<ConnectorRecord>,
     /// Where the next page starts; `None` after the last page.
     pub next: Option<PageToken>,
+    /// For a connector with `Capabilities::sequences`: the point of the change feed the
+    /// listing has reached once this page is read, from which the next run's read may start
+    /// (on a full read, a point taken before the listing began, so that nothing changed
+    /// during it is missed). The last one a listing gives is kept.
+    pub sequence: Option<Sequence>,
+}
+
+impl Page {
+    /// A page of `records` followed by the page at `next`, with no sequence.
+    pub fn new(records: Vec<ConnectorRecord>, next: Option<PageToken>) -> Self {
+        Self { records, next, sequence: None }
+    }
 }
 
 /// One value to write at one path, with the raw value the engine read there.

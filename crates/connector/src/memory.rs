@@ -13,7 +13,7 @@ use jiff::Timestamp;
 
 use crate::{
     Capabilities, Connector, ConnectorError, ConnectorRecord, Lookup, Page, PageToken, Probe, ReadRequest,
-    Write, WriteOutcome, WriteResults,
+    Sequence, Write, WriteOutcome, WriteResults,
 };
 
 const PAGE_SIZE: usize = 100;
@@ -114,6 +114,14 @@ struct State {
     echo: Vec<Write>,
     applied: Vec<AppliedWrite>,
     fault_edits: Vec<FaultEdit>,
+    /// Whether the system reads as a change feed (`MemorySystem::read_as_feed`).
+    feed: bool,
+    /// The system's change counter: every edit, write and removal takes the next number.
+    sequence: u64,
+    /// The number of each record's latest change, removed records included.
+    changed: BTreeMap<RecordId, u64>,
+    /// Records served by listings, for tests that count what a read cost.
+    served: u64,
 }
 
 /// A system of records in memory, shared between the test that plays its users and the
@@ -138,6 +146,10 @@ impl MemorySystem {
             echo: Vec::new(),
             applied: Vec::new(),
             fault_edits: Vec::new(),
+            feed: false,
+            sequence: 0,
+            changed: BTreeMap::new(),
+            served: 0,
         };
         Self { state: Arc::new(Mutex::new(state)) }
     }
@@ -180,7 +192,24 @@ impl MemorySystem {
 
     /// Removes a record for good, as a user would.
     pub fn remove(&self, id: &str) {
-        self.state().records.remove(&RecordId::new(id));
+        let mut state = self.state();
+        if state.records.remove(&RecordId::new(id)).is_some() {
+            state.touch(&RecordId::new(id));
+        }
+    }
+
+    /// From now on the system reads as a change feed does (CouchDB's `_changes`): its
+    /// connector has `Capabilities::sequences` and no time cursor; a listing gives the system's
+    /// change number as its `Page::sequence` (taken before a full listing starts), and a read
+    /// since a sequence lists the records changed after it, and those removed as deleted
+    /// records with no values.
+    pub fn read_as_feed(&self) {
+        self.state().feed = true;
+    }
+
+    /// How many records the listings have served so far.
+    pub fn records_served(&self) -> u64 {
+        self.state().served
     }
 
     /// A record, if it exists.
@@ -247,6 +276,53 @@ fn user_edit(state: &mut State, id: &str, path: &str, value: serde_json::Value, 
     });
     record.fields.insert(path.to_string(), value);
     record.modified = now;
+    state.touch(&RecordId::new(id));
+}
+
+impl State {
+    /// Gives `id`'s latest change the next number.
+    fn touch(&mut self, id: &RecordId) {
+        self.sequence += 1;
+        self.changed.insert(id.clone(), self.sequence);
+    }
+}
+
+/// A page of a system read as a change feed: in id order, the records (and, since a sequence,
+/// the removals) changed after the request's sequence, or every record on a full read. The
+/// token carries the change number the listing started at, which every page gives as its
+/// sequence: whatever changes during the listing is read again by the next.
+fn feed_page(state: &mut State, request: &ReadRequest, token: Option<&PageToken>) -> Page {
+    let (started, after) = match token.and_then(|token| token.0.split_once(' ')) {
+        Some((started, after)) => (started.parse().unwrap_or(0), Some(RecordId::new(after))),
+        None => (state.sequence, None),
+    };
+    let since: Option<u64> = request.since_sequence().and_then(|sequence| sequence.0.parse().ok());
+    let mut records = Vec::new();
+    let mut next = None;
+    let candidates = state
+        .changed
+        .iter()
+        .filter(|(id, _)| after.as_ref().is_none_or(|after| *id > after))
+        .filter(|(_, changed)| since.is_none_or(|since| **changed > since));
+    for (id, _) in candidates {
+        if records.len() == PAGE_SIZE {
+            next =
+                records.last().map(|record: &ConnectorRecord| PageToken(format!("{started} {}", record.id)));
+            break;
+        }
+        match state.records.get(id) {
+            Some(record) => records.push(to_connector_record(id, record, &request.paths)),
+            None if since.is_some() => records.push(ConnectorRecord {
+                id: id.clone(),
+                values: vec![serde_json::Value::Null; request.paths.len()],
+                modified: None,
+                deleted: true,
+            }),
+            None => {}
+        }
+    }
+    state.served += records.len() as u64;
+    Page { records, next, sequence: Some(Sequence(started.to_string())) }
 }
 
 fn take_fault(state: &mut State, wanted: impl Fn(&MemoryFault) -> bool) -> Option<MemoryFault> {
@@ -384,6 +460,7 @@ impl MemoryConnector {
             }
         };
         state.writes_applied += 1;
+        state.touch(&id);
         let after = state.records.get(&id).cloned();
         state.applied.push(AppliedWrite { write: write.clone(), id: id.clone(), before, after, duplicate });
         Ok(WriteOutcome { id })
@@ -402,7 +479,11 @@ impl MemoryConnector {
 
 impl Connector for MemoryConnector {
     fn capabilities(&self) -> Capabilities {
-        Capabilities::table(true)
+        if self.system.state().feed {
+            Capabilities { incremental: false, sequences: true, ..Capabilities::table(false) }
+        } else {
+            Capabilities::table(true)
+        }
     }
 
     async fn check(&mut self, _paths: &[String]) -> Result<Probe, ConnectorError> {
@@ -423,6 +504,9 @@ impl Connector for MemoryConnector {
         if take_fault(&mut state, |fault| *fault == MemoryFault::ReadUnavailable).is_some() {
             return Err(unavailable());
         }
+        if state.feed {
+            return Ok(feed_page(&mut state, request, token));
+        }
         let start = token.map(|token| RecordId::new(token.0.as_str()));
         let mut records = Vec::new();
         let mut omitted = Vec::new();
@@ -435,7 +519,7 @@ impl Connector for MemoryConnector {
                 break;
             }
             last = Some(id.to_string());
-            if request.since.is_none_or(|since| record.modified >= since) {
+            if request.since_time().is_none_or(|since| record.modified >= since) {
                 let omit = state
                     .faults
                     .iter()
@@ -453,7 +537,8 @@ impl Connector for MemoryConnector {
                 |fault| matches!(fault, MemoryFault::OmitFromListing(omit) if *omit == id),
             );
         }
-        Ok(Page { records, next })
+        state.served += records.len() as u64;
+        Ok(Page::new(records, next))
     }
 
     async fn lookup(

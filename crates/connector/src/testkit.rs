@@ -274,7 +274,7 @@ pub async fn full_read<F: Fixture>(fixture: &mut F) -> Checked {
 
     if !connector.capabilities().incremental {
         let future = Timestamp::now().checked_add(SignedDuration::from_hours(24)).unwrap_or(Timestamp::MAX);
-        let request = ReadRequest { paths: paths.all(), since: Some(future) };
+        let request = ReadRequest { paths: paths.all(), since: Some(crate::Since::Time(future)) };
         let read = read_all(&mut connector, &request).await;
         assert_holds_exactly(&read, &records, "a read with `since` by a connector without incremental reads");
     }
@@ -305,7 +305,7 @@ pub async fn incremental_read<F: Fixture>(fixture: &mut F) -> Checked {
     let edited_second = modified_of(&read_all(&mut connector, &all).await, "m0120");
     assert!(edited_second > edited_first, "a later edit is not later");
 
-    let since_first = ReadRequest { paths: paths.all(), since: Some(edited_first) };
+    let since_first = ReadRequest { paths: paths.all(), since: Some(crate::Since::Time(edited_first)) };
     let read = read_all(&mut connector, &since_first).await;
     let mut expected = records.clone();
     expected[2].name = "Edited Three".into();
@@ -313,7 +313,7 @@ pub async fn incremental_read<F: Fixture>(fixture: &mut F) -> Checked {
     let expected: Vec<TestRecord> = vec![expected[2].clone(), expected[119].clone()];
     assert_holds_exactly(&read, &expected, "an incremental read from the first edit's time");
 
-    let since_second = ReadRequest { paths: paths.all(), since: Some(edited_second) };
+    let since_second = ReadRequest { paths: paths.all(), since: Some(crate::Since::Time(edited_second)) };
     let read = read_all(&mut connector, &since_second).await;
     assert_holds_exactly(&read, &expected[1..], "an incremental read from the second edit's time");
     Checked::Passed

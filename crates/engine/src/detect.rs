@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use foldhash::{HashMap, HashMapExt, HashSet};
 
 use fieldsync_connector::{
-    Capabilities, Connector, ConnectorError, ConnectorRecord, Lookup, Page, PageToken, ReadRequest,
+    Capabilities, Connector, ConnectorError, ConnectorRecord, Lookup, Page, PageToken, ReadRequest, Sequence,
 };
 use fieldsync_model::{NormaliseError, Reading, RecordDigest, RecordId, RecordKey, Side, Value};
 use fieldsync_store::{DigestEntry, Lease, LinkLayout, StateStore};
@@ -89,6 +89,9 @@ pub(crate) struct Summary {
     pub cursor: SidePair<Option<Timestamp>>,
     /// Records with a baseline that a full read did not list.
     pub vanished: SidePair<u64>,
+    /// The point of each side's change feed its listing reached (`Page::sequence`), if its
+    /// connector gave one.
+    pub sequence: SidePair<Option<Sequence>>,
 }
 
 /// A connector record with its link key taken out, not yet normalised.
@@ -178,7 +181,7 @@ async fn fetch<C: Connector, K: Clock>(
         for chunk in ids.chunks(LOOKUP_CHUNK) {
             records.extend(look_up(connector, &request.paths, &Lookup::Ids(chunk.to_vec()), clock).await?);
         }
-        return Ok(Page { records, next: None });
+        return Ok(Page::new(records, None));
     }
     let mut retries = Retries::default();
     loop {
@@ -243,6 +246,8 @@ pub(crate) struct Detector<'a> {
     tokens: SidePair<Option<PageToken>>,
     pairing: Pairing,
     leftovers_done: bool,
+    /// The point of each side's change feed its listing has reached, if its connector says.
+    sequence: SidePair<Option<Sequence>>,
     /// The run's lease (none for a dry run), renewed as pages are read (`keep_lease`).
     lease: Option<&'a Lease>,
     /// When the lease was last renewed.
@@ -261,8 +266,9 @@ impl<'a> Detector<'a> {
         connectors: &SidePair<C>,
         store: &S,
     ) -> Result<Self, EngineError> {
-        let RunContext { given: LinkRun { spec, names, targets, .. }, layout, modes, since, lease, .. } =
-            *run;
+        let RunContext {
+            given: LinkRun { spec, names, targets, .. }, layout, modes, ref since, lease, ..
+        } = *run;
         let any_full = modes.left == ReadMode::Full || modes.right == ReadMode::Full;
         // Sized once from the count of live baselines the store keeps.
         let baselines = if any_full {
@@ -272,7 +278,7 @@ impl<'a> Detector<'a> {
         };
         let request = |side: Side| ReadRequest {
             paths: spec.read_paths(side),
-            since: if *modes.get(side) == ReadMode::Incremental { *since.get(side) } else { None },
+            since: if *modes.get(side) == ReadMode::Incremental { since.get(side).clone() } else { None },
         };
         let fingerprints = SidePair::new(spec.fingerprint(Side::Left), spec.fingerprint(Side::Right));
         Ok(Self {
@@ -288,6 +294,7 @@ impl<'a> Detector<'a> {
             tokens: SidePair::new(None, None),
             pairing: Pairing::new(modes, fingerprints, baselines),
             leftovers_done: false,
+            sequence: SidePair::new(None, None),
             lease,
             renewed: Instant::now(),
         })
@@ -365,7 +372,7 @@ impl<'a> Detector<'a> {
 
     /// How the reading went; call once `next` has returned `None`.
     pub fn summary(self) -> Summary {
-        self.pairing.summary()
+        Summary { sequence: self.sequence, ..self.pairing.summary() }
     }
 
     fn read_error(&self, side: Side) -> impl Fn(ConnectorError) -> EngineError + use<> {
@@ -410,13 +417,37 @@ impl<'a> Detector<'a> {
     ) -> Result<(), EngineError> {
         let spec = self.spec;
         *self.tokens.get_mut(side) = page.next.clone();
+        if page.sequence.is_some() {
+            *self.sequence.get_mut(side) = page.sequence;
+        }
         let latest = page.records.iter().filter_map(|record| record.modified).max();
         let mut split = Vec::with_capacity(page.records.len());
+        let mut unkeyed = Vec::new();
         for record in page.records {
             let deleted = record.deleted;
+            if deleted && record.values.last().and_then(link_key).is_none() {
+                // A change feed's delete names only its record's id.
+                unkeyed.push(record);
+                continue;
+            }
             match split_record(spec, side, record) {
                 Ok((key, raw)) => split.push((key, raw, deleted)),
                 Err(problem) => report.problems.push(problem),
+            }
+        }
+        if !unkeyed.is_empty() {
+            // Its key is its baseline's; a record fieldsync never paired has nothing to delete.
+            let ids: Vec<RecordId> = unkeyed.iter().map(|record| record.id.clone()).collect();
+            let keys = blocking(|| store.keys_of_ids(spec.name.as_str(), side, &ids))?;
+            for record in unkeyed {
+                if let Some(key) = keys.get(&record.id) {
+                    let raw = vec![serde_json::Value::Null; spec.fields.len()];
+                    split.push((
+                        key.clone(),
+                        RawRecord { id: record.id, raw, modified: record.modified },
+                        true,
+                    ));
+                }
             }
         }
         report.stats.side_mut(side).read += split.len() as u64;

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use fieldsync_connector::Connector;
+use fieldsync_connector::{Capabilities, Connector, Sequence, Since};
 use fieldsync_model::{RecordId, RecordKey, Side};
 use fieldsync_store::{
     Baseline, BaselineWrite, CursorState, Lease, LinkLayout, ListQuery, NewOutboxEntry, Operation,
@@ -124,19 +124,20 @@ pub async fn run_link<C: Connector, S: StateStore, K: Clock, P: Progress>(
     let mut cursors = SidePair::new(CursorState::default(), CursorState::default());
     for side in Side::BOTH {
         let cursor = blocking(|| store.cursor(link, side))?;
-        *cursors.get_mut(side) = cursor;
-        let incremental_possible = connectors.get(side).capabilities().incremental;
         let full_due = cursor.last_full_scan.is_none_or(|last| {
             started.duration_since(last).unsigned_abs() >= spec.full_scan_every || last > started
         });
         if run.targets.is_some() {
             *modes.get_mut(side) = ReadMode::Targeted;
-        } else if let (false, true, false, Some(cursor_at)) =
-            (options.full, incremental_possible, full_due, cursor.cursor)
-        {
+        } else if let (false, false, Some(from)) = (
+            options.full,
+            full_due,
+            resume_from(connectors.get(side).capabilities(), &cursor, *spec.overlap.get(side)),
+        ) {
             *modes.get_mut(side) = ReadMode::Incremental;
-            *since.get_mut(side) = Some(cursor_at - *spec.overlap.get(side));
+            *since.get_mut(side) = Some(from);
         }
+        *cursors.get_mut(side) = cursor;
     }
     let mut report = RunReport::new(spec.name.clone(), names.clone(), options.dry_run);
     report.stats.left.mode = modes.left;
@@ -201,7 +202,7 @@ pub(crate) struct RunContext<'run, K, P> {
     /// How each side is read.
     pub modes: SidePair<ReadMode>,
     /// Where an incremental read of each side starts.
-    pub since: SidePair<Option<Timestamp>>,
+    pub since: SidePair<Option<Since>>,
     /// Each side's cursor as the run found it.
     pub cursors: SidePair<CursorState>,
 }
@@ -436,8 +437,9 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
     store: &mut S,
     report: &mut RunReport,
 ) -> Result<bool, EngineError> {
-    let RunContext { given: LinkRun { spec, options, clock, progress, .. }, lease, layout, cursors, .. } =
-        *run;
+    let RunContext {
+        given: LinkRun { spec, options, clock, progress, .. }, lease, layout, ref cursors, ..
+    } = *run;
     let link = spec.name.as_str();
     let now = clock.now();
     let fingerprints = SidePair::new(spec.fingerprint(Side::Left), spec.fingerprint(Side::Right));
@@ -475,19 +477,39 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
     // commit: a crash before it leaves nothing deliverable, after it the whole plan.
     let mut publication = deferred.publication;
     for side in Side::BOTH.into_iter().filter(|side| *summary.modes.get(*side) != ReadMode::Targeted) {
-        let old = *cursors.get(side);
+        let old = cursors.get(side);
         let cursor = match (old.cursor, *summary.cursor.get(side)) {
             (Some(old), Some(seen)) => Some(old.max(seen)),
             (old, seen) => old.or(seen),
         };
         let last_full_scan =
             if *summary.modes.get(side) == ReadMode::Full { Some(now) } else { old.last_full_scan };
-        publication.cursors.push((side, CursorState { cursor, last_full_scan }));
+        // The feed's point the listing reached; where it gave none, the one it started from.
+        let sequence = summary.sequence.get(side).as_ref().map(|sequence| sequence.0.clone());
+        let sequence = sequence.or_else(|| old.sequence.clone());
+        publication.cursors.push((side, CursorState { cursor, last_full_scan, sequence }));
     }
     blocking(|| store.publish_plan(lease, run_id, layout, publication, now))?;
     // Counted as done only now: a guarded run leaves the entry open for the next one.
     report.stats.writes_done += deferred.landed;
     Ok(true)
+}
+
+/// Where an incremental read of a side with `capabilities` may start, by its stored `cursor`:
+/// after the sequence its change feed last reached, or at its latest modification time less
+/// `overlap`; `None` when it must be read in full.
+fn resume_from(
+    capabilities: Capabilities,
+    cursor: &CursorState,
+    overlap: std::time::Duration,
+) -> Option<Since> {
+    if capabilities.sequences {
+        cursor.sequence.clone().map(|sequence| Since::Sequence(Sequence(sequence)))
+    } else if capabilities.incremental {
+        cursor.cursor.map(|at| Since::Time(at - overlap))
+    } else {
+        None
+    }
 }
 
 /// Plans one chunk of candidates and, unless it is a dry run, commits the plans with the raw

@@ -1573,3 +1573,89 @@ async fn a_targeted_run_syncs_the_records_named_and_leaves_the_cursors_to_the_ne
     assert_eq!(world.right.value("m2", "email"), json!("not.named@club.nl"), "the next run reads it");
     assert_eq!(next.stats.writes_done, 1, "{next:#?}");
 }
+
+/// A world whose right side reads as a change feed (ids of its own, as a document store gives)
+/// after ten members were synced to it from the left; the quiet run after the first sync has
+/// read back fieldsync's own creates.
+async fn synced_to_a_feed() -> World {
+    let mut world = world(ConflictStrategy::Review);
+    world.right.read_as_feed();
+    world.right.assign_ids("doc-");
+    world.left.set_now(at(0));
+    for number in 0..10 {
+        let id = format!("m{number}");
+        world.left.edit(&id, "email", json!(format!("member{number}@club.nl")));
+        world.left.edit(&id, "mobile", json!(format!("06-{number}")));
+    }
+    let first = world.run(RunOptions::default()).await;
+    assert_eq!((first.status, first.stats.writes_done), (RunStatus::Done, 10));
+    assert_eq!(first.stats.right.mode, ReadMode::Full);
+    // The creates landed after the sequence the first listing started at: read back once.
+    let echo = world.run(RunOptions::default()).await;
+    assert_eq!(echo.stats.right.mode, ReadMode::Incremental);
+    assert_eq!((echo.stats.right.read, echo.stats.writes_done), (10, 0));
+    world
+}
+
+/// The id the feed side gave member `key`.
+fn doc_of(world: &World, key: &str) -> String {
+    let records = world.right.records();
+    let (id, _) = records.iter().find(|(_, record)| record.fields["id"] == json!(key)).expect("the member");
+    id.to_string()
+}
+
+#[tokio::test]
+async fn a_change_feed_is_read_from_the_sequence_its_last_listing_reached() {
+    let mut world = synced_to_a_feed().await;
+    let sequence = world.store.cursor("members", Side::Right).unwrap().sequence;
+    assert!(sequence.is_some(), "the feed's sequence is kept");
+
+    // Nothing changed: the feed serves nothing, and nothing is written.
+    let served = world.right.records_served();
+    let quiet = world.run(RunOptions::default()).await;
+    assert_eq!((quiet.stats.right.mode, quiet.stats.right.read), (ReadMode::Incremental, 0));
+    assert_eq!((world.right.records_served(), quiet.stats.writes_done), (served, 0));
+
+    // One document edited on the feed side: only it is read, and its edit reaches the left.
+    world.right.set_now(at(100));
+    world.right.edit(&doc_of(&world, "m4"), "email", json!("m4.new@example.nl"));
+    let edited = world.run(RunOptions::default()).await;
+    assert_eq!((edited.stats.right.mode, edited.stats.right.read), (ReadMode::Incremental, 1));
+    assert_eq!(world.left.value("m4", "email"), json!("m4.new@example.nl"));
+    assert_ne!(world.store.cursor("members", Side::Right).unwrap().sequence, sequence);
+}
+
+#[tokio::test]
+async fn a_change_feeds_delete_names_only_an_id_and_deletes_the_record_without_a_full_read() {
+    let mut world = synced_to_a_feed().await;
+    world.right.remove(&doc_of(&world, "m7"));
+    // A document fieldsync never paired, removed too: nothing to delete for it.
+    world.right.edit("stranger", "email", json!("someone@example.nl"));
+    world.right.remove("stranger");
+
+    let report = world.run(RunOptions::default()).await;
+    assert_eq!(report.stats.right.mode, ReadMode::Incremental, "no full read was needed");
+    assert_eq!(report.status, RunStatus::Done, "{:?}", report.problems);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.stats.left.deletes_planned, 1);
+    assert!(world.left.record("m7").is_none(), "the delete propagated to the left");
+    assert!(world.left.record("m6").is_some());
+    let quiet = world.run(RunOptions::default()).await;
+    assert_eq!((quiet.stats.writes_done, quiet.stats.right.read), (0, 0));
+}
+
+#[tokio::test]
+async fn a_run_that_fails_keeps_the_sequence_it_started_from() {
+    let mut world = synced_to_a_feed().await;
+    let before = world.store.cursor("members", Side::Right).unwrap();
+    world.right.edit(&doc_of(&world, "m3"), "mobile", json!("06-33"));
+    // Down for every try of the read.
+    for _ in 0..3 {
+        world.right.inject(MemoryFault::ReadUnavailable);
+    }
+    assert!(world.try_run(RunOptions::default()).await.is_err(), "the read failed");
+    assert_eq!(world.store.cursor("members", Side::Right).unwrap(), before, "the cursor did not move");
+    let next = world.run(RunOptions::default()).await;
+    assert_eq!((next.stats.right.mode, next.stats.right.read), (ReadMode::Incremental, 1));
+    assert_eq!(world.left.value("m3", "mobile"), json!("06-33"));
+}

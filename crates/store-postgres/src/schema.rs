@@ -188,4 +188,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE INDEX webhooks_by_hook ON webhooks (link, side, hook_id);
     CREATE INDEX webhooks_waiting ON webhooks (link, received_at) WHERE NOT read;
     "#,
+    // 2: the point of a side's change feed the last listing reached, for a connector that reads
+    // changes after a sequence.
+    "ALTER TABLE cursors ADD COLUMN sequence text;",
 ];

@@ -896,7 +896,7 @@ impl StateStore for PostgresStore {
     fn cursor(&self, link: &str, side: Side) -> Result<CursorState, StoreError> {
         let what = || format!("reading the cursor of link {link}");
         let row = block_on(self.session().query_opt(
-            "SELECT cursor_at, last_full_scan_at FROM cursors WHERE link = $1 AND side = $2",
+            "SELECT cursor_at, last_full_scan_at, sequence FROM cursors WHERE link = $1 AND side = $2",
             &[&link, &side.as_str()],
             what,
         ))?;
@@ -904,7 +904,27 @@ impl StateStore for PostgresStore {
         Ok(CursorState {
             cursor: row.try_get(0).context(what)?,
             last_full_scan: row.try_get(1).context(what)?,
+            sequence: row.try_get(2).context(what)?,
         })
+    }
+
+    fn keys_of_ids(
+        &self,
+        link: &str,
+        side: Side,
+        ids: &[RecordId],
+    ) -> Result<HashMap<RecordId, RecordKey>, StoreError> {
+        let what = || format!("finding baselines of link {link} by their {side} ids");
+        let column = format!("{}_id", side.as_str());
+        let select = format!("SELECT key, {column} FROM baselines WHERE link = $1");
+        let ids: Vec<&str> = ids.iter().map(RecordId::as_str).collect();
+        let mut keys = HashMap::new();
+        for row in block_on(rows_where_in(self.session(), &select, link, &column, &ids, what))? {
+            let key: &str = row.try_get(0).context(what)?;
+            let id: &str = row.try_get(1).context(what)?;
+            keys.insert(RecordId::new(id), RecordKey::new(key));
+        }
+        Ok(keys)
     }
 
     fn due_outbox(
@@ -1529,10 +1549,17 @@ impl Commit<'_> {
     async fn set_cursor(&self, link: &str, side: Side, state: CursorState) -> Result<(), StoreError> {
         self.session()
             .execute(
-                "INSERT INTO cursors (link, side, cursor_at, last_full_scan_at) VALUES ($1, $2, $3, $4) \
+                "INSERT INTO cursors (link, side, cursor_at, last_full_scan_at, sequence) \
+                 VALUES ($1, $2, $3, $4, $5) \
                  ON CONFLICT (link, side) DO UPDATE SET cursor_at = excluded.cursor_at, \
-                 last_full_scan_at = excluded.last_full_scan_at",
-                &[&link, &side.as_str(), &state.cursor.map(stored), &state.last_full_scan.map(stored)],
+                 last_full_scan_at = excluded.last_full_scan_at, sequence = excluded.sequence",
+                &[
+                    &link,
+                    &side.as_str(),
+                    &state.cursor.map(stored),
+                    &state.last_full_scan.map(stored),
+                    &state.sequence,
+                ],
                 || format!("writing the cursor of link {link}"),
             )
             .await?;
@@ -1565,10 +1592,23 @@ async fn rows_of_keys(
     keys: &[RecordKey],
     what: impl Fn() -> String,
 ) -> Result<Vec<Row>, StoreError> {
-    let sql = format!("{select} AND key = ANY ($2)");
+    let keys: Vec<&str> = keys.iter().map(RecordKey::as_str).collect();
+    rows_where_in(session, select, link, "key", &keys, what).await
+}
+
+/// The rows `select` (which binds `link` as `$1`) reads whose `column` holds one of `values`,
+/// a chunk of them at a time.
+async fn rows_where_in(
+    session: Session<'_>,
+    select: &str,
+    link: &str,
+    column: &str,
+    values: &[&str],
+    what: impl Fn() -> String,
+) -> Result<Vec<Row>, StoreError> {
+    let sql = format!("{select} AND {column} = ANY ($2)");
     let mut rows = Vec::new();
-    for chunk in keys.chunks(CHUNK) {
-        let chunk: Vec<&str> = chunk.iter().map(RecordKey::as_str).collect();
+    for chunk in values.chunks(CHUNK) {
         rows.extend(session.query(&sql, &[&link, &chunk], &what).await?);
     }
     Ok(rows)

@@ -636,18 +636,46 @@ impl StateStore for SqliteStore {
     fn cursor(&self, link: &str, side: Side) -> Result<CursorState, StoreError> {
         self.connection()
             .query_row(
-                "SELECT cursor_ms, last_full_scan_ms FROM cursors WHERE link = ?1 AND side = ?2",
+                "SELECT cursor_ms, last_full_scan_ms, sequence FROM cursors WHERE link = ?1 AND side = ?2",
                 params![link, side.as_str()],
                 |row| {
                     Ok(CursorState {
                         cursor: row.get::<_, Option<i64>>(0)?.map(from_millis),
                         last_full_scan: row.get::<_, Option<i64>>(1)?.map(from_millis),
+                        sequence: row.get(2)?,
                     })
                 },
             )
             .optional()
             .map(Option::unwrap_or_default)
             .context(|| format!("reading the cursor of link {link}"))
+    }
+
+    fn keys_of_ids(
+        &self,
+        link: &str,
+        side: Side,
+        ids: &[RecordId],
+    ) -> Result<HashMap<RecordId, RecordKey>, StoreError> {
+        let what = || format!("finding baselines of link {link} by their {side} ids");
+        let select = format!("SELECT key, {side}_id FROM baselines WHERE link = ?1", side = side.as_str());
+        let ids: Vec<&str> = ids.iter().map(RecordId::as_str).collect();
+        let mut keys = HashMap::new();
+        rows_where_in(
+            &self.connection(),
+            &select,
+            link,
+            &format!("{}_id", side.as_str()),
+            &ids,
+            what,
+            |row| {
+                let key = RecordKey::new(row.get_ref(0).and_then(|value| Ok(value.as_str()?)).context(what)?);
+                let id: String = row.get(1).context(what)?;
+                keys.insert(RecordId::new(id), key);
+                Ok(())
+            },
+        )?;
+        Ok(keys)
     }
 
     fn due_outbox(
@@ -864,8 +892,15 @@ impl SqliteTransaction<'_> {
     fn set_cursor(&self, link: &str, side: Side, state: CursorState) -> Result<(), StoreError> {
         self.transaction
             .execute(
-                "INSERT OR REPLACE INTO cursors (link, side, cursor_ms, last_full_scan_ms) VALUES (?1, ?2, ?3, ?4)",
-                params![link, side.as_str(), state.cursor.map(millis), state.last_full_scan.map(millis)],
+                "INSERT OR REPLACE INTO cursors (link, side, cursor_ms, last_full_scan_ms, sequence) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    link,
+                    side.as_str(),
+                    state.cursor.map(millis),
+                    state.last_full_scan.map(millis),
+                    state.sequence
+                ],
             )
             .context(|| format!("writing the cursor of link {link}"))?;
         Ok(())
@@ -1262,12 +1297,27 @@ fn rows_of_keys(
     link: &str,
     keys: &[RecordKey],
     what: impl Fn() -> String,
+    each: impl FnMut(&rusqlite::Row<'_>) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let keys: Vec<&str> = keys.iter().map(RecordKey::as_str).collect();
+    rows_where_in(connection, select, link, "key", &keys, what, each)
+}
+
+/// Runs `select` (which binds `link` as `?1`) for the rows whose `column` holds one of `values`,
+/// a chunk of them at a time, handing each row to `each`.
+fn rows_where_in(
+    connection: &rusqlite::Connection,
+    select: &str,
+    link: &str,
+    column: &str,
+    values: &[&str],
+    what: impl Fn() -> String,
     mut each: impl FnMut(&rusqlite::Row<'_>) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    for chunk in keys.chunks(CHUNK) {
-        let sql = format!("{select} AND key IN ({})", placeholders(chunk.len()));
+    for chunk in values.chunks(CHUNK) {
+        let sql = format!("{select} AND {column} IN ({})", placeholders(chunk.len()));
         let mut statement = connection.prepare_cached(&sql).context(&what)?;
-        let bound = std::iter::once(link).chain(chunk.iter().map(RecordKey::as_str));
+        let bound = std::iter::once(link).chain(chunk.iter().copied());
         let mut rows = statement.query(rusqlite::params_from_iter(bound)).context(&what)?;
         while let Some(row) = rows.next().context(&what)? {
             each(row)?;

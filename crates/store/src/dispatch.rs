@@ -68,6 +68,8 @@ macro_rules! dispatch_store {
                 -> ::std::collections::HashMap<$crate::dispatch::RecordKey, $crate::Baseline>;
             ref baseline_count(link: &str) -> u64;
             ref cursor(link: &str, side: $crate::dispatch::Side) -> $crate::CursorState;
+            ref keys_of_ids(link: &str, side: $crate::dispatch::Side, ids: &[$crate::dispatch::RecordId])
+                -> ::std::collections::HashMap<$crate::dispatch::RecordId, $crate::dispatch::RecordKey>;
             ref due_outbox(link: &str, now: $crate::dispatch::Timestamp, after: $crate::OutboxId, limit: usize)
                 -> Vec<$crate::OutboxEntry>;
             ref next_due(link: &str) -> Option<$crate::dispatch::Timestamp>;
@@ -132,6 +134,6 @@ macro_rules! dispatch_store {
 /// What the expansion of `dispatch_store!` names, so that its callers need not depend on the
 /// crates these come from.
 #[doc(hidden)]
-pub use fieldsync_model::{RecordKey, RunId, Side};
+pub use fieldsync_model::{RecordId, RecordKey, RunId, Side};
 #[doc(hidden)]
 pub use jiff::Timestamp;

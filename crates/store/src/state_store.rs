@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use fieldsync_model::{RecordKey, RunId, Side};
+use fieldsync_model::{RecordId, RecordKey, RunId, Side};
 use jiff::Timestamp;
 
 use crate::StoreError;
@@ -342,6 +342,20 @@ pub trait StateStore {
     ///
     /// Fails on a database error.
     fn cursor(&self, link: &str, side: Side) -> Result<CursorState, StoreError>;
+
+    /// The link keys of the records of `link` whose baselines hold one of `ids` as their id on
+    /// `side`, by id: how a change feed's delete, which names only the record's id, finds its
+    /// record. Ids no baseline holds are absent.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn keys_of_ids(
+        &self,
+        link: &str,
+        side: Side,
+        ids: &[RecordId],
+    ) -> Result<HashMap<RecordId, RecordKey>, StoreError>;
 
     /// The outbox entries of `link` that are due: pending, or left `sending` by a crash, with
     /// their next attempt at or before `now` — at most `limit` of them with ids above `after`,

@@ -72,6 +72,7 @@ where
     digests_are_paged_in_key_order(&new());
     a_baseline_is_read_onto_another_layout_by_field_name(&new());
     cursors_default_and_round_trip(&new());
+    keys_are_found_by_their_ids_on_either_side(&new());
     outbox_lifecycle(&new());
     an_unpublished_plan_is_discarded_by_the_next_run_of_its_link(&new());
     a_send_marks_its_entries_and_a_crashed_one_is_counted_by_the_next_run(&new());
@@ -113,6 +114,7 @@ macro_rules! conformance_tests {
             digests_are_paged_in_key_order,
             a_baseline_is_read_onto_another_layout_by_field_name,
             cursors_default_and_round_trip,
+            keys_are_found_by_their_ids_on_either_side,
             outbox_lifecycle,
             an_unpublished_plan_is_discarded_by_the_next_run_of_its_link,
             a_send_marks_its_entries_and_a_crashed_one_is_counted_by_the_next_run,
@@ -495,18 +497,28 @@ pub fn a_baseline_is_read_onto_another_layout_by_field_name<F: Fixture>(fixture:
 pub fn cursors_default_and_round_trip<F: Fixture>(fixture: &F) {
     let mut store = fixture.open();
     assert_eq!(store.cursor(LINK, Side::Left).unwrap(), CursorState::default());
-    assert_eq!(store.cursor(LINK, Side::Right).unwrap(), CursorState { cursor: None, last_full_scan: None });
+    assert_eq!(
+        store.cursor(LINK, Side::Right).unwrap(),
+        CursorState { cursor: None, last_full_scan: None, sequence: None }
+    );
 
-    let left = CursorState { cursor: Some(ts(T0 + 123)), last_full_scan: Some(ts(T0 - 1_000)) };
-    let right = CursorState { cursor: Some(ts(T0 + 7)), last_full_scan: None };
-    publish_cursors(&mut store, vec![(Side::Left, left), (Side::Right, right)]);
+    let left =
+        CursorState { cursor: Some(ts(T0 + 123)), last_full_scan: Some(ts(T0 - 1_000)), sequence: None };
+    // A change feed's sequence as CouchDB spells one: kept to the byte.
+    let sequence = "1042-g1AAAAFTeJzLYWBg4MhgTmHgz8tPSTV0MDQ3MjA0MjAzBgA2Kgqc";
+    let right = CursorState { cursor: None, last_full_scan: None, sequence: Some(sequence.into()) };
+    publish_cursors(&mut store, vec![(Side::Left, left.clone()), (Side::Right, right.clone())]);
     assert_eq!(store.cursor(LINK, Side::Left).unwrap(), left);
     assert_eq!(store.cursor(LINK, Side::Right).unwrap(), right);
     assert_eq!(store.cursor("other", Side::Left).unwrap(), CursorState::default());
 
     // Overwritten, and kept across a reopen.
-    let later = CursorState { cursor: Some(ts(T0 + 9_999)), last_full_scan: Some(ts(T0 + 9_000)) };
-    publish_cursors(&mut store, vec![(Side::Left, later)]);
+    let later = CursorState {
+        cursor: Some(ts(T0 + 9_999)),
+        last_full_scan: Some(ts(T0 + 9_000)),
+        sequence: Some("7".into()),
+    };
+    publish_cursors(&mut store, vec![(Side::Left, later.clone())]);
     drop(store);
     let store = fixture.open();
     assert_eq!(store.cursor(LINK, Side::Left).unwrap(), later);
@@ -514,6 +526,33 @@ pub fn cursors_default_and_round_trip<F: Fixture>(fixture: &F) {
 }
 
 /// Runs `LINK` once under a lease of its own: a run whose plan publishes `cursors` only.
+/// Keys are found by their ids on either side.
+pub fn keys_are_found_by_their_ids_on_either_side<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
+    let fields = layout(&mut store, &["n"]);
+    // Enough to span chunks of a look-up; every third has no right id yet.
+    let baselines: Vec<Baseline> = (0..1_234)
+        .map(|index| Baseline {
+            left_id: Some(RecordId::new(format!("{index}"))),
+            right_id: (index % 3 != 0).then(|| RecordId::new(format!("doc-{index:05}"))),
+            ..Baseline::empty(key(&format!("KNVB{index:07}")), 1)
+        })
+        .collect();
+    put(&mut store, &fields, &baselines.iter().collect::<Vec<_>>());
+
+    let ids: Vec<RecordId> = (0..1_234).map(|index| RecordId::new(format!("doc-{index:05}"))).collect();
+    let found = store.keys_of_ids(LINK, Side::Right, &ids).unwrap();
+    assert_eq!(found.len(), 1_234 - 1_234_usize.div_ceil(3), "ids no baseline holds are absent");
+    assert_eq!(found[&RecordId::new("doc-00001")], key("KNVB0000001"));
+    assert!(!found.contains_key(&RecordId::new("doc-00003")));
+    // An id is looked up on its own side only, and in its own link only.
+    let left =
+        store.keys_of_ids(LINK, Side::Left, &[RecordId::new("17"), RecordId::new("doc-00017")]).unwrap();
+    assert_eq!(left, HashMap::from([(RecordId::new("17"), key("KNVB0000017"))]));
+    assert!(store.keys_of_ids("other", Side::Left, &[RecordId::new("17")]).unwrap().is_empty());
+    assert!(store.keys_of_ids(LINK, Side::Left, &[]).unwrap().is_empty());
+}
+
 fn publish_cursors<S: StateStore>(store: &mut S, cursors: Vec<(Side, CursorState)>) {
     let fields = layout(store, &["n"]);
     let lease = lease_of(store, LINK);
@@ -1228,7 +1267,8 @@ pub fn a_lease_excludes_other_holders_until_released<F: Fixture>(fixture: &F) {
     let other = second.lease("other", "second", minute).expect("another link's lease");
     let fields = layout(&mut first, &["n"]);
     let run = first.start_run(&lease, "full", false, ts(T0)).expect("a commit under a live lease");
-    let cursors = vec![(Side::Left, CursorState { cursor: Some(ts(T0)), last_full_scan: None })];
+    let cursors =
+        vec![(Side::Left, CursorState { cursor: Some(ts(T0)), last_full_scan: None, sequence: None })];
     let publication = PlanPublication { cursors, ..PlanPublication::default() };
     first.publish_plan(&lease, run, &fields, publication, ts(T0)).expect("a commit under a live lease");
     let token = lease.token;
@@ -1358,7 +1398,7 @@ pub fn a_commit_under_a_lost_lease_fails_and_keeps_nothing<F: Fixture>(fixture: 
         seen: vec![seen.clone()],
         ..agreed("stale")
     };
-    let cursor = CursorState { cursor: Some(ts(T0)), last_full_scan: None };
+    let cursor = CursorState { cursor: Some(ts(T0)), last_full_scan: None, sequence: None };
     let publication = PlanPublication { cursors: vec![(Side::Left, cursor)], ..PlanPublication::default() };
     let batch = BatchClose {
         send: Some(send),
@@ -1469,9 +1509,9 @@ pub fn a_run_commits_its_plan_in_chunks_and_publishes_it_at_once<F: Fixture>(fix
     assert_eq!(store.audit_for_run(run).unwrap().len(), 1);
     assert_eq!(store.live_reviews_for(LINK, &[key("k6")]).unwrap().len(), 1);
 
-    let cursor = CursorState { cursor: Some(ts(T0 + 5)), last_full_scan: Some(ts(T0 + 10)) };
+    let cursor = CursorState { cursor: Some(ts(T0 + 5)), last_full_scan: Some(ts(T0 + 10)), sequence: None };
     let publication = PlanPublication {
-        cursors: vec![(Side::Left, cursor)],
+        cursors: vec![(Side::Left, cursor.clone())],
         closed_reviews: vec![review_id],
         superseded: vec![waiting[0]],
         resent: vec![waiting[1]],
@@ -1544,8 +1584,9 @@ pub fn a_delivered_batch_closes_with_its_baselines_digests_and_attempts<F: Fixtu
         ..PlanChunk::default()
     };
     let run = planned(&mut store, &lease, &fields, true, chunk, T0);
-    let cursor = CursorState { cursor: Some(ts(T0)), last_full_scan: Some(ts(T0)) };
-    let publication = PlanPublication { cursors: vec![(Side::Right, cursor)], ..PlanPublication::default() };
+    let cursor = CursorState { cursor: Some(ts(T0)), last_full_scan: Some(ts(T0)), sequence: None };
+    let publication =
+        PlanPublication { cursors: vec![(Side::Right, cursor.clone())], ..PlanPublication::default() };
     store.publish_plan(&lease, run, &fields, publication, ts(T0)).unwrap();
     let [first, second, third] =
         <[i64; 3]>::try_from(ids(&store.due_outbox(LINK, ts(T0), 0, 10).unwrap())).unwrap();

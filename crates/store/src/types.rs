@@ -192,12 +192,15 @@ impl DigestEntry {
 }
 
 /// Where incremental reading of one side stands.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CursorState {
     /// The latest modification time seen on the side.
     pub cursor: Option<Timestamp>,
     /// When the side was last read in full.
     pub last_full_scan: Option<Timestamp>,
+    /// The point of the side's change feed the last listing reached, as its connector spells
+    /// it, for a connector that reads changes after a sequence.
+    pub sequence: Option<String>,
 }
 
 /// The number of an outbox entry.

@@ -336,7 +336,8 @@ async fn incremental_reads_page_by_time_then_key_through_many_equal_times_whatev
     let shared = full[0].modified.expect("a modified time");
     assert!(full.iter().all(|record| record.modified == Some(shared)), "one insert, one time");
 
-    let since = ReadRequest { paths: paths(&["member_no"]), since: Some(shared) };
+    let since =
+        ReadRequest { paths: paths(&["member_no"]), since: Some(fieldsync_connector::Since::Time(shared)) };
     let again = read_all(&mut connector, &since).await;
     assert_eq!((keys(&again), again.len()), (every_key.clone(), records.len()), "every record once");
 
@@ -347,14 +348,17 @@ async fn incremental_reads_page_by_time_then_key_through_many_equal_times_whatev
         edited.iter().filter_map(|record| record.modified).filter(|modified| *modified > shared).collect();
     assert_eq!(times.len(), 3, "three records were edited");
     let earliest = times.iter().min().copied();
-    let since = ReadRequest { paths: paths(&["member_no"]), since: earliest };
+    let since =
+        ReadRequest { paths: paths(&["member_no"]), since: earliest.map(fieldsync_connector::Since::Time) };
     let mut found = keys(&read_all(&mut connector, &since).await);
     found.sort();
     assert_eq!(found, ["B01", "_02", "é07"]);
     let later = times.iter().max().copied().expect("three times");
     let after = ReadRequest {
         paths: paths(&["member_no"]),
-        since: Some(later.checked_add(jiff::SignedDuration::from_micros(1)).expect("in range")),
+        since: Some(fieldsync_connector::Since::Time(
+            later.checked_add(jiff::SignedDuration::from_micros(1)).expect("in range"),
+        )),
     };
     assert!(read_all(&mut connector, &after).await.is_empty());
 }
@@ -465,7 +469,8 @@ async fn values_of_every_column_type_are_read_and_written_as_documented() {
 
     // The modified column, without a time zone, is compared as UTC.
     let instant: Timestamp = "2024-05-01T12:00:01Z".parse().unwrap();
-    let since = ReadRequest { paths: paths(&["member_no"]), since: Some(instant) };
+    let since =
+        ReadRequest { paths: paths(&["member_no"]), since: Some(fieldsync_connector::Since::Time(instant)) };
     let found = read_all(&mut connector, &since).await;
     assert!(
         found.iter().any(|record| record.id.as_str() == "r2")

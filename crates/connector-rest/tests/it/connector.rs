@@ -481,7 +481,9 @@ async fn a_listing_in_modification_order_misses_nothing_while_records_change_und
         let mut connector = RestConnector::open(&config).unwrap();
         let request = ReadRequest {
             paths: paths.iter().map(|path| (*path).to_string()).collect(),
-            since: Some(jiff::Timestamp::from_second(1_767_261_600).unwrap()),
+            since: Some(fieldsync_connector::Since::Time(
+                jiff::Timestamp::from_second(1_767_261_600).unwrap(),
+            )),
         };
         let mut keys = std::collections::BTreeSet::new();
         let mut token = None;
@@ -519,7 +521,8 @@ async fn records_sharing_one_second_are_each_listed_once() {
     config.page_size = Some(10);
     let mut connector = RestConnector::open(&config).unwrap();
     let mut request = request(&["/key"]);
-    request.since = Some(jiff::Timestamp::from_second(1_767_261_600).unwrap());
+    request.since =
+        Some(fieldsync_connector::Since::Time(jiff::Timestamp::from_second(1_767_261_600).unwrap()));
     let keys: Vec<String> = read_all(&mut connector, &request)
         .await
         .iter()

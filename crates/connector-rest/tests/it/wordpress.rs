@@ -204,7 +204,10 @@ async fn a_post_moved_to_the_trash_reads_as_deleted() {
         listed.iter().find(|record| record.id.as_str() == ids[1].to_string()).expect("the trashed post");
     assert!(trashed.deleted && listed.iter().filter(|record| record.deleted).count() == 1);
     let recent = connector
-        .read_page(&ReadRequest { paths: vec![paths().key], since: Some(since) }, None)
+        .read_page(
+            &ReadRequest { paths: vec![paths().key], since: Some(fieldsync_connector::Since::Time(since)) },
+            None,
+        )
         .await
         .expect("an incremental page")
         .records;

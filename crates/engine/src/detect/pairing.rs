@@ -311,6 +311,7 @@ impl Pairing {
             modes: self.modes,
             cursor: SidePair::new(cursor(Side::Left), cursor(Side::Right)),
             vanished: self.vanished,
+            sequence: SidePair::new(None, None),
         }
     }
 
