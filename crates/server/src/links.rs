@@ -199,6 +199,14 @@ impl Job {
             let retry = self.store_read(|workspace, link| workspace.next_retry(link)).await.flatten();
             let retry = retry.map(|retry| retry.max(floor));
             let hooked = self.store_read(|workspace, link| workspace.waiting_webhook(link)).await.flatten();
+            if let Some(tried) = busy
+                && tried.why == Why::Retry
+            {
+                // A delivery that found its link busy waits for an entry still due, not for the
+                // pause alone: the run that held the link may have delivered them all (another
+                // process's run, whose entries this worker saw waiting while it went on).
+                busy = retry.map(|due| Busy { at: tried.at.max(due), ..tried });
+            }
             // What is due first: a probe replaces the schedule while the link cannot run, and
             // a run that found the link busy is tried again before anything else.
             let (at, why) = match (busy, probe) {
