@@ -514,6 +514,7 @@ impl Bench<'_> {
         };
         let wall = started.elapsed();
         let busy = meter.cores()?;
+        let runs_at_end = self.runs_by_kind()?;
         let mut cpu = 0.0;
         let mut peak_kib = Vec::new();
         for service in &processes {
@@ -524,6 +525,17 @@ impl Bench<'_> {
         for service in &mut processes {
             service.stop();
         }
+        let runs_after_stop = self.runs_by_kind()?;
+        // A link whose schedule's one slot ran twice: more than one run that read both sides.
+        let repeated: u64 = self
+            .psql
+            .query(
+                "serve_state",
+                "SELECT count(*) FROM (SELECT link FROM fieldsync.runs \
+                 WHERE mode NOT IN ('deliver', 'targeted') AND status IN ('done', 'partial', 'guarded') \
+                 GROUP BY link HAVING count(*) > 1) twice",
+            )?
+            .parse()?;
         let expected = links as u64 * self.settings.link_members;
         let mut sum = String::from("SELECT 0");
         for link in 0..links {
@@ -538,7 +550,35 @@ impl Bench<'_> {
             "{workers} serve process(es): {links} first syncs in {:.1} s ({runs} runs, {unfinished} not done)",
             wall.as_secs_f64()
         );
-        Ok(Served { workers, wall, runs, unfinished, busy, cpu_ms: cpu, peak_kib, load })
+        eprintln!(
+            "runs by mode and status: {runs_at_end} at the last first sync; {runs_after_stop} once stopped"
+        );
+        Ok(Served {
+            workers,
+            wall,
+            runs,
+            unfinished,
+            runs_at_end,
+            runs_after_stop,
+            repeated,
+            busy,
+            cpu_ms: cpu,
+            peak_kib,
+            load,
+        })
+    }
+
+    /// The state store's runs counted by mode (`full`, `incremental`, `deliver` for an outbox
+    /// retry, `targeted`) and status: `300 full done, 2 deliver running`. In this scenario
+    /// nothing asks for a run and no webhook comes, so a `full` or `incremental` run is a
+    /// scheduled slot's (or a probe's in its place), a `deliver` run an outbox retry's.
+    fn runs_by_kind(&self) -> Result<String> {
+        let rows = self.psql.query(
+            "serve_state",
+            "SELECT count(*) || ' ' || mode || ' ' || status FROM fieldsync.runs \
+             GROUP BY mode, status ORDER BY count(*) DESC, mode, status",
+        )?;
+        Ok(rows.lines().collect::<Vec<_>>().join(", "))
     }
 }
 
@@ -546,9 +586,16 @@ impl Bench<'_> {
 struct Served {
     workers: usize,
     wall: Duration,
-    /// Rows of `runs`, and of them those that did not end `done`.
+    /// Rows of `runs`, and of them those that ended other than `done` (a run still going on
+    /// counts in `runs` only).
     runs: u64,
     unfinished: u64,
+    /// The runs by mode and status when every link had its first sync (`runs_by_kind`)…
+    runs_at_end: String,
+    /// …and once the processes stopped (a run going on then ends `cancelled`).
+    runs_after_stop: String,
+    /// Links with more than one run that read both sides: a slot run twice.
+    repeated: u64,
     busy: f64,
     /// CPU time of the `fieldsync serve` processes, ms.
     cpu_ms: f64,
@@ -975,6 +1022,18 @@ fn print_serve(settings: &PostgresSettings, results: &[Served]) {
             seconds(served.cpu_ms),
             peaks.join(", "),
             served.load,
+        );
+    }
+    // What the runs were: a `full` run is a slot's, a `deliver` run an outbox retry's.
+    println!();
+    println!(
+        "| serve processes | runs by mode and status, at the last first sync | the same once stopped | links with a slot run twice |"
+    );
+    println!("|---:|---|---|---:|");
+    for served in results {
+        println!(
+            "| {} | {} | {} | {} |",
+            served.workers, served.runs_at_end, served.runs_after_stop, served.repeated
         );
     }
 }
