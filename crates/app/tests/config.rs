@@ -768,11 +768,12 @@ fn the_readme_rest_connectors_parse_with_their_secrets_from_the_environment() {
     let section = &section[..section.find("\n## ").unwrap_or(section.len())];
     let blocks: Vec<&str> =
         section.split("```toml\n").skip(1).map(|block| &block[..block.find("```").unwrap()]).collect();
-    assert_eq!(blocks.len(), 2, "the wordpress and the drf examples");
+    assert_eq!(blocks.len(), 3, "the wordpress, the drf and the change feed examples");
     let env = |name: &str| match name {
         "WP_USER" => Some("admin".to_string()),
         "WP_APP_PASSWORD" => Some("abcd efgh".to_string()),
         "DRF_TOKEN" => Some("t0ken".to_string()),
+        "CLUBAPP_TOKEN" => Some("cl0bapp".to_string()),
         _ => None,
     };
     let wordpress =
@@ -784,6 +785,13 @@ fn the_readme_rest_connectors_parse_with_their_secrets_from_the_environment() {
     let ConnectorKind::Rest(backend) = &drf.connectors["backend"].kind else { panic!("a rest connector") };
     assert_eq!(backend.headers.len(), 0);
     assert!(format!("{:?}", backend.auth).contains("Authorization") && !format!("{drf:?}").contains("t0ken"));
+    let feed =
+        parse_with_env(blocks[2], Path::new("conf/fieldsync.toml"), &env).expect("the change feed example");
+    let app = &feed.connectors["app"];
+    assert!(
+        matches!(&app.kind, ConnectorKind::Rest(app) if app.feed.is_some() && app.whole_document == Some(true))
+    );
+    assert!(open_connector(app, feed.base_dir()).is_ok_and(|app| app.capabilities().sequences));
 }
 
 #[test]

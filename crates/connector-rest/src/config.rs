@@ -197,6 +197,9 @@ pub struct Create {
     /// {/meta/last_name}"` — each `{PATH}` is replaced by the text of the value written there.
     #[serde(default)]
     pub templates: BTreeMap<String, String>,
+    /// Where a create's answer holds the new record's id, when the answer is not the record
+    /// (CouchDB's `{"ok":true,"id":…,"rev":…}`: `/id`); `id`'s path, then the `Location` header.
+    pub id: Option<String>,
 }
 
 /// How records are deleted.
@@ -403,6 +406,92 @@ pub struct Deleted {
     pub value: serde_json::Value,
 }
 
+/// A change feed (`GET /changes?since=SEQUENCE`, CouchDB's `_changes`, Couchbase Sync
+/// Gateway's): what an incremental read follows from the sequence the last run reached, deletes
+/// included.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Feed {
+    /// The feed's URL; `base_url`. With `full = "listing"`, `base_url` is the listing and this
+    /// the feed.
+    pub url: Option<String>,
+    /// The parameter taking the sequence to read after; `since`.
+    pub since_param: Option<String>,
+    /// The parameter taking the most rows an answer holds (`page_size` of them); `limit`.
+    pub limit_param: Option<String>,
+    /// Where an answer holds the sequence it reached: a JSON pointer; `/last_seq`.
+    pub sequence: Option<String>,
+    /// Where an answer holds its rows: a JSON pointer, `""` for the body itself; `/results`.
+    pub rows: Option<String>,
+    /// Where a row says it is a delete (`true`, `"true"`, `1`): a JSON pointer; `/deleted`.
+    pub deleted: Option<String>,
+    /// Where a row holds its document: a JSON pointer, `""` for the row itself; `/doc`.
+    pub document: Option<String>,
+    /// Where a row holds its record's id, the id item URLs take: a JSON pointer; `/id`.
+    pub id: Option<String>,
+    /// Ids with one of these beginnings are no records (`["_design/"]` for CouchDB); none.
+    #[serde(default)]
+    pub skip_ids: Vec<String>,
+    /// The sequence a read of the whole feed starts after; none (the parameter is left out).
+    pub start: Option<String>,
+    /// How a full read goes: `feed` (the default) reads the whole feed from `start`, deletes
+    /// included; `listing` pages `base_url` as without a feed, after taking the feed's sequence
+    /// from `current`.
+    pub full: Option<FullRead>,
+    /// For `full = "listing"`: where the feed's sequence is read before the listing.
+    pub current: Option<Current>,
+}
+
+/// How a connector with a feed reads in full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FullRead {
+    /// The whole feed from its start (`feed.start`), deletes as deleted records.
+    #[default]
+    Feed,
+    /// The listing at `base_url`, paged as `paging` says, with the feed's sequence taken from
+    /// `feed.current` before its first page.
+    Listing,
+}
+
+/// Where the feed's sequence is now: a URL answering JSON, and the pointer to it there
+/// (`{ url = "https://couch.example/club", pointer = "/update_seq" }`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Current {
+    /// The URL, absolute or from `base_url`.
+    pub url: String,
+    /// Where its answer holds the sequence: a JSON pointer; the feed's `sequence`.
+    pub pointer: Option<String>,
+}
+
+/// How a record's revision travels back with a write that must name it (CouchDB's `_rev`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevisionIn {
+    /// In the body, at the revision's path.
+    Body,
+    /// In the query parameter `revision.param`.
+    Query,
+    /// As `If-Match`.
+    IfMatch,
+}
+
+/// A revision the API checks on updates and deletes: read just before the write and sent with
+/// it, so that the API refuses a record changed meanwhile (with a `stale` status).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revision {
+    /// Where a record holds it: a field path (`/_rev`).
+    pub path: String,
+    /// How an update sends it; `body`.
+    pub update: Option<RevisionIn>,
+    /// How a delete sends it; `query`.
+    pub delete: Option<RevisionIn>,
+    /// The query parameter taking it; `rev`.
+    pub param: Option<String>,
+}
+
 /// The rest connector's configuration, as written in `[connectors.NAME]`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -423,6 +512,8 @@ pub struct RestConfig {
     pub timeout: Option<String>,
     /// How a listing is paged.
     pub paging: Option<Paging>,
+    /// A change feed incremental reads follow by sequence; none (reads by time, with `since`).
+    pub feed: Option<Feed>,
     /// The page size's parameter (`per_page`, `page_size`, `limit`), if the API takes one.
     pub page_size_param: Option<String>,
     /// How many records a page asks for; 100.
@@ -453,8 +544,14 @@ pub struct RestConfig {
     /// A listing parameter that finds records by their link key (`federation_id`, or a table
     /// for several keys per request); without it a look-up by key reads the listing.
     pub key_param: Option<KeyParam>,
-    /// The method of an update; `PATCH`.
+    /// The method of an update; `PATCH`, or `PUT` with `whole_document`.
     pub update: Option<Method>,
+    /// An update sends the whole record, read just before, with the changed values set in it
+    /// (the fields fieldsync does not track as they were), for APIs that replace a document
+    /// whole; false: only the changed fields.
+    pub whole_document: Option<bool>,
+    /// A revision the API checks on updates and deletes (`{ path = "/_rev" }`).
+    pub revision: Option<Revision>,
     /// How records are created; with the collection's `POST`.
     pub create: Option<Create>,
     /// How records are deleted; an HTTP `DELETE`.
@@ -467,7 +564,8 @@ pub struct RestConfig {
     /// sent back with it, and the API refuses the update when the record changed meanwhile.
     pub version: Option<String>,
     /// HTTP statuses with which the API says a record changed since it was read (a stale
-    /// `If-Match` or version): the write is `TargetMoved`, read again and planned anew; `[412]`.
+    /// `If-Match`, version or revision): the write is `TargetMoved`, read again and planned
+    /// anew; `[412]`, with `revision` `[409, 412]`.
     pub stale: Option<Vec<u16>>,
     /// How an empty value is written; `null`.
     pub empty: Option<Empty>,
@@ -535,6 +633,11 @@ pub struct Settings {
     pub(crate) query: Vec<(String, String)>,
     pub(crate) timeout: Duration,
     pub(crate) paging: Paging,
+    pub(crate) feed: Option<FeedSettings>,
+    pub(crate) whole_document: bool,
+    pub(crate) revision: Option<RevisionSettings>,
+    /// Where a create's answer holds the new id.
+    pub(crate) create_id: FieldPath,
     pub(crate) page_size_param: Option<String>,
     pub(crate) page_size: usize,
     pub(crate) items: String,
@@ -580,6 +683,7 @@ impl RestConfig {
             query: BTreeMap::new(),
             timeout: None,
             paging: None,
+            feed: None,
             page_size_param: None,
             page_size: None,
             items: None,
@@ -593,6 +697,8 @@ impl RestConfig {
             key_param: None,
             exclude_param: None,
             update: None,
+            whole_document: None,
+            revision: None,
             create: None,
             delete: None,
             etag: None,
@@ -819,10 +925,26 @@ impl RestConfig {
             (Delete::Http { .. } | Delete::None, None) => None,
         };
         let version = config.version.as_deref().map(|text| path(text, "version")).transpose()?;
+        let revision = config.revision.as_ref().map(revision_settings).transpose()?;
+        if config.etag == Some(true)
+            && let Some(revision) = &revision
+            && (revision.update == RevisionIn::IfMatch || revision.delete == RevisionIn::IfMatch)
+        {
+            return Err(SettingError::new(
+                ["revision"],
+                "sent as `if_match` cannot go with `etag` = true, which sends the ETag there",
+            ));
+        }
+        let feed = config.feed.as_ref().map(|feed| feed_settings(feed, &config, &base_url)).transpose()?;
+        let whole_document = config.whole_document.unwrap_or(false);
+        let create_id = match config.create.as_ref().and_then(|create| create.id.as_deref()) {
+            Some(text) => path(text, "create.id")?,
+            None => id.clone(),
+        };
         let stale = config
             .stale
             .clone()
-            .unwrap_or_else(|| vec![412])
+            .unwrap_or_else(|| if revision.is_some() { vec![409, 412] } else { vec![412] })
             .into_iter()
             .map(|code| {
                 reqwest::StatusCode::from_u16(code).ok().filter(|status| status.is_client_error()).ok_or_else(
@@ -865,6 +987,10 @@ impl RestConfig {
                 .paging
                 .clone()
                 .unwrap_or(Paging::Page { param: page_param(), total_pages_header: None }),
+            feed,
+            whole_document,
+            revision,
+            create_id,
             page_size_param: config.page_size_param.clone(),
             page_size,
             items,
@@ -877,7 +1003,7 @@ impl RestConfig {
             order,
             key_param: config.key_param.as_ref().map(key_lookup).transpose()?,
             exclude_param: config.exclude_param.clone(),
-            update: config.update.unwrap_or(Method::Patch),
+            update: config.update.unwrap_or(if whole_document { Method::Put } else { Method::Patch }),
             create,
             create_defaults,
             create_templates,
@@ -931,6 +1057,152 @@ impl ConnectorSettings for RestConfig {
     fn open(&self, _base_dir: &Path) -> Result<RestConnector, ConnectorError> {
         RestConnector::open(self)
     }
+}
+
+/// A change feed's settings, checked.
+#[derive(Clone, Debug)]
+pub(crate) struct FeedSettings {
+    pub(crate) url: reqwest::Url,
+    pub(crate) since_param: String,
+    pub(crate) limit_param: String,
+    pub(crate) sequence: String,
+    pub(crate) rows: String,
+    pub(crate) deleted: String,
+    pub(crate) document: String,
+    pub(crate) id: String,
+    pub(crate) skip_ids: Vec<String>,
+    pub(crate) start: Option<String>,
+    pub(crate) full: FullRead,
+    /// With `full = "listing"`: the URL and pointer of the sequence taken before a listing.
+    pub(crate) current: Option<(reqwest::Url, String)>,
+}
+
+/// A revision's settings, checked.
+#[derive(Clone, Debug)]
+pub(crate) struct RevisionSettings {
+    pub(crate) path: FieldPath,
+    pub(crate) update: RevisionIn,
+    pub(crate) delete: RevisionIn,
+    pub(crate) param: String,
+}
+
+/// A JSON pointer of a setting: `""` (the whole value, where `empty` allows it) or `/…`.
+fn pointer(text: &str, key: &[&str], empty: bool) -> Result<String, SettingError> {
+    if (text.is_empty() && empty) || text.starts_with('/') {
+        return Ok(text.to_string());
+    }
+    let wanted = if empty {
+        "a JSON pointer such as \"/results\", or \"\""
+    } else {
+        "a JSON pointer such as \"/last_seq\""
+    };
+    Err(SettingError::new(key.iter().copied(), format!("{text:?} must be {wanted}")))
+}
+
+/// A parameter's name of a setting: not empty.
+fn param_name(text: Option<&str>, default: &str, key: &[&str]) -> Result<String, SettingError> {
+    match text {
+        None => Ok(default.to_string()),
+        Some(name) if name.trim().is_empty() => {
+            Err(SettingError::new(key.iter().copied(), "the parameter's name is empty"))
+        }
+        Some(name) => Ok(name.to_string()),
+    }
+}
+
+fn feed_settings(
+    feed: &Feed,
+    config: &RestConfig,
+    base_url: &reqwest::Url,
+) -> Result<FeedSettings, SettingError> {
+    if config.since.is_some() {
+        return Err(SettingError::new(
+            ["feed"],
+            "cannot go with `since` (reads by modification time, which the preset may set): a feed's incremental reads follow its sequence",
+        ));
+    }
+    if config.order == Some(Order::Modified) {
+        return Err(SettingError::new(
+            ["feed"],
+            "cannot go with `order` = \"modified\", which reads by time",
+        ));
+    }
+    let url = match &feed.url {
+        Some(text) => base_url
+            .join(text)
+            .map_err(|error| SettingError::new(["feed", "url"], format!("{text:?} is not a URL: {error}")))?,
+        None => base_url.clone(),
+    };
+    let sequence = pointer(feed.sequence.as_deref().unwrap_or("/last_seq"), &["feed", "sequence"], false)?;
+    let full = feed.full.unwrap_or_default();
+    let current = match (full, &feed.current) {
+        (FullRead::Listing, None) => {
+            return Err(SettingError::new(
+                ["feed", "full"],
+                "\"listing\" needs `feed.current`: where the feed's sequence is read before the listing",
+            ));
+        }
+        (FullRead::Feed, Some(_)) => {
+            return Err(SettingError::new(
+                ["feed", "current"],
+                "is read only with `full` = \"listing\"; a read of the whole feed reaches its sequence itself",
+            ));
+        }
+        (_, Some(current)) => Some((
+            base_url.join(&current.url).map_err(|error| {
+                SettingError::new(
+                    ["feed", "current", "url"],
+                    format!("{:?} is not a URL: {error}", current.url),
+                )
+            })?,
+            pointer(current.pointer.as_deref().unwrap_or(&sequence), &["feed", "current", "pointer"], false)?,
+        )),
+        (FullRead::Feed, None) => None,
+    };
+    if full == FullRead::Listing && url == *base_url {
+        return Err(SettingError::new(
+            ["feed", "url"],
+            "is needed with `full` = \"listing\": `base_url` is then the listing, not the feed",
+        ));
+    }
+    if feed.skip_ids.iter().any(String::is_empty) {
+        return Err(SettingError::new(["feed", "skip_ids"], "an empty beginning would skip every record"));
+    }
+    Ok(FeedSettings {
+        url,
+        since_param: param_name(feed.since_param.as_deref(), "since", &["feed", "since_param"])?,
+        limit_param: param_name(feed.limit_param.as_deref(), "limit", &["feed", "limit_param"])?,
+        sequence,
+        rows: pointer(feed.rows.as_deref().unwrap_or("/results"), &["feed", "rows"], true)?,
+        deleted: pointer(feed.deleted.as_deref().unwrap_or("/deleted"), &["feed", "deleted"], false)?,
+        document: pointer(feed.document.as_deref().unwrap_or("/doc"), &["feed", "document"], true)?,
+        id: pointer(feed.id.as_deref().unwrap_or("/id"), &["feed", "id"], false)?,
+        skip_ids: feed.skip_ids.clone(),
+        start: feed.start.clone(),
+        full,
+        current,
+    })
+}
+
+fn revision_settings(revision: &Revision) -> Result<RevisionSettings, SettingError> {
+    let path = FieldPath::parse(&revision.path)
+        .map_err(|problem| SettingError::new(["revision", "path"], problem))?;
+    if path.has_filter() {
+        return Err(SettingError::new(["revision", "path"], "a revision is no element of an array"));
+    }
+    let delete = revision.delete.unwrap_or(RevisionIn::Query);
+    if delete == RevisionIn::Body {
+        return Err(SettingError::new(
+            ["revision", "delete"],
+            "a DELETE carries no body; \"query\" or \"if_match\"",
+        ));
+    }
+    Ok(RevisionSettings {
+        path,
+        update: revision.update.unwrap_or(RevisionIn::Body),
+        delete,
+        param: param_name(revision.param.as_deref(), "rev", &["revision", "param"])?,
+    })
 }
 
 /// The batch endpoint, a create's path inside a batch (the create URL's path below the REST
@@ -1060,6 +1332,81 @@ mod tests {
             .starts_with("`since`: needs `modified`")
         );
         assert!(problem(|config| config.id = Some("/a[b".into())).starts_with("`id`"));
+    }
+
+    #[test]
+    fn feeds_and_revisions_fill_in_couchdbs_shapes_and_bad_ones_are_named() {
+        let read = |table: serde_json::Value| -> Result<Settings, String> {
+            let mut object = serde_json::json!({ "base_url": "http://127.0.0.1:5984/club/_changes" });
+            object.as_object_mut().unwrap().extend(table.as_object().unwrap().clone());
+            let config: RestConfig = serde_json::from_value(object).map_err(|error| error.to_string())?;
+            config.settings().map_err(|error| error.to_string())
+        };
+        let settings = read(serde_json::json!({
+            "feed": {}, "whole_document": true, "revision": { "path": "/_rev" }
+        }))
+        .unwrap();
+        let feed = settings.feed.as_ref().unwrap();
+        assert_eq!(
+            (
+                feed.since_param.as_str(),
+                feed.limit_param.as_str(),
+                feed.sequence.as_str(),
+                feed.rows.as_str()
+            ),
+            ("since", "limit", "/last_seq", "/results")
+        );
+        assert_eq!(
+            (feed.deleted.as_str(), feed.document.as_str(), feed.id.as_str()),
+            ("/deleted", "/doc", "/id")
+        );
+        assert_eq!((feed.full, feed.url.as_str()), (FullRead::Feed, "http://127.0.0.1:5984/club/_changes"));
+        assert_eq!(settings.update, Method::Put, "a whole document is PUT");
+        assert_eq!(settings.stale, [reqwest::StatusCode::CONFLICT, reqwest::StatusCode::PRECONDITION_FAILED]);
+        let revision = settings.revision.as_ref().unwrap();
+        assert_eq!(
+            (revision.update, revision.delete, revision.param.as_str()),
+            (RevisionIn::Body, RevisionIn::Query, "rev")
+        );
+
+        let listing = read(serde_json::json!({ "base_url": "http://127.0.0.1:5984/club/_all_docs", "feed": {
+            "url": "/club/_changes", "full": "listing", "current": { "url": "/club" }
+        }}))
+        .unwrap();
+        let feed = listing.feed.unwrap();
+        assert_eq!(
+            feed.current,
+            Some((reqwest::Url::parse("http://127.0.0.1:5984/club").unwrap(), "/last_seq".into()))
+        );
+
+        for (wrong, named) in [
+            (serde_json::json!({ "feed": { "rows": "results" } }), "`feed.rows`"),
+            (serde_json::json!({ "feed": { "sequence": "" } }), "`feed.sequence`"),
+            (serde_json::json!({ "feed": { "since_param": " " } }), "`feed.since_param`"),
+            (
+                serde_json::json!({ "feed": { "full": "listing" } }),
+                "`feed.full`: \"listing\" needs `feed.current`",
+            ),
+            (
+                serde_json::json!({ "feed": { "full": "listing", "current": { "url": "/club" } } }),
+                "`feed.url`",
+            ),
+            (serde_json::json!({ "feed": { "current": { "url": "/club" } } }), "`feed.current`"),
+            (serde_json::json!({ "feed": { "skip_ids": [""] } }), "`feed.skip_ids`"),
+            (serde_json::json!({ "feed": {}, "preset": "drf" }), "`feed`: cannot go with `since`"),
+            (serde_json::json!({ "feed": { "last_seq": "/x" } }), "unknown field `last_seq`"),
+            (serde_json::json!({ "revision": { "path": "/_rev", "delete": "body" } }), "`revision.delete`"),
+            (serde_json::json!({ "revision": { "path": "/revs[a=b]" } }), "`revision.path`"),
+            (
+                serde_json::json!({ "revision": { "path": "/_rev", "update": "if_match" }, "etag": true }),
+                "`revision`",
+            ),
+            (serde_json::json!({ "revision": { "path": "/_rev", "send": "body" } }), "unknown field `send`"),
+            (serde_json::json!({ "create": { "id": "/a[b" } }), "`create.id`"),
+        ] {
+            let error = read(wrong.clone()).err().unwrap_or_default();
+            assert!(error.contains(named), "{wrong}: {error}");
+        }
     }
 
     #[test]

@@ -7,13 +7,18 @@
 //! ETags, an update carries `If-Match`; elsewhere the engine reads the record again just
 //! before writing. A write is verified by the record its response holds, or by reading it
 //! again.
+//!
+//! With a `feed`, reads from a sequence follow the change feed (deleted rows are deleted
+//! records naming only their id), and a full read reads the whole feed or the listing after the
+//! feed's current sequence. With `whole_document`, an update sends the whole record read just
+//! before, changed at its paths; with `revision`, updates and deletes name the revision read.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use fieldsync_connector::{
     Capabilities, Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Page, PageToken, Probe,
-    ReadRequest, Write, WriteOutcome, WriteResults,
+    ReadRequest, Sequence, Write, WriteOutcome, WriteResults,
 };
 use fieldsync_model::RecordId;
 use jiff::Timestamp;
@@ -21,7 +26,8 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
 use crate::config::{
-    Delete, Empty, Join, KeyLookup, Order, Paging, RestConfig, Settings, TimeFormat, Verify,
+    Delete, Empty, FeedSettings, FullRead, Join, KeyLookup, Order, Paging, RestConfig, RevisionIn, Settings,
+    TimeFormat, Verify,
 };
 use crate::http::{Answer, Http, Kind, shown};
 use crate::path::FieldPath;
@@ -130,10 +136,23 @@ impl RestConnector {
         paths: &[FieldPath],
         url: &str,
     ) -> Result<ConnectorRecord, ConnectorError> {
+        self.record_with_id(item, paths, url, None)
+    }
+
+    /// One record read at `paths`, its id at the `id` path or, where the record holds none
+    /// there, `fallback` (the id a change feed's row names).
+    fn record_with_id(
+        &self,
+        item: &Value,
+        paths: &[FieldPath],
+        url: &str,
+        fallback: Option<&str>,
+    ) -> Result<ConnectorRecord, ConnectorError> {
         let malformed = |message: String| ConnectorError::Malformed { what: url.to_string(), message };
         let id = match self.settings.id.get(item) {
             Value::String(text) if !text.is_empty() => text,
             Value::Number(number) => number.to_string(),
+            Value::Null if fallback.is_some() => fallback.unwrap_or_default().to_string(),
             other => {
                 return Err(malformed(format!(
                     "a record has no id at {} (found {other}): {}",
@@ -183,7 +202,7 @@ impl RestConnector {
         let mut records = Vec::new();
         let mut token = None;
         loop {
-            let page = self.list_page(request, token.as_ref(), filter).await?;
+            let page = self.page(request, token.as_ref(), filter).await?;
             records.extend(page.records);
             match page.next {
                 Some(next) => token = Some(next),
@@ -208,9 +227,27 @@ impl RestConnector {
                     for (name, value) in query {
                         url.query_pairs_mut().append_pair(name, value);
                     }
-                    let answer = self.http.send(Method::DELETE, url, None, None, Kind::Write).await?;
+                    // A delete names the revision it deletes, read just before.
+                    let mut if_match = None;
+                    if let Some(revision) = &self.settings.revision {
+                        let Some(current) = self.fetch(id).await? else {
+                            return Err(ConnectorError::NotFound { id: id.clone() });
+                        };
+                        let held = self.revision_of(id, &current.record)?;
+                        match revision.delete {
+                            RevisionIn::IfMatch => if_match = Some(held),
+                            RevisionIn::Query | RevisionIn::Body => {
+                                url.query_pairs_mut().append_pair(&revision.param, &held);
+                            }
+                        }
+                    }
+                    let answer =
+                        self.http.send(Method::DELETE, url, None, if_match.as_deref(), Kind::Write).await?;
                     match answer.status {
                         status if status.is_success() => Ok((WriteOutcome { id: id.clone() }, None)),
+                        status if self.settings.stale.contains(&status) => {
+                            Err(ConnectorError::TargetMoved { id: id.clone() })
+                        }
                         StatusCode::NOT_FOUND | StatusCode::GONE => {
                             Err(ConnectorError::NotFound { id: id.clone() })
                         }
@@ -242,6 +279,8 @@ impl RestConnector {
         // an `If-Match` needs the record's current ETag, and a version check its version.
         let needs_current = self.settings.etag
             || self.settings.version.is_some()
+            || self.settings.revision.is_some()
+            || self.settings.whole_document
             || changing.iter().any(|(path, _)| path.has_filter());
         let current = if needs_current {
             match self.fetch(id).await? {
@@ -285,18 +324,38 @@ impl RestConnector {
             let value = self.empty_value(path, &field.value, false).await?.unwrap_or(Value::Null);
             path.set(&mut document, value).map_err(|message| ConnectorError::Rejected { message })?;
         }
-        for (path, _) in &changing {
-            path.unit().copy(&document, &mut body).map_err(|message| ConnectorError::Rejected { message })?;
+        if self.settings.whole_document {
+            // The whole document goes back, its untracked fields as they were read.
+            body = document;
+        } else {
+            for (path, _) in &changing {
+                path.unit()
+                    .copy(&document, &mut body)
+                    .map_err(|message| ConnectorError::Rejected { message })?;
+            }
         }
         if let (Some(version), Some(current)) = (&self.settings.version, &current) {
             version.set(&mut body, version.get(&current.record)).map_err(|message| {
                 ConnectorError::Misconfigured { message: format!("`version`: {message}") }
             })?;
         }
-        let if_match =
-            current.as_ref().and_then(|current| current.etag.as_deref()).filter(|_| self.settings.etag);
+        let mut url = self.item_url(id)?;
+        let mut if_match =
+            current.as_ref().and_then(|current| current.etag.clone()).filter(|_| self.settings.etag);
+        if let (Some(revision), Some(current)) = (&self.settings.revision, &current) {
+            let held = self.revision_of(id, &current.record)?;
+            match revision.update {
+                RevisionIn::Body => revision.path.set(&mut body, Value::String(held)).map_err(|message| {
+                    ConnectorError::Misconfigured { message: format!("`revision.path`: {message}") }
+                })?,
+                RevisionIn::Query => {
+                    url.query_pairs_mut().append_pair(&revision.param, &held);
+                }
+                RevisionIn::IfMatch => if_match = Some(held),
+            }
+        }
         let method = self.settings.update.to_http();
-        let answer = self.http.send(method, self.item_url(id)?, Some(&body), if_match, Kind::Write).await?;
+        let answer = self.http.send(method, url, Some(&body), if_match.as_deref(), Kind::Write).await?;
         match answer.status {
             status if status.is_success() => {
                 Ok((WriteOutcome { id: id.clone() }, self.response_record(&answer)))
@@ -306,6 +365,24 @@ impl RestConnector {
             }
             StatusCode::NOT_FOUND | StatusCode::GONE => Err(ConnectorError::NotFound { id: id.clone() }),
             _ => Err(answer.error(&format!("updating record {id}"))),
+        }
+    }
+
+    /// The revision `record` holds, as text.
+    fn revision_of(&self, id: &RecordId, record: &Value) -> Result<String, ConnectorError> {
+        let Some(revision) = &self.settings.revision else {
+            return Err(ConnectorError::Misconfigured { message: "rest connector: no `revision`".into() });
+        };
+        match revision.path.get(record) {
+            Value::String(text) if !text.is_empty() => Ok(text),
+            Value::Number(number) => Ok(number.to_string()),
+            other => Err(ConnectorError::Malformed {
+                what: self.what(),
+                message: format!(
+                    "record {id} holds no revision at {} (found {other}), which a write must name",
+                    revision.path
+                ),
+            }),
         }
     }
 
@@ -377,9 +454,9 @@ impl RestConnector {
             Err(error) => return Err(self.made_anyway(fields, error).await),
         };
         let fetched = self.response_record(&answer);
-        let id = fetched
-            .as_ref()
-            .and_then(|fetched| self.id_of(&fetched.record))
+        let answered = serde_json::from_str::<Value>(&answer.body).unwrap_or(Value::Null);
+        let id = text_of(&self.settings.create_id.get(&answered))
+            .or_else(|| fetched.as_ref().and_then(|fetched| self.id_of(&fetched.record)))
             .or_else(|| {
                 // Some APIs answer a create with only a `Location` header.
                 answer.header("location").and_then(|location| {
@@ -390,7 +467,7 @@ impl RestConnector {
                 what: answer.url.clone(),
                 message: format!(
                     "a create was answered without the new record's id at {}: {}",
-                    self.settings.id,
+                    self.settings.create_id,
                     crate::http::excerpt(&answer.body)
                 ),
             })?;
@@ -461,7 +538,11 @@ impl RestConnector {
 
     /// The record a write's response holds, when it holds one.
     fn response_record(&self, answer: &Answer) -> Option<Fetched> {
-        let record = serde_json::from_str::<Value>(&answer.body).ok().filter(Value::is_object)?;
+        // An answer that is not the record (CouchDB's `{"ok":true,"id":…,"rev":…}`, which holds
+        // no id at the record's id path) verifies nothing: the record is read again.
+        let record = serde_json::from_str::<Value>(&answer.body)
+            .ok()
+            .filter(|record| record.is_object() && self.id_of(record).is_some())?;
         Some(Fetched { record, etag: answer.header("etag").map(str::to_string) })
     }
 }
@@ -499,6 +580,30 @@ fn url_for(template: &str, setting: &str, id: &RecordId) -> Result<Url, Connecto
     Url::parse(&text).map_err(|error| ConnectorError::Misconfigured {
         message: format!("rest connector: `{setting}` gives {text:?} for record {id}, not a URL: {error}"),
     })
+}
+
+/// An id or a sequence as text: a string that is not empty, or a number.
+fn text_of(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) if !text.is_empty() => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// Whether a change feed's row says it is a delete: `true`, `"true"` or `1`.
+fn truthy(value: Option<&Value>) -> bool {
+    match value {
+        Some(Value::Bool(flag)) => *flag,
+        Some(Value::String(text)) => text.eq_ignore_ascii_case("true"),
+        Some(Value::Number(number)) => number.as_i64() == Some(1),
+        _ => false,
+    }
+}
+
+/// The value at a JSON pointer of a setting, `""` being the whole value.
+fn at<'v>(value: &'v Value, pointer: &str) -> Option<&'v Value> {
+    if pointer.is_empty() { Some(value) } else { value.pointer(pointer) }
 }
 
 /// Whether a value is empty: `null` or `""`, which fieldsync holds for the same.
@@ -616,17 +721,35 @@ impl Connector for RestConnector {
         Capabilities {
             incremental: self.settings.since.is_some(),
             lookup_by_key: true,
-            // An ETag (checked to be sent) or a version the API checks: the API refuses a
-            // stale update atomically.
-            conditional_writes: self.settings.etag || self.settings.version.is_some(),
+            // An ETag (checked to be sent), a version or a revision the API checks: the API
+            // refuses a stale update atomically.
+            conditional_writes: self.settings.etag
+                || self.settings.version.is_some()
+                || self.settings.revision.is_some(),
             create: true,
             delete: !matches!(self.settings.delete, Delete::None),
-            sequences: false,
+            sequences: self.settings.feed.is_some(),
         }
     }
 
     async fn check(&mut self, paths: &[String]) -> Result<Probe, ConnectorError> {
         let paths = field_paths(paths.iter().map(String::as_str))?;
+        if let Some(feed) = self.settings.feed.clone() {
+            // The feed answers as configured: rows, their documents and ids, a sequence.
+            let start = match feed.full {
+                FullRead::Feed => feed.start.clone(),
+                FullRead::Listing => Some(self.current_sequence(&feed).await?),
+            };
+            self.feed_page(&feed, &paths, start, &[]).await?;
+            if feed.full == FullRead::Feed {
+                return Ok(Probe {
+                    kind: "rest",
+                    target: self.what(),
+                    records: None,
+                    capabilities: self.capabilities(),
+                });
+            }
+        }
         let answer = self.http.send(Method::GET, self.list_url(None, &[]), None, None, Kind::Read).await?;
         if !answer.status.is_success() {
             return Err(answer.error("listing records"));
@@ -666,7 +789,7 @@ impl Connector for RestConnector {
             // A new listing: a new run, whose creates read the unique values afresh.
             *self.unique_holders.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
-        self.list_page(request, token, &[]).await
+        self.page(request, token, &[]).await
     }
 
     async fn lookup(
@@ -796,7 +919,182 @@ impl Connector for RestConnector {
     }
 }
 
+/// Where a listing of a connector with a feed goes on.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FeedToken {
+    /// The feed, after this sequence.
+    Since(String),
+    /// The listing (`full = "listing"`), at its own token, with the feed's sequence taken before
+    /// its first page.
+    Listing { sequence: String, next: String },
+}
+
+impl FeedToken {
+    fn encode(&self) -> PageToken {
+        PageToken(serde_json::to_string(self).unwrap_or_default())
+    }
+
+    fn decode(token: &PageToken, what: &str) -> Result<FeedToken, ConnectorError> {
+        serde_json::from_str(&token.0).map_err(|error| ConnectorError::Malformed {
+            what: what.to_string(),
+            message: format!("a page token of this connector's feed cannot be read: {error}"),
+        })
+    }
+}
+
 impl RestConnector {
+    /// One page of whatever a read asks for: the change feed after a sequence (an incremental
+    /// read of a connector with a feed, or its full read of the whole feed), or the listing.
+    async fn page(
+        &mut self,
+        request: &ReadRequest,
+        token: Option<&PageToken>,
+        filter: &[(String, String)],
+    ) -> Result<Page, ConnectorError> {
+        let Some(feed) = self.settings.feed.clone() else {
+            return self.list_page(request, token, filter).await;
+        };
+        self.written.clear();
+        let paths = field_paths(request.paths.iter().map(String::as_str))?;
+        let listing = |page: Page, sequence: String| Page {
+            next: page
+                .next
+                .map(|next| FeedToken::Listing { sequence: sequence.clone(), next: next.0 }.encode()),
+            records: page.records,
+            sequence: Some(Sequence(sequence)),
+        };
+        match token.map(|token| FeedToken::decode(token, &self.what())).transpose()? {
+            Some(FeedToken::Since(since)) => self.feed_page(&feed, &paths, Some(since), filter).await,
+            Some(FeedToken::Listing { sequence, next }) => {
+                let page = self.list_page(request, Some(&PageToken(next)), filter).await?;
+                Ok(listing(page, sequence))
+            }
+            None => match (request.since_sequence(), feed.full) {
+                (Some(since), _) => self.feed_page(&feed, &paths, Some(since.0.clone()), filter).await,
+                (None, FullRead::Feed) => self.feed_page(&feed, &paths, feed.start.clone(), filter).await,
+                (None, FullRead::Listing) => {
+                    // Taken before the listing: whatever changes during it is read next time.
+                    let sequence = self.current_sequence(&feed).await?;
+                    let page = self.list_page(request, None, filter).await?;
+                    Ok(listing(page, sequence))
+                }
+            },
+        }
+    }
+
+    /// The feed's sequence now, from `feed.current`.
+    async fn current_sequence(&self, feed: &FeedSettings) -> Result<String, ConnectorError> {
+        let Some((url, pointer)) = &feed.current else {
+            return Err(ConnectorError::Misconfigured {
+                message: format!("rest connector for {}: no `feed.current`", self.what()),
+            });
+        };
+        let answer = self.http.send(Method::GET, url.clone(), None, None, Kind::Read).await?;
+        if !answer.status.is_success() {
+            return Err(answer.error("reading the feed's current sequence (`feed.current`)"));
+        }
+        let body = answer.json()?;
+        at(&body, pointer).and_then(text_of).ok_or_else(|| ConnectorError::Malformed {
+            what: answer.url.clone(),
+            message: format!(
+                "the answer holds no sequence at {pointer:?} (`feed.current.pointer`); it starts {:?}",
+                crate::http::excerpt(&answer.body)
+            ),
+        })
+    }
+
+    /// One page of the change feed after `since` (from its start when `None`): each row a
+    /// record, a deleted row a deleted record with its id and no values; the next page starts
+    /// at the sequence this one reached, while pages come full and the sequence moves.
+    async fn feed_page(
+        &self,
+        feed: &FeedSettings,
+        paths: &[FieldPath],
+        since: Option<String>,
+        filter: &[(String, String)],
+    ) -> Result<Page, ConnectorError> {
+        let settings = &self.settings;
+        let mut url = feed.url.clone();
+        {
+            let mut query = url.query_pairs_mut();
+            for (name, value) in settings.query.iter().chain(filter) {
+                query.append_pair(name, value);
+            }
+            if let Some(since) = &since {
+                query.append_pair(&feed.since_param, since);
+            }
+            query.append_pair(&feed.limit_param, &settings.page_size.to_string());
+        }
+        let answer = self.http.send(Method::GET, url, None, None, Kind::Read).await?;
+        if !answer.status.is_success() {
+            return Err(answer.error("reading the change feed"));
+        }
+        let body = answer.json()?;
+        let malformed = |message: String| ConnectorError::Malformed { what: answer.url.clone(), message };
+        let Some(Value::Array(rows)) = at(&body, &feed.rows) else {
+            return Err(malformed(format!(
+                "the feed's answer has no array of rows at {:?} (`feed.rows`); it starts {:?}",
+                feed.rows,
+                crate::http::excerpt(&answer.body)
+            )));
+        };
+        let sequence = at(&body, &feed.sequence).and_then(text_of).ok_or_else(|| {
+            malformed(format!(
+                "the feed's answer has no sequence at {:?} (`feed.sequence`); it starts {:?}",
+                feed.sequence,
+                crate::http::excerpt(&answer.body)
+            ))
+        })?;
+        let mut records = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id = row.pointer(&feed.id).and_then(text_of);
+            if id.as_deref().is_some_and(|id| feed.skip_ids.iter().any(|skip| id.starts_with(skip.as_str())))
+            {
+                continue;
+            }
+            if truthy(row.pointer(&feed.deleted)) {
+                // A delete names only its record; the engine finds it by that id.
+                let id = id.ok_or_else(|| {
+                    malformed(format!(
+                        "a deleted row has no id at {:?} (`feed.id`): {}",
+                        feed.id,
+                        crate::http::excerpt(&row.to_string())
+                    ))
+                })?;
+                records.push(ConnectorRecord {
+                    id: RecordId::new(id),
+                    values: vec![Value::Null; paths.len()],
+                    modified: None,
+                    deleted: true,
+                });
+                continue;
+            }
+            let Some(document) = at(row, &feed.document).filter(|document| document.is_object()) else {
+                return Err(malformed(format!(
+                    "a row has no document at {:?} (`feed.document`; does the feed need a parameter such \
+                     as include_docs=true in `query`?): {}",
+                    feed.document,
+                    crate::http::excerpt(&row.to_string())
+                )));
+            };
+            let record = self.record_with_id(document, paths, &answer.url, id.as_deref())?;
+            if let Some(id) = &id
+                && record.id.as_str() != id
+            {
+                return Err(malformed(format!(
+                    "a row names record {id} (`feed.id`) but its document holds id {} (`id`); a record's id \
+                     must be the one its item URL takes",
+                    record.id
+                )));
+            }
+            records.push(record);
+        }
+        let next = (rows.len() >= settings.page_size && since.as_ref() != Some(&sequence))
+            .then(|| FeedToken::Since(sequence.clone()).encode());
+        Ok(Page { records, next, sequence: Some(Sequence(sequence)) })
+    }
+
     /// One page of a listing (`Connector::read_page` without its side effects on the caches),
     /// narrowed by `filter`'s query parameters.
     async fn list_page(

@@ -1,7 +1,8 @@
 //! The rest connector: records behind a JSON API — a list endpoint read a page at a time in
 //! the paging style the API uses, records read and written at JSON paths, auth from the
 //! environment, pacing and rate limits, and writes that are verified and never sent when
-//! they would change nothing. Presets (`wordpress`, `drf`) fill the settings in.
+//! they would change nothing; change feeds read by sequence, whole documents written with their
+//! revision. Presets (`wordpress`, `drf`) fill the settings in.
 
 mod batch;
 mod config;
@@ -10,8 +11,8 @@ mod http;
 mod path;
 
 pub use config::{
-    Auth, Batch, Create, Delete, Deleted, Empty, KeyParam, Method, Modified, Order, Paging, Preset, Rate,
-    RestConfig, Settings, Since, TimeFormat, Verify,
+    Auth, Batch, Create, Current, Delete, Deleted, Empty, Feed, FullRead, KeyParam, Method, Modified, Order,
+    Paging, Preset, Rate, RestConfig, Revision, RevisionIn, Settings, Since, TimeFormat, Verify,
 };
 pub use connector::RestConnector;
 pub use fieldsync_connector::Secret;

@@ -1,7 +1,8 @@
 //! A fixture HTTP server for the rest connector's tests: an in-process imitation of the JSON
-//! APIs the connector reads and writes — WordPress, Django REST Framework and three generic
-//! paging styles (a `Link` header, an opaque cursor, an offset) — with a clock the test
-//! controls, faults it can inject, authentication, and a log of every request.
+//! APIs the connector reads and writes — WordPress, Django REST Framework, three generic
+//! paging styles (a `Link` header, an opaque cursor, an offset) and an offline-first client's
+//! cloud API of revisioned documents with a change feed — with a clock the test controls,
+//! faults it can inject, authentication, and a log of every request.
 //!
 //! The server runs on its own thread, with its own single-threaded tokio runtime, so it
 //! answers whatever runtime a test uses (a `#[tokio::test]` runs on one thread) and keeps
@@ -131,6 +132,36 @@ pub enum Style {
     /// `changes_since` (inclusive: `>=`; a naive time is local), ordered by `updated`, then
     /// id, and answer `{"items":[..],"total":123}`.
     Offset,
+    /// An offline-first client's cloud API of revisioned documents with a change feed, in
+    /// CouchDB's shapes, at `/sync`.
+    ///
+    /// A document is `{"_id":"lid-0007","_rev":"3-5c0f…",..}` with whatever fields the test gave
+    /// it; `_rev` is its number of writes, a dash and a hash, and changes on every write (a
+    /// person's edit too). Every write also takes the next number of the database's sequence.
+    ///
+    /// `GET /sync` answers `{"db_name":"members","update_seq":N,"doc_count":M}`.
+    /// `GET /sync/changes` takes `since` (a sequence; absent or `0`: from the start; `now`: the
+    /// current sequence, no rows) and `limit` (1 to 1000, 100 by default) and answers
+    /// `{"results":[{"seq":S,"id":"lid-0007","changes":[{"rev":..}],"doc":{..}},..],"last_seq":L}`:
+    /// each document once, at its latest sequence, in the order of sequences, only those after
+    /// `since`; a deleted one as `{"seq","id","changes","deleted":true}` (a tombstone, no
+    /// `doc`); `last_seq` is the sequence of the last row, or `since` (the current sequence
+    /// without one) when there is none. Every row answered is counted
+    /// ([`FixtureServer::rows_served`]).
+    /// `GET /sync/docs` lists the live documents by id: `offset` and `limit` (1 to 1000, 100),
+    /// `{"total_rows","offset","rows":[doc,..]}`.
+    ///
+    /// `GET /sync/docs/{id}` answers the document with an `ETag` of its `_rev` (quoted), or 404
+    /// `{"error":"not_found","reason":"missing"}` (`"deleted"` for a deleted one).
+    /// `PUT /sync/docs/{id}` replaces the whole document (the fields not sent are gone); it must
+    /// name the current revision — `_rev` in the body, `?rev=`, or `If-Match` — or is refused
+    /// with 409 `{"error":"conflict","reason":"Document update conflict."}`.
+    /// `POST /sync/docs` creates a document under a new id (an `_id` in the body is ignored).
+    /// Both answer 201 `{"ok":true,"id","rev"}` — not the document. `DELETE /sync/docs/{id}`
+    /// must name the revision (`?rev=` or `If-Match`, else 409) and answers 200
+    /// `{"ok":true,"id","rev"}`, leaving a tombstone in the feed. A refused email is 400
+    /// `{"error":"bad_request","reason":"email: Enter a valid email address."}`.
+    Feed,
 }
 
 impl Style {
@@ -142,6 +173,7 @@ impl Style {
             Style::LinkHeader => "/v1/contacts",
             Style::Cursor => "/v2/people",
             Style::Offset => "/members",
+            Style::Feed => "/sync/docs",
         }
     }
 
@@ -149,6 +181,7 @@ impl Style {
     fn id_key(self) -> &'static str {
         match self {
             Style::Cursor => "uuid",
+            Style::Feed => "_id",
             _ => "id",
         }
     }
@@ -160,6 +193,8 @@ impl Style {
             Style::Drf => "updated_at",
             Style::LinkHeader => "modified",
             Style::Cursor | Style::Offset => "updated",
+            // No time: the revision is the fixture's own, like a time, and never written.
+            Style::Feed => "_rev",
         }
     }
 }
@@ -245,6 +280,9 @@ impl FixtureServer {
                 log: RequestJournal::default(),
                 faults: Faults::default(),
                 auth: None,
+                seq: 0,
+                tombstones: BTreeMap::new(),
+                rows_served: 0,
             }),
         });
         let server = LoopbackServer::start("fixture-server", listener, serve(Arc::clone(&shared)));
@@ -278,6 +316,32 @@ impl FixtureServer {
     /// the `Link` header style, `{list}/{uuid}` for the cursor style).
     pub fn item_url(&self, id: i64) -> String {
         format!("{}{}", self.shared.base, self.shared.item_path(id))
+    }
+
+    /// The change feed's URL ([`Style::Feed`]).
+    pub fn feed_url(&self) -> String {
+        format!("{}/sync/changes", self.shared.base)
+    }
+
+    /// The database's URL, whose answer holds its `update_seq` ([`Style::Feed`]).
+    pub fn database_url(&self) -> String {
+        format!("{}/sync", self.shared.base)
+    }
+
+    /// How many rows the change feed has answered ([`Style::Feed`]).
+    pub fn rows_served(&self) -> usize {
+        self.shared.lock().rows_served
+    }
+
+    /// The database's sequence now: the number of the last write ([`Style::Feed`]).
+    pub fn update_seq(&self) -> u64 {
+        self.shared.lock().seq
+    }
+
+    /// Deletes a record as a person would: for [`Style::Feed`] a tombstone the feed lists.
+    pub fn delete(&self, id: i64) {
+        let mut inner = self.shared.lock();
+        assert!(inner.remove(id), "no fixture record {id} to delete");
     }
 
     /// Adds a record as a person would, modified now, and returns its id (the number the
@@ -465,6 +529,12 @@ struct Inner {
     log: RequestJournal<RequestLog>,
     faults: Faults,
     auth: Option<Auth>,
+    /// The sequence of the last write (every style counts; the feed shows it).
+    seq: u64,
+    /// Deleted records' last sequence and revision, for the feed's tombstones.
+    tombstones: BTreeMap<i64, (u64, u64)>,
+    /// Rows the change feed answered.
+    rows_served: usize,
 }
 
 impl Inner {
@@ -472,8 +542,27 @@ impl Inner {
     fn add(&mut self, fields: Map<String, Value>) -> i64 {
         let id = self.next_id;
         self.next_id += 1;
-        self.records.insert(id, Stored { created: self.now, modified: self.now, fields });
+        self.seq += 1;
+        self.records
+            .insert(id, Stored { created: self.now, modified: self.now, fields, seq: self.seq, rev: 1 });
         id
+    }
+
+    /// Notes a write of record `id`: the next sequence and a new revision.
+    fn bump(&mut self, id: i64) {
+        self.seq += 1;
+        if let Some(stored) = self.records.get_mut(&id) {
+            stored.seq = self.seq;
+            stored.rev += 1;
+        }
+    }
+
+    /// Deletes record `id`, leaving a tombstone at the next sequence; false when there is none.
+    fn remove(&mut self, id: i64) -> bool {
+        let Some(stored) = self.records.remove(&id) else { return false };
+        self.seq += 1;
+        self.tombstones.insert(id, (self.seq, stored.rev + 1));
+        true
     }
 }
 
@@ -484,6 +573,10 @@ struct Stored {
     created: Timestamp,
     modified: Timestamp,
     fields: Map<String, Value>,
+    /// The sequence of its last write.
+    seq: u64,
+    /// How many writes it had: its revision's number.
+    rev: u64,
 }
 
 /// The faults to inject.
@@ -542,7 +635,7 @@ impl Shared {
     /// The id as the API shows it in records.
     fn api_id(&self, id: i64) -> Value {
         match self.style {
-            Style::LinkHeader | Style::Cursor => Value::String(self.id_text(id)),
+            Style::LinkHeader | Style::Cursor | Style::Feed => Value::String(self.id_text(id)),
             _ => Value::from(id),
         }
     }
@@ -552,6 +645,7 @@ impl Shared {
         match self.style {
             Style::LinkHeader => format!("c-{id}"),
             Style::Cursor => format!("{UUID_PREFIX}{id:012x}"),
+            Style::Feed => format!("lid-{id:04}"),
             _ => id.to_string(),
         }
     }
@@ -560,6 +654,7 @@ impl Shared {
     fn parse_id(&self, segment: &str) -> Option<i64> {
         match self.style {
             Style::LinkHeader => segment.strip_prefix("c-").and_then(parse_digits),
+            Style::Feed => segment.strip_prefix("lid-").and_then(parse_digits),
             Style::Cursor => segment
                 .strip_prefix(UUID_PREFIX)
                 .filter(|hex| hex.len() == 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -581,13 +676,16 @@ impl Shared {
         if self.style == Style::WordPress {
             return self.wp_render(id, stored, edit);
         }
+        if self.style == Style::Feed {
+            return self.feed_render(id, stored);
+        }
         let mut record = stored.fields.clone();
         record.insert(self.style.id_key().to_owned(), self.api_id(id));
         let time = match self.style {
             Style::Drf => Value::String(format_time(stored.modified, &TimeZone::UTC, "%Y-%m-%dT%H:%M:%SZ")),
             Style::LinkHeader => Value::String(format_time(stored.modified, &self.zone, "%Y-%m-%d %H:%M:%S")),
             Style::Cursor => Value::from(stored.modified.as_second()),
-            Style::WordPress | Style::Offset => {
+            Style::WordPress | Style::Offset | Style::Feed => {
                 Value::String(format_time(stored.modified, &self.zone, "%Y-%m-%dT%H:%M:%S%:z"))
             }
         };
@@ -641,6 +739,7 @@ impl Shared {
             _ => merge_patch(&mut stored.fields, &self.writable(patch)),
         }
         stored.modified = now;
+        inner.bump(id);
         true
     }
 
@@ -753,6 +852,7 @@ impl Shared {
         let request = Request { method, path: uri.path(), query, headers, body };
         match self.style {
             Style::WordPress => self.wp_serve(&mut inner, &request),
+            Style::Feed => self.feed_serve(&mut inner, &request),
             _ => self.api_serve(&mut inner, &request),
         }
     }
@@ -763,6 +863,7 @@ impl Shared {
         match self.style {
             Style::WordPress => self.wp_error(status, code, message),
             Style::Drf => self.json(status, &json!({ "detail": message })),
+            Style::Feed => self.json(status, &json!({ "error": code, "reason": message })),
             _ => self.json(status, &json!({ "error": code, "message": message })),
         }
     }
@@ -1305,7 +1406,7 @@ impl Shared {
             Style::Drf => self.drf_list(inner, query),
             Style::LinkHeader => self.link_list(inner, query),
             Style::Cursor => self.cursor_list(inner, query),
-            Style::WordPress | Style::Offset => self.offset_list(inner, query),
+            Style::WordPress | Style::Offset | Style::Feed => self.offset_list(inner, query),
         };
         match answer {
             Ok(response) => response,
@@ -1669,7 +1770,8 @@ impl Shared {
             (_, true) => merge_patch(&mut stored.fields, &changes),
         }
         stored.modified = now;
-        let body = self.render(id, stored, true);
+        inner.bump(id);
+        let body = self.render(id, &inner.records[&id], true);
         *inner.writes.entry(id).or_default() += 1;
         self.record_answer(StatusCode::OK, &body)
     }
@@ -1684,6 +1786,212 @@ impl Shared {
         inner.records.remove(&id);
         *inner.writes.entry(id).or_default() += 1;
         bytes_response(StatusCode::NO_CONTENT, Vec::new(), self.content_type())
+    }
+}
+
+impl Shared {
+    // -----------------------------------------------------------------------------------------
+    // The change-feed API of revisioned documents
+    // -----------------------------------------------------------------------------------------
+
+    /// A document's revision: its number of writes, a dash and a hash.
+    fn feed_rev(id: i64, rev: u64) -> String {
+        let mut hasher = DefaultHasher::new();
+        (id, rev).hash(&mut hasher);
+        format!("{rev}-{:08x}", hasher.finish() & 0xffff_ffff)
+    }
+
+    fn feed_render(&self, id: i64, stored: &Stored) -> Value {
+        let mut document = Map::new();
+        document.insert("_id".to_owned(), self.api_id(id));
+        document.insert("_rev".to_owned(), Value::String(Self::feed_rev(id, stored.rev)));
+        document.extend(stored.fields.clone());
+        Value::Object(document)
+    }
+
+    fn feed_serve(&self, inner: &mut Inner, request: &Request<'_>) -> Response {
+        let read = matches!(*request.method, Method::GET | Method::HEAD);
+        let docs = Style::Feed.list_path();
+        match request.path {
+            "/sync" if read => self.json(
+                StatusCode::OK,
+                &json!({ "db_name": "members", "update_seq": inner.seq, "doc_count": inner.records.len() }),
+            ),
+            "/sync/changes" if read => {
+                self.feed_changes(inner, &request.query).unwrap_or_else(|refusal| *refusal)
+            }
+            path if path == docs && read => {
+                self.feed_list(inner, &request.query).unwrap_or_else(|refusal| *refusal)
+            }
+            path if path == docs && *request.method == Method::POST => self.feed_create(inner, request),
+            path => match path.strip_prefix(docs).and_then(|rest| rest.strip_prefix('/')) {
+                Some(segment) if !segment.is_empty() && !segment.contains('/') => {
+                    let id = self.parse_id(segment);
+                    match *request.method {
+                        _ if read => self.feed_get(inner, id),
+                        Method::PUT => self.feed_put(inner, request, id),
+                        Method::DELETE => self.feed_delete(inner, request, id),
+                        _ => self.method_not_allowed(request.method, "GET, PUT, DELETE, HEAD"),
+                    }
+                }
+                _ => self.error(StatusCode::NOT_FOUND, "not_found", "missing"),
+            },
+        }
+    }
+
+    fn feed_changes(&self, inner: &mut Inner, query: &[(String, String)]) -> Result<Response, Refusal> {
+        let limit = self.number_param(query, "limit", 100, 1..=1000)?;
+        let since = match param(query, "since") {
+            None => 0,
+            Some("now") => inner.seq,
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(since) => since,
+                Err(_) => return Err(Box::new(self.bad_parameter("since", "must be a sequence or `now`"))),
+            },
+        };
+        // Each document once, at its latest sequence; tombstones too.
+        let mut rows: Vec<(u64, i64, Option<&Stored>, u64)> = inner
+            .records
+            .iter()
+            .map(|(id, stored)| (stored.seq, *id, Some(stored), stored.rev))
+            .chain(inner.tombstones.iter().map(|(id, (seq, rev))| (*seq, *id, None, *rev)))
+            .filter(|(seq, ..)| *seq > since)
+            .collect();
+        rows.sort_by_key(|(seq, ..)| *seq);
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let last = rows.last().map_or(since, |(seq, ..)| *seq);
+        let ids: Vec<i64> =
+            rows.iter().filter(|(_, _, stored, _)| stored.is_some()).map(|(_, id, ..)| *id).collect();
+        let results: Vec<Value> = rows
+            .iter()
+            .map(|(seq, id, stored, rev)| {
+                let changes = json!([{ "rev": Self::feed_rev(*id, *rev) }]);
+                match stored {
+                    Some(stored) => json!({
+                        "seq": seq, "id": self.id_text(*id), "changes": changes, "doc": self.feed_render(*id, stored)
+                    }),
+                    None => json!({ "seq": seq, "id": self.id_text(*id), "changes": changes, "deleted": true }),
+                }
+            })
+            .collect();
+        inner.rows_served += results.len();
+        let body = json!({ "results": results, "last_seq": last });
+        Ok(self.list_answer(inner, &body, Vec::new(), &ids))
+    }
+
+    fn feed_list(&self, inner: &mut Inner, query: &[(String, String)]) -> Result<Response, Refusal> {
+        let offset = self.number_param(query, "offset", 0, 0..=u64::MAX)?;
+        let limit = self.number_param(query, "limit", 100, 1..=1000)?;
+        let listed: Vec<(i64, &Stored)> = inner
+            .records
+            .iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|(id, stored)| (*id, stored))
+            .collect();
+        let ids: Vec<i64> = listed.iter().map(|(id, _)| *id).collect();
+        let rows: Vec<Value> = listed.iter().map(|(id, stored)| self.feed_render(*id, stored)).collect();
+        let body = json!({ "total_rows": inner.records.len(), "offset": offset, "rows": rows });
+        Ok(self.list_answer(inner, &body, Vec::new(), &ids))
+    }
+
+    /// The 404 of a document that is not there: `deleted` or `missing`.
+    fn feed_missing(&self, inner: &Inner, id: Option<i64>) -> Response {
+        let deleted = id.is_some_and(|id| inner.tombstones.contains_key(&id));
+        self.error(StatusCode::NOT_FOUND, "not_found", if deleted { "deleted" } else { "missing" })
+    }
+
+    fn feed_get(&self, inner: &mut Inner, id: Option<i64>) -> Response {
+        let Some((id, stored)) = id.and_then(|id| inner.records.get(&id).map(|stored| (id, stored))) else {
+            return self.feed_missing(inner, id);
+        };
+        let body = self.feed_render(id, stored);
+        let mut response = self.json(StatusCode::OK, &body);
+        set_header(&mut response, "etag", &format!("\"{}\"", Self::feed_rev(id, stored.rev)));
+        self.after_read(inner, id);
+        response
+    }
+
+    /// The revision a write names: `_rev` in its body, `?rev=`, or `If-Match`.
+    fn feed_named_rev(request: &Request<'_>, body: Option<&Map<String, Value>>) -> Option<String> {
+        body.and_then(|body| body.get("_rev"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .or_else(|| param(&request.query, "rev").map(str::to_owned))
+            .or_else(|| {
+                request
+                    .headers
+                    .get(header::IF_MATCH)
+                    .and_then(|value| value.to_str().ok())
+                    .map(|tag| tag.trim().trim_matches('"').to_owned())
+            })
+    }
+
+    fn feed_conflict(&self) -> Response {
+        self.error(StatusCode::CONFLICT, "conflict", "Document update conflict.")
+    }
+
+    fn feed_ok(&self, status: StatusCode, id: i64, rev: u64) -> Response {
+        self.json(status, &json!({ "ok": true, "id": self.id_text(id), "rev": Self::feed_rev(id, rev) }))
+    }
+
+    fn feed_fields(&self, inner: &Inner, request: &Request<'_>) -> Result<Map<String, Value>, Refusal> {
+        let body = self.api_body(request)?;
+        let fields: Map<String, Value> =
+            body.into_iter().filter(|(key, _)| key != "_id" && key != "_rev").collect();
+        if self.api_email_refused(inner, &fields) {
+            return Err(Box::new(self.error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "email: Enter a valid email address.",
+            )));
+        }
+        Ok(fields)
+    }
+
+    fn feed_create(&self, inner: &mut Inner, request: &Request<'_>) -> Response {
+        let fields = match self.feed_fields(inner, request) {
+            Ok(fields) => fields,
+            Err(refusal) => return *refusal,
+        };
+        self.created(inner, fields, |id, stored| self.feed_ok(StatusCode::CREATED, id, stored.rev))
+    }
+
+    fn feed_put(&self, inner: &mut Inner, request: &Request<'_>, id: Option<i64>) -> Response {
+        let Some((id, stored)) = id.and_then(|id| inner.records.get(&id).map(|stored| (id, stored))) else {
+            return self.feed_missing(inner, id);
+        };
+        let body = match self.api_body(request) {
+            Ok(body) => body,
+            Err(refusal) => return *refusal,
+        };
+        if Self::feed_named_rev(request, Some(&body)) != Some(Self::feed_rev(id, stored.rev)) {
+            return self.feed_conflict();
+        }
+        let fields = match self.feed_fields(inner, request) {
+            Ok(fields) => fields,
+            Err(refusal) => return *refusal,
+        };
+        let now = inner.now;
+        let Some(stored) = inner.records.get_mut(&id) else { return self.feed_missing(inner, Some(id)) };
+        stored.fields = fields;
+        stored.modified = now;
+        inner.bump(id);
+        *inner.writes.entry(id).or_default() += 1;
+        self.feed_ok(StatusCode::CREATED, id, inner.records[&id].rev)
+    }
+
+    fn feed_delete(&self, inner: &mut Inner, request: &Request<'_>, id: Option<i64>) -> Response {
+        let Some((id, stored)) = id.and_then(|id| inner.records.get(&id).map(|stored| (id, stored))) else {
+            return self.feed_missing(inner, id);
+        };
+        if Self::feed_named_rev(request, None) != Some(Self::feed_rev(id, stored.rev)) {
+            return self.feed_conflict();
+        }
+        inner.remove(id);
+        *inner.writes.entry(id).or_default() += 1;
+        let rev = inner.tombstones[&id].1;
+        self.feed_ok(StatusCode::OK, id, rev)
     }
 }
 
