@@ -66,7 +66,11 @@ impl Fixture for CsvFixture {
 
 #[tokio::test]
 async fn conformance() {
-    testkit::run_all(&mut CsvFixture::new(), &["incremental_read", "typed_values", "rejected_write"]).await;
+    testkit::run_all(
+        &mut CsvFixture::new(),
+        &["sequence_read", "incremental_read", "typed_values", "rejected_write"],
+    )
+    .await;
 }
 
 fn write_file(directory: &TempDir, name: &str, content: &str) -> PathBuf {

@@ -140,11 +140,11 @@ macro_rules! conformance {
 }
 
 conformance! {
-    conformance_with_sqlite_times_and_hard_deletes: Some(ModifiedFormat::Sqlite), false, [];
-    conformance_with_rfc3339_times_and_soft_deletes: Some(ModifiedFormat::Rfc3339), true, [];
-    conformance_with_unix_times_and_soft_deletes: Some(ModifiedFormat::Unix), true, [];
-    conformance_with_unix_ms_times: Some(ModifiedFormat::UnixMs), false, [];
-    conformance_without_modified_column: None, false, ["incremental_read"];
+    conformance_with_sqlite_times_and_hard_deletes: Some(ModifiedFormat::Sqlite), false, ["sequence_read"];
+    conformance_with_rfc3339_times_and_soft_deletes: Some(ModifiedFormat::Rfc3339), true, ["sequence_read"];
+    conformance_with_unix_times_and_soft_deletes: Some(ModifiedFormat::Unix), true, ["sequence_read"];
+    conformance_with_unix_ms_times: Some(ModifiedFormat::UnixMs), false, ["sequence_read"];
+    conformance_without_modified_column: None, false, ["sequence_read", "incremental_read"];
 }
 
 /// A fresh temporary directory holding the database `test.db` made by `schema`, and the

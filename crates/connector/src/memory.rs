@@ -487,10 +487,12 @@ impl Connector for MemoryConnector {
     }
 
     async fn check(&mut self, _paths: &[String]) -> Result<Probe, ConnectorError> {
+        // Counted before `capabilities` takes the system's lock again.
+        let records = self.state().records.len() as u64;
         Ok(Probe {
             kind: "memory",
             target: "memory".into(),
-            records: Some(self.state().records.len() as u64),
+            records: Some(records),
             capabilities: self.capabilities(),
         })
     }

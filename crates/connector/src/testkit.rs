@@ -24,8 +24,8 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::Value as Json;
 
 use crate::{
-    Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Page, PageToken, ReadRequest, Write,
-    WriteOutcome, WriteResults,
+    Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Page, PageToken, ReadRequest, Sequence,
+    Write, WriteOutcome, WriteResults,
 };
 
 /// Says loudly on stderr that the running test is skipped because it `needs` something and
@@ -203,7 +203,7 @@ macro_rules! run_each {
 /// When a property fails, or the properties that skipped are not exactly `expected_skips`.
 pub async fn run_all<F: Fixture>(fixture: &mut F, expected_skips: &[&str]) {
     let outcomes = run_each!(fixture;
-        check, full_read, incremental_read, lookup_by_ids, lookup_by_key, idempotent_update,
+        check, full_read, incremental_read, sequence_read, lookup_by_ids, lookup_by_key, idempotent_update,
         conditional_update, create, delete, verification, typed_values, rejected_write, missing_record
     );
     let known: Vec<&str> = outcomes.iter().map(|(property, _)| *property).collect();
@@ -317,6 +317,64 @@ pub async fn incremental_read<F: Fixture>(fixture: &mut F) -> Checked {
     let read = read_all(&mut connector, &since_second).await;
     assert_holds_exactly(&read, &expected[1..], "an incremental read from the second edit's time");
     Checked::Passed
+}
+
+/// A connector with sequences gives every page of a full read a sequence; a read after it
+/// returns exactly the records changed since (by the system's users or by the connector's own
+/// writes), a deleted one as deleted under its id, and none left alone; a read after the
+/// sequence that read reached returns nothing.
+pub async fn sequence_read<F: Fixture>(fixture: &mut F) -> Checked {
+    let Opened { records, mut connector, paths } = open_or_skip!(fixture, 150, sequences, "no sequences");
+    let all = ReadRequest { paths: paths.all(), since: None };
+    let ids = ids_by_key(&mut connector, &paths).await;
+    let (read, sequence) = read_with_sequence(&mut connector, &all).await;
+    assert_holds_exactly(&read, &records, "a full read");
+
+    fixture.edit("m0003", &paths.name, Json::from("Edited Three")).await;
+    fixture.edit("m0120", &paths.email, Json::from("edited120@example.org")).await;
+    apply_one(&mut connector, &Write::Delete { id: ids["m0050"].clone() })
+        .await
+        .unwrap_or_else(|error| panic!("a delete failed: {error}"));
+
+    let since = ReadRequest { paths: paths.all(), since: Some(crate::Since::Sequence(sequence)) };
+    let (read, reached) = read_with_sequence(&mut connector, &since).await;
+    let (deleted, live): (Vec<_>, Vec<_>) = read.into_iter().partition(|record| record.deleted);
+    let mut expected = vec![records[2].clone(), records[119].clone()];
+    expected[0].name = "Edited Three".into();
+    expected[1].email = "edited120@example.org".into();
+    assert_holds_exactly(&live, &expected, "a read after a full read's sequence");
+    let deleted: Vec<&RecordId> = deleted.iter().map(|record| &record.id).collect();
+    assert_eq!(deleted, [&ids["m0050"]], "the deletes of a read after a full read's sequence");
+
+    let quiet = ReadRequest { paths: paths.all(), since: Some(crate::Since::Sequence(reached)) };
+    let (read, _) = read_with_sequence(&mut connector, &quiet).await;
+    assert!(read.is_empty(), "a read after the last sequence returned {} records", read.len());
+    Checked::Passed
+}
+
+/// Every record of a listing, and the last sequence its pages gave.
+///
+/// # Panics
+///
+/// When a page fails, or no page gives a sequence.
+async fn read_with_sequence<C: Connector>(
+    connector: &mut C,
+    request: &ReadRequest,
+) -> (Vec<ConnectorRecord>, Sequence) {
+    let mut records = Vec::new();
+    let mut token: Option<PageToken> = None;
+    let mut sequence = None;
+    for _ in 0..MAX_PAGES {
+        let page = read_page(connector, request, token.as_ref()).await;
+        records.extend(page.records);
+        sequence = page.sequence.or(sequence);
+        token = page.next;
+        if token.is_none() {
+            let sequence = sequence.unwrap_or_else(|| panic!("no page of a listing gave a sequence"));
+            return (records, sequence);
+        }
+    }
+    panic!("a listing did not end within {MAX_PAGES} pages");
 }
 
 /// A lookup by ids returns the records asked for; ids that do not exist are absent, not

@@ -10,11 +10,13 @@ use jiff::{SignedDuration, Timestamp};
 /// Fresh `MemorySystem`s whose clock ticks one second per user edit.
 struct MemoryFixture {
     system: MemorySystem,
+    /// Whether its systems read as change feeds.
+    feed: bool,
 }
 
 impl MemoryFixture {
     fn new() -> Self {
-        Self { system: MemorySystem::new("key") }
+        Self { system: MemorySystem::new("key"), feed: false }
     }
 }
 
@@ -27,6 +29,9 @@ impl Fixture for MemoryFixture {
 
     async fn open(&mut self, records: &[TestRecord]) -> MemoryConnector {
         self.system = MemorySystem::new("key");
+        if self.feed {
+            self.system.read_as_feed();
+        }
         self.system.set_now(Timestamp::from_second(1_700_000_000).expect("a valid instant"));
         let paths = TestPaths::default();
         for record in records {
@@ -53,7 +58,13 @@ impl Fixture for MemoryFixture {
 
 #[tokio::test]
 async fn memory_connector_passes_the_conformance_suite() {
-    testkit::run_all(&mut MemoryFixture::new(), &[]).await;
+    testkit::run_all(&mut MemoryFixture::new(), &["sequence_read"]).await;
+}
+
+#[tokio::test]
+async fn memory_connector_read_as_a_feed_passes_the_conformance_suite() {
+    let mut fixture = MemoryFixture { feed: true, ..MemoryFixture::new() };
+    testkit::run_all(&mut fixture, &["incremental_read"]).await;
 }
 
 /// The memory fixture, but one whose system refuses nothing, so `rejected_write` skips.
@@ -82,11 +93,11 @@ impl Fixture for RefusesNothing {
 #[tokio::test]
 #[should_panic(expected = "skipped without being expected: [\"rejected_write\"]")]
 async fn a_skip_the_connector_did_not_declare_fails_the_suite() {
-    testkit::run_all(&mut RefusesNothing(MemoryFixture::new()), &[]).await;
+    testkit::run_all(&mut RefusesNothing(MemoryFixture::new()), &["sequence_read"]).await;
 }
 
 #[tokio::test]
 #[should_panic(expected = "expected to skip ran: [\"incremental_read\"]")]
 async fn a_declared_skip_that_runs_fails_the_suite() {
-    testkit::run_all(&mut MemoryFixture::new(), &["incremental_read"]).await;
+    testkit::run_all(&mut MemoryFixture::new(), &["sequence_read", "incremental_read"]).await;
 }

@@ -11,7 +11,7 @@ async fn conformance_with_a_serial_key_and_hard_deletes() {
     if server().is_none() {
         return;
     }
-    testkit::run_all(&mut ClubFixture::new(KeyStyle::Serial), &[]).await;
+    testkit::run_all(&mut ClubFixture::new(KeyStyle::Serial), &["sequence_read"]).await;
 }
 
 #[tokio::test]
@@ -21,7 +21,7 @@ async fn conformance_with_a_text_key_and_soft_deletes() {
     }
     let mut fixture = ClubFixture::new(KeyStyle::Text);
     fixture.soft_delete = true;
-    testkit::run_all(&mut fixture, &[]).await;
+    testkit::run_all(&mut fixture, &["sequence_read"]).await;
 }
 
 #[tokio::test]
@@ -32,7 +32,7 @@ async fn conformance_reading_through_a_view_and_writing_the_table() {
     let mut fixture = ClubFixture::new(KeyStyle::Serial);
     fixture.view = true;
     fixture.soft_delete = true;
-    testkit::run_all(&mut fixture, &[]).await;
+    testkit::run_all(&mut fixture, &["sequence_read"]).await;
 }
 
 #[tokio::test]
@@ -42,5 +42,5 @@ async fn conformance_without_a_modified_column() {
     }
     let mut fixture = ClubFixture::new(KeyStyle::Text);
     fixture.modified = false;
-    testkit::run_all(&mut fixture, &["incremental_read"]).await;
+    testkit::run_all(&mut fixture, &["sequence_read", "incremental_read"]).await;
 }

@@ -114,7 +114,7 @@ async fn conforms_against_a_real_wordpress_in_amsterdam_time() {
     let mut fixture = SiteFixture::new(site);
     // WordPress sends no ETags and keeps no version: the engine re-reads before writing. The
     // test plugin registers no number meta field.
-    testkit::run_all(&mut fixture, &["conditional_update", "typed_values"]).await;
+    testkit::run_all(&mut fixture, &["sequence_read", "conditional_update", "typed_values"]).await;
 }
 
 /// The people as WordPress's database holds them, by `knvb_id`: the post's id and status, the
