@@ -1,11 +1,12 @@
 //! The `fieldsync` binary end to end, as a user runs it, in one test binary: on SQLite files
 //! (`cli`), killed at any instant (`crash`), against real Django and WordPress sites (`django`,
 //! `wordpress`), with PostgreSQL as a side and as the state store (`postgres`), and through web
-//! admins without an API (`browser`, `browser_django`).
+//! admins without an API (`browser`, `browser_django`), and against a CouchDB API (`couchdb`).
 
 mod browser;
 mod browser_django;
 mod cli;
+mod couchdb;
 mod crash;
 mod django;
 mod fleet;
