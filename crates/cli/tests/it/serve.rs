@@ -884,3 +884,129 @@ async fn a_webhook_from_a_real_django_site_syncs_the_player_it_names() {
     .await;
     assert_eq!(service.stop().code(), Some(0));
 }
+
+/// The way to a cloud that is down until `connect`: its port refuses connections, then
+/// forwards each one to the cloud's.
+struct Uplink {
+    port: u16,
+}
+
+impl Uplink {
+    fn down() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        Self { port }
+    }
+
+    /// The connection is back: connections to the uplink's port reach `cloud`'s.
+    fn connect(&self, cloud: u16) {
+        let listener =
+            std::net::TcpListener::bind(("127.0.0.1", self.port)).expect("the uplink's port is free");
+        std::thread::spawn(move || {
+            for laptop in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", cloud)) else { continue };
+                let pipe = |mut from: std::net::TcpStream, mut to: std::net::TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                };
+                pipe(laptop.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, laptop);
+            }
+        });
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_offline_client_catches_up_with_its_cloud_when_the_connection_returns() {
+    use fieldsync_connector::testkit::couchdb::CouchServer;
+    const PASSWORD: &str = "clubhuis-Wifi-2026";
+    let Some(cloud) = CouchServer::start() else { return };
+    assert_eq!(cloud.request("PUT", "/_config/admins/clubhouse", Some(&json!(PASSWORD))).status, 200);
+    let auth = Some(("clubhouse", PASSWORD));
+    assert_eq!(cloud.request_as("PUT", "/clubhouse", None, auth).status, 201);
+    // Contacts made on the club's other devices, already in the cloud.
+    let made = json!({"docs": [
+        {"contact_id": "5f0c7e2a-9b1d-4c3e-8a6f-2d4b1e9c7a30", "name": "Marloes Brouwer", "email": "marloes.brouwer@example.nl", "phone": "+31612345678"},
+        {"contact_id": "a81e4f09-3c2b-4d6a-9e7f-1b0c5d8e2f44", "name": "Jeroen van Dijk", "email": "", "phone": "+31687654321"},
+        {"contact_id": "c3d9b1e7-2a4f-4b8c-b6d0-7e1f3a5c9d12", "name": "Süleyman Özdemir", "email": "s.ozdemir@example.com", "phone": null},
+    ]});
+    assert_eq!(cloud.request_as("POST", "/clubhouse/_bulk_docs", Some(&made), auth).status, 201);
+
+    // The laptop, offline, where two contacts were made at the clubhouse.
+    let dir = tempfile::tempdir().unwrap();
+    let laptop = dir.path().join("clubapp.db");
+    exec(
+        &laptop,
+        "CREATE TABLE contacts (contact_id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT, phone TEXT, updated_at TEXT NOT NULL);
+         INSERT INTO contacts VALUES
+             ('0b6f2d48-7e3a-4c91-a5d2-9f8e1c4b6a07', 'Ingrid Hoekstra', 'ingrid@hoekstra.example', '0651234567', strftime('%Y-%m-%dT%H:%M:%SZ', 'now')),
+             ('e47a1c95-6d2b-4f80-8c3e-5a9b7d1f0e26', 'Kees de Jong', NULL, '+31 6 23456789', strftime('%Y-%m-%dT%H:%M:%SZ', 'now'));",
+    );
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = &readme[readme.find("**An offline client.**").expect("the README's offline client")..];
+    let block = section.split("```toml\n").nth(1).expect("its configuration");
+    let block = &block[..block.find("```").unwrap()];
+    assert!(block.contains("https://cloud.clubapp.example/v1"), "the example's address changed");
+    let uplink = Uplink::down();
+    let config =
+        block.replace("https://cloud.clubapp.example/v1", &format!("http://127.0.0.1:{}", uplink.port));
+    std::fs::write(dir.path().join("fieldsync.toml"), format!("state = \"sqlite://state.db\"\n\n{config}"))
+        .unwrap();
+
+    let service = Service::start_with(dir.path(), &[("CLOUD_PASSWORD", PASSWORD)]);
+    let mut links = Value::Null;
+    wait_for(&service, "the link waiting for the cloud", async || {
+        links = service.get("/api/links", READ_TOKEN).await.1;
+        links[0]["service"]["waiting_for"] == "cloud"
+    })
+    .await;
+    assert_eq!(
+        count_once_created(&laptop, "SELECT count(*) FROM contacts"),
+        2,
+        "nothing changed while offline"
+    );
+
+    uplink.connect(cloud.port());
+    let cloud_contacts = || {
+        let answer = cloud.request_as("GET", "/clubhouse/_all_docs?include_docs=true", None, auth);
+        let rows = answer.body["rows"].as_array().cloned().unwrap_or_default();
+        rows.into_iter().map(|row| row["doc"].clone()).collect::<Vec<Value>>()
+    };
+    wait_for(&service, "both sides caught up", async || {
+        count_once_created(&laptop, "SELECT count(*) FROM contacts") == 5 && cloud_contacts().len() == 5
+    })
+    .await;
+    let contact = |id: &str| {
+        cloud_contacts()
+            .into_iter()
+            .find(|doc| doc["contact_id"] == id)
+            .unwrap_or_else(|| panic!("{id} in the cloud"))
+    };
+    let ingrid = contact("0b6f2d48-7e3a-4c91-a5d2-9f8e1c4b6a07");
+    assert_eq!(
+        (&ingrid["name"], &ingrid["email"]),
+        (&json!("Ingrid Hoekstra"), &json!("ingrid@hoekstra.example"))
+    );
+    assert_eq!(ingrid["phone"], json!("+31651234567"), "{ingrid}");
+    let kees = contact("e47a1c95-6d2b-4f80-8c3e-5a9b7d1f0e26");
+    assert_eq!((&kees["name"], &kees["phone"]), (&json!("Kees de Jong"), &json!("+31623456789")), "{kees}");
+    assert_eq!(
+        query(
+            &laptop,
+            "SELECT name || '|' || coalesce(email, '') FROM contacts WHERE contact_id = 'c3d9b1e7-2a4f-4b8c-b6d0-7e1f3a5c9d12'"
+        ),
+        "Süleyman Özdemir|s.ozdemir@example.com"
+    );
+    assert_eq!(
+        query(
+            &laptop,
+            "SELECT phone FROM contacts WHERE contact_id = '5f0c7e2a-9b1d-4c3e-8a6f-2d4b1e9c7a30'"
+        ),
+        "+31612345678"
+    );
+    let links = service.get("/api/links", READ_TOKEN).await.1;
+    assert!(links[0]["service"]["waiting_for"].is_null(), "{links:#}");
+    assert_eq!(service.stop().code(), Some(0));
+}
