@@ -33,6 +33,13 @@ pub enum EngineError {
         /// When that run started.
         started: jiff::Timestamp,
     },
+    /// A run only to deliver (`RunOptions::deliver_only`) found nothing due once it held the
+    /// link: another run delivered it meanwhile. Nothing was recorded.
+    #[error("link {link} has nothing due to deliver")]
+    NothingDue {
+        /// The link.
+        link: String,
+    },
     /// The run was cancelled; `run_link` reports it as a run with the status `cancelled`.
     #[error("the run was cancelled")]
     Cancelled,

@@ -49,6 +49,11 @@ pub struct RunOptions {
     /// under the link's lease, so of several processes given the same scheduled slot exactly
     /// one runs it, and a slot whose run was cancelled or failed is run again.
     pub unless_ran_since: Option<Timestamp>,
+    /// With `deliver_only`: run only if an outbox entry is due once the link is held; else fail
+    /// with `EngineError::NothingDue` before recording a run. Checked under the link's lease,
+    /// so a retry another process delivered while this one waited for the link leaves no empty
+    /// run behind.
+    pub only_if_due: bool,
 }
 
 /// What a run of a link is given besides its connectors and its state store.
@@ -113,6 +118,16 @@ pub async fn run_link<C: Connector, S: StateStore, K: Clock, P: Progress>(
             blocking(|| store.release(held))?;
         }
         return Err(EngineError::AlreadyRan { link: link.to_string(), started });
+    }
+    if let (true, true, Some(_)) = (options.deliver_only, options.only_if_due, &held) {
+        // What it was to deliver may have gone out with another run while it waited for the link.
+        let now = clock.now();
+        if blocking(|| store.next_due(link))?.is_none_or(|due| due > now) {
+            if let Some(held) = held {
+                blocking(|| store.release(held))?;
+            }
+            return Err(EngineError::NothingDue { link: link.to_string() });
+        }
     }
     let lease = held.as_ref();
     // A run starts once it holds its link: its history never overlaps another's.

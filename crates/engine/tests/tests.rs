@@ -1659,3 +1659,31 @@ async fn a_run_that_fails_keeps_the_sequence_it_started_from() {
     assert_eq!((next.stats.right.mode, next.stats.right.read), (ReadMode::Incremental, 1));
     assert_eq!(world.left.value("m3", "mobile"), json!("06-33"));
 }
+
+#[tokio::test]
+async fn a_delivery_only_if_due_records_no_run_when_another_delivered_what_was_due() {
+    let spec = link_spec("id", &[("email", FieldType::Email)], ConflictStrategy::Review);
+    let mut world = World::new(spec, Time::Fake { start: at(0), systems_follow: true });
+    world.left.edit("m2", "email", json!("m2@example.nl"));
+    world.run(RunOptions::default()).await;
+    world.left.edit("m2", "email", json!("m2.new@example.nl"));
+    world.right.inject(MemoryFault::WriteUnavailable);
+    // Forced past the guard, which a change to the one member of the link would stop.
+    let failed = world.run(RunOptions { force: true, ..Default::default() }).await;
+    assert_eq!(failed.status, RunStatus::Partial);
+    let runs = world.store.list_runs(Some("members"), 100).unwrap().len();
+    let due = RunOptions { deliver_only: true, only_if_due: true, ..Default::default() };
+
+    // Not due yet (its retry waits out a backoff): nothing to deliver, no run recorded.
+    let error = world.try_run(due).await.expect_err("nothing is due");
+    assert!(matches!(error, fieldsync_engine::EngineError::NothingDue { .. }), "{error}");
+    assert_eq!(world.store.list_runs(Some("members"), 100).unwrap().len(), runs);
+
+    // Due: delivered.
+    world.clock.set(world.outbox()[0].next_attempt_at);
+    let delivered = world.run(due).await;
+    assert_eq!((delivered.status, delivered.stats.writes_done), (RunStatus::Done, 1));
+    assert_eq!(world.right.value("m2", "email"), json!("m2.new@example.nl"));
+    assert!(world.try_run(due).await.is_err(), "delivered: nothing is due any more");
+    assert_eq!(world.store.list_runs(Some("members"), 100).unwrap().len(), runs + 1);
+}

@@ -134,10 +134,17 @@ impl WorkspaceError {
         matches!(self, WorkspaceError::Run { source: EngineError::Store(error), .. } if error.is_conflict())
     }
 
-    /// Whether a scheduled run did not run because its slot was run already, by another
-    /// process sharing the state store (`Workspace::run_scheduled`).
+    /// Whether a run did not run because another process sharing the state store did its work
+    /// already: ran a scheduled slot (`Workspace::run_scheduled`), or delivered what a
+    /// delivery-only run was for (`Workspace::deliver`).
     pub fn ran_already(&self) -> bool {
-        matches!(self, WorkspaceError::Run { source: EngineError::AlreadyRan { .. }, .. })
+        matches!(
+            self,
+            WorkspaceError::Run {
+                source: EngineError::AlreadyRan { .. } | EngineError::NothingDue { .. },
+                ..
+            }
+        )
     }
 
     /// The connector a link's run could not open or read, when that is why it failed: what a

@@ -192,18 +192,20 @@ impl Workspace {
     }
 
     /// Delivers the due outbox entries of the links of `scope`, reading and planning nothing:
-    /// a service's retry timer, between scheduled runs.
+    /// a service's retry timer, between scheduled runs. A link with nothing due once its run
+    /// holds it (another process delivered it meanwhile) records no run.
     ///
     /// # Errors
     ///
-    /// As `run`.
+    /// As `run`; for a link with nothing due, `EngineError::NothingDue`
+    /// (`WorkspaceError::ran_already`).
     pub async fn deliver(
         &mut self,
         scope: &RunScope,
         observer: &mut impl RunObserver,
     ) -> Result<RunsOutcome, WorkspaceError> {
-        self.run_links(scope, RunOptions { deliver_only: true, ..RunOptions::default() }, None, observer)
-            .await
+        let options = RunOptions { deliver_only: true, only_if_due: true, ..RunOptions::default() };
+        self.run_links(scope, options, None, observer).await
     }
 
     /// When `link` next has an outbox entry due for a retry, if it has one waiting.
