@@ -448,7 +448,7 @@ impl CouchConnector {
             Ok(answer) => answer,
             Err(error) => {
                 for (index, _, _) in &sending {
-                    results[*index] = Some(Err(copy(&error)));
+                    results[*index] = Some(Err(error.for_each_write()));
                 }
                 return Ok(());
             }
@@ -456,7 +456,7 @@ impl CouchConnector {
         if !matches!(answer.status, StatusCode::CREATED | StatusCode::ACCEPTED | StatusCode::OK) {
             let error = self.answer_error(&answer, "writing documents");
             for (index, _, _) in &sending {
-                results[*index] = Some(Err(copy(&error)));
+                results[*index] = Some(Err(error.for_each_write()));
             }
             return Ok(());
         }
@@ -464,7 +464,7 @@ impl CouchConnector {
             Ok(body) => body,
             Err(error) => {
                 for (index, _, _) in &sending {
-                    results[*index] = Some(Err(copy(&error)));
+                    results[*index] = Some(Err(error.for_each_write()));
                 }
                 return Ok(());
             }
@@ -563,25 +563,6 @@ fn rows<'a>(body: &'a Json, what: &str) -> Result<&'a Vec<Json>, ConnectorError>
         what: what.to_string(),
         message: "the answer has no rows".into(),
     })
-}
-
-/// The same error again, for each write of a batch it befell.
-fn copy(error: &ConnectorError) -> ConnectorError {
-    match error {
-        ConnectorError::Unavailable { what, message, retry_after } => ConnectorError::Unavailable {
-            what: what.clone(),
-            message: message.clone(),
-            retry_after: *retry_after,
-        },
-        ConnectorError::Malformed { what, message } => {
-            ConnectorError::Malformed { what: what.clone(), message: message.clone() }
-        }
-        ConnectorError::Misconfigured { message } => {
-            ConnectorError::Misconfigured { message: message.clone() }
-        }
-        ConnectorError::Rejected { message } => ConnectorError::Rejected { message: message.clone() },
-        other => ConnectorError::Rejected { message: other.to_string() },
-    }
 }
 
 /// The paths of a request as pointers.
@@ -738,7 +719,7 @@ impl Connector for CouchConnector {
                     return Err(error);
                 }
                 for (index, _, _) in batch {
-                    results[*index] = Some(Err(copy(&error)));
+                    results[*index] = Some(Err(error.for_each_write()));
                 }
             }
             sent_any = true;

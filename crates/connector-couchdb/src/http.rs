@@ -3,11 +3,10 @@
 //! for a write only when the server cannot have acted on it. Every other answer goes back to
 //! the caller, who knows what a 404 or a 409 means for its request.
 
-use std::sync::Once;
 use std::time::Duration;
 
 use fieldsync_connector::ConnectorError;
-use fieldsync_connector_rest::Auth;
+use fieldsync_connector_rest::{Auth, authorised, http_client, plain_error};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value as Json;
 
@@ -111,20 +110,7 @@ impl Http {
     ///
     /// `Misconfigured` when the HTTP client cannot be built.
     pub(crate) fn new(auth: Option<Auth>, timeout: Duration) -> Result<Self, ConnectorError> {
-        static TLS: Once = Once::new();
-        TLS.call_once(|| {
-            // Another part of the program may have installed one already; either serves.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        });
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("fieldsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|error| ConnectorError::Misconfigured {
-                message: format!("the HTTP client: {error}"),
-            })?;
-        Ok(Self { client, auth })
+        Ok(Self { client: http_client(timeout)?, auth })
     }
 
     /// Sends one request, retrying the failures that may pass; every other answer, whatever its
@@ -148,15 +134,8 @@ impl Http {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut request = self.client.request(method.clone(), url.clone());
-            match &self.auth {
-                Some(Auth::Bearer(token)) => request = request.bearer_auth(token.expose()),
-                Some(Auth::Basic { user, password }) => {
-                    request = request.basic_auth(user, Some(password.expose()))
-                }
-                Some(Auth::Header { name, value }) => request = request.header(name.as_str(), value.expose()),
-                Some(Auth::Query { .. }) | None => {}
-            }
+            let mut request =
+                authorised(self.client.request(method.clone(), url.clone()), self.auth.as_ref());
             request = request.header(reqwest::header::ACCEPT, "application/json");
             if let Some(body) = body {
                 request = request.json(body);
@@ -167,10 +146,12 @@ impl Http {
                     let wait = retry_after(response.headers());
                     match response.text().await {
                         Ok(body) => Ok((Answer { status, body, url: what.clone() }, wait)),
-                        Err(error) => Err((format!("the answer broke off: {}", plain(&error)), None, true)),
+                        Err(error) => {
+                            Err((format!("the answer broke off: {}", plain_error(&error)), None, true))
+                        }
                     }
                 }
-                Err(error) => Err((plain(&error), None, !error.is_connect())),
+                Err(error) => Err((plain_error(&error), None, !error.is_connect())),
             };
             // Whether the server may have acted on the request.
             let (message, wait, acted) = match outcome {
@@ -199,24 +180,6 @@ impl Http {
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     text.parse::<u64>().ok().map(Duration::from_secs)
-}
-
-/// An HTTP client error as one line, with its causes but never the URL's query.
-fn plain(error: &reqwest::Error) -> String {
-    let kind = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "could not connect"
-    } else {
-        "failed"
-    };
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        causes.push(cause.to_string());
-        source = cause.source();
-    }
-    if causes.is_empty() { kind.to_string() } else { format!("{kind}: {}", causes.join(": ")) }
 }
 
 #[cfg(test)]

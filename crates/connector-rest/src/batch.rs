@@ -58,7 +58,7 @@ impl RestConnector {
             Ok(answer) => answer,
             Err(error) => {
                 for (index, fields) in sent {
-                    results.push((index, Err(self.made_anyway(&fields, for_each(&error)).await)));
+                    results.push((index, Err(self.made_anyway(&fields, error.for_each_write()).await)));
                 }
                 return results;
             }
@@ -83,7 +83,7 @@ impl RestConnector {
         for (position, (index, fields)) in sent.into_iter().enumerate() {
             let result = match &responses {
                 Ok(responses) => self.batch_result(&answer, responses[position].clone()),
-                Err(error) => Err(for_each(error)),
+                Err(error) => Err(error.for_each_write()),
             };
             let result = match result {
                 Err(error) => Err(self.made_anyway(&fields, error).await),
@@ -127,24 +127,5 @@ impl RestConnector {
                 excerpt(&response.to_string())
             ))),
         }
-    }
-}
-
-/// The error of a whole batch, for each of its creates: retryable when it was, with the same
-/// message.
-fn for_each(error: &ConnectorError) -> ConnectorError {
-    match error {
-        ConnectorError::Unavailable { what, message, retry_after } => ConnectorError::Unavailable {
-            what: what.clone(),
-            message: message.clone(),
-            retry_after: *retry_after,
-        },
-        ConnectorError::Malformed { what, message } => {
-            ConnectorError::Malformed { what: what.clone(), message: message.clone() }
-        }
-        ConnectorError::Misconfigured { message } => {
-            ConnectorError::Misconfigured { message: message.clone() }
-        }
-        other => ConnectorError::Rejected { message: other.to_string() },
     }
 }

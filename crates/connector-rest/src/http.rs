@@ -114,6 +114,33 @@ fn install_tls_provider() {
     });
 }
 
+/// An HTTP client as fieldsync's connectors of web APIs use one: TLS by rustls, `timeout` for a
+/// whole request (at most 10 s of it to connect), and fieldsync's user agent.
+///
+/// # Errors
+///
+/// `Misconfigured` when the client cannot be built (no TLS roots).
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, ConnectorError> {
+    install_tls_provider();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .user_agent(concat!("fieldsync/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|error| ConnectorError::Misconfigured { message: format!("the HTTP client: {error}") })
+}
+
+/// `request` with `auth`'s credentials in its headers (an `Auth::Query` goes into the URL
+/// before the request is built).
+pub fn authorised(request: reqwest::RequestBuilder, auth: Option<&Auth>) -> reqwest::RequestBuilder {
+    match auth {
+        Some(Auth::Bearer(token)) => request.bearer_auth(token.expose()),
+        Some(Auth::Basic { user, password }) => request.basic_auth(user, Some(password.expose())),
+        Some(Auth::Header { name, value }) => request.header(name.as_str(), value.expose()),
+        Some(Auth::Query { .. }) | None => request,
+    }
+}
+
 /// The request sender of one connector.
 #[derive(Debug)]
 pub(crate) struct Http {
@@ -158,15 +185,7 @@ impl Http {
     ///
     /// `Misconfigured` when the HTTP client cannot be built (no TLS roots).
     pub fn new(settings: Arc<Settings>) -> Result<Self, ConnectorError> {
-        install_tls_provider();
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .user_agent(concat!("fieldsync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|error| ConnectorError::Misconfigured {
-                message: format!("the HTTP client: {error}"),
-            })?;
+        let client = http_client(settings.timeout)?;
         let slots = Semaphore::new(settings.concurrency);
         Ok(Self { client, settings, sent: Mutex::new(VecDeque::new()), next: AtomicU64::new(0), slots })
     }
@@ -240,15 +259,8 @@ impl Http {
         loop {
             attempt += 1;
             let counted = self.wait_for_rate().await;
-            let mut request = self.client.request(method.clone(), url.clone());
-            match &self.settings.auth {
-                Some(Auth::Bearer(token)) => request = request.bearer_auth(token.expose()),
-                Some(Auth::Basic { user, password }) => {
-                    request = request.basic_auth(user, Some(password.expose()))
-                }
-                Some(Auth::Header { name, value }) => request = request.header(name.as_str(), value.expose()),
-                Some(Auth::Query { .. }) | None => {}
-            }
+            let mut request =
+                authorised(self.client.request(method.clone(), url.clone()), self.settings.auth.as_ref());
             for (name, value) in &self.settings.headers {
                 if let Ok(value) = HeaderValue::from_str(value.expose()) {
                     request = request.header(name.clone(), value);
@@ -298,7 +310,7 @@ impl Http {
 }
 
 /// An HTTP client error as one line, with its causes but never the URL's query.
-fn plain(error: &reqwest::Error) -> String {
+pub fn plain(error: &reqwest::Error) -> String {
     let kind = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {

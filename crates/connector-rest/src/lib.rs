@@ -16,4 +16,5 @@ pub use config::{
 };
 pub use connector::RestConnector;
 pub use fieldsync_connector::Secret;
+pub use http::{authorised, http_client, plain as plain_error};
 pub use path::FieldPath;

@@ -4,7 +4,7 @@
 use fieldsync_model::RecordId;
 
 /// A failure reading or writing a system.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectorError {
     /// The system could not be reached or was busy (a locked database, a refused
@@ -70,6 +70,20 @@ pub enum ConnectorError {
 }
 
 impl ConnectorError {
+    /// The error of a whole batch, as the answer to each of its writes: the same error where it
+    /// is about the batch (unavailable, malformed, misconfigured, rejected), else a refusal
+    /// with its text, since an error about one record (its id moved, missing or taken) is no
+    /// answer for another.
+    pub fn for_each_write(&self) -> ConnectorError {
+        match self {
+            ConnectorError::Unavailable { .. }
+            | ConnectorError::Malformed { .. }
+            | ConnectorError::Misconfigured { .. }
+            | ConnectorError::Rejected { .. } => self.clone(),
+            other => ConnectorError::Rejected { message: other.to_string() },
+        }
+    }
+
     /// Whether trying the same operation again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
