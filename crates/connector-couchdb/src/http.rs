@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use fieldsync_connector::ConnectorError;
-use fieldsync_connector_rest::{Auth, authorised, http_client, plain_error};
+use fieldsync_connector_rest::{Auth, authorised, http_client, plain_error, retry_after};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value as Json;
 
@@ -69,24 +69,7 @@ impl Answer {
     }
 }
 
-/// The start of a body, on one line, for messages.
-pub(crate) fn excerpt(body: &str) -> String {
-    const LONGEST: usize = 300;
-    let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
-    match flat.char_indices().nth(LONGEST) {
-        Some((cut, _)) => format!("{}…", &flat[..cut]),
-        None => flat,
-    }
-}
-
-/// A URL for messages and logs: no query (which may hold a token) and no user info.
-pub(crate) fn shown(url: &Url) -> String {
-    let mut shown = url.clone();
-    shown.set_query(None);
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.to_string()
-}
+pub(crate) use fieldsync_connector_rest::{excerpt, shown_url as shown};
 
 /// Whether a request only reads, or writes (and must not be sent again once the server may
 /// have acted on it: a `_bulk_docs` sent twice would meet its own first revisions).
@@ -174,12 +157,6 @@ impl Http {
             tokio::time::sleep(wait).await;
         }
     }
-}
-
-/// The wait a 429 or 503 asks for, in seconds (CouchDB's form).
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    text.parse::<u64>().ok().map(Duration::from_secs)
 }
 
 #[cfg(test)]

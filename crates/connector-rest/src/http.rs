@@ -75,7 +75,7 @@ impl Answer {
 }
 
 /// The start of a body, on one line, for messages.
-pub(crate) fn excerpt(body: &str) -> String {
+pub fn excerpt(body: &str) -> String {
     const LONGEST: usize = 300;
     let flat: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
     match flat.char_indices().nth(LONGEST) {
@@ -85,7 +85,7 @@ pub(crate) fn excerpt(body: &str) -> String {
 }
 
 /// A URL for messages and logs: no query, which may hold a token, and no user info.
-pub(crate) fn shown(url: &Url) -> String {
+pub fn shown(url: &Url) -> String {
     let mut shown = url.clone();
     shown.set_query(None);
     let _ = shown.set_username("");
@@ -94,7 +94,7 @@ pub(crate) fn shown(url: &Url) -> String {
 }
 
 /// The wait a 429 or 503 asks for: `Retry-After` in seconds or as an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let text = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = text.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

@@ -16,5 +16,5 @@ pub use config::{
 };
 pub use connector::RestConnector;
 pub use fieldsync_connector::Secret;
-pub use http::{authorised, http_client, plain as plain_error};
+pub use http::{authorised, excerpt, http_client, plain as plain_error, retry_after, shown as shown_url};
 pub use path::FieldPath;
