@@ -3,7 +3,9 @@
 //! with the member documents of a club app's database that also holds trainers, teams and a
 //! design document — a first sync, edits on both sides, a conflict settled by the rule, deletes
 //! both ways, runs that read only what changed since the sequence the last one reached, and
-//! quiet runs that leave the database's `update_seq` where it was.
+//! quiet runs that leave the database's `update_seq` where it was; and an edit the app makes
+//! between fieldsync's read of a document and its write (a stale `_rev`), which is not
+//! overwritten but merged by the next run.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -263,4 +265,54 @@ fn the_readme_couchdb_example_keeps_a_club_register_and_an_apps_member_documents
     let full = fieldsync.run_ending("a quiet full run at the end", &["--full"], 0).report();
     assert_eq!(full["stats"]["writes_done"], json!(0), "{full:#}");
     assert_eq!(update_seq(&server), seq, "a quiet run wrote to the database");
+}
+
+#[test]
+fn an_app_edit_between_fieldsyncs_read_and_its_write_is_not_overwritten() {
+    let Some(server) = CouchServer::start() else { return };
+    // Never dropped: the proxy's hook holds it until the test binary ends.
+    let server: &'static CouchServer = Box::leak(Box::new(server));
+    let dir = tempfile::tempdir().unwrap();
+    let config = readme_example(server);
+    std::fs::write(dir.path().join("fieldsync.toml"), &config).unwrap();
+    let club = club_register(dir.path());
+    app_database(server);
+    let fieldsync = fieldsync(dir.path(), server);
+    fieldsync.run_ending("the first sync", &[], 0);
+    fieldsync.run_ending("the run after the first sync", &[], 0);
+
+    // The register corrects a member's e-mail; in the app, someone changes the same member's
+    // mobile number after fieldsync read the document to update it, before its write arrives.
+    let member = member(42).knvb_id;
+    club.execute(
+        "UPDATE members SET email = 'correctie@vvoranje.nl', updated_at = datetime('now') WHERE knvb_id = ?1",
+        [&member],
+    )
+    .unwrap();
+    let edited = member.clone();
+    let proxy = server.proxy_running_before("/_bulk_docs ", move || {
+        edit_in_app(server, &edited, "mobile", json!("+31687654321"));
+    });
+    std::fs::write(dir.path().join("fieldsync.toml"), config.replace(&server.url(), &proxy)).unwrap();
+
+    // The write carries the document's old revision: refused as moved, nothing overwritten.
+    let moved = fieldsync.run_ending("the run whose write meets the app's edit", &[], 0).report();
+    assert_eq!(moved["stats"]["writes_done"], json!(0), "{moved:#}");
+    assert_eq!(moved["failures"][0]["outcome"], json!("moved"), "{moved:#}");
+    let doc = app(server, "GET", &format!("/member:{member}"), None).body;
+    assert_eq!(doc["contact"]["mobile"], json!("+31687654321"), "{doc}");
+    // The next run reads the document again and merges both edits.
+    let merged = fieldsync.run_ending("the run after", &[], 0).report();
+    assert_eq!(merged["stats"]["writes_done"], json!(2), "{merged:#}");
+    let doc = app(server, "GET", &format!("/member:{member}"), None).body;
+    assert_eq!(
+        (&doc["contact"]["email"], &doc["contact"]["mobile"]),
+        (&json!("correctie@vvoranje.nl"), &json!("+31687654321")),
+        "{doc}"
+    );
+    assert_eq!(
+        in_register(&club, &member),
+        Some((Some("correctie@vvoranje.nl".into()), Some("+31687654321".into())))
+    );
+    assert_eq!(fieldsync.run_ending("a quiet run", &[], 0).report()["stats"]["writes_done"], json!(0));
 }

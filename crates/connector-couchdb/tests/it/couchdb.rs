@@ -1,8 +1,6 @@
 //! What is particular to CouchDB, against a real pouchdb-server: revisions, validation,
 //! attachments, the changes feed, documents of another type, and what `check` says.
 
-use std::sync::{Arc, Mutex};
-
 use fieldsync_connector::testkit::couchdb::CouchServer;
 use fieldsync_connector::testkit::read_all;
 use fieldsync_connector::{
@@ -11,7 +9,6 @@ use fieldsync_connector::{
 use fieldsync_connector_couchdb::{Auth, CouchConfig, CouchConnector};
 use fieldsync_model::RecordId;
 use serde_json::{Value as Json, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::{club_database, document, edit, members_config, server};
 
@@ -96,55 +93,6 @@ fn club(server: &CouchServer, purpose: &str) -> (String, CouchConnector) {
     (database, connector)
 }
 
-/// What a proxy runs once.
-type Hook = Box<dyn FnOnce() + Send>;
-
-/// A proxy in front of the server that runs `before_bulk_docs` once, just before it passes on
-/// the first `_bulk_docs` request: another application's edit between the connector's read of
-/// the current documents and its write.
-async fn proxy(server: &'static CouchServer, before_bulk_docs: impl FnOnce() + Send + 'static) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
-    let address = listener.local_addr().expect("an address");
-    let hook: Arc<Mutex<Option<Hook>>> = Arc::new(Mutex::new(Some(Box::new(before_bulk_docs))));
-    let port = server.port();
-    tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
-            let hook = hook.clone();
-            tokio::spawn(async move {
-                let Ok(mut upstream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-                    return;
-                };
-                let (mut client_read, mut client_write) = client.split();
-                let (mut upstream_read, mut upstream_write) = upstream.split();
-                let up = async {
-                    let mut buffer = vec![0; 64 * 1024];
-                    loop {
-                        let read = client_read.read(&mut buffer).await.unwrap_or(0);
-                        if read == 0 {
-                            break;
-                        }
-                        if String::from_utf8_lossy(&buffer[..read]).contains("/_bulk_docs ")
-                            && let Some(hook) = hook.lock().expect("the hook").take()
-                        {
-                            tokio::task::block_in_place(hook);
-                        }
-                        if upstream_write.write_all(&buffer[..read]).await.is_err() {
-                            break;
-                        }
-                    }
-                    let _ = upstream_write.shutdown().await;
-                };
-                let down = async {
-                    let _ = tokio::io::copy(&mut upstream_read, &mut client_write).await;
-                    let _ = client_write.shutdown().await;
-                };
-                tokio::join!(up, down);
-            });
-        }
-    });
-    format!("http://{address}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_document_edited_between_read_and_write_is_target_moved_and_not_overwritten() {
     let Some(server) = server() else { return };
@@ -154,10 +102,9 @@ async fn a_document_edited_between_read_and_write_is_target_moved_and_not_overwr
     // The club's app changes Daan's mobile number after fieldsync read the document to update
     // it, before its write arrives: the write carries a stale `_rev`.
     let edited_database = database.clone();
-    let url = proxy(server, move || {
+    let url = server.proxy_running_before("/_bulk_docs ", move || {
         edit(server, &edited_database, "member:CCLP214", "/contact/mobile", json!("+31 6 87654321"));
-    })
-    .await;
+    });
     let mut config = members_config(server, &database);
     config.url = fieldsync_connector_couchdb::ServerUrl::new(url);
     let mut connector = CouchConnector::open(&config).expect("the connector opens");

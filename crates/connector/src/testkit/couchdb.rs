@@ -17,6 +17,7 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value as Json;
@@ -161,6 +162,56 @@ impl CouchServer {
     pub fn create_database(&self, name: &str) {
         let answer = self.request("PUT", &format!("/{name}"), None);
         assert!(answer.status == 201 || answer.status == 200, "PUT /{name}: {answer:?}");
+    }
+
+    /// A proxy in front of the server that runs `hook` once, just before it passes on the first
+    /// request whose first bytes hold `marker` (`"/_bulk_docs "`): another application's edit
+    /// between a connector's read of the documents and its write. Returns the proxy's URL,
+    /// `http://127.0.0.1:PORT`; it forwards until the test binary ends.
+    ///
+    /// # Panics
+    ///
+    /// When no port of 127.0.0.1 is free.
+    pub fn proxy_running_before(&self, marker: &'static str, hook: impl FnOnce() + Send + 'static) -> String {
+        type Hook = Box<dyn FnOnce() + Send>;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let address = listener.local_addr().expect("an address");
+        let hook: Arc<Mutex<Option<Hook>>> = Arc::new(Mutex::new(Some(Box::new(hook))));
+        let port = self.port;
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else { continue };
+                let (Ok(mut client_reads), Ok(mut server_answers)) = (client.try_clone(), server.try_clone())
+                else {
+                    continue;
+                };
+                let (mut to_server, mut to_client) = (server, client);
+                let hook = Arc::clone(&hook);
+                std::thread::spawn(move || {
+                    let mut buffer = vec![0; 64 * 1024];
+                    while let Ok(read) = client_reads.read(&mut buffer) {
+                        if read == 0 {
+                            break;
+                        }
+                        if String::from_utf8_lossy(&buffer[..read]).contains(marker)
+                            && let Some(hook) =
+                                hook.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
+                        {
+                            hook();
+                        }
+                        if to_server.write_all(&buffer[..read]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to_server.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut server_answers, &mut to_client);
+                    let _ = to_client.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        format!("http://{address}")
     }
 
     /// The end of the server's log, for a test's failure message.
