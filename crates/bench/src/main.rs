@@ -5,6 +5,7 @@
 //! under `fieldsync-bench measure`, which reports that one process's wall time, CPU time and
 //! peak resident memory from `getrusage`.
 
+mod couchdb;
 mod floor;
 mod generate;
 mod hooks;
@@ -74,6 +75,10 @@ enum Task {
     /// and `fieldsync serve` bringing many links to their first sync with one process and with
     /// several sharing a PostgreSQL state store; prints the figures.
     Postgres(postgres::PostgresSettings),
+    /// Measures fieldsync syncing a SQLite table of members into a CouchDB database (a
+    /// pouchdb-server it starts) against PouchDB replicating the same documents into the same
+    /// server: the first sync, changed documents and a run with nothing changed.
+    Couchdb(couchdb::CouchSettings),
     /// Runs a program and writes its wall time, CPU time and peak memory to FILE as JSON.
     #[command(hide = true)]
     Measure {
@@ -130,6 +135,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Task::Rest(settings)) => rest::run(&settings),
         Some(Task::Hooks(settings)) => hooks::run(&settings),
         Some(Task::Postgres(settings)) => postgres::run(&settings),
+        Some(Task::Couchdb(settings)) => couchdb::run(&settings),
         Some(Task::Measure { out, program }) => measure(&out, &program),
         Some(Task::Floor { dir, ops }) => {
             for op in floor::Op::parse_all(&ops)? {

@@ -895,13 +895,13 @@ impl Psql {
 }
 
 /// The 1-minute load average.
-fn load_average() -> Result<f64> {
+pub(crate) fn load_average() -> Result<f64> {
     let text = std::fs::read_to_string("/proc/loadavg")?;
     Ok(text.split_whitespace().next().context("an empty /proc/loadavg")?.parse()?)
 }
 
 /// How busy the whole machine's CPUs were between `start` and `cores`, from `/proc/stat`.
-struct CpuMeter {
+pub(crate) struct CpuMeter {
     busy: u64,
     total: u64,
 }
@@ -917,13 +917,13 @@ impl CpuMeter {
         Ok((total - ticks[3] - ticks[4], total))
     }
 
-    fn start() -> Result<Self> {
+    pub(crate) fn start() -> Result<Self> {
         let (busy, total) = Self::read()?;
         Ok(CpuMeter { busy, total })
     }
 
     /// Cores busy on average since the start.
-    fn cores(&self) -> Result<f64> {
+    pub(crate) fn cores(&self) -> Result<f64> {
         let (busy, total) = Self::read()?;
         let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
         let elapsed = (total - self.total).max(1) as f64;
@@ -932,7 +932,7 @@ impl CpuMeter {
 }
 
 /// A process's CPU time (user and system, ms) and peak resident memory (KiB) from `/proc`.
-fn process_figures(pid: u32) -> Result<(f64, u64)> {
+pub(crate) fn process_figures(pid: u32) -> Result<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The fields after the command's parenthesis: state is the first, utime the 12th.
     let after = stat.rsplit_once(')').context("a malformed /proc/PID/stat")?.1;
