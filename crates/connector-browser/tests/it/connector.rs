@@ -146,7 +146,7 @@ async fn conforms_against_the_admin_site() {
     let mut fixture = SiteFixture { site: None, screenshots: tempfile::tempdir().unwrap() };
     testkit::run_all(
         &mut fixture,
-        &["incremental_read", "conditional_update", "create", "delete", "typed_values"],
+        &["sequence_read", "incremental_read", "conditional_update", "create", "delete", "typed_values"],
     )
     .await;
 }
