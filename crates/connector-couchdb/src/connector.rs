@@ -27,6 +27,10 @@ pub struct CouchConnector {
     http: Http,
     /// The database's URL for messages: no user info.
     shown: String,
+    /// The documents the last `apply` wrote, with the revisions the server gave them: the
+    /// engine's read-back of those writes, answered without asking the server again (it keeps
+    /// a document as sent). The next call of any other kind empties it.
+    written: HashMap<String, Json>,
 }
 
 /// Where a listing goes on, as its page token holds it.
@@ -82,7 +86,7 @@ impl CouchConnector {
         })?;
         let http = Http::new(settings.auth.clone(), settings.timeout)?;
         let shown = format!("{}{}", shown(&settings.server), settings.database);
-        Ok(Self { settings, http, shown })
+        Ok(Self { settings, http, shown, written: HashMap::new() })
     }
 
     /// The URL of `segments` below the database.
@@ -415,10 +419,13 @@ impl CouchConnector {
 
     /// Writes one batch of writes to distinct documents: reads the current documents, prepares
     /// each write, and sends what is to be sent in one `_bulk_docs`.
+    /// Writes one batch through `_bulk_docs`, each write's result into `results`, and the
+    /// documents written (not deleted) with their new revisions into `written`.
     async fn write_batch(
         &self,
         batch: &[(usize, &Write, String)],
         results: &mut [Option<Result<WriteOutcome, ConnectorError>>],
+        written: &mut HashMap<String, Json>,
     ) -> Result<(), ConnectorError> {
         let existing: Vec<&str> = batch
             .iter()
@@ -427,7 +434,7 @@ impl CouchConnector {
             .collect();
         let current = if existing.is_empty() { HashMap::new() } else { self.documents(&existing).await? };
         let mut sending: Vec<(usize, String, bool)> = Vec::new();
-        let mut docs = Vec::new();
+        let mut docs: Vec<Json> = Vec::new();
         for (index, write, id) in batch {
             match self.prepare(write, id, &current) {
                 Prepared::Done(result) => results[*index] = Some(result),
@@ -474,13 +481,17 @@ impl CouchConnector {
             .as_array()
             .map(|items| items.iter().filter_map(|item| Some((item["id"].as_str()?, item))).collect())
             .unwrap_or_default();
-        for (index, id, create) in sending {
+        for ((index, id, create), mut document) in sending.into_iter().zip(docs) {
             let result = match by_id.get(id.as_str()) {
                 None => Err(ConnectorError::Malformed {
                     what: self.shown.clone(),
                     message: format!("_bulk_docs gave no result for document {id}"),
                 }),
                 Some(item) if item.get("error").is_none() => {
+                    if document.get("_deleted") != Some(&Json::Bool(true)) {
+                        document["_rev"] = item["rev"].clone();
+                        written.insert(id.clone(), document);
+                    }
                     Ok(WriteOutcome { id: RecordId::new(id.as_str()) })
                 }
                 Some(item) => {
@@ -588,6 +599,7 @@ impl Connector for CouchConnector {
     }
 
     async fn check(&mut self, paths: &[String]) -> Result<Probe, ConnectorError> {
+        self.written.clear();
         pointers(paths)?;
         let server = shown(&self.settings.server);
         let refused = |answer: &Answer| {
@@ -648,6 +660,7 @@ impl Connector for CouchConnector {
         request: &ReadRequest,
         token: Option<&PageToken>,
     ) -> Result<Page, ConnectorError> {
+        self.written.clear();
         let paths = pointers(&request.paths)?;
         match token.map(Token::decode).transpose()? {
             Some(Token::All { sequence, start }) => self.all_docs_page(&paths, sequence, Some(&start)).await,
@@ -669,10 +682,15 @@ impl Connector for CouchConnector {
         lookup: &Lookup,
     ) -> Result<Vec<ConnectorRecord>, ConnectorError> {
         let pointers = pointers(paths)?;
+        let mut written = std::mem::take(&mut self.written);
         let documents = match lookup {
             Lookup::Ids(ids) => {
+                // What the last apply wrote is answered from its documents; the rest is asked.
                 let ids: Vec<&str> = ids.iter().map(RecordId::as_str).collect();
-                let mut found = self.documents(&ids).await?;
+                let asked: Vec<&str> = ids.iter().copied().filter(|id| !written.contains_key(*id)).collect();
+                let mut found =
+                    if asked.is_empty() { HashMap::new() } else { self.documents(&asked).await? };
+                found.extend(written.drain());
                 ids.iter()
                     .filter_map(|id| found.remove(*id))
                     .filter(|document| self.keeps(document))
@@ -691,6 +709,7 @@ impl Connector for CouchConnector {
     }
 
     async fn apply(&mut self, writes: &[Write]) -> Result<WriteResults, ConnectorError> {
+        self.written.clear();
         let mut results: Vec<Option<Result<WriteOutcome, ConnectorError>>> =
             (0..writes.len()).map(|_| None).collect();
         // Each write's document id, and its round: writes to one document go in rounds, in
@@ -713,8 +732,9 @@ impl Connector for CouchConnector {
             *round += 1;
         }
         let mut sent_any = false;
+        let mut written = HashMap::new();
         for batch in rounds.values().flat_map(|round| round.chunks(self.settings.batch_size)) {
-            if let Err(error) = self.write_batch(batch, &mut results).await {
+            if let Err(error) = self.write_batch(batch, &mut results, &mut written).await {
                 if !sent_any {
                     return Err(error);
                 }
@@ -724,6 +744,7 @@ impl Connector for CouchConnector {
             }
             sent_any = true;
         }
+        self.written = written;
         Ok(results
             .into_iter()
             .map(|result| {

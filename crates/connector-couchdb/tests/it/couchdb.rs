@@ -404,3 +404,24 @@ async fn check_names_a_missing_database_and_a_refused_login_without_the_password
         .await
         .expect("check passes with the right password");
 }
+
+#[tokio::test]
+async fn the_read_back_of_a_write_is_answered_from_the_documents_written_and_only_right_after_it() {
+    let Some(server) = server() else { return };
+    let (database, mut connector) = club(server, "read_back");
+    let write = update("member:BBKX060", &[("/contact/email", json!("zoe@devries.frl"), None)]);
+    let results = connector.apply(&[write]).await.expect("sent");
+    assert!(results[0].is_ok(), "{results:?}");
+    // Another app edits the document after the write: a read-back right after the write is
+    // answered from what was written, without asking the server (which would show the edit).
+    edit(server, &database, "member:BBKX060", "/contact/mobile", json!("+31 6 55544433"));
+    let asked = Lookup::Ids(vec![RecordId::new("member:BBKX060"), RecordId::new("member:EENR416")]);
+    let read_back = connector.lookup(&paths(), &asked).await.expect("a lookup");
+    let zoe = read_back.iter().find(|record| record.id.as_str() == "member:BBKX060").expect("Zoë");
+    assert_eq!((&zoe.values[3], &zoe.values[4]), (&json!("zoe@devries.frl"), &json!("+31 6 12345678")));
+    assert_eq!(ids(&read_back), ["member:BBKX060", "member:EENR416"], "the rest is asked of the server");
+    // Any other call forgets the written documents: the next look-up asks the server.
+    let again = connector.lookup(&paths(), &asked).await.expect("a lookup");
+    let zoe = again.iter().find(|record| record.id.as_str() == "member:BBKX060").expect("Zoë");
+    assert_eq!((&zoe.values[3], &zoe.values[4]), (&json!("zoe@devries.frl"), &json!("+31 6 55544433")));
+}
