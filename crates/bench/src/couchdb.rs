@@ -23,7 +23,7 @@ use serde_json::{Value as Json, json};
 
 use crate::Sample;
 use crate::generate::{self, MEMBER_FIELDS, Member};
-use crate::postgres::{CpuMeter, load_average};
+use crate::postgres::{CpuMeter, wait_for_quiet};
 use crate::scenario::{seconds, spread};
 
 /// What `fieldsync-bench couchdb` measures.
@@ -460,29 +460,9 @@ impl<'a> Bench<'a> {
         )
     }
 
-    /// Waits for a quiet machine (see `--max-load`); returns the 1-minute load it measures at.
-    fn quiet(&self) -> Result<f64> {
-        let started = Instant::now();
-        loop {
-            let load = load_average()?;
-            if load < self.settings.max_load {
-                return Ok(load);
-            }
-            if started.elapsed() >= Duration::from_secs(self.settings.patience) {
-                eprintln!(
-                    "the load is still {load:.2} after {} s: measuring under load",
-                    self.settings.patience
-                );
-                return Ok(load);
-            }
-            eprintln!("load {load:.2} ≥ {}: waiting 30 s", self.settings.max_load);
-            std::thread::sleep(Duration::from_secs(30));
-        }
-    }
-
     /// `fieldsync run` in `work` under `fieldsync-bench measure`, its log in `fieldsync-STEP.log`.
     fn fieldsync(&self, work: &Path, step: &str) -> Result<Measured> {
-        let load = self.quiet()?;
+        let load = wait_for_quiet(self.settings.max_load, self.settings.patience)?;
         let figures = work.join(".measure.json");
         let server_cpu = self.server.cpu_ms()?;
         let meter = CpuMeter::start()?;
@@ -580,7 +560,7 @@ impl<'a> Bench<'a> {
     /// One `PouchDB.replicate(local, remote)`: the time of the call itself (the node process's
     /// start and the opening of the local database before the clock), its CPU meanwhile.
     fn replicate(&self, local: &Path, database: &str, step: &str) -> Result<Measured> {
-        let load = self.quiet()?;
+        let load = wait_for_quiet(self.settings.max_load, self.settings.patience)?;
         let server_cpu = self.server.cpu_ms()?;
         let meter = CpuMeter::start()?;
         let url = format!("{}/{database}", self.couch.base);

@@ -214,26 +214,6 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// Waits for a quiet machine (see `--max-load`); returns the 1-minute load it measures at.
-    fn quiet(&self) -> Result<f64> {
-        let started = Instant::now();
-        loop {
-            let load = load_average()?;
-            if load < self.settings.max_load {
-                return Ok(load);
-            }
-            if started.elapsed() >= Duration::from_secs(self.settings.patience) {
-                eprintln!(
-                    "the load is still {load:.2} after {} s: measuring under load",
-                    self.settings.patience
-                );
-                return Ok(load);
-            }
-            eprintln!("load {load:.2} ≥ {}: waiting 30 s", self.settings.max_load);
-            std::thread::sleep(Duration::from_secs(30));
-        }
-    }
-
     /// The sync part: the first sync, no-change full runs and deltas, for each state store.
     fn sync(&self) -> Result<()> {
         let members = self.settings.members;
@@ -302,7 +282,7 @@ impl Bench<'_> {
 
         // The first sync: every member created on the empty right side.
         let mut row = Measured::new(state, "initial_create", 0, "copy_out_left + copy_in");
-        let load = self.quiet()?;
+        let load = wait_for_quiet(self.settings.max_load, self.settings.patience)?;
         let meter = CpuMeter::start()?;
         let (sample, (_, writes)) = run_fieldsync(&self.bench, &self.fieldsync, &work, false)?;
         row.record(sample, meter.cores()?, load, writes, members);
@@ -336,7 +316,7 @@ impl Bench<'_> {
         let mut out_right = Floor { state: state.into(), name: "copy_out_right", walls: Vec::new() };
         let mut scan = Floor { state: state.into(), name: "server_scan_both", walls: Vec::new() };
         for _ in 0..settings.runs {
-            let load = self.quiet()?;
+            let load = wait_for_quiet(self.settings.max_load, self.settings.patience)?;
             let meter = CpuMeter::start()?;
             let (sample, (_, writes)) = run_fieldsync(&self.bench, &self.fieldsync, &work, true)?;
             row.record(sample, meter.cores()?, load, writes, 0);
@@ -358,7 +338,7 @@ impl Bench<'_> {
         // Changes on both sides, read incrementally.
         let mut row = Measured::new(state, "delta_incremental", settings.changes, "");
         for run in 0..settings.runs {
-            let load = self.quiet()?;
+            let load = wait_for_quiet(self.settings.max_load, self.settings.patience)?;
             let edits = Edits::new(members, settings.seed, settings.changes, run);
             self.psql.script("federation", &edits.left, &work.join("edits-left.sql"))?;
             self.psql.script("club", &edits.right, &work.join("edits-right.sql"))?;
@@ -480,7 +460,7 @@ impl Bench<'_> {
         ensure!(status.success(), "fieldsync status failed: {status}");
         self.psql.query("postgres", "CHECKPOINT")?;
 
-        let load = self.quiet()?;
+        let load = wait_for_quiet(self.settings.max_load, self.settings.patience)?;
         let meter = CpuMeter::start()?;
         let started = Instant::now();
         let mut processes = Vec::new();
@@ -895,7 +875,25 @@ impl Psql {
 }
 
 /// The 1-minute load average.
-pub(crate) fn load_average() -> Result<f64> {
+/// Waits for a quiet machine (a 1-minute load below `max_load`), at most `patience` seconds,
+/// after which it measures under load and says so; returns the load it measures at.
+pub(crate) fn wait_for_quiet(max_load: f64, patience: u64) -> Result<f64> {
+    let started = Instant::now();
+    loop {
+        let load = load_average()?;
+        if load < max_load {
+            return Ok(load);
+        }
+        if started.elapsed() >= Duration::from_secs(patience) {
+            eprintln!("the load is still {load:.2} after {patience} s: measuring under load");
+            return Ok(load);
+        }
+        eprintln!("load {load:.2} ≥ {max_load}: waiting 30 s");
+        std::thread::sleep(Duration::from_secs(30));
+    }
+}
+
+fn load_average() -> Result<f64> {
     let text = std::fs::read_to_string("/proc/loadavg")?;
     Ok(text.split_whitespace().next().context("an empty /proc/loadavg")?.parse()?)
 }
