@@ -23,7 +23,7 @@ use serde_json::{Value as Json, json};
 
 use crate::Sample;
 use crate::generate::{self, MEMBER_FIELDS, Member};
-use crate::postgres::{CpuMeter, wait_for_quiet};
+use crate::postgres::{CpuMeter, Quiet};
 use crate::scenario::{seconds, spread};
 
 /// What `fieldsync-bench couchdb` measures.
@@ -44,12 +44,9 @@ pub struct CouchSettings {
     /// The server keeps its databases in memory (`--in-memory`) instead of LevelDB on disk.
     #[arg(long)]
     pub in_memory: bool,
-    /// Before each measurement, wait until the 1-minute load average is below this…
-    #[arg(long, default_value_t = 0.8)]
-    pub max_load: f64,
-    /// …for at most this many seconds; then measure anyway and say so.
-    #[arg(long, default_value_t = 1_200)]
-    pub patience: u64,
+    /// When to measure.
+    #[command(flatten)]
+    pub quiet: Quiet,
     /// The generator's seed.
     #[arg(long, default_value_t = crate::scenario::SEED)]
     pub seed: u64,
@@ -462,7 +459,7 @@ impl<'a> Bench<'a> {
 
     /// `fieldsync run` in `work` under `fieldsync-bench measure`, its log in `fieldsync-STEP.log`.
     fn fieldsync(&self, work: &Path, step: &str) -> Result<Measured> {
-        let load = wait_for_quiet(self.settings.max_load, self.settings.patience)?;
+        let load = self.settings.quiet.wait()?;
         let figures = work.join(".measure.json");
         let server_cpu = self.server.cpu_ms()?;
         let meter = CpuMeter::start()?;
@@ -560,7 +557,7 @@ impl<'a> Bench<'a> {
     /// One `PouchDB.replicate(local, remote)`: the time of the call itself (the node process's
     /// start and the opening of the local database before the clock), its CPU meanwhile.
     fn replicate(&self, local: &Path, database: &str, step: &str) -> Result<Measured> {
-        let load = wait_for_quiet(self.settings.max_load, self.settings.patience)?;
+        let load = self.settings.quiet.wait()?;
         let server_cpu = self.server.cpu_ms()?;
         let meter = CpuMeter::start()?;
         let url = format!("{}/{database}", self.couch.base);

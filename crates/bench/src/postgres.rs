@@ -56,12 +56,9 @@ pub struct PostgresSettings {
     /// The parts to run: `sync`, `serve`.
     #[arg(long, value_delimiter = ',', default_values_t = ["sync".to_string(), "serve".to_string()])]
     pub parts: Vec<String>,
-    /// Before each measurement, wait until the 1-minute load average is below this…
-    #[arg(long, default_value_t = 0.8)]
-    pub max_load: f64,
-    /// …for at most this many seconds; then measure anyway and say so.
-    #[arg(long, default_value_t = 1_200)]
-    pub patience: u64,
+    /// When to measure.
+    #[command(flatten)]
+    pub quiet: Quiet,
     /// The generator's seed.
     #[arg(long, default_value_t = crate::scenario::SEED)]
     pub seed: u64,
@@ -282,7 +279,7 @@ impl Bench<'_> {
 
         // The first sync: every member created on the empty right side.
         let mut row = Measured::new(state, "initial_create", 0, "copy_out_left + copy_in");
-        let load = wait_for_quiet(self.settings.max_load, self.settings.patience)?;
+        let load = self.settings.quiet.wait()?;
         let meter = CpuMeter::start()?;
         let (sample, (_, writes)) = run_fieldsync(&self.bench, &self.fieldsync, &work, false)?;
         row.record(sample, meter.cores()?, load, writes, members);
@@ -316,7 +313,7 @@ impl Bench<'_> {
         let mut out_right = Floor { state: state.into(), name: "copy_out_right", walls: Vec::new() };
         let mut scan = Floor { state: state.into(), name: "server_scan_both", walls: Vec::new() };
         for _ in 0..settings.runs {
-            let load = wait_for_quiet(self.settings.max_load, self.settings.patience)?;
+            let load = self.settings.quiet.wait()?;
             let meter = CpuMeter::start()?;
             let (sample, (_, writes)) = run_fieldsync(&self.bench, &self.fieldsync, &work, true)?;
             row.record(sample, meter.cores()?, load, writes, 0);
@@ -338,7 +335,7 @@ impl Bench<'_> {
         // Changes on both sides, read incrementally.
         let mut row = Measured::new(state, "delta_incremental", settings.changes, "");
         for run in 0..settings.runs {
-            let load = wait_for_quiet(self.settings.max_load, self.settings.patience)?;
+            let load = self.settings.quiet.wait()?;
             let edits = Edits::new(members, settings.seed, settings.changes, run);
             self.psql.script("federation", &edits.left, &work.join("edits-left.sql"))?;
             self.psql.script("club", &edits.right, &work.join("edits-right.sql"))?;
@@ -460,7 +457,7 @@ impl Bench<'_> {
         ensure!(status.success(), "fieldsync status failed: {status}");
         self.psql.query("postgres", "CHECKPOINT")?;
 
-        let load = wait_for_quiet(self.settings.max_load, self.settings.patience)?;
+        let load = self.settings.quiet.wait()?;
         let meter = CpuMeter::start()?;
         let started = Instant::now();
         let mut processes = Vec::new();
@@ -875,21 +872,35 @@ impl Psql {
 }
 
 /// The 1-minute load average.
-/// Waits for a quiet machine (a 1-minute load below `max_load`), at most `patience` seconds,
-/// after which it measures under load and says so; returns the load it measures at.
-pub(crate) fn wait_for_quiet(max_load: f64, patience: u64) -> Result<f64> {
-    let started = Instant::now();
-    loop {
-        let load = load_average()?;
-        if load < max_load {
-            return Ok(load);
+/// When a benchmark measures: on a quiet machine, waiting for one for a while at most.
+#[derive(Debug, clap::Args)]
+pub struct Quiet {
+    /// Before each measurement, wait until the 1-minute load average is below this…
+    #[arg(long, default_value_t = 0.8)]
+    pub max_load: f64,
+    /// …for at most this many seconds; then measure anyway and say so.
+    #[arg(long, default_value_t = 1_200)]
+    pub patience: u64,
+}
+
+impl Quiet {
+    /// Waits until the 1-minute load is below `max_load`, at most `patience` seconds, after
+    /// which it measures under load and says so; returns the load it measures at.
+    pub(crate) fn wait(&self) -> Result<f64> {
+        let (max_load, patience) = (self.max_load, self.patience);
+        let started = Instant::now();
+        loop {
+            let load = load_average()?;
+            if load < max_load {
+                return Ok(load);
+            }
+            if started.elapsed() >= Duration::from_secs(patience) {
+                eprintln!("the load is still {load:.2} after {patience} s: measuring under load");
+                return Ok(load);
+            }
+            eprintln!("load {load:.2} ≥ {max_load}: waiting 30 s");
+            std::thread::sleep(Duration::from_secs(30));
         }
-        if started.elapsed() >= Duration::from_secs(patience) {
-            eprintln!("the load is still {load:.2} after {patience} s: measuring under load");
-            return Ok(load);
-        }
-        eprintln!("load {load:.2} ≥ {max_load}: waiting 30 s");
-        std::thread::sleep(Duration::from_secs(30));
     }
 }
 
