@@ -2,7 +2,7 @@
 //! full read) or `_changes` (from a sequence), looked up by `_all_docs` keys or `_find`, and
 //! written whole through `_bulk_docs` with their `_rev`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use fieldsync_connector::{
     Capabilities, Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Page, PageToken, Probe,
@@ -302,10 +302,11 @@ impl CouchConnector {
                 }
             }
         }
+        let wanted: HashSet<&str> = values.iter().map(String::as_str).collect();
         Ok(found
             .into_iter()
             .filter(|document| self.keeps(document))
-            .filter(|document| text(&path.get(document)).is_some_and(|text| values.contains(&text)))
+            .filter(|document| text(&path.get(document)).is_some_and(|text| wanted.contains(text.as_str())))
             .collect())
     }
 

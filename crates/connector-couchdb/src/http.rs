@@ -61,9 +61,7 @@ impl Answer {
             StatusCode::FORBIDDEN => ConnectorError::Misconfigured {
                 message: format!("{message} (the user may not do this; check the connector's `auth`)"),
             },
-            status if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
-                ConnectorError::Unavailable { what: self.url.clone(), message, retry_after: None }
-            }
+            // A 5xx or 429 never gets here: `send` tries it again or fails as unavailable.
             _ => ConnectorError::Rejected { message },
         }
     }

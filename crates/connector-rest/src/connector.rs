@@ -199,10 +199,16 @@ impl RestConnector {
         request: &ReadRequest,
         filter: &[(String, String)],
     ) -> Result<Vec<ConnectorRecord>, ConnectorError> {
+        // A look-up needs no sequence: where the feed has a listing of its own, the listing alone.
+        let listing = self.settings.feed.as_ref().is_none_or(|feed| feed.full == FullRead::Listing);
         let mut records = Vec::new();
         let mut token = None;
         loop {
-            let page = self.page(request, token.as_ref(), filter).await?;
+            let page = if listing {
+                self.list_page(request, token.as_ref(), filter).await?
+            } else {
+                self.page(request, token.as_ref(), filter).await?
+            };
             records.extend(page.records);
             match page.next {
                 Some(next) => token = Some(next),
@@ -373,17 +379,14 @@ impl RestConnector {
         let Some(revision) = &self.settings.revision else {
             return Err(ConnectorError::Misconfigured { message: "rest connector: no `revision`".into() });
         };
-        match revision.path.get(record) {
-            Value::String(text) if !text.is_empty() => Ok(text),
-            Value::Number(number) => Ok(number.to_string()),
-            other => Err(ConnectorError::Malformed {
-                what: self.what(),
-                message: format!(
-                    "record {id} holds no revision at {} (found {other}), which a write must name",
-                    revision.path
-                ),
-            }),
-        }
+        let found = revision.path.get(record);
+        text_of(&found).ok_or_else(|| ConnectorError::Malformed {
+            what: self.what(),
+            message: format!(
+                "record {id} holds no revision at {} (found {found}), which a write must name",
+                revision.path
+            ),
+        })
     }
 
     /// How `value` is written at `path`: itself when it is not empty, otherwise as `empty` or
@@ -503,11 +506,7 @@ impl RestConnector {
 
     /// A record's id, as text.
     pub(crate) fn id_of(&self, record: &Value) -> Option<String> {
-        match self.settings.id.get(record) {
-            Value::String(text) if !text.is_empty() => Some(text),
-            Value::Number(number) => Some(number.to_string()),
-            _ => None,
-        }
+        text_of(&self.settings.id.get(record))
     }
 
     /// The error of a create that failed, unless the API made the record all the same (WordPress

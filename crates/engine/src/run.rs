@@ -111,23 +111,13 @@ pub async fn run_link<C: Connector, S: StateStore, K: Clock, P: Progress>(
             store.lease_within(link, &fieldsync_store::lease_owner(), lease_ttl, options.max_running)
         })?)
     };
-    if let (Some(since), Some(_)) = (options.unless_ran_since, &held)
-        && let Some(started) = blocking(|| ran_since(store, link, since))?
+    if held.is_some()
+        && let Some(refusal) = blocking(|| done_elsewhere(store, link, &options, clock.now()))?
     {
         if let Some(held) = held {
             blocking(|| store.release(held))?;
         }
-        return Err(EngineError::AlreadyRan { link: link.to_string(), started });
-    }
-    if let (true, true, Some(_)) = (options.deliver_only, options.only_if_due, &held) {
-        // What it was to deliver may have gone out with another run while it waited for the link.
-        let now = clock.now();
-        if blocking(|| store.next_due(link))?.is_none_or(|due| due > now) {
-            if let Some(held) = held {
-                blocking(|| store.release(held))?;
-            }
-            return Err(EngineError::NothingDue { link: link.to_string() });
-        }
+        return Err(refusal);
     }
     let lease = held.as_ref();
     // A run starts once it holds its link: its history never overlaps another's.
@@ -237,6 +227,26 @@ impl<K, P> RunContext<'_, K, P> {
 /// it, and so does reading a page (at most every quarter of it). A run that makes no progress
 /// for this long (a connector hanging, a process stopped) loses its link to the next run.
 pub const DEFAULT_LEASE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// What a run that holds its link finds another process did meanwhile, leaving it nothing to
+/// do: ran its scheduled slot (`RunOptions::unless_ran_since`: `AlreadyRan`), or delivered what
+/// a delivery-only run was for (`RunOptions::only_if_due`: `NothingDue`).
+fn done_elsewhere<S: StateStore>(
+    store: &S,
+    link: &str,
+    options: &RunOptions,
+    now: Timestamp,
+) -> Result<Option<EngineError>, StoreError> {
+    if let Some(since) = options.unless_ran_since
+        && let Some(started) = ran_since(store, link, since)?
+    {
+        return Ok(Some(EngineError::AlreadyRan { link: link.to_string(), started }));
+    }
+    if options.deliver_only && options.only_if_due && store.next_due(link)?.is_none_or(|due| due > now) {
+        return Ok(Some(EngineError::NothingDue { link: link.to_string() }));
+    }
+    Ok(None)
+}
 
 /// When the latest run of `link` that read both sides and started at or after `since` started,
 /// if one did.
