@@ -31,6 +31,9 @@ pub struct CouchConnector {
     /// engine's read-back of those writes, answered without asking the server again (it keeps
     /// a document as sent). The next call of any other kind empties it.
     written: HashMap<String, Json>,
+    /// The revision of each document's latest write through this connector (a delete's
+    /// tombstone too), for `feed_past_own_writes`.
+    own: HashMap<String, String>,
 }
 
 /// Where a listing goes on, as its page token holds it.
@@ -86,7 +89,7 @@ impl CouchConnector {
         })?;
         let http = Http::new(settings.auth.clone(), settings.timeout)?;
         let shown = format!("{}{}", shown(&settings.server), settings.database);
-        Ok(Self { settings, http, shown, written: HashMap::new() })
+        Ok(Self { settings, http, shown, written: HashMap::new(), own: HashMap::new() })
     }
 
     /// The URL of `segments` below the database.
@@ -207,10 +210,7 @@ impl CouchConnector {
             .append_pair("style", "main_only")
             .append_pair("limit", &size.to_string());
         let body = self.read_json(Method::GET, url, None, "reading the changes feed").await?;
-        let results = body["results"].as_array().ok_or_else(|| ConnectorError::Malformed {
-            what: self.shown.clone(),
-            message: "the changes feed's answer has no results".into(),
-        })?;
+        let results = changes(&body, &self.shown)?;
         let last = sequence_text(&body["last_seq"]).ok_or_else(|| ConnectorError::Malformed {
             what: self.shown.clone(),
             message: "the changes feed's answer has no last_seq".into(),
@@ -423,7 +423,7 @@ impl CouchConnector {
     /// Writes one batch through `_bulk_docs`, each write's result into `results`, and the
     /// documents written (not deleted) with their new revisions into `written`.
     async fn write_batch(
-        &self,
+        &mut self,
         batch: &[(usize, &Write, String)],
         results: &mut [Option<Result<WriteOutcome, ConnectorError>>],
         written: &mut HashMap<String, Json>,
@@ -489,6 +489,9 @@ impl CouchConnector {
                     message: format!("_bulk_docs gave no result for document {id}"),
                 }),
                 Some(item) if item.get("error").is_none() => {
+                    if let Some(rev) = item["rev"].as_str() {
+                        self.own.insert(id.clone(), rev.to_string());
+                    }
                     if document.get("_deleted") != Some(&Json::Bool(true)) {
                         document["_rev"] = item["rev"].clone();
                         written.insert(id.clone(), document);
@@ -516,6 +519,46 @@ impl CouchConnector {
             results[index] = Some(result);
         }
         Ok(())
+    }
+}
+
+/// How many rows of `_changes` one request of `feed_past_own_writes` reads.
+const OWN_WRITES_PAGE: usize = 10_000;
+
+impl CouchConnector {
+    /// The point of `_changes` past `since` up to which every row is a document of `mine` at
+    /// the revision this connector gave it; see `Connector::feed_past_own_writes`. Rows are
+    /// read without their documents, a page at a time, until the first that is not.
+    async fn past_own_writes(
+        &self,
+        since: &Sequence,
+        mine: &HashSet<RecordId>,
+    ) -> Result<Option<Sequence>, ConnectorError> {
+        let mut past: Option<String> = None;
+        loop {
+            let mut url = self.url(&["_changes"]);
+            url.query_pairs_mut()
+                .append_pair("since", past.as_deref().unwrap_or(&since.0))
+                .append_pair("style", "main_only")
+                .append_pair("limit", &OWN_WRITES_PAGE.to_string());
+            let body = self.read_json(Method::GET, url, None, "reading the changes feed").await?;
+            let results = changes(&body, &self.shown)?;
+            for row in results {
+                let (Some(id), Some(rev), Some(seq)) =
+                    (row["id"].as_str(), row["changes"][0]["rev"].as_str(), sequence_text(&row["seq"]))
+                else {
+                    return Ok(past.map(Sequence));
+                };
+                let own = self.own.get(id).is_some_and(|own| own == rev) && mine.contains(&RecordId::new(id));
+                if !own {
+                    return Ok(past.map(Sequence));
+                }
+                past = Some(seq);
+            }
+            if results.len() < OWN_WRITES_PAGE {
+                return Ok(past.map(Sequence));
+            }
+        }
     }
 }
 
@@ -574,6 +617,14 @@ fn rows<'a>(body: &'a Json, what: &str) -> Result<&'a Vec<Json>, ConnectorError>
     body["rows"].as_array().ok_or_else(|| ConnectorError::Malformed {
         what: what.to_string(),
         message: "the answer has no rows".into(),
+    })
+}
+
+/// The rows of a `_changes` answer.
+fn changes<'a>(body: &'a Json, what: &str) -> Result<&'a Vec<Json>, ConnectorError> {
+    body["results"].as_array().ok_or_else(|| ConnectorError::Malformed {
+        what: what.to_string(),
+        message: "the changes feed's answer has no results".into(),
     })
 }
 
@@ -734,7 +785,8 @@ impl Connector for CouchConnector {
         }
         let mut sent_any = false;
         let mut written = HashMap::new();
-        for batch in rounds.values().flat_map(|round| round.chunks(self.settings.batch_size)) {
+        let size = self.settings.batch_size;
+        for batch in rounds.values().flat_map(|round| round.chunks(size)) {
             if let Err(error) = self.write_batch(batch, &mut results, &mut written).await {
                 if !sent_any {
                     return Err(error);
@@ -757,5 +809,13 @@ impl Connector for CouchConnector {
                 })
             })
             .collect())
+    }
+
+    async fn feed_past_own_writes(
+        &mut self,
+        since: &Sequence,
+        mine: &HashSet<RecordId>,
+    ) -> Result<Option<Sequence>, ConnectorError> {
+        self.past_own_writes(since, mine).await
     }
 }

@@ -48,6 +48,16 @@ macro_rules! dispatch_connector {
                     $(Self::$variant(connector) => connector.apply(writes).await,)+
                 }
             }
+
+            async fn feed_past_own_writes(
+                &mut self,
+                since: &$crate::Sequence,
+                mine: &std::collections::HashSet<$crate::DispatchRecordId>,
+            ) -> Result<Option<$crate::Sequence>, $crate::ConnectorError> {
+                match self {
+                    $(Self::$variant(connector) => connector.feed_past_own_writes(since, mine).await,)+
+                }
+            }
         }
     };
 }

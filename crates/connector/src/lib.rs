@@ -17,6 +17,7 @@ mod settings;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+use std::collections::HashSet;
 use std::future::Future;
 
 use fieldsync_model::RecordId;
@@ -25,6 +26,9 @@ use serde::Serialize;
 
 pub use error::ConnectorError;
 pub use feed::{BoxFuture, ChangeFeed, FeedOpener};
+/// The model's record id, for `dispatch_connector!`'s expansion in crates that name it otherwise.
+#[doc(hidden)]
+pub use fieldsync_model::RecordId as DispatchRecordId;
 pub use kind::{ConnectorSettings, PathError};
 #[cfg(feature = "testkit")]
 pub use memory::{AppliedWrite, FaultEdit, MemoryConnector, MemoryFault, MemoryRecord, MemorySystem};
@@ -276,4 +280,23 @@ pub trait Connector: Send {
         &mut self,
         writes: &[Write],
     ) -> impl Future<Output = Result<WriteResults, ConnectorError>> + Send;
+
+    /// How far past `since` this system's change feed holds nothing but this connector's own
+    /// writes of the records `mine` names, each as it wrote it: the point a run that read the
+    /// feed up to `since` and then made those writes may resume from, so that the next run does
+    /// not read them back. A change of anything else, or a later change of one of them, ends
+    /// the stretch. `None` when the stretch is empty or the connector cannot tell (the default,
+    /// and what a connector without `Capabilities::sequences` answers).
+    ///
+    /// # Errors
+    ///
+    /// Fails when the feed cannot be read; the engine then leaves its cursor where it was.
+    fn feed_past_own_writes(
+        &mut self,
+        since: &Sequence,
+        mine: &HashSet<RecordId>,
+    ) -> impl Future<Output = Result<Option<Sequence>, ConnectorError>> + Send {
+        let _ = (since, mine);
+        std::future::ready(Ok(None))
+    }
 }

@@ -5,7 +5,7 @@
 //! or set to stay in force (rejected values, a target that stores text its own way), so that
 //! a simulation can play every misbehaviour of a real system against the engine.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use fieldsync_model::RecordId;
@@ -162,7 +162,7 @@ impl MemorySystem {
 
     /// A connector on this system.
     pub fn connector(&self) -> MemoryConnector {
-        MemoryConnector { system: self.clone() }
+        MemoryConnector { system: self.clone(), own: HashMap::new() }
     }
 
     /// From now on the system gives records created through the connector ids of its own
@@ -380,6 +380,9 @@ fn stored(state: &State, path: &str, value: &serde_json::Value) -> serde_json::V
 #[derive(Clone, Debug)]
 pub struct MemoryConnector {
     system: MemorySystem,
+    /// The change number of each record's latest write through this connector, for
+    /// `feed_past_own_writes`.
+    own: HashMap<RecordId, u64>,
 }
 
 impl MemoryConnector {
@@ -588,16 +591,49 @@ impl Connector for MemoryConnector {
             return Err(unavailable());
         }
         let mut results = Vec::with_capacity(writes.len());
+        let mut own = Vec::new();
         for write in writes {
-            results.push(Self::apply_one(&mut state, write, false));
+            let result = Self::apply_one(&mut state, write, false);
+            if let Ok(outcome) = &result {
+                own.push((outcome.id.clone(), state.sequence));
+            }
+            results.push(result);
         }
         if take_fault(&mut state, |fault| *fault == MemoryFault::DuplicateDelivery).is_some() {
             state.echo.extend(writes.iter().filter(|write| !matches!(write, Write::Create { .. })).cloned());
         }
-        if take_fault(&mut state, |fault| *fault == MemoryFault::WriteLostAnswer).is_some() {
+        let lost = take_fault(&mut state, |fault| *fault == MemoryFault::WriteLostAnswer).is_some();
+        drop(state);
+        self.own.extend(own);
+        if lost {
             return Err(unavailable());
         }
         Ok(results)
+    }
+
+    async fn feed_past_own_writes(
+        &mut self,
+        since: &Sequence,
+        mine: &HashSet<RecordId>,
+    ) -> Result<Option<Sequence>, ConnectorError> {
+        let state = self.state();
+        let Ok(since) = since.0.parse::<u64>() else { return Ok(None) };
+        if !state.feed {
+            return Ok(None);
+        }
+        let mut changes: Vec<(u64, &RecordId)> = state
+            .changed
+            .iter()
+            .filter(|(_, changed)| **changed > since)
+            .map(|(id, changed)| (*changed, id))
+            .collect();
+        changes.sort_unstable();
+        let past = changes
+            .iter()
+            .take_while(|(changed, id)| mine.contains(*id) && self.own.get(*id) == Some(changed))
+            .last()
+            .map(|(changed, _)| Sequence(changed.to_string()));
+        Ok(past)
     }
 }
 

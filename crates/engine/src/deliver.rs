@@ -3,11 +3,11 @@
 //! Transient failures wait out an exponential backoff with jitter; permanent ones become
 //! dead entries carrying the target's message; a target that moved is planned again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use fieldsync_connector::{
-    Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Write, WriteResults,
+    Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Sequence, Write, WriteResults,
 };
 use fieldsync_model::{Reading, RecordId, Side, Value, digest_raw, digest_values};
 use fieldsync_store::{
@@ -40,12 +40,34 @@ struct Batch<'batch> {
     payloads: &'batch [Result<Payload, String>],
 }
 
-/// What closing batches tells: the report, the jitter's randomness, and each entry's latest
-/// failure in this run.
+/// What closing batches tells: the report, the jitter's randomness, each entry's latest
+/// failure in this run, and the records of each side its writes left clean.
 struct Closing<'run> {
     report: &'run mut RunReport,
     rng: &'run mut fastrand::Rng,
     final_outcomes: &'run mut HashMap<i64, WriteFailure>,
+    own: &'run mut SidePair<OwnWrites>,
+}
+
+/// The records of one side that this run's verified writes left clean: read back holding
+/// exactly the baseline they moved (or deleted), so that a change feed's row of that write
+/// tells the next run nothing it does not know. A record written again and left otherwise (an
+/// edit of another field came in between) is not clean, whatever an earlier write left.
+#[derive(Default)]
+struct OwnWrites {
+    clean: HashSet<RecordId>,
+    dirty: HashSet<RecordId>,
+}
+
+impl OwnWrites {
+    fn add(&mut self, id: RecordId, clean: bool) {
+        if clean && !self.dirty.contains(&id) {
+            self.clean.insert(id);
+        } else {
+            self.clean.remove(&id);
+            self.dirty.insert(id);
+        }
+    }
 }
 
 /// How one entry's attempt ended.
@@ -137,6 +159,7 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
     let LinkRun { spec, clock, progress, cancel, .. } = run.given;
     let link = spec.name.as_str();
     let mut final_outcomes: HashMap<i64, WriteFailure> = HashMap::new();
+    let mut own = SidePair::new(OwnWrites::default(), OwnWrites::default());
     progress.phase("writing", None);
     // However often entries fail and fall due again, the run waits for them only until this.
     let deadline = clock.now() + spec.retry.wait_in_run;
@@ -174,17 +197,55 @@ pub(crate) async fn deliver<C: Connector, K: Clock, P: Progress, S: StateStore>(
                 entries.iter().map(|entry| Payload::from_text(&entry.write.payload)).collect();
             let batch = Batch { side, entries: &entries, payloads: &payloads };
             let outcomes = attempt_batch(run, lease, &batch, connectors.get_mut(side), store).await?;
-            let mut closing =
-                Closing { report: &mut *report, rng: &mut *rng, final_outcomes: &mut final_outcomes };
+            let mut closing = Closing {
+                report: &mut *report,
+                rng: &mut *rng,
+                final_outcomes: &mut final_outcomes,
+                own: &mut own,
+            };
             close_batch(run, lease, &batch, store, outcomes, &mut closing)?;
             progress.advance(entries.len() as u64);
         }
+    }
+    for side in Side::BOTH {
+        past_own_writes(run, lease, side, connectors.get_mut(side), store, &own.get(side).clean).await?;
     }
     report.failures = final_outcomes.into_values().collect();
     report.failures.sort_by_key(|failure| failure.outbox_id);
     report.stats.writes_retrying =
         report.failures.iter().filter(|failure| failure.outcome == FailureOutcome::Retrying).count() as u64;
     run.go_on()
+}
+
+/// Moves `side`'s change-feed cursor past this run's own writes, where its feed holds nothing
+/// after the stored sequence but the `clean` records as written: otherwise the next run would
+/// read back every record this one wrote (all of them, after a first sync). A connector that
+/// cannot tell, or a feed that cannot be read now, leaves the cursor where it was: the next
+/// run reads those writes back and finds them known.
+async fn past_own_writes<C: Connector, K, P, S: StateStore>(
+    run: &RunContext<'_, K, P>,
+    lease: &Lease,
+    side: Side,
+    connector: &mut C,
+    store: &mut S,
+    clean: &HashSet<RecordId>,
+) -> Result<(), EngineError> {
+    let link = run.given.spec.name.as_str();
+    if clean.is_empty() || !connector.capabilities().sequences {
+        return Ok(());
+    }
+    let Some(from) = blocking(|| store.cursor(link, side))?.sequence else { return Ok(()) };
+    match connector.feed_past_own_writes(&Sequence(from.clone()), clean).await {
+        Ok(Some(to)) => {
+            let moved = blocking(|| store.move_sequence(lease, side, &from, &to.0))?;
+            tracing::info!(link, %side, from, to = to.0, moved, "Change feed cursor past fieldsync's own writes.");
+        }
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(link, %side, error = %error, "Could not read the change feed past fieldsync's own writes; the next run reads them back.");
+        }
+    }
+    Ok(())
 }
 
 /// Sends one batch of one side: looks up uncertain creates and reads uncertain updates and
@@ -575,7 +636,7 @@ fn close_batch<K: Clock, P, S: StateStore>(
 ) -> Result<(), EngineError> {
     let (LinkRun { spec, clock, .. }, layout) = (run.given, run.layout);
     let Batch { side, entries, payloads } = *batch;
-    let Closing { report, rng, final_outcomes } = closing;
+    let Closing { report, rng, final_outcomes, own } = closing;
     let link = spec.name.as_str();
     let now = clock.now();
     let keys: Vec<_> = entries.iter().map(|entry| entry.write.key.clone()).collect();
@@ -630,8 +691,12 @@ fn close_batch<K: Clock, P, S: StateStore>(
                     .remove(&entry.write.key)
                     .unwrap_or_else(|| Baseline::empty(entry.write.key.clone(), layout.fields.len()));
                 match entry.write.operation {
-                    Operation::Delete => batch.baselines.push(BaselineWrite::Forget(entry.write.key.clone())),
+                    Operation::Delete => {
+                        own.get_mut(side).add(id, true);
+                        batch.baselines.push(BaselineWrite::Forget(entry.write.key.clone()));
+                    }
                     _ => {
+                        let target = id.clone();
                         let written = move_baseline(&mut baseline, side, id, payload, layout, now);
                         // A create is audited once, below, rather than field by field.
                         if entry.write.operation != Operation::Create {
@@ -654,15 +719,9 @@ fn close_batch<K: Clock, P, S: StateStore>(
                             let reason = format!("{what} on the {side} side and read back");
                             batch.audit.push(audit(AuditEvent::Written, reason, None));
                         }
-                        batch.seen.extend(seen_after(
-                            spec,
-                            side,
-                            fingerprint,
-                            entry,
-                            payload,
-                            &baseline,
-                            raw,
-                        ));
+                        let seen = seen_after(spec, side, fingerprint, entry, payload, &baseline, raw);
+                        own.get_mut(side).add(target, seen.iter().any(|seen| seen.side == side));
+                        batch.seen.extend(seen);
                         batch.baselines.push(BaselineWrite::Put(baseline));
                     }
                 }

@@ -152,6 +152,14 @@ impl Connector for Wrapped {
         }
         self.inner.apply(&writes).await
     }
+
+    async fn feed_past_own_writes(
+        &mut self,
+        since: &fieldsync_connector::Sequence,
+        mine: &std::collections::HashSet<fieldsync_model::RecordId>,
+    ) -> Result<Option<fieldsync_connector::Sequence>, ConnectorError> {
+        self.inner.feed_past_own_writes(since, mine).await
+    }
 }
 
 /// A world of the link over `FIELDS` with `conflicts`, at `at(0)` on a fake clock that moves

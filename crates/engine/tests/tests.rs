@@ -1575,8 +1575,8 @@ async fn a_targeted_run_syncs_the_records_named_and_leaves_the_cursors_to_the_ne
 }
 
 /// A world whose right side reads as a change feed (ids of its own, as a document store gives)
-/// after ten members were synced to it from the left; the quiet run after the first sync has
-/// read back fieldsync's own creates.
+/// after ten members were synced to it from the left; the feed's cursor has moved past
+/// fieldsync's own creates, so that the run after the first sync reads none of them back.
 async fn synced_to_a_feed() -> World {
     let mut world = world(ConflictStrategy::Review);
     world.right.read_as_feed();
@@ -1590,11 +1590,43 @@ async fn synced_to_a_feed() -> World {
     let first = world.run(RunOptions::default()).await;
     assert_eq!((first.status, first.stats.writes_done), (RunStatus::Done, 10));
     assert_eq!(first.stats.right.mode, ReadMode::Full);
-    // The creates landed after the sequence the first listing started at: read back once.
-    let echo = world.run(RunOptions::default()).await;
-    assert_eq!(echo.stats.right.mode, ReadMode::Incremental);
-    assert_eq!((echo.stats.right.read, echo.stats.writes_done), (10, 0));
+    // The creates landed after the sequence the first listing started at, each read back as
+    // written: the cursor stands past them.
+    let served = world.right.records_served();
+    let next = world.run(RunOptions::default()).await;
+    assert_eq!(next.stats.right.mode, ReadMode::Incremental);
+    assert_eq!((next.stats.right.read, next.stats.writes_done), (0, 0));
+    assert_eq!(world.right.records_served(), served, "the feed served none of the creates back");
     world
+}
+
+#[tokio::test]
+async fn a_change_feeds_cursor_moves_past_own_writes_but_not_past_an_edit_made_meanwhile() {
+    let mut world = synced_to_a_feed().await;
+    world.left.set_now(at(100));
+    for member in ["m1", "m2", "m3"] {
+        world.left.edit(member, "email", json!(format!("{member}.new@club.nl")));
+    }
+    // Between fieldsync's read and its write, someone changes m2's mobile on the feed side:
+    // the write of m2's email lands on top of it, and the feed then lists m2 once, at
+    // fieldsync's write. That row carries news; the cursor must not pass it.
+    let m2 = doc_of(&world, "m2");
+    world.right.inject(MemoryFault::EditBeforeWrite {
+        id: m2.clone(),
+        path: "mobile".into(),
+        value: json!("06-222"),
+    });
+    let run = world.run(RunOptions::default()).await;
+    assert_eq!((run.status, run.stats.writes_done), (RunStatus::Done, 3), "{:?}", run.problems);
+    assert_eq!(world.right.value(&m2, "mobile"), json!("06-222"));
+
+    let next = world.run(RunOptions::default()).await;
+    assert!(next.stats.right.read >= 1, "m2 is read again: {next:#?}");
+    assert_eq!(world.left.value("m2", "mobile"), json!("06-222"), "the edit made meanwhile reached the left");
+
+    // Once every row is fieldsync's own and clean, the cursor passes them all.
+    let quiet = world.run(RunOptions::default()).await;
+    assert_eq!((quiet.stats.right.read, quiet.stats.writes_done), (0, 0), "{quiet:#?}");
 }
 
 /// The id the feed side gave member `key`.

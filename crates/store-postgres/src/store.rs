@@ -632,6 +632,23 @@ impl StateStore for PostgresStore {
         })
     }
 
+    fn move_sequence(&mut self, lease: &Lease, side: Side, from: &str, to: &str) -> Result<bool, StoreError> {
+        let link = lease.link.as_str();
+        block_on(async {
+            let commit = self.leased(lease).await?;
+            let moved = commit
+                .session()
+                .execute(
+                    "UPDATE cursors SET sequence = $4 WHERE link = $1 AND side = $2 AND sequence = $3",
+                    &[&link, &side.as_str(), &from, &to],
+                    || format!("moving the sequence of the {side} side of link {link}"),
+                )
+                .await?;
+            commit.commit().await?;
+            Ok(moved > 0)
+        })
+    }
+
     fn finish_run(&mut self, lease: &Lease, end: RunEnd) -> Result<(), StoreError> {
         block_on(async {
             let commit = self.leased(lease).await?;

@@ -407,6 +407,20 @@ impl StateStore for SqliteStore {
         transaction.commit()
     }
 
+    fn move_sequence(&mut self, lease: &Lease, side: Side, from: &str, to: &str) -> Result<bool, StoreError> {
+        let link = lease.link.as_str();
+        let transaction = self.leased(lease)?;
+        let moved = transaction
+            .transaction
+            .execute(
+                "UPDATE cursors SET sequence = ?4 WHERE link = ?1 AND side = ?2 AND sequence = ?3",
+                params![link, side.as_str(), from, to],
+            )
+            .context(|| format!("moving the sequence of the {side} side of link {link}"))?;
+        transaction.commit()?;
+        Ok(moved > 0)
+    }
+
     fn finish_run(&mut self, lease: &Lease, end: RunEnd) -> Result<(), StoreError> {
         let transaction = self.leased(lease)?;
         transaction.finish_run(&end)?;

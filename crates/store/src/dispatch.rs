@@ -44,6 +44,7 @@ macro_rules! dispatch_store {
                 now: $crate::dispatch::Timestamp,
             ) -> ();
             mut finish_run(lease: &$crate::Lease, end: $crate::RunEnd) -> ();
+            mut move_sequence(lease: &$crate::Lease, side: $crate::dispatch::Side, from: &str, to: &str) -> bool;
             mut decide_review(
                 link: &str,
                 id: $crate::ReviewId,

@@ -168,6 +168,16 @@ pub trait StateStore {
         now: Timestamp,
     ) -> Result<(), StoreError>;
 
+    /// Moves the change-feed sequence of `side`'s cursor of the lease's link from `from` to
+    /// `to`, in one commit, if it still stands at `from`: the feed holds nothing between them
+    /// but the link's own verified writes (`Connector::feed_past_own_writes`), so the next run
+    /// need not read them back. Whether it moved.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::LeaseLost` when `lease` was taken over; a database error.
+    fn move_sequence(&mut self, lease: &Lease, side: Side, from: &str, to: &str) -> Result<bool, StoreError>;
+
     /// Records how a run ended, in one commit.
     ///
     /// # Errors

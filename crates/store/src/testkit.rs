@@ -73,6 +73,7 @@ where
     a_baseline_is_read_onto_another_layout_by_field_name(&new());
     cursors_default_and_round_trip(&new());
     keys_are_found_by_their_ids_on_either_side(&new());
+    a_sequence_moves_only_from_where_it_stands(&new());
     outbox_lifecycle(&new());
     an_unpublished_plan_is_discarded_by_the_next_run_of_its_link(&new());
     a_send_marks_its_entries_and_a_crashed_one_is_counted_by_the_next_run(&new());
@@ -115,6 +116,7 @@ macro_rules! conformance_tests {
             a_baseline_is_read_onto_another_layout_by_field_name,
             cursors_default_and_round_trip,
             keys_are_found_by_their_ids_on_either_side,
+            a_sequence_moves_only_from_where_it_stands,
             outbox_lifecycle,
             an_unpublished_plan_is_discarded_by_the_next_run_of_its_link,
             a_send_marks_its_entries_and_a_crashed_one_is_counted_by_the_next_run,
@@ -523,6 +525,31 @@ pub fn cursors_default_and_round_trip<F: Fixture>(fixture: &F) {
     let store = fixture.open();
     assert_eq!(store.cursor(LINK, Side::Left).unwrap(), later);
     assert_eq!(store.cursor(LINK, Side::Right).unwrap(), right);
+}
+
+/// A change feed's sequence moves past the link's own writes only from where it stands, only
+/// under the link's lease, and leaves the rest of the cursor and the other side as they were.
+pub fn a_sequence_moves_only_from_where_it_stands<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
+    let right = CursorState { cursor: None, last_full_scan: Some(ts(T0)), sequence: Some("12".into()) };
+    let left = CursorState { cursor: Some(ts(T0 + 5)), last_full_scan: None, sequence: Some("12".into()) };
+    publish_cursors(&mut store, vec![(Side::Left, left.clone()), (Side::Right, right.clone())]);
+
+    let lease = lease_of(&mut store, LINK);
+    assert!(!store.move_sequence(&lease, Side::Right, "11", "20").unwrap(), "it stands at 12, not 11");
+    assert_eq!(store.cursor(LINK, Side::Right).unwrap(), right);
+    assert!(store.move_sequence(&lease, Side::Right, "12", "20").unwrap());
+    let moved = CursorState { sequence: Some("20".into()), ..right };
+    assert_eq!(store.cursor(LINK, Side::Right).unwrap(), moved);
+    assert_eq!(store.cursor(LINK, Side::Left).unwrap(), left, "the other side's stays");
+    store.release(lease).unwrap();
+
+    // Under a lease that is not the holder's, nothing moves.
+    let held = lease_of(&mut store, LINK);
+    let other = Lease::new(&held.link, &held.owner, held.token + 1, held.expires_at, held.ttl, None);
+    assert!(store.move_sequence(&other, Side::Right, "20", "30").is_err(), "a lease not held");
+    store.release(held).unwrap();
+    assert_eq!(store.cursor(LINK, Side::Right).unwrap(), moved);
 }
 
 /// Runs `LINK` once under a lease of its own: a run whose plan publishes `cursors` only.
