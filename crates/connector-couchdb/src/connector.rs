@@ -34,7 +34,15 @@ pub struct CouchConnector {
     /// The revision of each document's latest write through this connector (a delete's
     /// tombstone too), for `feed_past_own_writes`.
     own: HashMap<String, String>,
+    /// The documents the engine's look-ups read, with their `_rev`, until a write starts from
+    /// one (at most `KEPT_READS`): an update is made into the document as the run read it, and
+    /// CouchDB refuses it (target moved) if anyone saved a newer revision since, so the server
+    /// need not be asked for it again right before the write.
+    read: HashMap<String, Json>,
 }
+
+/// How many documents read by look-ups a connector keeps for the writes that follow.
+const KEPT_READS: usize = 10_000;
 
 /// Where a listing goes on, as its page token holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,7 +97,7 @@ impl CouchConnector {
         })?;
         let http = Http::new(settings.auth.clone(), settings.timeout)?;
         let shown = format!("{}{}", shown(&settings.server), settings.database);
-        Ok(Self { settings, http, shown, written: HashMap::new(), own: HashMap::new() })
+        Ok(Self { settings, http, shown, written: HashMap::new(), own: HashMap::new(), read: HashMap::new() })
     }
 
     /// The URL of `segments` below the database.
@@ -428,12 +436,22 @@ impl CouchConnector {
         results: &mut [Option<Result<WriteOutcome, ConnectorError>>],
         written: &mut HashMap<String, Json>,
     ) -> Result<(), ConnectorError> {
-        let existing: Vec<&str> = batch
-            .iter()
-            .filter(|(_, write, _)| !matches!(write, Write::Create { .. }))
-            .map(|(_, _, id)| id.as_str())
-            .collect();
-        let current = if existing.is_empty() { HashMap::new() } else { self.documents(&existing).await? };
+        let mut current = HashMap::new();
+        let mut unread = Vec::new();
+        for (_, write, id) in batch {
+            if matches!(write, Write::Create { .. }) {
+                continue;
+            }
+            match self.read.remove(id) {
+                Some(document) => {
+                    current.insert(id.clone(), document);
+                }
+                None => unread.push(id.as_str()),
+            }
+        }
+        if !unread.is_empty() {
+            current.extend(self.documents(&unread).await?);
+        }
         let mut sending: Vec<(usize, String, bool)> = Vec::new();
         let mut docs: Vec<Json> = Vec::new();
         for (index, write, id) in batch {
@@ -757,7 +775,15 @@ impl Connector for CouchConnector {
                 self.find(&path, values).await?
             }
         };
-        Ok(documents.iter().map(|document| self.record(document, &pointers)).collect())
+        let records = documents.iter().map(|document| self.record(document, &pointers)).collect();
+        for document in documents {
+            if let Some(id) = document["_id"].as_str()
+                && (self.read.len() < KEPT_READS || self.read.contains_key(id))
+            {
+                self.read.insert(id.to_string(), document);
+            }
+        }
+        Ok(records)
     }
 
     async fn apply(&mut self, writes: &[Write]) -> Result<WriteResults, ConnectorError> {
