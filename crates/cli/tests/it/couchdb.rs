@@ -265,18 +265,41 @@ fn the_readme_couchdb_example_keeps_a_club_register_and_an_apps_member_documents
     assert_eq!(update_seq(&server), seq, "a quiet run wrote to the database");
 }
 
+/// The README's example over a server of its own, in a fresh directory, after its first sync.
+struct FirstSynced {
+    /// Never dropped: a proxy's hook holds it until the test binary ends.
+    server: &'static CouchServer,
+    dir: tempfile::TempDir,
+    config: String,
+    club: Connection,
+}
+
+impl FirstSynced {
+    fn new() -> Option<Self> {
+        let server: &'static CouchServer = Box::leak(Box::new(CouchServer::start()?));
+        let dir = tempfile::tempdir().unwrap();
+        let config = readme_example(server);
+        std::fs::write(dir.path().join("fieldsync.toml"), &config).unwrap();
+        let club = club_register(dir.path());
+        app_database(server);
+        fieldsync(dir.path(), server).run_ending("the first sync", &[], 0);
+        Some(Self { server, dir, config, club })
+    }
+
+    /// From now on fieldsync reaches the server through a proxy that runs `hook` just before
+    /// the first request holding `marker`.
+    fn through_proxy_running_before(&self, marker: &'static str, hook: impl FnOnce() + Send + 'static) {
+        let proxy = self.server.proxy_running_before(marker, hook);
+        let config = self.config.replace(&self.server.url(), &proxy);
+        std::fs::write(self.dir.path().join("fieldsync.toml"), config).unwrap();
+    }
+}
+
 #[test]
 fn an_app_edit_between_fieldsyncs_read_and_its_write_is_not_overwritten() {
-    let Some(server) = CouchServer::start() else { return };
-    // Never dropped: the proxy's hook holds it until the test binary ends.
-    let server: &'static CouchServer = Box::leak(Box::new(server));
-    let dir = tempfile::tempdir().unwrap();
-    let config = readme_example(server);
-    std::fs::write(dir.path().join("fieldsync.toml"), &config).unwrap();
-    let club = club_register(dir.path());
-    app_database(server);
-    let fieldsync = fieldsync(dir.path(), server);
-    fieldsync.run_ending("the first sync", &[], 0);
+    let Some(synced) = FirstSynced::new() else { return };
+    let FirstSynced { server, ref club, .. } = synced;
+    let fieldsync = fieldsync(synced.dir.path(), server);
 
     // The register corrects a member's e-mail; in the app, someone changes the same member's
     // mobile number after fieldsync read the document to update it, before its write arrives.
@@ -287,10 +310,9 @@ fn an_app_edit_between_fieldsyncs_read_and_its_write_is_not_overwritten() {
     )
     .unwrap();
     let edited = member.clone();
-    let proxy = server.proxy_running_before("/_bulk_docs ", move || {
+    synced.through_proxy_running_before("/_bulk_docs ", move || {
         edit_in_app(server, &edited, "mobile", json!("+31687654321"));
     });
-    std::fs::write(dir.path().join("fieldsync.toml"), config.replace(&server.url(), &proxy)).unwrap();
 
     // The write carries the document's old revision: refused as moved, nothing overwritten.
     let moved = fieldsync.run_ending("the run whose write meets the app's edit", &[], 0).report();
@@ -308,7 +330,7 @@ fn an_app_edit_between_fieldsyncs_read_and_its_write_is_not_overwritten() {
         "{doc}"
     );
     assert_eq!(
-        in_register(&club, &member),
+        in_register(club, &member),
         Some((Some("correctie@vvoranje.nl".into()), Some("+31687654321".into())))
     );
     assert_eq!(fieldsync.run_ending("a quiet run", &[], 0).report()["stats"]["writes_done"], json!(0));
@@ -316,16 +338,9 @@ fn an_app_edit_between_fieldsyncs_read_and_its_write_is_not_overwritten() {
 
 #[test]
 fn an_app_edit_right_after_fieldsyncs_write_is_read_by_the_next_run() {
-    let Some(server) = CouchServer::start() else { return };
-    // Never dropped: the proxy's hook holds it until the test binary ends.
-    let server: &'static CouchServer = Box::leak(Box::new(server));
-    let dir = tempfile::tempdir().unwrap();
-    let config = readme_example(server);
-    std::fs::write(dir.path().join("fieldsync.toml"), &config).unwrap();
-    let club = club_register(dir.path());
-    app_database(server);
-    let fieldsync = fieldsync(dir.path(), server);
-    fieldsync.run_ending("the first sync", &[], 0);
+    let Some(synced) = FirstSynced::new() else { return };
+    let FirstSynced { server, ref club, .. } = synced;
+    let fieldsync = fieldsync(synced.dir.path(), server);
 
     // The register corrects two members' e-mails; fieldsync writes both documents, and in the
     // app someone changes one of them again before fieldsync looks past its own writes.
@@ -338,10 +353,9 @@ fn an_app_edit_right_after_fieldsyncs_write_is_read_by_the_next_run() {
         .unwrap();
     }
     let edited = first.clone();
-    let proxy = server.proxy_running_before("main_only&limit=10000 ", move || {
+    synced.through_proxy_running_before("main_only&limit=10000 ", move || {
         edit_in_app(server, &edited, "mobile", json!("+31687654321"));
     });
-    std::fs::write(dir.path().join("fieldsync.toml"), config.replace(&server.url(), &proxy)).unwrap();
     let written = fieldsync.run_ending("the run that writes both", &[], 0).report();
     assert_eq!(written["stats"]["writes_done"], json!(2), "{written:#}");
 
@@ -349,7 +363,7 @@ fn an_app_edit_right_after_fieldsyncs_write_is_read_by_the_next_run() {
     // the app changed, and its mobile reaches the register.
     let next = fieldsync.run_ending("the run after", &[], 0).report();
     assert_eq!(next["stats"]["right"]["read"], json!(1), "{next:#}");
-    assert_eq!(in_register(&club, &first).unwrap().1.as_deref(), Some("+31687654321"));
+    assert_eq!(in_register(club, &first).unwrap().1.as_deref(), Some("+31687654321"));
     let quiet = fieldsync.run_ending("a quiet run", &[], 0).report();
     assert_eq!(
         (&quiet["stats"]["right"]["read"], &quiet["stats"]["writes_done"]),
