@@ -552,33 +552,12 @@ impl StateStore for PostgresStore {
     ) -> Result<(), StoreError> {
         let link = lease.link.as_str();
         block_on(async {
+            let outcomes = publication.settled_outcomes(now);
             let commit = self.leased(lease).await?;
             for (side, cursor) in publication.cursors {
                 commit.set_cursor(link, side, cursor).await?;
             }
             commit.close_reviews(&publication.closed_reviews, now).await?;
-            let settled = [
-                (
-                    publication.superseded,
-                    OutboxStatus::Superseded,
-                    None,
-                    Some("replaced by a newer plan from fresh reads"),
-                ),
-                (publication.resent, OutboxStatus::Pending, Some(now), None),
-                (publication.landed, OutboxStatus::Done, None, None),
-            ];
-            let outcomes: Vec<EntryOutcome> = settled
-                .into_iter()
-                .flat_map(|(ids, status, next_attempt_at, error)| {
-                    ids.into_iter().map(move |id| EntryOutcome {
-                        id,
-                        status,
-                        next_attempt_at,
-                        error: error.map(str::to_string),
-                        attempted: false,
-                    })
-                })
-                .collect();
             commit.set_outcomes(&outcomes, now).await?;
             commit.audit(link, &publication.audit).await?;
             commit.write_baselines(link, layout, &publication.baselines).await?;

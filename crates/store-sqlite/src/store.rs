@@ -329,6 +329,7 @@ impl StateStore for SqliteStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let link = lease.link.as_str();
+        let outcomes = publication.settled_outcomes(now);
         let transaction = self.leased(lease)?;
         for (side, cursor) in publication.cursors {
             transaction.set_cursor(link, side, cursor)?;
@@ -336,22 +337,8 @@ impl StateStore for SqliteStore {
         for id in publication.closed_reviews {
             transaction.close_review(id, now)?;
         }
-        let settled = [
-            (
-                publication.superseded,
-                OutboxStatus::Superseded,
-                None,
-                Some("replaced by a newer plan from fresh reads"),
-            ),
-            (publication.resent, OutboxStatus::Pending, Some(now), None),
-            (publication.landed, OutboxStatus::Done, None, None),
-        ];
-        for (ids, status, next_attempt_at, error) in settled {
-            for id in ids {
-                let error = error.map(str::to_string);
-                let outcome = EntryOutcome { id, status, next_attempt_at, error, attempted: false };
-                transaction.set_outcome(&outcome, now)?;
-            }
+        for outcome in &outcomes {
+            transaction.set_outcome(outcome, now)?;
         }
         for entry in &publication.audit {
             transaction.audit(link, entry)?;
