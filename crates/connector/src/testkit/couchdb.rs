@@ -27,6 +27,9 @@ use super::processes::{Processes, serve_on_free_port, tail};
 /// The version `.ci/run` installs.
 pub const POUCHDB_SERVER_VERSION: &str = "4.2.0";
 
+/// What a test skipped on a machine without the package needs.
+const NEEDS: &str = "pouchdb-server (the CouchDB API)";
+
 /// What a machine without the package is told to do.
 const INSTALL_HINT: &str = "run .ci/run, or `npm install --no-audit --no-fund pouchdb-server@4.2.0` in \
      target/pouchdb-server or in the directory FIELDSYNC_POUCHDB_DIR names; node and npm come from \
@@ -73,13 +76,7 @@ impl CouchServer {
     ///
     /// When the program is there but the server does not come up in time, with its log.
     pub fn start() -> Option<CouchServer> {
-        let program = match find_program() {
-            Ok(program) => program,
-            Err(missing) => {
-                super::skip("pouchdb-server (the CouchDB API)", &missing, INSTALL_HINT);
-                return None;
-            }
-        };
+        let program = super::found_or_skip(find_program(), NEEDS, INSTALL_HINT)?;
         let dir =
             tempfile::Builder::new().prefix("fieldsync-pouchdb-").tempdir().expect("a temporary directory");
         let root = dir.path().to_path_buf();
@@ -105,17 +102,7 @@ impl CouchServer {
     /// apart by database.
     pub fn shared() -> Option<&'static CouchServer> {
         static SERVER: std::sync::OnceLock<Option<CouchServer>> = std::sync::OnceLock::new();
-        let mut started_now = false;
-        let server = SERVER
-            .get_or_init(|| {
-                started_now = true;
-                CouchServer::start()
-            })
-            .as_ref();
-        if server.is_none() && !started_now {
-            super::skip("pouchdb-server (the CouchDB API)", "it could not be started", INSTALL_HINT);
-        }
-        server
+        super::shared_server(&SERVER, CouchServer::start, NEEDS, "it could not be started", INSTALL_HINT)
     }
 
     /// The server's port on 127.0.0.1.
