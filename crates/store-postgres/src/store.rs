@@ -1673,23 +1673,14 @@ async fn read_baselines(
     Ok(baselines)
 }
 
-/// A row type the store lists, pages and finds by id: its table, how rows of it are read,
-/// and its id.
-trait Listed: Sized {
-    /// The table the rows live in.
-    const TABLE: &'static str;
-    /// What one row is called when it is not found.
-    const ONE: &'static str;
-    /// What reading rows of it is called in an error.
-    const READING: &'static str;
+/// A row type the store lists, pages and finds by id: how rows of it are read (its table,
+/// names and id are its `Listing`).
+trait Listed: Listing + Sized {
     /// The columns `from_row` reads, in its order.
     const COLUMNS: &'static str;
 
     /// Reads one row of `COLUMNS`; `what` names the reading for errors.
     fn from_row(row: &Row, what: &dyn Fn() -> String) -> Result<Self, StoreError>;
-
-    /// The row's id.
-    fn id(&self) -> i64;
 }
 
 /// The rows `clause` (`WHERE …`, with `parameters`) selects.
@@ -1765,9 +1756,6 @@ async fn of_keys<T: Listed>(
 }
 
 impl Listed for OutboxEntry {
-    const TABLE: &'static str = "outbox";
-    const ONE: &'static str = "outbox entry";
-    const READING: &'static str = "reading the outbox";
     // An entry being sent (or left so by a crash) reads `sending`, with the attempt counted
     // (`in_flight`).
     const COLUMNS: &'static str = "id, link, key, side, run_id, operation, record_id, payload, status, \
@@ -1812,16 +1800,9 @@ impl Listed for OutboxEntry {
             updated_at: row.try_get(13).context(what)?,
         })
     }
-
-    fn id(&self) -> i64 {
-        self.id
-    }
 }
 
 impl Listed for Review {
-    const TABLE: &'static str = "reviews";
-    const ONE: &'static str = "review";
-    const READING: &'static str = "reading reviews";
     const COLUMNS: &'static str = "id, link, key, field, kind, base, left_value, right_value, reason, \
                                    status, decision, run_id, created_at, updated_at";
 
@@ -1852,16 +1833,9 @@ impl Listed for Review {
             updated_at: row.try_get(13).context(what)?,
         })
     }
-
-    fn id(&self) -> i64 {
-        self.id
-    }
 }
 
 impl Listed for RunRow {
-    const TABLE: &'static str = "runs";
-    const ONE: &'static str = "run";
-    const READING: &'static str = "reading the run history";
     const COLUMNS: &'static str = "id, link, mode, status, started_at, finished_at, stats, error";
 
     fn from_row(row: &Row, what: &dyn Fn() -> String) -> Result<Self, StoreError> {
@@ -1878,10 +1852,6 @@ impl Listed for RunRow {
             stats: stats.unwrap_or(serde_json::Value::Null),
             error: row.try_get(7).context(what)?,
         })
-    }
-
-    fn id(&self) -> i64 {
-        self.id.0
     }
 }
 

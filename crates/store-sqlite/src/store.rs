@@ -1403,23 +1403,14 @@ fn read_baselines(
     Ok(baselines)
 }
 
-/// A row type the store lists, pages and finds by id: its table, how rows of it are read
-/// (`query`, with a `WHERE …` clause and its parameters), and its id.
-trait Listed: Sized {
-    /// The table the rows live in.
-    const TABLE: &'static str;
-    /// What one row is called when it is not found.
-    const ONE: &'static str;
-    /// What reading rows of it is called in an error.
-    const READING: &'static str;
+/// A row type the store lists, pages and finds by id: how rows of it are read (`query`, with
+/// a `WHERE …` clause and its parameters; its table, names and id are its `Listing`).
+trait Listed: Listing + Sized {
     /// The columns `from_row` reads, in its order.
     const COLUMNS: &'static str;
 
     /// Reads one row of `COLUMNS`; `what` names the reading for errors.
     fn from_row(row: &rusqlite::Row<'_>, what: &dyn Fn() -> String) -> Result<Self, StoreError>;
-
-    /// The row's id.
-    fn id(&self) -> i64;
 
     /// Completes rows just read, from what else the store holds.
     fn complete(_connection: &rusqlite::Connection, _rows: &mut [Self]) -> Result<(), StoreError> {
@@ -1508,9 +1499,6 @@ fn of_keys<T: Listed>(
 }
 
 impl Listed for OutboxEntry {
-    const TABLE: &'static str = "outbox";
-    const ONE: &'static str = "outbox entry";
-    const READING: &'static str = "reading the outbox";
     const COLUMNS: &'static str = "id, link, key, side, run_id, operation, record_id, payload, status, \
                                    attempts, next_attempt_ms, last_error, created_ms, updated_ms, \
                                    source_basis, source_raw";
@@ -1544,10 +1532,6 @@ impl Listed for OutboxEntry {
             created_at: from_millis(row.get(12).context(what)?),
             updated_at: from_millis(row.get(13).context(what)?),
         })
-    }
-
-    fn id(&self) -> i64 {
-        self.id
     }
 
     /// An entry being sent (or left so by a crash) reads `sending`, with the attempt counted.
@@ -1585,9 +1569,6 @@ fn send_entries(send: i64, entries: &str) -> Result<Vec<OutboxId>, StoreError> {
 }
 
 impl Listed for Review {
-    const TABLE: &'static str = "reviews";
-    const ONE: &'static str = "review";
-    const READING: &'static str = "reading reviews";
     const COLUMNS: &'static str = "id, link, key, field, kind, base, left_value, right_value, reason, \
                                    status, decision, run_id, created_ms, updated_ms";
 
@@ -1618,16 +1599,9 @@ impl Listed for Review {
             updated_at: from_millis(row.get(13).context(what)?),
         })
     }
-
-    fn id(&self) -> i64 {
-        self.id
-    }
 }
 
 impl Listed for RunRow {
-    const TABLE: &'static str = "runs";
-    const ONE: &'static str = "run";
-    const READING: &'static str = "reading the run history";
     const COLUMNS: &'static str = "id, link, mode, status, started_ms, finished_ms, stats, error";
 
     fn from_row(row: &rusqlite::Row<'_>, what: &dyn Fn() -> String) -> Result<Self, StoreError> {
@@ -1648,10 +1622,6 @@ impl Listed for RunRow {
                 .unwrap_or(serde_json::Value::Null),
             error: row.get(7).context(what)?,
         })
-    }
-
-    fn id(&self) -> i64 {
-        self.id.0
     }
 }
 
