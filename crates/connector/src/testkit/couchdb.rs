@@ -20,6 +20,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine as _;
 use serde_json::Value as Json;
 
 use super::processes::{Processes, serve_on_free_port, tail};
@@ -247,7 +248,8 @@ fn request(
         body.len()
     );
     if let Some((user, password)) = auth {
-        head.push_str(&format!("Authorization: Basic {}\r\n", base64(&format!("{user}:{password}"))));
+        let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        head.push_str(&format!("Authorization: Basic {credentials}\r\n"));
     }
     head.push_str("\r\n");
     stream
@@ -267,34 +269,9 @@ fn request(
     Ok(Answer { status, body: serde_json::from_str(body).unwrap_or(Json::Null) })
 }
 
-/// Standard base64 with padding, for basic auth.
-fn base64(text: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = text.as_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, byte)| n | u32::from(*byte) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn basic_auth_is_base64() {
-        assert_eq!(base64("clubadmin:geheim"), "Y2x1YmFkbWluOmdlaGVpbQ==");
-        assert_eq!(base64("ab"), "YWI=");
-        assert_eq!(base64("abc"), "YWJj");
-    }
 
     #[test]
     fn a_server_starts_answers_and_is_gone_once_dropped() {
