@@ -17,7 +17,7 @@ use fieldsync_postgres::{block_on, quote_ident};
 use jiff::Timestamp;
 
 use fieldsync_store::codec::{
-    KeyOrder, damaged, decode_fields, encode_fields, side_from, value_from, value_text,
+    DigestColumns, KeyOrder, damaged, decode_fields, encode_fields, side_from, value_from, value_text,
 };
 use fieldsync_store::*;
 
@@ -1600,29 +1600,14 @@ type DigestRow = (RecordKey, Result<DigestEntry, StoreError>);
 /// with `layout`.
 fn digest_row(row: &Row, layout: &LinkLayout) -> Result<DigestRow, fieldsync_postgres::Error> {
     let key = RecordKey::new(row.try_get::<_, &str>(0)?);
-    let row_layout: i64 = row.try_get(1)?;
-    let digest: &[u8] = row.try_get(2)?;
-    let left_id: Option<&str> = row.try_get(3)?;
-    let right_id: Option<&str> = row.try_get(4)?;
-    let tombstone: Option<&str> = row.try_get(5)?;
-    let entry = (|| {
-        let digest = if row_layout == layout.id {
-            Some(
-                RecordDigest::from_bytes(digest)
-                    .ok_or_else(|| damaged(format!("digest of {key}"), "wrong length"))?,
-            )
-        } else {
-            None
-        };
-        Ok(DigestEntry::new(
-            &key,
-            digest,
-            [left_id, right_id],
-            tombstone.map(|side| side_from(side, "tombstone")).transpose()?,
-            // A damaged raw digest is only a missed shortcut.
-            [seen_column(row, 6), seen_column(row, 7)],
-        ))
-    })();
+    let columns = DigestColumns {
+        layout: row.try_get(1)?,
+        digest: row.try_get(2)?,
+        ids: [row.try_get(3)?, row.try_get(4)?],
+        tombstone: row.try_get(5)?,
+        seen: [seen_column(row, 6), seen_column(row, 7)],
+    };
+    let entry = columns.entry(&key, layout);
     Ok((key, entry))
 }
 

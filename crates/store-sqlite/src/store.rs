@@ -13,7 +13,8 @@ use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
 use fieldsync_store::codec::{
-    KeyOrder, damaged, decode_fields, encode_fields, from_millis, millis, side_from, value_from, value_text,
+    DigestColumns, KeyOrder, damaged, decode_fields, encode_fields, from_millis, millis, side_from,
+    value_from, value_text,
 };
 use fieldsync_store::*;
 
@@ -1318,32 +1319,19 @@ type DigestRow = (RecordKey, Result<DigestEntry, StoreError>);
 fn digest_row(row: &rusqlite::Row<'_>, layout: &LinkLayout) -> Result<DigestRow, rusqlite::Error> {
     // Read in place, without copying what is only looked at: a full scan reads every row.
     let key = RecordKey::new(row.get_ref(0)?.as_str()?);
-    let row_layout: i64 = row.get(1)?;
-    let digest = row.get_ref(2)?.as_blob()?;
-    let tombstone = row.get_ref(5)?.as_str_or_null()?;
-    let entry = (|| {
-        let digest = if row_layout == layout.id {
-            Some(
-                RecordDigest::from_bytes(digest)
-                    .ok_or_else(|| damaged(format!("digest of {key}"), "wrong length"))?,
-            )
-        } else {
-            None
-        };
-        // An id equal to the key is not copied at all.
-        let id = |column: usize| match row.get_ref(column) {
-            Ok(rusqlite::types::ValueRef::Text(bytes)) => std::str::from_utf8(bytes).ok(),
-            _ => None,
-        };
-        Ok(DigestEntry::new(
-            &key,
-            digest,
-            [id(3), id(4)],
-            tombstone.map(|side| side_from(side, "tombstone")).transpose()?,
-            // A damaged raw digest is only a missed shortcut.
-            [seen_column(row, 6), seen_column(row, 7)],
-        ))
-    })();
+    // An id equal to the key is not copied at all.
+    let id = |column: usize| match row.get_ref(column) {
+        Ok(rusqlite::types::ValueRef::Text(bytes)) => std::str::from_utf8(bytes).ok(),
+        _ => None,
+    };
+    let columns = DigestColumns {
+        layout: row.get(1)?,
+        digest: row.get_ref(2)?.as_blob()?,
+        ids: [id(3), id(4)],
+        tombstone: row.get_ref(5)?.as_str_or_null()?,
+        seen: [seen_column(row, 6), seen_column(row, 7)],
+    };
+    let entry = columns.entry(&key, layout);
     Ok((key, entry))
 }
 
