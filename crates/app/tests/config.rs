@@ -10,6 +10,7 @@ use fieldsync_app::{AnyConnector, Config, ConfigError, StateLocation, open_conne
 use fieldsync_connector::Connector;
 use fieldsync_engine::{FieldSpec, Limit, LinkSpec};
 use fieldsync_store_sqlite::SqliteLocation;
+use fieldsync_test_support::readme_blocks;
 
 /// The example of `product.md`, with the rest connector replaced by a second sqlite one.
 const EXAMPLE: &str = r#"state = "sqlite://fieldsync.db"            # or "postgres://…" for several workers
@@ -735,10 +736,7 @@ fn a_rest_connector_takes_its_preset_and_its_secrets_from_the_environment() {
 
 #[test]
 fn the_readme_browser_connector_parses_with_its_password_from_the_environment() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let section = &readme[readme.find("## Web admins without an API").expect("the README's section")..];
-    let block = &section[section.find("```toml\n").unwrap() + 8..];
-    let block = &block[..block.find("```").unwrap()];
+    let block = readme_blocks("## Web admins without an API", "toml").remove(0);
     let text = format!(
         "{block}\n[connectors.club]\nkind = \"sqlite\"\npath = \"club.db\"\ntable = \"members\"\nkey = \"relation_code\"\n\n\
          [links.members]\nleft = \"club\"\nright = \"federation\"\nkey = {{ left = \"relation_code\", right = \"relation_code\" }}\n\n\
@@ -763,11 +761,7 @@ fn the_readme_browser_connector_parses_with_its_password_from_the_environment() 
 
 #[test]
 fn the_readme_rest_connectors_parse_with_their_secrets_from_the_environment() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let section = &readme[readme.find("## REST APIs").expect("the README's section")..];
-    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
-    let blocks: Vec<&str> =
-        section.split("```toml\n").skip(1).map(|block| &block[..block.find("```").unwrap()]).collect();
+    let blocks = readme_blocks("## REST APIs", "toml");
     assert_eq!(blocks.len(), 3, "the wordpress, the drf and the change feed examples");
     let env = |name: &str| match name {
         "WP_USER" => Some("admin".to_string()),
@@ -777,16 +771,16 @@ fn the_readme_rest_connectors_parse_with_their_secrets_from_the_environment() {
         _ => None,
     };
     let wordpress =
-        parse_with_env(blocks[0], Path::new("conf/fieldsync.toml"), &env).expect("the wordpress example");
+        parse_with_env(&blocks[0], Path::new("conf/fieldsync.toml"), &env).expect("the wordpress example");
     let ConnectorKind::Rest(site) = &wordpress.connectors["site"].kind else { panic!("a rest connector") };
     assert_eq!(site.preset, Some(fieldsync_connector_rest::Preset::Wordpress));
     assert!(open_connector(&wordpress.connectors["site"], wordpress.base_dir()).is_ok());
-    let drf = parse_with_env(blocks[1], Path::new("conf/fieldsync.toml"), &env).expect("the drf example");
+    let drf = parse_with_env(&blocks[1], Path::new("conf/fieldsync.toml"), &env).expect("the drf example");
     let ConnectorKind::Rest(backend) = &drf.connectors["backend"].kind else { panic!("a rest connector") };
     assert_eq!(backend.headers.len(), 0);
     assert!(format!("{:?}", backend.auth).contains("Authorization") && !format!("{drf:?}").contains("t0ken"));
     let feed =
-        parse_with_env(blocks[2], Path::new("conf/fieldsync.toml"), &env).expect("the change feed example");
+        parse_with_env(&blocks[2], Path::new("conf/fieldsync.toml"), &env).expect("the change feed example");
     let app = &feed.connectors["app"];
     assert!(
         matches!(&app.kind, ConnectorKind::Rest(app) if app.feed.is_some() && app.whole_document == Some(true))
@@ -796,13 +790,10 @@ fn the_readme_rest_connectors_parse_with_their_secrets_from_the_environment() {
 
 #[test]
 fn the_readme_couchdb_connector_parses_with_its_password_from_the_environment() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let section = &readme[readme.find("## CouchDB").expect("the README's section")..];
-    let block = &section[section.find("```toml\n").unwrap() + 8..];
-    let block = &block[..block.find("```").unwrap()];
+    let block = readme_blocks("## CouchDB", "toml").remove(0);
     let env = |name: &str| (name == "COUCH_PASSWORD").then(|| "g3heim-wachtwoord".to_string());
-    let config =
-        parse_with_env(block, Path::new("conf/fieldsync.toml"), &env).expect("the README's example is valid");
+    let config = parse_with_env(&block, Path::new("conf/fieldsync.toml"), &env)
+        .expect("the README's example is valid");
     let ConnectorKind::Couchdb(app) = &config.connectors["app"].kind else { panic!("a couchdb connector") };
     assert_eq!((app.database.as_str(), app.id.as_deref()), ("club", Some("member:{/knvb_id}")));
     assert!(!format!("{config:?}").contains("g3heim"), "the password never shows");

@@ -211,6 +211,20 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// Makes a measured run's databases fresh (`left` and `right` copied from their `_base`
+    /// templates, `state` empty) and its working directory `work` empty; returns the directory.
+    fn fresh_run(&self, [left, right, state]: [&str; 3], work: &str) -> Result<PathBuf> {
+        self.fresh_database(left, Some(&format!("{left}_base")))?;
+        self.fresh_database(right, Some(&format!("{right}_base")))?;
+        self.fresh_database(state, None)?;
+        let work = self.dir.join(work);
+        if work.exists() {
+            std::fs::remove_dir_all(&work)?;
+        }
+        std::fs::create_dir_all(&work)?;
+        Ok(work)
+    }
+
     /// The sync part: the first sync, no-change full runs and deltas, for each state store.
     fn sync(&self) -> Result<()> {
         let members = self.settings.members;
@@ -257,14 +271,7 @@ impl Bench<'_> {
             "postgres" => format!("{}?schema=fieldsync", self.url("state")),
             other => bail!("unknown state store {other:?}: sqlite or postgres"),
         };
-        self.fresh_database("federation", Some("federation_base"))?;
-        self.fresh_database("club", Some("club_base"))?;
-        self.fresh_database("state", None)?;
-        let work = self.dir.join(format!("work-{state}"));
-        if work.exists() {
-            std::fs::remove_dir_all(&work)?;
-        }
-        std::fs::create_dir_all(&work)?;
+        let work = self.fresh_run(["federation", "club", "state"], &format!("work-{state}"))?;
         let mut config = format!(
             "# fieldsync-bench postgres: a federation register (left) and a club table (right).\nstate = \"{state_url}\"\n\n"
         );
@@ -439,14 +446,8 @@ impl Bench<'_> {
 
     fn serve_with(&self, workers: usize, config: &str) -> Result<Served> {
         let links = self.settings.links;
-        self.fresh_database("serve_left", Some("serve_left_base"))?;
-        self.fresh_database("serve_right", Some("serve_right_base"))?;
-        self.fresh_database("serve_state", None)?;
-        let work = self.dir.join(format!("serve-{workers}"));
-        if work.exists() {
-            std::fs::remove_dir_all(&work)?;
-        }
-        std::fs::create_dir_all(&work)?;
+        let work =
+            self.fresh_run(["serve_left", "serve_right", "serve_state"], &format!("serve-{workers}"))?;
         std::fs::write(work.join("fieldsync.toml"), config)?;
         // The state store's schema made and migrated before the clock starts.
         let status = Command::new(&self.fieldsync)
@@ -674,33 +675,35 @@ fn write_link_file(file: &Path, count: u64, seed: u64) -> Result<()> {
 /// A member as the federation spells it, a line of COPY's text format (`LEFT_COLUMNS`).
 fn left_line(line: &mut String, member: &Member, at: jiff::Timestamp) {
     let (area, number) = member.phone;
-    let (year, month, day) = member.birth;
-    let _ = writeln!(
-        line,
-        "{}\t{}\t{}\t{}\t0{} {number}\t06-{}\t{year:04}-{month:02}-{day:02}\t{}\t{at}",
-        copy_text(&member.ext_id),
-        copy_text(&member.first_name),
-        copy_text(&member.last_name),
-        copy_text(&member.left_email()),
-        AREA_CODES[area],
-        member.mobile,
-        if member.active { 't' } else { 'f' },
-    );
+    let phone = format!("0{} {number}", AREA_CODES[area]);
+    copy_line(line, member, &member.left_email(), &phone, &format!("06-{}", member.mobile), at);
 }
 
 /// A member as the club spells it, a line of COPY's text format (`RIGHT_COLUMNS`).
 fn right_line(line: &mut String, member: &Member, at: jiff::Timestamp) {
     let (area, number) = member.phone;
+    let phone = format!("+31{}{number}", AREA_CODES[area]);
+    copy_line(line, member, &member.email, &phone, &format!("+316{}", member.mobile), at);
+}
+
+/// A member as a line of COPY's text format, in the columns both sides have in the same
+/// order, with the side's own spelling of `email`, `phone` and `mobile`.
+fn copy_line(
+    line: &mut String,
+    member: &Member,
+    email: &str,
+    phone: &str,
+    mobile: &str,
+    at: jiff::Timestamp,
+) {
     let (year, month, day) = member.birth;
     let _ = writeln!(
         line,
-        "{}\t{}\t{}\t{}\t+31{}{number}\t+316{}\t{year:04}-{month:02}-{day:02}\t{}\t{at}",
+        "{}\t{}\t{}\t{}\t{phone}\t{mobile}\t{year:04}-{month:02}-{day:02}\t{}\t{at}",
         copy_text(&member.ext_id),
         copy_text(&member.first_name),
         copy_text(&member.last_name),
-        copy_text(&member.email),
-        AREA_CODES[area],
-        member.mobile,
+        copy_text(email),
         if member.active { 't' } else { 'f' },
     );
 }

@@ -6,15 +6,12 @@
 use std::time::Duration;
 
 use fieldsync_connector::ConnectorError;
-use fieldsync_connector_rest::{Auth, authorised, http_client, plain_error, retry_after};
+use fieldsync_connector_rest::{Auth, RetryPolicy, answer_of, authorised, http_client, send_with_retries};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value as Json;
 
 /// How often a failure that may pass is tried again before it is reported.
 const RETRIES: u32 = 3;
-
-/// The longest `Retry-After` obeyed inside one call; a longer one goes to the engine.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// An answer that is not a failure to retry.
 #[derive(Debug)]
@@ -40,14 +37,7 @@ impl Answer {
 
     /// CouchDB's `error` and `reason`, as `error: reason`, or the start of the body.
     pub(crate) fn reason(&self) -> String {
-        match serde_json::from_str::<Json>(&self.body) {
-            Ok(body) => match (body["error"].as_str(), body["reason"].as_str()) {
-                (Some(error), Some(reason)) if !reason.is_empty() => format!("{error}: {reason}"),
-                (Some(error), _) => error.to_string(),
-                _ => excerpt(&self.body),
-            },
-            Err(_) => excerpt(&self.body),
-        }
+        reason(&self.body)
     }
 
     /// The error an unexpected status stands for while `doing` something, with CouchDB's own
@@ -68,6 +58,19 @@ impl Answer {
 }
 
 pub(crate) use fieldsync_connector_rest::{excerpt, shown_url as shown};
+
+/// CouchDB's `error` and `reason` in an answer's `body`, as `error: reason`, or the start of
+/// the body.
+fn reason(body: &str) -> String {
+    match serde_json::from_str::<Json>(body) {
+        Ok(json) => match (json["error"].as_str(), json["reason"].as_str()) {
+            (Some(error), Some(reason)) if !reason.is_empty() => format!("{error}: {reason}"),
+            (Some(error), _) => error.to_string(),
+            _ => excerpt(body),
+        },
+        Err(_) => excerpt(body),
+    }
+}
 
 /// Whether a request only reads, or writes (and must not be sent again once the server may
 /// have acted on it: a `_bulk_docs` sent twice would meet its own first revisions).
@@ -112,48 +115,24 @@ impl Http {
             url.query_pairs_mut().append_pair(name, value.expose());
         }
         let what = shown(&url);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        let (method, url, what) = (&method, &url, &what);
+        let try_once = || async move {
             let mut request =
                 authorised(self.client.request(method.clone(), url.clone()), self.auth.as_ref());
             request = request.header(reqwest::header::ACCEPT, "application/json");
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let outcome = match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let wait = retry_after(response.headers());
-                    match response.text().await {
-                        Ok(body) => Ok((Answer { status, body, url: what.clone() }, wait)),
-                        Err(error) => {
-                            Err((format!("the answer broke off: {}", plain_error(&error)), None, true))
-                        }
-                    }
-                }
-                Err(error) => Err((plain_error(&error), None, !error.is_connect())),
-            };
-            // Whether the server may have acted on the request.
-            let (message, wait, acted) = match outcome {
-                Ok((answer, wait))
-                    if answer.status.is_server_error() || answer.status == StatusCode::TOO_MANY_REQUESTS =>
-                {
-                    let acted = answer.status != StatusCode::TOO_MANY_REQUESTS;
-                    (format!("HTTP {}: {}", answer.status.as_u16(), answer.reason()), wait, acted)
-                }
-                Ok((answer, _)) => return Ok(answer),
-                Err(failure) => failure,
-            };
-            let too_long = wait.is_some_and(|wait| wait > MAX_RETRY_AFTER);
-            if attempt > RETRIES || too_long || (kind == Kind::Write && acted) {
-                return Err(ConnectorError::Unavailable { what, message, retry_after: wait });
-            }
-            let backoff = Duration::from_millis(200 * (1 << attempt.min(5)) + fastrand::u64(0..200));
-            let wait = wait.unwrap_or(backoff);
-            tracing::warn!(url = %what, attempt, wait_ms = wait.as_millis() as u64, %message, "Retrying a request.");
-            tokio::time::sleep(wait).await;
-        }
+            answer_of(request.send().await, what).await
+        };
+        let policy = RetryPolicy {
+            retries: RETRIES,
+            step_ms: 200,
+            max_doublings: 5,
+            repeat_acted: kind != Kind::Write,
+        };
+        let answer = send_with_retries(what, policy, try_once, |answer| reason(&answer.body)).await?;
+        Ok(Answer { status: answer.status, body: answer.body, url: answer.url })
     }
 }
 
@@ -162,9 +141,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn urls_are_shown_without_user_or_query_and_reasons_are_couchdbs() {
-        let url = Url::parse("https://sync:hunter2@couch.example:6984/club/_changes?since=4").unwrap();
-        assert_eq!(shown(&url), "https://couch.example:6984/club/_changes");
+    fn reasons_are_couchdbs() {
         let answer = Answer {
             status: StatusCode::NOT_FOUND,
             body: r#"{"error":"not_found","reason":"Database does not exist."}"#.into(),

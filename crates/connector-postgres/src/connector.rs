@@ -160,9 +160,16 @@ impl PostgresConnector {
         Ok((self.session.insert(session), &self.config))
     }
 
-    /// Forgets the session after an error that may have broken it, so that the next call
-    /// connects afresh.
-    fn settle<T>(&mut self, result: Result<T, ConnectorError>) -> Result<T, ConnectorError> {
+    /// Runs `work` on the session (connecting first when there is none), and forgets the
+    /// session after an error that may have broken it, so that the next call connects afresh.
+    async fn with_session<T>(
+        &mut self,
+        work: impl AsyncFnOnce(&mut Session, &PostgresConfig) -> Result<T, ConnectorError>,
+    ) -> Result<T, ConnectorError> {
+        let result = match self.session().await {
+            Ok((session, config)) => work(session, config).await,
+            Err(error) => Err(error),
+        };
         if result.as_ref().is_err_and(ConnectorError::is_retryable) {
             self.session = None;
         }
@@ -179,11 +186,7 @@ impl Connector for PostgresConnector {
         // A check looks afresh, so that a table changed since the last call is seen.
         self.session = None;
         let capabilities = self.capabilities();
-        let result = match self.session().await {
-            Ok((session, config)) => check(session, config, paths, capabilities).await,
-            Err(error) => Err(error),
-        };
-        self.settle(result)
+        self.with_session(async |session, config| check(session, config, paths, capabilities).await).await
     }
 
     async fn read_page(
@@ -191,11 +194,7 @@ impl Connector for PostgresConnector {
         request: &ReadRequest,
         token: Option<&PageToken>,
     ) -> Result<Page, ConnectorError> {
-        let result = match self.session().await {
-            Ok((session, config)) => read_page(session, config, request, token).await,
-            Err(error) => Err(error),
-        };
-        self.settle(result)
+        self.with_session(async |session, config| read_page(session, config, request, token).await).await
     }
 
     async fn lookup(
@@ -203,22 +202,14 @@ impl Connector for PostgresConnector {
         paths: &[String],
         lookup: &Lookup,
     ) -> Result<Vec<ConnectorRecord>, ConnectorError> {
-        let result = match self.session().await {
-            Ok((session, config)) => look_up(session, config, paths, lookup).await,
-            Err(error) => Err(error),
-        };
-        self.settle(result)
+        self.with_session(async |session, config| look_up(session, config, paths, lookup).await).await
     }
 
     async fn apply(&mut self, writes: &[Write]) -> Result<WriteResults, ConnectorError> {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
-        let result = match self.session().await {
-            Ok((session, config)) => apply(session, config, writes).await,
-            Err(error) => Err(error),
-        };
-        self.settle(result)
+        self.with_session(async |session, config| apply(session, config, writes).await).await
     }
 }
 

@@ -4,6 +4,7 @@
 //! or a 412 means for its request.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
@@ -22,9 +23,12 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// An answer that is not a failure to retry: any status, its headers and its body.
 #[derive(Debug)]
-pub(crate) struct Answer {
+pub struct Answer {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// The headers.
     pub headers: HeaderMap,
+    /// The body as text.
     pub body: String,
     /// The URL answered, without its query (which may hold a token).
     pub url: String,
@@ -255,9 +259,8 @@ impl Http {
         {
             tokio::time::sleep(pace.draw()).await;
         }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        let (method, url, what) = (&method, &url, &what);
+        let try_once = || async move {
             let counted = self.wait_for_rate().await;
             let mut request =
                 authorised(self.client.request(method.clone(), url.clone()), self.settings.auth.as_ref());
@@ -273,39 +276,119 @@ impl Http {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let outcome = match request.send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let headers = response.headers().clone();
-                    match response.text().await {
-                        Ok(body) => Ok(Answer { status, headers, body, url: what.clone() }),
-                        Err(error) => Err((format!("the answer broke off: {}", plain(&error)), None, true)),
-                    }
-                }
-                Err(error) => Err((plain(&error), None, !error.is_connect())),
-            };
+            let answer = answer_of(request.send().await, what).await;
             self.answered(counted).await;
-            // Whether the server may have acted on the request.
-            let (message, wait, acted) = match outcome {
-                Ok(answer)
-                    if answer.status.is_server_error() || answer.status == StatusCode::TOO_MANY_REQUESTS =>
-                {
-                    let wait = retry_after(&answer.headers);
-                    let acted = answer.status != StatusCode::TOO_MANY_REQUESTS;
-                    (format!("HTTP {}: {}", answer.status.as_u16(), excerpt(&answer.body)), wait, acted)
-                }
-                Ok(answer) => return Ok(answer),
-                Err(failure) => failure,
-            };
-            let too_long = wait.is_some_and(|wait| wait > MAX_RETRY_AFTER);
-            if attempt > self.settings.retries || too_long || (kind == Kind::Create && acted) {
-                return Err(ConnectorError::Unavailable { what, message, retry_after: wait });
+            answer
+        };
+        let policy = RetryPolicy {
+            retries: self.settings.retries,
+            step_ms: 250,
+            max_doublings: 6,
+            repeat_acted: kind != Kind::Create,
+        };
+        send_with_retries(what, policy, try_once, |answer| excerpt(&answer.body)).await
+    }
+}
+
+/// How a sender tries again the failures that may pass: at most `retries` times, each after
+/// the wait the server asked for (`Retry-After`, up to a minute) or else `step_ms`
+/// milliseconds doubled with each attempt (at most `max_doublings` times) plus a random part
+/// of up to `step_ms`.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// The tries after the first.
+    pub retries: u32,
+    /// The unit of the wait between tries, in milliseconds.
+    pub step_ms: u64,
+    /// How often the wait doubles at most.
+    pub max_doublings: u32,
+    /// Whether a request the server may have acted on (it answered 5xx, timed out or broke
+    /// off its answer) is sent again: not one that must not be carried out twice.
+    pub repeat_acted: bool,
+}
+
+/// A try of a request that came to no answer to return.
+#[derive(Debug)]
+pub struct Failure {
+    /// What went wrong, for the error and the log.
+    pub message: String,
+    /// The wait the server asked for, if it did.
+    pub wait: Option<Duration>,
+    /// Whether the server may have acted on the request.
+    pub acted: bool,
+}
+
+/// One try's response read whole, from the URL shown as `url`, or the failure it was.
+///
+/// # Errors
+///
+/// A `Failure` when the request or its answer broke off.
+pub async fn answer_of(
+    sent: Result<reqwest::Response, reqwest::Error>,
+    url: &str,
+) -> Result<Answer, Failure> {
+    match sent {
+        Ok(response) => {
+            let status = response.status();
+            let headers = response.headers().clone();
+            match response.text().await {
+                Ok(body) => Ok(Answer { status, headers, body, url: url.to_string() }),
+                Err(error) => Err(Failure {
+                    message: format!("the answer broke off: {}", plain(&error)),
+                    wait: None,
+                    acted: true,
+                }),
             }
-            let backoff = Duration::from_millis(250 * (1 << attempt.min(6)) + fastrand::u64(0..250));
-            let wait = wait.unwrap_or(backoff);
-            tracing::warn!(url = %what, attempt, wait_ms = wait.as_millis() as u64, %message, "Retrying a request.");
-            tokio::time::sleep(wait).await;
         }
+        Err(error) => Err(Failure { message: plain(&error), wait: None, acted: !error.is_connect() }),
+    }
+}
+
+/// Tries a request to `what` (`try_once` sends it afresh each time) until it is answered with
+/// a status other than a 5xx or a 429, trying the failures that may pass again as `policy`
+/// says; `describe` says what such an answer's body tells, for the message.
+///
+/// # Errors
+///
+/// `Unavailable` when the retries ran out, the server asked for too long a wait, or the
+/// server may have acted on a request `policy` does not send again.
+pub async fn send_with_retries<Try, Tried>(
+    what: &str,
+    policy: RetryPolicy,
+    mut try_once: Try,
+    describe: impl Fn(&Answer) -> String,
+) -> Result<Answer, ConnectorError>
+where
+    Try: FnMut() -> Tried,
+    Tried: Future<Output = Result<Answer, Failure>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let failure = match try_once().await {
+            Ok(answer)
+                if answer.status.is_server_error() || answer.status == StatusCode::TOO_MANY_REQUESTS =>
+            {
+                Failure {
+                    message: format!("HTTP {}: {}", answer.status.as_u16(), describe(&answer)),
+                    wait: retry_after(&answer.headers),
+                    acted: answer.status != StatusCode::TOO_MANY_REQUESTS,
+                }
+            }
+            Ok(answer) => return Ok(answer),
+            Err(failure) => failure,
+        };
+        let Failure { message, wait, acted } = failure;
+        let too_long = wait.is_some_and(|wait| wait > MAX_RETRY_AFTER);
+        if attempt > policy.retries || too_long || (acted && !policy.repeat_acted) {
+            return Err(ConnectorError::Unavailable { what: what.to_string(), message, retry_after: wait });
+        }
+        let backoff = Duration::from_millis(
+            policy.step_ms * (1 << attempt.min(policy.max_doublings)) + fastrand::u64(0..policy.step_ms),
+        );
+        let wait = wait.unwrap_or(backoff);
+        tracing::warn!(url = %what, attempt, wait_ms = wait.as_millis() as u64, %message, "Retrying a request.");
+        tokio::time::sleep(wait).await;
     }
 }
 

@@ -16,5 +16,8 @@ pub use config::{
 };
 pub use connector::RestConnector;
 pub use fieldsync_connector::Secret;
-pub use http::{authorised, excerpt, http_client, plain as plain_error, retry_after, shown as shown_url};
+pub use http::{
+    Answer, Failure, RetryPolicy, answer_of, authorised, excerpt, http_client, plain as plain_error,
+    retry_after, send_with_retries, shown as shown_url,
+};
 pub use path::FieldPath;

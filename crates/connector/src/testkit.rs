@@ -18,6 +18,7 @@ pub use either::Either;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::OnceLock;
 
 use fieldsync_model::RecordId;
 use jiff::{SignedDuration, Timestamp};
@@ -42,6 +43,36 @@ pub fn skip(needs: &str, missing: &str, hint: &str) {
     );
     let test = std::thread::current().name().unwrap_or("a test").to_owned();
     eprintln!("SKIPPED: {test} needs {needs}, but {missing} ({hint})");
+}
+
+/// What `found` found, or `None` after saying (`skip`) that the running test `needs` it and
+/// what is missing.
+pub(crate) fn found_or_skip<T>(found: Result<T, String>, needs: &str, hint: &str) -> Option<T> {
+    found.map_err(|missing| skip(needs, &missing, hint)).ok()
+}
+
+/// The server of this test binary kept in `cell`, started by `start` for the first test that
+/// asks and never dropped (its processes' watchdog stops it once the test binary has exited);
+/// `None` each time when it cannot be started. The first test's `SKIPPED:` line comes from
+/// `start`; every later test's says that it `needs` the server and `missing`.
+pub(crate) fn shared_server<S: Send + Sync>(
+    cell: &'static OnceLock<Option<S>>,
+    start: impl FnOnce() -> Option<S>,
+    needs: &str,
+    missing: &str,
+    hint: &str,
+) -> Option<&'static S> {
+    let mut started_now = false;
+    let server = cell
+        .get_or_init(|| {
+            started_now = true;
+            start()
+        })
+        .as_ref();
+    if server.is_none() && !started_now {
+        skip(needs, missing, hint);
+    }
+    server
 }
 
 /// Whether a fixture system takes `text` as an e-mail address, as web forms and APIs check
@@ -357,7 +388,7 @@ pub async fn sequence_read<F: Fixture>(fixture: &mut F) -> Checked {
 /// # Panics
 ///
 /// When a page fails, or no page gives a sequence.
-async fn read_with_sequence<C: Connector>(
+pub async fn read_with_sequence<C: Connector>(
     connector: &mut C,
     request: &ReadRequest,
 ) -> (Vec<ConnectorRecord>, Sequence) {

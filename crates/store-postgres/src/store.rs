@@ -17,7 +17,7 @@ use fieldsync_postgres::{block_on, quote_ident};
 use jiff::Timestamp;
 
 use fieldsync_store::codec::{
-    KeyOrder, damaged, decode_fields, encode_fields, side_from, value_from, value_text,
+    DigestColumns, KeyOrder, damaged, decode_fields, encode_fields, side_from, value_from, value_text,
 };
 use fieldsync_store::*;
 
@@ -552,33 +552,12 @@ impl StateStore for PostgresStore {
     ) -> Result<(), StoreError> {
         let link = lease.link.as_str();
         block_on(async {
+            let outcomes = publication.settled_outcomes(now);
             let commit = self.leased(lease).await?;
             for (side, cursor) in publication.cursors {
                 commit.set_cursor(link, side, cursor).await?;
             }
             commit.close_reviews(&publication.closed_reviews, now).await?;
-            let settled = [
-                (
-                    publication.superseded,
-                    OutboxStatus::Superseded,
-                    None,
-                    Some("replaced by a newer plan from fresh reads"),
-                ),
-                (publication.resent, OutboxStatus::Pending, Some(now), None),
-                (publication.landed, OutboxStatus::Done, None, None),
-            ];
-            let outcomes: Vec<EntryOutcome> = settled
-                .into_iter()
-                .flat_map(|(ids, status, next_attempt_at, error)| {
-                    ids.into_iter().map(move |id| EntryOutcome {
-                        id,
-                        status,
-                        next_attempt_at,
-                        error: error.map(str::to_string),
-                        attempted: false,
-                    })
-                })
-                .collect();
             commit.set_outcomes(&outcomes, now).await?;
             commit.audit(link, &publication.audit).await?;
             commit.write_baselines(link, layout, &publication.baselines).await?;
@@ -1638,29 +1617,14 @@ type DigestRow = (RecordKey, Result<DigestEntry, StoreError>);
 /// with `layout`.
 fn digest_row(row: &Row, layout: &LinkLayout) -> Result<DigestRow, fieldsync_postgres::Error> {
     let key = RecordKey::new(row.try_get::<_, &str>(0)?);
-    let row_layout: i64 = row.try_get(1)?;
-    let digest: &[u8] = row.try_get(2)?;
-    let left_id: Option<&str> = row.try_get(3)?;
-    let right_id: Option<&str> = row.try_get(4)?;
-    let tombstone: Option<&str> = row.try_get(5)?;
-    let entry = (|| {
-        let digest = if row_layout == layout.id {
-            Some(
-                RecordDigest::from_bytes(digest)
-                    .ok_or_else(|| damaged(format!("digest of {key}"), "wrong length"))?,
-            )
-        } else {
-            None
-        };
-        Ok(DigestEntry::new(
-            &key,
-            digest,
-            [left_id, right_id],
-            tombstone.map(|side| side_from(side, "tombstone")).transpose()?,
-            // A damaged raw digest is only a missed shortcut.
-            [seen_column(row, 6), seen_column(row, 7)],
-        ))
-    })();
+    let columns = DigestColumns {
+        layout: row.try_get(1)?,
+        digest: row.try_get(2)?,
+        ids: [row.try_get(3)?, row.try_get(4)?],
+        tombstone: row.try_get(5)?,
+        seen: [seen_column(row, 6), seen_column(row, 7)],
+    };
+    let entry = columns.entry(&key, layout);
     Ok((key, entry))
 }
 
@@ -1711,23 +1675,14 @@ async fn read_baselines(
     Ok(baselines)
 }
 
-/// A row type the store lists, pages and finds by id: its table, how rows of it are read,
-/// and its id.
-trait Listed: Sized {
-    /// The table the rows live in.
-    const TABLE: &'static str;
-    /// What one row is called when it is not found.
-    const ONE: &'static str;
-    /// What reading rows of it is called in an error.
-    const READING: &'static str;
+/// A row type the store lists, pages and finds by id: how rows of it are read (its table,
+/// names and id are its `Listing`).
+trait Listed: Listing + Sized {
     /// The columns `from_row` reads, in its order.
     const COLUMNS: &'static str;
 
     /// Reads one row of `COLUMNS`; `what` names the reading for errors.
     fn from_row(row: &Row, what: &dyn Fn() -> String) -> Result<Self, StoreError>;
-
-    /// The row's id.
-    fn id(&self) -> i64;
 }
 
 /// The rows `clause` (`WHERE …`, with `parameters`) selects.
@@ -1803,9 +1758,6 @@ async fn of_keys<T: Listed>(
 }
 
 impl Listed for OutboxEntry {
-    const TABLE: &'static str = "outbox";
-    const ONE: &'static str = "outbox entry";
-    const READING: &'static str = "reading the outbox";
     // An entry being sent (or left so by a crash) reads `sending`, with the attempt counted
     // (`in_flight`).
     const COLUMNS: &'static str = "id, link, key, side, run_id, operation, record_id, payload, status, \
@@ -1850,16 +1802,9 @@ impl Listed for OutboxEntry {
             updated_at: row.try_get(13).context(what)?,
         })
     }
-
-    fn id(&self) -> i64 {
-        self.id
-    }
 }
 
 impl Listed for Review {
-    const TABLE: &'static str = "reviews";
-    const ONE: &'static str = "review";
-    const READING: &'static str = "reading reviews";
     const COLUMNS: &'static str = "id, link, key, field, kind, base, left_value, right_value, reason, \
                                    status, decision, run_id, created_at, updated_at";
 
@@ -1890,16 +1835,9 @@ impl Listed for Review {
             updated_at: row.try_get(13).context(what)?,
         })
     }
-
-    fn id(&self) -> i64 {
-        self.id
-    }
 }
 
 impl Listed for RunRow {
-    const TABLE: &'static str = "runs";
-    const ONE: &'static str = "run";
-    const READING: &'static str = "reading the run history";
     const COLUMNS: &'static str = "id, link, mode, status, started_at, finished_at, stats, error";
 
     fn from_row(row: &Row, what: &dyn Fn() -> String) -> Result<Self, StoreError> {
@@ -1916,10 +1854,6 @@ impl Listed for RunRow {
             stats: stats.unwrap_or(serde_json::Value::Null),
             error: row.try_get(7).context(what)?,
         })
-    }
-
-    fn id(&self) -> i64 {
-        self.id.0
     }
 }
 

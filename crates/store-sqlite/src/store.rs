@@ -13,7 +13,8 @@ use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
 use fieldsync_store::codec::{
-    KeyOrder, damaged, decode_fields, encode_fields, from_millis, millis, side_from, value_from, value_text,
+    DigestColumns, KeyOrder, damaged, decode_fields, encode_fields, from_millis, millis, side_from,
+    value_from, value_text,
 };
 use fieldsync_store::*;
 
@@ -329,6 +330,7 @@ impl StateStore for SqliteStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let link = lease.link.as_str();
+        let outcomes = publication.settled_outcomes(now);
         let transaction = self.leased(lease)?;
         for (side, cursor) in publication.cursors {
             transaction.set_cursor(link, side, cursor)?;
@@ -336,22 +338,8 @@ impl StateStore for SqliteStore {
         for id in publication.closed_reviews {
             transaction.close_review(id, now)?;
         }
-        let settled = [
-            (
-                publication.superseded,
-                OutboxStatus::Superseded,
-                None,
-                Some("replaced by a newer plan from fresh reads"),
-            ),
-            (publication.resent, OutboxStatus::Pending, Some(now), None),
-            (publication.landed, OutboxStatus::Done, None, None),
-        ];
-        for (ids, status, next_attempt_at, error) in settled {
-            for id in ids {
-                let error = error.map(str::to_string);
-                let outcome = EntryOutcome { id, status, next_attempt_at, error, attempted: false };
-                transaction.set_outcome(&outcome, now)?;
-            }
+        for outcome in &outcomes {
+            transaction.set_outcome(outcome, now)?;
         }
         for entry in &publication.audit {
             transaction.audit(link, entry)?;
@@ -1345,32 +1333,19 @@ type DigestRow = (RecordKey, Result<DigestEntry, StoreError>);
 fn digest_row(row: &rusqlite::Row<'_>, layout: &LinkLayout) -> Result<DigestRow, rusqlite::Error> {
     // Read in place, without copying what is only looked at: a full scan reads every row.
     let key = RecordKey::new(row.get_ref(0)?.as_str()?);
-    let row_layout: i64 = row.get(1)?;
-    let digest = row.get_ref(2)?.as_blob()?;
-    let tombstone = row.get_ref(5)?.as_str_or_null()?;
-    let entry = (|| {
-        let digest = if row_layout == layout.id {
-            Some(
-                RecordDigest::from_bytes(digest)
-                    .ok_or_else(|| damaged(format!("digest of {key}"), "wrong length"))?,
-            )
-        } else {
-            None
-        };
-        // An id equal to the key is not copied at all.
-        let id = |column: usize| match row.get_ref(column) {
-            Ok(rusqlite::types::ValueRef::Text(bytes)) => std::str::from_utf8(bytes).ok(),
-            _ => None,
-        };
-        Ok(DigestEntry::new(
-            &key,
-            digest,
-            [id(3), id(4)],
-            tombstone.map(|side| side_from(side, "tombstone")).transpose()?,
-            // A damaged raw digest is only a missed shortcut.
-            [seen_column(row, 6), seen_column(row, 7)],
-        ))
-    })();
+    // An id equal to the key is not copied at all.
+    let id = |column: usize| match row.get_ref(column) {
+        Ok(rusqlite::types::ValueRef::Text(bytes)) => std::str::from_utf8(bytes).ok(),
+        _ => None,
+    };
+    let columns = DigestColumns {
+        layout: row.get(1)?,
+        digest: row.get_ref(2)?.as_blob()?,
+        ids: [id(3), id(4)],
+        tombstone: row.get_ref(5)?.as_str_or_null()?,
+        seen: [seen_column(row, 6), seen_column(row, 7)],
+    };
+    let entry = columns.entry(&key, layout);
     Ok((key, entry))
 }
 
@@ -1430,23 +1405,14 @@ fn read_baselines(
     Ok(baselines)
 }
 
-/// A row type the store lists, pages and finds by id: its table, how rows of it are read
-/// (`query`, with a `WHERE …` clause and its parameters), and its id.
-trait Listed: Sized {
-    /// The table the rows live in.
-    const TABLE: &'static str;
-    /// What one row is called when it is not found.
-    const ONE: &'static str;
-    /// What reading rows of it is called in an error.
-    const READING: &'static str;
+/// A row type the store lists, pages and finds by id: how rows of it are read (`query`, with
+/// a `WHERE …` clause and its parameters; its table, names and id are its `Listing`).
+trait Listed: Listing + Sized {
     /// The columns `from_row` reads, in its order.
     const COLUMNS: &'static str;
 
     /// Reads one row of `COLUMNS`; `what` names the reading for errors.
     fn from_row(row: &rusqlite::Row<'_>, what: &dyn Fn() -> String) -> Result<Self, StoreError>;
-
-    /// The row's id.
-    fn id(&self) -> i64;
 
     /// Completes rows just read, from what else the store holds.
     fn complete(_connection: &rusqlite::Connection, _rows: &mut [Self]) -> Result<(), StoreError> {
@@ -1535,9 +1501,6 @@ fn of_keys<T: Listed>(
 }
 
 impl Listed for OutboxEntry {
-    const TABLE: &'static str = "outbox";
-    const ONE: &'static str = "outbox entry";
-    const READING: &'static str = "reading the outbox";
     const COLUMNS: &'static str = "id, link, key, side, run_id, operation, record_id, payload, status, \
                                    attempts, next_attempt_ms, last_error, created_ms, updated_ms, \
                                    source_basis, source_raw";
@@ -1571,10 +1534,6 @@ impl Listed for OutboxEntry {
             created_at: from_millis(row.get(12).context(what)?),
             updated_at: from_millis(row.get(13).context(what)?),
         })
-    }
-
-    fn id(&self) -> i64 {
-        self.id
     }
 
     /// An entry being sent (or left so by a crash) reads `sending`, with the attempt counted.
@@ -1612,9 +1571,6 @@ fn send_entries(send: i64, entries: &str) -> Result<Vec<OutboxId>, StoreError> {
 }
 
 impl Listed for Review {
-    const TABLE: &'static str = "reviews";
-    const ONE: &'static str = "review";
-    const READING: &'static str = "reading reviews";
     const COLUMNS: &'static str = "id, link, key, field, kind, base, left_value, right_value, reason, \
                                    status, decision, run_id, created_ms, updated_ms";
 
@@ -1645,16 +1601,9 @@ impl Listed for Review {
             updated_at: from_millis(row.get(13).context(what)?),
         })
     }
-
-    fn id(&self) -> i64 {
-        self.id
-    }
 }
 
 impl Listed for RunRow {
-    const TABLE: &'static str = "runs";
-    const ONE: &'static str = "run";
-    const READING: &'static str = "reading the run history";
     const COLUMNS: &'static str = "id, link, mode, status, started_ms, finished_ms, stats, error";
 
     fn from_row(row: &rusqlite::Row<'_>, what: &dyn Fn() -> String) -> Result<Self, StoreError> {
@@ -1675,10 +1624,6 @@ impl Listed for RunRow {
                 .unwrap_or(serde_json::Value::Null),
             error: row.get(7).context(what)?,
         })
-    }
-
-    fn id(&self) -> i64 {
-        self.id.0
     }
 }
 

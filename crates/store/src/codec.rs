@@ -3,10 +3,10 @@
 //! PostgreSQL store write the same forms, so one reads what the other would have written the
 //! same way, and a change of form is made once.
 
-use fieldsync_model::{RecordDigest, Side, Value};
+use fieldsync_model::{RecordDigest, RecordKey, Side, Value};
 use jiff::Timestamp;
 
-use crate::{BaselineField, Origin, StoreError};
+use crate::{BaselineField, DigestEntry, LinkLayout, Origin, StoreError};
 
 /// A time as the milliseconds since the epoch a store keeps.
 pub fn millis(timestamp: Timestamp) -> i64 {
@@ -48,6 +48,43 @@ pub fn side_from(text: &str, what: &str) -> Result<Side, StoreError> {
         "left" => Ok(Side::Left),
         "right" => Ok(Side::Right),
         other => Err(damaged(what, format!("unknown side {other:?}"))),
+    }
+}
+
+/// A baseline's digest columns as a store reads them from its row.
+#[derive(Clone, Copy, Debug)]
+pub struct DigestColumns<'a> {
+    /// The id of the layout the baseline was written with.
+    pub layout: i64,
+    /// Its digest, as stored.
+    pub digest: &'a [u8],
+    /// The record's id on each side, if it has one.
+    pub ids: [Option<&'a str>; 2],
+    /// The side a tombstone says the record was deleted on.
+    pub tombstone: Option<&'a str>,
+    /// Each side's raw digest, `None` when empty or damaged (only a missed shortcut).
+    pub seen: [Option<RecordDigest>; 2],
+}
+
+impl DigestColumns<'_> {
+    /// The digest entry of the baseline of `key`, with its digest only when it was written
+    /// with `layout`.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::Damaged` when the digest has the wrong length or the tombstone names no
+    /// side.
+    pub fn entry(self, key: &RecordKey, layout: &LinkLayout) -> Result<DigestEntry, StoreError> {
+        let digest = if self.layout == layout.id {
+            Some(
+                RecordDigest::from_bytes(self.digest)
+                    .ok_or_else(|| damaged(format!("digest of {key}"), "wrong length"))?,
+            )
+        } else {
+            None
+        };
+        let tombstone = self.tombstone.map(|side| side_from(side, "tombstone")).transpose()?;
+        Ok(DigestEntry::new(key, digest, self.ids, tombstone, self.seen))
     }
 }
 

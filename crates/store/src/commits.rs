@@ -68,6 +68,36 @@ pub struct PlanPublication {
     pub baselines: Vec<BaselineWrite>,
 }
 
+impl PlanPublication {
+    /// The outcomes of the entries the publication settles, none of them an attempt: the
+    /// superseded ones (with why), the resent ones (pending, due at `now`) and the landed ones
+    /// (done).
+    pub fn settled_outcomes(&self, now: Timestamp) -> Vec<EntryOutcome> {
+        let settled = [
+            (
+                &self.superseded,
+                OutboxStatus::Superseded,
+                None,
+                Some("replaced by a newer plan from fresh reads"),
+            ),
+            (&self.resent, OutboxStatus::Pending, Some(now), None),
+            (&self.landed, OutboxStatus::Done, None, None),
+        ];
+        settled
+            .into_iter()
+            .flat_map(|(ids, status, next_attempt_at, error)| {
+                ids.iter().map(move |&id| EntryOutcome {
+                    id,
+                    status,
+                    next_attempt_at,
+                    error: error.map(str::to_string),
+                    attempted: false,
+                })
+            })
+            .collect()
+    }
+}
+
 /// How one outbox entry of a delivered batch ends its attempt.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EntryOutcome {

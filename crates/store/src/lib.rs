@@ -9,6 +9,7 @@ mod commits;
 #[doc(hidden)]
 pub mod dispatch;
 mod error;
+mod listing;
 mod location;
 mod state_store;
 mod types;
@@ -21,6 +22,7 @@ mod owner;
 
 pub use commits::{BaselineWrite, BatchClose, EntryOutcome, PlanChunk, PlanPublication, RunEnd, SeenDigest};
 pub use error::{ErrorClass, StoreError};
+pub use listing::Listing;
 pub use location::{LocationError, StoreLocation};
 pub use owner::{lease_owner, owner_is_gone};
 pub use state_store::StateStore;

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fieldsync_connector::testkit::django::{DjangoOptions, DjangoServer};
-use fieldsync_test_support::Fieldsync;
 use fieldsync_test_support::members::{fields_toml, link_toml};
+use fieldsync_test_support::{Fieldsync, readme_blocks};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
@@ -26,11 +26,7 @@ const FIELDS: [(&str, &str); 4] =
 /// The README's configuration of Django's admin as written, pointed at `django`, with a
 /// club's table beside it.
 fn config(django: &DjangoServer) -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let section =
-        &readme[readme.find("Django's own admin site is such a web admin").expect("the README's example")..];
-    let block = &section[section.find("```toml\n").unwrap() + 8..];
-    let block = &block[..block.find("```").unwrap()];
+    let block = readme_blocks("Django's own admin site is such a web admin", "toml").remove(0);
     assert!(block.contains("base_url = \"https://club.example\""), "{block}");
     let admin = block.replace("https://club.example", &django.url());
     let mut text = format!(

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use fieldsync_connector::testkit::couchdb::CouchServer;
-use fieldsync_test_support::Fieldsync;
+use fieldsync_test_support::{Fieldsync, readme_blocks};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
@@ -22,10 +22,7 @@ const MEMBERS: usize = 1_000;
 
 /// The README's CouchDB example, with the test server's address in place of the example's.
 fn readme_example(server: &CouchServer) -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let section = &readme[readme.find("## CouchDB").expect("the README's CouchDB section")..];
-    let block = section.split("```toml\n").nth(1).expect("the CouchDB example");
-    let block = &block[..block.find("```").unwrap()];
+    let block = readme_blocks("## CouchDB", "toml").remove(0);
     assert!(block.contains("https://couch.club.example:6984"), "the example's address changed");
     block.replace("https://couch.club.example:6984", &server.url())
 }

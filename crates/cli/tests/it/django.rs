@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use fieldsync_connector::testkit::django::{DjangoOptions, DjangoServer};
-use fieldsync_test_support::Fieldsync;
 use fieldsync_test_support::members::{link_toml, member_fields_toml};
+use fieldsync_test_support::{Fieldsync, readme_blocks};
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 
@@ -29,10 +29,7 @@ fn run(dir: &Path, site: &DjangoServer, step: &str, code: i32) -> Value {
 /// The README's Django REST Framework example, with the site's address in place of the
 /// example's.
 fn readme_example(site: &DjangoServer) -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let section = &readme[readme.find("## REST APIs").expect("the README's REST section")..];
-    let block = section.split("```toml\n").nth(2).expect("the Django REST Framework example");
-    let block = &block[..block.find("```").unwrap()];
+    let block = readme_blocks("## REST APIs", "toml").remove(1);
     assert!(block.contains("https://backend.example/api/players/"), "the example's address changed");
     block.replace("https://backend.example/api/players/", &site.players_url())
 }

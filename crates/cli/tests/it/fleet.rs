@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use fieldsync_connector::testkit::postgres::PostgresServer;
 use fieldsync_test_support::members::{member_fields_toml, sqlite_connector_toml};
+use fieldsync_test_support::readme_blocks;
 use rusqlite::{Connection, params};
 
 use crate::support::fieldsync;
@@ -454,11 +455,7 @@ fn three_workers_share_fifty_links_and_a_killed_or_stopped_one_loses_nothing_and
 
 /// The README's notification trigger: the last `sql` block of its PostgreSQL section.
 fn readme_trigger() -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let start = readme.find("## PostgreSQL\n").expect("the README's PostgreSQL section");
-    let section = &readme[start..start + readme[start..].find("\n## Commands").unwrap()];
-    let block = section.rsplit("```sql\n").next().unwrap();
-    block[..block.find("```").unwrap()].to_string()
+    readme_blocks("## PostgreSQL\n", "sql").pop().expect("the README's PostgreSQL section has SQL")
 }
 
 #[test]

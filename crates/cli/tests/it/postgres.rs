@@ -12,7 +12,7 @@ use std::process::Output;
 use fieldsync_connector::testkit::django::{DjangoOptions, DjangoServer};
 use fieldsync_connector::testkit::postgres::PostgresServer;
 use fieldsync_test_support::members::{fields_toml, link_toml, member_fields_toml, sqlite_connector_toml};
-use fieldsync_test_support::{Fieldsync, json};
+use fieldsync_test_support::{Fieldsync, json, readme_blocks};
 use rusqlite::{Connection, params};
 use serde_json::{Map, Value, json};
 
@@ -40,6 +40,15 @@ fn output(fieldsync: &Fieldsync<'_>, args: &[&str]) -> Output {
     let output = fieldsync.output(args);
     assert_no_password(&output, &format!("fieldsync {args:?}"));
     output
+}
+
+/// `fieldsync` with `args`, ending with exit code `code`: what it printed on stdout and on
+/// stderr.
+fn ended(fieldsync: &Fieldsync<'_>, args: &[&str], code: i32) -> (String, String) {
+    let output = output(fieldsync, args);
+    let (stdout, stderr) = (stdout(&output), stderr(&output));
+    assert_eq!(output.status.code(), Some(code), "fieldsync {args:?}: {stdout}{stderr}");
+    (stdout, stderr)
 }
 
 /// `fieldsync run --json` and `args` for `step`, ending with exit code `code`: its report,
@@ -158,20 +167,14 @@ fn assert_same(left: &Records, right: &Records) {
 /// The README's PostgreSQL example: its configuration, the platform's table and user, and the
 /// state store's user, with the test server's address in place of the example's hosts.
 fn readme_example(server: &PostgresServer) -> (String, String, String) {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
-    let start = readme.find("## PostgreSQL\n").expect("the README's PostgreSQL section");
-    let section = &readme[start..start + readme[start..].find("\n## Commands").unwrap()];
-    let block = |fence: &str, index: usize| {
-        let block = section.split(fence).nth(index).unwrap_or_else(|| panic!("block {index} of {fence}"));
-        block[..block.find("```").unwrap()].to_string()
-    };
-    let config = block("```toml\n", 1);
+    let config = readme_blocks("## PostgreSQL\n", "toml").remove(0);
     let address = format!("127.0.0.1:{}", server.port());
     for host in ["db.club.example", "db.platform.example"] {
         assert!(config.contains(host), "the example's address {host} changed");
     }
     let config = config.replace("db.club.example", &address).replace("db.platform.example", &address);
-    (config, block("```sql\n", 1), block("```sql\n", 2))
+    let mut sql = readme_blocks("## PostgreSQL\n", "sql").into_iter();
+    (config, sql.next().expect("the platform's SQL"), sql.next().expect("the state store's SQL"))
 }
 
 #[test]
@@ -204,8 +207,7 @@ fn the_readme_postgresql_example_runs_as_written() {
         .secret("FIELDSYNC_DB_PASSWORD", state_password)
         .secret("PLATFORM_DB_PASSWORD", PASSWORD)
         .log(|| server.log_tail());
-    let check = output(&fieldsync, &["check"]);
-    assert_eq!(check.status.code(), Some(0), "{}{}", stdout(&check), stderr(&check));
+    ended(&fieldsync, &["check"], 0);
     let first = run(&fieldsync, "the README's example", &[], 0);
     assert_eq!(first["stats"]["writes_done"], json!(4), "{first:#}");
     assert_eq!(
@@ -559,9 +561,8 @@ fn a_club_sqlite_table_and_a_platform_postgres_table_keep_300_members_in_step_wi
     std::fs::write(dir.path().join("fieldsync.toml"), club_and_platform_config(&server)).unwrap();
     let fieldsync = binary(dir.path()).secret("SYNC_DB_PASSWORD", PASSWORD).log(|| server.log_tail());
 
-    let check = output(&fieldsync, &["check"]);
-    assert_eq!(check.status.code(), Some(0), "{}{}", stdout(&check), stderr(&check));
-    assert!(stdout(&check).contains("platform: postgres postgres://sync@127.0.0.1:"), "{}", stdout(&check));
+    let (said, _) = ended(&fieldsync, &["check"], 0);
+    assert!(said.contains("platform: postgres postgres://sync@127.0.0.1:"), "{said}");
 
     // The first sync: the club's 100 members the platform lacks are created there, the
     // platform's 12 the club lacks in the club, five first names the platform spells otherwise
@@ -798,8 +799,7 @@ guard = {{ max_delete = "20%", max_change = "100%" }}
         .secret("DRF_TOKEN", site.token())
         .log(|| format!("{}\n{}", site.log_tail(), server.log_tail()));
 
-    let check = output(&fieldsync, &["check"]);
-    assert_eq!(check.status.code(), Some(0), "{}{}", stdout(&check), stderr(&check));
+    ended(&fieldsync, &["check"], 0);
 
     // The first sync creates the site's players in the federation's table and the federation's
     // in the site.
@@ -929,39 +929,23 @@ modified = "updated_at"
 
     // The user may read, insert and delete but not update: check names what it lacks.
     std::fs::write(&config_path, config("members")).unwrap();
-    let check = output(&fieldsync, &["check"]);
-    assert_eq!(check.status.code(), Some(1), "{}{}", stdout(&check), stderr(&check));
-    assert!(
-        stdout(&check).contains("platform: FAILED: the user sync lacks UPDATE on public.members"),
-        "{}",
-        stdout(&check)
-    );
+    let (said, _) = ended(&fieldsync, &["check"], 1);
+    assert!(said.contains("platform: FAILED: the user sync lacks UPDATE on public.members"), "{said}");
     let report = json(&output(&fieldsync, &["check", "--json"]));
     assert_eq!(report["connectors"]["club"]["ok"], json!(true), "{report:#}");
     assert_eq!(report["connectors"]["platform"]["ok"], json!(false), "{report:#}");
     let error = report["connectors"]["platform"]["error"].as_str().unwrap_or_default();
     assert!(error.contains("lacks UPDATE on public.members") && !error.contains("INSERT"), "{error}");
     server.sql("platform", "GRANT UPDATE ON members TO sync");
-    let check = output(&fieldsync, &["check"]);
-    assert_eq!(check.status.code(), Some(0), "{}{}", stdout(&check), stderr(&check));
+    ended(&fieldsync, &["check"], 0);
 
     // A table that is not there: check and run both name the connector and the table, and
     // the run writes nothing to either side.
     std::fs::write(&config_path, config("member")).unwrap();
-    let check = output(&fieldsync, &["check"]);
-    assert_eq!(check.status.code(), Some(1), "{}{}", stdout(&check), stderr(&check));
-    assert!(
-        stdout(&check).contains("platform: FAILED: table or view public.member does not exist"),
-        "{}",
-        stdout(&check)
-    );
-    let run = output(&fieldsync, &["run"]);
-    assert_eq!(run.status.code(), Some(1), "{}{}", stdout(&run), stderr(&run));
-    assert!(
-        stderr(&run).contains("(platform) failed: table or view public.member does not exist"),
-        "{}",
-        stderr(&run)
-    );
+    let (said, _) = ended(&fieldsync, &["check"], 1);
+    assert!(said.contains("platform: FAILED: table or view public.member does not exist"), "{said}");
+    let (_, said) = ended(&fieldsync, &["run"], 1);
+    assert!(said.contains("(platform) failed: table or view public.member does not exist"), "{said}");
     assert_eq!(platform_rows(), before, "the platform's table was written");
     let emails: Vec<Option<String>> = club
         .prepare("SELECT email FROM members ORDER BY knvb_id")

@@ -7,10 +7,11 @@ use std::collections::BTreeMap;
 
 use crate::fixture::{FixtureServer, Style};
 use fieldsync_connector::testkit::couchdb::CouchServer;
-use fieldsync_connector::testkit::{self, Fixture, RejectedValue, TestPaths, TestRecord, TypedPaths};
+use fieldsync_connector::testkit::{
+    self, Fixture, RejectedValue, TestPaths, TestRecord, TypedPaths, read_with_sequence,
+};
 use fieldsync_connector::{
-    Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, Page, PageToken, ReadRequest, Sequence,
-    Since, Write,
+    Connector, ConnectorError, ConnectorRecord, FieldWrite, Lookup, ReadRequest, Sequence, Since, Write,
 };
 use fieldsync_connector_rest::{
     Create, Current, Feed, FieldPath, FullRead, Paging, RestConfig, RestConnector, Revision, RevisionIn,
@@ -141,25 +142,6 @@ const PATHS: [&str; 4] = ["/key", "/name", "/email", "/mobile"];
 
 fn request(since: Option<Since>) -> ReadRequest {
     ReadRequest { paths: PATHS.iter().map(|path| (*path).to_string()).collect(), since }
-}
-
-/// Every record of a read, and the sequence its last page gave.
-async fn read_with_sequence(
-    connector: &mut RestConnector,
-    request: &ReadRequest,
-) -> (Vec<ConnectorRecord>, Sequence) {
-    let mut records = Vec::new();
-    let mut token: Option<PageToken> = None;
-    let mut sequence = None;
-    loop {
-        let page: Page = connector.read_page(request, token.as_ref()).await.expect("a page");
-        records.extend(page.records);
-        sequence = page.sequence.or(sequence);
-        match page.next {
-            Some(next) => token = Some(next),
-            None => return (records, sequence.expect("a sequence")),
-        }
-    }
 }
 
 fn by_key(records: &[ConnectorRecord]) -> BTreeMap<String, &ConnectorRecord> {

@@ -37,6 +37,8 @@ use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::serve::{IncomingStream, Listener};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use fieldsync_connector::loopback::{LoopbackServer, RequestJournal, Serve};
 use fieldsync_connector::testkit::plausible_email;
 use jiff::tz::TimeZone;
@@ -2040,7 +2042,7 @@ fn check_auth(auth: &Auth, headers: &HeaderMap, query: &[(String, String)]) -> R
         Some(_) => Err(AuthFailure::Wrong),
     };
     match auth {
-        Auth::Basic { user, password } => scheme("Basic", &base64(format!("{user}:{password}").as_bytes())),
+        Auth::Basic { user, password } => scheme("Basic", &STANDARD.encode(format!("{user}:{password}"))),
         Auth::Bearer(token) => scheme("Bearer", token),
         Auth::Header { name, value } => exact(header_text(name), value),
         Auth::Query { name, value } => exact(param(query, name), value),
@@ -2253,26 +2255,6 @@ fn decode_cursor(text: &str) -> Option<(i64, i64)> {
     let plain = String::from_utf8(bytes?).ok()?;
     let (second, id) = plain.split_once(':')?;
     Some((second.parse().ok()?, id.parse().ok()?))
-}
-
-/// Standard base64 with padding, for Basic credentials.
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (index, byte)| n | (u32::from(*byte) << (16 - 8 * index)));
-        for index in 0..4 {
-            if index <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * index)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// Whether a request's body is declared JSON (`application/json`, or `+json`).

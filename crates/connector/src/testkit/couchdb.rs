@@ -20,12 +20,16 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine as _;
 use serde_json::Value as Json;
 
 use super::processes::{Processes, serve_on_free_port, tail};
 
 /// The version `.ci/run` installs.
 pub const POUCHDB_SERVER_VERSION: &str = "4.2.0";
+
+/// What a test skipped on a machine without the package needs.
+const NEEDS: &str = "pouchdb-server (the CouchDB API)";
 
 /// What a machine without the package is told to do.
 const INSTALL_HINT: &str = "run .ci/run, or `npm install --no-audit --no-fund pouchdb-server@4.2.0` in \
@@ -73,13 +77,7 @@ impl CouchServer {
     ///
     /// When the program is there but the server does not come up in time, with its log.
     pub fn start() -> Option<CouchServer> {
-        let program = match find_program() {
-            Ok(program) => program,
-            Err(missing) => {
-                super::skip("pouchdb-server (the CouchDB API)", &missing, INSTALL_HINT);
-                return None;
-            }
-        };
+        let program = super::found_or_skip(find_program(), NEEDS, INSTALL_HINT)?;
         let dir =
             tempfile::Builder::new().prefix("fieldsync-pouchdb-").tempdir().expect("a temporary directory");
         let root = dir.path().to_path_buf();
@@ -105,17 +103,7 @@ impl CouchServer {
     /// apart by database.
     pub fn shared() -> Option<&'static CouchServer> {
         static SERVER: std::sync::OnceLock<Option<CouchServer>> = std::sync::OnceLock::new();
-        let mut started_now = false;
-        let server = SERVER
-            .get_or_init(|| {
-                started_now = true;
-                CouchServer::start()
-            })
-            .as_ref();
-        if server.is_none() && !started_now {
-            super::skip("pouchdb-server (the CouchDB API)", "it could not be started", INSTALL_HINT);
-        }
-        server
+        super::shared_server(&SERVER, CouchServer::start, NEEDS, "it could not be started", INSTALL_HINT)
     }
 
     /// The server's port on 127.0.0.1.
@@ -260,7 +248,8 @@ fn request(
         body.len()
     );
     if let Some((user, password)) = auth {
-        head.push_str(&format!("Authorization: Basic {}\r\n", base64(&format!("{user}:{password}"))));
+        let credentials = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        head.push_str(&format!("Authorization: Basic {credentials}\r\n"));
     }
     head.push_str("\r\n");
     stream
@@ -280,34 +269,9 @@ fn request(
     Ok(Answer { status, body: serde_json::from_str(body).unwrap_or(Json::Null) })
 }
 
-/// Standard base64 with padding, for basic auth.
-fn base64(text: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes = text.as_bytes();
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, byte)| n | u32::from(*byte) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn basic_auth_is_base64() {
-        assert_eq!(base64("clubadmin:geheim"), "Y2x1YmFkbWluOmdlaGVpbQ==");
-        assert_eq!(base64("ab"), "YWI=");
-        assert_eq!(base64("abc"), "YWJj");
-    }
 
     #[test]
     fn a_server_starts_answers_and_is_gone_once_dropped() {

@@ -147,10 +147,7 @@ impl DjangoServer {
     /// When the packages are there but the site does not come up in time, with the end of its
     /// log.
     pub fn start(options: &DjangoOptions) -> Option<DjangoServer> {
-        if let Err(missing) = find_django() {
-            super::skip("a real Django site", &missing, INSTALL_HINT);
-            return None;
-        }
+        super::found_or_skip(find_django(), "a real Django site", INSTALL_HINT)?;
         let dir =
             tempfile::Builder::new().prefix("fieldsync-django-").tempdir().expect("a temporary directory");
         let root = dir.path().to_path_buf();

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use super::processes::{Processes, running_as_root, serve_on_free_port, tail};
 
+/// What a test skipped on a machine without PostgreSQL needs.
+const NEEDS: &str = "a PostgreSQL server";
+
 /// What a machine without PostgreSQL is told to install.
 const INSTALL_HINT: &str = "apt-get install --no-install-recommends postgresql";
 
@@ -63,13 +66,7 @@ impl PostgresServer {
     /// When PostgreSQL is there but the cluster cannot be made or the server does not come up
     /// in time, with the end of its log.
     pub fn start() -> Option<PostgresServer> {
-        let bin = match find_bin() {
-            Ok(bin) => bin,
-            Err(missing) => {
-                super::skip("a PostgreSQL server", &missing, INSTALL_HINT);
-                return None;
-            }
-        };
+        let bin = super::found_or_skip(find_bin(), NEEDS, INSTALL_HINT)?;
         let dir =
             tempfile::Builder::new().prefix("fieldsync-postgres-").tempdir().expect("a temporary directory");
         let root = dir.path().to_path_buf();
@@ -153,19 +150,12 @@ impl PostgresServer {
     /// directory once the test binary has exited. Tests keep apart by schema.
     pub fn shared() -> Option<&'static PostgresServer> {
         static SERVER: std::sync::OnceLock<Option<PostgresServer>> = std::sync::OnceLock::new();
-        let mut started_now = false;
-        let server = SERVER
-            .get_or_init(|| {
-                started_now = true;
-                let server = PostgresServer::start()?;
-                server.create_database(SHARED_DATABASE);
-                Some(server)
-            })
-            .as_ref();
-        if server.is_none() && !started_now {
-            super::skip("a PostgreSQL server", "none could be started", INSTALL_HINT);
-        }
-        server
+        let start = || {
+            let server = PostgresServer::start()?;
+            server.create_database(SHARED_DATABASE);
+            Some(server)
+        };
+        super::shared_server(&SERVER, start, NEEDS, "none could be started", INSTALL_HINT)
     }
 
     /// The end of the server's log, for a test's failure message.
