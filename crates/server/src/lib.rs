@@ -6,6 +6,7 @@
 //! Architecture Invariant: the service calls the app's `Workspace` and nothing below it; the
 //! API serialises the same types the command line prints with `--json`.
 
+mod access;
 mod api;
 mod feeds;
 mod hooks;
