@@ -1,5 +1,6 @@
 //! Who a request comes from: the `[[server.tokens]]` entry a presented token matches, compared
-//! in constant time, and what its role lets it do.
+//! in constant time, and what its role lets it do. The API's bearer tokens and the
+//! dashboard's login both ask here, so that there is one token check.
 
 use axum::http::Method;
 use fieldsync_app::Config;
@@ -35,6 +36,23 @@ pub(crate) fn caller(config: &Config, presented: &str) -> Option<Caller> {
     matched
         .filter(|_| !presented.is_empty())
         .map(|token| Caller { name: token.name.clone(), role: token.role })
+}
+
+/// The caller a token named `name` is now, if `config` still has it (a dashboard session
+/// lasts only while its token does, with the role it has now).
+pub(crate) fn caller_named(config: &Config, name: &str) -> Option<Caller> {
+    config
+        .server
+        .tokens
+        .iter()
+        .find(|token| token.name == name)
+        .map(|token| Caller { name: token.name.clone(), role: token.role })
+}
+
+/// `a` and `b` are the same bytes, compared in constant time (for CSRF tokens and session
+/// ids; lengths may differ, and then they are not).
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
+    !a.is_empty() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 /// Whether a request with `method` acts (anything but `GET` and `HEAD`).

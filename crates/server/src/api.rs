@@ -20,6 +20,7 @@ use fieldsync_app::{Config, Workspace, WorkspaceError};
 use serde::{Deserialize, Serialize};
 
 use crate::access::{self, Caller};
+use crate::dashboard::{self, Sessions};
 use crate::hooks::{self, Limits};
 use crate::links::{LinkState, Links};
 use crate::shared::SharedWorkspace;
@@ -36,12 +37,19 @@ pub(crate) struct Api {
     pub workspace: SharedWorkspace,
     /// Each system's limit of webhooks.
     pub limits: Arc<Limits>,
+    /// The dashboard's sessions (kept across reloads of the configuration).
+    pub sessions: Arc<Sessions>,
 }
 
 /// The service's routes.
-pub fn router(config: Arc<Config>, links: Arc<Links>, workspace: SharedWorkspace) -> Router {
+pub fn router(
+    config: Arc<Config>,
+    links: Arc<Links>,
+    workspace: SharedWorkspace,
+    sessions: Arc<Sessions>,
+) -> Router {
     let limits = Arc::new(Limits::new(&config));
-    let api = Api { config, links, workspace, limits };
+    let api = Api { config, links, workspace, limits, sessions };
     let guarded = Router::new()
         .route("/api/links", get(list_links))
         .route("/api/links/{link}/runs", post(start_run))
@@ -62,6 +70,7 @@ pub fn router(config: Arc<Config>, links: Arc<Links>, workspace: SharedWorkspace
         .route("/metrics", get(metrics))
         .route("/hooks/{link}/{side}", post(hooks::receive))
         .merge(guarded)
+        .merge(dashboard::router(api.clone()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(api)
 }
