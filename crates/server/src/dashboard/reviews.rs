@@ -291,20 +291,11 @@ pub(crate) async fn resolve_many(
         })
         .await?;
     session.notify(notice);
-    let mut back = String::from("/reviews");
-    if let Some(link) = filter.link() {
-        back.push_str(&format!("?link={}", utf8_percent(link)));
-    }
+    // Back to the link's queue when the form named one of the configuration's links, whose
+    // names hold only letters, digits, `_` and `-` (safe in a URL).
+    let back = filter
+        .link()
+        .filter(|link| api.config.links.contains_key(*link))
+        .map_or_else(|| "/reviews".to_string(), |link| format!("/reviews?link={link}"));
     Ok(see_other(&back))
-}
-
-/// `text` made safe for a query string: letters, digits and `-_.` kept, the rest
-/// percent-encoded.
-fn utf8_percent(text: &str) -> String {
-    text.bytes()
-        .map(|byte| match byte {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (byte as char).to_string(),
-            _ => format!("%{byte:02X}"),
-        })
-        .collect()
 }
