@@ -21,7 +21,7 @@ use crate::registry::AnyStore;
 
 pub use check::{CheckReport, ConnectorCheck};
 pub use error::WorkspaceError;
-pub use history::{RunHistory, history_csv};
+pub use history::{DayActivity, RunHistory, audit_csv, history_csv};
 pub use outbox::OutboxEntryView;
 pub use reviews::{Resolution, Resolved, ReviewDetail, ReviewView};
 pub use run::{Outcome, RunObserver, RunScope, RunsOutcome, Unobserved};
@@ -34,7 +34,7 @@ pub use fieldsync_engine::{
     Action, CancellationToken, FailureOutcome, GuardKind, GuardStop, NoProgress, Progress, ReportLine,
     RunReport, RunStats, SidePair, SideStats, WriteFailure, error_chain,
 };
-pub use fieldsync_model::{LinkName, RecordKey, Side, Value};
+pub use fieldsync_model::{LinkName, RecordKey, RunId, Side, Value};
 pub use fieldsync_store::{
     AuditEntry, AuditEvent, Decision, OutboxStatus, ReviewKind, ReviewStatus, RunRow, RunStatus,
 };

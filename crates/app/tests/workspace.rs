@@ -189,15 +189,24 @@ fn a_conflict_is_held_listed_a_page_at_a_time_and_decided() {
     let review = &first.items[0];
     assert_eq!((review.field.as_deref(), review.status), (Some("email"), ReviewStatus::Open));
 
-    let wrong = workspace.resolve(review.id, Resolution::Keep("middle".into())).unwrap_err();
+    let wrong = workspace.resolve(review.id, Resolution::Keep("middle".into()), None).unwrap_err();
     assert!(wrong.is_usage());
     assert_eq!(wrong.to_string(), "keep \"middle\": expected left, right, register or website");
-    let resolved = workspace.resolve(review.id, Resolution::Keep("website".into())).unwrap();
+    let resolved = workspace.resolve(review.id, Resolution::Keep("website".into()), Some("ops")).unwrap();
     assert_eq!(resolved.review, review.id);
     let detail = workspace.review(review.id).unwrap();
     assert_eq!(detail.review.status, ReviewStatus::Resolved);
-    assert!(detail.audit.iter().any(|entry| entry.reason.starts_with("decided by a person")));
-    assert_eq!(workspace.status().unwrap()[0].reviews.resolved, 1);
+    assert!(
+        detail.audit.iter().any(|entry| entry.reason.starts_with("decided by token \"ops\": ")),
+        "the decision is audited with the token's name: {:#?}",
+        detail.audit
+    );
+    // Decided without a token (the command line): by a person.
+    let other = rest.items[0].id;
+    workspace.resolve(other, Resolution::Keep("left".into()), None).unwrap();
+    let audit = workspace.review(other).unwrap().audit;
+    assert!(audit.iter().any(|entry| entry.reason.starts_with("decided by a person: ")), "{audit:#?}");
+    assert_eq!(workspace.status().unwrap()[0].reviews.resolved, 2);
 }
 
 #[test]
@@ -226,6 +235,21 @@ fn a_dead_write_is_listed_put_back_in_line_and_dropped() {
     assert!(
         matches!(missing, WorkspaceError::NotFound { what: "outbox entry", id: 9_999 }) && missing.is_usage()
     );
+
+    // The last 30 days: every run so far counted on today's day, the days before empty.
+    let now = jiff::Timestamp::now();
+    let days = workspace.activity(30, now).unwrap();
+    assert_eq!(days.len(), 30);
+    let today = days.last().unwrap();
+    assert_eq!(today.day, now.to_zoned(jiff::tz::TimeZone::UTC).date());
+    let runs = workspace.runs(None, 0).unwrap().items;
+    let sum = |pointer: &str| runs.iter().map(|run| run.stat(pointer)).sum::<u64>();
+    assert_eq!(today.runs, runs.len() as u64);
+    assert_eq!(today.writes, sum("/writes_done"));
+    assert_eq!(today.failures, sum("/writes_dead"));
+    assert!(today.failures >= 1, "the refused write: {today:?}");
+    assert!(days[..29].iter().all(|day| day.runs == 0 && day.writes == 0 && day.failures == 0));
+    assert_eq!(days[28].day.tomorrow().unwrap(), today.day);
 }
 
 #[test]

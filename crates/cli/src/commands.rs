@@ -138,7 +138,7 @@ pub fn conflicts(config: &Path, command: Option<ConflictsCommand>, json: bool) -
                 (None, Some(value)) => Resolution::Value(value),
                 (None, None) => return Err(Failure::usage(anyhow!("give --keep or --value"))),
             };
-            let resolved = workspace.resolve(id, resolution).map_err(decision_error)?;
+            let resolved = workspace.resolve(id, resolution, None).map_err(decision_error)?;
             if json {
                 print_json(&resolved);
             } else {

@@ -82,9 +82,9 @@ enum Command {
         command: Option<OutboxCommand>,
     },
     /// Run the links as a service: each on its schedule, outbox retries as they come due,
-    /// and an HTTP API (`[server]` in the configuration). SIGTERM or Ctrl-C stops it: the runs
-    /// going on stop at their next commit, and it exits 0. SIGHUP reads the configuration
-    /// again (an invalid one is logged and the running one kept).
+    /// an HTTP API and the dashboard at `/` (`[server]` in the configuration). SIGTERM or
+    /// Ctrl-C stops it: the runs going on stop at their next commit, and it exits 0. SIGHUP
+    /// reads the configuration again (an invalid one is logged and the running one kept).
     Serve,
 }
 

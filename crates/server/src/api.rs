@@ -7,20 +7,20 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use fieldsync_app::config::Role;
+use axum::{Extension, Json, Router};
 use fieldsync_app::workspace::{
     LinkStatus, OutboxEntryView, OutboxStatus, Page, Resolution, Resolved, ReviewDetail, ReviewView,
     RunHistory, RunRow, RunScope, RunsOutcome, Unobserved, error_chain, history_csv,
 };
 use fieldsync_app::{Config, Workspace, WorkspaceError};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 
+use crate::access::{self, Caller};
+use crate::dashboard::{self, Sessions};
 use crate::hooks::{self, Limits};
 use crate::links::{LinkState, Links};
 use crate::shared::SharedWorkspace;
@@ -37,12 +37,19 @@ pub(crate) struct Api {
     pub workspace: SharedWorkspace,
     /// Each system's limit of webhooks.
     pub limits: Arc<Limits>,
+    /// The dashboard's sessions (kept across reloads of the configuration).
+    pub sessions: Arc<Sessions>,
 }
 
 /// The service's routes.
-pub fn router(config: Arc<Config>, links: Arc<Links>, workspace: SharedWorkspace) -> Router {
+pub fn router(
+    config: Arc<Config>,
+    links: Arc<Links>,
+    workspace: SharedWorkspace,
+    sessions: Arc<Sessions>,
+) -> Router {
     let limits = Arc::new(Limits::new(&config));
-    let api = Api { config, links, workspace, limits };
+    let api = Api { config, links, workspace, limits, sessions };
     let guarded = Router::new()
         .route("/api/links", get(list_links))
         .route("/api/links/{link}/runs", post(start_run))
@@ -63,6 +70,7 @@ pub fn router(config: Arc<Config>, links: Arc<Links>, workspace: SharedWorkspace
         .route("/metrics", get(metrics))
         .route("/hooks/{link}/{side}", post(hooks::receive))
         .merge(guarded)
+        .merge(dashboard::router(api.clone()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(api)
 }
@@ -77,28 +85,29 @@ async fn authorise(State(api): State<Api>, request: Request, next: Next) -> Resp
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .unwrap_or("");
-    // Every token is compared, each in constant time, so the time taken tells nothing.
-    let mut bearer = None;
-    for token in &api.config.server.tokens {
-        if bool::from(token.token.expose().as_bytes().ct_eq(presented.as_bytes())) {
-            bearer = Some(token);
-        }
-    }
-    let Some(bearer) = bearer.filter(|_| !presented.is_empty()) else {
+    let Some(caller) = access::caller(&api.config, presented) else {
         let mut response =
             ApiError::new(StatusCode::UNAUTHORIZED, "a bearer token is needed").into_response();
         response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return response;
     };
-    let acts = !matches!(*request.method(), Method::GET | Method::HEAD);
-    if acts && bearer.role < Role::Operate {
-        return ApiError::new(StatusCode::FORBIDDEN, format!("the token {:?} may only read", bearer.name))
+    if access::acts(request.method()) && !caller.may_act() {
+        return ApiError::new(StatusCode::FORBIDDEN, format!("the token {:?} may only read", caller.name))
             .into_response();
     }
+    audited(caller, request, next).await
+}
+
+/// Runs the request of `caller`, who is known to the handlers (an `Extension<Caller>`), and
+/// logs each request that acts with the token's name, never the token.
+pub(crate) async fn audited(caller: Caller, mut request: Request, next: Next) -> Response {
+    let acts = access::acts(request.method());
     let (method, path) = (request.method().clone(), request.uri().path().to_string());
+    let name = caller.name.clone();
+    request.extensions_mut().insert(caller);
     let response = next.run(request).await;
     if acts {
-        tracing::info!(target: "fieldsync::audit", token = %bearer.name, %method, %path, status = response.status().as_u16(), "request");
+        tracing::info!(target: "fieldsync::audit", token = %name, %method, %path, status = response.status().as_u16(), "request");
     }
     response
 }
@@ -166,7 +175,7 @@ async fn start_run(
     Query(request): Query<RunRequest>,
 ) -> Result<Response, ApiError> {
     if !api.links.ask(&link, request.full) {
-        return Err(unknown_link(&api, link));
+        return Err(unknown_link(&api, link).into());
     }
     let body = serde_json::json!({ "queued": link, "full": request.full });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
@@ -235,6 +244,7 @@ struct ResolveRequest {
 async fn resolve_review(
     State(api): State<Api>,
     Path(id): Path<i64>,
+    Extension(caller): Extension<Caller>,
     Json(request): Json<ResolveRequest>,
 ) -> Result<Json<Resolved>, ApiError> {
     let resolution = match (request.keep, request.value) {
@@ -245,7 +255,7 @@ async fn resolve_review(
             return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
         }
     };
-    answer(&api, move |workspace| workspace.resolve(id, resolution)).await
+    answer(&api, move |workspace| workspace.resolve(id, resolution, Some(&caller.name))).await
 }
 
 async fn list_outbox(
@@ -326,8 +336,9 @@ async fn answer<T: Serialize + Send + 'static>(
     Ok(Json(api.workspace.call(use_case).await?))
 }
 
-fn unknown_link(api: &Api, name: String) -> ApiError {
-    ApiError::from(WorkspaceError::UnknownLink { name, known: api.config.links.keys().cloned().collect() })
+/// The error of a link `api`'s configuration does not have.
+pub(crate) fn unknown_link(api: &Api, name: String) -> WorkspaceError {
+    WorkspaceError::UnknownLink { name, known: api.config.links.keys().cloned().collect() }
 }
 
 /// An answer that is not the use case's: `{"error": "…"}` with its status.
@@ -344,21 +355,27 @@ impl ApiError {
 }
 
 impl From<WorkspaceError> for ApiError {
-    /// Not found is 404, a closed review 409, any other wrong request 400, and anything else
-    /// the service's fault (500, and logged).
+    /// As `status_of` says.
     fn from(error: WorkspaceError) -> Self {
-        let status = match &error {
-            WorkspaceError::NotFound { .. } | WorkspaceError::UnknownLink { .. } => StatusCode::NOT_FOUND,
-            WorkspaceError::ReviewClosed { .. } => StatusCode::CONFLICT,
-            error if error.is_usage() => StatusCode::BAD_REQUEST,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let message = error_chain(&error);
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
-            tracing::error!(error = %message, "an API request failed");
-        }
+        let (status, message) = status_of(&error);
         Self { status, message }
     }
+}
+
+/// The status an answer gives `error`, and its message: not found is 404, a closed review
+/// 409, any other wrong request 400, and anything else the service's fault (500, and logged).
+pub(crate) fn status_of(error: &WorkspaceError) -> (StatusCode, String) {
+    let status = match error {
+        WorkspaceError::NotFound { .. } | WorkspaceError::UnknownLink { .. } => StatusCode::NOT_FOUND,
+        WorkspaceError::ReviewClosed { .. } => StatusCode::CONFLICT,
+        error if error.is_usage() => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let message = error_chain(error);
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %message, "a request failed");
+    }
+    (status, message)
 }
 
 impl IntoResponse for ApiError {

@@ -1,12 +1,15 @@
 //! `fieldsync serve`: every link on its schedule (`schedule` or `every`), outbox retries on a
-//! timer between runs, at most `max_concurrent_runs` runs at once, and an HTTP API over the
-//! app's use cases. It stops taking work when told to, lets the runs going on stop at their
-//! next point between two commits, and returns.
+//! timer between runs, at most `max_concurrent_runs` runs at once, and an HTTP API and a
+//! dashboard over the app's use cases. It stops taking work when told to, lets the runs going
+//! on stop at their next point between two commits, and returns.
 //!
 //! Architecture Invariant: the service calls the app's `Workspace` and nothing below it; the
-//! API serialises the same types the command line prints with `--json`.
+//! API serialises the same types the command line prints with `--json`, and the dashboard
+//! renders them.
 
+mod access;
 mod api;
+mod dashboard;
 mod feeds;
 mod hooks;
 mod links;
@@ -115,6 +118,8 @@ impl Server {
             axum::serve(listener, front).with_graceful_shutdown(stop.clone().cancelled_owned()).into_future(),
         );
         tracing::info!(%address, "serving");
+        // The dashboard's sessions outlive a reload; each request checks its token again.
+        let sessions = Arc::new(dashboard::Sessions::default());
         loop {
             // One token a configuration: its workers take no more work, and its runs stop at
             // their next point between two commits.
@@ -123,7 +128,7 @@ impl Server {
             let links = Links::start(Arc::clone(&config), workspace.clone(), running.clone(), mailer.clone());
             let feeds = feeds::start(&config, workspace.clone(), Arc::clone(&links), running.clone());
             *current.write().unwrap_or_else(PoisonError::into_inner) =
-                api::router(Arc::clone(&config), Arc::clone(&links), workspace);
+                api::router(Arc::clone(&config), Arc::clone(&links), workspace, Arc::clone(&sessions));
             let next = loop {
                 tokio::select! {
                     () = stop.cancelled() => break None,

@@ -1030,6 +1030,10 @@ impl StateStore for PostgresStore {
         block_on(one(self.session(), id.0))
     }
 
+    fn runs_since(&self, since: Timestamp) -> Result<Vec<RunRow>, StoreError> {
+        block_on(query_listed(self.session(), "WHERE started_at >= $1 ORDER BY id DESC", &[&stored(since)]))
+    }
+
     fn audit_for_run(&self, id: RunId) -> Result<Vec<AuditEntry>, StoreError> {
         block_on(query_audit(self.session(), "WHERE run_id = $1 ORDER BY id", &[&id.0]))
     }

@@ -774,6 +774,10 @@ impl StateStore for SqliteStore {
         one(&self.connection(), id.0)
     }
 
+    fn runs_since(&self, since: Timestamp) -> Result<Vec<RunRow>, StoreError> {
+        RunRow::query(&self.connection(), "WHERE started_ms >= ?1 ORDER BY id DESC", params![millis(since)])
+    }
+
     fn audit_for_run(&self, id: RunId) -> Result<Vec<AuditEntry>, StoreError> {
         query_audit(&self.connection(), "WHERE run_id = ?1 ORDER BY id", params![id.0])
     }

@@ -88,6 +88,7 @@ macro_rules! dispatch_store {
             ref runs_page(query: $crate::RunQuery<'_>)
                 -> $crate::ListPage<$crate::RunRow>;
             ref run(id: $crate::dispatch::RunId) -> $crate::RunRow;
+            ref runs_since(since: $crate::dispatch::Timestamp) -> Vec<$crate::RunRow>;
             ref audit_for_run(id: $crate::dispatch::RunId) -> Vec<$crate::AuditEntry>;
             ref audit_for_record(link: &str, key: &$crate::dispatch::RecordKey) -> Vec<$crate::AuditEntry>;
         );

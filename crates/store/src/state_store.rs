@@ -504,6 +504,14 @@ pub trait StateStore {
     /// `StoreError::NotFound` when there is none with this id.
     fn run(&self, id: RunId) -> Result<RunRow, StoreError>;
 
+    /// The runs of every link started at or after `since`, newest first: what a chart of the
+    /// last days counts.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error or a damaged row.
+    fn runs_since(&self, since: Timestamp) -> Result<Vec<RunRow>, StoreError>;
+
     /// The audit entries of a run, in order.
     ///
     /// # Errors

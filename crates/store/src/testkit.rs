@@ -1200,6 +1200,13 @@ pub fn runs_are_recorded_and_listed_newest_first<F: Fixture>(fixture: &F) {
     assert_eq!(listed(None, 1), vec![third]);
     assert_eq!(listed(Some("nobody"), 10), Vec::<RunId>::new());
     assert_eq!(store.list_runs(Some(LINK), 10).unwrap()[1], done);
+    // Every link's runs started at or after a time, newest first.
+    let since =
+        |at| -> Vec<RunId> { store.runs_since(ts(at)).unwrap().into_iter().map(|run| run.id).collect() };
+    assert_eq!(since(T0), vec![third, other, first]);
+    assert_eq!(since(T0 + 1), vec![third, other]);
+    assert_eq!(since(T0 + 3), Vec::<RunId>::new());
+    assert_eq!(store.runs_since(ts(T0 + 2)).unwrap(), vec![store.run(third).unwrap()]);
 
     assert!(matches!(store.run(RunId(123_456)), Err(StoreError::NotFound { what: "run", id: 123_456 })));
     store.release(lease).unwrap();

@@ -432,6 +432,11 @@ impl AuditEntry {
     /// The audit of a person's `decision` on `review` at `at`: the review's values, and the
     /// value decided (the kept side's, or the one given).
     pub fn decided(review: &Review, decision: &Decision, at: Timestamp) -> Self {
+        Self::decided_by(review, decision, "a person", at)
+    }
+
+    /// `decided`, naming who decided in its reason (`token "ops"`).
+    pub fn decided_by(review: &Review, decision: &Decision, by: &str, at: Timestamp) -> Self {
         let asked = &review.review;
         Self {
             run_id: None,
@@ -447,7 +452,7 @@ impl AuditEntry {
                 Decision::Keep(Side::Left) => asked.left.clone(),
                 Decision::Keep(Side::Right) => asked.right.clone(),
             },
-            reason: format!("decided by a person: {}", serde_json::to_string(decision).unwrap_or_default()),
+            reason: format!("decided by {by}: {}", serde_json::to_string(decision).unwrap_or_default()),
             at,
         }
     }

@@ -3,7 +3,9 @@
 
 use fieldsync_model::RunId;
 use fieldsync_store::StateStore as _;
-use fieldsync_store::{AuditEntry, ListQuery, RunRow};
+use fieldsync_store::{AuditEntry, ListQuery, RunRow, RunStatus};
+use jiff::civil::Date;
+use jiff::{Timestamp, tz::TimeZone};
 use serde::Serialize;
 
 use super::{Page, Workspace, WorkspaceError};
@@ -17,7 +19,51 @@ pub struct RunHistory {
     pub audit: Vec<AuditEntry>,
 }
 
+/// What the runs of every link did on one day (UTC).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DayActivity {
+    /// The day.
+    pub day: Date,
+    /// Runs started that day.
+    pub runs: u64,
+    /// Writes made and verified.
+    pub writes: u64,
+    /// Conflicts settled by a strategy.
+    pub conflicts: u64,
+    /// Reviews opened or refreshed (conflicts and deletes held for a person).
+    pub reviews: u64,
+    /// Writes that failed for good, and runs that failed.
+    pub failures: u64,
+}
+
 impl Workspace {
+    /// The last `days` days up to `now`'s (UTC), oldest first, each with what the runs
+    /// started that day did; a day without runs counts zeros.
+    ///
+    /// # Errors
+    ///
+    /// When the state store cannot be opened or read.
+    pub fn activity(&mut self, days: u16, now: Timestamp) -> Result<Vec<DayActivity>, WorkspaceError> {
+        let today = now.to_zoned(TimeZone::UTC).date();
+        let mut activity: Vec<DayActivity> = (0..i32::from(days))
+            .rev()
+            .filter_map(|back| today.checked_sub(jiff::Span::new().days(back)).ok())
+            .map(|day| DayActivity { day, runs: 0, writes: 0, conflicts: 0, reviews: 0, failures: 0 })
+            .collect();
+        let Some(first) = activity.first().map(|first| first.day) else { return Ok(activity) };
+        let since = first.to_zoned(TimeZone::UTC).map_or(now, |start| start.timestamp());
+        for run in self.store()?.runs_since(since)? {
+            let day = run.started_at.to_zoned(TimeZone::UTC).date();
+            let Some(counts) = activity.iter_mut().find(|counts| counts.day == day) else { continue };
+            counts.runs += 1;
+            counts.writes += run.stat("/writes_done");
+            counts.conflicts += run.stat("/conflicts_resolved");
+            counts.reviews += run.stat("/reviews_open");
+            counts.failures += run.stat("/writes_dead") + u64::from(run.status == RunStatus::Failed);
+        }
+        Ok(activity)
+    }
+
     /// A page of runs, newest first; `limit` 0 for all.
     ///
     /// # Errors
@@ -115,6 +161,38 @@ pub fn history_csv(history: &[RunHistory]) -> Result<Vec<u8>, csv::Error> {
             stat("/reviews_open"),
             stat("/invalid_values"),
             run.error.clone().unwrap_or_default(),
+        ])?;
+    }
+    writer.into_inner().map_err(|error| error.into_error().into())
+}
+
+/// Audit entries as CSV, one row an entry: what happened to which record's field, the
+/// baseline, both sides' values and the value written or decided (as JSON), and why.
+///
+/// # Errors
+///
+/// When the CSV writer fails.
+pub fn audit_csv(audit: &[AuditEntry]) -> Result<Vec<u8>, csv::Error> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record([
+        "at", "run", "key", "field", "event", "side", "base", "left", "right", "value", "reason",
+    ])?;
+    let value = |value: &Option<fieldsync_model::Value>| {
+        value.as_ref().map(|value| serde_json::to_string(value).unwrap_or_default()).unwrap_or_default()
+    };
+    for entry in audit {
+        writer.write_record([
+            entry.at.to_string(),
+            entry.run_id.map(|run| run.to_string()).unwrap_or_default(),
+            entry.key.as_str().to_string(),
+            entry.field.clone().unwrap_or_default(),
+            entry.event.to_string(),
+            entry.side.map(|side| side.to_string()).unwrap_or_default(),
+            value(&entry.base),
+            value(&entry.left),
+            value(&entry.right),
+            value(&entry.value),
+            entry.reason.clone(),
         ])?;
     }
     writer.into_inner().map_err(|error| error.into_error().into())

@@ -119,14 +119,20 @@ impl Workspace {
         Ok(ReviewDetail { review: review.into(), audit })
     }
 
-    /// Decides a review; the next run applies the decision. The decision is audited.
+    /// Decides a review; the next run applies the decision. The decision is audited, with
+    /// the name of the API token that decided when `token` names one.
     ///
     /// # Errors
     ///
     /// `NotFound` when there is no such review; `ReviewLinkGone`, `UnknownSide`, `WholeRecord`,
     /// `FieldGone` or `UnreadableValue` when the decision cannot apply; `ReviewClosed` when
     /// the review was closed already.
-    pub fn resolve(&mut self, id: i64, resolution: Resolution) -> Result<Resolved, WorkspaceError> {
+    pub fn resolve(
+        &mut self,
+        id: i64,
+        resolution: Resolution,
+        token: Option<&str>,
+    ) -> Result<Resolved, WorkspaceError> {
         let Workspace { config, store, .. } = self;
         let store = super::open_store(config, store)?;
         let review = store.review(id)?;
@@ -168,7 +174,10 @@ impl Workspace {
             return Err(WorkspaceError::ReviewClosed { id });
         }
         let now = Timestamp::now();
-        let audit = AuditEntry::decided(&review, &decision, now);
+        let audit = match token {
+            Some(name) => AuditEntry::decided_by(&review, &decision, &format!("token {name:?}"), now),
+            None => AuditEntry::decided(&review, &decision, now),
+        };
         store.decide_review(&review.link, id, &decision, &audit, now)?;
         Ok(Resolved { review: id, decision })
     }

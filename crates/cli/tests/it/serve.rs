@@ -15,11 +15,11 @@ use serde_json::{Value, json};
 use crate::support::{add_new_members, count_once_created, exec, fieldsync, outbox_entries, query, setup};
 
 /// The tokens of the tests' API: one that may act, one that may only read.
-const OPERATE_TOKEN: &str = "ops-9f2c1e7a5b3d4c60";
-const READ_TOKEN: &str = "viewer-4b8d2a6e1f3c5a79";
+pub(crate) const OPERATE_TOKEN: &str = "ops-9f2c1e7a5b3d4c60";
+pub(crate) const READ_TOKEN: &str = "viewer-4b8d2a6e1f3c5a79";
 
 /// How long a test waits for the service to do what it must before failing.
-const PATIENCE: Duration = Duration::from_secs(90);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(90);
 
 /// The `[server]` table of the tests: a port the system chooses, both tokens.
 const SERVER: &str = r#"
@@ -39,9 +39,9 @@ role = "read"
 "#;
 
 /// A `fieldsync serve` process in `dir`, killed when dropped if it is still running.
-struct Service {
+pub(crate) struct Service {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     http: reqwest::Client,
     stderr: std::sync::Mutex<std::sync::mpsc::Receiver<String>>,
     log: std::sync::Mutex<String>,
@@ -52,7 +52,7 @@ struct Service {
 impl Service {
     /// Starts the service on the configuration in `dir` (with `SERVER` appended once) and
     /// waits for it to say where it listens.
-    fn start(dir: &Path) -> Self {
+    pub(crate) fn start(dir: &Path) -> Self {
         Self::start_with(dir, &[])
     }
 
@@ -103,7 +103,7 @@ impl Service {
     }
 
     /// What the service logged so far.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         let mut log = self.log.lock().unwrap();
         while let Ok(line) = self.stderr.lock().unwrap().try_recv() {
             log.push_str(&line);
@@ -143,17 +143,17 @@ impl Service {
             .expect("the text format")
     }
 
-    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, token, None).await
     }
 
-    async fn post(&self, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
         self.call(reqwest::Method::POST, path, token, body).await
     }
 
     /// Sends SIGTERM and waits for the exit (failing past `PATIENCE`); checks that no token
     /// reached the log.
-    fn stop(mut self) -> ExitStatus {
+    pub(crate) fn stop(mut self) -> ExitStatus {
         let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
         assert!(sent.success());
         let started = Instant::now();
@@ -181,7 +181,7 @@ impl Drop for Service {
 }
 
 /// Waits until `done` holds, failing with `what` and the service's log past `PATIENCE`.
-async fn wait_for(service: &Service, what: &str, mut done: impl AsyncFnMut() -> bool) {
+pub(crate) async fn wait_for(service: &Service, what: &str, mut done: impl AsyncFnMut() -> bool) {
     let started = Instant::now();
     while !done().await {
         assert!(started.elapsed() < PATIENCE, "{what} did not happen; the log:\n{}", service.log());
