@@ -373,9 +373,16 @@ mod tests {
     fn field_names_split_at_unescaped_dots_and_join_back() {
         assert_eq!(split_field("a.b\\.c"), ["a", "b.c"]);
         assert_eq!(join_field(&["a".into(), "b.c".into()]), "a.b\\.c");
-        let required =
-            selector(json!({ "type": "member", "club": { "$eq": "VV Oranje" }, "age": { "$gt": 3 } }))
-                .required_values();
-        assert_eq!(required.len(), 2);
+        let mut required = selector(json!({
+            "type": "member",
+            "club": { "$eq": "VV Oranje" },
+            "age": { "$gt": 3 },
+            "$and": [{ "meta.kind\\.v": 2 }],
+        }))
+        .required_values();
+        required.sort_by(|left, right| left.0.cmp(&right.0));
+        let club = (vec!["club".to_string()], json!("VV Oranje"));
+        let kind = (vec!["meta".to_string(), "kind.v".to_string()], json!(2));
+        assert_eq!(required, [club, kind, (vec!["type".to_string()], json!("member"))]);
     }
 }
