@@ -936,6 +936,13 @@ impl RestConfig {
             ));
         }
         let feed = config.feed.as_ref().map(|feed| feed_settings(feed, &config, &base_url)).transpose()?;
+        if config.key_param.is_some() && feed.as_ref().is_some_and(|feed| feed.full == FullRead::Feed) {
+            return Err(SettingError::new(
+                ["key_param"],
+                "a change feed read in full (`feed.full = \"feed\"`) has no listing to look a key up in: \
+                 set `feed.full = \"listing\"` with the listing at `base_url`, or leave `key_param` out",
+            ));
+        }
         let whole_document = config.whole_document.unwrap_or(false);
         let create_id = match config.create.as_ref().and_then(|create| create.id.as_deref()) {
             Some(text) => path(text, "create.id")?,
@@ -1403,6 +1410,7 @@ mod tests {
             ),
             (serde_json::json!({ "revision": { "path": "/_rev", "send": "body" } }), "unknown field `send`"),
             (serde_json::json!({ "create": { "id": "/a[b" } }), "`create.id`"),
+            (serde_json::json!({ "feed": {}, "key_param": "email" }), "`key_param`: a change feed read in full"),
         ] {
             let error = read(wrong.clone()).err().unwrap_or_default();
             assert!(error.contains(named), "{wrong}: {error}");
