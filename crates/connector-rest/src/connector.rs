@@ -364,7 +364,8 @@ impl RestConnector {
         let answer = self.http.send(method, url, Some(&body), if_match.as_deref(), Kind::Write).await?;
         match answer.status {
             status if status.is_success() => {
-                Ok((WriteOutcome { id: id.clone() }, self.response_record(&answer)))
+                let body = serde_json::from_str::<Value>(&answer.body).unwrap_or(Value::Null);
+                Ok((WriteOutcome { id: id.clone() }, self.response_record(&answer, body)))
             }
             status if self.settings.stale.contains(&status) => {
                 Err(ConnectorError::TargetMoved { id: id.clone() })
@@ -456,9 +457,10 @@ impl RestConnector {
             Ok(answer) => return Err(self.made_anyway(fields, answer.error("creating a record")).await),
             Err(error) => return Err(self.made_anyway(fields, error).await),
         };
-        let fetched = self.response_record(&answer);
         let answered = serde_json::from_str::<Value>(&answer.body).unwrap_or(Value::Null);
-        let id = text_of(&self.settings.create_id.get(&answered))
+        let id_in_answer = text_of(&self.settings.create_id.get(&answered));
+        let fetched = self.response_record(&answer, answered);
+        let id = id_in_answer
             .or_else(|| fetched.as_ref().and_then(|fetched| self.id_of(&fetched.record)))
             .or_else(|| {
                 // Some APIs answer a create with only a `Location` header.
@@ -536,12 +538,11 @@ impl RestConnector {
     }
 
     /// The record a write's response holds, when it holds one.
-    fn response_record(&self, answer: &Answer) -> Option<Fetched> {
+    /// The record a write's `answer` holds, its parsed `body`, when the answer is the record.
+    fn response_record(&self, answer: &Answer, body: Value) -> Option<Fetched> {
         // An answer that is not the record (CouchDB's `{"ok":true,"id":…,"rev":…}`, which holds
         // no id at the record's id path) verifies nothing: the record is read again.
-        let record = serde_json::from_str::<Value>(&answer.body)
-            .ok()
-            .filter(|record| record.is_object() && self.id_of(record).is_some())?;
+        let record = Some(body).filter(|record| record.is_object() && self.id_of(record).is_some())?;
         Some(Fetched { record, etag: answer.header("etag").map(str::to_string) })
     }
 }
