@@ -282,7 +282,8 @@ pub trait Connector: Send {
     ) -> impl Future<Output = Result<WriteResults, ConnectorError>> + Send;
 
     /// How far past `since` this system's change feed holds nothing but this connector's own
-    /// writes of the records `mine` names, each as it wrote it: the point a run that read the
+    /// writes (since it was opened: the engine opens its connectors for each run) of the
+    /// records `mine` names, each as it wrote it: the point a run that read the
     /// feed up to `since` and then made those writes may resume from, so that the next run does
     /// not read them back. A change of anything else, or a later change of one of them, ends
     /// the stretch. `None` when the stretch is empty or the connector cannot tell (the default,

@@ -350,7 +350,8 @@ fn an_app_edit_right_after_fieldsyncs_write_is_read_by_the_next_run() {
         .unwrap();
     }
     let edited = first.clone();
-    synced.through_proxy_running_before("main_only&limit=10000 ", move || {
+    // Just before fieldsync asks the database how far its sequence stands after the writes.
+    synced.through_proxy_running_before("GET /club ", move || {
         edit_in_app(server, &edited, "mobile", json!("+31687654321"));
     });
     let written = fieldsync.run_ending("the run that writes both", &[], 0).report();
