@@ -24,7 +24,7 @@ use serde_json::{Value as Json, json};
 use crate::Sample;
 use crate::generate::{self, MEMBER_FIELDS, Member};
 use crate::postgres::{CpuMeter, Quiet};
-use crate::scenario::{seconds, spread};
+use crate::scenario::{measured_logging, seconds, spread};
 
 /// What `fieldsync-bench couchdb` measures.
 #[derive(Debug, clap::Args)]
@@ -460,32 +460,16 @@ impl<'a> Bench<'a> {
     /// `fieldsync run` in `work` under `fieldsync-bench measure`, its log in `fieldsync-STEP.log`.
     fn fieldsync(&self, work: &Path, step: &str) -> Result<Measured> {
         let load = self.settings.quiet.wait()?;
-        let figures = work.join(".measure.json");
         let server_cpu = self.server.cpu_ms()?;
         let meter = CpuMeter::start()?;
-        let output = Command::new(&self.bench)
-            .arg("measure")
-            .arg("--out")
-            .arg(&figures)
-            .arg("--")
-            .arg(&self.fieldsync)
-            .args(["run", "--json", "-c", "fieldsync.toml"])
-            .current_dir(work)
-            .stderr(std::fs::File::create(work.join(format!("fieldsync-{step}.log")))?)
-            .output()
-            .context("starting fieldsync-bench measure")?;
+        let args: Vec<String> = ["run", "--json", "-c", "fieldsync.toml"].map(String::from).into();
+        let log = work.join(format!("fieldsync-{step}.log"));
+        let (sample, stdout) = measured_logging(&self.bench, &self.fieldsync, &args, work, Some(&log))
+            .with_context(|| format!("fieldsync run ({step})"))?;
         let busy = meter.cores()?;
         let server_cpu_ms = self.server.cpu_ms()? - server_cpu;
-        ensure!(
-            output.status.success(),
-            "fieldsync run ({step}) failed: {}; see {}",
-            String::from_utf8_lossy(&output.stdout),
-            work.join(format!("fieldsync-{step}.log")).display()
-        );
-        let sample: Sample = serde_json::from_slice(&std::fs::read(&figures)?)?;
-        std::fs::remove_file(figures)?;
-        let reports: Json = serde_json::from_slice(&output.stdout).with_context(|| {
-            format!("reading fieldsync's report: {}", String::from_utf8_lossy(&output.stdout))
+        let reports: Json = serde_json::from_slice(&stdout).with_context(|| {
+            format!("reading fieldsync's report: {}", String::from_utf8_lossy(&stdout))
         })?;
         let (mut read, mut writes) = ((0, 0), 0);
         for report in reports.as_array().into_iter().flatten() {

@@ -309,24 +309,35 @@ pub(crate) fn measured(
     args: &[String],
     work: &Path,
 ) -> Result<(Sample, Vec<u8>)> {
+    measured_logging(bench, program, args, work, None)
+}
+
+/// `measured`, with the program's standard error written to `log` when given (and named by a
+/// failure) instead of kept for the failure's message.
+pub(crate) fn measured_logging(
+    bench: &Path,
+    program: &Path,
+    args: &[String],
+    work: &Path,
+    log: Option<&Path>,
+) -> Result<(Sample, Vec<u8>)> {
     let figures = work.join(".measure.json");
-    let output = Command::new(bench)
-        .arg("measure")
-        .arg("--out")
-        .arg(&figures)
-        .arg("--")
-        .arg(program)
-        .args(args)
-        .current_dir(work)
-        .output()
-        .context("starting fieldsync-bench measure")?;
+    let mut command = Command::new(bench);
+    command.arg("measure").arg("--out").arg(&figures).arg("--").arg(program).args(args).current_dir(work);
+    if let Some(log) = log {
+        command.stderr(std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?);
+    }
+    let output = command.output().context("starting fieldsync-bench measure")?;
     if !output.status.success() {
+        let errors = match log {
+            Some(log) => format!("; see {}", log.display()),
+            None => String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
         bail!(
-            "{} {} failed: {}{}",
+            "{} {} failed: {}{errors}",
             program.display(),
             args.join(" "),
             String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
         );
     }
     let sample = serde_json::from_slice(&std::fs::read(&figures)?)?;
