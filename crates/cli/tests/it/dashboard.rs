@@ -161,9 +161,19 @@ async fn an_operator_decides_a_review_and_runs_the_link_in_the_page_and_a_reader
     // The queue shows the held conflict with both values; its page decides it.
     let queue = pages.open("/reviews", "table.reviews").await;
     assert!(queue.contains("left.choice@club.nl") && queue.contains("right.choice@club.nl"), "{queue}");
+    assert_eq!(
+        pages.count("table.reviews td.left small.changed, table.reviews td.right small.changed").await,
+        2
+    );
     pages.screenshot("reviews").await;
     let review = pages.click("table.reviews a[href^='/reviews/']", "#keep-left").await;
     assert!(review.contains("conflict: both sides changed it and the strategy is review"), "{review}");
+    // Beside each side's value, when that side changed it (the rows' modification times).
+    let left_changed = query(&left, "SELECT updated_at FROM members WHERE id = 'M001'");
+    let right_changed = query(&right, "SELECT modified FROM people WHERE number = 'M001'");
+    let (left_value, right_value) = (pages.text("dd.left").await, pages.text("dd.right").await);
+    assert!(left_value.contains(&format!("changed {left_changed} UTC")), "{left_value}");
+    assert!(right_value.contains(&format!("changed {right_changed} UTC")), "{right_value}");
     let review_path = client.current_url().await.unwrap().path().to_string();
     pages.type_into("#decided-value", "decided@club.nl").await;
     let decided = pages.click("#keep-value", "p.notice").await;

@@ -265,18 +265,21 @@ impl Planner<'_> {
     ) {
         let key = plan.key.clone();
         report.stats.reviews_open += 1;
+        let record = |side: Side| match presence.get(side) {
+            Presence::Present(record) => Some(record),
+            Presence::Absent | Presence::Unknown => None,
+        };
         let unchanged_review = record_review.is_some_and(|review| review.decision.is_none());
         if !unchanged_review {
-            let marker = |side: Side| {
-                matches!(presence.get(side), Presence::Present(_)).then(|| Value::from("(record present)"))
-            };
             plan.reviews.push(ReviewChange::Put(NewReview {
                 key: key.clone(),
                 field: None,
                 kind: ReviewKind::Delete,
                 base: None,
-                left: marker(Side::Left),
-                right: marker(Side::Right),
+                left: record(Side::Left).map(|_| Value::from("(record present)")),
+                right: record(Side::Right).map(|_| Value::from("(record present)")),
+                left_changed: record(Side::Left).and_then(|record| record.modified),
+                right_changed: record(Side::Right).and_then(|record| record.modified),
                 reason: reason.clone(),
             }));
             plan.audit.push(self.audit(&key, None, AuditEvent::Review, reason.clone()));
