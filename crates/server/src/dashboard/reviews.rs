@@ -1,5 +1,6 @@
 //! The review queue: each conflict or delete held for a person, with the baseline, both sides'
-//! values with their change times and the rule that held it; decided one at a time (keep left, keep right, or a typed
+//! values with their change times (a delete's present side shows its record) and the rule that
+//! held it; decided one at a time (keep left, keep right, or a typed
 //! value) or many at once, the ones ticked or every open one a filter (link, field) selects.
 //! A decision is audited with the token's name; the review's page shows the run that applied it.
 
@@ -125,7 +126,7 @@ pub(crate) async fn list(
                     tbody {
                         @for review in &reviews {
                             @let (left, right) = side_names(&api, &review.link);
-                            tr data-review=(review.id) {
+                            tr data-review=(review.id) data-key=(review.key.as_str()) {
                                 @if operator {
                                     td {
                                         @if review.status == ReviewStatus::Open { (tick("bulk", "review", review.id)) }
