@@ -334,7 +334,8 @@ fn the_returned_types_serialise_to_the_keys_the_command_line_has_always_printed(
     let review = serde_json::to_value(&workspace.reviews(false, None, 0).unwrap().items[0]).unwrap();
     assert_eq!(
         keys(review).join(" "),
-        "base created_at decision field id key kind left link reason right run_id status updated_at"
+        "base created_at decision field id key kind left left_changed link reason right right_changed run_id status \
+         updated_at"
     );
     let entry = serde_json::to_value(&workspace.outbox(None, None, 0).unwrap().items[0]).unwrap();
     assert_eq!(

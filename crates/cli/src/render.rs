@@ -216,6 +216,13 @@ fn list<T>(items: &[T], none: &str, mut line: impl FnMut(&mut String, &T)) -> St
     out
 }
 
+/// Each side's change time, to follow its value, when its connector reported one.
+fn changed(review: &ReviewView) -> [String; 2] {
+    [review.left_changed, review.right_changed].map(|at| {
+        at.map(|at| format!("  (changed {})", at.strftime("%Y-%m-%d %H:%M:%S UTC"))).unwrap_or_default()
+    })
+}
+
 /// One review in full, with the record's audit trail.
 pub fn review(review: &ReviewView, audit: &[AuditEntry]) -> String {
     let mut out = String::new();
@@ -224,8 +231,9 @@ pub fn review(review: &ReviewView, audit: &[AuditEntry]) -> String {
     let _ = writeln!(out, "  record  {}", review.key);
     let _ = writeln!(out, "  field   {}", review.field.as_deref().unwrap_or("(the whole record)"));
     let _ = writeln!(out, "  base    {}", value(&review.base));
-    let _ = writeln!(out, "  left    {}", value(&review.left));
-    let _ = writeln!(out, "  right   {}", value(&review.right));
+    let [left_changed, right_changed] = changed(review);
+    let _ = writeln!(out, "  left    {}{left_changed}", value(&review.left));
+    let _ = writeln!(out, "  right   {}{right_changed}", value(&review.right));
     let _ = writeln!(out, "  reason  {}", review.reason);
     if let Some(decision) = &review.decision {
         let _ = writeln!(out, "  decided {}", serde_json::to_string(decision).unwrap_or_default());

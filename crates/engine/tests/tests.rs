@@ -8,7 +8,7 @@ use fieldsync_engine::{
     Action, ConflictStrategy, DeletePolicy, Direction, FieldSpec, Guard, Limit, LinkRun, ReadMode,
     RetryPolicy, RunOptions, RunStats, SidePair, SideStats, Tie,
 };
-use fieldsync_model::{FieldType, Normaliser, RecordId, RecordKey, Side};
+use fieldsync_model::{FieldType, Normaliser, RecordId, RecordKey, Side, Value};
 use fieldsync_store::{
     AuditEntry, Decision, ListQuery, NewOutboxEntry, Operation, Origin, OutboxEntry, OutboxStatus, PlanChunk,
     ReviewId, ReviewStatus, RunStatus, StateStore,
@@ -224,6 +224,11 @@ async fn review_holds_both_sides_until_resolved() {
     assert_eq!(world.right.value("m1", "email"), json!("right@club.nl"));
     let reviews = world.store.list_reviews(Some("members"), Some(ReviewStatus::Open), 10).unwrap();
     assert_eq!(reviews.len(), 1);
+    assert_eq!(
+        (reviews[0].review.left_changed, reviews[0].review.right_changed),
+        (Some(at(100)), Some(at(100))),
+        "each side's change time, as its connector reported it"
+    );
     // A second run neither writes nor opens another review.
     world.run(RunOptions::default()).await;
     assert_eq!(world.store.list_reviews(Some("members"), None, 10).unwrap().len(), 1);
@@ -1093,6 +1098,11 @@ async fn a_record_deleted_on_one_side_and_edited_on_the_other_is_held() {
     let report = world.run(full).await;
     assert_eq!((report.stats.reviews_open, report.stats.writes_done), (1, 0), "{:#?}", report.stats);
     assert_eq!(world.right.value("m1", "mobile"), json!("06-kept"));
+    // The review shows the record that would be deleted or kept, and when it changed.
+    let [held] = <[_; 1]>::try_from(world.store.list_reviews(Some("members"), None, 10).unwrap()).unwrap();
+    assert_eq!((held.review.left, held.review.left_changed), (None, None), "absent on the left");
+    assert_eq!(held.review.right, Some(Value::from("email: member1@club.nl · mobile: 06-kept")));
+    assert_eq!(held.review.right_changed, Some(at(100)));
 
     // Taking the edit back does not settle it: a person was asked about a delete.
     world.right.edit("m1", "mobile", json!("06-1"));
@@ -1100,6 +1110,12 @@ async fn a_record_deleted_on_one_side_and_edited_on_the_other_is_held() {
     assert_eq!((report.stats.reviews_closed, report.stats.writes_done), (0, 0), "{:#?}", report.stats);
     let open = world.store.list_reviews(Some("members"), Some(ReviewStatus::Open), 10).unwrap();
     assert_eq!(open.len(), 1);
+    assert_eq!(open[0].id, held.id);
+    assert_eq!(
+        open[0].review.right,
+        Some(Value::from("email: member1@club.nl · mobile: 06-1")),
+        "the review follows the record while it waits"
+    );
     decide(&mut world, open[0].id, Decision::Keep(Side::Left), at(150));
     let report = world.run(full).await;
     assert_eq!((report.stats.reviews_closed, report.stats.writes_done), (1, 1), "{:#?}", report.stats);

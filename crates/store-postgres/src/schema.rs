@@ -191,4 +191,6 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // 2: the point of a side's change feed the last listing reached, for a connector that reads
     // changes after a sequence.
     "ALTER TABLE cursors ADD COLUMN sequence text;",
+    // 3: when each side's record last changed, as its connector reported it, for a review.
+    "ALTER TABLE reviews ADD COLUMN left_changed timestamptz, ADD COLUMN right_changed timestamptz;",
 ];

@@ -188,6 +188,14 @@ fn stored(timestamp: Timestamp) -> Timestamp {
     Timestamp::from_millisecond(timestamp.as_millisecond()).unwrap_or(timestamp)
 }
 
+/// Each side's change time of these reviews, as stored (to the millisecond), bound as two
+/// `timestamptz[]` arrays.
+fn change_times<'r>(
+    reviews: impl Iterator<Item = &'r NewReview>,
+) -> (Vec<Option<Timestamp>>, Vec<Option<Timestamp>>) {
+    reviews.map(|review| (review.left_changed.map(stored), review.right_changed.map(stored))).unzip()
+}
+
 /// A lease's length in microseconds, as `EXPIRY` binds it.
 fn micros(ttl: Duration) -> i64 {
     i64::try_from(ttl.min(LONGEST_LEASE).as_micros()).unwrap_or(i64::MAX)
@@ -1314,14 +1322,18 @@ impl Commit<'_> {
             let rights: Vec<Option<String>> =
                 updates.iter().map(|(_, review)| value_text(&review.right)).collect();
             let reasons: Vec<&str> = updates.iter().map(|(_, review)| review.reason.as_str()).collect();
+            let (left_changed, right_changed) = change_times(updates.iter().map(|(_, review)| *review));
             self.session()
                 .execute(
                     "UPDATE reviews SET base = refreshed.base, left_value = refreshed.left_value, \
                      right_value = refreshed.right_value, reason = refreshed.reason, status = 'open', \
-                     decision = NULL, updated_at = $1 \
-                     FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-                     AS refreshed (id, base, left_value, right_value, reason) WHERE reviews.id = refreshed.id",
-                    &[&now, &ids, &bases, &lefts, &rights, &reasons],
+                     decision = NULL, updated_at = $1, left_changed = refreshed.left_changed, \
+                     right_changed = refreshed.right_changed \
+                     FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                     $7::timestamptz[], $8::timestamptz[]) \
+                     AS refreshed (id, base, left_value, right_value, reason, left_changed, right_changed) \
+                     WHERE reviews.id = refreshed.id",
+                    &[&now, &ids, &bases, &lefts, &rights, &reasons, &left_changed, &right_changed],
                     what,
                 )
                 .await?;
@@ -1338,16 +1350,32 @@ impl Commit<'_> {
             let rights: Vec<Option<String>> =
                 inserts.iter().map(|(_, review)| value_text(&review.right)).collect();
             let reasons: Vec<&str> = inserts.iter().map(|(_, review)| review.reason.as_str()).collect();
+            let (left_changed, right_changed) = change_times(inserts.iter().map(|(_, review)| *review));
             self.session()
                 .execute(
                     "INSERT INTO reviews (link, key, field, kind, base, left_value, right_value, reason, status, \
-                     run_id, created_at, updated_at) \
+                     run_id, created_at, updated_at, left_changed, right_changed) \
                      SELECT $1, new.key, new.field, new.kind, new.base, new.left_value, new.right_value, new.reason, \
-                     'open', $2, $3, $3 \
-                     FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) \
-                     WITH ORDINALITY AS new (key, field, kind, base, left_value, right_value, reason, position) \
+                     'open', $2, $3, $3, new.left_changed, new.right_changed \
+                     FROM unnest($4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
+                     $11::timestamptz[], $12::timestamptz[]) \
+                     WITH ORDINALITY AS new (key, field, kind, base, left_value, right_value, reason, left_changed, \
+                     right_changed, position) \
                      ORDER BY new.position",
-                    &[&link, &run.map(|run| run.0), &now, &keys, &fields, &kinds, &bases, &lefts, &rights, &reasons],
+                    &[
+                        &link,
+                        &run.map(|run| run.0),
+                        &now,
+                        &keys,
+                        &fields,
+                        &kinds,
+                        &bases,
+                        &lefts,
+                        &rights,
+                        &reasons,
+                        &left_changed,
+                        &right_changed,
+                    ],
                     what,
                 )
                 .await?;
@@ -1810,7 +1838,7 @@ impl Listed for OutboxEntry {
 
 impl Listed for Review {
     const COLUMNS: &'static str = "id, link, key, field, kind, base, left_value, right_value, reason, \
-                                   status, decision, run_id, created_at, updated_at";
+                                   status, decision, run_id, created_at, updated_at, left_changed, right_changed";
 
     fn from_row(row: &Row, what: &dyn Fn() -> String) -> Result<Self, StoreError> {
         let id: i64 = row.try_get(0).context(what)?;
@@ -1828,6 +1856,8 @@ impl Listed for Review {
                 base: value_from(row.try_get(5).context(what)?, &review_what)?,
                 left: value_from(row.try_get(6).context(what)?, &review_what)?,
                 right: value_from(row.try_get(7).context(what)?, &review_what)?,
+                left_changed: row.try_get(14).context(what)?,
+                right_changed: row.try_get(15).context(what)?,
                 reason: row.try_get(8).context(what)?,
             },
             status: ReviewStatus::parse(status).ok_or_else(|| damaged(&review_what, "unknown status"))?,

@@ -181,4 +181,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // 9: the point of a side's change feed the last listing reached, for a connector that reads
     // changes after a sequence.
     "ALTER TABLE cursors ADD COLUMN sequence TEXT;",
+    // 10: when each side's record last changed, as its connector reported it, for a review.
+    "ALTER TABLE reviews ADD COLUMN left_changed_ms INTEGER; \
+     ALTER TABLE reviews ADD COLUMN right_changed_ms INTEGER;",
 ];

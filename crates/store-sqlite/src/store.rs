@@ -1106,8 +1106,18 @@ impl SqliteTransaction<'_> {
                 self.transaction
                     .execute(
                         "UPDATE reviews SET base = ?2, left_value = ?3, right_value = ?4, reason = ?5, \
-                         status = 'open', decision = NULL, updated_ms = ?6 WHERE id = ?1",
-                        params![id, value_text(&review.base), left, right, review.reason, millis(now)],
+                         status = 'open', decision = NULL, updated_ms = ?6, left_changed_ms = ?7, \
+                         right_changed_ms = ?8 WHERE id = ?1",
+                        params![
+                            id,
+                            value_text(&review.base),
+                            left,
+                            right,
+                            review.reason,
+                            millis(now),
+                            review.left_changed.map(millis),
+                            review.right_changed.map(millis),
+                        ],
                     )
                     .context(what)?;
                 Ok(id)
@@ -1116,8 +1126,8 @@ impl SqliteTransaction<'_> {
                 self.transaction
                     .execute(
                         "INSERT INTO reviews (link, key, field, kind, base, left_value, right_value, reason, \
-                         status, run_id, created_ms, updated_ms) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open', ?9, ?10, ?10)",
+                         status, run_id, created_ms, updated_ms, left_changed_ms, right_changed_ms) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'open', ?9, ?10, ?10, ?11, ?12)",
                         params![
                             link,
                             review.key.as_str(),
@@ -1129,6 +1139,8 @@ impl SqliteTransaction<'_> {
                             review.reason,
                             run_id.map(|id| id.0),
                             millis(now),
+                            review.left_changed.map(millis),
+                            review.right_changed.map(millis),
                         ],
                     )
                     .context(what)?;
@@ -1576,7 +1588,8 @@ fn send_entries(send: i64, entries: &str) -> Result<Vec<OutboxId>, StoreError> {
 
 impl Listed for Review {
     const COLUMNS: &'static str = "id, link, key, field, kind, base, left_value, right_value, reason, \
-                                   status, decision, run_id, created_ms, updated_ms";
+                                   status, decision, run_id, created_ms, updated_ms, left_changed_ms, \
+                                   right_changed_ms";
 
     fn from_row(row: &rusqlite::Row<'_>, what: &dyn Fn() -> String) -> Result<Self, StoreError> {
         let id: i64 = row.get(0).context(what)?;
@@ -1594,6 +1607,8 @@ impl Listed for Review {
                 base: value_from(row.get(5).context(what)?, &review_what)?,
                 left: value_from(row.get(6).context(what)?, &review_what)?,
                 right: value_from(row.get(7).context(what)?, &review_what)?,
+                left_changed: row.get::<_, Option<i64>>(14).context(what)?.map(from_millis),
+                right_changed: row.get::<_, Option<i64>>(15).context(what)?.map(from_millis),
                 reason: row.get(8).context(what)?,
             },
             status: ReviewStatus::parse(&status).ok_or_else(|| damaged(&review_what, "unknown status"))?,

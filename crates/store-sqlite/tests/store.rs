@@ -168,6 +168,7 @@ fn live_baselines_are_counted_as_they_change() {
          DROP TRIGGER baselines_count_tombstone; DROP TABLE baseline_counts; ALTER TABLE runs DROP COLUMN plan; \
          DROP TABLE outbox_sends; DROP TABLE leases; ALTER TABLE outbox DROP COLUMN source_basis; \
          ALTER TABLE outbox DROP COLUMN source_raw; DROP TABLE webhooks; ALTER TABLE cursors DROP COLUMN sequence; \
+         ALTER TABLE reviews DROP COLUMN left_changed_ms; ALTER TABLE reviews DROP COLUMN right_changed_ms; \
          UPDATE schema_version SET version = 3;",
     ).unwrap();
     drop(connection);

@@ -919,6 +919,8 @@ fn review(record: &str, field: Option<&str>, left: i64, right: i64) -> NewReview
         base: Some(Value::Int(0)),
         left: Some(Value::Int(left)),
         right: Some(Value::Int(right)),
+        left_changed: Some(ts(T0 - 60_000 + left)),
+        right_changed: None,
         reason: format!("both sides changed {field:?}"),
     }
 }
@@ -936,6 +938,8 @@ pub fn review_lifecycle<F: Fixture>(fixture: &F) {
     assert_eq!(stored.id, id);
     assert_eq!(stored.link, LINK);
     assert_eq!(stored.review, first);
+    assert_eq!(stored.review.left_changed, Some(ts(T0 - 60_000 + 1)), "a change time round-trips");
+    assert_eq!(stored.review.right_changed, None, "a side without a change time stays without");
     assert_eq!(stored.status, ReviewStatus::Open);
     assert_eq!(stored.decision, None);
     assert_eq!(stored.run_id, Some(run));
@@ -955,10 +959,12 @@ pub fn review_lifecycle<F: Fixture>(fixture: &F) {
     let mut changed = review("k1", Some("email"), 1, 3);
     changed.base = Some(Value::Null);
     changed.reason = "the right side changed again".into();
+    (changed.left_changed, changed.right_changed) = (None, Some(ts(T0 + 3)));
     store.commit_plan_chunk(&lease, run, &fields, open(vec![changed.clone()]), ts(T0 + 4)).unwrap();
     assert_eq!(ids_of(&store.live_reviews_for(LINK, &[key("k1")]).unwrap()), vec![id]);
     let stored = store.review(id).unwrap();
     assert_eq!(stored.review, changed);
+    assert_eq!((stored.review.left_changed, stored.review.right_changed), (None, Some(ts(T0 + 3))));
     assert_eq!(stored.status, ReviewStatus::Open);
     assert_eq!(stored.decision, None);
     assert_eq!(stored.created_at, ts(T0));
@@ -1020,6 +1026,8 @@ pub fn live_reviews_are_per_field_and_exclude_closed_ones<F: Fixture>(fixture: &
         base: None,
         left: None,
         right: Some(Value::Null),
+        left_changed: None,
+        right_changed: Some(ts(T0 - 1)),
         reason: "deleted on the left, edited on the right".into(),
     };
     let first_sync =

@@ -350,6 +350,11 @@ pub struct NewReview {
     pub left: Option<Value>,
     /// The right value; `None` when the record is absent on the right.
     pub right: Option<Value>,
+    /// When the left record last changed, as its connector reported it; `None` when it gives
+    /// no modification time or the record is absent.
+    pub left_changed: Option<Timestamp>,
+    /// When the right record last changed, as `left_changed`.
+    pub right_changed: Option<Timestamp>,
     /// A sentence for the person.
     pub reason: String,
 }

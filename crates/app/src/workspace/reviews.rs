@@ -30,6 +30,11 @@ pub struct ReviewView {
     pub left: Option<Value>,
     /// The right value; `None` when the record is absent on the right.
     pub right: Option<Value>,
+    /// When the left record last changed, as its connector reported it; `None` when it gives
+    /// no modification time or the record is absent.
+    pub left_changed: Option<Timestamp>,
+    /// When the right record last changed, as `left_changed`.
+    pub right_changed: Option<Timestamp>,
     /// A sentence for the person.
     pub reason: String,
     /// The person's decision, once resolved.
@@ -54,6 +59,8 @@ impl From<Review> for ReviewView {
             base: review.review.base,
             left: review.review.left,
             right: review.review.right,
+            left_changed: review.review.left_changed,
+            right_changed: review.review.right_changed,
             reason: review.review.reason,
             decision: review.decision,
             run_id: review.run_id,

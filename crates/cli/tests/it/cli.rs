@@ -99,6 +99,13 @@ fn review_holds_both_sides_until_a_person_decides() {
 
     let reviews = json(&fieldsync(dir.path(), &["conflicts", "list", "--json"]));
     let id = reviews[0]["id"].as_i64().unwrap().to_string();
+    // Each side's value with when that side changed it (the rows' modification times).
+    let shown = fieldsync(dir.path(), &["conflicts", "show", &id]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    let left_changed = query(&left, "SELECT updated_at FROM members WHERE id = 'M001'");
+    let right_changed = query(&right, "SELECT modified FROM people WHERE number = 'M001'");
+    assert!(shown.contains(&format!("\"left@club.nl\"  (changed {left_changed} UTC)")), "{shown}");
+    assert!(shown.contains(&format!("\"right@club.nl\"  (changed {right_changed} UTC)")), "{shown}");
     let resolve = fieldsync(dir.path(), &["conflicts", "resolve", &id, "--value", "Decided@Club.nl"]);
     assert!(resolve.status.success(), "{}", String::from_utf8_lossy(&resolve.stderr));
     let (code, report) = run(dir.path());

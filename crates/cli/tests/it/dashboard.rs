@@ -1,5 +1,6 @@
 //! The dashboard of `fieldsync serve` in a real headless Chromium (chromedriver, `fantoccini`):
-//! an operator logs in, sees a link with an open review, decides it in the page, runs the link
+//! an operator logs in, sees a link with open reviews (a conflict, with each side's change time,
+//! and a delete against an edit, showing the record), decides the conflict in the page, runs the link
 //! from the page and finds the decision applied on its run's page and on the other side; a
 //! `read` token sees no buttons, no values, and its forged POST gets 403; a POST without the
 //! CSRF token is refused; the chart has a bar a day. Screenshots of every page go to
@@ -117,7 +118,7 @@ async fn an_operator_decides_a_review_and_runs_the_link_in_the_page_and_a_reader
     if !browser_available() {
         return;
     }
-    let (dir, left, right) = setup("conflicts = { strategy = \"review\" }", 6);
+    let (dir, left, right) = setup("conflicts = { strategy = \"review\" }", 12);
     let cli = fieldsync(dir.path());
     assert_eq!(cli.run("first sync", &["run", "--json"]).report()["stats"]["writes_done"], json!(0));
     // Both sides change M001's address: a conflict held for review. M004's new address the
@@ -131,8 +132,11 @@ async fn an_operator_decides_a_review_and_runs_the_link_in_the_page_and_a_reader
         "UPDATE people SET mail = 'right.choice@club.nl', modified = datetime('now') WHERE number = 'M001'",
     );
     exec(&left, "UPDATE members SET email = 'no-at-sign', updated_at = datetime('now') WHERE id = 'M004'");
-    let held = cli.run("the conflict", &["run", "--json"]).report();
-    assert_eq!(held["stats"]["reviews_open"], json!(1), "{held:#}");
+    // M002 is deleted on the left and its phone changed on the right: a delete held for review.
+    exec(&left, "DELETE FROM members WHERE id = 'M002'");
+    exec(&right, "UPDATE people SET phone = '0699999999', modified = datetime('now') WHERE number = 'M002'");
+    let held = cli.run("the conflict and the delete", &["run", "--full", "--json"]).report();
+    assert_eq!(held["stats"]["reviews_open"], json!(2), "{held:#}");
 
     let service = Service::start(dir.path());
     let browser = Browser::start(&BrowserOptions { window_size: (1280, 1000), ..BrowserOptions::default() })
@@ -145,7 +149,7 @@ async fn an_operator_decides_a_review_and_runs_the_link_in_the_page_and_a_reader
     pages.open("/reviews", "form.login").await;
     pages.screenshot("login").await;
     pages.log_in(OPERATE_TOKEN).await;
-    assert_eq!(pages.text("section.link[data-link=members] a.reviews").await, "1 open");
+    assert_eq!(pages.text("section.link[data-link=members] a.reviews").await, "2 open");
     // The chart: four series, a bar for each of the last 30 days; today's reviews held count
     // the conflict.
     assert_eq!(pages.count("svg.chart").await, 4);
@@ -161,9 +165,23 @@ async fn an_operator_decides_a_review_and_runs_the_link_in_the_page_and_a_reader
     // The queue shows the held conflict with both values; its page decides it.
     let queue = pages.open("/reviews", "table.reviews").await;
     assert!(queue.contains("left.choice@club.nl") && queue.contains("right.choice@club.nl"), "{queue}");
+    // Each present side's change time beside its value: both of the conflict's, the right
+    // side's of the delete (the left has no record).
+    assert_eq!(pages.count("table.reviews tr[data-key='M001'] small.changed").await, 2);
+    assert_eq!(pages.count("table.reviews tr[data-key='M002'] td.right small.changed").await, 1);
+    assert_eq!(pages.count("table.reviews tr[data-key='M002'] td.left small.changed").await, 0);
     pages.screenshot("reviews").await;
-    let review = pages.click("table.reviews a[href^='/reviews/']", "#keep-left").await;
+    // The delete shows the record the right side still holds, which a delete would remove.
+    let kept = pages.text("table.reviews tr[data-key='M002'] td.right").await;
+    assert!(kept.contains("email: member2@club.nl · mobile: 0699999999"), "{kept}");
+    let review = pages.click("table.reviews tr[data-key='M001'] a[href^='/reviews/']", "#keep-left").await;
     assert!(review.contains("conflict: both sides changed it and the strategy is review"), "{review}");
+    // Beside each side's value, when that side changed it (the rows' modification times).
+    let left_changed = query(&left, "SELECT updated_at FROM members WHERE id = 'M001'");
+    let right_changed = query(&right, "SELECT modified FROM people WHERE number = 'M001'");
+    let (left_value, right_value) = (pages.text("dd.left").await, pages.text("dd.right").await);
+    assert!(left_value.contains(&format!("changed {left_changed} UTC")), "{left_value}");
+    assert!(right_value.contains(&format!("changed {right_changed} UTC")), "{right_value}");
     let review_path = client.current_url().await.unwrap().path().to_string();
     pages.type_into("#decided-value", "decided@club.nl").await;
     let decided = pages.click("#keep-value", "p.notice").await;

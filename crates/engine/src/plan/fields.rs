@@ -161,9 +161,7 @@ impl Planner<'_> {
             FieldOutcome::Settle { value, reason } => {
                 return self.settle_field(fields, merge, value, reason, plan, report);
             }
-            FieldOutcome::Hold { kind, reason } => {
-                self.hold_field(&fields.key, merge, kind, reason, plan, report)
-            }
+            FieldOutcome::Hold { kind, reason } => self.hold_field(fields, merge, kind, reason, plan, report),
         }
         None
     }
@@ -296,14 +294,14 @@ impl Planner<'_> {
     /// audited; nobody writes it.
     fn hold_field(
         &self,
-        key: &RecordKey,
+        fields: &Fields<'_>,
         merge: &FieldMerge<'_>,
         kind: ReviewKind,
         reason: String,
         plan: &mut RecordPlan,
         report: &mut RunReport,
     ) {
-        let input = merge.input;
+        let (key, input) = (&fields.key, merge.input);
         report.stats.reviews_open += 1;
         let unchanged_review = merge.review.is_some_and(|review| {
             review.decision.is_none()
@@ -319,6 +317,8 @@ impl Planner<'_> {
                 base: input.base.cloned(),
                 left: Some(input.left.clone()),
                 right: Some(input.right.clone()),
+                left_changed: fields.records.left.modified,
+                right_changed: fields.records.right.modified,
                 reason: reason.clone(),
             }));
         }

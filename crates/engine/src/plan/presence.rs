@@ -253,8 +253,9 @@ impl Planner<'_> {
         plan.audit.push(self.audit(&plan.key, None, AuditEvent::Deleted, reason));
     }
 
-    /// The record is held for a person (a delete against an edit): a delete review opened,
-    /// unless an undecided one already stands.
+    /// The record is held for a person (a delete against an edit): a delete review opened, or
+    /// refreshed when the present record changed since it was; an undecided one showing the same
+    /// record stands as it is.
     fn hold_record(
         &self,
         plan: &mut RecordPlan,
@@ -265,22 +266,55 @@ impl Planner<'_> {
     ) {
         let key = plan.key.clone();
         report.stats.reviews_open += 1;
-        let unchanged_review = record_review.is_some_and(|review| review.decision.is_none());
+        let record = |side: Side| match presence.get(side) {
+            Presence::Present(record) => Some(record),
+            Presence::Absent | Presence::Unknown => None,
+        };
+        let [left, right] = Side::BOTH.map(|side| record(side).map(|record| self.record_text(record)));
+        // Unchanged while undecided and the present record still holds what it showed.
+        let unchanged_review = record_review.is_some_and(|review| {
+            review.decision.is_none() && review.review.left == left && review.review.right == right
+        });
         if !unchanged_review {
-            let marker = |side: Side| {
-                matches!(presence.get(side), Presence::Present(_)).then(|| Value::from("(record present)"))
-            };
             plan.reviews.push(ReviewChange::Put(NewReview {
                 key: key.clone(),
                 field: None,
                 kind: ReviewKind::Delete,
                 base: None,
-                left: marker(Side::Left),
-                right: marker(Side::Right),
+                left,
+                right,
+                left_changed: record(Side::Left).and_then(|record| record.modified),
+                right_changed: record(Side::Right).and_then(|record| record.modified),
                 reason: reason.clone(),
             }));
             plan.audit.push(self.audit(&key, None, AuditEvent::Review, reason.clone()));
         }
         report.push_line(|| line(&key, Action::Review, None, &reason));
+    }
+
+    /// A present record as one text for a delete review: each tracked field's normalised value
+    /// as `name: value`, in field order, joined by ` · `; empty values left out, a value that
+    /// cannot be normalised shown as read.
+    fn record_text(&self, record: &SideRecord) -> Value {
+        let parts: Vec<String> = self
+            .spec
+            .fields
+            .iter()
+            .zip(record.values.iter().zip(&record.raw))
+            .filter_map(|(field, (value, raw))| {
+                let shown = match value {
+                    Ok(Value::Null) => return None,
+                    Ok(Value::Text(text)) => text.to_string(),
+                    Ok(value) => value.to_string(),
+                    Err(_) => raw.to_string(),
+                };
+                Some(format!("{}: {shown}", field.name))
+            })
+            .collect();
+        if parts.is_empty() {
+            Value::from("(every field empty)")
+        } else {
+            Value::from(parts.join(" · ").as_str())
+        }
     }
 }

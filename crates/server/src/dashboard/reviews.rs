@@ -1,5 +1,6 @@
 //! The review queue: each conflict or delete held for a person, with the baseline, both sides'
-//! values and the rule that held it; decided one at a time (keep left, keep right, or a typed
+//! values with their change times (a delete's present side shows its record) and the rule that
+//! held it; decided one at a time (keep left, keep right, or a typed
 //! value) or many at once, the ones ticked or every open one a filter (link, field) selects.
 //! A decision is audited with the token's name; the review's page shows the run that applied it.
 
@@ -8,8 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use fieldsync_app::workspace::{
-    AuditEntry, AuditEvent, Resolution, ReviewDetail, ReviewStatus, ReviewView, RunId,
+    AuditEntry, AuditEvent, Resolution, ReviewDetail, ReviewStatus, ReviewView, RunId, Value,
 };
+use jiff::Timestamp;
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -124,7 +126,7 @@ pub(crate) async fn list(
                     tbody {
                         @for review in &reviews {
                             @let (left, right) = side_names(&api, &review.link);
-                            tr data-review=(review.id) {
+                            tr data-review=(review.id) data-key=(review.key.as_str()) {
                                 @if operator {
                                     td {
                                         @if review.status == ReviewStatus::Open { (tick("bulk", "review", review.id)) }
@@ -135,8 +137,14 @@ pub(crate) async fn list(
                                 td { (review.key.as_str()) }
                                 td { (review.field.as_deref().unwrap_or("(whole record)")) }
                                 td { (value(&session, review.base.as_ref())) }
-                                td { small.side { (left) } " " (value(&session, review.left.as_ref())) }
-                                td { small.side { (right) } " " (value(&session, review.right.as_ref())) }
+                                td.left {
+                                    small.side { (left) } " " (value(&session, review.left.as_ref()))
+                                    (changed(review.left.as_ref(), review.left_changed))
+                                }
+                                td.right {
+                                    small.side { (right) } " " (value(&session, review.right.as_ref()))
+                                    (changed(review.right.as_ref(), review.right_changed))
+                                }
                                 td { (review.reason) }
                                 td { span class={ "status " (review.status) } { (review.status) } }
                             }
@@ -171,8 +179,12 @@ pub(crate) async fn show(
                 @if let Some(run) = review.run_id { " by run " a href=(format!("/runs/{run}")) { "#" (run) } }
             }
             dt { "Baseline" } dd.base { (value(&session, review.base.as_ref())) }
-            dt { "Left: " (left) } dd.left { (value(&session, review.left.as_ref())) }
-            dt { "Right: " (right) } dd.right { (value(&session, review.right.as_ref())) }
+            dt { "Left: " (left) } dd.left {
+                (value(&session, review.left.as_ref())) (changed(review.left.as_ref(), review.left_changed))
+            }
+            dt { "Right: " (right) } dd.right {
+                (value(&session, review.right.as_ref())) (changed(review.right.as_ref(), review.right_changed))
+            }
             dt { "Status" } dd { span #status class={ "status " (review.status) } { (review.status) } }
             @if let Some(decision) = &review.decision {
                 dt { "Decision" } dd.decision { (decision_text(&session, decision, &left, &right)) }
@@ -207,6 +219,15 @@ pub(crate) async fn show(
         (super::runs::audit_table(&session, &audit, true))
     };
     Ok(page(&session, &format!("Review #{id}"), body).into_response())
+}
+
+/// When a side's value changed, as its connector reported it; nothing for an absent side.
+fn changed(value: Option<&Value>, at: Option<Timestamp>) -> Markup {
+    match (value, at) {
+        (None, _) => html! {},
+        (Some(_), Some(at)) => html! { " " small.changed { "changed " (time(at)) } },
+        (Some(_), None) => html! { " " small.changed { "(no change time reported)" } },
+    }
 }
 
 /// The first run after the review's last decision that audited its field: the run that
