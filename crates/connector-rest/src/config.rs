@@ -1410,7 +1410,10 @@ mod tests {
             ),
             (serde_json::json!({ "revision": { "path": "/_rev", "send": "body" } }), "unknown field `send`"),
             (serde_json::json!({ "create": { "id": "/a[b" } }), "`create.id`"),
-            (serde_json::json!({ "feed": {}, "key_param": "email" }), "`key_param`: a change feed read in full"),
+            (
+                serde_json::json!({ "feed": {}, "key_param": "email" }),
+                "`key_param`: a change feed read in full",
+            ),
         ] {
             let error = read(wrong.clone()).err().unwrap_or_default();
             assert!(error.contains(named), "{wrong}: {error}");
