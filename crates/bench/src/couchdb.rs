@@ -468,9 +468,8 @@ impl<'a> Bench<'a> {
             .with_context(|| format!("fieldsync run ({step})"))?;
         let busy = meter.cores()?;
         let server_cpu_ms = self.server.cpu_ms()? - server_cpu;
-        let reports: Json = serde_json::from_slice(&stdout).with_context(|| {
-            format!("reading fieldsync's report: {}", String::from_utf8_lossy(&stdout))
-        })?;
+        let reports: Json = serde_json::from_slice(&stdout)
+            .with_context(|| format!("reading fieldsync's report: {}", String::from_utf8_lossy(&stdout)))?;
         let (mut read, mut writes) = ((0, 0), 0);
         for report in reports.as_array().into_iter().flatten() {
             let stats = &report["stats"];
