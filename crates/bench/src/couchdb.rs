@@ -192,6 +192,26 @@ impl Server {
         Ok(crate::postgres::process_figures(self.child.id())?.0)
     }
 
+    /// Waits until the server has been idle for half a second (at most a minute), so that what
+    /// it still does for the step before (LevelDB compacting what was written) is not counted
+    /// against the next step, whichever client it measures.
+    fn wait_idle(&self) -> Result<()> {
+        let started = Instant::now();
+        let mut before = self.cpu_ms()?;
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = self.cpu_ms()?;
+            if now - before <= 10.0 {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                eprintln!("pouchdb-server is still busy after a minute: measuring anyway");
+                return Ok(());
+            }
+            before = now;
+        }
+    }
+
     /// The server's peak resident memory so far, KiB.
     fn peak_kib(&self) -> Result<u64> {
         Ok(crate::postgres::process_figures(self.child.id())?.1)
@@ -460,6 +480,7 @@ impl<'a> Bench<'a> {
     /// `fieldsync run` in `work` under `fieldsync-bench measure`, its log in `fieldsync-STEP.log`.
     fn fieldsync(&self, work: &Path, step: &str) -> Result<Measured> {
         let load = self.settings.quiet.wait()?;
+        self.server.wait_idle()?;
         let server_cpu = self.server.cpu_ms()?;
         let meter = CpuMeter::start()?;
         let args: Vec<String> = ["run", "--json", "-c", "fieldsync.toml"].map(String::from).into();
@@ -541,6 +562,7 @@ impl<'a> Bench<'a> {
     /// start and the opening of the local database before the clock), its CPU meanwhile.
     fn replicate(&self, local: &Path, database: &str, step: &str) -> Result<Measured> {
         let load = self.settings.quiet.wait()?;
+        self.server.wait_idle()?;
         let server_cpu = self.server.cpu_ms()?;
         let meter = CpuMeter::start()?;
         let url = format!("{}/{database}", self.couch.base);
