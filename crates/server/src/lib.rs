@@ -114,10 +114,7 @@ impl Server {
             let router = routes.read().unwrap_or_else(PoisonError::into_inner).clone();
             router.oneshot(request)
         }));
-        let served = tokio::spawn(
-            axum::serve(listener, front).with_graceful_shutdown(stop.clone().cancelled_owned()).into_future(),
-        );
-        tracing::info!(%address, "serving");
+        let (mut listener, mut front, mut served) = (Some(listener), Some(front), None);
         // The dashboard's sessions outlive a reload; each request checks its token again.
         let sessions = Arc::new(dashboard::Sessions::default());
         loop {
@@ -129,6 +126,16 @@ impl Server {
             let feeds = feeds::start(&config, workspace.clone(), Arc::clone(&links), running.clone());
             *current.write().unwrap_or_else(PoisonError::into_inner) =
                 api::router(Arc::clone(&config), Arc::clone(&links), workspace, Arc::clone(&sessions));
+            // Connections are taken only once the first configuration's router is in place
+            // (until then they wait in the listener's backlog): a request right after the
+            // start meets the links, never an empty router's 404.
+            if let (Some(listener), Some(front)) = (listener.take(), front.take()) {
+                let shutdown = stop.clone().cancelled_owned();
+                served = Some(tokio::spawn(
+                    axum::serve(listener, front).with_graceful_shutdown(shutdown).into_future(),
+                ));
+                tracing::info!(%address, "serving");
+            }
             let next = loop {
                 tokio::select! {
                     () = stop.cancelled() => break None,
@@ -151,9 +158,12 @@ impl Server {
             (config, mailer) = (Arc::new(next_config), next_mailer);
             tracing::info!("the configuration was reloaded");
         }
-        match served.await {
-            Ok(result) => result.map_err(ServeError::Http),
-            Err(error) => Err(ServeError::Http(std::io::Error::other(error))),
+        match served {
+            Some(served) => match served.await {
+                Ok(result) => result.map_err(ServeError::Http),
+                Err(error) => Err(ServeError::Http(std::io::Error::other(error))),
+            },
+            None => Ok(()),
         }
     }
 }
