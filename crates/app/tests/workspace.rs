@@ -182,9 +182,9 @@ fn a_conflict_is_held_listed_a_page_at_a_time_and_decided() {
     run_every_link(&mut workspace);
     assert!(!workspace.status().unwrap()[0].in_step);
 
-    let first = workspace.reviews(false, None, 1).unwrap();
+    let first = workspace.reviews(None, false, None, 1).unwrap();
     assert_eq!((first.items.len(), first.more), (1, 1));
-    let rest = workspace.reviews(false, first.next_before, 0).unwrap();
+    let rest = workspace.reviews(None, false, first.next_before, 0).unwrap();
     assert_eq!((rest.items.len(), rest.more, rest.next_before), (1, 0, None));
     let review = &first.items[0];
     assert_eq!((review.field.as_deref(), review.status), (Some("email"), ReviewStatus::Open));
@@ -262,7 +262,7 @@ fn the_offline_use_cases_need_no_connector_secrets() {
     assert!(matches!(Workspace::open(&club.config()), Err(WorkspaceError::Config(_))));
     let mut workspace = Workspace::open_offline(&club.config()).unwrap();
     assert_eq!(workspace.status().unwrap()[0].last_run, None);
-    assert!(workspace.reviews(true, None, 0).unwrap().items.is_empty());
+    assert!(workspace.reviews(None, true, None, 0).unwrap().items.is_empty());
     assert!(workspace.outbox(None, None, 0).unwrap().items.is_empty());
     assert!(workspace.runs(None, 0).unwrap().items.is_empty());
 }
@@ -331,7 +331,7 @@ fn the_returned_types_serialise_to_the_keys_the_command_line_has_always_printed(
     let status = serde_json::to_value(&workspace.status().unwrap()[0]).unwrap();
     assert_eq!(keys(status.clone()), ["in_step", "last_run", "link", "outbox", "records", "reviews"]);
     assert_eq!((status["outbox"]["dead"].as_u64(), status["reviews"]["open"].as_u64()), (Some(1), Some(1)));
-    let review = serde_json::to_value(&workspace.reviews(false, None, 0).unwrap().items[0]).unwrap();
+    let review = serde_json::to_value(&workspace.reviews(None, false, None, 0).unwrap().items[0]).unwrap();
     assert_eq!(
         keys(review).join(" "),
         "base created_at decision field id key kind left left_changed link reason right right_changed run_id status \

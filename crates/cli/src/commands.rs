@@ -124,7 +124,7 @@ pub fn conflicts(config: &Path, command: Option<ConflictsCommand>, json: bool) -
     let workspace = &mut Workspace::open_offline(config)?;
     match command.unwrap_or(ConflictsCommand::List { all: false, limit: 100, before: None }) {
         ConflictsCommand::List { all, limit, before } => {
-            let page = workspace.reviews(all, before, limit)?;
+            let page = workspace.reviews(None, all, before, limit)?;
             show(page.items.as_slice(), json, render::reviews);
             more_note(&page, "reviews", json);
         }

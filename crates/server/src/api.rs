@@ -226,7 +226,7 @@ async fn list_reviews(
     State(api): State<Api>,
     Query(list): Query<ListRequest>,
 ) -> Result<Json<Page<ReviewView>>, ApiError> {
-    answer(&api, move |workspace| workspace.reviews(list.all, list.before, list.limit())).await
+    answer(&api, move |workspace| workspace.reviews(None, list.all, list.before, list.limit())).await
 }
 
 async fn show_review(State(api): State<Api>, Path(id): Path<i64>) -> Result<Json<ReviewDetail>, ApiError> {

@@ -98,19 +98,21 @@ pub struct Resolved {
 }
 
 impl Workspace {
-    /// A page of reviews, newest first: open ones, or with `all` every one; `limit` 0 for all.
+    /// A page of reviews, newest first: of one link or of all, open ones or with `all` every
+    /// one; `limit` 0 for all.
     ///
     /// # Errors
     ///
     /// When the state store cannot be opened or read.
     pub fn reviews(
         &mut self,
+        link: Option<&str>,
         all: bool,
         before: Option<i64>,
         limit: usize,
     ) -> Result<Page<ReviewView>, WorkspaceError> {
         let status = if all { None } else { Some(ReviewStatus::Open) };
-        let page = self.store()?.reviews_page(ListQuery { link: None, status, before, limit })?;
+        let page = self.store()?.reviews_page(ListQuery { link, status, before, limit })?;
         Ok(Page::new(page.rows.into_iter().map(ReviewView::from).collect(), page.more, |review| review.id))
     }
 

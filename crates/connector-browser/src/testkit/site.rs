@@ -1423,16 +1423,17 @@ fn path_and_query(uri: &Uri) -> String {
     uri.path_and_query().map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned())
 }
 
-/// The value of the `session` cookie, when one was sent.
+/// The value of the `session` cookie, when one was sent (parsed by the `cookie` crate, as
+/// fantoccini hands it out).
 fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == "session")
-        .map(|(_, value)| value.to_owned())
+        .flat_map(fantoccini::cookies::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|cookie| cookie.name() == "session")
+        .map(|cookie| cookie.value().to_owned())
 }
 
 /// The last value of a parameter (a form or a query).

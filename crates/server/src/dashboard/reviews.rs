@@ -43,17 +43,20 @@ impl Filter {
     fn field(&self) -> Option<&str> {
         self.field.as_deref().filter(|field| !field.is_empty())
     }
-
-    fn matches(&self, review: &ReviewView) -> bool {
-        self.link().is_none_or(|link| review.link == link)
-            && self.field().is_none_or(|field| review.field.as_deref() == Some(field))
-    }
 }
 
-/// The reviews `filter` selects, newest first; open ones unless `every`.
+/// The reviews `filter` selects, newest first; open ones unless `every`. The store selects the
+/// link's; the field is picked from those.
 async fn matching(api: &Api, filter: &Filter, every: bool) -> Result<Vec<ReviewView>, DashboardError> {
-    let page = api.workspace.call(move |workspace| workspace.reviews(every, None, LIMIT)).await?;
-    Ok(page.items.into_iter().filter(|review| filter.matches(review)).collect())
+    let link = filter.link().map(str::to_string);
+    let page =
+        api.workspace.call(move |workspace| workspace.reviews(link.as_deref(), every, None, LIMIT)).await?;
+    let field = filter.field();
+    Ok(page
+        .items
+        .into_iter()
+        .filter(|review| field.is_none_or(|field| review.field.as_deref() == Some(field)))
+        .collect())
 }
 
 /// The connector names of a review's sides, `left` and `right` when its link is gone.

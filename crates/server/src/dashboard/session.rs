@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use cookie::{Cookie, SameSite};
 use maud::{Markup, html};
 use ring::rand::SecureRandom as _;
 
@@ -125,15 +126,15 @@ fn random_token() -> Result<String, DashboardError> {
 }
 
 /// The value of the cookie `name` the request sent, if any.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|cookie| cookie.name() == name)
+        .map(|cookie| cookie.value().to_string())
 }
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, and Secure when the request came over
@@ -143,15 +144,16 @@ fn set_cookie(request: &HeaderMap, name: &str, value: &str, path: &str, max_age:
         .get("x-forwarded-proto")
         .and_then(|value| value.to_str().ok())
         .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
-    let mut text = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict");
+    let mut cookie = Cookie::build((name.to_string(), value.to_string()))
+        .path(path.to_string())
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(secure);
     if let Some(max_age) = max_age {
-        text.push_str(&format!("; Max-Age={max_age}"));
-    }
-    if secure {
-        text.push_str("; Secure");
+        cookie = cookie.max_age(cookie::time::Duration::seconds(i64::try_from(max_age).unwrap_or(i64::MAX)));
     }
     // The value is base64 and the rest fixed text: always a valid header.
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::from_str(&cookie.build().to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Lets a request through to the dashboard's pages when it carries a live session: a page
@@ -159,7 +161,8 @@ fn set_cookie(request: &HeaderMap, name: &str, value: &str, path: &str, max_age:
 /// logging out) and carry the session's CSRF token; its form reaches the handler as
 /// `FormPairs`. Acts are logged with the token's name.
 pub(crate) async fn guard(State(api): State<Api>, request: Request, next: Next) -> Response {
-    let session = cookie(request.headers(), SESSION_COOKIE).and_then(|id| api.sessions.find(id, &api.config));
+    let session =
+        cookie(request.headers(), SESSION_COOKIE).and_then(|id| api.sessions.find(&id, &api.config));
     let Some(session) = session else {
         if !access::acts(request.method()) {
             return see_other("/login");
@@ -194,7 +197,7 @@ pub(crate) async fn guard(State(api): State<Api>, request: Request, next: Next) 
 /// straight to the links.
 pub(crate) async fn login_form(State(api): State<Api>, request: Request) -> Response {
     let headers = request.headers();
-    if cookie(headers, SESSION_COOKIE).and_then(|id| api.sessions.find(id, &api.config)).is_some() {
+    if cookie(headers, SESSION_COOKIE).and_then(|id| api.sessions.find(&id, &api.config)).is_some() {
         return see_other("/");
     }
     login_page(headers, StatusCode::OK, None)
@@ -230,8 +233,8 @@ pub(crate) async fn login(State(api): State<Api>, request: Request) -> Response 
         Err(error) => return error.into_response(),
     };
     let pairs = form_pairs(&bytes);
-    let expected = cookie(&parts.headers, LOGIN_COOKIE).unwrap_or("");
-    if !same_secret(form_value(&pairs, CSRF_FIELD).unwrap_or(""), expected) {
+    let expected = cookie(&parts.headers, LOGIN_COOKIE).unwrap_or_default();
+    if !same_secret(form_value(&pairs, CSRF_FIELD).unwrap_or(""), &expected) {
         let message = "the login form expired: load it again and retry";
         return login_page(&parts.headers, StatusCode::FORBIDDEN, Some(message));
     }
@@ -261,4 +264,49 @@ pub(crate) async fn logout(
     let mut response = see_other("/login");
     response.headers_mut().append(header::SET_COOKIE, set_cookie(&headers, SESSION_COOKIE, "", "/", Some(0)));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    fn attributes(value: &HeaderValue) -> Vec<String> {
+        value.to_str().unwrap().split(';').map(|part| part.trim().to_ascii_lowercase()).collect()
+    }
+
+    #[test]
+    fn session_cookies_are_http_only_strict_and_secure_behind_tls() {
+        let plain = attributes(&set_cookie(&HeaderMap::new(), SESSION_COOKIE, "abc", "/", None));
+        assert_eq!(plain[0], "fieldsync_session=abc");
+        for wanted in ["httponly", "samesite=strict", "path=/"] {
+            assert!(plain.iter().any(|part| part == wanted), "{wanted} in {plain:?}");
+        }
+        assert!(!plain.iter().any(|part| part == "secure"), "no Secure over plain HTTP: {plain:?}");
+        assert!(!plain.iter().any(|part| part.starts_with("max-age")), "a session cookie: {plain:?}");
+
+        let behind_tls = headers(&[("x-forwarded-proto", "HTTPS")]);
+        let secure = attributes(&set_cookie(&behind_tls, SESSION_COOKIE, "abc", "/", None));
+        assert!(secure.iter().any(|part| part == "secure"), "{secure:?}");
+
+        let removed = attributes(&set_cookie(&HeaderMap::new(), LOGIN_COOKIE, "", "/login", Some(0)));
+        assert!(removed.iter().any(|part| part == "max-age=0"), "{removed:?}");
+        assert!(removed.iter().any(|part| part == "path=/login"), "{removed:?}");
+    }
+
+    #[test]
+    fn a_cookie_is_found_by_name_among_others_and_across_headers() {
+        let sent =
+            headers(&[("cookie", "theme=dark; fieldsync_login=xyz"), ("cookie", "fieldsync_session=abc")]);
+        assert_eq!(cookie(&sent, SESSION_COOKIE).as_deref(), Some("abc"));
+        assert_eq!(cookie(&sent, LOGIN_COOKIE).as_deref(), Some("xyz"));
+        assert_eq!(cookie(&sent, "fieldsync"), None, "a name is matched whole");
+    }
 }
