@@ -4,11 +4,12 @@
 
 mod env;
 mod error;
+mod organisations;
 mod raw;
 mod service;
 mod validate;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,10 +19,12 @@ use fieldsync_model::Side;
 pub use crate::registry::{CONNECTOR_KINDS, ConnectorKind, StateLocation};
 pub use error::{ConfigError, Location, Problem};
 pub use fieldsync_connector::Secret;
+pub use organisations::{DEFAULT_REREAD, Organisation, OrganisationSource, Organisations};
 pub use service::{
     ApiToken, DEFAULT_LISTEN, DEFAULT_MAX_CONCURRENT_RUNS, Rate, ReportWhen, ReportsConfig, Role, Schedule,
     ServerConfig, Signature, SignatureEncoding, WebhookConfig,
 };
+pub(crate) use validate::instance_name;
 
 /// The overlap of a connector's incremental reads when its table does not say.
 pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(60);
@@ -45,6 +48,9 @@ pub struct Config {
     pub server: ServerConfig,
     /// The `[reports]` table: an e-mail after runs of `fieldsync serve`, if any.
     pub reports: Option<ReportsConfig>,
+    /// The `[organisations]` table with the list as read, and the names of the links that
+    /// run for each of them (`for_each`), if there is one.
+    pub organisations: Option<(Organisations, BTreeSet<String>)>,
 }
 
 impl Config {
@@ -90,6 +96,15 @@ pub struct LinkConfig {
     pub connectors: SidePair<String>,
     /// When `fieldsync serve` runs it (`schedule` or `every`); `None`: only when asked.
     pub schedule: Option<Schedule>,
+    /// The window its slots are spread over (`spread`; zero unless set): each link, and each
+    /// organisation's instance of one, runs at its own place in it.
+    pub spread: Duration,
+    /// This link's place in `spread`, the same in every process: its slots fall this long
+    /// after the schedule's.
+    pub slot_offset: Duration,
+    /// The organisation this instance of a `for_each` link runs for (its name in the
+    /// configuration is `LINK/ID`), if it is one.
+    pub organisation: Option<Organisation>,
 }
 
 /// The side of a link between the connectors `names` that `text` names: `left`, `right`, or
@@ -98,10 +113,15 @@ pub(crate) fn side_named(names: &SidePair<String>, text: &str) -> Option<Side> {
     match text {
         "left" => Some(Side::Left),
         "right" => Some(Side::Right),
-        name if name == names.left => Some(Side::Left),
-        name if name == names.right => Some(Side::Right),
+        name if name == names.left || Some(name) == definition(&names.left) => Some(Side::Left),
+        name if name == names.right || Some(name) == definition(&names.right) => Some(Side::Right),
         _ => None,
     }
+}
+
+/// The name of the connector or link an organisation's instance `NAME/ID` was made from.
+fn definition(instance: &str) -> Option<&str> {
+    instance.split_once('/').map(|(name, _)| name)
 }
 
 /// Reads and validates the configuration file at `path`. Reading the file is the only I/O;

@@ -70,12 +70,14 @@ pub struct Workspace {
     /// At most this many runs at once across every process sharing the state store, for a
     /// service's runs (`Workspace::serving`); none for the command line's.
     max_running: Option<usize>,
+    /// The organisation the use cases are limited to (`Workspace::within`), if one.
+    organisation: Option<String>,
 }
 
 impl Workspace {
     /// A workspace over a configuration already loaded.
     pub fn new(config: Config) -> Self {
-        Self { config, store: None, cancel: CancellationToken::new(), max_running: None }
+        Self { config, store: None, cancel: CancellationToken::new(), max_running: None, organisation: None }
     }
 
     /// A workspace for a service's runs: `cancel` cancels them (a service gives every
@@ -84,7 +86,7 @@ impl Workspace {
     /// store (else it fails with `StoreError::AtCapacity`, before it reads anything).
     pub fn serving(config: Config, cancel: CancellationToken) -> Self {
         let max_running = Some(config.server.max_concurrent_runs);
-        Self { config, store: None, cancel, max_running }
+        Self { config, store: None, cancel, max_running, organisation: None }
     }
 
     /// Loads and validates the configuration at `path` (`crate::load`), for every use case.
@@ -110,6 +112,65 @@ impl Workspace {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// This workspace limited to one organisation's links (`--org`, `?org=`, a token limited
+    /// to one): it runs, lists and acts on those only, also for an organisation no longer in
+    /// the list whose history the state store keeps; a row of another's is refused
+    /// (`OtherOrganisation`). `None` leaves it as it is.
+    ///
+    /// # Errors
+    ///
+    /// `NoOrganisations` when the configuration has no `[organisations]`.
+    pub fn within(mut self, organisation: Option<&str>) -> Result<Self, WorkspaceError> {
+        self.limit_to(organisation)?;
+        Ok(self)
+    }
+
+    /// Limits the use cases to `organisation`'s links from now on, or lifts the limit with
+    /// `None` (for a workspace that serves requests of several callers, each its own).
+    ///
+    /// # Errors
+    ///
+    /// `NoOrganisations` when the configuration has no `[organisations]`.
+    pub fn limit_to(&mut self, organisation: Option<&str>) -> Result<(), WorkspaceError> {
+        if organisation.is_some() && self.config.organisations.is_none() {
+            return Err(WorkspaceError::NoOrganisations);
+        }
+        self.organisation = organisation.map(str::to_string);
+        Ok(())
+    }
+
+    /// Whether the link `link` is one the use cases may show and act on.
+    fn shows(&self, link: &crate::LinkConfig) -> bool {
+        self.organisation
+            .as_ref()
+            .is_none_or(|organisation| link.organisation.as_ref().is_some_and(|org| org.id == *organisation))
+    }
+
+    /// The links whose rows the use cases may show, when limited to an organisation: its
+    /// instance of every `for_each` link.
+    fn scope(&self) -> Option<Vec<String>> {
+        let organisation = self.organisation.as_ref()?;
+        let for_each = self.config.organisations.as_ref().map(|(_, for_each)| for_each.iter());
+        Some(
+            for_each
+                .into_iter()
+                .flatten()
+                .map(|link| crate::config::instance_name(link, organisation))
+                .collect(),
+        )
+    }
+
+    /// Refuses row `id` (`what`) of `link` when this workspace is limited to another
+    /// organisation.
+    fn in_scope(&self, link: &str, what: &'static str, id: i64) -> Result<(), WorkspaceError> {
+        match (self.scope(), &self.organisation) {
+            (Some(links), Some(organisation)) if !links.iter().any(|own| own == link) => {
+                Err(WorkspaceError::OtherOrganisation { what, id, organisation: organisation.clone() })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The state store, opened on first use.

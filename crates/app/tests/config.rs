@@ -199,7 +199,7 @@ fn an_unknown_top_level_key_is_reported_at_its_line() {
     check_error(
         &format!("stat = \"x\"\n{EXAMPLE}"),
         expect![[r#"
-            conf/fieldsync.toml:1:1: unknown field `stat`, expected one of `state`, `connectors`, `links`, `server`, `reports`
+            conf/fieldsync.toml:1:1: unknown field `stat`, expected one of `state`, `connectors`, `links`, `server`, `reports`, `organisations`
               |
             1 | stat = "x"
               | ^^^^
@@ -854,4 +854,145 @@ fn a_fields_spellings_and_invalid_choice_reach_its_normalisers() {
             line(&text, "invalid")
         )
     );
+}
+
+/// A federation's link for each club of `clubs.csv`: each club's own SQLite file, the
+/// federation's shared one, and a webhook secret per club.
+const FOR_EACH: &str = r#"
+[organisations]
+from = "clubs.csv"
+every = "10m"
+
+[connectors.club]
+kind = "sqlite"
+path = "clubs/${org.id}.db"
+table = "members"
+key = "relatienummer"
+webhook = { secret = "${CLUB_${org.id}_SECRET}", signature = { header = "X-Club-Signature", encoding = "hex" } }
+
+[connectors.federation]
+kind = "sqlite"
+path = "federation.db"
+table = "members"
+key = "relatienummer"
+
+[links.members]
+for_each = "organisations"
+left = "club"
+right = "federation"
+key = { left = "relatienummer", right = "relatienummer" }
+schedule = "0 2 * * *"
+spread = "3h"
+
+[[links.members.fields]]
+name = "email"
+type = "email"
+left = "email"
+right = "email"
+"#;
+
+/// `text` parsed as `fieldsync.toml` in a directory holding `clubs.csv` with `clubs`.
+fn parse_for_each(
+    text: &str,
+    clubs: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("clubs.csv"), clubs).unwrap();
+    let parsed = parse_with_env(text, &dir.path().join("fieldsync.toml"), env);
+    // Errors name the file by its path; the directory is gone once read.
+    parsed.map_err(|error| {
+        let shown = error.to_string().replace(&dir.path().display().to_string(), "DIR");
+        ConfigError::Read { path: shown.into(), source: std::io::Error::other("") }
+    })
+}
+
+fn club_secrets(name: &str) -> Option<String> {
+    name.strip_prefix("CLUB_")
+        .and_then(|rest| rest.strip_suffix("_SECRET"))
+        .map(|club| format!("{club}-signs-with-this-secret"))
+}
+
+#[test]
+fn a_link_for_each_organisation_runs_once_per_organisation_with_its_own_settings() {
+    let clubs = "id,name,contact\nhcu,HC Utrecht,secretaris@hcu.example\nzvv,ZVV De Zwaluw,\n";
+    let config = parse_for_each(FOR_EACH, clubs, &club_secrets).unwrap();
+    let links: Vec<&str> = config.links.keys().map(String::as_str).collect();
+    assert_eq!(links, ["members/hcu", "members/zvv"]);
+    let hcu = &config.links["members/hcu"];
+    assert_eq!(hcu.spec.name.as_str(), "members/hcu");
+    assert_eq!((hcu.connectors.left.as_str(), hcu.connectors.right.as_str()), ("club/hcu", "federation"));
+    assert_eq!(hcu.organisation.as_ref().unwrap().variable("contact"), Some("secretaris@hcu.example"));
+    assert!(config.connectors["club/hcu"].kind.file().unwrap().ends_with("clubs/hcu.db"));
+    assert!(config.connectors["club/zvv"].kind.file().unwrap().ends_with("clubs/zvv.db"));
+    assert!(!config.connectors.contains_key("club"), "the definition is no connector of its own");
+    // Each club's webhook route has its own secret.
+    let (_, connector, webhook) = config.webhook_of("members/zvv", "club").unwrap();
+    assert_eq!((connector, webhook.secret.expose()), ("club/zvv", "zvv-signs-with-this-secret"));
+    // Slots spread over the three hours, each club at its own place, the same on every load.
+    let offsets: Vec<_> = ["members/hcu", "members/zvv"].map(|link| config.links[link].slot_offset).into();
+    assert!(offsets.iter().all(|offset| *offset < std::time::Duration::from_secs(3 * 3600)));
+    assert_ne!(offsets[0], offsets[1]);
+    let again = parse_for_each(FOR_EACH, clubs, &club_secrets).unwrap();
+    assert_eq!(again.links["members/hcu"].slot_offset, offsets[0]);
+    let (organisations, for_each) = config.organisations.as_ref().unwrap();
+    assert_eq!(organisations.every, std::time::Duration::from_secs(600));
+    assert_eq!(organisations.list.len(), 2);
+    assert!(for_each.contains("members"));
+}
+
+#[test]
+fn a_mistake_of_one_organisation_names_it_and_one_of_the_link_is_said_once() {
+    let clubs = "id,name\nhcu,HC Utrecht\nzvv,ZVV De Zwaluw\nmhc,MHC Amersfoort\n";
+    let only_hcu = |name: &str| (name == "CLUB_hcu_SECRET").then(|| "hcu-signs-with-this-secret".to_string());
+    let error = parse_for_each(FOR_EACH, clubs, &only_hcu).unwrap_err().to_string();
+    assert!(
+        error.contains("organisation zvv: environment variable CLUB_zvv_SECRET is not set (used in connectors.club.webhook)"),
+        "{error}"
+    );
+    assert!(error.contains("organisation mhc: environment variable CLUB_mhc_SECRET"), "{error}");
+    assert!(!error.contains("hcu-signs-with"), "{error}");
+
+    let wrong_field = FOR_EACH.replace("type = \"email\"", "type = \"mail\"");
+    let error = parse_for_each(&wrong_field, clubs, &club_secrets).unwrap_err().to_string();
+    assert_eq!(error.matches("unknown field type").count(), 1, "{error}");
+    assert!(error.contains("organisation hcu and 2 more: "), "{error}");
+
+    let error = parse_for_each(FOR_EACH, "id\nhcu\nhcu\n", &club_secrets).unwrap_err().to_string();
+    assert!(
+        error.contains("organisations: DIR/clubs.csv line 3: organisation id \"hcu\" is listed twice"),
+        "{error}"
+    );
+
+    let without_list = FOR_EACH.replace("[organisations]\nfrom = \"clubs.csv\"\nevery = \"10m\"\n", "");
+    let error = parse_for_each(&without_list, clubs, &club_secrets).unwrap_err().to_string();
+    assert!(error.contains(":5:8: `${org.id}` is an organisation's variable"), "{error}");
+    assert!(error.contains("for_each = \"organisations\" needs an [organisations] table"), "{error}");
+
+    let not_for_each = FOR_EACH.replace("for_each = \"organisations\"\n", "");
+    let error = parse_for_each(&not_for_each, clubs, &club_secrets).unwrap_err().to_string();
+    assert!(error.contains("connector club uses `${org.…}`, known only in a link with for_each"), "{error}");
+
+    let long_spread = FOR_EACH.replace("spread = \"3h\"", "spread = \"25h\"");
+    let error = parse_for_each(&long_spread, clubs, &club_secrets).unwrap_err().to_string();
+    assert!(
+        error.contains("spread must be shorter than the time between two slots of the schedule (24h)"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_readme_example_of_many_organisations_is_valid() {
+    let block = readme_blocks("## Many organisations", "toml").remove(0);
+    let secrets = |name: &str| match name {
+        "FIELDSYNC_DB_PASSWORD" | "BOND_DB_PASSWORD" | "HCU_TOKEN" => {
+            Some("a-secret-of-sixteen-or-more".to_string())
+        }
+        other => club_secrets(&other.replace("_HOOK_SECRET", "_SECRET")),
+    };
+    let config = parse_for_each(&block, "id,name\nhcu,HC Utrecht\nzvv,ZVV De Zwaluw\n", &secrets).unwrap();
+    assert_eq!(config.links.keys().collect::<Vec<_>>(), ["members/hcu", "members/zvv"]);
+    assert_eq!(config.server.tokens[0].organisation.as_deref(), Some("hcu"));
+    let connector = &config.connectors["federation/zvv"];
+    assert!(format!("{:?}", connector.kind).contains("club_zvv"), "each club's own schema");
 }

@@ -11,10 +11,31 @@ use crate::output::{print_json, show};
 use crate::progress::RunPrinter;
 use crate::{ConflictsCommand, Exit, ExportFormat, Failure, HistoryCommand, OutboxCommand, RunArgs, render};
 
+/// The configuration a command works on, and the organisation it is limited to (`--org`).
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    /// The configuration file.
+    pub config: &'a Path,
+    /// The organisation, if one.
+    pub org: Option<&'a str>,
+}
+
+impl Target<'_> {
+    /// The workspace of every use case, limited to the organisation.
+    fn open(self) -> Result<Workspace, WorkspaceError> {
+        Workspace::open(self.config)?.within(self.org)
+    }
+
+    /// The workspace of the use cases that open no connector, limited to the organisation.
+    fn open_offline(self) -> Result<Workspace, WorkspaceError> {
+        Workspace::open_offline(self.config)?.within(self.org)
+    }
+}
+
 /// `fieldsync run`: runs the links once and prints each report (text as each ends, or JSON
 /// at the end).
-pub async fn run(config: &Path, run: RunArgs, force: bool, json: bool) -> Result<Exit, Failure> {
-    let mut workspace = Workspace::open(config)?;
+pub async fn run(target: Target<'_>, run: RunArgs, force: bool, json: bool) -> Result<Exit, Failure> {
+    let mut workspace = target.open()?;
     // Ctrl-C cancels the run: it stops between two commits and records itself as cancelled,
     // and fieldsync exits 130.
     let cancel = workspace.cancellation();
@@ -33,8 +54,8 @@ pub async fn run(config: &Path, run: RunArgs, force: bool, json: bool) -> Result
 }
 
 /// `fieldsync plan`: what a run would do, writing nothing.
-pub async fn plan(config: &Path, run: RunArgs, json: bool) -> Result<Exit, Failure> {
-    let mut workspace = Workspace::open(config)?;
+pub async fn plan(target: Target<'_>, run: RunArgs, json: bool) -> Result<Exit, Failure> {
+    let mut workspace = target.open()?;
     let runs = workspace.plan(&scope(run), &mut RunPrinter::new(json)).await?;
     if json {
         print_json(&runs.reports);
@@ -44,8 +65,13 @@ pub async fn plan(config: &Path, run: RunArgs, json: bool) -> Result<Exit, Failu
 
 /// `fieldsync serve`: binds the address of `[server]`, says where it listens, and serves until
 /// SIGTERM or SIGINT; SIGHUP reads the configuration again.
-pub async fn serve(config: &Path) -> Result<Exit, Failure> {
-    let config = fieldsync_app::load(config).map_err(Failure::usage)?;
+pub async fn serve(target: Target<'_>) -> Result<Exit, Failure> {
+    if let Some(org) = target.org {
+        return Err(Failure::usage(anyhow!(
+            "fieldsync serve runs every organisation's links; --org {org} limits the other commands"
+        )));
+    }
+    let config = fieldsync_app::load(target.config).map_err(Failure::usage)?;
     let server = fieldsync_server::Server::bind(config).await.context("starting the service")?;
     let address = server.local_addr().context("reading the address listened on")?;
     outln!("fieldsync serve: listening on http://{address}");
@@ -105,23 +131,23 @@ fn more_note<T>(page: &Page<T>, what: &str, json: bool) {
 }
 
 /// `fieldsync check`: every connector opened and asked what it can do.
-pub async fn check(path: &Path, json: bool) -> Result<Exit, Failure> {
-    let report = Workspace::open(path)?.check().await;
+pub async fn check(target: Target<'_>, json: bool) -> Result<Exit, Failure> {
+    let report = target.open()?.check().await;
     show(&report, json, render::check);
     Ok(if report.ok() { Exit::Done } else { Exit::WritesFailed })
 }
 
 /// `fieldsync status`. Like the other commands that read only the state store, it loads the
 /// configuration without needing a connector's secrets.
-pub fn status(config: &Path, json: bool) -> Result<Exit, Failure> {
-    let links = Workspace::open_offline(config)?.status()?;
+pub fn status(target: Target<'_>, json: bool) -> Result<Exit, Failure> {
+    let links = target.open_offline()?.status()?;
     show(links.as_slice(), json, render::status);
     Ok(Exit::Done)
 }
 
 /// `fieldsync conflicts`: reviews listed, shown or decided.
-pub fn conflicts(config: &Path, command: Option<ConflictsCommand>, json: bool) -> Result<Exit, Failure> {
-    let workspace = &mut Workspace::open_offline(config)?;
+pub fn conflicts(target: Target<'_>, command: Option<ConflictsCommand>, json: bool) -> Result<Exit, Failure> {
+    let workspace = &mut target.open_offline()?;
     match command.unwrap_or(ConflictsCommand::List { all: false, limit: 100, before: None }) {
         ConflictsCommand::List { all, limit, before } => {
             let page = workspace.reviews(None, all, before, limit)?;
@@ -164,8 +190,8 @@ fn decision_error(error: WorkspaceError) -> Failure {
 }
 
 /// `fieldsync history`: runs listed, shown or exported.
-pub fn history(config: &Path, command: Option<HistoryCommand>, json: bool) -> Result<Exit, Failure> {
-    let workspace = &mut Workspace::open_offline(config)?;
+pub fn history(target: Target<'_>, command: Option<HistoryCommand>, json: bool) -> Result<Exit, Failure> {
+    let workspace = &mut target.open_offline()?;
     match command.unwrap_or(HistoryCommand::List { limit: 20, before: None }) {
         HistoryCommand::List { limit, before } => {
             let page = workspace.runs(before, limit)?;
@@ -200,8 +226,8 @@ pub fn history(config: &Path, command: Option<HistoryCommand>, json: bool) -> Re
 }
 
 /// `fieldsync outbox`: entries listed, retried or dropped.
-pub fn outbox(config: &Path, command: Option<OutboxCommand>, json: bool) -> Result<Exit, Failure> {
-    let workspace = &mut Workspace::open_offline(config)?;
+pub fn outbox(target: Target<'_>, command: Option<OutboxCommand>, json: bool) -> Result<Exit, Failure> {
+    let workspace = &mut target.open_offline()?;
     match command.unwrap_or(OutboxCommand::List { status: "dead".into(), limit: 50, before: None }) {
         OutboxCommand::List { status, limit, before } => {
             let status = match status.as_str() {

@@ -40,6 +40,10 @@ struct Cli {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Only this organisation's links and their reviews, outbox entries and runs (with
+    /// `[organisations]`; every organisation's when omitted).
+    #[arg(long, global = true, value_name = "ID")]
+    org: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -248,7 +252,8 @@ impl From<fieldsync_app::WorkspaceError> for Failure {
 
 /// Runs the command line's command.
 async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
-    let (config, json) = (cli.config.as_path(), cli.json);
+    let json = cli.json;
+    let config = commands::Target { config: cli.config.as_path(), org: cli.org.as_deref() };
     match cli.command {
         Command::Demo { dir } => demo::demo(&dir, json).await,
         Command::Check => commands::check(config, json).await,

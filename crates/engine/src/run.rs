@@ -261,7 +261,8 @@ fn ran_since<S: StateStore>(
 ) -> Result<Option<Timestamp>, StoreError> {
     let mut before = None;
     loop {
-        let page = store.runs_page(ListQuery { link: Some(link), status: None, before, limit: 100 })?;
+        let page =
+            store.runs_page(ListQuery { link: Some(link), links: None, status: None, before, limit: 100 })?;
         if let Some(run) =
             page.rows.iter().take_while(|run| run.started_at >= since).find(|run| run.read_both_sides())
         {

@@ -1477,7 +1477,7 @@ async fn a_cancelled_run_leaves_what_a_kill_would_and_the_next_run_completes() {
 
 /// Every outbox entry of the link `members` in `status` (or all), newest first.
 fn all_outbox(store: &impl StateStore, status: Option<OutboxStatus>) -> Vec<OutboxEntry> {
-    let query = ListQuery { link: Some("members"), status, before: None, limit: 0 };
+    let query = ListQuery { link: Some("members"), links: None, status, before: None, limit: 0 };
     store.outbox_page(query).unwrap().rows
 }
 
@@ -1580,8 +1580,13 @@ async fn a_targeted_run_syncs_the_records_named_and_leaves_the_cursors_to_the_ne
     assert_eq!(world.left.value("m3", "mobile"), json!("06-333"));
     assert_eq!(world.right.value("m2", "email"), json!("member2@club.nl"), "not named, not read");
     assert_eq!(cursors(&world), before, "no cursor moved");
-    let history =
-        world.store.runs_page(ListQuery { link: Some("members"), status: None, before: None, limit: 1 });
+    let history = world.store.runs_page(ListQuery {
+        link: Some("members"),
+        links: None,
+        status: None,
+        before: None,
+        limit: 1,
+    });
     assert_eq!(history.unwrap().rows[0].mode, "targeted");
 
     let next = world.run(RunOptions::default()).await;

@@ -14,9 +14,27 @@ pub(crate) struct Caller {
     pub name: String,
     /// What it may do.
     pub role: Role,
+    /// The one organisation it sees and acts on, if it is limited to one.
+    pub organisation: Option<String>,
 }
 
 impl Caller {
+    /// The organisation a request of this caller is limited to: its own when its token is
+    /// limited to one, else the one `asked` for (`?org=`), if any.
+    ///
+    /// # Errors
+    ///
+    /// The organisation asked for, when the token is limited to another.
+    pub fn organisation(&self, asked: Option<&str>) -> Result<Option<String>, String> {
+        match (&self.organisation, asked) {
+            (Some(own), Some(asked)) if own != asked => {
+                Err(format!("the token {:?} is limited to organisation {own}, not {asked}", self.name))
+            }
+            (Some(own), _) => Ok(Some(own.clone())),
+            (None, asked) => Ok(asked.map(str::to_string)),
+        }
+    }
+
     /// Whether the caller may act (start runs and plans, decide reviews, settle outbox
     /// entries), not only read.
     pub fn may_act(&self) -> bool {
@@ -33,20 +51,21 @@ pub(crate) fn caller(config: &Config, presented: &str) -> Option<Caller> {
             matched = Some(token);
         }
     }
-    matched
-        .filter(|_| !presented.is_empty())
-        .map(|token| Caller { name: token.name.clone(), role: token.role })
+    matched.filter(|_| !presented.is_empty()).map(|token| Caller {
+        name: token.name.clone(),
+        role: token.role,
+        organisation: token.organisation.clone(),
+    })
 }
 
 /// The caller a token named `name` is now, if `config` still has it (a dashboard session
 /// lasts only while its token does, with the role it has now).
 pub(crate) fn caller_named(config: &Config, name: &str) -> Option<Caller> {
-    config
-        .server
-        .tokens
-        .iter()
-        .find(|token| token.name == name)
-        .map(|token| Caller { name: token.name.clone(), role: token.role })
+    config.server.tokens.iter().find(|token| token.name == name).map(|token| Caller {
+        name: token.name.clone(),
+        role: token.role,
+        organisation: token.organisation.clone(),
+    })
 }
 
 /// `a` and `b` are the same bytes, compared in constant time (for CSRF tokens and session

@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -69,6 +70,7 @@ pub fn router(
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/hooks/{link}/{side}", post(hooks::receive))
+        .route("/hooks/{link}/{org}/{side}", post(hooks::receive_for))
         .merge(guarded)
         .merge(dashboard::router(api.clone()))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
@@ -148,8 +150,8 @@ struct LinkView {
     service: LinkState,
 }
 
-async fn list_links(State(api): State<Api>) -> Result<Json<Vec<LinkView>>, ApiError> {
-    let statuses = api.workspace.call(|workspace| workspace.status()).await?;
+async fn list_links(State(api): State<Api>, Scope(org): Scope) -> Result<Json<Vec<LinkView>>, ApiError> {
+    let statuses = api.workspace.call_within(org, |workspace| workspace.status()).await?;
     let views = statuses
         .into_iter()
         .map(|status| LinkView {
@@ -166,14 +168,19 @@ async fn list_links(State(api): State<Api>) -> Result<Json<Vec<LinkView>>, ApiEr
 struct RunRequest {
     #[serde(default)]
     full: bool,
+    /// The organisation, read by `Scope`.
+    #[serde(rename = "org")]
+    _org: Option<String>,
 }
 
 /// Starts a run of the link (queued behind the one going on, if any): 202.
 async fn start_run(
     State(api): State<Api>,
     Path(link): Path<String>,
+    Scope(org): Scope,
     Query(request): Query<RunRequest>,
 ) -> Result<Response, ApiError> {
+    link_in_scope(&api, &link, org.as_deref())?;
     if !api.links.ask(&link, request.full) {
         return Err(unknown_link(&api, link).into());
     }
@@ -185,10 +192,12 @@ async fn start_run(
 async fn plan(
     State(api): State<Api>,
     Path(link): Path<String>,
+    Scope(org): Scope,
     Query(request): Query<RunRequest>,
 ) -> Result<Json<RunsOutcome>, ApiError> {
+    link_in_scope(&api, &link, org.as_deref())?;
     // The workspace says when there is no such link (404).
-    let mut workspace = Workspace::new((*api.config).clone());
+    let mut workspace = Workspace::new((*api.config).clone()).within(org.as_deref())?;
     let scope = RunScope { link: Some(link), full: request.full };
     Ok(Json(workspace.plan(&scope, &mut Unobserved).await?))
 }
@@ -203,6 +212,9 @@ struct ListRequest {
     all: bool,
     /// The outbox: one status, or `all` (the default).
     status: Option<String>,
+    /// The organisation, read by `Scope`.
+    #[serde(rename = "org")]
+    _org: Option<String>,
 }
 
 impl ListRequest {
@@ -213,24 +225,34 @@ impl ListRequest {
 
 async fn list_runs(
     State(api): State<Api>,
+    Scope(org): Scope,
     Query(list): Query<ListRequest>,
 ) -> Result<Json<Page<RunRow>>, ApiError> {
-    answer(&api, move |workspace| workspace.runs(list.before, list.limit())).await
+    answer(&api, org, move |workspace| workspace.runs(list.before, list.limit())).await
 }
 
-async fn show_run(State(api): State<Api>, Path(id): Path<i64>) -> Result<Json<RunHistory>, ApiError> {
-    answer(&api, move |workspace| workspace.run_history(id)).await
+async fn show_run(
+    State(api): State<Api>,
+    Scope(org): Scope,
+    Path(id): Path<i64>,
+) -> Result<Json<RunHistory>, ApiError> {
+    answer(&api, org, move |workspace| workspace.run_history(id)).await
 }
 
 async fn list_reviews(
     State(api): State<Api>,
+    Scope(org): Scope,
     Query(list): Query<ListRequest>,
 ) -> Result<Json<Page<ReviewView>>, ApiError> {
-    answer(&api, move |workspace| workspace.reviews(None, list.all, list.before, list.limit())).await
+    answer(&api, org, move |workspace| workspace.reviews(None, list.all, list.before, list.limit())).await
 }
 
-async fn show_review(State(api): State<Api>, Path(id): Path<i64>) -> Result<Json<ReviewDetail>, ApiError> {
-    answer(&api, move |workspace| workspace.review(id)).await
+async fn show_review(
+    State(api): State<Api>,
+    Scope(org): Scope,
+    Path(id): Path<i64>,
+) -> Result<Json<ReviewDetail>, ApiError> {
+    answer(&api, org, move |workspace| workspace.review(id)).await
 }
 
 /// `{"keep": "left"}` (or `right`, or a connector's name), or `{"value": "…"}`.
@@ -244,6 +266,7 @@ struct ResolveRequest {
 async fn resolve_review(
     State(api): State<Api>,
     Path(id): Path<i64>,
+    Scope(org): Scope,
     Extension(caller): Extension<Caller>,
     Json(request): Json<ResolveRequest>,
 ) -> Result<Json<Resolved>, ApiError> {
@@ -255,11 +278,12 @@ async fn resolve_review(
             return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
         }
     };
-    answer(&api, move |workspace| workspace.resolve(id, resolution, Some(&caller.name))).await
+    answer(&api, org, move |workspace| workspace.resolve(id, resolution, Some(&caller.name))).await
 }
 
 async fn list_outbox(
     State(api): State<Api>,
+    Scope(org): Scope,
     Query(list): Query<ListRequest>,
 ) -> Result<Json<Page<OutboxEntryView>>, ApiError> {
     let status = match list.status.as_deref() {
@@ -271,17 +295,29 @@ async fn list_outbox(
             )
         })?),
     };
-    answer(&api, move |workspace| workspace.outbox(status, list.before, list.limit())).await
+    answer(&api, org, move |workspace| workspace.outbox(status, list.before, list.limit())).await
 }
 
-async fn retry_entry(State(api): State<Api>, Path(id): Path<i64>) -> Result<Json<Settled>, ApiError> {
-    answer(&api, move |workspace| workspace.retry_outbox_entry(id).map(|()| Settled { id, now: "pending" }))
-        .await
+async fn retry_entry(
+    State(api): State<Api>,
+    Scope(org): Scope,
+    Path(id): Path<i64>,
+) -> Result<Json<Settled>, ApiError> {
+    answer(&api, org, move |workspace| {
+        workspace.retry_outbox_entry(id).map(|()| Settled { id, now: "pending" })
+    })
+    .await
 }
 
-async fn drop_entry(State(api): State<Api>, Path(id): Path<i64>) -> Result<Json<Settled>, ApiError> {
-    answer(&api, move |workspace| workspace.drop_outbox_entry(id).map(|()| Settled { id, now: "dropped" }))
-        .await
+async fn drop_entry(
+    State(api): State<Api>,
+    Scope(org): Scope,
+    Path(id): Path<i64>,
+) -> Result<Json<Settled>, ApiError> {
+    answer(&api, org, move |workspace| {
+        workspace.drop_outbox_entry(id).map(|()| Settled { id, now: "dropped" })
+    })
+    .await
 }
 
 /// A dead outbox entry settled: its id and its status now.
@@ -297,22 +333,32 @@ struct ExportRequest {
     limit: Option<usize>,
     /// `json` (the default) or `csv`.
     format: Option<String>,
+    /// The organisation, read by `Scope`.
+    #[serde(rename = "org")]
+    _org: Option<String>,
 }
 
 /// The latest runs, as `fieldsync history export` writes them: with every detail as JSON, or
 /// their statistics as CSV (a download).
 async fn export_history(
     State(api): State<Api>,
+    Scope(org): Scope,
     Query(request): Query<ExportRequest>,
 ) -> Result<Response, ApiError> {
     let limit = request.limit.unwrap_or(1000);
     match request.format.as_deref() {
         None | Some("json") => {
-            let history = api.workspace.call(move |workspace| workspace.export_history(limit, true)).await?;
+            let history = api
+                .workspace
+                .call_within(org, move |workspace| workspace.export_history(limit, true))
+                .await?;
             Ok(Json(history).into_response())
         }
         Some("csv") => {
-            let history = api.workspace.call(move |workspace| workspace.export_history(limit, false)).await?;
+            let history = api
+                .workspace
+                .call_within(org, move |workspace| workspace.export_history(limit, false))
+                .await?;
             let csv = history_csv(&history).map_err(|error| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("writing CSV: {error}"))
             })?;
@@ -328,12 +374,48 @@ async fn export_history(
     }
 }
 
-/// Runs a use case of the shared workspace, as JSON.
+/// Runs a use case of the shared workspace limited to `org`, as JSON.
 async fn answer<T: Serialize + Send + 'static>(
     api: &Api,
+    org: Option<String>,
     use_case: impl FnOnce(&mut Workspace) -> Result<T, WorkspaceError> + Send + 'static,
 ) -> Result<Json<T>, ApiError> {
-    Ok(Json(api.workspace.call(use_case).await?))
+    Ok(Json(api.workspace.call_within(org, use_case).await?))
+}
+
+/// The organisation a request is limited to: its token's, when the token is limited to one
+/// (asking for another is 403), else the one `?org=` names, if any.
+pub(crate) struct Scope(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Scope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let asked = parts
+            .uri
+            .query()
+            .and_then(|query| serde_urlencoded::from_str::<Vec<(String, String)>>(query).ok())
+            .and_then(|pairs| pairs.into_iter().find(|(name, _)| name == "org").map(|(_, org)| org));
+        match parts.extensions.get::<Caller>() {
+            Some(caller) => caller
+                .organisation(asked.as_deref())
+                .map(Scope)
+                .map_err(|message| ApiError::new(StatusCode::FORBIDDEN, message)),
+            None => Ok(Scope(asked)),
+        }
+    }
+}
+
+/// Refuses a request about `link` limited to another organisation than the link's (403).
+pub(crate) fn link_in_scope(api: &Api, link: &str, org: Option<&str>) -> Result<(), ApiError> {
+    let Some(org) = org else { return Ok(()) };
+    let theirs = api.config.links.get(link).map(|link| link.organisation.as_ref().map(|own| own.id.as_str()));
+    match theirs {
+        Some(theirs) if theirs != Some(org) => {
+            Err(ApiError::new(StatusCode::FORBIDDEN, format!("link {link} is not organisation {org}'s")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The error of a link `api`'s configuration does not have.
@@ -352,6 +434,11 @@ impl ApiError {
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self { status, message: message.into() }
     }
+
+    /// Its status and message.
+    pub(crate) fn parts(self) -> (StatusCode, String) {
+        (self.status, self.message)
+    }
 }
 
 impl From<WorkspaceError> for ApiError {
@@ -368,6 +455,7 @@ pub(crate) fn status_of(error: &WorkspaceError) -> (StatusCode, String) {
     let status = match error {
         WorkspaceError::NotFound { .. } | WorkspaceError::UnknownLink { .. } => StatusCode::NOT_FOUND,
         WorkspaceError::ReviewClosed { .. } => StatusCode::CONFLICT,
+        WorkspaceError::OtherOrganisation { .. } => StatusCode::FORBIDDEN,
         error if error.is_usage() => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };

@@ -85,6 +85,17 @@ pub async fn receive(
     response
 }
 
+/// `POST /hooks/{link}/{org}/{side}`: a webhook for an organisation's instance of a link
+/// (`LINK/ORG`), checked with that organisation's secret and limited by its own rate.
+pub async fn receive_for(
+    State(api): State<Api>,
+    Path((link, org, side)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    receive(State(api), Path((format!("{link}/{org}"), side)), headers, body).await
+}
+
 /// Takes a webhook, or says why not.
 async fn take(
     api: &Api,

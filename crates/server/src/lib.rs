@@ -136,12 +136,23 @@ impl Server {
                 ));
                 tracing::info!(%address, "serving");
             }
+            let reread = config.organisations.as_ref().map(|(organisations, _)| organisations.every);
             let next = loop {
                 tokio::select! {
                     () = stop.cancelled() => break None,
-                    () = reload.notified() => match reloaded(&config) {
+                    () = reload.notified() => match reloaded(&config).await {
                         Ok(next) => break Some(next),
                         Err(error) => tracing::error!(%error, "the configuration was not reloaded; the running one is kept"),
+                    },
+                    () = sleep_or_never(reread) => match reloaded(&config).await {
+                        // The list is read again with the file: a new organisation starts, a
+                        // removed one stops; the same list changes nothing.
+                        Ok(next) if listed(&next.0) != listed(&config) => {
+                            tracing::info!("the list of organisations changed");
+                            break Some(next);
+                        }
+                        Ok(_) => {}
+                        Err(error) => tracing::error!(%error, "the organisations were not read again; the running list is kept"),
                     },
                 }
             };
@@ -168,9 +179,26 @@ impl Server {
     }
 }
 
-/// The configuration file of `running` read and checked again, with its mailer.
-fn reloaded(running: &Config) -> Result<(Config, Option<Arc<reports::Mailer>>), String> {
-    let config = fieldsync_app::load(&running.path).map_err(|error| error.to_string())?;
+/// The configuration file of `running` read and checked again (with its list of
+/// organisations, off the runtime's threads: it may come from a database or an API), with
+/// its mailer.
+async fn reloaded(running: &Config) -> Result<(Config, Option<Arc<reports::Mailer>>), String> {
+    let path = running.path.clone();
+    let loaded = tokio::task::spawn_blocking(move || fieldsync_app::load(&path)).await;
+    let config = loaded.map_err(|error| error.to_string())?.map_err(|error| error.to_string())?;
     let mailer = reports::Mailer::of(&config).map_err(|error| format!("reports: {error}"))?;
     Ok((config, mailer))
+}
+
+/// The organisations `config` lists, if it has a list.
+fn listed(config: &Config) -> Option<&[fieldsync_app::config::Organisation]> {
+    config.organisations.as_ref().map(|(organisations, _)| organisations.list.as_slice())
+}
+
+/// Sleeps for `period`, or forever without one.
+async fn sleep_or_never(period: Option<Duration>) {
+    match period {
+        Some(period) => tokio::time::sleep(period).await,
+        None => std::future::pending().await,
+    }
 }

@@ -332,10 +332,17 @@ impl Job {
         let schedule = self.link().schedule.as_ref()?;
         let now = Timestamp::now();
         let anchor = self.store_read(|workspace, link| workspace.last_run_started(link)).await.flatten();
+        // A link's slots fall its `slot_offset` after the schedule's, so that links (and an
+        // organisation's instances of one) with `spread` do not all start at once.
+        let offset = self.link().slot_offset;
+        let shifted = |at: Timestamp| -> Option<Timestamp> {
+            let before = at.checked_sub(offset).ok()?;
+            schedule.next_after(before)?.checked_add(offset).ok()
+        };
         let due = match (anchor, schedule) {
-            (Some(anchor), _) => schedule.next_after(anchor)?,
+            (Some(anchor), _) => shifted(anchor)?,
             (None, fieldsync_app::config::Schedule::Every(_)) => Timestamp::UNIX_EPOCH,
-            (None, fieldsync_app::config::Schedule::Cron { .. }) => schedule.next_after(now)?,
+            (None, fieldsync_app::config::Schedule::Cron { .. }) => shifted(now)?,
         };
         Some(Slot { due, at: due.max(now) + self.jitter(now) })
     }

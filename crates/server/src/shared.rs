@@ -34,8 +34,31 @@ impl SharedWorkspace {
         &self,
         use_case: impl FnOnce(&mut Workspace) -> Result<T, WorkspaceError> + Send + 'static,
     ) -> Result<T, WorkspaceError> {
+        self.call_within(None, use_case).await
+    }
+
+    /// `call`, with the use case limited to `organisation`'s links and rows (each call says
+    /// its own: the workspace is shared by requests of callers limited to different ones).
+    ///
+    /// # Errors
+    ///
+    /// `NoOrganisations` when an organisation is given and the configuration has none;
+    /// whatever the use case returns.
+    ///
+    /// # Panics
+    ///
+    /// Where the use case panicked, again here.
+    pub async fn call_within<T: Send + 'static>(
+        &self,
+        organisation: Option<String>,
+        use_case: impl FnOnce(&mut Workspace) -> Result<T, WorkspaceError> + Send + 'static,
+    ) -> Result<T, WorkspaceError> {
         let mut workspace = Arc::clone(&self.0).lock_owned().await;
-        let done = tokio::task::spawn_blocking(move || use_case(&mut workspace)).await;
+        let done = tokio::task::spawn_blocking(move || {
+            workspace.limit_to(organisation.as_deref())?;
+            use_case(&mut workspace)
+        })
+        .await;
         done.unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()))
     }
 }

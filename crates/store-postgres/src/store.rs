@@ -973,7 +973,7 @@ impl StateStore for PostgresStore {
     fn outbox_page(&self, query: OutboxQuery<'_>) -> Result<ListPage<OutboxEntry>, StoreError> {
         block_on(page(
             self.session(),
-            query.link,
+            (query.link, query.links),
             query.status.map(OutboxStatus::as_str),
             query.before,
             query.limit,
@@ -1018,7 +1018,7 @@ impl StateStore for PostgresStore {
     fn reviews_page(&self, query: ReviewQuery<'_>) -> Result<ListPage<Review>, StoreError> {
         block_on(page(
             self.session(),
-            query.link,
+            (query.link, query.links),
             query.status.map(ReviewStatus::as_str),
             query.before,
             query.limit,
@@ -1031,7 +1031,13 @@ impl StateStore for PostgresStore {
 
     fn runs_page(&self, query: RunQuery<'_>) -> Result<ListPage<RunRow>, StoreError> {
         let before = query.before.map(|run| run.0);
-        block_on(page(self.session(), query.link, query.status.map(RunStatus::as_str), before, query.limit))
+        block_on(page(
+            self.session(),
+            (query.link, query.links),
+            query.status.map(RunStatus::as_str),
+            before,
+            query.limit,
+        ))
     }
 
     fn run(&self, id: RunId) -> Result<RunRow, StoreError> {
@@ -1732,19 +1738,19 @@ async fn query_listed<T: Listed>(
 /// all), newest first, at most `limit` (all when `0`), with how many more there are.
 async fn page<T: Listed>(
     session: Session<'_>,
-    link: Option<&str>,
+    (link, links): (Option<&str>, Option<&[String]>),
     status: Option<&str>,
     before: Option<i64>,
     limit: usize,
 ) -> Result<ListPage<T>, StoreError> {
     let clause = "($1::text IS NULL OR link = $1) AND ($2::text IS NULL OR status = $2) \
-                  AND ($3::bigint IS NULL OR id < $3)";
+                  AND ($3::bigint IS NULL OR id < $3) AND ($4::text[] IS NULL OR link = ANY($4))";
     // No limit is `LIMIT NULL`.
     let limit = (limit != 0).then(|| i64::try_from(limit).unwrap_or(i64::MAX));
     let rows: Vec<T> = query_listed(
         session,
-        &format!("WHERE {clause} ORDER BY id DESC LIMIT $4"),
-        &[&link, &status, &before, &limit],
+        &format!("WHERE {clause} ORDER BY id DESC LIMIT $5"),
+        &[&link, &status, &before, &links, &limit],
     )
     .await?;
     let more = match rows.last() {
@@ -1753,7 +1759,7 @@ async fn page<T: Listed>(
             let row = session
                 .query_opt(
                     &format!("SELECT count(*) FROM {} WHERE {clause}", T::TABLE),
-                    &[&link, &status, &Some(last.id())],
+                    &[&link, &status, &Some(last.id()), &links],
                     what,
                 )
                 .await?;

@@ -155,10 +155,11 @@ impl SqliteStore {
         }))
     }
 
-    /// The lock file of `link`, beside the state file.
+    /// The lock file of `link`, beside the state file: an organisation's instance of a link
+    /// (`members/hcu`) has its `/` as `+`, which no link name holds.
     fn lock_path(&self, link: &str) -> PathBuf {
         let mut name = self.path.file_name().map(|name| name.to_os_string()).unwrap_or_default();
-        name.push(format!(".{link}.lock"));
+        name.push(format!(".{}.lock", link.replace('/', "+")));
         self.path.with_file_name(name)
     }
 
@@ -1473,19 +1474,21 @@ fn page<T: Listed, Status, Id>(
     status_text: fn(Status) -> &'static str,
     id: fn(Id) -> i64,
 ) -> Result<ListPage<T>, StoreError> {
-    let clause = "(?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)";
+    let clause = "(?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3) \
+                  AND (?4 IS NULL OR link IN (SELECT value FROM json_each(?4)))";
     let (link, status) = (query.link, query.status.map(status_text));
+    let links = query.links.map(|links| serde_json::Value::from(links.to_vec()).to_string());
     let limit = if query.limit == 0 { -1 } else { query.limit as i64 };
     let rows = T::query(
         connection,
-        &format!("WHERE {clause} ORDER BY id DESC LIMIT ?4"),
-        params![link, status, query.before.map(id), limit],
+        &format!("WHERE {clause} ORDER BY id DESC LIMIT ?5"),
+        params![link, status, query.before.map(id), links, limit],
     )?;
     let more = match rows.last() {
         Some(last) => connection
             .query_row(
                 &format!("SELECT count(*) FROM {} WHERE {clause}", T::TABLE),
-                params![link, status, last.id()],
+                params![link, status, last.id(), links],
                 |row| row.get::<_, i64>(0),
             )
             .context(|| format!("counting the {}", T::TABLE))?,

@@ -415,7 +415,9 @@ pub trait StateStore {
         status: Option<OutboxStatus>,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, StoreError> {
-        first_page(limit, |limit| self.outbox_page(ListQuery { link, status, before: None, limit }))
+        first_page(limit, |limit| {
+            self.outbox_page(ListQuery { link, links: None, status, before: None, limit })
+        })
     }
 
     /// A page of the outbox entries `query` asks for.
@@ -464,7 +466,9 @@ pub trait StateStore {
         status: Option<ReviewStatus>,
         limit: usize,
     ) -> Result<Vec<Review>, StoreError> {
-        first_page(limit, |limit| self.reviews_page(ListQuery { link, status, before: None, limit }))
+        first_page(limit, |limit| {
+            self.reviews_page(ListQuery { link, links: None, status, before: None, limit })
+        })
     }
 
     /// A page of the reviews `query` asks for.
@@ -487,7 +491,9 @@ pub trait StateStore {
     ///
     /// Fails on a database error or a damaged row.
     fn list_runs(&self, link: Option<&str>, limit: usize) -> Result<Vec<RunRow>, StoreError> {
-        first_page(limit, |limit| self.runs_page(ListQuery { link, status: None, before: None, limit }))
+        first_page(limit, |limit| {
+            self.runs_page(ListQuery { link, links: None, status: None, before: None, limit })
+        })
     }
 
     /// A page of the runs `query` asks for.

@@ -1208,6 +1208,17 @@ pub fn runs_are_recorded_and_listed_newest_first<F: Fixture>(fixture: &F) {
     assert_eq!(listed(None, 1), vec![third]);
     assert_eq!(listed(Some("nobody"), 10), Vec::<RunId>::new());
     assert_eq!(store.list_runs(Some(LINK), 10).unwrap()[1], done);
+    // The runs of a set of links (an organisation's), paged.
+    let of_links = |links: &[&str], before: Option<RunId>| {
+        let links: Vec<String> = links.iter().map(|link| (*link).to_string()).collect();
+        let query = crate::ListQuery { link: None, links: Some(&links), status: None, before, limit: 1 };
+        let page = store.runs_page(query).unwrap();
+        (page.rows.into_iter().map(|run| run.id).collect::<Vec<_>>(), page.more)
+    };
+    assert_eq!(of_links(&["other"], None), (vec![other], 0));
+    assert_eq!(of_links(&[LINK, "nobody"], None), (vec![third], 1));
+    assert_eq!(of_links(&[LINK, "nobody"], Some(third)), (vec![first], 0));
+    assert_eq!(of_links(&[], None), (vec![], 0));
     // Every link's runs started at or after a time, newest first.
     let since =
         |at| -> Vec<RunId> { store.runs_since(ts(at)).unwrap().into_iter().map(|run| run.id).collect() };

@@ -573,6 +573,8 @@ impl fmt::Debug for Lease {
 pub struct ListQuery<'a, Status, Id> {
     /// Only this link's rows.
     pub link: Option<&'a str>,
+    /// Only the rows of these links (an organisation's).
+    pub links: Option<&'a [String]>,
     /// Only rows in this status.
     pub status: Option<Status>,
     /// Only rows older than this one.

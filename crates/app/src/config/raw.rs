@@ -26,6 +26,24 @@ pub(crate) struct RawConfig {
     pub server: Option<RawServer>,
     /// `[reports]`, for `fieldsync serve`.
     pub reports: Option<Spanned<RawReports>>,
+    /// `[organisations]`: the list a link with `for_each` runs for.
+    pub organisations: Option<Spanned<RawOrganisations>>,
+}
+
+/// `[organisations]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOrganisations {
+    /// A CSV file, `postgres://…` or `https://…`.
+    pub from: Spanned<String>,
+    /// The query, for `postgres://…`.
+    pub query: Option<Spanned<String>>,
+    /// A bearer token, for `https://…`.
+    pub token: Option<Spanned<String>>,
+    /// A JSON pointer to the array, for `https://…`.
+    pub records: Option<Spanned<String>>,
+    /// How often `fieldsync serve` reads the list again.
+    pub every: Option<Spanned<String>>,
 }
 
 /// `[reports]`.
@@ -57,6 +75,8 @@ pub(crate) struct RawToken {
     pub name: Spanned<String>,
     pub token: Spanned<String>,
     pub role: Spanned<String>,
+    /// The one organisation the token may see and act on.
+    pub org: Option<Spanned<String>>,
 }
 
 /// `[links.NAME]`.
@@ -75,6 +95,8 @@ pub(crate) struct RawLink {
     pub schedule: Option<Spanned<String>>,
     pub schedule_tz: Option<Spanned<String>>,
     pub every: Option<Spanned<String>>,
+    pub spread: Option<Spanned<String>>,
+    pub for_each: Option<Spanned<String>>,
     pub retry: Option<RawRetry>,
     #[serde(default)]
     pub fields: Vec<Spanned<RawField>>,

@@ -109,6 +109,9 @@ pub struct ApiToken {
     pub token: Secret,
     /// What it may do.
     pub role: Role,
+    /// The one organisation whose links, reviews, outbox entries and runs it sees and acts
+    /// on (`org`), if it is limited to one.
+    pub organisation: Option<String>,
 }
 
 /// A connector's `webhook`: how `fieldsync serve` knows its system's webhooks

@@ -20,7 +20,8 @@ use toml::de::{DeTable, DeValue};
 
 mod service;
 
-use super::env::expand;
+use super::env::{expand, mentions_organisation};
+use super::organisations::Organisation;
 use super::raw::{
     RawConfig, RawDeletes, RawField, RawGuard, RawLimit, RawLink, RawRetry, RawSidePaths, RawStrategy,
 };
@@ -63,32 +64,117 @@ pub(crate) fn validate(
     let raw = RawConfig::deserialize(toml::de::Deserializer::from(root.clone()))
         .map_err(|error| ConfigError::from_toml(&error, file, text))?;
 
-    let mut validator = Validator { file, text, env, offline, problems: Vec::new() };
+    let mut validator = Validator { file, text, env, offline, org: None, problems: Vec::new() };
     let state = validator.state(raw.state.as_ref());
+    let organisations = raw.organisations.as_ref().and_then(|raw| validator.organisations(raw));
 
+    // A connector whose settings differ between organisations (`${org.…}`) is checked once per
+    // organisation, for each link that runs for them.
     let mut declared = BTreeSet::new();
     let mut connectors = BTreeMap::new();
+    let mut per_organisation = BTreeMap::new();
     if let Some(DeValue::Table(tables)) = root.get_ref().get("connectors").map(Spanned::get_ref) {
         for (name, table) in tables {
             declared.insert(name.get_ref().to_string());
-            if let Some(connector) = validator.connector(name, table) {
+            if raw.organisations.is_some() && mentions_organisation_anywhere(table.get_ref()) {
+                per_organisation.insert(name.get_ref().to_string(), (name, table));
+            } else if let Some(connector) = validator.connector(name, table) {
                 connectors.insert(connector.name.clone(), connector);
             }
         }
     }
 
     let mut links = BTreeMap::new();
+    let mut instances = BTreeMap::new();
+    let mut for_each = BTreeSet::new();
     for (name, link) in raw.links {
-        let known = Known { declared: &declared, connectors: &connectors };
-        if let Some(link) = validator.link(&name, link, known) {
-            links.insert(name.into_inner(), link);
+        let Some(each) = &link.get_ref().for_each else {
+            for side in [&link.get_ref().left, &link.get_ref().right] {
+                if per_organisation.contains_key(side.get_ref()) {
+                    validator.problem(
+                        side.span(),
+                        format!(
+                            "connector {} uses `${{org.…}}`, known only in a link with for_each = \"organisations\"",
+                            side.get_ref()
+                        ),
+                    );
+                }
+            }
+            let known = Known { declared: &declared, connectors: &connectors };
+            if let Some(link) = validator.link(&name, &link, known) {
+                links.insert(name.into_inner(), link);
+            }
+            continue;
+        };
+        if each.get_ref() != "organisations" {
+            validator.problem(
+                each.span(),
+                format!("for_each {:?}: the one list is \"organisations\"", each.get_ref()),
+            );
+            continue;
+        }
+        let Some(organisations) = &organisations else {
+            if raw.organisations.is_none() {
+                validator.problem(
+                    each.span(),
+                    "for_each = \"organisations\" needs an [organisations] table with `from`",
+                );
+            }
+            continue;
+        };
+        for_each.insert(name.get_ref().clone());
+        for org in &organisations.list {
+            validator.org = Some(org.clone());
+            // The link's connectors as this organisation has them, by the names the link uses.
+            let mut own = BTreeMap::new();
+            for side in [&link.get_ref().left, &link.get_ref().right] {
+                let base = side.get_ref();
+                if let Some((connector_name, table)) = per_organisation.get(base) {
+                    if let Some(mut connector) = validator.connector(connector_name, table) {
+                        connector.name = instance_name(base, &org.id);
+                        own.insert(base.clone(), connector);
+                    }
+                } else if let Some(connector) = connectors.get(base) {
+                    own.insert(base.clone(), connector.clone());
+                }
+            }
+            let known = Known { declared: &declared, connectors: &own };
+            if let Some(mut instance) = validator.link(&name, &link, known) {
+                let instance_link = instance_name(name.get_ref(), &org.id);
+                instance.spec.name = LinkName::new(instance_link.as_str());
+                for side in Side::BOTH {
+                    let base = instance.connectors.get(side).clone();
+                    if per_organisation.contains_key(&base) {
+                        *instance.connectors.get_mut(side) = instance_name(&base, &org.id);
+                    }
+                }
+                instance.slot_offset = slot_offset(&instance_link, instance.spread);
+                instance.organisation = Some(org.clone());
+                for (_, connector) in own.into_iter().filter(|(base, _)| per_organisation.contains_key(base))
+                {
+                    instances.insert(connector.name.clone(), connector);
+                }
+                links.insert(instance_link, instance);
+            }
+            validator.org = None;
         }
     }
+    connectors.extend(instances);
 
     let server = validator.server(raw.server.as_ref());
+    for token in raw.server.iter().flat_map(|server| &server.tokens) {
+        // An id no longer listed is allowed: its organisation's history stays until purged.
+        if let Some(org) = &token.get_ref().org
+            && raw.organisations.is_none()
+        {
+            validator.problem(
+                org.span(),
+                "a token's `org` limits it to one organisation of [organisations], and there is none",
+            );
+        }
+    }
     let reports = validator.reports(raw.reports.as_ref());
-    let mut problems = validator.problems;
-    problems.sort_by_key(|(offset, _)| *offset);
+    let problems = validator.problems_in_order();
     match state {
         Some(state) if problems.is_empty() => Ok(Config {
             path: file.to_path_buf(),
@@ -97,10 +183,35 @@ pub(crate) fn validate(
             links,
             server: server.unwrap_or_default(),
             reports: reports.flatten(),
+            organisations: organisations.map(|organisations| (organisations, for_each)),
         }),
-        _ => {
-            Err(ConfigError::Invalid { problems: problems.into_iter().map(|(_, problem)| problem).collect() })
+        _ => Err(ConfigError::Invalid { problems }),
+    }
+}
+
+/// The name of an organisation's instance of a link or connector: `NAME/ID`.
+pub(crate) fn instance_name(name: &str, organisation: &str) -> String {
+    format!("{name}/{organisation}")
+}
+
+/// Where in `spread` the slots of the link `name` fall: the same in every process.
+fn slot_offset(name: &str, spread: Duration) -> Duration {
+    let millis = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
+    if millis == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(super::organisations::stable_hash(name) % millis)
+}
+
+/// Whether a string anywhere in `value` refers to an organisation's variable.
+fn mentions_organisation_anywhere(value: &DeValue<'_>) -> bool {
+    match value {
+        DeValue::String(text) => mentions_organisation(text),
+        DeValue::Table(table) => {
+            table.values().any(|member| mentions_organisation_anywhere(member.get_ref()))
         }
+        DeValue::Array(items) => items.iter().any(|item| mentions_organisation_anywhere(item.get_ref())),
+        _ => false,
     }
 }
 
@@ -117,14 +228,47 @@ struct Validator<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     /// Whether connectors that need unset variables are left out rather than errors.
     offline: bool,
-    /// Each problem with its byte offset, to sort them into file order.
-    problems: Vec<(usize, Problem)>,
+    /// The organisation whose instance of a link is being checked, if one.
+    org: Option<Organisation>,
+    /// Each problem with its byte offset, to sort them into file order, and the organisation
+    /// it was found for.
+    problems: Vec<(usize, Option<String>, Problem)>,
 }
 
 impl Validator<'_> {
     fn problem(&mut self, span: Range<usize>, message: impl Into<String>) {
         let location = Location::at(self.file, self.text, span.start);
-        self.problems.push((span.start, Problem { location, message: message.into() }));
+        let org = self.org.as_ref().map(|org| org.id.clone());
+        self.problems.push((span.start, org, Problem { location, message: message.into() }));
+    }
+
+    /// The problems in file order. One found the same for several organisations (a mistake in
+    /// the link, not in an organisation's values) is said once, naming the first and how many
+    /// more.
+    fn problems_in_order(&mut self) -> Vec<Problem> {
+        let mut problems = std::mem::take(&mut self.problems);
+        problems.sort_by_key(|(offset, _, _)| *offset);
+        let mut said: Vec<(Problem, Option<String>, usize)> = Vec::new();
+        for (_, org, problem) in problems {
+            if let Some((_, _, more)) = said.iter_mut().find(|(first, _, _)| *first == problem) {
+                *more += 1;
+                continue;
+            }
+            said.push((problem, org, 0));
+        }
+        said.into_iter()
+            .map(|(mut problem, org, more)| {
+                if let Some(org) = org {
+                    let others = match more {
+                        0 => String::new(),
+                        1 => " and 1 more".to_string(),
+                        more => format!(" and {more} more"),
+                    };
+                    problem.message = format!("organisation {org}{others}: {}", problem.message);
+                }
+                problem
+            })
+            .collect()
     }
 
     /// Reports the problem `message` at `span`, for a setting that then has no value.
@@ -195,7 +339,7 @@ impl Validator<'_> {
     }
 
     fn expand(&mut self, value: &str, span: Range<usize>, used_in: &str) -> Option<String> {
-        match expand(value, self.env) {
+        match expand(value, self.env, self.org.as_ref()) {
             Ok(expanded) => Some(expanded),
             Err(message) => self.refused(span, format!("{message} (used in {used_in})")),
         }
@@ -343,12 +487,12 @@ impl Validator<'_> {
     fn link(
         &mut self,
         name: &Spanned<String>,
-        link: Spanned<RawLink>,
+        link: &Spanned<RawLink>,
         known: Known<'_>,
     ) -> Option<LinkConfig> {
         let problems_before = self.problems.len();
         let link_span = link.span();
-        let link = link.into_inner();
+        let link = link.get_ref();
         self.name("link", name.get_ref(), name.span());
 
         let names = SidePair::new(link.left.get_ref().clone(), link.right.get_ref().clone());
@@ -408,7 +552,11 @@ impl Validator<'_> {
                 Some(duration)
             }),
         };
-        let schedule = self.schedule(&link);
+        let schedule = self.schedule(link);
+        let spread = match &link.spread {
+            None => Some(Duration::ZERO),
+            Some(value) => self.spread(value, schedule.as_ref().and_then(Option::as_ref)),
+        };
         let retry = match &link.retry {
             None => Some(RetryPolicy::default()),
             Some(retry) => self.retry(retry),
@@ -434,7 +582,14 @@ impl Validator<'_> {
             overlap,
             retry: retry?,
         };
-        Some(LinkConfig { spec, connectors: names, schedule: schedule? })
+        Some(LinkConfig {
+            spec,
+            connectors: names,
+            schedule: schedule?,
+            spread: spread?,
+            slot_offset: Duration::ZERO,
+            organisation: None,
+        })
     }
 
     /// Resolves a link's `left` or `right` to a connector.

@@ -50,10 +50,17 @@ impl Workspace {
     /// A connector that fails is in the report (`ok` false), not an error.
     pub async fn check(&self) -> CheckReport {
         let config = &self.config;
+        let links: BTreeMap<&String, &crate::LinkConfig> =
+            config.links.iter().filter(|(_, link)| self.shows(link)).collect();
         let mut connectors = BTreeMap::new();
         for (name, connector_config) in &config.connectors {
+            if !links.values().any(|link| link.connectors.left == *name || link.connectors.right == *name)
+                && self.organisation.is_some()
+            {
+                continue;
+            }
             let mut paths: Vec<String> = Vec::new();
-            for link in config.links.values() {
+            for link in links.values() {
                 for side in Side::BOTH {
                     if link.connectors.get(side) == name {
                         paths.extend(link.spec.read_paths(side));
@@ -75,7 +82,7 @@ impl Workspace {
         // Last-write-wins needs modification times, and a side whose records carry none has
         // its changes timed when a run first sees them.
         let mut conflict_timing = BTreeMap::new();
-        for (name, link) in &config.links {
+        for (name, link) in &links {
             if let ConflictStrategy::LastWriteWins { grace, .. } = link.spec.conflicts {
                 let note = format!(
                     "last_write_wins compares the records' modification times (grace {}s); a side whose records \
@@ -84,12 +91,12 @@ impl Workspace {
                      falls inside the grace and goes to the tie",
                     grace.as_secs()
                 );
-                conflict_timing.insert(name.clone(), note);
+                conflict_timing.insert((*name).clone(), note);
             }
         }
         CheckReport {
             config: config.path.clone(),
-            links: config.links.keys().cloned().collect(),
+            links: links.keys().map(|name| (*name).clone()).collect(),
             connectors,
             conflict_timing,
         }

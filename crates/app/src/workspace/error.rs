@@ -22,6 +22,20 @@ pub enum WorkspaceError {
         /// The links the configuration has.
         known: Vec<String>,
     },
+    /// An organisation was asked for, and the configuration has no `[organisations]`.
+    #[error("the configuration has no [organisations]: there is no organisation to limit to")]
+    NoOrganisations,
+    /// A review, outbox entry or run was asked for that belongs to another organisation than
+    /// the one the request is limited to.
+    #[error("{what} {id} is not organisation {organisation}'s")]
+    OtherOrganisation {
+        /// What was asked for.
+        what: &'static str,
+        /// Its number.
+        id: i64,
+        /// The organisation the request is limited to.
+        organisation: String,
+    },
     /// The state store could not be opened.
     #[error("opening the state store {location}")]
     OpenStore {
@@ -113,6 +127,8 @@ impl WorkspaceError {
         match self {
             WorkspaceError::Config(_)
             | WorkspaceError::UnknownLink { .. }
+            | WorkspaceError::NoOrganisations
+            | WorkspaceError::OtherOrganisation { .. }
             | WorkspaceError::NotFound { .. }
             | WorkspaceError::ReviewLinkGone { .. }
             | WorkspaceError::UnknownSide { .. }

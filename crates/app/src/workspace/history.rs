@@ -52,7 +52,9 @@ impl Workspace {
             .collect();
         let Some(first) = activity.first().map(|first| first.day) else { return Ok(activity) };
         let since = first.to_zoned(TimeZone::UTC).map_or(now, |start| start.timestamp());
-        for run in self.store()?.runs_since(since)? {
+        let scope = self.scope();
+        let runs = self.store()?.runs_since(since)?.into_iter();
+        for run in runs.filter(|run| scope.as_ref().is_none_or(|links| links.contains(&run.link))) {
             let day = run.started_at.to_zoned(TimeZone::UTC).date();
             let Some(counts) = activity.iter_mut().find(|counts| counts.day == day) else { continue };
             counts.runs += 1;
@@ -70,8 +72,10 @@ impl Workspace {
     ///
     /// When the state store cannot be opened or read.
     pub fn runs(&mut self, before: Option<i64>, limit: usize) -> Result<Page<RunRow>, WorkspaceError> {
+        let scope = self.scope();
         let page = self.store()?.runs_page(ListQuery {
             link: None,
+            links: scope.as_deref(),
             status: None,
             before: before.map(RunId),
             limit,
@@ -85,9 +89,9 @@ impl Workspace {
     ///
     /// `NotFound` when there is no such run; `Store` when the state store fails.
     pub fn run_history(&mut self, id: i64) -> Result<RunHistory, WorkspaceError> {
-        let store = self.store()?;
-        let run = store.run(RunId(id))?;
-        let audit = store.audit_for_run(RunId(id))?;
+        let run = self.store()?.run(RunId(id))?;
+        self.in_scope(&run.link, "run", id)?;
+        let audit = self.store()?.audit_for_run(RunId(id))?;
         Ok(RunHistory { run, audit })
     }
 
@@ -102,8 +106,10 @@ impl Workspace {
         limit: usize,
         with_audit: bool,
     ) -> Result<Vec<RunHistory>, WorkspaceError> {
+        let scope = self.scope();
+        let query = ListQuery { link: None, links: scope.as_deref(), status: None, before: None, limit };
         let store = self.store()?;
-        let runs = store.list_runs(None, limit)?;
+        let runs = store.runs_page(query)?.rows;
         let mut history = Vec::with_capacity(runs.len());
         for run in runs {
             let audit = if with_audit { store.audit_for_run(run.id)? } else { Vec::new() };

@@ -67,7 +67,9 @@ impl Workspace {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Page<OutboxEntryView>, WorkspaceError> {
-        let page = self.store()?.outbox_page(ListQuery { link: None, status, before, limit })?;
+        let scope = self.scope();
+        let links = scope.as_deref();
+        let page = self.store()?.outbox_page(ListQuery { link: None, links, status, before, limit })?;
         Ok(Page::new(page.rows.into_iter().map(OutboxEntryView::from).collect(), page.more, |entry| entry.id))
     }
 
@@ -92,9 +94,10 @@ impl Workspace {
     }
 
     fn settle_dead_entry(&mut self, id: i64, settle: DeadEntry) -> Result<(), WorkspaceError> {
-        let store = self.store()?;
         // An entry that does not exist at all is told as such, not as one that is not dead.
-        store.outbox_entry(id)?;
+        let entry = self.store()?.outbox_entry(id)?;
+        self.in_scope(&entry.link, "outbox entry", id)?;
+        let store = self.store()?;
         match settle {
             DeadEntry::Retry => store.retry_dead(&[id], Timestamp::now())?,
             DeadEntry::Drop => store.drop_dead(id, Timestamp::now())?,

@@ -112,7 +112,9 @@ impl Workspace {
         limit: usize,
     ) -> Result<Page<ReviewView>, WorkspaceError> {
         let status = if all { None } else { Some(ReviewStatus::Open) };
-        let page = self.store()?.reviews_page(ListQuery { link, status, before, limit })?;
+        let scope = self.scope();
+        let links = scope.as_deref();
+        let page = self.store()?.reviews_page(ListQuery { link, links, status, before, limit })?;
         Ok(Page::new(page.rows.into_iter().map(ReviewView::from).collect(), page.more, |review| review.id))
     }
 
@@ -122,9 +124,9 @@ impl Workspace {
     ///
     /// `NotFound` when there is no such review; `Store` when the state store fails.
     pub fn review(&mut self, id: i64) -> Result<ReviewDetail, WorkspaceError> {
-        let store = self.store()?;
-        let review = store.review(id)?;
-        let audit = store.audit_for_record(&review.link, &review.review.key)?;
+        let review = self.store()?.review(id)?;
+        self.in_scope(&review.link, "review", id)?;
+        let audit = self.store()?.audit_for_record(&review.link, &review.review.key)?;
         Ok(ReviewDetail { review: review.into(), audit })
     }
 
@@ -142,9 +144,10 @@ impl Workspace {
         resolution: Resolution,
         token: Option<&str>,
     ) -> Result<Resolved, WorkspaceError> {
+        let review = self.store()?.review(id)?;
+        self.in_scope(&review.link, "review", id)?;
         let Workspace { config, store, .. } = self;
         let store = super::open_store(config, store)?;
-        let review = store.review(id)?;
         let link = config
             .links
             .get(&review.link)

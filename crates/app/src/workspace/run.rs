@@ -229,7 +229,13 @@ impl Workspace {
         let store = self.store()?;
         let mut before = None;
         loop {
-            let page = store.runs_page(ListQuery { link: Some(link), status: None, before, limit: 100 })?;
+            let page = store.runs_page(ListQuery {
+                link: Some(link),
+                links: None,
+                status: None,
+                before,
+                limit: 100,
+            })?;
             if let Some(run) = page.rows.iter().find(|run| run.read_both_sides()) {
                 return Ok(Some(run.started_at));
             }
@@ -247,25 +253,29 @@ impl Workspace {
         targets: Option<&SidePair<Vec<RecordId>>>,
         observer: &mut impl RunObserver,
     ) -> Result<RunsOutcome, WorkspaceError> {
-        let Workspace { config, store, cancel, max_running } = self;
+        let shown: Vec<String> = self
+            .config
+            .links
+            .iter()
+            .filter(|(_, link)| self.shows(link))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let Workspace { config, store, cancel, max_running, .. } = self;
         let options = RunOptions {
             lease_timeout: Some(config.server.lease_timeout),
             max_running: *max_running,
             ..options
         };
         if let Some(only) = &scope.link
-            && !config.links.contains_key(only)
+            && !shown.contains(only)
         {
-            return Err(WorkspaceError::UnknownLink {
-                name: only.clone(),
-                known: config.links.keys().cloned().collect(),
-            });
+            return Err(WorkspaceError::UnknownLink { name: only.clone(), known: shown });
         }
         let store = open_store(config, store)?;
         let mut outcome = Outcome::Done;
         let mut reports = Vec::new();
         for (name, link) in &config.links {
-            if scope.link.as_ref().is_some_and(|only| only != name) {
+            if scope.link.as_ref().is_some_and(|only| only != name) || !shown.contains(name) {
                 continue;
             }
             if cancel.is_cancelled() {

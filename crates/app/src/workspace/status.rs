@@ -57,8 +57,13 @@ impl Workspace {
     ///
     /// When the state store cannot be opened or read.
     pub fn status(&mut self) -> Result<Vec<LinkStatus>, WorkspaceError> {
-        let names: Vec<(String, SidePair<String>)> =
-            self.config.links.iter().map(|(name, link)| (name.clone(), link.connectors.clone())).collect();
+        let names: Vec<(String, SidePair<String>)> = self
+            .config
+            .links
+            .iter()
+            .filter(|(_, link)| self.shows(link))
+            .map(|(name, link)| (name.clone(), link.connectors.clone()))
+            .collect();
         let store = self.store()?;
         let mut links = Vec::with_capacity(names.len());
         for (name, connectors) in names {

@@ -2,7 +2,8 @@
 //! (`cli`), killed at any instant (`crash`), against real Django and WordPress sites (`django`,
 //! `wordpress`), with PostgreSQL as a side and as the state store (`postgres`), and through web
 //! admins without an API (`browser`, `browser_django`), against a CouchDB API (`couchdb`), and
-//! the dashboard of `fieldsync serve` in a real browser (`dashboard`).
+//! the dashboard of `fieldsync serve` in a real browser (`dashboard`), and one link for each of a
+//! federation's clubs (`organisations`).
 
 mod browser;
 mod browser_django;
@@ -12,6 +13,7 @@ mod crash;
 mod dashboard;
 mod django;
 mod fleet;
+mod organisations;
 mod postgres;
 mod serve;
 mod support;

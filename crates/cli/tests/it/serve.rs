@@ -57,7 +57,7 @@ impl Service {
     }
 
     /// `start`, with the further secrets `secrets` in the environment.
-    fn start_with(dir: &Path, secrets: &[(&str, &str)]) -> Self {
+    pub(crate) fn start_with(dir: &Path, secrets: &[(&str, &str)]) -> Self {
         let config = dir.join("fieldsync.toml");
         let text = std::fs::read_to_string(&config).unwrap();
         if !text.contains("[server]") {
@@ -467,7 +467,7 @@ fn standard_headers(secret: &str, id: &str, at: i64, body: &str) -> Vec<(&'stati
 }
 
 /// `X-Hub-Signature-256: sha256=<hex>` of `body` with `secret`.
-fn hub_headers(secret: &str, body: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn hub_headers(secret: &str, body: &str) -> Vec<(&'static str, String)> {
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
     let tag = ring::hmac::sign(&key, body.as_bytes());
     let hex: String = tag.as_ref().iter().map(|byte| format!("{byte:02x}")).collect();
@@ -476,7 +476,7 @@ fn hub_headers(secret: &str, body: &str) -> Vec<(&'static str, String)> {
 
 impl Service {
     /// Posts a webhook with `headers` and `body` to `path`: its status and its `Retry-After`.
-    async fn hook(
+    pub(crate) async fn hook(
         &self,
         path: &str,
         headers: &[(&'static str, String)],

@@ -201,6 +201,13 @@ impl From<WorkspaceError> for DashboardError {
     }
 }
 
+impl From<crate::api::ApiError> for DashboardError {
+    fn from(error: crate::api::ApiError) -> Self {
+        let (status, message) = error.parts();
+        Self { status, message }
+    }
+}
+
 impl IntoResponse for DashboardError {
     fn into_response(self) -> Response {
         let title = self.status.canonical_reason().unwrap_or("Error");

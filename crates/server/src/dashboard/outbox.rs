@@ -23,7 +23,7 @@ pub(crate) async fn list(
 ) -> Result<Response, DashboardError> {
     let (dead, waiting) = api
         .workspace
-        .call(|workspace| {
+        .call_within(session.caller.organisation.clone(), |workspace| {
             let dead = workspace.outbox(Some(OutboxStatus::Dead), None, LIMIT)?;
             let mut waiting = Vec::new();
             for status in [OutboxStatus::Pending, OutboxStatus::Sending, OutboxStatus::Moved] {
@@ -118,7 +118,7 @@ pub(crate) async fn settle(
     let done = if retry { "entries put back in line." } else { "entries dropped." };
     let notice = api
         .workspace
-        .call(move |workspace| {
+        .call_within(session.caller.organisation.clone(), move |workspace| {
             Ok(each(ids, done, |id| {
                 if retry { workspace.retry_outbox_entry(id) } else { workspace.drop_outbox_entry(id) }
             }))

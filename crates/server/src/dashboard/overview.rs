@@ -4,7 +4,8 @@
 //! written, with a button that runs the link.
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use fieldsync_app::Workspace;
 use fieldsync_app::workspace::{DayActivity, LinkStatus, RunReport, RunScope, RunsOutcome, Unobserved};
@@ -22,12 +23,38 @@ const CHART_DAYS: u16 = 30;
 pub(crate) async fn show(
     State(api): State<Api>,
     Extension(session): Extension<Session>,
+    Query(filter): Query<OrganisationFilter>,
 ) -> Result<Response, DashboardError> {
+    let asked = filter.org.filter(|org| !org.is_empty());
+    let org = session
+        .caller
+        .organisation(asked.as_deref())
+        .map_err(|message| DashboardError::new(StatusCode::FORBIDDEN, message))?;
+    let shown = org.clone();
     let (statuses, activity) = api
         .workspace
-        .call(|workspace| Ok((workspace.status()?, workspace.activity(CHART_DAYS, Timestamp::now())?)))
+        .call_within(org, |workspace| {
+            Ok((workspace.status()?, workspace.activity(CHART_DAYS, Timestamp::now())?))
+        })
         .await?;
     let body = html! {
+        @if let Some((organisations, _)) = &api.config.organisations
+            && session.caller.organisation.is_none()
+        {
+            form.filter method="get" action="/" {
+                label { "Organisation "
+                    select name="org" {
+                        option value="" selected[shown.is_none()] { "every organisation" }
+                        @for listed in &organisations.list {
+                            option value=(listed.id) selected[shown.as_deref() == Some(listed.id.as_str())] {
+                                (listed.name) " (" (listed.id) ")"
+                            }
+                        }
+                    }
+                }
+                " " button type="submit" { "Show" }
+            }
+        }
         @if statuses.is_empty() {
             p { "No link is configured." }
         }
@@ -41,6 +68,12 @@ pub(crate) async fn show(
         (activity_note(&activity))
     };
     Ok(page(&session, "Links", body).into_response())
+}
+
+/// `?org=`: the organisation whose links the overview shows.
+#[derive(serde::Deserialize)]
+pub(crate) struct OrganisationFilter {
+    org: Option<String>,
 }
 
 /// One link's state and its buttons.
@@ -135,6 +168,7 @@ pub(crate) async fn run_now(
     Extension(session): Extension<Session>,
     Path(link): Path<String>,
 ) -> Result<Response, DashboardError> {
+    crate::api::link_in_scope(&api, &link, session.caller.organisation.as_deref())?;
     if !api.links.ask(&link, false) {
         return Err(crate::api::unknown_link(&api, link).into());
     }
@@ -150,7 +184,9 @@ pub(crate) async fn plan_now(
     Path(link): Path<String>,
 ) -> Result<Response, DashboardError> {
     // A workspace of its own: a plan reads both sides, and the shared one serves the rest.
-    let mut workspace = Workspace::new((*api.config).clone());
+    crate::api::link_in_scope(&api, &link, session.caller.organisation.as_deref())?;
+    let mut workspace =
+        Workspace::new((*api.config).clone()).within(session.caller.organisation.as_deref())?;
     let scope = RunScope { link: Some(link.clone()), full: false };
     let outcome: RunsOutcome = workspace.plan(&scope, &mut Unobserved).await?;
     let body = html! {

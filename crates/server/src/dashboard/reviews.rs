@@ -47,10 +47,19 @@ impl Filter {
 
 /// The reviews `filter` selects, newest first; open ones unless `every`. The store selects the
 /// link's; the field is picked from those.
-async fn matching(api: &Api, filter: &Filter, every: bool) -> Result<Vec<ReviewView>, DashboardError> {
+async fn matching(
+    api: &Api,
+    session: &Session,
+    filter: &Filter,
+    every: bool,
+) -> Result<Vec<ReviewView>, DashboardError> {
     let link = filter.link().map(str::to_string);
-    let page =
-        api.workspace.call(move |workspace| workspace.reviews(link.as_deref(), every, None, LIMIT)).await?;
+    let page = api
+        .workspace
+        .call_within(session.caller.organisation.clone(), move |workspace| {
+            workspace.reviews(link.as_deref(), every, None, LIMIT)
+        })
+        .await?;
     let field = filter.field();
     Ok(page
         .items
@@ -74,7 +83,7 @@ pub(crate) async fn list(
     Query(filter): Query<Filter>,
 ) -> Result<Response, DashboardError> {
     let every = filter.status.as_deref() == Some("all");
-    let reviews = matching(&api, &filter, every).await?;
+    let reviews = matching(&api, &session, &filter, every).await?;
     let operator = session.caller.may_act();
     let open = reviews.iter().filter(|review| review.status == ReviewStatus::Open).count();
     let body = html! {
@@ -167,7 +176,10 @@ pub(crate) async fn show(
     Extension(session): Extension<Session>,
     Path(id): Path<i64>,
 ) -> Result<Response, DashboardError> {
-    let ReviewDetail { review, audit } = api.workspace.call(move |workspace| workspace.review(id)).await?;
+    let ReviewDetail { review, audit } = api
+        .workspace
+        .call_within(session.caller.organisation.clone(), move |workspace| workspace.review(id))
+        .await?;
     let (left, right) = side_names(&api, &review.link);
     let applied = applied_by(&review, &audit);
     let body = html! {
@@ -279,7 +291,11 @@ pub(crate) async fn resolve_one(
 ) -> Result<Response, DashboardError> {
     let resolution = resolution(&pairs)?;
     let token = session.caller.name.clone();
-    api.workspace.call(move |workspace| workspace.resolve(id, resolution, Some(&token))).await?;
+    api.workspace
+        .call_within(session.caller.organisation.clone(), move |workspace| {
+            workspace.resolve(id, resolution, Some(&token))
+        })
+        .await?;
     session.notify(format!("Review #{id} is decided; the next run applies it."));
     Ok(see_other(&format!("/reviews/{id}")))
 }
@@ -298,7 +314,7 @@ pub(crate) async fn resolve_many(
         status: None,
     };
     let ids = if form_value(&pairs, "matching").is_some() {
-        matching(&api, &filter, false).await?.into_iter().map(|review| review.id).collect()
+        matching(&api, &session, &filter, false).await?.into_iter().map(|review| review.id).collect()
     } else {
         form_ids(&pairs, "id")?
     };
@@ -309,7 +325,7 @@ pub(crate) async fn resolve_many(
     let token = session.caller.name.clone();
     let notice = api
         .workspace
-        .call(move |workspace| {
+        .call_within(session.caller.organisation.clone(), move |workspace| {
             let done = "reviews decided; the next run applies them.";
             Ok(each(ids, done, |id| workspace.resolve(id, resolution.clone(), Some(&token))))
         })

@@ -15,7 +15,8 @@ use serde::Deserialize as _;
 use toml::de::DeValue;
 
 use super::Validator;
-use crate::config::raw::{RawLink, RawReports, RawServer, RawSignature, RawWebhook};
+use crate::config::organisations::{DEFAULT_REREAD, OrganisationSource, Organisations};
+use crate::config::raw::{RawLink, RawOrganisations, RawReports, RawServer, RawSignature, RawWebhook};
 use crate::config::service::{
     ApiToken, Rate, ReportWhen, ReportsConfig, Role, Schedule, ServerConfig, Signature, SignatureEncoding,
     WebhookConfig,
@@ -63,6 +64,98 @@ impl Validator<'_> {
         }
     }
 
+    /// A link's `spread`: a window shorter than its schedule's period.
+    pub(super) fn spread(
+        &mut self,
+        value: &Spanned<String>,
+        schedule: Option<&Schedule>,
+    ) -> Option<Duration> {
+        let spread = self.duration(value, "spread")?;
+        let Some(schedule @ Schedule::Cron { .. }) = schedule else {
+            return self.refused(
+                value.span(),
+                "spread spreads the slots of a `schedule` (runs on `every` are spaced by their own starts), and this link has none",
+            );
+        };
+        let period = schedule.period(jiff::Timestamp::now());
+        if spread >= period && !period.is_zero() {
+            let period = jiff::SignedDuration::try_from(period).unwrap_or(jiff::SignedDuration::MAX);
+            return self.refused(
+                value.span(),
+                format!(
+                    "spread must be shorter than the time between two slots of the schedule ({period:#})"
+                ),
+            );
+        }
+        Some(spread)
+    }
+
+    /// `[organisations]`, with the list read from where `from` says.
+    pub(super) fn organisations(&mut self, raw: &Spanned<RawOrganisations>) -> Option<Organisations> {
+        let span = raw.span();
+        let raw = raw.get_ref();
+        let problems_before = self.problems.len();
+        let from = self.expand(raw.from.get_ref(), raw.from.span(), "organisations.from")?;
+        let scheme = from.split_once("://").map(|(scheme, _)| scheme);
+        let only = |validator: &mut Self, setting: &Option<Spanned<String>>, name: &str, kind: &str| {
+            if let Some(setting) = setting {
+                validator
+                    .problem(setting.span(), format!("organisations.{name} belongs to a list from {kind}"));
+            }
+        };
+        let source = match scheme {
+            Some("postgres" | "postgresql") => {
+                only(self, &raw.token, "token", "https://…");
+                only(self, &raw.records, "records", "https://…");
+                let Some(query) = &raw.query else {
+                    return self.refused(
+                        raw.from.span(),
+                        "a list from PostgreSQL needs `query`, the SELECT that gives its rows",
+                    );
+                };
+                OrganisationSource::Postgres { url: Secret::new(from), query: query.get_ref().clone() }
+            }
+            Some("http" | "https") => {
+                only(self, &raw.query, "query", "postgres://…");
+                let token = match &raw.token {
+                    Some(token) => Some(Secret::new(self.expand(
+                        token.get_ref(),
+                        token.span(),
+                        "organisations.token",
+                    )?)),
+                    None => None,
+                };
+                let records = raw.records.as_ref().map(|records| records.get_ref().clone());
+                OrganisationSource::Rest { url: from, token, records }
+            }
+            Some(other) => {
+                return self.refused(
+                    raw.from.span(),
+                    format!(
+                        "organisations.from: no list from {other}://; a CSV file, postgres://… or https://…"
+                    ),
+                );
+            }
+            None => {
+                only(self, &raw.query, "query", "postgres://…");
+                only(self, &raw.token, "token", "https://…");
+                only(self, &raw.records, "records", "https://…");
+                OrganisationSource::Csv(from.into())
+            }
+        };
+        let every = match &raw.every {
+            None => Some(DEFAULT_REREAD),
+            Some(every) => self.duration(every, "organisations.every").filter(|every| !every.is_zero()),
+        };
+        if self.problems.len() != problems_before {
+            return None;
+        }
+        match super::super::organisations::read(&source, self.base_dir()) {
+            Ok(list) => Some(Organisations { source, every: every?, list }),
+            Err(message) => self.refused(span.start..span.start, format!("organisations: {message}")),
+        }
+    }
+
     fn cron(&mut self, schedule: &Spanned<String>, zone: Option<&Spanned<String>>) -> Option<Schedule> {
         let text = schedule.get_ref().trim();
         let parsed = if text.split_whitespace().count() == 5 {
@@ -104,7 +197,7 @@ impl Validator<'_> {
     /// offline commands serve nothing.
     fn expand_for_service(&mut self, value: &Spanned<String>, used_in: &str) -> Option<String> {
         if self.offline {
-            super::expand(value.get_ref(), self.env).ok()
+            super::expand(value.get_ref(), self.env, self.org.as_ref()).ok()
         } else {
             self.expand(value.get_ref(), value.span(), used_in)
         }
@@ -158,7 +251,8 @@ impl Validator<'_> {
                 Some(secret) => {
                     if let Some(role) = role {
                         let name = token.name.get_ref().clone();
-                        server.tokens.push(ApiToken { name, token: Secret::new(secret), role });
+                        let organisation = token.org.as_ref().map(|org| org.get_ref().clone());
+                        server.tokens.push(ApiToken { name, token: Secret::new(secret), role, organisation });
                     }
                 }
                 None => {}
