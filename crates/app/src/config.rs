@@ -105,6 +105,9 @@ pub struct LinkConfig {
     /// The organisation this instance of a `for_each` link runs for (its name in the
     /// configuration is `LINK/ID`), if it is one.
     pub organisation: Option<Organisation>,
+    /// Where `[reports]` sends the reports of its runs: `to` with an organisation's own
+    /// addresses (`${org.NAME}`) read for it; empty without `[reports]`.
+    pub report_to: Vec<String>,
 }
 
 /// The side of a link between the connectors `names` that `text` names: `left`, `right`, or

@@ -996,3 +996,31 @@ fn the_readme_example_of_many_organisations_is_valid() {
     let connector = &config.connectors["federation/zvv"];
     assert!(format!("{:?}", connector.kind).contains("club_zvv"), "each club's own schema");
 }
+
+#[test]
+fn reports_go_to_each_organisations_own_address_and_the_fixed_ones() {
+    let with_reports = format!(
+        "{FOR_EACH}\n[reports]\nsmtp = \"smtp://mail.bond.example:587\"\nfrom = \"fieldsync@bond.example\"\n\
+         to = [\"${{org.contact}}\", \"ledenadministratie@bond.example\"]\n"
+    );
+    let clubs = "id,name,contact\nhcu,HC Utrecht,secretaris@hcu.example\nzvv,ZVV De Zwaluw,\n";
+    let config = parse_for_each(&with_reports, clubs, &club_secrets).unwrap();
+    assert_eq!(
+        config.links["members/hcu"].report_to,
+        ["secretaris@hcu.example", "ledenadministratie@bond.example"]
+    );
+    assert_eq!(
+        config.links["members/zvv"].report_to,
+        ["ledenadministratie@bond.example"],
+        "no address of its own"
+    );
+
+    let error =
+        parse_for_each(&with_reports, "id,name,contact\nhcu,HC Utrecht,secretaris at hcu\n", &club_secrets)
+            .unwrap_err()
+            .to_string();
+    assert!(
+        error.contains("organisation hcu: reports.to: \"secretaris at hcu\" is not an e-mail address"),
+        "{error}"
+    );
+}

@@ -280,7 +280,7 @@ impl Job {
                         for report in &outcome.reports {
                             crate::metrics::run_ended(&self.name, report);
                             if let Some(mailer) = &self.mailer {
-                                mailer.send_later(report.clone());
+                                mailer.send_later(report.clone(), &self.link().report_to);
                             }
                         }
                         probe = None;

@@ -24,7 +24,6 @@ const RETRIES: [Duration; 2] = [Duration::from_secs(5), Duration::from_secs(30)]
 pub struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
-    to: Vec<Mailbox>,
     when: ReportWhen,
     history: Option<String>,
 }
@@ -68,10 +67,13 @@ impl Mailer {
             .build();
         let mailbox =
             |address: &str| address.parse::<Mailbox>().map_err(|error| format!("{address:?}: {error}"));
+        // The addresses as written are checked now; an organisation's are read for its links.
+        for address in config.to.iter().filter(|address| !address.contains("${org.")) {
+            mailbox(address)?;
+        }
         Ok(Self {
             transport,
             from: mailbox(&config.from)?,
-            to: config.to.iter().map(|address| mailbox(address)).collect::<Result<_, _>>()?,
             when: config.when,
             history: config.history_url.clone(),
         })
@@ -95,15 +97,20 @@ impl Mailer {
         }
     }
 
-    /// Sends `report` if `when` asks for it, in the background: a failure is retried and
-    /// logged, never returned.
-    pub fn send_later(self: &Arc<Self>, report: RunReport) {
+    /// Sends `report` to `to` (its link's `report_to`) if `when` asks for it, in the
+    /// background: a failure is retried and logged, never returned.
+    pub fn send_later(self: &Arc<Self>, report: RunReport, to: &[String]) {
         if !self.wants(&report) {
+            return;
+        }
+        let to: Vec<Mailbox> = to.iter().filter_map(|address| address.parse().ok()).collect();
+        if to.is_empty() {
+            tracing::debug!(link = %report.link, "the report has no recipient");
             return;
         }
         let mailer = Arc::clone(self);
         tokio::spawn(async move {
-            let Ok(message) = mailer.message(&report) else {
+            let Ok(message) = mailer.message(&report, &to) else {
                 tracing::error!(link = %report.link, "the report could not be put into a message");
                 return;
             };
@@ -121,7 +128,7 @@ impl Mailer {
     }
 
     /// The message of `report`: a subject that says how the run went, text and HTML.
-    fn message(&self, report: &RunReport) -> Result<Message, lettre::error::Error> {
+    fn message(&self, report: &RunReport, to: &[Mailbox]) -> Result<Message, lettre::error::Error> {
         let sections = Sections::of(report);
         let subject = format!(
             "fieldsync: {} {} - {} written, {} settled, {} held for review, {} dead",
@@ -138,7 +145,7 @@ impl Mailer {
             (_, None) => String::new(),
         };
         let mut builder = Message::builder().from(self.from.clone()).subject(subject);
-        for to in &self.to {
+        for to in to {
             builder = builder.to(to.clone());
         }
         builder.multipart(MultiPart::alternative_plain_html(

@@ -180,7 +180,8 @@ pub struct ReportsConfig {
     pub smtp: Secret,
     /// The sender's address.
     pub from: String,
-    /// The recipients' addresses.
+    /// The recipients' addresses as written; one with `${org.NAME}` is an organisation's own,
+    /// read for each of its links (`LinkConfig::report_to`).
     pub to: Vec<String>,
     /// After which runs (`when`, `changes` unless set).
     pub when: ReportWhen,

@@ -174,6 +174,14 @@ pub(crate) fn validate(
         }
     }
     let reports = validator.reports(raw.reports.as_ref());
+    if let (Some(Some(reports)), Some(raw_reports)) = (&reports, &raw.reports) {
+        let span = raw_reports.get_ref().to.span();
+        for link in links.values_mut() {
+            validator.org.clone_from(&link.organisation);
+            link.report_to = validator.recipients(&reports.to, span.clone());
+        }
+        validator.org = None;
+    }
     let problems = validator.problems_in_order();
     match state {
         Some(state) if problems.is_empty() => Ok(Config {
@@ -589,6 +597,7 @@ impl Validator<'_> {
             spread: spread?,
             slot_offset: Duration::ZERO,
             organisation: None,
+            report_to: Vec::new(),
         })
     }
 

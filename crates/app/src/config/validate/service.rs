@@ -15,6 +15,7 @@ use serde::Deserialize as _;
 use toml::de::DeValue;
 
 use super::Validator;
+use crate::config::env::mentions_organisation;
 use crate::config::organisations::{DEFAULT_REREAD, OrganisationSource, Organisations};
 use crate::config::raw::{RawLink, RawOrganisations, RawReports, RawServer, RawSignature, RawWebhook};
 use crate::config::service::{
@@ -380,17 +381,15 @@ impl Validator<'_> {
             let message = "smtp must be smtp://[user:password@]host[:port] (STARTTLS) or smtps://… (TLS)";
             self.problem(raw.smtp.span(), message);
         }
-        let plausible = |address: &str| {
-            address.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-                && !address.contains(char::is_whitespace)
-        };
+        let plausible = plausible_address;
         if !plausible(raw.from.get_ref()) {
             self.problem(raw.from.span(), format!("from {:?} is not an e-mail address", raw.from.get_ref()));
         }
         if raw.to.get_ref().is_empty() {
             self.problem(raw.to.span(), "to names no recipient");
         }
-        for address in raw.to.get_ref() {
+        // An organisation's address (`${org.contact}`) is read for each of its links.
+        for address in raw.to.get_ref().iter().filter(|address| !mentions_organisation(address)) {
             if !plausible(address) {
                 self.problem(raw.to.span(), format!("to: {address:?} is not an e-mail address"));
             }
@@ -413,4 +412,37 @@ impl Validator<'_> {
             history_url: raw.history_url.as_ref().map(|url| url.get_ref().clone()),
         }))
     }
+
+    /// The addresses the reports of the link of `self.org` (or of a link of no organisation)
+    /// go to: each of `to` as written, an organisation's (`${org.contact}`) read for it, and
+    /// left out when the organisation has none or when the link has no organisation.
+    pub(super) fn recipients(&mut self, to: &[String], span: std::ops::Range<usize>) -> Vec<String> {
+        let mut recipients = Vec::new();
+        for address in to {
+            if !mentions_organisation(address) {
+                recipients.push(address.clone());
+                continue;
+            }
+            if self.org.is_none() {
+                continue;
+            }
+            let Some(expanded) = self.expand(address, span.clone(), "reports.to") else { continue };
+            let expanded = expanded.trim();
+            if expanded.is_empty() {
+                continue;
+            }
+            if plausible_address(expanded) {
+                recipients.push(expanded.to_string());
+            } else {
+                self.problem(span.clone(), format!("reports.to: {expanded:?} is not an e-mail address"));
+            }
+        }
+        recipients
+    }
+}
+
+/// Whether `address` looks like an e-mail address (a local part, `@`, a domain with a dot).
+fn plausible_address(address: &str) -> bool {
+    address.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && !address.contains(char::is_whitespace)
 }
