@@ -18,6 +18,8 @@ use crate::generate::{self, AREA_CODES, MEMBER_FIELDS, Member};
 use crate::hooks::Serving;
 use crate::scenario::{measured, run_fieldsync, seconds, spread};
 
+mod organisations;
+
 /// How long the service scenario waits for every link's first sync before giving up.
 const SERVE_PATIENCE: Duration = Duration::from_secs(45 * 60);
 
@@ -53,7 +55,8 @@ pub struct PostgresSettings {
     /// `[server] max_concurrent_runs` of the service scenario (it holds across the processes).
     #[arg(long, default_value_t = 6)]
     pub max_concurrent_runs: usize,
-    /// The parts to run: `sync`, `serve`.
+    /// The parts to run: `sync`, `serve`, `organisations` (`--links` organisations of
+    /// `--link-members` members on one `for_each` link, run by the first of `--workers`).
     #[arg(long, value_delimiter = ',', default_values_t = ["sync".to_string(), "serve".to_string()])]
     pub parts: Vec<String>,
     /// When to measure.
@@ -88,7 +91,8 @@ pub fn run(settings: &PostgresSettings) -> Result<()> {
         match part.as_str() {
             "sync" => bench.sync()?,
             "serve" => bench.serve()?,
-            other => bail!("unknown part {other:?}: sync or serve"),
+            "organisations" => bench.organisations()?,
+            other => bail!("unknown part {other:?}: sync, serve or organisations"),
         }
     }
     Ok(())
