@@ -11,8 +11,8 @@ use fieldsync_connector::{
 };
 use fieldsync_model::{Reading, RecordId, Side, Value, digest_raw, digest_values};
 use fieldsync_store::{
-    AuditEntry, AuditEvent, Baseline, BaselineWrite, BatchClose, EntryOutcome, Lease, LinkLayout, Operation,
-    Origin, OutboxEntry, OutboxStatus, SeenDigest, StateStore,
+    AuditEntry, AuditEvent, AuditValues, Baseline, BaselineWrite, BatchClose, EntryOutcome, Lease,
+    LinkLayout, Operation, Origin, OutboxEntry, OutboxStatus, SeenDigest, StateStore,
 };
 
 use crate::blocking::blocking;
@@ -674,6 +674,7 @@ fn close_batch<K: Clock, P, S: StateStore>(
             value,
             reason,
             at: now,
+            values: AuditValues::Full,
         };
         let failure = |outcome: FailureOutcome, message: String| WriteFailure {
             outbox_id: entry.id,

@@ -350,6 +350,7 @@ fn add_plan(
                     stale.write.side
                 ),
                 at: now,
+                values: fieldsync_store::AuditValues::Full,
             });
             deferred.publication.landed.push(stale.id);
             deferred.landed += 1;
