@@ -173,6 +173,7 @@ fn the_product_example_parses_into_a_link_spec() {
                 max: 3600s,
                 wait_in_run: 10s,
             },
+            audit: Full,
         }
     "#]]
     .assert_eq(&dump);

@@ -805,6 +805,7 @@ fn close_batch<K: Clock, P, S: StateStore>(
     // earlier write of ours whose answer was lost): reading this side in full next time is what
     // plans it again (`full_scan_of`).
     batch.outcomes = outcomes;
+    spec.audit.keep_all(link, &mut batch.audit);
     blocking(|| store.close_batch(lease, layout, batch, now))?;
     Ok(())
 }

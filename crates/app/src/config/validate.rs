@@ -433,6 +433,7 @@ impl Validator<'_> {
             full_scan_every: full_scan_every?,
             overlap,
             retry: retry?,
+            audit: fieldsync_store::AuditValues::Full,
         };
         Some(LinkConfig { spec, connectors: names, schedule: schedule? })
     }
