@@ -90,6 +90,10 @@ pub struct LinkConfig {
     pub connectors: SidePair<String>,
     /// When `fieldsync serve` runs it (`schedule` or `every`); `None`: only when asked.
     pub schedule: Option<Schedule>,
+    /// How long its history is kept (`audit.keep`): older audit entries, runs, finished outbox
+    /// entries and closed reviews are deleted by `fieldsync purge` and, once a day, by
+    /// `fieldsync serve`. `None`: kept for ever.
+    pub keep: Option<Duration>,
 }
 
 /// The side of a link between the connectors `names` that `text` names: `left`, `right`, or

@@ -76,8 +76,17 @@ pub(crate) struct RawLink {
     pub schedule_tz: Option<Spanned<String>>,
     pub every: Option<Spanned<String>>,
     pub retry: Option<RawRetry>,
+    pub audit: Option<Spanned<RawAudit>>,
     #[serde(default)]
     pub fields: Vec<Spanned<RawField>>,
+}
+
+/// `audit = { values = "hashed", keep = "400d" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    pub values: Option<Spanned<String>>,
+    pub keep: Option<Spanned<String>>,
 }
 
 /// `{ left = "…", right = "…" }`: a path on each side.

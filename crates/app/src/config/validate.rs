@@ -18,6 +18,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+mod audit;
 mod service;
 
 use super::env::expand;
@@ -413,6 +414,7 @@ impl Validator<'_> {
             None => Some(RetryPolicy::default()),
             Some(retry) => self.retry(retry),
         };
+        let audit = self.audit(link.audit.as_ref());
 
         if self.problems.len() != problems_before {
             return None;
@@ -433,9 +435,9 @@ impl Validator<'_> {
             full_scan_every: full_scan_every?,
             overlap,
             retry: retry?,
-            audit: fieldsync_store::AuditValues::Full,
+            audit: audit?.0,
         };
-        Some(LinkConfig { spec, connectors: names, schedule: schedule? })
+        Some(LinkConfig { spec, connectors: names, schedule: schedule?, keep: audit?.1 })
     }
 
     /// Resolves a link's `left` or `right` to a connector.
