@@ -42,6 +42,7 @@ pub use fieldsync_store::{
     AuditEntry, AuditEvent, AuditValues, Decision, ErasedRecord, OutboxStatus, PurgedHistory, ReviewKind,
     ReviewStatus, RunRow, RunStatus,
 };
+pub use jiff::Timestamp;
 
 /// One page of a list, newest first.
 #[derive(Clone, Debug, PartialEq, Serialize)]
