@@ -108,6 +108,10 @@ pub struct LinkConfig {
     /// Where `[reports]` sends the reports of its runs: `to` with an organisation's own
     /// addresses (`${org.NAME}`) read for it; empty without `[reports]`.
     pub report_to: Vec<String>,
+    /// How long its history is kept (`audit.keep`): older audit entries, runs, finished outbox
+    /// entries and closed reviews are deleted by `fieldsync purge` and, once a day, by
+    /// `fieldsync serve`. `None`: kept for ever.
+    pub keep: Option<Duration>,
 }
 
 /// The side of a link between the connectors `names` that `text` names: `left`, `right`, or

@@ -1,5 +1,6 @@
 //! The use cases: a `Workspace` over a loaded configuration runs and plans links, checks the
-//! connectors, reports status, and lists and acts on reviews, outbox entries and the history.
+//! connectors, reports status, lists and acts on reviews, outbox entries and the history, and
+//! purges the history and erases a record.
 //! Every method returns typed data that derives `serde::Serialize` and prints nothing, so the
 //! command line and a service render and serialise the same values.
 
@@ -7,6 +8,7 @@ mod check;
 mod error;
 mod history;
 mod outbox;
+mod purge;
 mod reviews;
 mod run;
 mod status;
@@ -23,6 +25,7 @@ pub use check::{CheckReport, ConnectorCheck};
 pub use error::WorkspaceError;
 pub use history::{DayActivity, RunHistory, audit_csv, history_csv};
 pub use outbox::OutboxEntryView;
+pub use purge::{Erasure, LinkPurge};
 pub use reviews::{Resolution, Resolved, ReviewDetail, ReviewView};
 pub use run::{Outcome, RunObserver, RunScope, RunsOutcome, Unobserved};
 pub use status::{LinkStatus, OutboxCounts, ReviewCounts};
@@ -36,8 +39,10 @@ pub use fieldsync_engine::{
 };
 pub use fieldsync_model::{LinkName, RecordKey, RunId, Side, Value};
 pub use fieldsync_store::{
-    AuditEntry, AuditEvent, Decision, OutboxStatus, ReviewKind, ReviewStatus, RunRow, RunStatus,
+    AuditEntry, AuditEvent, AuditValues, Decision, ErasedRecord, OutboxStatus, PurgedHistory, ReviewKind,
+    ReviewStatus, RunRow, RunStatus,
 };
+pub use jiff::Timestamp;
 
 /// One page of a list, newest first.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -177,6 +182,17 @@ impl Workspace {
     fn store(&mut self) -> Result<&mut AnyStore, WorkspaceError> {
         open_store(&self.config, &mut self.store)
     }
+}
+
+/// `audit`, entries of the history of `link`, as that history keeps values now (`audit.values`):
+/// an entry written while the link kept more is shown as it would be written today, its values
+/// hashed with the same digest or left out; a link no longer configured shows its entries as
+/// they were written.
+fn as_kept(config: &Config, link: &str, mut audit: Vec<AuditEntry>) -> Vec<AuditEntry> {
+    if let Some(link_config) = config.links.get(link) {
+        link_config.spec.audit.keep_all(link, &mut audit);
+    }
+    audit
 }
 
 /// The state store of `config`, kept in `slot`: opened the first time, the same one after.

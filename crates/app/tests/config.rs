@@ -173,6 +173,7 @@ fn the_product_example_parses_into_a_link_spec() {
                 max: 3600s,
                 wait_in_run: 10s,
             },
+            audit: Full,
         }
     "#]]
     .assert_eq(&dump);
@@ -1022,5 +1023,49 @@ fn reports_go_to_each_organisations_own_address_and_the_fixed_ones() {
     assert!(
         error.contains("organisation hcu: reports.to: \"secretaris at hcu\" is not an e-mail address"),
         "{error}"
+    );
+}
+
+/// A link's `audit` says what its history keeps of values (`full` unless said) and for how long
+/// (for ever unless said), in the one grammar of durations; a wrong one is named at its value.
+#[test]
+fn a_links_audit_says_what_its_history_keeps_and_how_long() {
+    use fieldsync_store::AuditValues;
+    let link = parse(EXAMPLE).expect("valid").links["members"].clone();
+    assert_eq!((link.spec.audit, link.keep), (AuditValues::Full, None));
+    let with =
+        |audit: &str| example_with("schedule = \"*/15", &format!("audit = {audit}\nschedule = \"*/15"));
+    for (audit, values, keep) in [
+        ("{ values = \"hashed\", keep = \"400d\" }", AuditValues::Hashed, Some(400 * 86_400)),
+        ("{ values = \"none\" }", AuditValues::None, None),
+        ("{ keep = \"2 weeks\" }", AuditValues::Full, Some(14 * 86_400)),
+        ("{ values = \"full\", keep = \"P30D\" }", AuditValues::Full, Some(30 * 86_400)),
+    ] {
+        let link =
+            parse(&with(audit)).unwrap_or_else(|error| panic!("{audit}: {error}")).links["members"].clone();
+        let keep = keep.map(std::time::Duration::from_secs);
+        assert_eq!((link.spec.audit, link.keep), (values, keep), "{audit}");
+    }
+    check_error(
+        &with("{ values = \"hashes\", keep = \"forever\" }"),
+        expect![[r#"
+            conf/fieldsync.toml:28:20: unknown audit values "hashes"; expected one of full, hashed, none
+            conf/fieldsync.toml:28:37: audit keep: "forever" is not a duration; write it like "500ms", "5s", "1m", "24h" or "1h30m"
+        "#]],
+    );
+    check_error(
+        &with("{ keep = \"0s\" }"),
+        expect![[r#"
+            conf/fieldsync.toml:28:18: audit keep must be longer than zero; leave it out to keep the history for ever
+        "#]],
+    );
+    check_error(
+        &with("{ value = \"none\" }"),
+        expect![[r#"
+            conf/fieldsync.toml:28:11: unknown field `value`, expected `values` or `keep`
+               |
+            28 | audit = { value = "none" }
+               |           ^^^^^
+        "#]],
     );
 }

@@ -77,6 +77,21 @@ right = "mail"
         Workspace::open(&self.config()).unwrap()
     }
 
+    /// Sets the link's `audit` table (`{ values = "hashed" }`) in the configuration file.
+    fn set_audit(&self, audit: &str) {
+        let text = std::fs::read_to_string(self.config()).unwrap();
+        let mut lines: Vec<&str> = text.lines().filter(|line| !line.starts_with("audit = ")).collect();
+        let at = lines.iter().position(|line| line.starts_with("conflicts = ")).unwrap() + 1;
+        let line = format!("audit = {audit}");
+        lines.insert(at, &line);
+        std::fs::write(self.config(), lines.join("\n")).unwrap();
+    }
+
+    /// The state store's file.
+    fn state(&self) -> Connection {
+        Connection::open(self.dir.path().join("state.db")).unwrap()
+    }
+
     /// A person changes a player's e-mail address in the register.
     fn register_email(&self, player: &str, email: &str) {
         let register = Connection::open(self.dir.path().join("register.db")).unwrap();
@@ -343,8 +358,161 @@ fn the_returned_types_serialise_to_the_keys_the_command_line_has_always_printed(
         "attempts id key last_error link next_attempt_at operation run_id side status write"
     );
     let run = workspace.runs(None, 1).unwrap().items[0].id.0;
-    assert_eq!(keys(serde_json::to_value(workspace.run_history(run).unwrap()).unwrap()), ["audit", "run"]);
+    let history = serde_json::to_value(workspace.run_history(run).unwrap()).unwrap();
+    assert_eq!(keys(history.clone()), ["audit", "run"]);
+    assert_eq!(
+        keys(history["audit"][0].clone()).join(" "),
+        "at base event field key left reason right run_id side value values"
+    );
+    let purged =
+        serde_json::to_value(&workspace.purge_history(None, jiff::Timestamp::now()).unwrap()[0]).unwrap();
+    assert_eq!(keys(purged).join(" "), "audit_entries before keep link outbox_entries reviews runs");
+    let erased = serde_json::to_value(workspace.erase_record("players", "P3", None).unwrap()).unwrap();
+    assert_eq!(
+        keys(erased).join(" "),
+        "audit_entries baseline key_digest link messages outbox_entries reviews webhooks wiped"
+    );
     let check = serde_json::to_value(block_on(workspace.check())).unwrap();
     assert_eq!(keys(check.clone()), ["config", "conflict_timing", "connectors", "links"]);
     assert_eq!(keys(check["connectors"]["register"].clone()), ["ok", "probe"]);
+}
+
+/// With `audit = { values = "hashed" }` the history holds digests where values were, and shows
+/// what was written in full as digests too (the same digest for the same value); with `none`
+/// it shows no value; a person's decision is stored as the link keeps values. The review itself
+/// keeps its values: a person decides from them.
+#[test]
+fn the_history_is_shown_and_written_as_the_link_keeps_values_now() {
+    use fieldsync_app::workspace::{AuditValues, Value};
+    let club = Club::new("review");
+    let mut workspace = club.workspace();
+    run_every_link(&mut workspace);
+    club.register_email("P1", "anna.devries@example.nl");
+    club.register_email("P2", "left-p2@club.nl");
+    club.website_email("P2", "right-p2@club.nl");
+    run_every_link(&mut workspace);
+    let run = workspace.runs(None, 1).unwrap().items[0].id.0;
+    let full = workspace.run_history(run).unwrap().audit;
+    assert!(
+        full.iter().any(|entry| entry.value == Some(Value::from("anna.devries@example.nl"))),
+        "{full:#?}"
+    );
+
+    club.set_audit("{ values = \"hashed\" }");
+    let mut workspace = club.workspace();
+    let digest = |text: &str| {
+        Some(Value::from(fieldsync_store::value_digest("players", "email", &Value::from(text)).as_str()))
+    };
+    let hashed = workspace.run_history(run).unwrap().audit;
+    assert_eq!(hashed.len(), full.len());
+    for (shown, written) in hashed.iter().zip(&full) {
+        let mut expected = written.clone();
+        AuditValues::Hashed.keep("players", &mut expected);
+        assert_eq!((shown, shown.values), (&expected, AuditValues::Hashed));
+        assert!(!format!("{shown:?}").contains('@'), "{shown:#?}");
+    }
+    assert!(hashed.iter().any(|entry| entry.value == digest("anna.devries@example.nl")), "{hashed:#?}");
+    let exported = workspace.export_history(10, true).unwrap();
+    assert_eq!(exported.iter().find(|history| history.run.id.0 == run).unwrap().audit, hashed);
+    let review = workspace.reviews(None, false, None, 0).unwrap().items[0].clone();
+    assert_eq!(review.left, Some(Value::from("left-p2@club.nl")), "a review keeps its values");
+    let detail = workspace.review(review.id).unwrap();
+    assert!(detail.audit.iter().all(|entry| entry.values == AuditValues::Hashed), "{:#?}", detail.audit);
+
+    // A person's typed value is stored as a digest; the run that applies it writes it hashed.
+    workspace.resolve(review.id, Resolution::Value("person@club.nl".into()), None).unwrap();
+    let stored: (String, String, String) = club
+        .state()
+        .query_row("SELECT kept, value, reason FROM audit WHERE event = 'decided'", [], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .unwrap();
+    let person = digest("person@club.nl").unwrap();
+    assert_eq!(stored.0, "hashed");
+    assert_eq!(stored.1, serde_json::to_string(&person).unwrap());
+    assert_eq!(
+        stored.2,
+        format!("decided by a person: {{\"value\":{}}}", serde_json::to_string(&person).unwrap())
+    );
+    run_every_link(&mut workspace);
+    let applied = workspace.runs(None, 1).unwrap().items[0].id.0;
+    let written = workspace.run_history(applied).unwrap().audit;
+    assert!(written.iter().any(|entry| entry.value.as_ref() == Some(&person)), "{written:#?}");
+    let clear: i64 = club
+        .state()
+        .query_row(
+            "SELECT count(*) FROM audit WHERE kept = 'hashed' AND (value LIKE '%@%' OR reason LIKE '%@%' \
+             OR left_value LIKE '%@%' OR right_value LIKE '%@%' OR base LIKE '%@%')",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(clear, 0, "no entry written under hashed holds an address");
+
+    club.set_audit("{ values = \"none\" }");
+    let mut workspace = club.workspace();
+    for history in workspace.export_history(10, true).unwrap() {
+        for entry in history.audit {
+            assert_eq!(
+                (entry.values, &entry.base, &entry.left, &entry.right, &entry.value),
+                (AuditValues::None, &None, &None, &None, &None)
+            );
+        }
+    }
+    // Kept in full again, what was written hashed stays hashed.
+    club.set_audit("{ values = \"full\" }");
+    let mut workspace = club.workspace();
+    assert_eq!(workspace.run_history(applied).unwrap().audit, written);
+    assert_eq!(workspace.run_history(run).unwrap().audit, full);
+}
+
+/// `purge_history` deletes each link's history older than its `audit.keep` (nothing when it has
+/// none, saying so), keeping the last run that read both sides; `erase_record` removes a record
+/// from the state store and names it by its key's digest only.
+#[test]
+fn the_history_is_purged_past_its_keep_and_a_record_is_erased() {
+    let club = Club::new("review");
+    let mut workspace = club.workspace();
+    run_every_link(&mut workspace);
+    club.register_email("P1", "anna.devries@example.nl");
+    run_every_link(&mut workspace);
+    let now = jiff::Timestamp::now();
+    let forever = workspace.purge_history(None, now).unwrap();
+    assert_eq!((forever.len(), forever[0].keep.as_deref(), forever[0].before), (1, None, None));
+    assert_eq!(forever[0].purged, Default::default());
+
+    club.set_audit("{ keep = \"1d\" }");
+    let mut workspace = club.workspace();
+    let today = workspace.purge_history(Some("players"), now).unwrap();
+    assert_eq!((today[0].keep.as_deref(), today[0].purged), (Some("1d"), Default::default()));
+    let later = now.checked_add(jiff::SignedDuration::from_hours(49)).unwrap();
+    let purged = workspace.purge_history(None, later).unwrap();
+    assert_eq!(purged[0].before, Some(later.checked_sub(jiff::SignedDuration::from_hours(24)).unwrap()));
+    let counts = purged[0].purged;
+    assert_eq!(counts.runs, 1, "the last run that read both sides stays: {counts:?}");
+    assert!(counts.audit_entries >= 2 && counts.outbox_entries == 1, "{counts:?}");
+    let runs = workspace.runs(None, 0).unwrap().items;
+    assert_eq!(runs.len(), 1);
+    assert!(workspace.run_history(runs[0].id.0).unwrap().audit.is_empty());
+    let unknown = workspace.purge_history(Some("nope"), now).unwrap_err();
+    assert!(matches!(unknown, WorkspaceError::UnknownLink { .. }) && unknown.is_usage());
+
+    let erasure = workspace.erase_record("players", "P1", None).unwrap();
+    assert_eq!(
+        erasure.key_digest,
+        fieldsync_store::key_digest("players", &fieldsync_app::workspace::RecordKey::new("P1"))
+    );
+    assert!(erasure.erased.baseline && erasure.erased.wiped, "{erasure:?}");
+    assert_eq!(workspace.status().unwrap()[0].records, 2);
+    let audited: String = club
+        .state()
+        .query_row(
+            "SELECT reason FROM audit WHERE event = 'erased' AND key = ?1",
+            [&erasure.key_digest],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(audited.starts_with("record erased by a person: its baseline"), "{audited}");
+    let unknown = workspace.erase_record("nope", "P1", None).unwrap_err();
+    assert!(unknown.is_usage());
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{Context as _, anyhow};
-use fieldsync_app::workspace::{OutboxStatus, Page, Resolution, RunScope};
+use fieldsync_app::workspace::{OutboxStatus, Page, Resolution, RunScope, Timestamp};
 use fieldsync_app::{Workspace, WorkspaceError};
 
 use crate::output::{print_json, show};
@@ -256,4 +256,26 @@ pub fn outbox(target: Target<'_>, command: Option<OutboxCommand>, json: bool) ->
         }
     }
     Ok(Exit::Done)
+}
+
+/// `fieldsync purge`: each link's history past its `audit.keep` deleted, or with `key` one
+/// record erased from a link's state. Exit 1 when an erasure could not write the store's files
+/// anew (the rows are gone; old bytes may be left until the next erasure).
+pub fn purge(
+    target: Target<'_>,
+    link: Option<String>,
+    key: Option<String>,
+    json: bool,
+) -> Result<Exit, Failure> {
+    let workspace = &mut target.open_offline()?;
+    let Some(key) = key else {
+        let purges = workspace.purge_history(link.as_deref(), Timestamp::now())?;
+        show(purges.as_slice(), json, render::purges);
+        return Ok(Exit::Done);
+    };
+    let link =
+        link.ok_or_else(|| Failure::usage(anyhow!("--key needs the link: fieldsync purge LINK --key KEY")))?;
+    let erasure = workspace.erase_record(&link, &key, None)?;
+    show(&erasure, json, render::erasure);
+    Ok(if erasure.erased.wiped { Exit::Done } else { Exit::WritesFailed })
 }

@@ -85,6 +85,28 @@ enum Command {
         #[command(subcommand)]
         command: Option<OutboxCommand>,
     },
+    /// Delete the history older than each link's `audit.keep`, or with --key erase one record.
+    ///
+    /// Without --key: for every link (or LINK) whose `audit = { keep = "…" }` says how long its
+    /// history is kept, deletes the audit entries, runs, finished outbox entries and closed reviews
+    /// older than that; links without `keep` keep their history for ever. `fieldsync serve` does
+    /// this once a day.
+    ///
+    /// With --key: erases every trace of the record with that link key from LINK's state: its
+    /// baseline, outbox entries, reviews and audit entries, its ids in waiting webhooks, and its
+    /// key and values in messages about other records, then writes the state store's files anew so
+    /// that no old copy of them is left (exit 1 when another process keeps them in use: the rows
+    /// are gone, run it again later). The erasure is audited under the key's digest only. The
+    /// systems of record are not touched: erase the member there too, or the next run reads it
+    /// again.
+    Purge {
+        /// The link (every link when omitted; needed with --key).
+        link: Option<String>,
+        /// Erase the record with this link key (as `fieldsync history show`, `conflicts` and
+        /// `outbox` show keys).
+        #[arg(long, value_name = "KEY", requires = "link")]
+        key: Option<String>,
+    },
     /// Run the links as a service: each on its schedule, outbox retries as they come due,
     /// an HTTP API and the dashboard at `/` (`[server]` in the configuration). SIGTERM or
     /// Ctrl-C stops it: the runs going on stop at their next commit, and it exits 0. SIGHUP
@@ -264,6 +286,7 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
         Command::Conflicts { command } => commands::conflicts(config, command, json),
         Command::History { command } => commands::history(config, command, json),
         Command::Outbox { command } => commands::outbox(config, command, json),
+        Command::Purge { link, key } => commands::purge(config, link, key, json),
         Command::Serve => commands::serve(config).await,
     }
 }

@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 
 use fieldsync_app::workspace::{
-    Action, AuditEntry, CheckReport, LinkStatus, OutboxEntryView, ReviewView, RunHistory, RunReport, RunRow,
-    RunStatus,
+    Action, AuditEntry, CheckReport, Erasure, LinkPurge, LinkStatus, OutboxEntryView, ReviewView, RunHistory,
+    RunReport, RunRow, RunStatus,
 };
 use fieldsync_model::{Side, Value};
 
@@ -323,6 +323,62 @@ pub fn run_history(history: &RunHistory) -> String {
     let mut out = runs(std::slice::from_ref(&history.run));
     let _ = writeln!(out, "  statistics {}", history.run.stats);
     out.push_str(&audit_lines(&history.audit));
+    out
+}
+
+/// What a purge of each link's history deleted, a line a link.
+pub fn purges(purges: &[LinkPurge]) -> String {
+    list(purges, "No links configured.", |out, purge| {
+        let Some((keep, before)) = purge.keep.as_deref().zip(purge.before) else {
+            let _ = writeln!(
+                out,
+                "{}: history kept for ever (the link has no audit.keep); nothing purged",
+                purge.link
+            );
+            return;
+        };
+        let counts = &purge.purged;
+        let _ = writeln!(
+            out,
+            "{}: history kept {keep}; deleted what is older than {}: {} runs, {} audit entries, {} finished \
+             outbox entries, {} closed reviews",
+            purge.link,
+            before.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            counts.runs,
+            counts.audit_entries,
+            counts.outbox_entries,
+            counts.reviews
+        );
+    })
+}
+
+/// A record erased: what was removed, how the erasure is audited, and what is left to do.
+pub fn erasure(erasure: &Erasure) -> String {
+    let mut out = String::new();
+    let erased = &erasure.erased;
+    let _ = writeln!(out, "Erased from link {}: {}.", erasure.link, erased.summary());
+    let _ = writeln!(
+        out,
+        "The erasure is audited as record {}; the key itself is kept nowhere.",
+        erasure.key_digest
+    );
+    if erased.wiped {
+        let _ = writeln!(
+            out,
+            "The state store's files were written anew: no old copy of the record is left in them."
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "The rows are gone, but the state store's files could not be written anew (another process is using \
+             them): old copies may be left until the next erasure. Run it again when nothing else uses the store."
+        );
+    }
+    let _ = writeln!(
+        out,
+        "The systems of record were not touched: erase the member there too, or the next run of {} reads it again.",
+        erasure.link
+    );
     out
 }
 

@@ -11,8 +11,8 @@ use fieldsync_connector::{
 };
 use fieldsync_model::{Reading, RecordId, Side, Value, digest_raw, digest_values};
 use fieldsync_store::{
-    AuditEntry, AuditEvent, Baseline, BaselineWrite, BatchClose, EntryOutcome, Lease, LinkLayout, Operation,
-    Origin, OutboxEntry, OutboxStatus, SeenDigest, StateStore,
+    AuditEntry, AuditEvent, AuditValues, Baseline, BaselineWrite, BatchClose, EntryOutcome, Lease,
+    LinkLayout, Operation, Origin, OutboxEntry, OutboxStatus, SeenDigest, StateStore,
 };
 
 use crate::blocking::blocking;
@@ -674,6 +674,7 @@ fn close_batch<K: Clock, P, S: StateStore>(
             value,
             reason,
             at: now,
+            values: AuditValues::Full,
         };
         let failure = |outcome: FailureOutcome, message: String| WriteFailure {
             outbox_id: entry.id,
@@ -804,6 +805,7 @@ fn close_batch<K: Clock, P, S: StateStore>(
     // earlier write of ours whose answer was lost): reading this side in full next time is what
     // plans it again (`full_scan_of`).
     batch.outcomes = outcomes;
+    spec.audit.keep_all(link, &mut batch.audit);
     blocking(|| store.close_batch(lease, layout, batch, now))?;
     Ok(())
 }

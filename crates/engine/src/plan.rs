@@ -3,7 +3,8 @@
 
 use fieldsync_model::{RecordDigest, RecordId, RecordKey, RunId, Side, Value, digest_raw, digest_values};
 use fieldsync_store::{
-    AuditEntry, AuditEvent, Baseline, NewReview, Operation, Origin, Review, ReviewId, SourceDigest,
+    AuditEntry, AuditEvent, AuditValues, Baseline, NewReview, Operation, Origin, Review, ReviewId,
+    SourceDigest,
 };
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -267,6 +268,7 @@ impl Planner<'_> {
             value: None,
             reason,
             at: self.now,
+            values: AuditValues::Full,
         }
     }
 

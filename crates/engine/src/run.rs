@@ -351,6 +351,7 @@ fn add_plan(
                     stale.write.side
                 ),
                 at: now,
+                values: fieldsync_store::AuditValues::Full,
             });
             deferred.publication.landed.push(stale.id);
             deferred.landed += 1;
@@ -515,6 +516,7 @@ async fn detect_and_plan<C: Connector, K: Clock, P: Progress, S: StateStore>(
         let sequence = sequence.or_else(|| old.sequence.clone());
         publication.cursors.push((side, CursorState { cursor, last_full_scan, sequence }));
     }
+    spec.audit.keep_all(spec.name.as_str(), &mut publication.audit);
     blocking(|| store.publish_plan(lease, run_id, layout, publication, now))?;
     // Counted as done only now: a guarded run leaves the entry open for the next one.
     report.stats.writes_done += deferred.landed;
@@ -616,6 +618,8 @@ fn plan_chunk<K, P, S: StateStore>(
             side,
             digest,
         }));
+        // The history keeps of values what the link says, from the moment they are stored.
+        planner.spec.audit.keep_all(planner.spec.name.as_str(), &mut planned.audit);
         blocking(|| store.commit_plan_chunk(lease, run_id, layout, planned, now))?;
     }
     Ok(())

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use fieldsync_model::{LinkName, Normaliser, Side};
+use fieldsync_store::AuditValues;
 
 /// A pair of things, one per side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -238,6 +239,9 @@ pub struct LinkSpec {
     pub overlap: SidePair<Duration>,
     /// How delivery retries.
     pub retry: RetryPolicy,
+    /// What the history keeps of the values it tells of (`audit.values`): every audit entry
+    /// is made to keep only that before it is stored (`AuditValues::keep`).
+    pub audit: AuditValues,
 }
 
 impl LinkSpec {

@@ -10,8 +10,8 @@ use fieldsync_engine::{
 };
 use fieldsync_model::{FieldType, Normaliser, RecordId, RecordKey, Side, Value};
 use fieldsync_store::{
-    AuditEntry, Decision, ListQuery, NewOutboxEntry, Operation, Origin, OutboxEntry, OutboxStatus, PlanChunk,
-    ReviewId, ReviewStatus, RunStatus, StateStore,
+    AuditEntry, AuditEvent, Decision, ListQuery, NewOutboxEntry, Operation, Origin, OutboxEntry,
+    OutboxStatus, PlanChunk, ReviewId, ReviewStatus, RunStatus, StateStore,
 };
 use fieldsync_test_support::{Time, World, link_spec};
 use jiff::Timestamp;
@@ -1739,4 +1739,83 @@ async fn a_delivery_only_if_due_records_no_run_when_another_delivered_what_was_d
     assert_eq!(world.right.value("m2", "email"), json!("m2.new@example.nl"));
     assert!(world.try_run(due).await.is_err(), "delivered: nothing is due any more");
     assert_eq!(world.store.list_runs(Some("members"), 100).unwrap().len(), runs + 1);
+}
+
+/// Under `audit.values = "hashed"` every audit entry a run stores keeps the digest of each value
+/// (the same value of a field always the same digest), under `none` no value at all; under both
+/// the reasons that quoted a value (a person's typed value, a value that cannot be read, a
+/// target's refusal) quote none. The values reach the other side all the same.
+#[tokio::test]
+async fn the_history_keeps_digests_or_nothing_of_values_as_the_link_says() {
+    use fieldsync_store::{AuditValues, value_digest};
+    for policy in [AuditValues::Hashed, AuditValues::None] {
+        let mut world = world(ConflictStrategy::Review);
+        world.spec.audit = policy;
+        let mut world = world.seeded().await;
+        world.set_time(at(100));
+        world.left.edit("m1", "email", json!("anna.devries@example.nl"));
+        world.left.edit("m2", "mobile", json!("06-left"));
+        world.right.edit("m2", "mobile", json!("06-right"));
+        world.right.edit("m3", "email", json!(["not", "an", "address"]));
+        world.left.edit("m4", "email", json!("bad@club.nl"));
+        world.right.inject(MemoryFault::RejectValue(json!("bad@club.nl")));
+        let mut reports = vec![world.run(RunOptions::default()).await];
+        assert_eq!(world.right.value("m1", "email"), json!("anna.devries@example.nl"));
+        let review = world.reviews(Some(ReviewStatus::Open))[0].id;
+        decide(&mut world, review, Decision::Value(Value::from("06-person")), at(200));
+        reports.push(world.run(RunOptions::default()).await);
+        assert_eq!(world.left.value("m2", "mobile"), json!("06-person"));
+
+        let audit: Vec<AuditEntry> = reports.iter().flat_map(|report| world.audit(report)).collect();
+        assert!(audit.len() > 10, "{audit:#?}");
+        for entry in &audit {
+            assert_eq!(entry.values, policy, "{entry:#?}");
+            let values = [&entry.base, &entry.left, &entry.right, &entry.value];
+            match policy {
+                AuditValues::Hashed => assert!(
+                    values.iter().all(|value| match value {
+                        Some(Value::Text(text)) => text.starts_with("sha256:") && text.len() == 39,
+                        Some(_) => false,
+                        None => true,
+                    }),
+                    "{entry:#?}"
+                ),
+                _ => assert!(values.iter().all(|value| value.is_none()), "{entry:#?}"),
+            }
+            let text = format!("{entry:?}");
+            for clear in ["anna.devries", "06-left", "06-right", "06-person", "bad@club.nl", "\"an\""] {
+                assert!(!text.contains(clear), "{clear} in {entry:#?}");
+            }
+        }
+        let event = |event: AuditEvent, key: &str| {
+            audit.iter().find(|entry| entry.event == event && entry.key.as_str() == key).expect("an entry")
+        };
+        assert_eq!(
+            event(AuditEvent::Invalid, "m3").reason,
+            "right value is not a valid email; the field is left as it is"
+        );
+        assert!(event(AuditEvent::Failed, "m4").reason.starts_with("failed for good; "));
+        let decided = audit
+            .iter()
+            .find(|entry| entry.key.as_str() == "m2" && entry.reason.starts_with("decided in review: use "))
+            .expect("the decision applied");
+        if policy == AuditValues::Hashed {
+            let digest = |field: &str, text: &str| {
+                Some(Value::from(value_digest("members", field, &Value::from(text)).as_str()))
+            };
+            let written = event(AuditEvent::Written, "m1");
+            assert_eq!(written.value, digest("email", "anna.devries@example.nl"));
+            assert_eq!(event(AuditEvent::Resolved, "m1").value, written.value, "one value, one digest");
+            assert_eq!(decided.value, digest("mobile", "06-person"));
+            assert_eq!(
+                decided.reason,
+                format!(
+                    "decided in review: use {}",
+                    value_digest("members", "mobile", &Value::from("06-person"))
+                )
+            );
+        } else {
+            assert_eq!(decided.reason, "decided in review: use a value a person gave");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! `fieldsync serve`: every link on its schedule (`schedule` or `every`), outbox retries on a
-//! timer between runs, at most `max_concurrent_runs` runs at once, and an HTTP API and a
-//! dashboard over the app's use cases. It stops taking work when told to, lets the runs going
+//! timer between runs, at most `max_concurrent_runs` runs at once, each link's history past its
+//! `audit.keep` purged daily, and an HTTP API and a dashboard over the app's use cases. It stops taking work when told to, lets the runs going
 //! on stop at their next point between two commits, and returns.
 //!
 //! Architecture Invariant: the service calls the app's `Workspace` and nothing below it; the
@@ -15,6 +15,7 @@ mod hooks;
 mod links;
 mod metrics;
 mod reports;
+mod retention;
 mod shared;
 
 use std::net::SocketAddr;
@@ -124,6 +125,7 @@ impl Server {
             let workspace = SharedWorkspace::new(&config);
             let links = Links::start(Arc::clone(&config), workspace.clone(), running.clone(), mailer.clone());
             let feeds = feeds::start(&config, workspace.clone(), Arc::clone(&links), running.clone());
+            let retention = retention::start(&config, workspace.clone(), running.clone());
             *current.write().unwrap_or_else(PoisonError::into_inner) =
                 api::router(Arc::clone(&config), Arc::clone(&links), workspace, Arc::clone(&sessions));
             // Connections are taken only once the first configuration's router is in place
@@ -159,6 +161,7 @@ impl Server {
             tracing::info!("stopping the links: no new runs; the runs going on stop at their next commit");
             running.cancel();
             drop(feeds);
+            drop(retention);
             if tokio::time::timeout(STOP_GRACE, links.stopped()).await.is_err() {
                 tracing::warn!("runs still going on after {STOP_GRACE:?}; going on without them");
             }

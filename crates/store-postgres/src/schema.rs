@@ -193,4 +193,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE cursors ADD COLUMN sequence text;",
     // 3: when each side's record last changed, as its connector reported it, for a review.
     "ALTER TABLE reviews ADD COLUMN left_changed timestamptz, ADD COLUMN right_changed timestamptz;",
+    // 4: what an audit entry keeps of its values (a link's `audit.values`: `full`, `hashed`,
+    // `none`); entries written before it kept them in full.
+    "ALTER TABLE audit ADD COLUMN kept text NOT NULL DEFAULT 'full';",
 ];

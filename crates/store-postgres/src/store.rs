@@ -17,7 +17,7 @@ use fieldsync_postgres::{block_on, quote_ident};
 use jiff::Timestamp;
 
 use fieldsync_store::codec::{
-    DigestColumns, KeyOrder, damaged, decode_fields, encode_fields, side_from, value_from, value_text,
+    DigestColumns, KeyOrder, Traces, damaged, decode_fields, encode_fields, side_from, value_from, value_text,
 };
 use fieldsync_store::*;
 
@@ -693,6 +693,63 @@ impl StateStore for PostgresStore {
             || format!("dropping outbox entry {id}"),
         ))?;
         if changed == 0 { Err(StoreError::NotFound { what: "dead outbox entry", id }) } else { Ok(()) }
+    }
+
+    fn purge_history(&mut self, link: &str, before: Timestamp) -> Result<PurgedHistory, StoreError> {
+        block_on(async {
+            let what = || format!("purging the history of link {link}");
+            let commit = self.begin().await?;
+            let session = commit.session();
+            let before = stored(before);
+            let parameters: [Parameter<'_>; 2] = [&link, &before];
+            let delete = |sql: &'static str| session.execute(sql, &parameters, what);
+            let purged = PurgedHistory {
+                audit_entries: delete("DELETE FROM audit WHERE link = $1 AND at < $2").await?,
+                // Not a run still planning, nor the last that read both sides
+                // (`RunRow::read_both_sides`), which a schedule counts from.
+                runs: delete(
+                    "DELETE FROM runs WHERE link = $1 AND finished_at < $2 AND plan IS NOT NULL \
+                     AND id IS DISTINCT FROM (SELECT max(id) FROM runs WHERE link = $1 \
+                     AND mode NOT IN ('deliver', 'targeted') AND status IN ('done', 'partial', 'guarded'))",
+                )
+                .await?,
+                outbox_entries: delete(
+                    "DELETE FROM outbox WHERE link = $1 AND status IN ('done', 'superseded', 'dropped') \
+                     AND updated_at < $2",
+                )
+                .await?,
+                reviews: delete(
+                    "DELETE FROM reviews WHERE link = $1 AND status = 'closed' AND updated_at < $2",
+                )
+                .await?,
+            };
+            commit.commit().await?;
+            Ok(purged)
+        })
+    }
+
+    fn erase_record(
+        &mut self,
+        link: &str,
+        key: &RecordKey,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<ErasedRecord, StoreError> {
+        let (erased, touched) = block_on(async {
+            let commit = self.begin().await?;
+            let erased = commit.erase(link, key, by, now).await?;
+            commit.commit().await?;
+            Ok::<_, StoreError>(erased)
+        })?;
+        // A deleted row's bytes stay in its table's pages (and its indexes') until they are
+        // written over, even after a plain VACUUM: the tables it touched are written anew,
+        // outside the transaction, and their old files removed.
+        let mut wiped = true;
+        for table in touched {
+            // The simple query protocol: `VACUUM` is no statement to prepare.
+            wiped &= block_on(self.client.batch_execute(&format!("VACUUM FULL {table}"))).is_ok();
+        }
+        Ok(ErasedRecord { wiped, ..erased })
     }
 
     fn accept_webhook(&mut self, hook: &NewWebhook, seen_since: Timestamp) -> Result<bool, StoreError> {
@@ -1424,6 +1481,126 @@ impl Commit<'_> {
         Ok(())
     }
 
+    /// Removes every row of the record `key` of `link`, strikes it from the webhooks and
+    /// messages that name it, and audits the erasure (see `StateStore::erase_record`); with the
+    /// tables it changed.
+    async fn erase(
+        &self,
+        link: &str,
+        key: &RecordKey,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<(ErasedRecord, Vec<&'static str>), StoreError> {
+        let what = || format!("erasing record {key} of link {link}");
+        let session = self.session();
+        let mut traces = Traces::new(key);
+        let row_of_key: [Parameter<'_>; 2] = [&link, &key.as_str()];
+        // What its rows held, to strike from the messages that stay.
+        let rows = session
+            .query(
+                "SELECT left_id, right_id, field_values FROM baselines WHERE link = $1 AND key = $2",
+                &row_of_key,
+                what,
+            )
+            .await?;
+        for row in &rows {
+            for (side, column) in [(Side::Left, 0), (Side::Right, 1)] {
+                if let Some(id) = row.try_get::<_, Option<&str>>(column).context(what)? {
+                    traces.id(side, id);
+                }
+            }
+            traces.values(row.try_get(2).context(what)?);
+        }
+        let rows = session
+            .query(
+                "SELECT side, record_id, payload FROM outbox WHERE link = $1 AND key = $2",
+                &row_of_key,
+                what,
+            )
+            .await?;
+        for row in &rows {
+            if let Some(id) = row.try_get::<_, Option<&str>>(1).context(what)? {
+                traces.id(side_from(row.try_get(0).context(what)?, &what())?, id);
+            }
+            traces.payload(row.try_get(2).context(what)?);
+        }
+        for sql in [
+            "SELECT base, left_value, right_value FROM reviews WHERE link = $1 AND key = $2",
+            "SELECT base, left_value, right_value, value FROM audit WHERE link = $1 AND key = $2",
+        ] {
+            for row in &session.query(sql, &row_of_key, what).await? {
+                for column in 0..row.len() {
+                    if let Some(text) = row.try_get::<_, Option<&str>>(column).context(what)? {
+                        traces.values(text);
+                    }
+                }
+            }
+        }
+        let mut touched = Vec::new();
+        let mut delete = async |table: &'static str| -> Result<u64, StoreError> {
+            let sql = format!("DELETE FROM {table} WHERE link = $1 AND key = $2");
+            let deleted = session.execute(&sql, &row_of_key, what).await?;
+            if deleted > 0 {
+                touched.push(table);
+            }
+            Ok(deleted)
+        };
+        let mut erased = ErasedRecord {
+            baseline: delete("baselines").await? > 0,
+            outbox_entries: delete("outbox").await?,
+            reviews: delete("reviews").await?,
+            audit_entries: delete("audit").await?,
+            ..ErasedRecord::default()
+        };
+        // The webhooks that name it: its ids struck, a webhook naming nothing else removed.
+        for row in
+            &session.query("SELECT id, side, records FROM webhooks WHERE link = $1", &[&link], what).await?
+        {
+            let id: i64 = row.try_get(0).context(what)?;
+            let side = side_from(row.try_get(1).context(what)?, &what())?;
+            let named: Vec<String> = row.try_get(2).context(what)?;
+            let kept: Vec<&String> = named.iter().filter(|record| !traces.names(side, record)).collect();
+            if kept.len() == named.len() {
+                continue;
+            }
+            erased.webhooks += 1;
+            if kept.is_empty() {
+                session.execute("DELETE FROM webhooks WHERE id = $1", &[&id], what).await?;
+            } else {
+                session
+                    .execute("UPDATE webhooks SET records = $2 WHERE id = $1", &[&id, &kept], what)
+                    .await?;
+            }
+        }
+        if erased.webhooks > 0 {
+            touched.push("webhooks");
+        }
+        // The messages that may quote it: runs' errors, failed writes' messages and reasons.
+        for (table, column, only) in [
+            ("runs", "error", "error IS NOT NULL"),
+            ("outbox", "last_error", "last_error IS NOT NULL"),
+            ("audit", "reason", "event IN ('failed', 'invalid')"),
+        ] {
+            let sql = format!("SELECT id, {column} FROM {table} WHERE link = $1 AND {only}");
+            let mut struck = Vec::new();
+            for row in &session.query(&sql, &[&link], what).await? {
+                if let Some(message) = traces.strike(row.try_get(1).context(what)?) {
+                    struck.push((row.try_get::<_, i64>(0).context(what)?, message));
+                }
+            }
+            let sql = format!("UPDATE {table} SET {column} = $2 WHERE id = $1");
+            for (id, message) in &struck {
+                session.execute(&sql, &[id, message], what).await?;
+            }
+            erased.messages += struck.len() as u64;
+            if !struck.is_empty() && !touched.contains(&table) {
+                touched.push(table);
+            }
+        }
+        self.audit(link, &[erased.audit(link, key, by, now)]).await?;
+        Ok((erased, touched))
+    }
+
     /// Appends to the audit trail, in order.
     async fn audit(&self, link: &str, entries: &[AuditEntry]) -> Result<(), StoreError> {
         if entries.is_empty() {
@@ -1440,18 +1617,22 @@ impl Commit<'_> {
         let values: Vec<Option<String>> = entries.iter().map(|entry| value_text(&entry.value)).collect();
         let reasons: Vec<&str> = entries.iter().map(|entry| entry.reason.as_str()).collect();
         let times: Vec<Timestamp> = entries.iter().map(|entry| stored(entry.at)).collect();
+        let kept: Vec<&str> = entries.iter().map(|entry| entry.values.as_str()).collect();
         self.session()
             .execute(
                 "INSERT INTO audit (run_id, link, key, field, event, side, base, left_value, right_value, value, \
-                 reason, at) \
+                 reason, at, kept) \
                  SELECT new.run_id, $1, new.key, new.field, new.event, new.side, new.base, new.left_value, \
-                 new.right_value, new.value, new.reason, new.at \
+                 new.right_value, new.value, new.reason, new.at, new.kept \
                  FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-                 $9::text[], $10::text[], $11::text[], $12::timestamptz[]) \
+                 $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::text[]) \
                  WITH ORDINALITY AS new (run_id, key, field, event, side, base, left_value, right_value, value, \
-                 reason, at, position) \
+                 reason, at, kept, position) \
                  ORDER BY new.position",
-                &[&link, &runs, &keys, &fields, &events, &sides, &bases, &lefts, &rights, &values, &reasons, &times],
+                &[
+                    &link, &runs, &keys, &fields, &events, &sides, &bases, &lefts, &rights, &values, &reasons, &times,
+                    &kept,
+                ],
                 || format!("writing the audit of {} records of link {link}", entries.len()),
             )
             .await?;
@@ -1904,7 +2085,7 @@ async fn query_audit(
     parameters: &[Parameter<'_>],
 ) -> Result<Vec<AuditEntry>, StoreError> {
     let sql = format!(
-        "SELECT run_id, key, field, event, side, base, left_value, right_value, value, reason, at, id \
+        "SELECT run_id, key, field, event, side, base, left_value, right_value, value, reason, at, id, kept \
          FROM audit {clause}"
     );
     let what = || "reading the audit trail".to_string();
@@ -1927,6 +2108,8 @@ async fn query_audit(
                 value: value_from(row.try_get(8).context(what)?, &entry_what)?,
                 reason: row.try_get(9).context(what)?,
                 at: row.try_get(10).context(what)?,
+                values: AuditValues::parse(row.try_get(12).context(what)?)
+                    .ok_or_else(|| damaged(&entry_what, "unknown policy of values"))?,
             })
         })
         .collect()

@@ -15,8 +15,8 @@ use fieldsync_connector::testkit::postgres::{PostgresServer, SHARED_DATABASE};
 use fieldsync_model::{Side, Value};
 use fieldsync_store::testkit::{Fixture, LINK, T0, field, key, layout, put, ts};
 use fieldsync_store::{
-    AuditEntry, AuditEvent, Baseline, Lease, NewOutboxEntry, Operation, Origin, PlanChunk, RunEnd, RunStatus,
-    StateStore, StoreError, StoreLocation,
+    AuditEntry, AuditEvent, AuditValues, Baseline, Lease, NewOutboxEntry, Operation, Origin, PlanChunk,
+    RunEnd, RunStatus, StateStore, StoreError, StoreLocation,
 };
 use fieldsync_store_postgres::{PostgresLocation, PostgresStore};
 
@@ -158,6 +158,7 @@ fn a_lease_taken_over_once_expired_fences_its_old_holder_which_keeps_nothing() {
         value: None,
         reason: "found".into(),
         at: ts(T0),
+        values: AuditValues::Full,
     };
     let chunk = PlanChunk {
         entries: vec![entry],
@@ -288,6 +289,76 @@ fn a_schema_from_a_newer_fieldsync_is_refused_and_left_as_it_is() {
     }
     let version = fixture.sql(&format!("SELECT max(version) FROM {}.schema_version", fixture.schema()));
     assert_eq!(version, "9999");
+}
+
+/// The files of every table of `fixture`'s schema, with their indexes and the tables that keep
+/// their long values (TOAST) and those tables' indexes, as they are on disk after a checkpoint.
+fn schema_files(fixture: &PostgresFixture) -> Vec<std::path::PathBuf> {
+    let listed = fixture.sql(&format!(
+        "CHECKPOINT; \
+         WITH ours AS (SELECT c.oid, c.reltoastrelid FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '{schema}'), \
+         relations AS ( \
+             SELECT oid FROM ours \
+             UNION SELECT reltoastrelid FROM ours WHERE reltoastrelid <> 0 \
+             UNION SELECT i.indexrelid FROM pg_index i JOIN ours ON i.indrelid = ours.reltoastrelid) \
+         SELECT current_setting('data_directory') || '/' || pg_relation_filepath(oid) FROM relations \
+         WHERE pg_relation_filepath(oid) IS NOT NULL",
+        schema = fixture.location.schema()
+    ));
+    let mut files = Vec::new();
+    for path in listed.lines().filter(|line| !line.is_empty() && *line != "CHECKPOINT") {
+        // A relation over a gigabyte goes on in `PATH.1`, `PATH.2`, …
+        files.push(std::path::PathBuf::from(path));
+        files.extend(
+            (1..)
+                .map(|segment| std::path::PathBuf::from(format!("{path}.{segment}")))
+                .take_while(|file| file.exists()),
+        );
+    }
+    assert!(files.len() > 10, "the schema's tables and indexes: {listed}");
+    files
+}
+
+/// The files of `files` that hold `text`.
+fn holding(files: &[std::path::PathBuf], text: &str) -> Vec<String> {
+    files
+        .iter()
+        .filter(|file| {
+            let bytes =
+                std::fs::read(file).unwrap_or_else(|error| panic!("reading {}: {error}", file.display()));
+            bytes.windows(text.len()).any(|window| window == text.as_bytes())
+        })
+        .map(|file| file.display().to_string())
+        .collect()
+}
+
+/// After an erasure, the member's key and values are in none of the files of the schema's
+/// tables, indexes and TOAST tables: not in a deleted row's space, nor in an earlier version of
+/// a row; another member's still are. (PostgreSQL's write-ahead log keeps them until its
+/// segments are recycled: that is the server's, and its backups', to keep or not.)
+#[test]
+fn an_erased_member_is_in_no_file_of_the_schemas_tables() {
+    let Some(fixture) = postgres() else { return };
+    let mut store = fixture.open();
+    let history = fieldsync_store::testkit::a_member_history(&mut store);
+    let before = schema_files(&fixture);
+    for text in history.erased.iter().chain(&history.kept) {
+        assert!(!holding(&before, text).is_empty(), "{text} is in the files before");
+    }
+
+    let erased = store.erase_record(LINK, &history.key, "a person", ts(T0 + 1_000)).unwrap();
+    assert!(erased.wiped, "{erased:?}");
+    let after = schema_files(&fixture);
+    for text in &history.erased {
+        assert_eq!(holding(&after, text), Vec::<String>::new(), "{text} after the erasure");
+    }
+    for text in &history.kept {
+        assert!(!holding(&after, text).is_empty(), "{text} is kept");
+    }
+    let digest = key(&fieldsync_store::key_digest(LINK, &history.key));
+    assert_eq!(store.audit_for_record(LINK, &digest).unwrap().len(), 1);
+    assert_eq!(store.baseline_count(LINK).unwrap(), 201);
 }
 
 #[test]

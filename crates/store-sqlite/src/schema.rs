@@ -184,4 +184,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // 10: when each side's record last changed, as its connector reported it, for a review.
     "ALTER TABLE reviews ADD COLUMN left_changed_ms INTEGER; \
      ALTER TABLE reviews ADD COLUMN right_changed_ms INTEGER;",
+    // 11: what an audit entry keeps of its values (a link's `audit.values`: `full`, `hashed`,
+    // `none`); entries written before it kept them in full.
+    "ALTER TABLE audit ADD COLUMN kept TEXT NOT NULL DEFAULT 'full';",
 ];

@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
 use fieldsync_store::codec::{
-    DigestColumns, KeyOrder, damaged, decode_fields, encode_fields, from_millis, millis, side_from,
+    DigestColumns, KeyOrder, Traces, damaged, decode_fields, encode_fields, from_millis, millis, side_from,
     value_from, value_text,
 };
 use fieldsync_store::*;
@@ -123,6 +123,20 @@ impl SqliteStore {
                 Err(StoreError::LockFile { path: path.display().to_string(), source })
             }
         }
+    }
+
+    /// Writes the file anew from its live rows (`VACUUM`), so that no deleted row, nor any
+    /// earlier version of a row, is left in its pages, then empties the write-ahead log into
+    /// it and truncates the log to nothing (`wal_checkpoint(TRUNCATE)`, which waits up to the
+    /// busy timeout for other connections to finish reading). Whether both were done.
+    fn wipe(&mut self) -> bool {
+        let connection = self.connection_mut();
+        if connection.execute_batch("VACUUM").is_err() {
+            return false;
+        }
+        connection
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0))
+            .is_ok_and(|busy| busy == 0)
     }
 
     /// The connection, for a read through a shared borrow.
@@ -442,6 +456,58 @@ impl StateStore for SqliteStore {
         let transaction = self.begin(None)?;
         transaction.drop_dead(id, now)?;
         transaction.commit()
+    }
+
+    fn purge_history(&mut self, link: &str, before: Timestamp) -> Result<PurgedHistory, StoreError> {
+        let what = || format!("purging the history of link {link}");
+        let transaction = self.begin(None)?;
+        let delete = |sql: &str| -> Result<u64, StoreError> {
+            let deleted =
+                transaction.transaction.execute(sql, params![link, millis(before)]).context(what)?;
+            Ok(deleted as u64)
+        };
+        let purged = PurgedHistory {
+            audit_entries: delete("DELETE FROM audit WHERE link = ?1 AND at_ms < ?2")?,
+            // Not a run still planning, nor the last that read both sides
+            // (`RunRow::read_both_sides`), which a schedule counts from.
+            runs: delete(
+                "DELETE FROM runs WHERE link = ?1 AND finished_ms < ?2 AND plan IS NOT NULL \
+                 AND id IS NOT (SELECT max(id) FROM runs WHERE link = ?1 \
+                 AND mode NOT IN ('deliver', 'targeted') AND status IN ('done', 'partial', 'guarded'))",
+            )?,
+            outbox_entries: delete(
+                "DELETE FROM outbox WHERE link = ?1 AND status IN ('done', 'superseded', 'dropped') \
+                 AND updated_ms < ?2",
+            )?,
+            reviews: delete("DELETE FROM reviews WHERE link = ?1 AND status = 'closed' AND updated_ms < ?2")?,
+        };
+        transaction.commit()?;
+        Ok(purged)
+    }
+
+    fn erase_record(
+        &mut self,
+        link: &str,
+        key: &RecordKey,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<ErasedRecord, StoreError> {
+        let what = || format!("erasing record {key} of link {link}");
+        // What the erasure deletes is overwritten with zeros as it goes, not only left in free
+        // space; older copies (a row's earlier versions, pages freed before) go with the
+        // rebuild that follows.
+        let secure: i64 =
+            self.connection_mut().query_row("PRAGMA secure_delete", [], |row| row.get(0)).context(what)?;
+        self.connection_mut().execute_batch("PRAGMA secure_delete = ON").context(what)?;
+        let erased = self.begin(None).and_then(|transaction| {
+            let erased = transaction.erase(link, key, by, now)?;
+            transaction.commit()?;
+            Ok(erased)
+        });
+        let restored = self.connection_mut().execute_batch(&format!("PRAGMA secure_delete = {secure}"));
+        let erased = erased?;
+        restored.context(what)?;
+        Ok(ErasedRecord { wiped: self.wipe(), ..erased })
     }
 
     fn accept_webhook(&mut self, hook: &NewWebhook, seen_since: Timestamp) -> Result<bool, StoreError> {
@@ -1180,7 +1246,7 @@ impl SqliteTransaction<'_> {
         self.transaction
             .prepare_cached(
                 "INSERT INTO audit (run_id, link, key, field, event, side, base, left_value, right_value, \
-                 value, reason, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 value, reason, at_ms, kept) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )
             .and_then(|mut statement| {
                 statement.execute(params![
@@ -1196,10 +1262,125 @@ impl SqliteTransaction<'_> {
                     value_text(&entry.value),
                     entry.reason,
                     millis(entry.at),
+                    entry.values.as_str(),
                 ])
             })
             .context(|| format!("writing the audit of record {} of link {link}", entry.key))?;
         Ok(())
+    }
+
+    /// Removes every row of the record `key` of `link`, strikes it from the webhooks and
+    /// messages that name it, and audits the erasure (see `StateStore::erase_record`).
+    fn erase(
+        &self,
+        link: &str,
+        key: &RecordKey,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<ErasedRecord, StoreError> {
+        let what = || format!("erasing record {key} of link {link}");
+        let connection = &*self.transaction;
+        let mut traces = Traces::new(key);
+        let row_of_key = params![link, key.as_str()];
+        // What its rows held, to strike from the messages that stay.
+        let mut statement = connection
+            .prepare("SELECT left_id, right_id, field_values FROM baselines WHERE link = ?1 AND key = ?2")
+            .context(what)?;
+        let mut rows = statement.query(row_of_key).context(what)?;
+        while let Some(row) = rows.next().context(what)? {
+            for (side, column) in [(Side::Left, 0), (Side::Right, 1)] {
+                if let Some(id) = row.get::<_, Option<String>>(column).context(what)? {
+                    traces.id(side, &id);
+                }
+            }
+            traces.values(&row.get::<_, String>(2).context(what)?);
+        }
+        let mut statement = connection
+            .prepare("SELECT side, record_id, payload FROM outbox WHERE link = ?1 AND key = ?2")
+            .context(what)?;
+        let mut rows = statement.query(row_of_key).context(what)?;
+        while let Some(row) = rows.next().context(what)? {
+            if let Some(id) = row.get::<_, Option<String>>(1).context(what)? {
+                traces.id(side_from(&row.get::<_, String>(0).context(what)?, &what())?, &id);
+            }
+            traces.payload(&row.get::<_, String>(2).context(what)?);
+        }
+        for (table, columns) in
+            [("reviews", "base, left_value, right_value"), ("audit", "base, left_value, right_value, value")]
+        {
+            let sql = format!("SELECT {columns} FROM {table} WHERE link = ?1 AND key = ?2");
+            let mut statement = connection.prepare(&sql).context(what)?;
+            let mut rows = statement.query(row_of_key).context(what)?;
+            while let Some(row) = rows.next().context(what)? {
+                for column in 0..row.as_ref().column_count() {
+                    if let Some(text) = row.get::<_, Option<String>>(column).context(what)? {
+                        traces.values(&text);
+                    }
+                }
+            }
+        }
+        let delete = |table: &str| -> Result<u64, StoreError> {
+            let sql = format!("DELETE FROM {table} WHERE link = ?1 AND key = ?2");
+            Ok(connection.execute(&sql, row_of_key).context(what)? as u64)
+        };
+        let mut erased = ErasedRecord {
+            baseline: delete("baselines")? > 0,
+            outbox_entries: delete("outbox")?,
+            reviews: delete("reviews")?,
+            audit_entries: delete("audit")?,
+            ..ErasedRecord::default()
+        };
+        // The webhooks that name it: its ids struck, a webhook naming nothing else removed.
+        let mut statement =
+            connection.prepare("SELECT id, side, records FROM webhooks WHERE link = ?1").context(what)?;
+        let webhooks: Vec<(i64, String, String)> = statement
+            .query_map(params![link], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .context(what)?
+            .collect::<Result<_, _>>()
+            .context(what)?;
+        for (id, side, records) in webhooks {
+            let side = side_from(&side, &what())?;
+            let named: Vec<String> =
+                serde_json::from_str(&records).map_err(|error| damaged(what(), error))?;
+            let kept: Vec<&String> = named.iter().filter(|record| !traces.names(side, record)).collect();
+            if kept.len() == named.len() {
+                continue;
+            }
+            erased.webhooks += 1;
+            if kept.is_empty() {
+                connection.execute("DELETE FROM webhooks WHERE id = ?1", params![id]).context(what)?;
+            } else {
+                let records = serde_json::to_string(&kept).unwrap_or_default();
+                connection
+                    .execute("UPDATE webhooks SET records = ?2 WHERE id = ?1", params![id, records])
+                    .context(what)?;
+            }
+        }
+        // The messages that may quote it: runs' errors, failed writes' messages and reasons.
+        for (table, column, only) in [
+            ("runs", "error", "error IS NOT NULL"),
+            ("outbox", "last_error", "last_error IS NOT NULL"),
+            ("audit", "reason", "event IN ('failed', 'invalid')"),
+        ] {
+            let sql = format!("SELECT id, {column} FROM {table} WHERE link = ?1 AND {only}");
+            let mut statement = connection.prepare(&sql).context(what)?;
+            let struck: Vec<(i64, String)> = statement
+                .query_map(params![link], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?)))
+                .context(what)?
+                .filter_map(|row| match row {
+                    Ok((id, message)) => traces.strike(&message).map(|struck| Ok((id, struck))),
+                    Err(error) => Some(Err(error)),
+                })
+                .collect::<Result<_, _>>()
+                .context(what)?;
+            let sql = format!("UPDATE {table} SET {column} = ?2 WHERE id = ?1");
+            for (id, message) in struck {
+                connection.execute(&sql, params![id, message]).context(what)?;
+                erased.messages += 1;
+            }
+        }
+        self.audit(link, &erased.audit(link, key, by, now))?;
+        Ok(erased)
     }
 
     /// Counts an attempt on each entry of every send of `link` a crash left open (the next
@@ -1655,8 +1836,8 @@ fn query_audit(
     params: impl rusqlite::Params,
 ) -> Result<Vec<AuditEntry>, StoreError> {
     let sql = format!(
-        "SELECT run_id, key, field, event, side, base, left_value, right_value, value, reason, at_ms, id \
-         FROM audit {clause}"
+        "SELECT run_id, key, field, event, side, base, left_value, right_value, value, reason, at_ms, id, \
+         kept FROM audit {clause}"
     );
     read_rows(connection, &sql, params, &|| "reading the audit trail".to_string(), |row, what| {
         let id: i64 = row.get(11).context(what)?;
@@ -1675,6 +1856,8 @@ fn query_audit(
             value: value_from(row.get(8).context(what)?, &entry_what)?,
             reason: row.get(9).context(what)?,
             at: from_millis(row.get(10).context(what)?),
+            values: AuditValues::parse(&row.get::<_, String>(12).context(what)?)
+                .ok_or_else(|| damaged(&entry_what, "unknown policy of values"))?,
         })
     })
 }

@@ -169,12 +169,58 @@ fn live_baselines_are_counted_as_they_change() {
          DROP TABLE outbox_sends; DROP TABLE leases; ALTER TABLE outbox DROP COLUMN source_basis; \
          ALTER TABLE outbox DROP COLUMN source_raw; DROP TABLE webhooks; ALTER TABLE cursors DROP COLUMN sequence; \
          ALTER TABLE reviews DROP COLUMN left_changed_ms; ALTER TABLE reviews DROP COLUMN right_changed_ms; \
-         UPDATE schema_version SET version = 3;",
+         ALTER TABLE audit DROP COLUMN kept; UPDATE schema_version SET version = 3;",
     ).unwrap();
     drop(connection);
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.baseline_count(LINK).unwrap(), 2);
     assert_eq!(store.baseline_count("other").unwrap(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Erasure.
+
+/// Where `text` is found in the store's file and its write-ahead log, if anywhere.
+fn found_in_files(path: &Path, text: &str) -> Vec<String> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    [path.to_path_buf(), PathBuf::from(wal)]
+        .iter()
+        .filter_map(|file| {
+            let bytes = std::fs::read(file).ok()?;
+            let at = bytes.windows(text.len()).position(|window| window == text.as_bytes())?;
+            Some(format!("{} at byte {at}", file.display()))
+        })
+        .collect()
+}
+
+/// After an erasure, the member's key and values are nowhere in the store's bytes: not in
+/// the file (not in a deleted row's space, nor in an earlier version of a row that was
+/// rewritten), not in its write-ahead log; another member's still are.
+#[test]
+fn an_erased_member_is_nowhere_in_the_files_bytes() {
+    let TempStore { mut store, path, _dir } = temp_store();
+    let history = fieldsync_store::testkit::a_member_history(&mut store);
+    for text in history.erased.iter().chain(&history.kept) {
+        assert!(!found_in_files(&path, text).is_empty(), "{text} is in the files before");
+    }
+
+    let erased =
+        store.erase_record(LINK, &history.key, "a person", fieldsync_store::testkit::ts(T0 + 1_000)).unwrap();
+    assert!(erased.wiped, "{erased:?}");
+    assert!(erased.baseline && erased.outbox_entries == 1 && erased.reviews == 1, "{erased:?}");
+    for text in &history.erased {
+        assert_eq!(found_in_files(&path, text), Vec::<String>::new(), "{text} after the erasure");
+    }
+    for text in &history.kept {
+        assert!(!found_in_files(&path, text).is_empty(), "{text} is kept");
+    }
+    // The store goes on: the file is sound, and the erasure is in the history.
+    store.integrity_check().unwrap();
+    let digest = key(&fieldsync_store::key_digest(LINK, &history.key));
+    assert_eq!(store.audit_for_record(LINK, &digest).unwrap().len(), 1);
+    let secure: i64 = raw(&path).query_row("PRAGMA secure_delete", [], |row| row.get(0)).unwrap();
+    assert_eq!(secure, 0, "a new connection deletes as before");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -201,3 +201,104 @@ impl KeyOrder {
         self.last.map(fieldsync_model::RecordKey::new)
     }
 }
+
+/// What an erasure strikes from the messages it does not remove (a run's error, a failed
+/// write's message about another record): the record's key, its ids and its values, gathered
+/// from its rows before they are removed. Texts shorter than four characters are left alone:
+/// they would be struck from every number and word that holds them.
+#[derive(Debug)]
+pub struct Traces {
+    key: String,
+    /// The record's ids on the left and on the right side.
+    ids: [std::collections::BTreeSet<String>; 2],
+    /// Every text to strike, the key and ids among them.
+    texts: std::collections::BTreeSet<String>,
+}
+
+/// What a struck text becomes.
+const STRUCK: &str = "(erased)";
+
+impl Traces {
+    /// The traces of the record `key`, before its rows are read.
+    pub fn new(key: &RecordKey) -> Self {
+        let mut traces =
+            Self { key: key.as_str().to_string(), ids: Default::default(), texts: Default::default() };
+        traces.text(key.as_str());
+        traces
+    }
+
+    /// The record's id on `side`.
+    pub fn id(&mut self, side: Side, id: &str) {
+        self.ids[usize::from(side == Side::Right)].insert(id.to_string());
+        self.text(id);
+    }
+
+    /// Every string in `json`, the JSON text a store keeps values in (a baseline's values, a
+    /// review's or an audit entry's value); text that is not JSON is taken whole.
+    pub fn values(&mut self, json: &str) {
+        match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(value) => self.strings(&value, &|_| true),
+            Err(_) => self.text(json),
+        }
+    }
+
+    /// The values an outbox entry's payload writes and expects, and the id it copies from (the
+    /// engine's versioned JSON: `value`, `raw`, `expected`, `source_id`), not its paths.
+    pub fn payload(&mut self, json: &str) {
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(json) {
+            self.strings(&value, &|name| matches!(name, "value" | "raw" | "expected" | "source_id"));
+        }
+    }
+
+    /// Whether `id`, a record a webhook of `side` names, is this record.
+    pub fn names(&self, side: Side, id: &str) -> bool {
+        id == self.key || self.ids[usize::from(side == Side::Right)].contains(id)
+    }
+
+    /// `message` with every trace struck, or `None` when it holds none.
+    pub fn strike(&self, message: &str) -> Option<String> {
+        let mut texts: Vec<&String> =
+            self.texts.iter().filter(|text| message.contains(text.as_str())).collect();
+        if texts.is_empty() {
+            return None;
+        }
+        // The longest first, so that a text inside another is not struck from it half.
+        texts.sort_by_key(|text| std::cmp::Reverse(text.len()));
+        let mut struck = message.to_string();
+        for text in texts {
+            struck = struck.replace(text.as_str(), STRUCK);
+        }
+        Some(struck)
+    }
+
+    fn text(&mut self, text: &str) {
+        let text = text.trim();
+        if text.chars().count() >= 4 {
+            self.texts.insert(text.to_string());
+        }
+    }
+
+    /// The strings in `value` that are, or are inside, a member named as `wanted` says (every
+    /// string of an array or at the top is taken).
+    fn strings(&mut self, value: &serde_json::Value, wanted: &dyn Fn(&str) -> bool) {
+        match value {
+            serde_json::Value::String(text) => self.text(text),
+            serde_json::Value::Number(number) => self.text(&number.to_string()),
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    self.strings(item, wanted);
+                }
+            }
+            serde_json::Value::Object(members) => {
+                for (name, member) in members {
+                    if wanted(name) {
+                        self.strings(member, &|_| true);
+                    } else if member.is_object() || member.is_array() {
+                        self.strings(member, wanted);
+                    }
+                }
+            }
+            serde_json::Value::Null | serde_json::Value::Bool(_) => {}
+        }
+    }
+}

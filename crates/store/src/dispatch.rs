@@ -54,6 +54,13 @@ macro_rules! dispatch_store {
             ) -> ();
             mut retry_dead(ids: &[$crate::OutboxId], now: $crate::dispatch::Timestamp) -> ();
             mut drop_dead(id: $crate::OutboxId, now: $crate::dispatch::Timestamp) -> ();
+            mut purge_history(link: &str, before: $crate::dispatch::Timestamp) -> $crate::PurgedHistory;
+            mut erase_record(
+                link: &str,
+                key: &$crate::dispatch::RecordKey,
+                by: &str,
+                now: $crate::dispatch::Timestamp,
+            ) -> $crate::ErasedRecord;
             mut accept_webhook(hook: &$crate::NewWebhook, seen_since: $crate::dispatch::Timestamp) -> bool;
             mut settle_webhooks(
                 link: &str,

@@ -1,9 +1,11 @@
 //! The state store's contract: what fieldsync remembers between runs (baselines, cursors,
 //! the durable outbox, reviews, the audit trail and the run history) as domain types, what
 //! each commit writes, the `StateStore` trait (reads and use-case commits, no table-level
-//! writes), the classified `StoreError`, and (feature `testkit`) the conformance suite every
-//! store passes. No database lives here.
+//! writes), the classified `StoreError`, what the history keeps of values (a link's `AuditValues`,
+//! the digests that stand for values), and (feature `testkit`) the conformance
+//! suite every store passes. No database lives here.
 
+mod audit;
 pub mod codec;
 mod commits;
 #[doc(hidden)]
@@ -20,6 +22,7 @@ pub const ABANDONED: &str = "abandoned: its process stopped or lost the link's l
 
 mod owner;
 
+pub use audit::{key_digest, value_digest};
 pub use commits::{BaselineWrite, BatchClose, EntryOutcome, PlanChunk, PlanPublication, RunEnd, SeenDigest};
 pub use error::{ErrorClass, StoreError};
 pub use listing::Listing;
@@ -27,10 +30,10 @@ pub use location::{LocationError, StoreLocation};
 pub use owner::{lease_owner, owner_is_gone};
 pub use state_store::StateStore;
 pub use types::{
-    AuditEntry, AuditEvent, Baseline, BaselineField, CursorState, Decision, DigestEntry, Lease, LinkLayout,
-    ListPage, ListQuery, NamedRecords, NewOutboxEntry, NewReview, NewWebhook, Operation, Origin, OutboxEntry,
-    OutboxId, OutboxQuery, OutboxStatus, Review, ReviewId, ReviewKind, ReviewQuery, ReviewStatus, RunQuery,
-    RunRow, RunStatus, SendId, SourceDigest,
+    AuditEntry, AuditEvent, AuditValues, Baseline, BaselineField, CursorState, Decision, DigestEntry,
+    ErasedRecord, Lease, LinkLayout, ListPage, ListQuery, NamedRecords, NewOutboxEntry, NewReview,
+    NewWebhook, Operation, Origin, OutboxEntry, OutboxId, OutboxQuery, OutboxStatus, PurgedHistory, Review,
+    ReviewId, ReviewKind, ReviewQuery, ReviewStatus, RunQuery, RunRow, RunStatus, SendId, SourceDigest,
 };
 
 #[cfg(feature = "testkit")]

@@ -10,9 +10,9 @@ use jiff::Timestamp;
 use crate::StoreError;
 use crate::commits::{BatchClose, PlanChunk, PlanPublication, RunEnd};
 use crate::types::{
-    AuditEntry, Baseline, CursorState, Decision, DigestEntry, Lease, LinkLayout, ListPage, ListQuery,
-    NamedRecords, NewWebhook, OutboxEntry, OutboxId, OutboxQuery, OutboxStatus, Review, ReviewId,
-    ReviewQuery, ReviewStatus, RunQuery, RunRow, SendId,
+    AuditEntry, Baseline, CursorState, Decision, DigestEntry, ErasedRecord, Lease, LinkLayout, ListPage,
+    ListQuery, NamedRecords, NewWebhook, OutboxEntry, OutboxId, OutboxQuery, OutboxStatus, PurgedHistory,
+    Review, ReviewId, ReviewQuery, ReviewStatus, RunQuery, RunRow, SendId,
 };
 
 /// A state store: baselines, cursors, the outbox, reviews, audit and runs of every link.
@@ -213,6 +213,41 @@ pub trait StateStore {
     ///
     /// `StoreError::NotFound` when there is no dead entry with this id.
     fn drop_dead(&mut self, id: OutboxId, now: Timestamp) -> Result<(), StoreError>;
+
+    /// Deletes the history of `link` older than `before`, in one commit: audit entries written
+    /// before it, runs that ended before it, and finished outbox entries (done, superseded,
+    /// dropped) and closed reviews last changed before it, which hold the values they wrote or
+    /// asked about. It keeps what fieldsync still needs: a run still planning (its plan neither
+    /// published nor discarded: the link's next run discards what it planned), the link's
+    /// last run that read both sides (`RunRow::read_both_sides`: a schedule counts from it),
+    /// and every unfinished outbox entry and live review. Like a person's decision, it takes
+    /// no lease: a run going on meanwhile writes only newer rows.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error.
+    fn purge_history(&mut self, link: &str, before: Timestamp) -> Result<PurgedHistory, StoreError>;
+
+    /// Erases the record `key` of `link` from the store, for a person's right to erasure: its
+    /// baseline, outbox entries, reviews and audit entries are removed, its ids struck from the
+    /// webhooks that name it (a webhook naming nothing else removed), and its key, ids and
+    /// values (as its rows held them) struck from the messages that quote them (`codec::Traces`), in
+    /// one commit that also writes the erasure's own audit entry (`ErasedRecord::audit`, by
+    /// `by` at `now`: named by the key's digest, with no value). Then the store's files are
+    /// written anew so that the removed bytes are nowhere in them (`ErasedRecord::wiped`). Like
+    /// a person's decision it takes no lease; a run of the link going on meanwhile may write
+    /// the record again from what it read, as the next run does while a system still holds it.
+    ///
+    /// # Errors
+    ///
+    /// Fails on a database error (then nothing was erased).
+    fn erase_record(
+        &mut self,
+        link: &str,
+        key: &RecordKey,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<ErasedRecord, StoreError>;
 
     /// Keeps an accepted webhook until a run of its link has read what it told of, in one
     /// commit; `false`, keeping nothing, when a webhook with the same id came for the same

@@ -11,10 +11,10 @@ use jiff::Timestamp;
 use serde_json::json;
 
 use crate::{
-    AuditEntry, AuditEvent, Baseline, BaselineField, BaselineWrite, BatchClose, CursorState, Decision,
-    EntryOutcome, Lease, LinkLayout, NamedRecords, NewOutboxEntry, NewReview, NewWebhook, Operation, Origin,
-    OutboxId, OutboxStatus, PlanChunk, PlanPublication, ReviewId, ReviewKind, ReviewStatus, RunEnd,
-    RunStatus, SeenDigest, SendId, StateStore, StoreError,
+    AuditEntry, AuditEvent, AuditValues, Baseline, BaselineField, BaselineWrite, BatchClose, CursorState,
+    Decision, EntryOutcome, Lease, LinkLayout, NamedRecords, NewOutboxEntry, NewReview, NewWebhook,
+    Operation, Origin, OutboxId, OutboxStatus, PlanChunk, PlanPublication, ReviewId, ReviewKind,
+    ReviewStatus, RunEnd, RunStatus, SeenDigest, SendId, StateStore, StoreError,
 };
 
 /// Makes the stores the suite runs against.
@@ -91,6 +91,8 @@ where
     a_renewed_lease_outlives_its_ttl_and_a_lost_one_cannot_be_renewed(&new());
     leases_under_a_limit_leave_no_place_beyond_it(&new());
     a_run_that_never_ended_is_recorded_as_abandoned_by_the_next(&new());
+    history_older_than_a_time_is_purged_but_what_fieldsync_needs_stays(&new());
+    an_erased_record_leaves_no_row_but_an_audit_of_its_digest(&new());
 }
 
 /// Declares one `#[test]` per property of the suite, each against a fresh fixture made by
@@ -133,7 +135,9 @@ macro_rules! conformance_tests {
             waiting_webhooks_name_the_records_a_targeted_run_reads,
             a_renewed_lease_outlives_its_ttl_and_a_lost_one_cannot_be_renewed,
             leases_under_a_limit_leave_no_place_beyond_it,
-            a_run_that_never_ended_is_recorded_as_abandoned_by_the_next
+            a_run_that_never_ended_is_recorded_as_abandoned_by_the_next,
+            history_older_than_a_time_is_purged_but_what_fieldsync_needs_stays,
+            an_erased_record_leaves_no_row_but_an_audit_of_its_digest
         );
     };
     (@each [] $new:expr; $($name:ident),+ $(,)?) => {
@@ -1097,6 +1101,7 @@ fn audit_entry(run_id: Option<RunId>, record: &str, event: AuditEvent, at: i64) 
         value: Some(Value::Bool(false)),
         reason: format!("{event} at {at}"),
         at: ts(at),
+        values: AuditValues::Full,
     }
 }
 
@@ -1118,6 +1123,7 @@ pub fn audit_entries_round_trip_per_run_and_per_record<F: Fixture>(fixture: &F) 
         value: None,
         reason: "a person decided".into(),
         at: ts(T0 + 50),
+        values: AuditValues::Hashed,
     };
     let entries = [
         (LINK, audit_entry(Some(first), "k1", AuditEvent::Detected, T0 + 1)),
@@ -1813,4 +1819,464 @@ pub fn waiting_webhooks_name_the_records_a_targeted_run_reads<F: Fixture>(fixtur
     assert_eq!(store.webhook_records(LINK, 10).unwrap(), None, "one names no record");
     store.settle_webhooks(LINK, ts(10_004), ts(0)).unwrap();
     assert_eq!(store.webhook_records(LINK, 10).unwrap(), none, "read ones are not named");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Purging the history and erasing a record.
+
+/// Ends `run` of `lease`'s link with `status` at `at`.
+fn end_run<S: StateStore>(store: &mut S, lease: &Lease, run: RunId, mode: &str, status: RunStatus, at: i64) {
+    let end = RunEnd { run, status, mode: mode.into(), stats: json!({}), error: None, at: ts(at) };
+    store.finish_run(lease, end).expect("finish a run");
+}
+
+/// The history of a link older than a time is deleted: its audit entries, its runs that ended,
+/// and its finished outbox entries and closed reviews, with the values they hold; what
+/// fieldsync still needs stays (a run still planning, the last run that read both sides,
+/// unfinished entries, live reviews, newer rows), and so does every other link's history.
+pub fn history_older_than_a_time_is_purged_but_what_fieldsync_needs_stays<F: Fixture>(fixture: &F) {
+    let (mut store, fields, lease) = leased(fixture, &["email"]);
+    let other = lease_of(&mut store, "other");
+    let cutoff = T0 + 500;
+    let old_full = store.start_run(&lease, "full", true, ts(T0)).unwrap();
+    end_run(&mut store, &lease, old_full, "full", RunStatus::Done, T0 + 10);
+    let old_delivery = store.start_run(&lease, "deliver", true, ts(T0 + 20)).unwrap();
+    end_run(&mut store, &lease, old_delivery, "deliver", RunStatus::Done, T0 + 30);
+    // Its chunk: entries that will be finished long ago, dead, pending or finished lately,
+    // reviews closed long ago or lately, or open; audit old and new.
+    let chunk = PlanChunk {
+        entries: ["k1", "k2", "k3", "k4", "k5"]
+            .iter()
+            .map(|record| outbox_entry(record, Side::Right, Operation::Update))
+            .collect(),
+        reviews: vec![
+            review("k1", Some("email"), 1, 2),
+            review("k2", Some("email"), 1, 2),
+            review("k3", Some("email"), 1, 2),
+        ],
+        audit: vec![
+            audit_entry(None, "k1", AuditEvent::Detected, T0 + 1),
+            audit_entry(None, "k2", AuditEvent::Written, cutoff - 1),
+            audit_entry(None, "k1", AuditEvent::Resolved, cutoff),
+        ],
+        ..PlanChunk::default()
+    };
+    let recent = planned(&mut store, &lease, &fields, true, chunk, T0 + 40);
+    end_run(&mut store, &lease, recent, "incremental", RunStatus::Done, cutoff + 500);
+    let [done, superseded, dead, pending, done_lately] = <[i64; 5]>::try_from(newest_ids(&store, 5)).unwrap();
+    let finish = |id, status| outcome(id, status, None, Some("a message"), true);
+    settle(
+        &mut store,
+        &lease,
+        &fields,
+        None,
+        vec![
+            finish(done, OutboxStatus::Done),
+            finish(superseded, OutboxStatus::Superseded),
+            finish(dead, OutboxStatus::Dead),
+        ],
+        T0 + 100,
+    );
+    settle(&mut store, &lease, &fields, None, vec![finish(done_lately, OutboxStatus::Done)], cutoff + 100);
+    let review_id =
+        |store: &F::Store, record: &str| store.live_reviews_for(LINK, &[key(record)]).unwrap()[0].id;
+    let (closed, closed_lately, open) =
+        (review_id(&store, "k1"), review_id(&store, "k2"), review_id(&store, "k3"));
+    let mut closing = Vec::new();
+    for (id, at) in [(closed, T0 + 100), (closed_lately, cutoff + 100)] {
+        let run = store.start_run(&lease, "deliver", false, ts(at)).unwrap();
+        let publication = PlanPublication { closed_reviews: vec![id], ..PlanPublication::default() };
+        store.publish_plan(&lease, run, &fields, publication, ts(at)).unwrap();
+        end_run(&mut store, &lease, run, "deliver", RunStatus::Done, at + 1);
+        closing.push(run);
+    }
+    // The last run still plans: it ended (killed while planning, say) and nothing discarded
+    // its plan yet.
+    let planning = store.start_run(&lease, "incremental", false, ts(T0 + 60)).unwrap();
+    end_run(&mut store, &lease, planning, "incremental", RunStatus::Failed, T0 + 70);
+    // The other link: an old run, its last that read both sides, then an old delivery.
+    let other_full = store.start_run(&other, "full", true, ts(T0)).unwrap();
+    end_run(&mut store, &other, other_full, "full", RunStatus::Done, T0 + 10);
+    let other_delivery = store.start_run(&other, "deliver", true, ts(T0 + 20)).unwrap();
+    end_run(&mut store, &other, other_delivery, "deliver", RunStatus::Done, T0 + 30);
+    let other_audit = PlanChunk {
+        audit: vec![audit_entry(None, "k1", AuditEvent::Agreed, T0 + 1)],
+        ..PlanChunk::default()
+    };
+    store.commit_plan_chunk(&other, other_full, &fields, other_audit, ts(T0 + 1)).unwrap();
+    let runs_of = |store: &F::Store, link: &str| -> Vec<RunId> {
+        let mut runs: Vec<RunId> =
+            store.list_runs(Some(link), 100).unwrap().iter().map(|run| run.id).collect();
+        runs.sort();
+        runs
+    };
+
+    let purged = store.purge_history(LINK, ts(cutoff)).unwrap();
+    assert_eq!(
+        purged,
+        crate::PurgedHistory { runs: 3, audit_entries: 2, outbox_entries: 2, reviews: 1 },
+        "the old full run and delivery, and the delivery that closed a review long ago"
+    );
+    assert_eq!(
+        runs_of(&store, LINK),
+        vec![recent, closing[1], planning],
+        "the run still planning and newer ones stay"
+    );
+    assert_eq!(store.audit_for_record(LINK, &key("k1")).unwrap().len(), 1, "the entry at the cutoff stays");
+    assert!(store.audit_for_record(LINK, &key("k2")).unwrap().is_empty());
+    let statuses: Vec<(OutboxId, OutboxStatus)> = store
+        .list_outbox(Some(LINK), None, 100)
+        .unwrap()
+        .iter()
+        .map(|entry| (entry.id, entry.status))
+        .collect();
+    let mut statuses = statuses;
+    statuses.sort_by_key(|(id, _)| *id);
+    assert_eq!(
+        statuses,
+        vec![(dead, OutboxStatus::Dead), (pending, OutboxStatus::Pending), (done_lately, OutboxStatus::Done)]
+    );
+    let mut reviews: Vec<ReviewId> =
+        store.list_reviews(Some(LINK), None, 100).unwrap().iter().map(|review| review.id).collect();
+    reviews.sort();
+    assert_eq!(reviews, vec![closed_lately, open]);
+    // The other link's history is its own.
+    assert_eq!(runs_of(&store, "other"), vec![other_full, other_delivery]);
+    assert_eq!(store.audit_for_record("other", &key("k1")).unwrap().len(), 1);
+    // Its purge keeps its last run that read both sides, however old.
+    let purged = store.purge_history("other", ts(cutoff)).unwrap();
+    assert_eq!((purged.runs, purged.audit_entries), (1, 1));
+    assert_eq!(runs_of(&store, "other"), vec![other_full]);
+    // Nothing more to purge.
+    assert_eq!(store.purge_history(LINK, ts(cutoff)).unwrap(), crate::PurgedHistory::default());
+    store.release(lease).unwrap();
+    store.release(other).unwrap();
+}
+
+/// An erased record leaves no row behind: its baseline, outbox entries, reviews and audit
+/// entries are removed, its ids struck from the webhooks that name it (one naming nothing else
+/// removed), and its key and values struck from messages about other records and runs; one
+/// audit entry, named by the key's digest and holding no value, tells of the erasure. Another
+/// record, and the same key of another link, keep everything.
+pub fn an_erased_record_leaves_no_row_but_an_audit_of_its_digest<F: Fixture>(fixture: &F) {
+    let mut store = fixture.open();
+    let fields = layout(&mut store, &["email", "mobile"]);
+    let member = |record: &str, email: &str, mobile: &str| Baseline {
+        left_id: Some(RecordId::new(format!("L-{record}"))),
+        right_id: Some(RecordId::new(format!("wp-{record}"))),
+        fields: vec![
+            field(Some(Value::from(email)), Some(T0), None, Some(Origin::Left)),
+            field(Some(Value::from(mobile)), None, Some(T0), Some(Origin::Right)),
+        ],
+        ..Baseline::empty(key(record), 2)
+    };
+    let erased_member = member("M-1042", "anna.devries@example.nl", "+31612345678");
+    let kept_member = member("M-2001", "bram.jansen@example.nl", "+31687654321");
+    put(&mut store, &fields, &[&erased_member, &kept_member]);
+    let other_fields = store.layout("other", &names(&["email", "mobile"])).unwrap();
+    commit_baselines(&mut store, "other", &other_fields, vec![BaselineWrite::Put(erased_member.clone())]);
+    let (lease, other) = (lease_of(&mut store, LINK), lease_of(&mut store, "other"));
+    let write = |record: &str, email: &str| NewOutboxEntry {
+        payload: json!({ "version": 2, "fields": [{ "name": "email", "path": "mail", "value": email }] })
+            .to_string(),
+        ..outbox_entry(record, Side::Right, Operation::Update)
+    };
+    let valued = |record: &str, event: AuditEvent, value: &str| AuditEntry {
+        value: Some(Value::from(value)),
+        reason: "changed on the left side only".into(),
+        ..audit_entry(None, record, event, T0 + 1)
+    };
+    let chunk = PlanChunk {
+        entries: vec![write("M-1042", "anna.devries@example.nl"), write("M-2001", "bram.jansen@example.nl")],
+        reviews: vec![NewReview {
+            left: Some(Value::from("+31612345678")),
+            right: Some(Value::from("+31611111111")),
+            ..review("M-1042", Some("mobile"), 1, 2)
+        }],
+        audit: vec![
+            valued("M-1042", AuditEvent::Resolved, "anna.devries@example.nl"),
+            valued("M-2001", AuditEvent::Resolved, "bram.jansen@example.nl"),
+            AuditEntry {
+                reason: "gave up after 8 attempts: rejected: anna.devries@example.nl is taken".into(),
+                ..audit_entry(None, "M-2001", AuditEvent::Failed, T0 + 2)
+            },
+        ],
+        ..PlanChunk::default()
+    };
+    let run = planned(&mut store, &lease, &fields, true, chunk, T0);
+    let failed = RunEnd {
+        run,
+        status: RunStatus::Failed,
+        mode: "incremental".into(),
+        stats: json!({}),
+        error: Some("reading the left side failed: record M-1042 cannot be read".into()),
+        at: ts(T0 + 5),
+    };
+    store.finish_run(&lease, failed).unwrap();
+    let other_chunk = PlanChunk {
+        audit: vec![valued("M-1042", AuditEvent::Resolved, "anna.devries@example.nl")],
+        ..PlanChunk::default()
+    };
+    planned(&mut store, &other, &other_fields, true, other_chunk, T0);
+    let hook = |id: &str, side: Side, records: &[&str]| NewWebhook {
+        link: LINK.into(),
+        side,
+        hook_id: id.into(),
+        received_at: ts(T0),
+        records: records.iter().map(|record| record.to_string()).collect(),
+    };
+    store.accept_webhook(&hook("only-her", Side::Left, &["L-M-1042"]), ts(0)).unwrap();
+    store.accept_webhook(&hook("both", Side::Right, &["wp-M-1042", "wp-M-2001"]), ts(0)).unwrap();
+    // A left id on the right side is another record's.
+    store.accept_webhook(&hook("elsewhere", Side::Right, &["L-M-1042"]), ts(0)).unwrap();
+    store.release(lease).unwrap();
+    let count_before = store.baseline_count(LINK).unwrap();
+
+    let erased = store.erase_record(LINK, &key("M-1042"), "a person", ts(T0 + 1_000)).unwrap();
+    assert_eq!(
+        (
+            erased.baseline,
+            erased.outbox_entries,
+            erased.reviews,
+            erased.audit_entries,
+            erased.webhooks,
+            erased.messages
+        ),
+        (true, 1, 1, 1, 2, 2),
+        "{erased:?}"
+    );
+    let member_key = key("M-1042");
+    assert!(store.baselines(LINK, &fields, std::slice::from_ref(&member_key)).unwrap().is_empty());
+    assert_eq!(store.baseline_count(LINK).unwrap(), count_before - 1);
+    assert!(
+        store.list_outbox(Some(LINK), None, 100).unwrap().iter().all(|entry| entry.write.key != member_key)
+    );
+    assert!(store.list_reviews(Some(LINK), None, 100).unwrap().is_empty());
+    assert!(store.audit_for_record(LINK, &member_key).unwrap().is_empty());
+    let named = store.webhook_records(LINK, 10).unwrap().expect("every webhook names a record");
+    let mut records = named.records;
+    records.sort();
+    assert_eq!(records, vec![(Side::Right, "L-M-1042".into()), (Side::Right, "wp-M-2001".into())]);
+    assert_eq!(named.webhooks.len(), 2, "the webhook naming only her is gone");
+    let error = store.run(run).unwrap().error.unwrap();
+    assert_eq!(error, "reading the left side failed: record (erased) cannot be read");
+    let kept_audit = store.audit_for_record(LINK, &key("M-2001")).unwrap();
+    assert_eq!(kept_audit.len(), 2);
+    assert_eq!(kept_audit[0].value, Some(Value::from("bram.jansen@example.nl")));
+    assert_eq!(kept_audit[1].reason, "gave up after 8 attempts: rejected: (erased) is taken");
+    // One entry tells of it, by the key's digest, with no value.
+    let digest = key(&crate::key_digest(LINK, &member_key));
+    let [told] = <[AuditEntry; 1]>::try_from(store.audit_for_record(LINK, &digest).unwrap()).unwrap();
+    assert_eq!(
+        (told.event, told.values, told.at),
+        (AuditEvent::Erased, crate::AuditValues::None, ts(T0 + 1_000))
+    );
+    assert_eq!(
+        (&told.base, &told.left, &told.right, &told.value, told.run_id),
+        (&None, &None, &None, &None, None)
+    );
+    assert!(told.reason.starts_with("record erased by a person: its baseline"), "{}", told.reason);
+    assert!(!told.reason.contains("M-1042"));
+    // The other record and the other link keep theirs.
+    assert_eq!(store.baselines(LINK, &fields, &[key("M-2001")]).unwrap().len(), 1);
+    assert_eq!(store.list_outbox(Some(LINK), None, 100).unwrap().len(), 1);
+    assert_eq!(store.baselines("other", &other_fields, std::slice::from_ref(&member_key)).unwrap().len(), 1);
+    assert_eq!(store.audit_for_record("other", &member_key).unwrap().len(), 1);
+    // Erasing again finds nothing, and says so.
+    let again = store.erase_record(LINK, &member_key, "a person", ts(T0 + 2_000)).unwrap();
+    assert_eq!(
+        (
+            again.baseline,
+            again.outbox_entries,
+            again.reviews,
+            again.audit_entries,
+            again.webhooks,
+            again.messages
+        ),
+        (false, 0, 0, 0, 0, 0)
+    );
+    store.release(other).unwrap();
+}
+
+/// What `a_member_history` wrote: the texts of the member it is about, to be erased, and of
+/// another member, to be kept.
+pub struct MemberHistory {
+    /// The member's key.
+    pub key: RecordKey,
+    /// Its key, ids and values, every one of which the store held in its rows.
+    pub erased: Vec<&'static str>,
+    /// Another member's values, which an erasure of the first keeps.
+    pub kept: Vec<&'static str>,
+}
+
+/// Writes through the use cases what syncing `LINK` leaves of a member (`M-1042`: an e-mail
+/// address that changed from `anna@devries.nl` to `anna.devries@example.nl`, a mobile number
+/// `+31612345678` decided in a review) among 200 others: baselines written and moved several
+/// times, an outbox entry planned, sent and done, a review opened, decided by a person and
+/// closed, audit entries of every run, a webhook naming it, and a failed run whose error names
+/// it. For the tests that look for the member in a store's files after it was erased.
+pub fn a_member_history<S: StateStore>(store: &mut S) -> MemberHistory {
+    let fields = layout(store, &["email", "mobile", "first_name"]);
+    let member = |record: &str, email: &str, mobile: &str, name: &str| Baseline {
+        left_id: Some(RecordId::new(record)),
+        right_id: Some(RecordId::new(format!("wp-{record}"))),
+        fields: vec![
+            field(Some(Value::from(email)), Some(T0), None, Some(Origin::Left)),
+            field(Some(Value::from(mobile)), None, Some(T0), Some(Origin::Right)),
+            field(Some(Value::from(name)), Some(T0), Some(T0), Some(Origin::Both)),
+        ],
+        ..Baseline::empty(key(record), 3)
+    };
+    let mut first: Vec<Baseline> = (0..200)
+        .map(|number| {
+            let record = format!("M-{number:04}");
+            member(&record, &format!("member{number}@club.example"), &format!("+316{number:08}"), "Lid")
+        })
+        .collect();
+    first.push(member("M-1042", "anna@devries.nl", "+31655501234", "Anna"));
+    first.push(member("M-2001", "bram.jansen@example.nl", "+31687654321", "Bram"));
+    let lease = lease_of(store, LINK);
+    let agreed = PlanChunk {
+        audit: vec![AuditEntry {
+            run_id: None,
+            key: key("M-1042"),
+            field: None,
+            event: AuditEvent::Agreed,
+            side: None,
+            base: None,
+            left: None,
+            right: None,
+            value: None,
+            reason: "first sync: both sides already agree on 3 fields".into(),
+            at: ts(T0),
+            values: AuditValues::Full,
+        }],
+        baselines: first,
+        ..PlanChunk::default()
+    };
+    let run = planned(store, &lease, &fields, true, agreed, T0);
+    end_run(store, &lease, run, "full", RunStatus::Done, T0 + 10);
+
+    // Her e-mail changes on the left and is written to the right; her mobile is a conflict.
+    let changed = |field: &str, event: AuditEvent, base: &str, left: &str, right: &str| AuditEntry {
+        run_id: None,
+        key: key("M-1042"),
+        field: Some(field.into()),
+        event,
+        side: None,
+        base: Some(Value::from(base)),
+        left: Some(Value::from(left)),
+        right: Some(Value::from(right)),
+        value: Some(Value::from(left)),
+        reason: "changed on the left side only".into(),
+        at: ts(T0 + 100),
+        values: AuditValues::Full,
+    };
+    let payload = json!({ "version": 2, "fields": [{
+        "name": "email", "path": "/meta/email", "value": "anna.devries@example.nl",
+        "expected": "anna@devries.nl", "origin": "left"
+    }] });
+    let plan = PlanChunk {
+        entries: vec![NewOutboxEntry {
+            key: key("M-1042"),
+            side: Side::Right,
+            operation: Operation::Update,
+            record_id: Some(RecordId::new("wp-M-1042")),
+            payload: payload.to_string(),
+            source: None,
+        }],
+        reviews: vec![NewReview {
+            key: key("M-1042"),
+            field: Some("mobile".into()),
+            kind: ReviewKind::Conflict,
+            base: Some(Value::from("+31655501234")),
+            left: Some(Value::from("+31612345678")),
+            right: Some(Value::from("+31687650000")),
+            left_changed: Some(ts(T0 + 90)),
+            right_changed: Some(ts(T0 + 95)),
+            reason: "conflict: both sides changed it and the strategy is review".into(),
+        }],
+        audit: vec![
+            changed(
+                "email",
+                AuditEvent::Resolved,
+                "anna@devries.nl",
+                "anna.devries@example.nl",
+                "anna@devries.nl",
+            ),
+            changed("mobile", AuditEvent::Review, "+31655501234", "+31612345678", "+31687650000"),
+        ],
+        ..PlanChunk::default()
+    };
+    let run = planned(store, &lease, &fields, true, plan, T0 + 100);
+    let [entry] = <[OutboxId; 1]>::try_from(newest_ids(store, 1)).unwrap();
+    let send = store.start_send(&lease, vec![entry], ts(T0 + 110)).unwrap();
+    let mut moved = member("M-1042", "anna.devries@example.nl", "+31655501234", "Anna");
+    moved.fields[0].left_changed = Some(ts(T0 + 90));
+    let delivered = BatchClose {
+        send: Some(send),
+        outcomes: vec![outcome(entry, OutboxStatus::Done, None, None, true)],
+        baselines: vec![BaselineWrite::Put(moved)],
+        audit: vec![AuditEntry {
+            event: AuditEvent::Written,
+            side: Some(Side::Right),
+            reason: "written to the right side and read back".into(),
+            ..changed(
+                "email",
+                AuditEvent::Written,
+                "anna@devries.nl",
+                "anna.devries@example.nl",
+                "anna@devries.nl",
+            )
+        }],
+        ..BatchClose::default()
+    };
+    store.close_batch(&lease, &fields, delivered, ts(T0 + 120)).unwrap();
+    let failed = RunEnd {
+        run,
+        status: RunStatus::Partial,
+        mode: "incremental".into(),
+        stats: json!({ "writes_done": 1 }),
+        error: Some("reading the left side failed: record M-1042 has no valid e-mail".into()),
+        at: ts(T0 + 130),
+    };
+    store.finish_run(&lease, failed).unwrap();
+    store.release(lease).unwrap();
+
+    // A person keeps her left mobile; the next run writes it and closes the review.
+    let review = store.live_reviews_for(LINK, &[key("M-1042")]).unwrap().remove(0);
+    let decision = Decision::Keep(Side::Left);
+    let decided = AuditEntry::decided(&review, &decision, ts(T0 + 200));
+    store.decide_review(LINK, review.id, &decision, &decided, ts(T0 + 200)).unwrap();
+    let lease = lease_of(store, LINK);
+    let run = store.start_run(&lease, "incremental", false, ts(T0 + 300)).unwrap();
+    let mut settled = member("M-1042", "anna.devries@example.nl", "+31612345678", "Anna");
+    settled.fields[1].origin = Some(Origin::Person);
+    let chunk = PlanChunk { baselines: vec![settled], ..PlanChunk::default() };
+    store.commit_plan_chunk(&lease, run, &fields, chunk, ts(T0 + 300)).unwrap();
+    let publication = PlanPublication { closed_reviews: vec![review.id], ..PlanPublication::default() };
+    store.publish_plan(&lease, run, &fields, publication, ts(T0 + 300)).unwrap();
+    end_run(store, &lease, run, "incremental", RunStatus::Done, T0 + 310);
+    store.release(lease).unwrap();
+    let hook = NewWebhook {
+        link: LINK.into(),
+        side: Side::Right,
+        hook_id: "msg_1".into(),
+        received_at: ts(T0 + 400),
+        records: vec!["wp-M-1042".into(), "wp-M-2001".into()],
+    };
+    store.accept_webhook(&hook, ts(0)).unwrap();
+    MemberHistory {
+        key: key("M-1042"),
+        erased: vec![
+            "M-1042",
+            "anna.devries@example.nl",
+            "anna@devries.nl",
+            "+31612345678",
+            "+31687650000",
+            "+31655501234",
+            "Anna",
+        ],
+        kept: vec!["M-2001", "bram.jansen@example.nl", "+31687654321"],
+    }
 }

@@ -403,6 +403,23 @@ text_enum!(
         Deleted => "deleted",
         /// A person decided a review.
         Decided => "decided",
+        /// A record was erased from the state store (`StateStore::erase_record`); the entry
+        /// names it by its key's digest only.
+        Erased => "erased",
+    }
+);
+
+text_enum!(
+    /// What the history keeps of the values it tells of: a link's `audit.values`, and what one
+    /// audit entry kept when it was written.
+    AuditValues {
+        /// The values themselves.
+        Full => "full",
+        /// A digest of each value (`value_digest`): equal values of one link's field give
+        /// equal digests, and no value can be read back from one.
+        Hashed => "hashed",
+        /// No value at all: what happened, to which field, on which side, and why.
+        None => "none",
     }
 );
 
@@ -431,6 +448,9 @@ pub struct AuditEntry {
     pub reason: String,
     /// When.
     pub at: Timestamp,
+    /// What the entry keeps of its values (`AuditValues::keep` turns a `full` one into what a
+    /// link's policy keeps).
+    pub values: AuditValues,
 }
 
 impl AuditEntry {
@@ -459,6 +479,7 @@ impl AuditEntry {
             },
             reason: format!("decided by {by}: {}", serde_json::to_string(decision).unwrap_or_default()),
             at,
+            values: AuditValues::Full,
         }
     }
 }
@@ -626,4 +647,41 @@ pub struct NewWebhook {
     pub received_at: Timestamp,
     /// The ids of the records it named, if it named any.
     pub records: Vec<String>,
+}
+
+/// What `StateStore::purge_history` deleted of a link's history.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PurgedHistory {
+    /// Runs, with their statistics and errors.
+    pub runs: u64,
+    /// Audit entries.
+    pub audit_entries: u64,
+    /// Finished outbox entries (done, superseded or dropped), with their values.
+    pub outbox_entries: u64,
+    /// Closed reviews, with their values.
+    pub reviews: u64,
+}
+
+/// What `StateStore::erase_record` removed of a record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ErasedRecord {
+    /// Whether it had a baseline.
+    pub baseline: bool,
+    /// Its outbox entries, whatever their status.
+    pub outbox_entries: u64,
+    /// Its reviews, whatever their status.
+    pub reviews: u64,
+    /// Its audit entries.
+    pub audit_entries: u64,
+    /// Webhooks that named it, its ids struck from them (or they removed, when they named
+    /// nothing else).
+    pub webhooks: u64,
+    /// Messages about other records and runs (a run's error, a failed write's message) that
+    /// quoted its key, one of its ids or one of its values, struck from them.
+    pub messages: u64,
+    /// Whether the store's files were written anew without what was removed (SQLite: the file
+    /// rebuilt and its write-ahead log emptied; PostgreSQL: the tables rewritten). `false`
+    /// when another process kept the old bytes in use: the rows are gone all the same, and a
+    /// later erasure (of any record) rewrites the files.
+    pub wiped: bool,
 }

@@ -13,7 +13,9 @@ use fieldsync_engine::{
     SystemClock,
 };
 use fieldsync_model::{FieldType, LinkName, Normaliser, RecordId, RecordKey, Side};
-use fieldsync_store::{AuditEntry, Baseline, OutboxEntry, Review, ReviewStatus, StateStore, StoreError};
+use fieldsync_store::{
+    AuditEntry, AuditValues, Baseline, OutboxEntry, Review, ReviewStatus, StateStore, StoreError,
+};
 use jiff::Timestamp;
 use serde_json::Value as Json;
 
@@ -34,7 +36,8 @@ pub fn field_spec(name: &str, field_type: FieldType) -> FieldSpec {
 /// The link `members` keyed by `key_path` on both sides, tracking `fields` (see
 /// [`field_spec`]) with `conflicts`, and the defaults the engine tests start from: first syncs
 /// reviewed, creates both ways, deletes propagated, the default guard, a full scan a day, an
-/// overlap of a second, and retries that do not wait inside a run.
+/// overlap of a second, retries that do not wait inside a run, and values kept in full in the
+/// history.
 pub fn link_spec(key_path: &str, fields: &[(&str, FieldType)], conflicts: ConflictStrategy) -> LinkSpec {
     LinkSpec {
         name: LinkName::new("members"),
@@ -48,6 +51,7 @@ pub fn link_spec(key_path: &str, fields: &[(&str, FieldType)], conflicts: Confli
         full_scan_every: Duration::from_secs(86_400),
         overlap: SidePair::new(Duration::from_secs(1), Duration::from_secs(1)),
         retry: RetryPolicy { wait_in_run: Duration::ZERO, ..RetryPolicy::default() },
+        audit: AuditValues::Full,
     }
 }
 

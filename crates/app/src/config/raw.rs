@@ -98,8 +98,17 @@ pub(crate) struct RawLink {
     pub spread: Option<Spanned<String>>,
     pub for_each: Option<Spanned<String>>,
     pub retry: Option<RawRetry>,
+    pub audit: Option<Spanned<RawAudit>>,
     #[serde(default)]
     pub fields: Vec<Spanned<RawField>>,
+}
+
+/// `audit = { values = "hashed", keep = "400d" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAudit {
+    pub values: Option<Spanned<String>>,
+    pub keep: Option<Spanned<String>>,
 }
 
 /// `{ left = "…", right = "…" }`: a path on each side.

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+mod audit;
 mod service;
 
 use super::env::{expand, mentions_organisation};
@@ -569,6 +570,7 @@ impl Validator<'_> {
             None => Some(RetryPolicy::default()),
             Some(retry) => self.retry(retry),
         };
+        let audit = self.audit(link.audit.as_ref());
 
         if self.problems.len() != problems_before {
             return None;
@@ -589,6 +591,7 @@ impl Validator<'_> {
             full_scan_every: full_scan_every?,
             overlap,
             retry: retry?,
+            audit: audit?.0,
         };
         Some(LinkConfig {
             spec,
@@ -598,6 +601,7 @@ impl Validator<'_> {
             slot_offset: Duration::ZERO,
             organisation: None,
             report_to: Vec::new(),
+            keep: audit?.1,
         })
     }
 

@@ -83,7 +83,8 @@ impl Workspace {
         Ok(Page::new(page.rows, page.more, |run| run.id.0))
     }
 
-    /// One run with its audit trail.
+    /// One run with its audit trail, its values as the link's history keeps them now
+    /// (`audit.values`).
     ///
     /// # Errors
     ///
@@ -92,11 +93,13 @@ impl Workspace {
         let run = self.store()?.run(RunId(id))?;
         self.in_scope(&run.link, "run", id)?;
         let audit = self.store()?.audit_for_run(RunId(id))?;
+        let audit = super::as_kept(&self.config, &run.link, audit);
         Ok(RunHistory { run, audit })
     }
 
     /// The latest `limit` runs, newest first, each with its audit trail when `with_audit`
-    /// (an export of the statistics alone does not read it).
+    /// (an export of the statistics alone does not read it), its values as each link's history
+    /// keeps them now.
     ///
     /// # Errors
     ///
@@ -108,11 +111,13 @@ impl Workspace {
     ) -> Result<Vec<RunHistory>, WorkspaceError> {
         let scope = self.scope();
         let query = ListQuery { link: None, links: scope.as_deref(), status: None, before: None, limit };
-        let store = self.store()?;
+        let Workspace { config, store, .. } = self;
+        let store = super::open_store(config, store)?;
         let runs = store.runs_page(query)?.rows;
         let mut history = Vec::with_capacity(runs.len());
         for run in runs {
             let audit = if with_audit { store.audit_for_run(run.id)? } else { Vec::new() };
+            let audit = super::as_kept(config, &run.link, audit);
             history.push(RunHistory { run, audit });
         }
         Ok(history)

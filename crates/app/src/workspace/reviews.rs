@@ -118,7 +118,8 @@ impl Workspace {
         Ok(Page::new(page.rows.into_iter().map(ReviewView::from).collect(), page.more, |review| review.id))
     }
 
-    /// One review with its record's audit trail.
+    /// One review with its record's audit trail; the review keeps its values (a person decides
+    /// from them), the trail is as the link's history keeps them now (`audit.values`).
     ///
     /// # Errors
     ///
@@ -127,6 +128,7 @@ impl Workspace {
         let review = self.store()?.review(id)?;
         self.in_scope(&review.link, "review", id)?;
         let audit = self.store()?.audit_for_record(&review.link, &review.review.key)?;
+        let audit = super::as_kept(&self.config, &review.link, audit);
         Ok(ReviewDetail { review: review.into(), audit })
     }
 
@@ -186,10 +188,12 @@ impl Workspace {
             return Err(WorkspaceError::ReviewClosed { id });
         }
         let now = Timestamp::now();
-        let audit = match token {
+        let mut audit = match token {
             Some(name) => AuditEntry::decided_by(&review, &decision, &format!("token {name:?}"), now),
             None => AuditEntry::decided(&review, &decision, now),
         };
+        // Stored as the link's history keeps values: the decision and what it was about.
+        link.spec.audit.keep(&review.link, &mut audit);
         store.decide_review(&review.link, id, &decision, &audit, now)?;
         Ok(Resolved { review: id, decision })
     }

@@ -14,7 +14,7 @@ use fieldsync_engine::{
     RetryPolicy, RunOptions, RunReport, SidePair, SystemClock, Tie,
 };
 use fieldsync_model::{FieldType, LinkName, Normaliser, Side};
-use fieldsync_store::{OutboxStatus, StateStore};
+use fieldsync_store::{AuditValues, OutboxStatus, StateStore};
 use fieldsync_store_sqlite::SqliteStore;
 use fieldsync_test_support::run_link;
 use serde_json::{Value, json};
@@ -85,6 +85,7 @@ impl World {
                 max: Duration::from_millis(200),
                 wait_in_run: Duration::from_secs(2),
             },
+            audit: AuditValues::Full,
         };
         let club = MemorySystem::new("knvb_id");
         club.set_now(site.now());
