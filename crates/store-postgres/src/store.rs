@@ -84,13 +84,39 @@ impl fmt::Debug for PostgresStore {
 /// The statements prepared on a connection, by their SQL, so that each is parsed once per
 /// connection rather than on every call.
 #[derive(Default)]
-struct Statements(Mutex<HashMap<String, Statement>>);
+struct Statements {
+    cached: Mutex<HashMap<String, Statement>>,
+    /// A statement failed because the connection is gone: set before the client itself may
+    /// say it is closed (the server's last message comes before the socket's end), so that
+    /// the next commit connects again rather than failing once more.
+    lost: std::sync::atomic::AtomicBool,
+}
 
 impl Statements {
     /// The statements, by their SQL.
     fn cached(&self) -> std::sync::MutexGuard<'_, HashMap<String, Statement>> {
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.cached.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// `result`, noting a lost connection when it failed for that.
+    fn noted<T>(&self, result: Result<T, fieldsync_postgres::Error>) -> Result<T, fieldsync_postgres::Error> {
+        if let Err(error) = &result
+            && connection_lost(error)
+        {
+            self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        result
+    }
+}
+
+/// Whether `error` says the connection is gone: closed, or ended by the server (an
+/// administrator, a shutdown, a crash).
+fn connection_lost(error: &fieldsync_postgres::Error) -> bool {
+    use fieldsync_postgres::SqlState;
+    error.is_closed()
+        || error.code().is_some_and(|code| {
+            [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(code)
+        })
 }
 
 /// Where statements run: the store's connection (inside a transaction or not) with its
@@ -107,7 +133,7 @@ impl Session<'_> {
         if let Some(statement) = self.statements.cached().get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.client.prepare(sql).await?;
+        let statement = self.statements.noted(self.client.prepare(sql).await)?;
         self.statements.cached().insert(sql.to_string(), statement.clone());
         Ok(statement)
     }
@@ -120,7 +146,7 @@ impl Session<'_> {
         what: impl Fn() -> String,
     ) -> Result<Vec<Row>, StoreError> {
         let statement = self.statement(sql).await.context(&what)?;
-        self.client.query(&statement, parameters).await.context(what)
+        self.statements.noted(self.client.query(&statement, parameters).await).context(what)
     }
 
     /// The one row `sql` reads with `parameters`, if it reads one.
@@ -131,7 +157,7 @@ impl Session<'_> {
         what: impl Fn() -> String,
     ) -> Result<Option<Row>, StoreError> {
         let statement = self.statement(sql).await.context(&what)?;
-        self.client.query_opt(&statement, parameters).await.context(what)
+        self.statements.noted(self.client.query_opt(&statement, parameters).await).context(what)
     }
 
     /// Runs `sql` with `parameters`; how many rows it wrote.
@@ -142,7 +168,7 @@ impl Session<'_> {
         what: impl Fn() -> String,
     ) -> Result<u64, StoreError> {
         let statement = self.statement(sql).await.context(&what)?;
-        self.client.execute(&statement, parameters).await.context(what)
+        self.statements.noted(self.client.execute(&statement, parameters).await).context(what)
     }
 }
 
@@ -285,7 +311,8 @@ impl PostgresStore {
     async fn begin(&mut self) -> Result<Commit<'_>, StoreError> {
         // A connection lost (the server restarted, the network failed) failed the calls made
         // on it as retryable; the next commit connects again, so a service's next run goes on.
-        if self.client.is_closed() {
+        let lost = self.statements.lost.swap(false, std::sync::atomic::Ordering::SeqCst);
+        if lost || self.client.is_closed() {
             self.client = connect(&self.location).await?;
             self.statements.cached().clear();
         }
