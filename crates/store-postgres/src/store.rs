@@ -83,6 +83,10 @@ impl fmt::Debug for PostgresStore {
 
 /// The statements prepared on a connection, by their SQL, so that each is parsed once per
 /// connection rather than on every call.
+/// How long an erasure waits for other sessions' older snapshots to end before rewriting the
+/// tables it touched.
+const ERASURE_WAIT: Duration = Duration::from_secs(30);
+
 #[derive(Default)]
 struct Statements {
     cached: Mutex<HashMap<String, Statement>>,
@@ -305,6 +309,28 @@ impl PostgresStore {
     /// Where a read's statements run.
     fn session(&self) -> Session<'_> {
         Session { client: &self.client, statements: &self.statements }
+    }
+
+    /// Waits, up to `wait`, until no other session of this database holds a snapshot taken
+    /// before now (one that may still see rows deleted until now); whether that came.
+    fn snapshots_after_now(&self, wait: Duration) -> bool {
+        let Ok(now) = block_on(self.client.query_one("SELECT txid_current()::text", &[])) else {
+            return false;
+        };
+        let Ok(now) = now.try_get::<_, String>(0) else { return false };
+        let older = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND pid <> pg_backend_pid() AND backend_xmin IS NOT NULL \
+                     AND age(backend_xmin) > age((($1::text)::bigint % 4294967296)::text::xid)";
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match block_on(self.client.query_one(older, &[&now])).and_then(|row| row.try_get::<_, i64>(0)) {
+                Ok(0) => return true,
+                Ok(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100))
+                }
+                _ => return false,
+            }
+        }
     }
 
     /// Starts a transaction.
@@ -770,8 +796,12 @@ impl StateStore for PostgresStore {
         })?;
         // A deleted row's bytes stay in its table's pages (and its indexes') until they are
         // written over, even after a plain VACUUM: the tables it touched are written anew,
-        // outside the transaction, and their old files removed.
-        let mut wiped = true;
+        // outside the transaction, and their old files removed. A row another session's
+        // snapshot may still see is copied into the new files too, so the rewrite waits until
+        // every snapshot of this database is younger than the erasure (another worker's
+        // transactions last seconds at most), and says it did not wipe when one outlives the
+        // wait.
+        let mut wiped = self.snapshots_after_now(ERASURE_WAIT);
         for table in touched {
             // The simple query protocol: `VACUUM` is no statement to prepare.
             wiped &= block_on(self.client.batch_execute(&format!("VACUUM FULL {table}"))).is_ok();
