@@ -1069,3 +1069,62 @@ fn a_links_audit_says_what_its_history_keeps_and_how_long() {
         "#]],
     );
 }
+
+/// Serves `body` to every request on 127.0.0.1 that bears `Authorization:
+/// Bearer token`, and 401 to any other; returns its base URL.
+fn serve_list(token: &'static str, body: &'static str) -> String {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut authorised = false;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|read| read > 2) {
+                authorised |= line.trim_end().eq_ignore_ascii_case(&format!("authorization: Bearer {token}"));
+                line.clear();
+            }
+            let (status, body) = if authorised { ("200 OK", body) } else { ("401 Unauthorized", "{}") };
+            let answer = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    format!("http://{address}")
+}
+
+#[test]
+fn the_organisations_come_from_an_api_with_its_token() {
+    let body = r#"{"count": 2, "results": [{"id": "hcu", "name": "HC Utrecht", "contact": "secretaris@hcu.example", "members": 412},
+                   {"id": "zvv", "name": "ZVV De Zwaluw", "contact": null}]}"#;
+    let base = serve_list("bond-7c1f9e2a", body);
+    let from_api = FOR_EACH.replace(
+        "from = \"clubs.csv\"",
+        &format!("from = \"{base}/api/clubs\"\ntoken = \"${{BOND_TOKEN}}\"\nrecords = \"/results\""),
+    );
+    let env = |name: &str| {
+        if name == "BOND_TOKEN" { Some("bond-7c1f9e2a".to_string()) } else { club_secrets(name) }
+    };
+    let config = parse_for_each(&from_api, "", &env).unwrap();
+    assert_eq!(config.links.keys().collect::<Vec<_>>(), ["members/hcu", "members/zvv"]);
+    let hcu = config.links["members/hcu"].organisation.clone().unwrap();
+    assert_eq!(
+        (hcu.variable("contact"), hcu.variable("members")),
+        (Some("secretaris@hcu.example"), Some("412"))
+    );
+    assert_eq!(config.links["members/zvv"].organisation.as_ref().unwrap().variable("contact"), None);
+
+    let wrong =
+        |name: &str| if name == "BOND_TOKEN" { Some("guessed".to_string()) } else { club_secrets(name) };
+    let error = parse_for_each(&from_api, "", &wrong).unwrap_err().to_string();
+    assert!(
+        error
+            .contains(&format!("organisations: reading the organisations from {base}/api/clubs: status 401")),
+        "{error}"
+    );
+    assert!(!error.contains("guessed"), "{error}");
+}
