@@ -56,23 +56,22 @@ impl Workspace {
         link: Option<&str>,
         now: Timestamp,
     ) -> Result<Vec<LinkPurge>, WorkspaceError> {
-        if let Some(name) = link {
-            self.link_named(name)?;
-        }
-        let shown: Vec<String> = self
-            .config
-            .links
-            .iter()
-            .filter(|(_, link)| self.shows(link))
-            .map(|(name, _)| name.clone())
-            .collect();
+        // The links to purge with their `keep`: the one asked for (also an organisation no
+        // longer listed), or every link shown.
+        let targets: Vec<(String, Option<Duration>)> = match link {
+            Some(name) => vec![(name.to_string(), self.link_named(name)?.keep)],
+            None => self
+                .config
+                .links
+                .iter()
+                .filter(|(_, link)| self.shows(link))
+                .map(|(name, link)| (name.clone(), link.keep))
+                .collect(),
+        };
         let Workspace { config, store, .. } = self;
         let mut purges = Vec::new();
-        for (name, link_config) in &config.links {
-            if link.is_some_and(|only| only != name) || !shown.contains(name) {
-                continue;
-            }
-            let Some(keep) = link_config.keep else {
+        for (name, keep) in targets {
+            let Some(keep) = keep else {
                 purges.push(LinkPurge {
                     link: name.clone(),
                     keep: None,
@@ -86,7 +85,7 @@ impl Workspace {
                 .and_then(|keep| now.checked_sub(keep).ok())
                 .unwrap_or(Timestamp::MIN);
             let store = super::open_store(config, store)?;
-            let purged = store.purge_history(name, before)?;
+            let purged = store.purge_history(&name, before)?;
             purges.push(LinkPurge {
                 link: name.clone(),
                 keep: Some(duration_text(keep)),
@@ -122,19 +121,33 @@ impl Workspace {
     }
 
     /// The configuration of `link`, when the use cases may act on it (an organisation's only
-    /// when limited to one).
+    /// when limited to one). An organisation no longer listed keeps its state and history
+    /// under its instance's name (`LINK/ID`) until purged: its link has the settings of the
+    /// `for_each` link's other instances.
     fn link_named(&self, link: &str) -> Result<&crate::LinkConfig, WorkspaceError> {
-        self.config.links.get(link).filter(|config| self.shows(config)).ok_or_else(|| {
-            WorkspaceError::UnknownLink {
-                name: link.to_string(),
-                known: self
-                    .config
-                    .links
-                    .iter()
-                    .filter(|(_, config)| self.shows(config))
-                    .map(|(name, _)| name.clone())
-                    .collect(),
+        let configured = self.config.links.get(link).filter(|config| self.shows(config));
+        let removed = || {
+            let (definition, _) = link.split_once('/')?;
+            let (_, for_each) = self.config.organisations.as_ref()?;
+            if !for_each.contains(definition)
+                || self.scope().is_some_and(|own| !own.iter().any(|name| name == link))
+            {
+                return None;
             }
+            self.config.links.values().find(|config| {
+                config.organisation.is_some()
+                    && config.spec.name.as_str().split_once('/').map(|(name, _)| name) == Some(definition)
+            })
+        };
+        configured.or_else(removed).ok_or_else(|| WorkspaceError::UnknownLink {
+            name: link.to_string(),
+            known: self
+                .config
+                .links
+                .iter()
+                .filter(|(_, config)| self.shows(config))
+                .map(|(name, _)| name.clone())
+                .collect(),
         })
     }
 }

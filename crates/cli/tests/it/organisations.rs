@@ -271,4 +271,21 @@ async fn each_club_syncs_its_own_members_and_sees_nothing_of_another() {
     assert_eq!(status, 200);
     assert!(!gone["items"].as_array().unwrap().is_empty(), "{gone}");
     assert!(service.stop().success());
+
+    // Until a command purges it: a member of the club that left, erased from the state store.
+    let purge =
+        binary(dir.path(), CLUBS + 1).output(&["--json", "purge", "members/c02", "--key", "C02-1001"]);
+    assert_eq!(purge.status.code(), Some(0), "{}", String::from_utf8_lossy(&purge.stderr));
+    let state: Vec<u8> = ["state.db", "state.db-wal"]
+        .iter()
+        .filter_map(|file| std::fs::read(dir.path().join(file)).ok())
+        .flatten()
+        .collect();
+    let holds = |text: &str| state.windows(text.len()).any(|window| window == text.as_bytes());
+    for erased in ["C02-1001", "jansen2@example.nl", "Jansen2@Example.NL", "610200101"] {
+        assert!(!holds(erased), "{erased} is still in the state store");
+    }
+    for kept in ["C02-1002", "p.devries2@example.nl", "C03-1001"] {
+        assert!(holds(kept), "{kept} is kept");
+    }
 }
