@@ -9,7 +9,7 @@ mod raw;
 mod service;
 mod validate;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,9 +48,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The `[reports]` table: an e-mail after runs of `fieldsync serve`, if any.
     pub reports: Option<ReportsConfig>,
-    /// The `[organisations]` table with the list as read, and the names of the links that
-    /// run for each of them (`for_each`), if there is one.
-    pub organisations: Option<(Organisations, BTreeSet<String>)>,
+    /// The `[organisations]` table with the list as read, if there is one.
+    pub organisations: Option<Organisations>,
 }
 
 impl Config {
@@ -96,11 +95,9 @@ pub struct LinkConfig {
     pub connectors: SidePair<String>,
     /// When `fieldsync serve` runs it (`schedule` or `every`); `None`: only when asked.
     pub schedule: Option<Schedule>,
-    /// The window its slots are spread over (`spread`; zero unless set): each link, and each
-    /// organisation's instance of one, runs at its own place in it.
-    pub spread: Duration,
-    /// This link's place in `spread`, the same in every process: its slots fall this long
-    /// after the schedule's.
+    /// Its place in the window of `spread` (zero without one), the same in every process: its
+    /// slots fall this long after the schedule's, so that links on one schedule (and an
+    /// organisation's instances of one link) do not all start at once.
     pub slot_offset: Duration,
     /// The organisation this instance of a `for_each` link runs for (its name in the
     /// configuration is `LINK/ID`), if it is one.
@@ -126,8 +123,15 @@ pub(crate) fn side_named(names: &SidePair<String>, text: &str) -> Option<Side> {
     }
 }
 
+impl LinkConfig {
+    /// Whether this link is organisation `id`'s instance of a `for_each` link.
+    pub fn is_of(&self, id: &str) -> bool {
+        self.organisation.as_ref().is_some_and(|organisation| organisation.id == id)
+    }
+}
+
 /// The name of the connector or link an organisation's instance `NAME/ID` was made from.
-fn definition(instance: &str) -> Option<&str> {
+pub(crate) fn definition(instance: &str) -> Option<&str> {
     instance.split_once('/').map(|(name, _)| name)
 }
 

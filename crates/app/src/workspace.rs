@@ -148,16 +148,14 @@ impl Workspace {
 
     /// Whether the link `link` is one the use cases may show and act on.
     fn shows(&self, link: &crate::LinkConfig) -> bool {
-        self.organisation
-            .as_ref()
-            .is_none_or(|organisation| link.organisation.as_ref().is_some_and(|org| org.id == *organisation))
+        self.organisation.as_ref().is_none_or(|organisation| link.is_of(organisation))
     }
 
     /// The links whose rows the use cases may show, when limited to an organisation: its
     /// instance of every `for_each` link.
     fn scope(&self) -> Option<Vec<String>> {
         let organisation = self.organisation.as_ref()?;
-        let for_each = self.config.organisations.as_ref().map(|(_, for_each)| for_each.iter());
+        let for_each = self.config.organisations.as_ref().map(|organisations| organisations.for_each.iter());
         Some(
             for_each
                 .into_iter()

@@ -936,7 +936,8 @@ fn a_link_for_each_organisation_runs_once_per_organisation_with_its_own_settings
     assert_ne!(offsets[0], offsets[1]);
     let again = parse_for_each(FOR_EACH, clubs, &club_secrets).unwrap();
     assert_eq!(again.links["members/hcu"].slot_offset, offsets[0]);
-    let (organisations, for_each) = config.organisations.as_ref().unwrap();
+    let organisations = config.organisations.as_ref().unwrap();
+    let for_each = &organisations.for_each;
     assert_eq!(organisations.every, std::time::Duration::from_secs(600));
     assert_eq!(organisations.list.len(), 2);
     assert!(for_each.contains("members"));

@@ -408,10 +408,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Scope {
 
 /// Refuses a request about `link` limited to another organisation than the link's (403).
 pub(crate) fn link_in_scope(api: &Api, link: &str, org: Option<&str>) -> Result<(), ApiError> {
-    let Some(org) = org else { return Ok(()) };
-    let theirs = api.config.links.get(link).map(|link| link.organisation.as_ref().map(|own| own.id.as_str()));
-    match theirs {
-        Some(theirs) if theirs != Some(org) => {
+    match (org, api.config.links.get(link)) {
+        (Some(org), Some(config)) if !config.is_of(org) => {
             Err(ApiError::new(StatusCode::FORBIDDEN, format!("link {link} is not organisation {org}'s")))
         }
         _ => Ok(()),

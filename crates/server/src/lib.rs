@@ -93,7 +93,8 @@ impl Server {
     /// Serves until `stop` is cancelled: then it takes no more work, cancels the runs going
     /// on (each stops at its next point between two commits and records itself as
     /// cancelled), waits for them up to a grace period, and returns. Each `reload` notice reads
-    /// the configuration file again: a valid one replaces the running one the same way (the
+    /// the configuration file again (so does every `[organisations] every`, which reloads only
+    /// when the list of organisations changed): a valid one replaces the running one the same way (the
     /// runs going on stop at their next commit, the links start again on the new one, the
     /// address stays bound throughout); an invalid one is logged and the running one kept.
     ///
@@ -138,7 +139,7 @@ impl Server {
                 ));
                 tracing::info!(%address, "serving");
             }
-            let reread = config.organisations.as_ref().map(|(organisations, _)| organisations.every);
+            let reread = config.organisations.as_ref().map(|organisations| organisations.every);
             let next = loop {
                 tokio::select! {
                     () = stop.cancelled() => break None,
@@ -195,7 +196,7 @@ async fn reloaded(running: &Config) -> Result<(Config, Option<Arc<reports::Maile
 
 /// The organisations `config` lists, if it has a list.
 fn listed(config: &Config) -> Option<&[fieldsync_app::config::Organisation]> {
-    config.organisations.as_ref().map(|(organisations, _)| organisations.list.as_slice())
+    config.organisations.as_ref().map(|organisations| organisations.list.as_slice())
 }
 
 /// Sleeps for `period`, or forever without one.

@@ -89,6 +89,9 @@ pub struct Organisations {
     pub every: Duration,
     /// The organisations, in the list's order.
     pub list: Vec<Organisation>,
+    /// The names of the links that run for each of them (`for_each`), as written: an
+    /// organisation's instances are `NAME/ID`, also once it has left the list.
+    pub for_each: BTreeSet<String>,
 }
 
 /// Reads the organisations from `source`. A relative CSV path is read against `base_dir`.

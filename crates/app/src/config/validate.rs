@@ -22,7 +22,7 @@ mod audit;
 mod service;
 
 use super::env::{expand, mentions_organisation};
-use super::organisations::Organisation;
+use super::organisations::{Organisation, Organisations};
 use super::raw::{
     RawConfig, RawDeletes, RawField, RawGuard, RawLimit, RawLink, RawRetry, RawSidePaths, RawStrategy,
 };
@@ -141,21 +141,17 @@ pub(crate) fn validate(
             }
             let known = Known { declared: &declared, connectors: &own };
             if let Some(mut instance) = validator.link(&name, &link, known) {
-                let instance_link = instance_name(name.get_ref(), &org.id);
-                instance.spec.name = LinkName::new(instance_link.as_str());
                 for side in Side::BOTH {
                     let base = instance.connectors.get(side).clone();
                     if per_organisation.contains_key(&base) {
                         *instance.connectors.get_mut(side) = instance_name(&base, &org.id);
                     }
                 }
-                instance.slot_offset = slot_offset(&instance_link, instance.spread);
-                instance.organisation = Some(org.clone());
                 for (_, connector) in own.into_iter().filter(|(base, _)| per_organisation.contains_key(base))
                 {
                     instances.insert(connector.name.clone(), connector);
                 }
-                links.insert(instance_link, instance);
+                links.insert(instance.spec.name.as_str().to_string(), instance);
             }
             validator.org = None;
         }
@@ -192,7 +188,7 @@ pub(crate) fn validate(
             links,
             server: server.unwrap_or_default(),
             reports: reports.flatten(),
-            organisations: organisations.map(|organisations| (organisations, for_each)),
+            organisations: organisations.map(|organisations| Organisations { for_each, ..organisations }),
         }),
         _ => Err(ConfigError::Invalid { problems }),
     }
@@ -579,8 +575,14 @@ impl Validator<'_> {
             connectors.left.map_or(DEFAULT_OVERLAP, |connector| connector.overlap),
             connectors.right.map_or(DEFAULT_OVERLAP, |connector| connector.overlap),
         );
+        // An organisation's instance is named `LINK/ID`, and falls at a place of its own in
+        // `spread`.
+        let full_name = self
+            .org
+            .as_ref()
+            .map_or_else(|| name.get_ref().clone(), |org| instance_name(name.get_ref(), &org.id));
         let spec = LinkSpec {
-            name: LinkName::new(name.get_ref().as_str()),
+            name: LinkName::new(full_name.as_str()),
             key,
             fields,
             conflicts: conflicts?,
@@ -597,9 +599,8 @@ impl Validator<'_> {
             spec,
             connectors: names,
             schedule: schedule?,
-            spread: spread?,
-            slot_offset: Duration::ZERO,
-            organisation: None,
+            slot_offset: slot_offset(&full_name, spread?),
+            organisation: self.org.clone(),
             report_to: Vec::new(),
             keep: audit?.1,
         })

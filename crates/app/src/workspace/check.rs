@@ -54,18 +54,19 @@ impl Workspace {
             config.links.iter().filter(|(_, link)| self.shows(link)).collect();
         let mut connectors = BTreeMap::new();
         for (name, connector_config) in &config.connectors {
-            if !links.values().any(|link| link.connectors.left == *name || link.connectors.right == *name)
-                && self.organisation.is_some()
-            {
-                continue;
-            }
             let mut paths: Vec<String> = Vec::new();
+            let mut used = false;
             for link in links.values() {
                 for side in Side::BOTH {
                     if link.connectors.get(side) == name {
+                        used = true;
                         paths.extend(link.spec.read_paths(side));
                     }
                 }
+            }
+            // Limited to an organisation, only the connectors of its links.
+            if self.organisation.is_some() && !used {
+                continue;
             }
             paths.sort();
             paths.dedup();

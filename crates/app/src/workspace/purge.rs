@@ -127,8 +127,8 @@ impl Workspace {
     fn link_named(&self, link: &str) -> Result<&crate::LinkConfig, WorkspaceError> {
         let configured = self.config.links.get(link).filter(|config| self.shows(config));
         let removed = || {
-            let (definition, _) = link.split_once('/')?;
-            let (_, for_each) = self.config.organisations.as_ref()?;
+            let definition = crate::config::definition(link)?;
+            let for_each = &self.config.organisations.as_ref()?.for_each;
             if !for_each.contains(definition)
                 || self.scope().is_some_and(|own| !own.iter().any(|name| name == link))
             {
@@ -136,7 +136,7 @@ impl Workspace {
             }
             self.config.links.values().find(|config| {
                 config.organisation.is_some()
-                    && config.spec.name.as_str().split_once('/').map(|(name, _)| name) == Some(definition)
+                    && crate::config::definition(config.spec.name.as_str()) == Some(definition)
             })
         };
         configured.or_else(removed).ok_or_else(|| WorkspaceError::UnknownLink {

@@ -38,7 +38,7 @@ pub(crate) async fn show(
         })
         .await?;
     let body = html! {
-        @if let Some((organisations, _)) = &api.config.organisations
+        @if let Some(organisations) = &api.config.organisations
             && session.caller.organisation.is_none()
         {
             form.filter method="get" action="/" {

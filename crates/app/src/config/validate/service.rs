@@ -152,7 +152,7 @@ impl Validator<'_> {
             return None;
         }
         match super::super::organisations::read(&source, self.base_dir()) {
-            Ok(list) => Some(Organisations { source, every: every?, list }),
+            Ok(list) => Some(Organisations { source, every: every?, list, for_each: BTreeSet::new() }),
             Err(message) => self.refused(span.start..span.start, format!("organisations: {message}")),
         }
     }
