@@ -26,11 +26,15 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 
 use crate::config::{
-    Delete, Empty, FeedSettings, FullRead, Join, KeyLookup, Order, Paging, RestConfig, RevisionIn, Settings,
-    TimeFormat, Verify,
+    Delete, Empty, FullRead, Join, KeyLookup, Order, Paging, RestConfig, RevisionIn, Settings, TimeFormat,
+    Verify,
 };
 use crate::http::{Answer, Http, Kind, shown};
 use crate::path::FieldPath;
+
+mod feed;
+
+use feed::Own;
 
 /// A record as the API answered it, with the ETag of its answer when there was one.
 #[derive(Clone, Debug)]
@@ -52,6 +56,9 @@ pub struct RestConnector {
     unique_holders: Arc<Mutex<Option<HashMap<String, RecordId>>>>,
     /// For `empty = "schema"`: each top-level field's type, from the API's `OPTIONS` answer.
     schema: Arc<tokio::sync::OnceCell<HashMap<String, String>>>,
+    /// Each record this connector wrote since it was opened, as far as its read-back goes, for
+    /// `feed_past_own_writes`.
+    own: HashMap<RecordId, Own>,
 }
 
 impl RestConnector {
@@ -72,11 +79,21 @@ impl RestConnector {
             written: HashMap::new(),
             unique_holders: Arc::default(),
             schema: Arc::default(),
+            own: HashMap::new(),
         })
     }
 
     fn what(&self) -> String {
         shown(&self.settings.base_url)
+    }
+
+    /// Keeps what the first read of a record after this connector wrote it held, for
+    /// `feed_past_own_writes`.
+    fn note_read_back(&mut self, id: &RecordId, document: &Value) {
+        if self.own.get(id) == Some(&Own::Unread) {
+            let marker = self.own_marker(document);
+            self.own.insert(id.clone(), Own::Read(marker));
+        }
     }
 
     /// The URL of one record.
@@ -591,16 +608,6 @@ fn text_of(value: &Value) -> Option<String> {
     }
 }
 
-/// Whether a change feed's row says it is a delete: `true`, `"true"` or `1`.
-fn truthy(value: Option<&Value>) -> bool {
-    match value {
-        Some(Value::Bool(flag)) => *flag,
-        Some(Value::String(text)) => text.eq_ignore_ascii_case("true"),
-        Some(Value::Number(number)) => number.as_i64() == Some(1),
-        _ => false,
-    }
-}
-
 /// The value at a JSON pointer of a setting, `""` being the whole value.
 fn at<'v>(value: &'v Value, pointer: &str) -> Option<&'v Value> {
     if pointer.is_empty() { Some(value) } else { value.pointer(pointer) }
@@ -806,6 +813,7 @@ impl Connector for RestConnector {
                     // A write's response answers its verification, when so configured.
                     match self.written.remove(id) {
                         Some(fetched) if self.settings.verify == Verify::Response => {
+                            self.note_read_back(id, &fetched.record);
                             found.push(self.record_of(&fetched.record, &parsed, &self.what())?);
                         }
                         _ => wanted.push(id.clone()),
@@ -823,7 +831,9 @@ impl Connector for RestConnector {
                         retry_after: None,
                     })??;
                     if let Some(fetched) = fetched {
-                        found.push(self.record_of(&fetched.record, &parsed, &self.what())?);
+                        let record = self.record_of(&fetched.record, &parsed, &self.what())?;
+                        self.note_read_back(&record.id, &fetched.record);
+                        found.push(record);
                     }
                 }
                 Ok(found)
@@ -896,6 +906,9 @@ impl Connector for RestConnector {
         for (index, result) in answered {
             if let Ok((outcome, _)) = &result {
                 self.note_unique_holder(&writes[index], &outcome.id);
+                let own =
+                    if matches!(writes[index], Write::Delete { .. }) { Own::Deleted } else { Own::Unread };
+                self.own.insert(outcome.id.clone(), own);
             }
             results[index] = Some(result.map(|(outcome, fetched)| {
                 if let Some(fetched) = fetched {
@@ -917,184 +930,17 @@ impl Connector for RestConnector {
             })
             .collect())
     }
-}
 
-/// Where a listing of a connector with a feed goes on.
-#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum FeedToken {
-    /// The feed, after this sequence.
-    Since(String),
-    /// The listing (`full = "listing"`), at its own token, with the feed's sequence taken before
-    /// its first page.
-    Listing { sequence: String, next: String },
-}
-
-impl FeedToken {
-    fn encode(&self) -> PageToken {
-        PageToken(serde_json::to_string(self).unwrap_or_default())
-    }
-
-    fn decode(token: &PageToken, what: &str) -> Result<FeedToken, ConnectorError> {
-        serde_json::from_str(&token.0).map_err(|error| ConnectorError::Malformed {
-            what: what.to_string(),
-            message: format!("a page token of this connector's feed cannot be read: {error}"),
-        })
+    async fn feed_past_own_writes(
+        &mut self,
+        since: &Sequence,
+        mine: &HashSet<RecordId>,
+    ) -> Result<Option<Sequence>, ConnectorError> {
+        self.past_own_writes(since, mine).await
     }
 }
 
 impl RestConnector {
-    /// One page of whatever a read asks for: the change feed after a sequence (an incremental
-    /// read of a connector with a feed, or its full read of the whole feed), or the listing.
-    async fn page(
-        &mut self,
-        request: &ReadRequest,
-        token: Option<&PageToken>,
-        filter: &[(String, String)],
-    ) -> Result<Page, ConnectorError> {
-        let Some(feed) = self.settings.feed.clone() else {
-            return self.list_page(request, token, filter).await;
-        };
-        self.written.clear();
-        let paths = field_paths(request.paths.iter().map(String::as_str))?;
-        let listing = |page: Page, sequence: String| Page {
-            next: page
-                .next
-                .map(|next| FeedToken::Listing { sequence: sequence.clone(), next: next.0 }.encode()),
-            records: page.records,
-            sequence: Some(Sequence(sequence)),
-        };
-        match token.map(|token| FeedToken::decode(token, &self.what())).transpose()? {
-            Some(FeedToken::Since(since)) => self.feed_page(&feed, &paths, Some(since), filter).await,
-            Some(FeedToken::Listing { sequence, next }) => {
-                let page = self.list_page(request, Some(&PageToken(next)), filter).await?;
-                Ok(listing(page, sequence))
-            }
-            None => match (request.since_sequence(), feed.full) {
-                (Some(since), _) => self.feed_page(&feed, &paths, Some(since.0.clone()), filter).await,
-                (None, FullRead::Feed) => self.feed_page(&feed, &paths, feed.start.clone(), filter).await,
-                (None, FullRead::Listing) => {
-                    // Taken before the listing: whatever changes during it is read next time.
-                    let sequence = self.current_sequence(&feed).await?;
-                    let page = self.list_page(request, None, filter).await?;
-                    Ok(listing(page, sequence))
-                }
-            },
-        }
-    }
-
-    /// The feed's sequence now, from `feed.current`.
-    async fn current_sequence(&self, feed: &FeedSettings) -> Result<String, ConnectorError> {
-        let Some((url, pointer)) = &feed.current else {
-            return Err(ConnectorError::Misconfigured {
-                message: format!("rest connector for {}: no `feed.current`", self.what()),
-            });
-        };
-        let answer = self.http.send(Method::GET, url.clone(), None, None, Kind::Read).await?;
-        if !answer.status.is_success() {
-            return Err(answer.error("reading the feed's current sequence (`feed.current`)"));
-        }
-        let body = answer.json()?;
-        at(&body, pointer).and_then(text_of).ok_or_else(|| ConnectorError::Malformed {
-            what: answer.url.clone(),
-            message: format!(
-                "the answer holds no sequence at {pointer:?} (`feed.current.pointer`); it starts {:?}",
-                crate::http::excerpt(&answer.body)
-            ),
-        })
-    }
-
-    /// One page of the change feed after `since` (from its start when `None`): each row a
-    /// record, a deleted row a deleted record with its id and no values; the next page starts
-    /// at the sequence this one reached, while pages come full and the sequence moves.
-    async fn feed_page(
-        &self,
-        feed: &FeedSettings,
-        paths: &[FieldPath],
-        since: Option<String>,
-        filter: &[(String, String)],
-    ) -> Result<Page, ConnectorError> {
-        let settings = &self.settings;
-        let mut url = feed.url.clone();
-        {
-            let mut query = url.query_pairs_mut();
-            for (name, value) in settings.query.iter().chain(filter) {
-                query.append_pair(name, value);
-            }
-            if let Some(since) = &since {
-                query.append_pair(&feed.since_param, since);
-            }
-            query.append_pair(&feed.limit_param, &settings.page_size.to_string());
-        }
-        let answer = self.http.send(Method::GET, url, None, None, Kind::Read).await?;
-        if !answer.status.is_success() {
-            return Err(answer.error("reading the change feed"));
-        }
-        let body = answer.json()?;
-        let malformed = |message: String| ConnectorError::Malformed { what: answer.url.clone(), message };
-        let Some(Value::Array(rows)) = at(&body, &feed.rows) else {
-            return Err(malformed(format!(
-                "the feed's answer has no array of rows at {:?} (`feed.rows`); it starts {:?}",
-                feed.rows,
-                crate::http::excerpt(&answer.body)
-            )));
-        };
-        let sequence = at(&body, &feed.sequence).and_then(text_of).ok_or_else(|| {
-            malformed(format!(
-                "the feed's answer has no sequence at {:?} (`feed.sequence`); it starts {:?}",
-                feed.sequence,
-                crate::http::excerpt(&answer.body)
-            ))
-        })?;
-        let mut records = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id = row.pointer(&feed.id).and_then(text_of);
-            if id.as_deref().is_some_and(|id| feed.skip_ids.iter().any(|skip| id.starts_with(skip.as_str())))
-            {
-                continue;
-            }
-            if truthy(row.pointer(&feed.deleted)) {
-                // A delete names only its record; the engine finds it by that id.
-                let id = id.ok_or_else(|| {
-                    malformed(format!(
-                        "a deleted row has no id at {:?} (`feed.id`): {}",
-                        feed.id,
-                        crate::http::excerpt(&row.to_string())
-                    ))
-                })?;
-                records.push(ConnectorRecord {
-                    id: RecordId::new(id),
-                    values: vec![Value::Null; paths.len()],
-                    modified: None,
-                    deleted: true,
-                });
-                continue;
-            }
-            let Some(document) = at(row, &feed.document).filter(|document| document.is_object()) else {
-                return Err(malformed(format!(
-                    "a row has no document at {:?} (`feed.document`; does the feed need a parameter such \
-                     as include_docs=true in `query`?): {}",
-                    feed.document,
-                    crate::http::excerpt(&row.to_string())
-                )));
-            };
-            let record = self.record_with_id(document, paths, &answer.url, id.as_deref())?;
-            if let Some(id) = &id
-                && record.id.as_str() != id
-            {
-                return Err(malformed(format!(
-                    "a row names record {id} (`feed.id`) but its document holds id {} (`id`); a record's id \
-                     must be the one its item URL takes",
-                    record.id
-                )));
-            }
-            records.push(record);
-        }
-        let next = (rows.len() >= settings.page_size && since.as_ref() != Some(&sequence))
-            .then(|| FeedToken::Since(sequence.clone()).encode());
-        Ok(Page { records, next, sequence: Some(Sequence(sequence)) })
-    }
-
     /// One page of a listing (`Connector::read_page` without its side effects on the caches),
     /// narrowed by `filter`'s query parameters.
     async fn list_page(
@@ -1449,6 +1295,7 @@ impl RestConnector {
             written: HashMap::new(),
             unique_holders: Arc::clone(&self.unique_holders),
             schema: Arc::clone(&self.schema),
+            own: HashMap::new(),
         }
     }
 }

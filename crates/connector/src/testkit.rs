@@ -16,7 +16,7 @@ pub mod wordpress;
 
 pub use either::Either;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::OnceLock;
 
@@ -353,7 +353,8 @@ pub async fn incremental_read<F: Fixture>(fixture: &mut F) -> Checked {
 /// A connector with sequences gives every page of a full read a sequence; a read after it
 /// returns exactly the records changed since (by the system's users or by the connector's own
 /// writes), a deleted one as deleted under its id, and none left alone; a read after the
-/// sequence that read reached returns nothing.
+/// sequence that read reached returns nothing; and the feed is read past the connector's own
+/// writes (`past_own_writes`).
 pub async fn sequence_read<F: Fixture>(fixture: &mut F) -> Checked {
     let Opened { records, mut connector, paths } = open_or_skip!(fixture, 150, sequences, "no sequences");
     let all = ReadRequest { paths: paths.all(), since: None };
@@ -377,10 +378,78 @@ pub async fn sequence_read<F: Fixture>(fixture: &mut F) -> Checked {
     let deleted: Vec<&RecordId> = deleted.iter().map(|record| &record.id).collect();
     assert_eq!(deleted, [&ids["m0050"]], "the deletes of a read after a full read's sequence");
 
-    let quiet = ReadRequest { paths: paths.all(), since: Some(crate::Since::Sequence(reached)) };
+    let quiet = ReadRequest { paths: paths.all(), since: Some(crate::Since::Sequence(reached.clone())) };
     let (read, _) = read_with_sequence(&mut connector, &quiet).await;
     assert!(read.is_empty(), "a read after the last sequence returned {} records", read.len());
+    past_own_writes(fixture, &mut connector, &paths, &ids, reached).await;
     Checked::Passed
+}
+
+/// The connector's own writes, read back as the engine reads them, are passed over by
+/// `feed_past_own_writes`: a read from where it says returns none of them. Anyone else's
+/// change, and an own write of a record not among those named, are never passed over.
+async fn past_own_writes<F: Fixture>(
+    fixture: &mut F,
+    connector: &mut F::Connector,
+    paths: &TestPaths,
+    ids: &BTreeMap<String, RecordId>,
+    reached: Sequence,
+) {
+    let since = |sequence: &Sequence| ReadRequest {
+        paths: paths.all(),
+        since: Some(crate::Since::Sequence(sequence.clone())),
+    };
+    let new = TestRecord { key: "n0001".into(), name: "New Member".into(), email: "new@example.org".into() };
+    let writes = [
+        update(&ids["m0007"], &[(&paths.name, "Own Seven", None)]),
+        Write::Create { fields: field_writes(paths, &new) },
+        Write::Delete { id: ids["m0008"].clone() },
+    ];
+    let mut mine = HashSet::new();
+    for write in &writes {
+        let outcome =
+            apply_one(connector, write).await.unwrap_or_else(|error| panic!("a write failed: {error}"));
+        mine.insert(outcome.id);
+    }
+    lookup_records(connector, paths, &Lookup::Ids(mine.iter().cloned().collect())).await;
+    let past = connector
+        .feed_past_own_writes(&reached, &mine)
+        .await
+        .unwrap_or_else(|error| panic!("reading the feed past own writes failed: {error}"))
+        .unwrap_or_else(|| {
+            panic!("a feed holding only the connector's own writes, read back, was not passed over")
+        });
+    let (read, past) = read_with_sequence(connector, &since(&past)).await;
+    assert!(read.is_empty(), "a read from past the connector's own writes returned {read:?}");
+
+    // Someone else's edit between two own writes, and an own write not named.
+    let mut named = HashSet::new();
+    for key in ["m0009", "m0012"] {
+        let write = update(&ids[key], &[(&paths.email, &format!("own.{key}@example.org"), None)]);
+        named.insert(
+            apply_one(connector, &write).await.unwrap_or_else(|error| panic!("an update failed: {error}")).id,
+        );
+        if key == "m0009" {
+            fixture.edit("m0011", &paths.name, Json::from("Edited Eleven")).await;
+        }
+    }
+    let unnamed = update(&ids["m0013"], &[(&paths.name, "Own Thirteen", None)]);
+    apply_one(connector, &unnamed).await.unwrap_or_else(|error| panic!("an update failed: {error}"));
+    let written: Vec<RecordId> = named.iter().cloned().chain([ids["m0013"].clone()]).collect();
+    lookup_records(connector, paths, &Lookup::Ids(written)).await;
+    let from = connector
+        .feed_past_own_writes(&past, &named)
+        .await
+        .unwrap_or_else(|error| panic!("reading the feed past own writes failed: {error}"))
+        .unwrap_or(past);
+    let (read, _) = read_with_sequence(connector, &since(&from)).await;
+    let read_ids: Vec<&RecordId> = read.iter().map(|record| &record.id).collect();
+    for key in ["m0011", "m0013"] {
+        assert!(
+            read_ids.contains(&&ids[key]),
+            "{key}'s change was passed over as the connector's own named write: the read found {read_ids:?}"
+        );
+    }
 }
 
 /// Every record of a listing, and the last sequence its pages gave.
