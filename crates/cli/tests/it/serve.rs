@@ -1008,6 +1008,17 @@ async fn the_readme_offline_client_catches_up_with_its_cloud_when_the_connection
     );
     no_longer_waiting(&service).await;
     assert_eq!(service.stop().code(), Some(0));
+
+    // The cloud's feed lists fieldsync's own writes; the cursor moved past them, so the next run
+    // reads none of them back.
+    let next = fieldsync(dir.path())
+        .secret("CLOUD_PASSWORD", PASSWORD)
+        .secret("FIELDSYNC_OPS_TOKEN", OPERATE_TOKEN)
+        .secret("FIELDSYNC_VIEW_TOKEN", READ_TOKEN)
+        .run_ending("the next run", &[], 0);
+    let stats = &next.json[0]["stats"];
+    assert_eq!(stats["right"]["read"], json!(0), "the cloud's rows read back: {stats}");
+    assert_eq!(stats["writes_done"], json!(0), "{stats}");
 }
 
 /// The links' state once the first link waits for no side, as the run that reached it sets it
