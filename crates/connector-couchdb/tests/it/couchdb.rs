@@ -425,3 +425,56 @@ async fn the_read_back_of_a_write_is_answered_from_the_documents_written_and_onl
     let zoe = again.iter().find(|record| record.id.as_str() == "member:BBKX060").expect("Zoë");
     assert_eq!((&zoe.values[3], &zoe.values[4]), (&json!("zoe@devries.frl"), &json!("+31 6 55544433")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_are_looked_up_by_bulk_get_and_by_all_docs_where_the_server_has_no_bulk_get() {
+    let Some(server) = server() else { return };
+    let (database, mut connector) = club(server, "bulk_get");
+    // Fenna left the club: her document is deleted; a trainer is of another type.
+    let fenna = document(server, &database, "member:IIRV850");
+    let rev = fenna["_rev"].as_str().expect("a revision");
+    let answer = server.request("DELETE", &format!("/{database}/member%3AIIRV850?rev={rev}"), None);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let asked = Lookup::Ids(
+        ["member:CCLP214", "member:IIRV850", "member:ZZZZ999", "trainer:BBKX060", "member:FFOS527"]
+            .map(RecordId::new)
+            .to_vec(),
+    );
+    let found = connector.lookup(&paths(), &asked).await.expect("a lookup");
+    assert_eq!(ids(&found), ["member:CCLP214", "member:FFOS527"], "{found:?}");
+    let daan = found.iter().find(|record| record.id.as_str() == "member:CCLP214").expect("Daan");
+    assert_eq!(daan.values, ["CCLP214", "Daan", "Janssen", "daan.janssen@gmail.com", "+31 6 23456789"]);
+    logged(server, &format!("POST /{database}/_bulk_get ")).await;
+
+    // A server without `_bulk_get` (CouchDB 1.x) is read by `_all_docs` with keys, the same.
+    let url = server.proxy_answering(
+        "/_bulk_get ",
+        "HTTP/1.1 404 Object Not Found\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\
+         Connection: close\r\n\r\n{\"error\":\"not_found\",\"reason\":\"missing\"}",
+    );
+    let mut config = members_config(server, &database);
+    config.url = fieldsync_connector_couchdb::ServerUrl::new(url);
+    let mut old = CouchConnector::open(&config).expect("the connector opens");
+    let again = old.lookup(&paths(), &asked).await.expect("a lookup without _bulk_get");
+    assert_eq!(again, found);
+    logged(server, &format!("POST /{database}/_all_docs?include_docs=true ")).await;
+    // Writes read the documents they update the same way.
+    let results = old
+        .apply(&[update("member:EENR416", &[("/contact/mobile", json!("+31 6 11122233"), None)])])
+        .await
+        .expect("sent");
+    assert!(results[0].is_ok(), "{results:?}");
+    assert_eq!(document(server, &database, "member:EENR416")["contact"]["mobile"], "+31 6 11122233");
+}
+
+/// Waits (up to ten seconds) until the server's log holds `line`, which it writes a moment after
+/// it answers.
+async fn logged(server: &CouchServer, line: &str) {
+    for _ in 0..100 {
+        if server.log_tail().contains(line) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the server's log has no {line:?}:\n{}", server.log_tail());
+}

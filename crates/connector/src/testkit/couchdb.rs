@@ -161,10 +161,25 @@ impl CouchServer {
     ///
     /// When no port of 127.0.0.1 is free.
     pub fn proxy_running_before(&self, marker: &'static str, hook: impl FnOnce() + Send + 'static) -> String {
-        type Hook = Box<dyn FnOnce() + Send>;
+        self.proxy(marker, Meddle::Run(Box::new(hook)))
+    }
+
+    /// A proxy in front of the server that answers every request whose first bytes hold
+    /// `marker` with `answer` (a whole HTTP response, sent as it is, then the connection closed)
+    /// instead of passing it on: a server without an endpoint the connector prefers. Returns the
+    /// proxy's URL; it forwards everything else until the test binary ends.
+    ///
+    /// # Panics
+    ///
+    /// When no port of 127.0.0.1 is free.
+    pub fn proxy_answering(&self, marker: &'static str, answer: &'static str) -> String {
+        self.proxy(marker, Meddle::Answer(answer))
+    }
+
+    fn proxy(&self, marker: &'static str, meddle: Meddle) -> String {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         let address = listener.local_addr().expect("an address");
-        let hook: Arc<Mutex<Option<Hook>>> = Arc::new(Mutex::new(Some(Box::new(hook))));
+        let meddle = Arc::new(Mutex::new(Some(meddle)));
         let port = self.port;
         std::thread::spawn(move || {
             for client in listener.incoming().flatten() {
@@ -174,18 +189,26 @@ impl CouchServer {
                     continue;
                 };
                 let (mut to_server, mut to_client) = (server, client);
-                let hook = Arc::clone(&hook);
+                let Ok(mut refusing) = to_client.try_clone() else { continue };
+                let meddle = Arc::clone(&meddle);
                 std::thread::spawn(move || {
                     let mut buffer = vec![0; 64 * 1024];
                     while let Ok(read) = client_reads.read(&mut buffer) {
                         if read == 0 {
                             break;
                         }
-                        if String::from_utf8_lossy(&buffer[..read]).contains(marker)
-                            && let Some(hook) =
-                                hook.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
-                        {
-                            hook();
+                        if String::from_utf8_lossy(&buffer[..read]).contains(marker) {
+                            let mut meddle = meddle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                            match meddle.take() {
+                                Some(Meddle::Run(hook)) => hook(),
+                                Some(Meddle::Answer(answer)) => {
+                                    *meddle = Some(Meddle::Answer(answer));
+                                    let _ = refusing.write_all(answer.as_bytes());
+                                    let _ = refusing.shutdown(std::net::Shutdown::Both);
+                                    break;
+                                }
+                                None => {}
+                            }
                         }
                         if to_server.write_all(&buffer[..read]).is_err() {
                             break;
@@ -206,6 +229,14 @@ impl CouchServer {
     pub fn log_tail(&self) -> String {
         tail(&self.dir.path().join("pouchdb-server.log"))
     }
+}
+
+/// What a proxy of the server does with the request it watches for.
+enum Meddle {
+    /// Runs this once, then passes the request on.
+    Run(Box<dyn FnOnce() + Send>),
+    /// Answers this instead of the server, every time.
+    Answer(&'static str),
 }
 
 /// Where pouchdb-server's program is: `bin/pouchdb-server` of the package installed in
