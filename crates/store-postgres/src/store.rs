@@ -257,7 +257,7 @@ fn distinct_runs<T, K: Eq + Hash>(items: &[T], key: impl Fn(&T) -> K) -> Vec<&[T
 async fn connect(location: &PostgresLocation) -> Result<Client, StoreError> {
     let client = fieldsync_postgres::connect(location.connection_url()).await.map_err(|error| {
         let class = if error.is_retryable() { ErrorClass::Retryable } else { ErrorClass::Fatal };
-        StoreError::Backend { what: format!("connecting to {location}"), class, source: Box::new(error) }
+        StoreError::backend(format!("connecting to {location}"), class, error)
     })?;
     client
         .batch_execute(&format!("SET search_path TO {}", quote_ident(location.schema())))
