@@ -17,7 +17,8 @@ use fieldsync_postgres::{block_on, quote_ident};
 use jiff::Timestamp;
 
 use fieldsync_store::codec::{
-    DigestColumns, KeyOrder, Traces, damaged, decode_fields, encode_fields, side_from, value_from, value_text,
+    DigestColumns, KeyOrder, MESSAGE_COLUMNS, Traces, VALUE_COLUMNS, damaged, decode_fields, encode_fields,
+    side_from, value_from, value_text,
 };
 use fieldsync_store::*;
 
@@ -1561,12 +1562,8 @@ impl Commit<'_> {
             )
             .await?;
         for row in &rows {
-            for (side, column) in [(Side::Left, 0), (Side::Right, 1)] {
-                if let Some(id) = row.try_get::<_, Option<&str>>(column).context(what)? {
-                    traces.id(side, id);
-                }
-            }
-            traces.values(row.try_get(2).context(what)?);
+            let ids = [row.try_get(0).context(what)?, row.try_get(1).context(what)?];
+            traces.baseline(ids, row.try_get(2).context(what)?);
         }
         let rows = session
             .query(
@@ -1576,16 +1573,12 @@ impl Commit<'_> {
             )
             .await?;
         for row in &rows {
-            if let Some(id) = row.try_get::<_, Option<&str>>(1).context(what)? {
-                traces.id(side_from(row.try_get(0).context(what)?, &what())?, id);
-            }
-            traces.payload(row.try_get(2).context(what)?);
+            let side = side_from(row.try_get(0).context(what)?, &what())?;
+            traces.outbox_entry(side, row.try_get(1).context(what)?, row.try_get(2).context(what)?);
         }
-        for sql in [
-            "SELECT base, left_value, right_value FROM reviews WHERE link = $1 AND key = $2",
-            "SELECT base, left_value, right_value, value FROM audit WHERE link = $1 AND key = $2",
-        ] {
-            for row in &session.query(sql, &row_of_key, what).await? {
+        for (table, columns) in VALUE_COLUMNS {
+            let sql = format!("SELECT {columns} FROM {table} WHERE link = $1 AND key = $2");
+            for row in &session.query(&sql, &row_of_key, what).await? {
                 for column in 0..row.len() {
                     if let Some(text) = row.try_get::<_, Option<&str>>(column).context(what)? {
                         traces.values(text);
@@ -1616,10 +1609,9 @@ impl Commit<'_> {
             let id: i64 = row.try_get(0).context(what)?;
             let side = side_from(row.try_get(1).context(what)?, &what())?;
             let named: Vec<String> = row.try_get(2).context(what)?;
-            let kept: Vec<&String> = named.iter().filter(|record| !traces.names(side, record)).collect();
-            if kept.len() == named.len() {
+            let Some(kept) = traces.unnamed(side, &named) else {
                 continue;
-            }
+            };
             erased.webhooks += 1;
             if kept.is_empty() {
                 session.execute("DELETE FROM webhooks WHERE id = $1", &[&id], what).await?;
@@ -1633,11 +1625,7 @@ impl Commit<'_> {
             touched.push("webhooks");
         }
         // The messages that may quote it: runs' errors, failed writes' messages and reasons.
-        for (table, column, only) in [
-            ("runs", "error", "error IS NOT NULL"),
-            ("outbox", "last_error", "last_error IS NOT NULL"),
-            ("audit", "reason", "event IN ('failed', 'invalid')"),
-        ] {
+        for (table, column, only) in MESSAGE_COLUMNS {
             let sql = format!("SELECT id, {column} FROM {table} WHERE link = $1 AND {only}");
             let mut struck = Vec::new();
             for row in &session.query(&sql, &[&link], what).await? {

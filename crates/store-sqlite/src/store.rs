@@ -13,8 +13,8 @@ use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
 use fieldsync_store::codec::{
-    DigestColumns, KeyOrder, Traces, damaged, decode_fields, encode_fields, from_millis, millis, side_from,
-    value_from, value_text,
+    DigestColumns, KeyOrder, MESSAGE_COLUMNS, Traces, VALUE_COLUMNS, damaged, decode_fields, encode_fields,
+    from_millis, millis, side_from, value_from, value_text,
 };
 use fieldsync_store::*;
 
@@ -1288,26 +1288,19 @@ impl SqliteTransaction<'_> {
             .context(what)?;
         let mut rows = statement.query(row_of_key).context(what)?;
         while let Some(row) = rows.next().context(what)? {
-            for (side, column) in [(Side::Left, 0), (Side::Right, 1)] {
-                if let Some(id) = row.get::<_, Option<String>>(column).context(what)? {
-                    traces.id(side, &id);
-                }
-            }
-            traces.values(&row.get::<_, String>(2).context(what)?);
+            let ids = [row.get::<_, Option<String>>(0).context(what)?, row.get(1).context(what)?];
+            traces.baseline(ids.each_ref().map(Option::as_deref), &row.get::<_, String>(2).context(what)?);
         }
         let mut statement = connection
             .prepare("SELECT side, record_id, payload FROM outbox WHERE link = ?1 AND key = ?2")
             .context(what)?;
         let mut rows = statement.query(row_of_key).context(what)?;
         while let Some(row) = rows.next().context(what)? {
-            if let Some(id) = row.get::<_, Option<String>>(1).context(what)? {
-                traces.id(side_from(&row.get::<_, String>(0).context(what)?, &what())?, &id);
-            }
-            traces.payload(&row.get::<_, String>(2).context(what)?);
+            let side = side_from(&row.get::<_, String>(0).context(what)?, &what())?;
+            let record_id: Option<String> = row.get(1).context(what)?;
+            traces.outbox_entry(side, record_id.as_deref(), &row.get::<_, String>(2).context(what)?);
         }
-        for (table, columns) in
-            [("reviews", "base, left_value, right_value"), ("audit", "base, left_value, right_value, value")]
-        {
+        for (table, columns) in VALUE_COLUMNS {
             let sql = format!("SELECT {columns} FROM {table} WHERE link = ?1 AND key = ?2");
             let mut statement = connection.prepare(&sql).context(what)?;
             let mut rows = statement.query(row_of_key).context(what)?;
@@ -1342,10 +1335,9 @@ impl SqliteTransaction<'_> {
             let side = side_from(&side, &what())?;
             let named: Vec<String> =
                 serde_json::from_str(&records).map_err(|error| damaged(what(), error))?;
-            let kept: Vec<&String> = named.iter().filter(|record| !traces.names(side, record)).collect();
-            if kept.len() == named.len() {
+            let Some(kept) = traces.unnamed(side, &named) else {
                 continue;
-            }
+            };
             erased.webhooks += 1;
             if kept.is_empty() {
                 connection.execute("DELETE FROM webhooks WHERE id = ?1", params![id]).context(what)?;
@@ -1357,11 +1349,7 @@ impl SqliteTransaction<'_> {
             }
         }
         // The messages that may quote it: runs' errors, failed writes' messages and reasons.
-        for (table, column, only) in [
-            ("runs", "error", "error IS NOT NULL"),
-            ("outbox", "last_error", "last_error IS NOT NULL"),
-            ("audit", "reason", "event IN ('failed', 'invalid')"),
-        ] {
+        for (table, column, only) in MESSAGE_COLUMNS {
             let sql = format!("SELECT id, {column} FROM {table} WHERE link = ?1 AND {only}");
             let mut statement = connection.prepare(&sql).context(what)?;
             let struck: Vec<(i64, String)> = statement
