@@ -17,8 +17,8 @@ use fieldsync_postgres::{block_on, quote_ident};
 use jiff::Timestamp;
 
 use fieldsync_store::codec::{
-    DigestColumns, KeyOrder, MESSAGE_COLUMNS, Traces, VALUE_COLUMNS, damaged, decode_fields, encode_fields,
-    side_from, value_from, value_text,
+    DigestColumns, DigestRow, MESSAGE_COLUMNS, Traces, VALUE_COLUMNS, damaged, decode_fields, digest_page,
+    encode_fields, side_from, value_from, value_text,
 };
 use fieldsync_store::*;
 
@@ -946,7 +946,7 @@ impl StateStore for PostgresStore {
         layout: &LinkLayout,
         after: Option<&RecordKey>,
         limit: usize,
-        mut each: impl FnMut(RecordKey, DigestEntry),
+        each: impl FnMut(RecordKey, DigestEntry),
     ) -> Result<Option<RecordKey>, StoreError> {
         let what = || format!("reading the baselines of link {link}");
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -964,16 +964,7 @@ impl StateStore for PostgresStore {
                 }
             }
         })?;
-        let mut order = KeyOrder::default();
-        for row in &rows {
-            let (key, entry) = digest_row(row, layout).context(what)?;
-            order.next(&key, &what())?;
-            // A damaged row has no usable digest: its record is compared in full.
-            if let Ok(entry) = entry {
-                each(key, entry);
-            }
-        }
-        Ok(order.last())
+        digest_page(rows.iter().map(|row| digest_row(row, layout).context(what)), &what(), each)
     }
 
     fn digests(
@@ -1873,9 +1864,6 @@ async fn rows_where_in(
     }
     Ok(rows)
 }
-
-/// A baseline's key and its digest entry, or why the entry cannot be read.
-type DigestRow = (RecordKey, Result<DigestEntry, StoreError>);
 
 /// Reads a row of `DIGEST_COLUMNS`: the entry has a digest only when the baseline was written
 /// with `layout`.

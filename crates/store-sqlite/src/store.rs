@@ -13,8 +13,8 @@ use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
 use fieldsync_store::codec::{
-    DigestColumns, KeyOrder, MESSAGE_COLUMNS, Traces, VALUE_COLUMNS, damaged, decode_fields, encode_fields,
-    from_millis, millis, side_from, value_from, value_text,
+    DigestColumns, DigestRow, MESSAGE_COLUMNS, Traces, VALUE_COLUMNS, damaged, decode_fields, digest_page,
+    encode_fields, from_millis, millis, side_from, value_from, value_text,
 };
 use fieldsync_store::*;
 
@@ -633,7 +633,7 @@ impl StateStore for SqliteStore {
         layout: &LinkLayout,
         after: Option<&RecordKey>,
         limit: usize,
-        mut each: impl FnMut(RecordKey, DigestEntry),
+        each: impl FnMut(RecordKey, DigestEntry),
     ) -> Result<Option<RecordKey>, StoreError> {
         let connection = self.connection();
         let what = || format!("reading the baselines of link {link}");
@@ -641,7 +641,7 @@ impl StateStore for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut first;
         let mut next;
-        let mut rows = match after {
+        let rows = match after {
             None => {
                 first =
                     connection.prepare_cached(&format!("{columns} ORDER BY key LIMIT ?2")).context(what)?;
@@ -654,16 +654,8 @@ impl StateStore for SqliteStore {
                 next.query(params![link, after.as_str(), limit]).context(what)?
             }
         };
-        let mut order = KeyOrder::default();
-        while let Some(row) = rows.next().context(what)? {
-            let (key, entry) = digest_row(row, layout).context(what)?;
-            order.next(&key, &what())?;
-            // A damaged row has no usable digest: its record is compared in full.
-            if let Ok(entry) = entry {
-                each(key, entry);
-            }
-        }
-        Ok(order.last())
+        let rows = rows.mapped(|row| digest_row(row, layout)).map(|row| row.context(what));
+        digest_page(rows, &what(), each)
     }
 
     fn digests(
@@ -1513,8 +1505,6 @@ fn rows_where_in(
     }
     Ok(())
 }
-
-type DigestRow = (RecordKey, Result<DigestEntry, StoreError>);
 
 fn digest_row(row: &rusqlite::Row<'_>, layout: &LinkLayout) -> Result<DigestRow, rusqlite::Error> {
     // Read in place, without copying what is only looked at: a full scan reads every row.

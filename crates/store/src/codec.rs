@@ -202,6 +202,34 @@ impl KeyOrder {
     }
 }
 
+/// A baseline's key and its digest entry (`DigestColumns::entry`), as a store reads them from
+/// one row: the entry is an error where the row is damaged.
+pub type DigestRow = (RecordKey, Result<DigestEntry, StoreError>);
+
+/// Hands `each` the digests of a page of baselines, `rows` in key order as a store read them,
+/// and returns the last key, where the next page starts. A damaged row has no usable digest:
+/// it is left out, and its record is compared in full.
+///
+/// # Errors
+///
+/// The first row that could not be read; `StoreError::Damaged`, naming `what`, when the keys
+/// are out of order (`KeyOrder`).
+pub fn digest_page(
+    rows: impl IntoIterator<Item = Result<DigestRow, StoreError>>,
+    what: &str,
+    mut each: impl FnMut(RecordKey, DigestEntry),
+) -> Result<Option<RecordKey>, StoreError> {
+    let mut order = KeyOrder::default();
+    for row in rows {
+        let (key, entry) = row?;
+        order.next(&key, what)?;
+        if let Ok(entry) = entry {
+            each(key, entry);
+        }
+    }
+    Ok(order.last())
+}
+
 /// What an erasure strikes from the messages it does not remove (a run's error, a failed
 /// write's message about another record): the record's key, its ids and its values, gathered
 /// from its rows before they are removed. Texts shorter than four characters are left alone:
