@@ -18,7 +18,7 @@ use jiff::Timestamp;
 
 use fieldsync_store::codec::{
     DigestColumns, DigestRow, MESSAGE_COLUMNS, Traces, VALUE_COLUMNS, damaged, decode_fields, digest_page,
-    encode_fields, side_from, value_from, value_text,
+    encode_fields, named_records, side_from, value_from, value_text,
 };
 use fieldsync_store::*;
 
@@ -887,20 +887,12 @@ impl StateStore for PostgresStore {
             &[&link, &i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)],
             what,
         ))?;
-        let mut webhooks = Vec::new();
-        let mut named = std::collections::BTreeSet::new();
-        for row in rows {
+        let rows = rows.iter().map(|row| {
             let id: i64 = row.try_get(0).context(what)?;
             let side: &str = row.try_get(1).context(what)?;
-            let records: Vec<String> = row.try_get(2).context(what)?;
-            if webhooks.len() == limit || records.is_empty() {
-                return Ok(None);
-            }
-            let side = side_from(side, &what())?;
-            webhooks.push(id);
-            named.extend(records.into_iter().map(|record| (side, record)));
-        }
-        Ok(Some(NamedRecords { webhooks, records: named.into_iter().collect() }))
+            Ok((id, side, row.try_get(2).context(what)?))
+        });
+        named_records(rows, limit, &what())
     }
 
     fn settle_named_webhooks(&mut self, ids: &[i64]) -> Result<(), StoreError> {

@@ -14,7 +14,7 @@ use rusqlite::{OptionalExtension, params};
 
 use fieldsync_store::codec::{
     DigestColumns, DigestRow, MESSAGE_COLUMNS, Traces, VALUE_COLUMNS, damaged, decode_fields, digest_page,
-    encode_fields, from_millis, millis, side_from, value_from, value_text,
+    encode_fields, from_millis, millis, named_records, side_from, value_from, value_text,
 };
 use fieldsync_store::*;
 
@@ -583,21 +583,14 @@ impl StateStore for SqliteStore {
             .query_map(params![link, i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)], |row| {
                 Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
             })
-            .context(what)?;
-        let mut webhooks = Vec::new();
-        let mut named = std::collections::BTreeSet::new();
-        for row in rows {
-            let (id, side, records) = row.context(what)?;
-            let records: Vec<String> =
-                serde_json::from_str(&records).map_err(|error| damaged(what(), error))?;
-            if webhooks.len() == limit || records.is_empty() {
-                return Ok(None);
-            }
-            let side = side_from(&side, &what())?;
-            webhooks.push(id);
-            named.extend(records.into_iter().map(|record| (side, record)));
-        }
-        Ok(Some(NamedRecords { webhooks, records: named.into_iter().collect() }))
+            .context(what)?
+            .map(|row| {
+                let (id, side, records) = row.context(what)?;
+                let records: Vec<String> =
+                    serde_json::from_str(&records).map_err(|error| damaged(what(), error))?;
+                Ok((id, side, records))
+            });
+        named_records(rows, limit, &what())
     }
 
     fn settle_named_webhooks(&mut self, ids: &[i64]) -> Result<(), StoreError> {

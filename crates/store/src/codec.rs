@@ -6,7 +6,7 @@
 use fieldsync_model::{RecordDigest, RecordKey, Side, Value};
 use jiff::Timestamp;
 
-use crate::{BaselineField, DigestEntry, LinkLayout, Origin, StoreError};
+use crate::{BaselineField, DigestEntry, LinkLayout, NamedRecords, Origin, StoreError};
 
 /// A time as the milliseconds since the epoch a store keeps.
 pub fn millis(timestamp: Timestamp) -> i64 {
@@ -228,6 +228,33 @@ pub fn digest_page(
         }
     }
     Ok(order.last())
+}
+
+/// The records the waiting webhooks of a link name (`StateStore::webhook_records`), from
+/// `rows` as a store read them in order, at most `limit` + 1 of them: each webhook's id, side
+/// (as stored) and the records it names. `None` when there are more than `limit` webhooks or
+/// one of them names no record: then the side must be read in full.
+///
+/// # Errors
+///
+/// The first row that could not be read; a side that is not one, as `what` failing.
+pub fn named_records(
+    rows: impl IntoIterator<Item = Result<(i64, impl AsRef<str>, Vec<String>), StoreError>>,
+    limit: usize,
+    what: &str,
+) -> Result<Option<NamedRecords>, StoreError> {
+    let mut webhooks = Vec::new();
+    let mut named = std::collections::BTreeSet::new();
+    for row in rows {
+        let (id, side, records) = row?;
+        if webhooks.len() == limit || records.is_empty() {
+            return Ok(None);
+        }
+        let side = side_from(side.as_ref(), what)?;
+        webhooks.push(id);
+        named.extend(records.into_iter().map(|record| (side, record)));
+    }
+    Ok(Some(NamedRecords { webhooks, records: named.into_iter().collect() }))
 }
 
 /// What an erasure strikes from the messages it does not remove (a run's error, a failed
