@@ -219,12 +219,33 @@ fn stored(timestamp: Timestamp) -> Timestamp {
     Timestamp::from_millisecond(timestamp.as_millisecond()).unwrap_or(timestamp)
 }
 
-/// Each side's change time of these reviews, as stored (to the millisecond), bound as two
-/// `timestamptz[]` arrays.
-fn change_times<'r>(
-    reviews: impl Iterator<Item = &'r NewReview>,
-) -> (Vec<Option<Timestamp>>, Vec<Option<Timestamp>>) {
-    reviews.map(|review| (review.left_changed.map(stored), review.right_changed.map(stored))).unzip()
+/// What reviews that are written hold of their record's sides, one array a column as
+/// `unnest` binds them: the baseline, left and right values (`value_text`), the reasons, and
+/// each side's change time as stored (to the millisecond).
+#[derive(Default)]
+struct ReviewValues<'r> {
+    bases: Vec<Option<String>>,
+    lefts: Vec<Option<String>>,
+    rights: Vec<Option<String>>,
+    reasons: Vec<&'r str>,
+    left_changed: Vec<Option<Timestamp>>,
+    right_changed: Vec<Option<Timestamp>>,
+}
+
+impl<'r> ReviewValues<'r> {
+    /// The columns of `reviews`, in order.
+    fn of(reviews: impl Iterator<Item = &'r NewReview>) -> Self {
+        let mut values = Self::default();
+        for review in reviews {
+            values.bases.push(value_text(&review.base));
+            values.lefts.push(value_text(&review.left));
+            values.rights.push(value_text(&review.right));
+            values.reasons.push(&review.reason);
+            values.left_changed.push(review.left_changed.map(stored));
+            values.right_changed.push(review.right_changed.map(stored));
+        }
+        values
+    }
 }
 
 /// A lease's length in microseconds, as `EXPIRY` binds it.
@@ -1419,14 +1440,8 @@ impl Commit<'_> {
         let now = stored(now);
         if !updates.is_empty() {
             let ids: Vec<i64> = updates.iter().map(|(id, _)| *id).collect();
-            let bases: Vec<Option<String>> =
-                updates.iter().map(|(_, review)| value_text(&review.base)).collect();
-            let lefts: Vec<Option<String>> =
-                updates.iter().map(|(_, review)| value_text(&review.left)).collect();
-            let rights: Vec<Option<String>> =
-                updates.iter().map(|(_, review)| value_text(&review.right)).collect();
-            let reasons: Vec<&str> = updates.iter().map(|(_, review)| review.reason.as_str()).collect();
-            let (left_changed, right_changed) = change_times(updates.iter().map(|(_, review)| *review));
+            let ReviewValues { bases, lefts, rights, reasons, left_changed, right_changed } =
+                ReviewValues::of(updates.iter().map(|(_, review)| *review));
             self.session()
                 .execute(
                     "UPDATE reviews SET base = refreshed.base, left_value = refreshed.left_value, \
@@ -1447,14 +1462,8 @@ impl Commit<'_> {
             let fields: Vec<Option<&str>> =
                 inserts.iter().map(|(_, review)| review.field.as_deref()).collect();
             let kinds: Vec<&str> = inserts.iter().map(|(kind, _)| kind.as_str()).collect();
-            let bases: Vec<Option<String>> =
-                inserts.iter().map(|(_, review)| value_text(&review.base)).collect();
-            let lefts: Vec<Option<String>> =
-                inserts.iter().map(|(_, review)| value_text(&review.left)).collect();
-            let rights: Vec<Option<String>> =
-                inserts.iter().map(|(_, review)| value_text(&review.right)).collect();
-            let reasons: Vec<&str> = inserts.iter().map(|(_, review)| review.reason.as_str()).collect();
-            let (left_changed, right_changed) = change_times(inserts.iter().map(|(_, review)| *review));
+            let ReviewValues { bases, lefts, rights, reasons, left_changed, right_changed } =
+                ReviewValues::of(inserts.iter().map(|(_, review)| *review));
             self.session()
                 .execute(
                     "INSERT INTO reviews (link, key, field, kind, base, left_value, right_value, reason, status, \
