@@ -77,6 +77,15 @@ right = "mail"
         Workspace::open(&self.config()).unwrap()
     }
 
+    /// A club whose conflicts are settled by `strategy`, its players synced once, with its
+    /// workspace.
+    fn synced(strategy: &str) -> (Self, Workspace) {
+        let club = Club::new(strategy);
+        let mut workspace = club.workspace();
+        run_every_link(&mut workspace);
+        (club, workspace)
+    }
+
     /// Sets the link's `audit` table (`{ values = "hashed" }`) in the configuration file.
     fn set_audit(&self, audit: &str) {
         let text = std::fs::read_to_string(self.config()).unwrap();
@@ -187,9 +196,7 @@ fn an_unknown_link_is_a_usage_error_naming_the_links() {
 
 #[test]
 fn a_conflict_is_held_listed_a_page_at_a_time_and_decided() {
-    let club = Club::new("review");
-    let mut workspace = club.workspace();
-    run_every_link(&mut workspace);
+    let (club, mut workspace) = Club::synced("review");
     for player in ["P1", "P2"] {
         club.register_email(player, &format!("left-{player}@club.nl"));
         club.website_email(player, &format!("right-{player}@club.nl"));
@@ -226,9 +233,7 @@ fn a_conflict_is_held_listed_a_page_at_a_time_and_decided() {
 
 #[test]
 fn a_dead_write_is_listed_put_back_in_line_and_dropped() {
-    let club = Club::new("review");
-    let mut workspace = club.workspace();
-    run_every_link(&mut workspace);
+    let (club, mut workspace) = Club::synced("review");
     club.register_email("P3", "no address");
     let runs = run_every_link(&mut workspace);
     assert_eq!(runs.outcome, Outcome::WritesFailed);
@@ -335,9 +340,7 @@ fields = [{ name = "email", left = "email", right = "email" }]
 fn the_returned_types_serialise_to_the_keys_the_command_line_has_always_printed() {
     let keys =
         |value: serde_json::Value| -> Vec<String> { value.as_object().unwrap().keys().cloned().collect() };
-    let club = Club::new("review");
-    let mut workspace = club.workspace();
-    run_every_link(&mut workspace);
+    let (club, mut workspace) = Club::synced("review");
     club.register_email("P1", "left@club.nl");
     club.website_email("P1", "right@club.nl");
     club.register_email("P2", "no address");
@@ -384,9 +387,7 @@ fn the_returned_types_serialise_to_the_keys_the_command_line_has_always_printed(
 #[test]
 fn the_history_is_shown_and_written_as_the_link_keeps_values_now() {
     use fieldsync_app::workspace::{AuditValues, Value};
-    let club = Club::new("review");
-    let mut workspace = club.workspace();
-    run_every_link(&mut workspace);
+    let (club, mut workspace) = Club::synced("review");
     club.register_email("P1", "anna.devries@example.nl");
     club.register_email("P2", "left-p2@club.nl");
     club.website_email("P2", "right-p2@club.nl");
@@ -471,9 +472,7 @@ fn the_history_is_shown_and_written_as_the_link_keeps_values_now() {
 /// from the state store and names it by its key's digest only.
 #[test]
 fn the_history_is_purged_past_its_keep_and_a_record_is_erased() {
-    let club = Club::new("review");
-    let mut workspace = club.workspace();
-    run_every_link(&mut workspace);
+    let (club, mut workspace) = Club::synced("review");
     club.register_email("P1", "anna.devries@example.nl");
     run_every_link(&mut workspace);
     let now = jiff::Timestamp::now();

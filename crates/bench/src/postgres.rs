@@ -215,6 +215,35 @@ impl Bench<'_> {
         Ok(())
     }
 
+    /// Makes the databases `{prefix}_left_base` and `{prefix}_right_base` anew (after dropping
+    /// those and the runs' `{prefix}_left`, `{prefix}_right` and `{prefix}_state`), with a pair
+    /// of tables for each of `names`: `members_{name}` of `per` members drawn from the seed and
+    /// the name's place on the left, an empty `people_{name}` on the right. The COPY files and
+    /// scripts go to `data`.
+    fn load_pairs(&self, prefix: &str, names: &[String], per: u64, data: &Path) -> Result<()> {
+        std::fs::create_dir_all(data)?;
+        for database in ["left_base", "right_base", "left", "right", "state"] {
+            self.psql
+                .query("postgres", &format!("DROP DATABASE IF EXISTS {prefix}_{database} WITH (FORCE)"))?;
+        }
+        let (left, right) = (format!("{prefix}_left_base"), format!("{prefix}_right_base"));
+        self.server.create_database(&left);
+        self.server.create_database(&right);
+        let (mut left_script, mut right_script) = (String::new(), String::new());
+        for (number, name) in names.iter().enumerate() {
+            let file = data.join(format!("left-{name}.tsv"));
+            write_link_file(&file, per, self.settings.seed.wrapping_add(number as u64 + 1))?;
+            let table = format!("members_{name}");
+            left_script.push_str(&self.left_ddl(&table));
+            let _ = writeln!(left_script, "\\copy {table} ({LEFT_COLUMNS}) FROM '{}'", file.display());
+            right_script.push_str(&RIGHT_DDL.replace("{table}", &format!("people_{name}")));
+        }
+        left_script.push_str("VACUUM (ANALYZE);\n");
+        self.psql.script(&left, &left_script, &data.join("left.sql"))?;
+        self.psql.script(&right, &right_script, &data.join("right.sql"))?;
+        Ok(())
+    }
+
     /// Makes a measured run's databases fresh (`left` and `right` copied from their `_base`
     /// templates, `state` empty) and its working directory `work` empty; returns the directory.
     fn fresh_run(&self, [left, right, state]: [&str; 3], work: &str) -> Result<PathBuf> {
@@ -397,25 +426,9 @@ impl Bench<'_> {
         let settings = self.settings;
         let (links, per_link) = (settings.links, settings.link_members);
         let data = self.dir.join(format!("links-{links}x{per_link}"));
-        std::fs::create_dir_all(&data)?;
         let started = Instant::now();
-        for base in ["serve_left_base", "serve_right_base", "serve_left", "serve_right", "serve_state"] {
-            self.psql.query("postgres", &format!("DROP DATABASE IF EXISTS {base} WITH (FORCE)"))?;
-        }
-        self.server.create_database("serve_left_base");
-        self.server.create_database("serve_right_base");
-        let (mut left_script, mut right_script) = (String::new(), String::new());
-        for link in 0..links {
-            let file = data.join(format!("left-{link:03}.tsv"));
-            write_link_file(&file, per_link, self.settings.seed.wrapping_add(link as u64 + 1))?;
-            let table = format!("members_{link:03}");
-            left_script.push_str(&self.left_ddl(&table));
-            let _ = writeln!(left_script, "\\copy {table} ({LEFT_COLUMNS}) FROM '{}'", file.display());
-            right_script.push_str(&RIGHT_DDL.replace("{table}", &format!("people_{link:03}")));
-        }
-        left_script.push_str("VACUUM (ANALYZE);\n");
-        self.psql.script("serve_left_base", &left_script, &data.join("left.sql"))?;
-        self.psql.script("serve_right_base", &right_script, &data.join("right.sql"))?;
+        let names: Vec<String> = (0..links).map(|link| format!("{link:03}")).collect();
+        self.load_pairs("serve", &names, per_link, &data)?;
         eprintln!(
             "{links} links of {per_link} members loaded with COPY in {:.1} s",
             started.elapsed().as_secs_f64()
@@ -947,6 +960,12 @@ impl CpuMeter {
     }
 }
 
+/// Peak resident memories in KiB, as a table cell: whole megabytes, one a process.
+fn megabytes(peaks_kib: &[u64]) -> String {
+    let peaks: Vec<String> = peaks_kib.iter().map(|kib| format!("{:.0} MB", *kib as f64 / 1024.0)).collect();
+    peaks.join(", ")
+}
+
 /// A process's CPU time (user and system, ms) and peak resident memory (KiB) from `/proc`.
 pub(crate) fn process_figures(pid: u32) -> Result<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -1022,8 +1041,6 @@ fn print_serve(settings: &PostgresSettings, results: &[Served]) {
     println!("|---:|---|---:|---:|---:|---:|---:|---:|---|---:|");
     let first = results.first().map_or(1.0, |served| served.wall.as_secs_f64());
     for served in results {
-        let peaks: Vec<String> =
-            served.peak_kib.iter().map(|kib| format!("{:.0} MB", *kib as f64 / 1024.0)).collect();
         println!(
             "| {} | {} × {} | {} | {} | {} ({}) | {:.2}× | {:.2} | {} | {} | {:.2} |",
             served.workers,
@@ -1036,7 +1053,7 @@ fn print_serve(settings: &PostgresSettings, results: &[Served]) {
             first / served.wall.as_secs_f64(),
             served.busy,
             seconds(served.cpu_ms),
-            peaks.join(", "),
+            megabytes(&served.peak_kib),
             served.load,
         );
     }

@@ -129,27 +129,23 @@ pub fn run_report(report: &RunReport) -> String {
         let field = line.field.as_deref().map(|field| format!(" {field}")).unwrap_or_default();
         let target = line.target.map(|side| side_name(report, side).to_string()).unwrap_or_default();
         let reason = named(&line.reason, report);
-        let text = match line.action {
-            Action::Update => {
-                format!("  update   {}{field} → {target}: {}  ({reason})", line.key, value(&line.value))
-            }
-            Action::Conflict => format!(
-                "  conflict {}{field}: {} {} vs {} {} → {} on both  ({reason})",
-                line.key,
-                sides.left,
-                value(&line.left),
-                sides.right,
-                value(&line.right),
-                value(&line.value)
-            ),
-            Action::Review => format!(
-                "  review   {}{field}: {} {} vs {} {}, held for a person  ({reason})",
+        // A field's two values, each after its side's name.
+        let both = || {
+            format!(
+                "{}{field}: {} {} vs {} {}",
                 line.key,
                 sides.left,
                 value(&line.left),
                 sides.right,
                 value(&line.right)
-            ),
+            )
+        };
+        let text = match line.action {
+            Action::Update => {
+                format!("  update   {}{field} → {target}: {}  ({reason})", line.key, value(&line.value))
+            }
+            Action::Conflict => format!("  conflict {} → {} on both  ({reason})", both(), value(&line.value)),
+            Action::Review => format!("  review   {}, held for a person  ({reason})", both()),
             Action::Agreed => format!("  agreed   {}{field}: {}  ({reason})", line.key, value(&line.value)),
             Action::Create => format!("  create   {} on {target}  ({reason})", line.key),
             Action::Delete => format!("  delete   {} on {target}  ({reason})", line.key),

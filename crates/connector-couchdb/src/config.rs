@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use fieldsync_connector::{ConnectorError, ConnectorSettings, PathError, SettingError, duration};
+use fieldsync_connector::{ConnectorError, ConnectorSettings, PathError, Secret, SettingError, duration};
 use fieldsync_connector_rest::Auth;
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
@@ -68,27 +68,27 @@ pub struct CouchConfig {
     pub date_formats: Option<Vec<String>>,
 }
 
-/// A server's URL, which may hold a user and password: its `Debug` and `Display` leave the
-/// password out.
+/// A server's URL, which may hold a user and password: kept as a `Secret`, its `Debug` and
+/// `Display` leave the password out.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
-pub struct ServerUrl(String);
+pub struct ServerUrl(Secret);
 
 impl ServerUrl {
     /// Wraps a URL.
     pub fn new(url: impl Into<String>) -> Self {
-        Self(url.into())
+        Self(Secret::new(url))
     }
 
     /// The URL as written, password and all.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose()
     }
 }
 
 impl fmt::Display for ServerUrl {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match reqwest::Url::parse(&self.0) {
+        match reqwest::Url::parse(self.expose()) {
             Ok(url) => formatter.write_str(&crate::http::shown(&url)),
             Err(_) => formatter.write_str("an unreadable URL"),
         }
@@ -324,12 +324,17 @@ impl ConnectorSettings for CouchConfig {
 
 #[cfg(test)]
 mod tests {
-    use fieldsync_connector::Secret;
-
     use super::*;
 
     fn config() -> CouchConfig {
         CouchConfig::new("http://127.0.0.1:5984", "club")
+    }
+
+    #[test]
+    fn a_urls_password_shows_only_when_exposed() {
+        let url = ServerUrl::new("http://sync:geheim@127.0.0.1:5984/");
+        assert!(!format!("{url} {url:?}").contains("geheim"), "{url:?}");
+        assert_eq!(url.expose(), "http://sync:geheim@127.0.0.1:5984/");
     }
 
     #[test]

@@ -63,6 +63,17 @@ fn decide(world: &mut World, review: ReviewId, decision: Decision, now: Timestam
     world.store.decide_review("members", review, &decision, &audit, now).unwrap();
 }
 
+/// Ten members `m0` to `m9` written on the left at time 0: the email `email(number)` and the
+/// mobile `06-NUMBER`.
+fn ten_on_the_left(world: &mut World, email: impl Fn(usize) -> String) {
+    world.left.set_now(at(0));
+    for number in 0..10 {
+        let id = format!("m{number}");
+        world.left.edit(&id, "email", json!(email(number)));
+        world.left.edit(&id, "mobile", json!(format!("06-{number}")));
+    }
+}
+
 /// The tests' own set-ups of a world.
 trait Seeded {
     /// Ten members on the left, synced once to an empty right.
@@ -71,12 +82,7 @@ trait Seeded {
 
 impl Seeded for World {
     async fn seeded(mut self) -> Self {
-        self.left.set_now(at(0));
-        for number in 0..10 {
-            let id = format!("m{number}");
-            self.left.edit(&id, "email", json!(format!("Member{number}@Club.nl")));
-            self.left.edit(&id, "mobile", json!(format!("06-{number}")));
-        }
+        ten_on_the_left(&mut self, |number| format!("Member{number}@Club.nl"));
         let report = self.run(RunOptions::default()).await;
         assert_eq!(report.stats.right.creates_planned, 10);
         assert_eq!(report.stats.writes_done, 10);
@@ -1602,12 +1608,7 @@ async fn synced_to_a_feed() -> World {
     let mut world = world(ConflictStrategy::Review);
     world.right.read_as_feed();
     world.right.assign_ids("doc-");
-    world.left.set_now(at(0));
-    for number in 0..10 {
-        let id = format!("m{number}");
-        world.left.edit(&id, "email", json!(format!("member{number}@club.nl")));
-        world.left.edit(&id, "mobile", json!(format!("06-{number}")));
-    }
+    ten_on_the_left(&mut world, |number| format!("member{number}@club.nl"));
     let first = world.run(RunOptions::default()).await;
     assert_eq!((first.status, first.stats.writes_done), (RunStatus::Done, 10));
     assert_eq!(first.stats.right.mode, ReadMode::Full);

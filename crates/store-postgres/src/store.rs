@@ -17,7 +17,8 @@ use fieldsync_postgres::{block_on, quote_ident};
 use jiff::Timestamp;
 
 use fieldsync_store::codec::{
-    DigestColumns, KeyOrder, Traces, damaged, decode_fields, encode_fields, side_from, value_from, value_text,
+    DigestColumns, DigestRow, MESSAGE_COLUMNS, Traces, VALUE_COLUMNS, damaged, decode_fields, digest_page,
+    encode_fields, named_records, side_from, value_from, value_text,
 };
 use fieldsync_store::*;
 
@@ -218,12 +219,33 @@ fn stored(timestamp: Timestamp) -> Timestamp {
     Timestamp::from_millisecond(timestamp.as_millisecond()).unwrap_or(timestamp)
 }
 
-/// Each side's change time of these reviews, as stored (to the millisecond), bound as two
-/// `timestamptz[]` arrays.
-fn change_times<'r>(
-    reviews: impl Iterator<Item = &'r NewReview>,
-) -> (Vec<Option<Timestamp>>, Vec<Option<Timestamp>>) {
-    reviews.map(|review| (review.left_changed.map(stored), review.right_changed.map(stored))).unzip()
+/// What reviews that are written hold of their record's sides, one array a column as
+/// `unnest` binds them: the baseline, left and right values (`value_text`), the reasons, and
+/// each side's change time as stored (to the millisecond).
+#[derive(Default)]
+struct ReviewValues<'r> {
+    bases: Vec<Option<String>>,
+    lefts: Vec<Option<String>>,
+    rights: Vec<Option<String>>,
+    reasons: Vec<&'r str>,
+    left_changed: Vec<Option<Timestamp>>,
+    right_changed: Vec<Option<Timestamp>>,
+}
+
+impl<'r> ReviewValues<'r> {
+    /// The columns of `reviews`, in order.
+    fn of(reviews: impl Iterator<Item = &'r NewReview>) -> Self {
+        let mut values = Self::default();
+        for review in reviews {
+            values.bases.push(value_text(&review.base));
+            values.lefts.push(value_text(&review.left));
+            values.rights.push(value_text(&review.right));
+            values.reasons.push(&review.reason);
+            values.left_changed.push(review.left_changed.map(stored));
+            values.right_changed.push(review.right_changed.map(stored));
+        }
+        values
+    }
 }
 
 /// A lease's length in microseconds, as `EXPIRY` binds it.
@@ -257,7 +279,7 @@ fn distinct_runs<T, K: Eq + Hash>(items: &[T], key: impl Fn(&T) -> K) -> Vec<&[T
 async fn connect(location: &PostgresLocation) -> Result<Client, StoreError> {
     let client = fieldsync_postgres::connect(location.connection_url()).await.map_err(|error| {
         let class = if error.is_retryable() { ErrorClass::Retryable } else { ErrorClass::Fatal };
-        StoreError::Backend { what: format!("connecting to {location}"), class, source: Box::new(error) }
+        StoreError::backend(format!("connecting to {location}"), class, error)
     })?;
     client
         .batch_execute(&format!("SET search_path TO {}", quote_ident(location.schema())))
@@ -886,20 +908,12 @@ impl StateStore for PostgresStore {
             &[&link, &i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)],
             what,
         ))?;
-        let mut webhooks = Vec::new();
-        let mut named = std::collections::BTreeSet::new();
-        for row in rows {
+        let rows = rows.iter().map(|row| {
             let id: i64 = row.try_get(0).context(what)?;
             let side: &str = row.try_get(1).context(what)?;
-            let records: Vec<String> = row.try_get(2).context(what)?;
-            if webhooks.len() == limit || records.is_empty() {
-                return Ok(None);
-            }
-            let side = side_from(side, &what())?;
-            webhooks.push(id);
-            named.extend(records.into_iter().map(|record| (side, record)));
-        }
-        Ok(Some(NamedRecords { webhooks, records: named.into_iter().collect() }))
+            Ok((id, side, row.try_get(2).context(what)?))
+        });
+        named_records(rows, limit, &what())
     }
 
     fn settle_named_webhooks(&mut self, ids: &[i64]) -> Result<(), StoreError> {
@@ -945,7 +959,7 @@ impl StateStore for PostgresStore {
         layout: &LinkLayout,
         after: Option<&RecordKey>,
         limit: usize,
-        mut each: impl FnMut(RecordKey, DigestEntry),
+        each: impl FnMut(RecordKey, DigestEntry),
     ) -> Result<Option<RecordKey>, StoreError> {
         let what = || format!("reading the baselines of link {link}");
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -963,16 +977,7 @@ impl StateStore for PostgresStore {
                 }
             }
         })?;
-        let mut order = KeyOrder::default();
-        for row in &rows {
-            let (key, entry) = digest_row(row, layout).context(what)?;
-            order.next(&key, &what())?;
-            // A damaged row has no usable digest: its record is compared in full.
-            if let Ok(entry) = entry {
-                each(key, entry);
-            }
-        }
-        Ok(order.last())
+        digest_page(rows.iter().map(|row| digest_row(row, layout).context(what)), &what(), each)
     }
 
     fn digests(
@@ -1435,14 +1440,8 @@ impl Commit<'_> {
         let now = stored(now);
         if !updates.is_empty() {
             let ids: Vec<i64> = updates.iter().map(|(id, _)| *id).collect();
-            let bases: Vec<Option<String>> =
-                updates.iter().map(|(_, review)| value_text(&review.base)).collect();
-            let lefts: Vec<Option<String>> =
-                updates.iter().map(|(_, review)| value_text(&review.left)).collect();
-            let rights: Vec<Option<String>> =
-                updates.iter().map(|(_, review)| value_text(&review.right)).collect();
-            let reasons: Vec<&str> = updates.iter().map(|(_, review)| review.reason.as_str()).collect();
-            let (left_changed, right_changed) = change_times(updates.iter().map(|(_, review)| *review));
+            let ReviewValues { bases, lefts, rights, reasons, left_changed, right_changed } =
+                ReviewValues::of(updates.iter().map(|(_, review)| *review));
             self.session()
                 .execute(
                     "UPDATE reviews SET base = refreshed.base, left_value = refreshed.left_value, \
@@ -1463,14 +1462,8 @@ impl Commit<'_> {
             let fields: Vec<Option<&str>> =
                 inserts.iter().map(|(_, review)| review.field.as_deref()).collect();
             let kinds: Vec<&str> = inserts.iter().map(|(kind, _)| kind.as_str()).collect();
-            let bases: Vec<Option<String>> =
-                inserts.iter().map(|(_, review)| value_text(&review.base)).collect();
-            let lefts: Vec<Option<String>> =
-                inserts.iter().map(|(_, review)| value_text(&review.left)).collect();
-            let rights: Vec<Option<String>> =
-                inserts.iter().map(|(_, review)| value_text(&review.right)).collect();
-            let reasons: Vec<&str> = inserts.iter().map(|(_, review)| review.reason.as_str()).collect();
-            let (left_changed, right_changed) = change_times(inserts.iter().map(|(_, review)| *review));
+            let ReviewValues { bases, lefts, rights, reasons, left_changed, right_changed } =
+                ReviewValues::of(inserts.iter().map(|(_, review)| *review));
             self.session()
                 .execute(
                     "INSERT INTO reviews (link, key, field, kind, base, left_value, right_value, reason, status, \
@@ -1561,12 +1554,8 @@ impl Commit<'_> {
             )
             .await?;
         for row in &rows {
-            for (side, column) in [(Side::Left, 0), (Side::Right, 1)] {
-                if let Some(id) = row.try_get::<_, Option<&str>>(column).context(what)? {
-                    traces.id(side, id);
-                }
-            }
-            traces.values(row.try_get(2).context(what)?);
+            let ids = [row.try_get(0).context(what)?, row.try_get(1).context(what)?];
+            traces.baseline(ids, row.try_get(2).context(what)?);
         }
         let rows = session
             .query(
@@ -1576,16 +1565,12 @@ impl Commit<'_> {
             )
             .await?;
         for row in &rows {
-            if let Some(id) = row.try_get::<_, Option<&str>>(1).context(what)? {
-                traces.id(side_from(row.try_get(0).context(what)?, &what())?, id);
-            }
-            traces.payload(row.try_get(2).context(what)?);
+            let side = side_from(row.try_get(0).context(what)?, &what())?;
+            traces.outbox_entry(side, row.try_get(1).context(what)?, row.try_get(2).context(what)?);
         }
-        for sql in [
-            "SELECT base, left_value, right_value FROM reviews WHERE link = $1 AND key = $2",
-            "SELECT base, left_value, right_value, value FROM audit WHERE link = $1 AND key = $2",
-        ] {
-            for row in &session.query(sql, &row_of_key, what).await? {
+        for (table, columns) in VALUE_COLUMNS {
+            let sql = format!("SELECT {columns} FROM {table} WHERE link = $1 AND key = $2");
+            for row in &session.query(&sql, &row_of_key, what).await? {
                 for column in 0..row.len() {
                     if let Some(text) = row.try_get::<_, Option<&str>>(column).context(what)? {
                         traces.values(text);
@@ -1616,10 +1601,9 @@ impl Commit<'_> {
             let id: i64 = row.try_get(0).context(what)?;
             let side = side_from(row.try_get(1).context(what)?, &what())?;
             let named: Vec<String> = row.try_get(2).context(what)?;
-            let kept: Vec<&String> = named.iter().filter(|record| !traces.names(side, record)).collect();
-            if kept.len() == named.len() {
+            let Some(kept) = traces.unnamed(side, &named) else {
                 continue;
-            }
+            };
             erased.webhooks += 1;
             if kept.is_empty() {
                 session.execute("DELETE FROM webhooks WHERE id = $1", &[&id], what).await?;
@@ -1633,11 +1617,7 @@ impl Commit<'_> {
             touched.push("webhooks");
         }
         // The messages that may quote it: runs' errors, failed writes' messages and reasons.
-        for (table, column, only) in [
-            ("runs", "error", "error IS NOT NULL"),
-            ("outbox", "last_error", "last_error IS NOT NULL"),
-            ("audit", "reason", "event IN ('failed', 'invalid')"),
-        ] {
+        for (table, column, only) in MESSAGE_COLUMNS {
             let sql = format!("SELECT id, {column} FROM {table} WHERE link = $1 AND {only}");
             let mut struck = Vec::new();
             for row in &session.query(&sql, &[&link], what).await? {
@@ -1885,9 +1865,6 @@ async fn rows_where_in(
     }
     Ok(rows)
 }
-
-/// A baseline's key and its digest entry, or why the entry cannot be read.
-type DigestRow = (RecordKey, Result<DigestEntry, StoreError>);
 
 /// Reads a row of `DIGEST_COLUMNS`: the entry has a digest only when the baseline was written
 /// with `layout`.

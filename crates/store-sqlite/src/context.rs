@@ -10,11 +10,7 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for Result<T, rusqlite::Error> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T, StoreError> {
-        self.map_err(|source| StoreError::Backend {
-            what: what(),
-            class: classify(&source),
-            source: source.into(),
-        })
+        self.map_err(|source| StoreError::backend(what(), classify(&source), source))
     }
 }
 

@@ -13,8 +13,8 @@ use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 
 use fieldsync_store::codec::{
-    DigestColumns, KeyOrder, Traces, damaged, decode_fields, encode_fields, from_millis, millis, side_from,
-    value_from, value_text,
+    DigestColumns, DigestRow, MESSAGE_COLUMNS, Traces, VALUE_COLUMNS, damaged, decode_fields, digest_page,
+    encode_fields, from_millis, millis, named_records, side_from, value_from, value_text,
 };
 use fieldsync_store::*;
 
@@ -583,21 +583,14 @@ impl StateStore for SqliteStore {
             .query_map(params![link, i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)], |row| {
                 Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
             })
-            .context(what)?;
-        let mut webhooks = Vec::new();
-        let mut named = std::collections::BTreeSet::new();
-        for row in rows {
-            let (id, side, records) = row.context(what)?;
-            let records: Vec<String> =
-                serde_json::from_str(&records).map_err(|error| damaged(what(), error))?;
-            if webhooks.len() == limit || records.is_empty() {
-                return Ok(None);
-            }
-            let side = side_from(&side, &what())?;
-            webhooks.push(id);
-            named.extend(records.into_iter().map(|record| (side, record)));
-        }
-        Ok(Some(NamedRecords { webhooks, records: named.into_iter().collect() }))
+            .context(what)?
+            .map(|row| {
+                let (id, side, records) = row.context(what)?;
+                let records: Vec<String> =
+                    serde_json::from_str(&records).map_err(|error| damaged(what(), error))?;
+                Ok((id, side, records))
+            });
+        named_records(rows, limit, &what())
     }
 
     fn settle_named_webhooks(&mut self, ids: &[i64]) -> Result<(), StoreError> {
@@ -633,7 +626,7 @@ impl StateStore for SqliteStore {
         layout: &LinkLayout,
         after: Option<&RecordKey>,
         limit: usize,
-        mut each: impl FnMut(RecordKey, DigestEntry),
+        each: impl FnMut(RecordKey, DigestEntry),
     ) -> Result<Option<RecordKey>, StoreError> {
         let connection = self.connection();
         let what = || format!("reading the baselines of link {link}");
@@ -641,7 +634,7 @@ impl StateStore for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut first;
         let mut next;
-        let mut rows = match after {
+        let rows = match after {
             None => {
                 first =
                     connection.prepare_cached(&format!("{columns} ORDER BY key LIMIT ?2")).context(what)?;
@@ -654,16 +647,8 @@ impl StateStore for SqliteStore {
                 next.query(params![link, after.as_str(), limit]).context(what)?
             }
         };
-        let mut order = KeyOrder::default();
-        while let Some(row) = rows.next().context(what)? {
-            let (key, entry) = digest_row(row, layout).context(what)?;
-            order.next(&key, &what())?;
-            // A damaged row has no usable digest: its record is compared in full.
-            if let Ok(entry) = entry {
-                each(key, entry);
-            }
-        }
-        Ok(order.last())
+        let rows = rows.mapped(|row| digest_row(row, layout)).map(|row| row.context(what));
+        digest_page(rows, &what(), each)
     }
 
     fn digests(
@@ -1288,26 +1273,19 @@ impl SqliteTransaction<'_> {
             .context(what)?;
         let mut rows = statement.query(row_of_key).context(what)?;
         while let Some(row) = rows.next().context(what)? {
-            for (side, column) in [(Side::Left, 0), (Side::Right, 1)] {
-                if let Some(id) = row.get::<_, Option<String>>(column).context(what)? {
-                    traces.id(side, &id);
-                }
-            }
-            traces.values(&row.get::<_, String>(2).context(what)?);
+            let ids = [row.get::<_, Option<String>>(0).context(what)?, row.get(1).context(what)?];
+            traces.baseline(ids.each_ref().map(Option::as_deref), &row.get::<_, String>(2).context(what)?);
         }
         let mut statement = connection
             .prepare("SELECT side, record_id, payload FROM outbox WHERE link = ?1 AND key = ?2")
             .context(what)?;
         let mut rows = statement.query(row_of_key).context(what)?;
         while let Some(row) = rows.next().context(what)? {
-            if let Some(id) = row.get::<_, Option<String>>(1).context(what)? {
-                traces.id(side_from(&row.get::<_, String>(0).context(what)?, &what())?, &id);
-            }
-            traces.payload(&row.get::<_, String>(2).context(what)?);
+            let side = side_from(&row.get::<_, String>(0).context(what)?, &what())?;
+            let record_id: Option<String> = row.get(1).context(what)?;
+            traces.outbox_entry(side, record_id.as_deref(), &row.get::<_, String>(2).context(what)?);
         }
-        for (table, columns) in
-            [("reviews", "base, left_value, right_value"), ("audit", "base, left_value, right_value, value")]
-        {
+        for (table, columns) in VALUE_COLUMNS {
             let sql = format!("SELECT {columns} FROM {table} WHERE link = ?1 AND key = ?2");
             let mut statement = connection.prepare(&sql).context(what)?;
             let mut rows = statement.query(row_of_key).context(what)?;
@@ -1342,10 +1320,9 @@ impl SqliteTransaction<'_> {
             let side = side_from(&side, &what())?;
             let named: Vec<String> =
                 serde_json::from_str(&records).map_err(|error| damaged(what(), error))?;
-            let kept: Vec<&String> = named.iter().filter(|record| !traces.names(side, record)).collect();
-            if kept.len() == named.len() {
+            let Some(kept) = traces.unnamed(side, &named) else {
                 continue;
-            }
+            };
             erased.webhooks += 1;
             if kept.is_empty() {
                 connection.execute("DELETE FROM webhooks WHERE id = ?1", params![id]).context(what)?;
@@ -1357,11 +1334,7 @@ impl SqliteTransaction<'_> {
             }
         }
         // The messages that may quote it: runs' errors, failed writes' messages and reasons.
-        for (table, column, only) in [
-            ("runs", "error", "error IS NOT NULL"),
-            ("outbox", "last_error", "last_error IS NOT NULL"),
-            ("audit", "reason", "event IN ('failed', 'invalid')"),
-        ] {
+        for (table, column, only) in MESSAGE_COLUMNS {
             let sql = format!("SELECT id, {column} FROM {table} WHERE link = ?1 AND {only}");
             let mut statement = connection.prepare(&sql).context(what)?;
             let struck: Vec<(i64, String)> = statement
@@ -1525,8 +1498,6 @@ fn rows_where_in(
     }
     Ok(())
 }
-
-type DigestRow = (RecordKey, Result<DigestEntry, StoreError>);
 
 fn digest_row(row: &rusqlite::Row<'_>, layout: &LinkLayout) -> Result<DigestRow, rusqlite::Error> {
     // Read in place, without copying what is only looked at: a full scan reads every row.

@@ -6,7 +6,7 @@
 use fieldsync_model::{RecordDigest, RecordKey, Side, Value};
 use jiff::Timestamp;
 
-use crate::{BaselineField, DigestEntry, LinkLayout, Origin, StoreError};
+use crate::{BaselineField, DigestEntry, LinkLayout, NamedRecords, Origin, StoreError};
 
 /// A time as the milliseconds since the epoch a store keeps.
 pub fn millis(timestamp: Timestamp) -> i64 {
@@ -202,6 +202,61 @@ impl KeyOrder {
     }
 }
 
+/// A baseline's key and its digest entry (`DigestColumns::entry`), as a store reads them from
+/// one row: the entry is an error where the row is damaged.
+pub type DigestRow = (RecordKey, Result<DigestEntry, StoreError>);
+
+/// Hands `each` the digests of a page of baselines, `rows` in key order as a store read them,
+/// and returns the last key, where the next page starts. A damaged row has no usable digest:
+/// it is left out, and its record is compared in full.
+///
+/// # Errors
+///
+/// The first row that could not be read; `StoreError::Damaged`, naming `what`, when the keys
+/// are out of order (`KeyOrder`).
+pub fn digest_page(
+    rows: impl IntoIterator<Item = Result<DigestRow, StoreError>>,
+    what: &str,
+    mut each: impl FnMut(RecordKey, DigestEntry),
+) -> Result<Option<RecordKey>, StoreError> {
+    let mut order = KeyOrder::default();
+    for row in rows {
+        let (key, entry) = row?;
+        order.next(&key, what)?;
+        if let Ok(entry) = entry {
+            each(key, entry);
+        }
+    }
+    Ok(order.last())
+}
+
+/// The records the waiting webhooks of a link name (`StateStore::webhook_records`), from
+/// `rows` as a store read them in order, at most `limit` + 1 of them: each webhook's id, side
+/// (as stored) and the records it names. `None` when there are more than `limit` webhooks or
+/// one of them names no record: then the side must be read in full.
+///
+/// # Errors
+///
+/// The first row that could not be read; a side that is not one, as `what` failing.
+pub fn named_records(
+    rows: impl IntoIterator<Item = Result<(i64, impl AsRef<str>, Vec<String>), StoreError>>,
+    limit: usize,
+    what: &str,
+) -> Result<Option<NamedRecords>, StoreError> {
+    let mut webhooks = Vec::new();
+    let mut named = std::collections::BTreeSet::new();
+    for row in rows {
+        let (id, side, records) = row?;
+        if webhooks.len() == limit || records.is_empty() {
+            return Ok(None);
+        }
+        let side = side_from(side.as_ref(), what)?;
+        webhooks.push(id);
+        named.extend(records.into_iter().map(|record| (side, record)));
+    }
+    Ok(Some(NamedRecords { webhooks, records: named.into_iter().collect() }))
+}
+
 /// What an erasure strikes from the messages it does not remove (a run's error, a failed
 /// write's message about another record): the record's key, its ids and its values, gathered
 /// from its rows before they are removed. Texts shorter than four characters are left alone:
@@ -218,6 +273,20 @@ pub struct Traces {
 /// What a struck text becomes.
 const STRUCK: &str = "(erased)";
 
+/// The tables whose rows of a record hold its values (as JSON text, `value_text`), with those
+/// columns: an erasure reads them for the traces to strike before it removes the rows.
+pub const VALUE_COLUMNS: [(&str, &str); 2] =
+    [("reviews", "base, left_value, right_value"), ("audit", "base, left_value, right_value, value")];
+
+/// The messages of a link that may quote a record of it (a run's error, a failed write's
+/// message, the reason of a failed or invalid value's audit entry): the table, the column and
+/// which of the link's rows hold one. An erasure strikes the record's traces from them.
+pub const MESSAGE_COLUMNS: [(&str, &str, &str); 3] = [
+    ("runs", "error", "error IS NOT NULL"),
+    ("outbox", "last_error", "last_error IS NOT NULL"),
+    ("audit", "reason", "event IN ('failed', 'invalid')"),
+];
+
 impl Traces {
     /// The traces of the record `key`, before its rows are read.
     pub fn new(key: &RecordKey) -> Self {
@@ -231,6 +300,26 @@ impl Traces {
     pub fn id(&mut self, side: Side, id: &str) {
         self.ids[usize::from(side == Side::Right)].insert(id.to_string());
         self.text(id);
+    }
+
+    /// The record's baseline row: its `left_id` and `right_id`, and its values as stored
+    /// (`encode_fields`).
+    pub fn baseline(&mut self, [left_id, right_id]: [Option<&str>; 2], values: &str) {
+        for (side, id) in [(Side::Left, left_id), (Side::Right, right_id)] {
+            if let Some(id) = id {
+                self.id(side, id);
+            }
+        }
+        self.values(values);
+    }
+
+    /// One of the record's outbox entries: the target's id of the record on `side`, if the
+    /// entry has one, and its payload (see `payload`).
+    pub fn outbox_entry(&mut self, side: Side, record_id: Option<&str>, payload: &str) {
+        if let Some(id) = record_id {
+            self.id(side, id);
+        }
+        self.payload(payload);
     }
 
     /// Every string in `json`, the JSON text a store keeps values in (a baseline's values, a
@@ -253,6 +342,14 @@ impl Traces {
     /// Whether `id`, a record a webhook of `side` names, is this record.
     pub fn names(&self, side: Side, id: &str) -> bool {
         id == self.key || self.ids[usize::from(side == Side::Right)].contains(id)
+    }
+
+    /// What a webhook of `side` that names the records `named` names once this record is
+    /// struck from it, or `None` when it does not name this record (the webhook stays as it
+    /// is). An empty list: the webhook named nothing else and is removed.
+    pub fn unnamed<'a>(&self, side: Side, named: &'a [String]) -> Option<Vec<&'a String>> {
+        let kept: Vec<&String> = named.iter().filter(|record| !self.names(side, record)).collect();
+        (kept.len() < named.len()).then_some(kept)
     }
 
     /// `message` with every trace struck, or `None` when it holds none.

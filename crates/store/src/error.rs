@@ -97,6 +97,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The failure of the database library's `source` while the store was doing `what`, as
+    /// the store's implementation classified it.
+    pub fn backend(
+        what: String,
+        class: ErrorClass,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Backend { what, class, source: source.into() }
+    }
+
     /// How this failure is classified.
     pub fn class(&self) -> ErrorClass {
         match self {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
 
-use super::{Bench, LEFT_COLUMNS, POLL, RIGHT_DDL, pair_config, process_figures, write_link_file};
+use super::{Bench, POLL, megabytes, pair_config, process_figures};
 use crate::hooks::Serving;
 use crate::scenario::seconds;
 
@@ -50,28 +50,13 @@ impl Bench<'_> {
         let settings = self.settings;
         let (count, per) = (settings.links, settings.link_members);
         let data = self.dir.join(format!("organisations-{count}x{per}"));
-        std::fs::create_dir_all(&data)?;
         let started = Instant::now();
-        for base in ["orgs_left_base", "orgs_right_base", "orgs_left", "orgs_right", "orgs_state"] {
-            self.psql.query("postgres", &format!("DROP DATABASE IF EXISTS {base} WITH (FORCE)"))?;
-        }
-        self.server.create_database("orgs_left_base");
-        self.server.create_database("orgs_right_base");
-        let (mut left_script, mut right_script) = (String::new(), String::new());
+        let ids: Vec<String> = (0..count).map(|number| format!("o{number:04}")).collect();
         let mut clubs = String::from("id,name\n");
-        for number in 0..count {
-            let id = format!("o{number:04}");
+        for (number, id) in ids.iter().enumerate() {
             let _ = writeln!(clubs, "{id},Club {number}");
-            let file = data.join(format!("left-{id}.tsv"));
-            write_link_file(&file, per, settings.seed.wrapping_add(number as u64 + 1))?;
-            let table = format!("members_{id}");
-            left_script.push_str(&self.left_ddl(&table));
-            let _ = writeln!(left_script, "\\copy {table} ({LEFT_COLUMNS}) FROM '{}'", file.display());
-            right_script.push_str(&RIGHT_DDL.replace("{table}", &format!("people_{id}")));
         }
-        left_script.push_str("VACUUM (ANALYZE);\n");
-        self.psql.script("orgs_left_base", &left_script, &data.join("left.sql"))?;
-        self.psql.script("orgs_right_base", &right_script, &data.join("right.sql"))?;
+        self.load_pairs("orgs", &ids, per, &data)?;
         eprintln!(
             "{count} organisations of {per} members loaded with COPY in {:.1} s",
             started.elapsed().as_secs_f64()
@@ -244,8 +229,6 @@ fn print_organisations(bench: &Bench<'_>, windows: &[Window], size: &str) {
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
     for window in windows {
-        let peaks: Vec<String> =
-            window.peak_kib.iter().map(|kib| format!("{:.0} MB", *kib as f64 / 1024.0)).collect();
         println!(
             "| {} | {} × {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} |",
             window.name,
@@ -260,7 +243,7 @@ fn print_organisations(bench: &Bench<'_>, windows: &[Window], size: &str) {
             window.most_at_once,
             seconds(window.makespan * 1000.0),
             seconds(window.work / places * 1000.0),
-            peaks.join(", "),
+            megabytes(&window.peak_kib),
             window.load,
         );
     }

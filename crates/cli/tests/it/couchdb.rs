@@ -283,10 +283,14 @@ impl FirstSynced {
         Some(Self { server, dir, config, club })
     }
 
-    /// From now on fieldsync reaches the server through a proxy that runs `hook` just before
-    /// the first request holding `marker`.
-    fn through_proxy_running_before(&self, marker: &'static str, hook: impl FnOnce() + Send + 'static) {
-        let proxy = self.server.proxy_running_before(marker, hook);
+    /// From now on fieldsync reaches the server through a proxy that, just before the first
+    /// request holding `marker`, has someone in the app change member `knvb_id`'s mobile
+    /// number to +31687654321.
+    fn mobile_edited_in_app_before(&self, marker: &'static str, knvb_id: &str) {
+        let (server, knvb_id) = (self.server, knvb_id.to_string());
+        let proxy = self.server.proxy_running_before(marker, move || {
+            edit_in_app(server, &knvb_id, "mobile", json!("+31687654321"));
+        });
         let config = self.config.replace(&self.server.url(), &proxy);
         std::fs::write(self.dir.path().join("fieldsync.toml"), config).unwrap();
     }
@@ -306,10 +310,7 @@ fn an_app_edit_between_fieldsyncs_read_and_its_write_is_not_overwritten() {
         [&member],
     )
     .unwrap();
-    let edited = member.clone();
-    synced.through_proxy_running_before("/_bulk_docs ", move || {
-        edit_in_app(server, &edited, "mobile", json!("+31687654321"));
-    });
+    synced.mobile_edited_in_app_before("/_bulk_docs ", &member);
 
     // The write carries the document's old revision: refused as moved, nothing overwritten.
     let moved = fieldsync.run_ending("the run whose write meets the app's edit", &[], 0).report();
@@ -349,11 +350,8 @@ fn an_app_edit_right_after_fieldsyncs_write_is_read_by_the_next_run() {
         )
         .unwrap();
     }
-    let edited = first.clone();
     // Just before fieldsync asks the database how far its sequence stands after the writes.
-    synced.through_proxy_running_before("GET /club ", move || {
-        edit_in_app(server, &edited, "mobile", json!("+31687654321"));
-    });
+    synced.mobile_edited_in_app_before("GET /club ", &first);
     let written = fieldsync.run_ending("the run that writes both", &[], 0).report();
     assert_eq!(written["stats"]["writes_done"], json!(2), "{written:#}");
 

@@ -21,9 +21,8 @@ pub(crate) async fn list(
     State(api): State<Api>,
     Extension(session): Extension<Session>,
 ) -> Result<Response, DashboardError> {
-    let (dead, waiting) = api
-        .workspace
-        .call_within(session.caller.organisation.clone(), |workspace| {
+    let (dead, waiting) = session
+        .call(&api, |workspace| {
             let dead = workspace.outbox(Some(OutboxStatus::Dead), None, LIMIT)?;
             let mut waiting = Vec::new();
             for status in [OutboxStatus::Pending, OutboxStatus::Sending, OutboxStatus::Moved] {
@@ -116,9 +115,8 @@ pub(crate) async fn settle(
     };
     let ids = form_ids(&pairs, "id")?;
     let done = if retry { "entries put back in line." } else { "entries dropped." };
-    let notice = api
-        .workspace
-        .call_within(session.caller.organisation.clone(), move |workspace| {
+    let notice = session
+        .call(&api, move |workspace| {
             Ok(each(ids, done, |id| {
                 if retry { workspace.retry_outbox_entry(id) } else { workspace.drop_outbox_entry(id) }
             }))

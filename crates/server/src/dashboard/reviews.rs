@@ -54,12 +54,8 @@ async fn matching(
     every: bool,
 ) -> Result<Vec<ReviewView>, DashboardError> {
     let link = filter.link().map(str::to_string);
-    let page = api
-        .workspace
-        .call_within(session.caller.organisation.clone(), move |workspace| {
-            workspace.reviews(link.as_deref(), every, None, LIMIT)
-        })
-        .await?;
+    let page =
+        session.call(api, move |workspace| workspace.reviews(link.as_deref(), every, None, LIMIT)).await?;
     let field = filter.field();
     Ok(page
         .items
@@ -176,10 +172,7 @@ pub(crate) async fn show(
     Extension(session): Extension<Session>,
     Path(id): Path<i64>,
 ) -> Result<Response, DashboardError> {
-    let ReviewDetail { review, audit } = api
-        .workspace
-        .call_within(session.caller.organisation.clone(), move |workspace| workspace.review(id))
-        .await?;
+    let ReviewDetail { review, audit } = session.call(&api, move |workspace| workspace.review(id)).await?;
     let (left, right) = side_names(&api, &review.link);
     let applied = applied_by(&review, &audit);
     let body = html! {
@@ -291,11 +284,7 @@ pub(crate) async fn resolve_one(
 ) -> Result<Response, DashboardError> {
     let resolution = resolution(&pairs)?;
     let token = session.caller.name.clone();
-    api.workspace
-        .call_within(session.caller.organisation.clone(), move |workspace| {
-            workspace.resolve(id, resolution, Some(&token))
-        })
-        .await?;
+    session.call(&api, move |workspace| workspace.resolve(id, resolution, Some(&token))).await?;
     session.notify(format!("Review #{id} is decided; the next run applies it."));
     Ok(see_other(&format!("/reviews/{id}")))
 }
@@ -323,9 +312,8 @@ pub(crate) async fn resolve_many(
         return Ok(see_other("/reviews"));
     }
     let token = session.caller.name.clone();
-    let notice = api
-        .workspace
-        .call_within(session.caller.organisation.clone(), move |workspace| {
+    let notice = session
+        .call(&api, move |workspace| {
             let done = "reviews decided; the next run applies them.";
             Ok(each(ids, done, |id| workspace.resolve(id, resolution.clone(), Some(&token))))
         })

@@ -31,10 +31,7 @@ pub(crate) async fn list(
     Extension(session): Extension<Session>,
     Query(query): Query<ListQuery>,
 ) -> Result<Response, DashboardError> {
-    let runs = api
-        .workspace
-        .call_within(session.caller.organisation.clone(), move |workspace| workspace.runs(query.before, PAGE))
-        .await?;
+    let runs = session.call(&api, move |workspace| workspace.runs(query.before, PAGE)).await?;
     let body = html! {
         p.exports {
             "Export the latest runs' statistics: "
@@ -103,10 +100,7 @@ pub(crate) async fn show(
     Path(id): Path<i64>,
     Query(query): Query<RunQuery>,
 ) -> Result<Response, DashboardError> {
-    let RunHistory { run, audit } = api
-        .workspace
-        .call_within(session.caller.organisation.clone(), move |workspace| workspace.run_history(id))
-        .await?;
+    let RunHistory { run, audit } = session.call(&api, move |workspace| workspace.run_history(id)).await?;
     let key = query.key.as_deref().map(str::trim).filter(|key| !key.is_empty());
     let shown: Vec<AuditEntry> = audit
         .iter()
@@ -238,10 +232,7 @@ pub(crate) async fn export_run(
     Query(query): Query<ExportQuery>,
 ) -> Result<Response, DashboardError> {
     let csv = is_csv(&query)?;
-    let RunHistory { run, audit } = api
-        .workspace
-        .call_within(session.caller.organisation.clone(), move |workspace| workspace.run_history(id))
-        .await?;
+    let RunHistory { run, audit } = session.call(&api, move |workspace| workspace.run_history(id)).await?;
     let audit = for_session(&session, audit);
     if csv {
         return csv_download(&format!("fieldsync-run-{id}.csv"), audit_csv(&audit));
@@ -257,12 +248,7 @@ pub(crate) async fn export_history(
     Query(query): Query<ExportQuery>,
 ) -> Result<Response, DashboardError> {
     let csv = is_csv(&query)?;
-    let history = api
-        .workspace
-        .call_within(session.caller.organisation.clone(), move |workspace| {
-            workspace.export_history(EXPORT_LIMIT, !csv)
-        })
-        .await?;
+    let history = session.call(&api, move |workspace| workspace.export_history(EXPORT_LIMIT, !csv)).await?;
     if csv {
         return csv_download("fieldsync-history.csv", history_csv(&history));
     }

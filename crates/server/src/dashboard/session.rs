@@ -16,6 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use cookie::{Cookie, SameSite};
+use fieldsync_app::{Workspace, WorkspaceError};
 use maud::{Markup, html};
 use ring::rand::SecureRandom as _;
 
@@ -76,6 +77,20 @@ impl Session {
     /// The message left by the last action, once.
     pub fn take_notice(&self) -> Option<String> {
         self.sessions.lock().get_mut(&self.id).and_then(|stored| stored.notice.take())
+    }
+
+    /// Runs `use_case` on the service's shared workspace, limited to what this session's
+    /// caller may see (their organisation's links and rows, when they are limited to one).
+    ///
+    /// # Errors
+    ///
+    /// As `SharedWorkspace::call_within`.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        api: &Api,
+        use_case: impl FnOnce(&mut Workspace) -> Result<T, WorkspaceError> + Send + 'static,
+    ) -> Result<T, WorkspaceError> {
+        api.workspace.call_within(self.caller.organisation.clone(), use_case).await
     }
 }
 
