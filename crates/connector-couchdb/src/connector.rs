@@ -619,60 +619,6 @@ impl CouchConnector {
 /// How many rows of `_changes` one request of `feed_past_own_writes` reads.
 const OWN_WRITES_PAGE: usize = 10_000;
 
-impl CouchConnector {
-    /// The point of `_changes` past `since` up to which every row is a document of `mine` at
-    /// the revision this connector gave it; see `Connector::feed_past_own_writes`. Rows are
-    /// read without their documents, a page at a time, until the first that is not.
-    ///
-    /// Where sequences are plain numbers (pouchdb-server, a single CouchDB 1.x node) every
-    /// saved revision takes the next one: when the database's update sequence stands exactly
-    /// as many past `since` as this connector saved revisions, all of them to documents of
-    /// `mine`, nothing else was saved meanwhile and the feed need not be read. (The engine
-    /// opens a connector for each run and asks after the run's writes, so every revision it
-    /// counts came after `since`; one it did not count, or anyone else's, makes the numbers
-    /// differ, and the feed is read.)
-    async fn past_own_writes(
-        &self,
-        since: &Sequence,
-        mine: &HashSet<RecordId>,
-    ) -> Result<Option<Sequence>, ConnectorError> {
-        if let Ok(from) = since.0.parse::<u64>()
-            && self.saved > 0
-            && self.own.keys().all(|id| mine.contains(&RecordId::new(id.as_str())))
-        {
-            let now = self.update_seq().await?;
-            if now.parse::<u64>().ok() == from.checked_add(self.saved) {
-                return Ok(Some(Sequence(now)));
-            }
-        }
-        let mut past: Option<String> = None;
-        loop {
-            let mut url = self.url(&["_changes"]);
-            url.query_pairs_mut()
-                .append_pair("since", past.as_deref().unwrap_or(&since.0))
-                .append_pair("style", "main_only")
-                .append_pair("limit", &OWN_WRITES_PAGE.to_string());
-            let body = self.read_json(Method::GET, url, None, "reading the changes feed").await?;
-            let results = changes(&body, &self.shown)?;
-            for row in results {
-                let (Some(id), Some(rev), Some(seq)) =
-                    (row["id"].as_str(), row["changes"][0]["rev"].as_str(), sequence_text(&row["seq"]))
-                else {
-                    return Ok(past.map(Sequence));
-                };
-                let own = self.own.get(id).is_some_and(|own| own == rev) && mine.contains(&RecordId::new(id));
-                if !own {
-                    return Ok(past.map(Sequence));
-                }
-                past = Some(seq);
-            }
-            if results.len() < OWN_WRITES_PAGE {
-                return Ok(past.map(Sequence));
-            }
-        }
-    }
-}
-
 /// Sets each field's value at its pointer.
 fn set_fields(document: &mut Json, fields: &[FieldWrite]) -> Result<(), ConnectorError> {
     for field in fields {
@@ -930,11 +876,55 @@ impl Connector for CouchConnector {
             .collect())
     }
 
+    /// The point of `_changes` past `since` up to which every row is a document of `mine` at
+    /// the revision this connector gave it; see `Connector::feed_past_own_writes`. Rows are
+    /// read without their documents, a page at a time, until the first that is not.
+    ///
+    /// Where sequences are plain numbers (pouchdb-server, a single CouchDB 1.x node) every
+    /// saved revision takes the next one: when the database's update sequence stands exactly
+    /// as many past `since` as this connector saved revisions, all of them to documents of
+    /// `mine`, nothing else was saved meanwhile and the feed need not be read. (The engine
+    /// opens a connector for each run and asks after the run's writes, so every revision it
+    /// counts came after `since`; one it did not count, or anyone else's, makes the numbers
+    /// differ, and the feed is read.)
     async fn feed_past_own_writes(
         &mut self,
         since: &Sequence,
         mine: &HashSet<RecordId>,
     ) -> Result<Option<Sequence>, ConnectorError> {
-        self.past_own_writes(since, mine).await
+        if let Ok(from) = since.0.parse::<u64>()
+            && self.saved > 0
+            && self.own.keys().all(|id| mine.contains(&RecordId::new(id.as_str())))
+        {
+            let now = self.update_seq().await?;
+            if now.parse::<u64>().ok() == from.checked_add(self.saved) {
+                return Ok(Some(Sequence(now)));
+            }
+        }
+        let mut past: Option<String> = None;
+        loop {
+            let mut url = self.url(&["_changes"]);
+            url.query_pairs_mut()
+                .append_pair("since", past.as_deref().unwrap_or(&since.0))
+                .append_pair("style", "main_only")
+                .append_pair("limit", &OWN_WRITES_PAGE.to_string());
+            let body = self.read_json(Method::GET, url, None, "reading the changes feed").await?;
+            let results = changes(&body, &self.shown)?;
+            for row in results {
+                let (Some(id), Some(rev), Some(seq)) =
+                    (row["id"].as_str(), row["changes"][0]["rev"].as_str(), sequence_text(&row["seq"]))
+                else {
+                    return Ok(past.map(Sequence));
+                };
+                let own = self.own.get(id).is_some_and(|own| own == rev) && mine.contains(&RecordId::new(id));
+                if !own {
+                    return Ok(past.map(Sequence));
+                }
+                past = Some(seq);
+            }
+            if results.len() < OWN_WRITES_PAGE {
+                return Ok(past.map(Sequence));
+            }
+        }
     }
 }
