@@ -90,8 +90,9 @@ impl RestConnector {
     /// Keeps what the first read of a record after this connector wrote it held, for
     /// `feed_past_own_writes`.
     fn note_read_back(&mut self, id: &RecordId, document: &Value) {
-        if self.own.get(id) == Some(&Own::Unread) {
-            let marker = self.own_marker(document);
+        if self.own.get(id) == Some(&Own::Unread)
+            && let Some(marker) = self.own_marker(document)
+        {
             self.own.insert(id.clone(), Own::Read(marker));
         }
     }

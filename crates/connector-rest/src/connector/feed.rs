@@ -232,7 +232,10 @@ impl RestConnector {
                     }
                     Row::Document { id, document } => id.or_else(|| self.id_of(document)).is_some_and(|id| {
                         let id = RecordId::new(id);
-                        mine.contains(&id) && self.own.get(&id) == Some(&Own::Read(self.own_marker(document)))
+                        mine.contains(&id)
+                            && self
+                                .own_marker(document)
+                                .is_some_and(|held| self.own.get(&id) == Some(&Own::Read(held)))
                     }),
                 };
                 if !own {
@@ -250,11 +253,12 @@ impl RestConnector {
     }
 
     /// What a record read back after this connector's write must hold again for a feed's row
-    /// to be that write: its revision, or without `revision` the whole document.
-    pub(super) fn own_marker(&self, document: &Value) -> Value {
+    /// to be that write: its revision, or without `revision` the whole document; `None` when
+    /// the document holds no revision, which tells nothing.
+    pub(super) fn own_marker(&self, document: &Value) -> Option<Value> {
         match &self.settings.revision {
-            Some(revision) => revision.path.get(document),
-            None => document.clone(),
+            Some(revision) => Some(revision.path.get(document)).filter(|held| !held.is_null()),
+            None => Some(document.clone()),
         }
     }
 }
