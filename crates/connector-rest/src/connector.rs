@@ -907,9 +907,15 @@ impl Connector for RestConnector {
         for (index, result) in answered {
             if let Ok((outcome, _)) = &result {
                 self.note_unique_holder(&writes[index], &outcome.id);
-                let own =
-                    if matches!(writes[index], Write::Delete { .. }) { Own::Deleted } else { Own::Unread };
-                self.own.insert(outcome.id.clone(), own);
+                // Only a feed lists writes back; without one, nothing is kept of them.
+                if self.settings.feed.is_some() {
+                    let own = if matches!(writes[index], Write::Delete { .. }) {
+                        Own::Deleted
+                    } else {
+                        Own::Unread
+                    };
+                    self.own.insert(outcome.id.clone(), own);
+                }
             }
             results[index] = Some(result.map(|(outcome, fetched)| {
                 if let Some(fetched) = fetched {

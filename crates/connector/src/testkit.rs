@@ -442,7 +442,7 @@ async fn past_own_writes<F: Fixture>(
         .await
         .unwrap_or_else(|error| panic!("reading the feed past own writes failed: {error}"))
         .unwrap_or(past);
-    let (read, _) = read_with_sequence(connector, &since(&from)).await;
+    let (read, reached) = read_with_sequence(connector, &since(&from)).await;
     let read_ids: Vec<&RecordId> = read.iter().map(|record| &record.id).collect();
     for key in ["m0011", "m0013"] {
         assert!(
@@ -450,6 +450,21 @@ async fn past_own_writes<F: Fixture>(
             "{key}'s change was passed over as the connector's own named write: the read found {read_ids:?}"
         );
     }
+
+    // A feed holding nothing but an own write of a record not named is not passed over either.
+    let unnamed = update(&ids["m0014"], &[(&paths.name, "Own Fourteen", None)]);
+    apply_one(connector, &unnamed).await.unwrap_or_else(|error| panic!("an update failed: {error}"));
+    lookup_records(connector, paths, &Lookup::Ids(vec![ids["m0014"].clone()])).await;
+    let from = connector
+        .feed_past_own_writes(&reached, &named)
+        .await
+        .unwrap_or_else(|error| panic!("reading the feed past own writes failed: {error}"))
+        .unwrap_or(reached);
+    let (read, _) = read_with_sequence(connector, &since(&from)).await;
+    assert!(
+        read.iter().any(|record| record.id == ids["m0014"]),
+        "m0014's change was passed over as the connector's own named write: the read found {read:?}"
+    );
 }
 
 /// Every record of a listing, and the last sequence its pages gave.
