@@ -412,13 +412,9 @@ async fn past_own_writes<F: Fixture>(
         mine.insert(outcome.id);
     }
     lookup_records(connector, paths, &Lookup::Ids(mine.iter().cloned().collect())).await;
-    let past = connector
-        .feed_past_own_writes(&reached, &mine)
-        .await
-        .unwrap_or_else(|error| panic!("reading the feed past own writes failed: {error}"))
-        .unwrap_or_else(|| {
-            panic!("a feed holding only the connector's own writes, read back, was not passed over")
-        });
+    let past = feed_past(connector, &reached, &mine).await.unwrap_or_else(|| {
+        panic!("a feed holding only the connector's own writes, read back, was not passed over")
+    });
     let (read, past) = read_with_sequence(connector, &since(&past)).await;
     assert!(read.is_empty(), "a read from past the connector's own writes returned {read:?}");
 
@@ -437,11 +433,7 @@ async fn past_own_writes<F: Fixture>(
     apply_one(connector, &unnamed).await.unwrap_or_else(|error| panic!("an update failed: {error}"));
     let written: Vec<RecordId> = named.iter().cloned().chain([ids["m0013"].clone()]).collect();
     lookup_records(connector, paths, &Lookup::Ids(written)).await;
-    let from = connector
-        .feed_past_own_writes(&past, &named)
-        .await
-        .unwrap_or_else(|error| panic!("reading the feed past own writes failed: {error}"))
-        .unwrap_or(past);
+    let from = feed_past(connector, &past, &named).await.unwrap_or(past);
     let (read, reached) = read_with_sequence(connector, &since(&from)).await;
     let read_ids: Vec<&RecordId> = read.iter().map(|record| &record.id).collect();
     for key in ["m0011", "m0013"] {
@@ -455,16 +447,28 @@ async fn past_own_writes<F: Fixture>(
     let unnamed = update(&ids["m0014"], &[(&paths.name, "Own Fourteen", None)]);
     apply_one(connector, &unnamed).await.unwrap_or_else(|error| panic!("an update failed: {error}"));
     lookup_records(connector, paths, &Lookup::Ids(vec![ids["m0014"].clone()])).await;
-    let from = connector
-        .feed_past_own_writes(&reached, &named)
-        .await
-        .unwrap_or_else(|error| panic!("reading the feed past own writes failed: {error}"))
-        .unwrap_or(reached);
+    let from = feed_past(connector, &reached, &named).await.unwrap_or(reached);
     let (read, _) = read_with_sequence(connector, &since(&from)).await;
     assert!(
         read.iter().any(|record| record.id == ids["m0014"]),
         "m0014's change was passed over as the connector's own named write: the read found {read:?}"
     );
+}
+
+/// What `feed_past_own_writes` answers.
+///
+/// # Panics
+///
+/// When the feed cannot be read.
+async fn feed_past<C: Connector>(
+    connector: &mut C,
+    since: &Sequence,
+    mine: &HashSet<RecordId>,
+) -> Option<Sequence> {
+    connector
+        .feed_past_own_writes(since, mine)
+        .await
+        .unwrap_or_else(|error| panic!("reading the feed past own writes failed: {error}"))
 }
 
 /// Every record of a listing, and the last sequence its pages gave.
