@@ -491,8 +491,14 @@ listen = "127.0.0.1:0"
         club.query_row("SELECT email FROM members WHERE id = ?1", [id], |row| row.get(0)).unwrap()
     };
     let state = dir.path().join("state.db");
-    let last_mode = || -> String {
-        crate::support::query(&state, "SELECT mode FROM runs WHERE status = 'done' ORDER BY id DESC LIMIT 1")
+    // The run that wrote P00007's new e-mail, as "mode status"; empty until one has. The club's
+    // table holds the write before that run is recorded as ended.
+    let run_of_the_edit = || -> String {
+        crate::support::query(
+            &state,
+            "SELECT coalesce((SELECT runs.mode || ' ' || runs.status FROM audit JOIN runs ON runs.id = audit.run_id \
+             WHERE audit.key = 'P00007' AND audit.field = 'email' ORDER BY audit.id DESC LIMIT 1), '')",
+        )
     };
 
     let worker = Worker::start(dir.path());
@@ -508,7 +514,10 @@ listen = "127.0.0.1:0"
     // A person edits a member on the platform: the trigger names it, the service runs for it.
     platform("UPDATE members SET email = 'nieuw.adres@platform.example' WHERE id = 'P00007'");
     wait_until(&[&worker], "the edit, notified", || club_email("P00007") == "nieuw.adres@platform.example");
-    assert_eq!(last_mode(), "targeted", "a run of the member the notification named");
+    wait_until(&[&worker], "the run of the edit, ended", || {
+        !run_of_the_edit().is_empty() && !run_of_the_edit().ends_with(" running")
+    });
+    assert_eq!(run_of_the_edit(), "targeted done", "a run of the member the notification named");
     let runs = || crate::support::count_once_created(&state, "SELECT count(*) FROM runs");
     let runs_before = runs();
 
