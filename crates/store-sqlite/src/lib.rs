@@ -2,6 +2,7 @@
 //! migrations (`schema.rs`) applied in one transaction, and a lock file per link. Implements
 //! `fieldsync_store::StateStore` and passes its conformance suite.
 
+mod checkpoint;
 mod context;
 mod location;
 mod schema;

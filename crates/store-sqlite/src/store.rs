@@ -18,6 +18,7 @@ use fieldsync_store::codec::{
 };
 use fieldsync_store::*;
 
+use crate::checkpoint::Checkpointer;
 use crate::context::Context;
 use crate::schema::MIGRATIONS;
 
@@ -35,8 +36,19 @@ pub struct SqliteStore {
     /// while it awaits the connectors, and a run's future must stay `Send`. Never contended:
     /// a store serves one run at a time.
     connection: std::sync::Mutex<rusqlite::Connection>,
+    /// Copies the connection's write-ahead log into the file while runs go on.
+    checkpointer: Option<Checkpointer>,
     path: PathBuf,
     crash: Arc<CrashPlan>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(checkpointer) = self.checkpointer.take() {
+            let connection = self.connection.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+            checkpointer.stop(connection);
+        }
+    }
 }
 
 /// A crash planned by `SqliteStore::crash_at_commit`: commits left before it (negative: none
@@ -89,9 +101,15 @@ impl SqliteStore {
             )
             .context(what)?;
         migrate(&mut connection)?;
+        let checkpointer = Checkpointer::start(path, &mut connection).context(what)?;
         let crash =
             Arc::new(CrashPlan { commits_left: AtomicI64::new(-1), committed: AtomicBool::new(false) });
-        Ok(Self { connection: std::sync::Mutex::new(connection), path: path.to_path_buf(), crash })
+        Ok(Self {
+            connection: std::sync::Mutex::new(connection),
+            checkpointer: Some(checkpointer),
+            path: path.to_path_buf(),
+            crash,
+        })
     }
 
     /// The file the store lives in.

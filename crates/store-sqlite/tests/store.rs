@@ -121,6 +121,49 @@ fn the_file_is_in_wal_mode_and_passes_the_integrity_check() {
     store.integrity_check().expect("integrity check passes");
 }
 
+/// The write-ahead log is copied into the file by the store's own thread while the store is
+/// open and commits nothing more: SQLite on its own would copy it only when a commit takes it
+/// past 1,000 pages, inside that commit. Closed, the store leaves no log behind.
+#[test]
+fn the_log_is_copied_into_the_file_off_the_committing_thread_and_gone_after_close() {
+    let TempStore { mut store, path, _dir } = temp_store();
+    let fields = layout(&mut store, &["note"]);
+    let size = || std::fs::metadata(&path).expect("the store's file").len();
+    let before = size();
+    // About 2 MB of baselines in one commit: some 500 pages, past the 256 that wake the
+    // checkpointer and short of SQLite's 1,000.
+    let note = "Lid sinds 1987, trainer van de jeugd op dinsdag en donderdag. ".repeat(30);
+    let baselines: Vec<Baseline> = (0..1_000)
+        .map(|number| Baseline {
+            fields: vec![field(
+                Some(Value::from(format!("{number}: {note}").as_str())),
+                Some(T0),
+                None,
+                Some(Origin::Left),
+            )],
+            ..Baseline::empty(key(&format!("M{number:05}")), 1)
+        })
+        .collect();
+    put(&mut store, &fields, &baselines.iter().collect::<Vec<_>>());
+    let patience = std::time::Instant::now() + Duration::from_secs(60);
+    while size() < before + 1_000_000 {
+        assert!(
+            std::time::Instant::now() < patience,
+            "the file is still {} bytes (was {before}): the log was not copied into it",
+            size()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(store.digests(LINK, &fields, &[key("M00999")]).unwrap().len(), 1);
+
+    drop(store);
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    assert!(!Path::new(&wal).exists(), "the log is removed when the store closes");
+    let count: i64 = raw(&path).query_row("SELECT count(*) FROM baselines", [], |row| row.get(0)).unwrap();
+    assert_eq!(count, 1_000);
+}
+
 /// The count of live baselines the guard compares with is kept by triggers: it follows
 /// inserts, rewrites, tombstones set and cleared and deletes, per link, and always equals
 /// counting the rows; a store made before the count existed is counted when migrated.
