@@ -10,7 +10,8 @@
 //! (`pouchdb-core` with the `leveldb`, `http` and `replication` plugins: what the `pouchdb`
 //! package bundles), run by node: its local database is loaded with the documents fieldsync
 //! wrote in the first run (their `_rev` left out) before the clock starts, copied for each run,
-//! and replicated with `PouchDB.replicate(local, remote)` and its default settings.
+//! and replicated with `PouchDB.replicate(local, remote)` and its default settings. After the
+//! first syncs, the two clients take turns at going first, run by run and round by round.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -407,41 +408,54 @@ impl<'a> Bench<'a> {
         for round in 0..2 {
             let step =
                 if round == 0 { "changes (the first run after the first sync)" } else { "changes (steady)" };
-            let edits = self.edit(run, round, &work, &local)?;
-            let measured = self.fieldsync(&work, &format!("changes-{round}"))?;
-            ensure!(
-                measured.writes == edits,
-                "fieldsync wrote {} documents for {edits} changes",
-                measured.writes
-            );
-            self.check_edit(&ours, run, round)?;
-            self.rows.push("fieldsync", step, measured);
-            let measured = self.replicate(&local, &theirs, &format!("changes-{round}"))?;
-            ensure!(
-                measured.writes == edits,
-                "PouchDB wrote {} documents for {edits} changes",
-                measured.writes
-            );
-            self.check_edit(&theirs, run, round)?;
-            self.rows.push("PouchDB replication", step, measured);
-
-            // Nothing changed.
-            let (_, before) = self.couch.info(&ours)?;
-            let measured = self.fieldsync(&work, &format!("quiet-{round}"))?;
-            let (_, after) = self.couch.info(&ours)?;
-            ensure!(measured.writes == 0, "a quiet run wrote {} documents", measured.writes);
-            self.quiet_seq.push(before == after);
-            if before != after {
-                eprintln!("WRONG: update_seq moved in a quiet run: {before} → {after}");
-            }
             let quiet = if round == 0 {
                 "nothing changed (after the first changes)"
             } else {
                 "nothing changed (steady)"
             };
-            self.rows.push("fieldsync", quiet, measured);
-            let measured = self.replicate(&local, &theirs, &format!("quiet-{round}"))?;
-            self.rows.push("PouchDB replication", quiet, measured);
+            let edits = self.edit(run, round, &work, &local)?;
+            // Each client goes first in every other run and round: the one that goes first
+            // finds the server as the step before left it (the first changes come right after
+            // the other client's first sync of 100,000 documents), and that is no one's doing.
+            let fieldsync_first = (run + round).is_multiple_of(2);
+            for fieldsync in [fieldsync_first, !fieldsync_first] {
+                if fieldsync {
+                    let measured = self.fieldsync(&work, &format!("changes-{round}"))?;
+                    ensure!(
+                        measured.writes == edits,
+                        "fieldsync wrote {} documents for {edits} changes",
+                        measured.writes
+                    );
+                    self.check_edit(&ours, run, round)?;
+                    self.rows.push("fieldsync", step, measured);
+                } else {
+                    let measured = self.replicate(&local, &theirs, &format!("changes-{round}"))?;
+                    ensure!(
+                        measured.writes == edits,
+                        "PouchDB wrote {} documents for {edits} changes",
+                        measured.writes
+                    );
+                    self.check_edit(&theirs, run, round)?;
+                    self.rows.push("PouchDB replication", step, measured);
+                }
+            }
+            // Nothing changed.
+            for fieldsync in [fieldsync_first, !fieldsync_first] {
+                if fieldsync {
+                    let (_, before) = self.couch.info(&ours)?;
+                    let measured = self.fieldsync(&work, &format!("quiet-{round}"))?;
+                    let (_, after) = self.couch.info(&ours)?;
+                    ensure!(measured.writes == 0, "a quiet run wrote {} documents", measured.writes);
+                    self.quiet_seq.push(before == after);
+                    if before != after {
+                        eprintln!("WRONG: update_seq moved in a quiet run: {before} → {after}");
+                    }
+                    self.rows.push("fieldsync", quiet, measured);
+                } else {
+                    let measured = self.replicate(&local, &theirs, &format!("quiet-{round}"))?;
+                    self.rows.push("PouchDB replication", quiet, measured);
+                }
+            }
         }
         for database in [&ours, &theirs] {
             self.couch.ok("DELETE", &format!("/{database}"), None)?;

@@ -56,12 +56,21 @@ impl Checkpointer {
             Some(_) => (Some(wake), INLINE_AT),
             None => (None, WAKE_AT),
         };
+        // The log's size when the thread was last woken: it copies the whole log, so the
+        // commits after a wake-up wake it again only once they add `WAKE_AT` pages more (or
+        // the log has started over).
+        let mut woken_at = 0;
         connection.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: i32| {
-            if pages < WAKE_AT {
+            if pages < woken_at {
+                woken_at = 0;
+            }
+            let inline = pages >= inline_at;
+            if !inline && pages - woken_at < WAKE_AT {
                 return Ok(());
             }
+            woken_at = pages;
             // A busy thread (one wake-up waiting already) will copy these pages too.
-            let woken = pages < inline_at
+            let woken = !inline
                 && wake
                     .as_ref()
                     .is_some_and(|wake| !matches!(wake.try_send(()), Err(TrySendError::Disconnected(()))));
