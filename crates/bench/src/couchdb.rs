@@ -419,25 +419,19 @@ impl<'a> Bench<'a> {
             // the other client's first sync of 100,000 documents), and that is no one's doing.
             let fieldsync_first = (run + round).is_multiple_of(2);
             for fieldsync in [fieldsync_first, !fieldsync_first] {
-                if fieldsync {
-                    let measured = self.fieldsync(&work, &format!("changes-{round}"))?;
-                    ensure!(
-                        measured.writes == edits,
-                        "fieldsync wrote {} documents for {edits} changes",
-                        measured.writes
-                    );
-                    self.check_edit(&ours, run, round)?;
-                    self.rows.push("fieldsync", step, measured);
+                let name = format!("changes-{round}");
+                let (client, measured, database) = if fieldsync {
+                    ("fieldsync", self.fieldsync(&work, &name)?, &ours)
                 } else {
-                    let measured = self.replicate(&local, &theirs, &format!("changes-{round}"))?;
-                    ensure!(
-                        measured.writes == edits,
-                        "PouchDB wrote {} documents for {edits} changes",
-                        measured.writes
-                    );
-                    self.check_edit(&theirs, run, round)?;
-                    self.rows.push("PouchDB replication", step, measured);
-                }
+                    ("PouchDB replication", self.replicate(&local, &theirs, &name)?, &theirs)
+                };
+                ensure!(
+                    measured.writes == edits,
+                    "{client} wrote {} documents for {edits} changes",
+                    measured.writes
+                );
+                self.check_edit(database, run, round)?;
+                self.rows.push(client, step, measured);
             }
             // Nothing changed.
             for fieldsync in [fieldsync_first, !fieldsync_first] {
