@@ -14,6 +14,7 @@
 
 use std::path::Path;
 use std::sync::mpsc::{self, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use rusqlite::Connection;
@@ -31,6 +32,9 @@ const INLINE_AT: i32 = 10_000;
 #[derive(Debug)]
 pub(crate) struct Checkpointer {
     thread: Option<JoinHandle<()>>,
+    /// Held by the thread while it checkpoints, and by `hold`: SQLite refuses a checkpoint
+    /// while another connection makes one, without waiting.
+    checkpointing: Arc<Mutex<()>>,
 }
 
 impl Checkpointer {
@@ -39,15 +43,18 @@ impl Checkpointer {
     /// every commit that finds the log at `WAKE_AT` pages checkpoints itself.
     pub(crate) fn start(path: &Path, connection: &mut Connection) -> rusqlite::Result<Self> {
         let (wake, woken) = mpsc::sync_channel::<()>(1);
-        let thread = Connection::open(path).ok().and_then(|checkpointing| {
+        let checkpointing = Arc::new(Mutex::new(()));
+        let held = Arc::clone(&checkpointing);
+        let thread = Connection::open(path).ok().and_then(|own| {
             std::thread::Builder::new()
                 .name("fieldsync-checkpoint".into())
                 .spawn(move || {
                     // Each wake-up copies what the log holds by then; those that came
                     // meanwhile count as one (the channel holds one).
                     while woken.recv().is_ok() {
+                        let _held = held.lock().unwrap_or_else(PoisonError::into_inner);
                         // A busy database is left for the next wake-up or the last close.
-                        let _ = checkpointing.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                        let _ = own.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
                     }
                 })
                 .ok()
@@ -81,7 +88,14 @@ impl Checkpointer {
             }
             Ok(())
         }))?;
-        Ok(Self { thread })
+        Ok(Self { thread, checkpointing })
+    }
+
+    /// Keeps the thread from checkpointing until the guard is dropped (waiting for a
+    /// checkpoint it is making to end): for a checkpoint of the store's own connection,
+    /// which SQLite would refuse while the thread makes one.
+    pub(crate) fn hold(&self) -> MutexGuard<'_, ()> {
+        self.checkpointing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Takes the hook back from `connection` and waits for the thread to finish the

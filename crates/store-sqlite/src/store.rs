@@ -146,9 +146,11 @@ impl SqliteStore {
     /// Writes the file anew from its live rows (`VACUUM`), so that no deleted row, nor any
     /// earlier version of a row, is left in its pages, then empties the write-ahead log into
     /// it and truncates the log to nothing (`wal_checkpoint(TRUNCATE)`, which waits up to the
-    /// busy timeout for other connections to finish reading). Whether both were done.
+    /// busy timeout for other connections to finish reading). Whether both were done. The
+    /// store's checkpointer waits meanwhile: SQLite refuses a checkpoint while another is made.
     fn wipe(&mut self) -> bool {
-        let connection = self.connection_mut();
+        let _held = self.checkpointer.as_ref().map(Checkpointer::hold);
+        let connection = self.connection.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         if connection.execute_batch("VACUUM").is_err() {
             return false;
         }

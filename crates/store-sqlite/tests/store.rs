@@ -121,30 +121,33 @@ fn the_file_is_in_wal_mode_and_passes_the_integrity_check() {
     store.integrity_check().expect("integrity check passes");
 }
 
+/// Commits about 2 MB of baselines of `link` (a long note each) in one commit: some 500
+/// pages, past the 256 that wake the store's checkpointer and short of SQLite's 1,000.
+fn notes(store: &mut SqliteStore, link: &str) -> fieldsync_store::LinkLayout {
+    let fields = store.layout(link, &["note".to_string()]).expect("register the layout");
+    let note = "Lid sinds 1987, trainer van de jeugd op dinsdag en donderdag. ".repeat(30);
+    let writes = (0..1_000)
+        .map(|number| {
+            let value = Value::from(format!("{number}: {note}").as_str());
+            BaselineWrite::Put(Baseline {
+                fields: vec![field(Some(value), Some(T0), None, Some(Origin::Left))],
+                ..Baseline::empty(key(&format!("M{number:05}")), 1)
+            })
+        })
+        .collect();
+    commit_baselines(store, link, &fields, writes);
+    fields
+}
+
 /// The write-ahead log is copied into the file by the store's own thread while the store is
 /// open and commits nothing more: SQLite on its own would copy it only when a commit takes it
 /// past 1,000 pages, inside that commit. Closed, the store leaves no log behind.
 #[test]
 fn the_log_is_copied_into_the_file_off_the_committing_thread_and_gone_after_close() {
     let TempStore { mut store, path, _dir } = temp_store();
-    let fields = layout(&mut store, &["note"]);
     let size = || std::fs::metadata(&path).expect("the store's file").len();
     let before = size();
-    // About 2 MB of baselines in one commit: some 500 pages, past the 256 that wake the
-    // checkpointer and short of SQLite's 1,000.
-    let note = "Lid sinds 1987, trainer van de jeugd op dinsdag en donderdag. ".repeat(30);
-    let baselines: Vec<Baseline> = (0..1_000)
-        .map(|number| Baseline {
-            fields: vec![field(
-                Some(Value::from(format!("{number}: {note}").as_str())),
-                Some(T0),
-                None,
-                Some(Origin::Left),
-            )],
-            ..Baseline::empty(key(&format!("M{number:05}")), 1)
-        })
-        .collect();
-    put(&mut store, &fields, &baselines.iter().collect::<Vec<_>>());
+    let fields = notes(&mut store, LINK);
     let patience = std::time::Instant::now() + Duration::from_secs(60);
     while size() < before + 1_000_000 {
         assert!(
@@ -264,6 +267,27 @@ fn an_erased_member_is_nowhere_in_the_files_bytes() {
     assert_eq!(store.audit_for_record(LINK, &digest).unwrap().len(), 1);
     let secure: i64 = raw(&path).query_row("PRAGMA secure_delete", [], |row| row.get(0)).unwrap();
     assert_eq!(secure, 0, "a new connection deletes as before");
+}
+
+/// An erasure in a store large enough that rewriting it wakes the store's checkpointer still
+/// empties the log: its own checkpoint waits for the thread's (SQLite refuses one while
+/// another connection makes one, and the erasure would say it did not wipe).
+#[test]
+fn an_erasure_wipes_while_the_checkpointer_is_at_work() {
+    let TempStore { mut store, path, _dir } = temp_store();
+    notes(&mut store, "notes");
+    let history = fieldsync_store::testkit::a_member_history(&mut store);
+    for round in 0..5 {
+        let member = format!("M-{:04}", round * 10);
+        let erased = store
+            .erase_record(LINK, &key(&member), "a person", fieldsync_store::testkit::ts(T0 + 1_000))
+            .unwrap();
+        assert!(erased.wiped, "erasing {member}: {erased:?}");
+        assert_eq!(found_in_files(&path, &member), Vec::<String>::new(), "{member} after the erasure");
+    }
+    let erased =
+        store.erase_record(LINK, &history.key, "a person", fieldsync_store::testkit::ts(T0 + 1_000)).unwrap();
+    assert!(erased.wiped, "{erased:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
