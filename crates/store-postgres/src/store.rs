@@ -334,15 +334,18 @@ impl PostgresStore {
     }
 
     /// Waits, up to `wait`, until no other session of this database holds a snapshot taken
-    /// before now (one that may still see rows deleted until now); whether that came.
+    /// before now (one that may still see rows deleted until now), nor a transaction begun
+    /// before now (between two statements it has no snapshot, but the server keeps what it
+    /// may yet see all the same); whether that came.
     fn snapshots_after_now(&self, wait: Duration) -> bool {
         let Ok(now) = block_on(self.client.query_one("SELECT txid_current()::text", &[])) else {
             return false;
         };
         let Ok(now) = now.try_get::<_, String>(0) else { return false };
-        let older = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-                     AND pid <> pg_backend_pid() AND backend_xmin IS NOT NULL \
-                     AND age(backend_xmin) > age((($1::text)::bigint % 4294967296)::text::xid)";
+        let older = "SELECT count(*) FROM pg_stat_activity, \
+                     (SELECT age((($1::text)::bigint % 4294967296)::text::xid) AS erasure) AS now \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                     AND (age(backend_xmin) > now.erasure OR age(backend_xid) > now.erasure)";
         let deadline = std::time::Instant::now() + wait;
         loop {
             match block_on(self.client.query_one(older, &[&now])).and_then(|row| row.try_get::<_, i64>(0)) {

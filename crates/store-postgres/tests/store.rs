@@ -361,6 +361,38 @@ fn an_erased_member_is_in_no_file_of_the_schemas_tables() {
     assert_eq!(store.baseline_count(LINK).unwrap(), 201);
 }
 
+/// An erasure waits for a transaction another session began before it and has not ended,
+/// even between two of its statements (when the session holds no snapshot): the server keeps
+/// what that transaction may yet see, and a rewrite made meanwhile would copy the erased
+/// member into the new files.
+#[test]
+fn an_erasure_waits_for_an_older_transaction_between_its_statements() {
+    let Some(fixture) = postgres() else { return };
+    let mut store = fixture.open();
+    let history = fieldsync_store::testkit::a_member_history(&mut store);
+    // Another worker's transaction: begun, given a transaction id, and idle between statements.
+    let other = fieldsync_postgres::block_on(fieldsync_postgres::connect(&fixture.server.url(DATABASE)))
+        .expect("a second session");
+    fieldsync_postgres::block_on(other.batch_execute("BEGIN; SELECT txid_current();")).unwrap();
+    let idle = fixture.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' \
+         AND backend_xid IS NOT NULL AND backend_xmin IS NULL",
+    );
+    assert_ne!(idle.trim(), "0", "the other session holds a transaction id and no snapshot");
+    let ending = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        fieldsync_postgres::block_on(other.batch_execute("COMMIT")).unwrap();
+    });
+
+    let erased = store.erase_record(LINK, &history.key, "a person", ts(T0 + 1_000)).unwrap();
+    ending.join().unwrap();
+    assert!(erased.wiped, "{erased:?}");
+    let after = schema_files(&fixture);
+    for text in &history.erased {
+        assert_eq!(holding(&after, text), Vec::<String>::new(), "{text} after the erasure");
+    }
+}
+
 #[test]
 fn a_server_that_is_not_there_is_a_retryable_failure() {
     // A port nothing listens on: bind one, note it, close it.
