@@ -3,14 +3,14 @@
 //! to disk. SQLite does that inside the commit that takes the log past 1,000 pages: a run
 //! that commits a plan or closes a batch of 500 writes then waits for a disk sync while its
 //! connectors sit idle. Here a thread with a connection of its own checkpoints instead,
-//! woken once the log holds `WAKE_AT` pages, while the run goes on (waiting for a target's
-//! answer, most of the time).
+//! woken each time commits have added `WAKE_AT` pages to the log, while the run goes on
+//! (waiting for a target's answer, most of the time).
 //!
 //! Nothing of what a commit stores depends on it: a checkpoint only moves committed pages
 //! from one file to the other, and SQLite keeps readers, the writer and the checkpointer out
-//! of each other's way. A checkpointer that cannot keep up (or could not start) leaves the
-//! log growing, and the commit that finds it at `INLINE_AT` pages checkpoints itself, as
-//! SQLite would have.
+//! of each other's way. A checkpointer that cannot keep up leaves the log growing, and the
+//! commit that finds it at `INLINE_AT` pages checkpoints itself, as SQLite would have; without
+//! one (its thread or connection would not start), the commits that would wake it do.
 
 use std::path::Path;
 use std::sync::mpsc::{self, TrySendError};
@@ -40,7 +40,7 @@ pub(crate) struct Checkpointer {
 impl Checkpointer {
     /// Starts a checkpointer for the database at `path` and hands `connection` the hook
     /// that wakes it after each commit. Without a thread (its connection would not open),
-    /// every commit that finds the log at `WAKE_AT` pages checkpoints itself.
+    /// the commits that would wake it checkpoint themselves.
     pub(crate) fn start(path: &Path, connection: &mut Connection) -> rusqlite::Result<Self> {
         let (wake, woken) = mpsc::sync_channel::<()>(1);
         let checkpointing = Arc::new(Mutex::new(()));
@@ -59,10 +59,7 @@ impl Checkpointer {
                 })
                 .ok()
         });
-        let (wake, inline_at) = match thread {
-            Some(_) => (Some(wake), INLINE_AT),
-            None => (None, WAKE_AT),
-        };
+        let wake = thread.is_some().then_some(wake);
         // The log's size when the thread was last woken: it copies the whole log, so the
         // commits after a wake-up wake it again only once they add `WAKE_AT` pages more (or
         // the log has started over).
@@ -71,7 +68,7 @@ impl Checkpointer {
             if pages < woken_at {
                 woken_at = 0;
             }
-            let inline = pages >= inline_at;
+            let inline = pages >= INLINE_AT;
             if !inline && pages - woken_at < WAKE_AT {
                 return Ok(());
             }
@@ -101,7 +98,7 @@ impl Checkpointer {
     /// Takes the hook back from `connection` and waits for the thread to finish the
     /// checkpoint it is making, if any: the connection's close then checkpoints the rest
     /// and removes the log.
-    pub(crate) fn stop(mut self, connection: &mut Connection) {
+    pub(crate) fn stop(&mut self, connection: &mut Connection) {
         let _ = connection.wal_hook(None::<fn(&mut rusqlite::hooks::Wal, i32) -> rusqlite::Result<()>>);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();

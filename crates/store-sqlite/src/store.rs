@@ -37,17 +37,15 @@ pub struct SqliteStore {
     /// a store serves one run at a time.
     connection: std::sync::Mutex<rusqlite::Connection>,
     /// Copies the connection's write-ahead log into the file while runs go on.
-    checkpointer: Option<Checkpointer>,
+    checkpointer: Checkpointer,
     path: PathBuf,
     crash: Arc<CrashPlan>,
 }
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        if let Some(checkpointer) = self.checkpointer.take() {
-            let connection = self.connection.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-            checkpointer.stop(connection);
-        }
+        let connection = self.connection.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.checkpointer.stop(connection);
     }
 }
 
@@ -106,7 +104,7 @@ impl SqliteStore {
             Arc::new(CrashPlan { commits_left: AtomicI64::new(-1), committed: AtomicBool::new(false) });
         Ok(Self {
             connection: std::sync::Mutex::new(connection),
-            checkpointer: Some(checkpointer),
+            checkpointer,
             path: path.to_path_buf(),
             crash,
         })
@@ -149,7 +147,7 @@ impl SqliteStore {
     /// busy timeout for other connections to finish reading). Whether both were done. The
     /// store's checkpointer waits meanwhile: SQLite refuses a checkpoint while another is made.
     fn wipe(&mut self) -> bool {
-        let _held = self.checkpointer.as_ref().map(Checkpointer::hold);
+        let _held = self.checkpointer.hold();
         let connection = self.connection.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         if connection.execute_batch("VACUUM").is_err() {
             return false;

@@ -515,7 +515,8 @@ listen = "127.0.0.1:0"
     platform("UPDATE members SET email = 'nieuw.adres@platform.example' WHERE id = 'P00007'");
     wait_until(&[&worker], "the edit, notified", || club_email("P00007") == "nieuw.adres@platform.example");
     wait_until(&[&worker], "the run of the edit, ended", || {
-        !run_of_the_edit().is_empty() && !run_of_the_edit().ends_with(" running")
+        let run = run_of_the_edit();
+        !run.is_empty() && !run.ends_with(" running")
     });
     assert_eq!(run_of_the_edit(), "targeted done", "a run of the member the notification named");
     let runs = || crate::support::count_once_created(&state, "SELECT count(*) FROM runs");
