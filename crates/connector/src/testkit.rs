@@ -45,6 +45,20 @@ pub fn skip(needs: &str, missing: &str, hint: &str) {
     eprintln!("SKIPPED: {test} needs {needs}, but {missing} ({hint})");
 }
 
+/// A fresh temporary directory for a test's server, `fieldsync-{name}-…`, and its path.
+///
+/// # Panics
+///
+/// When the directory cannot be made.
+pub(crate) fn scratch_dir(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("fieldsync-{name}-"))
+        .tempdir()
+        .expect("a temporary directory");
+    let root = dir.path().to_path_buf();
+    (dir, root)
+}
+
 /// What `found` found, or `None` after saying (`skip`) that the running test `needs` it and
 /// what is missing.
 pub(crate) fn found_or_skip<T>(found: Result<T, String>, needs: &str, hint: &str) -> Option<T> {

@@ -59,6 +59,13 @@ pub struct PostgresStore {
     crash: CrashPlan,
 }
 
+// The store may be moved and shared between threads (the service's workers share one).
+// Checked when this compiles.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<PostgresStore>();
+};
+
 /// A crash planned by `PostgresStore::crash_at_commit`: commits left before it (none planned
 /// while not positive), and whether the fatal commit lands before the crash.
 #[derive(Default)]
@@ -2161,12 +2168,6 @@ mod tests {
         let runs = distinct_runs(&[1, 2, 3, 2, 4, 1, 1], |item| *item);
         assert_eq!(runs, vec![&[1, 2, 3][..], &[2, 4, 1][..], &[1][..]]);
         assert!(distinct_runs(&[] as &[i32], |item| *item).is_empty());
-    }
-
-    #[test]
-    fn the_store_may_be_moved_and_shared_between_threads() {
-        fn shared<T: Send + Sync>() {}
-        shared::<PostgresStore>();
     }
 
     #[test]

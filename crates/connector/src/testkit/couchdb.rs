@@ -12,7 +12,6 @@
 //! [`CouchServer::request`] is a plain blocking HTTP/1.0 client, enough for a test to make
 //! databases, design documents and documents, and to edit them as another application would.
 
-use std::fmt;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -41,21 +40,12 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running pouchdb-server; see the module's documentation. Dropping it kills it and removes
 /// its directory.
+#[derive(Debug)]
 pub struct CouchServer {
     port: u16,
     // Fields drop in order: the processes die before their directory is removed.
     _processes: Processes,
     dir: tempfile::TempDir,
-}
-
-impl fmt::Debug for CouchServer {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter
-            .debug_struct("CouchServer")
-            .field("port", &self.port)
-            .field("dir", &self.dir.path())
-            .finish()
-    }
 }
 
 /// An answer of [`CouchServer::request`]: its status and its body as JSON (`null` when empty
@@ -78,9 +68,7 @@ impl CouchServer {
     /// When the program is there but the server does not come up in time, with its log.
     pub fn start() -> Option<CouchServer> {
         let program = super::found_or_skip(find_program(), NEEDS, INSTALL_HINT)?;
-        let dir =
-            tempfile::Builder::new().prefix("fieldsync-pouchdb-").tempdir().expect("a temporary directory");
-        let root = dir.path().to_path_buf();
+        let (dir, root) = super::scratch_dir("pouchdb");
         let mut processes = Processes::start(&root);
         let log = root.join("pouchdb-server.log");
         let command = |port: u16| {

@@ -148,9 +148,7 @@ impl DjangoServer {
     /// log.
     pub fn start(options: &DjangoOptions) -> Option<DjangoServer> {
         super::found_or_skip(find_django(), "a real Django site", INSTALL_HINT)?;
-        let dir =
-            tempfile::Builder::new().prefix("fieldsync-django-").tempdir().expect("a temporary directory");
-        let root = dir.path().to_path_buf();
+        let (dir, root) = super::scratch_dir("django");
         for (path, text) in PROJECT {
             let target = root.join(path);
             fs::create_dir_all(target.parent().expect("a project file is in a directory"))

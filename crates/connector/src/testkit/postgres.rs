@@ -12,7 +12,6 @@
 //! missing it returns `None` after a `SKIPPED:` line, or panics when `FIELDSYNC_REQUIRE_ALL` is
 //! set ([`super::skip`]).
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,6 +35,7 @@ pub const SUPERUSER: &str = "fieldsync";
 
 /// A running PostgreSQL server; see the module's documentation. Dropping it stops the server
 /// (a fast shutdown, then a kill) and removes its directory.
+#[derive(Debug)]
 pub struct PostgresServer {
     bin: PathBuf,
     port: u16,
@@ -44,16 +44,6 @@ pub struct PostgresServer {
     // Fields drop in order: the processes die before their directory is removed.
     processes: Processes,
     dir: tempfile::TempDir,
-}
-
-impl fmt::Debug for PostgresServer {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter
-            .debug_struct("PostgresServer")
-            .field("port", &self.port)
-            .field("dir", &self.dir.path())
-            .finish()
-    }
 }
 
 impl PostgresServer {
@@ -67,9 +57,7 @@ impl PostgresServer {
     /// in time, with the end of its log.
     pub fn start() -> Option<PostgresServer> {
         let bin = super::found_or_skip(find_bin(), NEEDS, INSTALL_HINT)?;
-        let dir =
-            tempfile::Builder::new().prefix("fieldsync-postgres-").tempdir().expect("a temporary directory");
-        let root = dir.path().to_path_buf();
+        let (dir, root) = super::scratch_dir("postgres");
         if running_as_root() {
             let owned = Command::new("chown").arg("postgres:").arg(&root).status();
             assert!(owned.is_ok_and(|status| status.success()), "chown postgres: {}", root.display());

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 /// A test's processes, all in one process group whose leader is a watchdog shell: dropping
 /// this kills the whole group and reaps the children, and the watchdog kills the group itself
 /// (and removes the test's directory) when the test process is gone without dropping it.
+#[derive(Debug)]
 pub struct Processes {
     /// The process group: commands started outside [`Processes::spawn`] join it with
     /// `process_group(group)`.
