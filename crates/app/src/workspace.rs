@@ -26,7 +26,7 @@ pub use error::WorkspaceError;
 pub use history::{DayActivity, RunHistory, audit_csv, history_csv};
 pub use outbox::OutboxEntryView;
 pub use purge::{Erasure, LinkPurge};
-pub use reviews::{Resolution, Resolved, ReviewDetail, ReviewView};
+pub use reviews::{Resolution, Resolved, ReviewDetail};
 pub use run::{Outcome, RunObserver, RunScope, RunsOutcome, Unobserved};
 pub use status::{LinkStatus, OutboxCounts, ReviewCounts};
 
@@ -39,8 +39,8 @@ pub use fieldsync_engine::{
 };
 pub use fieldsync_model::{LinkName, RecordKey, RunId, Side, Value};
 pub use fieldsync_store::{
-    AuditEntry, AuditEvent, AuditValues, Decision, ErasedRecord, OutboxStatus, PurgedHistory, ReviewKind,
-    ReviewStatus, RunRow, RunStatus,
+    AuditEntry, AuditEvent, AuditValues, Decision, ErasedRecord, NewReview, OutboxStatus, PurgedHistory,
+    Review, ReviewKind, ReviewStatus, RunRow, RunStatus,
 };
 pub use jiff::Timestamp;
 

@@ -209,7 +209,7 @@ fn a_conflict_is_held_listed_a_page_at_a_time_and_decided() {
     let rest = workspace.reviews(None, false, first.next_before, 0).unwrap();
     assert_eq!((rest.items.len(), rest.more, rest.next_before), (1, 0, None));
     let review = &first.items[0];
-    assert_eq!((review.field.as_deref(), review.status), (Some("email"), ReviewStatus::Open));
+    assert_eq!((review.review.field.as_deref(), review.status), (Some("email"), ReviewStatus::Open));
 
     let wrong = workspace.resolve(review.id, Resolution::Keep("middle".into()), None).unwrap_err();
     assert!(wrong.is_usage());
@@ -416,7 +416,7 @@ fn the_history_is_shown_and_written_as_the_link_keeps_values_now() {
     let exported = workspace.export_history(10, true).unwrap();
     assert_eq!(exported.iter().find(|history| history.run.id.0 == run).unwrap().audit, hashed);
     let review = workspace.reviews(None, false, None, 0).unwrap().items[0].clone();
-    assert_eq!(review.left, Some(Value::from("left-p2@club.nl")), "a review keeps its values");
+    assert_eq!(review.review.left, Some(Value::from("left-p2@club.nl")), "a review keeps its values");
     let detail = workspace.review(review.id).unwrap();
     assert!(detail.audit.iter().all(|entry| entry.values == AuditValues::Hashed), "{:#?}", detail.audit);
 

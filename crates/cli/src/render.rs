@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use fieldsync_app::workspace::{
-    Action, AuditEntry, CheckReport, Erasure, LinkPurge, LinkStatus, OutboxEntryView, ReviewView, RunHistory,
+    Action, AuditEntry, CheckReport, Erasure, LinkPurge, LinkStatus, OutboxEntryView, Review, RunHistory,
     RunReport, RunRow, RunStatus,
 };
 use fieldsync_model::{Side, Value};
@@ -183,7 +183,7 @@ pub fn run_report(report: &RunReport) -> String {
 }
 
 /// A list of reviews as text.
-pub fn reviews(reviews: &[ReviewView]) -> String {
+pub fn reviews(reviews: &[Review]) -> String {
     list(reviews, "No reviews.", |out, review| {
         let _ = writeln!(
             out,
@@ -191,11 +191,11 @@ pub fn reviews(reviews: &[ReviewView]) -> String {
             review.id,
             review.status,
             review.link,
-            review.key,
-            review.field.as_deref().unwrap_or("(record)"),
-            value(&review.left),
-            value(&review.right),
-            review.reason
+            review.review.key,
+            review.review.field.as_deref().unwrap_or("(record)"),
+            value(&review.review.left),
+            value(&review.review.right),
+            review.review.reason
         );
     })
 }
@@ -213,24 +213,24 @@ fn list<T>(items: &[T], none: &str, mut line: impl FnMut(&mut String, &T)) -> St
 }
 
 /// Each side's change time, to follow its value, when its connector reported one.
-fn changed(review: &ReviewView) -> [String; 2] {
-    [review.left_changed, review.right_changed].map(|at| {
+fn changed(review: &Review) -> [String; 2] {
+    [review.review.left_changed, review.review.right_changed].map(|at| {
         at.map(|at| format!("  (changed {})", at.strftime("%Y-%m-%d %H:%M:%S UTC"))).unwrap_or_default()
     })
 }
 
 /// One review in full, with the record's audit trail.
-pub fn review(review: &ReviewView, audit: &[AuditEntry]) -> String {
+pub fn review(review: &Review, audit: &[AuditEntry]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Review #{} ({}, {})", review.id, review.kind, review.status);
+    let _ = writeln!(out, "Review #{} ({}, {})", review.id, review.review.kind, review.status);
     let _ = writeln!(out, "  link    {}", review.link);
-    let _ = writeln!(out, "  record  {}", review.key);
-    let _ = writeln!(out, "  field   {}", review.field.as_deref().unwrap_or("(the whole record)"));
-    let _ = writeln!(out, "  base    {}", value(&review.base));
+    let _ = writeln!(out, "  record  {}", review.review.key);
+    let _ = writeln!(out, "  field   {}", review.review.field.as_deref().unwrap_or("(the whole record)"));
+    let _ = writeln!(out, "  base    {}", value(&review.review.base));
     let [left_changed, right_changed] = changed(review);
-    let _ = writeln!(out, "  left    {}{left_changed}", value(&review.left));
-    let _ = writeln!(out, "  right   {}{right_changed}", value(&review.right));
-    let _ = writeln!(out, "  reason  {}", review.reason);
+    let _ = writeln!(out, "  left    {}{left_changed}", value(&review.review.left));
+    let _ = writeln!(out, "  right   {}{right_changed}", value(&review.review.right));
+    let _ = writeln!(out, "  reason  {}", review.review.reason);
     if let Some(decision) = &review.decision {
         let _ = writeln!(out, "  decided {}", serde_json::to_string(decision).unwrap_or_default());
     }
@@ -240,7 +240,7 @@ pub fn review(review: &ReviewView, audit: &[AuditEntry]) -> String {
         review.id
     );
     if !audit.is_empty() {
-        let _ = writeln!(out, "\nAudit of record {}:", review.key);
+        let _ = writeln!(out, "\nAudit of record {}:", review.review.key);
         out.push_str(&audit_lines(audit));
     }
     out

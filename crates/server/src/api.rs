@@ -14,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use fieldsync_app::workspace::{
-    LinkStatus, OutboxEntryView, OutboxStatus, Page, Resolution, Resolved, ReviewDetail, ReviewView,
-    RunHistory, RunRow, RunScope, RunsOutcome, Unobserved, error_chain, history_csv,
+    LinkStatus, OutboxEntryView, OutboxStatus, Page, Resolution, Resolved, Review, ReviewDetail, RunHistory,
+    RunRow, RunScope, RunsOutcome, Unobserved, error_chain, history_csv,
 };
 use fieldsync_app::{Config, Workspace, WorkspaceError};
 use serde::{Deserialize, Serialize};
@@ -243,7 +243,7 @@ async fn list_reviews(
     State(api): State<Api>,
     Scope(org): Scope,
     Query(list): Query<ListRequest>,
-) -> Result<Json<Page<ReviewView>>, ApiError> {
+) -> Result<Json<Page<Review>>, ApiError> {
     answer(&api, org, move |workspace| workspace.reviews(None, list.all, list.before, list.limit())).await
 }
 

@@ -336,7 +336,7 @@ pub enum Decision {
 }
 
 /// A review to open, or to refresh when one is already open for the same field.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NewReview {
     /// The link key of the record.
     pub key: RecordKey,
@@ -359,14 +359,16 @@ pub struct NewReview {
     pub reason: String,
 }
 
-/// A conflict, first-sync difference or delete held for a person.
-#[derive(Clone, Debug, PartialEq)]
+/// A conflict, first-sync difference or delete held for a person. As JSON its `review`'s
+/// members stand beside its own (`key`, `field`, … beside `id`, `status`, …).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Review {
     /// Its number.
     pub id: ReviewId,
     /// The link.
     pub link: String,
     /// What it is about.
+    #[serde(flatten)]
     pub review: NewReview,
     /// Where it stands.
     pub status: ReviewStatus,

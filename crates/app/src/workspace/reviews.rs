@@ -1,80 +1,19 @@
 //! Reviews: listed a page at a time, shown with their record's audit trail, and decided by a
 //! person (the next run applies the decision). Reads and writes the state store only.
 
-use fieldsync_model::{Reading, RecordKey, RunId, Value};
+use fieldsync_model::Reading;
 use fieldsync_store::StateStore as _;
-use fieldsync_store::{AuditEntry, Decision, ListQuery, Review, ReviewKind, ReviewStatus};
+use fieldsync_store::{AuditEntry, Decision, ListQuery, Review, ReviewStatus};
 use jiff::Timestamp;
 use serde::Serialize;
 
 use super::{Page, Workspace, WorkspaceError};
 
-/// A review as the use cases show it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ReviewView {
-    /// Its number.
-    pub id: i64,
-    /// The link.
-    pub link: String,
-    /// The link key of the record.
-    pub key: RecordKey,
-    /// The field; `None` for a review of the whole record (a delete).
-    pub field: Option<String>,
-    /// Why it was opened.
-    pub kind: ReviewKind,
-    /// Where it stands.
-    pub status: ReviewStatus,
-    /// The baseline value, if any.
-    pub base: Option<Value>,
-    /// The left value; `None` when the record is absent on the left.
-    pub left: Option<Value>,
-    /// The right value; `None` when the record is absent on the right.
-    pub right: Option<Value>,
-    /// When the left record last changed, as its connector reported it; `None` when it gives
-    /// no modification time or the record is absent.
-    pub left_changed: Option<Timestamp>,
-    /// When the right record last changed, as `left_changed`.
-    pub right_changed: Option<Timestamp>,
-    /// A sentence for the person.
-    pub reason: String,
-    /// The person's decision, once resolved.
-    pub decision: Option<Decision>,
-    /// The run that opened it.
-    pub run_id: Option<RunId>,
-    /// When it was opened.
-    pub created_at: Timestamp,
-    /// When it last changed.
-    pub updated_at: Timestamp,
-}
-
-impl From<Review> for ReviewView {
-    fn from(review: Review) -> Self {
-        Self {
-            id: review.id,
-            link: review.link,
-            key: review.review.key,
-            field: review.review.field,
-            kind: review.review.kind,
-            status: review.status,
-            base: review.review.base,
-            left: review.review.left,
-            right: review.review.right,
-            left_changed: review.review.left_changed,
-            right_changed: review.review.right_changed,
-            reason: review.review.reason,
-            decision: review.decision,
-            run_id: review.run_id,
-            created_at: review.created_at,
-            updated_at: review.updated_at,
-        }
-    }
-}
-
 /// A review with its record's audit trail.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReviewDetail {
     /// The review.
-    pub review: ReviewView,
+    pub review: Review,
     /// Everything the audit holds about its record, in order.
     pub audit: Vec<AuditEntry>,
 }
@@ -110,12 +49,12 @@ impl Workspace {
         all: bool,
         before: Option<i64>,
         limit: usize,
-    ) -> Result<Page<ReviewView>, WorkspaceError> {
+    ) -> Result<Page<Review>, WorkspaceError> {
         let status = if all { None } else { Some(ReviewStatus::Open) };
         let scope = self.scope();
         let links = scope.as_deref();
         let page = self.store()?.reviews_page(ListQuery { link, links, status, before, limit })?;
-        Ok(Page::new(page.rows.into_iter().map(ReviewView::from).collect(), page.more, |review| review.id))
+        Ok(Page::new(page.rows, page.more, |review| review.id))
     }
 
     /// One review with its record's audit trail; the review keeps its values (a person decides
@@ -129,7 +68,7 @@ impl Workspace {
         self.in_scope(&review.link, "review", id)?;
         let audit = self.store()?.audit_for_record(&review.link, &review.review.key)?;
         let audit = super::as_kept(&self.config, &review.link, audit);
-        Ok(ReviewDetail { review: review.into(), audit })
+        Ok(ReviewDetail { review, audit })
     }
 
     /// Decides a review; the next run applies the decision. The decision is audited, with

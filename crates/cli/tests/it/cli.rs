@@ -99,6 +99,9 @@ fn review_holds_both_sides_until_a_person_decides() {
 
     let reviews = json(&fieldsync(dir.path(), &["conflicts", "list", "--json"]));
     let id = reviews[0]["id"].as_i64().unwrap().to_string();
+    // What the review is about stands beside its number and status, not nested.
+    let about = [&reviews[0]["key"], &reviews[0]["field"], &reviews[0]["left"], &reviews[0]["status"]];
+    assert_eq!(about, ["M001", "email", "left@club.nl", "open"], "{reviews}");
     // Each side's value with when that side changed it (the rows' modification times).
     let shown = fieldsync(dir.path(), &["conflicts", "show", &id]);
     let shown = String::from_utf8_lossy(&shown.stdout);

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use fieldsync_app::workspace::{
-    AuditEntry, AuditEvent, Resolution, ReviewDetail, ReviewStatus, ReviewView, RunId, Value,
+    AuditEntry, AuditEvent, Resolution, Review, ReviewDetail, ReviewStatus, RunId, Value,
 };
 use jiff::Timestamp;
 use maud::{Markup, html};
@@ -52,7 +52,7 @@ async fn matching(
     session: &Session,
     filter: &Filter,
     every: bool,
-) -> Result<Vec<ReviewView>, DashboardError> {
+) -> Result<Vec<Review>, DashboardError> {
     let link = filter.link().map(str::to_string);
     let page =
         session.call(api, move |workspace| workspace.reviews(link.as_deref(), every, None, LIMIT)).await?;
@@ -60,7 +60,7 @@ async fn matching(
     Ok(page
         .items
         .into_iter()
-        .filter(|review| field.is_none_or(|field| review.field.as_deref() == Some(field)))
+        .filter(|review| field.is_none_or(|field| review.review.field.as_deref() == Some(field)))
         .collect())
 }
 
@@ -134,7 +134,7 @@ pub(crate) async fn list(
                     tbody {
                         @for review in &reviews {
                             @let (left, right) = side_names(&api, &review.link);
-                            tr data-review=(review.id) data-key=(review.key.as_str()) {
+                            tr data-review=(review.id) data-key=(review.review.key.as_str()) {
                                 @if operator {
                                     td {
                                         @if review.status == ReviewStatus::Open { (tick("bulk", "review", review.id)) }
@@ -142,18 +142,18 @@ pub(crate) async fn list(
                                 }
                                 td { a href=(format!("/reviews/{}", review.id)) { "#" (review.id) } }
                                 td { (review.link) }
-                                td { (review.key.as_str()) }
-                                td { (review.field.as_deref().unwrap_or("(whole record)")) }
-                                td { (value(&session, review.base.as_ref())) }
+                                td { (review.review.key.as_str()) }
+                                td { (review.review.field.as_deref().unwrap_or("(whole record)")) }
+                                td { (value(&session, review.review.base.as_ref())) }
                                 td.left {
-                                    small.side { (left) } " " (value(&session, review.left.as_ref()))
-                                    (changed(review.left.as_ref(), review.left_changed))
+                                    small.side { (left) } " " (value(&session, review.review.left.as_ref()))
+                                    (changed(review.review.left.as_ref(), review.review.left_changed))
                                 }
                                 td.right {
-                                    small.side { (right) } " " (value(&session, review.right.as_ref()))
-                                    (changed(review.right.as_ref(), review.right_changed))
+                                    small.side { (right) } " " (value(&session, review.review.right.as_ref()))
+                                    (changed(review.review.right.as_ref(), review.review.right_changed))
                                 }
-                                td { (review.reason) }
+                                td { (review.review.reason) }
                                 td { span class={ "status " (review.status) } { (review.status) } }
                             }
                         }
@@ -178,20 +178,20 @@ pub(crate) async fn show(
     let body = html! {
         dl.review {
             dt { "Link" } dd { (review.link) }
-            dt { "Key" } dd { (review.key.as_str()) }
-            dt { "Field" } dd { (review.field.as_deref().unwrap_or("(whole record: a delete against an edit)")) }
-            dt { "Kind" } dd { (label(&review.kind)) }
-            dt { "Held by" } dd { (review.reason) }
+            dt { "Key" } dd { (review.review.key.as_str()) }
+            dt { "Field" } dd { (review.review.field.as_deref().unwrap_or("(whole record: a delete against an edit)")) }
+            dt { "Kind" } dd { (label(&review.review.kind)) }
+            dt { "Held by" } dd { (review.review.reason) }
             dt { "Opened" } dd {
                 (time(review.created_at))
                 @if let Some(run) = review.run_id { " by run " a href=(format!("/runs/{run}")) { "#" (run) } }
             }
-            dt { "Baseline" } dd.base { (value(&session, review.base.as_ref())) }
+            dt { "Baseline" } dd.base { (value(&session, review.review.base.as_ref())) }
             dt { "Left: " (left) } dd.left {
-                (value(&session, review.left.as_ref())) (changed(review.left.as_ref(), review.left_changed))
+                (value(&session, review.review.left.as_ref())) (changed(review.review.left.as_ref(), review.review.left_changed))
             }
             dt { "Right: " (right) } dd.right {
-                (value(&session, review.right.as_ref())) (changed(review.right.as_ref(), review.right_changed))
+                (value(&session, review.review.right.as_ref())) (changed(review.review.right.as_ref(), review.review.right_changed))
             }
             dt { "Status" } dd { span #status class={ "status " (review.status) } { (review.status) } }
             @if let Some(decision) = &review.decision {
@@ -213,7 +213,7 @@ pub(crate) async fn show(
                 button #keep-left type="submit" name="keep" value="left" { "Keep left (" (left) ")" }
                 button #keep-right type="submit" name="keep" value="right" { "Keep right (" (right) ")" }
             }
-            @if review.field.is_some() {
+            @if review.review.field.is_some() {
                 form.decide method="post" action=(format!("/reviews/{id}/resolve")) {
                     (session.csrf_field())
                     label for="decided-value" { "Or this value on both sides" }
@@ -241,11 +241,11 @@ fn changed(value: Option<&Value>, at: Option<Timestamp>) -> Markup {
 /// The first run after the review's last decision that audited its field: the run that
 /// applied it. (A typed value is neither side's: the review closes once a later run reads it
 /// on both sides.)
-fn applied_by<'a>(review: &ReviewView, audit: &'a [AuditEntry]) -> Option<(RunId, &'a AuditEntry)> {
+fn applied_by<'a>(review: &Review, audit: &'a [AuditEntry]) -> Option<(RunId, &'a AuditEntry)> {
     let decided = audit.iter().rposition(|entry| entry.event == AuditEvent::Decided)?;
     audit[decided + 1..]
         .iter()
-        .filter(|entry| entry.field == review.field)
+        .filter(|entry| entry.field == review.review.field)
         .find_map(|entry| entry.run_id.map(|run| (run, entry)))
 }
 
