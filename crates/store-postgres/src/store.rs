@@ -1100,13 +1100,7 @@ impl StateStore for PostgresStore {
     }
 
     fn outbox_page(&self, query: OutboxQuery<'_>) -> Result<ListPage<OutboxEntry>, StoreError> {
-        block_on(page(
-            self.session(),
-            (query.link, query.links),
-            query.status.map(OutboxStatus::as_str),
-            query.before,
-            query.limit,
-        ))
+        block_on(page(self.session(), query.in_rows(OutboxStatus::as_str, |id| id)))
     }
 
     fn outbox_entry(&self, id: OutboxId) -> Result<OutboxEntry, StoreError> {
@@ -1145,13 +1139,7 @@ impl StateStore for PostgresStore {
     }
 
     fn reviews_page(&self, query: ReviewQuery<'_>) -> Result<ListPage<Review>, StoreError> {
-        block_on(page(
-            self.session(),
-            (query.link, query.links),
-            query.status.map(ReviewStatus::as_str),
-            query.before,
-            query.limit,
-        ))
+        block_on(page(self.session(), query.in_rows(ReviewStatus::as_str, |id| id)))
     }
 
     fn review(&self, id: ReviewId) -> Result<Review, StoreError> {
@@ -1159,14 +1147,7 @@ impl StateStore for PostgresStore {
     }
 
     fn runs_page(&self, query: RunQuery<'_>) -> Result<ListPage<RunRow>, StoreError> {
-        let before = query.before.map(|run| run.0);
-        block_on(page(
-            self.session(),
-            (query.link, query.links),
-            query.status.map(RunStatus::as_str),
-            before,
-            query.limit,
-        ))
+        block_on(page(self.session(), query.in_rows(RunStatus::as_str, |run| run.0)))
     }
 
     fn run(&self, id: RunId) -> Result<RunRow, StoreError> {
@@ -1963,11 +1944,9 @@ async fn query_listed<T: Listed>(
 /// all), newest first, at most `limit` (all when `0`), with how many more there are.
 async fn page<T: Listed>(
     session: Session<'_>,
-    (link, links): (Option<&str>, Option<&[String]>),
-    status: Option<&str>,
-    before: Option<i64>,
-    limit: usize,
+    query: ListQuery<'_, &str, i64>,
 ) -> Result<ListPage<T>, StoreError> {
+    let ListQuery { link, links, status, before, limit } = query;
     let clause = "($1::text IS NULL OR link = $1) AND ($2::text IS NULL OR status = $2) \
                   AND ($3::bigint IS NULL OR id < $3) AND ($4::text[] IS NULL OR link = ANY($4))";
     // No limit is `LIMIT NULL`.

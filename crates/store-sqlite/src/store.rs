@@ -793,7 +793,7 @@ impl StateStore for SqliteStore {
     }
 
     fn outbox_page(&self, query: OutboxQuery<'_>) -> Result<ListPage<OutboxEntry>, StoreError> {
-        page(&self.connection(), query, OutboxStatus::as_str, |id| id)
+        page(&self.connection(), query.in_rows(OutboxStatus::as_str, |id| id))
     }
 
     fn outbox_entry(&self, id: OutboxId) -> Result<OutboxEntry, StoreError> {
@@ -829,7 +829,7 @@ impl StateStore for SqliteStore {
     }
 
     fn reviews_page(&self, query: ReviewQuery<'_>) -> Result<ListPage<Review>, StoreError> {
-        page(&self.connection(), query, ReviewStatus::as_str, |id| id)
+        page(&self.connection(), query.in_rows(ReviewStatus::as_str, |id| id))
     }
 
     fn review(&self, id: ReviewId) -> Result<Review, StoreError> {
@@ -837,7 +837,7 @@ impl StateStore for SqliteStore {
     }
 
     fn runs_page(&self, query: RunQuery<'_>) -> Result<ListPage<RunRow>, StoreError> {
-        page(&self.connection(), query, RunStatus::as_str, |run| run.0)
+        page(&self.connection(), query.in_rows(RunStatus::as_str, |run| run.0))
     }
 
     fn run(&self, id: RunId) -> Result<RunRow, StoreError> {
@@ -1638,21 +1638,19 @@ fn read_rows<T>(
 }
 
 /// The page of rows `query` asks for (`status_text` and `id` put its status and id in SQL terms).
-fn page<T: Listed, Status, Id>(
+fn page<T: Listed>(
     connection: &rusqlite::Connection,
-    query: ListQuery<'_, Status, Id>,
-    status_text: fn(Status) -> &'static str,
-    id: fn(Id) -> i64,
+    query: ListQuery<'_, &str, i64>,
 ) -> Result<ListPage<T>, StoreError> {
     let clause = "(?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3) \
                   AND (?4 IS NULL OR link IN (SELECT value FROM json_each(?4)))";
-    let (link, status) = (query.link, query.status.map(status_text));
+    let (link, status) = (query.link, query.status);
     let links = query.links.map(|links| serde_json::Value::from(links.to_vec()).to_string());
     let limit = if query.limit == 0 { -1 } else { query.limit as i64 };
     let rows = T::query(
         connection,
         &format!("WHERE {clause} ORDER BY id DESC LIMIT ?5"),
-        params![link, status, query.before.map(id), links, limit],
+        params![link, status, query.before, links, limit],
     )?;
     let more = match rows.last() {
         Some(last) => connection

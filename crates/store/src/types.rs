@@ -606,6 +606,18 @@ pub struct ListQuery<'a, Status, Id> {
     pub limit: usize,
 }
 
+impl<'a, Status, Id> ListQuery<'a, Status, Id> {
+    /// The query as a store's SQL takes it: the status as its text and `before` as a row id.
+    pub fn in_rows(
+        self,
+        status: fn(Status) -> &'static str,
+        id: fn(Id) -> i64,
+    ) -> ListQuery<'a, &'static str, i64> {
+        let ListQuery { link, links, status: wanted, before, limit } = self;
+        ListQuery { link, links, status: wanted.map(status), before: before.map(id), limit }
+    }
+}
+
 /// What a listing of outbox entries asks for.
 pub type OutboxQuery<'a> = ListQuery<'a, OutboxStatus, OutboxId>;
 
