@@ -180,10 +180,7 @@ async fn start_run(
     Scope(org): Scope,
     Query(request): Query<RunRequest>,
 ) -> Result<Response, ApiError> {
-    link_in_scope(&api, &link, org.as_deref())?;
-    if !api.links.ask(&link, request.full) {
-        return Err(unknown_link(&api, link).into());
-    }
+    queue_run(&api, &link, org.as_deref(), request.full)?;
     let body = serde_json::json!({ "queued": link, "full": request.full });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
@@ -195,11 +192,41 @@ async fn plan(
     Scope(org): Scope,
     Query(request): Query<RunRequest>,
 ) -> Result<Json<RunsOutcome>, ApiError> {
-    link_in_scope(&api, &link, org.as_deref())?;
-    // The workspace says when there is no such link (404).
-    let mut workspace = Workspace::new((*api.config).clone()).within(org.as_deref())?;
-    let scope = RunScope { link: Some(link), full: request.full };
-    Ok(Json(workspace.plan(&scope, &mut Unobserved).await?))
+    Ok(Json(plan_link(&api, link, org.as_deref(), request.full).await?))
+}
+
+/// Queues a run of `link` (behind the one going on, if any) for a caller limited to `org`'s
+/// links, if limited: the API's and the dashboard's "run now".
+///
+/// # Errors
+///
+/// 403 for another organisation's link, 404 when there is no such link.
+pub(crate) fn queue_run(api: &Api, link: &str, org: Option<&str>, full: bool) -> Result<(), ApiError> {
+    link_in_scope(api, link, org)?;
+    if !api.links.ask(link, full) {
+        return Err(unknown_link(api, link.to_owned()).into());
+    }
+    Ok(())
+}
+
+/// What a run of `link` would do now, writing nothing, for a caller limited to `org`'s links,
+/// if limited: the API's and the dashboard's plan. A workspace of its own: a plan reads both
+/// sides, and the shared one serves the rest.
+///
+/// # Errors
+///
+/// 403 for another organisation's link, 404 when there is no such link (the workspace says),
+/// and what the plan's run fails with.
+pub(crate) async fn plan_link(
+    api: &Api,
+    link: String,
+    org: Option<&str>,
+    full: bool,
+) -> Result<RunsOutcome, ApiError> {
+    link_in_scope(api, &link, org)?;
+    let mut workspace = Workspace::new((*api.config).clone()).within(org)?;
+    let scope = RunScope { link: Some(link), full };
+    Ok(workspace.plan(&scope, &mut Unobserved).await?)
 }
 
 #[derive(Deserialize)]

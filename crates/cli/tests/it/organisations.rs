@@ -232,6 +232,8 @@ async fn each_club_syncs_its_own_members_and_sees_nothing_of_another() {
     assert_eq!(status, 403, "another club's run by its number");
     let (status, _) = service.post("/api/links/members%2Fc04/runs", C03_TOKEN, None).await;
     assert_eq!(status, 403, "running another club's link");
+    let (status, _) = service.post("/api/links/members%2Fc04/plan", C03_TOKEN, None).await;
+    assert_eq!(status, 403, "planning another club's link");
     let (status, _) = service.post("/api/links/members%2Fc03/runs", C03_TOKEN, None).await;
     assert_eq!(status, 202, "running its own");
     let (status, export) = service.get("/api/history?format=json", C03_TOKEN).await;

@@ -257,6 +257,17 @@ async fn the_schedule_runs_the_link_and_the_api_answers_by_role() {
     assert_eq!((status, body), (202, json!({ "queued": "members", "full": true })));
     assert_eq!(service.post("/api/links/nothing/runs", OPERATE_TOKEN, None).await.0, 404);
 
+    // A plan writes nothing and records no run, and is an action all the same.
+    assert_eq!(service.post("/api/links/members/plan", READ_TOKEN, None).await.0, 403);
+    let (status, plan) = service.post("/api/links/members/plan", OPERATE_TOKEN, None).await;
+    assert_eq!(status, 200, "{plan}");
+    let report = &plan["reports"][0];
+    assert_eq!(
+        (&report["link"], &report["dry_run"], &report["run_id"]),
+        (&json!("members"), &json!(true), &Value::Null)
+    );
+    assert_eq!(service.post("/api/links/nothing/plan", OPERATE_TOKEN, None).await.0, 404);
+
     let (status, runs) = service.get("/api/runs?limit=2", READ_TOKEN).await;
     assert_eq!(status, 200, "{runs}");
     assert_eq!(runs["items"].as_array().unwrap().len(), 2, "{runs:#}");

@@ -7,8 +7,7 @@ use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use fieldsync_app::Workspace;
-use fieldsync_app::workspace::{DayActivity, LinkStatus, RunReport, RunScope, RunsOutcome, Unobserved};
+use fieldsync_app::workspace::{DayActivity, LinkStatus, RunReport};
 use jiff::Timestamp;
 use maud::{Markup, html};
 
@@ -168,10 +167,7 @@ pub(crate) async fn run_now(
     Extension(session): Extension<Session>,
     Path(link): Path<String>,
 ) -> Result<Response, DashboardError> {
-    crate::api::link_in_scope(&api, &link, session.caller.organisation.as_deref())?;
-    if !api.links.ask(&link, false) {
-        return Err(crate::api::unknown_link(&api, link).into());
-    }
+    crate::api::queue_run(&api, &link, session.caller.organisation.as_deref(), false)?;
     session.notify(format!("A run of {link} is queued; its page shows under Runs once it starts."));
     Ok(see_other("/"))
 }
@@ -183,12 +179,8 @@ pub(crate) async fn plan_now(
     Extension(session): Extension<Session>,
     Path(link): Path<String>,
 ) -> Result<Response, DashboardError> {
-    // A workspace of its own: a plan reads both sides, and the shared one serves the rest.
-    crate::api::link_in_scope(&api, &link, session.caller.organisation.as_deref())?;
-    let mut workspace =
-        Workspace::new((*api.config).clone()).within(session.caller.organisation.as_deref())?;
-    let scope = RunScope { link: Some(link.clone()), full: false };
-    let outcome: RunsOutcome = workspace.plan(&scope, &mut Unobserved).await?;
+    let organisation = session.caller.organisation.as_deref();
+    let outcome = crate::api::plan_link(&api, link.clone(), organisation, false).await?;
     let body = html! {
         p { "What a run of " strong { (link) } " would do now. Nothing was written." }
         @for report in &outcome.reports { (plan_report(&session, report)) }
