@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 
 use fieldsync_app::workspace::{
-    Action, AuditEntry, CheckReport, Erasure, LinkPurge, LinkStatus, OutboxEntryView, Review, RunHistory,
-    RunReport, RunRow, RunStatus,
+    Action, AuditEntry, CheckReport, Erasure, LinkPurge, LinkStatus, NewReview, OutboxEntryView, Review,
+    RunHistory, RunReport, RunRow, RunStatus,
 };
 use fieldsync_model::{Side, Value};
 
@@ -185,17 +185,18 @@ pub fn run_report(report: &RunReport) -> String {
 /// A list of reviews as text.
 pub fn reviews(reviews: &[Review]) -> String {
     list(reviews, "No reviews.", |out, review| {
+        let about = &review.review;
         let _ = writeln!(
             out,
             "#{:<5} {:<9} {} {} {}: left {} | right {}  ({})",
             review.id,
             review.status,
             review.link,
-            review.review.key,
-            review.review.field.as_deref().unwrap_or("(record)"),
-            value(&review.review.left),
-            value(&review.review.right),
-            review.review.reason
+            about.key,
+            about.field.as_deref().unwrap_or("(record)"),
+            value(&about.left),
+            value(&about.right),
+            about.reason
         );
     })
 }
@@ -213,24 +214,25 @@ fn list<T>(items: &[T], none: &str, mut line: impl FnMut(&mut String, &T)) -> St
 }
 
 /// Each side's change time, to follow its value, when its connector reported one.
-fn changed(review: &Review) -> [String; 2] {
-    [review.review.left_changed, review.review.right_changed].map(|at| {
+fn changed(about: &NewReview) -> [String; 2] {
+    [about.left_changed, about.right_changed].map(|at| {
         at.map(|at| format!("  (changed {})", at.strftime("%Y-%m-%d %H:%M:%S UTC"))).unwrap_or_default()
     })
 }
 
 /// One review in full, with the record's audit trail.
 pub fn review(review: &Review, audit: &[AuditEntry]) -> String {
+    let about = &review.review;
     let mut out = String::new();
-    let _ = writeln!(out, "Review #{} ({}, {})", review.id, review.review.kind, review.status);
+    let _ = writeln!(out, "Review #{} ({}, {})", review.id, about.kind, review.status);
     let _ = writeln!(out, "  link    {}", review.link);
-    let _ = writeln!(out, "  record  {}", review.review.key);
-    let _ = writeln!(out, "  field   {}", review.review.field.as_deref().unwrap_or("(the whole record)"));
-    let _ = writeln!(out, "  base    {}", value(&review.review.base));
-    let [left_changed, right_changed] = changed(review);
-    let _ = writeln!(out, "  left    {}{left_changed}", value(&review.review.left));
-    let _ = writeln!(out, "  right   {}{right_changed}", value(&review.review.right));
-    let _ = writeln!(out, "  reason  {}", review.review.reason);
+    let _ = writeln!(out, "  record  {}", about.key);
+    let _ = writeln!(out, "  field   {}", about.field.as_deref().unwrap_or("(the whole record)"));
+    let _ = writeln!(out, "  base    {}", value(&about.base));
+    let [left_changed, right_changed] = changed(about);
+    let _ = writeln!(out, "  left    {}{left_changed}", value(&about.left));
+    let _ = writeln!(out, "  right   {}{right_changed}", value(&about.right));
+    let _ = writeln!(out, "  reason  {}", about.reason);
     if let Some(decision) = &review.decision {
         let _ = writeln!(out, "  decided {}", serde_json::to_string(decision).unwrap_or_default());
     }
@@ -240,7 +242,7 @@ pub fn review(review: &Review, audit: &[AuditEntry]) -> String {
         review.id
     );
     if !audit.is_empty() {
-        let _ = writeln!(out, "\nAudit of record {}:", review.review.key);
+        let _ = writeln!(out, "\nAudit of record {}:", about.key);
         out.push_str(&audit_lines(audit));
     }
     out

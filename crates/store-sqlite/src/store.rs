@@ -1637,20 +1637,20 @@ fn read_rows<T>(
     Ok(read)
 }
 
-/// The page of rows `query` asks for (`status_text` and `id` put its status and id in SQL terms).
+/// The page of rows `query` asks for, in the rows' terms (`ListQuery::in_rows`).
 fn page<T: Listed>(
     connection: &rusqlite::Connection,
     query: ListQuery<'_, &str, i64>,
 ) -> Result<ListPage<T>, StoreError> {
+    let ListQuery { link, links, status, before, limit } = query;
     let clause = "(?1 IS NULL OR link = ?1) AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3) \
                   AND (?4 IS NULL OR link IN (SELECT value FROM json_each(?4)))";
-    let (link, status) = (query.link, query.status);
-    let links = query.links.map(|links| serde_json::Value::from(links.to_vec()).to_string());
-    let limit = if query.limit == 0 { -1 } else { query.limit as i64 };
+    let links = links.map(|links| serde_json::Value::from(links.to_vec()).to_string());
+    let limit = if limit == 0 { -1 } else { limit as i64 };
     let rows = T::query(
         connection,
         &format!("WHERE {clause} ORDER BY id DESC LIMIT ?5"),
-        params![link, status, query.before, links, limit],
+        params![link, status, before, links, limit],
     )?;
     let more = match rows.last() {
         Some(last) => connection

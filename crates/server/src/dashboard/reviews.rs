@@ -134,7 +134,8 @@ pub(crate) async fn list(
                     tbody {
                         @for review in &reviews {
                             @let (left, right) = side_names(&api, &review.link);
-                            tr data-review=(review.id) data-key=(review.review.key.as_str()) {
+                            @let about = &review.review;
+                            tr data-review=(review.id) data-key=(about.key.as_str()) {
                                 @if operator {
                                     td {
                                         @if review.status == ReviewStatus::Open { (tick("bulk", "review", review.id)) }
@@ -142,18 +143,18 @@ pub(crate) async fn list(
                                 }
                                 td { a href=(format!("/reviews/{}", review.id)) { "#" (review.id) } }
                                 td { (review.link) }
-                                td { (review.review.key.as_str()) }
-                                td { (review.review.field.as_deref().unwrap_or("(whole record)")) }
-                                td { (value(&session, review.review.base.as_ref())) }
+                                td { (about.key.as_str()) }
+                                td { (about.field.as_deref().unwrap_or("(whole record)")) }
+                                td { (value(&session, about.base.as_ref())) }
                                 td.left {
-                                    small.side { (left) } " " (value(&session, review.review.left.as_ref()))
-                                    (changed(review.review.left.as_ref(), review.review.left_changed))
+                                    small.side { (left) } " " (value(&session, about.left.as_ref()))
+                                    (changed(about.left.as_ref(), about.left_changed))
                                 }
                                 td.right {
-                                    small.side { (right) } " " (value(&session, review.review.right.as_ref()))
-                                    (changed(review.review.right.as_ref(), review.review.right_changed))
+                                    small.side { (right) } " " (value(&session, about.right.as_ref()))
+                                    (changed(about.right.as_ref(), about.right_changed))
                                 }
-                                td { (review.review.reason) }
+                                td { (about.reason) }
                                 td { span class={ "status " (review.status) } { (review.status) } }
                             }
                         }
@@ -175,23 +176,24 @@ pub(crate) async fn show(
     let ReviewDetail { review, audit } = session.call(&api, move |workspace| workspace.review(id)).await?;
     let (left, right) = side_names(&api, &review.link);
     let applied = applied_by(&review, &audit);
+    let about = &review.review;
     let body = html! {
         dl.review {
             dt { "Link" } dd { (review.link) }
-            dt { "Key" } dd { (review.review.key.as_str()) }
-            dt { "Field" } dd { (review.review.field.as_deref().unwrap_or("(whole record: a delete against an edit)")) }
-            dt { "Kind" } dd { (label(&review.review.kind)) }
-            dt { "Held by" } dd { (review.review.reason) }
+            dt { "Key" } dd { (about.key.as_str()) }
+            dt { "Field" } dd { (about.field.as_deref().unwrap_or("(whole record: a delete against an edit)")) }
+            dt { "Kind" } dd { (label(&about.kind)) }
+            dt { "Held by" } dd { (about.reason) }
             dt { "Opened" } dd {
                 (time(review.created_at))
                 @if let Some(run) = review.run_id { " by run " a href=(format!("/runs/{run}")) { "#" (run) } }
             }
-            dt { "Baseline" } dd.base { (value(&session, review.review.base.as_ref())) }
+            dt { "Baseline" } dd.base { (value(&session, about.base.as_ref())) }
             dt { "Left: " (left) } dd.left {
-                (value(&session, review.review.left.as_ref())) (changed(review.review.left.as_ref(), review.review.left_changed))
+                (value(&session, about.left.as_ref())) (changed(about.left.as_ref(), about.left_changed))
             }
             dt { "Right: " (right) } dd.right {
-                (value(&session, review.review.right.as_ref())) (changed(review.review.right.as_ref(), review.review.right_changed))
+                (value(&session, about.right.as_ref())) (changed(about.right.as_ref(), about.right_changed))
             }
             dt { "Status" } dd { span #status class={ "status " (review.status) } { (review.status) } }
             @if let Some(decision) = &review.decision {
@@ -213,7 +215,7 @@ pub(crate) async fn show(
                 button #keep-left type="submit" name="keep" value="left" { "Keep left (" (left) ")" }
                 button #keep-right type="submit" name="keep" value="right" { "Keep right (" (right) ")" }
             }
-            @if review.review.field.is_some() {
+            @if about.field.is_some() {
                 form.decide method="post" action=(format!("/reviews/{id}/resolve")) {
                     (session.csrf_field())
                     label for="decided-value" { "Or this value on both sides" }
